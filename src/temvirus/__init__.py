@@ -1,0 +1,1 @@
+"""TEM virus benchmark workflow: the logic behind every Snakemake rule."""

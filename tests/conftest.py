@@ -1,0 +1,20 @@
+"""Shared fixtures. Real data lives outside the repo in ../shared (CI has it there)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+REAL_CROPS = SHARED / "real-tem" / "tem-virus-1nm-crops"
+PAPER = REPO / "resources" / "paper"
+
+
+@pytest.fixture(scope="session")
+def real_crops() -> Path:
+    """The 578 real 1 nm/px crops (9 classes); the test is skipped, saying why, when absent."""
+    if not REAL_CROPS.is_dir():
+        pytest.skip(f"real TEM crops not found at {REAL_CROPS} (they are read from ../shared, never committed)")
+    return REAL_CROPS

@@ -1,0 +1,1 @@
+"""curation stage rules (see docs/architecture.md)."""

@@ -1,0 +1,31 @@
+"""Raw data: the embedded synthetic dataset, and the image/particle tables read from it."""
+
+
+rule synthetic_dataset:
+    input:
+        table1="resources/paper/table1_dataset.csv",
+    output:
+        root=directory(RAW_SYNTHETIC),
+        truth="results/raw/synthetic_truth.csv",
+    params:
+        synthetic=config["dataset"]["synthetic"],
+    log:
+        "logs/data/synthetic_dataset.log",
+    conda:
+        "../../envs/temvirus.yaml"
+    script:
+        "../scripts/synthetic_dataset.py"
+
+
+rule raw_tables:
+    input:
+        root=raw_root,
+    output:
+        images="results/raw/images.csv",
+        particles="results/raw/particles.csv",
+    log:
+        "logs/data/raw_tables.log",
+    conda:
+        "../../envs/temvirus.yaml"
+    script:
+        "../scripts/raw_tables.py"

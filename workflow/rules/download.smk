@@ -1,0 +1,1 @@
+"""download stage rules (see docs/architecture.md)."""

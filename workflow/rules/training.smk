@@ -1,0 +1,1 @@
+"""training stage rules (see docs/architecture.md)."""
