@@ -18,3 +18,20 @@ def real_crops() -> Path:
     if not REAL_CROPS.is_dir():
         pytest.skip(f"real TEM crops not found at {REAL_CROPS} (they are read from ../shared, never committed)")
     return REAL_CROPS
+
+
+def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
+    """Command line running this repo's workflow with ``workdir`` as its working directory.
+
+    The workdir gets links to the repo's ``config/`` and ``resources/`` so that runs in a
+    temporary folder read the same configuration and never touch the repo's ``results/``.
+    """
+    import sys
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    for name in ("config", "resources"):
+        link = workdir / name
+        if not link.exists():
+            link.symlink_to(REPO / name, target_is_directory=True)
+    snakemake = Path(sys.executable).with_name("snakemake")
+    return [str(snakemake), "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2", *args]
