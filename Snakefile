@@ -1,6 +1,5 @@
 from snakemake.utils import min_version, validate
 
-
 min_version("9.0")
 
 
@@ -14,11 +13,12 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/download.smk"
 include: "workflow/rules/curation.smk"
+include: "workflow/rules/patches.smk"
 include: "workflow/rules/training.smk"
 include: "workflow/rules/audit.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_inputs,
-    default_target: True

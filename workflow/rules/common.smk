@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-
 RAW_SYNTHETIC = "results/raw/synthetic"
 
 
@@ -24,6 +23,10 @@ def curation_targets():
     return []
 
 
+def patches_targets():
+    return []
+
+
 def training_targets():
     return []
 
@@ -33,5 +36,11 @@ def audit_targets():
 
 
 def all_inputs(wildcards):
-    """Everything `rule all` builds: each stage contributes its own targets."""
-    return data_targets() + curation_targets() + training_targets() + audit_targets()
+    """The default target: each stage contributes its own list."""
+    return (
+        data_targets()
+        + curation_targets()
+        + patches_targets()
+        + training_targets()
+        + audit_targets()
+    )

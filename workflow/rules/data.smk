@@ -7,12 +7,12 @@ rule synthetic_dataset:
     output:
         root=directory(RAW_SYNTHETIC),
         truth="results/raw/synthetic_truth.csv",
-    params:
-        synthetic=config["dataset"]["synthetic"],
     log:
         "logs/data/synthetic_dataset.log",
     conda:
         "../../envs/temvirus.yaml"
+    params:
+        synthetic=config["dataset"]["synthetic"],
     script:
         "../scripts/synthetic_dataset.py"
 
