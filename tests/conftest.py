@@ -35,3 +35,18 @@ def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
             link.symlink_to(REPO / name, target_is_directory=True)
     snakemake = Path(sys.executable).with_name("snakemake")
     return [str(snakemake), "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2", *args]
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory) -> Path:
+    """One real run of the default workflow (config/config.yaml) in a scratch workdir.
+
+    Session-scoped: every test that only reads the default results shares this run. Tests
+    that modify results must copy them first.
+    """
+    import subprocess
+
+    workdir = tmp_path_factory.mktemp("default_run")
+    proc = subprocess.run(snakemake_cmd(workdir), capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, f"default workflow failed:\n{proc.stderr[-6000:]}"
+    return workdir

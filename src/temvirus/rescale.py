@@ -1,0 +1,123 @@
+"""Lanczos-3 resampling of raw images to 1 nm/px, whole or one window at a time.
+
+Geometry (``docs/architecture.md``): a raw pixel ``(r, c)`` of size ``s`` nm covers
+``[c, c+1) x [r, r+1)`` in pixel units, so output pixel ``j`` of the 1 nm/px image, centred at
+``j + 0.5`` nm, samples the source at index position ``p = (j + 0.5) / s - 0.5``. The output
+image has ``round(n * s)`` pixels along a side of ``n`` source pixels.
+
+Kernel: ``L(x) = sinc(x) sinc(x / 3)`` for ``|x| < 3``. When downsampling (``s < 1``) the kernel
+is stretched by ``1 / s`` (antialiasing, as in PIL and ImageMagick); weights are normalised to
+sum 1. The resampler is separable: one sparse weights matrix per axis, ``Wy @ I @ Wx.T``.
+
+Borders are mirrored (``numpy.pad`` mode ``reflect``: the edge pixel is not repeated), twice:
+source taps beyond the raw image reflect in source pixels, and output pixels beyond the
+rescaled image (a patch reaching past the border) reflect in rescaled pixels. So
+:func:`window` equals cropping ``numpy.pad(rescale_image(...), mode="reflect")``, without ever
+materialising the rescaled image (a 2048 px image at 5.57 nm/px would be 11,400 px): it gathers
+only the source rows and columns the window needs.
+
+Differences from ``PIL.Image.resize(..., LANCZOS)``: PIL uses the same kernel, stretching and
+sampling positions (for sizes with ``n * s`` integral) but truncates and renormalises the kernel
+at the border instead of mirroring, so results agree away from the border (more than
+``3 / min(s, 1)`` source pixels from it) up to float rounding, and differ near it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+#: Lanczos kernel radius ``a`` (Lanczos-3)
+RADIUS = 3
+#: pixel size of the rescaled images and patches, nm
+TARGET_NM = 1.0
+
+
+def lanczos3(x: np.ndarray) -> np.ndarray:
+    """The Lanczos-3 kernel ``sinc(x) sinc(x/3)`` on ``|x| < 3``, 0 outside."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.where(np.abs(x) < RADIUS, np.sinc(x) * np.sinc(x / RADIUS), 0.0)
+
+
+def reflect_index(index: np.ndarray, n: int) -> np.ndarray:
+    """Map integer indices into ``[0, n)`` by mirroring without repeating the edge (``reflect``)."""
+    index = np.asarray(index, dtype=np.int64)
+    if n == 1:
+        return np.zeros_like(index)
+    period = 2 * (n - 1)
+    folded = np.mod(index, period)
+    return np.where(folded >= n, period - folded, folded)
+
+
+def rescaled_size(n: int, pixel_size_nm: float) -> int:
+    """Pixels of the 1 nm/px image along a side of ``n`` source pixels of ``pixel_size_nm``."""
+    return max(1, int(np.floor(n * pixel_size_nm / TARGET_NM + 0.5)))
+
+
+def weights_matrix(out_index: np.ndarray, pixel_size_nm: float, n_src: int) -> sp.csr_matrix:
+    """Sparse ``(len(out_index), n_src)`` Lanczos-3 weights for output pixels ``out_index``.
+
+    ``out_index`` are pixel indices of the rescaled axis, already inside it; row ``i`` holds the
+    normalised weights of the source pixels (taps mirrored into ``[0, n_src)``) for pixel
+    ``out_index[i]``.
+    """
+    scale = pixel_size_nm / TARGET_NM  # output pixels per source pixel
+    stretch = min(scale, 1.0)
+    support = RADIUS / stretch
+    centre = (np.asarray(out_index, dtype=np.float64) + 0.5) / scale - 0.5
+    half = int(np.ceil(support))
+    taps = np.floor(centre)[:, None].astype(np.int64) + np.arange(-half, half + 1)
+    weights = lanczos3((centre[:, None] - taps) * stretch)
+    weights /= weights.sum(axis=1, keepdims=True)
+    rows = np.broadcast_to(np.arange(len(centre))[:, None], taps.shape)
+    matrix = sp.coo_matrix((weights.ravel(), (rows.ravel(), reflect_index(taps, n_src).ravel())), shape=(len(centre), n_src))
+    return matrix.tocsr()  # duplicate (mirrored) taps are summed
+
+
+def _dense(matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """The columns a weights matrix uses and its dense restriction to them."""
+    used = np.unique(matrix.indices)
+    return used, matrix[:, used].toarray()
+
+
+def window(image: np.ndarray, pixel_size_nm: float, x_nm: float, y_nm: float, size: int = 256) -> np.ndarray:
+    """The ``size x size`` float64 window of the 1 nm/px image centred at ``(x_nm, y_nm)``.
+
+    The window is aligned on the rescaled pixel grid: its top-left pixel is
+    ``round(y_nm - size/2), round(x_nm - size/2)`` (halves round up), so its centre lies within
+    half a nanometre of the requested point and it equals the same crop of the mirror-padded
+    :func:`rescale_image`. Only the source rows and columns it needs are read.
+    """
+    height, width = image.shape
+    top = int(np.floor(y_nm - size / 2 + 0.5))
+    left = int(np.floor(x_nm - size / 2 + 0.5))
+    offsets = np.arange(size)
+    rows_out = reflect_index(top + offsets, rescaled_size(height, pixel_size_nm))
+    cols_out = reflect_index(left + offsets, rescaled_size(width, pixel_size_nm))
+    src_rows, wy = _dense(weights_matrix(rows_out, pixel_size_nm, height))
+    src_cols, wx = _dense(weights_matrix(cols_out, pixel_size_nm, width))
+    block = image[np.ix_(src_rows, src_cols)].astype(np.float64)
+    return wy @ block @ wx.T
+
+
+def rescale_image(image: np.ndarray, pixel_size_nm: float, *, block_rows: int = 512) -> np.ndarray:
+    """The whole image rescaled to 1 nm/px (float64), computed in blocks of output rows.
+
+    Memory is the output plus one block; use it to write rescaled images, not for patches
+    (see :func:`window`).
+    """
+    height, width = image.shape
+    out_h, out_w = rescaled_size(height, pixel_size_nm), rescaled_size(width, pixel_size_nm)
+    wx_t = weights_matrix(np.arange(out_w), pixel_size_nm, width).T.tocsr()
+    out = np.empty((out_h, out_w), dtype=np.float64)
+    for start in range(0, out_h, block_rows):
+        rows = np.arange(start, min(start + block_rows, out_h))
+        src_rows, wy = _dense(weights_matrix(rows, pixel_size_nm, height))
+        vertical = wy @ image[src_rows].astype(np.float64)
+        out[rows] = (wx_t.T @ vertical.T).T
+    return out
+
+
+def quantize(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Round to the nearest integer (half to even) and clip to ``[low, high]``, as uint16."""
+    return np.clip(np.rint(values), low, high).astype(np.uint16)
