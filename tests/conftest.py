@@ -50,3 +50,127 @@ def default_run(tmp_path_factory) -> Path:
     proc = subprocess.run(snakemake_cmd(workdir), capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, f"default workflow failed:\n{proc.stderr[-6000:]}"
     return workdir
+
+
+def write_patch_split(folder: Path, classes: list[str], per_subset: dict[str, int], size: int = 64, seed: int = 0) -> None:
+    """A small learnable patch split in the patches stage's layout (docs/architecture.md).
+
+    ``per_subset`` gives the patches per class of ``train_augmented``, ``validation`` and
+    ``test``; class ``i`` is a bright disc of radius growing with ``i`` on uint16 noise. Every
+    two patches of a class share an image (``img_{class}_{subset}_{k}``).
+    """
+    import numpy as np
+    import pandas as pd
+
+    gen = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+
+    def patches(label: int, n: int) -> np.ndarray:
+        radius = size * (0.12 + 0.3 * label / max(1, len(classes) - 1))
+        disc = (np.hypot(yy, xx) < radius) * 20000.0
+        return np.clip(disc + gen.normal(30000, 4000, (n, size, size)), 0, 65535).astype(np.uint16)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for subset in ("train", "validation", "test"):
+        n = per_subset.get(subset, per_subset["train_augmented"] // 2)
+        arrays = [patches(i, n) for i in range(len(classes))]
+        np.save(folder / f"{subset}.npy", np.concatenate(arrays))
+        for i, cls in enumerate(classes):
+            for k in range(n):
+                image_id = f"img_{cls}_{subset}_{k // 2}"
+                rows.append({"patch_id": f"{image_id}_p{k:03d}_v00", "image_id": image_id, "class": cls,
+                             "subset": subset, "index": i * n + k, "particle": k, "vertex": 0,
+                             "x_nm": 100.0 + 50 * (k % 2), "y_nm": 120.0})  # fmt: skip
+    pd.DataFrame(rows).to_csv(folder / "patches.csv", index=False)
+    n = per_subset["train_augmented"]
+    np.save(folder / "train_augmented.npy", np.concatenate([patches(i, n) for i in range(len(classes))]))
+    aug = [{"index": i * n + k, "aug_id": f"a{i}_{k}", "source_patch_id": f"src{i}_{k}", "class": cls,
+            "transform": "identity"} for i, cls in enumerate(classes) for k in range(n)]  # fmt: skip
+    pd.DataFrame(aug).to_csv(folder / "train_augmented.csv", index=False)
+
+
+# -- download tests: a file server on 127.0.0.1 (tests/test_download.py, tests/test_weights.py)
+
+
+class FileServer:
+    """Serves ``files`` (path -> bytes) on 127.0.0.1 with Range support and injectable faults.
+
+    ``faults[path]`` is a set of: ``drop_once`` (send half of the body, then close the
+    connection, once), ``ignore_range`` (answer 200 with the whole body to a Range request),
+    ``missing`` (404), ``wrong_body`` (same length, other bytes). ``requests`` lists
+    ``(path, Range header)`` of every GET.
+    """
+
+    def __init__(self):
+        import hashlib
+        import http.server
+        import re
+        import threading
+
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            timeout = 10  # a stuck client cannot hold the server
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                rng = self.headers.get("Range")
+                server.requests.append((self.path, rng))
+                faults = server.faults.setdefault(self.path, set())
+                body = server.files.get(self.path)
+                if body is None or "missing" in faults:
+                    self.send_error(404, "Not Found")
+                    return
+                if "wrong_body" in faults:
+                    body = bytes(b ^ 0xFF for b in body)
+                match = re.fullmatch(r"bytes=(\d+)-", rng or "")
+                start = int(match.group(1)) if match and "ignore_range" not in faults else 0
+                if start >= len(body) > 0:
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(body)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(206 if start else 200)
+                if start:
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                self.send_header("Content-Length", str(len(body) - start))
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()[:16]}"')
+                self.send_header("Last-Modified", "Tue, 02 Mar 2021 10:00:00 GMT")
+                self.end_headers()
+                payload = body[start:]
+                if "drop_once" in faults:
+                    faults.discard("drop_once")
+                    self.wfile.write(payload[: len(payload) // 2])
+                    self.close_connection = True
+                    return
+                self.wfile.write(payload)
+
+        self.files: dict[str, bytes] = {}
+        self.faults: dict[str, set[str]] = {}
+        self.requests: list[tuple[str, str | None]] = []
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def file_server():
+    """A :class:`FileServer` on 127.0.0.1, stopped after the test."""
+    server = FileServer()
+    yield server
+    server.close()

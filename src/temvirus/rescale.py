@@ -34,9 +34,10 @@ TARGET_NM = 1.0
 
 
 def lanczos3(x: np.ndarray) -> np.ndarray:
-    """The Lanczos-3 kernel ``sinc(x) sinc(x/3)`` on ``|x| < 3``, 0 outside."""
+    """The Lanczos-3 kernel ``sinc(x) sinc(x/3)`` on ``|x| < 3``, 0 outside and exactly 0 at non-zero integers."""
     x = np.asarray(x, dtype=np.float64)
-    return np.where(np.abs(x) < RADIUS, np.sinc(x) * np.sinc(x / RADIUS), 0.0)
+    zero = (np.abs(x) >= RADIUS) | ((x == np.round(x)) & (x != 0))
+    return np.where(zero, 0.0, np.sinc(x) * np.sinc(x / RADIUS))
 
 
 def reflect_index(index: np.ndarray, n: int) -> np.ndarray:
@@ -70,8 +71,16 @@ def weights_matrix(out_index: np.ndarray, pixel_size_nm: float, n_src: int) -> s
     weights = lanczos3((centre[:, None] - taps) * stretch)
     weights /= weights.sum(axis=1, keepdims=True)
     rows = np.broadcast_to(np.arange(len(centre))[:, None], taps.shape)
-    matrix = sp.coo_matrix((weights.ravel(), (rows.ravel(), reflect_index(taps, n_src).ravel())), shape=(len(centre), n_src))
-    return matrix.tocsr()  # duplicate (mirrored) taps are summed
+    matrix = sp.coo_matrix((weights.ravel(), (rows.ravel(), reflect_index(taps, n_src).ravel())), shape=(len(centre), n_src)).tocsr()
+    matrix.eliminate_zeros()  # duplicate (mirrored) taps were summed by tocsr
+    return matrix
+
+
+def _selection(matrix: sp.csr_matrix) -> np.ndarray | None:
+    """The source index of each row if every row picks one pixel with weight 1 (integral scale 1), else None."""
+    if matrix.nnz == matrix.shape[0] and np.all(matrix.data == 1.0):
+        return matrix.indices
+    return None
 
 
 def _dense(matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
@@ -94,8 +103,13 @@ def window(image: np.ndarray, pixel_size_nm: float, x_nm: float, y_nm: float, si
     offsets = np.arange(size)
     rows_out = reflect_index(top + offsets, rescaled_size(height, pixel_size_nm))
     cols_out = reflect_index(left + offsets, rescaled_size(width, pixel_size_nm))
-    src_rows, wy = _dense(weights_matrix(rows_out, pixel_size_nm, height))
-    src_cols, wx = _dense(weights_matrix(cols_out, pixel_size_nm, width))
+    wy_sparse = weights_matrix(rows_out, pixel_size_nm, height)
+    wx_sparse = weights_matrix(cols_out, pixel_size_nm, width)
+    pick_rows, pick_cols = _selection(wy_sparse), _selection(wx_sparse)
+    if pick_rows is not None and pick_cols is not None:  # already at 1 nm/px: a plain (mirrored) crop
+        return image[np.ix_(pick_rows, pick_cols)].astype(np.float64)
+    src_rows, wy = _dense(wy_sparse)
+    src_cols, wx = _dense(wx_sparse)
     block = image[np.ix_(src_rows, src_cols)].astype(np.float64)
     return wy @ block @ wx.T
 
@@ -108,13 +122,13 @@ def rescale_image(image: np.ndarray, pixel_size_nm: float, *, block_rows: int = 
     """
     height, width = image.shape
     out_h, out_w = rescaled_size(height, pixel_size_nm), rescaled_size(width, pixel_size_nm)
-    wx_t = weights_matrix(np.arange(out_w), pixel_size_nm, width).T.tocsr()
+    wx = weights_matrix(np.arange(out_w), pixel_size_nm, width)
     out = np.empty((out_h, out_w), dtype=np.float64)
     for start in range(0, out_h, block_rows):
         rows = np.arange(start, min(start + block_rows, out_h))
         src_rows, wy = _dense(weights_matrix(rows, pixel_size_nm, height))
         vertical = wy @ image[src_rows].astype(np.float64)
-        out[rows] = (wx_t.T @ vertical.T).T
+        out[rows] = (wx @ vertical.T).T
     return out
 
 

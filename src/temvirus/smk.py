@@ -3,15 +3,19 @@
 Every script in ``workflow/scripts/`` is three lines: import a function of this package and
 hand it to :func:`run_rule` with the ``snakemake`` object. ``run_rule`` sends logging and
 warnings to the rule's log file (and stderr), logs a failure with its traceback, and re-raises
-it so that Snakemake marks the job failed and removes its outputs.
+it so that Snakemake marks the job failed and removes its outputs. Once the function has
+succeeded, ``run_rule`` writes the job's lineage record (:mod:`temvirus.provenance`): this is
+the one place where records are made, so every rule that runs through it gets one.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import sys
-import time
 from collections.abc import Callable
+
+from temvirus import provenance
 
 log = logging.getLogger("temvirus")
 
@@ -30,13 +34,20 @@ def configure_logging(logfile: str | None = None, level: int = logging.INFO) -> 
 
 
 def run_rule(smk, main: Callable[[object], None]) -> None:
-    """Run ``main(smk)`` for a Snakemake job with logging to ``smk.log[0]``."""
+    """Run ``main(smk)`` for a Snakemake job with logging to ``smk.log[0]``, then record it.
+
+    The lineage record (``results/provenance/{rule}/...json``) is written only after ``main``
+    succeeded; a failure to write it fails the job too, so no output goes unrecorded.
+    """
     configure_logging(smk.log[0] if len(smk.log) else None)
-    started = time.time()
+    provenance.reset()
+    started = dt.datetime.now(dt.timezone.utc)
     log.info("rule %s wildcards=%s", smk.rule, dict(smk.wildcards.items()))
     try:
         main(smk)
+        ended = dt.datetime.now(dt.timezone.utc)
+        record = provenance.write_record(smk, started, ended)
     except Exception:
         log.exception("rule %s failed", smk.rule)
         raise
-    log.info("rule %s done in %.1f s", smk.rule, time.time() - started)
+    log.info("rule %s done in %.1f s; lineage record %s", smk.rule, (ended - started).total_seconds(), record)

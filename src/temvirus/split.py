@@ -3,11 +3,21 @@
 ``representative`` (the paper's rule): per class, order the images by particle count and deal
 them in the repeating sequence train, test, train, validation, train. Ties in particle count
 are broken by image id, so the order (and the split) is a pure function of the table.
+``bad`` (the paper's control): per class in the same order, the first 60 % to train, the next
+20 % to validation, the last 20 % to test (:func:`bad_counts` gives the rounding).
+``given``: the split folders of the raw layout, as found.
 """
 
 from __future__ import annotations
 
+import logging
+import warnings
+
 import pandas as pd
+
+from temvirus.io import write_csv
+
+log = logging.getLogger(__name__)
 
 #: the paper's dealing sequence, repeated until no image is left
 REPRESENTATIVE_SEQUENCE = ("train", "test", "train", "validation", "train")
@@ -21,3 +31,105 @@ def representative_order(images: pd.DataFrame) -> pd.DataFrame:
 def deal_representative(n: int) -> list[str]:
     """Split labels for ``n`` images already in :func:`representative_order`."""
     return [REPRESENTATIVE_SEQUENCE[i % len(REPRESENTATIVE_SEQUENCE)] for i in range(n)]
+
+
+METHODS = ("representative", "bad", "given")
+SUBSETS = ("train", "validation", "test")
+SPLIT_COLUMNS = ["image_id", "class", "n_particles", "overlap_group", "folder_split", "split"]
+
+
+class NoParticlesWarning(UserWarning):
+    """Kept images without particles: they give no patches and are left out of every split."""
+
+
+def bad_counts(n: int) -> tuple[int, int, int]:
+    """Train, validation and test sizes of the ``bad`` split of ``n`` images.
+
+    Validation and test each get ``floor(0.2 * n + 0.5)`` images (20 %, halves rounded up),
+    train the rest; for n = 9 that is 5 / 2 / 2, the counts :func:`deal_representative` gives.
+    """
+    fifth = int(0.2 * n + 0.5)
+    return n - 2 * fifth, fifth, fifth
+
+
+def deal_bad(n: int) -> list[str]:
+    """Split labels of the ``bad`` split for ``n`` images in :func:`representative_order`:
+    the fewest-particle images to train, the next to validation, the most-particle ones to test."""
+    n_train, n_val, n_test = bad_counts(n)
+    return ["train"] * n_train + ["validation"] * n_val + ["test"] * n_test
+
+
+def assign_split(images: pd.DataFrame, method: str) -> pd.DataFrame:
+    """Split the kept images of ``images`` (``images_kept.csv``) with ``method``.
+
+    ``representative`` and ``bad`` work per class on :func:`representative_order`; ``given`` is
+    the folder split. Images that were not kept (overlap removal) or have no particles are left
+    out (the latter with a :class:`NoParticlesWarning`). Returns :data:`SPLIT_COLUMNS`, sorted by
+    class and image id.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown split method {method!r}; expected one of {list(METHODS)}")
+    table = images[images["kept"].astype(bool)] if "kept" in images else images
+    empty = table[table.n_particles == 0]
+    if len(empty):
+        warnings.warn(f"{len(empty)} kept images have no particles and are left out of the split: {sorted(empty.image_id)}", NoParticlesWarning, stacklevel=2)
+    table = table[table.n_particles > 0]
+    parts = []
+    for _, group in table.groupby("class", sort=True):
+        ordered = representative_order(group).copy()
+        if method == "representative":
+            ordered["split"] = deal_representative(len(ordered))
+        elif method == "bad":
+            ordered["split"] = deal_bad(len(ordered))
+        else:
+            ordered["split"] = ordered["folder_split"]
+        parts.append(ordered)
+    result = pd.concat(parts) if parts else table.assign(split=pd.Series(dtype=str))
+    unknown = sorted(set(result["split"]) - set(SUBSETS))
+    if unknown:
+        raise ValueError(f"split labels {unknown} are not in {list(SUBSETS)}")
+    return result[SPLIT_COLUMNS].sort_values(["class", "image_id"], kind="stable").reset_index(drop=True)
+
+
+def agreement(split: pd.DataFrame) -> pd.DataFrame:
+    """How far a split table agrees with the given folder split, per class and overall (``all``).
+
+    Columns: ``class``, ``images``, ``same_split`` (images whose ``split`` equals their
+    ``folder_split``), ``agreement`` (their fraction), and per subset ``{subset}_both``, the
+    images that both put there.
+    """
+    same = split["split"] == split["folder_split"]
+    rows = []
+    for cls, index in [*split.groupby("class", sort=True).groups.items(), ("all", split.index)]:
+        row = {"class": cls, "images": len(index), "same_split": int(same[index].sum())}
+        row["agreement"] = round(row["same_split"] / len(index), 4) if len(index) else float("nan")
+        for subset in SUBSETS:
+            row[f"{subset}_both"] = int((same[index] & (split.loc[index, "split"] == subset)).sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def read_table(path) -> pd.DataFrame:
+    """Read an image, kept-image or split table, keeping ids as strings (``"0042"``)."""
+    return pd.read_csv(path, dtype={"image_id": str, "overlap_group": str})
+
+
+def write_split(kept_csv, out_csv, method: str) -> None:
+    """Rule ``split``: ``images_kept.csv`` -> ``split_{method}.csv``."""
+    split = assign_split(read_table(kept_csv), method)
+    counts = split.groupby("split").size().reindex(SUBSETS, fill_value=0)
+    log.info("%s split: %s", method, ", ".join(f"{k} {v}" for k, v in counts.items()))
+    write_csv(out_csv, split)
+
+
+def write_agreement(split_csvs: dict[str, str], out_csv) -> None:
+    """Rule ``split_agreement``: agreement of each split (method -> ``split_{method}.csv``) with
+    the given folder split, one block of rows per method."""
+    frames = []
+    for method, path in sorted(split_csvs.items()):
+        table = agreement(read_table(path))
+        overall = table.set_index("class").loc["all"]
+        log.info("%s vs given split: %d of %d images agree (%.3f)", method, overall.same_split, overall.images, overall.agreement)
+        frames.append(table.assign(method=method))
+    result = pd.concat(frames, ignore_index=True)
+    write_csv(out_csv, result[["method", *result.columns[:-1]]])

@@ -3,32 +3,193 @@
 from pathlib import Path
 
 RAW_SYNTHETIC = "results/raw/synthetic"
+DATASET_DIR = "resources/dataset"
 
 
 def raw_root(wildcards=None):
-    """The raw-layout folder the chain starts from, according to dataset.source."""
+    """The raw-layout folder the chain starts from, according to dataset.source.
+
+    synthetic: generated; mendeley: extracted by download_dataset; local: the folder given
+    (or the raw layout found inside it), or, for an archive file, extracted by
+    extract_local_dataset.
+    """
     source = config["dataset"]["source"]
     if source == "synthetic":
         return RAW_SYNTHETIC
-    if source == "local":
-        return config["dataset"]["local"]["path"]
-    raise ValueError(f"dataset.source {source!r} has no raw folder yet")
+    if source == "mendeley":
+        return f"{DATASET_DIR}/mendeley"
+    path = config["dataset"]["local"]["path"]
+    if not path.strip():
+        raise ValueError("dataset.source is 'local' but dataset.local.path is empty")
+    if Path(path).is_file():
+        return f"{DATASET_DIR}/local"
+    if not Path(path).is_dir():
+        raise ValueError(
+            f"{path}: dataset.local.path (raw-layout folder or archive) does not exist"
+        )
+    from temvirus.download import find_raw_root
+
+    return str(find_raw_root(path))
+
+
+def local_archive(wildcards=None):
+    """dataset.local.path, the archive that extract_local_dataset unpacks."""
+    return config["dataset"]["local"]["path"]
+
+
+def imagenet_archs():
+    """Transfer models of the configured experiments that start from ImageNet weights."""
+    return sorted(
+        {e["model"] for e in config.get("experiments", []) if e["init"] == "imagenet"}
+    )
+
+
+def imagenet_weights_files(wildcards=None):
+    """The local weights files of imagenet_archs() (weights.dir/{torchvision file name})."""
+    from temvirus.weights import weights_filename
+
+    return [
+        f"{config['weights']['dir']}/{weights_filename(a)}" for a in imagenet_archs()
+    ]
+
+
+def weights_source_url(wildcards):
+    """The URL of the weights file {filename} (torchvision's, or under weights.base_url)."""
+    from temvirus.weights import source_url, weights_filename
+
+    for arch in imagenet_archs():
+        if weights_filename(arch) == wildcards.filename:
+            return source_url(arch, config["weights"]["base_url"])
+    raise ValueError(
+        f"{wildcards.filename}: not the weights of an imagenet experiment {imagenet_archs()}"
+    )
 
 
 def data_targets():
     return ["results/raw/images.csv"]
 
 
+def split_tables(wildcards=None):
+    """split method -> split table, for each of split.methods compared with the folders."""
+    return {
+        m: f"results/curation/split_{m}.csv"
+        for m in config["split"]["methods"]
+        if m != "given"
+    }
+
+
 def curation_targets():
-    return []
+    return [
+        "results/curation/overlap_pairs.csv",
+        "results/curation/images_kept.csv",
+        *[f"results/curation/split_{m}.csv" for m in config["split"]["methods"]],
+        "results/curation/split_agreement.csv",
+        "results/tables/table1.csv",
+        "results/tables/table1.md",
+        "results/figures/split_summary.png",
+    ]
 
 
 def patches_targets():
     return []
 
 
+# --- training stage (training.smk) ---------------------------------------------------
+
+#: {model}-{init}-{split}; model names have no '-' (temvirus.train.parse_experiment)
+EXPERIMENT_PATTERN = "[a-z0-9_]+-(?:scratch|imagenet)-(?:representative|bad|given)"
+#: the paper's confusion-matrix figures: figure -> (experiment, title)
+PAPER_FIGURES = {
+    "fig3_confusion_custom": ("custom-scratch-representative", "Fig 3, custom CNN"),
+    "fig4_confusion_densenet201_transfer": (
+        "densenet201-imagenet-representative",
+        "Fig 4, DenseNet201 transfer",
+    ),
+}
+
+
+def experiment_names():
+    """The configured experiments as {model}-{init}-{split} names."""
+    return [f"{e['model']}-{e['init']}-{e['split']}" for e in config["experiments"]]
+
+
+def _patches_dir(experiment):
+    return f"results/patches/{experiment.split('-')[2]}"
+
+
+def train_model_inputs(wildcards):
+    """Patch table, balanced training set, validation set; the weights file for imagenet."""
+    model, init, split = wildcards.experiment.split("-")
+    folder = _patches_dir(wildcards.experiment)
+    inputs = {
+        "patches": f"{folder}/patches.csv",
+        "train": f"{folder}/train_augmented.npy",
+        "train_table": f"{folder}/train_augmented.csv",
+        "validation": f"{folder}/validation.npy",
+    }
+    if init == "imagenet":
+        from temvirus.weights import weights_filename
+
+        inputs["weights"] = f"{config['weights']['dir']}/{weights_filename(model)}"
+    return inputs
+
+
+def evaluate_model_inputs(wildcards):
+    """The best checkpoint and the test patches of the experiment's split."""
+    folder = _patches_dir(wildcards.experiment)
+    return {
+        "model": f"results/models/{wildcards.experiment}/best.pt",
+        "patches": f"{folder}/patches.csv",
+        "test": f"{folder}/test.npy",
+    }
+
+
+def error_tracing_inputs(wildcards):
+    """Predictions, patch centres, the image table and the raw images they came from."""
+    return {
+        "predictions": f"results/evaluation/{wildcards.experiment}/predictions.csv",
+        "patches": f"{_patches_dir(wildcards.experiment)}/patches.csv",
+        "images": "results/raw/images.csv",
+        "root": raw_root(),
+    }
+
+
+def experiment_metrics(wildcards=None):
+    """metrics.json of every configured experiment (the rows of Table 2)."""
+    return [f"results/evaluation/{e}/metrics.json" for e in experiment_names()]
+
+
+def paper_figure_inputs(wildcards):
+    """This run's confusion matrix of the figure's experiment and the paper's."""
+    experiment = PAPER_FIGURES[wildcards.figure][0]
+    return {
+        "confusion": f"results/evaluation/{experiment}/confusion.csv",
+        "paper": f"resources/paper/{wildcards.figure}.csv",
+    }
+
+
+def paper_figure_title(wildcards):
+    return PAPER_FIGURES[wildcards.figure][1]
+
+
 def training_targets():
-    return []
+    """Table 2, each experiment's curve, confusion and error tracing, Figs 3-4 if configured."""
+    names = experiment_names()
+    if not names:
+        return []
+    targets = ["results/tables/table2.csv", "results/tables/table2.md"]
+    for e in names:
+        targets += [
+            f"results/models/{e}/curve.png",
+            f"results/evaluation/{e}/confusion.png",
+            f"results/evaluation/{e}/errors.png",
+        ]
+    targets += [
+        f"results/figures/{figure}.png"
+        for figure, (experiment, _) in PAPER_FIGURES.items()
+        if experiment in names
+    ]
+    return targets
 
 
 def audit_targets():

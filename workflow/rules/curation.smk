@@ -1,1 +1,100 @@
-"""curation stage rules (see docs/architecture.md)."""
+"""curation stage rules: overlap removal, splits, Table 1, split summary (see docs/architecture.md)."""
+
+
+rule find_overlaps:
+    input:
+        images="results/raw/images.csv",
+        root=raw_root,
+    output:
+        pairs=report(
+            "results/curation/overlap_pairs.csv",
+            caption="../report/overlap_pairs.rst",
+            category="Curation",
+            subcategory="Overlap removal",
+        ),
+        kept="results/curation/images_kept.csv",
+    log:
+        "logs/curation/find_overlaps.log",
+    conda:
+        "../../envs/temvirus.yaml"
+    params:
+        overlap=config["overlap"],
+    script:
+        "../scripts/find_overlaps.py"
+
+
+rule split:
+    input:
+        kept="results/curation/images_kept.csv",
+    output:
+        split="results/curation/split_{split}.csv",
+    log:
+        "logs/curation/split_{split}.log",
+    wildcard_constraints:
+        split="representative|bad|given",
+    conda:
+        "../../envs/temvirus.yaml"
+    script:
+        "../scripts/split.py"
+
+
+rule split_agreement:
+    input:
+        unpack(split_tables),
+    output:
+        agreement=report(
+            "results/curation/split_agreement.csv",
+            caption="../report/split_agreement.rst",
+            category="Curation",
+            subcategory="Split",
+        ),
+    log:
+        "logs/curation/split_agreement.log",
+    conda:
+        "../../envs/temvirus.yaml"
+    script:
+        "../scripts/split_agreement.py"
+
+
+rule table1:
+    input:
+        split="results/curation/split_representative.csv",
+        patches="results/patches/representative/patches.csv",
+        paper="resources/paper/table1_dataset.csv",
+    output:
+        csv=report(
+            "results/tables/table1.csv",
+            caption="../report/table1.rst",
+            category="Tables",
+            subcategory="Table 1",
+        ),
+        md=report(
+            "results/tables/table1.md",
+            caption="../report/table1.rst",
+            category="Tables",
+            subcategory="Table 1",
+        ),
+    log:
+        "logs/curation/table1.log",
+    conda:
+        "../../envs/temvirus.yaml"
+    script:
+        "../scripts/table1.py"
+
+
+rule split_summary:
+    input:
+        table1="results/tables/table1.csv",
+    output:
+        png=report(
+            "results/figures/split_summary.png",
+            caption="../report/split_summary.rst",
+            category="Curation",
+            subcategory="Split",
+        ),
+    log:
+        "logs/curation/split_summary.log",
+    conda:
+        "../../envs/temvirus.yaml"
+    script:
+        "../scripts/split_summary.py"

@@ -1,1 +1,62 @@
-"""download stage rules (see docs/architecture.md)."""
+"""Download stage: the published dataset and the ImageNet weights of the transfer models.
+
+These rules need the internet (or a local archive) and run where the workflow is launched
+(localrules), never on a compute node. Archives are cached in resources/dataset/downloads/
+(with .part files while incomplete), so a rerun resumes or reuses them.
+"""
+
+
+localrules:
+    download_dataset,
+    extract_local_dataset,
+    download_weights_file,
+    download_weights,
+
+
+rule download_dataset:
+    output:
+        root=directory(f"{DATASET_DIR}/mendeley"),
+        record=f"{DATASET_DIR}/download_record.json",
+    log:
+        "logs/download/download_dataset.log",
+    conda:
+        "../../envs/temvirus.yaml"
+    params:
+        mendeley=config["dataset"]["mendeley"],
+        downloads=f"{DATASET_DIR}/downloads",
+    script:
+        "../scripts/download_dataset.py"
+
+
+rule extract_local_dataset:
+    input:
+        archive=local_archive,
+    output:
+        root=directory(f"{DATASET_DIR}/local"),
+        record=f"{DATASET_DIR}/local_record.json",
+    log:
+        "logs/download/extract_local_dataset.log",
+    conda:
+        "../../envs/temvirus.yaml"
+    script:
+        "../scripts/extract_local_dataset.py"
+
+
+rule download_weights_file:
+    output:
+        weights=f"{config['weights']['dir']}/{{filename}}",
+    log:
+        "logs/download/download_weights_{filename}.log",
+    wildcard_constraints:
+        filename=r"[^/]+\.pth",
+    conda:
+        "../../envs/temvirus.yaml"
+    params:
+        url=weights_source_url,
+    script:
+        "../scripts/download_weights.py"
+
+
+rule download_weights:
+    input:
+        weights=imagenet_weights_files,

@@ -1,1 +1,98 @@
 """patches stage rules: Lanczos-3 rescaling, patch extraction, augmentation (see docs/architecture.md)."""
+
+
+wildcard_constraints:
+    split="representative|bad|given",
+
+
+rule extract_patches:
+    input:
+        split="results/curation/split_{split}.csv",
+        images="results/raw/images.csv",
+        particles="results/raw/particles.csv",
+        root=raw_root,
+    output:
+        patches="results/patches/{split}/patches.csv",
+        train="results/patches/{split}/train.npy",
+        validation="results/patches/{split}/validation.npy",
+        test="results/patches/{split}/test.npy",
+    log:
+        "logs/patches/extract_patches_{split}.log",
+    conda:
+        "../../envs/temvirus.yaml"
+    script:
+        "../scripts/extract_patches.py"
+
+
+rule augment:
+    input:
+        patches="results/patches/{split}/patches.csv",
+        train="results/patches/{split}/train.npy",
+    output:
+        npy="results/patches/{split}/train_augmented.npy",
+        csv="results/patches/{split}/train_augmented.csv",
+    log:
+        "logs/patches/augment_{split}.log",
+    conda:
+        "../../envs/temvirus.yaml"
+    params:
+        classes=config["classes"]["classification"],
+        per_class=config["augment"]["per_class"],
+        seed=config["seed"],
+    script:
+        "../scripts/augment.py"
+
+
+rule fig1_patch_examples:
+    input:
+        patches="results/patches/representative/patches.csv",
+        train="results/patches/representative/train.npy",
+        validation="results/patches/representative/validation.npy",
+        test="results/patches/representative/test.npy",
+    output:
+        report(
+            "results/figures/fig1_patch_examples.png",
+            caption="../report/fig1_patch_examples.rst",
+            category="Curation",
+            subcategory="Patches",
+        ),
+    log:
+        "logs/patches/fig1_patch_examples.log",
+    conda:
+        "../../envs/temvirus.yaml"
+    params:
+        classes=config["classes"]["classification"],
+        per_class=config["patches"]["figure_examples"],
+        seed=config["seed"],
+    script:
+        "../scripts/fig1_patch_examples.py"
+
+
+rule export_patches:
+    input:
+        patches="results/patches/{split}/patches.csv",
+        train="results/patches/{split}/train.npy",
+        validation="results/patches/{split}/validation.npy",
+        test="results/patches/{split}/test.npy",
+    output:
+        root=directory("results/patches/{split}/published"),
+    log:
+        "logs/patches/export_patches_{split}.log",
+    conda:
+        "../../envs/temvirus.yaml"
+    script:
+        "../scripts/export_patches.py"
+
+
+rule rescaled_images:
+    input:
+        images="results/raw/images.csv",
+        root=raw_root,
+    output:
+        root=directory("results/rescaled"),
+    log:
+        "logs/patches/rescaled_images.log",
+    conda:
+        "../../envs/temvirus.yaml"
+    script:
+        "../scripts/rescaled_images.py"

@@ -1,1 +1,131 @@
-"""training stage rules (see docs/architecture.md)."""
+"""training stage rules: train, evaluate, Table 2, Figs 3-4, error tracing (see docs/architecture.md).
+
+One job per experiment {model}-{init}-{split} (config experiments). Training keeps a resume
+checkpoint in results/models/{experiment}/resume/ (not an output, so it survives a killed
+job and a restarted job continues from it).
+"""
+
+
+wildcard_constraints:
+    experiment=EXPERIMENT_PATTERN,
+    figure="|".join(PAPER_FIGURES),
+
+
+rule train_model:
+    input:
+        unpack(train_model_inputs),
+    output:
+        best="results/models/{experiment}/best.pt",
+        last="results/models/{experiment}/last.pt",
+        metrics="results/models/{experiment}/metrics.csv",
+        curve=report(
+            "results/models/{experiment}/curve.png",
+            caption="../report/training_curve.rst",
+            category="Training",
+            subcategory="{experiment}",
+        ),
+    log:
+        "logs/training/{experiment}.log",
+    conda:
+        "../../envs/temvirus.yaml"
+    params:
+        training=config["training"],
+        classes=config["classes"]["classification"],
+        seed=config["seed"],
+    script:
+        "../scripts/train_model.py"
+
+
+rule evaluate_model:
+    input:
+        unpack(evaluate_model_inputs),
+    output:
+        predictions="results/evaluation/{experiment}/predictions.csv",
+        confusion=report(
+            "results/evaluation/{experiment}/confusion.csv",
+            caption="../report/confusion_csv.rst",
+            category="Evaluation",
+            subcategory="{experiment}",
+        ),
+        confusion_png=report(
+            "results/evaluation/{experiment}/confusion.png",
+            caption="../report/confusion.rst",
+            category="Evaluation",
+            subcategory="{experiment}",
+        ),
+        metrics="results/evaluation/{experiment}/metrics.json",
+    log:
+        "logs/training/evaluate_{experiment}.log",
+    conda:
+        "../../envs/temvirus.yaml"
+    params:
+        training=config["training"],
+        evaluation=config["evaluation"],
+        seed=config["seed"],
+    script:
+        "../scripts/evaluate_model.py"
+
+
+rule error_tracing:
+    input:
+        unpack(error_tracing_inputs),
+    output:
+        csv=report(
+            "results/evaluation/{experiment}/errors_per_image.csv",
+            caption="../report/errors_per_image.rst",
+            category="Error tracing",
+            subcategory="{experiment}",
+        ),
+        png=report(
+            "results/evaluation/{experiment}/errors.png",
+            caption="../report/errors.rst",
+            category="Error tracing",
+            subcategory="{experiment}",
+        ),
+    log:
+        "logs/training/error_tracing_{experiment}.log",
+    conda:
+        "../../envs/temvirus.yaml"
+    params:
+        classes=config["classes"]["classification"],
+        n_images=config["evaluation"]["error_images"],
+    script:
+        "../scripts/error_tracing.py"
+
+
+rule table2:
+    input:
+        metrics=experiment_metrics,
+        paper="resources/paper/table2_performance.csv",
+    output:
+        csv=report(
+            "results/tables/table2.csv",
+            caption="../report/table2.rst",
+            category="Tables",
+        ),
+        md="results/tables/table2.md",
+    log:
+        "logs/training/table2.log",
+    conda:
+        "../../envs/temvirus.yaml"
+    script:
+        "../scripts/table2.py"
+
+
+rule paper_confusion_figure:
+    input:
+        unpack(paper_figure_inputs),
+    output:
+        png=report(
+            "results/figures/{figure}.png",
+            caption="../report/paper_confusion_figure.rst",
+            category="Figures",
+        ),
+    log:
+        "logs/training/{figure}.log",
+    conda:
+        "../../envs/temvirus.yaml"
+    params:
+        title=paper_figure_title,
+    script:
+        "../scripts/paper_confusion_figure.py"

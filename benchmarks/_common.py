@@ -1,0 +1,128 @@
+"""Helpers shared by the benchmark scripts: machine info, repeat statistics, peak memory, JSON.
+
+Not a benchmark itself. Every script in ``benchmarks/`` writes one JSON file under
+``benchmarks/out/`` (git-ignored) with :func:`machine_info` in it, and prints its figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "benchmarks" / "out"
+
+if str(REPO / "src") not in sys.path:  # run from a checkout without `pip install -e`
+    sys.path.insert(0, str(REPO / "src"))
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: str | None = None) -> dict:
+    """Where the figures come from: CPUs, memory, load, library versions, accelerator."""
+    import numpy
+
+    info = {
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "load_average_at_start": list(os.getloadavg()),
+        "numpy": numpy.__version__,
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        info["memory_gib"] = round(pages / 2**30, 1)
+    except (ValueError, OSError):
+        pass
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+        info["cuda_available"] = torch.cuda.is_available()
+        if device and device.startswith("cuda") and torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    except ImportError:
+        info["torch"] = None
+    info["device"] = device or "cpu"
+    return info
+
+
+def summary(values: list[float]) -> dict:
+    """Median and spread of repeated measurements."""
+    values = [float(v) for v in values]
+    ordered = sorted(values)
+    n = len(ordered)
+    q1 = ordered[(n - 1) // 4]
+    q3 = ordered[(3 * (n - 1) + 3) // 4]
+    return {
+        "median": statistics.median(values),
+        "min": ordered[0],
+        "max": ordered[-1],
+        "iqr": q3 - q1,
+        "n": n,
+        "values": values,
+    }
+
+
+def maxrss_mib() -> float:
+    """Peak resident set size of this process so far (Linux reports KiB)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def run_worker(args: list[str], timeout: float | None = None) -> dict:
+    """Run ``python <args>`` in a fresh process and return the JSON object of its last stdout line.
+
+    A fresh process per measurement keeps peak-memory figures (``ru_maxrss``) apart.
+    """
+    cmd = [sys.executable, *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-4000:]}")
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    if not lines:
+        raise RuntimeError(f"worker printed nothing: {' '.join(cmd)}\n{proc.stderr[-4000:]}")
+    return json.loads(lines[-1])
+
+
+def linear_fit(x: list[float], y: list[float]) -> dict:
+    """Least-squares ``y = intercept + slope * x`` with its R^2."""
+    import numpy as np
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 2 or np.ptp(x) == 0:
+        return {"slope": float("nan"), "intercept": float("nan"), "r2": float("nan")}
+    slope, intercept = np.polyfit(x, y, 1)
+    residual = y - (intercept + slope * x)
+    total = float(((y - y.mean()) ** 2).sum())
+    r2 = 1.0 - float((residual**2).sum()) / total if total > 0 else 1.0
+    return {"slope": float(slope), "intercept": float(intercept), "r2": r2}
+
+
+def write_result(path: str | Path, result: dict) -> Path:
+    """Write a benchmark's JSON (atomically, via the project's writer) and return its path."""
+    from temvirus.io import write_json
+
+    path = Path(path)
+    write_json(path, result)
+    return path

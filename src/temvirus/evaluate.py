@@ -1,0 +1,298 @@
+"""Evaluation of a trained experiment on its test patches, Table 2, Figs 3-4 and error tracing.
+
+- :func:`evaluate_experiment`: per-patch predictions, confusion matrix (CSV in the paper's
+  layout, PNG in its style) and metrics (accuracy, macro precision/recall/F1, per class).
+- :func:`table2`: one row per experiment with the paper's Table 2 row beside it.
+- :func:`paper_confusion_figure`: Fig 3 / Fig 4, this run's matrix beside the paper's.
+- :func:`error_tracing`: the paper's Fig 5, automated: misclassified patches per test image,
+  and the worst images drawn with each patch's box in the colour of its predicted class.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from temvirus.io import save_figure, write_csv, write_json, write_text
+from temvirus.metrics import confusion_frame, confusion_matrix, per_class, read_confusion, summary
+from temvirus.models import PAPER_INIT_NAMES, PAPER_MODEL_NAMES
+from temvirus.train import compact_tensor, load_checkpoint, load_subset, parse_experiment, predict, resolve_device
+
+log = logging.getLogger(__name__)
+
+METRICS = ["accuracy", "precision_macro", "recall_macro", "f1_macro"]
+PAPER_COLUMNS = ["trainable_params"] + METRICS
+#: box drawn around correctly classified patches in the error-tracing figure
+CORRECT_COLOUR = "#7CFC00"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def class_colours(classes: Sequence[str]) -> dict[str, tuple]:
+    """A fixed colour per class (tab20, in class order)."""
+    cmap = _pyplot().get_cmap("tab20")
+    return {c: cmap(i % 20) for i, c in enumerate(classes)}
+
+
+# ------------------------------------------------------------------------------ evaluation
+
+
+def evaluate_experiment(
+    checkpoint: str | Path,
+    patches_dir: str | Path,
+    out_dir: str | Path,
+    batch_size: int = 32,
+    device: str = "auto",
+    tta: bool = False,
+    amp: str = "off",
+    channels_last: bool = False,
+    max_per_class: int | None = None,
+    seed: int = 0,
+) -> dict:
+    """Predict the test subset with a best.pt; write predictions.csv, confusion.csv/.png, metrics.json.
+
+    ``max_per_class`` keeps at most that many random test patches per class (small default
+    runs), drawn with ``rng(seed, "subset", "test")``.
+    """
+    model, meta = load_checkpoint(checkpoint)
+    classes = meta["classes"]
+    x, y, table = load_subset(patches_dir, "test", classes, max_per_class, seed)
+    if len(y) == 0:
+        raise ValueError(f"{Path(patches_dir) / 'patches.csv'}: no test patches of the classes {classes}")
+    dev = resolve_device(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    probs = predict(model.to(dev), compact_tensor(x), batch_size, dev, tta=tta, amp=amp, channels_last=channels_last)
+    predicted = probs.argmax(axis=1)
+    out = Path(out_dir)
+    predictions = pd.DataFrame({
+        "patch_id": table["patch_id"], "image_id": table["image_id"],
+        "true": [classes[i] for i in y], "predicted": [classes[i] for i in predicted],
+    })  # fmt: skip
+    for i, cls in enumerate(classes):
+        predictions[f"prob_{cls}"] = probs[:, i].round(6)
+    write_csv(out / "predictions.csv", predictions.sort_values("patch_id", kind="stable"))
+    cm = confusion_matrix(y, predicted, len(classes))
+    frame = confusion_frame(cm, classes)
+    write_csv(out / "confusion.csv", frame)
+    title = f"{meta['experiment']} (test patches: {len(y)}{', D4 TTA' if tta else ''})"
+    save_figure(out / "confusion.png", confusion_figure([(frame.set_index(frame.columns[0]), title)]))
+    pc = per_class(cm)
+    metrics = {
+        "experiment": meta["experiment"], "model": meta["model"], "init": meta["init"],
+        "split": parse_experiment(meta["experiment"])[2], "trainable_params": meta["trainable_params"],
+        "best_epoch": meta["epoch"], "n_test": int(len(y)), "tta": bool(tta), **summary(cm),
+        "per_class": {c: {k: float(pc[k][i]) if k != "support" else int(pc[k][i]) for k in pc} for i, c in enumerate(classes)},
+    }  # fmt: skip
+    write_json(out / "metrics.json", metrics)
+    log.info("%s: accuracy %.3f, macro F1 %.3f on %d test patches", meta["experiment"], metrics["accuracy"], metrics["f1_macro"], len(y))
+    return metrics
+
+
+def _draw_confusion(ax, counts: pd.DataFrame, title: str) -> None:
+    plt = _pyplot()
+    values = counts.to_numpy()
+    ax.imshow(values, cmap=plt.get_cmap("Blues"), vmin=0, vmax=max(1, values.max()))
+    n = len(counts)
+    for r in range(n):
+        for c in range(n):
+            if values[r, c]:
+                dark = values[r, c] > 0.5 * values.max()
+                ax.text(c, r, str(values[r, c]), ha="center", va="center", fontsize=7, color="white" if dark else "black")
+    ax.set_xticks(range(n), counts.columns, rotation=90, fontsize=8)
+    ax.set_yticks(range(n), counts.index, fontsize=8)
+    ax.set(xlabel="Predicted label", ylabel="True label", title=title)
+
+
+def confusion_figure(panels: Sequence[tuple[pd.DataFrame, str]]):
+    """Confusion matrices (count frames, rows true) side by side in the paper's style."""
+    plt = _pyplot()
+    n = max(len(f) for f, _ in panels)
+    side = 2.2 + 0.42 * n
+    fig, axes = plt.subplots(1, len(panels), figsize=(side * len(panels), side), dpi=100, squeeze=False)
+    for ax, (counts, title) in zip(axes[0], panels):
+        _draw_confusion(ax, counts, title)
+    fig.tight_layout()
+    return fig
+
+
+def paper_confusion_figure(confusion_csv, paper_csv, out_png, title: str) -> None:
+    """Fig 3 / Fig 4: this run's confusion matrix beside the paper's."""
+    ours, paper = read_confusion(confusion_csv), read_confusion(paper_csv)
+    acc = summary(ours.to_numpy())["accuracy"]
+    panels = [(ours, f"{title}: this run (accuracy {acc:.3f})"), (paper, f"{title}: paper (accuracy {summary(paper.to_numpy())['accuracy']:.3f})")]
+    save_figure(out_png, confusion_figure(panels))
+
+
+# --------------------------------------------------------------------------------- table 2
+
+
+def table2(metrics_json: Sequence[str | Path], paper_csv: str | Path) -> pd.DataFrame:
+    """One row per experiment: our metrics and trainable parameters, the paper's beside them."""
+    import json
+
+    paper = pd.read_csv(paper_csv).set_index(["model", "training", "split"])
+    rows = []
+    for path in metrics_json:
+        m = json.loads(Path(path).read_text(encoding="utf-8"))
+        key = (PAPER_MODEL_NAMES[m["model"]], PAPER_INIT_NAMES[m["init"]], m["split"])
+        row = {"experiment": m["experiment"], "model": key[0], "training": key[1], "split": key[2], "n_test": m["n_test"]}
+        row.update({c: m[c] for c in PAPER_COLUMNS})
+        ref = paper.loc[key] if key in paper.index else None
+        row.update({f"paper_{c}": (ref[c] if ref is not None else None) for c in PAPER_COLUMNS})
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    for c in METRICS:
+        frame[c] = frame[c].round(3)
+    frame["paper_trainable_params"] = frame["paper_trainable_params"].astype("Int64")
+    return frame.sort_values(["split", "model", "training"], kind="stable").reset_index(drop=True)
+
+
+def table2_markdown(frame: pd.DataFrame) -> str:
+    """Table 2 as Markdown: each metric as ``ours (paper)``."""
+    lines = ["| model | training | split | trainable params | accuracy | precision (macro) | recall (macro) | F1 (macro) |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in frame.itertuples(index=False):
+        def pair(c, fmt):
+            ref = getattr(r, f"paper_{c}")
+            return f"{fmt(getattr(r, c))} ({fmt(ref) if pd.notna(ref) else '-'})"
+
+        cells = [pair("trainable_params", lambda v: f"{int(v):,}")] + [pair(c, lambda v: f"{v:.3f}") for c in METRICS]
+        lines.append(f"| {r.model} | {r.training} | {r.split} | " + " | ".join(cells) + " |")
+    return "Table 2: this run (paper) on the test patches.\n\n" + "\n".join(lines) + "\n"
+
+
+def write_table2(metrics_json: Sequence[str | Path], paper_csv, out_csv, out_md) -> pd.DataFrame:
+    frame = table2(metrics_json, paper_csv)
+    write_csv(out_csv, frame)
+    write_text(out_md, table2_markdown(frame))
+    return frame
+
+
+# --------------------------------------------------------------------------- error tracing
+
+
+def errors_per_image(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Per test image: patches, misclassified patches, their fraction and what they were taken for."""
+    wrong = predictions["true"] != predictions["predicted"]
+    rows = []
+    for image_id, group in predictions.groupby("image_id", sort=True):
+        bad = group[wrong.loc[group.index]]
+        taken = bad["predicted"].value_counts().sort_index()
+        rows.append({
+            "image_id": image_id, "class": group["true"].iloc[0], "n_patches": len(group), "n_misclassified": len(bad),
+            "fraction_misclassified": round(len(bad) / len(group), 4),
+            "predicted_as": ";".join(f"{c}:{n}" for c, n in taken.items()),
+        })  # fmt: skip
+    frame = pd.DataFrame(rows)
+    return frame.sort_values(["n_misclassified", "fraction_misclassified", "image_id"], ascending=[False, False, True], kind="stable")
+
+
+def _draw_image(ax, pixels: np.ndarray, boxes: pd.DataFrame, pixel_size_nm: float, box_nm: float, colours: dict) -> None:
+    from matplotlib.patches import Rectangle
+
+    low, high = np.percentile(pixels, [1, 99])
+    ax.imshow(pixels, cmap="gray", vmin=low, vmax=max(high, low + 1))
+    side = box_nm / pixel_size_nm
+    for b in boxes.itertuples(index=False):
+        x, y = b.x_nm / pixel_size_nm, b.y_nm / pixel_size_nm
+        wrong = b.true != b.predicted
+        ax.add_patch(Rectangle(
+            (x - side / 2, y - side / 2), side, side, fill=False,
+            edgecolor=colours[b.predicted] if wrong else CORRECT_COLOUR, linewidth=2.2 if wrong else 0.7,
+            zorder=3 if wrong else 2,
+        ))  # fmt: skip
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def error_tracing(
+    predictions_csv, patches_csv, images_csv, raw_root, out_csv, out_png, classes: Sequence[str], n_images: int, box_nm: float = 256
+) -> pd.DataFrame:
+    """Write misclassified patches per test image (CSV) and draw the ``n_images`` worst images.
+
+    Each test patch is outlined by its ``box_nm`` square (scaled to the raw pixel size): thin
+    and light green where correct, thick in the colour of the predicted class where wrong.
+    """
+    from matplotlib.patches import Patch
+
+    from temvirus.raw import read_image
+
+    predictions = pd.read_csv(predictions_csv)
+    per_image = errors_per_image(predictions)
+    write_csv(out_csv, per_image)
+    boxes = predictions.merge(pd.read_csv(patches_csv)[["patch_id", "x_nm", "y_nm"]], on="patch_id", how="left", validate="1:1")
+    if boxes["x_nm"].isna().any():
+        raise ValueError(f"{patches_csv}: no rows for predicted patches {list(boxes.loc[boxes['x_nm'].isna(), 'patch_id'][:3])}")
+    images = pd.read_csv(images_csv).set_index("image_id")
+    worst = per_image[per_image["n_misclassified"] > 0].head(n_images)
+    colours = class_colours(classes)
+    plt = _pyplot()
+    cols = max(1, min(3, len(worst)))
+    rows = max(1, -(-len(worst) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 5 * rows + 0.8), dpi=100, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, info in zip(axes.flat, worst.to_dict("records")):
+        image_id = info["image_id"]
+        if image_id not in images.index:
+            raise ValueError(f"{images_csv}: test image {image_id} of {predictions_csv} is not in the image table")
+        image = images.loc[image_id]
+        ax.set_axis_on()
+        _draw_image(ax, read_image(Path(raw_root) / image["path"]), boxes[boxes["image_id"] == image_id],
+                    float(image["pixel_size_nm"]), box_nm, colours)  # fmt: skip
+        ax.set_title(f"{image_id} ({info['class']})\n{info['n_misclassified']}/{info['n_patches']} misclassified: "
+                     f"{info['predicted_as']}", fontsize=8)  # fmt: skip
+    if worst.empty:
+        axes[0, 0].text(0.5, 0.5, "no misclassified test patches", ha="center", va="center")
+    taken = sorted(set(boxes.loc[boxes["true"] != boxes["predicted"], "predicted"]), key=list(classes).index)
+    handles = [Patch(facecolor="none", edgecolor=colours[c], linewidth=2, label=f"predicted {c}") for c in taken]
+    handles.append(Patch(facecolor="none", edgecolor=CORRECT_COLOUR, label="correct"))
+    fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    save_figure(out_png, fig)
+    return per_image
+
+
+# ------------------------------------------------------------------------- Snakemake entry
+
+
+def run_evaluate(smk) -> None:
+    """Rule evaluate_model."""
+    torch.set_num_threads(max(1, smk.threads))
+    evaluate_experiment(
+        smk.input.model, Path(smk.input.patches).parent, Path(smk.output.metrics).parent,
+        batch_size=smk.params.training["batch_size"], device=smk.params.training["device"],
+        amp=smk.params.training["amp"], channels_last=smk.params.training["channels_last"],
+        tta=smk.params.evaluation["tta"], max_per_class=smk.params.evaluation["max_test_per_class"], seed=smk.params.seed,
+    )  # fmt: skip
+
+
+def run_table2(smk) -> None:
+    """Rule table2."""
+    write_table2(smk.input.metrics, smk.input.paper, smk.output.csv, smk.output.md)
+
+
+def run_confusion_figure(smk) -> None:
+    """Rule paper_confusion_figure."""
+    paper_confusion_figure(smk.input.confusion, smk.input.paper, smk.output.png, smk.params.title)
+
+
+def run_error_tracing(smk) -> None:
+    """Rule error_tracing."""
+    error_tracing(
+        smk.input.predictions, smk.input.patches, smk.input.images, smk.input.root, smk.output.csv, smk.output.png,
+        smk.params.classes, smk.params.n_images,
+    )  # fmt: skip

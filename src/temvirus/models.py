@@ -1,0 +1,185 @@
+"""The classifiers of the paper: its custom CNN and torchvision transfer models.
+
+All models take standardised 1-channel patches ``(B, 1, H, W)`` and return logits ``(B, N)``.
+
+``custom`` follows the authors' released Keras code: 4 blocks of two 3x3 'same' convolutions
+(each followed by ReLU and batch normalisation) whose output is concatenated with the block
+input, then 2x2 max-pooling and dropout; a 3x3 'valid' convolution with 256 filters, flatten,
+dense 256, dropout 0.35, dense 256, dense N. On 1x256x256 input with 14 classes it has
+14,649,867 trainable parameters, the paper's count for its bad-split run.
+
+Transfer models keep a torchvision backbone up to its last feature map and replace the top,
+as the paper's Keras models did (``include_top=False`` then flatten), by dense 1024, ReLU,
+dropout 0.3, dense 1024, ReLU, dropout 0.3, dense N. The gray patch is repeated to 3 channels
+inside ``forward``. Flattening the feature map makes the head's size depend on the input size
+(``input_size``, 256 for the paper's patches); with it the head sizes equal the paper's.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+#: transfer architectures (torchvision builder names); the first six are the paper's
+TRANSFER_MODELS = (
+    "densenet201", "vgg16", "vgg19", "resnet50", "inception_v3", "mobilenet_v2",
+    "efficientnet_b0", "convnext_tiny",
+)  # fmt: skip
+MODELS = ("custom",) + TRANSFER_MODELS
+INITS = ("scratch", "imagenet")
+
+#: the paper's names of our models (Table 2), and of the initialisations
+PAPER_MODEL_NAMES = {
+    "custom": "Custom", "densenet201": "DenseNet201", "vgg16": "VGG16", "vgg19": "VGG19",
+    "resnet50": "ResNet50", "inception_v3": "InceptionV3", "mobilenet_v2": "MobileNetV2",
+    "efficientnet_b0": "EfficientNetB0", "convnext_tiny": "ConvNeXtTiny",
+}  # fmt: skip
+PAPER_INIT_NAMES = {"scratch": "scratch", "imagenet": "transfer"}
+
+# Keras BatchNormalization defaults (momentum 0.99 = PyTorch's 0.01, epsilon 1e-3)
+_BN = {"momentum": 0.01, "eps": 1e-3}
+_CUSTOM_FILTERS = ((64, 63), (64, 64), (128, 128), (128, 128))
+_CUSTOM_DROPOUT = (0.2, 0.25, 0.3, 0.35)
+
+
+class WeightsFileError(FileNotFoundError):
+    """An ImageNet weights file that is missing or does not fit its architecture."""
+
+
+class _ConcatBlock(nn.Module):
+    """Two conv-ReLU-BN layers; output = concat(input, conv output), then pool and dropout."""
+
+    def __init__(self, in_ch: int, filters: tuple[int, int], dropout: float):
+        super().__init__()
+        f1, f2 = filters
+        self.convs = nn.Sequential(
+            nn.Conv2d(in_ch, f1, 3, padding="same"), nn.ReLU(inplace=True), nn.BatchNorm2d(f1, **_BN),
+            nn.Conv2d(f1, f2, 3, padding="same"), nn.ReLU(inplace=True), nn.BatchNorm2d(f2, **_BN),
+        )  # fmt: skip
+        self.pool = nn.MaxPool2d(2)
+        self.dropout = nn.Dropout(dropout)
+        self.out_channels = in_ch + f2
+
+    def forward(self, x):
+        return self.dropout(self.pool(torch.cat([x, self.convs(x)], dim=1)))
+
+
+class CustomNet(nn.Module):
+    """The paper's custom CNN (see the module docstring)."""
+
+    def __init__(self, n_classes: int, input_size: int = 256):
+        super().__init__()
+        blocks, ch = [], 1
+        for filters, p in zip(_CUSTOM_FILTERS, _CUSTOM_DROPOUT):
+            blocks.append(_ConcatBlock(ch, filters, p))
+            ch = blocks[-1].out_channels
+        self.blocks = nn.Sequential(*blocks)
+        side = input_size // 2 ** len(blocks) - 2  # after the 'valid' 3x3 convolution
+        if side < 1:
+            raise ValueError(f"custom model needs input_size >= 48, got {input_size}")
+        self.top = nn.Sequential(
+            nn.Conv2d(ch, 256, 3), nn.ReLU(inplace=True), nn.Flatten(),
+            nn.Linear(256 * side * side, 256), nn.ReLU(inplace=True), nn.Dropout(0.35),
+            nn.Linear(256, 256), nn.ReLU(inplace=True),
+            nn.Linear(256, n_classes),
+        )  # fmt: skip
+
+    def forward(self, x):
+        return self.top(self.blocks(x))
+
+
+class TransferNet(nn.Module):
+    """A torchvision feature extractor, flattened, under the paper's 3-layer dense top."""
+
+    def __init__(self, features: nn.Module, n_classes: int, input_size: int):
+        super().__init__()
+        self.features = features
+        was_training = features.training
+        features.eval()
+        with torch.no_grad():
+            n_features = features(torch.zeros(1, 3, input_size, input_size)).flatten(1).shape[1]
+        features.train(was_training)
+        self.top = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(n_features, 1024), nn.ReLU(inplace=True), nn.Dropout(0.3),
+            nn.Linear(1024, 1024), nn.ReLU(inplace=True), nn.Dropout(0.3),
+            nn.Linear(1024, n_classes),
+        )  # fmt: skip
+
+    def forward(self, x):
+        return self.top(self.features(x.expand(-1, 3, -1, -1)))
+
+
+def _imagenet_model(arch: str, weights_file: str | Path | None) -> nn.Module:
+    """A torchvision ImageNet classifier, random (``weights_file`` None) or loaded from the file."""
+    import torchvision
+
+    kwargs = {}
+    if arch == "inception_v3":  # the weights carry the auxiliary head; scratch builds drop it
+        kwargs = {"aux_logits": weights_file is not None, "init_weights": weights_file is None}
+    model = torchvision.models.get_model(arch, weights=None, **kwargs)
+    if weights_file is None:
+        return model
+    path = Path(weights_file)
+    if not path.is_file():
+        raise WeightsFileError(
+            f"{path}: ImageNet weights of {arch} not found; run `snakemake download_weights` "
+            f"(on a machine with internet access) or place torchvision's file there"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if arch.startswith("densenet"):  # old torchvision files name layers 'norm.1', 'conv.2', ...
+            state = {re.sub(r"(denselayer\d+\.(?:norm|relu|conv))\.(\d)", r"\1\2", k): v for k, v in state.items()}
+        model.load_state_dict(state)
+    except Exception as exc:
+        raise WeightsFileError(f"{path}: not usable as {arch} weights ({type(exc).__name__}: {exc})") from None
+    return model
+
+
+def _features(arch: str, model: nn.Module) -> nn.Module:
+    """The part of a torchvision classifier up to its last feature map (Keras include_top=False)."""
+    if arch.startswith("densenet"):  # torchvision applies the final ReLU in forward()
+        return nn.Sequential(model.features, nn.ReLU(inplace=True))
+    if arch.startswith("resnet"):
+        return nn.Sequential(*(getattr(model, n) for n in ("conv1", "bn1", "relu", "maxpool")),
+                             model.layer1, model.layer2, model.layer3, model.layer4)  # fmt: skip
+    if arch == "inception_v3":
+        names = ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1",
+                 "Conv2d_4a_3x3", "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a",
+                 "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c"]  # fmt: skip
+        return nn.Sequential(*(getattr(model, n) for n in names))
+    return model.features  # vgg, mobilenet, efficientnet, convnext
+
+
+def build_model(
+    name: str,
+    n_classes: int,
+    init: str = "scratch",
+    weights_file: str | Path | None = None,
+    input_size: int = 256,
+) -> nn.Module:
+    """Build model ``name`` for ``n_classes`` classes on ``input_size`` square patches.
+
+    ``init`` is ``scratch`` (random) or ``imagenet`` (transfer models only: torchvision's
+    ImageNet weights read from the local ``weights_file``, see :mod:`temvirus.weights`).
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; known: {', '.join(INITS)}")
+    if name == "custom":
+        if init != "scratch":
+            raise ValueError("model 'custom' has no pretrained weights; use init 'scratch'")
+        return CustomNet(n_classes, input_size)
+    if init == "imagenet" and weights_file is None:
+        raise ValueError(f"init 'imagenet' of {name} needs a weights file")
+    backbone = _imagenet_model(name, weights_file if init == "imagenet" else None)
+    return TransferNet(_features(name, backbone), n_classes, input_size)
+
+
+def trainable_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters (Keras' 'trainable params')."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

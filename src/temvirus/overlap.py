@@ -1,0 +1,365 @@
+"""Overlap removal: find images of one class that show the same field, keep one per group.
+
+Method (all pairs of images within a class):
+
+1. **Common coarse scale.** Images are area-averaged, using their recorded pixel sizes, onto
+   a pyramid of coarse pixel sizes ``coarse_nm * 2**k`` nm, so two views of one field line up
+   pixel for pixel. An image's own level is the finest that shows its whole field in at most
+   ``max_side_px`` pixels without upsampling; a pair is compared at the coarser of the two
+   images' own levels. Blocks of constant intensity (black padding) are marked invalid.
+2. **Band-pass.** Masked difference of Gaussians (``lowpass_px`` minus ``highpass_px`` coarse
+   pixels): removes illumination gradients and pixel noise, keeps the particles and stain
+   texture; then zero mean, unit variance over the valid pixels, zero elsewhere.
+3. **Registration.** Phase correlation of the zero-padded (no wrap-around), Tukey-windowed
+   images; each image's FFT is computed once per class. The ``peaks`` highest correlation
+   peaks among the shifts whose overlap is large enough are candidate translations.
+4. **Verification.** At each candidate, the normalised cross-correlation (Pearson) of the two
+   band-passed images over the pixels valid in both (masked NCC). The best candidate gives
+   the pair's ``ncc``, ``overlap_fraction`` (overlap / valid field of the smaller image) and
+   overlap area.
+5. **Decision.** ``overlap`` when ``ncc >= min_ncc``, ``overlap_fraction >=
+   min_overlap_fraction`` and the overlap covers ``>= min_overlap_px`` coarse pixels.
+6. **Scale fallback.** Pairs not found at the recorded pixel sizes are tried again with
+   image_b resampled by each relative scale of ``fallback_scales`` (for pixel sizes that were
+   recorded wrongly); the list should hold each scale and its inverse (``[0.5, 2.0]``).
+7. **Groups.** Overlapping images form groups (connected components); in each group the
+   image kept is the one with the most particles, then the smallest pixel size, then the
+   smallest image id. ``overlap_group`` is the kept image's id (a singleton's own id).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.fft
+from PIL import Image
+from scipy.ndimage import gaussian_filter
+from scipy.signal.windows import tukey
+
+from temvirus.io import write_csv
+from temvirus.raw import read_image
+
+log = logging.getLogger(__name__)
+
+PAIR_COLUMNS = [
+    "class", "image_a", "image_b", "scale", "dx_nm", "dy_nm", "peak", "ncc",
+    "overlap_fraction", "overlap_nm2", "decision",
+]  # fmt: skip
+OVERLAP, DISTINCT = "overlap", "distinct"
+#: relative variance below which a coarse block counts as constant (padding)
+_FLAT = 1e-4
+
+
+@dataclass(frozen=True)
+class OverlapSettings:
+    """Thresholds and scales of overlap detection (config section ``overlap``)."""
+
+    coarse_nm: float = 2.0
+    max_side_px: int = 256
+    lowpass_px: float = 1.0
+    highpass_px: float = 12.0
+    taper: float = 0.2
+    peaks: int = 3
+    min_ncc: float = 0.5
+    min_overlap_fraction: float = 0.05
+    min_overlap_px: int = 400
+    fallback_scales: tuple[float, ...] = ()
+
+    @classmethod
+    def from_config(cls, section: dict) -> OverlapSettings:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise ValueError(f"overlap config: unknown keys {unknown}")
+        values = dict(section)
+        if "fallback_scales" in values:
+            values["fallback_scales"] = tuple(float(s) for s in values["fallback_scales"])
+        return cls(**values)
+
+
+@dataclass
+class _View:
+    """One image at the class's coarse scale, band-passed, with its FFT."""
+
+    image_id: str
+    mean: np.ndarray  # area-averaged intensities (before band-pass)
+    valid: np.ndarray  # bool: not constant padding
+    data: np.ndarray  # band-passed, standardised, 0 where invalid
+    spectrum: np.ndarray | None = None  # rfft2 of the windowed data, zero-padded to a square
+
+
+def area_resample(array: np.ndarray, factor: float, resample=Image.Resampling.BOX) -> np.ndarray:
+    """Resample by ``1 / factor`` (``factor`` input pixels per output pixel, any real > 0).
+
+    The output covers ``floor(size / factor)`` whole output pixels starting at the top-left
+    corner, so output pixel ``(r, c)`` is exactly the input area ``[c*f, (c+1)*f) x [r*f, (r+1)*f)``
+    (BOX: the area average when downsampling).
+    """
+    height, width = array.shape
+    out_h, out_w = max(1, int(height / factor)), max(1, int(width / factor))
+    image = Image.fromarray(np.ascontiguousarray(array, dtype=np.float32), mode="F")
+    box = (0.0, 0.0, out_w * factor, out_h * factor)
+    return np.asarray(image.resize((out_w, out_h), resample, box=box), dtype=np.float32)
+
+
+def coarse(pixels: np.ndarray, pixel_size_nm: float, coarse_nm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Area-average ``pixels`` to ``coarse_nm`` per pixel; also return the valid-block mask."""
+    factor = coarse_nm / pixel_size_nm
+    values = pixels.astype(np.float32)
+    mean = area_resample(values, factor)
+    square = area_resample(values * values, factor)
+    variance = np.maximum(square - mean * mean, 0)
+    total = float(values.var()) or 1.0
+    return mean, variance > _FLAT * total
+
+
+def _bandpass(mean: np.ndarray, valid: np.ndarray, low_px: float, high_px: float) -> np.ndarray:
+    """Masked difference of Gaussians, standardised over the valid pixels, 0 elsewhere."""
+    weight = valid.astype(np.float32)
+    if weight.sum() < 2:
+        return np.zeros_like(mean)
+
+    def blur(sigma):
+        num = gaussian_filter(mean * weight, sigma, mode="constant")
+        den = gaussian_filter(weight, sigma, mode="constant")
+        return num / np.maximum(den, 1e-6)
+
+    band = blur(low_px) - blur(high_px)
+    band = np.where(valid, band, 0).astype(np.float32)
+    values = band[valid]
+    std = float(values.std())
+    band[valid] = (values - values.mean()) / (std if std > 0 else 1.0)
+    return band
+
+
+def _view(image_id: str, mean: np.ndarray, valid: np.ndarray, s: OverlapSettings) -> _View:
+    data = _bandpass(mean, valid, s.lowpass_px, s.highpass_px)
+    return _View(image_id, mean, valid, data)
+
+
+def _with_spectrum(view: _View, size: int, taper: float) -> _View:
+    """``view`` with ``spectrum`` computed for a ``size`` x ``size`` padding (kept if already so)."""
+    if view.spectrum is None or view.spectrum.shape[0] != size:
+        h, w = view.data.shape
+        window = np.outer(tukey(h, taper), tukey(w, taper)).astype(np.float32)
+        view.spectrum = scipy.fft.rfft2(view.data * window, s=(size, size), workers=1)
+    return view
+
+
+def _rescaled(view: _View, scale: float, s: OverlapSettings) -> _View:
+    """``view`` as it would look if its true pixel size were ``scale`` times the recorded one."""
+    method = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
+    mean = area_resample(view.mean, 1 / scale, method)
+    valid = area_resample(view.valid.astype(np.float32), 1 / scale, method) > 0.5
+    return _view(view.image_id, mean, valid, s)
+
+
+def _overlap_lengths(n_a: int, n_b: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shift (b's origin in a's frame) of each correlation index and the overlap length there."""
+    index = np.arange(size)
+    shift = np.where(index < n_a, index, index - size)
+    length = np.clip(np.minimum(n_a, shift + n_b) - np.maximum(0, shift), 0, None)
+    return shift, length
+
+
+def _masked_ncc(a: _View, b: _View, dy: int, dx: int) -> tuple[float, int]:
+    """Pearson correlation of a and b over the pixels valid in both, b's origin at (dy, dx)."""
+    (ha, wa), (hb, wb) = a.data.shape, b.data.shape
+    y0, y1, x0, x1 = max(0, dy), min(ha, dy + hb), max(0, dx), min(wa, dx + wb)
+    if y1 <= y0 or x1 <= x0:
+        return 0.0, 0
+    va, vb = a.data[y0:y1, x0:x1], b.data[y0 - dy : y1 - dy, x0 - dx : x1 - dx]
+    mask = a.valid[y0:y1, x0:x1] & b.valid[y0 - dy : y1 - dy, x0 - dx : x1 - dx]
+    n = int(mask.sum())
+    if n < 2:
+        return 0.0, n
+    pa, pb = va[mask].astype(np.float64), vb[mask].astype(np.float64)
+    pa -= pa.mean()
+    pb -= pb.mean()
+    denom = np.sqrt((pa * pa).sum() * (pb * pb).sum())
+    return (float((pa * pb).sum() / denom) if denom > 0 else 0.0), n
+
+
+def _subpixel(corr: np.ndarray, i: int, j: int) -> tuple[float, float]:
+    """Parabolic refinement of a correlation peak along each axis."""
+
+    def offset(minus, centre, plus):
+        denom = minus - 2 * centre + plus
+        return 0.0 if denom >= 0 else float(np.clip(0.5 * (minus - plus) / denom, -0.5, 0.5))
+
+    n, m = corr.shape
+    c = corr[i, j]
+    return offset(corr[(i - 1) % n, j], c, corr[(i + 1) % n, j]), offset(corr[i, (j - 1) % m], c, corr[i, (j + 1) % m])
+
+
+def register(a: _View, b: _View, size: int, s: OverlapSettings) -> dict:
+    """Best verified translation of ``b`` onto ``a`` (coarse pixels) with its scores."""
+    cross = a.spectrum * np.conj(b.spectrum)
+    cross /= np.abs(cross) + 1e-6 * float(np.abs(cross).max() or 1)
+    corr = scipy.fft.irfft2(cross, s=(size, size), workers=1)
+    (ha, wa), (hb, wb) = a.data.shape, b.data.shape
+    shift_y, len_y = _overlap_lengths(ha, hb, size)
+    shift_x, len_x = _overlap_lengths(wa, wb, size)
+    area = np.outer(len_y, len_x)
+    smaller = min(int(a.valid.sum()), int(b.valid.sum())) or 1
+    allowed = (area >= s.min_overlap_px) & (area >= s.min_overlap_fraction * smaller)
+    best = {"peak": 0.0, "ncc": 0.0, "dy": 0.0, "dx": 0.0, "n": 0, "fraction": 0.0}
+    if not allowed.any():
+        return best
+    scores = np.where(allowed, corr, -np.inf).ravel()
+    order = np.argsort(scores)[::-1][: 8 * s.peaks]
+    chosen: list[tuple[int, int]] = []
+    for flat in order:
+        if not np.isfinite(scores[flat]) or len(chosen) == s.peaks:
+            break
+        i, j = divmod(int(flat), size)
+        if any(abs(i - ci) <= 2 and abs(j - cj) <= 2 for ci, cj in chosen):
+            continue
+        chosen.append((i, j))
+        ncc, n = _masked_ncc(a, b, int(shift_y[i]), int(shift_x[j]))
+        if n >= s.min_overlap_px and ncc > best["ncc"]:
+            fy, fx = _subpixel(corr, i, j)
+            best = {"peak": float(corr[i, j]), "ncc": ncc, "dy": shift_y[i] + fy, "dx": shift_x[j] + fx, "n": n, "fraction": n / smaller}
+    return best
+
+
+def _is_overlap(score: dict, s: OverlapSettings) -> bool:
+    return score["ncc"] >= s.min_ncc and score["fraction"] >= s.min_overlap_fraction and score["n"] >= s.min_overlap_px
+
+
+def own_level(width: int, height: int, pixel_size_nm: float, s: OverlapSettings) -> int:
+    """The image's pyramid level: the finest ``k`` whose pixel, ``coarse_nm * 2**k``, is at least
+    the image's pixel size and shows the whole field in ``max_side_px`` pixels."""
+    need = max(max(width, height) * pixel_size_nm / s.max_side_px, pixel_size_nm) / s.coarse_nm
+    return max(0, math.ceil(math.log2(need) - 1e-9))
+
+
+def _pyramid(image_id: str, pixels: np.ndarray, pixel_size_nm: float, own: int, top: int, s: OverlapSettings) -> dict[int, _View]:
+    """Views of one image at its own level and every coarser level up to ``top`` (halving)."""
+    mean, valid = coarse(pixels, pixel_size_nm, s.coarse_nm * 2**own)
+    views = {}
+    for level in range(own, top + 1):
+        if level > own:
+            mean, valid = area_resample(mean, 2.0), area_resample(valid.astype(np.float32), 2.0) > 0.5
+        views[level] = _view(image_id, mean, valid, s)
+    return views
+
+
+def score_class(images: pd.DataFrame, root: str | Path, s: OverlapSettings) -> pd.DataFrame:
+    """Score every pair of images of one class; one row per pair (:data:`PAIR_COLUMNS`).
+
+    A pair is compared at the coarser of the two images' own levels (:func:`own_level`).
+    """
+    images = images.sort_values("image_id", kind="stable").reset_index(drop=True)
+    cls = images["class"].iloc[0]
+    own = [own_level(r.width, r.height, r.pixel_size_nm, s) for r in images.itertuples(index=False)]
+    top = max(own)
+    views = [
+        _pyramid(r.image_id, read_image(Path(root) / r.path), r.pixel_size_nm, level, top, s)
+        for r, level in zip(images.itertuples(index=False), own)
+    ]
+    pairs = {(i, j): max(own[i], own[j]) for i in range(len(images)) for j in range(i + 1, len(images))}
+    results: dict[tuple[int, int], tuple[float, dict]] = {}
+    for scale in [1.0, *sorted(sc for sc in s.fallback_scales if sc != 1.0)]:
+        # zero padding that holds image_a beside image_b resampled by ``scale``
+        size = scipy.fft.next_fast_len(int(s.max_side_px * (1 + max(1.0, scale))) + 2, real=True)
+        moved: dict[tuple[int, int], _View] = {}
+        for (i, j), k in pairs.items():
+            if (j, k) not in moved:
+                moved[j, k] = views[j][k] if scale == 1.0 else _rescaled(views[j][k], scale, s)
+            a = _with_spectrum(views[i][k], size, s.taper)
+            score = register(a, _with_spectrum(moved[j, k], size, s.taper), size, s)
+            if (i, j) not in results or score["ncc"] > results[i, j][1]["ncc"]:
+                results[i, j] = (scale, score)
+        pairs = {pair: k for pair, k in pairs.items() if not _is_overlap(results[pair][1], s)}
+    rows = []
+    for (i, j), (scale, score) in sorted(results.items()):
+        c_nm = s.coarse_nm * 2 ** max(own[i], own[j])
+        rows.append((
+            cls, images.image_id[i], images.image_id[j], scale,
+            round(float(score["dx"]) * c_nm, 1), round(float(score["dy"]) * c_nm, 1),
+            round(score["peak"], 4), round(score["ncc"], 4), round(score["fraction"], 4),
+            round(score["n"] * c_nm * c_nm, 1), OVERLAP if _is_overlap(score, s) else DISTINCT,
+        ))  # fmt: skip
+    return pd.DataFrame(rows, columns=PAIR_COLUMNS)
+
+
+def score_pairs(images: pd.DataFrame, root: str | Path, s: OverlapSettings) -> pd.DataFrame:
+    """Score all same-class pairs of ``images`` (the raw image table) read from ``root``."""
+    frames = []
+    for cls, group in images.groupby("class", sort=True):
+        started = time.time()
+        pairs = score_class(group, root, s)
+        log.info("%s: %d images, %d pairs, %d overlaps (%.1f s)", cls, len(group), len(pairs),
+                 int((pairs.decision == OVERLAP).sum()), time.time() - started)  # fmt: skip
+        frames.append(pairs)
+    pairs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PAIR_COLUMNS)
+    return pairs.sort_values(["class", "image_a", "image_b"], kind="stable").reset_index(drop=True)
+
+
+def group_images(images: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
+    """The image table plus ``overlap_group`` and ``kept`` (module docstring, step 7)."""
+    parent = {image_id: image_id for image_id in images.image_id}
+
+    def find(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for row in pairs[pairs.decision == OVERLAP].itertuples(index=False):
+        ra, rb = find(row.image_a), find(row.image_b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    table = images.copy()
+    table["_root"] = [find(x) for x in table.image_id]
+    ranked = table.sort_values(["n_particles", "pixel_size_nm", "image_id"], ascending=[False, True, True], kind="stable")
+    keeper = ranked.drop_duplicates("_root").set_index("_root").image_id
+    table["overlap_group"] = table["_root"].map(keeper)
+    table["kept"] = table.image_id == table.overlap_group
+    return table.drop(columns="_root").sort_values("image_id", kind="stable").reset_index(drop=True)
+
+
+def score_against_truth(kept: pd.DataFrame, pairs: pd.DataFrame, truth: pd.DataFrame) -> dict:
+    """Precision and recall of overlap detection against the planted overlaps.
+
+    ``truth`` has one row per planted image (``image_id``, ``source_image_id``). Truth groups
+    are the connected components of these links. A detected overlapping pair is correct when
+    both images are in one truth group (precision); a planted link is found when both images
+    end up in one detected group (recall).
+    """
+    truth_images = kept[["image_id"]].assign(n_particles=0, pixel_size_nm=0.0)
+    links = truth.rename(columns={"image_id": "image_a", "source_image_id": "image_b"}).assign(decision=OVERLAP)
+    truth_group = group_images(truth_images, links).set_index("image_id").overlap_group
+    detected = pairs[pairs.decision == OVERLAP]
+    same = truth_group.reindex(detected.image_a).to_numpy() == truth_group.reindex(detected.image_b).to_numpy()
+    group = kept.set_index("image_id").overlap_group
+    found = group.reindex(truth.image_id).to_numpy() == group.reindex(truth.source_image_id).to_numpy()
+    tp, fp, n_truth = int(same.sum()), int((~same).sum()), len(truth)
+    return {
+        "detected_pairs": len(detected),
+        "true_positive_pairs": tp,
+        "false_positive_pairs": fp,
+        "planted": n_truth,
+        "planted_found": int(found.sum()),
+        "precision": tp / len(detected) if len(detected) else 1.0,
+        "recall": float(found.mean()) if n_truth else 1.0,
+    }
+
+
+def find_overlaps(images_csv, root, pairs_csv, kept_csv, settings: dict) -> None:
+    """Rule ``find_overlaps``: score all pairs, group, write both tables (atomically)."""
+    s = OverlapSettings.from_config(settings)
+    images = pd.read_csv(images_csv, dtype={"image_id": str})
+    pairs = score_pairs(images, root, s)
+    kept = group_images(images, pairs)
+    log.info("%d pairs scored, %d overlapping; %d of %d images kept",
+             len(pairs), int((pairs.decision == OVERLAP).sum()), int(kept.kept.sum()), len(kept))  # fmt: skip
+    write_csv(pairs_csv, pairs)
+    write_csv(kept_csv, kept)

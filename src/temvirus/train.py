@@ -1,0 +1,477 @@
+"""Training one experiment (model x initialisation x split), on the CPU or a GPU.
+
+The data are held in memory as compact integer tensors (on the GPU when training there: the
+fast path, no DataLoader); every batch is taken by index, optionally turned by a random D4
+element (on the device holding it), standardised per patch and fed to the model, in
+channels_last layout if configured (faster on GPUs and on oneDNN CPUs). On CUDA, autocast
+(bf16/fp16) and ``torch.compile`` are available.
+
+A training job writes ``resume/ckpt.pt`` (model, optimizer, grad scaler, epoch, RNG states,
+best metric, early-stopping counter, history) atomically after every epoch and
+``resume/best.pt`` whenever the monitored validation metric improves, so a killed job that is
+started again continues where it stopped and ends with the same weights as an uninterrupted
+run. The resume folder is removed once the final outputs are written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from temvirus.io import atomic_path, save_figure, write_csv
+from temvirus.metrics import confusion_matrix, summary
+from temvirus.models import INITS, MODELS, build_model, trainable_parameters
+from temvirus.seeding import derive_seed, rng
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("representative", "bad", "given")
+#: pattern of an experiment name ``{model}-{init}-{split}``
+EXPERIMENT_PATTERN = f"({'|'.join(MODELS)})-({'|'.join(INITS)})-({'|'.join(SPLITS)})"
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_f1_macro", "lr", "seconds"]
+MONITORS = {"f1_macro": "val_f1_macro", "accuracy": "val_acc"}
+_AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def parse_experiment(name: str) -> tuple[str, str, str]:
+    """``(model, init, split)`` of an experiment name such as ``custom-scratch-representative``."""
+    match = re.fullmatch(EXPERIMENT_PATTERN, name)
+    if not match:
+        raise ValueError(f"experiment {name!r} is not '{{model}}-{{init}}-{{split}}' with model in {MODELS}, init in {INITS}, split in {SPLITS}")
+    return match.group(1), match.group(2), match.group(3)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that decides a training run besides the data (see config ``training``)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    patience: int
+    monitor: str = "f1_macro"
+    device: str = "auto"
+    gpu_augment: bool = True
+    amp: str = "bf16"
+    channels_last: bool = True
+    compile: bool = False
+    deterministic: bool = True
+    seed: int = 0
+
+
+def settings_from_config(training: dict, seed: int, experiment: str) -> Settings:
+    """The :class:`Settings` of ``experiment`` from config ``training`` (per-init epochs, patience, lr).
+
+    The run's seed is derived from the master ``seed`` and the experiment name.
+    """
+    _, init, _ = parse_experiment(experiment)
+    t = training
+    return Settings(
+        epochs=t["epochs"][init], batch_size=t["batch_size"], lr=t["lr"][init], weight_decay=t["weight_decay"],
+        patience=t["patience"][init], monitor=t["monitor"], device=t["device"], gpu_augment=t["gpu_augment"],
+        amp=t["amp"], channels_last=t["channels_last"], compile=t["compile"], deterministic=t["deterministic"],
+        seed=derive_seed(seed, "train", experiment),
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------- data
+
+
+def _cap_per_class(labels: np.ndarray, cap: int | None, generator: np.random.Generator) -> np.ndarray:
+    """Sorted row indices keeping at most ``cap`` random rows of each label (all if ``cap`` is None)."""
+    keep = []
+    for label in np.unique(labels):
+        rows = np.flatnonzero(labels == label)
+        if cap is not None and len(rows) > cap:
+            rows = generator.choice(rows, size=cap, replace=False)
+        keep.append(rows)
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
+
+
+def _load_rows(npy: Path, rows: np.ndarray, n_expected: int) -> np.ndarray:
+    array = np.load(npy, mmap_mode="r")
+    if array.ndim != 3 or array.shape[0] != n_expected or array.shape[1] != array.shape[2]:
+        raise ValueError(f"{npy}: expected {n_expected} square patches (N, S, S), found shape {array.shape}")
+    if array.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"{npy}: expected uint16 (or uint8) patches, found {array.dtype}")
+    return np.asarray(array[rows])
+
+
+def load_subset(
+    patches_dir: str | Path, subset: str, classes: Sequence[str], cap: int | None = None, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """Patches of one subset of a split folder (``train_augmented``, ``validation``, ``test``, ``train``).
+
+    Returns ``(x, y, table)``: the ``(N, S, S)`` integer patches, their class indices in the
+    order of ``classes``, and their table rows (``patches.csv`` or ``train_augmented.csv``).
+    Classes outside ``classes`` are left out; at most ``cap`` random patches per class are kept.
+    """
+    folder = Path(patches_dir)
+    if subset == "train_augmented":
+        csv = folder / "train_augmented.csv"
+        table = pd.read_csv(csv)
+    else:
+        csv = folder / "patches.csv"
+        table = pd.read_csv(csv)
+        table = table[table["subset"] == subset].sort_values("index")
+    if not np.array_equal(table["index"].to_numpy(), np.arange(len(table))):
+        raise ValueError(f"{csv}: 'index' of subset {subset} is not 0..{len(table) - 1} (one row per array row)")
+    present = table["class"].isin(classes).to_numpy()
+    missing = sorted(set(classes) - set(table["class"]))
+    if subset.startswith("train") and missing:
+        raise ValueError(f"{csv}: no {subset} patches of classes {missing}; adjust classes.classification")
+    labels = table["class"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    rows = np.flatnonzero(present)
+    rows = rows[_cap_per_class(labels[rows].astype(np.int64), cap, rng(seed, "subset", subset))]
+    x = _load_rows(folder / f"{subset}.npy", rows, len(table))
+    return x, labels[rows].astype(np.int64), table.iloc[rows].reset_index(drop=True)
+
+
+def compact_tensor(patches: np.ndarray) -> torch.Tensor:
+    """Patches as a small CPU tensor that every device indexes: uint8 if they fit, else int16.
+
+    uint16 values are shifted by -32768 into int16; per-patch standardisation does not see
+    the shift.
+    """
+    if patches.dtype == np.uint8 or (patches.size and patches.max() < 256) or patches.size == 0:
+        return torch.from_numpy(patches.astype(np.uint8))
+    return torch.from_numpy((patches.astype(np.int32) - 32768).astype(np.int16))
+
+
+def standardise(x: torch.Tensor) -> torch.Tensor:
+    """Per-patch standardisation of integer patches ``(B, S, S)`` to float ``(B, 1, S, S)``."""
+    x = x.float()
+    mean = x.mean(dim=(-2, -1), keepdim=True)
+    std = x.std(dim=(-2, -1), keepdim=True, correction=0)
+    return ((x - mean) / std.clamp_min(1e-6)).unsqueeze(1)
+
+
+def d4(x: torch.Tensor, element: torch.Tensor) -> torch.Tensor:
+    """Apply D4 element ``element[i]`` (0..7: ``k = e % 4`` quarter turns, mirrored if ``e >= 4``) to patch i."""
+    element = element.to(x.device)
+    x = torch.where((element >= 4).view(-1, *([1] * (x.dim() - 1))), x.flip(-1), x)
+    out = x.clone()
+    for k in (1, 2, 3):
+        rows = (element % 4) == k
+        if rows.any():
+            out[rows] = torch.rot90(x[rows], k, dims=(-2, -1))
+    return out
+
+
+# ------------------------------------------------------------------------ device, seeds
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda if available, else cpu; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("training.device is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed torch, numpy and python; in deterministic mode make torch use deterministic kernels."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+
+
+def _rng_state(shuffle: torch.Generator) -> dict:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "python": random.getstate(),
+        "shuffle": shuffle.get_state(),
+    }
+
+
+def _set_rng_state(state: dict, shuffle: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(state["python"])
+    shuffle.set_state(state["shuffle"])
+
+
+def _save(obj, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+# ---------------------------------------------------------------------------- the loop
+
+
+def _autocast(device: torch.device, amp: str):
+    """Autocast on CUDA when ``amp`` is bf16/fp16; on the CPU it is always off."""
+    enabled = device.type == "cuda" and amp in _AMP
+    return torch.autocast(device.type, dtype=_AMP.get(amp, torch.bfloat16), enabled=enabled)
+
+
+def _batch(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    x = standardise(x)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device, *,
+    tta: bool = False, amp: str = "off", channels_last: bool = False,
+) -> np.ndarray:  # fmt: skip
+    """Class probabilities ``(N, C)`` (float64) of compact patches ``x``; ``tta`` averages the 8 D4 views."""
+    model.eval()
+    out = []
+    for start in range(0, len(x), batch_size):
+        xb = x[start : start + batch_size].to(device, non_blocking=True)
+        views = range(8) if tta else (0,)
+        probs = 0
+        for e in views:
+            xv = d4(xb, torch.full((len(xb),), e)) if e else xb
+            with _autocast(device, amp):
+                logits = model(_batch(xv, channels_last))
+            probs = probs + torch.softmax(logits.float(), dim=1)
+        out.append((probs / len(views)).double().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 0))
+
+
+def validate(model, x, y, n_classes: int, batch_size: int, device, amp="off", channels_last=False) -> dict:
+    """Validation loss, accuracy and macro-F1 of compact patches ``x`` with labels ``y``."""
+    probs = predict(model, x, batch_size, device, amp=amp, channels_last=channels_last)
+    y = y.cpu().numpy()
+    loss = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean()) if len(y) else float("nan")
+    stats = summary(confusion_matrix(y, probs.argmax(axis=1), n_classes))
+    return {"val_loss": loss, "val_acc": stats["accuracy"], "val_f1_macro": stats["f1_macro"]}
+
+
+@dataclass
+class FitResult:
+    history: pd.DataFrame
+    best_state: dict
+    best_epoch: int
+    best_metric: float
+
+
+def fit(
+    model: nn.Module,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    val_x: torch.Tensor,
+    val_y: torch.Tensor,
+    settings: Settings,
+    n_classes: int,
+    resume_dir: str | Path | None = None,
+    fingerprint: dict | None = None,
+) -> FitResult:
+    """Train ``model`` on compact patch tensors (see :func:`compact_tensor`) with early stopping.
+
+    With ``resume_dir`` the state is checkpointed there after every epoch and a run started
+    again with the same ``fingerprint`` (and settings) continues from the last checkpoint.
+    This is the function a throughput benchmark calls with its own tensors.
+    """
+    seed_everything(settings.seed, settings.deterministic)
+    device = resolve_device(settings.device)
+    cuda = device.type == "cuda"
+    channels_last = settings.channels_last
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if settings.compile and cuda else model
+    if cuda:  # the fast path: the whole arrays resident on the GPU
+        train_x, val_x = (t.pin_memory().to(device, non_blocking=True) for t in (train_x, val_x))
+    train_y, val_y = train_y.to(device), val_y.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=cuda and settings.amp == "fp16")
+    shuffle = torch.Generator().manual_seed(settings.seed)
+    monitor = MONITORS[settings.monitor]
+    fingerprint = {"settings": asdict(settings), "n_train": len(train_x), "n_val": len(val_x), **(fingerprint or {})}
+
+    history: list[dict] = []
+    epoch, best_metric, best_epoch, bad_epochs = 0, -np.inf, 0, 0
+    best_state = None
+    ckpt_path = best_path = None
+    if resume_dir is not None:
+        ckpt_path, best_path = Path(resume_dir) / "ckpt.pt", Path(resume_dir) / "best.pt"
+        if ckpt_path.is_file():
+            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+            if ckpt["fingerprint"] == fingerprint:
+                model.load_state_dict(ckpt["model"])
+                optimizer.load_state_dict(ckpt["optimizer"])
+                scaler.load_state_dict(ckpt["scaler"])
+                _set_rng_state(ckpt["rng"], shuffle)
+                epoch, best_metric, best_epoch = ckpt["epoch"], ckpt["best_metric"], ckpt["best_epoch"]
+                bad_epochs, history = ckpt["bad_epochs"], ckpt["history"]
+                best_state = torch.load(best_path, map_location="cpu", weights_only=True)["model"]
+                log.info("resuming from %s after epoch %d (best %s %.4f at epoch %d)", ckpt_path, epoch, monitor, best_metric, best_epoch)
+            else:
+                log.warning("%s was written for other settings or data; starting over", ckpt_path)
+
+    n = len(train_x)
+    while epoch < settings.epochs and bad_epochs < settings.patience:
+        started = time.time()
+        step_model.train()
+        order = torch.randperm(n, generator=shuffle)
+        elements = torch.randint(0, 8, (n,), generator=shuffle) if settings.gpu_augment else None
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        for start in range(0, n, settings.batch_size):
+            idx = order[start : start + settings.batch_size].to(device)
+            xb = train_x[idx]
+            if elements is not None:
+                xb = d4(xb, elements[start : start + settings.batch_size])
+            yb = train_y[idx]
+            with _autocast(device, settings.amp):
+                logits = step_model(_batch(xb, channels_last))
+            loss = F.cross_entropy(logits.float(), yb)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            loss_sum += loss.detach() * len(idx)
+            correct += (logits.argmax(1) == yb).sum()
+        epoch += 1
+        row = {"epoch": epoch, "train_loss": loss_sum.item() / n, "train_acc": correct.item() / n}
+        row.update(validate(model, val_x, val_y, n_classes, settings.batch_size, device, settings.amp, channels_last))
+        row["lr"] = optimizer.param_groups[0]["lr"]
+        row["seconds"] = round(time.time() - started, 3)
+        history.append(row)
+        improved = row[monitor] > best_metric
+        if improved:
+            best_metric, best_epoch, bad_epochs = row[monitor], epoch, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            if best_path is not None:
+                _save({"model": best_state, "epoch": epoch}, best_path)
+        else:
+            bad_epochs += 1
+        log.info(
+            "epoch %d/%d train_loss %.4f train_acc %.3f val_loss %.4f val_acc %.3f val_f1_macro %.3f %.1f s%s",
+            epoch, settings.epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"],
+            row["val_f1_macro"], row["seconds"], " *best" if improved else "",
+        )  # fmt: skip
+        if ckpt_path is not None:
+            _save(
+                {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                    "epoch": epoch, "best_metric": best_metric, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+                    "history": history, "rng": _rng_state(shuffle), "fingerprint": fingerprint,
+                },
+                ckpt_path,
+            )  # fmt: skip
+    if bad_epochs >= settings.patience:
+        log.info("early stop after epoch %d: no %s improvement for %d epochs", epoch, monitor, bad_epochs)
+    return FitResult(pd.DataFrame(history, columns=HISTORY_COLUMNS), best_state, best_epoch, float(best_metric))
+
+
+# ------------------------------------------------------------------------- one experiment
+
+
+def plot_curves(history: pd.DataFrame, title: str):
+    """Training curves: loss (left) and accuracy / macro-F1 (right) per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    ax_loss.plot(history["epoch"], history["train_loss"], "o-", label="train")
+    ax_loss.plot(history["epoch"], history["val_loss"], "o-", label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
+    ax_acc.plot(history["epoch"], history["train_acc"], "o-", label="train accuracy")
+    ax_acc.plot(history["epoch"], history["val_acc"], "o-", label="validation accuracy")
+    ax_acc.plot(history["epoch"], history["val_f1_macro"], "s--", label="validation macro-F1")
+    ax_acc.set(xlabel="epoch", ylim=(0, 1.02), title="accuracy / F1")
+    for ax in (ax_loss, ax_acc):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def train_experiment(
+    experiment: str,
+    patches_dir: str | Path,
+    out_dir: str | Path,
+    classes: Sequence[str],
+    settings: Settings,
+    max_train_per_class: int | None = None,
+    max_val_per_class: int | None = None,
+    weights_file: str | Path | None = None,
+) -> FitResult:
+    """Train ``experiment`` on a split's patches; write best.pt, last.pt, metrics.csv, curve.png to ``out_dir``.
+
+    ``out_dir/resume/`` holds the resume checkpoint while the job runs (see the module docstring).
+    """
+    model_name, init, _ = parse_experiment(experiment)
+    out = Path(out_dir)
+    train_np, train_y, _ = load_subset(patches_dir, "train_augmented", classes, max_train_per_class, settings.seed)
+    val_np, val_y, _ = load_subset(patches_dir, "validation", classes, max_val_per_class, settings.seed)
+    if len(val_y) == 0:
+        raise ValueError(f"{Path(patches_dir) / 'patches.csv'}: no validation patches of the classes {list(classes)}")
+    size = train_np.shape[-1]
+    log.info("%s: %d training patches, %d validation patches, %d classes, %dx%d px", experiment, len(train_y), len(val_y), len(classes), size, size)
+    torch.manual_seed(settings.seed)  # model initialisation
+    model = build_model(model_name, len(classes), init, weights_file, input_size=size)
+    n_params = trainable_parameters(model)
+    log.info("%s: %d trainable parameters; device %s", model_name, n_params, resolve_device(settings.device))
+    result = fit(
+        model, compact_tensor(train_np), torch.from_numpy(train_y), compact_tensor(val_np), torch.from_numpy(val_y),
+        settings, len(classes), resume_dir=out / "resume", fingerprint={"experiment": experiment, "classes": list(classes)},
+    )  # fmt: skip
+    meta = {
+        "experiment": experiment, "model": model_name, "init": init, "classes": list(classes), "input_size": size,
+        "trainable_params": n_params, "monitor": settings.monitor,
+    }  # fmt: skip
+    last_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    _save({**meta, "model_state": result.best_state, "epoch": result.best_epoch, "metric": result.best_metric}, out / "best.pt")
+    _save({**meta, "model_state": last_state, "epoch": int(result.history["epoch"].iloc[-1])}, out / "last.pt")
+    write_csv(out / "metrics.csv", result.history)
+    save_figure(out / "curve.png", plot_curves(result.history, f"{experiment} (best epoch {result.best_epoch})"))
+    shutil.rmtree(out / "resume", ignore_errors=True)
+    return result
+
+
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
+    """The model of a best.pt / last.pt file (on the CPU) and the file's metadata."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    model = build_model(ckpt["model"], len(ckpt["classes"]), "scratch", input_size=ckpt["input_size"])
+    model.load_state_dict(ckpt.pop("model_state"))
+    return model, ckpt
+
+
+def run_train(smk) -> None:
+    """Snakemake entry point of rule train_model."""
+    torch.set_num_threads(max(1, smk.threads))
+    experiment = smk.wildcards.experiment
+    train_experiment(
+        experiment,
+        Path(smk.input.patches).parent,
+        Path(smk.output.best).parent,
+        smk.params.classes,
+        settings_from_config(smk.params.training, smk.params.seed, experiment),
+        smk.params.training["max_train_per_class"],
+        smk.params.training["max_val_per_class"],
+        smk.input.get("weights"),
+    )

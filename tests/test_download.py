@@ -1,0 +1,364 @@
+"""Downloads (resume, retries, verification), safe extraction and the dataset sources.
+
+Every HTTP request goes to the FileServer of conftest.py on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import subprocess
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, snakemake_cmd
+from temvirus.download import (
+    DownloadError,
+    extract_archives,
+    extract_local_dataset,
+    fetch,
+    find_raw_root,
+    download_dataset,
+)
+from temvirus.raw import read_dataset
+
+FAST = {"backoff_s": 0.01, "timeout_s": 5}
+
+
+def make_raw_tree(root: Path) -> Path:
+    """A tiny dataset in the raw layout: 2 classes, train and test, 1 image each (16-bit TIFF)."""
+    import tifffile
+
+    cases = [
+        ("train", "Adenovirus", 1),
+        ("test", "Adenovirus", 2),
+        ("train", "Rift Valley", 3),
+        ("test", "Rift Valley", 4),
+    ]
+    for split, cls, seed in cases:
+        folder = root / split / cls
+        (folder / "particle_positions").mkdir(parents=True)
+        (folder / "tags").mkdir()
+        name = f"{cls[:3]}_{split}_{seed}"
+        tifffile.imwrite(
+            folder / f"{name}.tif", np.random.default_rng(seed).integers(0, 4000, (40, 48), dtype=np.uint16)
+        )
+        points = "particleposition\n".join(f"{10 + k};{12 + k}\n" for k in range(seed))
+        (folder / "particle_positions" / f"{name}_particlepositions.txt").write_text(f"h1\nh2\nh3\n{points}")
+        tags = ["height;40", "width;48", "a;1", "b;1", "c;1", "xscale;1,5", "yscale;1,5"]
+        (folder / "tags" / f"{name}.tif_tags.csv").write_text("\n".join(tags) + "\n")
+    return root
+
+
+def zip_tree(tree: Path, top: str = "context_virus_RAW", extra: dict[str, bytes] | None = None) -> bytes:
+    """Zip ``tree`` under the folder ``top`` (plus ``extra`` raw entries) into bytes."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for path in sorted(tree.rglob("*")):
+            if path.is_file():
+                zf.write(path, f"{top}/{path.relative_to(tree).as_posix()}")
+        for name, data in (extra or {}).items():
+            zf.writestr(name, data)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def raw_zip(tmp_path) -> bytes:
+    return zip_tree(make_raw_tree(tmp_path / "made"))
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# -- fetch ----------------------------------------------------------------------------------
+
+
+def test_fetch_downloads_verifies_and_records(file_server, tmp_path):
+    body = np.random.default_rng(0).bytes(300_000)
+    file_server.files["/a.bin"] = body
+    dest = tmp_path / "dl" / "a.bin"
+    record = fetch(file_server.url("/a.bin"), dest, size=len(body), sha256=sha(body), **FAST)
+    assert dest.read_bytes() == body
+    assert not (tmp_path / "dl" / "a.bin.part").exists()
+    assert record["sha256"] == sha(body) and record["sha256_verified"] and record["size"] == len(body)
+    assert record["final_url"] == file_server.url("/a.bin")
+    assert record["headers"]["ETag"] == f'"{sha(body)[:16]}"'
+    assert record["headers"]["Content-Length"] == str(len(body))
+    assert set(record["headers"]) == {"ETag", "Last-Modified", "Content-Length", "Content-Type"}
+    # a second call reuses the verified file and its record, without a request
+    assert fetch(file_server.url("/a.bin"), dest, size=len(body), sha256=sha(body), **FAST) == record
+    assert len(file_server.requests) == 1
+
+
+def test_fetch_resumes_after_dropped_connection(file_server, tmp_path):
+    body = np.random.default_rng(1).bytes(200_001)
+    file_server.files["/big.zip"] = body
+    file_server.faults["/big.zip"] = {"drop_once"}
+    dest = tmp_path / "big.zip"
+    fetch(file_server.url("/big.zip"), dest, sha256=sha(body), **FAST)
+    assert dest.read_bytes() == body
+    (first, range1), (second, range2) = file_server.requests
+    assert range1 is None and range2 == f"bytes={len(body) // 2}-"
+
+
+def test_fetch_starts_over_when_server_ignores_range(file_server, tmp_path):
+    body = np.random.default_rng(2).bytes(100_000)
+    file_server.files["/f"] = body
+    file_server.faults["/f"] = {"drop_once", "ignore_range"}
+    fetch(file_server.url("/f"), tmp_path / "f", size=len(body), sha256=sha(body), **FAST)
+    assert (tmp_path / "f").read_bytes() == body  # not the first half twice
+    assert file_server.requests[1][1] == f"bytes={len(body) // 2}-"
+
+
+def test_fetch_replaces_a_corrupt_earlier_download(file_server, tmp_path):
+    body = b"good bytes" * 100
+    file_server.files["/c"] = body
+    (tmp_path / "c").write_bytes(b"bad bytes" * 100)
+    fetch(file_server.url("/c"), tmp_path / "c", sha256=sha(body), **FAST)
+    assert (tmp_path / "c").read_bytes() == body and len(file_server.requests) == 1
+
+
+def test_fetch_without_known_hash_records_the_computed_one(file_server, tmp_path):
+    file_server.files["/x"] = b"payload"
+    record = fetch(file_server.url("/x"), tmp_path / "x", **FAST)
+    assert record["sha256"] == sha(b"payload") and record["sha256_verified"] is False
+
+
+@pytest.mark.parametrize(
+    "size_delta, fault, message",
+    [(0, "wrong_body", "sha256 mismatch"), (1, None, "expected 1001 bytes, got 1000")],
+)
+def test_fetch_rejects_wrong_content(file_server, tmp_path, size_delta, fault, message):
+    body = bytes(range(250)) * 4
+    file_server.files["/w"] = body
+    file_server.faults["/w"] = {fault} if fault else set()
+    with pytest.raises(DownloadError, match=message) as err:
+        fetch(file_server.url("/w"), tmp_path / "w", size=len(body) + size_delta, sha256=sha(body), **FAST)
+    assert str(err.value).startswith(file_server.url("/w"))
+    assert list(tmp_path.iterdir()) == []  # neither the final name nor a .part
+
+
+def test_fetch_404_names_the_url_and_is_not_retried(file_server, tmp_path):
+    with pytest.raises(DownloadError, match="HTTP 404") as err:
+        fetch(file_server.url("/nothing.zip"), tmp_path / "n.zip", **FAST)
+    assert file_server.url("/nothing.zip") in str(err.value)
+    assert len(file_server.requests) == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_fetch_gives_up_after_bounded_retries(tmp_path):
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on: connection refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(DownloadError, match="failed after 3 attempts"):
+        fetch(f"http://127.0.0.1:{port}/x", tmp_path / "x", retries=3, **FAST)
+    assert not (tmp_path / "x").exists()
+
+
+# -- archives -------------------------------------------------------------------------------
+
+
+def _zip_with(raw_zip: bytes, name: str, data: bytes = b"evil", symlink: bool = False) -> bytes:
+    buffer = io.BytesIO(raw_zip)
+    with zipfile.ZipFile(buffer, "a") as zf:
+        info = zipfile.ZipInfo(name)
+        if symlink:
+            info.external_attr = 0o120777 << 16
+        zf.writestr(info, data)
+    return buffer.getvalue()
+
+
+def _tar_with(tree: Path, member: tarfile.TarInfo) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
+        tf.add(tree, arcname="context_virus_RAW")
+        tf.addfile(member, io.BytesIO(b"evil") if member.isfile() else None)
+    return buffer.getvalue()
+
+
+def _tar_member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    member = tarfile.TarInfo(name)
+    member.type, member.linkname = kind, link
+    member.size = 4 if kind == tarfile.REGTYPE else 0
+    return member
+
+
+@pytest.mark.parametrize(
+    "case, reason",
+    [("zip_dotdot", "'..' in path"), ("zip_absolute", "absolute path"), ("zip_symlink", "symbolic link"),
+     ("tar_dotdot", "'..' in path"), ("tar_absolute", "absolute path"), ("tar_symlink", "link to '/etc/passwd'"),
+     ("tar_hardlink", "link to '/etc/passwd'")],
+)  # fmt: skip
+def test_malicious_archive_is_rejected_before_writing(tmp_path, case, reason):
+    tree = make_raw_tree(tmp_path / "tree")
+    raw_zip = zip_tree(tree)
+    outside = tmp_path / "work" / "evil.txt"
+    data = {
+        "zip_dotdot": lambda: _zip_with(raw_zip, "../evil.txt"),
+        "zip_absolute": lambda: _zip_with(raw_zip, f"{outside}"),
+        "zip_symlink": lambda: _zip_with(raw_zip, "context_virus_RAW/link", b"/etc/passwd", symlink=True),
+        "tar_dotdot": lambda: _tar_with(tree, _tar_member("context_virus_RAW/../../evil.txt")),
+        "tar_absolute": lambda: _tar_with(tree, _tar_member(str(outside))),
+        "tar_symlink": lambda: _tar_with(tree, _tar_member("context_virus_RAW/l", tarfile.SYMTYPE, "/etc/passwd")),
+        "tar_hardlink": lambda: _tar_with(tree, _tar_member("context_virus_RAW/h", tarfile.LNKTYPE, "/etc/passwd")),
+    }[case]()
+    archive = tmp_path / "in" / ("a.zip" if case.startswith("zip") else "a.tar.gz")
+    archive.parent.mkdir()
+    archive.write_bytes(data)
+    target = tmp_path / "work" / "dataset" / "raw"
+    target.parent.mkdir(parents=True)
+    with pytest.raises(DownloadError, match="refusing to extract unsafe members") as err:
+        extract_archives([archive], target)
+    assert str(err.value).startswith(str(archive)) and reason in str(err.value)
+    assert list(target.parent.iterdir()) == []  # no target, no staging folder
+    assert not outside.exists() and not (tmp_path / "work" / "evil.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "tree", "work"]
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar.gz"])
+def test_extract_finds_raw_layout_under_top_folder(tmp_path, kind):
+    tree = make_raw_tree(tmp_path / "tree")
+    archive = tmp_path / f"raw.{kind}"
+    if kind == "zip":
+        archive.write_bytes(zip_tree(tree, top="TEM virus dataset/context_virus_RAW", extra={"README.txt": b"hi"}))
+    else:
+        with tarfile.open(archive, "w:gz") as tf:
+            tf.add(tree, arcname="context_virus_RAW")
+    summary = extract_archives([archive], tmp_path / "out" / "raw")
+    images, _ = read_dataset(tmp_path / "out" / "raw")
+    expected, _ = read_dataset(tree)
+    assert images.equals(expected)
+    assert summary["images"] == 4 and summary["classes"] == 2 and summary["particles"] == 10
+    top = "TEM virus dataset/context_virus_RAW" if kind == "zip" else "context_virus_RAW"
+    assert summary["raw_root_in_archive"] == top
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["raw"]
+
+
+def test_extract_rejects_archive_without_raw_layout(tmp_path):
+    archive = tmp_path / "other.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("patches/Adenovirus/a.tif", b"x")
+    with pytest.raises(DownloadError, match="no folder with train/validation/test"):
+        extract_archives([archive], tmp_path / "out" / "raw")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_extract_rejects_a_file_that_is_no_archive(tmp_path):
+    (tmp_path / "a.zip").write_bytes(b"<html>not found</html>")
+    with pytest.raises(DownloadError, match="not a zip or tar archive"):
+        extract_archives([tmp_path / "a.zip"], tmp_path / "raw")
+
+
+def test_find_raw_root_accepts_the_root_itself(tmp_path):
+    tree = make_raw_tree(tmp_path / "tree")
+    assert find_raw_root(tree) == tree
+
+
+# -- dataset sources ------------------------------------------------------------------------
+
+
+def test_download_dataset_from_mendeley_listing(file_server, tmp_path, raw_zip):
+    """The listing contract: a JSON list of {filename, size, content_details{download_url, sha256_hash}}."""
+    listing = [
+        {"filename": name, "size": len(body),
+         "content_details": {"download_url": file_server.url(f"/files/{name}"), "sha256_hash": sha(body)}}
+        for name, body in [("context_virus_RAW.zip", raw_zip), ("context_virus_1nm_256x256.zip", b"not wanted")]
+    ]  # fmt: skip
+    file_server.files["/public-api/datasets/x4dwwfwtw3/files?folder_id=root&version=3"] = json.dumps(listing).encode()
+    file_server.files["/files/context_virus_RAW.zip"] = raw_zip
+    api = file_server.url("/public-api")
+    settings = {"id": "x4dwwfwtw3", "version": 3, "api_url": api, "include": "*RAW*", "files": []}
+    root, record = tmp_path / "ds" / "mendeley", tmp_path / "ds" / "download_record.json"
+    download_dataset(settings, root, record, tmp_path / "ds" / "downloads")
+    assert len(read_dataset(root)[0]) == 4
+    saved = json.loads(record.read_text())
+    assert saved["doi"] == "10.17632/x4dwwfwtw3.3" and saved["files_from"].endswith("folder_id=root&version=3")
+    (entry,) = saved["files"]
+    assert entry["name"] == "context_virus_RAW.zip" and entry["hash_source"] == "listing"
+    assert entry["sha256"] == sha(raw_zip) and entry["headers"]["ETag"]
+    assert not any("256x256" in path for path, _ in file_server.requests)
+
+
+def test_listing_without_a_match_lists_the_names(file_server, tmp_path):
+    listing = [{"filename": "other.zip", "size": 1, "content_details": {"download_url": "http://x/y"}}]
+    file_server.files["/api/datasets/abc/files?folder_id=root&version=1"] = json.dumps(listing).encode()
+    settings = {"id": "abc", "version": 1, "api_url": file_server.url("/api"), "include": "*RAW*", "files": []}
+    with pytest.raises(DownloadError, match=r"no listed file matches .*'other.zip'"):
+        download_dataset(settings, tmp_path / "r", tmp_path / "rec.json", tmp_path / "dl")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_extract_local_dataset_records_the_archive(tmp_path, raw_zip):
+    (tmp_path / "copy.zip").write_bytes(raw_zip)
+    extract_local_dataset(tmp_path / "copy.zip", tmp_path / "local", tmp_path / "local_record.json")
+    record = json.loads((tmp_path / "local_record.json").read_text())
+    assert record["files"][0]["sha256"] == sha(raw_zip) and record["images"] == 4
+    assert len(read_dataset(tmp_path / "local")[0]) == 4
+
+
+# -- the workflow ---------------------------------------------------------------------------
+
+
+def _workdir(tmp_path: Path, dataset: dict) -> tuple[Path, Path]:
+    """A scratch workdir with its own resources/ (the repo's is never written) and a config override."""
+    workdir = tmp_path / "wd"
+    (workdir / "resources").mkdir(parents=True)
+    (workdir / "resources" / "paper").symlink_to(REPO / "resources" / "paper", target_is_directory=True)
+    override = workdir / "override.json"
+    override.write_text(json.dumps({"dataset": dataset}))
+    return workdir, override
+
+
+@pytest.mark.slow
+def test_snakemake_downloads_dataset_from_pinned_url(file_server, tmp_path, raw_zip):
+    file_server.files["/pub/context_virus_RAW.zip"] = raw_zip
+    file_server.faults["/pub/context_virus_RAW.zip"] = {"drop_once"}
+    url = file_server.url("/pub/context_virus_RAW.zip")
+    pinned = [{"name": "context_virus_RAW.zip", "url": url, "size": None, "sha256": None}]
+    workdir, override = _workdir(tmp_path, {"source": "mendeley", "mendeley": {"files": pinned}})
+    cmd = snakemake_cmd(workdir, "results/raw/images.csv", "--configfile", str(override))
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    root = workdir / "resources" / "dataset" / "mendeley"
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["test", "train"]
+    record = json.loads((workdir / "resources" / "dataset" / "download_record.json").read_text())
+    (entry,) = record["files"]
+    assert entry["sha256"] == sha(raw_zip) and entry["hash_source"].startswith("computed")
+    assert record["raw_root_in_archive"] == "context_virus_RAW" and record["files_from"] == "config"
+    assert (workdir / "resources" / "dataset" / "downloads" / "context_virus_RAW.zip").read_bytes() == raw_zip
+    assert file_server.requests[-1][1] is not None  # the drop was resumed with a Range request
+    assert "resuming at byte" in (workdir / "logs" / "download" / "download_dataset.log").read_text()
+    images = (workdir / "results" / "raw" / "images.csv").read_text().splitlines()
+    assert len(images) == 5  # header + 4 images
+
+
+@pytest.mark.slow
+def test_snakemake_plans_extraction_of_a_local_archive(tmp_path, raw_zip):
+    (tmp_path / "copy.zip").write_bytes(raw_zip)
+    workdir, override = _workdir(tmp_path, {"source": "local", "local": {"path": str(tmp_path / "copy.zip")}})
+    run = subprocess.run(snakemake_cmd(workdir, "-n", "results/raw/images.csv", "--configfile", str(override)),
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "extract_local_dataset" in run.stdout and "raw_tables" in run.stdout
+    assert "synthetic_dataset" not in run.stdout and "download_dataset" not in run.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_real_crops_through_source_local(real_crops, tmp_path):
+    """The real 1 nm/px crops are used in place: the chain starts from them, nothing is extracted."""
+    assert find_raw_root(real_crops) == real_crops
+    workdir, override = _workdir(tmp_path, {"source": "local", "local": {"path": str(real_crops)}})
+    cmd = snakemake_cmd(workdir, "-n", "--configfile", str(override))
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "raw_tables" in run.stdout
+    for rule in ("synthetic_dataset", "extract_local_dataset", "download_dataset"):
+        assert rule not in run.stdout

@@ -1,0 +1,182 @@
+"""Overlap removal on real TIFFs in the raw layout: crops of one textured field."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from scipy.ndimage import gaussian_filter
+
+from temvirus.classes import FOLDER_NAMES
+from temvirus.overlap import (
+    DISTINCT,
+    OVERLAP,
+    OverlapSettings,
+    find_overlaps,
+    group_images,
+    score_against_truth,
+    score_pairs,
+)
+from temvirus.raw import read_dataset
+
+
+def textured_field(seed: int, size: int = 1400) -> np.ndarray:
+    """A 1 nm/px field like a stained grid: blurred noise, a gradient, dark round particles."""
+    rng = np.random.default_rng(seed)
+    field = gaussian_filter(rng.normal(size=(size, size)), 3) * 40 + np.linspace(0, 30, size)[None, :]
+    yy, xx = np.mgrid[:size, :size]
+    for _ in range(size * size // 20000):
+        cy, cx, r = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(20, 45)
+        field -= 60 * ((yy - cy) ** 2 + (xx - cx) ** 2 < r * r)
+    return field + 1000
+
+
+def write_raw_image(root: Path, split: str, cls: str, image_id: str, pixels: np.ndarray, pixel_nm: float, n_particles: int = 1):
+    """One image of the raw layout: TIFF, particle positions, tags (decimal comma)."""
+    folder = root / split / FOLDER_NAMES[cls]
+    (folder / "particle_positions").mkdir(parents=True, exist_ok=True)
+    (folder / "tags").mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(folder / f"{image_id}.tif", pixels)
+    h, w = pixels.shape
+    lines = ["header", "header", "header"]
+    for p in range(n_particles):
+        lines += ([] if p == 0 else ["particleposition"]) + [f"{(p * 7) % w + 0.5};{(p * 11) % h + 0.5}"]
+    (folder / "particle_positions" / f"{image_id}_particlepositions.txt").write_text("\n".join(lines) + "\n")
+    size = str(pixel_nm).replace(".", ",")
+    tags = [f"Height;{h}", f"Width;{w}", "BitsPerSample;16", "a;b", "c;d", f"XScale;{size}", f"YScale;{size}"]
+    (folder / "tags" / f"{image_id}.tif_tags.csv").write_text("\n".join(tags) + "\n")
+
+
+def view(field: np.ndarray, x0: int, y0: int, side_nm: int, pixel_nm: int, seed: int) -> np.ndarray:
+    """A ``side_nm`` window at (x0, y0) nm, block-averaged to ``pixel_nm`` (integer), noisy, uint16."""
+    window = field[y0 : y0 + side_nm, x0 : x0 + side_nm]
+    n = side_nm // pixel_nm
+    blocks = window[: n * pixel_nm, : n * pixel_nm].reshape(n, pixel_nm, n, pixel_nm).mean(axis=(1, 3))
+    noisy = blocks + np.random.default_rng(seed).normal(0, 8, blocks.shape)
+    return np.clip(noisy, 0, 65535).astype(np.uint16)
+
+
+@pytest.fixture(scope="module")
+def raw_root(tmp_path_factory) -> Path:
+    """Ebola: a (2 nm/px) and b (3 nm/px) overlap at b-origin (300, 250) nm in a; c is another field;
+    d re-images a's field but its tags say 1.5 nm/px instead of 3 (a wrong pixel size);
+    Lassa: e is a copy of a's field (other class: never compared with a)."""
+    root = tmp_path_factory.mktemp("raw")
+    one, two = textured_field(1), textured_field(2)
+    write_raw_image(root, "train", "Ebola", "a", view(one, 0, 0, 600, 2, 10), 2.0, n_particles=3)
+    write_raw_image(root, "train", "Ebola", "b", view(one, 300, 250, 450, 3, 11), 3.0, n_particles=5)
+    write_raw_image(root, "test", "Ebola", "c", view(two, 100, 100, 600, 2, 12), 2.0, n_particles=4)
+    write_raw_image(root, "train", "Ebola", "d", view(one, 250, 200, 720, 3, 13), 1.5, n_particles=1)
+    write_raw_image(root, "train", "Lassa", "e", view(one, 0, 0, 600, 2, 14), 2.0, n_particles=2)
+    write_raw_image(root, "train", "Lassa", "f", view(two, 700, 700, 600, 2, 15), 2.0, n_particles=2)
+    return root
+
+
+SETTINGS = OverlapSettings(coarse_nm=6.0)
+
+
+@pytest.fixture(scope="module")
+def images(raw_root) -> pd.DataFrame:
+    return read_dataset(raw_root, hash_files=False)[0]
+
+
+def pair(pairs: pd.DataFrame, a: str, b: str) -> pd.Series:
+    return pairs.set_index(["image_a", "image_b"]).loc[(a, b)]
+
+
+def test_overlap_found_with_offset_and_distinct_fields_rejected(raw_root, images):
+    pairs = score_pairs(images, raw_root, SETTINGS)
+    assert set(zip(pairs["class"], pairs.image_a, pairs.image_b)) == {
+        ("Ebola", "a", "b"), ("Ebola", "a", "c"), ("Ebola", "a", "d"), ("Ebola", "b", "c"),
+        ("Ebola", "b", "d"), ("Ebola", "c", "d"), ("Lassa", "e", "f"),
+    }  # fmt: skip
+    ab = pair(pairs, "a", "b")
+    assert ab.decision == OVERLAP and ab.scale == 1.0
+    assert abs(ab.dx_nm - 300) <= 6 and abs(ab.dy_nm - 250) <= 6
+    assert ab.ncc > 0.8
+    # b's 450x450 nm field lies in a's 600x600 from (300, 250): 300 x 350 nm overlap
+    assert ab.overlap_nm2 == pytest.approx(300 * 350, rel=0.15)
+    for a, b in [("a", "c"), ("b", "c"), ("c", "d"), ("e", "f")]:
+        assert pair(pairs, a, b).decision == DISTINCT, (a, b)
+        assert pair(pairs, a, b).ncc < 0.45
+
+
+def test_wrong_pixel_size_needs_the_scale_fallback(raw_root, images):
+    without = score_pairs(images, raw_root, SETTINGS)
+    assert pair(without, "a", "d").decision == DISTINCT
+    with_fallback = score_pairs(images, raw_root, OverlapSettings(coarse_nm=6.0, fallback_scales=(0.5, 2.0)))
+    ad = pair(with_fallback, "a", "d")
+    assert ad.decision == OVERLAP and ad.scale == 2.0
+    # d's true origin is (250, 200) nm in a's field
+    assert abs(ad.dx_nm - 250) <= 8 and abs(ad.dy_nm - 200) <= 8
+    assert pair(with_fallback, "a", "c").decision == DISTINCT
+
+
+def test_groups_keep_most_particles_then_pixel_size_then_id():
+    images = pd.DataFrame({
+        "image_id": ["p", "q", "r", "s", "t", "u"],
+        "n_particles": [3, 5, 5, 1, 2, 2],
+        "pixel_size_nm": [1.0, 2.0, 1.0, 1.0, 1.0, 1.0],
+    })  # fmt: skip
+    pairs = pd.DataFrame({
+        "image_a": ["p", "q", "s", "t"], "image_b": ["q", "r", "u", "u"],
+        "decision": [OVERLAP, OVERLAP, DISTINCT, OVERLAP],
+    })  # fmt: skip
+    kept = group_images(images, pairs).set_index("image_id")
+    # p-q-r chain: q and r have 5 particles, r has the smaller pixel size
+    assert kept.overlap_group.to_dict() == {"p": "r", "q": "r", "r": "r", "s": "s", "t": "t", "u": "t"}
+    assert kept.index[kept.kept].tolist() == ["r", "s", "t"]
+
+
+def test_precision_recall_against_truth():
+    kept = pd.DataFrame({"image_id": ["a", "b", "c", "d", "e"], "overlap_group": ["a", "a", "c", "c", "e"]})
+    pairs = pd.DataFrame({"image_a": ["a", "c", "a"], "image_b": ["b", "d", "e"], "decision": [OVERLAP, OVERLAP, DISTINCT]})
+    truth = pd.DataFrame({"image_id": ["b", "e"], "source_image_id": ["a", "a"]})
+    score = score_against_truth(kept, pairs, truth)
+    assert score["precision"] == 0.5 and score["recall"] == 0.5
+    assert (score["true_positive_pairs"], score["false_positive_pairs"], score["planted_found"]) == (1, 1, 1)
+
+
+def test_find_overlaps_writes_tables_and_is_deterministic(raw_root, images, tmp_path):
+    images_csv = tmp_path / "images.csv"
+    images.to_csv(images_csv, index=False)
+    settings = {"coarse_nm": 6.0, "fallback_scales": [0.5, 2.0]}
+    outputs = []
+    for run in ("one", "two"):
+        pairs_csv, kept_csv = tmp_path / run / "pairs.csv", tmp_path / run / "kept.csv"
+        find_overlaps(images_csv, raw_root, pairs_csv, kept_csv, settings)
+        outputs.append((pairs_csv.read_bytes(), kept_csv.read_bytes()))
+    assert outputs[0] == outputs[1]
+    kept = pd.read_csv(tmp_path / "one" / "kept.csv", dtype={"image_id": str}).set_index("image_id")
+    # a (3 particles) beats d (1); b (5 particles) beats both
+    assert kept.overlap_group.to_dict() == {"a": "b", "b": "b", "c": "c", "d": "b", "e": "e", "f": "f"}
+    assert list(kept.columns[-2:]) == ["overlap_group", "kept"]
+
+
+def test_unreadable_image_names_the_file(raw_root, images, tmp_path):
+    broken = images.copy()
+    broken.loc[broken.image_id == "c", "path"] = "train/Ebola/missing.tif"
+    with pytest.raises(ValueError, match="missing.tif"):
+        score_pairs(broken, raw_root, SETTINGS)
+
+
+def test_unknown_setting_is_rejected():
+    with pytest.raises(ValueError, match="unknown keys"):
+        OverlapSettings.from_config({"min_ncc": 0.5, "typo": 1})
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_real_crops_claim_few_overlaps(real_crops, tmp_path):
+    images = read_dataset(real_crops, hash_files=False)[0]
+    started = time.time()
+    pairs = score_pairs(images, real_crops, OverlapSettings())
+    elapsed = time.time() - started
+    claimed = pairs[pairs.decision == OVERLAP]
+    print(f"real crops: {len(images)} images, {len(pairs)} pairs, {len(claimed)} overlaps, {elapsed:.0f} s")
+    print(claimed.to_string())
+    assert len(claimed) <= 0.01 * len(images)

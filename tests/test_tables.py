@@ -1,0 +1,91 @@
+"""Table 1 and the split summary figure, from split and patch tables built in the test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import PAPER
+from temvirus.classes import load_table1
+from temvirus.figures import split_summary
+from temvirus.split import assign_split
+from temvirus.tables import TABLE1_COLUMNS, table1, write_table1
+
+
+def paper_like_images(paper: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Kept images with Table 1's image count per class, random particle counts, given = folder
+    labels drawn at random (so agreement is partial)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for cls, n in paper.images_total.items():
+        for i in range(int(n)):
+            folder = rng.choice(["train", "validation", "test"])
+            rows.append((f"{cls}_{i:03d}", cls, folder, int(rng.integers(1, 40)), f"{cls}_{i:03d}", True))
+    return pd.DataFrame(rows, columns=["image_id", "class", "folder_split", "n_particles", "overlap_group", "kept"])
+
+
+def patches_for(split: pd.DataFrame, per_particle: int = 2) -> pd.DataFrame:
+    """A patch table (contract columns used by Table 1): ``per_particle`` patches per particle."""
+    repeated = split.loc[split.index.repeat(split.n_particles * per_particle)]
+    number = repeated.groupby("image_id").cumcount()
+    patch_id = repeated.image_id + "_p" + (number // per_particle).map("{:03d}".format) + "_v" + (number % per_particle).map("{:02d}".format)
+    return pd.DataFrame({"patch_id": patch_id, "image_id": repeated.image_id, "class": repeated["class"], "subset": repeated.split})
+
+
+@pytest.fixture(scope="module")
+def paper():
+    return load_table1(PAPER / "table1_dataset.csv")
+
+
+def test_table1_counts_match_the_paper_for_all_22_classes(paper):
+    split = assign_split(paper_like_images(paper), "representative")
+    table = table1(split, patches_for(split), paper)
+    assert list(table.columns) == TABLE1_COLUMNS
+    assert len(table) == (22 + 1) * 4
+    per_class = table[table["class"] != "all"]
+    assert (per_class.images_diff == 0).all()
+    assert per_class.images.sum() == 2 * 1245  # each split and the total
+    total = table.set_index(["class", "subset"]).loc[("all", "total")]
+    assert total.images == total.paper_images == 1245
+    assert total.paper_particles == 7677
+    assert total.particles == split.n_particles.sum()
+    assert total.patches == 2 * split.n_particles.sum()
+    rows = table.set_index(["class", "subset"])
+    orf = split[split["class"] == "Orf"]
+    for subset in ("train", "validation", "test"):
+        chosen = orf[orf.split == subset]
+        assert rows.loc[("Orf", subset), "particles"] == chosen.n_particles.sum()
+        assert rows.loc[("Orf", subset), "given_images"] == (orf.folder_split == subset).sum()
+        assert rows.loc[("Orf", subset), "agreement"] == pytest.approx((chosen.folder_split == subset).mean(), abs=1e-4)
+
+
+def test_table1_reports_differences_and_unknown_classes(paper):
+    split = assign_split(paper_like_images(paper), "representative")
+    fewer = split[split.image_id != split[split["class"] == "TBE"].image_id.iloc[0]]
+    rows = table1(fewer, patches_for(fewer, 1), paper).set_index(["class", "subset"])
+    assert rows.loc[("TBE", "total"), "images_diff"] == -1
+    assert rows.loc[("Orf", "total"), "images_diff"] == 0
+    alien = split.assign(**{"class": "Smallpox"})
+    with pytest.raises(ValueError, match="Smallpox"):
+        table1(alien, patches_for(alien, 1), paper)
+
+
+def test_write_table1_and_split_summary(paper, tmp_path):
+    subset_of = paper.loc[["Orf", "Ebola", "WestNile"]]
+    split = assign_split(paper_like_images(subset_of, seed=4), "representative")
+    split.to_csv(tmp_path / "split.csv", index=False)
+    patches_for(split).to_csv(tmp_path / "patches.csv", index=False)
+    for name in ("one", "two"):
+        write_table1(tmp_path / "split.csv", tmp_path / "patches.csv", PAPER / "table1_dataset.csv",
+                     tmp_path / name / "table1.csv", tmp_path / name / "table1.md", "representative")  # fmt: skip
+        split_summary(tmp_path / name / "table1.csv", tmp_path / name / "split_summary.png")
+    for file in ("table1.csv", "table1.md", "split_summary.png"):
+        assert (tmp_path / "one" / file).read_bytes() == (tmp_path / "two" / file).read_bytes(), file
+    markdown = (tmp_path / "one" / "table1.md").read_text()
+    ebola = next(line for line in markdown.splitlines() if line.startswith("| Ebola"))
+    assert ebola.startswith("| Ebola | 65 (65) | 22 (22) | 22 (22) | 109 (109) |")
+    assert len(markdown.splitlines()) == 4 + 4  # caption, blank, header, rule, 3 classes + all
+    with Image.open(tmp_path / "one" / "split_summary.png") as image:
+        assert image.width > 600 and image.height > 150

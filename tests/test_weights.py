@@ -1,0 +1,91 @@
+"""ImageNet weights: fetched from a server on 127.0.0.1, hash prefix checked, read offline."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import pytest
+import torch
+
+from temvirus.download import DownloadError
+from temvirus.weights import (
+    WeightsError,
+    download_weights,
+    fetch_weights_file,
+    hash_prefix,
+    load_imagenet_state_dict,
+    load_weights_file,
+    weights_filename,
+)
+
+
+def _state_bytes(state: dict) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def test_torchvision_file_names_carry_a_hash_prefix():
+    assert weights_filename("densenet201") == "densenet201-c1103571.pth"
+    assert hash_prefix(weights_filename("inception_v3")) == "0cc3c7bd"
+    for bad in ("model.pth", "model-XYZ.pth", "model-12.pth"):
+        with pytest.raises(ValueError, match="does not end in"):
+            hash_prefix(bad)
+
+
+def test_weights_file_served_fetched_and_loaded(file_server, tmp_path):
+    torch.manual_seed(0)
+    state = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).state_dict()
+    body = _state_bytes(state)
+    name = f"tinynet-{hashlib.sha256(body).hexdigest()[:8]}.pth"
+    file_server.files[f"/models/{name}"] = body
+    file_server.faults[f"/models/{name}"] = {"drop_once"}
+    path = fetch_weights_file(file_server.url(f"/models/{name}"), tmp_path / "weights" / name)
+    loaded = load_weights_file(path, "tinynet")
+    assert list(loaded) == list(state)
+    assert all(torch.equal(loaded[key], state[key]) for key in state)
+    assert file_server.requests[1][1] is not None  # resumed with a Range request
+
+
+def test_served_file_with_wrong_hash_prefix_is_rejected(file_server, tmp_path):
+    """A mirror (weights.base_url) serving other bytes under torchvision's name is refused."""
+    name = weights_filename("mobilenet_v2")
+    file_server.files[f"/mirror/{name}"] = _state_bytes({"w": torch.zeros(2)})
+    with pytest.raises(DownloadError, match=f"does not start with '{hash_prefix(name)}'"):
+        download_weights("mobilenet_v2", tmp_path, base_url=file_server.url("/mirror/"))
+    assert file_server.requests[0][0] == f"/mirror/{name}"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_weights_say_which_file_to_place_where(tmp_path):
+    path = tmp_path / "densenet201-c1103571.pth"
+    expected = f"weights for densenet201 not found at {path}: run `snakemake download_weights`"
+    with pytest.raises(WeightsError) as err:
+        load_imagenet_state_dict("densenet201", tmp_path)
+    assert str(err.value).startswith(expected)
+    assert "place the file there" in str(err.value)
+
+
+def test_local_file_not_matching_its_name_is_rejected(tmp_path):
+    (tmp_path / weights_filename("resnet50")).write_bytes(_state_bytes({"w": torch.ones(1)}))
+    with pytest.raises(WeightsError, match="does not start with '11ad3fa6'"):
+        load_imagenet_state_dict("resnet50", tmp_path)
+
+
+def test_densenet_layer_names_are_those_of_torchvision_modules(tmp_path):
+    state = {"features.denseblock1.denselayer1.norm.1.weight": torch.ones(2), "classifier.bias": torch.zeros(1)}
+    body = _state_bytes(state)
+    path = tmp_path / f"densenet201-{hashlib.sha256(body).hexdigest()[:8]}.pth"
+    path.write_bytes(body)
+    assert sorted(load_weights_file(path, "densenet201")) == [
+        "classifier.bias", "features.denseblock1.denselayer1.norm1.weight",
+    ]  # fmt: skip
+
+
+def test_file_that_is_not_a_state_dict_is_rejected(tmp_path):
+    body = b"<html>mirror error page</html>"
+    path = tmp_path / f"vgg16-{hashlib.sha256(body).hexdigest()[:8]}.pth"
+    path.write_bytes(body)
+    with pytest.raises(WeightsError, match="cannot be read as a weights file"):
+        load_weights_file(path, "vgg16")
