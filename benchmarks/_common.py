@@ -90,6 +90,56 @@ def maxrss_mib() -> float:
     return rss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
+def _status_kib(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (``VmHWM``) to its current RSS (Linux); False where unsupported.
+
+    Needed because ``ru_maxrss`` survives ``execve``: a child started from a large parent
+    reports at least the parent's RSS at fork time.
+    """
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mib() -> float:
+    """Peak RSS of this process (``VmHWM`` since start or the last :func:`reset_peak_rss`), MiB."""
+    kib = _status_kib("VmHWM")
+    return kib / 1024 if kib is not None else maxrss_mib()
+
+
+def rss_mib(field: str = "VmRSS") -> float:
+    """Current ``VmRSS`` (or ``RssAnon``, ``RssFile``) of this process, MiB (nan where unknown)."""
+    kib = _status_kib(field)
+    return kib / 1024 if kib is not None else float("nan")
+
+
+def limit_threads(n: int | None) -> dict:
+    """Limit BLAS/OpenMP threads of this process to ``n`` (as Snakemake does for a job); returns what was set."""
+    if not n:
+        return {}
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)  # for child processes
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=n)
+    except ImportError:  # threadpoolctl comes with scikit-learn; without it only children are limited
+        pass
+    return {"blas_threads": n}
+
+
 def run_worker(args: list[str], timeout: float | None = None) -> dict:
     """Run ``python <args>`` in a fresh process and return the JSON object of its last stdout line.
 

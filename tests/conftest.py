@@ -174,3 +174,21 @@ def file_server():
     server = FileServer()
     yield server
     server.close()
+
+
+#: the classes of the tiny synthetic dataset: oval, filament, packed clusters, round
+TINY_CLASSES = ["Orf", "Ebola", "Papilloma", "Rotavirus"]
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory) -> Path:
+    """A tiny synthetic raw dataset (4 classes x 4 images + 3 planted overlaps, binned frames).
+
+    Holds ``raw/`` (the raw layout) and ``truth.csv``. Shared by the tests: copy before modifying.
+    """
+    from temvirus.synth import generate_dataset
+
+    folder = tmp_path_factory.mktemp("tiny_synthetic")
+    generate_dataset(folder / "raw", folder / "truth.csv", table1=PAPER / "table1_dataset.csv", scale=0.001, seed=3,
+                     overlaps=3, binning=2, classes=TINY_CLASSES)  # fmt: skip
+    return folder

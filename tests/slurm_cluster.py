@@ -30,7 +30,7 @@ SLURM_ETC = Path("/etc/slurm")
 MUNGE_SOCKET_DIR = Path("/run/munge")
 MARKER = "# written by temvirus tests/slurm_cluster.py"
 PACKAGES = ["slurm-wlm", "munge"]
-DAEMONS = ["munged", "slurmctld", "slurmd"]
+PROGRAMS = ["munged", "munge", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "scancel", "sinfo"]
 
 SLURM_CONF = """{marker}
 ClusterName=temvirus-test
@@ -69,14 +69,20 @@ NodeName=localhost Name=gpu File=/dev/null
 """
 
 
+def program(name: str) -> str | None:
+    """Path of a SLURM or munge program (daemons are in /usr/sbin, which PATH may lack)."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
+
+
 def run(cmd: list[str], timeout: float = 30, **kwargs) -> subprocess.CompletedProcess:
     """Run a command with a hard timeout, capturing its text output."""
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
+    return subprocess.run([program(cmd[0]) or cmd[0], *cmd[1:]], capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
 
 
 def ensure_installed() -> None:
     """Install slurm-wlm and munge with apt-get when missing; skip the test when impossible."""
-    if all(shutil.which(d) or Path("/usr/sbin", d).exists() for d in DAEMONS):
+    if all(program(p) for p in PROGRAMS):
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         pytest.skip("SLURM is not installed and cannot be installed here (needs root and apt-get)")
@@ -101,9 +107,9 @@ class SlurmCluster:
         if any((SLURM_ETC / name).exists() and MARKER not in (SLURM_ETC / name).read_text()
                for name in ("slurm.conf", "gres.conf")):
             pytest.skip(f"{SLURM_ETC} holds a SLURM configuration not written by the tests; not touching it")
-        for name in ("slurmctld", "slurmd", "munged"):
+        for name in ("slurmctld", "slurmd", "slurmstepd", "munged"):
             if run(["pgrep", "-x", name]).returncode == 0:
-                pytest.skip(f"a {name} not started by the tests is already running")
+                pytest.skip(f"a {name} not started by this test session is running; not starting a test cluster")
         for sub in ("ctld", "spool", "munge"):
             (self.state / sub).mkdir(parents=True, exist_ok=True)
         SLURM_ETC.mkdir(parents=True, exist_ok=True)
@@ -128,7 +134,7 @@ class SlurmCluster:
 
     def _spawn(self, name: str, cmd: list[str]) -> None:
         out = open(self.state / f"{name}.out", "w")
-        self.processes[name] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+        self.processes[name] = subprocess.Popen([program(cmd[0]), *cmd[1:]], stdout=out, stderr=subprocess.STDOUT,
                                                 start_new_session=True)
         out.close()
 

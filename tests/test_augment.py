@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections import Counter
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import snakemake_cmd
 
 from temvirus.augment import AUGMENTED_COLUMNS, TRANSFORMS, apply_transform, augment, plan
 from temvirus.io import sha256_file
@@ -43,10 +45,10 @@ def test_plan_balances_small_classes_and_reduces_large_ones():
     assert table.aug_id.is_unique
     # originals first, in patch order, then distinct transforms spread evenly over sources
     ebola = table[table["class"] == "Ebola"]
-    assert ebola.transform.tolist()[:10] == ["identity"] * 10
+    assert ebola["transform"].tolist()[:10] == ["identity"] * 10
     assert ebola.source_patch_id.tolist()[:10] == train.patch_id[train["class"] == "Ebola"].tolist()
     extra = ebola.iloc[10:]
-    assert (extra.transform != "identity").all()
+    assert (extra["transform"] != "identity").all()
     assert not extra.duplicated(["source_patch_id", "transform"]).any()
     assert set(Counter(extra.source_patch_id).values()) == {1}  # 10 extras over 10 sources
     # 3 sources x 8 transforms = 24 pairs >= 20: no pair repeats
@@ -55,7 +57,7 @@ def test_plan_balances_small_classes_and_reduces_large_ones():
     assert max(Counter(orf.source_patch_id).values()) - min(Counter(orf.source_patch_id).values()) <= 1
     # the large class is randomly reduced: 20 distinct originals, not simply the first 20
     cchf = table[table["class"] == "CCHF"]
-    assert (cchf.transform == "identity").all() and cchf.source_patch_id.is_unique
+    assert (cchf["transform"] == "identity").all() and cchf.source_patch_id.is_unique
     assert cchf.source_patch_id.tolist() != train.patch_id[train["class"] == "CCHF"].tolist()[:20]
     assert "Dengue" not in set(table["class"])  # not a classification class
 
@@ -100,7 +102,7 @@ def test_augment_writes_each_row_as_its_transformed_source(patch_files):
     row_of = dict(zip(train.patch_id, train["index"]))
     for row in written.itertuples():
         assert np.array_equal(array[row.index], apply_transform(pixels[row_of[row.source_patch_id]], row.transform)), row.aug_id
-    assert len(set(written.transform)) > 2
+    assert len(set(written["transform"])) > 2
     pd.testing.assert_frame_equal(table, written, check_dtype=False)
 
 
@@ -117,3 +119,31 @@ def test_augment_names_the_table_of_a_missing_class(patch_files):
     with pytest.raises(ValueError, match=r"patches\.csv: class 'Lassa' has no training patches"):
         augment(base / "patches.csv", base / "train.npy", base / "a.npy", base / "a.csv", ["Orf", "Lassa"], 7, seed=9)
     assert not (base / "a.npy").exists() and not (base / "a.csv").exists()
+
+
+def dry_run_jobs(workdir, *args: str) -> dict[str, int]:
+    """Rule -> job count of a Snakemake dry run in ``workdir`` (empty when nothing is to be done)."""
+    proc = subprocess.run(snakemake_cmd(workdir, "--dry-run", *args), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = proc.stdout.splitlines()
+    if "Job stats:" not in lines:
+        return {}
+    jobs = {}
+    for line in lines[lines.index("Job stats:") + 3 :]:
+        name, count = line.split()
+        if name == "total":
+            return jobs
+        jobs[name] = int(count)
+    raise AssertionError(f"unexpected dry-run output:\n{proc.stdout[-4000:]}")
+
+
+@pytest.mark.slow
+def test_changing_per_class_reruns_only_augmentation_and_what_follows(default_run, tmp_path):
+    """Only the augment rule's params hold augment.per_class (--list-changes params of
+    Snakemake 9.27 lists every job's output whether changed or not, so a dry run is used)."""
+    override = tmp_path / "per_class.yaml"
+    override.write_text("augment:\n  per_class: 5\n")
+    jobs = dry_run_jobs(default_run, "--configfile", str(override))
+    assert jobs.get("augment") == 1, jobs
+    upstream = {"synthetic_dataset", "raw_tables", "find_overlaps", "split", "extract_patches", "fig1_patch_examples", "table1"}
+    assert not upstream & set(jobs), jobs

@@ -359,6 +359,7 @@ def test_real_crops_through_source_local(real_crops, tmp_path):
     cmd = snakemake_cmd(workdir, "-n", "--configfile", str(override))
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "raw_tables" in run.stdout
+    assert f"input: {real_crops}\n" in run.stdout  # raw_tables reads the crops in place
+    assert "results/curation/images_kept.csv" in run.stdout  # and the curation chain follows
     for rule in ("synthetic_dataset", "extract_local_dataset", "download_dataset"):
         assert rule not in run.stdout

@@ -28,10 +28,10 @@ def textured_field(seed: int, size: int = 1400) -> np.ndarray:
     """A 1 nm/px field like a stained grid: blurred noise, a gradient, dark round particles."""
     rng = np.random.default_rng(seed)
     field = gaussian_filter(rng.normal(size=(size, size)), 3) * 40 + np.linspace(0, 30, size)[None, :]
-    yy, xx = np.mgrid[:size, :size]
+    yy, xx = np.mgrid[-45:46, -45:46]
     for _ in range(size * size // 20000):
-        cy, cx, r = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(20, 45)
-        field -= 60 * ((yy - cy) ** 2 + (xx - cx) ** 2 < r * r)
+        cy, cx, r = rng.integers(45, size - 45, 2).tolist() + [rng.uniform(20, 45)]
+        field[cy - 45 : cy + 46, cx - 45 : cx + 46] -= 60 * (yy**2 + xx**2 < r * r)
     return field + 1000
 
 

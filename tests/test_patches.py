@@ -66,6 +66,15 @@ def run_extract(tiny: dict[str, Path], out: Path, split_csv: Path | None = None)
     return extract_patches(split_csv or tiny["split"], tiny["images"], tiny["particles"], tiny["root"], out / "patches.csv", arrays)
 
 
+def copy_raw(tiny: dict[str, Path], root: Path) -> tuple[Path, pd.DataFrame]:
+    """A copy of the tiny raw images under ``root`` (to damage one), and the image table."""
+    images = pd.read_csv(tiny["images"])
+    for path in images.path:
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes((tiny["root"] / path).read_bytes())
+    return root, images
+
+
 def test_patch_ids_are_stable():
     assert patch_id("A4-080201_1", 3, 2) == "A4-080201_1_p003_v02"
     assert patch_id("img", 12, -1) == "img_p012_vmid"
@@ -142,16 +151,21 @@ def test_unknown_image_in_split_is_named_and_nothing_written(tiny, tmp_path):
 
 
 def test_image_that_changed_size_fails_cleanly(tiny, tmp_path):
-    root = tmp_path / "raw"
-    images = pd.read_csv(tiny["images"])
-    for path in images.path:  # same tables, but one image on disk is now smaller
-        (root / path).parent.mkdir(parents=True, exist_ok=True)
-        (root / path).write_bytes((tiny["root"] / path).read_bytes())
+    root, images = copy_raw(tiny, tmp_path / "raw")  # same tables, but one image on disk is now smaller
     tifffile.imwrite(root / images.path[images.image_id == "orf_b"].item(), noise(9, (50, 50)))
     out = tmp_path / "out"
     with pytest.raises(RawDataError, match=r"orf_b\.tif: image is 50x50 px, the image table says 200x200"):
         extract_patches(tiny["split"], tiny["images"], tiny["particles"], root, out / "patches.csv", {s: out / f"{s}.npy" for s in SUBSETS})
     assert list(out.iterdir()) == []  # no array, table or temporary file left
+
+
+def test_float_image_is_rejected(tiny, tmp_path):
+    root, images = copy_raw(tiny, tmp_path / "raw")
+    tifffile.imwrite(root / images.path[images.image_id == "ebola_a"].item(), noise(2, (120, 140)) / 65535.0)
+    out = tmp_path / "out"
+    with pytest.raises(RawDataError, match=r"ebola_a\.tif: pixels are float64; patches need integer"):
+        extract_patches(tiny["split"], tiny["images"], tiny["particles"], root, out / "patches.csv", {s: out / f"{s}.npy" for s in SUBSETS})
+    assert list(out.iterdir()) == []
 
 
 def test_export_to_published_layout(tiny, tmp_path):
@@ -193,3 +207,20 @@ def test_real_crops_through_patches(real_crops, tmp_path):
         array = np.load(arrays[subset], mmap_mode="r")
         assert array.shape == (counts[subset], 256, 256) and array.dtype == np.uint16
         assert array.max() <= 255  # 8-bit JPEGs keep their range
+
+
+def test_fig1_patch_examples_is_a_deterministic_png(tiny, tmp_path):
+    from PIL import Image
+
+    from temvirus.figures import fig1_patch_examples
+
+    run_extract(tiny, tmp_path)
+    arrays = {s: tmp_path / f"{s}.npy" for s in SUBSETS}
+    for name in ("a.png", "b.png"):
+        fig1_patch_examples(tmp_path / "patches.csv", arrays, tmp_path / name, ["Orf", "Ebola", "RiftValley", "Nipah"], 3, seed=1)
+    assert sha256_file(tmp_path / "a.png") == sha256_file(tmp_path / "b.png")
+    with Image.open(tmp_path / "a.png") as png:
+        width, height = png.size
+        pixels = np.asarray(png.convert("L"))
+    assert (width, height) == (round(100 * (1.2 * 3 + 1.4)), round(100 * (1.2 * 4 + 0.3)))  # 3 examples, 4 classes
+    assert pixels.std() > 20  # patches drawn, not a blank canvas

@@ -89,3 +89,31 @@ def test_file_that_is_not_a_state_dict_is_rejected(tmp_path):
     path.write_bytes(body)
     with pytest.raises(WeightsError, match="cannot be read as a weights file"):
         load_weights_file(path, "vgg16")
+
+
+@pytest.mark.slow
+def test_snakemake_download_weights_uses_base_url_and_checks_the_name(file_server, tmp_path):
+    """The rule fetches weights.base_url/{torchvision name} per imagenet experiment; wrong bytes fail it."""
+    import json
+    import subprocess
+
+    from conftest import snakemake_cmd
+
+    name = weights_filename("mobilenet_v2")
+    file_server.files[f"/mirror/{name}"] = _state_bytes({"w": torch.zeros(2)})
+    workdir = tmp_path / "wd"
+    (workdir / "resources").mkdir(parents=True)
+    override = workdir / "override.json"
+    experiments = [{"model": "mobilenet_v2", "init": "imagenet", "split": "representative"}]
+    override.write_text(json.dumps({"experiments": experiments, "weights": {"base_url": file_server.url("/mirror")}}))
+    run = subprocess.run(
+        snakemake_cmd(workdir, "download_weights", "--configfile", str(override)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode != 0
+    assert [path for path, _ in file_server.requests] == [f"/mirror/{name}"]
+    log = (workdir / "logs" / "download" / f"download_weights_{name}.log").read_text()
+    assert f"does not start with '{hash_prefix(name)}'" in log
+    assert not (workdir / "resources" / "weights" / name).exists()

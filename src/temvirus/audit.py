@@ -32,7 +32,8 @@ import json
 import logging
 import os
 import time
-from collections import defaultdict
+import warnings
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -126,10 +127,6 @@ class Folder:
     def inside(self, recorded: str) -> bool:
         return Path(recorded).parts[:1] == (RESULTS_PREFIX,)
 
-    def file(self, name: str) -> Path:
-        """A file of the results folder by its recorded-style name (``results/curation/...``)."""
-        return self.local(name)
-
     def sha256(self, path: Path) -> str:
         if path not in self._hashes:
             self._hashes[path] = sha256_file(path)
@@ -220,8 +217,7 @@ def check_unrecorded(folder: Folder, records: dict[Path, dict]) -> Check:
         name = Path(RESULTS_PREFIX, rel).as_posix()
         if name not in produced:
             check.fail("unrecorded", name, "no job record lists this file")
-    skipped = ", ".join(f"{k} ({v})" for k, v in NOT_RECORDED.items())
-    check.covered = f"{n} files under the results folder; not expected in records: {skipped}"
+    check.covered = f"{n} files under the results folder (not expected in records: {', '.join(NOT_RECORDED)})"
     return check
 
 
@@ -234,7 +230,7 @@ def lineage_summary(records: dict[Path, dict]) -> dict:
     recs = list(records.values())
     return {
         "jobs": len(recs),
-        "rules": dict(sorted(pd.Series([r["rule"] for r in recs], dtype=str).value_counts().items())) if recs else {},
+        "rules": dict(sorted(Counter(r["rule"] for r in recs).items())),
         "records_sha256": tree_sha256((str(p.relative_to(p.parents[1])), sha256_file(p)) for p in records),
         "code": [json.loads(v) for v in distinct(r.get("code") for r in recs)],
         "packages": [json.loads(v) for v in distinct(r.get("environment", {}).get("packages") for r in recs)],
@@ -258,21 +254,22 @@ def check_splits(folder: Folder) -> Check:
     from temvirus.split import METHODS, assign_split
 
     check = Check("splits", "Split integrity: no image, overlap group or raw file in two sets")
-    tables = sorted(folder.local("results/curation").glob("split_*.csv"))
+    tables = [p for m in METHODS if (p := folder.local(f"results/curation/split_{m}.csv")).is_file()]
     if not tables:
-        check.skipped = "no results/curation/split_*.csv (curation stage not run)"
+        check.skipped = f"no results/curation/split_{{{','.join(METHODS)}}}.csv (curation stage not run)"
         return check
-    kept_path = folder.file("results/curation/images_kept.csv")
+    kept_path = folder.local("results/curation/images_kept.csv")
     kept = _read(kept_path).set_index("image_id") if kept_path.is_file() else None
-    raw_path = folder.file("results/raw/images.csv")
+    raw_path = folder.local("results/raw/images.csv")
     raw = _read(raw_path).set_index("image_id") if raw_path.is_file() else None
+    sizes = []
     for path in tables:
         name = Path(RESULTS_PREFIX, path.relative_to(folder.root)).as_posix()
         method = path.stem.removeprefix("split_")
         table = _read(path)
-        for image, sets in table.groupby("image_id")["split"].unique().items():
-            if len(sets) > 1 or (table.image_id == image).sum() > 1:
-                check.fail("image in two sets", name, f"image {image}: {sorted(sets)}")
+        rows_per_image = table.image_id.value_counts()
+        for image in sorted(rows_per_image.index[rows_per_image > 1]):
+            check.fail("image listed twice", name, f"image {image}: {sorted(table.split[table.image_id == image])}")
         for group, sets in table.groupby("overlap_group")["split"].unique().items():
             if len(sets) > 1:
                 members = sorted(table.image_id[table.overlap_group == group])
@@ -290,15 +287,16 @@ def check_splits(folder: Folder) -> Check:
             rows = kept.reindex(table.image_id[known])
             for image in rows.index[~rows["kept"].astype(bool)]:
                 check.fail("removed image used", name, f"image {image} was removed by overlap removal")
-            if method in METHODS:
+            with warnings.catch_warnings():  # images without particles: left out, as by the rule
+                warnings.simplefilter("ignore")
                 expected = assign_split(kept.reset_index(), method).set_index("image_id")["split"]
-                found = table.set_index("image_id")["split"]
-                for image in sorted(set(expected.index) | set(found.index)):
-                    want, got = expected.get(image), found.get(image)
-                    if want != got:
-                        check.fail("split differs from its rule", name, f"image {image}: in {got}, the {method} rule gives {want}")
-        check.inform("checked", name, f"{len(table)} images, {table.overlap_group.nunique()} overlap groups")
-    check.covered = f"{len(tables)} split tables" + ("" if kept is not None else " (images_kept.csv absent: rule not re-derived)")
+            found = table.set_index("image_id")["split"]
+            for image in sorted(set(expected.index) | set(found.index)):
+                want, got = expected.get(image), found.get(image)
+                if want != got:
+                    check.fail("split differs from its rule", name, f"image {image}: in {got}, the {method} rule gives {want}")
+        sizes.append(f"{path.name}: {len(table)} images, {table.overlap_group.nunique()} overlap groups")
+    check.covered = "; ".join(sizes) + ("" if kept is not None else " (images_kept.csv absent: rule not re-derived)")
     return check
 
 
@@ -316,7 +314,7 @@ def check_patches(folder: Folder) -> Check:
         return check
     n = 0
     for pdir in dirs:
-        split_path = folder.file(f"results/curation/split_{pdir.name}.csv")
+        split_path = folder.local(f"results/curation/split_{pdir.name}.csv")
         name = Path(RESULTS_PREFIX, (pdir / "patches.csv").relative_to(folder.root)).as_posix()
         patches = _read(pdir / "patches.csv")
         n += len(patches)
@@ -406,6 +404,40 @@ def check_duplicates(folder: Folder, max_hamming: int = NEAR_HAMMING) -> Check:
     return check
 
 
+TABLE1 = "results/tables/table1.csv"
+
+
+def check_table1(folder: Folder, records: dict[Path, dict]) -> Check:
+    """Recount Table 1 (images, particles, patches per class and subset, ``all``/``total``
+    sums) from the split and patch tables its job's record says it was made from."""
+    check = Check("table1", "Table 1 counts follow from the split and patch tables")
+    made = [r for r in records.values() if any(o["path"] == TABLE1 for o in r["outputs"])]
+    if not folder.local(TABLE1).is_file() or not made:
+        check.skipped = f"no {TABLE1} with a lineage record (table stage not run)"
+        return check
+    inputs = [e["path"] for e in made[0]["inputs"]]
+    split_csv = next((p for p in inputs if Path(p).name.startswith("split_")), None)
+    patches_csv = next((p for p in inputs if Path(p).name == "patches.csv"), None)
+    if split_csv is None or patches_csv is None:
+        check.fail("unknown sources", TABLE1, f"its record names no split table and patch table among {inputs}")
+        return check
+    split, patches, table = _read(folder.local(split_csv)), _read(folder.local(patches_csv)), pd.read_csv(folder.local(TABLE1))
+    for row in table.itertuples():
+        images = split if row[1] == "all" else split[split["class"] == row[1]]
+        members = patches if row[1] == "all" else patches[patches["class"] == row[1]]
+        if row.subset != "total":
+            images, members = images[images["split"] == row.subset], members[members["subset"] == row.subset]
+        want = {"images": len(images), "particles": int(images["n_particles"].sum()), "patches": len(members)}
+        for column, value in want.items():
+            if getattr(row, column) != value:
+                check.fail("count differs", TABLE1, f"{row[1]} {row.subset} {column}: table {getattr(row, column)}, recounted {value}")
+    classes = set(split["class"]) | {"all"}
+    if set(table["class"]) != classes:
+        check.fail("classes differ", TABLE1, f"table classes {sorted(set(table['class']) ^ classes)} differ from {split_csv}")
+    check.covered = f"{len(table)} rows of {TABLE1} recounted from {split_csv} and {patches_csv}"
+    return check
+
+
 # --- the audit ------------------------------------------------------------------------------
 
 
@@ -424,7 +456,7 @@ def audit(results_dir: str | os.PathLike, max_hamming: int = NEAR_HAMMING) -> Au
     records_check.covered = f"{len(records)} job records"
     outputs = check_outputs(folder, records)
     inputs, lineage = check_inputs(folder, records)
-    checks = [records_check, outputs, inputs, lineage, check_unrecorded(folder, records), check_splits(folder), check_patches(folder), check_duplicates(folder, max_hamming)]
+    checks = [records_check, outputs, inputs, lineage, check_unrecorded(folder, records), check_splits(folder), check_patches(folder), check_duplicates(folder, max_hamming), check_table1(folder, records)]
     return AuditResult(str(results_dir), checks, lineage_summary(records), time.perf_counter() - started)
 
 
@@ -510,6 +542,17 @@ def summary(result: AuditResult) -> str:
     lines += [f"  {c.status:11s} {c.title}: {c.skipped or c.covered}" for c in result.checks]
     lines += [f"  FAIL {c.name}: {f['kind']}: {f['path']} {f['detail']}" for c in result.checks for f in c.findings]
     return "\n".join(lines)
+
+
+def command(args) -> int:
+    """``temvirus audit RESULTS_DIR [--out DIR] [--near-bits N]`` (arguments in :mod:`temvirus.cli`):
+    print the summary, write the report; exit status 1 on any finding."""
+    result = audit(args.results_dir, max_hamming=NEAR_HAMMING if args.near_bits is None else args.near_bits)
+    out = Path(args.out) if args.out else Path(args.results_dir) / "audit"
+    write_report(result, out / "audit_report.md", out / "audit_report.html", out / "audit.json")
+    print(summary(result))
+    print(f"report: {out / 'audit_report.html'}")
+    return 0 if result.passed else 1
 
 
 def run(smk) -> None:

@@ -107,7 +107,7 @@ def augment(patches_csv, train_npy, out_npy, out_csv, classes: Sequence[str], pe
     row_of = pd.Series(train["index"].to_numpy(), index=train.patch_id)
     with atomic_path(out_npy) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=source.dtype, shape=(len(table), *source.shape[1:]))
-        for i, (pid, transform) in enumerate(zip(table.source_patch_id, table.transform)):
+        for i, (pid, transform) in enumerate(zip(table.source_patch_id, table["transform"])):
             out[i] = apply_transform(source[row_of[pid]], transform)
         out.flush()
         del out

@@ -26,7 +26,8 @@ def fig1_patch_examples(patches_csv, arrays: Mapping[str, str | os.PathLike], ou
 
     patches = pd.read_csv(patches_csv)
     stacks = {subset: np.load(path, mmap_mode="r") for subset, path in arrays.items()}
-    fig, axes = plt.subplots(len(classes), per_class, figsize=(1.2 * per_class + 1.4, 1.2 * len(classes)), dpi=100, squeeze=False)
+    size = (1.2 * per_class + 1.4, 1.2 * len(classes) + 0.3)
+    fig, axes = plt.subplots(len(classes), per_class, figsize=size, dpi=100, squeeze=False, layout="constrained")
     for row, cls in enumerate(classes):
         members = patches[patches["class"] == cls]
         chosen = np.sort(rng(seed, "fig1", cls).choice(len(members), size=min(per_class, len(members)), replace=False))
@@ -42,7 +43,6 @@ def fig1_patch_examples(patches_csv, arrays: Mapping[str, str | os.PathLike], ou
                 ax.set_frame_on(False)
         axes[row, 0].set_ylabel(f"{cls}\n({len(members)})", rotation=0, ha="right", va="center", fontsize=8)
     fig.suptitle("Example 256x256 nm patches per class (patch count)", fontsize=9)
-    fig.tight_layout()
     save_figure(out_png, fig)
 
 

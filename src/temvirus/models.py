@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 #: transfer architectures (torchvision builder names); the first six are the paper's
 TRANSFER_MODELS = (
@@ -97,11 +98,10 @@ class TransferNet(nn.Module):
     def __init__(self, features: nn.Module, n_classes: int, input_size: int):
         super().__init__()
         self.features = features
-        was_training = features.training
-        features.eval()
-        with torch.no_grad():
-            n_features = features(torch.zeros(1, 3, input_size, input_size)).flatten(1).shape[1]
-        features.train(was_training)
+        # size of the flattened feature map: a forward pass on the meta device (shapes only)
+        meta = {k: torch.empty_like(v, device="meta") for k, v in [*features.named_parameters(), *features.named_buffers()]}
+        probe = functional_call(features, meta, (torch.zeros(2, 3, input_size, input_size, device="meta"),))
+        n_features = probe.flatten(1).shape[1]
         self.top = nn.Sequential(
             nn.Flatten(),
             nn.Linear(n_features, 1024), nn.ReLU(inplace=True), nn.Dropout(0.3),

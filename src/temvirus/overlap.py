@@ -2,26 +2,30 @@
 
 Method (all pairs of images within a class):
 
-1. **Common coarse scale.** Images are area-averaged, using their recorded pixel sizes, onto
-   a pyramid of coarse pixel sizes ``coarse_nm * 2**k`` nm, so two views of one field line up
-   pixel for pixel. An image's own level is the finest that shows its whole field in at most
+1. **Common scale.** Images are area-averaged, using their recorded pixel sizes, onto a
+   pyramid of pixel sizes ``coarse_nm * 2**k`` nm, so two views of one field line up pixel
+   for pixel. An image's own level is the finest that shows its whole field in at most
    ``max_side_px`` pixels without upsampling; a pair is compared at the coarser of the two
    images' own levels. Blocks of constant intensity (black padding) are marked invalid.
-2. **Band-pass.** Masked difference of Gaussians (``lowpass_px`` minus ``highpass_px`` coarse
-   pixels): removes illumination gradients and pixel noise, keeps the particles and stain
-   texture; then zero mean, unit variance over the valid pixels, zero elsewhere.
-3. **Registration.** Phase correlation of the zero-padded (no wrap-around), Tukey-windowed
-   images; each image's FFT is computed once per class. The ``peaks`` highest correlation
-   peaks among the shifts whose overlap is large enough are candidate translations.
-4. **Verification.** At each candidate, the normalised cross-correlation (Pearson) of the two
-   band-passed images over the pixels valid in both (masked NCC). The best candidate gives
-   the pair's ``ncc``, ``overlap_fraction`` (overlap / valid field of the smaller image) and
-   overlap area.
-5. **Decision.** ``overlap`` when ``ncc >= min_ncc``, ``overlap_fraction >=
+2. **Band-pass.** Masked difference of Gaussians (``lowpass_px`` minus ``highpass_px``
+   pixels): removes illumination gradients and pixel noise; then zero mean, unit variance
+   over the valid pixels, zero elsewhere.
+3. **Registration (coarse).** Phase correlation of the zero-padded (no wrap-around),
+   Tukey-windowed images; each image's FFT is computed once per level. The ``peaks`` highest
+   peaks among the shifts whose overlap is large enough are candidate translations, each
+   scored by the normalised cross-correlation (Pearson) over the pixels valid in both (masked
+   NCC). The best gives ``ncc``, ``overlap_fraction`` (overlap / valid field of the smaller
+   image) and the overlap area.
+4. **Verification (fine).** Pairs with ``ncc >= screen_ncc`` are checked ``2**fine_levels``
+   times finer (not finer than the images' own pixels): the overlap region of both images is
+   resampled, band-passed with the same pixel sigmas (so the smooth stain and halos that make
+   unrelated images look alike at the coarse scale are gone), the shift refined by phase
+   correlation within a few pixels, and the masked NCC taken again (``fine_ncc``).
+5. **Decision.** ``overlap`` when ``fine_ncc >= min_ncc``, ``overlap_fraction >=
    min_overlap_fraction`` and the overlap covers ``>= min_overlap_px`` coarse pixels.
 6. **Scale fallback.** Pairs not found at the recorded pixel sizes are tried again with
-   image_b resampled by each relative scale of ``fallback_scales`` (for pixel sizes that were
-   recorded wrongly); the list should hold each scale and its inverse (``[0.5, 2.0]``).
+   image_b resampled by each relative scale of ``fallback_scales`` (pixel sizes recorded
+   wrongly by about that factor); the list should hold each scale and its inverse.
 7. **Groups.** Overlapping images form groups (connected components); in each group the
    image kept is the one with the most particles, then the smallest pixel size, then the
    smallest image id. ``overlap_group`` is the kept image's id (a singleton's own id).
@@ -32,14 +36,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.fft
 from PIL import Image
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import binary_erosion, gaussian_filter
 from scipy.signal.windows import tukey
 
 from temvirus.io import write_csv
@@ -48,12 +52,14 @@ from temvirus.raw import read_image
 log = logging.getLogger(__name__)
 
 PAIR_COLUMNS = [
-    "class", "image_a", "image_b", "scale", "dx_nm", "dy_nm", "peak", "ncc",
+    "class", "image_a", "image_b", "scale", "dx_nm", "dy_nm", "peak", "ncc", "fine_ncc",
     "overlap_fraction", "overlap_nm2", "decision",
 ]  # fmt: skip
 OVERLAP, DISTINCT = "overlap", "distinct"
-#: relative variance below which a coarse block counts as constant (padding)
+#: relative variance below which a block counts as constant (padding)
 _FLAT = 1e-4
+#: pixels removed from the valid area along padding (edge artefacts of the padding)
+_ERODE_PX = 2
 
 
 @dataclass(frozen=True)
@@ -62,10 +68,12 @@ class OverlapSettings:
 
     coarse_nm: float = 2.0
     max_side_px: int = 256
+    fine_levels: int = 1
     lowpass_px: float = 1.0
     highpass_px: float = 12.0
-    taper: float = 0.2
+    taper: float = 0.05
     peaks: int = 3
+    screen_ncc: float = 0.5
     min_ncc: float = 0.5
     min_overlap_fraction: float = 0.05
     min_overlap_px: int = 400
@@ -85,13 +93,23 @@ class OverlapSettings:
 
 @dataclass
 class _View:
-    """One image at the class's coarse scale, band-passed, with its FFT."""
+    """One image (or region) at one pixel size, band-passed, with its FFT once computed."""
 
-    image_id: str
     mean: np.ndarray  # area-averaged intensities (before band-pass)
     valid: np.ndarray  # bool: not constant padding
     data: np.ndarray  # band-passed, standardised, 0 where invalid
-    spectrum: np.ndarray | None = None  # rfft2 of the windowed data, zero-padded to a square
+    spectrum: np.ndarray | None = None  # rfft2 of the windowed data, zero-padded
+
+
+@dataclass
+class _Image:
+    """What pair scoring keeps of one image: its coarse pyramid and its fine level."""
+
+    image_id: str
+    own: int  # own pyramid level
+    fine_nm: float  # pixel size of ``fine``
+    fine: _View  # the whole image at the fine pixel size (mean and valid only)
+    levels: dict[int, _View] = field(default_factory=dict)
 
 
 def area_resample(array: np.ndarray, factor: float, resample=Image.Resampling.BOX) -> np.ndarray:
@@ -103,20 +121,25 @@ def area_resample(array: np.ndarray, factor: float, resample=Image.Resampling.BO
     """
     height, width = array.shape
     out_h, out_w = max(1, int(height / factor)), max(1, int(width / factor))
+    return _resample_box(array, (0.0, 0.0, out_w * factor, out_h * factor), (out_w, out_h), resample)
+
+
+def _resample_box(array: np.ndarray, box: tuple[float, float, float, float], size: tuple[int, int], resample) -> np.ndarray:
     image = Image.fromarray(np.ascontiguousarray(array, dtype=np.float32), mode="F")
-    box = (0.0, 0.0, out_w * factor, out_h * factor)
-    return np.asarray(image.resize((out_w, out_h), resample, box=box), dtype=np.float32)
+    return np.asarray(image.resize(size, resample, box=box), dtype=np.float32)
 
 
 def coarse(pixels: np.ndarray, pixel_size_nm: float, coarse_nm: float) -> tuple[np.ndarray, np.ndarray]:
-    """Area-average ``pixels`` to ``coarse_nm`` per pixel; also return the valid-block mask."""
+    """Area-average ``pixels`` to ``coarse_nm`` per pixel; also return the valid-block mask:
+    blocks that are not constant (padding), less ``_ERODE_PX`` pixels along the padding."""
     factor = coarse_nm / pixel_size_nm
     values = pixels.astype(np.float32)
     mean = area_resample(values, factor)
     square = area_resample(values * values, factor)
     variance = np.maximum(square - mean * mean, 0)
     total = float(values.var()) or 1.0
-    return mean, variance > _FLAT * total
+    valid = binary_erosion(variance > _FLAT * total, iterations=_ERODE_PX, border_value=1)
+    return mean, valid
 
 
 def _bandpass(mean: np.ndarray, valid: np.ndarray, low_px: float, high_px: float) -> np.ndarray:
@@ -138,17 +161,16 @@ def _bandpass(mean: np.ndarray, valid: np.ndarray, low_px: float, high_px: float
     return band
 
 
-def _view(image_id: str, mean: np.ndarray, valid: np.ndarray, s: OverlapSettings) -> _View:
-    data = _bandpass(mean, valid, s.lowpass_px, s.highpass_px)
-    return _View(image_id, mean, valid, data)
+def _view(mean: np.ndarray, valid: np.ndarray, s: OverlapSettings) -> _View:
+    return _View(mean, valid, _bandpass(mean, valid, s.lowpass_px, s.highpass_px))
 
 
-def _with_spectrum(view: _View, size: int, taper: float) -> _View:
-    """``view`` with ``spectrum`` computed for a ``size`` x ``size`` padding (kept if already so)."""
-    if view.spectrum is None or view.spectrum.shape[0] != size:
+def _with_spectrum(view: _View, shape: tuple[int, int], taper: float) -> _View:
+    """``view`` with ``spectrum`` computed for zero padding to ``shape`` (kept if already so)."""
+    if view.spectrum is None or view.spectrum.shape[0] != shape[0] or (view.spectrum.shape[1] - 1) * 2 < shape[1] - 1:
         h, w = view.data.shape
         window = np.outer(tukey(h, taper), tukey(w, taper)).astype(np.float32)
-        view.spectrum = scipy.fft.rfft2(view.data * window, s=(size, size), workers=1)
+        view.spectrum = scipy.fft.rfft2(view.data * window, s=shape, workers=1)
     return view
 
 
@@ -157,7 +179,7 @@ def _rescaled(view: _View, scale: float, s: OverlapSettings) -> _View:
     method = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
     mean = area_resample(view.mean, 1 / scale, method)
     valid = area_resample(view.valid.astype(np.float32), 1 / scale, method) > 0.5
-    return _view(view.image_id, mean, valid, s)
+    return _view(mean, valid, s)
 
 
 def _overlap_lengths(n_a: int, n_b: int, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -198,39 +220,88 @@ def _subpixel(corr: np.ndarray, i: int, j: int) -> tuple[float, float]:
     return offset(corr[(i - 1) % n, j], c, corr[(i + 1) % n, j]), offset(corr[i, (j - 1) % m], c, corr[i, (j + 1) % m])
 
 
-def register(a: _View, b: _View, size: int, s: OverlapSettings) -> dict:
-    """Best verified translation of ``b`` onto ``a`` (coarse pixels) with its scores."""
+def _phase_correlation(a: _View, b: _View, shape: tuple[int, int]) -> np.ndarray:
     cross = a.spectrum * np.conj(b.spectrum)
     cross /= np.abs(cross) + 1e-6 * float(np.abs(cross).max() or 1)
-    corr = scipy.fft.irfft2(cross, s=(size, size), workers=1)
-    (ha, wa), (hb, wb) = a.data.shape, b.data.shape
-    shift_y, len_y = _overlap_lengths(ha, hb, size)
-    shift_x, len_x = _overlap_lengths(wa, wb, size)
-    area = np.outer(len_y, len_x)
-    smaller = min(int(a.valid.sum()), int(b.valid.sum())) or 1
-    allowed = (area >= s.min_overlap_px) & (area >= s.min_overlap_fraction * smaller)
-    best = {"peak": 0.0, "ncc": 0.0, "dy": 0.0, "dx": 0.0, "n": 0, "fraction": 0.0}
-    if not allowed.any():
-        return best
+    return scipy.fft.irfft2(cross, s=shape, workers=1)
+
+
+def _best_peak(a: _View, b: _View, corr: np.ndarray, allowed: np.ndarray, peaks: int, min_px: int) -> dict:
+    """The best-NCC candidate among the ``peaks`` highest allowed correlation peaks."""
+    rows, cols = corr.shape
+    shift_y = np.where(np.arange(rows) < a.data.shape[0], np.arange(rows), np.arange(rows) - rows)
+    shift_x = np.where(np.arange(cols) < a.data.shape[1], np.arange(cols), np.arange(cols) - cols)
+    best = {"peak": 0.0, "ncc": -1.0, "dy": 0.0, "dx": 0.0, "n": 0}
     scores = np.where(allowed, corr, -np.inf).ravel()
-    order = np.argsort(scores)[::-1][: 8 * s.peaks]
+    top = min(8 * peaks, scores.size)
+    order = np.argpartition(scores, scores.size - top)[scores.size - top :]
+    order = order[np.argsort(-scores[order], kind="stable")]
     chosen: list[tuple[int, int]] = []
     for flat in order:
-        if not np.isfinite(scores[flat]) or len(chosen) == s.peaks:
+        if not np.isfinite(scores[flat]) or len(chosen) == peaks:
             break
-        i, j = divmod(int(flat), size)
+        i, j = divmod(int(flat), cols)
         if any(abs(i - ci) <= 2 and abs(j - cj) <= 2 for ci, cj in chosen):
             continue
         chosen.append((i, j))
         ncc, n = _masked_ncc(a, b, int(shift_y[i]), int(shift_x[j]))
-        if n >= s.min_overlap_px and ncc > best["ncc"]:
+        if n >= min_px and ncc > best["ncc"]:
             fy, fx = _subpixel(corr, i, j)
-            best = {"peak": float(corr[i, j]), "ncc": ncc, "dy": shift_y[i] + fy, "dx": shift_x[j] + fx, "n": n, "fraction": n / smaller}
+            best = {"peak": float(corr[i, j]), "ncc": ncc, "dy": shift_y[i] + fy, "dx": shift_x[j] + fx, "n": n}
     return best
 
 
-def _is_overlap(score: dict, s: OverlapSettings) -> bool:
-    return score["ncc"] >= s.min_ncc and score["fraction"] >= s.min_overlap_fraction and score["n"] >= s.min_overlap_px
+def register(a: _View, b: _View, size: int, s: OverlapSettings) -> dict:
+    """Best verified translation of ``b`` onto ``a`` (pixels) with its scores (step 3)."""
+    a, b = _with_spectrum(a, (size, size), s.taper), _with_spectrum(b, (size, size), s.taper)
+    corr = _phase_correlation(a, b, (size, size))
+    (ha, wa), (hb, wb) = a.data.shape, b.data.shape
+    area = np.outer(_overlap_lengths(ha, hb, size)[1], _overlap_lengths(wa, wb, size)[1])
+    smaller = min(int(a.valid.sum()), int(b.valid.sum())) or 1
+    allowed = (area >= s.min_overlap_px) & (area >= s.min_overlap_fraction * smaller)
+    best = _best_peak(a, b, corr, allowed, s.peaks, s.min_overlap_px)
+    best["fraction"] = best["n"] / smaller
+    return best
+
+
+def _region(view: _View, pixel_nm: float, x0_nm: float, y0_nm: float, size: tuple[int, int], f_nm: float, s: OverlapSettings) -> _View:
+    """The ``size`` (width, height) region of ``view`` from (x0, y0) nm at ``f_nm`` per pixel."""
+    factor = f_nm / pixel_nm
+    x0, y0 = x0_nm / pixel_nm, y0_nm / pixel_nm
+    box = (x0, y0, x0 + size[0] * factor, y0 + size[1] * factor)
+    method = Image.Resampling.BOX if factor >= 1 else Image.Resampling.BILINEAR
+    mean = _resample_box(view.mean, box, size, method)
+    valid = _resample_box(view.valid.astype(np.float32), box, size, method) > 0.99
+    return _view(mean, valid, s)
+
+
+def verify(a: _Image, b: _Image, scale: float, dx_nm: float, dy_nm: float, coarse_nm: float, s: OverlapSettings) -> dict:
+    """Fine verification of a coarse match (step 4): NCC of the overlap ``2**fine_levels`` finer.
+
+    ``b`` lies at (dx, dy) nm in ``a``'s field with its pixels ``scale`` times their recorded
+    size. Returns ``fine_ncc`` and the refined ``dx_nm``, ``dy_nm``.
+    """
+    b_nm = b.fine_nm * scale
+    f_nm = max(coarse_nm / 2**s.fine_levels, a.fine_nm, b_nm)
+    (ha, wa), (hb, wb) = a.fine.mean.shape, b.fine.mean.shape
+    x0, x1 = max(0.0, dx_nm), min(wa * a.fine_nm, dx_nm + wb * b_nm)
+    y0, y1 = max(0.0, dy_nm), min(ha * a.fine_nm, dy_nm + hb * b_nm)
+    size = (int((x1 - x0) / f_nm), int((y1 - y0) / f_nm))
+    result = {"fine_ncc": -1.0, "dx_nm": dx_nm, "dy_nm": dy_nm}
+    if min(size) < 8:
+        return result
+    ra = _region(a.fine, a.fine_nm, x0, y0, size, f_nm, s)
+    rb = _region(b.fine, b_nm, x0 - dx_nm, y0 - dy_nm, size, f_nm, s)
+    reach = int(math.ceil(2 * coarse_nm / f_nm)) + 2  # coarse shift error, in fine pixels
+    shape = (scipy.fft.next_fast_len(size[1] + reach + 1, real=True), scipy.fft.next_fast_len(size[0] + reach + 1, real=True))
+    ra, rb = _with_spectrum(ra, shape, s.taper), _with_spectrum(rb, shape, s.taper)
+    corr = _phase_correlation(ra, rb, shape)
+    near_y = np.minimum(np.arange(shape[0]), shape[0] - np.arange(shape[0])) <= reach
+    near_x = np.minimum(np.arange(shape[1]), shape[1] - np.arange(shape[1])) <= reach
+    best = _best_peak(ra, rb, corr, np.outer(near_y, near_x), s.peaks, min(s.min_overlap_px, size[0] * size[1] // 4))
+    if best["n"]:
+        result = {"fine_ncc": best["ncc"], "dx_nm": dx_nm + best["dx"] * f_nm, "dy_nm": dy_nm + best["dy"] * f_nm}
+    return result
 
 
 def own_level(width: int, height: int, pixel_size_nm: float, s: OverlapSettings) -> int:
@@ -240,54 +311,68 @@ def own_level(width: int, height: int, pixel_size_nm: float, s: OverlapSettings)
     return max(0, math.ceil(math.log2(need) - 1e-9))
 
 
-def _pyramid(image_id: str, pixels: np.ndarray, pixel_size_nm: float, own: int, top: int, s: OverlapSettings) -> dict[int, _View]:
-    """Views of one image at its own level and every coarser level up to ``top`` (halving)."""
-    mean, valid = coarse(pixels, pixel_size_nm, s.coarse_nm * 2**own)
-    views = {}
+def _prepare(image_id: str, pixels: np.ndarray, pixel_size_nm: float, top: int, s: OverlapSettings) -> _Image:
+    """An image's fine view and its coarse views from its own level up to ``top`` (halving)."""
+    height, width = pixels.shape
+    own = own_level(width, height, pixel_size_nm, s)
+    fine_nm = max(s.coarse_nm * 2**own / 2**s.fine_levels, pixel_size_nm)
+    mean, valid = coarse(pixels, pixel_size_nm, fine_nm)
+    image = _Image(image_id, own, fine_nm, _View(mean, valid, mean))
+    factor = s.coarse_nm * 2**own / fine_nm
     for level in range(own, top + 1):
-        if level > own:
-            mean, valid = area_resample(mean, 2.0), area_resample(valid.astype(np.float32), 2.0) > 0.5
-        views[level] = _view(image_id, mean, valid, s)
-    return views
+        mean, valid = area_resample(mean, factor), area_resample(valid.astype(np.float32), factor) > 0.5
+        image.levels[level] = _view(mean, valid, s)
+        factor = 2.0
+    return image
+
+
+def _decide(score: dict, s: OverlapSettings) -> bool:
+    return (
+        score.get("fine_ncc", -1.0) >= s.min_ncc
+        and score["fraction"] >= s.min_overlap_fraction
+        and score["n"] >= s.min_overlap_px
+    )
 
 
 def score_class(images: pd.DataFrame, root: str | Path, s: OverlapSettings) -> pd.DataFrame:
-    """Score every pair of images of one class; one row per pair (:data:`PAIR_COLUMNS`).
-
-    A pair is compared at the coarser of the two images' own levels (:func:`own_level`).
-    """
+    """Score every pair of images of one class; one row per pair (:data:`PAIR_COLUMNS`)."""
     images = images.sort_values("image_id", kind="stable").reset_index(drop=True)
     cls = images["class"].iloc[0]
-    own = [own_level(r.width, r.height, r.pixel_size_nm, s) for r in images.itertuples(index=False)]
-    top = max(own)
-    views = [
-        _pyramid(r.image_id, read_image(Path(root) / r.path), r.pixel_size_nm, level, top, s)
-        for r, level in zip(images.itertuples(index=False), own)
-    ]
-    pairs = {(i, j): max(own[i], own[j]) for i in range(len(images)) for j in range(i + 1, len(images))}
+    top = max(own_level(r.width, r.height, r.pixel_size_nm, s) for r in images.itertuples(index=False))
+    prepared = [_prepare(r.image_id, read_image(Path(root) / r.path), r.pixel_size_nm, top, s) for r in images.itertuples(index=False)]
+    pending = {(i, j): max(prepared[i].own, prepared[j].own) for i in range(len(images)) for j in range(i + 1, len(images))}
     results: dict[tuple[int, int], tuple[float, dict]] = {}
     for scale in [1.0, *sorted(sc for sc in s.fallback_scales if sc != 1.0)]:
         # zero padding that holds image_a beside image_b resampled by ``scale``
         size = scipy.fft.next_fast_len(int(s.max_side_px * (1 + max(1.0, scale))) + 2, real=True)
         moved: dict[tuple[int, int], _View] = {}
-        for (i, j), k in pairs.items():
+        for (i, j), k in pending.items():
             if (j, k) not in moved:
-                moved[j, k] = views[j][k] if scale == 1.0 else _rescaled(views[j][k], scale, s)
-            a = _with_spectrum(views[i][k], size, s.taper)
-            score = register(a, _with_spectrum(moved[j, k], size, s.taper), size, s)
-            if (i, j) not in results or score["ncc"] > results[i, j][1]["ncc"]:
+                view = prepared[j].levels[k]
+                moved[j, k] = view if scale == 1.0 else _rescaled(view, scale, s)
+            score = register(prepared[i].levels[k], moved[j, k], size, s)
+            coarse_nm = s.coarse_nm * 2**k
+            score["dx_nm"], score["dy_nm"] = score["dx"] * coarse_nm, score["dy"] * coarse_nm
+            if score["ncc"] >= s.screen_ncc:
+                score.update(verify(prepared[i], prepared[j], scale, score["dx_nm"], score["dy_nm"], coarse_nm, s))
+            score["area_nm2"] = score["n"] * coarse_nm**2
+            if (i, j) not in results or _rank(score) > _rank(results[i, j][1]):
                 results[i, j] = (scale, score)
-        pairs = {pair: k for pair, k in pairs.items() if not _is_overlap(results[pair][1], s)}
+        pending = {pair: k for pair, k in pending.items() if not _decide(results[pair][1], s)}
     rows = []
     for (i, j), (scale, score) in sorted(results.items()):
-        c_nm = s.coarse_nm * 2 ** max(own[i], own[j])
         rows.append((
             cls, images.image_id[i], images.image_id[j], scale,
-            round(float(score["dx"]) * c_nm, 1), round(float(score["dy"]) * c_nm, 1),
-            round(score["peak"], 4), round(score["ncc"], 4), round(score["fraction"], 4),
-            round(score["n"] * c_nm * c_nm, 1), OVERLAP if _is_overlap(score, s) else DISTINCT,
+            round(float(score["dx_nm"]), 1), round(float(score["dy_nm"]), 1), round(score["peak"], 4),
+            round(score["ncc"], 4), round(score.get("fine_ncc", float("nan")), 4), round(score["fraction"], 4),
+            round(score["area_nm2"], 1), OVERLAP if _decide(score, s) else DISTINCT,
         ))  # fmt: skip
     return pd.DataFrame(rows, columns=PAIR_COLUMNS)
+
+
+def _rank(score: dict) -> tuple[float, float]:
+    """Order of two scorings of one pair (at different scales): fine NCC first, then coarse."""
+    return score.get("fine_ncc", -1.0), score["ncc"]
 
 
 def score_pairs(images: pd.DataFrame, root: str | Path, s: OverlapSettings) -> pd.DataFrame:

@@ -142,6 +142,8 @@ def read_image(path: str | Path) -> np.ndarray:
                 array = np.asarray(image.convert("L") if image.mode not in ("L", "I;16", "I") else image)
     except Exception as exc:  # any decoder failure: corrupt, truncated, not an image
         raise RawDataError(path, f"cannot read image ({type(exc).__name__}: {exc})") from None
+    if array.size == 0:  # tifffile reads a file without a valid first page as an empty array
+        raise RawDataError(path, "cannot read image (no image data: corrupt or not an image file)")
     if array.ndim == 3 and array.shape[-1] in (3, 4):
         array = array[..., :3].mean(axis=-1).astype(array.dtype)
     if array.ndim != 2:
@@ -222,11 +224,15 @@ def _read_one(root: Path, image_path: Path, cls: str, split: str, hash_files: bo
     return row, points
 
 
-def write_tables(root: str | Path, images_csv: str | Path, particles_csv: str | Path) -> None:
-    """Read ``root`` and write the image and particle tables (both or neither)."""
+def write_tables(root: str | Path, images_csv: str | Path, particles_csv: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read ``root``, write the image and particle tables and return them.
+
+    Nothing is written unless the whole folder reads without error.
+    """
     from temvirus.io import write_csv
 
     images, particles = read_dataset(root)
     log.info("%s: %d images, %d particles, %d classes", root, len(images), int(images.n_particles.sum()), images["class"].nunique())
     write_csv(images_csv, images)
     write_csv(particles_csv, particles)
+    return images, particles

@@ -218,8 +218,9 @@ def _set_rng_state(state: dict, shuffle: torch.Generator) -> None:
 
 
 def _save(obj, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """torch.save atomically; through a file object so the bytes do not depend on the temporary name."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
 
 
 # ---------------------------------------------------------------------------- the loop

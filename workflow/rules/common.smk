@@ -66,7 +66,11 @@ def weights_source_url(wildcards):
 
 
 def data_targets():
-    return ["results/raw/images.csv"]
+    """The raw tables; with synthetic data also the synthetic-vs-real figure."""
+    targets = ["results/raw/images.csv"]
+    if config["dataset"]["source"] == "synthetic":
+        targets.append("results/figures/synthetic_vs_real.png")
+    return targets
 
 
 def split_tables(wildcards=None):
@@ -91,7 +95,17 @@ def curation_targets():
 
 
 def patches_targets():
-    return []
+    """Patches and the balanced training set of every split built, Fig 1, optional exports."""
+    options = config["patches"]
+    targets = ["results/figures/fig1_patch_examples.png"]
+    for split in config["split"]["methods"]:
+        folder = f"results/patches/{split}"
+        targets += [f"{folder}/patches.csv", f"{folder}/train_augmented.csv"]
+        if options["export_tif"]:
+            targets.append(f"{folder}/published")
+    if options["write_rescaled"]:
+        targets.append("results/rescaled")
+    return targets
 
 
 # --- training stage (training.smk) ---------------------------------------------------
@@ -193,7 +207,17 @@ def training_targets():
 
 
 def audit_targets():
-    return []
+    """The audit's report; it runs after everything else (see audit_inputs)."""
+    return [
+        "results/audit/audit_report.md",
+        "results/audit/audit_report.html",
+        "results/audit/audit.json",
+    ]
+
+
+def audit_inputs(wildcards):
+    """Every other stage's targets: the audit runs last, on finished results."""
+    return data_targets() + curation_targets() + patches_targets() + training_targets()
 
 
 def all_inputs(wildcards):

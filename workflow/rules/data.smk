@@ -17,6 +17,27 @@ rule synthetic_dataset:
         "../scripts/synthetic_dataset.py"
 
 
+rule synthetic_vs_real_figure:
+    input:
+        root=RAW_SYNTHETIC,
+    output:
+        png=report(
+            "results/figures/synthetic_vs_real.png",
+            caption="../report/synthetic_vs_real.rst",
+            category="1 Data",
+            subcategory="Synthetic dataset",
+        ),
+    log:
+        "logs/data/synthetic_vs_real_figure.log",
+    conda:
+        "../../envs/temvirus.yaml"
+    params:
+        real=config["dataset"]["synthetic"]["real_examples"],
+        seed=config["dataset"]["synthetic"]["seed"],
+    script:
+        "../scripts/synthetic_vs_real_figure.py"
+
+
 rule raw_tables:
     input:
         root=raw_root,

@@ -1,10 +1,6 @@
 """patches stage rules: Lanczos-3 rescaling, patch extraction, augmentation (see docs/architecture.md)."""
 
 
-wildcard_constraints:
-    split="representative|bad|given",
-
-
 rule extract_patches:
     input:
         split="results/curation/split_{split}.csv",
@@ -18,6 +14,8 @@ rule extract_patches:
         test="results/patches/{split}/test.npy",
     log:
         "logs/patches/extract_patches_{split}.log",
+    wildcard_constraints:
+        split="representative|bad|given",
     conda:
         "../../envs/temvirus.yaml"
     script:
@@ -33,6 +31,8 @@ rule augment:
         csv="results/patches/{split}/train_augmented.csv",
     log:
         "logs/patches/augment_{split}.log",
+    wildcard_constraints:
+        split="representative|bad|given",
     conda:
         "../../envs/temvirus.yaml"
     params:
@@ -78,6 +78,8 @@ rule export_patches:
         root=directory("results/patches/{split}/published"),
     log:
         "logs/patches/export_patches_{split}.log",
+    wildcard_constraints:
+        split="representative|bad|given",
     conda:
         "../../envs/temvirus.yaml"
     script:

@@ -1,0 +1,103 @@
+"""Command line: ``temvirus <command> ...``, the package's functions without Snakemake.
+
+Each command is a ``(help, add_arguments, run)`` entry of :data:`COMMANDS`; a new command
+adds one entry. ``run(args)`` returns the exit status; errors in the input data
+(:class:`temvirus.raw.RawDataError`, missing or existing files, bad values) print one line
+and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from temvirus.smk import configure_logging
+
+REPO = Path(__file__).resolve().parents[2]
+TABLE1 = REPO / "resources" / "paper" / "table1_dataset.csv"
+
+
+def _synth_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, type=Path, help="raw-layout folder to create (must not exist or be empty)")
+    p.add_argument("--truth", required=True, type=Path, help="CSV of the planted overlapping images")
+    p.add_argument("--scale", type=float, default=0.03, help="fraction of Table 1's images per class (1 = Table 1)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--overlaps", type=int, default=6, help="planted images re-imaging part of another image")
+    p.add_argument("--binning", type=int, default=1, choices=(1, 2), help="camera binning (2: quarter-size frames)")
+    p.add_argument("--classes", nargs="+", metavar="CLASS", help="only these classes (default: all 22)")
+    p.add_argument("--table1", type=Path, default=TABLE1, help="the paper's Table 1 (CSV)")
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from temvirus.synth import generate_dataset
+
+    truth = generate_dataset(
+        args.out, args.truth, table1=args.table1, scale=args.scale, seed=args.seed,
+        overlaps=args.overlaps, binning=args.binning, classes=args.classes,
+    )  # fmt: skip
+    print(f"{args.out}: generated; {len(truth)} planted overlaps in {args.truth}")
+    return 0
+
+
+def _read_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("root", type=Path, help="raw-layout folder ({train,validation,test}/{Class}/...)")
+    p.add_argument("--images", type=Path, help="write the image table (CSV) here")
+    p.add_argument("--particles", type=Path, help="write the particle table (CSV) here")
+
+
+def _read(args: argparse.Namespace) -> int:
+    from temvirus.raw import read_dataset, write_tables
+
+    if (args.images is None) != (args.particles is None):
+        raise SystemExit("temvirus read: give both --images and --particles, or neither")
+    if args.images is None:
+        images, _ = read_dataset(args.root)
+    else:
+        images, _ = write_tables(args.root, args.images, args.particles)
+    summary = images.groupby(["class", "folder_split"]).agg(images=("image_id", "size"), particles=("n_particles", "sum"))
+    print(summary.unstack("folder_split", fill_value=0).to_string())
+    print(f"{args.root}: {len(images)} images, {int(images.n_particles.sum())} particles, {images['class'].nunique()} classes")
+    return 0
+
+
+def _audit_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("results_dir", type=Path, help="the results folder to audit (with its provenance/ records)")
+    p.add_argument("--out", type=Path, help="write audit_report.md/.html and audit.json here (default: RESULTS_DIR/audit)")
+    p.add_argument("--near-bits", type=int, help="near-duplicate patches: at most this many of 64 perceptual-hash bits apart (default 4)")
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from temvirus.audit import command
+
+    return command(args)
+
+
+#: command name -> (help, add_arguments, run)
+COMMANDS = {
+    "synth": ("generate the synthetic raw dataset", _synth_arguments, _synth),
+    "read": ("read a raw-layout folder: print a summary, optionally write the tables", _read_arguments, _read),
+    "audit": ("check a results folder against its lineage records and its splits for leakage (exit 1 on any finding)", _audit_arguments, _audit),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="temvirus", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_, add_arguments, _) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help_, description=help_))
+    args = parser.parse_args(argv)
+    configure_logging(level=logging.DEBUG if args.verbose else logging.INFO)
+    from temvirus.raw import RawDataError
+
+    try:
+        return COMMANDS[args.command][2](args)
+    except (RawDataError, OSError, ValueError) as exc:
+        print(f"temvirus {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""The audit (temvirus.audit, `temvirus audit`, rule audit) on real workflow runs.
+
+All cases read the session's default run (conftest.default_run) and tamper with a copy of it:
+the copy hard-links every file, and a file is re-written (new inode) before it is changed, so
+the cases never touch each other or the shared run. Cases on stages the workflow does not have
+yet skip, saying so; the checks extend to every output the records list.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import snakemake_cmd
+from temvirus import audit as audit_mod
+from temvirus.provenance import load_records
+
+pytestmark = pytest.mark.slow
+
+#: outputs that legitimately differ between two runs with the same config and seed, and why
+#: (logs and records are not outputs; they are never compared)
+NONDETERMINISTIC: dict[str, str] = {}
+
+
+def hardlink_copy(src: Path, dst: Path) -> Path:
+    """A copy of a workdir whose files are hard links (cheap; see :func:`tamper`)."""
+    shutil.copytree(src, dst, symlinks=True, copy_function=os.link, ignore=shutil.ignore_patterns(".snakemake"))
+    return dst
+
+
+def tamper(path: Path, change=None) -> None:
+    """Flip one byte in the middle of ``path`` (or apply ``change`` to its bytes), keeping its
+    mtime; the file is re-written first so that the hard-linked original is untouched."""
+    data = path.read_bytes()
+    stat = path.stat()
+    path.unlink()
+    if change is None:
+        middle = len(data) // 2
+        data = data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1 :]
+    else:
+        data = change(data)
+    path.write_bytes(data)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def run_cli(results: Path) -> subprocess.CompletedProcess:
+    """``temvirus audit RESULTS`` as a reviewer runs it (report written outside the folder)."""
+    out = results.parent / "audit_out"
+    cmd = [str(Path(sys.executable).with_name("temvirus")), "audit", str(results), "--out", str(out)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def failures(result: audit_mod.AuditResult) -> list[tuple[str, str, str, str]]:
+    return [(c.name, f["kind"], f["path"], f["detail"]) for c in result.checks for f in c.findings]
+
+
+@pytest.fixture
+def copy(default_run, tmp_path) -> Path:
+    """A private hard-linked copy of the default run's workdir."""
+    return hardlink_copy(default_run, tmp_path / "work")
+
+
+def first(results: Path, pattern: str) -> Path:
+    found = sorted(results.glob(pattern))
+    if not found:
+        pytest.skip(f"no {pattern} in the default run: that stage is not in the workflow yet")
+    return found[0]
+
+
+def test_clean_run_passes_and_checks_every_stage_present(default_run, copy):
+    report = json.loads((default_run / "results/audit/audit.json").read_text())
+    assert report["passed"] is True  # the workflow's own audit job
+    result = audit_mod.audit(copy / "results")
+    assert result.passed, audit_mod.summary(result)
+    status = {c.name: c.status for c in result.checks}
+    outputs = {o["path"] for r in load_records(copy / "results/provenance").values() for o in r["outputs"]}
+    assert {"results/raw/images.csv", "results/raw/synthetic"} <= outputs
+    if any(p.startswith("results/curation/split_") for p in outputs):
+        assert status["splits"] == "passed"
+    if any(p.endswith("/patches.csv") for p in outputs):
+        assert status["patches"] == status["duplicates"] == "passed"
+    if audit_mod.TABLE1 in outputs:
+        assert status["table1"] == "passed"
+    proc = run_cli(copy / "results")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "audit PASSED" in proc.stdout
+    assert (copy / "audit_out/audit_report.html").read_text().count("passed") >= 5
+
+
+TAMPERED = {
+    "patch array": "results/patches/*/test.npy",
+    "model checkpoint": "results/models/*/best.pt",
+    "metrics table": "results/evaluation/*/metrics.json",
+    "table 2": "results/tables/table2.csv",
+    "raw image": "results/raw/synthetic/test/*/*.tif",
+}
+
+
+@pytest.mark.parametrize("what", TAMPERED)
+def test_one_changed_byte_fails_naming_the_file(copy, what):
+    target = first(copy, TAMPERED[what])
+    name = target.relative_to(copy).as_posix()
+    tamper(target)
+    result = audit_mod.audit(copy / "results")
+    assert not result.passed
+    assert ("outputs", "modified", name) in {f[:3] for f in failures(result)}, audit_mod.summary(result)
+    proc = run_cli(copy / "results")
+    assert proc.returncode == 1 and name in proc.stdout
+
+
+def test_image_moved_to_another_split_fails_naming_it(copy):
+    split_csv = first(copy, "results/curation/split_representative.csv")
+    table = pd.read_csv(split_csv, dtype={"image_id": str, "overlap_group": str})
+    moved = table[table.split == "test"].image_id.iloc[0]
+    table.loc[table.image_id == moved, "split"] = "train"
+    tamper(split_csv, lambda _: table.to_csv(index=False, lineterminator="\n").encode())
+    found = failures(audit_mod.audit(copy / "results"))
+    assert ("outputs", "modified", "results/curation/split_representative.csv") in {f[:3] for f in found}
+    assert any(f[:2] == ("splits", "split differs from its rule") and f"image {moved}:" in f[3] for f in found), found
+    if (copy / "results/patches/representative/patches.csv").is_file():
+        assert any(f[:2] == ("patches", "patch in wrong set") and f"image {moved}" in f[3] for f in found), found
+
+
+def test_overlap_group_across_sets_and_patch_in_wrong_set_are_named(copy):
+    """Semantic checks on their own: a split table whose record is rewritten to match still fails."""
+    split_csv = first(copy, "results/curation/split_representative.csv")
+    table = pd.read_csv(split_csv, dtype={"image_id": str, "overlap_group": str})
+    a, b = table[table.split == "train"].iloc[0], table[table.split == "test"].iloc[0]
+    table.loc[table.image_id == b.image_id, "overlap_group"] = a.overlap_group
+    tamper(split_csv, lambda _: table.to_csv(index=False, lineterminator="\n").encode())
+    found = failures(audit_mod.audit(copy / "results"))
+    assert any(f[:2] == ("splits", "overlap group in two sets") and a.image_id in f[3] and b.image_id in f[3] for f in found), found
+
+
+def test_unrecorded_and_missing_files_are_reported(copy):
+    (copy / "results/tables").mkdir(parents=True, exist_ok=True)
+    (copy / "results/tables/extra.csv").write_text("a\n1\n")
+    (copy / "results/raw/particles.csv").unlink()
+    found = {f[:3] for f in failures(audit_mod.audit(copy / "results"))}
+    assert ("unrecorded", "unrecorded", "results/tables/extra.csv") in found
+    assert ("outputs", "missing", "results/raw/particles.csv") in found
+    proc = run_cli(copy / "results")
+    assert proc.returncode == 1 and "results/tables/extra.csv" in proc.stdout
+
+
+def test_audit_rule_fails_on_a_tampered_folder(copy):
+    target = copy / "results/raw/images.csv"
+    tamper(target)
+    proc = subprocess.run(snakemake_cmd(copy, "--forcerun", "audit", "results/audit/audit.json"), capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert "results/raw/images.csv" in (copy / "logs/audit/audit.log").read_text()
+    assert not (copy / "results/audit/audit.json").exists()  # no "passed" report is left behind
+
+
+def test_snakemake_report_is_one_file_with_every_stage(default_run, copy):
+    shutil.copytree(default_run / ".snakemake/metadata", copy / ".snakemake/metadata")  # job facts the report shows
+    proc = subprocess.run(snakemake_cmd(copy, "--report", "results/report.html"), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = (copy / "results/report.html").read_text()
+    assert "6 Audit" in html
+
+
+def test_two_runs_give_identical_output_hashes(default_run, tmp_path):
+    """A second run in another workdir (same config and seed): every recorded output hash equals
+    the first run's. The synthetic raw data is carried over (hard links, with its record): its
+    generation is the slowest job; every other job runs again."""
+    second = tmp_path / "second"
+    raw = second / "results/raw"
+    raw.mkdir(parents=True)
+    shutil.copytree(default_run / "results/raw/synthetic", raw / "synthetic", copy_function=os.link)
+    os.link(default_run / "results/raw/synthetic_truth.csv", raw / "synthetic_truth.csv")
+    shutil.copytree(default_run / "results/provenance/synthetic_dataset", second / "results/provenance/synthetic_dataset", copy_function=os.link)
+    proc = subprocess.run(snakemake_cmd(second), capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+    def hashes(workdir: Path) -> dict[str, str]:
+        out = {}
+        for record in load_records(workdir / "results/provenance").values():
+            if record["rule"] == audit_mod.AUDIT_RULE:
+                continue
+            for entry in record["outputs"]:
+                for item in entry.get("files", [entry]):
+                    out[item["path"]] = item["sha256"]
+        return out
+
+    first_run, second_run = hashes(default_run), hashes(second)
+    assert set(first_run) == set(second_run)
+    differ = sorted(p for p in first_run if first_run[p] != second_run[p] and p not in NONDETERMINISTIC)
+    assert not differ, f"outputs differ between two runs with the same config and seed: {differ}"

@@ -1,0 +1,94 @@
+"""The conda environments of the rules (envs/*.yaml) agree with the pip install (pyproject.toml).
+
+conda itself is not needed: the files are parsed. Every rule that runs code names an env
+file that exists under envs/; every env pins exactly pyproject.toml's versions, and holds
+every runtime dependency except the workflow engine (Snakemake and its executor plugin,
+which run the jobs and are not imported by the rules' code).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+
+from conftest import REPO
+
+ENVS = sorted((REPO / "envs").glob("*.yaml"))
+RULE_FILES = sorted((REPO / "workflow" / "rules").glob("*.smk")) + [REPO / "Snakefile"]
+ENGINE = {"snakemake", "snakemake-executor-plugin-slurm"}
+RULE_HEADER = re.compile(r"^(?:local)?rule (\w+):", re.MULTILINE)
+DIRECTIVE = re.compile(r"^    (\w+):", re.MULTILINE)
+
+
+def pyproject_pins() -> dict[str, Requirement]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    reqs = [Requirement(r) for r in project["dependencies"]]
+    return {canonicalize_name(r.name): r for r in reqs}
+
+
+def env_pip_pins(env: Path) -> dict[str, Requirement]:
+    """The pip section of a conda env file, without the editable install of the project."""
+    deps = yaml.safe_load(env.read_text())["dependencies"]
+    pip = next((d["pip"] for d in deps if isinstance(d, dict) and "pip" in d), [])
+    reqs = [Requirement(r) for r in pip if not r.startswith("-e ")]
+    return {canonicalize_name(r.name): r for r in reqs}
+
+
+def rules() -> list[tuple[Path, str, str]]:
+    """(rule file, rule name, rule body) for every rule of the workflow (snakefmt layout)."""
+    found = []
+    for path in RULE_FILES:
+        text = path.read_text()
+        headers = list(RULE_HEADER.finditer(text))
+        for head, nxt in zip(headers, headers[1:] + [None]):
+            body = text[head.end(): nxt.start() if nxt else len(text)]
+            body = re.split(r"^\S", body, maxsplit=1, flags=re.MULTILINE)[0]  # up to the next top-level statement
+            found.append((path, head.group(1), body))
+    return found
+
+
+def test_there_are_envs_and_rules():
+    assert ENVS, "no envs/*.yaml"
+    assert len(rules()) > 2
+
+
+@pytest.mark.parametrize("env", ENVS, ids=lambda p: p.name)
+def test_env_pins_equal_pyproject(env):
+    pins = pyproject_pins()
+    env_pins = env_pip_pins(env)
+    for name, req in env_pins.items():
+        assert name in pins, f"{env.name}: {req} is not a dependency in pyproject.toml"
+        assert req.specifier == pins[name].specifier, f"{env.name}: {req} but pyproject.toml has {pins[name]}"
+    missing = set(pins) - ENGINE - set(env_pins)
+    assert not missing, f"{env.name} lacks pyproject.toml dependencies {sorted(missing)}"
+
+
+@pytest.mark.parametrize("env", ENVS, ids=lambda p: p.name)
+def test_env_python_satisfies_requires_python(env):
+    requires = SpecifierSet(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"])
+    deps = yaml.safe_load(env.read_text())["dependencies"]
+    pythons = [d.split("=", 1)[1] for d in deps if isinstance(d, str) and re.match(r"python\s*=", d)]
+    assert len(pythons) == 1, f"{env.name}: expected one python=X.Y pin, got {pythons}"
+    assert requires.contains(pythons[0] + ".0"), f"{env.name}: python {pythons[0]} not in requires-python {requires}"
+    conda_names = {re.split(r"[=<>!~ ]", d, maxsplit=1)[0] for d in deps if isinstance(d, str)}
+    assert not conda_names & set(pyproject_pins()), f"{env.name}: pinned both by conda and pip: {conda_names & set(pyproject_pins())}"
+
+
+def test_every_rule_running_code_has_an_existing_env():
+    for path, name, body in rules():
+        directives = set(DIRECTIVE.findall(body))
+        if not directives & {"script", "shell", "run", "notebook", "wrapper"}:
+            continue  # an aggregate rule (inputs only): nothing runs
+        assert "conda" in directives, f"rule {name} ({path.name}) runs code but has no conda: env"
+        env = re.search(r"^    conda:\s*\n\s+\"([^\"]+)\"", body, re.MULTILINE)
+        assert env, f"rule {name} ({path.name}): conda: is not a plain path"
+        resolved = (path.parent / env.group(1)).resolve()
+        assert resolved.is_file(), f"rule {name} ({path.name}): env file {resolved} does not exist"
+        assert resolved in ENVS, f"rule {name} ({path.name}): env {resolved} is not one of envs/*.yaml"

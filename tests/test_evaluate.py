@@ -1,0 +1,167 @@
+"""Evaluation, Table 2, Figs 3-4 and error tracing on a tiny trained model (and the default run)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+import torch
+from PIL import Image
+
+from conftest import PAPER, write_patch_split
+from temvirus.evaluate import error_tracing, evaluate_experiment, paper_confusion_figure, write_table2
+from temvirus.metrics import read_confusion, summary
+from temvirus.train import Settings, train_experiment
+
+torch.set_num_threads(1)
+CLASSES = ["Adenovirus", "Ebola", "Orf"]
+EXPERIMENT = "custom-scratch-representative"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """(split folder, best.pt) of a custom model trained 2 epochs on 48 px patches."""
+    root = tmp_path_factory.mktemp("evaluate")
+    split = root / "patches" / "representative"
+    write_patch_split(split, CLASSES, {"train_augmented": 6, "validation": 3, "test": 4}, size=48)
+    settings = Settings(epochs=2, batch_size=4, lr=1e-3, weight_decay=0.0, patience=5, seed=3)
+    train_experiment(EXPERIMENT, split, root / "models" / EXPERIMENT, CLASSES, settings)
+    return split, root / "models" / EXPERIMENT / "best.pt"
+
+
+def check_evaluation(folder: Path, classes: list[str], patches_csv: Path) -> dict:
+    """The evaluation outputs agree with each other and with the patch table."""
+    predictions = pd.read_csv(folder / "predictions.csv")
+    assert list(predictions.columns) == ["patch_id", "image_id", "true", "predicted"] + [f"prob_{c}" for c in classes]
+    patches = pd.read_csv(patches_csv).set_index("patch_id")
+    assert (patches.loc[predictions["patch_id"], "subset"] == "test").all()
+    assert (patches.loc[predictions["patch_id"], "class"].to_numpy() == predictions["true"].to_numpy()).all()
+    probs = predictions[[f"prob_{c}" for c in classes]].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
+    assert (np.array(classes)[probs.argmax(axis=1)] == predictions["predicted"].to_numpy()).all()
+    confusion = read_confusion(folder / "confusion.csv")
+    assert list(confusion.index) == classes
+    counts = pd.crosstab(predictions["true"], predictions["predicted"]).reindex(index=classes, columns=classes, fill_value=0)
+    assert np.array_equal(confusion.to_numpy(), counts.to_numpy())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["n_test"] == len(predictions) == confusion.to_numpy().sum()
+    for key, value in summary(confusion.to_numpy()).items():
+        assert metrics[key] == pytest.approx(value, abs=1e-12)
+    assert {c: metrics["per_class"][c]["support"] for c in classes} == dict(zip(classes, confusion.sum(axis=1)))
+    assert Image.open(folder / "confusion.png").format == "PNG"
+    return metrics
+
+
+def test_evaluation_outputs_are_consistent(trained, tmp_path):
+    split, best = trained
+    metrics = evaluate_experiment(best, split, tmp_path, batch_size=5)
+    assert check_evaluation(tmp_path, CLASSES, split / "patches.csv") == json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["n_test"] == 12 and metrics["experiment"] == EXPERIMENT and metrics["tta"] is False
+    capped = evaluate_experiment(best, split, tmp_path / "capped", max_per_class=2)
+    assert capped["n_test"] == 6 and all(v["support"] == 2 for v in capped["per_class"].values())
+
+
+def test_test_time_augmentation_is_invariant_to_flips_and_rotations(trained, tmp_path):
+    split, best = trained
+    turned = tmp_path / "turned"
+    shutil.copytree(split, turned)
+    np.save(turned / "test.npy", np.rot90(np.load(split / "test.npy"), 1, axes=(1, 2)).transpose(0, 2, 1))
+    probs = {}
+    for name, folder in (("plain", split), ("turned", turned)):
+        for tta in (False, True):
+            evaluate_experiment(best, folder, tmp_path / f"{name}_{tta}", tta=tta)
+            probs[name, tta] = pd.read_csv(tmp_path / f"{name}_{tta}" / "predictions.csv").filter(like="prob_").to_numpy()
+    np.testing.assert_allclose(probs["plain", True], probs["turned", True], atol=1e-5)
+    assert not np.allclose(probs["plain", False], probs["turned", False], atol=1e-4)
+
+
+def test_table2_puts_the_papers_row_beside_ours(trained, tmp_path):
+    split, best = trained
+    evaluate_experiment(best, split, tmp_path / EXPERIMENT)
+    other = json.loads((tmp_path / EXPERIMENT / "metrics.json").read_text())
+    other.update(experiment="efficientnet_b0-scratch-bad", model="efficientnet_b0", split="bad")
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    frame = write_table2([tmp_path / EXPERIMENT / "metrics.json", tmp_path / "other.json"], PAPER / "table2_performance.csv",
+                         tmp_path / "table2.csv", tmp_path / "table2.md")  # fmt: skip
+    table = pd.read_csv(tmp_path / "table2.csv")
+    assert table["experiment"].tolist() == ["efficientnet_b0-scratch-bad", EXPERIMENT]  # sorted by split, model
+    ours = table.set_index("experiment").loc[EXPERIMENT]
+    assert (ours["model"], ours["training"], ours["paper_accuracy"], ours["paper_trainable_params"]) == ("Custom", "scratch", 0.901, 14651401)
+    assert ours["accuracy"] == round(other["accuracy"], 3)
+    assert table.set_index("experiment").loc["efficientnet_b0-scratch-bad", ["paper_accuracy", "paper_f1_macro"]].isna().all()
+    md = (tmp_path / "table2.md").read_text()
+    assert "| Custom | scratch | representative |" in md and "(14,651,401)" in md and "(0.893)" in md
+    assert "| EfficientNetB0 | scratch | bad |" in md and "(-)" in md
+    assert len(frame) == 2
+
+
+def test_paper_confusion_figure(trained, tmp_path):
+    split, best = trained
+    evaluate_experiment(best, split, tmp_path)
+    paper_confusion_figure(tmp_path / "confusion.csv", PAPER / "fig3_confusion_custom.csv", tmp_path / "fig3.png", "Fig 3")
+    with Image.open(tmp_path / "fig3.png") as png:
+        assert png.width > 1.8 * png.height  # two panels side by side
+
+
+def test_error_tracing_counts_and_draws_the_worst_images(trained, tmp_path):
+    split, best = trained
+    evaluate_experiment(best, split, tmp_path)
+    predictions = pd.read_csv(tmp_path / "predictions.csv")
+    # a wrong prediction on one image for certain, so there is something to trace
+    predictions.loc[predictions["image_id"] == "img_Ebola_test_1", "predicted"] = "Orf"
+    predictions.to_csv(tmp_path / "predictions.csv", index=False)
+    raw = tmp_path / "raw"
+    rows = []
+    for image_id in sorted(predictions["image_id"].unique()):
+        path = Path("test") / image_id.split("_")[1] / f"{image_id}.tif"
+        (raw / path).parent.mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(raw / path, np.random.default_rng(0).integers(0, 4000, (300, 400)).astype(np.uint16))
+        rows.append({"image_id": image_id, "path": str(path), "pixel_size_nm": 2.0})
+    pd.DataFrame(rows).to_csv(tmp_path / "images.csv", index=False)
+
+    per_image = error_tracing(tmp_path / "predictions.csv", split / "patches.csv", tmp_path / "images.csv", raw,
+                              tmp_path / "errors.csv", tmp_path / "errors.png", CLASSES, n_images=2)  # fmt: skip
+    table = pd.read_csv(tmp_path / "errors.csv")
+    wrong = predictions.assign(w=predictions["true"] != predictions["predicted"]).groupby("image_id")["w"].sum()
+    assert table.set_index("image_id")["n_misclassified"].to_dict() == wrong.to_dict()
+    assert table["n_misclassified"].is_monotonic_decreasing and table["n_patches"].sum() == len(predictions)
+    row = table.set_index("image_id").loc["img_Ebola_test_1"]
+    assert row["n_misclassified"] == 2 and row["predicted_as"] == "Orf:2" and row["fraction_misclassified"] == 1.0
+    assert len(per_image) == len(table)
+    assert Image.open(tmp_path / "errors.png").format == "PNG"
+
+    without = [r for r in rows if r["image_id"] != "img_Ebola_test_1"]
+    pd.DataFrame(without).to_csv(tmp_path / "images.csv", index=False)
+    with pytest.raises(ValueError, match="images.csv: test image img_Ebola_test_1 .* is not in the image table"):
+        error_tracing(tmp_path / "predictions.csv", split / "patches.csv", tmp_path / "images.csv", raw,
+                      tmp_path / "e2.csv", tmp_path / "e2.png", CLASSES, n_images=len(rows))  # fmt: skip
+
+
+@pytest.mark.slow
+def test_default_workflow_trains_evaluates_and_tabulates(default_run):
+    """The default config's experiments produce every training-stage output, consistently."""
+    import yaml
+
+    config = yaml.safe_load((default_run / "config" / "config.yaml").read_text())
+    classes = config["classes"]["classification"]
+    names = [f"{e['model']}-{e['init']}-{e['split']}" for e in config["experiments"]]
+    for name in names:
+        model_dir = default_run / "results" / "models" / name
+        assert all((model_dir / f).is_file() for f in ("best.pt", "last.pt", "metrics.csv", "curve.png"))
+        assert not (model_dir / "resume").exists()
+        history = pd.read_csv(model_dir / "metrics.csv")
+        assert 1 <= len(history) <= config["training"]["epochs"][name.split("-")[1]]
+        patches_csv = default_run / "results" / "patches" / name.split("-")[2] / "patches.csv"
+        check_evaluation(default_run / "results" / "evaluation" / name, classes, patches_csv)
+        assert (default_run / "results" / "evaluation" / name / "errors.png").is_file()
+    table = pd.read_csv(default_run / "results" / "tables" / "table2.csv")
+    assert sorted(table["experiment"]) == sorted(names)
+    fig3 = default_run / "results" / "figures" / "fig3_confusion_custom.png"
+    assert fig3.is_file() == ("custom-scratch-representative" in names)
+

@@ -1,0 +1,112 @@
+"""Models: the custom CNN's size, the transfer models' heads, shapes and ImageNet weight files."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+import torchvision
+
+from conftest import PAPER
+from temvirus.models import (
+    PAPER_INIT_NAMES,
+    PAPER_MODEL_NAMES,
+    TRANSFER_MODELS,
+    WeightsFileError,
+    build_model,
+    trainable_parameters,
+)
+
+torch.set_num_threads(1)
+
+
+def paper_params(model: str, init: str, split: str) -> int:
+    table = pd.read_csv(PAPER / "table2_performance.csv")
+    row = table[(table.model == PAPER_MODEL_NAMES[model]) & (table.training == PAPER_INIT_NAMES[init]) & (table.split == split)]
+    return int(row["trainable_params"].iloc[0])
+
+
+def test_custom_has_the_papers_parameter_count_and_output_shape():
+    model = build_model("custom", 14)
+    # the paper's bad-split run (its representative run reports 14,651,401)
+    assert trainable_parameters(model) == paper_params("custom", "scratch", "bad") == 14_649_867
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 1, 256, 256))
+    assert out.shape == (2, 14)
+    assert torch.isfinite(out).all()
+
+
+def test_custom_blocks_concatenate_their_input():
+    model = build_model("custom", 3, input_size=64)
+    assert [b.out_channels for b in model.blocks] == [1 + 63, 64 + 64, 128 + 128, 256 + 128]
+
+
+@pytest.mark.parametrize("arch", ["densenet201", "vgg16", "vgg19", "mobilenet_v2"])
+def test_transfer_models_with_flattened_head_match_the_papers_keras_counts(arch):
+    """Keras include_top=False + Flatten + the 3 dense layers: the paper's trainable counts exactly."""
+    assert trainable_parameters(build_model(arch, 14, input_size=256)) == paper_params(arch, "imagenet", "representative")
+
+
+@pytest.mark.parametrize("arch", TRANSFER_MODELS)
+def test_transfer_model_forward_shapes(arch):
+    size = 80 if arch == "inception_v3" else 64
+    model = build_model(arch, 5, input_size=size)
+    head = [m for m in model.top if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in head] == [1024, 1024, 5]
+    x = torch.randn(2, 1, size, size)  # 1 channel in: the model repeats it to 3
+    model.train()
+    assert model(x).shape == (2, 5)
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape == (2, 5) and torch.isfinite(out).all()
+
+
+def test_unknown_model_init_and_custom_imagenet_are_rejected():
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model("xception", 14)
+    with pytest.raises(ValueError, match="unknown init"):
+        build_model("vgg16", 14, init="random")
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        build_model("custom", 14, init="imagenet", weights_file="x.pth")
+
+
+def test_missing_weights_file_names_the_path_and_the_fix(tmp_path):
+    path = tmp_path / "weights" / "mobilenet_v2-7ebf99e0.pth"
+    with pytest.raises(WeightsFileError) as err:
+        build_model("mobilenet_v2", 14, init="imagenet", weights_file=path, input_size=64)
+    assert str(path) in str(err.value) and "snakemake download_weights" in str(err.value)
+
+
+def test_imagenet_init_loads_the_weights_file_into_the_backbone(tmp_path):
+    reference = torchvision.models.mobilenet_v2(weights=None)
+    path = tmp_path / "mobilenet_v2.pth"
+    torch.save(reference.state_dict(), path)
+    model = build_model("mobilenet_v2", 3, init="imagenet", weights_file=path, input_size=64)
+    for name, value in reference.features.state_dict().items():
+        assert torch.equal(model.features.state_dict()[name], value), name
+    scratch = build_model("mobilenet_v2", 3, init="scratch", input_size=64)
+    assert not torch.equal(scratch.features[0][0].weight, reference.features[0][0].weight)
+
+
+def test_old_densenet_key_names_and_inception_aux_weights_load(tmp_path):
+    dense = torchvision.models.densenet201(weights=None)
+    # torchvision's published densenet files name layers 'norm.1', 'conv.2', ...
+    old = {k.replace("norm1", "norm.1").replace("conv2", "conv.2"): v for k, v in dense.state_dict().items()}
+    assert any("norm.1" in k for k in old)
+    torch.save(old, tmp_path / "densenet201.pth")
+    model = build_model("densenet201", 3, init="imagenet", weights_file=tmp_path / "densenet201.pth", input_size=32)
+    assert torch.equal(model.features[0].denseblock1.denselayer1.norm1.weight, dense.features.denseblock1.denselayer1.norm1.weight)
+
+    inception = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
+    torch.save(inception.state_dict(), tmp_path / "inception.pth")
+    model = build_model("inception_v3", 3, init="imagenet", weights_file=tmp_path / "inception.pth", input_size=80)
+    assert torch.equal(model.features[0].conv.weight, inception.Conv2d_1a_3x3.conv.weight)
+
+
+def test_weights_of_another_architecture_give_a_clear_error(tmp_path):
+    path = tmp_path / "vgg16.pth"
+    torch.save(torchvision.models.mobilenet_v2(weights=None).state_dict(), path)
+    with pytest.raises(WeightsFileError, match=f"{path}: not usable as vgg16 weights"):
+        build_model("vgg16", 3, init="imagenet", weights_file=path, input_size=32)

@@ -1,0 +1,176 @@
+"""The default workflow through ``--profile profiles/slurm`` on a real single-node SLURM cluster.
+
+The runs (module fixture ``runs``), each in its own scratch working directory:
+1. local: ``--profile profiles/local``, the reference;
+2. SLURM, first invocation: one job of the kill target (train_model, the GPU rule) is
+   cancelled with ``scancel`` while it runs, so the invocation fails;
+3. SLURM, next invocation: finishes the workflow, re-running the cancelled job and what
+   depends on it, and nothing that had completed.
+Only test-only overrides are added to the real profile: ``--slurm-status-command squeue``
+(the test cluster has no accounting database, so ``sacct`` fails) and a 1 s delay before the
+first status check (the default 40 s would dominate the run), plus ``--retries 0`` for the
+invocation whose job is cancelled (else Snakemake would resubmit it at once).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, snakemake_cmd
+from slurm_cluster import run, slurm_cluster  # noqa: F401 (the fixture)
+
+pytestmark = pytest.mark.slow
+
+SLURM_TEST_ARGS = ["--profile", str(REPO / "profiles" / "slurm"),
+                   "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1"]
+GPU_RULES = {"train_model", "evaluate_model"}
+KILL_TARGET = "train_model"
+# Outputs compared between the runs: tables, arrays and metrics (figures and checkpoints
+# embed timestamps or library metadata).
+COMPARED = ("*.csv", "*.npy", "*.json", "*.md")
+RUN_TIMEOUT = 900
+
+
+def rule_of(comment: str) -> str:
+    """The rule of a job from the comment the plugin gives it (rule_{name}[_wildcards_{...}])."""
+    return re.fullmatch(r"rule_(\w+?)(?:_wildcards_.*)?", comment).group(1)
+
+
+@dataclass
+class Run:
+    workdir: Path
+    returncode: int
+    log: str
+    seconds: float
+
+    def rules(self) -> dict[str, bool]:
+        """Rules of the jobs this invocation started: name -> ran locally (``localrule``)."""
+        return {name: bool(local) for local, name in re.findall(r"^(local)?rule (\w+):$", self.log, re.MULTILINE)}
+
+
+class Invocation:
+    """A Snakemake process on the workflow in ``workdir``, its output going to a file there."""
+
+    def __init__(self, workdir: Path, *args: str):
+        self.workdir = workdir
+        self.logfile = workdir / f"snakemake-{len(list(workdir.glob('snakemake-*.out')))}.out"
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        with open(self.logfile, "w") as out:
+            self.proc = subprocess.Popen(snakemake_cmd(workdir, *args), cwd=workdir, env=env,
+                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.started = time.monotonic()
+
+    def finish(self) -> Run:
+        try:
+            self.proc.wait(timeout=RUN_TIMEOUT - (time.monotonic() - self.started))
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"snakemake ran past {RUN_TIMEOUT} s in {self.workdir}:\n{self.logfile.read_text()[-4000:]}")
+        return Run(self.workdir, self.proc.returncode, self.logfile.read_text(), time.monotonic() - self.started)
+
+    def kill(self) -> None:
+        """Kill this Snakemake and the processes it started (its own process group)."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def cancel_when_running(rule: str, invocation: Invocation) -> str:
+    """scancel the first job of ``rule`` seen running; return its SLURM job id."""
+    deadline = invocation.started + RUN_TIMEOUT
+    while invocation.proc.poll() is None and time.monotonic() < deadline:
+        for line in run(["squeue", "--noheader", "--format=%i|%k|%T"]).stdout.splitlines():
+            jobid, comment, state = line.split("|")
+            if rule_of(comment) == rule and state == "RUNNING":
+                assert run(["scancel", jobid]).returncode == 0
+                return jobid
+        time.sleep(0.5)
+    pytest.fail(f"no running {rule} job seen (snakemake exit code {invocation.proc.poll()}):\n"
+                f"{invocation.logfile.read_text()[-4000:]}")
+
+
+def checksums(workdir: Path) -> dict[str, str]:
+    results = workdir / "results"
+    return {str(p.relative_to(workdir)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for pattern in COMPARED for p in results.rglob(pattern)
+            if not any(part.startswith(".") for part in p.relative_to(results).parts)}
+
+
+@dataclass
+class Runs:
+    local: Run
+    killed: Run
+    rerun: Run
+    cancelled_jobid: str
+    jobs: list[dict[str, str]]
+
+
+@pytest.fixture(scope="module")
+def runs(slurm_cluster, tmp_path_factory) -> Runs:  # noqa: F811 (the fixture)
+    # The local run goes alongside the SLURM runs: they mostly wait between status checks.
+    slurm_dir = tmp_path_factory.mktemp("slurm")
+    invocations = [Invocation(tmp_path_factory.mktemp("local"), "--profile", str(REPO / "profiles" / "local")),
+                   Invocation(slurm_dir, *SLURM_TEST_ARGS, "--retries", "0")]
+    try:
+        cancelled = cancel_when_running(KILL_TARGET, invocations[1])
+        killed = invocations[1].finish()
+        invocations.append(Invocation(slurm_dir, *SLURM_TEST_ARGS))
+        rerun = invocations[2].finish()
+        local = invocations[0].finish()
+    finally:
+        for invocation in invocations:
+            invocation.kill()
+    assert local.returncode == 0, f"local run failed:\n{local.log[-4000:]}"
+    print(f"wall time: local {local.seconds:.0f} s, SLURM {killed.seconds:.0f} s (until the failure "
+          f"after scancel) + {rerun.seconds:.0f} s (next invocation)")
+    return Runs(local, killed, rerun, cancelled, slurm_cluster.jobs())
+
+
+def test_cancelled_job_fails_the_invocation_and_the_next_one_reruns_it(runs):
+    assert runs.killed.returncode != 0, "the invocation whose job was cancelled did not fail"
+    assert f"SLURM-job '{runs.cancelled_jobid}' failed, SLURM status is: 'CANCELLED'" in runs.killed.log
+    assert runs.rerun.returncode == 0, f"the next invocation failed:\n{runs.rerun.log[-4000:]}"
+    again = runs.rerun.rules()
+    assert KILL_TARGET in again
+    done_before = set(runs.killed.rules()) - set(again) - {KILL_TARGET}
+    assert "synthetic_dataset" in done_before, "jobs completed before the cancel were run again"
+    cancelled = next(j for j in runs.jobs if j["JobId"] == runs.cancelled_jobid)
+    assert cancelled["JobState"] == "CANCELLED"
+
+
+def test_every_rule_ran_as_a_slurm_job_and_gpu_rules_on_the_gpu_partition(runs):
+    ran = {**runs.killed.rules(), **runs.rerun.rules()}
+    remote = {name for name, local in ran.items() if not local}
+    assert set(ran) - remote <= {"all"} | {"download_dataset", "extract_local_dataset", "download_weights_file",
+                                          "download_weights"}, "only aggregation and download rules run locally"
+    by_rule: dict[str, list[dict[str, str]]] = {}
+    for job in runs.jobs:
+        by_rule.setdefault(rule_of(job["Comment"]), []).append(job)
+    assert set(by_rule) == remote, "SLURM jobs do not match the workflow's remote rules"
+    assert GPU_RULES <= remote, f"GPU rules {GPU_RULES - remote} not in the default workflow"
+    for rule, jobs in by_rule.items():
+        for job in jobs:
+            if rule in GPU_RULES:
+                assert (job["Partition"], job["TresPerJob"], job["JOB_GRES"]) == ("gpu", "gres:gpu:1", "gpu:1"), job
+            else:
+                assert (job["Partition"], job["JOB_GRES"]) == ("cpu", "(null)"), job
+                assert "TresPerJob" not in job, job
+            assert job["JobName"] in runs.killed.log + runs.rerun.log  # this test's runs (SLURM run ID)
+
+
+def test_results_equal_local_run(runs):
+    local, slurm = checksums(runs.local.workdir), checksums(runs.rerun.workdir)
+    assert any(p.endswith("table2.csv") for p in local), sorted(local)
+    assert sorted(slurm) == sorted(local)
+    differ = [p for p in local if local[p] != slurm[p]]
+    assert not differ, f"outputs differ between the local and the SLURM run: {differ}"

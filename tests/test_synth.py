@@ -1,0 +1,257 @@
+"""The synthetic raw dataset: Table 1's counts, the raw layout, planted overlaps, determinism."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from conftest import PAPER, TINY_CLASSES
+from scipy.ndimage import gaussian_filter, map_coordinates
+
+from temvirus.classes import CLASSES, FOLDER_NAMES, load_table1
+from temvirus.raw import read_dataset
+from temvirus.split import deal_representative, representative_order
+from temvirus.synth import PIXEL_SIZE_RANGE_NM, TRUTH_COLUMNS, generate_dataset, particle_counts, plan_dataset
+
+TABLE1 = load_table1(PAPER / "table1_dataset.csv")
+SPLIT_COLUMNS = {"train": "train", "validation": "val", "test": "test"}
+
+
+def test_plan_at_scale_one_is_table1_per_class_and_split():
+    plan = plan_dataset(TABLE1, 1.0, seed=7)
+    assert sorted(plan["class"].unique()) == sorted(CLASSES)
+    assert len(plan) == 1245 and plan.n_particles.sum() == 7677
+    assert plan.image_id.is_unique and (plan.n_particles >= 1).all()
+    for (cls, split), group in plan.groupby(["class", "split"]):
+        column = SPLIT_COLUMNS[split]
+        assert len(group) == TABLE1.loc[cls, f"images_{column}"], (cls, split)
+        assert group.n_particles.sum() == TABLE1.loc[cls, f"particles_{column}"], (cls, split)
+
+
+def test_representative_split_of_the_plan_reproduces_its_folders():
+    plan = plan_dataset(TABLE1, 1.0, seed=7)
+    for cls, group in plan.groupby("class"):
+        ordered = representative_order(group)
+        assert list(ordered.split) == deal_representative(len(group)), cls
+
+
+@pytest.mark.parametrize("scale", [0.001, 0.03, 0.2])
+def test_smaller_scales_keep_every_split_of_every_class(scale):
+    plan = plan_dataset(TABLE1, scale, seed=7)
+    assert sorted(plan["class"].unique()) == sorted(CLASSES)
+    splits = plan.groupby("class").split.agg(set)
+    assert (splits == {"train", "validation", "test"}).all()
+    sizes = plan.groupby("class").size()
+    expected = np.maximum(4, np.round(scale * TABLE1.images_total)).astype(int)
+    assert (sizes == expected.reindex(sizes.index)).all()
+    # the mean particles per image follow Table 1
+    mean = plan.groupby("class").n_particles.mean()
+    table_mean = (TABLE1.particles_total / TABLE1.images_total).reindex(mean.index)
+    assert (np.abs(mean - table_mean) <= 0.5 * table_mean + 1).all()
+
+
+def test_particle_counts_are_non_decreasing_and_meet_split_targets():
+    labels = np.array(deal_representative(12))
+    # reachable targets (e.g. 1 1 2 2 3 3 4 4 5 5 6 20) are met exactly
+    counts = particle_counts(12, 56, {"train": 24, "validation": 7, "test": 25})
+    assert (np.diff(counts) >= 0).all() and counts.min() >= 1 and counts.sum() == 56
+    assert [counts[labels == s].sum() for s in ("train", "validation", "test")] == [24, 7, 25]
+    # unreachable ones (validation images come after test images) still give the total
+    counts = particle_counts(12, 60, {"train": 10, "validation": 45, "test": 5})
+    assert (np.diff(counts) >= 0).all() and counts.min() >= 1 and counts.sum() == 60
+
+
+def test_plan_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="scale"):
+        plan_dataset(TABLE1, 0, seed=1)
+    with pytest.raises(ValueError, match="unknown classes"):
+        plan_dataset(TABLE1, 0.1, seed=1, classes=["Smallpox"])
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_synthetic):
+    images, particles = read_dataset(tiny_synthetic / "raw")
+    truth = pd.read_csv(tiny_synthetic / "truth.csv")
+    return tiny_synthetic / "raw", images, particles, truth
+
+
+def test_tiny_dataset_reads_back_with_the_planned_counts(tiny):
+    root, images, particles, truth = tiny
+    plan = plan_dataset(TABLE1, 0.001, seed=3, classes=TINY_CLASSES)
+    assert list(truth.columns) == TRUTH_COLUMNS and len(truth) == 3
+    originals = images[~images.image_id.isin(truth.image_id)].set_index("image_id")
+    assert sorted(originals.index) == sorted(plan.image_id)
+    planned = plan.set_index("image_id").loc[originals.index]
+    assert (originals.n_particles == planned.n_particles).all()
+    assert (originals.folder_split == planned.split).all()
+    assert (originals["class"] == planned["class"]).all()
+    # folder names are those of the published layout
+    assert {Path(p).parts[1] for p in images.path} == {FOLDER_NAMES[c] for c in TINY_CLASSES}
+    assert len(particles.groupby(["image_id", "particle"])) == images.n_particles.sum()
+
+
+def test_images_are_uint16_camera_frames_at_plausible_pixel_sizes(tiny):
+    root, images, _, _ = tiny
+    sizes = set(zip(images.width, images.height))
+    assert sizes <= {(688, 516), (1024, 1024)}
+    assert images.pixel_size_nm.between(*PIXEL_SIZE_RANGE_NM).all()
+    diameters = TABLE1.avg_particle_size_nm.reindex(images["class"]).to_numpy()
+    assert (diameters / images.pixel_size_nm.to_numpy() >= 10).all()  # particles are resolved
+    for path in images.path:
+        with tifffile.TiffFile(root / path) as tif:
+            page = tif.pages[0]
+            assert page.dtype == np.uint16 and 306 not in page.tags  # no DateTime: identical bytes
+            pixels = page.asarray()
+        assert pixels.std() > 0 and pixels.max() < 2**14
+
+
+def test_tags_and_positions_follow_the_raw_format(tiny):
+    root, images, _, _ = tiny
+    row = images.iloc[0]
+    tags = (root / row.tags_path).read_text().splitlines()
+    assert tags[0] == f"Height;{row.height}" and tags[1] == f"Width;{row.width}"
+    assert tags[5].startswith("XScale;") and "," in tags[5] and tags[5] == tags[6].replace("YScale", "XScale")
+    positions = (root / row.positions_path).read_text().splitlines()
+    assert positions[:3] == [f"image;{Path(row.path).name}", "unit;pixel", "format;x;y"]
+    assert positions[3] == "particleposition"
+
+
+def test_shapes_of_the_centre_lines(tiny):
+    _, images, particles, _ = tiny
+    per_particle = particles.merge(images[["image_id", "class", "pixel_size_nm"]]).groupby(["image_id", "particle"])
+    points = per_particle.size()
+    cls = per_particle["class"].first()
+    assert (points[cls == "Orf"] == 2).all()  # oval: 2-point centre line
+    assert (points[cls.isin(["Papilloma", "Rotavirus"])] == 1).all()
+    assert (points[cls == "Ebola"] >= 2).all()
+    ebola = particles.merge(images[["image_id", "class", "pixel_size_nm"]]).query("`class` == 'Ebola'")
+    for _, line in ebola.groupby(["image_id", "particle"]):
+        steps = np.hypot(np.diff(line.x), np.diff(line.y)) * line.pixel_size_nm.iloc[0]
+        assert steps.min() > 35 and steps.max() < 110  # vertices every 50-100 nm (+ click jitter)
+
+
+def test_planted_overlaps_reimage_the_same_particles(tiny):
+    root, images, particles, truth = tiny
+    table = images.set_index("image_id")
+    for t in truth.itertuples():
+        source = table.loc[t.source_image_id]
+        extra = table.loc[t.image_id]
+        assert (extra["class"], extra.folder_split) == (source["class"], source.folder_split) == (t._3, t.split)
+        assert extra.n_particles == t.n_particles < source.n_particles == t.source_n_particles
+        assert 0.3 <= t.overlap_fraction <= 0.8
+        assert extra.pixel_size_nm == t.pixel_size_nm != t.source_pixel_size_nm == source.pixel_size_nm
+        # every annotated point of the extra image is a point of the source, moved by the offset
+        mine = particles[particles.image_id == t.image_id][["x", "y"]].to_numpy()
+        theirs = particles[particles.image_id == t.source_image_id][["x", "y"]].to_numpy()
+        mapped = (mine * t.pixel_size_nm + [t.offset_x_nm, t.offset_y_nm]) / t.source_pixel_size_nm
+        nearest = np.min(np.hypot(*(mapped[:, None, :] - theirs[None, :, :]).transpose(2, 0, 1)), axis=1)
+        assert nearest.max() < 0.05
+
+
+def _detail(pixels: np.ndarray, sigma: float) -> np.ndarray:
+    """Band-pass (difference of Gaussians): particles and debris without gradients or shot noise."""
+    pixels = pixels.astype(np.float32)
+    return gaussian_filter(pixels, sigma) - gaussian_filter(pixels, 8 * sigma)
+
+
+def test_planted_overlaps_show_the_same_specimen(tiny):
+    root, images, _, truth = tiny
+    table = images.set_index("image_id")
+    for t in truth.itertuples():
+        source = tifffile.imread(root / table.loc[t.source_image_id, "path"])
+        extra = tifffile.imread(root / table.loc[t.image_id, "path"])
+        # source pixel centres -> extra pixel coordinates; keep those well inside the extra field
+        rows, cols = np.mgrid[0 : source.shape[0], 0 : source.shape[1]].astype(np.float64)
+        ex = ((cols + 0.5) * t.source_pixel_size_nm - t.offset_x_nm) / t.pixel_size_nm - 0.5
+        ey = ((rows + 0.5) * t.source_pixel_size_nm - t.offset_y_nm) / t.pixel_size_nm - 0.5
+        inside = (ex > 10) & (ex < extra.shape[1] - 10) & (ey > 10) & (ey < extra.shape[0] - 10)
+        assert inside.mean() > 0.15
+        sigma = max(1.0, 3.0 / t.source_pixel_size_nm)
+        seen = map_coordinates(_detail(extra, sigma * t.source_pixel_size_nm / t.pixel_size_nm), [ey, ex], order=1)
+        mine = _detail(source, sigma)
+        same = np.corrcoef(mine[inside], seen[inside])[0, 1]
+        shifted = np.corrcoef(np.roll(mine, source.shape[1] // 3, axis=1)[inside], seen[inside])[0, 1]
+        assert same > 0.5 and abs(shifted) < 0.3, (t.image_id, same, shifted)
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_gives_identical_bytes(tmp_path):
+    kwargs = dict(table1=PAPER / "table1_dataset.csv", scale=0.001, overlaps=1, binning=2, classes=["Astrovirus", "Marburg"])
+    for name, seed in (("a", 11), ("b", 11), ("c", 12)):
+        generate_dataset(tmp_path / name / "raw", tmp_path / name / "truth.csv", seed=seed, **kwargs)
+    a, b, c = (_digests(tmp_path / name) for name in "abc")
+    assert len(a) == 8 * 3 + 3 + 1  # 8 images + 1 overlap, each with tags and positions; truth
+    assert a == b
+    tifs = [k for k in a if k.endswith(".tif")]
+    assert all(a[k] != c.get(k) for k in tifs)
+
+
+def test_existing_output_and_failed_runs_leave_no_partial_tree(tmp_path):
+    kwargs = dict(table1=PAPER / "table1_dataset.csv", scale=0.001, seed=1, overlaps=0, binning=2, classes=["Sapovirus"])
+    full = tmp_path / "full"
+    (full / "train").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="not empty"):
+        generate_dataset(full, tmp_path / "truth.csv", **kwargs)
+    bad_truth = tmp_path / "truth_is_a_folder"
+    (bad_truth / "x").mkdir(parents=True)
+    with pytest.raises(OSError):
+        generate_dataset(tmp_path / "out" / "raw", bad_truth, **kwargs)
+    assert list((tmp_path / "out").iterdir()) == []  # neither the tree nor its temporary folder
+
+
+def test_cli_synth_and_read(tmp_path):
+    temvirus = Path(sys.executable).with_name("temvirus")
+    out, truth = tmp_path / "raw", tmp_path / "truth.csv"
+    args = ["synth", "--out", out, "--truth", truth, "--scale", "0.001", "--seed", "5", "--overlaps", "1"]
+    proc = subprocess.run([temvirus, *args, "--binning", "2", "--classes", "Sapovirus"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert len(pd.read_csv(truth)) == 1 and len(list(out.glob("*/Sapovirus/*.tif"))) == 5
+    proc = subprocess.run([temvirus, *args], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "not empty" in proc.stderr
+    images_csv, particles_csv = tmp_path / "images.csv", tmp_path / "particles.csv"
+    proc = subprocess.run([temvirus, "read", out, "--images", images_csv, "--particles", particles_csv], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    images = pd.read_csv(images_csv)
+    assert len(images) == 5 and f"{out}: 5 images" in proc.stdout
+    assert images.n_particles.sum() == len(pd.read_csv(particles_csv).groupby(["image_id", "particle"]))
+
+
+def test_figure_with_and_without_real_examples(tiny_synthetic, real_crops, tmp_path):
+    from PIL import Image
+
+    from temvirus.synth import example_crops, plot_synthetic_vs_real
+
+    crops = example_crops(tiny_synthetic / "raw", "Orf", 2, seed=1)
+    assert len(crops) == 2 and all(c.shape == (256, 256) and c.std() > 0 for c in crops)
+    plot_synthetic_vs_real(tiny_synthetic / "raw", real_crops, tmp_path / "both.png", seed=1, per_class=1)
+    plot_synthetic_vs_real(tiny_synthetic / "raw", tmp_path / "absent", tmp_path / "synthetic.png", seed=1, per_class=1)
+    both, alone = Image.open(tmp_path / "both.png"), Image.open(tmp_path / "synthetic.png")
+    assert both.width > alone.width and both.height == alone.height  # the real column is left out
+
+
+@pytest.mark.slow
+def test_snakemake_generates_reads_and_plots(tmp_path):
+    from conftest import snakemake_cmd
+
+    (tmp_path / "tiny.yaml").write_text(
+        "dataset:\n  source: synthetic\n  synthetic:\n    scale: 0.001\n    overlaps: 2\n    binning: 2\n"
+        f"    real_examples: {tmp_path / 'no-real-data'}\n"
+    )
+    targets = ["results/raw/images.csv", "results/figures/synthetic_vs_real.png"]
+    proc = subprocess.run(snakemake_cmd(tmp_path, *targets, "--configfile", str(tmp_path / "tiny.yaml")), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    images = pd.read_csv(tmp_path / "results/raw/images.csv")
+    truth = pd.read_csv(tmp_path / "results/raw/synthetic_truth.csv")
+    assert len(images) == 22 * 4 + 2 and len(truth) == 2 and set(truth.image_id) <= set(images.image_id)
+    assert images["class"].nunique() == 22
+    assert (tmp_path / "results/figures/synthetic_vs_real.png").stat().st_size > 10_000
+    assert "synthetic" in (tmp_path / "logs/data/synthetic_dataset.log").read_text()

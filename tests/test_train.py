@@ -1,0 +1,194 @@
+"""Training: data loading, D4 on tensors, standardisation, reproducibility, early stopping, resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import REPO, write_patch_split
+from temvirus.augment import TRANSFORMS, apply_transform
+from temvirus.train import (
+    HISTORY_COLUMNS,
+    Settings,
+    compact_tensor,
+    d4,
+    load_checkpoint,
+    load_subset,
+    parse_experiment,
+    settings_from_config,
+    standardise,
+    train_experiment,
+)
+
+torch.set_num_threads(1)
+CLASSES = ["Adenovirus", "Ebola", "Orf"]
+TINY = Settings(epochs=3, batch_size=4, lr=1e-3, weight_decay=0.0, patience=10, seed=5)
+
+
+@pytest.fixture(scope="module")
+def split_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("patches") / "representative"
+    write_patch_split(folder, CLASSES, {"train_augmented": 6, "validation": 3, "test": 3}, size=48)
+    return folder
+
+
+def state(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)["model_state"]
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_parse_experiment():
+    assert parse_experiment("mobilenet_v2-imagenet-bad") == ("mobilenet_v2", "imagenet", "bad")
+    for bad in ("custom-scratch", "xception-imagenet-representative", "custom-scratch-random"):
+        with pytest.raises(ValueError, match="is not '{model}-{init}-{split}'"):
+            parse_experiment(bad)
+
+
+def test_settings_from_config_per_init_values_and_derived_seed():
+    import yaml
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    a = settings_from_config(config["training"], 42, "custom-scratch-representative")
+    b = settings_from_config(config["training"], 42, "mobilenet_v2-imagenet-representative")
+    assert a.epochs == config["training"]["epochs"]["scratch"] and b.lr == config["training"]["lr"]["imagenet"]
+    assert a.seed != b.seed and a.seed == settings_from_config(config["training"], 42, "custom-scratch-representative").seed
+
+
+def test_d4_elements_are_the_eight_transforms_of_the_augment_stage():
+    patch = np.random.default_rng(0).integers(0, 65535, (1, 6, 6)).astype(np.uint16)
+    ours = {d4(torch.from_numpy(patch.astype(np.int32)), torch.tensor([e])).numpy().tobytes() for e in range(8)}
+    theirs = {np.ascontiguousarray(apply_transform(patch, t)).astype(np.int32).tobytes() for t in TRANSFORMS}
+    assert len(ours) == 8 and ours == theirs
+    batch = torch.arange(3 * 16).reshape(3, 4, 4)
+    assert torch.equal(d4(batch, torch.zeros(3, dtype=torch.long)), batch)
+    turned = d4(batch, torch.tensor([1, 0, 4]))  # per-patch elements
+    assert torch.equal(turned[0], torch.rot90(batch[0], 1)) and torch.equal(turned[2], batch[2].flip(-1))
+
+
+def test_standardisation_per_patch_and_compact_storage():
+    gen = np.random.default_rng(1)
+    patches = gen.integers(20000, 65535, (4, 16, 16)).astype(np.uint16)
+    patches[3] = 40000  # a constant patch
+    compact = compact_tensor(patches)
+    assert compact.dtype == torch.int16
+    x = standardise(compact)
+    assert x.shape == (4, 1, 16, 16) and torch.isfinite(x).all()
+    np.testing.assert_allclose(x[:3].mean(dim=(-2, -1)).numpy(), 0, atol=1e-5)
+    np.testing.assert_allclose(x[:3].std(dim=(-2, -1), correction=0).numpy(), 1, atol=1e-5)
+    assert torch.equal(x[3], torch.zeros_like(x[3]))
+    direct = (patches[:3] - patches[:3].mean(axis=(1, 2), keepdims=True)) / patches[:3].std(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(x[:3, 0].numpy(), direct, atol=1e-4)
+    assert compact_tensor(patches // 256).dtype == torch.uint8
+
+
+def test_load_subset_caps_per_class_and_reports_bad_files(split_dir, tmp_path):
+    x, y, table = load_subset(split_dir, "train_augmented", CLASSES, cap=2, seed=1)
+    assert x.shape == (6, 48, 48) and x.dtype == np.uint16
+    assert np.bincount(y).tolist() == [2, 2, 2] and list(table["class"]) == [CLASSES[i] for i in y]
+    full = np.load(split_dir / "train_augmented.npy")
+    assert np.array_equal(x, full[table["index"]])
+    x, y, table = load_subset(split_dir, "validation", CLASSES[:2])  # other classes left out
+    assert len(y) == 6 and set(table["class"]) == set(CLASSES[:2])
+
+    with pytest.raises(ValueError, match=r"train_augmented.csv: no train_augmented patches of classes \['Nipah'\]"):
+        load_subset(split_dir, "train_augmented", CLASSES + ["Nipah"])
+    broken = tmp_path / "broken"
+    write_patch_split(broken, CLASSES, {"train_augmented": 2, "validation": 1, "test": 1}, size=16)
+    np.save(broken / "validation.npy", np.zeros((2, 16, 16), np.uint16))
+    with pytest.raises(ValueError, match=r"validation.npy: expected 3 square patches"):
+        load_subset(broken, "validation", CLASSES)
+
+
+def test_training_writes_its_outputs_and_is_reproducible(split_dir, tmp_path):
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for out in runs:
+        train_experiment("custom-scratch-representative", split_dir, out, CLASSES, TINY)
+    a, b = runs
+    assert sorted(p.name for p in a.iterdir()) == ["best.pt", "curve.png", "last.pt", "metrics.csv"]  # resume/ removed
+    history = pd.read_csv(a / "metrics.csv")
+    assert list(history.columns) == HISTORY_COLUMNS and history["epoch"].tolist() == [1, 2, 3]
+    assert history["val_f1_macro"].between(0, 1).all() and (history["lr"] == TINY.lr).all()
+    for name in ("best.pt", "last.pt", "curve.png"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    pd.testing.assert_frame_equal(history.drop(columns="seconds"), pd.read_csv(b / "metrics.csv").drop(columns="seconds"))
+    model, meta = load_checkpoint(a / "best.pt")
+    assert meta["classes"] == CLASSES and meta["input_size"] == 48 and meta["epoch"] == history["val_f1_macro"].idxmax() + 1
+    assert meta["trainable_params"] == sum(p.numel() for p in model.parameters())
+    last = torch.load(a / "last.pt", weights_only=True)
+    assert last["epoch"] == 3
+    other_seed = tmp_path / "c"
+    train_experiment("custom-scratch-representative", split_dir, other_seed, CLASSES, replace(TINY, seed=6, epochs=1))
+    assert not torch.equal(state(other_seed / "last.pt")["top.8.weight"], state(a / "last.pt")["top.8.weight"])
+
+
+def test_early_stopping_stops_after_patience_epochs_without_improvement(split_dir, tmp_path):
+    frozen = replace(TINY, lr=0.0, epochs=10, patience=2)  # nothing changes: no improvement after epoch 1
+    result = train_experiment("custom-scratch-representative", split_dir, tmp_path, CLASSES, frozen)
+    assert result.history["epoch"].tolist() == [1, 2, 3] and result.best_epoch == 1
+
+
+_CHILD = """
+import sys, torch
+torch.set_num_threads(1)
+from temvirus.train import Settings, train_experiment
+s = Settings(epochs=6, batch_size=4, lr=1e-3, weight_decay=0.0, patience=10, seed=5)
+train_experiment("custom-scratch-representative", sys.argv[1], sys.argv[2], {classes!r}, s)
+"""
+
+
+def test_a_killed_training_job_resumes_to_the_same_weights(split_dir, tmp_path, caplog):
+    settings = replace(TINY, epochs=6)
+    straight = tmp_path / "straight"
+    train_experiment("custom-scratch-representative", split_dir, straight, CLASSES, settings)
+
+    killed = tmp_path / "killed"
+    child = subprocess.Popen([sys.executable, "-c", _CHILD.format(classes=CLASSES), str(split_dir), str(killed)])
+    ckpt = killed / "resume" / "ckpt.pt"
+    deadline = time.time() + 300
+    while not ckpt.exists() and child.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(child.pid, signal.SIGKILL)  # like a preempted SLURM job
+    child.wait()
+    assert child.returncode == -signal.SIGKILL
+    assert ckpt.exists() and not (killed / "best.pt").exists(), "the job was not killed mid-training"
+    done = torch.load(ckpt, weights_only=True)["epoch"]
+    assert 1 <= done < 6
+
+    with caplog.at_level("INFO", logger="temvirus.train"):
+        train_experiment("custom-scratch-representative", split_dir, killed, CLASSES, settings)
+    assert f"resuming from {ckpt} after epoch {done}" in caplog.text
+    for name in ("best.pt", "last.pt"):
+        assert_same_state(state(straight / name), state(killed / name))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(straight / "metrics.csv").drop(columns="seconds"), pd.read_csv(killed / "metrics.csv").drop(columns="seconds")
+    )
+    assert not (killed / "resume").exists()
+
+
+def test_a_checkpoint_of_other_settings_is_not_resumed(split_dir, tmp_path, caplog):
+    from temvirus.train import fit
+    from temvirus.models import build_model
+
+    x, y, _ = load_subset(split_dir, "train_augmented", CLASSES)
+    args = (compact_tensor(x), torch.from_numpy(y), compact_tensor(x[:6]), torch.from_numpy(y[:6]))
+    fit(build_model("custom", 3, input_size=48), *args, replace(TINY, epochs=1), 3, resume_dir=tmp_path)
+    assert (tmp_path / "ckpt.pt").exists()
+    with caplog.at_level("INFO", logger="temvirus.train"):
+        result = fit(build_model("custom", 3, input_size=48), *args, replace(TINY, epochs=1, lr=5e-4), 3, resume_dir=tmp_path)
+    assert "written for other settings or data; starting over" in caplog.text
+    assert result.history["epoch"].tolist() == [1]
