@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "benchmarks" / "out"
+#: where benchmarks write (git-ignored); TEMVIRUS_BENCH_OUT moves it (the smoke tests use a tmp folder)
+OUT = Path(os.environ.get("TEMVIRUS_BENCH_OUT", REPO / "benchmarks" / "out")).resolve()
 
 if str(REPO / "src") not in sys.path:  # run from a checkout without `pip install -e`
     sys.path.insert(0, str(REPO / "src"))

@@ -32,8 +32,10 @@ What it measures
 
 Data: the workflow's synthetic raw dataset (:func:`temvirus.synth.generate_dataset`, the
 ``dataset.synthetic`` seed/overlaps of ``config/config.yaml``) at ``--scale`` (default 1 =
-Table 1's 1245 images), generated once into ``benchmarks/out/data/`` and reused; or any raw
-layout folder given with ``--data``. ``--quick`` uses a 6-image synthetic dataset (seconds).
+Table 1's 1245 images) with ``--binning`` (default 1: the paper's 1376x1032 and 2048x2048
+frames; the workflow's fast default config uses 2), generated once into
+``benchmarks/out/data/`` (about 5.6 GB at scale 1) and reused; or any raw layout folder given
+with ``--data``. ``--quick`` uses 12 binned synthetic images of 3 classes (seconds).
 
 How to run (``benchmarks/out/curation.json`` gets the figures)::
 
@@ -64,6 +66,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 PATHS = ("project", "pil", "pil_plain", "full")
+QUICK_CLASSES = ["Adenovirus", "Ebola", "Orf"]
 
 
 # ----------------------------------------------------------------------------- data
@@ -87,33 +90,18 @@ def ensure_dataset(args) -> tuple[Path, Path]:
 
     params = synthetic_params()
     table1 = REPO / "resources" / "paper" / "table1_dataset.csv"
-    if args.quick:
-        base = OUT / "data" / "quick"
-        root = base / "raw"
-        if not (root / "train").is_dir():
-            _generate_quick(root, table1, int(params["seed"]))
-        return root, base
-    base = OUT / "data" / f"synthetic-s{args.scale:g}"
+    if args.quick:  # 3 classes x 4 images, binned frames: seconds
+        scale, binning, classes, base = 0.03, 2, QUICK_CLASSES, OUT / "data" / "quick"
+    else:
+        scale, binning, classes, base = args.scale, args.binning, None, OUT / "data" / f"synthetic-s{args.scale:g}-b{args.binning}"
     root = base / "raw"
     if not (root / "train").is_dir():
-        print(f"generating the synthetic dataset at scale {args.scale:g} into {root} (once) ...", flush=True)
+        print(f"generating the synthetic dataset (scale {scale:g}, binning {binning}) into {root} (once) ...", flush=True)
         started = time.perf_counter()
-        generate_dataset(root, base / "truth.csv", table1=table1, scale=args.scale, seed=int(params["seed"]),
-                         overlaps=int(params["overlaps"]))  # fmt: skip
+        generate_dataset(root, base / "truth.csv", table1=table1, scale=scale, seed=int(params["seed"]),
+                         overlaps=0 if args.quick else int(params["overlaps"]), binning=binning, classes=classes)  # fmt: skip
         print(f"  generated in {time.perf_counter() - started:.0f} s", flush=True)
     return root, base
-
-
-def _generate_quick(root: Path, table1: Path, seed: int) -> None:
-    """A 6-image synthetic raw dataset: the 2 smallest images of 3 classes of the scale-0.03 plan."""
-    from temvirus.classes import load_table1
-    from temvirus.synth import _generate_into, plan_dataset
-
-    plan = plan_dataset(load_table1(table1), 0.03, seed)
-    picked = plan[plan["class"].isin(["Adenovirus", "Ebola", "Orf"])]
-    picked = picked.groupby("class", sort=False).head(2).reset_index(drop=True)
-    root.mkdir(parents=True, exist_ok=True)
-    _generate_into(root, picked, seed, 0)
 
 
 def ensure_tables(root: Path, cache: Path) -> tuple[Path, Path]:
@@ -398,6 +386,7 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="tiny dataset, 1 repeat, 2 sweep points (smoke test)")
     parser.add_argument("--data", help="a raw-layout folder to use instead of the synthetic data")
     parser.add_argument("--scale", type=float, default=1.0, help="synthetic dataset scale (1 = Table 1's counts)")
+    parser.add_argument("--binning", type=int, default=1, choices=(1, 2), help="synthetic camera binning (1 = the paper's frame sizes)")
     parser.add_argument("--compare-fraction", type=float, default=0.1, help="fraction of images per class in the comparison")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baselines", default="pil,pil_plain,full", help="comma list of pil, pil_plain, full")

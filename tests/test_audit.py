@@ -8,8 +8,10 @@ yet skip, saying so; the checks extend to every output the records list.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import snakemake_cmd
+from conftest import REPO, snakemake_cmd
 from temvirus import audit as audit_mod
 from temvirus.provenance import load_records
 
@@ -30,8 +32,9 @@ NONDETERMINISTIC: dict[str, str] = {}
 
 
 def hardlink_copy(src: Path, dst: Path) -> Path:
-    """A copy of a workdir whose files are hard links (cheap; see :func:`tamper`)."""
-    shutil.copytree(src, dst, symlinks=True, copy_function=os.link, ignore=shutil.ignore_patterns(".snakemake"))
+    """A copy of a workdir whose results are hard links (cheap; see :func:`tamper`); without
+    logs (a job would truncate the shared file) and Snakemake's metadata."""
+    shutil.copytree(src, dst, symlinks=True, copy_function=os.link, ignore=shutil.ignore_patterns(".snakemake", "logs"))
     return dst
 
 
@@ -139,6 +142,37 @@ def test_overlap_group_across_sets_and_patch_in_wrong_set_are_named(copy):
     assert any(f[:2] == ("splits", "overlap group in two sets") and a.image_id in f[3] and b.image_id in f[3] for f in found), found
 
 
+def test_identical_patch_across_sets_fails_and_near_duplicate_is_listed(copy):
+    """A training patch copied into the test set is leakage (named); a noisy copy is listed."""
+    import numpy as np
+
+    folder = first(copy, "results/patches/representative/patches.csv").parent
+    patches = pd.read_csv(folder / "patches.csv", dtype={"patch_id": str, "image_id": str})
+    train_id = patches[(patches.subset == "train") & (patches["index"] == 0)].patch_id.item()
+    test_id = patches[(patches.subset == "test") & (patches["index"] == 0)].patch_id.item()
+    source = np.load(folder / "train.npy")[0]
+
+    def put(patch):
+        def change(data):
+            test = np.load(io.BytesIO(data))
+            test[0] = patch
+            buffer = io.BytesIO()
+            np.save(buffer, test)
+            return buffer.getvalue()
+
+        tamper(folder / "test.npy", change)
+
+    put(source)
+    found = failures(audit_mod.audit(copy / "results"))
+    assert any(f[:2] == ("duplicates", "identical patches") and f"train {train_id} == test {test_id}" in f[3] for f in found), found
+    noisy = source.astype(np.float64) + np.random.default_rng(0).normal(0, 0.01 * source.std(), source.shape)
+    put(np.clip(noisy, 0, 65535).astype(np.uint16))
+    result = audit_mod.audit(copy / "results")
+    assert not any(f[1] == "identical patches" for f in failures(result))
+    notes = [n["detail"] for c in result.checks for n in c.notes if n["kind"] == "near-duplicate"]
+    assert any(n.startswith(f"train {train_id} ~ test {test_id}") for n in notes), notes
+
+
 def test_unrecorded_and_missing_files_are_reported(copy):
     (copy / "results/tables").mkdir(parents=True, exist_ok=True)
     (copy / "results/tables/extra.csv").write_text("a\n1\n")
@@ -154,8 +188,9 @@ def test_audit_rule_fails_on_a_tampered_folder(copy):
     target = copy / "results/raw/images.csv"
     tamper(target)
     proc = subprocess.run(snakemake_cmd(copy, "--forcerun", "audit", "results/audit/audit.json"), capture_output=True, text=True, timeout=600)
-    assert proc.returncode != 0
-    assert "results/raw/images.csv" in (copy / "logs/audit/audit.log").read_text()
+    assert proc.returncode != 0, proc.stderr[-3000:]
+    log = (copy / "logs/audit/audit.log").read_text()
+    assert "audit FAILED" in log and "modified: results/raw/images.csv" in log, log
     assert not (copy / "results/audit/audit.json").exists()  # no "passed" report is left behind
 
 
@@ -164,7 +199,9 @@ def test_snakemake_report_is_one_file_with_every_stage(default_run, copy):
     proc = subprocess.run(snakemake_cmd(copy, "--report", "results/report.html"), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     html = (copy / "results/report.html").read_text()
-    assert "6 Audit" in html
+    rules = "".join(p.read_text() for p in (REPO / "workflow/rules").glob("*.smk"))
+    categories = set(re.findall(r'category="([^"]+)"', rules))
+    assert "6 Audit" in categories and all(c in html for c in categories), categories
 
 
 def test_two_runs_give_identical_output_hashes(default_run, tmp_path):

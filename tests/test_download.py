@@ -363,3 +363,22 @@ def test_real_crops_through_source_local(real_crops, tmp_path):
     assert "results/curation/images_kept.csv" in run.stdout  # and the curation chain follows
     for rule in ("synthetic_dataset", "extract_local_dataset", "download_dataset"):
         assert rule not in run.stdout
+
+
+def test_cli_download_fetches_and_verifies(file_server, tmp_path):
+    import sys
+
+    body = bytes(range(256)) * 512
+    file_server.files["/data.bin"] = body
+    file_server.faults["/data.bin"] = {"drop_once"}
+    temvirus = str(Path(sys.executable).with_name("temvirus"))
+    out = tmp_path / "data.bin"
+    good = subprocess.run([temvirus, "download", "--url", file_server.url("/data.bin"), "--out", str(out),
+                           "--sha256", hashlib.sha256(body).hexdigest()], capture_output=True, text=True)  # fmt: skip
+    assert good.returncode == 0, good.stderr
+    assert out.read_bytes() == body
+    bad = subprocess.run([temvirus, "download", "--url", file_server.url("/data.bin"), "--out", str(tmp_path / "x.bin"),
+                          "--sha256", "0" * 64], capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 1
+    assert file_server.url("/data.bin") in bad.stderr and "sha256" in bad.stderr
+    assert not (tmp_path / "x.bin").exists()

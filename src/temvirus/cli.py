@@ -74,10 +74,33 @@ def _audit(args: argparse.Namespace) -> int:
     return command(args)
 
 
+def _download_arguments(p: argparse.ArgumentParser) -> None:
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--url", help="a file to fetch (resumable, retried, verified, written atomically)")
+    what.add_argument("--weights", metavar="ARCH", help="the ImageNet weights of a torchvision model, e.g. densenet201")
+    p.add_argument("--out", type=Path, required=True, help="with --url: the file to write; with --weights: the weights folder")
+    p.add_argument("--sha256", help="with --url: the expected sha256 (else the computed one is recorded)")
+    p.add_argument("--base-url", help="with --weights: fetch from this server instead of torchvision's")
+
+
+def _download(args: argparse.Namespace) -> int:
+    if args.weights:
+        from temvirus.weights import download_weights
+
+        print(download_weights(args.weights, args.out, args.base_url))
+    else:
+        from temvirus.download import fetch
+
+        record = fetch(args.url, args.out, sha256=args.sha256)
+        print(f"{record['path']}: {record['size']} bytes, sha256 {record['sha256']}")
+    return 0
+
+
 #: command name -> (help, add_arguments, run)
 COMMANDS = {
     "synth": ("generate the synthetic raw dataset", _synth_arguments, _synth),
     "read": ("read a raw-layout folder: print a summary, optionally write the tables", _read_arguments, _read),
+    "download": ("fetch a file or a model's ImageNet weights, resumably and verified", _download_arguments, _download),
     "audit": ("check a results folder against its lineage records and its splits for leakage (exit 1 on any finding)", _audit_arguments, _audit),
 }
 
@@ -90,11 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         add_arguments(sub.add_parser(name, help=help_, description=help_))
     args = parser.parse_args(argv)
     configure_logging(level=logging.DEBUG if args.verbose else logging.INFO)
+    from temvirus.download import DownloadError
     from temvirus.raw import RawDataError
 
     try:
         return COMMANDS[args.command][2](args)
-    except (RawDataError, OSError, ValueError) as exc:
+    except (RawDataError, DownloadError, OSError, ValueError) as exc:
         print(f"temvirus {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

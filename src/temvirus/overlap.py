@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 import scipy.fft
 from PIL import Image
-from scipy.ndimage import binary_erosion, gaussian_filter
+from scipy.ndimage import binary_erosion, gaussian_filter, label, maximum_filter, minimum_filter
 from scipy.signal.windows import tukey
 
 from temvirus.io import write_csv
@@ -56,8 +56,8 @@ PAIR_COLUMNS = [
     "overlap_fraction", "overlap_nm2", "decision",
 ]  # fmt: skip
 OVERLAP, DISTINCT = "overlap", "distinct"
-#: relative variance below which a block counts as constant (padding)
-_FLAT = 1e-4
+#: least area (fraction of the image) of a constant region that counts as padding
+_MIN_PADDING = 0.01
 #: pixels removed from the valid area along padding (edge artefacts of the padding)
 _ERODE_PX = 2
 
@@ -129,17 +129,25 @@ def _resample_box(array: np.ndarray, box: tuple[float, float, float, float], siz
     return np.asarray(image.resize(size, resample, box=box), dtype=np.float32)
 
 
+def padding_mask(pixels: np.ndarray) -> np.ndarray:
+    """Pixels of padding: connected areas of constant intensity covering at least
+    ``_MIN_PADDING`` of the image (black borders of crops; saturated areas)."""
+    flat = maximum_filter(pixels, 3) == minimum_filter(pixels, 3)
+    labels, count = label(flat)
+    if count == 0:
+        return flat
+    big = np.bincount(labels.ravel()) >= _MIN_PADDING * pixels.size
+    big[0] = False
+    return big[labels]
+
+
 def coarse(pixels: np.ndarray, pixel_size_nm: float, coarse_nm: float) -> tuple[np.ndarray, np.ndarray]:
-    """Area-average ``pixels`` to ``coarse_nm`` per pixel; also return the valid-block mask:
-    blocks that are not constant (padding), less ``_ERODE_PX`` pixels along the padding."""
+    """Area-average ``pixels`` to ``coarse_nm`` per pixel; also return the valid mask: blocks
+    mostly outside :func:`padding_mask`, less ``_ERODE_PX`` pixels along the padding."""
     factor = coarse_nm / pixel_size_nm
-    values = pixels.astype(np.float32)
-    mean = area_resample(values, factor)
-    square = area_resample(values * values, factor)
-    variance = np.maximum(square - mean * mean, 0)
-    total = float(values.var()) or 1.0
-    valid = binary_erosion(variance > _FLAT * total, iterations=_ERODE_PX, border_value=1)
-    return mean, valid
+    mean = area_resample(pixels.astype(np.float32), factor)
+    inside = area_resample((~padding_mask(pixels)).astype(np.float32), factor) > 0.5
+    return mean, binary_erosion(inside, iterations=_ERODE_PX, border_value=1)
 
 
 def _bandpass(mean: np.ndarray, valid: np.ndarray, low_px: float, high_px: float) -> np.ndarray:

@@ -15,6 +15,7 @@ run. The resume folder is removed once the final outputs are written.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
@@ -394,6 +395,7 @@ def plot_curves(history: pd.DataFrame, title: str):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
     ax_loss.plot(history["epoch"], history["train_loss"], "o-", label="train")
@@ -404,11 +406,20 @@ def plot_curves(history: pd.DataFrame, title: str):
     ax_acc.plot(history["epoch"], history["val_f1_macro"], "s--", label="validation macro-F1")
     ax_acc.set(xlabel="epoch", ylim=(0, 1.02), title="accuracy / F1")
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.legend()
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _digest(*arrays: np.ndarray) -> str:
+    """sha256 of arrays' bytes: a resume checkpoint is only used for the very same data."""
+    digest = hashlib.sha256()
+    for a in arrays:
+        digest.update(np.ascontiguousarray(a).data)
+    return digest.hexdigest()
 
 
 def train_experiment(
@@ -439,7 +450,8 @@ def train_experiment(
     log.info("%s: %d trainable parameters; device %s", model_name, n_params, resolve_device(settings.device))
     result = fit(
         model, compact_tensor(train_np), torch.from_numpy(train_y), compact_tensor(val_np), torch.from_numpy(val_y),
-        settings, len(classes), resume_dir=out / "resume", fingerprint={"experiment": experiment, "classes": list(classes)},
+        settings, len(classes), resume_dir=out / "resume", fingerprint={"experiment": experiment, "classes": list(classes),
+        "data": _digest(train_np, train_y, val_np, val_y)},
     )  # fmt: skip
     meta = {
         "experiment": experiment, "model": model_name, "init": init, "classes": list(classes), "input_size": size,

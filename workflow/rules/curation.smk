@@ -9,7 +9,7 @@ rule find_overlaps:
         pairs=report(
             "results/curation/overlap_pairs.csv",
             caption="../report/overlap_pairs.rst",
-            category="Curation",
+            category="2 Curation",
             subcategory="Overlap removal",
         ),
         kept="results/curation/images_kept.csv",
@@ -45,7 +45,7 @@ rule split_agreement:
         agreement=report(
             "results/curation/split_agreement.csv",
             caption="../report/split_agreement.rst",
-            category="Curation",
+            category="2 Curation",
             subcategory="Split",
         ),
     log:
@@ -65,13 +65,13 @@ rule table1:
         csv=report(
             "results/tables/table1.csv",
             caption="../report/table1.rst",
-            category="Tables",
+            category="2 Curation",
             subcategory="Table 1",
         ),
         md=report(
             "results/tables/table1.md",
             caption="../report/table1.rst",
-            category="Tables",
+            category="2 Curation",
             subcategory="Table 1",
         ),
     log:
@@ -89,7 +89,7 @@ rule split_summary:
         png=report(
             "results/figures/split_summary.png",
             caption="../report/split_summary.rst",
-            category="Curation",
+            category="2 Curation",
             subcategory="Split",
         ),
     log:

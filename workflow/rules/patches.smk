@@ -53,8 +53,8 @@ rule fig1_patch_examples:
         report(
             "results/figures/fig1_patch_examples.png",
             caption="../report/fig1_patch_examples.rst",
-            category="Curation",
-            subcategory="Patches",
+            category="3 Patches",
+            subcategory="Fig 1",
         ),
     log:
         "logs/patches/fig1_patch_examples.log",

@@ -21,7 +21,7 @@ rule train_model:
         curve=report(
             "results/models/{experiment}/curve.png",
             caption="../report/training_curve.rst",
-            category="Training",
+            category="4 Training",
             subcategory="{experiment}",
         ),
     log:
@@ -44,13 +44,13 @@ rule evaluate_model:
         confusion=report(
             "results/evaluation/{experiment}/confusion.csv",
             caption="../report/confusion_csv.rst",
-            category="Evaluation",
+            category="5 Evaluation",
             subcategory="{experiment}",
         ),
         confusion_png=report(
             "results/evaluation/{experiment}/confusion.png",
             caption="../report/confusion.rst",
-            category="Evaluation",
+            category="5 Evaluation",
             subcategory="{experiment}",
         ),
         metrics="results/evaluation/{experiment}/metrics.json",
@@ -73,13 +73,13 @@ rule error_tracing:
         csv=report(
             "results/evaluation/{experiment}/errors_per_image.csv",
             caption="../report/errors_per_image.rst",
-            category="Error tracing",
+            category="5 Evaluation",
             subcategory="{experiment}",
         ),
         png=report(
             "results/evaluation/{experiment}/errors.png",
             caption="../report/errors.rst",
-            category="Error tracing",
+            category="5 Evaluation",
             subcategory="{experiment}",
         ),
     log:
@@ -101,7 +101,8 @@ rule table2:
         csv=report(
             "results/tables/table2.csv",
             caption="../report/table2.rst",
-            category="Tables",
+            category="5 Evaluation",
+            subcategory="Table 2",
         ),
         md="results/tables/table2.md",
     log:
@@ -119,7 +120,8 @@ rule paper_confusion_figure:
         png=report(
             "results/figures/{figure}.png",
             caption="../report/paper_confusion_figure.rst",
-            category="Figures",
+            category="5 Evaluation",
+            subcategory="Figs 3-4",
         ),
     log:
         "logs/training/{figure}.log",

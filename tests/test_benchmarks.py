@@ -1,0 +1,111 @@
+"""Smoke tests of the benchmark scripts (benchmarks/): each runs on a tiny input and writes its JSON.
+
+No timing is asserted: only that the scripts run, write the expected keys and positive
+numbers, and that the curation paths agree (a correctness check of the comparison).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+
+
+def run_benchmark(script: str, out: Path, *args: str, timeout: float = 600) -> dict:
+    """Run ``benchmarks/{script}`` with its outputs under ``out``; return its JSON."""
+    env = dict(os.environ, TEMVIRUS_BENCH_OUT=str(out))
+    json_path = out / f"{Path(script).stem}.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), *args, "--out", str(json_path)],
+        capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return json.loads(json_path.read_text())
+
+
+def positive(stats: dict) -> bool:
+    return stats["n"] >= 1 and stats["median"] > 0 and stats["min"] > 0
+
+
+def test_curation_quick(tmp_path):
+    result = run_benchmark("curation.py", tmp_path, "--quick")
+    assert result["machine"]["cpu_count"] > 0
+    comp = result["comparison"]
+    assert comp["n_patches"] > 0 and comp["n_images"] > 0
+    assert set(comp["paths"]) == {"project", "pil", "pil_plain", "full"}
+    for path, stats in comp["paths"].items():
+        assert positive(stats["seconds"]) and positive(stats["patches_per_second"]), path
+        if path != "project":
+            assert positive(stats["speedup_of_project"])
+    agreement = comp["agreement"]
+    assert agreement["full"]["all"]["max_abs_diff"] == 0  # the same resampling, whole image vs windows
+    assert agreement["pil"]["all"]["max_abs_diff"] <= 1  # PIL at the same positions: float32 rounding
+    sweep = result["scaling"]["project"]
+    assert len(sweep["points"]) == 2
+    for point in sweep["points"]:
+        assert point["n_patches"] > 0 and point["seconds"] > 0 and point["peak_rss_mib"] > 0 and point["peak_anon_mib"] > 0
+    assert {"slope", "intercept", "r2"} <= set(sweep["fit_seconds_vs_patches"])
+
+
+def test_training_quick(tmp_path):
+    result = run_benchmark("training.py", tmp_path, "--quick", "--memory")
+    assert result["machine"]["torch"] and result["machine"]["device"] == "cpu"
+    custom = result["models"]["custom"]
+    assert custom["n_samples"] > 0
+    assert set(custom["methods"]) == {"project", "torchvision", "bound"}
+    for method, stats in custom["methods"].items():
+        assert positive(stats["samples_per_second"]), method
+        if method != "project":
+            assert positive(stats["project_speed_ratio"])
+    for method, mem in custom["memory"].items():
+        assert mem["peak_rss_mib"] > 0 and mem["seconds"] > 0, method
+
+
+def test_end_to_end_quick(tmp_path):
+    result = run_benchmark("end_to_end.py", tmp_path, "--quick", "--workdir", str(tmp_path / "work"))
+    assert result["dry_run"]["n_jobs"] > 0
+    assert result["dry_run"]["job_counts"].get("train_model", 0) >= 1
+    assert result["lr_change"]["new"] == pytest.approx(0.5 * result["lr_change"]["old"])
+
+
+def test_parse_jobs_of_a_snakemake_log():
+    sys.path.insert(0, str(BENCH))
+    from end_to_end import check_rerun, parse_jobs
+
+    log = "\n".join([
+        "[Sat Nov 21 14:32:09 2026]",
+        "rule train_model:",
+        "    input: results/patches/representative/patches.csv",
+        "    output: results/models/custom-scratch-representative/best.pt",
+        "    jobid: 3",
+        "    reason: Params have changed since last execution: training",
+        "    wildcards: experiment=custom-scratch-representative",
+        "    resources: tmpdir=/tmp",
+        "[Sat Nov 21 14:32:40 2026]",
+        "Finished jobid: 3 (Rule: train_model)",
+        "[Sat Nov 21 14:32:41 2026]",
+        "localrule all:",
+        "    jobid: 0",
+        "    reason: Input files updated by another job",
+    ])  # fmt: skip
+    jobs = parse_jobs(log)
+    assert [(j["rule"], j["jobid"]) for j in jobs] == [("all", 0), ("train_model", 3)]
+    assert jobs[1]["seconds"] == 31 and jobs[1]["wildcards"] == "experiment=custom-scratch-representative"
+    check = check_rerun(jobs, jobs, "custom-scratch-representative")
+    assert check["n_jobs"] == 1 and check["only_that_model_ran"]
+
+
+@pytest.mark.slow
+def test_end_to_end_rerun_of_one_model(tmp_path, default_run):
+    result = run_benchmark("end_to_end.py", tmp_path, "--from-workdir", str(default_run), "--workdir", str(tmp_path / "work"))
+    assert result["noop"]["n_jobs"] == 0  # a finished run is up to date
+    check = result["rerun_check"]
+    assert "custom-scratch-representative" in check["train_model_ran_for"]
+    assert check["n_jobs"] >= 1 and "only_that_model_ran" in check
