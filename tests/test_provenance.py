@@ -11,7 +11,7 @@ import os
 import subprocess
 
 import pytest
-from snakemake.iocontainers import Log, ResourceList, Snakemake
+from snakemake.iocontainers import InputFiles, Log, OutputFiles, Params, ResourceList, Snakemake, Wildcards
 
 from temvirus import provenance
 from temvirus.io import sha256_file, write_text
@@ -20,8 +20,6 @@ from temvirus.smk import run_rule
 
 def job(rule, inputs=None, outputs=None, params=None, wildcards=None, config=None, log=None) -> Snakemake:
     """A Snakemake script object as the workflow hands it to a script."""
-    from snakemake.iocontainers import InputFiles, OutputFiles, Params, Wildcards
-
     return Snakemake(
         InputFiles(fromdict=inputs or {}), OutputFiles(fromdict=outputs or {}), Params(fromdict=params or {}),
         Wildcards(fromdict=wildcards or {}), 1, ResourceList(), Log(log or []), config or {"seed": 42}, rule, None,

@@ -14,7 +14,9 @@ invocation whose job is cancelled (else Snakemake would resubmit it at once).
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import os
 import re
 import signal
@@ -36,8 +38,12 @@ SLURM_TEST_ARGS = ["--profile", str(REPO / "profiles" / "slurm"),
 GPU_RULES = {"train_model", "evaluate_model"}
 KILL_TARGET = "train_model"
 # Outputs compared between the runs: tables, arrays and metrics (figures and checkpoints
-# embed timestamps or library metadata).
+# embed timestamps or library metadata), except the run records, which differ by design:
+# the lineage records and the audit that summarises them (hosts, times), and the wall time
+# of each training epoch (column `seconds` of the training history).
 COMPARED = ("*.csv", "*.npy", "*.json", "*.md")
+RUN_RECORDS = {"provenance", "audit"}
+WALL_TIME_COLUMNS = {"seconds"}
 RUN_TIMEOUT = 900
 
 
@@ -100,10 +106,21 @@ def cancel_when_running(rule: str, invocation: Invocation) -> str:
 
 
 def checksums(workdir: Path) -> dict[str, str]:
+    """sha256 of each compared output under results/ (of a CSV: without its wall-time columns)."""
     results = workdir / "results"
-    return {str(p.relative_to(workdir)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for pattern in COMPARED for p in results.rglob(pattern)
-            if not any(part.startswith(".") for part in p.relative_to(results).parts)}
+    sums = {}
+    for pattern in COMPARED:
+        for path in results.rglob(pattern):
+            parts = path.relative_to(results).parts
+            if parts[0] in RUN_RECORDS or any(part.startswith(".") for part in parts):
+                continue
+            data = path.read_bytes()
+            if path.suffix == ".csv":
+                rows = list(csv.reader(io.StringIO(data.decode())))
+                keep = [i for i, name in enumerate(rows[0] if rows else []) if name not in WALL_TIME_COLUMNS]
+                data = "\n".join(",".join(row[i] for i in keep) for row in rows).encode()
+            sums[str(path.relative_to(workdir))] = hashlib.sha256(data).hexdigest()
+    return sums
 
 
 @dataclass

@@ -41,9 +41,10 @@ def _pyplot():
 
 
 def class_colours(classes: Sequence[str]) -> dict[str, tuple]:
-    """A fixed colour per class (tab20, in class order)."""
+    """A fixed colour per class, in class order: tab20 without its greens (green marks correct patches)."""
     cmap = _pyplot().get_cmap("tab20")
-    return {c: cmap(i % 20) for i, c in enumerate(classes)}
+    palette = [cmap(i) for i in range(20) if i not in (4, 5)]
+    return {c: palette[i % len(palette)] for i, c in enumerate(classes)}
 
 
 # ------------------------------------------------------------------------------ evaluation
@@ -242,7 +243,7 @@ def error_tracing(
     plt = _pyplot()
     cols = max(1, min(3, len(worst)))
     rows = max(1, -(-len(worst) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 5 * rows + 0.8), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 5.4 * rows + 0.8), dpi=100, squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.set_axis_off()
     for ax, info in zip(axes.flat, worst.to_dict("records")):
@@ -257,11 +258,11 @@ def error_tracing(
                      f"{info['predicted_as']}", fontsize=8)  # fmt: skip
     if worst.empty:
         axes[0, 0].text(0.5, 0.5, "no misclassified test patches", ha="center", va="center")
-    taken = sorted(set(boxes.loc[boxes["true"] != boxes["predicted"], "predicted"]), key=list(classes).index)
+    drawn = boxes[boxes["image_id"].isin(worst["image_id"]) & (boxes["true"] != boxes["predicted"])]
+    taken = sorted(set(drawn["predicted"]), key=list(classes).index)
     handles = [Patch(facecolor="none", edgecolor=colours[c], linewidth=2, label=f"predicted {c}") for c in taken]
     handles.append(Patch(facecolor="none", edgecolor=CORRECT_COLOUR, label="correct"))
-    fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(6, len(handles)), fontsize=8, frameon=False)
     save_figure(out_png, fig)
     return per_image
 

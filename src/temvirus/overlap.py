@@ -312,6 +312,26 @@ def verify(a: _Image, b: _Image, scale: float, dx_nm: float, dy_nm: float, coars
     return result
 
 
+def point_agreement(a_nm: np.ndarray, b_nm: np.ndarray, rect: tuple[float, float, float, float], tolerance_nm: float) -> tuple[int, float]:
+    """How well the annotated points of two registered images agree over their overlap.
+
+    ``a_nm`` and ``b_nm`` are (n, 2) x/y points in one frame (nm); ``rect`` is the overlap
+    ``(x0, y0, x1, y1)``. Points deeper than ``tolerance_nm`` inside ``rect`` should have a
+    partner in the other image within ``tolerance_nm``. Returns the number of such points
+    and the fraction that has one (NaN when there are none).
+    """
+    x0, y0, x1, y1 = rect
+    total = matched = 0
+    for own, other in ((a_nm, b_nm), (b_nm, a_nm)):
+        inside = own[(own[:, 0] > x0 + tolerance_nm) & (own[:, 0] < x1 - tolerance_nm)
+                     & (own[:, 1] > y0 + tolerance_nm) & (own[:, 1] < y1 - tolerance_nm)]  # fmt: skip
+        total += len(inside)
+        if len(inside) and len(other):
+            distance = np.sqrt(((inside[:, None, :] - other[None, :, :]) ** 2).sum(axis=-1)).min(axis=1)
+            matched += int((distance <= tolerance_nm).sum())
+    return total, (matched / total if total else float("nan"))
+
+
 def own_level(width: int, height: int, pixel_size_nm: float, s: OverlapSettings) -> int:
     """The image's pyramid level: the finest ``k`` whose pixel, ``coarse_nm * 2**k``, is at least
     the image's pixel size and shows the whole field in ``max_side_px`` pixels."""
