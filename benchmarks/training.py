@@ -11,8 +11,9 @@ What it measures (per model, same process, interleaved repeats in rotated order)
   ImageFolder layout (``--format tif``: the published patch layout, written by
   :func:`temvirus.patches.export_published`; or 16-bit ``png``), read by
   ``torchvision.datasets.ImageFolder``, transforms on the CPU in the ``DataLoader``
-  workers (``--workers``, default 2: random rot90 + horizontal flip = a uniform D4 element,
-  to tensor, per-patch standardisation), ``pin_memory`` and a non-blocking copy on CUDA.
+  workers (``--workers``, default 2; ``--workers 2,16`` runs one ``torchvision_w{n}`` method
+  per count: random rot90 + horizontal flip = a uniform D4 element, to tensor, per-patch
+  standardisation), ``pin_memory`` and a non-blocking copy on CUDA.
 * ``bound``: the model's own bound: the same forward/backward/Adam steps on one batch already
   standardised and resident on the device; no data pipeline at all.
 
@@ -30,7 +31,7 @@ How to run (``benchmarks/out/training.json`` gets the figures)::
     .venv/bin/python benchmarks/training.py                         # CPU: custom + mobilenet_v2, 128 px
     .venv/bin/python benchmarks/training.py --models custom --size 256 --n-samples 64
     .venv/bin/python benchmarks/training.py --device cuda           # GPU: 256 px, batch 128, 4096 samples
-    .venv/bin/python benchmarks/training.py --device cuda --workers 8 --memory
+    .venv/bin/python benchmarks/training.py --device cuda --workers 2,16 --memory
     .venv/bin/python benchmarks/training.py --quick                 # smoke run, seconds
 
 Targets on a GPU (issue 8): project >= 3x torchvision and >= 90% of the bound.
@@ -144,7 +145,7 @@ class Standardise:
         return (x - x.mean()) / x.std(correction=0).clamp_min(1e-6)
 
 
-def standard_loader(folder: Path, args, cuda: bool):
+def standard_loader(folder: Path, args, cuda: bool, workers: int):
     import torch
     from torchvision import datasets
     from torchvision.transforms import v2
@@ -152,8 +153,8 @@ def standard_loader(folder: Path, args, cuda: bool):
     transform = v2.Compose([ToFloatTensor(), v2.RandomHorizontalFlip(), RandomRot90(), Standardise()])
     dataset = datasets.ImageFolder(str(folder), loader=read_patch, transform=transform)
     return torch.utils.data.DataLoader(
-        dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers, pin_memory=cuda,
-        persistent_workers=args.workers > 0, prefetch_factor=2 if args.workers > 0 else None,
+        dataset, batch_size=args.batch_size, shuffle=True, num_workers=workers, pin_memory=cuda,
+        persistent_workers=workers > 0, prefetch_factor=2 if workers > 0 else None,
         generator=torch.Generator().manual_seed(args.seed),
     )  # fmt: skip
 
@@ -198,7 +199,7 @@ class Bench:
         self.val_x, self.val_y = self.x[:2], self.y[:2]
         self.n = len(x)
         self.folder = folder
-        self.loader = None
+        self.loaders = {}
 
     def _sync(self):
         import torch
@@ -242,17 +243,23 @@ class Bench:
         result = fit(self.model, self.x, self.y, self.val_x, self.val_y, self.settings, self.n_classes)
         return float(result.history["seconds"].iloc[-1])
 
-    def torchvision(self) -> float:
-        """Seconds of one epoch of the ImageFolder + DataLoader loop."""
+    def run(self, method: str) -> float:
+        """Seconds of one epoch of ``method`` (``project``, ``bound``, ``torchvision`` or ``torchvision_w{n}``)."""
+        if method.startswith("torchvision"):
+            return self.torchvision(workers_of(method, self.args.workers))
+        return getattr(self, method)()
+
+    def torchvision(self, workers: int) -> float:
+        """Seconds of one epoch of the ImageFolder + DataLoader loop with ``workers`` workers."""
         import torch
 
-        if self.loader is None:
-            self.loader = standard_loader(self.folder, self.args, self.cuda)
+        if workers not in self.loaders:
+            self.loaders[workers] = standard_loader(self.folder, self.args, self.cuda, workers)
         self._prepare()
         optimizer = self._optimizer()
         self._sync()
         started = time.perf_counter()
-        for xb, yb in self.loader:
+        for xb, yb in self.loaders[workers]:
             xb = xb.to(self.device, non_blocking=True)
             yb = yb.to(self.device, non_blocking=True)
             if self.settings.channels_last:
@@ -280,15 +287,15 @@ class Bench:
 
 def bench_model(args, model_name: str, x, y, folder: Path, classes: list[str]) -> dict:
     bench = Bench(args, model_name, x, y, folder, len(classes))
-    methods = [m for m in METHODS if m in args.methods]
+    methods = args.methods
     for method in methods:  # warm-up: allocator, cuDNN, DataLoader workers
-        seconds = getattr(bench, method)()
+        seconds = bench.run(method)
         print(f"  {model_name:14s} warm-up {method:12s} {seconds:8.2f} s", flush=True)
     times: dict[str, list[float]] = {m: [] for m in methods}
     for r in range(args.repeats):
         order = methods[r % len(methods) :] + methods[: r % len(methods)]
         for method in order:
-            seconds = getattr(bench, method)()
+            seconds = bench.run(method)
             times[method].append(seconds)
             print(f"  {model_name:14s} repeat {r + 1}/{args.repeats} {method:12s} {seconds:8.2f} s  {bench.n / seconds:9.1f} samples/s", flush=True)
     out = {"n_samples": bench.n, "settings": dataclasses.asdict(bench.settings), "methods": {}}
@@ -299,8 +306,7 @@ def bench_model(args, model_name: str, x, y, folder: Path, classes: list[str]) -
             if other != "project":
                 ratios = [o / p for o, p in zip(times[other], times["project"])]  # = project speed / other speed
                 out["methods"][other]["project_speed_ratio"] = summary(ratios)
-    if bench.loader is not None:
-        del bench.loader  # stop the persistent workers
+    bench.loaders.clear()  # stop the persistent workers
     return out
 
 
@@ -317,7 +323,7 @@ def memory_worker(args) -> None:
     classes = classes_from_config()
     x, y = make_patches(args, classes)
     folder = write_image_folder(x, y, classes, args.format, data_dir(args))
-    if args.memory_worker == "torchvision":  # the standard way never holds the patches in memory
+    if args.memory_worker.startswith("torchvision"):  # the standard way never holds the patches in memory
         x, y = x[: args.batch_size].copy(), y[: args.batch_size].copy()
         gc.collect()
     rss_imports = peak_rss_mib()
@@ -326,7 +332,7 @@ def memory_worker(args) -> None:
     gc.collect()
     if bench.cuda:
         torch.cuda.reset_peak_memory_stats(bench.device)
-    seconds = getattr(bench, args.memory_worker)()
+    seconds = bench.run(args.memory_worker)
     result = {"method": args.memory_worker, "model": args.memory_worker_model, "seconds": seconds, "peak_rss_mib": peak_rss_mib(),
               "peak_rss_before_model_mib": rss_imports}  # fmt: skip
     if bench.cuda:
@@ -347,6 +353,11 @@ def memory(args, model_name: str) -> dict:
 # ----------------------------------------------------------------------------- main
 
 
+def workers_of(method: str, workers: list[int]) -> int:
+    """Worker count of a torchvision method: ``torchvision_w{n}``, or the only ``--workers`` value."""
+    return int(method.rsplit("_w", 1)[1]) if "_w" in method else workers[0]
+
+
 def data_dir(args) -> Path:
     tag = "patches" if args.patches else "synthetic"
     return OUT / "tmp" / "training" / f"{tag}-{args.n_samples}-{args.size}-{args.format}"
@@ -363,7 +374,7 @@ def parse_args(argv=None):
     parser.add_argument("--n-samples", type=int, help="samples per epoch (one repeat); default 64 on cpu, 4096 on cuda")
     parser.add_argument("--patches", help="a split folder of the workflow (train_augmented.npy/.csv) instead of synthetic patches")
     parser.add_argument("--format", choices=("tif", "png"), default="tif", help="image files of the torchvision way")
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the torchvision way")
+    parser.add_argument("--workers", default="2", help="DataLoader workers of the torchvision way; a comma list runs one torchvision_w{n} method per count")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--amp", choices=("bf16", "fp16", "off"), help="override the config's training.amp")
@@ -372,7 +383,7 @@ def parse_args(argv=None):
     parser.add_argument("--memory", action="store_true", help="also the peak memory of each method, in fresh processes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(OUT / "training.json"))
-    parser.add_argument("--memory-worker", choices=METHODS, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-worker", help=argparse.SUPPRESS)
     parser.add_argument("--memory-worker-model", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     device = "cuda" if args.device.startswith("cuda") else "cpu"
@@ -387,16 +398,24 @@ def parse_args(argv=None):
     args.batch_size = args.batch_size or batch
     args.n_samples = args.n_samples or n
     args.models = [m for m in args.models.split(",") if m]
-    args.methods = [m for m in args.methods.split(",") if m]
+    args.workers = [int(w) for w in str(args.workers).split(",") if w != ""]
+    methods = [m for m in args.methods.split(",") if m]
     if args.amp is None and device == "cpu":
         args.amp = "off"
-    bad = sorted(set(args.methods) - set(METHODS))
+    bad = sorted(set(methods) - set(METHODS))
     if bad:
         parser.error(f"unknown methods {bad}; choose from {list(METHODS)}")
+    if not args.workers:
+        parser.error("--workers needs at least one count")
+    args.methods = []
+    for m in methods:  # one torchvision method per worker count
+        args.methods += [f"torchvision_w{w}" for w in args.workers] if m == "torchvision" and len(args.workers) > 1 else [m]
+    if args.memory_worker:
+        args.methods = [args.memory_worker]
     # what a memory worker needs to rebuild the same data and settings
     args.argv_for_worker = [
         "--device", args.device, "--size", str(args.size), "--batch-size", str(args.batch_size), "--n-samples", str(args.n_samples),
-        "--format", args.format, "--workers", str(args.workers), "--threads", str(args.threads), "--seed", str(args.seed),
+        "--format", args.format, "--workers", ",".join(map(str, args.workers)), "--threads", str(args.threads), "--seed", str(args.seed),
         *(["--patches", args.patches] if args.patches else []), *(["--amp", args.amp] if args.amp else []),
         *(["--channels-last", str(args.channels_last)] if args.channels_last is not None else []),
         *(["--deterministic", str(args.deterministic)] if args.deterministic is not None else []),

@@ -18,46 +18,54 @@ from temvirus.overlap import (
     OverlapSettings,
     find_overlaps,
     group_images,
+    point_agreement,
     score_against_truth,
     score_pairs,
 )
 from temvirus.raw import read_dataset
 
 
-def textured_field(seed: int, size: int = 1400) -> np.ndarray:
-    """A 1 nm/px field like a stained grid: blurred noise, a gradient, dark round particles."""
+def textured_field(seed: int, size: int = 1400) -> tuple[np.ndarray, np.ndarray]:
+    """A 1 nm/px field like a stained grid (blurred noise, a gradient, dark round particles)
+    and the particle centres (x, y) in nm."""
     rng = np.random.default_rng(seed)
     field = gaussian_filter(rng.normal(size=(size, size)), 3) * 40 + np.linspace(0, 30, size)[None, :]
     yy, xx = np.mgrid[-45:46, -45:46]
+    centres = []
     for _ in range(size * size // 20000):
-        cy, cx, r = rng.integers(45, size - 45, 2).tolist() + [rng.uniform(20, 45)]
-        field[cy - 45 : cy + 46, cx - 45 : cx + 46] -= 60 * (yy**2 + xx**2 < r * r)
-    return field + 1000
+        cy, cx = rng.integers(45, size - 45, 2).tolist()
+        field[cy - 45 : cy + 46, cx - 45 : cx + 46] -= 60 * (yy**2 + xx**2 < rng.uniform(20, 45) ** 2)
+        centres.append((cx + 0.5, cy + 0.5))
+    return field + 1000, np.array(centres)
 
 
-def write_raw_image(root: Path, split: str, cls: str, image_id: str, pixels: np.ndarray, pixel_nm: float, n_particles: int = 1):
-    """One image of the raw layout: TIFF, particle positions, tags (decimal comma)."""
+def view(field: tuple[np.ndarray, np.ndarray], x0: int, y0: int, side_nm: int, pixel_nm: int, seed: int):
+    """A ``side_nm`` window at (x0, y0) nm, block-averaged to ``pixel_nm`` (integer), noisy,
+    uint16, with the centres inside it in its pixels."""
+    pixels, centres = field
+    window = pixels[y0 : y0 + side_nm, x0 : x0 + side_nm]
+    n = side_nm // pixel_nm
+    blocks = window[: n * pixel_nm, : n * pixel_nm].reshape(n, pixel_nm, n, pixel_nm).mean(axis=(1, 3))
+    noisy = np.clip(blocks + np.random.default_rng(seed).normal(0, 8, blocks.shape), 0, 65535).astype(np.uint16)
+    local = (centres - [x0, y0]) / pixel_nm
+    return noisy, local[((local >= 0) & (local < n)).all(axis=1)]
+
+
+def write_raw_image(root: Path, split: str, cls: str, image_id: str, image: tuple[np.ndarray, np.ndarray], pixel_nm: float):
+    """One image of the raw layout: TIFF, particle positions (one point each), tags (decimal comma)."""
+    pixels, points = image
     folder = root / split / FOLDER_NAMES[cls]
     (folder / "particle_positions").mkdir(parents=True, exist_ok=True)
     (folder / "tags").mkdir(parents=True, exist_ok=True)
     tifffile.imwrite(folder / f"{image_id}.tif", pixels)
-    h, w = pixels.shape
     lines = ["header", "header", "header"]
-    for p in range(n_particles):
-        lines += ([] if p == 0 else ["particleposition"]) + [f"{(p * 7) % w + 0.5};{(p * 11) % h + 0.5}"]
+    for k, (x, y) in enumerate(points):
+        lines += ([] if k == 0 else ["particleposition"]) + [f"{x:.2f};{y:.2f}"]
     (folder / "particle_positions" / f"{image_id}_particlepositions.txt").write_text("\n".join(lines) + "\n")
+    h, w = pixels.shape
     size = str(pixel_nm).replace(".", ",")
     tags = [f"Height;{h}", f"Width;{w}", "BitsPerSample;16", "a;b", "c;d", f"XScale;{size}", f"YScale;{size}"]
     (folder / "tags" / f"{image_id}.tif_tags.csv").write_text("\n".join(tags) + "\n")
-
-
-def view(field: np.ndarray, x0: int, y0: int, side_nm: int, pixel_nm: int, seed: int) -> np.ndarray:
-    """A ``side_nm`` window at (x0, y0) nm, block-averaged to ``pixel_nm`` (integer), noisy, uint16."""
-    window = field[y0 : y0 + side_nm, x0 : x0 + side_nm]
-    n = side_nm // pixel_nm
-    blocks = window[: n * pixel_nm, : n * pixel_nm].reshape(n, pixel_nm, n, pixel_nm).mean(axis=(1, 3))
-    noisy = blocks + np.random.default_rng(seed).normal(0, 8, blocks.shape)
-    return np.clip(noisy, 0, 65535).astype(np.uint16)
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +75,12 @@ def raw_root(tmp_path_factory) -> Path:
     Lassa: e is a copy of a's field (other class: never compared with a)."""
     root = tmp_path_factory.mktemp("raw")
     one, two = textured_field(1), textured_field(2)
-    write_raw_image(root, "train", "Ebola", "a", view(one, 0, 0, 600, 2, 10), 2.0, n_particles=3)
-    write_raw_image(root, "train", "Ebola", "b", view(one, 300, 250, 450, 3, 11), 3.0, n_particles=5)
-    write_raw_image(root, "test", "Ebola", "c", view(two, 100, 100, 600, 2, 12), 2.0, n_particles=4)
-    write_raw_image(root, "train", "Ebola", "d", view(one, 250, 200, 720, 3, 13), 1.5, n_particles=1)
-    write_raw_image(root, "train", "Lassa", "e", view(one, 0, 0, 600, 2, 14), 2.0, n_particles=2)
-    write_raw_image(root, "train", "Lassa", "f", view(two, 700, 700, 600, 2, 15), 2.0, n_particles=2)
+    write_raw_image(root, "train", "Ebola", "a", view(one, 0, 0, 600, 2, 10), 2.0)
+    write_raw_image(root, "train", "Ebola", "b", view(one, 300, 250, 450, 3, 11), 3.0)
+    write_raw_image(root, "test", "Ebola", "c", view(two, 100, 100, 600, 2, 12), 2.0)
+    write_raw_image(root, "train", "Ebola", "d", view(one, 250, 200, 720, 3, 13), 1.5)
+    write_raw_image(root, "train", "Lassa", "e", view(one, 0, 0, 600, 2, 14), 2.0)
+    write_raw_image(root, "train", "Lassa", "f", view(two, 700, 700, 600, 2, 15), 2.0)
     return root
 
 
@@ -80,8 +88,13 @@ SETTINGS = OverlapSettings(coarse_nm=6.0)
 
 
 @pytest.fixture(scope="module")
-def images(raw_root) -> pd.DataFrame:
-    return read_dataset(raw_root, hash_files=False)[0]
+def tables(raw_root) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return read_dataset(raw_root, hash_files=False)
+
+
+@pytest.fixture(scope="module")
+def images(tables) -> pd.DataFrame:
+    return tables[0]
 
 
 def pair(pairs: pd.DataFrame, a: str, b: str) -> pd.Series:
@@ -141,20 +154,35 @@ def test_precision_recall_against_truth():
     assert (score["true_positive_pairs"], score["false_positive_pairs"], score["planted_found"]) == (1, 1, 1)
 
 
-def test_find_overlaps_writes_tables_and_is_deterministic(raw_root, images, tmp_path):
-    images_csv = tmp_path / "images.csv"
+def test_find_overlaps_writes_tables_and_is_deterministic(raw_root, tables, tmp_path):
+    images, particles = tables
+    images_csv, particles_csv = tmp_path / "images.csv", tmp_path / "particles.csv"
     images.to_csv(images_csv, index=False)
+    particles.to_csv(particles_csv, index=False)
     settings = {"coarse_nm": 6.0, "fallback_scales": [0.5, 2.0]}
     outputs = []
     for run in ("one", "two"):
         pairs_csv, kept_csv = tmp_path / run / "pairs.csv", tmp_path / run / "kept.csv"
-        find_overlaps(images_csv, raw_root, pairs_csv, kept_csv, settings)
+        find_overlaps(images_csv, particles_csv, raw_root, pairs_csv, kept_csv, settings)
         outputs.append((pairs_csv.read_bytes(), kept_csv.read_bytes()))
     assert outputs[0] == outputs[1]
+    pairs = pd.read_csv(tmp_path / "one" / "pairs.csv")
+    ab = pair(pairs, "a", "b")
+    assert ab.points > 0 and ab.point_agreement == 1.0
     kept = pd.read_csv(tmp_path / "one" / "kept.csv", dtype={"image_id": str}).set_index("image_id")
-    # a (3 particles) beats d (1); b (5 particles) beats both
-    assert kept.overlap_group.to_dict() == {"a": "b", "b": "b", "c": "c", "d": "b", "e": "e", "f": "f"}
+    # a, b and d show one field: the one with the most particles is kept
+    keeper = kept.loc[["a", "b", "d"], "n_particles"].idxmax()
+    assert kept.overlap_group.to_dict() == {"a": keeper, "b": keeper, "c": "c", "d": keeper, "e": "e", "f": "f"}
+    assert kept.kept.sum() == 4 and kept.loc[keeper, "kept"]
     assert list(kept.columns[-2:]) == ["overlap_group", "kept"]
+
+
+def test_point_agreement_counts_points_inside_the_overlap():
+    a = np.array([[10.0, 10.0], [50.0, 50.0], [90.0, 90.0], [300.0, 300.0]])
+    b = np.array([[52.0, 49.0], [91.0, 88.0], [70.0, 20.0]])
+    # overlap (40, 0)-(100, 100); a's (10, 10) and (300, 300) lie outside; b's (70, 20) has no partner
+    assert point_agreement(a, b, (40.0, 0.0, 100.0, 100.0), 5.0) == (5, 0.8)
+    assert point_agreement(a[:0], b[:0], (0.0, 0.0, 10.0, 10.0), 5.0)[0] == 0
 
 
 def test_unreadable_image_names_the_file(raw_root, images, tmp_path):

@@ -52,8 +52,8 @@ from temvirus.raw import read_image
 log = logging.getLogger(__name__)
 
 PAIR_COLUMNS = [
-    "class", "image_a", "image_b", "scale", "dx_nm", "dy_nm", "peak", "ncc", "fine_ncc",
-    "overlap_fraction", "overlap_nm2", "decision",
+    "class", "image_a", "image_b", "scale", "dx_nm", "dy_nm", "peak", "ncc", "runner_up", "fine_ncc",
+    "overlap_fraction", "overlap_nm2", "points", "point_agreement", "decision",
 ]  # fmt: skip
 OVERLAP, DISTINCT = "overlap", "distinct"
 #: least area (fraction of the image) of a constant region that counts as padding
@@ -77,6 +77,8 @@ class OverlapSettings:
     min_ncc: float = 0.5
     min_overlap_fraction: float = 0.05
     min_overlap_px: int = 400
+    point_tolerance_nm: float = 30.0
+    min_point_agreement: float = 0.75
     fallback_scales: tuple[float, ...] = ()
 
     @classmethod
@@ -132,6 +134,10 @@ def _resample_box(array: np.ndarray, box: tuple[float, float, float, float], siz
 def padding_mask(pixels: np.ndarray) -> np.ndarray:
     """Pixels of padding: connected areas of constant intensity covering at least
     ``_MIN_PADDING`` of the image (black borders of crops; saturated areas)."""
+    values = pixels.ravel()
+    counts = np.bincount(values) if values.dtype.kind == "u" else np.unique(values, return_counts=True)[1]
+    if counts.max() < _MIN_PADDING * values.size:  # no value is common enough: no padding
+        return np.zeros(pixels.shape, dtype=bool)
     flat = maximum_filter(pixels, 3) == minimum_filter(pixels, 3)
     labels, count = label(flat)
     if count == 0:
@@ -235,28 +241,28 @@ def _phase_correlation(a: _View, b: _View, shape: tuple[int, int]) -> np.ndarray
 
 
 def _best_peak(a: _View, b: _View, corr: np.ndarray, allowed: np.ndarray, peaks: int, min_px: int) -> dict:
-    """The best-NCC candidate among the ``peaks`` highest allowed correlation peaks."""
+    """The best-NCC candidate among the ``peaks`` highest allowed correlation peaks, and the
+    best NCC of the other candidates (``runner_up``: how well a wrong shift does)."""
     rows, cols = corr.shape
     shift_y = np.where(np.arange(rows) < a.data.shape[0], np.arange(rows), np.arange(rows) - rows)
     shift_x = np.where(np.arange(cols) < a.data.shape[1], np.arange(cols), np.arange(cols) - cols)
-    best = {"peak": 0.0, "ncc": -1.0, "dy": 0.0, "dx": 0.0, "n": 0}
-    scores = np.where(allowed, corr, -np.inf).ravel()
-    top = min(8 * peaks, scores.size)
-    order = np.argpartition(scores, scores.size - top)[scores.size - top :]
-    order = order[np.argsort(-scores[order], kind="stable")]
-    chosen: list[tuple[int, int]] = []
-    for flat in order:
-        if not np.isfinite(scores[flat]) or len(chosen) == peaks:
+    scores = np.where(allowed, corr, -np.inf)
+    found: list[tuple[float, int, int, int]] = []  # ncc, n, i, j
+    for _ in range(peaks):
+        i, j = divmod(int(np.argmax(scores)), cols)
+        if not np.isfinite(scores[i, j]):
             break
-        i, j = divmod(int(flat), cols)
-        if any(abs(i - ci) <= 2 and abs(j - cj) <= 2 for ci, cj in chosen):
-            continue
-        chosen.append((i, j))
+        scores[max(0, i - 2) : i + 3, max(0, j - 2) : j + 3] = -np.inf  # the peak's neighbourhood
         ncc, n = _masked_ncc(a, b, int(shift_y[i]), int(shift_x[j]))
-        if n >= min_px and ncc > best["ncc"]:
-            fy, fx = _subpixel(corr, i, j)
-            best = {"peak": float(corr[i, j]), "ncc": ncc, "dy": shift_y[i] + fy, "dx": shift_x[j] + fx, "n": n}
-    return best
+        found.append((ncc if n >= min_px else -1.0, n, i, j))
+    valid = [f for f in found if f[0] > -1.0]
+    if not valid:
+        return {"peak": 0.0, "ncc": -1.0, "runner_up": -1.0, "dy": 0.0, "dx": 0.0, "n": 0}
+    ncc, n, i, j = max(valid, key=lambda f: f[0])
+    others = [f[0] for f in valid if max(abs(f[2] - i), abs(f[3] - j)) > 2]
+    fy, fx = _subpixel(corr, i, j)
+    return {"peak": float(corr[i, j]), "ncc": ncc, "runner_up": max(others, default=-1.0),
+            "dy": shift_y[i] + fy, "dx": shift_x[j] + fx, "n": n}  # fmt: skip
 
 
 def register(a: _View, b: _View, size: int, s: OverlapSettings) -> dict:
@@ -359,11 +365,28 @@ def _decide(score: dict, s: OverlapSettings) -> bool:
         score.get("fine_ncc", -1.0) >= s.min_ncc
         and score["fraction"] >= s.min_overlap_fraction
         and score["n"] >= s.min_overlap_px
+        and not score.get("point_agreement", 1.0) < s.min_point_agreement
     )
 
 
-def score_class(images: pd.DataFrame, root: str | Path, s: OverlapSettings) -> pd.DataFrame:
-    """Score every pair of images of one class; one row per pair (:data:`PAIR_COLUMNS`)."""
+def _points_score(a: pd.Series, b: pd.Series, points: dict[str, np.ndarray], scale: float, dx_nm: float, dy_nm: float, s: OverlapSettings) -> dict:
+    """:func:`point_agreement` of two images' annotations, b placed at (dx, dy) nm in a."""
+    b_nm = b.pixel_size_nm * scale
+    rect = (max(0.0, dx_nm), max(0.0, dy_nm), min(a.width * a.pixel_size_nm, dx_nm + b.width * b_nm),
+            min(a.height * a.pixel_size_nm, dy_nm + b.height * b_nm))  # fmt: skip
+    empty = np.zeros((0, 2))
+    a_nm = points.get(a.image_id, empty) * a.pixel_size_nm
+    b_in_a = points.get(b.image_id, empty) * b_nm + [dx_nm, dy_nm]
+    n, agreement = point_agreement(a_nm, b_in_a, rect, s.point_tolerance_nm)
+    return {"points": n, "point_agreement": agreement}
+
+
+def score_class(images: pd.DataFrame, root: str | Path, s: OverlapSettings, points: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """Score every pair of images of one class; one row per pair (:data:`PAIR_COLUMNS`).
+
+    ``points`` maps image ids to their annotated (x, y) pixels; without it the decision
+    rests on the images alone.
+    """
     images = images.sort_values("image_id", kind="stable").reset_index(drop=True)
     cls = images["class"].iloc[0]
     top = max(own_level(r.width, r.height, r.pixel_size_nm, s) for r in images.itertuples(index=False))
@@ -383,6 +406,8 @@ def score_class(images: pd.DataFrame, root: str | Path, s: OverlapSettings) -> p
             score["dx_nm"], score["dy_nm"] = score["dx"] * coarse_nm, score["dy"] * coarse_nm
             if score["ncc"] >= s.screen_ncc:
                 score.update(verify(prepared[i], prepared[j], scale, score["dx_nm"], score["dy_nm"], coarse_nm, s))
+                if points is not None:
+                    score.update(_points_score(images.loc[i], images.loc[j], points, scale, score["dx_nm"], score["dy_nm"], s))
             score["area_nm2"] = score["n"] * coarse_nm**2
             if (i, j) not in results or _rank(score) > _rank(results[i, j][1]):
                 results[i, j] = (scale, score)
@@ -392,8 +417,10 @@ def score_class(images: pd.DataFrame, root: str | Path, s: OverlapSettings) -> p
         rows.append((
             cls, images.image_id[i], images.image_id[j], scale,
             round(float(score["dx_nm"]), 1), round(float(score["dy_nm"]), 1), round(score["peak"], 4),
-            round(score["ncc"], 4), round(score.get("fine_ncc", float("nan")), 4), round(score["fraction"], 4),
-            round(score["area_nm2"], 1), OVERLAP if _decide(score, s) else DISTINCT,
+            round(score["ncc"], 4), round(score["runner_up"], 4), round(score.get("fine_ncc", float("nan")), 4),
+            round(score["fraction"], 4),
+            round(score["area_nm2"], 1), score.get("points", 0), round(score.get("point_agreement", float("nan")), 4),
+            OVERLAP if _decide(score, s) else DISTINCT,
         ))  # fmt: skip
     return pd.DataFrame(rows, columns=PAIR_COLUMNS)
 
@@ -403,12 +430,14 @@ def _rank(score: dict) -> tuple[float, float]:
     return score.get("fine_ncc", -1.0), score["ncc"]
 
 
-def score_pairs(images: pd.DataFrame, root: str | Path, s: OverlapSettings) -> pd.DataFrame:
-    """Score all same-class pairs of ``images`` (the raw image table) read from ``root``."""
+def score_pairs(images: pd.DataFrame, root: str | Path, s: OverlapSettings, particles: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Score all same-class pairs of ``images`` (the raw image table) read from ``root``;
+    ``particles`` (the particle table) adds the annotation check."""
+    points = None if particles is None else {k: g[["x", "y"]].to_numpy(float) for k, g in particles.groupby("image_id")}
     frames = []
     for cls, group in images.groupby("class", sort=True):
         started = time.time()
-        pairs = score_class(group, root, s)
+        pairs = score_class(group, root, s, points)
         log.info("%s: %d images, %d pairs, %d overlaps (%.1f s)", cls, len(group), len(pairs),
                  int((pairs.decision == OVERLAP).sum()), time.time() - started)  # fmt: skip
         frames.append(pairs)
@@ -466,11 +495,12 @@ def score_against_truth(kept: pd.DataFrame, pairs: pd.DataFrame, truth: pd.DataF
     }
 
 
-def find_overlaps(images_csv, root, pairs_csv, kept_csv, settings: dict) -> None:
+def find_overlaps(images_csv, particles_csv, root, pairs_csv, kept_csv, settings: dict) -> None:
     """Rule ``find_overlaps``: score all pairs, group, write both tables (atomically)."""
     s = OverlapSettings.from_config(settings)
     images = pd.read_csv(images_csv, dtype={"image_id": str})
-    pairs = score_pairs(images, root, s)
+    particles = pd.read_csv(particles_csv, dtype={"image_id": str})
+    pairs = score_pairs(images, root, s, particles)
     kept = group_images(images, pairs)
     log.info("%d pairs scored, %d overlapping; %d of %d images kept",
              len(pairs), int((pairs.decision == OVERLAP).sum()), int(kept.kept.sum()), len(kept))  # fmt: skip

@@ -4,6 +4,7 @@
 rule find_overlaps:
     input:
         images="results/raw/images.csv",
+        particles="results/raw/particles.csv",
         root=raw_root,
     output:
         pairs=report(
