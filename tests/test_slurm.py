@@ -1,11 +1,12 @@
-"""The default workflow through ``--profile profiles/slurm`` on a real single-node SLURM cluster.
+"""The profiles, and the default workflow through ``--profile profiles/slurm`` on a real
+single-node SLURM cluster (tests/slurm_cluster.py).
 
-The runs (module fixture ``runs``), each in its own scratch working directory:
-1. local: ``--profile profiles/local``, the reference;
-2. SLURM, first invocation: one job of the kill target (train_model, the GPU rule) is
-   cancelled with ``scancel`` while it runs, so the invocation fails;
-3. SLURM, next invocation: finishes the workflow, re-running the cancelled job and what
-   depends on it, and nothing that had completed.
+The SLURM runs (module fixture ``runs``), in one scratch working directory:
+1. first invocation: one job of the kill target (train_model, a GPU rule) is cancelled with
+   ``scancel`` while it runs, so the invocation fails;
+2. next invocation: finishes the workflow, re-running the cancelled job and what depends on
+   it, and nothing that had completed.
+The reference is the session's local run of the default workflow (``default_run``).
 Only test-only overrides are added to the real profile: ``--slurm-status-command squeue``
 (the test cluster has no accounting database, so ``sacct`` fails) and a 1 s delay before the
 first status check (the default 40 s would dominate the run), plus ``--retries 0`` for the
@@ -125,7 +126,6 @@ def checksums(workdir: Path) -> dict[str, str]:
 
 @dataclass
 class Runs:
-    local: Run
     killed: Run
     rerun: Run
     cancelled_jobid: str
@@ -134,23 +134,19 @@ class Runs:
 
 @pytest.fixture(scope="module")
 def runs(slurm_cluster, tmp_path_factory) -> Runs:  # noqa: F811 (the fixture)
-    # The local run goes alongside the SLURM runs: they mostly wait between status checks.
-    slurm_dir = tmp_path_factory.mktemp("slurm")
-    invocations = [Invocation(tmp_path_factory.mktemp("local"), "--profile", str(REPO / "profiles" / "local")),
-                   Invocation(slurm_dir, *SLURM_TEST_ARGS, "--retries", "0")]
+    workdir = tmp_path_factory.mktemp("slurm")
+    invocations = [Invocation(workdir, *SLURM_TEST_ARGS, "--retries", "0")]
     try:
-        cancelled = cancel_when_running(KILL_TARGET, invocations[1])
-        killed = invocations[1].finish()
-        invocations.append(Invocation(slurm_dir, *SLURM_TEST_ARGS))
-        rerun = invocations[2].finish()
-        local = invocations[0].finish()
+        cancelled = cancel_when_running(KILL_TARGET, invocations[0])
+        killed = invocations[0].finish()
+        invocations.append(Invocation(workdir, *SLURM_TEST_ARGS))
+        rerun = invocations[1].finish()
     finally:
         for invocation in invocations:
             invocation.kill()
-    assert local.returncode == 0, f"local run failed:\n{local.log[-4000:]}"
-    print(f"wall time: local {local.seconds:.0f} s, SLURM {killed.seconds:.0f} s (until the failure "
-          f"after scancel) + {rerun.seconds:.0f} s (next invocation)")
-    return Runs(local, killed, rerun, cancelled, slurm_cluster.jobs())
+    print(f"wall time through SLURM: {killed.seconds:.0f} s (until the failure after scancel) "
+          f"+ {rerun.seconds:.0f} s (next invocation)")
+    return Runs(killed, rerun, cancelled, slurm_cluster.jobs())
 
 
 def test_cancelled_job_fails_the_invocation_and_the_next_one_reruns_it(runs):
@@ -186,9 +182,36 @@ def test_every_rule_ran_as_a_slurm_job_and_gpu_rules_on_the_gpu_partition(runs):
             assert job["JobName"] in runs.killed.log + runs.rerun.log  # this test's runs (SLURM run ID)
 
 
-def test_results_equal_local_run(runs):
-    local, slurm = checksums(runs.local.workdir), checksums(runs.rerun.workdir)
+def test_results_equal_local_run(runs, default_run):
+    local, slurm = checksums(default_run), checksums(runs.rerun.workdir)
     assert any(p.endswith("table2.csv") for p in local), sorted(local)
     assert sorted(slurm) == sorted(local)
     differ = [p for p in local if local[p] != slurm[p]]
     assert not differ, f"outputs differ between the local and the SLURM run: {differ}"
+
+
+def dry_run_resources(workdir: Path, profile: str) -> dict[str, dict[str, str]]:
+    """The resources of each rule of the default workflow in a dry run with ``profile``."""
+    done = subprocess.run(snakemake_cmd(workdir, "--dry-run", "--profile", str(REPO / "profiles" / profile)),
+                          capture_output=True, text=True, timeout=300, cwd=workdir)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    resources = {}
+    for block in re.split(r"^(?=(?:local)?rule \w+:$)", done.stdout, flags=re.MULTILINE)[1:]:
+        rule = re.match(r"(?:local)?rule (\w+):", block).group(1)
+        listed = re.search(r"^    resources: (.*)$", block, re.MULTILINE)
+        resources[rule] = dict(item.split("=", 1) for item in listed.group(1).split(", ")) if listed else {}
+    return resources
+
+
+@pytest.mark.parametrize("profile", ["slurm", "local"])
+def test_profile_gives_the_gpu_rules_a_gpu(profile, tmp_path):
+    resources = dry_run_resources(tmp_path, profile)
+    assert GPU_RULES <= set(resources), sorted(resources)
+    for rule, res in resources.items():
+        if rule == "all":
+            continue
+        gpu_rule = rule in GPU_RULES
+        assert res.get("gpu") == ("1" if gpu_rule else None), (rule, res)
+        if profile == "slurm":
+            assert res["slurm_partition"] == ("gpu" if gpu_rule else "cpu"), (rule, res)
+            assert int(res["mem_mb"]) >= 2000 and int(res["runtime"]) >= 30, (rule, res)

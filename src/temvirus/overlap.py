@@ -15,14 +15,20 @@ Method (all pairs of images within a class):
    peaks among the shifts whose overlap is large enough are candidate translations, each
    scored by the normalised cross-correlation (Pearson) over the pixels valid in both (masked
    NCC). The best gives ``ncc``, ``overlap_fraction`` (overlap / valid field of the smaller
-   image) and the overlap area.
+   image) and the overlap area; the best of the other candidates gives ``runner_up`` (how well
+   a wrong shift does: same-class particles look alike, so a lone coincidence of two
+   particles scores high but not much higher than other coincidences).
 4. **Verification (fine).** Pairs with ``ncc >= screen_ncc`` are checked ``2**fine_levels``
    times finer (not finer than the images' own pixels): the overlap region of both images is
    resampled, band-passed with the same pixel sigmas (so the smooth stain and halos that make
    unrelated images look alike at the coarse scale are gone), the shift refined by phase
-   correlation within a few pixels, and the masked NCC taken again (``fine_ncc``).
-5. **Decision.** ``overlap`` when ``fine_ncc >= min_ncc``, ``overlap_fraction >=
-   min_overlap_fraction`` and the overlap covers ``>= min_overlap_px`` coarse pixels.
+   correlation within a few pixels, and the masked NCC taken again (``fine_ncc``). With the
+   particle table, the annotated points in the overlap must have partners in the other image
+   (:func:`point_agreement`, ``points`` and ``point_agreement``).
+5. **Decision.** ``overlap`` when ``ncc >= screen_ncc``, ``ncc - runner_up >= min_margin``,
+   ``fine_ncc >= min_ncc``, ``overlap_fraction >= min_overlap_fraction``, the overlap covers
+   ``>= min_overlap_px`` coarse pixels and (where the overlap holds annotated points)
+   ``point_agreement >= min_point_agreement``.
 6. **Scale fallback.** Pairs not found at the recorded pixel sizes are tried again with
    image_b resampled by each relative scale of ``fallback_scales`` (pixel sizes recorded
    wrongly by about that factor); the list should hold each scale and its inverse.
@@ -72,9 +78,10 @@ class OverlapSettings:
     lowpass_px: float = 1.0
     highpass_px: float = 12.0
     taper: float = 0.05
-    peaks: int = 3
-    screen_ncc: float = 0.5
-    min_ncc: float = 0.5
+    peaks: int = 6
+    screen_ncc: float = 0.75
+    min_margin: float = 0.15
+    min_ncc: float = 0.7
     min_overlap_fraction: float = 0.05
     min_overlap_px: int = 400
     point_tolerance_nm: float = 30.0
@@ -362,7 +369,9 @@ def _prepare(image_id: str, pixels: np.ndarray, pixel_size_nm: float, top: int, 
 
 def _decide(score: dict, s: OverlapSettings) -> bool:
     return (
-        score.get("fine_ncc", -1.0) >= s.min_ncc
+        score["ncc"] >= s.screen_ncc
+        and score["ncc"] - score["runner_up"] >= s.min_margin
+        and score.get("fine_ncc", -1.0) >= s.min_ncc
         and score["fraction"] >= s.min_overlap_fraction
         and score["n"] >= s.min_overlap_px
         and not score.get("point_agreement", 1.0) < s.min_point_agreement
