@@ -319,45 +319,55 @@ def compare(args, root: Path, cache: Path, images_csv: Path, particles_csv: Path
     return out
 
 
+def _histogram_stats(counts: np.ndarray) -> dict:
+    """Max, 99th percentile, mean and share of zeros of absolute differences given as a histogram."""
+    total = counts.sum()
+    cumulative = np.cumsum(counts)
+    return {
+        "max_abs_diff": int(np.flatnonzero(counts)[-1]),
+        "p99_abs_diff": int(np.searchsorted(cumulative, 0.99 * total)),
+        "mean_abs_diff": float((np.arange(len(counts)) * counts).sum() / total),
+        "fraction_identical": float(counts[0] / total),
+    }
+
+
 def agreement(baselines: list[str], split_csv: Path, images_csv: Path, particles_csv: Path) -> dict:
     """Absolute differences (grey levels) between the stored patches of the project and each baseline."""
-    from temvirus.patches import SUBSETS
+    from temvirus.patches import PATCH_SIZE, SUBSETS
+    from temvirus.rescale import rescaled_size
 
     table = pd.read_csv(OUT / "tmp" / "compare" / "project" / "patches.csv")
-    images = pd.read_csv(images_csv).set_index("image_id")
-    px = images.loc[table.image_id, "pixel_size_nm"].to_numpy()
-    width = np.array([round(w * s) for w, s in zip(images.loc[table.image_id, "width"], px)])
-    height = np.array([round(h * s) for h, s in zip(images.loc[table.image_id, "height"], px)])
+    images = pd.read_csv(images_csv).set_index("image_id").loc[table.image_id]
+    px = images.pixel_size_nm.to_numpy()
+    width = np.array([rescaled_size(w, s) for w, s in zip(images.width, px)])
+    height = np.array([rescaled_size(h, s) for h, s in zip(images.height, px)])
     margin = np.ceil(3 * np.maximum(px, 1.0)) + 1
-    top = np.floor(table.y_nm - 128 + 0.5)
-    left = np.floor(table.x_nm - 128 + 0.5)
-    interior = (top >= margin) & (left >= margin) & (top + 256 <= height - margin) & (left + 256 <= width - margin)
+    top = np.floor(table.y_nm - PATCH_SIZE / 2 + 0.5)
+    left = np.floor(table.x_nm - PATCH_SIZE / 2 + 0.5)
+    interior = ((top >= margin) & (left >= margin) & (top + PATCH_SIZE <= height - margin) & (left + PATCH_SIZE <= width - margin)).to_numpy()
     result = {"n_patches": len(table), "n_interior": int(interior.sum())}
     for base in baselines:
-        stats = {"all": [], "interior": []}
+        hist = {"all": np.zeros(1, dtype=np.int64), "interior": np.zeros(1, dtype=np.int64)}
+
+        def add(where: str, diff: np.ndarray) -> None:
+            counts = np.bincount(diff.ravel())
+            if len(counts) > len(hist[where]):
+                hist[where] = np.pad(hist[where], (0, len(counts) - len(hist[where])))
+            hist[where][: len(counts)] += counts
+
         for subset in SUBSETS:
-            rows = table[table.subset == subset]
-            if rows.empty:
+            rows = np.flatnonzero(table.subset.to_numpy() == subset)
+            if not len(rows):
                 continue
             a = np.load(OUT / "tmp" / "compare" / "project" / f"{subset}.npy", mmap_mode="r")
             b = np.load(OUT / "tmp" / "compare" / base / f"{subset}.npy", mmap_mode="r")
-            for index, inside in zip(rows["index"], interior[rows.index]):
+            for row in rows:
+                index = table["index"].iat[row]
                 diff = np.abs(a[index].astype(np.int32) - b[index].astype(np.int32))
-                stats["all"].append(diff)
-                if inside:
-                    stats["interior"].append(diff)
-        result[base] = {}
-        for where, diffs in stats.items():
-            if not diffs:
-                result[base][where] = None
-                continue
-            d = np.stack(diffs)
-            result[base][where] = {
-                "max_abs_diff": int(d.max()),
-                "p99_abs_diff": float(np.percentile(d, 99)),
-                "mean_abs_diff": float(d.mean()),
-                "fraction_identical": float((d == 0).mean()),
-            }
+                add("all", diff)
+                if interior[row]:
+                    add("interior", diff)
+        result[base] = {where: (_histogram_stats(h) if h.sum() else None) for where, h in hist.items()}
     return result
 
 

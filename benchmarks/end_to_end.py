@@ -12,7 +12,8 @@ What it measures
    it, a dry run with ``--forcerun results/models/{experiment}/best.pt`` lists the jobs
    downstream of that model (its ``train_model``, ``evaluate_model``, ``error_tracing``,
    and the aggregates: Table 2, Fig 3, the audit). The rerun passes when every job that ran
-   is in that list (and its ``train_model`` ran); otherwise the extra jobs are listed.
+   is in that list (and its ``train_model`` ran); otherwise the extra jobs are listed and the
+   script exits 1 after writing its JSON (``--allow-extra-jobs``: exit 0).
 
    The overlay uses a per-experiment ``lr`` where ``workflow/schemas/config.schema.yaml``
    allows one in ``experiments`` items; otherwise it changes ``training.lr.{init}`` (the only
@@ -26,7 +27,7 @@ that the overlay is accepted (schema) and which jobs it would make run.
 How to run (``benchmarks/out/end_to_end.json`` gets the figures; logs in ``benchmarks/out/e2e/``)::
 
     .venv/bin/python benchmarks/end_to_end.py                    # full run, no-op, one-model rerun
-    .venv/bin/python benchmarks/end_to_end.py --experiment mobilenet_v2-scratch-representative
+    .venv/bin/python benchmarks/end_to_end.py --experiment mobilenet_v2-scratch-representative --allow-extra-jobs
     .venv/bin/python benchmarks/end_to_end.py --quick            # dry runs only
 """
 
@@ -187,7 +188,7 @@ def parse_args(argv=None):
     parser.add_argument("--workdir", default=str(OUT / "e2e" / "work"), help="scratch workdir (emptied first)")
     parser.add_argument("--from-workdir", help="copy this finished run instead of timing a full run")
     parser.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per snakemake command")
-    parser.add_argument("--strict", action="store_true", help="exit 1 when jobs of other models re-ran")
+    parser.add_argument("--allow-extra-jobs", action="store_true", help="exit 0 even when jobs of other models re-ran (default: exit 1)")
     parser.add_argument("--out", default=str(OUT / "end_to_end.json"))
     return parser.parse_args(argv)
 
@@ -240,8 +241,8 @@ def main(argv=None) -> dict:
     path = write_result(args.out, result)
     report(result)
     print(f"wrote {path}")
-    if args.strict and result.get("rerun_check", {}).get("only_that_model_ran") is False:
-        raise SystemExit(1)
+    if not args.allow_extra_jobs and result.get("rerun_check", {}).get("only_that_model_ran") is False:
+        raise SystemExit("FAIL: the lr change of one experiment re-ran other experiments' jobs (JSON written; --allow-extra-jobs to exit 0)")
     return result
 
 

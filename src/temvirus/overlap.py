@@ -22,12 +22,16 @@ Method (all pairs of images within a class):
    times finer (not finer than the images' own pixels): the overlap region of both images is
    resampled, band-passed with the same pixel sigmas (so the smooth stain and halos that make
    unrelated images look alike at the coarse scale are gone), the shift refined by phase
-   correlation within a few pixels, and the masked NCC taken again (``fine_ncc``). With the
+   correlation within a few pixels, and the masked NCC taken again (``fine_ncc``); the same
+   NCC over the *background* only (pixels within a few robust s.d. of the median in both
+   images: particle edges, rims and debris, which look alike across a class, left out) gives
+   ``background_ncc``: the stain grain, which only views of one field share. With the
    particle table, the annotated points in the overlap must have partners in the other image
    (:func:`point_agreement`, ``points`` and ``point_agreement``).
 5. **Decision.** ``overlap`` when ``ncc >= screen_ncc``, ``ncc - runner_up >= min_margin``,
-   ``fine_ncc >= min_ncc``, ``overlap_fraction >= min_overlap_fraction``, the overlap covers
-   ``>= min_overlap_px`` coarse pixels and (where the overlap holds annotated points)
+   ``fine_ncc >= min_ncc``, ``background_ncc >= min_background_ncc``,
+   ``overlap_fraction >= min_overlap_fraction``, the overlap covers ``>= min_overlap_px``
+   coarse pixels and (where the overlap holds annotated points)
    ``point_agreement >= min_point_agreement``.
 6. **Scale fallback.** Pairs not found at the recorded pixel sizes are tried again with
    image_b resampled by each relative scale of ``fallback_scales`` (pixel sizes recorded
@@ -58,7 +62,7 @@ from temvirus.raw import read_image
 log = logging.getLogger(__name__)
 
 PAIR_COLUMNS = [
-    "class", "image_a", "image_b", "scale", "dx_nm", "dy_nm", "peak", "ncc", "runner_up", "fine_ncc",
+    "class", "image_a", "image_b", "scale", "dx_nm", "dy_nm", "peak", "ncc", "runner_up", "fine_ncc", "background_ncc",
     "overlap_fraction", "overlap_nm2", "points", "point_agreement", "decision",
 ]  # fmt: skip
 OVERLAP, DISTINCT = "overlap", "distinct"
@@ -66,6 +70,11 @@ OVERLAP, DISTINCT = "overlap", "distinct"
 _MIN_PADDING = 0.01
 #: pixels removed from the valid area along padding (edge artefacts of the padding)
 _ERODE_PX = 2
+#: background NCC: pixels departing more than this many robust s.d. from the median are left out
+_BACKGROUND_CLIP = 2.5
+#: background NCC: Gaussian sigma (nm, at least 1.5 fine pixels) of a further high-pass
+#: (the stain pools and halos around particles are smooth; the stain grain is not)
+_BACKGROUND_HIGHPASS_NM = 8.0
 
 
 @dataclass(frozen=True)
@@ -79,13 +88,14 @@ class OverlapSettings:
     highpass_px: float = 12.0
     taper: float = 0.05
     peaks: int = 6
-    screen_ncc: float = 0.75
-    min_margin: float = 0.15
-    min_ncc: float = 0.7
+    screen_ncc: float = 0.8
+    min_margin: float = 0.1
+    min_ncc: float = 0.62
+    min_background_ncc: float = -1.0
     min_overlap_fraction: float = 0.05
     min_overlap_px: int = 400
     point_tolerance_nm: float = 30.0
-    min_point_agreement: float = 0.75
+    min_point_agreement: float = 0.6
     fallback_scales: tuple[float, ...] = ()
 
     @classmethod
@@ -229,6 +239,40 @@ def _masked_ncc(a: _View, b: _View, dy: int, dx: int) -> tuple[float, int]:
     return (float((pa * pb).sum() / denom) if denom > 0 else 0.0), n
 
 
+def _background_ncc(a: _View, b: _View, dy: int, dx: int, pixel_nm: float) -> float:
+    """Pearson correlation over the *background* of the overlap (b's origin at (dy, dx)).
+
+    Both are high-passed further (:data:`_BACKGROUND_HIGHPASS_NM`: the smooth stain pools
+    and halos around look-alike particles match too). Pixels where either image departs more than :data:`_BACKGROUND_CLIP` robust
+    s.d. (median absolute deviation) from its median are left out: particle edges, rims and
+    debris, which look alike in unrelated images of one class. What is left is mostly the
+    stain grain, which only two views of the same field share.
+    """
+    (ha, wa), (hb, wb) = a.data.shape, b.data.shape
+    y0, y1, x0, x1 = max(0, dy), min(ha, dy + hb), max(0, dx), min(wa, dx + wb)
+    if y1 <= y0 or x1 <= x0:
+        return 0.0
+    mask = a.valid[y0:y1, x0:x1] & b.valid[y0 - dy : y1 - dy, x0 - dx : x1 - dx]
+    if mask.sum() < 16:
+        return 0.0
+    weight = mask.astype(np.float32)
+    sigma = max(1.5, _BACKGROUND_HIGHPASS_NM / pixel_nm)
+    den = np.maximum(gaussian_filter(weight, sigma, mode="constant"), 1e-6)
+    z = []
+    for crop in (a.data[y0:y1, x0:x1], b.data[y0 - dy : y1 - dy, x0 - dx : x1 - dx]):
+        crop = crop * weight
+        values = (crop - gaussian_filter(crop, sigma, mode="constant") / den)[mask].astype(np.float64)
+        median = float(np.median(values))
+        spread = 1.4826 * float(np.median(np.abs(values - median))) or 1.0
+        z.append((values - median) / spread)
+    keep = (np.abs(z[0]) <= _BACKGROUND_CLIP) & (np.abs(z[1]) <= _BACKGROUND_CLIP)
+    if keep.sum() < 16:
+        return 0.0
+    pa, pb = z[0][keep] - z[0][keep].mean(), z[1][keep] - z[1][keep].mean()
+    denom = np.sqrt((pa * pa).sum() * (pb * pb).sum())
+    return float((pa * pb).sum() / denom) if denom > 0 else 0.0
+
+
 def _subpixel(corr: np.ndarray, i: int, j: int) -> tuple[float, float]:
     """Parabolic refinement of a correlation peak along each axis."""
 
@@ -308,7 +352,7 @@ def verify(a: _Image, b: _Image, scale: float, dx_nm: float, dy_nm: float, coars
     x0, x1 = max(0.0, dx_nm), min(wa * a.fine_nm, dx_nm + wb * b_nm)
     y0, y1 = max(0.0, dy_nm), min(ha * a.fine_nm, dy_nm + hb * b_nm)
     size = (int((x1 - x0) / f_nm), int((y1 - y0) / f_nm))
-    result = {"fine_ncc": -1.0, "dx_nm": dx_nm, "dy_nm": dy_nm}
+    result = {"fine_ncc": -1.0, "background_ncc": -1.0, "dx_nm": dx_nm, "dy_nm": dy_nm}
     if min(size) < 8:
         return result
     ra = _region(a.fine, a.fine_nm, x0, y0, size, f_nm, s)
@@ -321,7 +365,8 @@ def verify(a: _Image, b: _Image, scale: float, dx_nm: float, dy_nm: float, coars
     near_x = np.minimum(np.arange(shape[1]), shape[1] - np.arange(shape[1])) <= reach
     best = _best_peak(ra, rb, corr, np.outer(near_y, near_x), s.peaks, min(s.min_overlap_px, size[0] * size[1] // 4))
     if best["n"]:
-        result = {"fine_ncc": best["ncc"], "dx_nm": dx_nm + best["dx"] * f_nm, "dy_nm": dy_nm + best["dy"] * f_nm}
+        background = _background_ncc(ra, rb, int(round(best["dy"])), int(round(best["dx"])), f_nm)
+        result = {"fine_ncc": best["ncc"], "background_ncc": background, "dx_nm": dx_nm + best["dx"] * f_nm, "dy_nm": dy_nm + best["dy"] * f_nm}
     return result
 
 
@@ -372,6 +417,7 @@ def _decide(score: dict, s: OverlapSettings) -> bool:
         score["ncc"] >= s.screen_ncc
         and score["ncc"] - score["runner_up"] >= s.min_margin
         and score.get("fine_ncc", -1.0) >= s.min_ncc
+        and score.get("background_ncc", -1.0) >= s.min_background_ncc
         and score["fraction"] >= s.min_overlap_fraction
         and score["n"] >= s.min_overlap_px
         and not score.get("point_agreement", 1.0) < s.min_point_agreement
@@ -427,6 +473,7 @@ def score_class(images: pd.DataFrame, root: str | Path, s: OverlapSettings, poin
             cls, images.image_id[i], images.image_id[j], scale,
             round(float(score["dx_nm"]), 1), round(float(score["dy_nm"]), 1), round(score["peak"], 4),
             round(score["ncc"], 4), round(score["runner_up"], 4), round(score.get("fine_ncc", float("nan")), 4),
+            round(score.get("background_ncc", float("nan")), 4),
             round(score["fraction"], 4),
             round(score["area_nm2"], 1), score.get("points", 0), round(score.get("point_agreement", float("nan")), 4),
             OVERLAP if _decide(score, s) else DISTINCT,

@@ -12,10 +12,12 @@ follows the paper's Table 1 (``resources/paper/table1_dataset.csv``):
   (4 is the fewest that the dealing gives a validation image), keeping the mean particles per
   image and each split's share.
 * **Physics.** Each image is an exposure of a *specimen*: bodies (virus particles, debris)
-  placed in nm coordinates on a stain layer whose thickness varies smoothly. Particles
-  displace the stain (light), stain pools around them (dark rim and halo); the image is
-  ``exp(-mu * thickness)`` blurred by defocus, with shot noise and fine stain grain, recorded
-  as uint16 counts of a 12- or 14-bit camera. Pixel sizes (0.26-5.57 nm) are chosen so that
+  placed in nm coordinates on a stain layer whose thickness varies smoothly and carries a
+  grain (4-90 nm value noise fixed on the specimen, so every exposure of one area shows the
+  same grain, area-averaged over its pixels). Particles displace the stain (light), stain
+  pools around them (dark rim and halo); the image is ``exp(-mu * thickness)`` with the
+  bodies blurred by defocus, plus shot noise (the only per-exposure randomness besides
+  optics and dose), recorded as uint16 counts of a 12- or 14-bit camera. Pixel sizes (0.26-5.57 nm) are chosen so that
   particles are at least ~12 px across and the image field holds its particles. Every body
   is rendered in its own local window (cost grows with particles, not image area); smooth
   terms are a low-rank separable sum (one matrix product per image).
@@ -44,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import tifffile
-from scipy.ndimage import gaussian_filter, zoom
+from scipy.ndimage import gaussian_filter
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.stats import norm
 from threadpoolctl import threadpool_limits
@@ -257,6 +259,8 @@ class Specimen:
     gradient: tuple[float, float]  # stain thickness change across the field in x and y
     base: float  # mean stain thickness
     pool: float  # amplitude of the broad stain pool around each particle
+    grain_key: int = 0  # hash key of the stain grain (:func:`stain_grain`)
+    grain: tuple[tuple[float, float], ...] = ()  # its octaves: lattice spacing (nm), amplitude
 
 
 def _harmonics(draw: np.random.Generator, amplitude: float) -> np.ndarray:
@@ -452,6 +456,10 @@ def make_specimen(
         gradient=(draw.normal(0, 0.25), draw.normal(0, 0.25)), base=draw.uniform(0.85, 1.2),
         pool=draw.uniform(0.05, 0.6) * style.pool,
     )  # fmt: skip
+    grain = rng(seed, "synth", "grain", image_id)  # own stream: the draws above stay as they were
+    specimen.grain_key = int(grain.integers(2**62))
+    spacing, amplitude = grain.uniform(4.0, 12.0), grain.uniform(0.03, 0.08)
+    specimen.grain = tuple((spacing * f, amplitude * a) for f, a in GRAIN_OCTAVES)
     return specimen, px
 
 
@@ -611,6 +619,70 @@ def _texture(b: Body, u, v, rho, theta, sigma_nm: float):
     raise ValueError(f"unknown texture {t!r}")
 
 
+#: octaves of the stain grain: (lattice spacing, amplitude) relative to the specimen's finest
+GRAIN_OCTAVES = ((1.0, 1.0), (2.7, 0.55), (7.3, 0.3))
+_SQRT3 = math.sqrt(3.0)
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser (uint64, wrapping)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _lattice_values(key: int, ix: np.ndarray, iy: np.ndarray) -> np.ndarray:
+    """Unit-variance uniform values of integer lattice nodes (iy rows, ix columns), a pure hash of
+    ``key`` and the node: any window of the lattice gives the same values wherever it is cut."""
+    with np.errstate(over="ignore"):
+        zx = _mix64(np.uint64(key) + ix.astype(np.int64).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+        z = _mix64(zx[None, :] + iy.astype(np.int64).astype(np.uint64)[:, None] * np.uint64(0xC2B2AE3D27D4EB4F))
+    return ((z >> np.uint64(11)).astype(np.float64) * 2.0**-53 - 0.5) * (2 * _SQRT3)
+
+
+def _box_weights(x0_nm: float, step_nm: float, n: int, spacing_nm: float):
+    """Sparse ``(n, m)`` weights and first node ``j0``: pixel ``k`` (``[x0 + k step, x0 + (k+1) step]`` nm)
+    is the average over its width of the piecewise-linear interpolant of lattice nodes ``j0 .. j0+m-1``
+    (node ``j`` at ``j * spacing`` nm). Exact area averaging: a coarse pixel sees the grain blurred."""
+    from scipy.sparse import csr_matrix
+
+    a = (x0_nm + np.arange(n) * step_nm) / spacing_nm
+    b = a + step_nm / spacing_nm
+    width = int(math.ceil(step_nm / spacing_nm)) + 3
+    j = np.floor(a).astype(np.int64)[:, None] - 1 + np.arange(width)[None, :]
+
+    def ramp(t):  # integral of the hat function from -1 to t
+        t = np.clip(t, -1.0, 1.0)
+        return np.where(t < 0, 0.5 * (t + 1) ** 2, 1 - 0.5 * (1 - t) ** 2)
+
+    w = (ramp(b[:, None] - j) - ramp(a[:, None] - j)) / (b - a)[:, None]
+    j0 = int(j.min())
+    matrix = csr_matrix((w.ravel(), (np.repeat(np.arange(n), width), (j - j0).ravel())), shape=(n, int(j.max()) - j0 + 1))
+    return matrix, j0
+
+
+def stain_grain(specimen: Specimen, exposure: Exposure) -> np.ndarray:
+    """The specimen's fine stain grain (float32) as ``exposure`` records it.
+
+    The grain is fixed on the specimen: octaves of value noise on nm lattices (hashed from
+    ``specimen.grain_key``), so two exposures of one area see the same grain; each pixel
+    averages it over its area (finer than a pixel it blurs away). Octaves whose lattice is
+    finer than a quarter pixel are left out (averaged to a few percent of their contrast).
+    """
+    px = exposure.pixel_size_nm
+    width, height = exposure.size_px
+    ox, oy = exposure.origin
+    out = np.zeros((height, width), dtype=np.float64)
+    for octave, (spacing, amplitude) in enumerate(specimen.grain):
+        if spacing < px / 4:
+            continue
+        wx, jx = _box_weights(ox, px, width, spacing)
+        wy, jy = _box_weights(oy, px, height, spacing)
+        values = _lattice_values(specimen.grain_key + 7919 * octave, np.arange(jx, jx + wx.shape[1]), np.arange(jy, jy + wy.shape[1]))
+        out += amplitude * (wx @ (wy @ values).T).T
+    return out.astype(np.float32)
+
+
 @dataclass(frozen=True)
 class Exposure:
     """How one image records a specimen: its field in specimen nm, pixels and optics."""
@@ -643,11 +715,7 @@ def render(specimen: Specimen, exposure: Exposure, draw: np.random.Generator) ->
             continue
         patch = _body_map(body, xs[c0:c1], ys[r0:r1], sigma_nm)
         stain[r0:r1, c0:c1] += gaussian_filter(patch, sigma_px, mode="constant", truncate=3.0)
-    mottle_px = draw.uniform(4.0, 12.0) / px  # stain mottle of 4-12 nm; finer than 2 px it is lost in the noise
-    if mottle_px >= 2:
-        coarse = draw.standard_normal((int(height / mottle_px) + 2, int(width / mottle_px) + 2), dtype=np.float32)
-        coarse *= draw.uniform(0.03, 0.08)
-        stain += zoom(coarse, mottle_px, order=1, prefilter=False)[:height, :width]
+    stain += stain_grain(specimen, exposure)
     mu = draw.uniform(1.1, 1.5)
     _, _, bits = MICROSCOPES[exposure.microscope]
     full = 2**bits - 1
