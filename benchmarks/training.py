@@ -322,6 +322,7 @@ def memory_worker(args) -> None:
 
     classes = classes_from_config()
     x, y = make_patches(args, classes)
+    args.size = x.shape[-1]  # --patches: the workflow's patch size
     folder = write_image_folder(x, y, classes, args.format, data_dir(args))
     if args.memory_worker.startswith("torchvision"):  # the standard way never holds the patches in memory
         x, y = x[: args.batch_size].copy(), y[: args.batch_size].copy()
@@ -434,6 +435,7 @@ def main(argv=None) -> dict:
         return {}
     classes = classes_from_config()
     x, y = make_patches(args, classes)
+    args.size = x.shape[-1]  # --patches: the workflow's patch size
     started = time.perf_counter()
     folder = write_image_folder(x, y, classes, args.format, data_dir(args))
     print(f"{len(x)} patches {x.shape[-1]}x{x.shape[-1]} ({'from ' + args.patches if args.patches else 'synthetic'}); "

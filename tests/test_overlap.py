@@ -229,7 +229,8 @@ def test_planted_overlaps_of_the_synthetic_data_are_found(tmp_path):
     score = score_against_truth(group_images(images, pairs), pairs, truth)
     print(score)
     assert score["planted"] == 8
-    # measured 7/8 found, 7/8 of the claimed pairs right (docs: the synthetic exposures share
-    # only their particles, and same-class particles look alike); the target is 0.95
-    assert score["recall"] >= 0.85
-    assert score["precision"] >= 0.85
+    # measured 8/8 found, 8/8 claimed pairs right: the exposures of one specimen share its
+    # stain grain, which the background NCC compares (the target is 0.95; scale 1,
+    # binning 2: 60/60 found, 63/63 claimed pairs right)
+    assert score["recall"] >= 0.95
+    assert score["precision"] >= 0.95

@@ -180,6 +180,23 @@ def test_planted_overlaps_show_the_same_specimen(tiny):
         assert same > 0.5 and abs(shifted) < 0.3, (t.image_id, same, shifted)
 
 
+def test_stain_grain_is_fixed_on_the_specimen_and_area_averaged():
+    """Two exposures of one specimen see the same grain: shifted by whole pixels it is the same
+    numbers, and a pixel twice as large is the mean of the four small ones it covers."""
+    from temvirus.synth import Exposure, make_specimen, stain_grain
+
+    specimen, _ = make_specimen("Dengue", 3, 45.0, (200, 200), 5, "Dengue_0000")
+    scope = "Tecnai 10 (MegaView III)"
+    fine = stain_grain(specimen, Exposure((-30.0, 12.5), 2.5, (96, 80), scope))
+    shifted = stain_grain(specimen, Exposure((-30.0 + 10 * 2.5, 12.5 + 4 * 2.5), 2.5, (40, 40), scope))
+    coarse = stain_grain(specimen, Exposure((-30.0, 12.5), 5.0, (48, 40), scope))
+    assert fine.std() > 0.01
+    np.testing.assert_allclose(shifted, fine[4:44, 10:50], atol=1e-6)
+    np.testing.assert_allclose(coarse, fine.reshape(40, 2, 48, 2).mean(axis=(1, 3)), atol=1e-5)
+    other, _ = make_specimen("Dengue", 3, 45.0, (200, 200), 5, "Dengue_0001")
+    assert abs(np.corrcoef(fine.ravel(), stain_grain(other, Exposure((-30.0, 12.5), 2.5, (96, 80), scope)).ravel())[0, 1]) < 0.2
+
+
 def _digests(folder: Path) -> dict[str, str]:
     return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
 

@@ -88,14 +88,14 @@ class OverlapSettings:
     highpass_px: float = 12.0
     taper: float = 0.05
     peaks: int = 6
-    screen_ncc: float = 0.8
-    min_margin: float = 0.1
+    screen_ncc: float = 0.7
+    min_margin: float = 0.0
     min_ncc: float = 0.62
-    min_background_ncc: float = -1.0
+    min_background_ncc: float = 0.3
     min_overlap_fraction: float = 0.05
     min_overlap_px: int = 400
     point_tolerance_nm: float = 30.0
-    min_point_agreement: float = 0.6
+    min_point_agreement: float = 0.4
     fallback_scales: tuple[float, ...] = ()
 
     @classmethod
