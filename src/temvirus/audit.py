@@ -306,13 +306,20 @@ def _subset_arrays(pdir: Path) -> dict[str, np.ndarray]:
     return {s: np.load(pdir / f"{s}.npy", mmap_mode="r") for s in SETS if (pdir / f"{s}.npy").is_file()}
 
 
+def _patch_dirs(folder: Folder, check: Check) -> list[Path]:
+    """The patch folders of the results (one per split method); marks ``check`` skipped if none."""
+    dirs = sorted(p.parent for p in folder.local("results/patches").glob("*/patches.csv"))
+    if not dirs:
+        check.skipped = "no results/patches/*/patches.csv (patches stage not run)"
+    return dirs
+
+
 def check_patches(folder: Folder) -> Check:
     from temvirus.augment import apply_transform
 
     check = Check("patches", "Every patch comes from an image of the set its split table names")
-    dirs = sorted(p.parent for p in folder.local("results/patches").glob("*/patches.csv"))
+    dirs = _patch_dirs(folder, check)
     if not dirs:
-        check.skipped = "no results/patches/*/patches.csv (patches stage not run)"
         return check
     n = 0
     for pdir in dirs:
@@ -370,9 +377,8 @@ def patch_hashes(array: np.ndarray, chunk: int = 256) -> tuple[list[str], np.nda
 
 def check_duplicates(folder: Folder, max_hamming: int = NEAR_HAMMING) -> Check:
     check = Check("duplicates", f"Patches repeated across sets (exact; near: <= {max_hamming} of 64 hash bits)")
-    dirs = sorted(p.parent for p in folder.local("results/patches").glob("*/patches.csv"))
+    dirs = _patch_dirs(folder, check)
     if not dirs:
-        check.skipped = "no results/patches/*/patches.csv (patches stage not run)"
         return check
     n = 0
     for pdir in dirs:
