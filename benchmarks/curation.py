@@ -36,7 +36,8 @@ Data: the workflow's synthetic raw dataset (:func:`temvirus.synth.generate_datas
 ``dataset.synthetic`` seed/overlaps of ``config/config.yaml``) at ``--scale`` (default 1 =
 Table 1's 1245 images) with ``--binning`` (default 1: the paper's 1376x1032 and 2048x2048
 frames; the workflow's fast default config uses 2), generated once into
-``benchmarks/out/data/`` (about 5.6 GB at scale 1) and reused; or any raw layout folder given
+``benchmarks/out/data/`` (about 5.4 GB at scale 1) and reused while ``src/temvirus/synth.py``
+is unchanged (its sha256 is stored beside the data); or any raw layout folder given
 with ``--data``. ``--quick`` uses 12 binned synthetic images of 3 classes (seconds).
 
 How to run (``benchmarks/out/curation.json`` gets the figures)::
@@ -52,6 +53,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import shutil
 import sys
 import threading
 import time
@@ -88,6 +90,7 @@ def ensure_dataset(args) -> tuple[Path, Path]:
         root = Path(args.data).resolve()
         cache = OUT / "cache" / root.name
         return root, cache
+    from temvirus.io import sha256_file
     from temvirus.synth import generate_dataset
 
     params = synthetic_params()
@@ -97,11 +100,16 @@ def ensure_dataset(args) -> tuple[Path, Path]:
     else:
         scale, binning, classes, base = args.scale, args.binning, None, OUT / "data" / f"synthetic-s{args.scale:g}-b{args.binning}"
     root = base / "raw"
+    stamp, generator = base / "generator.sha256", sha256_file(REPO / "src" / "temvirus" / "synth.py")
+    if (root / "train").is_dir() and (not stamp.is_file() or stamp.read_text().strip() != generator):
+        print(f"{root} was made by another version of temvirus/synth.py: generating it again", flush=True)
+        shutil.rmtree(base)
     if not (root / "train").is_dir():
         print(f"generating the synthetic dataset (scale {scale:g}, binning {binning}) into {root} (once) ...", flush=True)
         started = time.perf_counter()
         generate_dataset(root, base / "truth.csv", table1=table1, scale=scale, seed=int(params["seed"]),
                          overlaps=0 if args.quick else int(params["overlaps"]), binning=binning, classes=classes)  # fmt: skip
+        stamp.write_text(generator + "\n")
         print(f"  generated in {time.perf_counter() - started:.0f} s", flush=True)
     return root, base
 

@@ -15,9 +15,8 @@ What it measures
    is in that list (and its ``train_model`` ran); otherwise the extra jobs are listed and the
    script exits 1 after writing its JSON (``--allow-extra-jobs``: exit 0).
 
-   The overlay uses a per-experiment ``lr`` where ``workflow/schemas/config.schema.yaml``
-   allows one in ``experiments`` items; otherwise it changes ``training.lr.{init}`` (the only
-   learning-rate knob), which every experiment with that initialisation shares, and says so.
+   The overlay sets that experiment's own ``lr`` (an ``experiments`` entry may override its
+   training settings; ``temvirus.experiments``).
 
 ``--quick`` (seconds, no training): only dry runs in a fresh workdir: the DAG's job counts,
 that the overlay is accepted (schema) and which jobs it would make run.
@@ -132,31 +131,18 @@ def run_snakemake(workdir: Path, args: list[str], log_path: Path, cores: int, ti
 
 
 def lr_overlay(experiment: str, factor: float) -> tuple[dict, dict]:
-    """``(overlay, description)``: the smallest config change that sets ``experiment``'s learning rate."""
+    """``(overlay, description)``: the config change that sets ``experiment``'s own learning rate."""
+    from temvirus.experiments import experiment_name, find_experiment, resolve_training
+
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
-    names = [f"{e['model']}-{e['init']}-{e['split']}" for e in config["experiments"]]
-    if experiment not in names:
-        raise SystemExit(f"experiment {experiment!r} is not configured; config/config.yaml has {names}")
-    entry = config["experiments"][names.index(experiment)]
-    init = entry["init"]
-    old_lr = float(config["training"]["lr"][init]) if isinstance(config["training"]["lr"], dict) else float(config["training"]["lr"])
+    try:
+        entry = find_experiment(config["experiments"], experiment)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    old_lr = float(resolve_training(config["training"], entry)["lr"])
     new_lr = old_lr * factor
-    item_props = schema["properties"]["experiments"]["items"].get("properties", {})
-    if "lr" in item_props:
-        experiments = [dict(e, lr=new_lr) if n == experiment else e for e, n in zip(config["experiments"], names)]
-        return {"experiments": experiments}, {"mode": "per-experiment", "key": f"experiments[{experiment}].lr", "old": old_lr, "new": new_lr}
-    if "training" in item_props:
-        experiments = [dict(e, training={**e.get("training", {}), "lr": new_lr}) if n == experiment else e for e, n in zip(config["experiments"], names)]
-        return {"experiments": experiments}, {"mode": "per-experiment", "key": f"experiments[{experiment}].training.lr", "old": old_lr, "new": new_lr}
-    if isinstance(config["training"]["lr"], dict):
-        shared = [n for n, e in zip(names, config["experiments"]) if e["init"] == init]
-        return {"training": {"lr": {init: new_lr}}}, {
-            "mode": "global", "key": f"training.lr.{init}", "old": old_lr, "new": new_lr, "experiments_sharing_it": shared,
-            "note": "the config has no per-experiment learning rate: training.lr.{init} is shared by every experiment with init {init}".format(init=init),
-        }  # fmt: skip
-    return {"training": {"lr": new_lr}}, {"mode": "global", "key": "training.lr", "old": old_lr, "new": new_lr,
-                                          "experiments_sharing_it": names, "note": "the config has one learning rate for all experiments"}  # fmt: skip
+    experiments = [dict(e, lr=new_lr) if e is entry else e for e in config["experiments"]]
+    return {"experiments": experiments}, {"key": f"experiments[{experiment_name(entry)}].lr", "old": old_lr, "new": new_lr}
 
 
 def check_rerun(ran: list[dict], allowed: list[dict] | None, experiment: str) -> dict:
@@ -204,9 +190,7 @@ def main(argv=None) -> dict:
     overlay_path.parent.mkdir(parents=True, exist_ok=True)
     overlay_path.write_text(yaml.safe_dump(overlay, sort_keys=False))
     result = {"benchmark": "end_to_end", "machine": machine_info(), "args": vars(args), "lr_change": change, "overlay": overlay}
-    print(f"lr change: {change['key']} {change['old']} -> {change['new']} ({change['mode']})", flush=True)
-    if change["mode"] == "global":
-        print(f"  NOTE: {change['note']}: {change['experiments_sharing_it']}", flush=True)
+    print(f"lr change: {change['key']} {change['old']} -> {change['new']}", flush=True)
     config_args = ["--configfile", str(REPO / "config" / "config.yaml"), str(overlay_path)]
 
     if args.quick:

@@ -164,13 +164,15 @@ def standard_loader(folder: Path, args, cuda: bool, workers: int):
 
 def settings_for(args, model_name: str):
     """The project's training settings (config ``training`` where present), for one benchmark epoch."""
+    from temvirus.experiments import resolve_training
     from temvirus.train import Settings, settings_from_config
 
     try:
         import yaml
 
         config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-        settings = settings_from_config(config["training"], config["seed"], f"{model_name}-scratch-representative")
+        entry = {"model": model_name, "init": "scratch", "split": "representative"}
+        settings = settings_from_config(resolve_training(config["training"], entry), config["seed"], f"{model_name}-scratch-representative")
     except (KeyError, TypeError, ValueError):  # no training section yet: the dataclass defaults
         settings = Settings(epochs=1, batch_size=args.batch_size, lr=1e-3, weight_decay=0.0, patience=1)
     changes = {"epochs": 1, "patience": 10**6, "batch_size": args.batch_size, "device": args.device, "compile": False}

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from conftest import PAPER, write_patch_split
+from temvirus.experiments import find_experiment, resolve_training
 from temvirus.evaluate import error_tracing, evaluate_experiment, paper_confusion_figure, write_table2
 from temvirus.metrics import read_confusion, summary
 from temvirus.train import Settings, train_experiment
@@ -155,7 +156,7 @@ def test_default_workflow_trains_evaluates_and_tabulates(default_run):
         assert all((model_dir / f).is_file() for f in ("best.pt", "last.pt", "metrics.csv", "curve.png"))
         assert not (model_dir / "resume").exists()
         history = pd.read_csv(model_dir / "metrics.csv")
-        assert 1 <= len(history) <= config["training"]["epochs"][name.split("-")[1]]
+        assert 1 <= len(history) <= resolve_training(config["training"], find_experiment(config["experiments"], name))["epochs"]
         patches_csv = default_run / "results" / "patches" / name.split("-")[2] / "patches.csv"
         check_evaluation(default_run / "results" / "evaluation" / name, classes, patches_csv)
         assert (default_run / "results" / "evaluation" / name / "errors.png").is_file()

@@ -59,14 +59,19 @@ def test_parse_experiment():
             parse_experiment(bad)
 
 
-def test_settings_from_config_per_init_values_and_derived_seed():
+def test_settings_per_init_values_overrides_and_derived_seed():
     import yaml
 
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    a = settings_from_config(config["training"], 42, "custom-scratch-representative")
-    b = settings_from_config(config["training"], 42, "mobilenet_v2-imagenet-representative")
-    assert a.epochs == config["training"]["epochs"]["scratch"] and b.lr == config["training"]["lr"]["imagenet"]
-    assert a.seed != b.seed and a.seed == settings_from_config(config["training"], 42, "custom-scratch-representative").seed
+    from temvirus.experiments import resolve_training
+
+    training = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["training"]
+    scratch = resolve_training(training, {"model": "custom", "init": "scratch", "split": "representative"})
+    tuned = resolve_training(training, {"model": "vgg16", "init": "imagenet", "split": "bad", "lr": 0.123, "epochs": 7})
+    a = settings_from_config(scratch, 42, "custom-scratch-representative")
+    b = settings_from_config(tuned, 42, "vgg16-imagenet-bad")
+    assert (a.epochs, a.lr) == (training["epochs"]["scratch"], training["lr"]["scratch"])
+    assert (b.epochs, b.lr, b.patience) == (7, 0.123, training["patience"]["imagenet"])
+    assert a.seed != b.seed and a.seed == settings_from_config(scratch, 42, "custom-scratch-representative").seed
 
 
 def test_d4_elements_are_the_eight_transforms_of_the_augment_stage():

@@ -75,15 +75,15 @@ class Settings:
 
 
 def settings_from_config(training: dict, seed: int, experiment: str) -> Settings:
-    """The :class:`Settings` of ``experiment`` from config ``training`` (per-init epochs, patience, lr).
+    """The :class:`Settings` of ``experiment`` from its resolved training settings.
 
-    The run's seed is derived from the master ``seed`` and the experiment name.
+    ``training`` is :func:`temvirus.experiments.resolve_training`'s flat dict; the run's seed
+    is derived from the master ``seed`` and the experiment name.
     """
-    _, init, _ = parse_experiment(experiment)
     t = training
     return Settings(
-        epochs=t["epochs"][init], batch_size=t["batch_size"], lr=t["lr"][init], weight_decay=t["weight_decay"],
-        patience=t["patience"][init], monitor=t["monitor"], device=t["device"], gpu_augment=t["gpu_augment"],
+        epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"], weight_decay=t["weight_decay"],
+        patience=t["patience"], monitor=t["monitor"], device=t["device"], gpu_augment=t["gpu_augment"],
         amp=t["amp"], channels_last=t["channels_last"], compile=t["compile"], deterministic=t["deterministic"],
         seed=derive_seed(seed, "train", experiment),
     )  # fmt: skip

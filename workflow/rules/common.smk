@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+from temvirus.experiments import experiment_name, find_experiment, resolve_training
+
 RAW_SYNTHETIC = "results/raw/synthetic"
 DATASET_DIR = "resources/dataset"
 
@@ -124,7 +126,13 @@ PAPER_FIGURES = {
 
 def experiment_names():
     """The configured experiments as {model}-{init}-{split} names."""
-    return [f"{e['model']}-{e['init']}-{e['split']}" for e in config["experiments"]]
+    return [experiment_name(e) for e in config["experiments"]]
+
+
+def experiment_training(wildcards):
+    """This experiment's own training settings (changing another one re-runs nothing here)."""
+    entry = find_experiment(config["experiments"], wildcards.experiment)
+    return resolve_training(config["training"], entry)
 
 
 def _patches_dir(experiment):

@@ -29,7 +29,7 @@ rule train_model:
     conda:
         "../../envs/temvirus.yaml"
     params:
-        training=config["training"],
+        training=experiment_training,
         classes=config["classes"]["classification"],
         seed=config["seed"],
     script:
@@ -59,7 +59,7 @@ rule evaluate_model:
     conda:
         "../../envs/temvirus.yaml"
     params:
-        training=config["training"],
+        training=experiment_training,
         evaluation=config["evaluation"],
         seed=config["seed"],
     script:
