@@ -123,3 +123,14 @@ def test_malformed_record_is_named(workdir):
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="results/provenance/x/job.json"):
         provenance.load_records()
+
+
+def test_derived_seeds_are_reported_for_the_record():
+    from temvirus import provenance
+    from temvirus.seeding import derive_seed
+
+    provenance.reset()
+    value = derive_seed(42, "train", "custom-scratch-representative")
+    assert provenance._seeds == {"train/custom-scratch-representative": value}
+    provenance.reset()
+    assert provenance._seeds == {}

@@ -21,5 +21,12 @@ def rng(seed: int, *names: str | int) -> np.random.Generator:
 
 
 def derive_seed(seed: int, *names: str | int) -> int:
-    """A 63-bit integer seed for libraries that take one (torch), derived like :func:`rng`."""
-    return int(rng(seed, *names).integers(0, 2**63 - 1))
+    """A 63-bit integer seed for libraries that take one (torch), derived like :func:`rng`.
+
+    The seed is reported to the current job's lineage record (``seeds``), named by ``names``.
+    """
+    from temvirus.provenance import report_seed
+
+    derived = int(rng(seed, *names).integers(0, 2**63 - 1))
+    report_seed("/".join(str(n) for n in names), derived)
+    return derived
