@@ -12,10 +12,10 @@ from temvirus.models import (
     PAPER_INIT_NAMES,
     PAPER_MODEL_NAMES,
     TRANSFER_MODELS,
-    WeightsFileError,
     build_model,
     trainable_parameters,
 )
+from temvirus.weights import WeightsError
 
 torch.set_num_threads(1)
 
@@ -72,17 +72,27 @@ def test_unknown_model_init_and_custom_imagenet_are_rejected():
         build_model("custom", 14, init="imagenet", weights_file="x.pth")
 
 
+def save_weights(state: dict, folder, arch: str):
+    """Save ``state`` under a torchvision-style name carrying its own sha256 prefix."""
+    import hashlib
+
+    tmp = folder / f"{arch}.tmp"
+    torch.save(state, tmp)
+    path = folder / f"{arch}-{hashlib.sha256(tmp.read_bytes()).hexdigest()[:8]}.pth"
+    tmp.rename(path)
+    return path
+
+
 def test_missing_weights_file_names_the_path_and_the_fix(tmp_path):
     path = tmp_path / "weights" / "mobilenet_v2-7ebf99e0.pth"
-    with pytest.raises(WeightsFileError) as err:
+    with pytest.raises(WeightsError) as err:
         build_model("mobilenet_v2", 14, init="imagenet", weights_file=path, input_size=64)
     assert str(path) in str(err.value) and "snakemake download_weights" in str(err.value)
 
 
 def test_imagenet_init_loads_the_weights_file_into_the_backbone(tmp_path):
     reference = torchvision.models.mobilenet_v2(weights=None)
-    path = tmp_path / "mobilenet_v2.pth"
-    torch.save(reference.state_dict(), path)
+    path = save_weights(reference.state_dict(), tmp_path, "mobilenet_v2")
     model = build_model("mobilenet_v2", 3, init="imagenet", weights_file=path, input_size=64)
     for name, value in reference.features.state_dict().items():
         assert torch.equal(model.features.state_dict()[name], value), name
@@ -95,18 +105,16 @@ def test_old_densenet_key_names_and_inception_aux_weights_load(tmp_path):
     # torchvision's published densenet files name layers 'norm.1', 'conv.2', ...
     old = {k.replace("norm1", "norm.1").replace("conv2", "conv.2"): v for k, v in dense.state_dict().items()}
     assert any("norm.1" in k for k in old)
-    torch.save(old, tmp_path / "densenet201.pth")
-    model = build_model("densenet201", 3, init="imagenet", weights_file=tmp_path / "densenet201.pth", input_size=32)
+    model = build_model("densenet201", 3, init="imagenet", weights_file=save_weights(old, tmp_path, "densenet201"), input_size=32)
     assert torch.equal(model.features[0].denseblock1.denselayer1.norm1.weight, dense.features.denseblock1.denselayer1.norm1.weight)
 
     inception = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
-    torch.save(inception.state_dict(), tmp_path / "inception.pth")
-    model = build_model("inception_v3", 3, init="imagenet", weights_file=tmp_path / "inception.pth", input_size=80)
+    path = save_weights(inception.state_dict(), tmp_path, "inception_v3_google")
+    model = build_model("inception_v3", 3, init="imagenet", weights_file=path, input_size=80)
     assert torch.equal(model.features[0].conv.weight, inception.Conv2d_1a_3x3.conv.weight)
 
 
 def test_weights_of_another_architecture_give_a_clear_error(tmp_path):
-    path = tmp_path / "vgg16.pth"
-    torch.save(torchvision.models.mobilenet_v2(weights=None).state_dict(), path)
-    with pytest.raises(WeightsFileError, match=f"{path}: not usable as vgg16 weights"):
+    path = save_weights(torchvision.models.mobilenet_v2(weights=None).state_dict(), tmp_path, "vgg16")
+    with pytest.raises(WeightsError, match=f"{path}: not usable as vgg16 weights"):
         build_model("vgg16", 3, init="imagenet", weights_file=path, input_size=32)

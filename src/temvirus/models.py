@@ -17,7 +17,6 @@ inside ``forward``. Flattening the feature map makes the head's size depend on t
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
@@ -44,10 +43,6 @@ PAPER_INIT_NAMES = {"scratch": "scratch", "imagenet": "transfer"}
 _BN = {"momentum": 0.01, "eps": 1e-3}
 _CUSTOM_FILTERS = ((64, 63), (64, 64), (128, 128), (128, 128))
 _CUSTOM_DROPOUT = (0.2, 0.25, 0.3, 0.35)
-
-
-class WeightsFileError(FileNotFoundError):
-    """An ImageNet weights file that is missing or does not fit its architecture."""
 
 
 class _ConcatBlock(nn.Module):
@@ -123,19 +118,13 @@ def _imagenet_model(arch: str, weights_file: str | Path | None) -> nn.Module:
     model = torchvision.models.get_model(arch, weights=None, **kwargs)
     if weights_file is None:
         return model
-    path = Path(weights_file)
-    if not path.is_file():
-        raise WeightsFileError(
-            f"{path}: ImageNet weights of {arch} not found; run `snakemake download_weights` "
-            f"(on a machine with internet access) or place torchvision's file there"
-        )
+    from temvirus.weights import WeightsError, load_weights_file
+
+    state = load_weights_file(weights_file, arch)  # checks the name's hash prefix; clear errors
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if arch.startswith("densenet"):  # old torchvision files name layers 'norm.1', 'conv.2', ...
-            state = {re.sub(r"(denselayer\d+\.(?:norm|relu|conv))\.(\d)", r"\1\2", k): v for k, v in state.items()}
         model.load_state_dict(state)
-    except Exception as exc:
-        raise WeightsFileError(f"{path}: not usable as {arch} weights ({type(exc).__name__}: {exc})") from None
+    except RuntimeError as exc:
+        raise WeightsError(f"{weights_file}: not usable as {arch} weights ({type(exc).__name__}: {exc})") from None
     return model
 
 
