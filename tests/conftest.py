@@ -192,3 +192,21 @@ def tiny_synthetic(tmp_path_factory) -> Path:
     generate_dataset(folder / "raw", folder / "truth.csv", table1=PAPER / "table1_dataset.csv", scale=0.001, seed=3,
                      overlaps=3, binning=2, classes=TINY_CLASSES)  # fmt: skip
     return folder
+
+
+def write_raw_image(root: Path, split: str, folder: str, image_id: str, pixels, pixel_nm: float, particles: list[list[tuple[float, float]]]) -> None:
+    """One image of the raw layout: TIFF, particle positions (centre lines allowed), tags."""
+    import tifffile
+
+    directory = root / split / folder
+    (directory / "particle_positions").mkdir(parents=True, exist_ok=True)
+    (directory / "tags").mkdir(exist_ok=True)
+    tifffile.imwrite(directory / f"{image_id}.tif", pixels)
+    lines = ["header", "header", "header"]
+    for points in particles:
+        lines.append("particleposition")
+        lines += [f"{x};{y}" for x, y in points]
+    (directory / "particle_positions" / f"{image_id}_particlepositions.txt").write_text("\n".join(lines) + "\n")
+    nm = f"{pixel_nm}".replace(".", ",")
+    tags = [f"height;{pixels.shape[0]}", f"width;{pixels.shape[1]}", "a;1", "b;1", "c;1", f"xscale;{nm}", f"yscale;{nm}"]
+    (directory / "tags" / f"{image_id}.tif_tags.csv").write_text("\n".join(tags) + "\n")

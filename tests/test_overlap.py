@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import tifffile
 from scipy.ndimage import gaussian_filter
 
 from temvirus.classes import FOLDER_NAMES
@@ -24,7 +23,7 @@ from temvirus.overlap import (
 )
 from temvirus.raw import read_dataset
 
-from conftest import PAPER
+from conftest import PAPER, write_raw_image
 
 
 def textured_field(seed: int, size: int = 1400) -> tuple[np.ndarray, np.ndarray]:
@@ -53,21 +52,10 @@ def view(field: tuple[np.ndarray, np.ndarray], x0: int, y0: int, side_nm: int, p
     return noisy, local[((local >= 0) & (local < n)).all(axis=1)]
 
 
-def write_raw_image(root: Path, split: str, cls: str, image_id: str, image: tuple[np.ndarray, np.ndarray], pixel_nm: float):
-    """One image of the raw layout: TIFF, particle positions (one point each), tags (decimal comma)."""
+def write_class_image(root: Path, split: str, cls: str, image_id: str, image: tuple[np.ndarray, np.ndarray], pixel_nm: float):
+    """One image of class ``cls`` in the raw layout, each point a particle of its own."""
     pixels, points = image
-    folder = root / split / FOLDER_NAMES[cls]
-    (folder / "particle_positions").mkdir(parents=True, exist_ok=True)
-    (folder / "tags").mkdir(parents=True, exist_ok=True)
-    tifffile.imwrite(folder / f"{image_id}.tif", pixels)
-    lines = ["header", "header", "header"]
-    for k, (x, y) in enumerate(points):
-        lines += ([] if k == 0 else ["particleposition"]) + [f"{x:.2f};{y:.2f}"]
-    (folder / "particle_positions" / f"{image_id}_particlepositions.txt").write_text("\n".join(lines) + "\n")
-    h, w = pixels.shape
-    size = str(pixel_nm).replace(".", ",")
-    tags = [f"Height;{h}", f"Width;{w}", "BitsPerSample;16", "a;b", "c;d", f"XScale;{size}", f"YScale;{size}"]
-    (folder / "tags" / f"{image_id}.tif_tags.csv").write_text("\n".join(tags) + "\n")
+    write_raw_image(root, split, FOLDER_NAMES[cls], image_id, pixels, pixel_nm, [[p] for p in points])
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +65,12 @@ def raw_root(tmp_path_factory) -> Path:
     Lassa: e is a copy of a's field (other class: never compared with a)."""
     root = tmp_path_factory.mktemp("raw")
     one, two = textured_field(1), textured_field(2)
-    write_raw_image(root, "train", "Ebola", "a", view(one, 0, 0, 600, 2, 10), 2.0)
-    write_raw_image(root, "train", "Ebola", "b", view(one, 300, 250, 450, 3, 11), 3.0)
-    write_raw_image(root, "test", "Ebola", "c", view(two, 100, 100, 600, 2, 12), 2.0)
-    write_raw_image(root, "train", "Ebola", "d", view(one, 250, 200, 720, 3, 13), 1.5)
-    write_raw_image(root, "train", "Lassa", "e", view(one, 0, 0, 600, 2, 14), 2.0)
-    write_raw_image(root, "train", "Lassa", "f", view(two, 700, 700, 600, 2, 15), 2.0)
+    write_class_image(root, "train", "Ebola", "a", view(one, 0, 0, 600, 2, 10), 2.0)
+    write_class_image(root, "train", "Ebola", "b", view(one, 300, 250, 450, 3, 11), 3.0)
+    write_class_image(root, "test", "Ebola", "c", view(two, 100, 100, 600, 2, 12), 2.0)
+    write_class_image(root, "train", "Ebola", "d", view(one, 250, 200, 720, 3, 13), 1.5)
+    write_class_image(root, "train", "Lassa", "e", view(one, 0, 0, 600, 2, 14), 2.0)
+    write_class_image(root, "train", "Lassa", "f", view(two, 700, 700, 600, 2, 15), 2.0)
     return root
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import tifffile
 
+from conftest import write_raw_image
 from temvirus.io import sha256_file
 from temvirus.patches import (
     PATCH_COLUMNS,
@@ -23,22 +24,6 @@ from temvirus.patches import (
 )
 from temvirus.raw import RawDataError, read_dataset, write_tables
 from temvirus.rescale import quantize, rescale_image, window
-
-
-def write_raw_image(root: Path, split: str, folder: str, image_id: str, pixels: np.ndarray, pixel_nm: float, particles: list[list[tuple[float, float]]]) -> None:
-    """One image of the raw layout: TIFF, particle positions (centre lines allowed), tags."""
-    directory = root / split / folder
-    (directory / "particle_positions").mkdir(parents=True, exist_ok=True)
-    (directory / "tags").mkdir(exist_ok=True)
-    tifffile.imwrite(directory / f"{image_id}.tif", pixels)
-    lines = ["header", "header", "header"]
-    for points in particles:
-        lines.append("particleposition")
-        lines += [f"{x};{y}" for x, y in points]
-    (directory / "particle_positions" / f"{image_id}_particlepositions.txt").write_text("\n".join(lines) + "\n")
-    nm = f"{pixel_nm}".replace(".", ",")
-    tags = [f"height;{pixels.shape[0]}", f"width;{pixels.shape[1]}", "a;1", "b;1", "c;1", f"xscale;{nm}", f"yscale;{nm}"]
-    (directory / "tags" / f"{image_id}.tif_tags.csv").write_text("\n".join(tags) + "\n")
 
 
 def noise(seed: int, shape: tuple[int, int]) -> np.ndarray:
