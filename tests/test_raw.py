@@ -173,3 +173,205 @@ def test_real_crops(real_crops):
     assert len(images) == 578 and images.n_particles.sum() == 4983 and images["class"].nunique() == 9
     assert images.groupby("folder_split").size().to_dict() == {"train": 346, "validation": 116, "test": 116}
     assert (images.pixel_size_nm == 1.0).all() and len(particles) == images.n_points.sum()
+
+
+# -- real data as published (issue 12): tags by key and unit, headers, images, macOS leftovers --
+
+
+def _tags_file(tmp_path: Path, rows: list[str], encoding: str = "utf-8") -> Path:
+    path = tmp_path / "x.tif_tags.csv"
+    path.write_bytes(("\n".join(rows) + "\n").encode(encoding))
+    return path
+
+
+@pytest.mark.parametrize("scale,nm", [
+    ("XScale;5,57;Å", 0.557), ("XScale;5.57;A", 0.557), ("XScale;5,57;angstrom", 0.557), ("XScale;5,57 Å", 0.557),
+    ("XScale;0,000557;µm", 0.557), ("XScale;0.000557;um", 0.557), ("XScale;0,000557;micron", 0.557),
+    ("XScale;5,57e-10;m", 0.557), ("XScale;0,557;nm", 0.557), ("XScale;0,557nm/px", 0.557), ("X Scale;0,557", 0.557),
+])  # fmt: skip
+def test_tags_scale_units(tmp_path, scale, nm):
+    """Case 1: the unit of the scale row is applied; extra rows before it change nothing."""
+    rows = ["XBinning;2", "Height;30", "Microscope;x", "Width;40", scale, "YScale;" + scale.split(";", 1)[1]]
+    tags = read_tags(_tags_file(tmp_path, rows))
+    assert (tags.width, tags.height) == (40, 30)
+    assert tags.pixel_size_x_nm == pytest.approx(nm) and tags.pixel_size_y_nm == pytest.approx(nm)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-8-sig", "cp1252"])
+def test_tags_encodings(tmp_path, encoding):
+    """UTF-16 (with or without BOM), UTF-8 with BOM and Windows-1252 tags read the same."""
+    rows = ["Height;30", "Width;40", "Unit;Å", "XScale;5,57", "YScale;5,57"]
+    tags = read_tags(_tags_file(tmp_path, rows, encoding))
+    assert tags.pixel_size_x_nm == pytest.approx(0.557) and tags.height == 30
+
+
+@pytest.mark.parametrize("rows,reason,line", [
+    (["Height;30", "Width;40", "XScale;557", "YScale;557"], "outside the plausible TEM range 0.05-50.0 nm", 3),
+    (["Height;30", "Width;40", "XScale;0,557;µm", "YScale;0,557;µm"], "= 557 nm is outside", 3),
+    (["Height;30", "Width;40", "XScale;5;furlong", "YScale;5;furlong"], "unknown unit 'furlong'", 3),
+    (["Height;30", "Width;40", "YUnit;px", "XScale;1", "YScale;1"], "unknown unit 'px'", 5),
+    (["Height;30", "Width;40", "XScale;1;nm", "YScale;1", "Unit;µm"], "conflicting units", 3),
+    (["Height;30", "Width;40", "XScale;1,5", "YScale;1,5", "XScale;2"], "given twice", 5),
+    (["Height;30,5", "Width;40", "XScale;1", "YScale;1"], "whole number of pixels", 1),
+    (["Height;30", "Width;40", "XScale;1.000,5", "YScale;1"], "not a number", 3),
+])  # fmt: skip
+def test_tags_errors_name_the_row(tmp_path, rows, reason, line):
+    path = _tags_file(tmp_path, rows)
+    with pytest.raises(RawDataError, match=reason) as caught:
+        read_tags(path)
+    assert str(caught.value).startswith(f"{path}:{line}: ")
+
+
+def test_tags_missing_key_and_garbage_bytes(tmp_path):
+    path = _tags_file(tmp_path, ["Height;30", "Width;40", "XScale;1"])
+    with pytest.raises(RawDataError, match=r"no yscale row"):
+        read_tags(path)
+    path.write_bytes(b"Height;30\nWidth;40\nXScale;1\x81\x8d\nYScale;1\n")  # not UTF-8, undefined in cp1252
+    with pytest.raises(RawDataError, match=rf"^{path}:3: not text in utf-8 or cp1252"):
+        read_tags(path)
+
+
+def _positions_file(tmp_path: Path, lines: list[str]) -> Path:
+    path = tmp_path / "x_particlepositions.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("header", [[], ["image;x.tif"], ["image;x.tif", "unit;pixel", "format;x;y"],
+                                    ["image;x.tif", "unit;px", "format;x;y", "comment;by hand"]])  # fmt: skip
+def test_positions_header_recognised_not_counted(tmp_path, header):
+    """Case 4: with no header (or one of any length) every particle is read."""
+    body = ["particleposition", "1;2", "particleposition", "3,5;4", "particleposition", "5;6", "7;8"]
+    shapes = read_positions(_positions_file(tmp_path, header + body))
+    assert [s.tolist() for s in shapes] == [[[1, 2]], [[3.5, 4]], [[5, 6], [7, 8]]]
+
+
+def test_positions_without_header_or_markers_is_one_line(tmp_path):
+    assert [s.tolist() for s in read_positions(_positions_file(tmp_path, ["1;2", "3;4"]))] == [[[1, 2], [3, 4]]]
+
+
+def test_positions_format_and_unit(tmp_path):
+    swapped = _positions_file(tmp_path, ["format;y;x", "particleposition", "1;2"])
+    assert read_positions(swapped)[0].tolist() == [[2, 1]]
+    for lines, reason, line in [(["image;a", "unit;nm", "particleposition", "1;2"], "positions in unit 'nm'", 2),
+                                (["format;x;y;z", "1;2"], "unknown format 'x;y;z'", 1),
+                                (["particleposition", "1;2", "unit;pixel"], "expected 'x;y'", 3)]:  # fmt: skip
+        path = _positions_file(tmp_path, lines)
+        with pytest.raises(RawDataError, match=reason) as caught:
+            read_positions(path)
+        assert str(caught.value).startswith(f"{path}:{line}: ")
+
+
+def _gray_ramp() -> np.ndarray:
+    return (np.arange(30 * 40).reshape(30, 40) % 256).astype(np.uint8)
+
+
+def test_palette_tiff_and_png_read_alike(tmp_path):
+    """Case 5: an inverted palette is applied for TIFF as for PNG (same gray values, not indices)."""
+    from temvirus.raw import read_image
+
+    indices = _gray_ramp()
+    palette = np.arange(255, -1, -1, dtype=np.uint8)  # index i shows gray 255 - i
+    png = tmp_path / "p.png"
+    image = Image.fromarray(indices, mode="P")
+    image.putpalette(np.repeat(palette, 3).tolist())
+    image.save(png)
+    tif = tmp_path / "p.tif"
+    tifffile.imwrite(tif, indices, photometric="palette", colormap=np.repeat(palette[None].astype(np.uint16) * 257, 3, 0))
+    expected = 255 - indices
+    np.testing.assert_array_equal(read_image(png), expected)
+    np.testing.assert_array_equal(read_image(tif), expected)
+    assert read_image(tif).dtype == read_image(png).dtype == np.uint8
+
+
+def test_photometric_rules(tmp_path):
+    """MINISWHITE is inverted; gray RGB gives its channel; colour gives BT.601 luma; transparency is refused."""
+    from temvirus.raw import read_image
+
+    gray = _gray_ramp()
+    tifffile.imwrite(tmp_path / "w.tif", 255 - gray, photometric="miniswhite")
+    np.testing.assert_array_equal(read_image(tmp_path / "w.tif"), gray)
+    tifffile.imwrite(tmp_path / "w16.tif", (65535 - gray.astype(np.uint16) * 257), photometric="miniswhite")
+    np.testing.assert_array_equal(read_image(tmp_path / "w16.tif"), gray.astype(np.uint16) * 257)
+    rgb = np.stack([gray] * 3, axis=-1)
+    Image.fromarray(rgb).save(tmp_path / "g.png")
+    tifffile.imwrite(tmp_path / "g.tif", rgb, photometric="rgb")
+    np.testing.assert_array_equal(read_image(tmp_path / "g.png"), gray)
+    np.testing.assert_array_equal(read_image(tmp_path / "g.tif"), gray)
+    colour = rgb.copy()
+    colour[..., 0] = 0
+    tifffile.imwrite(tmp_path / "c.tif", colour, photometric="rgb")
+    Image.fromarray(colour).save(tmp_path / "c.png")
+    luma = np.round(gray * 0.587 + gray * 0.114).astype(np.uint8)
+    np.testing.assert_array_equal(read_image(tmp_path / "c.tif"), luma)
+    np.testing.assert_array_equal(read_image(tmp_path / "c.png"), luma)
+    rgba = np.concatenate([rgb, np.full((30, 40, 1), 255, np.uint8)], axis=-1)
+    rgba[0, 0, 3] = 0
+    Image.fromarray(rgba).save(tmp_path / "t.png")
+    with pytest.raises(RawDataError, match="t.png: RGBA image has transparent pixels"):
+        read_image(tmp_path / "t.png")
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "k.jpg")
+    with pytest.raises(RawDataError, match="k.jpg: image mode CMYK is not supported"):
+        read_image(tmp_path / "k.jpg")
+
+
+@pytest.mark.parametrize("compression", ["lzw", "deflate", "zstd", "jpeg"])
+def test_compressed_tiffs(tmp_path, compression):
+    """LZW, deflate, zstd and JPEG-compressed TIFFs are read (imagecodecs)."""
+    from temvirus.raw import read_image
+
+    gray = np.tile(np.linspace(0, 255, 40).astype(np.uint8), (32, 1))
+    tifffile.imwrite(tmp_path / "z.tif", gray, compression=compression)
+    got = read_image(tmp_path / "z.tif")
+    assert got.shape == gray.shape and got.dtype == np.uint8
+    assert np.abs(got.astype(int) - gray).max() <= (8 if compression == "jpeg" else 0)
+
+
+@pytest.mark.parametrize("pixels,expected", [
+    (np.full((30, 40), 7, np.float32), "uint16"), (np.full((30, 40), 70000 - 5000, np.uint32), "uint16"),
+    (np.full((30, 40), 300, np.int16), "uint16"), (np.ones((30, 40), bool), "uint8"),
+    (np.full((30, 40), 0.5, np.float32), "fractional values"), (np.full((30, 40), -3, np.int16), "outside 0..65535"),
+    (np.full((30, 40), 70000, np.uint32), "outside 0..65535"), (np.full((30, 40), np.nan, np.float64), "NaN"),
+])  # fmt: skip
+def test_pixel_types_converted_or_refused_at_read_time(good, tmp_path, pixels, expected):
+    """Case 8: any depth is converted losslessly to uint8/16, or `temvirus read` refuses it naming the file."""
+    from temvirus.cli import main
+    from temvirus.raw import read_image
+
+    image = good / "train/Adenovirus/a1.tif"
+    tifffile.imwrite(image, pixels, photometric="minisblack")
+    if expected in ("uint8", "uint16"):
+        got = read_image(image)
+        assert got.dtype == expected and got.shape == (30, 40)
+        np.testing.assert_array_equal(got, pixels.astype(np.uint16) * (255 if pixels.dtype == bool else 1))
+    else:
+        _expect_error(good, image, expected, tmp_path)
+        assert main(["read", str(good), "--images", str(tmp_path / "i.csv"), "--particles", str(tmp_path / "p.csv")]) == 1
+        assert not (tmp_path / "i.csv").exists()
+
+
+def test_macos_leftovers_are_ignored(good):
+    """Case 7: AppleDouble ``._`` files, .DS_Store and __MACOSX do not stop a valid dataset."""
+    before = read_dataset(good)[0]
+    (good / "train/Adenovirus/._a1.tif").write_bytes(b"\0\5\26\7 AppleDouble")
+    (good / "train/Adenovirus/tags/._a1.tif_tags.csv").write_bytes(b"\0\5\26\7")
+    (good / "train/.DS_Store").write_bytes(b"\0")
+    (good / "__MACOSX/train/Adenovirus").mkdir(parents=True)
+    (good / "train/__MACOSX").mkdir()
+    pd.testing.assert_frame_equal(read_dataset(good)[0], before)
+
+
+def test_archive_inside_the_layout_is_named(good, tmp_path):
+    """Case 8: a zip inside the raw layout is refused by name instead of its images going missing."""
+    inner = good / "train/Adenovirus/more_images.zip"
+    inner.write_bytes(b"PK\5\6" + b"\0" * 18)
+    _expect_error(good, inner, "archive inside the raw-layout folder", tmp_path)
+
+
+def test_dataset_reads_units_and_utf16_tags(good):
+    """Case 1 through the table: an Å scale and a UTF-16 file give nm, not the raw number."""
+    tags = good / "train/Adenovirus/tags/a1.tif_tags.csv"
+    rows = ["Binning;2"] + tags.read_text().replace("XScale;1,5", "XScale;15;Å").replace("YScale;1,5", "YScale;15;Å").splitlines()
+    tags.write_text("\n".join(rows) + "\n", encoding="utf-16")
+    images = read_dataset(good)[0].set_index("image_id")
+    assert images.loc["a1", "pixel_size_nm"] == pytest.approx(1.5)

@@ -6,18 +6,42 @@ Layout (see ``docs/architecture.md``)::
     {split}/{Class}/particle_positions/{image}_particlepositions.txt
     {split}/{Class}/tags/{image}.{ext}_tags.csv
 
-Positions: 3 header lines, then ``x;y`` lines in pixels (origin at the image's top-left
-corner, x to the right); a line ``particleposition`` separates particles, and a particle of
-several points is a centre line. Tags: ``key;value`` rows; row 0 height, row 1 width, rows 5
-and 6 the x and y pixel size in nm, with a decimal comma.
+Hidden entries (names starting with ``.``, e.g. macOS ``._name.tif`` AppleDouble files and
+``.DS_Store``) and ``__MACOSX`` folders are ignored everywhere; an archive inside the layout
+is refused (its images would otherwise be left out unseen).
+
+Text files are read as UTF-8 (with or without a byte-order mark), UTF-16 (with a BOM, or
+without one when every other byte is NUL) or, failing UTF-8, Windows-1252; anything else is an
+error naming the file and line.
+
+Tags (:func:`read_tags`): ``key;value[;unit]`` rows read **by key** (case, spaces, ``_`` and
+``-`` ignored), not by position: ``Height`` and ``Width`` in pixels, ``XScale`` and ``YScale``
+the pixel size. The unit of a scale is the third field of its row, a suffix of its value
+(``5,57 Å``, ``0.5nm/px``), or a ``Unit``/``XUnit``/``YUnit``/``ScaleUnit`` row; without one it
+is nm (the published files). Known units: :data:`UNITS_NM`. A decimal comma or point is
+accepted. A pixel size outside :data:`PIXEL_SIZE_RANGE_NM` (plausible for TEM), an unknown
+unit, a missing key or a key given twice with different values is an error naming the row.
+
+Positions (:func:`read_positions`): a header, recognised by content: the leading lines whose
+first field is not a number (``image;…``, ``unit;pixel``, ``format;x;y``); then ``x;y`` lines
+in pixels (origin at the image's top-left corner, x to the right); a line
+``particleposition`` separates particles, and a particle of several points is a centre line.
+A file without header is read whole. ``unit`` must be pixels, ``format`` ``x;y`` or ``y;x``.
+
+Images (:func:`read_image`): one rule for every format, see :func:`read_image`.
 
 Anything the reader does not understand raises :class:`RawDataError` naming the file (and
-line); nothing is written by this module.
+line); nothing is written by this module except by :func:`write_tables` and
+:func:`update_manifest`.
 """
 
 from __future__ import annotations
 
+import codecs
+import json
 import logging
+import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +56,25 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
-HEADER_LINES = 3
+#: archive files refused inside a raw-layout folder (and looked into by temvirus.download)
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 PARTICLE_MARKER = "particleposition"
-# row indices in a tags file
-TAG_HEIGHT, TAG_WIDTH, TAG_XSCALE, TAG_YSCALE = 0, 1, 5, 6
+#: tags keys (normalised: lower case, no spaces, '_' or '-') -> Tags field
+TAG_KEYS = {"height": "height", "width": "width", "xscale": "x", "yscale": "y"}
+#: rows giving the unit of both scales, or of one
+UNIT_KEYS = {"unit": "xy", "units": "xy", "scaleunit": "xy", "pixelunit": "xy", "xunit": "x", "yunit": "y",
+             "xscaleunit": "x", "yscaleunit": "y"}  # fmt: skip
+#: unit spellings (lower case) -> nm per unit
+UNITS_NM = {
+    **dict.fromkeys(["nm", "nanometer", "nanometers", "nanometre", "nanometres"], 1.0),
+    **dict.fromkeys(["å", "\u212b", "a", "angstrom", "angstroms", "ångström", "ångströms", "ångstrom", "ångstroms"], 0.1),
+    **dict.fromkeys(["µm", "μm", "um", "micron", "microns", "micrometer", "micrometers", "micrometre", "micrometres"], 1e3),
+    **dict.fromkeys(["m", "meter", "meters", "metre", "metres"], 1e9),
+}
+#: plausible TEM pixel sizes (nm); anything outside is a wrong unit or a wrong value
+PIXEL_SIZE_RANGE_NM = (0.05, 50.0)
+#: units a positions file may give (its coordinates must be pixels)
+PIXEL_UNITS = ("pixel", "pixels", "px")
 
 IMAGE_COLUMNS = [
     "image_id", "class", "folder_split", "path", "positions_path", "tags_path", "sha256",
@@ -65,94 +104,297 @@ class Tags:
     pixel_size_y_nm: float
 
 
+def ignored(name: str) -> bool:
+    """Entries every reader skips: hidden files (``.DS_Store``, ``._x.tif``) and ``__MACOSX``."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def is_archive(path: Path) -> bool:
+    return path.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def read_text(path: str | Path) -> str:
+    """The text of a small file: UTF-8 (BOM optional), UTF-16 (BOM, or NUL-interleaved), else Windows-1252.
+
+    Raises :class:`RawDataError` (file and line) when none of these decodes it.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    if data.startswith(codecs.BOM_UTF8):
+        encodings = ["utf-8-sig"]
+    elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encodings = ["utf-16"]
+    elif b"\0" in data:  # UTF-16 without a byte-order mark: ASCII characters have a NUL byte
+        odd = data[1::2].count(0) > data[0::2].count(0)
+        encodings = ["utf-16-le" if odd else "utf-16-be"]
+    else:
+        encodings = ["utf-8", "cp1252"]
+    for encoding in encodings:
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError as exc:
+            error = exc
+            continue
+        if "\0" in text:
+            raise RawDataError(path, f"not text: NUL characters after decoding as {encoding}", line=text[: text.index("\0")].count("\n") + 1)
+        return text
+    line = data[: error.start].count(b"\n") + 1
+    raise RawDataError(path, f"not text in {' or '.join(encodings)} (byte {error.start}: {error.reason})", line=line)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        _number(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _number(text: str) -> float:
-    return float(text.strip().replace(",", "."))
+    """A number with a decimal comma or point (``5,57``, ``5.57``, ``1e-9``); ValueError otherwise."""
+    text = text.strip()
+    if "," in text and "." in text:
+        raise ValueError(f"both ',' and '.' in {text!r}")
+    return float(text.replace(",", "."))
+
+
+_VALUE_UNIT = re.compile(r"^\s*([-+]?[0-9.,]+(?:[eE][-+]?[0-9]+)?)\s*(\S.*?)?\s*$")
+
+
+def _unit_nm(unit: str) -> float | None:
+    """nm per ``unit`` (``/px``, ``/pixel``, ``per pixel`` suffixes allowed); None if unknown."""
+    unit = re.sub(r"\s*(/\s*(px|pix|pixel)|per\s+pixel)$", "", unit.strip().lower())
+    return UNITS_NM.get(unit)
 
 
 def read_tags(path: str | Path) -> Tags:
-    """Parse a ``*_tags.csv`` file (rows ``key;value``, decimal comma allowed)."""
+    """Parse a ``*_tags.csv`` file by key (see the module docstring for keys, units and checks).
+
+    Returns pixel counts and pixel sizes in nm. Raises :class:`RawDataError` naming the row.
+    """
     path = Path(path)
     if not path.is_file():
         raise RawDataError(path, "tags file is missing")
-    rows = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
-    if len(rows) <= TAG_YSCALE:
-        raise RawDataError(path, f"expected at least {TAG_YSCALE + 1} 'key;value' rows, found {len(rows)}")
-    values = {}
-    for index in (TAG_HEIGHT, TAG_WIDTH, TAG_XSCALE, TAG_YSCALE):
-        parts = rows[index].split(";")
+    found: dict[str, tuple[int, str, str]] = {}  # field -> (line, value text, unit text)
+    units: dict[str, tuple[int, str]] = {}
+    for number, row in enumerate(read_text(path).splitlines(), start=1):
+        parts = [part.strip() for part in row.split(";")]
+        key = re.sub(r"[\s_\-]", "", parts[0].lower())
+        if key in UNIT_KEYS and len(parts) > 1:
+            for axis in UNIT_KEYS[key]:
+                units[axis] = (number, parts[1])
+            continue
+        if key not in TAG_KEYS:
+            continue
+        field = TAG_KEYS[key]
         if len(parts) < 2:
-            raise RawDataError(path, f"row is not 'key;value': {rows[index]!r}", line=index + 1)
+            raise RawDataError(path, f"row is not 'key;value': {row!r}", line=number)
+        entry = (number, parts[1], parts[2] if len(parts) > 2 else "")
+        if field in found and found[field][1:] != entry[1:]:
+            raise RawDataError(path, f"{parts[0]!r} given twice with different values (also line {found[field][0]})", line=number)
+        found[field] = entry
+    missing = [key for key, field in TAG_KEYS.items() if field not in found]
+    if missing:
+        raise RawDataError(path, f"no {' / '.join(missing)} row (rows are 'key;value', keys Height, Width, XScale, YScale)")
+    values = {}
+    for field, (number, text, unit) in found.items():
+        match = _VALUE_UNIT.match(text)
         try:
-            values[index] = _number(parts[1])
+            if match is None:
+                raise ValueError
+            value = _number(match.group(1))
         except ValueError:
-            raise RawDataError(path, f"value {parts[1]!r} of {parts[0]!r} is not a number", line=index + 1) from None
-        if not np.isfinite(values[index]) or values[index] <= 0:
-            raise RawDataError(path, f"{parts[0]!r} must be positive, got {parts[1]!r}", line=index + 1)
-    return Tags(
-        height=int(values[TAG_HEIGHT]),
-        width=int(values[TAG_WIDTH]),
-        pixel_size_x_nm=values[TAG_XSCALE],
-        pixel_size_y_nm=values[TAG_YSCALE],
-    )
+            raise RawDataError(path, f"value {text!r} is not a number", line=number) from None
+        if not np.isfinite(value) or value <= 0:
+            raise RawDataError(path, f"value must be positive, got {text!r}", line=number)
+        if field in ("height", "width"):
+            if value != int(value) or match.group(2) not in (None, "px", "pixels"):
+                raise RawDataError(path, f"{field} must be a whole number of pixels, got {text!r}", line=number)
+            values[field] = int(value)
+            continue
+        given = [u for u in (match.group(2), unit, units.get(field, (None, None))[1]) if u]
+        if len({_unit_nm(u) for u in given}) > 1:
+            raise RawDataError(path, f"conflicting units {given} for the {field} pixel size", line=number)
+        factor = _unit_nm(given[0]) if given else 1.0
+        if factor is None:
+            raise RawDataError(path, f"unknown unit {given[0]!r} of the {field} pixel size; known: nm, Å, µm, m", line=number)
+        nm = value * factor
+        low, high = PIXEL_SIZE_RANGE_NM
+        if not low <= nm <= high:
+            raise RawDataError(path, f"{field} pixel size {text!r}{' ' + given[0] if given else ''} = {nm:g} nm is outside "
+                                     f"the plausible TEM range {low}-{high} nm (wrong unit?)", line=number)  # fmt: skip
+        values[field] = nm
+    return Tags(height=values["height"], width=values["width"], pixel_size_x_nm=values["x"], pixel_size_y_nm=values["y"])
 
 
 def read_positions(path: str | Path) -> list[np.ndarray]:
-    """Parse a ``*_particlepositions.txt`` file into one (n_points, 2) x/y array per particle."""
+    """Parse a ``*_particlepositions.txt`` file into one (n_points, 2) x/y array per particle (px).
+
+    The header is recognised by content (module docstring); a file without one is read whole.
+    Raises :class:`RawDataError` naming the line of anything else that is not ``x;y`` or
+    ``particleposition``, a non-pixel ``unit`` or an unknown ``format``.
+    """
     path = Path(path)
     if not path.is_file():
         raise RawDataError(path, "particle positions file is missing")
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    if len(lines) < HEADER_LINES:
-        raise RawDataError(path, f"expected {HEADER_LINES} header lines, file has {len(lines)} lines")
     particles: list[list[tuple[float, float]]] = [[]]
-    for number, line in enumerate(lines[HEADER_LINES:], start=HEADER_LINES + 1):
+    header, order = True, (0, 1)
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         text = line.strip()
         if not text:
             continue
         if text.lower() == PARTICLE_MARKER:
+            header = False
             if particles[-1]:
                 particles.append([])
             continue
-        parts = text.split(";")
+        parts = [part.strip() for part in text.split(";")]
+        if header and not _is_number(parts[0]):
+            key, values = parts[0].lower(), [p.lower() for p in parts[1:]]
+            if key == "unit" and values[:1] and values[0] not in PIXEL_UNITS:
+                raise RawDataError(path, f"positions in unit {parts[1]!r}: only pixel positions are supported", line=number)
+            if key == "format" and values:
+                if sorted(values) != ["x", "y"]:
+                    raise RawDataError(path, f"unknown format {';'.join(parts[1:])!r}: expected 'x;y' or 'y;x'", line=number)
+                order = (values.index("x"), values.index("y"))
+            continue
         try:
             if len(parts) != 2:
                 raise ValueError
-            x, y = _number(parts[0]), _number(parts[1])
+            x, y = _number(parts[order[0]]), _number(parts[order[1]])
         except ValueError:
             raise RawDataError(path, f"expected 'x;y' or '{PARTICLE_MARKER}', got {text!r}", line=number) from None
         if not (np.isfinite(x) and np.isfinite(y)):
             raise RawDataError(path, f"coordinate is not finite: {text!r}", line=number)
+        header = False
         particles[-1].append((x, y))
     return [np.asarray(p, dtype=np.float64) for p in particles if p]
 
 
+def _stored_dtype(array: np.ndarray, path: Path) -> np.ndarray:
+    """The integer rule of :func:`read_image`: bool, uint8, uint16 kept; others to uint16 if lossless."""
+    if array.dtype == bool:
+        return array.astype(np.uint8) * np.uint8(255)
+    if array.dtype.kind == "u" and array.dtype.itemsize <= 2:
+        return array.astype(array.dtype.newbyteorder("="), copy=False)
+    if array.dtype.kind not in "uif":
+        raise RawDataError(path, f"pixels of type {array.dtype} are not supported (8/16-bit integer images are)")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise RawDataError(path, f"{array.dtype} image with NaN or infinite pixels")
+    low, high = array.min(), array.max()
+    if low < 0 or high > 65535:
+        raise RawDataError(path, f"{array.dtype} pixels span {low}..{high}, outside 0..65535: convert the image to 16 bits")
+    if array.dtype.kind == "f" and not np.array_equal(array, np.round(array)):
+        raise RawDataError(path, f"{array.dtype} image with fractional values ({low:g}..{high:g}): convert it to 8- or 16-bit integers")
+    return array.astype(np.uint16)
+
+
+def _to_gray(array: np.ndarray, path: Path, what: str) -> np.ndarray:
+    """(h, w, c) -> (h, w): alpha must be opaque and is dropped; equal channels kept; else BT.601 luma."""
+    if array.ndim == 2:
+        return array
+    if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4):
+        raise RawDataError(path, f"expected a 2-D grayscale image, got {what} of shape {array.shape}")
+    if array.shape[-1] in (2, 4):
+        alpha = array[..., -1]
+        opaque = np.iinfo(array.dtype).max if array.dtype.kind in "ui" else 1.0
+        if (alpha != opaque).any():
+            raise RawDataError(path, f"{what} has transparent pixels: no defined gray value")
+        array = array[..., :-1]
+    if array.shape[-1] == 1 or (array == array[..., :1]).all():
+        return array[..., 0]
+    luma = array[..., 0] * 0.299 + array[..., 1] * 0.587 + array[..., 2] * 0.114
+    return np.round(luma).astype(array.dtype) if array.dtype.kind in "ui" else luma.astype(array.dtype)
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    import tifffile
+    from tifffile import COMPRESSION, PHOTOMETRIC, PLANARCONFIG
+
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages.first
+        array = tif.series[0].asarray()
+        photometric, compression = page.photometric, page.compression
+        if array.ndim == 3 and page.planarconfig == PLANARCONFIG.SEPARATE and page.samplesperpixel > 1:
+            array = np.moveaxis(array, 0, -1)
+        if photometric == PHOTOMETRIC.MINISBLACK:
+            return _to_gray(array, path, "minisblack TIFF")
+        if photometric == PHOTOMETRIC.MINISWHITE:
+            if array.dtype.kind == "f":
+                raise RawDataError(path, "floating-point TIFF with photometric MINISWHITE is not supported")
+            if array.dtype == bool:
+                return ~array
+            return (2 ** page.bitspersample - 1 - _to_gray(array, path, "miniswhite TIFF")).astype(array.dtype)
+        if photometric == PHOTOMETRIC.PALETTE:
+            colormap = page.colormap
+            if colormap is None:
+                raise RawDataError(path, "palette TIFF without a colour map")
+            if (colormap % 257 == 0).all():  # an 8-bit palette scaled to TIFF's 16 bits
+                colormap = (colormap // 257).astype(np.uint8)
+            return _to_gray(np.moveaxis(colormap[:, array], 0, -1), path, "palette TIFF")
+        if photometric == PHOTOMETRIC.RGB or (photometric == PHOTOMETRIC.YCBCR and compression == COMPRESSION.JPEG):
+            return _to_gray(array, path, f"{photometric.name} TIFF")
+        raise RawDataError(path, f"TIFF photometric interpretation {photometric.name} is not supported "
+                                 "(grayscale, inverted grayscale, palette and RGB are)")  # fmt: skip
+
+
+#: Pillow modes read as they are (the rest: palette and colour modes through _to_gray)
+_PIL_DIRECT = {"1", "L", "I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
+
+
+def _read_pillow(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+        mode = image.mode
+        if mode in _PIL_DIRECT:
+            return np.asarray(image)
+        if mode in ("P", "PA"):
+            image = image.convert("RGBA" if mode == "PA" or "transparency" in image.info else "RGB")
+        elif mode not in ("LA", "RGB", "RGBA"):
+            raise RawDataError(path, f"image mode {mode} is not supported (grayscale, palette and RGB are)")
+        return _to_gray(np.asarray(image), path, f"{mode} image")
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """Read a 2-D grayscale image (TIFF via tifffile, PNG/JPEG via Pillow)."""
+    """Read a raw image as a 2-D uint8 or uint16 array (h, w), the same rule for every format.
+
+    TIFF via tifffile (LZW, deflate, JPEG... through imagecodecs), PNG/JPEG via Pillow.
+    Photometric interpretation: grayscale as stored; inverted grayscale (TIFF MINISWHITE)
+    inverted (``2**bits - 1 - value``); palette images through their palette (TIFF colour
+    maps holding an 8-bit palette scaled by 257 give 8 bits); colour images with equal
+    channels give that channel, others ITU-R BT.601 luma (0.299 R + 0.587 G + 0.114 B,
+    rounded); an alpha channel must be opaque and is dropped. Pixel type: 1-bit images give
+    0/255 uint8; uint8 and uint16 are kept; any other integer or float image becomes uint16
+    when that is lossless (integer values in 0..65535), else it is refused. Other
+    interpretations (CMYK, CIELab...), stacks and empty images raise :class:`RawDataError`.
+    """
     path = Path(path)
     try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            array = tifffile.imread(path)
-        else:
-            from PIL import Image
-
-            with Image.open(path) as image:
-                image.load()
-                array = np.asarray(image.convert("L") if image.mode not in ("L", "I;16", "I") else image)
-    except Exception as exc:  # any decoder failure: corrupt, truncated, not an image
+        array = _read_tiff(path) if path.suffix.lower() in (".tif", ".tiff") else _read_pillow(path)
+    except RawDataError:
+        raise
+    except Exception as exc:  # any decoder failure: corrupt, truncated, not an image, missing codec
         raise RawDataError(path, f"cannot read image ({type(exc).__name__}: {exc})") from None
-    if array.size == 0:  # tifffile reads a file without a valid first page as an empty array
+    if array.size == 0:
         raise RawDataError(path, "cannot read image (no image data: corrupt or not an image file)")
-    if array.ndim == 3 and array.shape[-1] in (3, 4):
-        array = array[..., :3].mean(axis=-1).astype(array.dtype)
     if array.ndim != 2:
         raise RawDataError(path, f"expected a 2-D grayscale image, got shape {array.shape}")
-    return array
+    return _stored_dtype(array, path)
+
+
+def _entries(folder: Path) -> list[Path]:
+    """The entries of ``folder`` a reader looks at (see :func:`ignored`); archives refused."""
+    entries = sorted(p for p in folder.iterdir() if not ignored(p.name))
+    for entry in entries:
+        if entry.is_file() and is_archive(entry):
+            raise RawDataError(entry, "archive inside the raw-layout folder: extract it in place (images are not read from inside archives)")
+    return entries
 
 
 def _image_files(class_dir: Path) -> list[Path]:
-    return sorted(p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return [p for p in _entries(class_dir) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
 
 
 def read_dataset(root: str | Path, *, hash_files: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -165,14 +407,14 @@ def read_dataset(root: str | Path, *, hash_files: bool = True) -> tuple[pd.DataF
     if not root.is_dir():
         raise RawDataError(root, "dataset folder does not exist")
     found_splits = [s for s in SPLITS if (root / s).is_dir()]
-    unexpected = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in SPLITS)
+    unexpected = sorted(p.name for p in _entries(root) if p.is_dir() and p.name not in SPLITS)
     if not found_splits:
         raise RawDataError(root, f"no split folder ({', '.join(SPLITS)}) found")
     if unexpected:
         raise RawDataError(root, f"unknown folders {unexpected}; expected only {list(SPLITS)}")
     images, particles, seen = [], [], {}
     for split in found_splits:
-        for class_dir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
+        for class_dir in (p for p in _entries(root / split) if p.is_dir()):
             cls = class_from_folder(class_dir.name)
             if cls is None:
                 raise RawDataError(class_dir, f"unknown class folder; known classes: {sorted(FOLDER_NAMES.values())}")
