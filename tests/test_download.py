@@ -245,7 +245,7 @@ def test_extract_rejects_archive_without_raw_layout(tmp_path):
     archive = tmp_path / "other.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("patches/Adenovirus/a.tif", b"x")
-    with pytest.raises(DownloadError, match="no folder with train/validation/test"):
+    with pytest.raises(DownloadError, match="other.zip: inside the archive: no raw-layout folder"):
         extract_archives([archive], tmp_path / "out" / "raw")
     assert list((tmp_path / "out").iterdir()) == []
 
@@ -382,3 +382,116 @@ def test_cli_download_fetches_and_verifies(file_server, tmp_path):
     assert bad.returncode == 1
     assert file_server.url("/data.bin") in bad.stderr and "sha256" in bad.stderr
     assert not (tmp_path / "x.bin").exists()
+
+
+# -- the published archive as it is (issue 12) -------------------------------------------------
+
+
+def published_tree(folder: Path) -> Path:
+    """``TEM virus dataset/`` as published: context_virus_RAW/ (raw layout) beside
+    context_virus_1nm_256x256/ (patches in train/validation/test, no tags), macOS leftovers."""
+    import tifffile
+
+    top = folder / "TEM virus dataset"
+    make_raw_tree(top / "context_virus_RAW")
+    for split in ("train", "validation", "test"):
+        patches = top / "context_virus_1nm_256x256" / split / "Adenovirus"
+        patches.mkdir(parents=True)
+        tifffile.imwrite(patches / f"p_{split}.tif", np.zeros((8, 8), np.uint16))
+    (top / "context_virus_RAW" / "train" / "Adenovirus" / "._Ade_train_1.tif").write_bytes(b"\0\5\26\7")
+    (top / "context_virus_RAW" / ".DS_Store").write_bytes(b"\0")
+    (top / "context_virus_RAW" / "__MACOSX").mkdir()
+    return top
+
+
+def published_zip(folder: Path, nested: bool = False) -> Path:
+    """``TEM virus dataset.zip`` with a ``__MACOSX/`` root; ``nested``: the RAW folder zipped inside."""
+    top = published_tree(folder.with_name(folder.name + "_src"))
+    folder.mkdir(parents=True, exist_ok=True)
+    archive = folder / "TEM virus dataset.zip"
+    extra = {"__MACOSX/TEM virus dataset/._context_virus_RAW": b"\0\5\26\7"}
+    if nested:
+        extra["TEM virus dataset/context_virus_RAW.zip"] = zip_tree(top / "context_virus_RAW")
+        import shutil
+
+        shutil.rmtree(top / "context_virus_RAW")
+    archive.write_bytes(zip_tree(top, top="TEM virus dataset", extra=extra))
+    return archive
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_published_archive_is_extracted(tmp_path, nested):
+    """The zip as published (or with the RAW folder zipped inside it) gives context_virus_RAW."""
+    archive = published_zip(tmp_path / "in", nested=nested)
+    summary = extract_archives([archive], tmp_path / "out" / "raw")
+    assert summary["images"] == 4 and summary["raw_root_in_archive"].endswith("context_virus_RAW")
+    assert read_dataset(tmp_path / "out" / "raw")[0].equals(read_dataset(make_raw_tree(tmp_path / "ref"))[0])
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["raw"]
+
+
+def test_published_folder_and_folders_holding_it(tmp_path):
+    """The extracted folder, its parent, or a folder holding only the zip all lead to the RAW layout."""
+    from temvirus.download import locate_local
+
+    top = published_tree(tmp_path / "extracted")
+    raw = top / "context_virus_RAW"
+    assert find_raw_root(top) == raw and find_raw_root(tmp_path / "extracted") == raw
+    assert locate_local(top) == (raw, [])
+    archive = published_zip(tmp_path / "zips")
+    assert locate_local(tmp_path / "zips") == (None, [archive])
+    assert locate_local(archive) == (None, [archive])
+    (tmp_path / "extracted" / archive.name).write_bytes(archive.read_bytes())  # zip beside its extraction
+    assert locate_local(tmp_path / "extracted") == (raw, [])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DownloadError, match="empty: no raw-layout folder"):
+        locate_local(tmp_path / "empty")
+
+
+def test_patches_folder_is_not_taken_for_the_raw_layout(tmp_path):
+    top = published_tree(tmp_path)
+    import shutil
+
+    shutil.rmtree(top / "context_virus_RAW")
+    with pytest.raises(DownloadError, match=r"no raw-layout folder .*\(not the raw layout\): \[.*context_virus_1nm_256x256'\]"):
+        find_raw_root(tmp_path)
+
+
+def test_error_inside_an_archive_names_the_member(tmp_path):
+    """A bad file in the archive is named by its path in the archive, not by a vanished temporary folder."""
+    top = published_tree(tmp_path / "made")
+    tags = top / "context_virus_RAW/train/Adenovirus/tags/Ade_train_1.tif_tags.csv"
+    tags.write_text(tags.read_text().replace("xscale;1,5", "xscale;15;furlong"))
+    archive = tmp_path / "TEM virus dataset.zip"
+    archive.write_bytes(zip_tree(top, top="TEM virus dataset"))
+    with pytest.raises(DownloadError) as caught:
+        extract_archives([archive], tmp_path / "out" / "raw")
+    message = str(caught.value)
+    assert message.startswith(f"{archive}: inside the archive: TEM virus dataset/context_virus_RAW/train/Adenovirus/tags/Ade_train_1.tif_tags.csv:6: unknown unit 'furlong'")
+    assert ".extract-" not in message and list((tmp_path / "out").iterdir()) == []
+
+
+def test_mendeley_default_include_selects_the_published_archive(file_server, tmp_path):
+    """The default include of config.yaml picks "TEM virus dataset.zip" from a listing, case-insensitively."""
+    import yaml
+
+    include = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["dataset"]["mendeley"]["include"]
+    body = published_zip(tmp_path / "in").read_bytes()
+    listing = [{"filename": name, "size": len(data),
+                "content_details": {"download_url": file_server.url(f"/files/{name.replace(' ', '%20')}"), "sha256_hash": sha(data)}}
+               for name, data in [("TEM virus dataset.zip", body), ("README.pdf", b"pdf")]]  # fmt: skip
+    file_server.files["/api/datasets/x4dwwfwtw3/files?folder_id=root&version=3"] = json.dumps(listing).encode()
+    file_server.files["/files/TEM%20virus%20dataset.zip"] = body
+    settings = {"id": "x4dwwfwtw3", "version": 3, "api_url": file_server.url("/api"), "include": include, "files": []}
+    download_dataset(settings, tmp_path / "ds" / "mendeley", tmp_path / "ds" / "rec.json", tmp_path / "ds" / "dl")
+    assert len(read_dataset(tmp_path / "ds" / "mendeley")[0]) == 4
+    assert [f["name"] for f in json.loads((tmp_path / "ds" / "rec.json").read_text())["files"]] == ["TEM virus dataset.zip"]
+    # still the RAW-named archive when that is what the record lists; nothing matching: the names seen
+    from temvirus.download import mendeley_files
+
+    listing[0]["filename"] = "context_virus_raw.zip"
+    file_server.files["/api/datasets/x4dwwfwtw3/files?folder_id=root&version=3"] = json.dumps(listing).encode()
+    assert [f["name"] for f in mendeley_files(settings)[0]] == ["context_virus_raw.zip"]
+    listing[0]["filename"] = "images.zip"
+    file_server.files["/api/datasets/x4dwwfwtw3/files?folder_id=root&version=3"] = json.dumps(listing).encode()
+    with pytest.raises(DownloadError, match=r"no listed file matches .*listed: \['images.zip', 'README.pdf'\]"):
+        mendeley_files(settings)

@@ -44,7 +44,7 @@ from urllib.parse import urlencode
 from urllib.request import Request, urlopen
 
 from temvirus.io import sha256_file, write_json
-from temvirus.raw import SPLITS, read_dataset
+from temvirus.raw import SPLITS, RawDataError, ignored, is_archive, read_dataset
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ _PROGRESS_EVERY = 64 << 20  # bytes between progress lines
 VERSION_HEADERS = ("ETag", "Last-Modified", "Content-Length", "Content-Type")
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+#: folders below a searched tree looked into for a raw layout or an archive
+MAX_DEPTH = 4
 OFFLINE_HINT = (
     "; without internet, copy the published archive to this machine and set dataset.source: local "
     "with dataset.local.path pointing at it"
@@ -261,8 +263,10 @@ def mendeley_files(settings: dict) -> tuple[list[dict], str]:
     """The files to fetch as ``{name, url, size, sha256}`` and where that list came from.
 
     ``settings`` is ``config["dataset"]["mendeley"]``: pinned ``files`` win (source
-    ``"config"``); otherwise the listing is queried and filtered by ``include`` (source: the
-    listing URL).
+    ``"config"``); otherwise the listing is queried and filtered by ``include``, a glob or a
+    list of globs matched case-insensitively and tried in order: the files matching the first
+    glob that matches any are fetched (source: the listing URL). When none matches, the error
+    lists every file name the listing gave.
     """
     if settings.get("files"):
         return [dict(entry) for entry in settings["files"]], "config"
@@ -275,18 +279,20 @@ def mendeley_files(settings: dict) -> tuple[list[dict], str]:
         try:
             name, details = entry["filename"], entry["content_details"]
             size, digest = entry.get("size", details.get("size")), details.get("sha256_hash") or None
-            file = {"name": name, "url": details["download_url"], "size": size, "sha256": digest}
+            files.append({"name": name, "url": details["download_url"], "size": size, "sha256": digest})
         except (KeyError, TypeError):
             raise DownloadError(f"{url}: file entry lacks filename/content_details.download_url: {entry!r}") from None
         names.append(name)
-        if fnmatch.fnmatch(name, settings["include"]):
-            files.append(file)
-    if not files:
-        raise DownloadError(
-            f"{url}: no listed file matches dataset.mendeley.include={settings['include']!r}; listed: {names}; "
-            "adjust the glob or pin the files in dataset.mendeley.files"
-        )
-    return files, url
+    patterns = [settings["include"]] if isinstance(settings["include"], str) else list(settings["include"])
+    for pattern in patterns:  # the first pattern that matches anything selects the files
+        chosen = [f for f in files if fnmatch.fnmatchcase(f["name"].lower(), pattern.lower())]
+        if chosen:
+            log.info("%s: %s selected by dataset.mendeley.include pattern %r", url, [f["name"] for f in chosen], pattern)
+            return chosen, url
+    raise DownloadError(
+        f"{url}: no listed file matches dataset.mendeley.include={patterns!r}; listed: {names}; "
+        "adjust the patterns or pin the files in dataset.mendeley.files"
+    )
 
 
 def _check_file_entry(entry: dict) -> None:
@@ -341,21 +347,104 @@ def _check_members(archive: Path, target: Path) -> str:
     return kind
 
 
-def find_raw_root(tree: str | os.PathLike) -> Path:
-    """The shallowest folder under ``tree`` (itself included) holding a train/validation/test folder."""
-    tree = Path(tree)
+def is_raw_root(folder: Path) -> bool:
+    """Whether ``folder`` holds the raw layout, by content: a split folder with a class folder
+    holding ``tags/`` and ``particle_positions/`` (the published patches have neither)."""
+    for split in SPLITS:
+        if (folder / split).is_dir():
+            for cls in (folder / split).iterdir():
+                if not ignored(cls.name) and (cls / "tags").is_dir() and (cls / "particle_positions").is_dir():
+                    return True
+    return False
+
+
+def _walk(tree: Path):
+    """Folders under ``tree`` (itself first), breadth first, to :data:`MAX_DEPTH`; hidden,
+    ``__MACOSX`` and symlinked folders skipped."""
     level = [tree]
-    while level:
-        hits = [folder for folder in level if any((folder / split).is_dir() for split in SPLITS)]
-        if len(hits) > 1:
-            raise DownloadError(f"{tree}: several raw-layout folders found: {[str(h) for h in hits]}")
-        if hits:
-            return hits[0]
-        level = sorted(
-            child for folder in level for child in folder.iterdir()
-            if child.is_dir() and not child.is_symlink() and child.name != "__MACOSX"
-        )  # fmt: skip
-    raise DownloadError(f"{tree}: no folder with {'/'.join(SPLITS)} sub-folders (the raw layout) found")
+    for _ in range(MAX_DEPTH + 1):
+        yield from level
+        level = sorted(child for folder in level for child in folder.iterdir()
+                       if child.is_dir() and not child.is_symlink() and not ignored(child.name))  # fmt: skip
+
+
+def find_archives(tree: str | os.PathLike) -> list[Path]:
+    """Archive files (:data:`temvirus.raw.ARCHIVE_SUFFIXES`) under ``tree``, to :data:`MAX_DEPTH`."""
+    return [f for folder in _walk(Path(tree)) for f in sorted(folder.iterdir())
+            if f.is_file() and not ignored(f.name) and is_archive(f)]  # fmt: skip
+
+
+def find_raw_root(tree: str | os.PathLike) -> Path:
+    """The one raw-layout folder under ``tree`` (itself included), recognised by :func:`is_raw_root`.
+
+    Raises :class:`DownloadError` when there are several, or none (naming the folders with
+    split folders but no tags/positions, and the archives found, if any).
+    """
+    tree = Path(tree)
+    hits, lookalikes = [], []
+    for folder in _walk(tree):
+        if any(folder.is_relative_to(hit) for hit in hits):
+            continue
+        if is_raw_root(folder):
+            hits.append(folder)
+        elif any((folder / split).is_dir() for split in SPLITS):
+            lookalikes.append(folder)
+    if len(hits) > 1:
+        raise DownloadError(f"{tree}: several raw-layout folders found: {[str(h) for h in hits]}; point at one of them")
+    if hits:
+        return hits[0]
+    detail = f"; folders with {'/'.join(SPLITS)} but no tags/ and particle_positions/ (not the raw layout): {[str(f) for f in lookalikes]}" if lookalikes else ""
+    archives = find_archives(tree)
+    detail += f"; archives inside, not looked into: {[str(a) for a in archives]}" if archives else ""
+    raise DownloadError(f"{tree}: no raw-layout folder ({'/'.join(SPLITS)} with class folders holding tags/ and "
+                        f"particle_positions/) found{detail}")  # fmt: skip
+
+
+def locate_local(path: str | os.PathLike) -> tuple[Path | None, list[Path]]:
+    """``dataset.local.path`` resolved: ``(raw root used in place, [])`` or ``(None, archives)``.
+
+    A file is an archive to extract; a folder holding the raw layout (by content, at any depth
+    up to :data:`MAX_DEPTH`) is used in place; otherwise the archives the folder holds are
+    extracted together. Raises :class:`DownloadError` when there is neither.
+    """
+    path = Path(path)
+    if path.is_file():
+        return None, [path]
+    if not path.is_dir():
+        raise DownloadError(f"{path}: dataset.local.path (raw-layout folder, archive, or folder holding them) does not exist")
+    try:
+        return find_raw_root(path), []
+    except DownloadError:
+        archives = find_archives(path)
+        if not archives:
+            raise
+        return None, archives
+
+
+def _extract(archive: Path, kind: str, target: Path) -> None:
+    log.info("extracting %s", archive)
+    if kind == "zip":
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(target)
+    else:
+        with tarfile.open(archive) as tf:
+            tf.extractall(target, filter="data")
+
+
+def _extracted_root(staging: Path) -> Path:
+    """The raw root in an extracted tree; archives inside it are extracted (one level deep) when
+    the tree has none."""
+    try:
+        return find_raw_root(staging)
+    except DownloadError:
+        nested = find_archives(staging)
+        if not nested:
+            raise
+    for archive in nested:
+        inner = archive.with_name(archive.name + ".extracted")
+        _extract(archive, _check_members(archive, inner), inner)
+        archive.unlink()
+    return find_raw_root(staging)
 
 
 def extract_archives(archives: list[Path], target: str | os.PathLike) -> dict:
@@ -374,15 +463,14 @@ def extract_archives(archives: list[Path], target: str | os.PathLike) -> dict:
     try:
         kinds = [_check_members(archive, staging) for archive in archives]
         for archive, kind in zip(archives, kinds):
-            log.info("extracting %s", archive)
-            if kind == "zip":
-                with zipfile.ZipFile(archive) as zf:
-                    zf.extractall(staging)
-            else:
-                with tarfile.open(archive) as tf:
-                    tf.extractall(staging, filter="data")
-        root = find_raw_root(staging)
-        images, particles = read_dataset(root, hash_files=False)
+            _extract(archive, kind, staging)
+        try:
+            root = _extracted_root(staging)
+            images, particles = read_dataset(root, hash_files=False)
+        except (DownloadError, RawDataError) as exc:  # name the members, not the temporary folder
+            names = ", ".join(str(a) for a in archives)
+            message = str(exc).replace(f"{staging}: ", "").replace(f"{staging}{os.sep}", "").replace(str(staging), ".")
+            raise DownloadError(f"{names}: inside the archive: {message}") from None
         os.replace(root, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -425,12 +513,16 @@ def download_dataset(
                         "recorded_at": _now()})  # fmt: skip
 
 
-def extract_local_dataset(archive: str | os.PathLike, root: str | os.PathLike, record: str | os.PathLike) -> None:
-    """Extract a copy of the published archive found on disk (``dataset.local.path``) to ``root``."""
-    archive = Path(archive)
-    if not archive.is_file():
-        raise DownloadError(f"{archive}: archive not found")
-    summary = extract_archives([archive], root)
-    write_json(record, {"source": "local", "files": [{"path": str(archive.resolve()), "size": archive.stat().st_size,
-                        "sha256": sha256_file(archive), "hash_source": "computed from the local file"}],
-                        "extracted_to": str(root), **summary, "recorded_at": _now()})  # fmt: skip
+def extract_local_dataset(
+    archives: str | os.PathLike | list, root: str | os.PathLike, record: str | os.PathLike
+) -> None:
+    """Extract the published archive(s) found on disk (``dataset.local.path``, see
+    :func:`locate_local`) together to ``root``; the record lists each archive's size and sha256."""
+    archives = [Path(a) for a in ([archives] if isinstance(archives, (str, os.PathLike)) else archives)]
+    for archive in archives:
+        if not archive.is_file():
+            raise DownloadError(f"{archive}: archive not found")
+    summary = extract_archives(archives, root)
+    files = [{"path": str(a.resolve()), "size": a.stat().st_size, "sha256": sha256_file(a),
+              "hash_source": "computed from the local file"} for a in archives]  # fmt: skip
+    write_json(record, {"source": "local", "files": files, "extracted_to": str(root), **summary, "recorded_at": _now()})

@@ -2,7 +2,11 @@
 
 Every output is written under a temporary name in the destination folder and renamed into
 place only once it is complete, so that a crash or a bad input never leaves a half-written
-file under a name that a later step would trust.
+file under a name that a later step would trust. A job killed outright (SIGKILL, the
+out-of-memory killer, a time limit) cannot remove its temporary: every temporary is named
+``.{name}.{8 random characters}.part[{suffix}]`` (:data:`TEMPORARY`), and the workflow removes
+such leftovers under ``results/`` when it starts (:func:`remove_temporaries`, the ``onstart``
+handler of ``workflow/rules/data.smk``), before any job runs.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +25,9 @@ import numpy as np
 import pandas as pd
 
 _CHUNK = 1 << 20
+#: names of the temporaries of atomic writes (files here, folders in patches and synth):
+#: ``tempfile.mkstemp``/``mkdtemp`` with prefix ``.{name}.`` and suffix ``.part[{suffix}]``
+TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.part(\.[^.]+)?$")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -51,6 +60,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the leftover temporaries (:data:`TEMPORARY`) of killed jobs under ``folder``.
+
+    Only for when no job writes there (the workflow's start). Returns what was removed.
+    """
+    removed = []
+    for parent, dirs, names in os.walk(folder):
+        for name in [n for n in dirs + names if TEMPORARY.match(n)]:
+            path = Path(parent, name)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+                dirs.remove(name)
+            else:
+                path.unlink()
+            removed.append(path)
+    return removed
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -478,3 +478,45 @@ def write_tables(root: str | Path, images_csv: str | Path, particles_csv: str | 
     write_csv(images_csv, images)
     write_csv(particles_csv, particles)
     return images, particles
+
+
+def update_manifest(root: str | os.PathLike, manifest: str | os.PathLike) -> bool:
+    """Write the content manifest of a raw-layout folder used in place; True when it changed.
+
+    ``manifest`` (JSON) lists every file under ``root`` that the reader looks at (hidden files
+    and ``__MACOSX`` left out) with its size and sha256, sorted by path. It is rewritten only
+    when that list differs, so a rule taking it as input reruns exactly when a file was
+    edited, added or removed. Hashes are reused from ``{manifest}.stat.json`` for files whose
+    size, mtime, ctime and inode are unchanged (an edit always changes the ctime); all others
+    are re-hashed.
+    """
+    from temvirus.io import write_json
+
+    root, manifest = Path(root), Path(manifest)
+    cache_path = manifest.with_name(manifest.name + ".stat.json")
+    try:
+        cache = json.loads(cache_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cache = {}
+    files, stats = [], {}
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not ignored(d))
+        for name in sorted(n for n in names if not ignored(n)):
+            path = Path(folder, name)
+            rel = path.relative_to(root).as_posix()
+            st = path.stat()
+            key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+            digest = cache[rel][1] if rel in cache and cache[rel][0] == key else sha256_file(path)
+            stats[rel] = [key, digest]
+            files.append({"path": rel, "size": st.st_size, "sha256": digest})
+    content = {"root": str(root.resolve()), "files": sorted(files, key=lambda f: f["path"])}
+    try:
+        changed = json.loads(manifest.read_text(encoding="utf-8")) != content
+    except (OSError, ValueError):
+        changed = True
+    if changed:
+        write_json(manifest, content)
+        log.info("%s: %d files of %s, changed since the last run", manifest, len(files), root)
+    if stats != cache:
+        write_json(cache_path, stats)
+    return changed

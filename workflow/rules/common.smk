@@ -1,42 +1,65 @@
 """Named input functions and path helpers shared by all rule files."""
 
-from pathlib import Path
-
 from temvirus.experiments import experiment_name, find_experiment, resolve_training
 
 RAW_SYNTHETIC = "results/raw/synthetic"
 DATASET_DIR = "resources/dataset"
 
 
+#: content manifest of a local raw folder used in place (temvirus.raw.update_manifest)
+LOCAL_MANIFEST = f"{DATASET_DIR}/local_manifest.json"
+_LOCAL = {}
+
+
+def _local_source():
+    """dataset.local.path resolved once per run: (raw root used in place or None, archives).
+
+    A folder used in place gets its manifest brought up to date here, before any job's
+    inputs are compared with its outputs.
+    """
+    if not _LOCAL:
+        path = config["dataset"]["local"]["path"]
+        if not path.strip():
+            raise ValueError(
+                "dataset.source is 'local' but dataset.local.path is empty"
+            )
+        from temvirus.download import locate_local
+        from temvirus.raw import update_manifest
+
+        root, archives = locate_local(path)
+        if root is not None:
+            update_manifest(root, LOCAL_MANIFEST)
+        _LOCAL["root"], _LOCAL["archives"] = root, archives
+    return _LOCAL["root"], _LOCAL["archives"]
+
+
 def raw_root(wildcards=None):
     """The raw-layout folder the chain starts from, according to dataset.source.
 
-    synthetic: generated; mendeley: extracted by download_dataset; local: the folder given
-    (or the raw layout found inside it), or, for an archive file, extracted by
-    extract_local_dataset.
+    synthetic: generated; mendeley: extracted by download_dataset; local: the raw layout
+    found in the folder given (used in place), or else the archive(s) given or held by that
+    folder, extracted by extract_local_dataset.
     """
     source = config["dataset"]["source"]
     if source == "synthetic":
         return RAW_SYNTHETIC
     if source == "mendeley":
         return f"{DATASET_DIR}/mendeley"
-    path = config["dataset"]["local"]["path"]
-    if not path.strip():
-        raise ValueError("dataset.source is 'local' but dataset.local.path is empty")
-    if Path(path).is_file():
-        return f"{DATASET_DIR}/local"
-    if not Path(path).is_dir():
-        raise ValueError(
-            f"{path}: dataset.local.path (raw-layout folder or archive) does not exist"
-        )
-    from temvirus.download import find_raw_root
-
-    return str(find_raw_root(path))
+    root, _ = _local_source()
+    return f"{DATASET_DIR}/local" if root is None else str(root)
 
 
-def local_archive(wildcards=None):
-    """dataset.local.path, the archive that extract_local_dataset unpacks."""
-    return config["dataset"]["local"]["path"]
+def raw_tables_inputs(wildcards):
+    """The raw root and, for a local folder used in place, its content manifest."""
+    inputs = {"root": raw_root()}
+    if config["dataset"]["source"] == "local" and _local_source()[0] is not None:
+        inputs["manifest"] = LOCAL_MANIFEST
+    return inputs
+
+
+def local_archives(wildcards=None):
+    """The archive(s) of dataset.local.path that extract_local_dataset unpacks."""
+    return [str(a) for a in _local_source()[1]]
 
 
 def imagenet_archs():

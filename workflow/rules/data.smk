@@ -1,6 +1,14 @@
 """Raw data: the embedded synthetic dataset, and the image/particle tables read from it."""
 
 
+onstart:
+    # temporaries of atomic writes left by jobs killed outright (temvirus.io); no job runs yet
+    from temvirus.io import remove_temporaries
+
+    for path in remove_temporaries("results"):
+        logger.info(f"removed {path}: temporary of an interrupted job")
+
+
 rule synthetic_dataset:
     input:
         table1="resources/paper/table1_dataset.csv",
@@ -40,7 +48,7 @@ rule synthetic_vs_real_figure:
 
 rule raw_tables:
     input:
-        root=raw_root,
+        unpack(raw_tables_inputs),
     output:
         images="results/raw/images.csv",
         particles="results/raw/particles.csv",

@@ -30,7 +30,7 @@ rule download_dataset:
 
 rule extract_local_dataset:
     input:
-        archive=local_archive,
+        archives=local_archives,
     output:
         root=directory(f"{DATASET_DIR}/local"),
         record=f"{DATASET_DIR}/local_record.json",
