@@ -359,7 +359,8 @@ def test_real_crops_through_source_local(real_crops, tmp_path):
     cmd = snakemake_cmd(workdir, "-n", "--configfile", str(override))
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert f"input: {real_crops}\n" in run.stdout  # raw_tables reads the crops in place
+    # raw_tables reads the crops in place, tracked by their content manifest
+    assert f"input: {real_crops}, resources/dataset/local_manifest.json\n" in run.stdout
     assert "results/curation/images_kept.csv" in run.stdout  # and the curation chain follows
     for rule in ("synthetic_dataset", "extract_local_dataset", "download_dataset"):
         assert rule not in run.stdout
@@ -495,3 +496,43 @@ def test_mendeley_default_include_selects_the_published_archive(file_server, tmp
     file_server.files["/api/datasets/x4dwwfwtw3/files?folder_id=root&version=3"] = json.dumps(listing).encode()
     with pytest.raises(DownloadError, match=r"no listed file matches .*listed: \['images.zip', 'README.pdf'\]"):
         mendeley_files(settings)
+
+
+@pytest.mark.slow
+def test_local_folder_is_tracked_by_content(tmp_path):
+    """Case 2: editing (even with the old mtime), adding or removing a file of a local raw folder
+    used in place reruns raw_tables; touching a file or adding macOS leftovers does not."""
+    import os
+    import shutil
+
+    raw = make_raw_tree(tmp_path / "data" / "TEM virus dataset" / "context_virus_RAW")
+    workdir, override = _workdir(tmp_path, {"source": "local", "local": {"path": str(tmp_path / "data")}})
+    images_csv = workdir / "results" / "raw" / "images.csv"
+
+    def run() -> str:
+        done = subprocess.run(snakemake_cmd(workdir, "results/raw/images.csv", "--configfile", str(override)),
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stderr
+
+    assert "raw_tables" in run()
+    assert "Nothing to be done" in run()
+    tags = raw / "train/Adenovirus/tags/Ade_train_1.tif_tags.csv"
+    before = tags.stat()
+    tags.write_text(tags.read_text().replace("xscale;1,5", "xscale;25;Å").replace("yscale;1,5", "yscale;25;Å"))
+    os.utime(tags, ns=(before.st_atime_ns, before.st_mtime_ns))  # same mtime: only the content tells
+    assert "raw_tables" in run()
+    assert "2.5" in images_csv.read_text()
+    os.utime(tags)  # a newer mtime, same content
+    (raw / "train/Adenovirus/._Ade_train_1.tif").write_bytes(b"\0\5\26\7")
+    assert "Nothing to be done" in run()
+    folder = raw / "train/Adenovirus"
+    shutil.copy(folder / "Ade_train_1.tif", folder / "Ade_train_9.tif")
+    shutil.copy(tags, folder / "tags/Ade_train_9.tif_tags.csv")
+    shutil.copy(folder / "particle_positions/Ade_train_1_particlepositions.txt", folder / "particle_positions/Ade_train_9_particlepositions.txt")
+    assert "raw_tables" in run() and len(images_csv.read_text().splitlines()) == 6
+    for path in [folder / "Ade_train_9.tif", folder / "tags/Ade_train_9.tif_tags.csv", folder / "particle_positions/Ade_train_9_particlepositions.txt"]:
+        path.unlink()
+    assert "raw_tables" in run() and len(images_csv.read_text().splitlines()) == 5
+    manifest = json.loads((workdir / "resources/dataset/local_manifest.json").read_text())
+    assert manifest["root"] == str(raw.resolve()) and len(manifest["files"]) == 12
