@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -34,3 +35,21 @@ def test_written_files_are_readable_by_others_under_the_umask(tmp_path):
 def test_sha256_of_a_known_file(tmp_path):
     (tmp_path / "abc").write_bytes(b"abc")
     assert sha256_file(tmp_path / "abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_remove_temporaries_takes_only_temporaries(tmp_path):
+    """Leftovers of atomic writes (files and folders) go; outputs and other hidden files stay."""
+    import tempfile
+
+    from temvirus.io import TEMPORARY, remove_temporaries, write_text
+
+    (tmp_path / "a").mkdir()
+    write_text(tmp_path / "a" / "images.csv", "x\n")
+    (tmp_path / "a" / ".keep").write_text("")
+    fd, left = tempfile.mkstemp(prefix=".train.npy.", suffix=".part.npy", dir=tmp_path / "a")
+    os.close(fd)
+    folder = Path(tempfile.mkdtemp(prefix=".published.", suffix=".part", dir=tmp_path))
+    (folder / "x.tif").write_bytes(b"1")
+    assert TEMPORARY.match(Path(left).name) and TEMPORARY.match(folder.name)
+    assert sorted(remove_temporaries(tmp_path)) == sorted([Path(left), folder])
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["a", "a/.keep", "a/images.csv"]

@@ -375,3 +375,14 @@ def test_dataset_reads_units_and_utf16_tags(good):
     tags.write_text("\n".join(rows) + "\n", encoding="utf-16")
     images = read_dataset(good)[0].set_index("image_id")
     assert images.loc["a1", "pixel_size_nm"] == pytest.approx(1.5)
+
+
+def test_audit_refuses_a_folder_without_records(good, capsys):
+    """Case 6: `temvirus audit` on a raw folder writes nothing into it; `temvirus read` still reads it."""
+    from temvirus.cli import main
+
+    before = sorted(p.relative_to(good) for p in good.rglob("*"))
+    assert main(["audit", str(good)]) == 1
+    assert f"{good}: no lineage records in provenance/" in capsys.readouterr().err
+    assert sorted(p.relative_to(good) for p in good.rglob("*")) == before
+    assert main(["read", str(good)]) == 0
