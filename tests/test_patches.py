@@ -145,10 +145,11 @@ def test_image_that_changed_size_fails_cleanly(tiny, tmp_path):
 
 
 def test_float_image_is_rejected(tiny, tmp_path):
+    """A float image with fractional values is refused by the reader (temvirus.raw.read_image)."""
     root, images = copy_raw(tiny, tmp_path / "raw")
     tifffile.imwrite(root / images.path[images.image_id == "ebola_a"].item(), noise(2, (120, 140)) / 65535.0)
     out = tmp_path / "out"
-    with pytest.raises(RawDataError, match=r"ebola_a\.tif: pixels are float64; patches need integer"):
+    with pytest.raises(RawDataError, match=r"ebola_a\.tif: float64 image with fractional values"):
         extract_patches(tiny["split"], tiny["images"], tiny["particles"], root, out / "patches.csv", {s: out / f"{s}.npy" for s in SUBSETS})
     assert list(out.iterdir()) == []
 
