@@ -468,7 +468,7 @@ def test_error_inside_an_archive_names_the_member(tmp_path):
         extract_archives([archive], tmp_path / "out" / "raw")
     message = str(caught.value)
     assert message.startswith(f"{archive}: inside the archive: TEM virus dataset/context_virus_RAW/train/Adenovirus/tags/Ade_train_1.tif_tags.csv:6: unknown unit 'furlong'")
-    assert ".extract-" not in message and list((tmp_path / "out").iterdir()) == []
+    assert ".part" not in message and list((tmp_path / "out").iterdir()) == []
 
 
 def test_mendeley_default_include_selects_the_published_archive(file_server, tmp_path):
@@ -536,3 +536,41 @@ def test_local_folder_is_tracked_by_content(tmp_path):
     assert "raw_tables" in run() and len(images_csv.read_text().splitlines()) == 5
     manifest = json.loads((workdir / "resources/dataset/local_manifest.json").read_text())
     assert manifest["root"] == str(raw.resolve()) and len(manifest["files"]) == 12
+
+
+def test_cli_read_finds_the_raw_layout_in_the_published_folder(tmp_path, capsys):
+    from temvirus.cli import main
+
+    top = published_tree(tmp_path)
+    assert main(["read", str(top)]) == 0
+    out = capsys.readouterr().out
+    assert f"raw layout found in {top / 'context_virus_RAW'}" in out and ": 4 images, 10 particles, 2 classes" in out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["zip", "folder holding the zip", "extracted folder", "folder holding both"])
+def test_snakemake_plans_the_published_archive(tmp_path, where):
+    """dataset.local.path at the zip or a folder holding it: extraction; at the extracted folder: in place."""
+    zips = tmp_path / "zips"
+    archive = published_zip(zips)
+    top = published_tree(tmp_path / "extracted")
+    if where == "folder holding both":
+        (tmp_path / "extracted" / archive.name).write_bytes(archive.read_bytes())
+    path = {"zip": archive, "folder holding the zip": zips, "extracted folder": top, "folder holding both": tmp_path / "extracted"}[where]
+    workdir, override = _workdir(tmp_path, {"source": "local", "local": {"path": str(path)}})
+    run = subprocess.run(snakemake_cmd(workdir, "-n", "results/raw/images.csv", "--configfile", str(override)),
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    if where in ("zip", "folder holding the zip"):
+        assert "extract_local_dataset" in run.stdout and f"input: {archive}\n" in run.stdout
+        if where == "folder holding the zip":  # and for real: extracted, recorded, read
+            done = subprocess.run(snakemake_cmd(workdir, "results/raw/images.csv", "--configfile", str(override)),
+                                  capture_output=True, text=True, timeout=300)  # fmt: skip
+            assert done.returncode == 0, done.stderr[-3000:]
+            record = json.loads((workdir / "resources/dataset/local_record.json").read_text())
+            assert record["raw_root_in_archive"] == "TEM virus dataset/context_virus_RAW" and record["images"] == 4
+            assert [f["path"] for f in record["files"]] == [str(archive.resolve())]
+            assert len((workdir / "results/raw/images.csv").read_text().splitlines()) == 5
+    else:
+        assert "extract_local_dataset" not in run.stdout
+        assert f"input: {top / 'context_virus_RAW'}, resources/dataset/local_manifest.json\n" in run.stdout

@@ -42,16 +42,20 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _read_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("root", type=Path, help="raw-layout folder ({train,validation,test}/{Class}/...)")
+    p.add_argument("root", type=Path, help="raw-layout folder ({train,validation,test}/{Class}/...), or a folder holding one")
     p.add_argument("--images", type=Path, help="write the image table (CSV) here")
     p.add_argument("--particles", type=Path, help="write the particle table (CSV) here")
 
 
 def _read(args: argparse.Namespace) -> int:
-    from temvirus.raw import read_dataset, write_tables
+    from temvirus.download import find_raw_root
+    from temvirus.raw import SPLITS, read_dataset, write_tables
 
     if (args.images is None) != (args.particles is None):
         raise SystemExit("temvirus read: give both --images and --particles, or neither")
+    if args.root.is_dir() and not any((args.root / split).is_dir() for split in SPLITS):  # e.g. "TEM virus dataset/"
+        args.root = find_raw_root(args.root)
+        print(f"raw layout found in {args.root}")
     if args.images is None:
         images, _ = read_dataset(args.root)
     else:

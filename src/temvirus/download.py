@@ -459,7 +459,8 @@ def extract_archives(archives: list[Path], target: str | os.PathLike) -> dict:
     if target.exists():
         raise DownloadError(f"{target}: already exists; remove it to extract again")
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.extract-", dir=target.parent))
+    # named like temvirus.io's temporaries: the workflow's start removes a killed job's leftover
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
     try:
         kinds = [_check_members(archive, staging) for archive in archives]
         for archive, kind in zip(archives, kinds):

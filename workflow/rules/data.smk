@@ -5,7 +5,7 @@ onstart:
     # temporaries of atomic writes left by jobs killed outright (temvirus.io); no job runs yet
     from temvirus.io import remove_temporaries
 
-    for path in remove_temporaries("results"):
+    for path in remove_temporaries("results") + remove_temporaries(DATASET_DIR):
         logger.info(f"removed {path}: temporary of an interrupted job")
 
 
