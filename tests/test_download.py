@@ -574,3 +574,10 @@ def test_snakemake_plans_the_published_archive(tmp_path, where):
     else:
         assert "extract_local_dataset" not in run.stdout
         assert f"input: {top / 'context_virus_RAW'}, resources/dataset/local_manifest.json\n" in run.stdout
+
+
+def test_two_raw_layouts_are_not_guessed_between(tmp_path):
+    make_raw_tree(tmp_path / "a" / "context_virus_RAW")
+    make_raw_tree(tmp_path / "b" / "copy")
+    with pytest.raises(DownloadError, match=r"several raw-layout folders found: .*context_virus_RAW.*copy"):
+        find_raw_root(tmp_path)

@@ -6,10 +6,14 @@ makes it start over), retries network failures and 5xx answers with exponential 
 logs its progress, verifies the size and the sha256 (or a sha256 prefix), and only then
 renames the ``.part`` file to ``dest``.
 
-:func:`extract_archive` unpacks a zip or tar archive after checking every member (no absolute
+:func:`extract_archives` unpacks zip or tar archives after checking every member (no absolute
 paths, no ``..``, no links, nothing resolving outside the target) into a temporary folder,
-which is renamed into place only once the raw layout inside it has been found and read by
-:func:`temvirus.raw.read_dataset`.
+which is renamed into place only once the raw layout inside it has been found (by content,
+:func:`find_raw_root`; archives inside the archive are extracted once when it has none) and
+read by :func:`temvirus.raw.read_dataset`. The published archive is ``TEM virus dataset.zip``,
+holding ``TEM virus dataset/context_virus_RAW/`` (the raw layout) beside
+``context_virus_1nm_256x256/`` (the published patches, no tags): the first is found, the
+second is not mistaken for it. :func:`locate_local` resolves ``dataset.local.path``.
 
 Mendeley Data public API (no authentication), as used by datahugger
 (github.com/J535D165/datahugger, ``datahugger/services.py``, class ``MendeleyDataset``)::
@@ -19,8 +23,9 @@ Mendeley Data public API (no authentication), as used by datahugger
 returns a JSON list of the files in the dataset's root folder, each with ``filename``,
 ``size`` and ``content_details`` holding ``download_url`` and ``sha256_hash``. The file names
 of doi:10.17632/x4dwwfwtw3.3 could not be confirmed offline: files are selected from the
-listing by a glob (``dataset.mendeley.include``), or pinned in ``dataset.mendeley.files``,
-which bypasses the listing.
+listing by globs tried in order (``dataset.mendeley.include``, default matching ``TEM virus
+dataset.zip``, then ``*RAW*``), or pinned in ``dataset.mendeley.files``, which bypasses the
+listing.
 """
 
 from __future__ import annotations
