@@ -545,6 +545,9 @@ def test_cli_read_finds_the_raw_layout_in_the_published_folder(tmp_path, capsys)
     assert main(["read", str(top)]) == 0
     out = capsys.readouterr().out
     assert f"raw layout found in {top / 'context_virus_RAW'}" in out and ": 4 images, 10 particles, 2 classes" in out
+    archive = published_zip(tmp_path / "zips")
+    assert main(["read", str(archive)]) == 1
+    assert f"{archive}: an archive, not a folder: extract it" in capsys.readouterr().err
 
 
 @pytest.mark.slow

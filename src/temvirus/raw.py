@@ -404,6 +404,8 @@ def read_dataset(root: str | Path, *, hash_files: bool = True) -> tuple[pd.DataF
     :data:`PARTICLE_COLUMNS`, sorted by image id. Paths are relative to ``root``.
     """
     root = Path(root)
+    if root.is_file() and is_archive(root):
+        raise RawDataError(root, "an archive, not a folder: extract it, or give it as dataset.local.path (the workflow extracts it)")
     if not root.is_dir():
         raise RawDataError(root, "dataset folder does not exist")
     found_splits = [s for s in SPLITS if (root / s).is_dir()]
