@@ -504,6 +504,7 @@ def test_local_folder_is_tracked_by_content(tmp_path):
     used in place reruns raw_tables; touching a file or adding macOS leftovers does not."""
     import os
     import shutil
+    import sys
 
     raw = make_raw_tree(tmp_path / "data" / "TEM virus dataset" / "context_virus_RAW")
     workdir, override = _workdir(tmp_path, {"source": "local", "local": {"path": str(tmp_path / "data")}})
@@ -515,14 +516,26 @@ def test_local_folder_is_tracked_by_content(tmp_path):
         assert done.returncode == 0, done.stderr[-3000:]
         return done.stderr
 
+    def audit() -> subprocess.CompletedProcess:
+        temvirus = str(Path(sys.executable).with_name("temvirus"))
+        return subprocess.run([temvirus, "audit", str(workdir / "results"), "--out", str(tmp_path / "audit")],
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+
     assert "raw_tables" in run()
     assert "Nothing to be done" in run()
+    assert audit().returncode == 0
     tags = raw / "train/Adenovirus/tags/Ade_train_1.tif_tags.csv"
     before = tags.stat()
     tags.write_text(tags.read_text().replace("xscale;1,5", "xscale;25;Å").replace("yscale;1,5", "yscale;25;Å"))
     os.utime(tags, ns=(before.st_atime_ns, before.st_mtime_ns))  # same mtime: only the content tells
+    plan = subprocess.run(snakemake_cmd(workdir, "-n", "results/raw/images.csv", "--configfile", str(override)),
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert "raw_tables" in plan.stdout and "2.5" not in images_csv.read_text()
+    stale = audit()  # results not redone yet: the audit sees the changed source, not PASSED
+    assert stale.returncode == 1 and "local_manifest.json" in stale.stdout, stale.stdout[-2000:]
     assert "raw_tables" in run()
     assert "2.5" in images_csv.read_text()
+    assert audit().returncode == 0
     os.utime(tags)  # a newer mtime, same content
     (raw / "train/Adenovirus/._Ade_train_1.tif").write_bytes(b"\0\5\26\7")
     assert "Nothing to be done" in run()
