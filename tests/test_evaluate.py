@@ -234,7 +234,15 @@ def test_default_workflow_trains_evaluates_and_tabulates(default_run):
         check_evaluation(default_run / "results" / "evaluation" / name, classes, patches_csv)
         assert (default_run / "results" / "evaluation" / name / "errors.png").is_file()
     table = pd.read_csv(default_run / "results" / "tables" / "table2.csv")
-    assert sorted(table["experiment"]) == sorted(names)
+    assert sorted(table.loc[table["kind"] == "model", "experiment"]) == sorted(names)
+    splits = sorted({e["split"] for e in config["experiments"]})
+    baselines = table[table["kind"] == "baseline"]
+    assert sorted(set(baselines["split"])) == splits and len(baselines) == 2 * len(splits)
+    for split in splits:  # the baselines score the same test patches as the models of their split
+        record = json.loads((default_run / "results" / "evaluation" / f"baseline-{split}" / "metrics.json").read_text())
+        assert set(table.loc[table["split"] == split, "n_test"]) == {record["n_test"]}
+    markdown = (default_run / "results" / "tables" / "table2.md").read_text()
+    assert markdown.startswith("**demo run: synthetic data, ")  # the default is not the paper's method
     fig3 = default_run / "results" / "figures" / "fig3_confusion_custom.png"
     assert fig3.is_file() == ("custom-scratch-representative" in names)
 
