@@ -147,3 +147,29 @@ def test_unprefixed_safetensors_file_is_checked_against_its_download_record(file
     (tmp_path / f"{name}.record.json").unlink()
     with pytest.raises(WeightsError, match="carries no hash prefix .* holds no sha256"):
         load_weights_file(path, "resnet50v2")
+
+
+@pytest.mark.slow
+def test_snakemake_download_weights_fetches_timm_safetensors_from_base_url(file_server, tmp_path):
+    """resnet50v2's hub file (.safetensors, no hash in its name) goes through the same rule; its hash is recorded."""
+    import subprocess
+
+    from safetensors.torch import save
+
+    from conftest import snakemake_cmd
+
+    name = weights_filename("resnet50v2")
+    body = save({"w": torch.ones(3)})
+    file_server.files[f"/mirror/{name}"] = body
+    workdir = tmp_path / "wd"
+    (workdir / "resources").mkdir(parents=True)
+    override = workdir / "override.json"
+    experiments = [{"model": "resnet50v2", "init": "imagenet", "split": "representative"}]
+    override.write_text(json.dumps({"experiments": experiments, "weights": {"base_url": file_server.url("/mirror")}}))
+    run = subprocess.run(snakemake_cmd(workdir, "download_weights", "--configfile", str(override)),
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    path = workdir / "resources" / "weights" / name
+    assert path.read_bytes() == body
+    assert json.loads(path.with_name(name + ".record.json").read_text())["sha256"] == hashlib.sha256(body).hexdigest()
+    assert torch.equal(load_weights_file(path, "resnet50v2")["w"], torch.ones(3))
