@@ -15,8 +15,9 @@ from PIL import Image
 
 from conftest import PAPER, write_patch_split
 from temvirus.experiments import find_experiment, resolve_training
-from temvirus.evaluate import error_tracing, evaluate_experiment, paper_confusion_figure, write_table2
-from temvirus.metrics import read_confusion, summary
+from temvirus.baseline import baseline_split, block_means
+from temvirus.evaluate import TABLE2_COLUMNS, error_tracing, evaluate_experiment, paper_confusion_figure, write_table2
+from temvirus.metrics import read_confusion, summary, wilson_interval
 from temvirus.train import Settings, train_experiment
 
 torch.set_num_threads(1)
@@ -54,6 +55,18 @@ def check_evaluation(folder: Path, classes: list[str], patches_csv: Path) -> dic
     for key, value in summary(confusion.to_numpy()).items():
         assert metrics[key] == pytest.approx(value, abs=1e-12)
     assert {c: metrics["per_class"][c]["support"] for c in classes} == dict(zip(classes, confusion.sum(axis=1)))
+    correct = int(np.trace(confusion.to_numpy()))
+    assert (metrics["accuracy_ci_low"], metrics["accuracy_ci_high"]) == pytest.approx(wilson_interval(correct, metrics["n_test"]))
+    assert metrics["accuracy_ci_low"] <= metrics["accuracy"] <= metrics["accuracy_ci_high"]
+    assert metrics["chance"] == pytest.approx(1 / len(classes))
+    table = pd.read_csv(folder / "per_class.csv")
+    assert table["class"].tolist() == classes and table["support"].tolist() == confusion.sum(axis=1).tolist()
+    for column, key in (("precision", "precision_macro"), ("recall", "recall_macro"), ("f1", "f1_macro")):
+        assert table[column].mean() == pytest.approx(metrics[key], abs=1e-5)
+    # recall of a class = its correctly predicted share, from the predictions themselves
+    for cls in classes:
+        mine = predictions[predictions["true"] == cls]
+        assert table.set_index("class").loc[cls, "recall"] == pytest.approx((mine["predicted"] == cls).mean(), abs=1e-6)
     assert Image.open(folder / "confusion.png").format == "PNG"
     return metrics
 
@@ -81,32 +94,92 @@ def test_test_time_augmentation_is_invariant_to_flips_and_rotations(trained, tmp
     assert not np.allclose(probs["plain", False], probs["turned", False], atol=1e-4)
 
 
-def test_table2_puts_the_papers_row_beside_ours(trained, tmp_path):
+def test_table2_puts_the_papers_row_beside_ours_and_the_baselines_on_their_own_lines(trained, tmp_path):
     split, best = trained
     evaluate_experiment(best, split, tmp_path / EXPERIMENT)
     other = json.loads((tmp_path / EXPERIMENT / "metrics.json").read_text())
     other.update(experiment="efficientnet_b0-scratch-bad", model="efficientnet_b0", split="bad")
     (tmp_path / "other.json").write_text(json.dumps(other))
+    baseline = baseline_split(split, CLASSES, tmp_path / "baseline-representative" / "metrics.json", block=8)
+    note = "demo run: synthetic data, 2 epochs: not a reproduction"
     frame = write_table2([tmp_path / EXPERIMENT / "metrics.json", tmp_path / "other.json"], PAPER / "table2_performance.csv",
-                         tmp_path / "table2.csv", tmp_path / "table2.md")  # fmt: skip
+                         tmp_path / "table2.csv", tmp_path / "table2.md", [tmp_path / "baseline-representative" / "metrics.json"],
+                         note)  # fmt: skip
     table = pd.read_csv(tmp_path / "table2.csv")
-    assert table["experiment"].tolist() == ["efficientnet_b0-scratch-bad", EXPERIMENT]  # sorted by split, model
+    assert list(table.columns) == TABLE2_COLUMNS
+    assert table["experiment"].tolist() == [  # by split, models before baselines
+        "efficientnet_b0-scratch-bad", EXPERIMENT,
+        "baseline-representative/logistic_regression", "baseline-representative/majority",
+    ]  # fmt: skip
+    assert table["kind"].tolist() == ["model", "model", "baseline", "baseline"]
     ours = table.set_index("experiment").loc[EXPERIMENT]
     assert (ours["model"], ours["training"], ours["paper_accuracy"], ours["paper_trainable_params"]) == ("Custom", "scratch", 0.901, 14651401)
-    assert ours["accuracy"] == round(other["accuracy"], 3)
+    assert ours["accuracy"] == round(other["accuracy"], 3) and ours["n_test"] == 12 and ours["chance"] == round(1 / 3, 3)
+    assert ours["accuracy_ci_low"] <= ours["accuracy"] <= ours["accuracy_ci_high"]
     assert table.set_index("experiment").loc["efficientnet_b0-scratch-bad", ["paper_accuracy", "paper_f1_macro"]].isna().all()
+    majority = table.set_index("experiment").loc["baseline-representative/majority"]
+    assert majority["accuracy"] == round(1 / 3, 3) and majority["n_test"] == baseline["n_test"] == 12
+    assert majority[[c for c in TABLE2_COLUMNS if c.startswith("paper_")]].isna().all()
     md = (tmp_path / "table2.md").read_text()
-    assert "| Custom | scratch | representative |" in md and "(14,651,401)" in md and "(0.893)" in md
+    assert md.splitlines()[0] == f"**{note}**"
+    assert f"| Custom | scratch | representative | 12 | 0.333 | {int(ours['trainable_params']):,} (14,651,401) |" in md
+    assert "(0.893)" in md
+    assert f"{ours['accuracy']:.3f} [{ours['accuracy_ci_low']:.3f}, {ours['accuracy_ci_high']:.3f}] (0.901)" in md
     assert "| EfficientNetB0 | scratch | bad |" in md and "(-)" in md
-    assert len(frame) == 2
+    assert "| *baseline: always the majority class (Adenovirus)* | - | representative | 12 | 0.333 |" in md
+    assert "| *baseline: logistic regression on 8x8 px block means* | - | representative |" in md
+    assert len(frame) == 4
+    write_table2([tmp_path / EXPERIMENT / "metrics.json"], PAPER / "table2_performance.csv", tmp_path / "t.csv", tmp_path / "t.md")
+    assert (tmp_path / "t.md").read_text().startswith("Table 2: this run (paper)")  # the paper's method: no note
+
+
+def test_block_means_of_standardised_patches():
+    x = np.zeros((2, 4, 4), dtype=np.uint16)
+    x[0, :2, :2] = 10  # one bright quarter
+    x[1, :, 2:] = 7  # bright right half
+    means = block_means(x, 2)
+    assert means.shape == (2, 4)
+    z = (10 - 2.5) / np.sqrt(0.25 * 7.5**2 + 0.75 * 2.5**2)
+    assert means[0, 0] == pytest.approx(z)
+    np.testing.assert_allclose(means[0, 1:], -z / 3)
+    np.testing.assert_allclose(means[1], [-1, 1, -1, 1])
+    np.testing.assert_allclose(block_means(x, 4), 0, atol=1e-12)  # a whole standardised patch averages to 0
+    with pytest.raises(ValueError, match="block 3 px does not divide the 4x4 px patches"):
+        block_means(x, 3)
+
+
+def test_baselines_learn_the_coarse_layout_and_predict_the_majority(tmp_path):
+    """Discs of 3 radii are told apart by block means; the majority class is the largest train class."""
+    split = tmp_path / "representative"
+    write_patch_split(split, CLASSES, {"train_augmented": 24, "train": 6, "validation": 2, "test": 10}, size=64, seed=5)
+    table = pd.read_csv(split / "patches.csv")
+    drop = table[(table["subset"] == "train") & (table["class"] == "Adenovirus")].index[:3]
+    table.drop(index=drop).to_csv(split / "patches.csv", index=False)  # Adenovirus: 3 train patches, others 6
+    record = baseline_split(split, CLASSES, tmp_path / "out" / "metrics.json", block=16)
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == record
+    assert (record["split"], record["n_train"], record["n_test"], record["chance"]) == ("representative", 72, 30, pytest.approx(1 / 3))
+    lr, majority = record["baselines"]
+    assert lr["name"] == "logistic_regression" and lr["accuracy"] >= 0.9 and lr["trainable_params"] == 3 * 16 + 3
+    assert majority["description"] == "always the majority class (Ebola)"  # tie with Orf: first in class order
+    assert majority["accuracy"] == pytest.approx(1 / 3) and majority["recall_macro"] == pytest.approx(1 / 3)
+    for b in record["baselines"]:
+        assert b["accuracy_ci_low"] <= b["accuracy"] <= b["accuracy_ci_high"]
+    capped = baseline_split(split, CLASSES, tmp_path / "capped.json", block=16, max_test_per_class=4, seed=1)
+    assert capped["n_test"] == 12
+    with pytest.raises(ValueError, match="block 24 px does not divide"):
+        baseline_split(split, CLASSES, tmp_path / "bad.json", block=24)
+    assert not (tmp_path / "bad.json").exists()
 
 
 def test_paper_confusion_figure(trained, tmp_path):
     split, best = trained
     evaluate_experiment(best, split, tmp_path)
-    paper_confusion_figure(tmp_path / "confusion.csv", PAPER / "fig3_confusion_custom.csv", tmp_path / "fig3.png", "Fig 3")
-    with Image.open(tmp_path / "fig3.png") as png:
-        assert png.width > 1.8 * png.height  # two panels side by side
+    paper_confusion_figure(tmp_path / "confusion.csv", PAPER / "fig3_confusion_custom.csv", tmp_path / "fig3.png", "Fig 3",
+                           "demo run: synthetic data: not a reproduction")  # fmt: skip
+    with Image.open(tmp_path / "fig3.png") as png, Image.open(tmp_path / "confusion.png") as single:
+        # ours beside the paper's (2 columns), counts above row-normalised (2 rows)
+        assert 0.8 < png.width / png.height < 1.2 and png.width > 1.8 * single.width
+        assert single.height > 1.8 * single.width
 
 
 def test_error_tracing_counts_and_draws_the_worst_images(trained, tmp_path):
@@ -161,7 +234,15 @@ def test_default_workflow_trains_evaluates_and_tabulates(default_run):
         check_evaluation(default_run / "results" / "evaluation" / name, classes, patches_csv)
         assert (default_run / "results" / "evaluation" / name / "errors.png").is_file()
     table = pd.read_csv(default_run / "results" / "tables" / "table2.csv")
-    assert sorted(table["experiment"]) == sorted(names)
+    assert sorted(table.loc[table["kind"] == "model", "experiment"]) == sorted(names)
+    splits = sorted({e["split"] for e in config["experiments"]})
+    baselines = table[table["kind"] == "baseline"]
+    assert sorted(set(baselines["split"])) == splits and len(baselines) == 2 * len(splits)
+    for split in splits:  # the baselines score the same test patches as the models of their split
+        record = json.loads((default_run / "results" / "evaluation" / f"baseline-{split}" / "metrics.json").read_text())
+        assert set(table.loc[table["split"] == split, "n_test"]) == {record["n_test"]}
+    markdown = (default_run / "results" / "tables" / "table2.md").read_text()
+    assert markdown.startswith("**demo run: synthetic data, ")  # the default is not the paper's method
     fig3 = default_run / "results" / "figures" / "fig3_confusion_custom.png"
     assert fig3.is_file() == ("custom-scratch-representative" in names)
 

@@ -80,3 +80,37 @@ def test_read_confusion_names_the_file_of_a_bad_matrix(tmp_path):
     bad.write_text("true\\pred,A,B\nA,1,0\nC,0,1\n")
     with pytest.raises(ValueError, match=f"{bad}: expected a square matrix"):
         read_confusion(bad)
+
+
+def test_wilson_interval_matches_the_closed_form_and_brackets_the_accuracy():
+    """Wilson (1927): (p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)."""
+    from scipy.stats import norm
+
+    from temvirus.metrics import accuracy_interval, wilson_interval
+
+    z = norm.ppf(0.975)
+    for k, n in [(1712, 1900), (0, 28), (28, 28), (4, 28)]:
+        p = k / n
+        centre, half = p + z * z / (2 * n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        low, high = wilson_interval(k, n)
+        assert (low, high) == pytest.approx(((centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)), abs=1e-9)
+        assert 0 <= low <= p <= high <= 1
+    assert wilson_interval(0, 28)[0] == 0 and wilson_interval(28, 28)[1] == 1
+    cm = read_confusion(PAPER / "fig3_confusion_custom.csv").to_numpy()
+    low, high = accuracy_interval(cm)
+    assert low < 0.901 < high and high - low < 0.03  # 1900 patches: about +-1.4 points
+    with pytest.raises(ValueError, match="got 3 of 2"):
+        wilson_interval(3, 2)
+
+
+def test_row_normalised_rows_sum_to_one_and_per_class_frame():
+    from temvirus.metrics import per_class_frame, row_normalised
+
+    cm = read_confusion(PAPER / "fig4_confusion_densenet201_transfer.csv")
+    rows = row_normalised(cm.to_numpy())
+    np.testing.assert_allclose(rows.sum(axis=1), 1)
+    np.testing.assert_allclose(np.diag(rows), per_class(cm.to_numpy())["recall"])  # the diagonal is the recall
+    assert row_normalised(np.zeros((2, 2))).sum() == 0
+    frame = per_class_frame(cm.to_numpy(), list(cm.index))
+    assert list(frame.columns) == ["class", "precision", "recall", "f1", "support"]
+    assert frame["support"].sum() == 1900 and frame["f1"].mean() == pytest.approx(0.921, abs=5e-4)

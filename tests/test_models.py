@@ -48,6 +48,17 @@ def test_transfer_models_with_flattened_head_match_the_papers_keras_counts(arch)
     assert trainable_parameters(build_model(arch, 14, input_size=256)) == paper_params(arch, "imagenet", "representative")
 
 
+def test_timm_models_against_the_papers_keras_counts():
+    """Xception (timm legacy_xception) has the paper's count exactly; ResNet50V2 (timm resnetv2_50)
+    lacks the 19,008 conv biases of Keras' ResNet50V2: stem conv (64), the last 1x1 conv of every
+    block (3x256 + 4x512 + 6x1024 + 3x2048) and the 4 projection shortcuts (256+512+1024+2048)."""
+    assert trainable_parameters(build_model("xception", 14)) == paper_params("xception", "imagenet", "representative") == 156_089_654
+    keras_biases = 64 + (3 * 256 + 4 * 512 + 6 * 1024 + 3 * 2048) + (256 + 512 + 1024 + 2048)
+    assert keras_biases == 19_008
+    ours = trainable_parameters(build_model("resnet50v2", 14))
+    assert ours + keras_biases == paper_params("resnet50v2", "imagenet", "representative") == 158_802_062
+
+
 @pytest.mark.parametrize("arch", TRANSFER_MODELS)
 def test_transfer_model_forward_shapes(arch):
     size = 80 if arch == "inception_v3" else 64
@@ -65,7 +76,7 @@ def test_transfer_model_forward_shapes(arch):
 
 def test_unknown_model_init_and_custom_imagenet_are_rejected():
     with pytest.raises(ValueError, match="unknown model"):
-        build_model("xception", 14)
+        build_model("resnet18", 14)
     with pytest.raises(ValueError, match="unknown init"):
         build_model("vgg16", 14, init="random")
     with pytest.raises(ValueError, match="no pretrained weights"):
@@ -112,6 +123,22 @@ def test_old_densenet_key_names_and_inception_aux_weights_load(tmp_path):
     path = save_weights(inception.state_dict(), tmp_path, "inception_v3_google")
     model = build_model("inception_v3", 3, init="imagenet", weights_file=path, input_size=80)
     assert torch.equal(model.features[0].conv.weight, inception.Conv2d_1a_3x3.conv.weight)
+
+
+@pytest.mark.parametrize(("arch", "timm_name"), [("xception", "legacy_xception"), ("resnet50v2", "resnetv2_50")])
+def test_timm_imagenet_weights_load_from_a_local_file(tmp_path, arch, timm_name):
+    """timm's state dict (with its 1000-class head) loads into the backbone; scratch differs."""
+    import timm
+
+    torch.manual_seed(1)
+    reference = timm.create_model(timm_name, pretrained=False)
+    model = build_model(arch, 3, init="imagenet", weights_file=save_weights(reference.state_dict(), tmp_path, arch), input_size=64)
+    loaded = model.features.body.state_dict()
+    body = {k: v for k, v in reference.state_dict().items() if k in loaded}
+    assert len(body) == len(loaded) > 100
+    assert all(torch.equal(loaded[k], v) for k, v in body.items())
+    scratch = build_model(arch, 3, input_size=64).features.body.state_dict()
+    assert not all(torch.equal(scratch[k], v) for k, v in body.items())
 
 
 def test_weights_of_another_architecture_give_a_clear_error(tmp_path):

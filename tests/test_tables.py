@@ -89,3 +89,56 @@ def test_write_table1_and_split_summary(paper, tmp_path):
     assert len(markdown.splitlines()) == 4 + 4  # caption, blank, header, rule, 3 classes + all
     with Image.open(tmp_path / "one" / "split_summary.png") as image:
         assert image.width > 600 and image.height > 150
+
+
+# -- the demo-run note of Table 2 and the figures (temvirus.experiments.run_note)
+
+
+def _configs():
+    import copy
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    default = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    paper = yaml.safe_load((root / "config" / "paper.yaml").read_text())
+
+    def overlay(base, top):  # Snakemake's --configfile: nested sections merged
+        out = copy.deepcopy(base)
+        for key, value in top.items():
+            out[key] = overlay(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        return out
+
+    return default, paper, overlay(default, paper)
+
+
+def test_run_note_names_every_way_the_default_differs_from_the_papers_method():
+    from temvirus.experiments import run_note
+
+    default, paper, _ = _configs()
+    note = run_note(default, paper)
+    assert note.startswith("demo run: synthetic data, ") and note.endswith(": not a reproduction")
+    assert "\n" not in note
+    for setting, key in [("augment", "per_class"), ("evaluation", "max_test_per_class")]:
+        if default[setting][key] != paper[setting][key]:
+            shown = "all" if paper[setting][key] is None else str(paper[setting][key])
+            assert f"(paper {shown})" in note
+    if default["training"]["epochs"] != paper["training"]["epochs"]:
+        assert f"training epochs {default['training']['epochs']['scratch']} scratch" in note
+        assert "(paper 300 scratch / 50 imagenet)" in note
+
+
+def test_run_note_is_empty_for_the_papers_method_whatever_the_hardware():
+    from temvirus.experiments import run_note
+
+    _, paper, reproduction = _configs()
+    assert run_note(reproduction, paper) == ""
+    reproduction["training"].update(device="cpu", amp="off", channels_last=False, compile=True)
+    reproduction["dataset"]["source"] = "local"  # the published archive already on disk
+    assert run_note(reproduction, paper) == ""
+    reproduction["experiments"][0] = {**reproduction["experiments"][0], "epochs": 10}
+    reproduction["training"]["max_val_per_class"] = 5
+    note = run_note(reproduction, paper)
+    assert note == ("demo run: validation patches per class at most 5 (paper all), "
+                    "custom-scratch-representative epochs 10 (paper 300): not a reproduction")  # fmt: skip

@@ -54,7 +54,7 @@ def assert_same_state(a: dict, b: dict) -> None:
 
 def test_parse_experiment():
     assert parse_experiment("mobilenet_v2-imagenet-bad") == ("mobilenet_v2", "imagenet", "bad")
-    for bad in ("custom-scratch", "xception-imagenet-representative", "custom-scratch-random"):
+    for bad in ("custom-scratch", "resnet18-imagenet-representative", "custom-scratch-random"):
         with pytest.raises(ValueError, match="is not '{model}-{init}-{split}'"):
             parse_experiment(bad)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from temvirus.weights import (
     hash_prefix,
     load_imagenet_state_dict,
     load_weights_file,
+    source_url,
     weights_filename,
 )
 
@@ -117,3 +119,57 @@ def test_snakemake_download_weights_uses_base_url_and_checks_the_name(file_serve
     log = (workdir / "logs" / "download" / f"download_weights_{name}.log").read_text()
     assert f"does not start with '{hash_prefix(name)}'" in log
     assert not (workdir / "resources" / "weights" / name).exists()
+
+
+def test_timm_weights_names_and_urls():
+    assert weights_filename("xception") == "xception-43020ad28.pth" and hash_prefix("xception-43020ad28.pth") == "43020ad28"
+    assert weights_filename("resnet50v2") == "resnetv2_50.a1h_in1k.safetensors"
+    assert source_url("resnet50v2", "http://127.0.0.1:1/m/") == "http://127.0.0.1:1/m/resnetv2_50.a1h_in1k.safetensors"
+    assert source_url("resnet50v2").startswith("https://huggingface.co/timm/resnetv2_50.a1h_in1k/")
+
+
+def test_unprefixed_safetensors_file_is_checked_against_its_download_record(file_server, tmp_path):
+    """timm's hub file has no hash in its name: the sha256 recorded at download guards it afterwards."""
+    from safetensors.torch import save
+
+    state = {"stem.conv.weight": torch.arange(24, dtype=torch.float32).reshape(2, 3, 2, 2)}
+    name = weights_filename("resnet50v2")
+    file_server.files[f"/mirror/{name}"] = save(state)
+    path = download_weights("resnet50v2", tmp_path, base_url=file_server.url("/mirror"))
+    record = json.loads((tmp_path / f"{name}.record.json").read_text())
+    assert record["sha256"] == hashlib.sha256(save(state)).hexdigest() and record["sha256_verified"] is False
+    loaded = load_imagenet_state_dict("resnet50v2", tmp_path)
+    assert torch.equal(loaded["stem.conv.weight"], state["stem.conv.weight"])
+
+    path.write_bytes(save({"stem.conv.weight": torch.zeros(2, 3, 2, 2)}))  # altered after the download
+    with pytest.raises(WeightsError, match=f"does not start with '{record['sha256']}' recorded in"):
+        load_weights_file(path, "resnet50v2")
+    (tmp_path / f"{name}.record.json").unlink()
+    with pytest.raises(WeightsError, match="carries no hash prefix .* holds no sha256"):
+        load_weights_file(path, "resnet50v2")
+
+
+@pytest.mark.slow
+def test_snakemake_download_weights_fetches_timm_safetensors_from_base_url(file_server, tmp_path):
+    """resnet50v2's hub file (.safetensors, no hash in its name) goes through the same rule; its hash is recorded."""
+    import subprocess
+
+    from safetensors.torch import save
+
+    from conftest import snakemake_cmd
+
+    name = weights_filename("resnet50v2")
+    body = save({"w": torch.ones(3)})
+    file_server.files[f"/mirror/{name}"] = body
+    workdir = tmp_path / "wd"
+    (workdir / "resources").mkdir(parents=True)
+    override = workdir / "override.json"
+    experiments = [{"model": "resnet50v2", "init": "imagenet", "split": "representative"}]
+    override.write_text(json.dumps({"experiments": experiments, "weights": {"base_url": file_server.url("/mirror")}}))
+    run = subprocess.run(snakemake_cmd(workdir, "download_weights", "--configfile", str(override)),
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    path = workdir / "resources" / "weights" / name
+    assert path.read_bytes() == body
+    assert json.loads(path.with_name(name + ".record.json").read_text())["sha256"] == hashlib.sha256(body).hexdigest()
+    assert torch.equal(load_weights_file(path, "resnet50v2")["w"], torch.ones(3))

@@ -1,9 +1,14 @@
 """Evaluation of a trained experiment on its test patches, Table 2, Figs 3-4 and error tracing.
 
 - :func:`evaluate_experiment`: per-patch predictions, confusion matrix (CSV in the paper's
-  layout, PNG in its style) and metrics (accuracy, macro precision/recall/F1, per class).
-- :func:`table2`: one row per experiment with the paper's Table 2 row beside it.
+  layout, PNG in its style, counts and row-normalised) and metrics (accuracy with its 95%
+  Wilson interval, chance, macro precision/recall/F1; per class in ``per_class.csv``).
+- :func:`table2`: one row per experiment with the paper's Table 2 row beside it, and per
+  split the no-GPU baselines of :mod:`temvirus.baseline` on rows of their own.
 - :func:`paper_confusion_figure`: Fig 3 / Fig 4, this run's matrix beside the paper's.
+
+``note`` (from :func:`temvirus.experiments.run_note`) heads Table 2 and the figures' titles
+when the run's method differs from the paper's.
 - :func:`error_tracing`: the paper's Fig 5, automated: misclassified patches per test image,
   and the worst images drawn with each patch's box in the colour of its predicted class.
 """
@@ -11,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +25,16 @@ import pandas as pd
 import torch
 
 from temvirus.io import save_figure, write_csv, write_json, write_text
-from temvirus.metrics import confusion_frame, confusion_matrix, per_class, read_confusion, summary
+from temvirus.metrics import (
+    accuracy_interval,
+    confusion_frame,
+    confusion_matrix,
+    per_class,
+    per_class_frame,
+    read_confusion,
+    row_normalised,
+    summary,
+)
 from temvirus.models import PAPER_INIT_NAMES, PAPER_MODEL_NAMES
 from temvirus.train import compact_tensor, load_checkpoint, load_subset, parse_experiment, predict, resolve_device
 
@@ -27,6 +42,10 @@ log = logging.getLogger(__name__)
 
 METRICS = ["accuracy", "precision_macro", "recall_macro", "f1_macro"]
 PAPER_COLUMNS = ["trainable_params"] + METRICS
+TABLE2_COLUMNS = [
+    "experiment", "kind", "model", "training", "split", "n_test", "chance", "trainable_params", *METRICS,
+    "accuracy_ci_low", "accuracy_ci_high", *(f"paper_{c}" for c in PAPER_COLUMNS),
+]  # fmt: skip
 #: box drawn around correctly classified patches in the error-tracing figure
 CORRECT_COLOUR = "#7CFC00"
 
@@ -61,11 +80,13 @@ def evaluate_experiment(
     channels_last: bool = False,
     max_per_class: int | None = None,
     seed: int = 0,
+    note: str = "",
 ) -> dict:
-    """Predict the test subset with a best.pt; write predictions.csv, confusion.csv/.png, metrics.json.
+    """Predict the test subset with a best.pt; write predictions.csv, confusion.csv/.png, per_class.csv, metrics.json.
 
     ``max_per_class`` keeps at most that many random test patches per class (small default
-    runs), drawn with ``rng(seed, "subset", "test")``.
+    runs), drawn with ``rng(seed, "subset", "test")``. ``note`` (a demo run's) goes under the
+    figure's title.
     """
     model, meta = load_checkpoint(checkpoint)
     classes = meta["classes"]
@@ -89,12 +110,15 @@ def evaluate_experiment(
     frame = confusion_frame(cm, classes)
     write_csv(out / "confusion.csv", frame)
     title = f"{meta['experiment']} (test patches: {len(y)}{', D4 TTA' if tta else ''})"
-    save_figure(out / "confusion.png", confusion_figure([(frame.set_index(frame.columns[0]), title)]))
+    save_figure(out / "confusion.png", confusion_figure([(frame.set_index(frame.columns[0]), title)], note))
+    write_csv(out / "per_class.csv", per_class_frame(cm, classes).round(6))
     pc = per_class(cm)
+    low, high = accuracy_interval(cm)
     metrics = {
         "experiment": meta["experiment"], "model": meta["model"], "init": meta["init"],
         "split": parse_experiment(meta["experiment"])[2], "trainable_params": meta["trainable_params"],
         "best_epoch": meta["epoch"], "n_test": int(len(y)), "tta": bool(tta), **summary(cm),
+        "chance": 1 / len(classes), "accuracy_ci_low": low, "accuracy_ci_high": high,
         "per_class": {c: {k: float(pc[k][i]) if k != "support" else int(pc[k][i]) for k in pc} for i, c in enumerate(classes)},
     }  # fmt: skip
     write_json(out / "metrics.json", metrics)
@@ -102,46 +126,73 @@ def evaluate_experiment(
     return metrics
 
 
-def _draw_confusion(ax, counts: pd.DataFrame, title: str) -> None:
+def _draw_confusion(ax, counts: pd.DataFrame, title: str, normalised: bool = False) -> None:
     plt = _pyplot()
-    values = counts.to_numpy()
-    ax.imshow(values, cmap=plt.get_cmap("Blues"), vmin=0, vmax=max(1, values.max()))
+    values = row_normalised(counts.to_numpy()) if normalised else counts.to_numpy()
+    top = 1.0 if normalised else max(1, values.max())
+    ax.imshow(values, cmap=plt.get_cmap("Blues"), vmin=0, vmax=top)
     n = len(counts)
     for r in range(n):
         for c in range(n):
             if values[r, c]:
-                dark = values[r, c] > 0.5 * values.max()
-                ax.text(c, r, str(values[r, c]), ha="center", va="center", fontsize=7, color="white" if dark else "black")
+                dark = values[r, c] > 0.5 * top
+                text = f"{values[r, c]:.2f}".lstrip("0") if normalised else str(values[r, c])
+                ax.text(c, r, text, ha="center", va="center", fontsize=6 if normalised else 7, color="white" if dark else "black")
     ax.set_xticks(range(n), counts.columns, rotation=90, fontsize=8)
     ax.set_yticks(range(n), counts.index, fontsize=8)
     ax.set(xlabel="Predicted label", ylabel="True label", title=title)
 
 
-def confusion_figure(panels: Sequence[tuple[pd.DataFrame, str]]):
-    """Confusion matrices (count frames, rows true) side by side in the paper's style."""
+def confusion_figure(panels: Sequence[tuple[pd.DataFrame, str]], note: str = ""):
+    """Confusion matrices (count frames, rows true) side by side in the paper's style.
+
+    One column per panel; top row counts, bottom row each row divided by its sum (the
+    fraction of a true class given each label; the diagonal is the recall). ``note`` (a demo
+    run's, see :func:`temvirus.experiments.run_note`) is the figure's title.
+    """
     plt = _pyplot()
     n = max(len(f) for f, _ in panels)
     side = 2.2 + 0.42 * n
-    fig, axes = plt.subplots(1, len(panels), figsize=(side * len(panels), side), dpi=100, squeeze=False)
-    for ax, (counts, title) in zip(axes[0], panels):
-        _draw_confusion(ax, counts, title)
-    fig.tight_layout()
+    fig, axes = plt.subplots(2, len(panels), figsize=(side * len(panels), 2 * side + 0.4), dpi=100, squeeze=False,
+                             layout="constrained")  # fmt: skip
+    for col, (counts, title) in enumerate(panels):
+        _draw_confusion(axes[0, col], counts, f"{title}: counts")
+        _draw_confusion(axes[1, col], counts, f"{title}: row-normalised", normalised=True)
+    if note:
+        fig.suptitle(textwrap.fill(note, width=int(14 * side * len(panels))), fontsize=8, color="firebrick")
     return fig
 
 
-def paper_confusion_figure(confusion_csv, paper_csv, out_png, title: str) -> None:
-    """Fig 3 / Fig 4: this run's confusion matrix beside the paper's."""
+def paper_confusion_figure(confusion_csv, paper_csv, out_png, title: str, note: str = "") -> None:
+    """Fig 3 / Fig 4: this run's confusion matrix beside the paper's, as counts and row-normalised."""
     ours, paper = read_confusion(confusion_csv), read_confusion(paper_csv)
     acc = summary(ours.to_numpy())["accuracy"]
     panels = [(ours, f"{title}: this run (accuracy {acc:.3f})"), (paper, f"{title}: paper (accuracy {summary(paper.to_numpy())['accuracy']:.3f})")]
-    save_figure(out_png, confusion_figure(panels))
+    save_figure(out_png, confusion_figure(panels, note))
 
 
 # --------------------------------------------------------------------------------- table 2
 
 
-def table2(metrics_json: Sequence[str | Path], paper_csv: str | Path) -> pd.DataFrame:
-    """One row per experiment: our metrics and trainable parameters, the paper's beside them."""
+def _baseline_rows(path: str | Path) -> list[dict]:
+    import json
+
+    record = json.loads(Path(path).read_text(encoding="utf-8"))
+    return [{
+        "experiment": f"baseline-{record['split']}/{b['name']}", "kind": "baseline", "model": f"baseline: {b['description']}",
+        "training": "-", "split": record["split"], "n_test": record["n_test"], "chance": record["chance"],
+        **{c: b[c] for c in ["trainable_params", *METRICS, "accuracy_ci_low", "accuracy_ci_high"]},
+    } for b in record["baselines"]]  # fmt: skip
+
+
+def table2(metrics_json: Sequence[str | Path], paper_csv: str | Path, baseline_json: Sequence[str | Path] = ()) -> pd.DataFrame:
+    """One row per experiment (``kind`` model) and per baseline of each split (``kind`` baseline).
+
+    Columns :data:`TABLE2_COLUMNS`: our metrics, test patches, chance (1 / classes), the
+    accuracy's 95% Wilson interval, trainable parameters and the paper's row beside them
+    (empty for baselines and for rows the paper has not). Sorted by split, models (by model
+    and training) before baselines (in :data:`temvirus.baseline.BASELINES` order).
+    """
     import json
 
     paper = pd.read_csv(paper_csv).set_index(["model", "training", "split"])
@@ -149,36 +200,53 @@ def table2(metrics_json: Sequence[str | Path], paper_csv: str | Path) -> pd.Data
     for path in metrics_json:
         m = json.loads(Path(path).read_text(encoding="utf-8"))
         key = (PAPER_MODEL_NAMES[m["model"]], PAPER_INIT_NAMES[m["init"]], m["split"])
-        row = {"experiment": m["experiment"], "model": key[0], "training": key[1], "split": key[2], "n_test": m["n_test"]}
-        row.update({c: m[c] for c in PAPER_COLUMNS})
+        row = {"experiment": m["experiment"], "kind": "model", "model": key[0], "training": key[1], "split": key[2]}
+        row.update({c: m[c] for c in ["n_test", "chance", *PAPER_COLUMNS, "accuracy_ci_low", "accuracy_ci_high"]})
         ref = paper.loc[key] if key in paper.index else None
         row.update({f"paper_{c}": (ref[c] if ref is not None else None) for c in PAPER_COLUMNS})
         rows.append(row)
-    frame = pd.DataFrame(rows)
-    for c in METRICS:
-        frame[c] = frame[c].round(3)
+    for path in baseline_json:
+        rows += [{**r, **{f"paper_{c}": None for c in PAPER_COLUMNS}} for r in _baseline_rows(path)]
+    frame = pd.DataFrame(rows, columns=TABLE2_COLUMNS)
+    for c in [*METRICS, "chance", "accuracy_ci_low", "accuracy_ci_high"]:
+        frame[c] = frame[c].astype(float).round(3)
     frame["paper_trainable_params"] = frame["paper_trainable_params"].astype("Int64")
-    return frame.sort_values(["split", "model", "training"], kind="stable").reset_index(drop=True)
+    frame["_order"] = frame["kind"].map({"model": 0, "baseline": 1})
+    frame["_name"] = frame["model"].where(frame["kind"] == "model", "")  # baselines keep their order
+    frame = frame.sort_values(["split", "_order", "_name", "training"], kind="stable").drop(columns=["_order", "_name"])
+    return frame.reset_index(drop=True)
 
 
-def table2_markdown(frame: pd.DataFrame) -> str:
-    """Table 2 as Markdown: each metric as ``ours (paper)``."""
-    lines = ["| model | training | split | trainable params | accuracy | precision (macro) | recall (macro) | F1 (macro) |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+def table2_markdown(frame: pd.DataFrame, note: str = "") -> str:
+    """Table 2 as Markdown: each metric as ``ours (paper)``; baselines in italics on rows of their own.
+
+    ``note`` (a demo run's, see :func:`temvirus.experiments.run_note`) is the first line.
+    """
+    lines = ["| model | training | split | test patches | chance | trainable params | accuracy [95% CI] "
+             "| precision (macro) | recall (macro) | F1 (macro) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in frame.itertuples(index=False):
         def pair(c, fmt):
             ref = getattr(r, f"paper_{c}")
             return f"{fmt(getattr(r, c))} ({fmt(ref) if pd.notna(ref) else '-'})"
 
-        cells = [pair("trainable_params", lambda v: f"{int(v):,}")] + [pair(c, lambda v: f"{v:.3f}") for c in METRICS]
-        lines.append(f"| {r.model} | {r.training} | {r.split} | " + " | ".join(cells) + " |")
-    return "Table 2: this run (paper) on the test patches.\n\n" + "\n".join(lines) + "\n"
+        accuracy = f"{r.accuracy:.3f} [{r.accuracy_ci_low:.3f}, {r.accuracy_ci_high:.3f}] ({r.paper_accuracy if pd.notna(r.paper_accuracy) else '-'})"
+        cells = [str(r.n_test), f"{r.chance:.3f}", pair("trainable_params", lambda v: f"{int(v):,}"), accuracy]
+        cells += [pair(c, lambda v: f"{v:.3f}") for c in METRICS[1:]]
+        model = f"*{r.model}*" if r.kind == "baseline" else r.model
+        lines.append(f"| {model} | {r.training} | {r.split} | " + " | ".join(cells) + " |")
+    head = (f"**{note}**\n\n" if note else "") + (
+        "Table 2: this run (paper) on the test patches; accuracy with its 95% Wilson interval; chance = 1 / classes. "
+        "Rows in italics are baselines needing no GPU (temvirus.baseline), on the same test patches.\n\n"
+    )
+    return head + "\n".join(lines) + "\n"
 
 
-def write_table2(metrics_json: Sequence[str | Path], paper_csv, out_csv, out_md) -> pd.DataFrame:
-    frame = table2(metrics_json, paper_csv)
+def write_table2(metrics_json: Sequence[str | Path], paper_csv, out_csv, out_md, baseline_json: Sequence[str | Path] = (), note: str = "") -> pd.DataFrame:
+    """Rule ``table2``: :func:`table2` as CSV and :func:`table2_markdown` as Markdown."""
+    frame = table2(metrics_json, paper_csv, baseline_json)
     write_csv(out_csv, frame)
-    write_text(out_md, table2_markdown(frame))
+    write_text(out_md, table2_markdown(frame, note))
     return frame
 
 
@@ -278,17 +346,18 @@ def run_evaluate(smk) -> None:
         batch_size=smk.params.training["batch_size"], device=smk.params.training["device"],
         amp=smk.params.training["amp"], channels_last=smk.params.training["channels_last"],
         tta=smk.params.evaluation["tta"], max_per_class=smk.params.evaluation["max_test_per_class"], seed=smk.params.seed,
+        note=smk.params.note,
     )  # fmt: skip
 
 
 def run_table2(smk) -> None:
     """Rule table2."""
-    write_table2(smk.input.metrics, smk.input.paper, smk.output.csv, smk.output.md)
+    write_table2(smk.input.metrics, smk.input.paper, smk.output.csv, smk.output.md, smk.input.baselines, smk.params.note)
 
 
 def run_confusion_figure(smk) -> None:
     """Rule paper_confusion_figure."""
-    paper_confusion_figure(smk.input.confusion, smk.input.paper, smk.output.png, smk.params.title)
+    paper_confusion_figure(smk.input.confusion, smk.input.paper, smk.output.png, smk.params.title, smk.params.note)
 
 
 def run_error_tracing(smk) -> None:

@@ -13,6 +13,12 @@ as the paper's Keras models did (``include_top=False`` then flatten), by dense 1
 dropout 0.3, dense 1024, ReLU, dropout 0.3, dense N. The gray patch is repeated to 3 channels
 inside ``forward``. Flattening the feature map makes the head's size depend on the input size
 (``input_size``, 256 for the paper's patches); with it the head sizes equal the paper's.
+
+``resnet50v2`` and ``xception``, the paper's Keras-only models, are timm's ``resnetv2_50`` and
+``legacy_xception`` (see :data:`temvirus.weights.TIMM_WEIGHTS`), cut at ``forward_features``
+(after the final batch norm and ReLU, as Keras' ``include_top=False``). Xception's trainable
+count equals the paper's; ResNetV2-50 has 19,008 fewer, the biases that Keras gives the stem
+convolution, the last 1x1 convolution of every block and the projection shortcuts.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from torch.func import functional_call
 #: transfer architectures (torchvision builder names); the first six are the paper's
 TRANSFER_MODELS = (
     "densenet201", "vgg16", "vgg19", "resnet50", "inception_v3", "mobilenet_v2",
-    "efficientnet_b0", "convnext_tiny",
+    "efficientnet_b0", "convnext_tiny", "resnet50v2", "xception",
 )  # fmt: skip
 MODELS = ("custom",) + TRANSFER_MODELS
 INITS = ("scratch", "imagenet")
@@ -36,6 +42,7 @@ PAPER_MODEL_NAMES = {
     "custom": "Custom", "densenet201": "DenseNet201", "vgg16": "VGG16", "vgg19": "VGG19",
     "resnet50": "ResNet50", "inception_v3": "InceptionV3", "mobilenet_v2": "MobileNetV2",
     "efficientnet_b0": "EfficientNetB0", "convnext_tiny": "ConvNeXtTiny",
+    "resnet50v2": "ResNet50V2", "xception": "Xception",
 }  # fmt: skip
 PAPER_INIT_NAMES = {"scratch": "scratch", "imagenet": "transfer"}
 
@@ -108,14 +115,33 @@ class TransferNet(nn.Module):
         return self.top(self.features(x.expand(-1, 3, -1, -1)))
 
 
-def _imagenet_model(arch: str, weights_file: str | Path | None) -> nn.Module:
-    """A torchvision ImageNet classifier, random (``weights_file`` None) or loaded from the file."""
-    import torchvision
+class _TimmFeatures(nn.Module):
+    """A timm classifier's ``forward_features``: the last feature map, before pooling and the head."""
 
-    kwargs = {}
-    if arch == "inception_v3":  # the weights carry the auxiliary head; scratch builds drop it
-        kwargs = {"aux_logits": weights_file is not None, "init_weights": weights_file is None}
-    model = torchvision.models.get_model(arch, weights=None, **kwargs)
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        model.reset_classifier(0)
+        self.body = model
+
+    def forward(self, x):
+        return self.body.forward_features(x)
+
+
+def _imagenet_model(arch: str, weights_file: str | Path | None) -> nn.Module:
+    """A torchvision (or timm) ImageNet classifier, random (``weights_file`` None) or loaded from the file."""
+    from temvirus.weights import TIMM_WEIGHTS
+
+    if arch in TIMM_WEIGHTS:
+        import timm
+
+        model = timm.create_model(TIMM_WEIGHTS[arch].timm_model, pretrained=False)
+    else:
+        import torchvision
+
+        kwargs = {}
+        if arch == "inception_v3":  # the weights carry the auxiliary head; scratch builds drop it
+            kwargs = {"aux_logits": weights_file is not None, "init_weights": weights_file is None}
+        model = torchvision.models.get_model(arch, weights=None, **kwargs)
     if weights_file is None:
         return model
     from temvirus.weights import WeightsError, load_weights_file
@@ -129,7 +155,9 @@ def _imagenet_model(arch: str, weights_file: str | Path | None) -> nn.Module:
 
 
 def _features(arch: str, model: nn.Module) -> nn.Module:
-    """The part of a torchvision classifier up to its last feature map (Keras include_top=False)."""
+    """The part of a torchvision or timm classifier up to its last feature map (Keras include_top=False)."""
+    if arch in ("resnet50v2", "xception"):
+        return _TimmFeatures(model)
     if arch.startswith("densenet"):  # torchvision applies the final ReLU in forward()
         return nn.Sequential(model.features, nn.ReLU(inplace=True))
     if arch.startswith("resnet"):

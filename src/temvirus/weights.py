@@ -5,11 +5,20 @@ is torchvision's, whose part after the last '-' is a prefix of the file's sha256
 ``download_weights`` (on the machine that launches the workflow) fetches it with
 :func:`download_weights`; training calls :func:`load_imagenet_state_dict`, which checks the hash
 prefix and says which file to place where when it is missing.
+
+ResNet50V2 and Xception (Keras-only in the paper, absent from torchvision) come from timm
+(:data:`TIMM_WEIGHTS`): Xception's file carries a hash prefix in its name like torchvision's;
+timm publishes ResNetV2-50's only on the Hugging Face hub under a name without one, and its
+sha256 could not be pinned here (no access to the hub from the machine that wrote this), so
+it is checked against the sha256 recorded by its download (``{file}.record.json``): the file
+is the one that was fetched, unaltered, though nothing published vouches for the fetch.
 """
 
 from __future__ import annotations
 
 import re
+import json
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
@@ -17,17 +26,47 @@ from temvirus.io import sha256_file
 
 #: torchvision's DenseNet files name layers ``norm.1``, ``conv.2``; its modules ``norm1``, ``conv2``
 _DENSENET_KEY = re.compile(r"(denselayer\d+\.(?:norm|relu|conv))\.(\d)")
+_PREFIXED_NAME = re.compile(r".+-[0-9a-f]{6,64}")
+
+
+@dataclass(frozen=True)
+class TimmWeights:
+    """ImageNet weights of a timm architecture: timm's model name, its published URL, the local file name."""
+
+    timm_model: str
+    url: str
+    filename: str
+
+
+#: our model name -> the timm model and weights standing in for the paper's Keras model
+#: (README "ResNet50V2 and Xception" says why these variants)
+TIMM_WEIGHTS = {
+    "resnet50v2": TimmWeights(
+        "resnetv2_50",
+        "https://huggingface.co/timm/resnetv2_50.a1h_in1k/resolve/main/model.safetensors",
+        "resnetv2_50.a1h_in1k.safetensors",
+    ),
+    "xception": TimmWeights(
+        "legacy_xception",
+        "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-cadene/xception-43020ad28.pth",
+        "xception-43020ad28.pth",
+    ),
+}
 
 
 def weights_url(arch: str) -> str:
-    """torchvision's published URL of the default ImageNet weights of ``arch``."""
+    """The published URL of the default ImageNet weights of ``arch`` (torchvision's, or timm's for TIMM_WEIGHTS)."""
+    if arch in TIMM_WEIGHTS:
+        return TIMM_WEIGHTS[arch].url
     from torchvision.models import get_model_weights
 
     return get_model_weights(arch).DEFAULT.url
 
 
 def weights_filename(arch: str) -> str:
-    """The weights file name (torchvision's, carrying its hash prefix), e.g. ``vgg16-397923af.pth``."""
+    """The local weights file name, e.g. torchvision's ``vgg16-397923af.pth`` (carrying its hash prefix)."""
+    if arch in TIMM_WEIGHTS:
+        return TIMM_WEIGHTS[arch].filename
     return PurePosixPath(urlparse(weights_url(arch)).path).name
 
 
@@ -51,22 +90,45 @@ def source_url(arch: str, base_url: str | None = None) -> str:
     return weights_url(arch)
 
 
+def _has_hash_prefix(filename: str) -> bool:
+    return bool(_PREFIXED_NAME.fullmatch(PurePosixPath(filename).name.split(".")[0]))
+
+
 def fetch_weights_file(url: str, dest: str | Path) -> Path:
-    """Download a weights file to ``dest`` (resumable, retried), checking the hash prefix of its name."""
+    """Download a weights file to ``dest`` (resumable, retried), checking the hash prefix of its name.
+
+    A name without a hash prefix (timm's hub files, see the module docstring) is fetched
+    unchecked and its computed sha256 recorded in ``{dest}.record.json``, which
+    :func:`load_weights_file` then checks the file against.
+    """
     from temvirus.download import fetch
 
     dest = Path(dest)
     fetch(
         url,
         dest,
-        sha256_prefix=hash_prefix(dest.name),
+        sha256_prefix=hash_prefix(dest.name) if _has_hash_prefix(dest.name) else None,
         hint=f"; without internet, place the file {dest.name} at {dest}",
     )
     return dest
 
 
+def _expected_hash(path: Path) -> tuple[str, str]:
+    """(sha256 or its prefix that ``path`` must have, where that comes from)."""
+    if _has_hash_prefix(path.name):
+        return hash_prefix(path.name), "from its name"
+    record = path.with_name(path.name + ".record.json")
+    try:
+        return json.loads(record.read_text(encoding="utf-8"))["sha256"], f"recorded in {record}"
+    except (OSError, ValueError, KeyError, TypeError):
+        raise WeightsError(
+            f"{path}: its name carries no hash prefix and {record} (written by `snakemake download_weights`) "
+            "holds no sha256 to check it against; delete the file and run `snakemake download_weights`"
+        ) from None
+
+
 def load_weights_file(path: str | Path, arch: str) -> dict:
-    """Read a local torchvision weights file (``weights_only=True``) after checking its hash prefix.
+    """Read a local weights file (``weights_only=True``, or safetensors) after checking its hash prefix.
 
     DenseNet files of torchvision name their layers ``norm.1``/``conv.2``; the keys are renamed
     to the ``norm1``/``conv2`` of torchvision's current DenseNet modules.
@@ -79,14 +141,20 @@ def load_weights_file(path: str | Path, arch: str) -> dict:
             f"weights for {arch} not found at {path}: run `snakemake download_weights` on a machine with "
             "internet or place the file there"
         )
-    digest, prefix = sha256_file(path), hash_prefix(path.name)
+    prefix, source = _expected_hash(path)
+    digest = sha256_file(path)
     if not digest.startswith(prefix):
         raise WeightsError(
-            f"{path}: sha256 {digest} does not start with {prefix!r} from its name: corrupt or not torchvision's "
+            f"{path}: sha256 {digest} does not start with {prefix!r} {source}: corrupt or not the published "
             f"file; delete it and run `snakemake download_weights`"
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(path, device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unpickling failure: truncated, not a torch file, disallowed object
         raise WeightsError(f"{path}: cannot be read as a weights file ({type(exc).__name__}: {exc})") from None
     if not isinstance(state, dict):

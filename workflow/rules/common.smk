@@ -204,6 +204,34 @@ def experiment_metrics(wildcards=None):
     return [f"results/evaluation/{e}/metrics.json" for e in experiment_names()]
 
 
+def baseline_metrics(wildcards=None):
+    """The no-GPU baselines of each split method that has experiments (rows of Table 2)."""
+    splits = sorted({e["split"] for e in config["experiments"]})
+    return [f"results/evaluation/baseline-{s}/metrics.json" for s in splits]
+
+
+def baseline_model_inputs(wildcards):
+    """The patch table, balanced training set and test patches of split {split}."""
+    folder = f"results/patches/{wildcards.split}"
+    return {
+        "patches": f"{folder}/patches.csv",
+        "train": f"{folder}/train_augmented.npy",
+        "train_table": f"{folder}/train_augmented.csv",
+        "test": f"{folder}/test.npy",
+    }
+
+
+def run_note():
+    """The demo-run line of Table 2 and the figures ('' for the paper's method): see
+    temvirus.experiments.run_note, against config/paper.yaml beside the Snakefile."""
+    import yaml
+
+    from temvirus.experiments import run_note as note
+
+    with open(Path(workflow.basedir) / "config" / "paper.yaml", encoding="utf-8") as fh:
+        return note(config, yaml.safe_load(fh))
+
+
 def paper_figure_inputs(wildcards):
     """This run's confusion matrix of the figure's experiment and the paper's."""
     experiment = PAPER_FIGURES[wildcards.figure][0]

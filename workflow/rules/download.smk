@@ -48,7 +48,7 @@ rule download_weights_file:
     log:
         "logs/download/download_weights_{filename}.log",
     wildcard_constraints:
-        filename=r"[^/]+\.pth",
+        filename=r"[^/]+\.(?:pth|safetensors)",
     conda:
         "../../envs/temvirus.yaml"
     params:

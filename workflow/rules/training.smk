@@ -53,6 +53,12 @@ rule evaluate_model:
             category="5 Evaluation",
             subcategory="{experiment}",
         ),
+        per_class=report(
+            "results/evaluation/{experiment}/per_class.csv",
+            caption="../report/per_class.rst",
+            category="5 Evaluation",
+            subcategory="{experiment}",
+        ),
         metrics="results/evaluation/{experiment}/metrics.json",
     log:
         "logs/training/evaluate_{experiment}.log",
@@ -62,6 +68,7 @@ rule evaluate_model:
         training=experiment_training,
         evaluation=config["evaluation"],
         seed=config["seed"],
+        note=run_note(),
     script:
         "../scripts/evaluate_model.py"
 
@@ -93,9 +100,30 @@ rule error_tracing:
         "../scripts/error_tracing.py"
 
 
+rule baseline_model:
+    input:
+        unpack(baseline_model_inputs),
+    output:
+        metrics="results/evaluation/baseline-{split}/metrics.json",
+    log:
+        "logs/training/baseline_{split}.log",
+    wildcard_constraints:
+        split="representative|bad|given",
+    conda:
+        "../../envs/temvirus.yaml"
+    params:
+        classes=config["classes"]["classification"],
+        block=config["evaluation"]["baseline_block_px"],
+        max_test_per_class=config["evaluation"]["max_test_per_class"],
+        seed=config["seed"],
+    script:
+        "../scripts/baseline_model.py"
+
+
 rule table2:
     input:
         metrics=experiment_metrics,
+        baselines=baseline_metrics,
         paper="resources/paper/table2_performance.csv",
     output:
         csv=report(
@@ -109,6 +137,8 @@ rule table2:
         "logs/training/table2.log",
     conda:
         "../../envs/temvirus.yaml"
+    params:
+        note=run_note(),
     script:
         "../scripts/table2.py"
 
@@ -129,5 +159,6 @@ rule paper_confusion_figure:
         "../../envs/temvirus.yaml"
     params:
         title=paper_figure_title,
+        note=run_note(),
     script:
         "../scripts/paper_confusion_figure.py"
