@@ -396,6 +396,20 @@ def stage_paper_scale(args, manifest: dict, device: str) -> dict:
             "estimated_300_epoch_minutes": epoch_s * PAPER_EPOCHS / 60}  # fmt: skip
 
 
+def module_versions() -> dict:
+    """Versions of the libraries the run may use (None: not installed; the GPU machine is bare)."""
+    import importlib
+    import importlib.util
+
+    versions = {}
+    for name in ("torchvision", "pandas", "sklearn", "scipy", "yaml", "tifffile", "PIL", "triton", "pytest"):
+        try:
+            versions[name] = getattr(importlib.import_module(name), "__version__", "?") if importlib.util.find_spec(name) else None
+        except ImportError:
+            versions[name] = None
+    return versions
+
+
 def run(args) -> dict:
     from temvirus.io import write_json
 
@@ -413,6 +427,7 @@ def run(args) -> dict:
         torch.set_num_threads(args.threads)
     result = {"benchmark": "gpu_check", "machine": machine_info(device), "quick": args.quick, "data": {k: manifest[k] for k in manifest if k != "recipe"},
               "recipe": manifest["recipe"], "stages": {}}  # fmt: skip
+    result["machine"]["modules"] = module_versions()
     if cuda:
         props = torch.cuda.get_device_properties(0)
         result["machine"].update(gpu_memory_gib=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
