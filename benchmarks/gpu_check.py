@@ -250,7 +250,7 @@ def stage_tests(args, out: Path) -> dict:
 
     xml, log = out / "gpu_check_cuda_tests.xml", out / "gpu_check_cuda_tests.log"
     code = (f"import sys; sys.path.append({str(SITE_ZIP)!r}); import pytest; "
-            f"raise SystemExit(pytest.main(['-m', 'cuda', '-p', 'no:cacheprovider', '-rs', '--junitxml', {str(xml)!r}, 'tests/test_cuda.py']))")  # fmt: skip
+            f"raise SystemExit(pytest.main(['-m', 'cuda', '-p', 'no:cacheprovider', '-v', '-rs', '--junitxml', {str(xml)!r}, 'tests/test_cuda.py']))")  # fmt: skip
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])))
     started = time.perf_counter()
     try:
@@ -319,7 +319,7 @@ def balanced_train(arrays: dict, classes: list[str], per_class: int, seed: int) 
     table = plan(train, classes, per_class, seed)
     row_of = {pid: i for i, pid in enumerate(ids)}
     x = np.stack([apply_transform(arrays["train_x"][row_of[pid]], t) for pid, t in zip(table.source_patch_id, table["transform"])])
-    y = table["class"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
+    y = np.array(table["class"].map({c: i for i, c in enumerate(classes)}), dtype=np.int64)  # writable (pandas 3 views are not)
     return x, y
 
 
@@ -336,12 +336,12 @@ def stage_real(args, arrays: dict, manifest: dict, device: str, deadline: float)
     x, y = balanced_train(arrays, classes, per_class, recipe["seed"])
     tensors = (compact_tensor(x), torch.from_numpy(y), compact_tensor(arrays["validation_x"]), torch.from_numpy(arrays["validation_y"]))
     size = x.shape[-1]
+    settings = _settings(recipe, "custom-scratch-given", device)
 
-    def model():
+    def model():  # the same initial weights for the warm-up and the run
         torch.manual_seed(settings.seed)
         return build_model("custom", len(classes), "scratch", input_size=size)
 
-    settings = _settings(recipe, "custom-scratch-given", device)
     out = {"n_train_balanced": len(y), "per_class": per_class, "n_validation": len(arrays["validation_y"]), "n_test": len(arrays["test_y"]),
            "patch_size_px": size, "nm_per_px": manifest["nm_per_px"]}  # fmt: skip
     if args.real_epochs:
