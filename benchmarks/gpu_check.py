@@ -302,9 +302,11 @@ def stage_throughput(args, classes: list[str], cuda: bool) -> dict:
 
 
 def _settings(recipe: dict, experiment: str, device: str, **changes):
-    from temvirus.train import settings_from_config
+    """The recipe's :class:`temvirus.train.Settings`; keys the recipe predates take the dataclass defaults."""
+    from temvirus.train import Settings, settings_from_config
 
-    settings = settings_from_config(recipe["training"], recipe["seed"], experiment)
+    defaults = {f.name: f.default for f in dataclasses.fields(Settings) if f.default is not dataclasses.MISSING}
+    settings = settings_from_config({**defaults, **recipe["training"]}, recipe["seed"], experiment)
     return dataclasses.replace(settings, device=device, **changes)
 
 
