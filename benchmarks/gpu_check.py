@@ -480,18 +480,20 @@ def table(result: dict) -> str:
                      f"project {ratio:.2f}x torchvision (target >= 3), {bound:.0%} of bound (>= 90%)" + (f"; {mem:.0f} MiB" if mem else ""))  # fmt: skip
     if "error" in b:
         lines.append(f"throughput       : {b['error']}")
-    r = s.get("real_training", {})
-    if "test_accuracy" in r:
-        lines.append(f"real crops custom: test accuracy {r['test_accuracy']:.3f} (target >= 0.95), macro-F1 {r['test_f1_macro']:.3f}; "
-                     f"{r['epochs_run']} epochs (best {r['best_epoch']}), {r['epoch_seconds_median']:.2f} s/epoch, {r['patch_size_px']} px")  # fmt: skip
-    elif r:
-        lines.append(f"real crops custom: {r.get('error')}")
-    p = s.get("paper_scale", {})
-    if "steady_epoch_seconds" in p:
-        lines.append(f"paper scale      : {p['n_train']} x {p['patch_size_px']} px, batch {p['batch_size']}: {p['steady_epoch_seconds']:.2f} s/epoch; "
-                     f"300 epochs ~ {p['estimated_300_epoch_minutes']:.1f} min (target < 60)")  # fmt: skip
-    elif p:
-        lines.append(f"paper scale      : {p.get('error')}")
+    later = {  # stage: (label, the key present when it worked, its line)
+        "real_training": ("real crops custom", "test_accuracy", lambda r: (
+            f"test accuracy {r['test_accuracy']:.3f} (target >= 0.95), macro-F1 {r['test_f1_macro']:.3f}; "
+            f"{r['epochs_run']} epochs (best {r['best_epoch']}), {r['epoch_seconds_median']:.2f} s/epoch, {r['patch_size_px']} px")),
+        "paper_scale": ("paper scale      ", "steady_epoch_seconds", lambda p: (
+            f"{p['n_train']} x {p['patch_size_px']} px, batch {p['batch_size']}: {p['steady_epoch_seconds']:.2f} s/epoch; "
+            f"300 epochs ~ {p['estimated_300_epoch_minutes']:.1f} min (target < 60)")),
+    }  # fmt: skip
+    for stage, (label, key, line) in later.items():
+        r = s.get(stage, {})
+        if key in r:
+            lines.append(f"{label}: {line(r)}")
+        elif r:
+            lines.append(f"{label}: {r.get('error')}")
     return "\n".join(lines)
 
 
