@@ -63,8 +63,8 @@ def cpu_state(model) -> dict:
 
 def assert_same_state(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), f"{key} differs"
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), f"{key} differs"
 
 
 @pytest.mark.parametrize("name", MODELS)
