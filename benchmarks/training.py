@@ -173,7 +173,7 @@ def settings_for(args, model_name: str):
         config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
         entry = {"model": model_name, "init": "scratch", "split": "representative"}
         settings = settings_from_config(resolve_training(config["training"], entry), config["seed"], f"{model_name}-scratch-representative")
-    except (KeyError, TypeError, ValueError):  # no training section yet: the dataclass defaults
+    except (ImportError, KeyError, TypeError, ValueError):  # no PyYAML (a bare GPU machine) or no training section: the dataclass defaults
         settings = Settings(epochs=1, batch_size=args.batch_size, lr=1e-3, weight_decay=0.0, patience=1)
     changes = {"epochs": 1, "patience": 10**6, "batch_size": args.batch_size, "device": args.device, "compile": False}
     for key in ("amp", "channels_last", "deterministic"):

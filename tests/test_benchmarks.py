@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,3 +110,46 @@ def test_end_to_end_rerun_of_one_model(tmp_path, default_run):
     check = result["rerun_check"]
     assert check["train_model_ran_for"] == ["custom-scratch-representative"]
     assert check["only_that_model_ran"] is True, check
+
+
+def test_gpu_check_quick(tmp_path):
+    """benchmarks/gpu_check.py: --prepare a tiny archive (a few real crops, else synthetic patches), then --quick on the CPU."""
+    from conftest import REAL_CROPS, write_patch_split
+
+    data = tmp_path / "data.npz"
+    prepare = [sys.executable, str(BENCH / "gpu_check.py"), "--prepare", "--data", str(data), "--site-zip", str(tmp_path / "site.zip"), "--downsample", "4"]
+    if REAL_CROPS.is_dir():
+        prepare += ["--crops", str(REAL_CROPS), "--images-per-class", "1"]
+        classes = 9
+    else:
+        write_patch_split(tmp_path / "patches", ["Adenovirus", "Ebola", "Orf"], {"train_augmented": 2, "train": 3, "validation": 2, "test": 2}, size=256)
+        prepare += ["--from-patches", str(tmp_path / "patches")]
+        classes = 3
+    proc = subprocess.run(prepare, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with np.load(data) as npz:
+        manifest = json.loads(str(npz["manifest"]))
+        assert npz["train_x"].shape[1:] == (64, 64) and len(npz["test_y"]) == sum(manifest["counts"]["test"].values())
+    assert len(manifest["classes"]) == classes and manifest["recipe"]["per_class"] == 736 and manifest["downsample"] == 4
+
+    out = tmp_path / "out"
+    env = dict(os.environ, OUT=str(out), TEMVIRUS_BENCH_OUT=str(tmp_path / "bench"))
+    proc = subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), "--quick", "--device", "cpu", "--data", str(data)],
+                          capture_output=True, text=True, timeout=600, cwd=REPO, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((out / "gpu_check.json").read_text())
+    stages = result["stages"]
+    assert set(stages) == {"cuda_tests", "throughput", "real_training", "paper_scale"}
+    assert not any("error" in s for s in stages.values()), {k: s.get("error") for k, s in stages.items()}
+    tests = stages["cuda_tests"]
+    assert tests["passed"] == tests["failed"] == 0 and tests["skipped"] >= 5  # no CUDA here: every cuda test skipped
+    assert any("needs a CUDA GPU" in reason for reason in tests["skip_reasons"])
+    for method, stats in stages["throughput"]["models"]["custom"]["methods"].items():
+        assert positive(stats["samples_per_second"]), method
+    real = stages["real_training"]
+    assert real["n_train_balanced"] == 2 * classes and real["epochs_run"] == 1 and 0 <= real["test_accuracy"] <= 1
+    assert real["n_test"] == sum(manifest["counts"]["test"].values())
+    assert stages["paper_scale"]["estimated_300_epoch_minutes"] > 0
+    table = proc.stdout[proc.stdout.index("== GPU check"):].splitlines()
+    assert table[1].startswith("cuda tests       : 0 passed, 0 failed") and table[2].startswith("custom ")
+    assert table[3].startswith("real crops custom: test accuracy") and table[4].startswith("paper scale      :")
