@@ -424,6 +424,10 @@ LEAK_BIN = 2
 LEAK_TEMPLATE = 64
 #: shifts searched, px at 2 nm/px each way (+-16 nm: two annotations of one particle differ by less)
 LEAK_SHIFT = 8
+#: the band compared: difference of Gaussians of these sigmas, px at 2 nm/px (structure of ~3-16 nm)
+LEAK_BAND = (0.7, 4.0)
+#: no-data areas (padding) are widened by this many px at 2 nm/px before they are left out
+LEAK_NODATA_MARGIN = 4
 #: side of the pre-screen embedding (the standardised central 160 nm averaged to 8x8: 20 nm cells)
 LEAK_EMBED = 8
 #: training patches of other images scored exactly per test/validation patch (its nearest in the embedding)
@@ -435,21 +439,43 @@ ACCEPTED_COLUMNS = ["split", "patch_id", "train_patch_id", "reason"]
 D4 = [(k, flip) for flip in (False, True) for k in range(4)]
 
 
-def _standardised(patches: np.ndarray, chunk: int = 512) -> np.ndarray:
-    """``(n, 80, 80)`` float32: the central 160 nm of each patch averaged in ``LEAK_BIN`` blocks
-    (2 nm/px: the template plus the searched shifts), zero mean and unit std per patch."""
+def _standardised(patches: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """``(embeddings (n, LEAK_EMBED**2), detail (n, 80, 80) float32)`` of the central 160 nm of each patch.
+
+    The patch is averaged in ``LEAK_BIN`` blocks (2 nm/px: the template plus the searched shifts).
+    Areas without data (padding: pixels equal to all 8 neighbours, widened by
+    ``LEAK_NODATA_MARGIN`` px) are left out. ``detail`` is the band-passed patch (difference of
+    Gaussians of ``LEAK_BAND`` px: the fine structure that a re-image of the same particle
+    shares and a look-alike does not; smooth backgrounds, the particle's outline and padding
+    edges, which look alike across fields, are removed), zero where there is no data, unit std;
+    the embeddings (:func:`_embed`) are of the smooth patch, for the pre-screen.
+    """
+    from scipy.ndimage import gaussian_filter, maximum_filter
+
     n, h, w = patches.shape
     b, side = LEAK_BIN, LEAK_TEMPLATE + 2 * LEAK_SHIFT
     top, left = (h - b * side) // 2, (w - b * side) // 2
     if top < 0 or left < 0:
         raise ValueError(f"patches of {h}x{w} px are smaller than the compared {b * side} px")
-    out = np.empty((n, side, side), dtype=np.float32)
+    embeddings, detail = np.empty((n, LEAK_EMBED**2)), np.empty((n, side, side), dtype=np.float32)
     for start in range(0, n, chunk):
         block = np.asarray(patches[start : start + chunk, top : top + b * side, left : left + b * side], dtype=np.float32)
         block = block.reshape(len(block), side, b, side, b).mean(axis=(2, 4))
-        block -= block.mean(axis=(1, 2), keepdims=True)
-        out[start : start + chunk] = block / np.maximum(block.std(axis=(1, 2), keepdims=True), 1e-6)
-    return out
+        padded = np.pad(block, ((0, 0), (1, 1), (1, 1)), mode="edge")
+        flat = np.ones(block.shape, dtype=bool)
+        for dy in (0, 1, 2):
+            for dx in (0, 1, 2):
+                flat &= padded[:, dy : dy + side, dx : dx + side] == block
+        nodata = maximum_filter(flat, size=(1, 2 * LEAK_NODATA_MARGIN + 1, 2 * LEAK_NODATA_MARGIN + 1))
+        valid = ~nodata
+        count = np.maximum(valid.sum(axis=(1, 2), keepdims=True), 1)
+        mean = (block * valid).sum(axis=(1, 2), keepdims=True) / count
+        block = np.where(valid, block, mean)
+        embeddings[start : start + chunk] = _embed(block)
+        band = gaussian_filter(block, (0, LEAK_BAND[0], LEAK_BAND[0])) - gaussian_filter(block, (0, LEAK_BAND[1], LEAK_BAND[1]))
+        band = np.where(valid, band, 0.0)
+        detail[start : start + chunk] = band / np.maximum(band.std(axis=(1, 2), keepdims=True), 1e-6)
+    return embeddings, detail
 
 
 def _d4(images: np.ndarray) -> list[np.ndarray]:
@@ -457,33 +483,32 @@ def _d4(images: np.ndarray) -> list[np.ndarray]:
     return [np.swapaxes(np.rot90(images, k, axes=(-2, -1)), -2, -1) if flip else np.rot90(images, k, axes=(-2, -1)) for k, flip in D4]
 
 
-def _embed(standardised: np.ndarray) -> np.ndarray:
-    """``(n, LEAK_EMBED**2)`` unit vectors: the patches averaged to LEAK_EMBED x LEAK_EMBED, standardised."""
-    n, h, w = standardised.shape
+def _embed(block: np.ndarray) -> np.ndarray:
+    """``(n, LEAK_EMBED**2)`` unit vectors: ``(n, 80, 80)`` patches averaged to LEAK_EMBED x LEAK_EMBED, centred."""
+    n, h, w = block.shape
     e = LEAK_EMBED
-    small = standardised.reshape(n, e, h // e, e, w // e).mean(axis=(2, 4)).reshape(n, e * e)
+    small = block.reshape(n, e, h // e, e, w // e).mean(axis=(2, 4)).reshape(n, e * e).astype(np.float64)
     small = small - small.mean(axis=1, keepdims=True)
-    return small / np.maximum(np.linalg.norm(small, axis=1, keepdims=True), 1e-6)
+    return small / np.maximum(np.linalg.norm(small, axis=1, keepdims=True), 1e-9)
 
 
 def candidate_pairs(query: np.ndarray, query_images: np.ndarray, train: np.ndarray, train_images: np.ndarray, k: int = LEAK_NEIGHBOURS) -> np.ndarray:
     """Pre-screen: ``(m, 2)`` index pairs (query patch, training patch of another image).
 
-    ``query``, ``train``: standardised patches (:func:`_standardised`). For each query patch, the
-    ``k`` training patches of other images whose embedding (:func:`_embed`, under any of the 8
-    flips/rotations of the training patch) is closest, found with a KD-tree
-    (``scipy.spatial.cKDTree``).
+    ``query``, ``train``: embeddings (:func:`_standardised`). For each query patch, the ``k``
+    training patches of other images whose embedding (under any of the 8 flips/rotations of the
+    training patch) is closest, found with a KD-tree (``scipy.spatial.cKDTree``).
     """
     from scipy.spatial import cKDTree
 
     if not len(query) or not len(train):
         return np.zeros((0, 2), dtype=np.int64)
-    small = _embed(train).reshape(len(train), LEAK_EMBED, LEAK_EMBED)
+    small = train.reshape(len(train), LEAK_EMBED, LEAK_EMBED)
     points = np.concatenate([t.reshape(len(train), -1) for t in _d4(small)])  # (8 n_train, e*e)
     owner = np.tile(np.arange(len(train)), len(D4))
     tree = cKDTree(points)
     want = min(len(points), (k + 1) * len(D4) + 32)  # room for the other transforms and same-image patches
-    _, found = tree.query(_embed(query), k=want)
+    _, found = tree.query(query, k=want)
     pairs = set()
     for q, row in enumerate(np.atleast_2d(found)):
         kept = 0
@@ -499,7 +524,7 @@ def candidate_pairs(query: np.ndarray, query_images: np.ndarray, train: np.ndarr
 def max_ncc(a: np.ndarray, b: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per pair: the largest normalised cross-correlation of ``a``'s central template with ``b``.
 
-    ``a``, ``b``: ``(m, 80, 80)`` standardised patches (:func:`_standardised`, 2 nm/px). The
+    ``a``, ``b``: ``(m, 80, 80)`` band-passed patches (:func:`_standardised`, 2 nm/px). The
     central ``LEAK_TEMPLATE``-px square of ``a``, under each of its 8 flips/rotations (a training
     patch may be stored transformed), is compared with every same-size window of ``b`` (shifts
     up to ``LEAK_SHIFT`` px each way): NCC is the Pearson correlation of the template with the
@@ -589,13 +614,13 @@ def check_leaks(folder: Folder, threshold: float = LEAK_NCC, accepted: dict | No
         if "train" not in arrays or any(len(tables[s]) != len(arrays[s]) for s in arrays):
             covered.append(f"{method}: not compared (no training array, or arrays unlike the table)")
             continue
-        train, train_rows = _standardised(arrays["train"]), tables["train"]
+        (train_embedded, train), train_rows = _standardised(arrays["train"]), tables["train"]
         n_pairs = n_query = 0
         for subset in ("validation", "test"):
             if subset not in arrays or not len(arrays[subset]):
                 continue
-            query, rows = _standardised(arrays[subset]), tables[subset]
-            pairs = candidate_pairs(query, rows.image_id.to_numpy(), train, train_rows.image_id.to_numpy())
+            (embedded, query), rows = _standardised(arrays[subset]), tables[subset]
+            pairs = candidate_pairs(embedded, rows.image_id.to_numpy(), train_embedded, train_rows.image_id.to_numpy())
             n_query, n_pairs = n_query + len(query), n_pairs + len(pairs)
             ncc, shift, transform = max_ncc(query[pairs[:, 0]], train[pairs[:, 1]])
             for (q, t), score, (dy, dx), tr in zip(pairs, ncc, shift, transform):
