@@ -433,7 +433,7 @@ LEAK_EMBED = 8
 #: training patches of other images scored exactly per test/validation patch (its nearest in the embedding)
 LEAK_NEIGHBOURS = 10
 #: a max NCC at or above this is the same particle (chosen on real and synthetic data, docs/lineage.md)
-LEAK_NCC = 0.8
+LEAK_NCC = 0.85
 #: columns of the file of accepted leaks (``audit.accepted_leaks``)
 ACCEPTED_COLUMNS = ["split", "patch_id", "train_patch_id", "reason"]
 D4 = [(k, flip) for flip in (False, True) for k in range(4)]
