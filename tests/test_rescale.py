@@ -107,4 +107,4 @@ def test_windows_equal_window_whichever_way_they_are_computed(pixel_size, n_wind
     assert len(got) == n_windows
     for patch, (x_nm, y_nm) in zip(got, centres):
         assert patch.shape == (64, 64)
-        assert np.abs(patch - window(image, pixel_size, x_nm, y_nm, 64)).max() <= 1e-6 * 65535
+        assert np.abs(patch - window(image, pixel_size, x_nm, y_nm, 64)).max() <= 1e-9 * 65535

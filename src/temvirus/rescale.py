@@ -98,11 +98,11 @@ def _selection(taps: np.ndarray, weights: np.ndarray) -> np.ndarray | None:
     return None
 
 
-def _resample_rows(image: np.ndarray, taps: np.ndarray, weights: np.ndarray, cols: slice, dtype=np.float64) -> np.ndarray:
-    """``W @ image[:, cols]`` (``dtype``) for the banded weights ``W`` given by ``taps``, ``weights``,
+def _resample_rows(image: np.ndarray, taps: np.ndarray, weights: np.ndarray, cols: slice) -> np.ndarray:
+    """``W @ image[:, cols]`` (float64) for the banded weights ``W`` given by ``taps``, ``weights``,
     reading only the source rows between the smallest and largest tap."""
     first, stop = int(taps.min()), int(taps.max()) + 1
-    return _banded(taps, weights.astype(dtype), first, stop - first) @ image[first:stop, cols].astype(dtype)
+    return _banded(taps, weights, first, stop - first) @ image[first:stop, cols].astype(np.float64)
 
 
 def _window_pixels(shape: tuple[int, int], pixel_size_nm: float, x_nm: float, y_nm: float, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -136,19 +136,18 @@ def window(image: np.ndarray, pixel_size_nm: float, x_nm: float, y_nm: float, si
 
 
 def rescale_image(image: np.ndarray, pixel_size_nm: float, *, block_rows: int = 512) -> np.ndarray:
-    """The whole image rescaled to 1 nm/px (float32, computed in float32: half the memory traffic
-    of float64, within 1e-6 of the value range), in blocks of output rows.
+    """The whole image rescaled to 1 nm/px (float64), computed in blocks of output rows.
 
-    Memory is the output plus one block; use it to write rescaled images and, where many
-    windows share an image, to crop them (:func:`windows`).
+    Memory is the output plus one block; use it to write rescaled images, not for patches
+    (see :func:`window`).
     """
     height, width = image.shape
     out_h, out_w = rescaled_size(height, pixel_size_nm), rescaled_size(width, pixel_size_nm)
-    wx = weights_matrix(np.arange(out_w), pixel_size_nm, width).astype(np.float32)
-    out = np.empty((out_h, out_w), dtype=np.float32)
+    wx = weights_matrix(np.arange(out_w), pixel_size_nm, width)
+    out = np.empty((out_h, out_w), dtype=np.float64)
     for start in range(0, out_h, block_rows):
         rows = np.arange(start, min(start + block_rows, out_h))
-        vertical = _resample_rows(image, *_taps(rows, pixel_size_nm, height), slice(None), np.float32)
+        vertical = _resample_rows(image, *_taps(rows, pixel_size_nm, height), slice(None))
         out[rows] = (wx @ np.ascontiguousarray(vertical.T)).T
     return out
 
@@ -160,8 +159,7 @@ def windows(image: np.ndarray, pixel_size_nm: float, centres_nm: np.ndarray, siz
     taps); rescaling the whole image once (:func:`rescale_image`) and cropping costs about
     ``H' * K * (W + W')`` for a ``H x W`` image rescaled to ``H' x W'``. The whole image is rescaled
     when that is less than the windows together: many particles below 1 nm/px, where the rescaled
-    image is smaller than its patches. Both ways give the same values to float32 rounding (1e-6 of
-    the value range).
+    image is smaller than its patches. Both ways give the same values (to float rounding).
     """
     height, width = image.shape
     out_h, out_w = rescaled_size(height, pixel_size_nm), rescaled_size(width, pixel_size_nm)
@@ -170,7 +168,7 @@ def windows(image: np.ndarray, pixel_size_nm: float, centres_nm: np.ndarray, siz
     if out_h * taps * (width + out_w) < len(centres_nm) * per_window:
         full = rescale_image(image, pixel_size_nm)
         for x_nm, y_nm in centres_nm:
-            yield full[np.ix_(*_window_pixels(image.shape, pixel_size_nm, x_nm, y_nm, size))].astype(np.float64)
+            yield full[np.ix_(*_window_pixels(image.shape, pixel_size_nm, x_nm, y_nm, size))]
     else:
         for x_nm, y_nm in centres_nm:
             yield window(image, pixel_size_nm, x_nm, y_nm, size)
