@@ -92,7 +92,7 @@ def test_clean_run_passes_and_checks_every_stage_present(default_run, copy):
     if any(p.startswith("results/curation/split_") for p in outputs):
         assert status["splits"] == "passed"
     if any(p.endswith("/patches.csv") for p in outputs):
-        assert status["patches"] == status["duplicates"] == "passed"
+        assert status["patches"] == status["duplicates"] == status["leaks"] == "passed"
     if audit_mod.TABLE1 in outputs:
         assert status["table1"] == "passed"
     proc = run_cli(copy / "results")
@@ -175,6 +175,43 @@ def test_identical_patch_across_sets_fails_and_near_duplicate_is_listed(copy):
     assert not any(f[1] == "identical patches" for f in failures(result))
     notes = [n["detail"] for c in result.checks for n in c.notes if n["kind"] == "near-duplicate"]
     assert any(n.startswith(f"train {train_id} ~ test {test_id}") for n in notes), notes
+
+
+def test_planted_leak_fails_the_audit_and_an_accepted_one_is_listed(copy):
+    """A test patch replaced by a re-image of a training patch of another image (rotated,
+    shifted 5 px, another exposure, new noise) fails the leak check naming both patches and
+    their images; listed in a file of accepted leaks it becomes a note with the reason."""
+    import numpy as np
+    from scipy.ndimage import shift
+
+    folder = first(copy, "results/patches/representative/patches.csv").parent
+    patches = pd.read_csv(folder / "patches.csv", dtype={"patch_id": str, "image_id": str})
+    test = patches[(patches.subset == "test") & (patches["index"] == 0)].iloc[0]
+    train = patches[(patches.subset == "train") & (patches.image_id != test.image_id)].iloc[0]
+    source = np.load(folder / "train.npy")[train["index"]].astype(np.float64)
+    moved = np.rot90(shift(source, (5, -3), order=3, mode="reflect")) * 0.8 + 0.1 * source.mean()
+    noisy = moved + np.random.default_rng(1).normal(0, 0.05 * source.std(), source.shape)
+
+    def change(data):
+        arrays = np.load(io.BytesIO(data))
+        arrays[0] = np.clip(noisy, 0, 65535).astype(np.uint16)
+        buffer = io.BytesIO()
+        np.save(buffer, arrays)
+        return buffer.getvalue()
+
+    tamper(folder / "test.npy", change)
+    found = [f for f in failures(audit_mod.audit(copy / "results")) if f[0] == "leaks"]
+    pair = f"test {test.patch_id} (image {test.image_id}) ~ train {train.patch_id} (image {train.image_id}): NCC"
+    assert [f[1:3] for f in found] == [("leak", "results/patches/representative")], found
+    assert found[0][3].startswith(pair), found
+    proc = run_cli(copy / "results")
+    assert proc.returncode == 1 and f"FAIL leaks: leak: results/patches/representative {pair}" in proc.stdout, proc.stdout
+    accepted = copy / "accepted_leaks.csv"
+    accepted.write_text(f"split,patch_id,train_patch_id,reason\nrepresentative,{test.patch_id},{train.patch_id},planted by the test\n")
+    result = audit_mod.audit(copy / "results", accepted_leaks=accepted)
+    leaks = next(c for c in result.checks if c.name == "leaks")
+    assert leaks.status == "passed" and [n["kind"] for n in leaks.notes] == ["accepted leak"]
+    assert leaks.notes[0]["detail"].startswith(pair) and leaks.notes[0]["detail"].endswith("accepted: planted by the test")
 
 
 def test_unrecorded_and_missing_files_are_reported(copy):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from temvirus.rescale import lanczos3, reflect_index, rescale_image, rescaled_size, weights_matrix, window
+from temvirus.rescale import lanczos3, reflect_index, rescale_image, rescaled_size, weights_matrix, window, windows
 
 SIZE = 256
 
@@ -93,3 +93,18 @@ def test_matches_pil_lanczos_away_from_the_border(pixel_size, shape):
     value_range = float(image.max() - image.min())
     assert np.abs(ours[inner] - pil[inner]).max() <= 1e-5 * value_range
     assert np.abs(ours - pil).max() > 1e-3 * value_range  # the border handling differs
+
+
+@pytest.mark.parametrize(("pixel_size", "n_windows"), [(0.3, 1), (0.3, 12), (0.8, 40), (2.0, 3)])
+def test_windows_equal_window_whichever_way_they_are_computed(pixel_size, n_windows):
+    """Few windows are resampled one by one, many below 1 nm/px are cropped from the whole
+    rescaled image (cheaper): the values are the same."""
+    image = sample_image(300, 340)
+    gen = np.random.default_rng(n_windows)
+    out_w, out_h = rescaled_size(340, pixel_size), rescaled_size(300, pixel_size)
+    centres = gen.uniform([-20, -20], [out_w + 20, out_h + 20], (n_windows, 2))
+    got = list(windows(image, pixel_size, centres, 64))
+    assert len(got) == n_windows
+    for patch, (x_nm, y_nm) in zip(got, centres):
+        assert patch.shape == (64, 64)
+        assert np.abs(patch - window(image, pixel_size, x_nm, y_nm, 64)).max() <= 1e-9 * 65535

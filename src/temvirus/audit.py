@@ -19,6 +19,10 @@ the ``audit`` rule call) and returns an :class:`AuditResult`; :func:`write_repor
   every augmented training patch is a D4 transform of a training patch.
 * ``duplicates``: byte-identical patches in two sets fail; near-duplicates (64-bit DCT
   perceptual hash within :data:`NEAR_HAMMING` bits) are listed.
+* ``leaks``: a test or validation patch that shows the same particle as a training patch of
+  another image fails (max normalised cross-correlation over small shifts and the 8
+  flips/rotations, :func:`max_ncc`, at least :data:`LEAK_NCC`, after a nearest-neighbour
+  pre-screen), unless a reviewer's file of accepted leaks lists the pair with a reason.
 * ``table1``: the counts of ``results/tables/table1.csv`` follow from the split and patch tables.
 
 A check whose inputs are not in the folder (a stage not run) is reported "not checked".
@@ -412,6 +416,233 @@ def check_duplicates(folder: Folder, max_hamming: int = NEAR_HAMMING) -> Check:
     return check
 
 
+# --- leaks: the same particle in a training patch and a test/validation patch ----------------
+
+#: patches are averaged in 2x2 blocks (2 nm/px) before they are compared
+LEAK_BIN = 2
+#: side of the compared central template, px at 2 nm/px (128 nm: the particle and its surroundings)
+LEAK_TEMPLATE = 64
+#: shifts searched, px at 2 nm/px each way (+-16 nm: two annotations of one particle differ by less)
+LEAK_SHIFT = 8
+#: the band compared: difference of Gaussians of these sigmas, px at 2 nm/px (structure of ~3-16 nm)
+LEAK_BAND = (0.7, 4.0)
+#: no-data areas (padding) are widened by this many px at 2 nm/px before they are left out
+LEAK_NODATA_MARGIN = 4
+#: side of the pre-screen embedding (the standardised central 160 nm averaged to 8x8: 20 nm cells)
+LEAK_EMBED = 8
+#: training patches of other images scored exactly per test/validation patch (its nearest in the embedding)
+LEAK_NEIGHBOURS = 10
+#: a max NCC at or above this is the same particle (chosen on real and synthetic data, docs/lineage.md)
+LEAK_NCC = 0.85
+#: columns of the file of accepted leaks (``audit.accepted_leaks``)
+ACCEPTED_COLUMNS = ["split", "patch_id", "train_patch_id", "reason"]
+D4 = [(k, flip) for flip in (False, True) for k in range(4)]
+
+
+def _standardised(patches: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """``(embeddings (n, LEAK_EMBED**2), detail (n, 80, 80) float32)`` of the central 160 nm of each patch.
+
+    The patch is averaged in ``LEAK_BIN`` blocks (2 nm/px: the template plus the searched shifts).
+    Areas without data (padding: pixels equal to all 8 neighbours, widened by
+    ``LEAK_NODATA_MARGIN`` px) are left out. ``detail`` is the band-passed patch (difference of
+    Gaussians of ``LEAK_BAND`` px: the fine structure that a re-image of the same particle
+    shares and a look-alike does not; smooth backgrounds, the particle's outline and padding
+    edges, which look alike across fields, are removed), zero where there is no data, unit std;
+    the embeddings (:func:`_embed`) are of the smooth patch, for the pre-screen.
+    """
+    from scipy.ndimage import gaussian_filter, maximum_filter
+
+    n, h, w = patches.shape
+    b, side = LEAK_BIN, LEAK_TEMPLATE + 2 * LEAK_SHIFT
+    top, left = (h - b * side) // 2, (w - b * side) // 2
+    if top < 0 or left < 0:
+        raise ValueError(f"patches of {h}x{w} px are smaller than the compared {b * side} px")
+    embeddings, detail = np.empty((n, LEAK_EMBED**2)), np.empty((n, side, side), dtype=np.float32)
+    for start in range(0, n, chunk):
+        block = np.asarray(patches[start : start + chunk, top : top + b * side, left : left + b * side], dtype=np.float32)
+        block = block.reshape(len(block), side, b, side, b).mean(axis=(2, 4))
+        padded = np.pad(block, ((0, 0), (1, 1), (1, 1)), mode="edge")
+        flat = np.ones(block.shape, dtype=bool)
+        for dy in (0, 1, 2):
+            for dx in (0, 1, 2):
+                flat &= padded[:, dy : dy + side, dx : dx + side] == block
+        nodata = maximum_filter(flat, size=(1, 2 * LEAK_NODATA_MARGIN + 1, 2 * LEAK_NODATA_MARGIN + 1))
+        valid = ~nodata
+        count = np.maximum(valid.sum(axis=(1, 2), keepdims=True), 1)
+        mean = (block * valid).sum(axis=(1, 2), keepdims=True) / count
+        block = np.where(valid, block, mean)
+        embeddings[start : start + chunk] = _embed(block)
+        band = gaussian_filter(block, (0, LEAK_BAND[0], LEAK_BAND[0])) - gaussian_filter(block, (0, LEAK_BAND[1], LEAK_BAND[1]))
+        band = np.where(valid, band, 0.0)
+        detail[start : start + chunk] = band / np.maximum(band.std(axis=(1, 2), keepdims=True), 1e-6)
+    return embeddings, detail
+
+
+def _d4(images: np.ndarray) -> list[np.ndarray]:
+    """The 8 flips/rotations of ``(..., h, w)`` images (rotations by ``k * 90`` degrees, then transposed)."""
+    return [np.swapaxes(np.rot90(images, k, axes=(-2, -1)), -2, -1) if flip else np.rot90(images, k, axes=(-2, -1)) for k, flip in D4]
+
+
+def _embed(block: np.ndarray) -> np.ndarray:
+    """``(n, LEAK_EMBED**2)`` unit vectors: ``(n, 80, 80)`` patches averaged to LEAK_EMBED x LEAK_EMBED, centred."""
+    n, h, w = block.shape
+    e = LEAK_EMBED
+    small = block.reshape(n, e, h // e, e, w // e).mean(axis=(2, 4)).reshape(n, e * e).astype(np.float64)
+    small = small - small.mean(axis=1, keepdims=True)
+    return small / np.maximum(np.linalg.norm(small, axis=1, keepdims=True), 1e-9)
+
+
+def candidate_pairs(query: np.ndarray, query_images: np.ndarray, train: np.ndarray, train_images: np.ndarray, k: int = LEAK_NEIGHBOURS) -> np.ndarray:
+    """Pre-screen: ``(m, 2)`` index pairs (query patch, training patch of another image).
+
+    ``query``, ``train``: embeddings (:func:`_standardised`). For each query patch, the ``k``
+    training patches of other images whose embedding (under any of the 8 flips/rotations of the
+    training patch) is closest, found with a KD-tree (``scipy.spatial.cKDTree``).
+    """
+    from scipy.spatial import cKDTree
+
+    if not len(query) or not len(train):
+        return np.zeros((0, 2), dtype=np.int64)
+    small = train.reshape(len(train), LEAK_EMBED, LEAK_EMBED)
+    points = np.concatenate([t.reshape(len(train), -1) for t in _d4(small)])  # (8 n_train, e*e)
+    owner = np.tile(np.arange(len(train)), len(D4))
+    tree = cKDTree(points)
+    want = min(len(points), (k + 1) * len(D4) + 32)  # room for the other transforms and same-image patches
+    _, found = tree.query(query, k=want)
+    pairs = set()
+    for q, row in enumerate(np.atleast_2d(found)):
+        kept = 0
+        for t in dict.fromkeys(owner[row[row < len(points)]]):  # nearest first, each training patch once
+            if train_images[t] != query_images[q]:
+                pairs.add((q, int(t)))
+                kept += 1
+                if kept == k:
+                    break
+    return np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
+
+
+def max_ncc(a: np.ndarray, b: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per pair: the largest normalised cross-correlation of ``a``'s central template with ``b``.
+
+    ``a``, ``b``: ``(m, 80, 80)`` band-passed patches (:func:`_standardised`, 2 nm/px). The
+    central ``LEAK_TEMPLATE``-px square of ``a``, under each of its 8 flips/rotations (a training
+    patch may be stored transformed), is compared with every same-size window of ``b`` (shifts
+    up to ``LEAK_SHIFT`` px each way): NCC is the Pearson correlation of the template with the
+    window. Correlations by FFT (float32), window means and variances by summed-area tables.
+    Returns ``(ncc, shift_px, transform)``: ncc in [-1, 1] (1 = identical up to a linear
+    intensity change), the best window's ``(dy, dx)`` offset from the centre in px at 2 nm/px,
+    and the index of the transform of ``a`` in :data:`D4`.
+    """
+    from scipy.fft import ifft, irfft, rfft2
+
+    m, h, w = a.shape
+    t, s = LEAK_TEMPLATE, LEAK_SHIFT
+    side, n_shift = t + 2 * s, 2 * s + 1
+    if b.shape[1:] != (side, side) or (h, w) != (side, side):
+        raise ValueError(f"max_ncc needs {side}x{side} standardised patches, got {a.shape[1:]} and {b.shape[1:]}")
+    ncc, shift, transform = np.full(m, -1.0), np.zeros((m, 2), dtype=np.int64), np.zeros(m, dtype=np.int64)
+    for start in range(0, m, chunk):
+        tpl = np.stack(_d4(a[start : start + chunk, s : s + t, s : s + t]), axis=1).astype(np.float32)  # (c, 8, t, t)
+        tpl -= tpl.mean(axis=(2, 3), keepdims=True)
+        tpl /= np.maximum(np.linalg.norm(tpl, axis=(2, 3), keepdims=True), 1e-6)
+        region = np.ascontiguousarray(b[start : start + chunk], dtype=np.float32)  # (c, side, side)
+        product = rfft2(region)[:, None] * np.conj(rfft2(tpl, s=(side, side)))
+        corr = irfft(ifft(product, axis=-2)[..., :n_shift, :], n=side, axis=-1)[..., :n_shift]  # (c, 8, n_shift, n_shift)
+        area = np.pad(region.astype(np.float64), ((0, 0), (1, 0), (1, 0)))
+        sums = area.cumsum(axis=1).cumsum(axis=2)
+        squares = (area**2).cumsum(axis=1).cumsum(axis=2)
+
+        def windows(c: np.ndarray) -> np.ndarray:
+            return c[:, t:, t:] - c[:, :-t, t:] - c[:, t:, :-t] + c[:, :-t, :-t]
+
+        var = np.maximum(windows(squares) - windows(sums) ** 2 / (t * t), 1e-9)  # (c, n_shift, n_shift)
+        score = (corr / np.sqrt(var)[:, None]).reshape(len(region), -1)  # the template has zero mean, unit norm
+        best = score.argmax(axis=1)
+        tr, dy, dx = np.unravel_index(best, (len(D4), n_shift, n_shift))
+        ncc[start : start + chunk] = score[np.arange(len(score)), best]
+        shift[start : start + chunk] = np.stack([dy - s, dx - s], axis=1)
+        transform[start : start + chunk] = tr
+    return np.clip(ncc, -1.0, 1.0), shift, transform
+
+
+def read_accepted_leaks(path: str | os.PathLike | None) -> dict[tuple[str, str, str], str]:
+    """A reviewer's accepted leaks: ``{(split method, patch_id, train_patch_id): reason}``.
+
+    The CSV has the columns :data:`ACCEPTED_COLUMNS` (``split``: the patch set, e.g.
+    ``representative``; ``patch_id``: the test/validation patch; ``train_patch_id``; ``reason``:
+    why the pair is not a leak, required). ``None`` or ``""``: none accepted.
+    Raises ValueError naming the file and row of a missing column, empty field or repeated pair;
+    FileNotFoundError if the file is missing.
+    """
+    if not path:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file of accepted leaks not found")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in ACCEPTED_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing}; expected {ACCEPTED_COLUMNS}")
+    accepted = {}
+    for line, row in enumerate(table.itertuples(index=False), start=2):
+        empty = [c for c in ACCEPTED_COLUMNS if not str(getattr(row, c)).strip()]
+        if empty:
+            raise ValueError(f"{path}, line {line}: empty {empty} (every accepted leak needs its pair and a reason)")
+        key = (row.split.strip(), row.patch_id.strip(), row.train_patch_id.strip())
+        if key in accepted:
+            raise ValueError(f"{path}, line {line}: pair {key} listed twice")
+        accepted[key] = row.reason.strip()
+    return accepted
+
+
+def check_leaks(folder: Folder, threshold: float = LEAK_NCC, accepted: dict | None = None) -> Check:
+    """Fail on every test or validation patch that shows the same particle as a training patch
+    of another image (:func:`max_ncc` at least ``threshold`` after the :func:`candidate_pairs`
+    pre-screen), unless ``accepted`` (:func:`read_accepted_leaks`) lists the pair: then it is a note
+    with the reviewer's reason. Accepted pairs that are not found are noted too."""
+    check = Check("leaks", f"Same particle in a training and a test/validation patch (max NCC >= {threshold:g})")
+    dirs = _patch_dirs(folder, check)
+    if not dirs:
+        return check
+    accepted = dict(accepted or {})
+    used, covered = set(), []
+    for pdir in dirs:
+        method, where = pdir.name, f"results/patches/{pdir.name}"
+        patches = _read(pdir / "patches.csv")
+        arrays = _subset_arrays(pdir)
+        tables = {s: patches[patches.subset == s].sort_values("index") for s in arrays}
+        if "train" not in arrays or any(len(tables[s]) != len(arrays[s]) for s in arrays):
+            covered.append(f"{method}: not compared (no training array, or arrays unlike the table)")
+            continue
+        (train_embedded, train), train_rows = _standardised(arrays["train"]), tables["train"]
+        n_pairs = n_query = 0
+        for subset in ("validation", "test"):
+            if subset not in arrays or not len(arrays[subset]):
+                continue
+            (embedded, query), rows = _standardised(arrays[subset]), tables[subset]
+            pairs = candidate_pairs(embedded, rows.image_id.to_numpy(), train_embedded, train_rows.image_id.to_numpy())
+            n_query, n_pairs = n_query + len(query), n_pairs + len(pairs)
+            ncc, shift, transform = max_ncc(query[pairs[:, 0]], train[pairs[:, 1]])
+            for (q, t), score, (dy, dx), tr in zip(pairs, ncc, shift, transform):
+                if score < threshold:
+                    continue
+                a, b = rows.iloc[q], train_rows.iloc[t]
+                detail = (f"{subset} {a.patch_id} (image {a.image_id}) ~ train {b.patch_id} (image {b.image_id}): NCC {score:.3f}"
+                          f" (shift {LEAK_BIN * dx:+d}, {LEAK_BIN * dy:+d} nm, {'identity' if tr == 0 else 'transform ' + str(tr)})")  # fmt: skip
+                key = (method, a.patch_id, b.patch_id)
+                if key in accepted:
+                    used.add(key)
+                    check.inform("accepted leak", where, f"{detail}; accepted: {accepted[key]}")
+                else:
+                    published = " in the published split" if method == "given" else ""
+                    check.fail("leak" + published, where, detail)
+        covered.append(f"{method}: {n_query} test/validation patches, {n_pairs} pairs with training patches of other images scored")
+    for key in sorted(set(accepted) - used):
+        check.inform("accepted pair not found", f"results/patches/{key[0]}", f"{key[1]} ~ {key[2]}: not a leak here (or not present)")
+    check.covered = "; ".join(covered)
+    return check
+
+
 TABLE1 = "results/tables/table1.csv"
 
 
@@ -449,8 +680,9 @@ def check_table1(folder: Folder, records: dict[Path, dict]) -> Check:
 # --- the audit ------------------------------------------------------------------------------
 
 
-def audit(results_dir: str | os.PathLike, max_hamming: int = NEAR_HAMMING) -> AuditResult:
-    """Run every check on a results folder (see the module docstring)."""
+def audit(results_dir: str | os.PathLike, max_hamming: int = NEAR_HAMMING, leak_ncc: float = LEAK_NCC, accepted_leaks: str | os.PathLike | None = None) -> AuditResult:
+    """Run every check on a results folder (see the module docstring); ``accepted_leaks``: a CSV
+    of reviewed pairs (:func:`read_accepted_leaks`)."""
     started = time.perf_counter()
     folder = Folder(results_dir)
     records_check = Check("records", "Lineage records readable")
@@ -464,7 +696,7 @@ def audit(results_dir: str | os.PathLike, max_hamming: int = NEAR_HAMMING) -> Au
     records_check.covered = f"{len(records)} job records"
     outputs = check_outputs(folder, records)
     inputs, lineage = check_inputs(folder, records)
-    checks = [records_check, outputs, inputs, lineage, check_unrecorded(folder, records), check_splits(folder), check_patches(folder), check_duplicates(folder, max_hamming), check_table1(folder, records)]
+    checks = [records_check, outputs, inputs, lineage, check_unrecorded(folder, records), check_splits(folder), check_patches(folder), check_duplicates(folder, max_hamming), check_leaks(folder, leak_ncc, read_accepted_leaks(accepted_leaks)), check_table1(folder, records)]
     return AuditResult(str(results_dir), checks, lineage_summary(records), time.perf_counter() - started)
 
 
@@ -553,9 +785,11 @@ def summary(result: AuditResult) -> str:
 
 
 def command(args) -> int:
-    """``temvirus audit RESULTS_DIR [--out DIR] [--near-bits N]`` (arguments in :mod:`temvirus.cli`):
+    """``temvirus audit RESULTS_DIR [--out DIR] [--near-bits N] [--leak-ncc X] [--accepted-leaks CSV]``
+    (arguments in :mod:`temvirus.cli`):
     print the summary, write the report; exit status 1 on any finding."""
-    result = audit(args.results_dir, max_hamming=NEAR_HAMMING if args.near_bits is None else args.near_bits)
+    result = audit(args.results_dir, max_hamming=NEAR_HAMMING if args.near_bits is None else args.near_bits,
+                   leak_ncc=LEAK_NCC if args.leak_ncc is None else args.leak_ncc, accepted_leaks=args.accepted_leaks)
     out = Path(args.out) if args.out else Path(args.results_dir) / "audit"
     write_report(result, out / "audit_report.md", out / "audit_report.html", out / "audit.json")
     print(summary(result))
@@ -566,7 +800,7 @@ def command(args) -> int:
 def run(smk) -> None:
     """Rule ``audit``: audit ``results/`` and write the report; fail the job on any finding
     (the report is in the log then, since Snakemake removes the failed job's outputs)."""
-    result = audit(RESULTS_PREFIX, max_hamming=smk.params.max_hamming)
+    result = audit(RESULTS_PREFIX, max_hamming=smk.params.max_hamming, leak_ncc=smk.params.leak_ncc, accepted_leaks=smk.params.accepted_leaks)
     log.info("%s", summary(result))
     if not result.passed:
         raise AuditFailed(f"{RESULTS_PREFIX}: audit failed:\n{summary(result)}")

@@ -70,6 +70,8 @@ def _audit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("results_dir", type=Path, help="the results folder to audit (with its provenance/ records)")
     p.add_argument("--out", type=Path, help="write audit_report.md/.html and audit.json here (default: RESULTS_DIR/audit)")
     p.add_argument("--near-bits", type=int, help="near-duplicate patches: at most this many of 64 perceptual-hash bits apart (default 4)")
+    p.add_argument("--leak-ncc", type=float, help="a leak: max normalised cross-correlation at least this (default 0.85; docs/lineage.md)")
+    p.add_argument("--accepted-leaks", type=Path, help="CSV of reviewed pairs that are not leaks (split, patch_id, train_patch_id, reason)")
 
 
 def _audit(args: argparse.Namespace) -> int:

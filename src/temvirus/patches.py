@@ -3,12 +3,13 @@
 Centres (METHOD.md): the point of a round particle, every vertex of a centre line, and the
 midpoint of a centre line of exactly 2 points (an oval particle). Each patch is resampled
 directly from the raw image with :func:`temvirus.rescale.window` (Lanczos-3, mirror padding
-past the border), rounded and clipped to the source image's intensity range, stored as
-uint16 in one ``(N, 256, 256)`` array per subset beside a patch table (``docs/architecture.md``).
+past the border), or cropped from the whole rescaled image where that costs less (many
+particles below 1 nm/px, :func:`temvirus.rescale.windows`), rounded and clipped to the source
+image's intensity range, stored as uint16 in one ``(N, 256, 256)`` array per subset beside a patch table (``docs/architecture.md``).
 
 Images are processed one at a time and each raw image is read once; the subset arrays are
 memory-mapped files written under temporary names and renamed when complete, so memory stays
-at one image plus one patch whatever the dataset size.
+at one image (and, below 1 nm/px, its smaller rescaled copy) plus one patch whatever the dataset size.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import pandas as pd
 from temvirus.classes import FOLDER_NAMES
 from temvirus.io import atomic_path, write_csv
 from temvirus.raw import RawDataError, read_image
-from temvirus.rescale import quantize, rescale_image, window
+from temvirus.rescale import quantize, rescale_image, windows
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +102,8 @@ def extract_image(pixels: np.ndarray, pixel_size_nm: float, centres_nm: np.ndarr
     """``(n, size, size)`` uint16 patches of one raw image centred at ``centres_nm`` (x, y rows)."""
     low, high = int(pixels.min()), int(pixels.max())
     out = np.empty((len(centres_nm), size, size), dtype=np.uint16)
-    for i, (x_nm, y_nm) in enumerate(centres_nm):
-        out[i] = quantize(window(pixels, pixel_size_nm, x_nm, y_nm, size), low, high)
+    for i, patch in enumerate(windows(pixels, pixel_size_nm, centres_nm, size)):
+        out[i] = quantize(patch, low, high)
     return out
 
 

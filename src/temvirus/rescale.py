@@ -7,7 +7,7 @@ image has ``round(n * s)`` pixels along a side of ``n`` source pixels.
 
 Kernel: ``L(x) = sinc(x) sinc(x / 3)`` for ``|x| < 3``. When downsampling (``s < 1``) the kernel
 is stretched by ``1 / s`` (antialiasing, as in PIL and ImageMagick); weights are normalised to
-sum 1. The resampler is separable: one sparse weights matrix per axis, ``Wy @ I @ Wx.T``.
+sum 1. The resampler is separable: one sparse (banded) weights matrix per axis, ``Wy @ I @ Wx.T``.
 
 Borders are mirrored (``numpy.pad`` mode ``reflect``: the edge pixel is not repeated), twice:
 source taps beyond the raw image reflect in source pixels, and output pixels beyond the
@@ -23,6 +23,8 @@ at the border instead of mirroring, so results agree away from the border (more 
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 import scipy.sparse as sp
@@ -55,38 +57,61 @@ def rescaled_size(n: int, pixel_size_nm: float) -> int:
     return max(1, int(np.floor(n * pixel_size_nm / TARGET_NM + 0.5)))
 
 
+def _taps(out_index: np.ndarray, pixel_size_nm: float, n_src: int) -> tuple[np.ndarray, np.ndarray]:
+    """Source taps and weights, both ``(len(out_index), 2 * ceil(3 / min(s, 1)) + 1)``, of output
+    pixels ``out_index``: taps mirrored into ``[0, n_src)``, weights normalised to sum 1 per row."""
+    scale = pixel_size_nm / TARGET_NM  # output pixels per source pixel
+    stretch = min(scale, 1.0)
+    centre = (np.asarray(out_index, dtype=np.float64) + 0.5) / scale - 0.5
+    half = int(np.ceil(RADIUS / stretch))
+    taps = np.floor(centre)[:, None].astype(np.int64) + np.arange(-half, half + 1)
+    weights = lanczos3((centre[:, None] - taps) * stretch)
+    weights /= weights.sum(axis=1, keepdims=True)
+    return reflect_index(taps, n_src), weights
+
+
+def _banded(taps: np.ndarray, weights: np.ndarray, first: int, n_cols: int) -> sp.csr_matrix:
+    """The ``(len(taps), n_cols)`` banded weights matrix on source columns ``first + [0, n_cols)``;
+    mirrored taps that coincide stay separate entries (products sum them)."""
+    n, k = taps.shape
+    return sp.csr_matrix((weights.ravel(), (taps - first).ravel(), np.arange(0, n * k + 1, k)), shape=(n, n_cols))
+
+
 def weights_matrix(out_index: np.ndarray, pixel_size_nm: float, n_src: int) -> sp.csr_matrix:
     """Sparse ``(len(out_index), n_src)`` Lanczos-3 weights for output pixels ``out_index``.
 
     ``out_index`` are pixel indices of the rescaled axis, already inside it; row ``i`` holds the
     normalised weights of the source pixels (taps mirrored into ``[0, n_src)``) for pixel
-    ``out_index[i]``.
+    ``out_index[i]``: about ``6 / min(s, 1)`` non-zeros per row (banded).
     """
-    scale = pixel_size_nm / TARGET_NM  # output pixels per source pixel
-    stretch = min(scale, 1.0)
-    support = RADIUS / stretch
-    centre = (np.asarray(out_index, dtype=np.float64) + 0.5) / scale - 0.5
-    half = int(np.ceil(support))
-    taps = np.floor(centre)[:, None].astype(np.int64) + np.arange(-half, half + 1)
-    weights = lanczos3((centre[:, None] - taps) * stretch)
-    weights /= weights.sum(axis=1, keepdims=True)
-    rows = np.broadcast_to(np.arange(len(centre))[:, None], taps.shape)
-    matrix = sp.coo_matrix((weights.ravel(), (rows.ravel(), reflect_index(taps, n_src).ravel())), shape=(len(centre), n_src)).tocsr()
-    matrix.eliminate_zeros()  # duplicate (mirrored) taps were summed by tocsr
+    matrix = _banded(*_taps(out_index, pixel_size_nm, n_src), 0, n_src)
+    matrix.sum_duplicates()  # mirrored taps
+    matrix.eliminate_zeros()
     return matrix
 
 
-def _selection(matrix: sp.csr_matrix) -> np.ndarray | None:
+def _selection(taps: np.ndarray, weights: np.ndarray) -> np.ndarray | None:
     """The source index of each row if every row picks one pixel with weight 1 (integral scale 1), else None."""
-    if matrix.nnz == matrix.shape[0] and np.all(matrix.data == 1.0):
-        return matrix.indices
+    ones = weights == 1.0
+    if np.all(ones.any(axis=1)):
+        return taps[np.arange(len(taps)), ones.argmax(axis=1)]
     return None
 
 
-def _dense(matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-    """The columns a weights matrix uses and its dense restriction to them."""
-    used = np.unique(matrix.indices)
-    return used, matrix[:, used].toarray()
+def _resample_rows(image: np.ndarray, taps: np.ndarray, weights: np.ndarray, cols: slice) -> np.ndarray:
+    """``W @ image[:, cols]`` (float64) for the banded weights ``W`` given by ``taps``, ``weights``,
+    reading only the source rows between the smallest and largest tap."""
+    first, stop = int(taps.min()), int(taps.max()) + 1
+    return _banded(taps, weights, first, stop - first) @ image[first:stop, cols].astype(np.float64)
+
+
+def _window_pixels(shape: tuple[int, int], pixel_size_nm: float, x_nm: float, y_nm: float, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the rescaled image (mirrored into it) of the window centred at ``(x_nm, y_nm)``."""
+    top = int(np.floor(y_nm - size / 2 + 0.5))
+    left = int(np.floor(x_nm - size / 2 + 0.5))
+    offsets = np.arange(size)
+    return (reflect_index(top + offsets, rescaled_size(shape[0], pixel_size_nm)),
+            reflect_index(left + offsets, rescaled_size(shape[1], pixel_size_nm)))  # fmt: skip
 
 
 def window(image: np.ndarray, pixel_size_nm: float, x_nm: float, y_nm: float, size: int = 256) -> np.ndarray:
@@ -95,23 +120,19 @@ def window(image: np.ndarray, pixel_size_nm: float, x_nm: float, y_nm: float, si
     The window is aligned on the rescaled pixel grid: its top-left pixel is
     ``round(y_nm - size/2), round(x_nm - size/2)`` (halves round up), so its centre lies within
     half a nanometre of the requested point and it equals the same crop of the mirror-padded
-    :func:`rescale_image`. Only the source rows and columns it needs are read.
+    :func:`rescale_image`. Only the source rows and columns it needs are read, and the banded
+    weights are applied as sparse matrices: about ``size * 6 / min(s, 1)`` multiply-adds per
+    output row and column instead of a dense ``size x size / s`` product.
     """
     height, width = image.shape
-    top = int(np.floor(y_nm - size / 2 + 0.5))
-    left = int(np.floor(x_nm - size / 2 + 0.5))
-    offsets = np.arange(size)
-    rows_out = reflect_index(top + offsets, rescaled_size(height, pixel_size_nm))
-    cols_out = reflect_index(left + offsets, rescaled_size(width, pixel_size_nm))
-    wy_sparse = weights_matrix(rows_out, pixel_size_nm, height)
-    wx_sparse = weights_matrix(cols_out, pixel_size_nm, width)
-    pick_rows, pick_cols = _selection(wy_sparse), _selection(wx_sparse)
+    rows_out, cols_out = _window_pixels(image.shape, pixel_size_nm, x_nm, y_nm, size)
+    rows, cols = _taps(rows_out, pixel_size_nm, height), _taps(cols_out, pixel_size_nm, width)
+    pick_rows, pick_cols = _selection(*rows), _selection(*cols)
     if pick_rows is not None and pick_cols is not None:  # already at 1 nm/px: a plain (mirrored) crop
         return image[np.ix_(pick_rows, pick_cols)].astype(np.float64)
-    src_rows, wy = _dense(wy_sparse)
-    src_cols, wx = _dense(wx_sparse)
-    block = image[np.ix_(src_rows, src_cols)].astype(np.float64)
-    return wy @ block @ wx.T
+    first, stop = int(cols[0].min()), int(cols[0].max()) + 1
+    vertical = _resample_rows(image, *rows, slice(first, stop))  # (size, stop - first)
+    return np.ascontiguousarray((_banded(*cols, first, stop - first) @ np.ascontiguousarray(vertical.T)).T)
 
 
 def rescale_image(image: np.ndarray, pixel_size_nm: float, *, block_rows: int = 512) -> np.ndarray:
@@ -126,10 +147,31 @@ def rescale_image(image: np.ndarray, pixel_size_nm: float, *, block_rows: int = 
     out = np.empty((out_h, out_w), dtype=np.float64)
     for start in range(0, out_h, block_rows):
         rows = np.arange(start, min(start + block_rows, out_h))
-        src_rows, wy = _dense(weights_matrix(rows, pixel_size_nm, height))
-        vertical = wy @ image[src_rows].astype(np.float64)
-        out[rows] = (wx @ vertical.T).T
+        vertical = _resample_rows(image, *_taps(rows, pixel_size_nm, height), slice(None))
+        out[rows] = (wx @ np.ascontiguousarray(vertical.T)).T
     return out
+
+
+def windows(image: np.ndarray, pixel_size_nm: float, centres_nm: np.ndarray, size: int = 256) -> Iterator[np.ndarray]:
+    """Yield :func:`window` of each ``(x_nm, y_nm)`` row of ``centres_nm``, computed the cheaper way.
+
+    Each window alone costs about ``size * K * (size / s + size)`` multiply-adds (``K = 6 / min(s, 1)``
+    taps); rescaling the whole image once (:func:`rescale_image`) and cropping costs about
+    ``H' * K * (W + W')`` for a ``H x W`` image rescaled to ``H' x W'``. The whole image is rescaled
+    when that is less than the windows together: many particles below 1 nm/px, where the rescaled
+    image is smaller than its patches. Both ways give the same values (to float rounding).
+    """
+    height, width = image.shape
+    out_h, out_w = rescaled_size(height, pixel_size_nm), rescaled_size(width, pixel_size_nm)
+    taps = 2 * int(np.ceil(RADIUS / min(pixel_size_nm / TARGET_NM, 1.0))) + 1
+    per_window = size * taps * (min(width, size * TARGET_NM / pixel_size_nm + taps) + size)
+    if out_h * taps * (width + out_w) < len(centres_nm) * per_window:
+        full = rescale_image(image, pixel_size_nm)
+        for x_nm, y_nm in centres_nm:
+            yield full[np.ix_(*_window_pixels(image.shape, pixel_size_nm, x_nm, y_nm, size))]
+    else:
+        for x_nm, y_nm in centres_nm:
+            yield window(image, pixel_size_nm, x_nm, y_nm, size)
 
 
 def quantize(values: np.ndarray, low: float, high: float) -> np.ndarray:

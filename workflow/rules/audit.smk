@@ -10,6 +10,7 @@ the same checks without Snakemake (docs/lineage.md).
 rule audit:
     input:
         audit_inputs,
+        accepted_leaks=accepted_leaks_input,
     output:
         md="results/audit/audit_report.md",
         html=report(
@@ -24,5 +25,7 @@ rule audit:
         "../../envs/temvirus.yaml"
     params:
         max_hamming=config["audit"]["near_duplicate_bits"],
+        leak_ncc=config["audit"]["leak_ncc"],
+        accepted_leaks=config["audit"]["accepted_leaks"],
     script:
         "../scripts/audit.py"

@@ -279,6 +279,12 @@ def audit_inputs(wildcards):
     return data_targets() + curation_targets() + patches_targets() + training_targets()
 
 
+def accepted_leaks_input(wildcards):
+    """The reviewer's file of accepted leaks when config names one (editing it re-runs the audit)."""
+    path = config["audit"]["accepted_leaks"]
+    return [path] if path else []
+
+
 def all_inputs(wildcards):
     """The default target: each stage contributes its own list."""
     return (

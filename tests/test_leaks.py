@@ -1,0 +1,147 @@
+"""The audit's leak check (temvirus.audit.check_leaks) on small patch sets and on the real crops.
+
+A leak is a test or validation patch showing the same particle as a training patch of another
+image. The planted leaks are re-images as real re-imaging makes them: shifted by a few nm,
+another exposure (a linear intensity change), new noise, and stored flipped/rotated.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.ndimage import gaussian_filter, shift
+
+from temvirus import audit as audit_mod
+
+SIZE = 256
+
+
+def particle_field(seed: int, size: int = SIZE + 40) -> np.ndarray:
+    """A field of particles (discs) on a textured background, float64 grey levels; every field
+    has the same particle at its centre (patches of one class are centred on alike particles)."""
+    gen = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    field = 1500.0 * (np.hypot(yy - size / 2, xx - size / 2) < 20)
+    for _ in range(8):
+        y, x = gen.uniform(20, size - 20, 2)
+        field += 3000 * (np.hypot(yy - y, xx - x) < gen.uniform(8, 25))
+    return gaussian_filter(field + gaussian_filter(gen.normal(0, 8000, (size, size)), 3), 1.5) + 20000
+
+
+def patch(field: np.ndarray, dy: float = 0, dx: float = 0, gain: float = 1.0, noise_seed: int = 0) -> np.ndarray:
+    """The central SIZE-px patch of ``field`` shifted by (dy, dx) px, ``gain`` x exposure, new noise."""
+    moved = shift(field, (dy, dx), order=3, mode="reflect")[20 : 20 + SIZE, 20 : 20 + SIZE]
+    noisy = gain * moved + np.random.default_rng(noise_seed).normal(0, 300, moved.shape)
+    return np.clip(noisy, 0, 65535).astype(np.uint16)
+
+
+def write_patch_set(results: Path, method: str, subsets: dict[str, list[tuple[str, np.ndarray]]]) -> Path:
+    """``results/patches/{method}/`` with ``patches.csv`` and one array per subset of (image_id, patch) lists."""
+    folder = results / "patches" / method
+    folder.mkdir(parents=True)
+    rows = []
+    for subset, items in subsets.items():
+        np.save(folder / f"{subset}.npy", np.stack([p for _, p in items]))
+        for index, (image_id, _) in enumerate(items):
+            rows.append({"patch_id": f"{image_id}_p{index:03d}_v00", "image_id": image_id, "class": "Virus", "subset": subset,
+                         "index": index, "particle": index, "vertex": 0, "x_nm": 128.0, "y_nm": 128.0})  # fmt: skip
+    pd.DataFrame(rows).to_csv(folder / "patches.csv", index=False)
+    return folder
+
+
+def leak_findings(check: audit_mod.Check) -> list[str]:
+    return [f["detail"] for f in check.findings]
+
+
+@pytest.fixture
+def planted(tmp_path) -> Path:
+    """Train: 6 particles of images A and B; test: a re-image of B's particle 4 (image C, rotated,
+    shifted 6 px, 0.7x exposure, new noise) and 3 other particles; validation: 2 other particles."""
+    fields = [particle_field(seed) for seed in range(12)]
+    train = [("A", patch(fields[i], noise_seed=i)) for i in range(3)] + [("B", patch(fields[i], noise_seed=i)) for i in range(3, 6)]
+    leak = np.rot90(patch(fields[4], dy=6, dx=-4, gain=0.7, noise_seed=99))
+    test = [("C", patch(fields[6], noise_seed=6)), ("C", leak), ("C", patch(fields[7], noise_seed=7)), ("D", patch(fields[8], noise_seed=8))]
+    validation = [("E", patch(fields[9], noise_seed=9)), ("E", patch(fields[10], noise_seed=10))]
+    results = tmp_path / "results"
+    write_patch_set(results, "representative", {"train": train, "validation": validation, "test": test})
+    return results
+
+
+def test_planted_leak_fails_naming_both_patches_and_images(planted):
+    check = audit_mod.check_leaks(audit_mod.Folder(planted))
+    found = leak_findings(check)
+    assert len(found) == 1, found
+    assert found[0].startswith("test C_p001_v00 (image C) ~ train B_p004_v00 (image B): NCC 0.9"), found
+    assert check.findings[0]["kind"] == "leak" and check.status == audit_mod.FAILED
+    assert "6 test/validation patches" in check.covered
+
+
+def test_same_image_and_look_alikes_are_not_leaks(tmp_path):
+    """Two patches of one image (never in two sets) and independent particles with the same
+    centred square pass; so does a clean split."""
+    fields = [particle_field(seed) for seed in range(8)]
+    train = [("A", patch(fields[i], noise_seed=i)) for i in range(4)]
+    test = [("B", patch(fields[i], noise_seed=i)) for i in range(4, 8)]
+    results = tmp_path / "results"
+    write_patch_set(results, "bad", {"train": train, "test": test})
+    check = audit_mod.check_leaks(audit_mod.Folder(results))
+    assert check.status == audit_mod.PASSED, leak_findings(check)
+
+
+def test_accepted_leak_is_reported_with_its_reason_not_dropped(planted, tmp_path):
+    accepted = tmp_path / "accepted.csv"
+    accepted.write_text("split,patch_id,train_patch_id,reason\nrepresentative,C_p001_v00,B_p004_v00,\"reviewed: same specimen grid, kept on purpose\"\n"
+                        "representative,C_p000_v00,A_p000_v00,no such leak\n")  # fmt: skip
+    check = audit_mod.check_leaks(audit_mod.Folder(planted), accepted=audit_mod.read_accepted_leaks(accepted))
+    assert check.status == audit_mod.PASSED
+    notes = {(n["kind"], n["detail"].split(":")[0]) for n in check.notes}
+    assert ("accepted leak", "test C_p001_v00 (image C) ~ train B_p004_v00 (image B)") in notes, check.notes
+    assert any(n["kind"] == "accepted pair not found" and "C_p000_v00 ~ A_p000_v00" in n["detail"] for n in check.notes)
+    assert "reviewed: same specimen grid" in next(n["detail"] for n in check.notes if n["kind"] == "accepted leak")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("split,patch_id,reason\nrepresentative,a,r\n", "missing columns ['train_patch_id']"),
+        ("split,patch_id,train_patch_id,reason\nrepresentative,a,b,\n", "line 2: empty ['reason']"),
+        ("split,patch_id,train_patch_id,reason\nbad,a,b,r\nbad,a,b,again\n", "line 3: pair ('bad', 'a', 'b') listed twice"),
+    ],
+)
+def test_bad_accepted_file_names_file_and_line(tmp_path, text, message):
+    path = tmp_path / "accepted.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=f"{path}.*" + message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        audit_mod.read_accepted_leaks(path)
+    with pytest.raises(FileNotFoundError, match="accepted leaks not found"):
+        audit_mod.read_accepted_leaks(tmp_path / "absent.csv")
+
+
+def test_published_given_split_of_the_real_crops_leaks(real_crops, tmp_path):
+    """The given (published) split puts the same Papilloma particles in train (5957) and test
+    (5960): the audit of a `given` patch set made from them fails, listing those pairs."""
+    from temvirus.patches import extract_image, patch_points
+    from temvirus.raw import read_dataset, read_image
+
+    subset = tmp_path / "raw"
+    for split, image in (("train", "5957"), ("test", "5960"), ("train", "5958")):
+        target = subset / split / "Papilloma"
+        for rel in (f"{image}.jpg", f"particle_positions/{image}_particlepositions.txt", f"tags/{image}.jpg_tags.csv"):
+            (target / rel).parent.mkdir(parents=True, exist_ok=True)
+            (target / rel).symlink_to(real_crops / split / "Papilloma" / rel)
+    images, particles = read_dataset(subset, hash_files=False)
+    points = patch_points(particles).merge(images, on="image_id")
+    sets: dict[str, list] = {"train": [], "test": []}
+    for image_id, rows in points.groupby("image_id"):
+        centres = rows[["x", "y"]].to_numpy() * rows.pixel_size_nm.to_numpy()[:, None]
+        extracted = extract_image(read_image(subset / rows.path.iloc[0]), rows.pixel_size_nm.iloc[0], centres)
+        sets[rows.folder_split.iloc[0]] += [(image_id, p) for p in extracted]
+    results = tmp_path / "results"
+    write_patch_set(results, "given", sets)
+    check = audit_mod.check_leaks(audit_mod.Folder(results))
+    leaks = [f for f in check.findings if f["kind"] == "leak in the published split"]
+    assert len(leaks) >= 5, audit_mod.summary(audit_mod.AuditResult("x", [check], {}))
+    assert all("(image 5960) ~ train" in f["detail"] and "(image 5957)" in f["detail"] for f in leaks)
