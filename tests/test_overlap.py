@@ -355,3 +355,19 @@ def test_padding_and_cut_particles_do_not_count_as_disagreement(tmp_path):
 
     n_old, old = point_agreement(a_nm, b_nm, in_rectangle(a_nm), in_rectangle(b_nm), tol)
     assert n_old > ab.points and old < settings.min_point_agreement
+
+
+def test_decision_figures_show_every_claim_and_the_near_misses(raw_root, tables, tmp_path):
+    from temvirus.overlap_figures import plot_decisions
+
+    images, particles = tables
+    pairs = score_pairs(images, raw_root, SETTINGS, particles)
+    pairs_csv, images_csv = tmp_path / "pairs.csv", tmp_path / "images.csv"
+    pairs.to_csv(pairs_csv, index=False)
+    images.to_csv(images_csv, index=False)
+    plot_decisions(pairs_csv, images_csv, raw_root, tmp_path / "figures", near_misses=2)
+    claimed = pairs[pairs.decision == OVERLAP]
+    closest = pairs[pairs.decision == DISTINCT].nlargest(2, "evidence")
+    expected = {f"{r['class']}__{r.image_a}__{r.image_b}.png" for _, r in pd.concat([claimed, closest]).iterrows()}
+    assert len(claimed) >= 1 and {p.name for p in (tmp_path / "figures").iterdir()} == expected
+    assert all(p.stat().st_size > 10_000 for p in (tmp_path / "figures").iterdir())

@@ -16,9 +16,9 @@ rule find_overlaps:
         kept="results/curation/images_kept.csv",
     log:
         "logs/curation/find_overlaps.log",
-    threads: 8  # one process per class at a time; Snakemake gives at most --cores
     conda:
         "../../envs/temvirus.yaml"
+    threads: 8  # one process per class at a time; Snakemake gives at most --cores
     params:
         overlap=config["overlap"],
     script:
