@@ -153,9 +153,9 @@ def test_find_overlaps_writes_tables_and_is_deterministic(raw_root, tables, tmp_
     # particles of radius <= 45 nm: points 50 nm inside the shared area are judged
     settings = {"coarse_nm": 6.0, "fallback_scales": [0.5, 2.0], "point_margin_nm": 50.0}
     outputs = []
-    for run in ("one", "two"):
+    for run, threads in (("one", 1), ("two", 2)):  # two worker processes (one per class): same tables
         pairs_csv, kept_csv = tmp_path / run / "pairs.csv", tmp_path / run / "kept.csv"
-        find_overlaps(images_csv, particles_csv, raw_root, pairs_csv, kept_csv, settings)
+        find_overlaps(images_csv, particles_csv, raw_root, pairs_csv, kept_csv, settings, threads)
         outputs.append((pairs_csv.read_bytes(), kept_csv.read_bytes()))
     assert outputs[0] == outputs[1]
     pairs = pd.read_csv(tmp_path / "one" / "pairs.csv")

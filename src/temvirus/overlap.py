@@ -641,7 +641,9 @@ def score_pairs(images: pd.DataFrame, root: str | Path, s: OverlapSettings, part
 
     if threads > 1 and len(groups) > 1:
         order = sorted(groups, key=len, reverse=True)
-        with ProcessPoolExecutor(max_workers=threads, mp_context=multiprocessing.get_context("spawn")) as pool:
+        # fork, not spawn: a spawned worker imports the caller's main module again, and a
+        # Snakemake script's module level runs the rule
+        with ProcessPoolExecutor(max_workers=threads, mp_context=multiprocessing.get_context("fork")) as pool:
             futures = [pool.submit(_score_class_logged, g, root, s, own_points(g)) for g in order]
             frames = [f.result() for f in futures]
     else:
