@@ -23,8 +23,8 @@ Method (all pairs of images within a class):
    one gives ``runner_up``.
 4. **Verification (fine).** The best shift, and the second where it also passes
    ``screen_ncc``, are checked ``2**fine_levels`` times finer (not finer than the images'
-   own pixels): the overlap of both images is resampled, band-passed with the same pixel
-   sigmas, the shift refined by masked NCC within a few pixels, giving ``fine_ncc``; the
+   own pixels nor ``min_fine_nm``): the overlap of both images is resampled, band-passed
+   with the same pixel sigmas, the shift refined by masked NCC within a few pixels, giving ``fine_ncc``; the
    same NCC over the *background* only (``background_ncc``: the stain grain); and
    ``tile_agreement`` (:func:`tile_agreement`: the fraction of tiles of the jointly valid
    area that agree on their own: one look-alike particle makes one tile agree, a shared
@@ -103,6 +103,7 @@ class OverlapSettings:
     coarse_nm: float = 2.0
     max_side_px: int = 128
     fine_levels: int = 2
+    min_fine_nm: float = 1.0
     lowpass_px: float = 1.0
     highpass_px: float = 12.0
     screen_ncc: float = 0.7
@@ -502,7 +503,7 @@ def _prepare(image_id: str, pixels: np.ndarray, pixel_size_nm: float, top: int, 
     """An image's fine view and its coarse views from its own level up to ``top`` (halving)."""
     height, width = pixels.shape
     own = own_level(width, height, pixel_size_nm, s)
-    fine_nm = max(s.coarse_nm * 2**own / 2**s.fine_levels, pixel_size_nm)
+    fine_nm = max(s.coarse_nm * 2**own / 2**s.fine_levels, pixel_size_nm, s.min_fine_nm)
     mean, valid = coarse(pixels, pixel_size_nm, fine_nm)
     mean = normal_scores(mean, valid)
     image = _Image(image_id, own, fine_nm, _View(mean, valid, mean))
