@@ -17,6 +17,7 @@ from temvirus.overlap import (
     OverlapSettings,
     find_overlaps,
     group_images,
+    deep_inside,
     point_agreement,
     score_against_truth,
     score_pairs,
@@ -105,7 +106,7 @@ def test_overlap_found_with_offset_and_distinct_fields_rejected(raw_root, images
     assert ab.overlap_nm2 == pytest.approx(300 * 350, rel=0.15)
     for a, b in [("a", "c"), ("b", "c"), ("c", "d"), ("e", "f")]:
         assert pair(pairs, a, b).decision == DISTINCT, (a, b)
-        assert pair(pairs, a, b).ncc < 0.45
+        assert pair(pairs, a, b).evidence < -0.1  # rejected clearly, not by a hair
 
 
 def test_wrong_pixel_size_needs_the_scale_fallback(raw_root, images):
@@ -149,11 +150,12 @@ def test_find_overlaps_writes_tables_and_is_deterministic(raw_root, tables, tmp_
     images_csv, particles_csv = tmp_path / "images.csv", tmp_path / "particles.csv"
     images.to_csv(images_csv, index=False)
     particles.to_csv(particles_csv, index=False)
-    settings = {"coarse_nm": 6.0, "fallback_scales": [0.5, 2.0]}
+    # particles of radius <= 45 nm: points 50 nm inside the shared area are judged
+    settings = {"coarse_nm": 6.0, "fallback_scales": [0.5, 2.0], "point_margin_nm": 50.0}
     outputs = []
-    for run in ("one", "two"):
+    for run, threads in (("one", 1), ("two", 2)):  # two worker processes (one per class): same tables
         pairs_csv, kept_csv = tmp_path / run / "pairs.csv", tmp_path / run / "kept.csv"
-        find_overlaps(images_csv, particles_csv, raw_root, pairs_csv, kept_csv, settings)
+        find_overlaps(images_csv, particles_csv, raw_root, pairs_csv, kept_csv, settings, threads)
         outputs.append((pairs_csv.read_bytes(), kept_csv.read_bytes()))
     assert outputs[0] == outputs[1]
     pairs = pd.read_csv(tmp_path / "one" / "pairs.csv")
@@ -167,12 +169,21 @@ def test_find_overlaps_writes_tables_and_is_deterministic(raw_root, tables, tmp_
     assert list(kept.columns[-2:]) == ["overlap_group", "kept"]
 
 
-def test_point_agreement_counts_points_inside_the_overlap():
+def test_point_agreement_judges_only_the_counted_points():
     a = np.array([[10.0, 10.0], [50.0, 50.0], [90.0, 90.0], [300.0, 300.0]])
     b = np.array([[52.0, 49.0], [91.0, 88.0], [70.0, 20.0]])
-    # overlap (40, 0)-(100, 100); a's (10, 10) and (300, 300) lie outside; b's (70, 20) has no partner
-    assert point_agreement(a, b, (40.0, 0.0, 100.0, 100.0), 5.0) == (5, 0.8)
-    assert point_agreement(a[:0], b[:0], (0.0, 0.0, 10.0, 10.0), 5.0)[0] == 0
+    # a's (10, 10) and (300, 300) are not judged (outside the shared area); b's (70, 20) has no partner
+    counted_a, counted_b = np.array([False, True, True, False]), np.ones(3, bool)
+    assert point_agreement(a, b, counted_a, counted_b, 5.0) == (5, 0.8)
+    assert point_agreement(a, b, counted_a & False, counted_b & False, 5.0)[0] == 0
+
+
+def test_deep_inside_keeps_points_away_from_borders_and_padding():
+    joint = np.ones((50, 60), bool)
+    joint[:, 40:] = False  # padding of one image
+    points = np.array([[200.0, 250.0], [30.0, 250.0], [380.0, 250.0], [700.0, 250.0], [200.0, 480.0]])
+    deep = deep_inside(points, {"mask": joint, "x0": 0.0, "y0": 0.0, "f_nm": 10.0}, 100.0)
+    assert deep.tolist() == [True, False, False, False, False]
 
 
 def test_unreadable_image_names_the_file(raw_root, images, tmp_path):
@@ -187,21 +198,28 @@ def test_unknown_setting_is_rejected():
         OverlapSettings.from_config({"min_ncc": 0.5, "typo": 1})
 
 
+VERIFIED = Path(__file__).parent / "data" / "overlap_verified_pairs.csv"
+NAMED = [("Papilloma", "5957", "5960"), ("Cowpox", "5980", "5981"), ("Norovirus", "A1-160k-071019_4", "A1-93k-071019_3")]
+
+
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_real_crops_claim_few_overlaps(real_crops):
-    """Two classes of the real 1 nm/px crops (a full run of all 578 takes minutes): the
-    published data had its overlaps removed, so claims must be rare (all 9 classes: 8 claims
-    in 21,641 pairs, some of them visibly the same particles in consecutive exposures)."""
+def test_real_crops_overlaps_are_the_verified_ones(real_crops):
+    """Papilloma and Rotavirus in full (1095 pairs) plus the Cowpox and Norovirus images of
+    the issue's named pairs: the three named pairs are found, and every claim is a pair
+    verified by eye (docs/overlap.md: the list holds all verified pairs of the 578 crops)."""
     images, particles = read_dataset(real_crops, hash_files=False)
-    images = images[images["class"].isin(["Cowpox", "Rotavirus"])]
+    named = {image for _, a, b in NAMED for image in (a, b)}
+    images = images[images["class"].isin(["Papilloma", "Rotavirus"]) | images.image_id.isin(named)]
     started = time.time()
-    pairs = score_pairs(images, real_crops, OverlapSettings(), particles)
-    claimed = pairs[pairs.decision == OVERLAP]
-    print(f"real crops: {len(images)} images, {len(pairs)} pairs, {len(claimed)} overlaps, {time.time() - started:.0f} s")
-    print(claimed.to_string())
-    assert len(pairs) == 47 * 46 // 2 + 36 * 35 // 2
-    assert len(claimed) <= 0.05 * len(images)
+    pairs = score_pairs(images, real_crops, OverlapSettings(), particles, threads=2)
+    claimed = set(pairs.loc[pairs.decision == OVERLAP, ["class", "image_a", "image_b"]].itertuples(index=False, name=None))
+    print(f"{len(images)} images, {len(pairs)} pairs, {time.time() - started:.0f} s: {sorted(claimed)}")
+    verified = pd.read_csv(VERIFIED, dtype=str)
+    shown = verified.image_a.isin(images.image_id) & verified.image_b.isin(images.image_id)
+    expected = set(verified.loc[shown, ["class", "image_a", "image_b"]].itertuples(index=False, name=None))
+    assert set(NAMED) <= claimed
+    assert claimed == expected
 
 
 @pytest.mark.slow
@@ -222,3 +240,134 @@ def test_planted_overlaps_of_the_synthetic_data_are_found(tmp_path):
     # binning 2: 60/60 found, 63/63 claimed pairs right)
     assert score["recall"] >= 0.95
     assert score["precision"] >= 0.95
+
+
+# --------------------------------------------------------------------- kinds of re-imaging
+
+
+def big_particle_field(seed: int, size: int = 1400) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`textured_field` with large particles (radius 100-130 nm, Cowpox-like),
+    whose annotations move when a border cuts them."""
+    rng = np.random.default_rng(seed)
+    field = gaussian_filter(rng.normal(size=(size, size)), 3) * 40
+    yy, xx = np.mgrid[:size, :size]
+    centres = []
+    for cy, cx in rng.integers(140, size - 140, (22, 2)).tolist():
+        if all(np.hypot(cx - x, cy - y) > 270 for x, y in centres):
+            field -= 60 * ((yy - cy) ** 2 + (xx - cx) ** 2 < rng.uniform(100, 130) ** 2)
+            centres.append((cx + 0.5, cy + 0.5))
+    return field + 1000, np.array(centres)
+
+
+def visible_centres(points: np.ndarray, side_px: float, radius_px: float) -> np.ndarray:
+    """Annotations as boxes around the visible part give them: centres of the discs clipped
+    to the field (cut particles' points move inwards)."""
+    low, high = np.clip(points - radius_px, 0, side_px), np.clip(points + radius_px, 0, side_px)
+    seen = (points + radius_px > 0).all(axis=1) & (points - radius_px < side_px).all(axis=1)
+    return ((low + high) / 2)[seen]
+
+
+def changed(kind: str, pixels: np.ndarray) -> np.ndarray:
+    """``pixels`` with one change of real re-imaging: a monotone non-linear grey-level change,
+    a shift of focus, or black padding over the left 45% and the bottom 30%."""
+    values = pixels.astype(np.float64)
+    if kind == "exposure":
+        values = 200 + 3000 * ((values - values.min()) / np.ptp(values)) ** 2.2
+    elif kind == "focus":
+        values = gaussian_filter(values, 2.5)
+    elif kind == "padding":
+        values[:, : int(0.45 * values.shape[1])] = 0
+        values[int(0.7 * values.shape[0]) :, :] = 0
+    return np.clip(values, 0, 65535).astype(np.uint16)
+
+
+def pair_root(tmp_path: Path, a, b, c, nm: tuple[float, float, float]) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
+    """A raw tree of one class with images a, b (one field) and c (another field)."""
+    for image_id, image, pixel_nm in zip("abc", (a, b, c), nm):
+        write_class_image(tmp_path, "train", "Ebola", image_id, image, pixel_nm)
+    images, particles = read_dataset(tmp_path, hash_files=False)
+    return tmp_path, images, particles
+
+
+KINDS = {
+    # kind: (b's origin (nm) in the field, b's side (nm), b's pixel (nm), a's pixel (nm))
+    "magnification": (260, 200, 600, 5, 2),  # 2.5x a's pixel size
+    "magnification_down": (220, 260, 240, 1, 3),  # 0.33x: b's field is small
+    "exposure": (250, 180, 500, 2, 2),
+    "focus": (250, 180, 500, 2, 2),
+    "padding": (120, 150, 560, 2, 2),
+    "small_overlap": (330, 330, 560, 2, 2),  # 270 x 270 nm shared: 23% of either field
+}
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_each_kind_of_reimaging_is_found_and_another_field_is_not(kind, tmp_path):
+    one, two = textured_field(21), textured_field(22)
+    x, y, side, b_nm, a_nm = KINDS[kind]
+    a = view(one, 0, 0, 600, a_nm, 30)
+    pixels, points = view(one, x, y, side, b_nm, 31)
+    b = (changed(kind, pixels), points)
+    c = (changed(kind, view(two, x, y, side, b_nm, 32)[0]), view(two, x, y, side, b_nm, 32)[1])
+    root, images, particles = pair_root(tmp_path, a, b, c, (a_nm, b_nm, b_nm))
+    pairs = score_pairs(images, root, SETTINGS, particles)
+    ab = pair(pairs, "a", "b")
+    assert ab.decision == OVERLAP, ab.to_dict()
+    assert abs(ab.dx_nm - x) <= 2 * a_nm + 4 and abs(ab.dy_nm - y) <= 2 * a_nm + 4
+    for other in [("a", "c"), ("b", "c")]:
+        assert pair(pairs, *other).decision == DISTINCT, pair(pairs, *other).to_dict()
+
+
+def test_pixel_size_a_few_percent_off_is_found_by_the_scale_search(tmp_path):
+    one, two = textured_field(23), textured_field(24)
+    a = view(one, 0, 0, 600, 2, 40)
+    b = view(one, 200, 150, 600, 2, 41)
+    c = view(two, 200, 150, 600, 2, 42)
+    # b's tags say 2.1 nm/px (5% too large)
+    root, images, particles = pair_root(tmp_path, a, b, c, (2.0, 2.1, 2.0))
+    found = pair(score_pairs(images, root, SETTINGS, particles), "a", "b")
+    assert found.decision == OVERLAP and found.scale == pytest.approx(2 / 2.1, abs=0.035)
+    strict = pair(score_pairs(images, root, OverlapSettings(coarse_nm=6.0, scale_search=()), particles), "a", "b")
+    assert strict.decision == DISTINCT and strict.fine_ncc < found.fine_ncc
+
+
+def test_padding_and_cut_particles_do_not_count_as_disagreement(tmp_path):
+    """b re-images part of a's field; a is black-padded where b shows particles (so a has no
+    annotation there), and b's border cuts large particles, annotated at their visible part:
+    counted over the whole overlap rectangle, as before, these points disagree."""
+    field = big_particle_field(25)
+    pixels_a, points_a = view(field, 0, 0, 1000, 2, 50)
+    pixels_a[:, :150] = 0  # black padding over the left 300 nm
+    points_a = points_a[points_a[:, 0] >= 150 + 65]
+    x, y = 180, 120
+    pixels_b, _ = view(field, x, y, 800, 2, 51)
+    points_b = visible_centres((field[1] - [x, y]) / 2, 400, 115 / 2)
+    pixels_c, points_c = view(big_particle_field(26), x, y, 800, 2, 52)
+    root, images, particles = pair_root(tmp_path, (pixels_a, points_a), (pixels_b, points_b), (pixels_c, points_c), (2.0, 2.0, 2.0))
+    settings = OverlapSettings(coarse_nm=6.0, point_margin_nm=120.0)  # radius <= 130: cut points move <= 65 nm
+    ab = pair(score_pairs(images, root, settings, particles), "a", "b")
+    assert ab.decision == OVERLAP and ab.points >= 2 and ab.point_agreement == 1.0, ab.to_dict()
+    # the old rule judged every point deeper than the tolerance inside the overlap rectangle
+    a_nm, b_nm = points_a * 2, points_b * 2 + [ab.dx_nm, ab.dy_nm]
+    x0, y0, x1, y1, tol = ab.dx_nm, ab.dy_nm, 1000, 1000, settings.point_tolerance_nm
+
+    def in_rectangle(p):
+        return (p[:, 0] > x0 + tol) & (p[:, 0] < x1 - tol) & (p[:, 1] > y0 + tol) & (p[:, 1] < y1 - tol)
+
+    n_old, old = point_agreement(a_nm, b_nm, in_rectangle(a_nm), in_rectangle(b_nm), tol)
+    assert n_old > ab.points and old < settings.min_point_agreement
+
+
+def test_decision_figures_show_every_claim_and_the_near_misses(raw_root, tables, tmp_path):
+    from temvirus.overlap_figures import plot_decisions
+
+    images, particles = tables
+    pairs = score_pairs(images, raw_root, SETTINGS, particles)
+    pairs_csv, images_csv = tmp_path / "pairs.csv", tmp_path / "images.csv"
+    pairs.to_csv(pairs_csv, index=False)
+    images.to_csv(images_csv, index=False)
+    plot_decisions(pairs_csv, images_csv, raw_root, tmp_path / "figures", near_misses=2)
+    claimed = pairs[pairs.decision == OVERLAP]
+    closest = pairs[pairs.decision == DISTINCT].nlargest(2, "evidence")
+    expected = {f"{r['class']}__{r.image_a}__{r.image_b}.png" for _, r in pd.concat([claimed, closest]).iterrows()}
+    assert len(claimed) >= 1 and {p.name for p in (tmp_path / "figures").iterdir()} == expected
+    assert all(p.stat().st_size > 10_000 for p in (tmp_path / "figures").iterdir())

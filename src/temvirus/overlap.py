@@ -1,51 +1,61 @@
 """Overlap removal: find images of one class that show the same field, keep one per group.
 
+Built for real re-imaging (issue 15): the same field at another magnification (pixel sizes
+recorded, a few percent off), exposure, contrast or focus, with black padding and with
+particles cut by the border; the decision rests on the area valid in *both* images only.
+
 Method (all pairs of images within a class):
 
 1. **Common scale.** Images are area-averaged, using their recorded pixel sizes, onto a
    pyramid of pixel sizes ``coarse_nm * 2**k`` nm, so two views of one field line up pixel
-   for pixel. An image's own level is the finest that shows its whole field in at most
-   ``max_side_px`` pixels without upsampling; a pair is compared at the coarser of the two
-   images' own levels. Blocks of constant intensity (black padding) are marked invalid.
+   for pixel. An image's own level shows its whole field in the nearest to ``max_side_px``
+   pixels (not finer than its own pixels); a pair is compared at the coarser of the two
+   images' own levels. Constant areas (black padding) are marked invalid. Grey levels are
+   replaced by the normal scores of their ranks (any monotone change of exposure or
+   contrast gives the same values).
 2. **Band-pass.** Masked difference of Gaussians (``lowpass_px`` minus ``highpass_px``
    pixels): removes illumination gradients and pixel noise; then zero mean, unit variance
    over the valid pixels, zero elsewhere.
-3. **Registration (coarse).** Phase correlation of the zero-padded (no wrap-around),
-   Tukey-windowed images; each image's FFT is computed once per level. The ``peaks`` highest
-   peaks among the shifts whose overlap is large enough are candidate translations, each
-   scored by the normalised cross-correlation (Pearson) over the pixels valid in both (masked
-   NCC). The best gives ``ncc``, ``overlap_fraction`` (overlap / valid field of the smaller
-   image) and the overlap area; the best of the other candidates gives ``runner_up`` (how well
-   a wrong shift does: same-class particles look alike, so a lone coincidence of two
-   particles scores high but not much higher than other coincidences).
-4. **Verification (fine).** Pairs with ``ncc >= screen_ncc`` are checked ``2**fine_levels``
-   times finer (not finer than the images' own pixels): the overlap region of both images is
-   resampled, band-passed with the same pixel sigmas (so the smooth stain and halos that make
-   unrelated images look alike at the coarse scale are gone), the shift refined by phase
-   correlation within a few pixels, and the masked NCC taken again (``fine_ncc``); the same
-   NCC over the *background* only (pixels within a few robust s.d. of the median in both
-   images: particle edges, rims and debris, which look alike across a class, left out) gives
-   ``background_ncc``: the stain grain, which only views of one field share. With the
-   particle table, the annotated points in the overlap must have partners in the other image
-   (:func:`point_agreement`, ``points`` and ``point_agreement``).
-5. **Decision.** ``overlap`` when ``ncc >= screen_ncc``, ``ncc - runner_up >= min_margin``,
-   ``fine_ncc >= min_ncc``, ``background_ncc >= min_background_ncc``,
-   ``overlap_fraction >= min_overlap_fraction``, the overlap covers ``>= min_overlap_px``
-   coarse pixels and (where the overlap holds annotated points)
-   ``point_agreement >= min_point_agreement``.
+3. **Registration (coarse).** Normalised cross-correlation over the jointly valid pixels for
+   every shift at once (masked NCC by FFT, :func:`ncc_surface`), over the shifts whose
+   jointly valid overlap covers ``>= min_overlap_px`` pixels and ``>= min_overlap_fraction``
+   of the smaller valid field. The highest peaks are scored exactly (``ncc``); the best other
+   one gives ``runner_up``.
+4. **Verification (fine).** The best shift, and the second where it also passes
+   ``screen_ncc``, are checked ``2**fine_levels`` times finer (not finer than the images'
+   own pixels nor ``min_fine_nm``): the overlap of both images is resampled, band-passed
+   with the same pixel sigmas, the shift refined by masked NCC within a few pixels, giving ``fine_ncc``; the
+   same NCC over the *background* only (``background_ncc``: the stain grain); and
+   ``tile_agreement`` (:func:`tile_agreement`: the fraction of tiles of the jointly valid
+   area that agree on their own: one look-alike particle makes one tile agree, a shared
+   field all of them). Where the check fails, it is tried again with image_b's pixel size
+   changed by each factor of ``scale_search`` (recorded pixel sizes a few percent off). With
+   the particle table, annotated points at least ``point_margin_nm`` inside the jointly valid
+   area (:func:`deep_inside`: particles cut by a border or hidden by padding are not judged)
+   must have partners in the other image (:func:`point_agreement`).
+5. **Decision.** ``overlap`` when every test passes: ``ncc >= screen_ncc``,
+   ``ncc - runner_up >= min_margin``, ``fine_ncc >= min_ncc``,
+   ``background_ncc >= min_background_ncc``, ``tile_agreement >= min_tile_agreement`` over
+   ``>= min_tiles`` tiles, the overlap size limits of step 3 and (where points are judged)
+   ``point_agreement >= min_point_agreement``. ``evidence`` is the least margin by which a
+   pair passes (negative: it fails); near misses are the rejected pairs of highest evidence.
 6. **Scale fallback.** Pairs not found at the recorded pixel sizes are tried again with
    image_b resampled by each relative scale of ``fallback_scales`` (pixel sizes recorded
    wrongly by about that factor); the list should hold each scale and its inverse.
 7. **Groups.** Overlapping images form groups (connected components); in each group the
    image kept is the one with the most particles, then the smallest pixel size, then the
    smallest image id. ``overlap_group`` is the kept image's id (a singleton's own id).
+
+Classes are independent: ``threads`` > 1 scores them in parallel worker processes.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -53,8 +63,9 @@ import numpy as np
 import pandas as pd
 import scipy.fft
 from PIL import Image
-from scipy.ndimage import binary_erosion, gaussian_filter, label, maximum_filter, minimum_filter
-from scipy.signal.windows import tukey
+from scipy.special import ndtri
+from scipy.stats import rankdata
+from scipy.ndimage import binary_erosion, distance_transform_edt, gaussian_filter, label, maximum_filter, minimum_filter
 
 from temvirus.io import write_csv
 from temvirus.raw import read_image
@@ -62,14 +73,22 @@ from temvirus.raw import read_image
 log = logging.getLogger(__name__)
 
 PAIR_COLUMNS = [
-    "class", "image_a", "image_b", "scale", "dx_nm", "dy_nm", "peak", "ncc", "runner_up", "fine_ncc", "background_ncc",
-    "overlap_fraction", "overlap_nm2", "points", "point_agreement", "decision",
+    "class", "image_a", "image_b", "scale", "dx_nm", "dy_nm", "ncc", "runner_up", "fine_ncc", "background_ncc", "tiles",
+    "tile_agreement", "overlap_fraction", "overlap_nm2", "points", "point_agreement", "evidence", "decision",
 ]  # fmt: skip
 OVERLAP, DISTINCT = "overlap", "distinct"
 #: least area (fraction of the image) of a constant region that counts as padding
 _MIN_PADDING = 0.01
 #: pixels removed from the valid area along padding (edge artefacts of the padding)
 _ERODE_PX = 2
+#: candidate shifts (highest peaks of the NCC surface) scored exactly
+_CANDIDATES = 4
+#: the scale search runs only when the fine NCC at the recorded scale is within this of min_ncc
+_SEARCH_WITHIN = 0.3
+#: candidate shifts given the fine check (those passing the screen, best first)
+_VERIFIED = 2
+#: candidates (and the runner-up) are more than this many pixels apart
+_RUNNER_UP_PX = 3
 #: background NCC: pixels departing more than this many robust s.d. from the median are left out
 _BACKGROUND_CLIP = 2.5
 #: background NCC: Gaussian sigma (nm, at least 1.5 fine pixels) of a further high-pass
@@ -82,21 +101,27 @@ class OverlapSettings:
     """Thresholds and scales of overlap detection (config section ``overlap``)."""
 
     coarse_nm: float = 2.0
-    max_side_px: int = 256
-    fine_levels: int = 1
+    max_side_px: int = 128
+    fine_levels: int = 2
+    min_fine_nm: float = 1.0
     lowpass_px: float = 1.0
     highpass_px: float = 12.0
-    taper: float = 0.05
-    peaks: int = 6
     screen_ncc: float = 0.7
     min_margin: float = 0.0
     min_ncc: float = 0.62
     min_background_ncc: float = 0.3
+    tile_px: int = 32
+    tile_ncc: float = 0.5
+    min_tiles: int = 4
+    min_tile_agreement: float = 0.6
     min_overlap_fraction: float = 0.05
     min_overlap_px: int = 400
     point_tolerance_nm: float = 30.0
+    point_margin_nm: float = 150.0
     min_point_agreement: float = 0.4
     fallback_scales: tuple[float, ...] = ()
+    scale_search: tuple[float, ...] = (0.97, 1.03, 0.94, 1.06)
+    near_misses: int = 20  # report only: rejected pairs shown beside the claims (temvirus.overlap_figures)
 
     @classmethod
     def from_config(cls, section: dict) -> OverlapSettings:
@@ -105,8 +130,9 @@ class OverlapSettings:
         if unknown:
             raise ValueError(f"overlap config: unknown keys {unknown}")
         values = dict(section)
-        if "fallback_scales" in values:
-            values["fallback_scales"] = tuple(float(s) for s in values["fallback_scales"])
+        for key in ("fallback_scales", "scale_search"):
+            if key in values:
+                values[key] = tuple(float(x) for x in values[key])
         return cls(**values)
 
 
@@ -117,7 +143,7 @@ class _View:
     mean: np.ndarray  # area-averaged intensities (before band-pass)
     valid: np.ndarray  # bool: not constant padding
     data: np.ndarray  # band-passed, standardised, 0 where invalid
-    spectrum: np.ndarray | None = None  # rfft2 of the windowed data, zero-padded
+    spectra: dict = field(default_factory=dict)  # zero-padded shape -> rfft2 of data, data**2, valid
 
 
 @dataclass
@@ -173,6 +199,16 @@ def coarse(pixels: np.ndarray, pixel_size_nm: float, coarse_nm: float) -> tuple[
     return mean, binary_erosion(inside, iterations=_ERODE_PX, border_value=1)
 
 
+def normal_scores(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``values`` replaced by the normal scores of their ranks among the valid pixels (0
+    elsewhere): any monotone change of exposure or contrast gives the same result."""
+    out = np.zeros(values.shape, dtype=np.float32)
+    if valid.any():
+        ranks = rankdata(values[valid])
+        out[valid] = ndtri((ranks - 0.5) / len(ranks))
+    return out
+
+
 def _bandpass(mean: np.ndarray, valid: np.ndarray, low_px: float, high_px: float) -> np.ndarray:
     """Masked difference of Gaussians, standardised over the valid pixels, 0 elsewhere."""
     weight = valid.astype(np.float32)
@@ -196,15 +232,6 @@ def _view(mean: np.ndarray, valid: np.ndarray, s: OverlapSettings) -> _View:
     return _View(mean, valid, _bandpass(mean, valid, s.lowpass_px, s.highpass_px))
 
 
-def _with_spectrum(view: _View, shape: tuple[int, int], taper: float) -> _View:
-    """``view`` with ``spectrum`` computed for zero padding to ``shape`` (kept if already so)."""
-    if view.spectrum is None or view.spectrum.shape[0] != shape[0] or (view.spectrum.shape[1] - 1) * 2 < shape[1] - 1:
-        h, w = view.data.shape
-        window = np.outer(tukey(h, taper), tukey(w, taper)).astype(np.float32)
-        view.spectrum = scipy.fft.rfft2(view.data * window, s=shape, workers=1)
-    return view
-
-
 def _rescaled(view: _View, scale: float, s: OverlapSettings) -> _View:
     """``view`` as it would look if its true pixel size were ``scale`` times the recorded one."""
     method = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
@@ -213,30 +240,59 @@ def _rescaled(view: _View, scale: float, s: OverlapSettings) -> _View:
     return _view(mean, valid, s)
 
 
-def _overlap_lengths(n_a: int, n_b: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Shift (b's origin in a's frame) of each correlation index and the overlap length there."""
-    index = np.arange(size)
-    shift = np.where(index < n_a, index, index - size)
-    length = np.clip(np.minimum(n_a, shift + n_b) - np.maximum(0, shift), 0, None)
-    return shift, length
+def _spectra(view: _View, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """rfft2 (single precision) of the data, its square and the valid mask, zero-padded to
+    ``shape`` (cached per shape)."""
+    if shape not in view.spectra:
+        data = view.data.astype(np.float32)
+        mask = view.valid.astype(np.float32)
+        view.spectra[shape] = tuple(scipy.fft.rfft2(x, s=shape, workers=1) for x in (data, data * data, mask))
+    return view.spectra[shape]
 
 
-def _masked_ncc(a: _View, b: _View, dy: int, dx: int) -> tuple[float, int]:
+def ncc_surface(a: _View, b: _View, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised cross-correlation over the jointly valid pixels for every shift of ``b``
+    over ``a`` (masked NCC, after Padfield, IEEE TIP 21(5), 2012), and their count.
+
+    Index ``(i, j)`` puts b's origin at ``(i, j)`` in a's pixels (negative shifts wrap to the
+    end); ``shape`` must be at least the sum of the two images' shapes (no wrap-around). The
+    band-passed data have no mean over areas wider than ``highpass_px``, so the means over the
+    overlap are left out (4 inverse FFTs instead of 6); :func:`_masked_ncc` gives the exact
+    value at a chosen shift.
+    """
+    fa, fa2, fma = _spectra(a, shape)
+    fb, fb2, fmb = (np.conj(x) for x in _spectra(b, shape))
+
+    def corr(x, y):
+        return scipy.fft.irfft2(x * y, s=shape, workers=1)
+
+    n = np.rint(corr(fma, fmb))
+    var = corr(fa2, fmb) * corr(fma, fb2)
+    ncc = corr(fa, fb) / np.sqrt(np.maximum(var, 1e-12))
+    return np.where(var > 1e-6, np.clip(ncc, -1, 1), 0.0), n
+
+
+def _masked_ncc(a: _View, b: _View, dy: int, dx: int) -> float:
     """Pearson correlation of a and b over the pixels valid in both, b's origin at (dy, dx)."""
     (ha, wa), (hb, wb) = a.data.shape, b.data.shape
     y0, y1, x0, x1 = max(0, dy), min(ha, dy + hb), max(0, dx), min(wa, dx + wb)
-    if y1 <= y0 or x1 <= x0:
-        return 0.0, 0
-    va, vb = a.data[y0:y1, x0:x1], b.data[y0 - dy : y1 - dy, x0 - dx : x1 - dx]
+    if y1 - y0 < 2 or x1 - x0 < 2:
+        return -1.0
     mask = a.valid[y0:y1, x0:x1] & b.valid[y0 - dy : y1 - dy, x0 - dx : x1 - dx]
-    n = int(mask.sum())
-    if n < 2:
-        return 0.0, n
-    pa, pb = va[mask].astype(np.float64), vb[mask].astype(np.float64)
+    if mask.sum() < 2:
+        return -1.0
+    pa = a.data[y0:y1, x0:x1][mask].astype(np.float64)
+    pb = b.data[y0 - dy : y1 - dy, x0 - dx : x1 - dx][mask].astype(np.float64)
     pa -= pa.mean()
     pb -= pb.mean()
-    denom = np.sqrt((pa * pa).sum() * (pb * pb).sum())
-    return (float((pa * pb).sum() / denom) if denom > 0 else 0.0), n
+    denom = math.sqrt(float((pa * pa).sum() * (pb * pb).sum()))
+    return float((pa * pb).sum()) / denom if denom > 0 else 0.0
+
+
+def _shifts(n_a: int, size: int) -> np.ndarray:
+    """Shift (b's origin in a's frame) of each index of a correlation of length ``size``."""
+    index = np.arange(size)
+    return np.where(index < n_a, index, index - size)
 
 
 def _background_ncc(a: _View, b: _View, dy: int, dx: int, pixel_nm: float) -> float:
@@ -273,6 +329,7 @@ def _background_ncc(a: _View, b: _View, dy: int, dx: int, pixel_nm: float) -> fl
     return float((pa * pb).sum() / denom) if denom > 0 else 0.0
 
 
+
 def _subpixel(corr: np.ndarray, i: int, j: int) -> tuple[float, float]:
     """Parabolic refinement of a correlation peak along each axis."""
 
@@ -285,47 +342,43 @@ def _subpixel(corr: np.ndarray, i: int, j: int) -> tuple[float, float]:
     return offset(corr[(i - 1) % n, j], c, corr[(i + 1) % n, j]), offset(corr[i, (j - 1) % m], c, corr[i, (j + 1) % m])
 
 
-def _phase_correlation(a: _View, b: _View, shape: tuple[int, int]) -> np.ndarray:
-    cross = a.spectrum * np.conj(b.spectrum)
-    cross /= np.abs(cross) + 1e-6 * float(np.abs(cross).max() or 1)
-    return scipy.fft.irfft2(cross, s=shape, workers=1)
-
-
-def _best_peak(a: _View, b: _View, corr: np.ndarray, allowed: np.ndarray, peaks: int, min_px: int) -> dict:
-    """The best-NCC candidate among the ``peaks`` highest allowed correlation peaks, and the
-    best NCC of the other candidates (``runner_up``: how well a wrong shift does)."""
-    rows, cols = corr.shape
-    shift_y = np.where(np.arange(rows) < a.data.shape[0], np.arange(rows), np.arange(rows) - rows)
-    shift_x = np.where(np.arange(cols) < a.data.shape[1], np.arange(cols), np.arange(cols) - cols)
-    scores = np.where(allowed, corr, -np.inf)
-    found: list[tuple[float, int, int, int]] = []  # ncc, n, i, j
-    for _ in range(peaks):
-        i, j = divmod(int(np.argmax(scores)), cols)
+def _best_shift(a: _View, b: _View, shape: tuple[int, int], allowed: np.ndarray | None, min_px: int) -> dict:
+    """The shift of highest masked NCC among the allowed ones with at least ``min_px`` jointly
+    valid pixels (the :data:`_CANDIDATES` highest of :func:`ncc_surface`, each neighbourhood
+    once, scored exactly by :func:`_masked_ncc`), and ``runner_up``: the best NCC more than
+    :data:`_RUNNER_UP_PX` pixels away (how well a wrong shift does: particles of one class
+    look alike)."""
+    ncc, n = ncc_surface(a, b, shape)
+    ok = n >= min_px
+    if allowed is not None:
+        ok &= allowed
+    scores = np.where(ok, ncc, -np.inf)
+    shift_y, shift_x = _shifts(a.data.shape[0], shape[0]), _shifts(a.data.shape[1], shape[1])
+    r = _RUNNER_UP_PX
+    found = []  # exact ncc, i, j
+    for _ in range(_CANDIDATES):
+        i, j = divmod(int(np.argmax(scores)), shape[1])
         if not np.isfinite(scores[i, j]):
             break
-        scores[max(0, i - 2) : i + 3, max(0, j - 2) : j + 3] = -np.inf  # the peak's neighbourhood
-        ncc, n = _masked_ncc(a, b, int(shift_y[i]), int(shift_x[j]))
-        found.append((ncc if n >= min_px else -1.0, n, i, j))
-    valid = [f for f in found if f[0] > -1.0]
-    if not valid:
-        return {"peak": 0.0, "ncc": -1.0, "runner_up": -1.0, "dy": 0.0, "dx": 0.0, "n": 0}
-    ncc, n, i, j = max(valid, key=lambda f: f[0])
-    others = [f[0] for f in valid if max(abs(f[2] - i), abs(f[3] - j)) > 2]
-    fy, fx = _subpixel(corr, i, j)
-    return {"peak": float(corr[i, j]), "ncc": ncc, "runner_up": max(others, default=-1.0),
-            "dy": shift_y[i] + fy, "dx": shift_x[j] + fx, "n": n}  # fmt: skip
+        found.append((_masked_ncc(a, b, int(shift_y[i]), int(shift_x[j])), i, j))
+        scores[np.ix_(np.arange(i - r, i + r + 1) % shape[0], np.arange(j - r, j + r + 1) % shape[1])] = -np.inf
+    if not found:
+        return {"ncc": -1.0, "runner_up": -1.0, "dy": 0.0, "dx": 0.0, "n": 0, "candidates": []}
+    candidates = []
+    for ncc_exact, i, j in sorted(found, reverse=True):
+        fy, fx = _subpixel(np.where(ok, ncc, -1.0), i, j)
+        candidates.append({"ncc": ncc_exact, "dy": shift_y[i] + fy, "dx": shift_x[j] + fx, "n": int(n[i, j])})
+    runner_up = candidates[1]["ncc"] if len(candidates) > 1 else -1.0
+    return dict(candidates[0], runner_up=runner_up, candidates=candidates)
 
 
-def register(a: _View, b: _View, size: int, s: OverlapSettings) -> dict:
-    """Best verified translation of ``b`` onto ``a`` (pixels) with its scores (step 3)."""
-    a, b = _with_spectrum(a, (size, size), s.taper), _with_spectrum(b, (size, size), s.taper)
-    corr = _phase_correlation(a, b, (size, size))
-    (ha, wa), (hb, wb) = a.data.shape, b.data.shape
-    area = np.outer(_overlap_lengths(ha, hb, size)[1], _overlap_lengths(wa, wb, size)[1])
+def register(a: _View, b: _View, s: OverlapSettings) -> dict:
+    """Best translation of ``b`` onto ``a`` (pixels) by masked NCC over the jointly valid area
+    (step 3); ``fraction`` is the jointly valid overlap over the smaller valid field."""
+    shape = tuple(scipy.fft.next_fast_len(na + nb, real=True) for na, nb in zip(a.data.shape, b.data.shape))
     smaller = min(int(a.valid.sum()), int(b.valid.sum())) or 1
-    allowed = (area >= s.min_overlap_px) & (area >= s.min_overlap_fraction * smaller)
-    best = _best_peak(a, b, corr, allowed, s.peaks, s.min_overlap_px)
-    best["fraction"] = best["n"] / smaller
+    best = _best_shift(a, b, shape, None, max(s.min_overlap_px, int(math.ceil(s.min_overlap_fraction * smaller))))
+    best["fraction"], best["smaller"] = best["n"] / smaller, smaller
     return best
 
 
@@ -340,11 +393,44 @@ def _region(view: _View, pixel_nm: float, x0_nm: float, y0_nm: float, size: tupl
     return _view(mean, valid, s)
 
 
+def _shifted(array: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``array`` moved by (dy, dx) pixels, zero (False) where nothing moved in."""
+    out = np.zeros_like(array)
+    h, w = array.shape
+    out[max(0, dy) : h + min(0, dy), max(0, dx) : w + min(0, dx)] = array[max(0, -dy) : h + min(0, -dy), max(0, -dx) : w + min(0, -dx)]
+    return out
+
+
+def tile_agreement(a: np.ndarray, b: np.ndarray, joint: np.ndarray, tile_px: int, tile_ncc: float) -> tuple[int, float]:
+    """How evenly two registered views agree: the jointly valid area is cut into
+    ``tile_px`` square tiles; of the tiles at least 3/4 valid, the fraction whose Pearson
+    correlation is ``>= tile_ncc``. One look-alike particle makes one tile agree, a shared
+    field makes them all agree (each tile normalises its own contrast: exposure changes
+    cancel). Returns the number of tiles judged and the fraction (NaN when none)."""
+    judged = agreeing = 0
+    h, w = joint.shape
+    for y in range(0, h - tile_px + 1, tile_px):
+        for x in range(0, w - tile_px + 1, tile_px):
+            mask = joint[y : y + tile_px, x : x + tile_px]
+            if mask.sum() < 0.75 * tile_px * tile_px:
+                continue
+            pa = a[y : y + tile_px, x : x + tile_px][mask].astype(np.float64)
+            pb = b[y : y + tile_px, x : x + tile_px][mask].astype(np.float64)
+            pa -= pa.mean()
+            pb -= pb.mean()
+            denom = math.sqrt(float((pa * pa).sum() * (pb * pb).sum()))
+            judged += 1
+            agreeing += denom > 0 and float((pa * pb).sum()) / denom >= tile_ncc
+    return judged, (agreeing / judged if judged else float("nan"))
+
+
 def verify(a: _Image, b: _Image, scale: float, dx_nm: float, dy_nm: float, coarse_nm: float, s: OverlapSettings) -> dict:
-    """Fine verification of a coarse match (step 4): NCC of the overlap ``2**fine_levels`` finer.
+    """Fine verification of a coarse match (step 4) ``2**fine_levels`` finer.
 
     ``b`` lies at (dx, dy) nm in ``a``'s field with its pixels ``scale`` times their recorded
-    size. Returns ``fine_ncc`` and the refined ``dx_nm``, ``dy_nm``.
+    size. Returns ``fine_ncc``, ``background_ncc``, ``tiles``, ``tile_agreement``, the refined
+    ``dx_nm``, ``dy_nm`` and ``joint``: the jointly valid area of the overlap on the fine grid
+    (``mask``, its origin ``x0``, ``y0`` in a's field and its pixel ``f_nm``).
     """
     b_nm = b.fine_nm * scale
     f_nm = max(coarse_nm / 2**s.fine_levels, a.fine_nm, b_nm)
@@ -352,57 +438,74 @@ def verify(a: _Image, b: _Image, scale: float, dx_nm: float, dy_nm: float, coars
     x0, x1 = max(0.0, dx_nm), min(wa * a.fine_nm, dx_nm + wb * b_nm)
     y0, y1 = max(0.0, dy_nm), min(ha * a.fine_nm, dy_nm + hb * b_nm)
     size = (int((x1 - x0) / f_nm), int((y1 - y0) / f_nm))
-    result = {"fine_ncc": -1.0, "background_ncc": -1.0, "dx_nm": dx_nm, "dy_nm": dy_nm}
+    result = {"fine_ncc": -1.0, "background_ncc": -1.0, "tiles": 0, "tile_agreement": float("nan"), "dx_nm": dx_nm, "dy_nm": dy_nm, "joint": None}
     if min(size) < 8:
         return result
     ra = _region(a.fine, a.fine_nm, x0, y0, size, f_nm, s)
     rb = _region(b.fine, b_nm, x0 - dx_nm, y0 - dy_nm, size, f_nm, s)
     reach = int(math.ceil(2 * coarse_nm / f_nm)) + 2  # coarse shift error, in fine pixels
     shape = (scipy.fft.next_fast_len(size[1] + reach + 1, real=True), scipy.fft.next_fast_len(size[0] + reach + 1, real=True))
-    ra, rb = _with_spectrum(ra, shape, s.taper), _with_spectrum(rb, shape, s.taper)
-    corr = _phase_correlation(ra, rb, shape)
     near_y = np.minimum(np.arange(shape[0]), shape[0] - np.arange(shape[0])) <= reach
     near_x = np.minimum(np.arange(shape[1]), shape[1] - np.arange(shape[1])) <= reach
-    best = _best_peak(ra, rb, corr, np.outer(near_y, near_x), s.peaks, min(s.min_overlap_px, size[0] * size[1] // 4))
+    best = _best_shift(ra, rb, shape, np.outer(near_y, near_x), min(s.min_overlap_px, size[0] * size[1] // 4))
     if best["n"]:
-        background = _background_ncc(ra, rb, int(round(best["dy"])), int(round(best["dx"])), f_nm)
-        result = {"fine_ncc": best["ncc"], "background_ncc": background, "dx_nm": dx_nm + best["dx"] * f_nm, "dy_nm": dy_nm + best["dy"] * f_nm}
+        dy, dx = int(round(best["dy"])), int(round(best["dx"]))
+        joint = ra.valid & _shifted(rb.valid, dy, dx)
+        tiles, agreement = tile_agreement(ra.data, _shifted(rb.data, dy, dx), joint, s.tile_px, s.tile_ncc)
+        result = {"fine_ncc": best["ncc"], "background_ncc": _background_ncc(ra, rb, dy, dx, f_nm), "tiles": tiles, "tile_agreement": agreement,
+                  "dx_nm": dx_nm + best["dx"] * f_nm, "dy_nm": dy_nm + best["dy"] * f_nm,
+                  "joint": {"mask": joint, "x0": x0, "y0": y0, "f_nm": f_nm}}  # fmt: skip
     return result
 
 
-def point_agreement(a_nm: np.ndarray, b_nm: np.ndarray, rect: tuple[float, float, float, float], tolerance_nm: float) -> tuple[int, float]:
-    """How well the annotated points of two registered images agree over their overlap.
+def point_agreement(a_nm: np.ndarray, b_nm: np.ndarray, counted_a: np.ndarray, counted_b: np.ndarray, tolerance_nm: float) -> tuple[int, float]:
+    """How well the annotated points of two registered images agree.
 
-    ``a_nm`` and ``b_nm`` are (n, 2) x/y points in one frame (nm); ``rect`` is the overlap
-    ``(x0, y0, x1, y1)``. Points deeper than ``tolerance_nm`` inside ``rect`` should have a
-    partner in the other image within ``tolerance_nm``. Returns the number of such points
-    and the fraction that has one (NaN when there are none).
+    ``a_nm`` and ``b_nm`` are (n, 2) x/y points in one frame (nm); ``counted_a`` and
+    ``counted_b`` (bool) mark the points judged (those deep inside the jointly valid area,
+    :func:`deep_inside`): each should have a partner among *all* points of the other image
+    within ``tolerance_nm``. Returns the number of judged points and the fraction that has
+    one (NaN when there are none).
     """
-    x0, y0, x1, y1 = rect
     total = matched = 0
-    for own, other in ((a_nm, b_nm), (b_nm, a_nm)):
-        inside = own[(own[:, 0] > x0 + tolerance_nm) & (own[:, 0] < x1 - tolerance_nm)
-                     & (own[:, 1] > y0 + tolerance_nm) & (own[:, 1] < y1 - tolerance_nm)]  # fmt: skip
-        total += len(inside)
-        if len(inside) and len(other):
-            distance = np.sqrt(((inside[:, None, :] - other[None, :, :]) ** 2).sum(axis=-1)).min(axis=1)
+    for own, other in ((a_nm[counted_a], b_nm), (b_nm[counted_b], a_nm)):
+        total += len(own)
+        if len(own) and len(other):
+            distance = np.sqrt(((own[:, None, :] - other[None, :, :]) ** 2).sum(axis=-1)).min(axis=1)
             matched += int((distance <= tolerance_nm).sum())
     return total, (matched / total if total else float("nan"))
 
 
+def deep_inside(points_nm: np.ndarray, joint: dict, margin_nm: float) -> np.ndarray:
+    """Which (n, 2) x/y points (nm, a's frame) lie at least ``margin_nm`` inside the jointly
+    valid area ``joint`` (:func:`verify`): away from both images' borders and padding, so
+    that a particle cut by a border or hidden by padding in one image is not judged."""
+    mask = np.pad(joint["mask"], 1)
+    depth = distance_transform_edt(mask)[1:-1, 1:-1] * joint["f_nm"]
+    col = np.floor((points_nm[:, 0] - joint["x0"]) / joint["f_nm"]).astype(int)
+    row = np.floor((points_nm[:, 1] - joint["y0"]) / joint["f_nm"]).astype(int)
+    inside = (row >= 0) & (row < depth.shape[0]) & (col >= 0) & (col < depth.shape[1])
+    deep = np.zeros(len(points_nm), dtype=bool)
+    deep[inside] = depth[row[inside], col[inside]] >= margin_nm
+    return deep
+
+
 def own_level(width: int, height: int, pixel_size_nm: float, s: OverlapSettings) -> int:
-    """The image's pyramid level: the finest ``k`` whose pixel, ``coarse_nm * 2**k``, is at least
-    the image's pixel size and shows the whole field in ``max_side_px`` pixels."""
-    need = max(max(width, height) * pixel_size_nm / s.max_side_px, pixel_size_nm) / s.coarse_nm
-    return max(0, math.ceil(math.log2(need) - 1e-9))
+    """The image's pyramid level: the ``k`` whose pixel, ``coarse_nm * 2**k``, shows the whole
+    field in the nearest to ``max_side_px`` pixels (0.71-1.41 times it), not finer than the
+    image's own pixel."""
+    field = max(width, height) * pixel_size_nm / s.max_side_px / s.coarse_nm
+    finest = math.ceil(math.log2(pixel_size_nm / s.coarse_nm) - 1e-9)
+    return max(0, finest, round(math.log2(field)))
 
 
 def _prepare(image_id: str, pixels: np.ndarray, pixel_size_nm: float, top: int, s: OverlapSettings) -> _Image:
     """An image's fine view and its coarse views from its own level up to ``top`` (halving)."""
     height, width = pixels.shape
     own = own_level(width, height, pixel_size_nm, s)
-    fine_nm = max(s.coarse_nm * 2**own / 2**s.fine_levels, pixel_size_nm)
+    fine_nm = max(s.coarse_nm * 2**own / 2**s.fine_levels, pixel_size_nm, s.min_fine_nm)
     mean, valid = coarse(pixels, pixel_size_nm, fine_nm)
+    mean = normal_scores(mean, valid)
     image = _Image(image_id, own, fine_nm, _View(mean, valid, mean))
     factor = s.coarse_nm * 2**own / fine_nm
     for level in range(own, top + 1):
@@ -413,27 +516,63 @@ def _prepare(image_id: str, pixels: np.ndarray, pixel_size_nm: float, top: int, 
 
 
 def _decide(score: dict, s: OverlapSettings) -> bool:
-    return (
-        score["ncc"] >= s.screen_ncc
-        and score["ncc"] - score["runner_up"] >= s.min_margin
-        and score.get("fine_ncc", -1.0) >= s.min_ncc
-        and score.get("background_ncc", -1.0) >= s.min_background_ncc
-        and score["fraction"] >= s.min_overlap_fraction
-        and score["n"] >= s.min_overlap_px
-        and not score.get("point_agreement", 1.0) < s.min_point_agreement
-    )
+    return _evidence(score, s) >= 0
 
 
-def _points_score(a: pd.Series, b: pd.Series, points: dict[str, np.ndarray], scale: float, dx_nm: float, dy_nm: float, s: OverlapSettings) -> dict:
-    """:func:`point_agreement` of two images' annotations, b placed at (dx, dy) nm in a."""
-    b_nm = b.pixel_size_nm * scale
-    rect = (max(0.0, dx_nm), max(0.0, dy_nm), min(a.width * a.pixel_size_nm, dx_nm + b.width * b_nm),
-            min(a.height * a.pixel_size_nm, dy_nm + b.height * b_nm))  # fmt: skip
+def _evidence(score: dict, s: OverlapSettings) -> float:
+    """The least margin by which the pair passes the tests of step 5 (negative: the most
+    failed one; near misses are the rejected pairs of highest evidence)."""
+    if score["n"] < s.min_overlap_px or score["fraction"] < s.min_overlap_fraction:
+        return -1.0
+    margins = [score["ncc"] - s.screen_ncc]
+    if "fine_ncc" in score:
+        margins += [score["ncc"] - score["runner_up"] - s.min_margin, score["fine_ncc"] - s.min_ncc,
+                    score["background_ncc"] - s.min_background_ncc,
+                    (score["tile_agreement"] if score["tiles"] >= s.min_tiles else -1.0) - s.min_tile_agreement]  # fmt: skip
+        if score.get("points", 0):
+            margins.append(score["point_agreement"] - s.min_point_agreement)
+    else:
+        margins.append(-1.0)  # never verified
+    return min(margins)
+
+
+def _points_score(a: pd.Series, b: pd.Series, points: dict[str, np.ndarray], scale: float, score: dict, s: OverlapSettings) -> dict:
+    """:func:`point_agreement` of two images' annotations, b placed at (dx, dy) nm in a,
+    judging the points deep inside the jointly valid area (``point_margin_nm``)."""
     empty = np.zeros((0, 2))
     a_nm = points.get(a.image_id, empty) * a.pixel_size_nm
-    b_in_a = points.get(b.image_id, empty) * b_nm + [dx_nm, dy_nm]
-    n, agreement = point_agreement(a_nm, b_in_a, rect, s.point_tolerance_nm)
+    b_in_a = points.get(b.image_id, empty) * (b.pixel_size_nm * scale) + [score["dx_nm"], score["dy_nm"]]
+    joint = score["joint"]
+    if joint is None:
+        return {"points": 0, "point_agreement": float("nan")}
+    deep_a, deep_b = deep_inside(a_nm, joint, s.point_margin_nm), deep_inside(b_in_a, joint, s.point_margin_nm)
+    n, agreement = point_agreement(a_nm, b_in_a, deep_a, deep_b, s.point_tolerance_nm)
     return {"points": n, "point_agreement": agreement}
+
+
+def _verified(row_a: pd.Series, row_b: pd.Series, a: _Image, b: _Image, score: dict, coarse_nm: float, points: dict | None, s: OverlapSettings) -> dict:
+    """``score`` (a coarse match at ``score["scale"]``) with the fine check (step 4) and the
+    points; where it fails, tried again at the relative scales of ``scale_search`` (recorded
+    pixel sizes a few percent off), the overlap's centre kept in place. The best try."""
+    best = None
+    for relative in (1.0, *s.scale_search):
+        scale = score["scale"] * relative
+        width_b, height_b = b.fine.mean.shape[1] * b.fine_nm, b.fine.mean.shape[0] * b.fine_nm
+        width_a, height_a = a.fine.mean.shape[1] * a.fine_nm, a.fine.mean.shape[0] * a.fine_nm
+        trial = dict(score, scale=scale)
+        for axis, extent_a, extent_b in (("dx_nm", width_a, width_b), ("dy_nm", height_a, height_b)):
+            shift = score[axis]
+            centre = (max(0.0, shift) + min(extent_a, shift + extent_b * score["scale"])) / 2
+            trial[axis] = centre - (centre - shift) * relative
+        trial.update(verify(a, b, scale, trial["dx_nm"], trial["dy_nm"], coarse_nm, s))
+        if points is not None:
+            trial.update(_points_score(row_a, row_b, points, scale, trial, s))
+        trial["evidence"] = _evidence(trial, s)
+        if best is None or trial["evidence"] > best["evidence"]:
+            best = trial
+        if best["evidence"] >= 0 or best["fine_ncc"] < s.min_ncc - _SEARCH_WITHIN:
+            break  # found, or too far off for a few percent of scale to explain
+    return best
 
 
 def score_class(images: pd.DataFrame, root: str | Path, s: OverlapSettings, points: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
@@ -449,54 +588,67 @@ def score_class(images: pd.DataFrame, root: str | Path, s: OverlapSettings, poin
     pending = {(i, j): max(prepared[i].own, prepared[j].own) for i in range(len(images)) for j in range(i + 1, len(images))}
     results: dict[tuple[int, int], tuple[float, dict]] = {}
     for scale in [1.0, *sorted(sc for sc in s.fallback_scales if sc != 1.0)]:
-        # zero padding that holds image_a beside image_b resampled by ``scale``
-        size = scipy.fft.next_fast_len(int(s.max_side_px * (1 + max(1.0, scale))) + 2, real=True)
         moved: dict[tuple[int, int], _View] = {}
         for (i, j), k in pending.items():
             if (j, k) not in moved:
                 view = prepared[j].levels[k]
                 moved[j, k] = view if scale == 1.0 else _rescaled(view, scale, s)
-            score = register(prepared[i].levels[k], moved[j, k], size, s)
+            registered = register(prepared[i].levels[k], moved[j, k], s)
             coarse_nm = s.coarse_nm * 2**k
-            score["dx_nm"], score["dy_nm"] = score["dx"] * coarse_nm, score["dy"] * coarse_nm
-            if score["ncc"] >= s.screen_ncc:
-                score.update(verify(prepared[i], prepared[j], scale, score["dx_nm"], score["dy_nm"], coarse_nm, s))
-                if points is not None:
-                    score.update(_points_score(images.loc[i], images.loc[j], points, scale, score["dx_nm"], score["dy_nm"], s))
-            score["area_nm2"] = score["n"] * coarse_nm**2
-            if (i, j) not in results or _rank(score) > _rank(results[i, j][1]):
-                results[i, j] = (scale, score)
-        pending = {pair: k for pair, k in pending.items() if not _decide(results[pair][1], s)}
+            # the best shift, and the next ones that pass the screen (same-class particles
+            # can make a wrong shift score best at the coarse scale; the fine check tells)
+            tries = [registered] + [c for c in registered["candidates"][1:_VERIFIED] if c["ncc"] >= s.screen_ncc]
+            for candidate in tries:
+                score = dict(candidate, runner_up=registered["runner_up"], fraction=candidate["n"] / registered["smaller"])
+                score["dx_nm"], score["dy_nm"] = score["dx"] * coarse_nm, score["dy"] * coarse_nm
+                score["area_nm2"] = score["n"] * coarse_nm**2
+                score["scale"], score["evidence"] = scale, _evidence(score, s)
+                if score["ncc"] >= s.screen_ncc:
+                    score = _verified(images.loc[i], images.loc[j], prepared[i], prepared[j], score, coarse_nm, points, s)
+                if (i, j) not in results or score["evidence"] > results[i, j][1]["evidence"]:
+                    results[i, j] = (score["scale"], score)
+        pending = {pair: k for pair, k in pending.items() if results[pair][1]["evidence"] < 0}
     rows = []
     for (i, j), (scale, score) in sorted(results.items()):
         rows.append((
             cls, images.image_id[i], images.image_id[j], scale,
-            round(float(score["dx_nm"]), 1), round(float(score["dy_nm"]), 1), round(score["peak"], 4),
+            round(float(score["dx_nm"]), 1), round(float(score["dy_nm"]), 1),
             round(score["ncc"], 4), round(score["runner_up"], 4), round(score.get("fine_ncc", float("nan")), 4),
-            round(score.get("background_ncc", float("nan")), 4),
+            round(score.get("background_ncc", float("nan")), 4), score.get("tiles", 0), round(score.get("tile_agreement", float("nan")), 4),
             round(score["fraction"], 4),
             round(score["area_nm2"], 1), score.get("points", 0), round(score.get("point_agreement", float("nan")), 4),
-            OVERLAP if _decide(score, s) else DISTINCT,
+            round(score["evidence"], 4), OVERLAP if score["evidence"] >= 0 else DISTINCT,
         ))  # fmt: skip
     return pd.DataFrame(rows, columns=PAIR_COLUMNS)
 
 
-def _rank(score: dict) -> tuple[float, float]:
-    """Order of two scorings of one pair (at different scales): fine NCC first, then coarse."""
-    return score.get("fine_ncc", -1.0), score["ncc"]
+def _score_class_logged(group: pd.DataFrame, root: str | Path, s: OverlapSettings, points: dict[str, np.ndarray] | None) -> pd.DataFrame:
+    started = time.time()
+    pairs = score_class(group, root, s, points)
+    log.info("%s: %d images, %d pairs, %d overlaps (%.1f s)", group["class"].iloc[0], len(group), len(pairs),
+             int((pairs.decision == OVERLAP).sum()), time.time() - started)  # fmt: skip
+    return pairs
 
 
-def score_pairs(images: pd.DataFrame, root: str | Path, s: OverlapSettings, particles: pd.DataFrame | None = None) -> pd.DataFrame:
+def score_pairs(images: pd.DataFrame, root: str | Path, s: OverlapSettings, particles: pd.DataFrame | None = None, threads: int = 1) -> pd.DataFrame:
     """Score all same-class pairs of ``images`` (the raw image table) read from ``root``;
-    ``particles`` (the particle table) adds the annotation check."""
+    ``particles`` (the particle table) adds the annotation check. ``threads`` > 1 scores
+    classes in that many worker processes (largest classes first); the table is the same."""
     points = None if particles is None else {k: g[["x", "y"]].to_numpy(float) for k, g in particles.groupby("image_id")}
-    frames = []
-    for cls, group in images.groupby("class", sort=True):
-        started = time.time()
-        pairs = score_class(group, root, s, points)
-        log.info("%s: %d images, %d pairs, %d overlaps (%.1f s)", cls, len(group), len(pairs),
-                 int((pairs.decision == OVERLAP).sum()), time.time() - started)  # fmt: skip
-        frames.append(pairs)
+    groups = [group for _, group in images.groupby("class", sort=True)]
+
+    def own_points(group):
+        return None if points is None else {i: points[i] for i in group.image_id if i in points}
+
+    if threads > 1 and len(groups) > 1:
+        order = sorted(groups, key=len, reverse=True)
+        # fork, not spawn: a spawned worker imports the caller's main module again, and a
+        # Snakemake script's module level runs the rule
+        with ProcessPoolExecutor(max_workers=threads, mp_context=multiprocessing.get_context("fork")) as pool:
+            futures = [pool.submit(_score_class_logged, g, root, s, own_points(g)) for g in order]
+            frames = [f.result() for f in futures]
+    else:
+        frames = [_score_class_logged(g, root, s, own_points(g)) for g in groups]
     pairs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PAIR_COLUMNS)
     return pairs.sort_values(["class", "image_a", "image_b"], kind="stable").reset_index(drop=True)
 
@@ -551,12 +703,12 @@ def score_against_truth(kept: pd.DataFrame, pairs: pd.DataFrame, truth: pd.DataF
     }
 
 
-def find_overlaps(images_csv, particles_csv, root, pairs_csv, kept_csv, settings: dict) -> None:
+def find_overlaps(images_csv, particles_csv, root, pairs_csv, kept_csv, settings: dict, threads: int = 1) -> None:
     """Rule ``find_overlaps``: score all pairs, group, write both tables (atomically)."""
     s = OverlapSettings.from_config(settings)
     images = pd.read_csv(images_csv, dtype={"image_id": str})
     particles = pd.read_csv(particles_csv, dtype={"image_id": str})
-    pairs = score_pairs(images, root, s, particles)
+    pairs = score_pairs(images, root, s, particles, threads)
     kept = group_images(images, pairs)
     log.info("%d pairs scored, %d overlapping; %d of %d images kept",
              len(pairs), int((pairs.decision == OVERLAP).sum()), int(kept.kept.sum()), len(kept))  # fmt: skip

@@ -25,9 +25,11 @@ follows the paper's Table 1 (``resources/paper/table1_dataset.csv``):
   icosahedral, oval with a 2-point centre line, brick, pleomorphic, curved filament with a
   centre line of vertices every 50-100 nm), surface texture and arrangement (clusters), see
   :data:`STYLES`. Debris, stain gradients, noise and defocus make them non-trivial.
-* **Planted overlaps.** ``overlaps`` extra images re-image part of another image's specimen
+* **Planted overlaps.** ``overlaps`` extra images re-image 20-80% of another image's specimen
   (same class and split folder, shifted, at another pixel size) with the particles inside
-  their field annotated, and fewer particles than their source. They come on top of Table
+  their field annotated, and fewer particles than their source; each with one kind of change
+  of real re-imaging (:data:`CHANGES`, dealt in turn: magnification 0.4-2.5x, exposure,
+  focus, particles cut by the border, black padding; :func:`plant_overlap`). They come on top of Table
   1's counts; the truth goes to a CSV outside the raw tree (:data:`TRUTH_COLUMNS`).
 * **Determinism.** Every random draw comes from :func:`temvirus.seeding.rng` keyed by the
   seed and the image id; TIFFs carry no time stamps: the same seed gives identical bytes.
@@ -71,8 +73,10 @@ MICROSCOPES = {
     "LEO 912AB (Morada)": ((2048, 2048), 9000.0, 14),
 }
 TEM_SHARE_2048 = 0.3
+#: kinds of change of the planted re-images (:func:`plant_overlap`), dealt in turn
+CHANGES = ("magnification", "exposure", "focus", "cutoff", "padding")
 TRUTH_COLUMNS = [
-    "image_id", "source_image_id", "class", "split", "pixel_size_nm", "source_pixel_size_nm",
+    "image_id", "source_image_id", "class", "split", "change", "pixel_size_nm", "source_pixel_size_nm",
     "offset_x_nm", "offset_y_nm", "overlap_fraction", "n_particles", "source_n_particles",
 ]  # fmt: skip
 
@@ -692,6 +696,7 @@ class Exposure:
     size_px: tuple[int, int]
     microscope: str
     binning: int = 1
+    defocus_nm: float | None = None  # None: drawn at rendering (0.8-3 nm)
 
 
 def render(specimen: Specimen, exposure: Exposure, draw: np.random.Generator) -> np.ndarray:
@@ -702,6 +707,8 @@ def render(specimen: Specimen, exposure: Exposure, draw: np.random.Generator) ->
     xs = ox + (np.arange(width, dtype=np.float64) + 0.5) * px
     ys = oy + (np.arange(height, dtype=np.float64) + 0.5) * px
     defocus_nm = float(np.exp(draw.uniform(np.log(0.8), np.log(3.0))))
+    if exposure.defocus_nm is not None:
+        defocus_nm = exposure.defocus_nm
     sigma_px = max(defocus_nm / px, 0.45)
     sigma_nm = math.hypot(sigma_px * px, 0.5 * px)
     stain = _smooth_stain(specimen, xs, ys)
@@ -755,31 +762,97 @@ def _smooth_stain(s: Specimen, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- overlaps
 
 
-def plant_overlap(specimen: Specimen, source: Exposure, n_source: int, draw: np.random.Generator):
-    """An exposure re-imaging 30-80% of ``source``'s field at another pixel size, with fewer particles.
+def plant_overlap(specimen: Specimen, source: Exposure, n_source: int, change: str, draw: np.random.Generator):
+    """An exposure re-imaging 20-80% of ``source``'s field, with fewer particles, changed as
+    real re-imaging changes it (``change``, one of :data:`CHANGES`):
 
-    Returns ``(exposure, particles, overlap_fraction)`` or None when no such view is found.
-    ``overlap_fraction`` is the shared area over the smaller of the two fields.
+    * ``magnification``: pixel size 0.4-2.5x the source's (at least 1.5x apart);
+    * ``exposure``: a monotone, non-linear grey-level change (gamma 0.5-2, new offset and range);
+    * ``focus``: defocus 4-8 nm (the source's is 0.8-3 nm);
+    * ``cutoff``: particles cut by the border, annotated at the centre of their visible part
+      (as a box around it would be);
+    * ``padding``: one to four sides of the field padded with black (20-45% of the field).
+
+    All but ``magnification`` change the pixel size by 0.6-1.6x (at least 15%).
+    Returns ``(exposure, particles, overlap_fraction, post)`` or None when no such view is
+    found: ``post`` turns the rendered pixels into the recorded ones (exposure change,
+    padding). ``overlap_fraction`` is the shared area over the smaller of the two fields.
     """
     width, height = source.size_px
-    for _ in range(200):
-        factor = float(np.exp(draw.uniform(np.log(0.6), np.log(1.6))))
-        if abs(factor - 1) < 0.15:
+    low, high, least = (0.4, 2.5, 1.5) if change == "magnification" else (0.6, 1.6, 1.15)
+    for _ in range(400):
+        factor = float(np.exp(draw.uniform(np.log(low), np.log(high))))
+        if max(factor, 1 / factor) < least:
             continue
         px = round(float(np.clip(source.pixel_size_nm * factor, *PIXEL_SIZE_RANGE_NM)), 4)
         if px == source.pixel_size_nm:
             continue
         w, h = width * px, height * px
-        ox = draw.uniform(-0.7 * w, specimen.width_nm - 0.3 * w)
-        oy = draw.uniform(-0.7 * h, specimen.height_nm - 0.3 * h)
+        ox = draw.uniform(-0.8 * w, specimen.width_nm - 0.2 * w)
+        oy = draw.uniform(-0.8 * h, specimen.height_nm - 0.2 * h)
         shared = max(0.0, min(ox + w, specimen.width_nm) - max(ox, 0)) * max(0.0, min(oy + h, specimen.height_nm) - max(oy, 0))
         fraction = shared / min(w * h, specimen.width_nm * specimen.height_nm)
-        if not 0.3 <= fraction <= 0.8:
+        if not 0.2 <= fraction <= 0.8:
             continue
-        inside = [p for p in specimen.particles if _fits(p.points - [ox, oy], 0.5 * p.body.r, w, h)]
-        if 1 <= len(inside) < n_source:
-            return replace(source, origin=(ox, oy), pixel_size_nm=px), inside, fraction
+        keep = (0.0, 0.0, w, h)  # the field not padded (nm, the view's frame)
+        if change == "padding":
+            sides = draw.uniform(0, 0.45, 4) * (draw.random(4) < 0.6)
+            sides[int(draw.integers(4))] = draw.uniform(0.2, 0.45)
+            keep = (sides[0] * w / 2, sides[1] * h / 2, w - sides[2] * w / 2, h - sides[3] * h / 2)
+        inside = [replace(p, points=p.points.copy()) for p in specimen.particles if _fits(p.points - [ox, oy], 0.5 * p.body.r, w, h)]
+        inside = [p for p in inside if _fits(p.points - [ox + keep[0], oy + keep[1]], 0.0, keep[2] - keep[0], keep[3] - keep[1])]
+        if change == "cutoff":
+            cut = [p for p in specimen.particles if _cut_by_border(p, ox, oy, w, h)]
+            if not cut:
+                continue
+            inside += [_visible_part(p, ox, oy, w, h) for p in cut]
+        if not 1 <= len(inside) < n_source:
+            continue
+        view = replace(source, origin=(ox, oy), pixel_size_nm=px)
+        if change == "focus":
+            view = replace(view, defocus_nm=float(draw.uniform(4.0, 8.0)))
+        post = _post(change, keep, px, draw)
+        return view, inside, fraction, post
     return None
+
+
+def _cut_by_border(p: Particle, ox: float, oy: float, w: float, h: float) -> bool:
+    """Whether a particle has a point inside the field (origin (ox, oy), w x h nm) but its
+    body reaches beyond the border (it is not among the fully seen ones)."""
+    local = p.points - [ox, oy]
+    seen = (local[:, 0] >= 0) & (local[:, 0] <= w) & (local[:, 1] >= 0) & (local[:, 1] <= h)
+    return bool(seen.any()) and not _fits(local, 0.5 * p.body.r, w, h)
+
+
+def _visible_part(p: Particle, ox: float, oy: float, w: float, h: float) -> Particle:
+    """``p`` annotated on its visible part: a one-point particle at the centre of the box
+    around what is seen of its disc, a centre line by its vertices inside the field."""
+    local = p.points - [ox, oy]
+    if len(local) > 1:
+        seen = (local[:, 0] >= 0) & (local[:, 0] <= w) & (local[:, 1] >= 0) & (local[:, 1] <= h)
+        return replace(p, points=p.points[seen])
+    (x, y), r = local[0], p.body.r
+    centre = [(max(x - r, 0) + min(x + r, w)) / 2 + ox, (max(y - r, 0) + min(y + r, h)) / 2 + oy]
+    return replace(p, points=np.array([centre]))
+
+
+def _post(change: str, keep: tuple[float, float, float, float], px: float, draw: np.random.Generator):
+    """The change of recorded grey levels of a planted view (see :func:`plant_overlap`)."""
+    gamma, offset, span = float(np.exp(draw.uniform(np.log(0.5), np.log(2.0)))), draw.uniform(50, 600), draw.uniform(0.4, 1.0)
+
+    def apply(pixels: np.ndarray) -> np.ndarray:
+        out = pixels
+        if change == "exposure":
+            values = pixels.astype(np.float64)
+            top = float(values.max()) or 1.0
+            out = np.rint(offset + span * top * (values / top) ** gamma).clip(0, 65535).astype(pixels.dtype)
+        if change == "padding":
+            out = np.zeros_like(pixels)
+            c0, r0, c1, r1 = (int(round(v / px)) for v in keep)
+            out[r0:r1, c0:c1] = pixels[r0:r1, c0:c1]
+        return out
+
+    return apply
 
 
 # ----------------------------------------------------------------------------- writing
@@ -875,16 +948,17 @@ def _generate_into(root: Path, plan: pd.DataFrame, seed: int, overlaps: int, bin
         pixels = render(specimen, exposure, rng(seed, "synth", "exposure", row.image_id))
         _write_image(folder, row.image_id, pixels, specimen.particles, exposure)
         for k in range(sources.get(row.image_id, 0)):
-            planted = plant_overlap(specimen, exposure, row.n_particles, rng(seed, "synth", "overlap", row.image_id, k))
+            change = CHANGES[len(truth) % len(CHANGES)]
+            planted = plant_overlap(specimen, exposure, row.n_particles, change, rng(seed, "synth", "overlap", row.image_id, k))
             if planted is None:
                 log.warning("%s: no overlapping view with fewer particles found; skipped", row.image_id)
                 continue
-            view, inside, fraction = planted
+            view, inside, fraction, post = planted
             image_id = f"{row.cls}_{next_rank[row.cls]:04d}"
             next_rank[row.cls] += 1
-            pixels = render(specimen, view, rng(seed, "synth", "exposure", image_id))
+            pixels = post(render(specimen, view, rng(seed, "synth", "exposure", image_id)))
             _write_image(folder, image_id, pixels, inside, view)
-            truth.append((image_id, row.image_id, row.cls, row.split, view.pixel_size_nm, px,
+            truth.append((image_id, row.image_id, row.cls, row.split, change, view.pixel_size_nm, px,
                           round(view.origin[0], 3), round(view.origin[1], 3), round(fraction, 4), len(inside), row.n_particles))  # fmt: skip
     if len(truth) < overlaps:
         log.warning("planted %d of %d requested overlapping images", len(truth), overlaps)

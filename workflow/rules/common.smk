@@ -111,6 +111,7 @@ def curation_targets():
     return [
         "results/curation/overlap_pairs.csv",
         "results/curation/images_kept.csv",
+        "results/figures/overlap_decisions",
         *[f"results/curation/split_{m}.csv" for m in config["split"]["methods"]],
         "results/curation/split_agreement.csv",
         "results/tables/table1.csv",

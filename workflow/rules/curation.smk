@@ -18,10 +18,34 @@ rule find_overlaps:
         "logs/curation/find_overlaps.log",
     conda:
         "../../envs/temvirus.yaml"
+    threads: 8  # one process per class at a time; Snakemake gives at most --cores
     params:
         overlap=config["overlap"],
     script:
         "../scripts/find_overlaps.py"
+
+
+rule overlap_figures:
+    input:
+        pairs="results/curation/overlap_pairs.csv",
+        images="results/raw/images.csv",
+        root=raw_root,
+    output:
+        figures=report(
+            directory("results/figures/overlap_decisions"),
+            patterns=["{name}.png"],
+            caption="../report/overlap_decisions.rst",
+            category="2 Curation",
+            subcategory="Overlap removal",
+        ),
+    log:
+        "logs/curation/overlap_figures.log",
+    conda:
+        "../../envs/temvirus.yaml"
+    params:
+        near_misses=config["overlap"]["near_misses"],
+    script:
+        "../scripts/overlap_figures.py"
 
 
 rule split:
