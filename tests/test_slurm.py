@@ -203,8 +203,9 @@ def dry_run_resources(workdir: Path, profile: str) -> dict[str, dict[str, str]]:
     return resources
 
 
-@pytest.mark.parametrize("profile", ["slurm", "local"])
-def test_profile_gives_the_gpu_rules_a_gpu(profile, tmp_path):
+def test_slurm_profile_gives_the_gpu_rules_a_gpu(tmp_path):
+    """On the cluster the GPU rules request a GPU (the rules' own `gpu`, training.device auto)."""
+    profile = "slurm"
     resources = dry_run_resources(tmp_path, profile)
     assert GPU_RULES <= set(resources), sorted(resources)
     for rule, res in resources.items():

@@ -1,5 +1,6 @@
 """Named input functions and path helpers shared by all rule files."""
 
+import os
 from pathlib import Path
 
 from temvirus.experiments import experiment_name, find_experiment, resolve_training
@@ -135,6 +136,30 @@ def experiment_training(wildcards):
     return resolve_training(config["training"], entry)
 
 
+def visible_gpus():
+    """NVIDIA GPUs this machine shows to its jobs, found without torch.
+
+    The driver's /proc/driver/nvidia/gpus entries, limited by CUDA_VISIBLE_DEVICES when it is
+    set ('' or -1: none).
+    """
+    found = Path("/proc/driver/nvidia/gpus")
+    n = len(list(found.iterdir())) if found.is_dir() else 0
+    chosen = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if chosen is not None:
+        ids = [i for i in chosen.split(",") if i.strip()]
+        n = min(n, len(ids)) if "-1" not in ids else 0
+    return n
+
+
+def gpu_request(wildcards):
+    """GPUs a train/evaluate job holds: 0 with training.device cpu, else 1.
+
+    With device auto on a machine without a GPU, the machine-wide `gpu` limit below
+    (visible_gpus(), 0 there) lowers the request to 0: the job runs on the CPU.
+    """
+    return int(experiment_training(wildcards)["device"] != "cpu")
+
+
 def _patches_dir(experiment):
     return f"results/patches/{experiment.split('-')[2]}"
 
@@ -237,3 +262,11 @@ def all_inputs(wildcards):
         + training_targets()
         + audit_targets()
     )
+
+
+# At most as many GPU jobs at once as this machine has GPUs, with or without a profile:
+# the default of the machine-wide `gpu` resource, unless --resources (or a profile, as
+# profiles/slurm does) sets it. Not on a cluster, whose scheduler hands out the GPUs of its
+# nodes (Snakemake caps every job's resources at these limits).
+if workflow.local_exec and "gpu" not in workflow.global_resources:
+    workflow.register_resource("gpu", visible_gpus())

@@ -32,6 +32,8 @@ rule train_model:
         training=experiment_training,
         classes=config["classes"]["classification"],
         seed=config["seed"],
+    resources:
+        gpu=gpu_request,
     script:
         "../scripts/train_model.py"
 
@@ -62,6 +64,8 @@ rule evaluate_model:
         training=experiment_training,
         evaluation=config["evaluation"],
         seed=config["seed"],
+    resources:
+        gpu=gpu_request,
     script:
         "../scripts/evaluate_model.py"
 
