@@ -33,11 +33,15 @@ def pyproject_pins() -> dict[str, Requirement]:
     return {canonicalize_name(r.name): r for r in reqs}
 
 
-def env_pip_pins(env: Path) -> dict[str, Requirement]:
-    """The pip section of a conda env file, without the editable install of the project."""
+def env_pip_lines(env: Path) -> list[str]:
+    """The pip section of a conda env file."""
     deps = yaml.safe_load(env.read_text())["dependencies"]
-    pip = next((d["pip"] for d in deps if isinstance(d, dict) and "pip" in d), [])
-    reqs = [Requirement(r) for r in pip if not r.startswith("-e ")]
+    return next((d["pip"] for d in deps if isinstance(d, dict) and "pip" in d), [])
+
+
+def env_pip_pins(env: Path) -> dict[str, Requirement]:
+    """The pip section of a conda env file as requirements (every line must be one)."""
+    reqs = [Requirement(r) for r in env_pip_lines(env)]
     return {canonicalize_name(r.name): r for r in reqs}
 
 
@@ -92,3 +96,11 @@ def test_every_rule_running_code_has_an_existing_env():
         resolved = (path.parent / env.group(1)).resolve()
         assert resolved.is_file(), f"rule {name} ({path.name}): env file {resolved} does not exist"
         assert resolved in ENVS, f"rule {name} ({path.name}): env {resolved} is not one of envs/*.yaml"
+
+
+@pytest.mark.parametrize("env", ENVS, ids=lambda p: p.name)
+def test_env_names_only_registry_packages(env):
+    """No path, URL or editable install: Snakemake creates the env from a copy under .snakemake/conda/."""
+    for line in env_pip_lines(env):
+        assert not line.startswith("-") and "/" not in line and "@" not in line, f"{env.name}: {line!r} is not a registry package"
+        assert canonicalize_name(Requirement(line).name) != "temvirus", f"{env.name}: the project itself comes from src/, not the env"

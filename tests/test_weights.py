@@ -17,6 +17,7 @@ from temvirus.weights import (
     load_imagenet_state_dict,
     load_weights_file,
     weights_filename,
+    weights_url,
 )
 
 
@@ -32,6 +33,18 @@ def test_torchvision_file_names_carry_a_hash_prefix():
     for bad in ("model.pth", "model-XYZ.pth", "model-12.pth"):
         with pytest.raises(ValueError, match="does not end in"):
             hash_prefix(bad)
+
+
+def test_weights_table_equals_torchvisions_urls():
+    """The torch-free table of weights URLs is torchvision's, for every transfer model."""
+    from torchvision.models import get_model_weights
+
+    from temvirus.models import TRANSFER_MODELS
+
+    for arch in TRANSFER_MODELS:
+        assert weights_url(arch) == get_model_weights(arch).DEFAULT.url, arch
+    with pytest.raises(ValueError, match="no ImageNet weights for model 'custom'"):
+        weights_url("custom")
 
 
 def test_weights_file_served_fetched_and_loaded(file_server, tmp_path):

@@ -19,11 +19,30 @@ from temvirus.io import sha256_file
 _DENSENET_KEY = re.compile(r"(denselayer\d+\.(?:norm|relu|conv))\.(\d)")
 
 
-def weights_url(arch: str) -> str:
-    """torchvision's published URL of the default ImageNet weights of ``arch``."""
-    from torchvision.models import get_model_weights
+#: torchvision's published URLs of the default ImageNet weights (``get_model_weights(arch).DEFAULT.url``
+#: of torchvision 0.28; tests/test_weights.py checks they still agree). A table, so that the workflow
+#: builds its job graph without importing torch.
+WEIGHTS_URLS = {
+    "densenet201": "https://download.pytorch.org/models/densenet201-c1103571.pth",
+    "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
+    "vgg19": "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+    "resnet50": "https://download.pytorch.org/models/resnet50-11ad3fa6.pth",
+    "inception_v3": "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth",
+    "mobilenet_v2": "https://download.pytorch.org/models/mobilenet_v2-7ebf99e0.pth",
+    "efficientnet_b0": "https://download.pytorch.org/models/efficientnet_b0_rwightman-7f5810bc.pth",
+    "convnext_tiny": "https://download.pytorch.org/models/convnext_tiny-983f1562.pth",
+}
 
-    return get_model_weights(arch).DEFAULT.url
+
+def weights_url(arch: str) -> str:
+    """torchvision's published URL of the default ImageNet weights of ``arch`` (a transfer model).
+
+    Raises ValueError for an architecture without ImageNet weights here (e.g. ``custom``).
+    """
+    try:
+        return WEIGHTS_URLS[arch]
+    except KeyError:
+        raise ValueError(f"no ImageNet weights for model {arch!r}; known: {sorted(WEIGHTS_URLS)}") from None
 
 
 def weights_filename(arch: str) -> str:
