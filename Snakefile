@@ -14,6 +14,9 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
@@ -24,6 +27,7 @@ include: "workflow/rules/curation.smk"
 include: "workflow/rules/patches.smk"
 include: "workflow/rules/training.smk"
 include: "workflow/rules/audit.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -1,9 +1,13 @@
 """Named input functions and path helpers shared by all rule files."""
 
-import os
 from pathlib import Path
 
-from temvirus.experiments import experiment_name, find_experiment, resolve_training
+from temvirus.experiments import (
+    experiment_name,
+    find_experiment,
+    resolve_training,
+    visible_gpus,
+)
 
 RAW_SYNTHETIC = "results/raw/synthetic"
 DATASET_DIR = "resources/dataset"
@@ -136,21 +140,6 @@ def experiment_training(wildcards):
     return resolve_training(config["training"], entry)
 
 
-def visible_gpus():
-    """NVIDIA GPUs this machine shows to its jobs, found without torch.
-
-    The driver's /proc/driver/nvidia/gpus entries, limited by CUDA_VISIBLE_DEVICES when it is
-    set ('' or -1: none).
-    """
-    found = Path("/proc/driver/nvidia/gpus")
-    n = len(list(found.iterdir())) if found.is_dir() else 0
-    chosen = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if chosen is not None:
-        ids = [i for i in chosen.split(",") if i.strip()]
-        n = min(n, len(ids)) if "-1" not in ids else 0
-    return n
-
-
 def gpu_request(wildcards):
     """GPUs a train/evaluate job holds: 0 with training.device cpu, else 1.
 
@@ -239,6 +228,35 @@ def training_targets():
     return targets
 
 
+def experiment_labels(wildcards):
+    """Report labels of an experiment's results: model, initialisation, split method."""
+    entry = find_experiment(config["experiments"], wildcards.experiment)
+    return {
+        "model": entry["model"],
+        "init": entry["init"],
+        "split method": entry["split"],
+    }
+
+
+#: results/tables/{table}.csv shown as HTML in the report: table -> title
+REPORT_TABLES = {
+    "table1": "Table 1: images, particles and patches per class and set (ours and the paper's)",
+    "table2": "Table 2: test performance per experiment (ours and the paper's)",
+}
+
+
+def report_tables_targets():
+    """HTML pages of Tables 1-2 and of each experiment's per-class metrics, for the report."""
+    tables = ["table1"] + (["table2"] if experiment_names() else [])
+    return [f"results/report/{t}.html" for t in tables] + [
+        f"results/report/per_class/{e}.html" for e in experiment_names()
+    ]
+
+
+def report_table_title(wildcards):
+    return REPORT_TABLES[wildcards.table]
+
+
 def audit_targets():
     """The audit's report; it runs after everything else (see audit_inputs)."""
     return [
@@ -250,7 +268,13 @@ def audit_targets():
 
 def audit_inputs(wildcards):
     """Every other stage's targets: the audit runs last, on finished results."""
-    return data_targets() + curation_targets() + patches_targets() + training_targets()
+    return (
+        data_targets()
+        + curation_targets()
+        + patches_targets()
+        + training_targets()
+        + report_tables_targets()
+    )
 
 
 def all_inputs(wildcards):
@@ -260,7 +284,9 @@ def all_inputs(wildcards):
         + curation_targets()
         + patches_targets()
         + training_targets()
+        + report_tables_targets()
         + audit_targets()
+        + ["results/report/summary.html"]
     )
 
 

@@ -23,17 +23,18 @@ rule train_model:
             caption="../report/training_curve.rst",
             category="4 Training",
             subcategory="{experiment}",
+            labels=experiment_labels,
         ),
     log:
         "logs/training/{experiment}.log",
     conda:
         "../../envs/temvirus.yaml"
+    resources:
+        gpu=gpu_request,
     params:
         training=experiment_training,
         classes=config["classes"]["classification"],
         seed=config["seed"],
-    resources:
-        gpu=gpu_request,
     script:
         "../scripts/train_model.py"
 
@@ -48,24 +49,26 @@ rule evaluate_model:
             caption="../report/confusion_csv.rst",
             category="5 Evaluation",
             subcategory="{experiment}",
+            labels=experiment_labels,
         ),
         confusion_png=report(
             "results/evaluation/{experiment}/confusion.png",
             caption="../report/confusion.rst",
             category="5 Evaluation",
             subcategory="{experiment}",
+            labels=experiment_labels,
         ),
         metrics="results/evaluation/{experiment}/metrics.json",
     log:
         "logs/training/evaluate_{experiment}.log",
     conda:
         "../../envs/temvirus.yaml"
+    resources:
+        gpu=gpu_request,
     params:
         training=experiment_training,
         evaluation=config["evaluation"],
         seed=config["seed"],
-    resources:
-        gpu=gpu_request,
     script:
         "../scripts/evaluate_model.py"
 
@@ -79,12 +82,14 @@ rule error_tracing:
             caption="../report/errors_per_image.rst",
             category="5 Evaluation",
             subcategory="{experiment}",
+            labels=experiment_labels,
         ),
         png=report(
             "results/evaluation/{experiment}/errors.png",
             caption="../report/errors.rst",
             category="5 Evaluation",
             subcategory="{experiment}",
+            labels=experiment_labels,
         ),
     log:
         "logs/training/error_tracing_{experiment}.log",
