@@ -60,6 +60,20 @@ def ensure_debian_packages(what: str, packages: list[str], programs: list[str], 
             pytest.skip(f"installing {what} failed ({' '.join(cmd)}): {done.stderr.strip()[-500:]}")
 
 
+def dry_run_resources(workdir: Path, *args: str) -> dict[str, dict[str, str]]:
+    """The resources of each rule of the default workflow in a dry run with ``args`` added."""
+    import re
+
+    done = subprocess.run(snakemake_cmd(workdir, "--dry-run", *args), capture_output=True, text=True, timeout=300, cwd=workdir)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    resources = {}
+    for block in re.split(r"^(?=(?:local)?rule \w+:$)", done.stdout, flags=re.MULTILINE)[1:]:
+        rule = re.match(r"(?:local)?rule (\w+):", block).group(1)
+        listed = re.search(r"^    resources: (.*)$", block, re.MULTILINE)
+        resources[rule] = dict(item.split("=", 1) for item in listed.group(1).split(", ")) if listed else {}
+    return resources
+
+
 @pytest.fixture(scope="session")
 def default_run(tmp_path_factory) -> Path:
     """One real run of the default workflow (config/config.yaml) in a scratch workdir.
