@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import pytest
 from conftest import REPO, snakemake_cmd
@@ -62,10 +61,23 @@ def test_installed_package_reads_its_data_and_version(tmp_path):
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, source / name)
-    shutil.copytree(REPO / "src", source / "src", symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(
+        REPO / "src", source / "src", symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
     shutil.copytree(REPO / "resources" / "paper", source / "resources" / "paper")
     target = tmp_path / "site"
-    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(source)]
+    pip = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-deps",
+        "--no-build-isolation",
+        "--target",
+        str(target),
+        str(source),
+    ]
     done = subprocess.run(pip, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     shutil.rmtree(source)  # the installed package must not need its source
@@ -76,7 +88,9 @@ def test_installed_package_reads_its_data_and_version(tmp_path):
         "print(temvirus.__file__); print(p); print(p.is_symlink()); print(len(c.load_table1(p)))"
     )
     env = {**_env_without_pythonpath(), "PYTHONPATH": str(target)}
-    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     module, table1, is_link, rows = done.stdout.split()
     assert module.startswith(str(target)) and table1.startswith(str(target)), done.stdout
@@ -85,7 +99,14 @@ def test_installed_package_reads_its_data_and_version(tmp_path):
         p.name for p in (REPO / "resources" / "paper").glob("*.csv")
     )
 
-    version = subprocess.run([str(target / "bin" / "temvirus"), "--version"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    version = subprocess.run(
+        [str(target / "bin" / "temvirus"), "--version"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert version.returncode == 0, version.stderr
     assert version.stdout.strip() == f"temvirus {temvirus.__version__}"
     assert (target / f"temvirus-{temvirus.__version__}.dist-info").is_dir()
@@ -95,5 +116,7 @@ def test_version_has_one_source():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert "version" in project["project"]["dynamic"] and "version" not in project["project"]
     assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "temvirus.__version__"}
-    done = subprocess.run([sys.executable, "-m", "temvirus.cli", "--version"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "temvirus.cli", "--version"], capture_output=True, text=True, timeout=60
+    )
     assert done.stdout.strip() == f"temvirus {temvirus.__version__}", done.stdout + done.stderr

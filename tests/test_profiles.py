@@ -59,12 +59,18 @@ def test_gpu_jobs_are_limited_by_the_machines_gpus_without_any_profile(tmp_path,
     no_profile = ("--workflow-profile", "none")
     runs = {
         # no profile, no --resources: at most visible_gpus() GPUs per job and at once
-        "machine": (dry_run_resources(tmp_path / "a", *no_profile, "--configfile", str(cuda)), str(min(1, visible_gpus()))),
+        "machine": (
+            dry_run_resources(tmp_path / "a", *no_profile, "--configfile", str(cuda)),
+            str(min(1, visible_gpus())),
+        ),
         # an explicit limit: each GPU job holds one GPU
-        "explicit": (dry_run_resources(tmp_path / "b", *no_profile, "--resources", "gpu=2", "--configfile", str(cuda)), "1"),
+        "explicit": (
+            dry_run_resources(tmp_path / "b", *no_profile, "--resources", "gpu=2", "--configfile", str(cuda)),
+            "1",
+        ),
         # training on the CPU holds no GPU
         "cpu": (dry_run_resources(tmp_path / "c", *no_profile, "--resources", "gpu=2", "--configfile", str(cpu)), "0"),
-    }  # fmt: skip
+    }
     for name, (resources, expected) in runs.items():
         assert GPU_RULES <= set(resources), (name, sorted(resources))
         for rule, res in resources.items():
@@ -77,7 +83,9 @@ def test_a_run_reports_the_machine_wide_gpu_limit(tmp_path, monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     small = tmp_path / "small.yaml"
     small.write_text("dataset:\n  synthetic:\n    scale: 0.005\n    overlaps: 1\n")
-    cmd = snakemake_cmd(tmp_path / "work", "results/raw/synthetic_truth.csv", "--workflow-profile", "none", "--configfile", str(small))
+    cmd = snakemake_cmd(
+        tmp_path / "work", "results/raw/synthetic_truth.csv", "--workflow-profile", "none", "--configfile", str(small)
+    )
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f'Provided resources: gpu=Resource("gpu", {visible_gpus()})' in done.stderr, done.stderr[-3000:]

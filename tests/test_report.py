@@ -41,8 +41,16 @@ def chromium() -> str:
 def dump_dom(chromium: str, page: Path | str, tmp_path: Path) -> str:
     """The DOM of ``page`` after its scripts ran (chromium --headless --dump-dom)."""
     url = page if isinstance(page, str) else page.as_uri()
-    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
-           f"--user-data-dir={tmp_path / 'chromium-profile'}", "--dump-dom", url]  # fmt: skip
+    cmd = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--virtual-time-budget=10000",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--dump-dom",
+        url,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
@@ -79,15 +87,19 @@ def test_table2_is_shown_as_a_table_in_the_browser(report: Path, chromium: str, 
     entry = results["results/report/table2.html"]
     assert entry["mime_type"] == "text/html"
     # the report, made to open Table 2 once it has rendered (what a click on its eye button does)
-    opener = ("<script>window.addEventListener('load', () => setTimeout(() => app.setView({content: 'html', "
-              "contentPath: results['results/report/table2.html'].data_uri, resultPath: 'results/report/table2.html'}), 500));</script>")  # fmt: skip
+    opener = (
+        "<script>window.addEventListener('load', () => setTimeout(() => app.setView({content: 'html', "
+        "contentPath: results['results/report/table2.html'].data_uri, resultPath: 'results/report/table2.html'}), 500));</script>"
+    )
     opened = tmp_path / "report_table2.html"
     opened.write_text(html.replace("</body>", opener + "</body>"))
     dom = dump_dom(chromium, opened, tmp_path)
     frame = re.search(r"<iframe[^>]*src=\"(data:text/html[^\"]*)\"", dom)
     assert frame, "no content frame showing Table 2"
     page = base64.b64decode(frame.group(1).split("base64,", 1)[1]).decode()
-    table = visible_text(dump_dom(chromium, f"data:text/html;base64,{base64.b64encode(page.encode()).decode()}", tmp_path))
+    table = visible_text(
+        dump_dom(chromium, f"data:text/html;base64,{base64.b64encode(page.encode()).decode()}", tmp_path)
+    )
     table2 = pd.read_csv(default_run / "results" / "tables" / "table2.csv")
     assert "Table 2" in table
     for _, row in table2.iterrows():
@@ -105,7 +117,6 @@ def test_per_experiment_results_carry_labels(report: Path):
 
 def test_demo_run_differences_name_the_settings():
     import yaml
-
     from conftest import REPO
 
     default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
