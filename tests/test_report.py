@@ -92,7 +92,8 @@ def test_table2_is_shown_as_a_table_in_the_browser(report: Path, chromium: str, 
         "contentPath: results['results/report/table2.html'].data_uri, resultPath: 'results/report/table2.html'}), 500));</script>"
     )
     opened = tmp_path / "report_table2.html"
-    opened.write_text(html.replace("</body>", opener + "</body>"))
+    head, body_end, tail = html.rpartition("</body>")
+    opened.write_text(head + opener + body_end + tail)
     dom = dump_dom(chromium, opened, tmp_path)
     frame = re.search(r"<iframe[^>]*src=\"(data:text/html[^\"]*)\"", dom)
     assert frame, "no content frame showing Table 2"
