@@ -28,6 +28,8 @@ test: $(BIN)/.installed
 lint: $(BIN)/.installed
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf results logs .snakemake
