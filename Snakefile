@@ -1,9 +1,20 @@
+import sys
+from pathlib import Path
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
+# The project package is imported from this workflow's own source tree: here while the job
+# graph is built, and by every script (Snakemake's script preamble appends this process's
+# sys.path), so an environment needs only the third-party packages (envs/temvirus.yaml).
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
 
 configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
@@ -16,6 +27,7 @@ include: "workflow/rules/curation.smk"
 include: "workflow/rules/patches.smk"
 include: "workflow/rules/training.smk"
 include: "workflow/rules/audit.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

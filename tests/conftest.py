@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -35,6 +38,40 @@ def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
             link.symlink_to(REPO / name, target_is_directory=True)
     snakemake = Path(sys.executable).with_name("snakemake")
     return [str(snakemake), "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2", *args]
+
+
+def ensure_debian_packages(what: str, packages: list[str], programs: list[str], find=shutil.which) -> None:
+    """Install Debian ``packages`` with apt-get when one of ``programs`` is missing (as root).
+
+    The test is skipped, saying why, when they cannot be installed (not root, no apt-get, no
+    package index reachable). ``find`` locates a program (default: on PATH).
+    """
+    if all(find(p) for p in programs):
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip(f"{what} is not installed and cannot be installed here (needs root and apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *packages]):
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+        except subprocess.TimeoutExpired:
+            pytest.skip(f"installing {what} timed out: {' '.join(cmd)}")
+        if done.returncode != 0:
+            pytest.skip(f"installing {what} failed ({' '.join(cmd)}): {done.stderr.strip()[-500:]}")
+
+
+def dry_run_resources(workdir: Path, *args: str) -> dict[str, dict[str, str]]:
+    """The resources of each rule of the default workflow in a dry run with ``args`` added."""
+    import re
+
+    done = subprocess.run(snakemake_cmd(workdir, "--dry-run", *args), capture_output=True, text=True, timeout=300, cwd=workdir)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    resources = {}
+    for block in re.split(r"^(?=(?:local)?rule \w+:$)", done.stdout, flags=re.MULTILINE)[1:]:
+        rule = re.match(r"(?:local)?rule (\w+):", block).group(1)
+        listed = re.search(r"^    resources: (.*)$", block, re.MULTILINE)
+        resources[rule] = dict(item.split("=", 1) for item in listed.group(1).split(", ")) if listed else {}
+    return resources
 
 
 @pytest.fixture(scope="session")

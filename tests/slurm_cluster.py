@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import ensure_debian_packages
 
 SLURM_ETC = Path("/etc/slurm")
 MUNGE_SOCKET_DIR = Path("/run/munge")
@@ -82,18 +83,7 @@ def run(cmd: list[str], timeout: float = 30, **kwargs) -> subprocess.CompletedPr
 
 def ensure_installed() -> None:
     """Install slurm-wlm and munge with apt-get when missing; skip the test when impossible."""
-    if all(program(p) for p in PROGRAMS):
-        return
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("SLURM is not installed and cannot be installed here (needs root and apt-get)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *PACKAGES]):
-        try:
-            done = run(cmd, timeout=300, env=env)
-        except subprocess.TimeoutExpired:
-            pytest.skip(f"installing SLURM timed out: {' '.join(cmd)}")
-        if done.returncode != 0:
-            pytest.skip(f"installing SLURM failed ({' '.join(cmd)}): {done.stderr.strip()[-500:]}")
+    ensure_debian_packages("SLURM", PACKAGES, PROGRAMS, program)
 
 
 @dataclass

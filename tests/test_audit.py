@@ -256,8 +256,8 @@ def test_two_runs_give_identical_output_hashes(default_run, tmp_path):
         hashes, code = {}, set()
         for record in load_records(workdir / "results/provenance").values():
             code.add(record["code"]["code_sha256"])
-            if record["rule"] == audit_mod.AUDIT_RULE:
-                continue
+            if record["rule"] in (audit_mod.AUDIT_RULE, "report_summary"):
+                continue  # the audit and the report's summary of it state when the audit ran
             for entry in record["outputs"]:
                 for item in entry.get("files", [entry]):
                     hashes[item["path"]] = item["sha256"]
@@ -274,3 +274,14 @@ def test_two_runs_give_identical_output_hashes(default_run, tmp_path):
             pd.testing.assert_frame_equal(a, b, check_exact=True, obj=path)
             differ.remove(path)
     assert not differ, f"outputs differ between two runs with the same config and seed: {differ}"
+
+
+def test_html_report_has_date_coloured_verdict_and_no_markdown_leftovers():
+    passed = audit_mod.AuditResult("results", [audit_mod.Check("x", "A `code` check")], audit_mod.lineage_summary({}))
+    finding = {"kind": "modified", "path": "a`b`", "detail": "<d>"}
+    failed = audit_mod.AuditResult("results", [audit_mod.Check("x", "A check", findings=[finding])], audit_mod.lineage_summary({}))
+    for result, colour, verdict in ((passed, "#1b7a2f", "PASSED"), (failed, "#b3261e", "FAILED")):
+        page = audit_mod.to_html(result)
+        assert f"<p class='verdict' style='background:{colour}'>Audit {verdict}, {result.date}</p>" in page
+        assert "`" not in page and "<code>" in page and "<d>" not in page  # code spans rendered, text escaped
+        assert result.to_json()["date"] == result.date

@@ -8,7 +8,11 @@ which run the jobs and are not imported by the rules' code).
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -18,7 +22,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from conftest import REPO
+from conftest import REPO, snakemake_cmd
 
 ENVS = sorted((REPO / "envs").glob("*.yaml"))
 RULE_FILES = sorted((REPO / "workflow" / "rules").glob("*.smk")) + [REPO / "Snakefile"]
@@ -33,11 +37,15 @@ def pyproject_pins() -> dict[str, Requirement]:
     return {canonicalize_name(r.name): r for r in reqs}
 
 
-def env_pip_pins(env: Path) -> dict[str, Requirement]:
-    """The pip section of a conda env file, without the editable install of the project."""
+def env_pip_lines(env: Path) -> list[str]:
+    """The pip section of a conda env file."""
     deps = yaml.safe_load(env.read_text())["dependencies"]
-    pip = next((d["pip"] for d in deps if isinstance(d, dict) and "pip" in d), [])
-    reqs = [Requirement(r) for r in pip if not r.startswith("-e ")]
+    return next((d["pip"] for d in deps if isinstance(d, dict) and "pip" in d), [])
+
+
+def env_pip_pins(env: Path) -> dict[str, Requirement]:
+    """The pip section of a conda env file as requirements (every line must be one)."""
+    reqs = [Requirement(r) for r in env_pip_lines(env)]
     return {canonicalize_name(r.name): r for r in reqs}
 
 
@@ -92,3 +100,50 @@ def test_every_rule_running_code_has_an_existing_env():
         resolved = (path.parent / env.group(1)).resolve()
         assert resolved.is_file(), f"rule {name} ({path.name}): env file {resolved} does not exist"
         assert resolved in ENVS, f"rule {name} ({path.name}): env {resolved} is not one of envs/*.yaml"
+
+
+@pytest.mark.parametrize("env", ENVS, ids=lambda p: p.name)
+def test_env_names_only_registry_packages(env):
+    """No path, URL or editable install: Snakemake creates the env from a copy under .snakemake/conda/."""
+    for line in env_pip_lines(env):
+        assert not line.startswith("-") and "/" not in line and "@" not in line, f"{env.name}: {line!r} is not a registry package"
+        assert canonicalize_name(Requirement(line).name) != "temvirus", f"{env.name}: the project itself comes from src/, not the env"
+
+
+#: not installed by the env test: torch and torchvision (4.8 GB of CUDA wheels, minutes to fetch);
+#: the rule it runs imports neither, and their pins are checked against pyproject.toml above
+HEAVY = {"torch", "torchvision"}
+
+
+@pytest.mark.slow
+def test_env_from_snakemakes_copy_runs_a_rule_without_the_package_installed(tmp_path):
+    """The env's pip packages, read from a copy of the env file where Snakemake keeps it, in a
+    fresh virtual environment (no project package) run a rule of the workflow."""
+    env_file = REPO / "envs" / "temvirus.yaml"
+    copy = tmp_path / "work" / ".snakemake" / "conda" / "0123abcd_.yaml"  # where Snakemake copies env files
+    copy.parent.mkdir(parents=True)
+    copy.write_text(env_file.read_text())
+    lines = [line for line in env_pip_lines(copy) if canonicalize_name(Requirement(line).name) not in HEAVY]
+    engine = [str(pyproject_pins()["snakemake"])]  # outside the env under --sdm conda; here it runs the job
+    (tmp_path / "requirements.txt").write_text("\n".join(lines + engine) + "\n")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r", str(tmp_path / "requirements.txt")],
+                         capture_output=True, text=True, timeout=900, cwd=copy.parent)  # fmt: skip
+    assert pip.returncode == 0, pip.stderr[-3000:]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env['PATH']}"
+    absent = subprocess.run([str(venv / "bin" / "python"), "-c", "import temvirus"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert absent.returncode != 0, "the fresh environment must not hold the project package"
+
+    work = copy.parents[2]
+    (work / "small.yaml").write_text("dataset:\n  synthetic:\n    scale: 0.005\n    overlaps: 1\n")
+    cmd = snakemake_cmd(work, "results/raw/images.csv", "--configfile", "small.yaml")
+    cmd[0] = str(venv / "bin" / "snakemake")
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=work)
+    assert done.returncode == 0, done.stderr[-4000:]
+    images = (work / "results" / "raw" / "images.csv").read_text().splitlines()
+    assert len(images) > 22, images[:3]
+    record = json.loads((work / "results" / "provenance" / "raw_tables" / "job.json").read_text())
+    assert record["environment"]["executable"].startswith(str(venv)), record["environment"]
+    assert record["environment"]["packages"]["temvirus"] is None  # imported from the workflow's src/

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, snakemake_cmd
+from conftest import REPO, dry_run_resources, snakemake_cmd
 from slurm_cluster import run, slurm_cluster  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.slow
@@ -190,22 +190,10 @@ def test_results_equal_local_run(runs, default_run):
     assert not differ, f"outputs differ between the local and the SLURM run: {differ}"
 
 
-def dry_run_resources(workdir: Path, profile: str) -> dict[str, dict[str, str]]:
-    """The resources of each rule of the default workflow in a dry run with ``profile``."""
-    done = subprocess.run(snakemake_cmd(workdir, "--dry-run", "--profile", str(REPO / "profiles" / profile)),
-                          capture_output=True, text=True, timeout=300, cwd=workdir)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    resources = {}
-    for block in re.split(r"^(?=(?:local)?rule \w+:$)", done.stdout, flags=re.MULTILINE)[1:]:
-        rule = re.match(r"(?:local)?rule (\w+):", block).group(1)
-        listed = re.search(r"^    resources: (.*)$", block, re.MULTILINE)
-        resources[rule] = dict(item.split("=", 1) for item in listed.group(1).split(", ")) if listed else {}
-    return resources
-
-
-@pytest.mark.parametrize("profile", ["slurm", "local"])
-def test_profile_gives_the_gpu_rules_a_gpu(profile, tmp_path):
-    resources = dry_run_resources(tmp_path, profile)
+def test_slurm_profile_gives_the_gpu_rules_a_gpu(tmp_path):
+    """On the cluster the GPU rules request a GPU (the rules' own `gpu`, training.device auto)."""
+    profile = "slurm"
+    resources = dry_run_resources(tmp_path, "--profile", str(REPO / "profiles" / profile))
     assert GPU_RULES <= set(resources), sorted(resources)
     for rule, res in resources.items():
         if rule == "all":

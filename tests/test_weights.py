@@ -19,6 +19,7 @@ from temvirus.weights import (
     load_weights_file,
     source_url,
     weights_filename,
+    weights_url,
 )
 
 
@@ -34,6 +35,18 @@ def test_torchvision_file_names_carry_a_hash_prefix():
     for bad in ("model.pth", "model-XYZ.pth", "model-12.pth"):
         with pytest.raises(ValueError, match="does not end in"):
             hash_prefix(bad)
+
+
+def test_weights_table_equals_torchvisions_urls():
+    """The torch-free table of weights URLs is torchvision's, for every transfer model."""
+    from torchvision.models import get_model_weights
+
+    from temvirus.models import TRANSFER_MODELS
+
+    for arch in TRANSFER_MODELS:
+        assert weights_url(arch) == get_model_weights(arch).DEFAULT.url, arch
+    with pytest.raises(ValueError, match="no ImageNet weights for model 'custom'"):
+        weights_url("custom")
 
 
 def test_weights_file_served_fetched_and_loaded(file_server, tmp_path):

@@ -1,4 +1,4 @@
-"""The workflow as a whole: the README's main command on the default config, lint, format."""
+"""The workflow as a whole: the README's main command on the default config, lint, format (Snakemake and Python)."""
 
 from __future__ import annotations
 
@@ -49,3 +49,12 @@ def test_lint_is_clean_and_snakefiles_are_formatted():
     smk = ["Snakefile", *sorted(str(p.relative_to(REPO)) for p in (REPO / "workflow" / "rules").glob("*.smk"))]
     fmt = subprocess.run([str(bin_dir / "snakefmt"), "--check", *smk], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert fmt.returncode == 0, fmt.stderr[-3000:]
+
+
+def test_python_is_formatted_and_lint_clean():
+    """ruff (pinned in the test extra, configured in pyproject.toml) on every Python file of the repo."""
+    ruff = str(Path(sys.executable).parent / "ruff")
+    fmt = subprocess.run([ruff, "format", "--check", "."], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert fmt.returncode == 0, fmt.stdout[-3000:] + fmt.stderr[-3000:]
+    check = subprocess.run([ruff, "check", "--no-fix", "."], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-3000:]

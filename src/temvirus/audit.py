@@ -35,10 +35,12 @@ import html
 import json
 import logging
 import os
+import re
 import time
 import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +98,8 @@ class AuditResult:
     checks: list[Check]
     lineage: dict
     seconds: float = 0.0
+    #: when the audit ran (UTC, ISO 8601 to the second)
+    date: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     @property
     def passed(self) -> bool:
@@ -105,6 +109,7 @@ class AuditResult:
         return {
             "results_dir": self.results_dir,
             "passed": self.passed,
+            "date": self.date,
             "seconds": round(self.seconds, 2),
             "lineage": self.lineage,
             "checks": [{**asdict(c), "status": c.status} for c in self.checks],
@@ -709,7 +714,7 @@ def _blocks(result: AuditResult) -> list[tuple]:
     lin = result.lineage
     blocks = [
         ("h", 1, f"Audit of {result.results_dir}: {verdict}"),
-        ("p", f"{lin['jobs']} job records; audit took {result.seconds:.1f} s. Records digest (sha256 over every record file): `{lin['records_sha256']}`."),
+        ("p", f"Audited {result.date}. {lin['jobs']} job records; audit took {result.seconds:.1f} s. Records digest (sha256 over every record file): `{lin['records_sha256']}`."),
         ("table", ["check", "status", "covered", "findings", "notes"],
          [[c.title, c.status, c.skipped or c.covered, str(len(c.findings)), str(len(c.notes))] for c in result.checks]),
         ("h", 2, "Findings"),
@@ -750,19 +755,30 @@ def to_markdown(result: AuditResult) -> str:
     return "\n\n".join(out) + "\n"
 
 
+def _html_text(text) -> str:
+    """Escaped text with Markdown's `code` spans as <code> (the blocks are written for Markdown)."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(str(text)))
+
+
 def to_html(result: AuditResult) -> str:
-    esc = html.escape
-    out = []
+    """The report as a self-contained HTML page, its verdict in a green (passed) or red (failed) bar."""
+    colour = "#1b7a2f" if result.passed else "#b3261e"
+    verdict = "PASSED" if result.passed else "FAILED"
+    out = [f"<p class='verdict' style='background:{colour}'>Audit {verdict}, {html.escape(result.date)}</p>"]
     for block in _blocks(result):
         if block[0] == "h":
-            out.append(f"<h{block[1]}>{esc(block[2])}</h{block[1]}>")
+            out.append(f"<h{block[1]}>{_html_text(block[2])}</h{block[1]}>")
         elif block[0] == "p":
-            out.append(f"<p>{esc(block[1])}</p>")
+            out.append(f"<p>{_html_text(block[1])}</p>")
         elif block[2]:
-            head = "".join(f"<th>{esc(c)}</th>" for c in block[1])
-            rows = "".join("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>" for row in block[2])
+            head = "".join(f"<th>{_html_text(c)}</th>" for c in block[1])
+            rows = "".join("<tr>" + "".join(f"<td>{_html_text(c)}</td>" for c in row) + "</tr>" for row in block[2])
             out.append(f"<table><tr>{head}</tr>{rows}</table>")
-    style = "body{font-family:sans-serif;max-width:70em;margin:auto}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #999;padding:2px 6px;text-align:left;font-size:90%}"
+    style = (
+        "body{font-family:sans-serif;max-width:70em;margin:auto}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #999;padding:2px 6px;text-align:left;font-size:90%}"
+        ".verdict{color:white;font-weight:bold;padding:6px 10px}"
+    )
     return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Audit</title><style>{style}</style></head><body>{''.join(out)}</body></html>\n"
 
 

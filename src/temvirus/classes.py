@@ -9,6 +9,7 @@ name (case, spaces and a trailing "virus" ignored), and stops on anything else.
 from __future__ import annotations
 
 import re
+from importlib.resources import files
 from pathlib import Path
 
 import pandas as pd
@@ -56,6 +57,19 @@ def class_from_folder(folder: str) -> str | None:
     if key.endswith("virus"):
         return _BY_NORMALISED.get(key[: -len("virus")])
     return None
+
+
+def paper_file(name: str) -> Path:
+    """A file of the paper's data shipped with the package, e.g. ``table1_dataset.csv``.
+
+    Package data ``temvirus/paper/`` (in the checkout a link to ``resources/paper/``, the
+    workflow's inputs), found with importlib.resources, so that an installed package finds it
+    too. Raises FileNotFoundError naming the file when it is not there.
+    """
+    path = Path(str(files("temvirus") / "paper" / name))
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file among the package's paper data")
+    return path
 
 
 def load_table1(path: str | Path) -> pd.DataFrame:

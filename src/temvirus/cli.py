@@ -13,10 +13,8 @@ import logging
 import sys
 from pathlib import Path
 
+from temvirus import __version__
 from temvirus.smk import configure_logging
-
-REPO = Path(__file__).resolve().parents[2]
-TABLE1 = REPO / "resources" / "paper" / "table1_dataset.csv"
 
 
 def _synth_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,14 +25,15 @@ def _synth_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlaps", type=int, default=6, help="planted images re-imaging part of another image")
     p.add_argument("--binning", type=int, default=1, choices=(1, 2), help="camera binning (2: quarter-size frames)")
     p.add_argument("--classes", nargs="+", metavar="CLASS", help="only these classes (default: all 22)")
-    p.add_argument("--table1", type=Path, default=TABLE1, help="the paper's Table 1 (CSV)")
+    p.add_argument("--table1", type=Path, help="the paper's Table 1 (CSV; default: the package's copy)")
 
 
 def _synth(args: argparse.Namespace) -> int:
+    from temvirus.classes import paper_file
     from temvirus.synth import generate_dataset
 
     truth = generate_dataset(
-        args.out, args.truth, table1=args.table1, scale=args.scale, seed=args.seed,
+        args.out, args.truth, table1=args.table1 or paper_file("table1_dataset.csv"), scale=args.scale, seed=args.seed,
         overlaps=args.overlaps, binning=args.binning, classes=args.classes,
     )  # fmt: skip
     print(f"{args.out}: generated; {len(truth)} planted overlaps in {args.truth}")
@@ -120,6 +119,7 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="temvirus", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_, add_arguments, _) in COMMANDS.items():
         add_arguments(sub.add_parser(name, help=help_, description=help_))

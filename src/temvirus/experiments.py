@@ -11,6 +11,9 @@ No torch import here: the workflow calls this while it builds the job graph.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 #: training settings given per initialisation in the config
 PER_INIT = ("epochs", "patience", "lr")
 #: settings an experiment entry may override
@@ -91,3 +94,18 @@ def run_note(config: dict, paper: dict) -> str:
     if not differences:
         return ""
     return "demo run: " + ", ".join(differences) + ": not a reproduction"
+
+def visible_gpus(driver: str | os.PathLike = "/proc/driver/nvidia/gpus") -> int:
+    """NVIDIA GPUs this machine shows to its jobs, found without torch.
+
+    The NVIDIA driver's entries under ``driver`` (one folder per GPU), limited by
+    ``CUDA_VISIBLE_DEVICES`` when it is set (empty or ``-1``: none). The workflow's default
+    limit of GPU jobs at once (workflow/rules/common.smk).
+    """
+    found = Path(driver)
+    n = len(list(found.iterdir())) if found.is_dir() else 0
+    chosen = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if chosen is not None:
+        ids = [i.strip() for i in chosen.split(",") if i.strip()]
+        n = 0 if "-1" in ids else min(n, len(ids))
+    return n

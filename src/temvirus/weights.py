@@ -54,13 +54,33 @@ TIMM_WEIGHTS = {
 }
 
 
+#: torchvision's published URLs of the default ImageNet weights (``get_model_weights(arch).DEFAULT.url``
+#: of torchvision 0.28; tests/test_weights.py checks they still agree). A table, so that the workflow
+#: builds its job graph without importing torch.
+WEIGHTS_URLS = {
+    "densenet201": "https://download.pytorch.org/models/densenet201-c1103571.pth",
+    "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
+    "vgg19": "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+    "resnet50": "https://download.pytorch.org/models/resnet50-11ad3fa6.pth",
+    "inception_v3": "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth",
+    "mobilenet_v2": "https://download.pytorch.org/models/mobilenet_v2-7ebf99e0.pth",
+    "efficientnet_b0": "https://download.pytorch.org/models/efficientnet_b0_rwightman-7f5810bc.pth",
+    "convnext_tiny": "https://download.pytorch.org/models/convnext_tiny-983f1562.pth",
+}
+
+
 def weights_url(arch: str) -> str:
-    """The published URL of the default ImageNet weights of ``arch`` (torchvision's, or timm's for TIMM_WEIGHTS)."""
+    """The published URL of the default ImageNet weights of ``arch`` (torchvision's, or timm's for TIMM_WEIGHTS).
+
+    Raises ValueError for an architecture without ImageNet weights here (e.g. ``custom``).
+    """
     if arch in TIMM_WEIGHTS:
         return TIMM_WEIGHTS[arch].url
-    from torchvision.models import get_model_weights
-
-    return get_model_weights(arch).DEFAULT.url
+    try:
+        return WEIGHTS_URLS[arch]
+    except KeyError:
+        known = sorted([*WEIGHTS_URLS, *TIMM_WEIGHTS])
+        raise ValueError(f"no ImageNet weights for model {arch!r}; known: {known}") from None
 
 
 def weights_filename(arch: str) -> str:

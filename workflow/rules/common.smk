@@ -1,6 +1,13 @@
 """Named input functions and path helpers shared by all rule files."""
 
-from temvirus.experiments import experiment_name, find_experiment, resolve_training
+from pathlib import Path
+
+from temvirus.experiments import (
+    experiment_name,
+    find_experiment,
+    resolve_training,
+    visible_gpus,
+)
 
 RAW_SYNTHETIC = "results/raw/synthetic"
 DATASET_DIR = "resources/dataset"
@@ -159,6 +166,15 @@ def experiment_training(wildcards):
     return resolve_training(config["training"], entry)
 
 
+def gpu_request(wildcards):
+    """GPUs a train/evaluate job holds: 0 with training.device cpu, else 1.
+
+    With device auto on a machine without a GPU, the machine-wide `gpu` limit below
+    (visible_gpus(), 0 there) lowers the request to 0: the job runs on the CPU.
+    """
+    return int(experiment_training(wildcards)["device"] != "cpu")
+
+
 def _patches_dir(experiment):
     return f"results/patches/{experiment.split('-')[2]}"
 
@@ -266,6 +282,35 @@ def training_targets():
     return targets
 
 
+def experiment_labels(wildcards):
+    """Report labels of an experiment's results: model, initialisation, split method."""
+    entry = find_experiment(config["experiments"], wildcards.experiment)
+    return {
+        "model": entry["model"],
+        "init": entry["init"],
+        "split method": entry["split"],
+    }
+
+
+#: results/tables/{table}.csv shown as HTML in the report: table -> title
+REPORT_TABLES = {
+    "table1": "Table 1: images, particles and patches per class and set (ours and the paper's)",
+    "table2": "Table 2: test performance per experiment (ours and the paper's)",
+}
+
+
+def report_tables_targets():
+    """HTML pages of Tables 1-2 and of each experiment's per-class metrics, for the report."""
+    tables = ["table1"] + (["table2"] if experiment_names() else [])
+    return [f"results/report/{t}.html" for t in tables] + [
+        f"results/report/per_class/{e}.html" for e in experiment_names()
+    ]
+
+
+def report_table_title(wildcards):
+    return REPORT_TABLES[wildcards.table]
+
+
 def audit_targets():
     """The audit's report; it runs after everything else (see audit_inputs)."""
     return [
@@ -277,7 +322,13 @@ def audit_targets():
 
 def audit_inputs(wildcards):
     """Every other stage's targets: the audit runs last, on finished results."""
-    return data_targets() + curation_targets() + patches_targets() + training_targets()
+    return (
+        data_targets()
+        + curation_targets()
+        + patches_targets()
+        + training_targets()
+        + report_tables_targets()
+    )
 
 
 def accepted_leaks_input(wildcards):
@@ -293,5 +344,15 @@ def all_inputs(wildcards):
         + curation_targets()
         + patches_targets()
         + training_targets()
+        + report_tables_targets()
         + audit_targets()
+        + ["results/report/summary.html"]
     )
+
+
+# At most as many GPU jobs at once as this machine has GPUs, with or without a profile:
+# the default of the machine-wide `gpu` resource, unless --resources (or a profile, as
+# profiles/slurm does) sets it. Not on a cluster, whose scheduler hands out the GPUs of its
+# nodes (Snakemake caps every job's resources at these limits).
+if workflow.local_exec and "gpu" not in workflow.global_resources:
+    workflow.register_resource("gpu", visible_gpus())

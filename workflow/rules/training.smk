@@ -23,11 +23,14 @@ rule train_model:
             caption="../report/training_curve.rst",
             category="4 Training",
             subcategory="{experiment}",
+            labels=experiment_labels,
         ),
     log:
         "logs/training/{experiment}.log",
     conda:
         "../../envs/temvirus.yaml"
+    resources:
+        gpu=gpu_request,
     params:
         training=experiment_training,
         classes=config["classes"]["classification"],
@@ -46,12 +49,14 @@ rule evaluate_model:
             caption="../report/confusion_csv.rst",
             category="5 Evaluation",
             subcategory="{experiment}",
+            labels=experiment_labels,
         ),
         confusion_png=report(
             "results/evaluation/{experiment}/confusion.png",
             caption="../report/confusion.rst",
             category="5 Evaluation",
             subcategory="{experiment}",
+            labels=experiment_labels,
         ),
         per_class=report(
             "results/evaluation/{experiment}/per_class.csv",
@@ -64,6 +69,8 @@ rule evaluate_model:
         "logs/training/evaluate_{experiment}.log",
     conda:
         "../../envs/temvirus.yaml"
+    resources:
+        gpu=gpu_request,
     params:
         training=experiment_training,
         evaluation=config["evaluation"],
@@ -82,12 +89,14 @@ rule error_tracing:
             caption="../report/errors_per_image.rst",
             category="5 Evaluation",
             subcategory="{experiment}",
+            labels=experiment_labels,
         ),
         png=report(
             "results/evaluation/{experiment}/errors.png",
             caption="../report/errors.rst",
             category="5 Evaluation",
             subcategory="{experiment}",
+            labels=experiment_labels,
         ),
     log:
         "logs/training/error_tracing_{experiment}.log",

@@ -1,0 +1,129 @@
+"""The Snakemake report of the default run, opened in a real headless browser (Debian's chromium).
+
+`snakemake --report` of the default run must show, in the browser, the front page
+(workflow/report/workflow.rst with the run's summary: data, commit, audit verdict, the
+demo-run notice) and Table 2 as a table (not a download link). chromium is installed with
+apt-get where missing (as root), else the browser tests are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import ensure_debian_packages, snakemake_cmd
+
+from temvirus.report import demo_run_differences
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def report(default_run: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "report.html"
+    done = subprocess.run(snakemake_cmd(default_run, "--report", str(out)), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    ensure_debian_packages("chromium", ["chromium"], ["chromium"])
+    return shutil.which("chromium")
+
+
+def dump_dom(chromium: str, page: Path | str, tmp_path: Path) -> str:
+    """The DOM of ``page`` after its scripts ran (chromium --headless --dump-dom)."""
+    url = page if isinstance(page, str) else page.as_uri()
+    cmd = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--virtual-time-budget=10000",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--dump-dom",
+        url,
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def visible_text(dom: str) -> str:
+    """The DOM's text without scripts, styles and tags, whitespace collapsed."""
+    dom = re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.DOTALL | re.IGNORECASE)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
+
+
+def test_summary_is_made_from_the_audit(default_run: Path):
+    summary = (default_run / "results" / "report" / "summary.html").read_text()
+    audit = json.loads((default_run / "results" / "audit" / "audit.json").read_text())
+    assert audit["passed"] and "Audit PASSED" in summary and audit["date"] in summary
+    commits = {c["git_commit"] for c in audit["lineage"]["code"] if c}
+    assert commits and all(c in summary for c in commits)
+    assert "id='demo-notice'" in summary  # the default run is a demo run
+
+
+def test_front_page_is_shown_in_the_browser(report: Path, chromium: str, tmp_path: Path, default_run: Path):
+    text = visible_text(dump_dom(chromium, report, tmp_path))
+    assert "TEM virus benchmark, reproduced" in text, text[:3000]
+    assert "Audit PASSED" in text and "Demo run:" in text, text[:3000]
+    assert "synthetic data in the published raw layout" in text and "data source: synthetic" in text, text[:3000]
+    audit = json.loads((default_run / "results" / "audit" / "audit.json").read_text())
+    assert any(c["git_commit"] in text for c in audit["lineage"]["code"] if c), text[:3000]
+
+
+def test_table2_is_shown_as_a_table_in_the_browser(report: Path, chromium: str, tmp_path: Path, default_run: Path):
+    """Table 2 opened in the report as its view button does it: an HTML table in the content frame."""
+    html = report.read_text()
+    results = json.loads(re.search(r"var results = (\{.*?\});\n", html, re.DOTALL).group(1))
+    entry = results["results/report/table2.html"]
+    assert entry["mime_type"] == "text/html"
+    # the report, made to open Table 2 once it has rendered (what a click on its eye button does)
+    opener = (
+        "<script>window.addEventListener('load', () => setTimeout(() => app.setView({content: 'html', "
+        "contentPath: results['results/report/table2.html'].data_uri, resultPath: 'results/report/table2.html'}), 500));</script>"
+    )
+    opened = tmp_path / "report_table2.html"
+    head, body_end, tail = html.rpartition("</body>")
+    opened.write_text(head + opener + body_end + tail)
+    dom = dump_dom(chromium, opened, tmp_path)
+    frame = re.search(r"<iframe[^>]*src=\"(data:text/html[^\"]*)\"", dom)
+    assert frame, "no content frame showing Table 2"
+    page = base64.b64decode(frame.group(1).split("base64,", 1)[1]).decode()
+    table = visible_text(
+        dump_dom(chromium, f"data:text/html;base64,{base64.b64encode(page.encode()).decode()}", tmp_path)
+    )
+    table2 = pd.read_csv(default_run / "results" / "tables" / "table2.csv")
+    assert "Table 2" in table
+    for _, row in table2.iterrows():
+        assert row["experiment"] in table and f"{row['accuracy']:.3f}" in table, (row.to_dict(), table[:2000])
+
+
+def test_per_experiment_results_carry_labels(report: Path):
+    results = json.loads(re.search(r"var results = (\{.*?\});\n", report.read_text(), re.DOTALL).group(1))
+    per_class = {p: r for p, r in results.items() if p.startswith("results/report/per_class/")}
+    assert len(per_class) == 2, sorted(results)
+    for path, entry in per_class.items():
+        model, init, method = Path(path).stem.split("-")
+        assert entry["labels"] == {"model": model, "init": init, "split method": method}, entry
+
+
+def test_demo_run_differences_name_the_settings():
+    import yaml
+    from conftest import REPO
+
+    default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    merged = {**default, **{k: ({**default[k], **v} if isinstance(v, dict) else v) for k, v in paper.items()}}
+    assert demo_run_differences(merged) == []
+    differences = demo_run_differences(default)
+    assert any(d.startswith("dataset.source: synthetic") for d in differences)
+    assert any(d.startswith("augment.per_class: 32") for d in differences)

@@ -1,0 +1,63 @@
+"""Report stage: what `snakemake --report` shows beyond the stages' own outputs.
+
+The headline tables as HTML pages (the report shows CSV files only as downloads) and the front
+page's summary (workflow/report/workflow.rst includes results/report/summary.html): data,
+config files, commit, the audit's verdict and whether the settings are the paper's.
+"""
+
+
+wildcard_constraints:
+    table="|".join(REPORT_TABLES),
+
+
+rule table_html:
+    input:
+        csv="results/tables/{table}.csv",
+    output:
+        html=report(
+            "results/report/{table}.html",
+            caption="../report/table_html.rst",
+            category="0 Tables",
+        ),
+    log:
+        "logs/report/table_html_{table}.log",
+    conda:
+        "../../envs/temvirus.yaml"
+    params:
+        title=report_table_title,
+    script:
+        "../scripts/table_html.py"
+
+
+rule per_class_html:
+    input:
+        metrics="results/evaluation/{experiment}/metrics.json",
+    output:
+        html=report(
+            "results/report/per_class/{experiment}.html",
+            caption="../report/per_class_html.rst",
+            category="5 Evaluation",
+            subcategory="{experiment}",
+            labels=experiment_labels,
+        ),
+    log:
+        "logs/report/per_class_html_{experiment}.log",
+    conda:
+        "../../envs/temvirus.yaml"
+    script:
+        "../scripts/per_class_html.py"
+
+
+rule report_summary:
+    input:
+        audit="results/audit/audit.json",
+    output:
+        html="results/report/summary.html",
+    log:
+        "logs/report/report_summary.log",
+    conda:
+        "../../envs/temvirus.yaml"
+    params:
+        configfiles=[str(f) for f in workflow.configfiles],
+    script:
+        "../scripts/report_summary.py"
