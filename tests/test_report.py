@@ -19,7 +19,6 @@ import pandas as pd
 import pytest
 from conftest import ensure_debian_packages, snakemake_cmd
 
-from temvirus.report import demo_run_differences
 
 pytestmark = pytest.mark.slow
 
@@ -116,14 +115,3 @@ def test_per_experiment_results_carry_labels(report: Path):
         assert entry["labels"] == {"model": model, "init": init, "split method": method}, entry
 
 
-def test_demo_run_differences_name_the_settings():
-    import yaml
-    from conftest import REPO
-
-    default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
-    merged = {**default, **{k: ({**default[k], **v} if isinstance(v, dict) else v) for k, v in paper.items()}}
-    assert demo_run_differences(merged) == []
-    differences = demo_run_differences(default)
-    assert any(d.startswith("dataset.source: synthetic") for d in differences)
-    assert any(d.startswith("augment.per_class: 32") for d in differences)

@@ -57,39 +57,11 @@ def write_per_class_html(metrics_json: str | Path, out_html: str | Path) -> None
     write_text(out_html, frame_html(per_class_frame(metrics), title))
 
 
-#: the paper's settings the default config shrinks (Section 2 of the paper; config/paper.yaml):
-#: (config path, the paper's value, what it means)
-PAPER_SETTINGS = (
-    (("dataset", "source"), "mendeley", "the published dataset"),
-    (("augment", "per_class"), 736, "736 training patches per class"),
-    (("training", "epochs", "scratch"), 300, "300 epochs from scratch"),
-    (("training", "epochs", "imagenet"), 50, "50 epochs fine-tuning"),
-    (("training", "max_train_per_class"), None, "all training patches"),
-    (("training", "max_val_per_class"), None, "all validation patches"),
-    (("evaluation", "max_test_per_class"), None, "all test patches"),
-)
+def summary_html(audit: Mapping, config: Mapping, configfiles: Sequence[str], note: str) -> str:
+    """The front page's fragment: data, config files, settings, commit, audit verdict (coloured), notice.
 
-
-def demo_run_differences(config: Mapping) -> list[str]:
-    """The paper's settings this config departs from, as ``key: ours (paper: meaning)`` lines.
-
-    Empty for the paper's settings (``dataset.source: local`` counts as the published data).
-    Placeholder until the project has one shared "demo run" decision (see docs).
+    ``note`` is the demo-run line of :func:`temvirus.experiments.run_note` (``""`` for the paper's method).
     """
-    differences = []
-    for path, paper, meaning in PAPER_SETTINGS:
-        value = config
-        for key in path:
-            value = value[key]
-        if path == ("dataset", "source") and value == "local":
-            continue
-        if value != paper:
-            differences.append(f"{'.'.join(path)}: {value} (paper: {meaning})")
-    return differences
-
-
-def summary_html(audit: Mapping, config: Mapping, configfiles: Sequence[str]) -> str:
-    """The front page's fragment: data, config files, settings, commit, audit verdict (coloured), notice."""
     esc = html.escape
     passed = bool(audit["passed"])
     colour = "#1b7a2f" if passed else "#b3261e"
@@ -116,20 +88,20 @@ def summary_html(audit: Mapping, config: Mapping, configfiles: Sequence[str]) ->
         f"<p id='audit-verdict' style='background:{colour};color:white;padding:6px 10px;font-weight:bold'>"
         f"Audit {'PASSED' if passed else 'FAILED'}: {esc(str(audit.get('date', '')))}</p>"
     )
-    differences = demo_run_differences(config)
     notice = ""
-    if differences:
+    if note:
         notice = (
             "<p id='demo-notice' style='background:#fff3cd;border:1px solid #c9a227;padding:6px 10px'>"
-            "<b>Demo run:</b> these settings differ from the paper's, so the numbers are not the paper's "
-            f"reproduction: {esc('; '.join(differences))}.</p>"
+            f"<b>{esc(note)}</b></p>"
         )
     return f"<div id='run-summary'>{verdict}{notice}<table>{table}</table></div>\n"
 
 
-def write_summary(audit_json: str | Path, config: Mapping, configfiles: Sequence[str], out_html: str | Path) -> None:
+def write_summary(
+    audit_json: str | Path, config: Mapping, configfiles: Sequence[str], note: str, out_html: str | Path
+) -> None:
     """Write :func:`summary_html` for the audit's ``audit.json``."""
-    write_text(out_html, summary_html(json.loads(Path(audit_json).read_text()), config, configfiles))
+    write_text(out_html, summary_html(json.loads(Path(audit_json).read_text()), config, configfiles, note))
 
 
 def run_table_html(smk) -> None:
@@ -144,4 +116,4 @@ def run_per_class_html(smk) -> None:
 
 def run_summary(smk) -> None:
     """Rule ``report_summary``: the front page's fragment."""
-    write_summary(smk.input.audit, smk.config, smk.params.configfiles, smk.output.html)
+    write_summary(smk.input.audit, smk.config, smk.params.configfiles, smk.params.note, smk.output.html)

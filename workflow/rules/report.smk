@@ -59,5 +59,6 @@ rule report_summary:
         "../../envs/temvirus.yaml"
     params:
         configfiles=[str(f) for f in workflow.configfiles],
+        note=run_note(),
     script:
         "../scripts/report_summary.py"
