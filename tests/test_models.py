@@ -118,3 +118,74 @@ def test_weights_of_another_architecture_give_a_clear_error(tmp_path):
     path = save_weights(torchvision.models.mobilenet_v2(weights=None).state_dict(), tmp_path, "vgg16")
     with pytest.raises(WeightsError, match=f"{path}: not usable as vgg16 weights"):
         build_model("vgg16", 3, init="imagenet", weights_file=path, input_size=32)
+
+
+# -- training is right: chance-level start, every family can fit one batch ------------------
+
+#: input side (px) per model in the quick training checks (inception_v3 needs >= 75 px)
+QUICK_SIZE = {"custom": 48, "inception_v3": 80}
+
+
+def standardised_patches(n: int, size: int, n_classes: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` standardised patches ``(n, 1, size, size)`` (a bright disc on noise, radius by class) and labels."""
+    import numpy as np
+
+    from temvirus.train import compact_tensor, standardise
+
+    gen = np.random.default_rng(seed)
+    labels = np.arange(n) % n_classes
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    discs = np.stack([(np.hypot(yy, xx) < size * (0.1 + 0.3 * c / n_classes)) * 20000.0 for c in labels])
+    patches = np.clip(discs + gen.normal(30000, 4000, (n, size, size)), 0, 65535).astype(np.uint16)
+    return standardise(compact_tensor(patches)), torch.from_numpy(labels)
+
+
+@pytest.mark.parametrize("arch", ["custom", "small_cnn", *TRANSFER_MODELS])
+def test_every_model_starts_at_chance_loss(arch):
+    """At initialisation the cross-entropy on standardised patches is ln(N) within 20%."""
+    import math
+
+    n_classes, size = 14, QUICK_SIZE.get(arch, 64)
+    x, y = standardised_patches(28, size, n_classes)
+    torch.manual_seed(0)
+    model = build_model(arch, n_classes, input_size=size).train()
+    with torch.no_grad():
+        loss = torch.nn.functional.cross_entropy(model(x), y).item()
+    assert abs(loss - math.log(n_classes)) < 0.2 * math.log(n_classes), loss
+
+
+#: one model of each family (vgg19 is vgg16 with more layers)
+FAMILIES = ["custom", "small_cnn", "vgg16", "resnet50", "densenet201", "inception_v3", "mobilenet_v2", "efficientnet_b0", "convnext_tiny"]
+
+
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_every_model_family_overfits_one_batch(arch):
+    """Trained on one batch of 8 patches (4 classes), the training loss falls below 0.05 within 150 steps."""
+    size = QUICK_SIZE.get(arch, 32)
+    x, y = standardised_patches(8, size, 4, seed=1)
+    torch.manual_seed(0)
+    model = build_model(arch, 4, input_size=size).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3 if arch != "convnext_tiny" else 3e-4)
+    losses = []
+    for _ in range(150):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if loss.item() < 0.05:
+            break
+    assert losses[-1] < 0.05, f"{arch}: loss {losses[0]:.3f} -> {losses[-1]:.3f} after {len(losses)} steps"
+
+
+def test_bn_momentum_is_set_on_every_batch_norm_layer():
+    from temvirus.models import set_bn_momentum
+
+    model = build_model("mobilenet_v2", 3, input_size=32)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(m.momentum == 0.1 for m in norms)  # torchvision's own
+    set_bn_momentum(model, 0.3)
+    assert all(m.momentum == 0.3 for m in norms)
+    set_bn_momentum(model, None)  # keeps what is there
+    assert all(m.momentum == 0.3 for m in norms)
+    assert all(m.momentum == 0.01 for m in build_model("custom", 3, input_size=48).modules() if isinstance(m, torch.nn.BatchNorm2d))

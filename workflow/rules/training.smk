@@ -2,7 +2,9 @@
 
 One job per experiment {model}-{init}-{split} (config experiments). Training keeps a resume
 checkpoint in results/models/{experiment}/resume/ (not an output, so it survives a killed
-job and a restarted job continues from it).
+job and a restarted job continues from it). train_model and evaluate_model run on
+training.threads CPU threads (torch's intra-op threads; the patches are in-memory tensors,
+so there are no data-loading workers).
 """
 
 
@@ -26,6 +28,7 @@ rule train_model:
         ),
     log:
         "logs/training/{experiment}.log",
+    threads: config["training"]["threads"]
     conda:
         "../../envs/temvirus.yaml"
     params:
@@ -56,6 +59,7 @@ rule evaluate_model:
         metrics="results/evaluation/{experiment}/metrics.json",
     log:
         "logs/training/evaluate_{experiment}.log",
+    threads: config["training"]["threads"]
     conda:
         "../../envs/temvirus.yaml"
     params:
