@@ -37,6 +37,17 @@ def test_custom_has_the_papers_parameter_count_and_output_shape():
     assert torch.isfinite(out).all()
 
 
+def test_small_cnn_takes_any_input_size_and_counts_its_parameters():
+    for size in (32, 128, 256):
+        model = build_model("small_cnn", 14, input_size=size).eval()
+        with torch.no_grad():
+            assert model(torch.randn(2, 1, size, size)).shape == (2, 14)
+    convs = 1 * 16 + 16 * 32 + 32 * 64 + 64 * 128 + 128 * 256
+    assert trainable_parameters(model) == 9 * convs + 2 * (16 + 32 + 64 + 128 + 256) + 256 * 14 + 14
+    with pytest.raises(ValueError, match="small_cnn needs input_size >= 32"):
+        build_model("small_cnn", 14, input_size=16)
+
+
 def test_custom_blocks_concatenate_their_input():
     model = build_model("custom", 3, input_size=64)
     assert [b.out_channels for b in model.blocks] == [1 + 63, 64 + 64, 128 + 128, 256 + 128]
@@ -68,8 +79,9 @@ def test_unknown_model_init_and_custom_imagenet_are_rejected():
         build_model("xception", 14)
     with pytest.raises(ValueError, match="unknown init"):
         build_model("vgg16", 14, init="random")
-    with pytest.raises(ValueError, match="no pretrained weights"):
-        build_model("custom", 14, init="imagenet", weights_file="x.pth")
+    for name in ("custom", "small_cnn"):
+        with pytest.raises(ValueError, match=f"model '{name}' has no pretrained weights"):
+            build_model(name, 14, init="imagenet", weights_file="x.pth")
 
 
 def save_weights(state: dict, folder, arch: str):

@@ -28,9 +28,9 @@ rule train_model:
         ),
     log:
         "logs/training/{experiment}.log",
-    threads: config["training"]["threads"]
     conda:
         "../../envs/temvirus.yaml"
+    threads: config["training"]["threads"]
     params:
         training=experiment_training,
         classes=config["classes"]["classification"],
@@ -59,9 +59,9 @@ rule evaluate_model:
         metrics="results/evaluation/{experiment}/metrics.json",
     log:
         "logs/training/evaluate_{experiment}.log",
-    threads: config["training"]["threads"]
     conda:
         "../../envs/temvirus.yaml"
+    threads: config["training"]["threads"]
     params:
         training=experiment_training,
         evaluation=config["evaluation"],
