@@ -208,7 +208,7 @@ def default_settings(**changes) -> Settings:
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     entry = config["experiments"][0]
     settings = settings_from_config(resolve_training(config["training"], entry), 1, experiment_name(entry))
-    return replace(settings, device="cpu", input_size=None, **changes)
+    return replace(settings, **{"device": "cpu", "input_size": None, **changes})
 
 
 def bn_lag(model: torch.nn.Module, x: torch.Tensor) -> float:
@@ -251,3 +251,31 @@ def test_bn_statistics_at_evaluation_are_the_trained_ones(split_dir, model_name)
         lags[momentum] = bn_lag(model, compact_tensor(x))
     assert lags[default_settings().bn_momentum] < 0.35, lags  # batches of 3: noisy, but unbiased
     assert lags[0.01] > 1.0, lags  # the check sees the old momentum's stale statistics
+
+
+def test_area_downsample_averages_blocks_and_rejects_other_factors():
+    from temvirus.train import area_downsample
+
+    patches = np.arange(2 * 4 * 4, dtype=np.uint16).reshape(2, 4, 4)
+    small = area_downsample(patches, 2)
+    assert small.dtype == np.uint16 and small.shape == (2, 2, 2)
+    assert small[0].tolist() == [[np.rint((0 + 1 + 4 + 5) / 4), np.rint((2 + 3 + 6 + 7) / 4)],
+                                 [np.rint((8 + 9 + 12 + 13) / 4), np.rint((10 + 11 + 14 + 15) / 4)]]  # fmt: skip
+    assert area_downsample(patches, 4) is patches
+    with pytest.raises(ValueError, match="input_size 3 does not divide the patch size 4"):
+        area_downsample(patches, 3)
+
+
+def test_a_model_trained_on_downsampled_patches_is_evaluated_on_the_same_size(tmp_path):
+    from temvirus.evaluate import evaluate_experiment
+
+    split = tmp_path / "representative"
+    write_patch_split(split, CLASSES, {"train_augmented": 6, "validation": 3, "test": 3}, size=64)
+    settings = default_settings(epochs=2, patience=2, batch_size=6, input_size=32)
+    train_experiment("small_cnn-scratch-representative", split, tmp_path / "model", CLASSES, settings)
+    _, meta = load_checkpoint(tmp_path / "model" / "best.pt")
+    assert meta["input_size"] == 32
+    metrics = evaluate_experiment(tmp_path / "model" / "best.pt", split, tmp_path / "evaluation", device="cpu")
+    assert metrics["n_test"] == 9
+    with pytest.raises(ValueError, match=r"train_augmented.npy: input_size 24 does not divide the patch size 64"):
+        train_experiment("small_cnn-scratch-representative", split, tmp_path / "bad", CLASSES, replace(settings, input_size=24))
