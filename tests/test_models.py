@@ -177,7 +177,7 @@ def test_every_model_family_overfits_one_batch(arch):
     x, y = standardised_patches(8, size, 4, seed=1)
     torch.manual_seed(0)
     model = build_model(arch, 4, input_size=size).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3 if arch != "convnext_tiny" else 3e-4)
+    optimizer = torch.optim.Adam(model.parameters(), lr={"vgg16": 1e-4, "convnext_tiny": 3e-4}.get(arch, 1e-3))
     losses = []
     for _ in range(150):
         loss = torch.nn.functional.cross_entropy(model(x), y)

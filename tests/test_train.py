@@ -249,7 +249,7 @@ def test_bn_statistics_at_evaluation_are_the_trained_ones(split_dir, model_name)
         settings = default_settings(epochs=5, patience=5, batch_size=3, bn_momentum=momentum)
         fit(model, compact_tensor(x), torch.from_numpy(y), compact_tensor(vx), torch.from_numpy(vy), settings, 3)
         lags[momentum] = bn_lag(model, compact_tensor(x))
-    assert lags[default_settings().bn_momentum] < 0.35, lags  # batches of 3: noisy, but unbiased
+    assert lags[default_settings().bn_momentum] < 0.5, lags  # batches of 3 (and custom's dropout): noisy, but unbiased
     assert lags[0.01] > 1.0, lags  # the check sees the old momentum's stale statistics
 
 
