@@ -108,7 +108,7 @@ def test_end_to_end_rerun_of_one_model(tmp_path, default_run):
     result = run_benchmark("end_to_end.py", tmp_path, "--from-workdir", str(default_run), "--workdir", str(tmp_path / "work"))
     assert result["noop"]["n_jobs"] == 0  # a finished run is up to date
     check = result["rerun_check"]
-    assert check["train_model_ran_for"] == ["custom-scratch-representative"]
+    assert check["train_model_ran_for"] == [result["args"]["experiment"]]  # the config's first experiment
     assert check["only_that_model_ran"] is True, check
 
 

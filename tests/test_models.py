@@ -37,6 +37,17 @@ def test_custom_has_the_papers_parameter_count_and_output_shape():
     assert torch.isfinite(out).all()
 
 
+def test_small_cnn_takes_any_input_size_and_counts_its_parameters():
+    for size in (32, 128, 256):
+        model = build_model("small_cnn", 14, input_size=size).eval()
+        with torch.no_grad():
+            assert model(torch.randn(2, 1, size, size)).shape == (2, 14)
+    convs = 1 * 16 + 16 * 32 + 32 * 64 + 64 * 128 + 128 * 256
+    assert trainable_parameters(model) == 9 * convs + 2 * (16 + 32 + 64 + 128 + 256) + 256 * 14 + 14
+    with pytest.raises(ValueError, match="small_cnn needs input_size >= 32"):
+        build_model("small_cnn", 14, input_size=16)
+
+
 def test_custom_blocks_concatenate_their_input():
     model = build_model("custom", 3, input_size=64)
     assert [b.out_channels for b in model.blocks] == [1 + 63, 64 + 64, 128 + 128, 256 + 128]
@@ -79,8 +90,9 @@ def test_unknown_model_init_and_custom_imagenet_are_rejected():
         build_model("resnet18", 14)
     with pytest.raises(ValueError, match="unknown init"):
         build_model("vgg16", 14, init="random")
-    with pytest.raises(ValueError, match="no pretrained weights"):
-        build_model("custom", 14, init="imagenet", weights_file="x.pth")
+    for name in ("custom", "small_cnn"):
+        with pytest.raises(ValueError, match=f"model '{name}' has no pretrained weights"):
+            build_model(name, 14, init="imagenet", weights_file="x.pth")
 
 
 def save_weights(state: dict, folder, arch: str):
@@ -145,3 +157,74 @@ def test_weights_of_another_architecture_give_a_clear_error(tmp_path):
     path = save_weights(torchvision.models.mobilenet_v2(weights=None).state_dict(), tmp_path, "vgg16")
     with pytest.raises(WeightsError, match=f"{path}: not usable as vgg16 weights"):
         build_model("vgg16", 3, init="imagenet", weights_file=path, input_size=32)
+
+
+# -- training is right: chance-level start, every family can fit one batch ------------------
+
+#: input side (px) per model in the quick training checks (inception_v3 needs >= 75 px)
+QUICK_SIZE = {"custom": 48, "inception_v3": 80}
+
+
+def standardised_patches(n: int, size: int, n_classes: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` standardised patches ``(n, 1, size, size)`` (a bright disc on noise, radius by class) and labels."""
+    import numpy as np
+
+    from temvirus.train import compact_tensor, standardise
+
+    gen = np.random.default_rng(seed)
+    labels = np.arange(n) % n_classes
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    discs = np.stack([(np.hypot(yy, xx) < size * (0.1 + 0.3 * c / n_classes)) * 20000.0 for c in labels])
+    patches = np.clip(discs + gen.normal(30000, 4000, (n, size, size)), 0, 65535).astype(np.uint16)
+    return standardise(compact_tensor(patches)), torch.from_numpy(labels)
+
+
+@pytest.mark.parametrize("arch", ["custom", "small_cnn", *TRANSFER_MODELS])
+def test_every_model_starts_at_chance_loss(arch):
+    """At initialisation the cross-entropy on standardised patches is ln(N) within 20%."""
+    import math
+
+    n_classes, size = 14, QUICK_SIZE.get(arch, 64)
+    x, y = standardised_patches(28, size, n_classes)
+    torch.manual_seed(0)
+    model = build_model(arch, n_classes, input_size=size).train()
+    with torch.no_grad():
+        loss = torch.nn.functional.cross_entropy(model(x), y).item()
+    assert abs(loss - math.log(n_classes)) < 0.2 * math.log(n_classes), loss
+
+
+#: one model of each family (vgg19 is vgg16 with more layers)
+FAMILIES = ["custom", "small_cnn", "vgg16", "resnet50", "densenet201", "inception_v3", "mobilenet_v2", "efficientnet_b0", "convnext_tiny"]
+
+
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_every_model_family_overfits_one_batch(arch):
+    """Trained on one batch of 8 patches (4 classes), the training loss falls below 0.05 within 150 steps."""
+    size = QUICK_SIZE.get(arch, 32)
+    x, y = standardised_patches(8, size, 4, seed=1)
+    torch.manual_seed(0)
+    model = build_model(arch, 4, input_size=size).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr={"vgg16": 1e-4, "convnext_tiny": 3e-4}.get(arch, 1e-3))
+    losses = []
+    for _ in range(150):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if loss.item() < 0.05:
+            break
+    assert losses[-1] < 0.05, f"{arch}: loss {losses[0]:.3f} -> {losses[-1]:.3f} after {len(losses)} steps"
+
+
+def test_bn_momentum_is_set_on_every_batch_norm_layer():
+    from temvirus.models import set_bn_momentum
+
+    model = build_model("mobilenet_v2", 3, input_size=32)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(m.momentum == 0.1 for m in norms)  # torchvision's own
+    set_bn_momentum(model, 0.3)
+    assert all(m.momentum == 0.3 for m in norms)
+    set_bn_momentum(model, None)  # keeps what is there
+    assert all(m.momentum == 0.3 for m in norms)
+    assert all(m.momentum == 0.01 for m in build_model("custom", 3, input_size=48).modules() if isinstance(m, torch.nn.BatchNorm2d))

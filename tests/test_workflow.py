@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, snakemake_cmd
+from conftest import REPO, TINY_CLASSES, snakemake_cmd
 
 pytestmark = pytest.mark.slow
+
+
+def default_config() -> dict:
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
 
 def test_default_run_is_complete_and_up_to_date(default_run: Path):
@@ -27,7 +33,7 @@ def test_default_run_regenerates_the_papers_tables(default_run: Path):
     assert len(table1) > 0 and (results / "tables" / "table1.md").stat().st_size > 0
     table2 = pd.read_csv(results / "tables" / "table2.csv")
     # one row per configured experiment, and the 2 baselines of each split method used
-    experiments = yaml.safe_load((default_run / "config" / "config.yaml").read_text())["experiments"]
+    experiments = default_config()["experiments"]
     assert (table2["kind"] == "model").sum() == len(experiments)
     assert (table2["kind"] == "baseline").sum() == 2 * len({e["split"] for e in experiments})
     assert table2[["accuracy", "precision_macro", "recall_macro", "f1_macro"]].notna().all().all()
@@ -58,3 +64,47 @@ def test_python_is_formatted_and_lint_clean():
     assert fmt.returncode == 0, fmt.stdout[-3000:] + fmt.stderr[-3000:]
     check = subprocess.run([ruff, "check", "--no-fix", "."], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-3000:]
+
+
+def test_best_model_beats_the_majority_class_and_three_times_chance(default_run: Path):
+    """On all test patches of the classification classes, the best model is far from a broken chain.
+
+    A floor, not the target: the default's >= 0.90 accuracy is measured by
+    benchmarks/end_to_end.py.
+    """
+    classes = default_config()["classes"]["classification"]
+    table2 = pd.read_csv(default_run / "results" / "tables" / "table2.csv")
+    for split in table2["split"].unique():
+        patches = pd.read_csv(default_run / "results" / "patches" / split / "patches.csv")
+        test = patches[(patches["subset"] == "test") & patches["class"].isin(classes)]
+        assert (table2.loc[table2["split"] == split, "n_test"] == len(test)).all()  # no cap: every test patch
+    best = table2.loc[table2["accuracy"].idxmax()]
+    predictions = pd.read_csv(default_run / "results" / "evaluation" / best["experiment"] / "predictions.csv")
+    majority = predictions["true"].value_counts().max() / len(predictions)
+    accuracy = float(np.mean(predictions["true"] == predictions["predicted"]))
+    assert accuracy == pytest.approx(best["accuracy"], abs=5e-4)
+    assert accuracy > majority and accuracy > 3 / len(classes), (best["experiment"], accuracy, majority)
+
+
+def test_training_and_evaluation_jobs_run_on_the_configured_threads(default_run: Path):
+    threads = default_config()["training"]["threads"]
+    for rule in ("train_model", "evaluate_model"):
+        records = sorted((default_run / "results" / "provenance" / rule).glob("*.json"))
+        assert records and all(json.loads(r.read_text())["threads"] == threads for r in records), rule
+    for log in (default_run / "logs" / "training").glob("*-*-*.log"):
+        if not log.name.startswith(("evaluate_", "error_tracing_")):
+            assert f", {threads} CPU threads" in log.read_text(), log
+
+
+def test_a_class_missing_from_the_data_fails_at_the_first_job_reading_it(tiny_synthetic, tmp_path):
+    """classes.classification lists classes the data lack: raw_tables fails, naming them, before curation."""
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(yaml.safe_dump({"dataset": {"source": "local", "local": {"path": str(tiny_synthetic / "raw")}}}))
+    cmd = snakemake_cmd(tmp_path / "work", "--configfile", str(REPO / "config" / "config.yaml"), str(overlay))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    log = (tmp_path / "work" / "logs" / "data" / "raw_tables.log").read_text()
+    missing = [c for c in default_config()["classes"]["classification"] if c not in TINY_CLASSES]
+    assert f"classes.classification lists {missing}, which the data do not hold; classes found: {sorted(TINY_CLASSES)}" in log
+    assert "rule find_overlaps" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "work" / "results" / "raw" / "images.csv").exists()

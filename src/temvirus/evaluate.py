@@ -90,7 +90,7 @@ def evaluate_experiment(
     """
     model, meta = load_checkpoint(checkpoint)
     classes = meta["classes"]
-    x, y, table = load_subset(patches_dir, "test", classes, max_per_class, seed)
+    x, y, table = load_subset(patches_dir, "test", classes, max_per_class, seed, meta["input_size"])
     if len(y) == 0:
         raise ValueError(f"{Path(patches_dir) / 'patches.csv'}: no test patches of the classes {classes}")
     dev = resolve_device(device)

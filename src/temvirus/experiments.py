@@ -1,7 +1,7 @@
 """The configured experiments: their names and each one's own training settings.
 
 An experiment is a config ``experiments`` entry ``{model, init, split}``, optionally with its
-own ``epochs``, ``patience``, ``lr``, ``weight_decay`` or ``batch_size``. Its settings are the
+own ``epochs``, ``patience``, ``lr``, ``weight_decay``, ``batch_size`` or ``input_size``. Its settings are the
 ``training`` section with the per-initialisation values (``{scratch: ..., imagenet: ...}``)
 picked for its init, then its own overrides. Rules take only these resolved settings as
 params, so changing one experiment re-runs only that experiment's jobs.
@@ -17,7 +17,7 @@ from pathlib import Path
 #: training settings given per initialisation in the config
 PER_INIT = ("epochs", "patience", "lr")
 #: settings an experiment entry may override
-OVERRIDES = ("epochs", "patience", "lr", "weight_decay", "batch_size")
+OVERRIDES = ("epochs", "patience", "lr", "weight_decay", "batch_size", "input_size")
 
 
 def experiment_name(entry: dict) -> str:

@@ -8,6 +8,11 @@ input, then 2x2 max-pooling and dropout; a 3x3 'valid' convolution with 256 filt
 dense 256, dropout 0.35, dense 256, dense N. On 1x256x256 input with 14 classes it has
 14,649,867 trainable parameters, the paper's count for its bad-split run.
 
+``small_cnn`` is not the paper's: a plain CNN for the CPU demo (config/config.yaml), five
+blocks of 3x3 convolution, batch normalisation, ReLU and 2x2 max-pooling (16, 32, 64, 128, 256
+filters), global average pooling, dropout 0.2 and one dense layer; about 0.39 M parameters,
+any input size >= 32.
+
 Transfer models keep a torchvision backbone up to its last feature map and replace the top,
 as the paper's Keras models did (``include_top=False`` then flatten), by dense 1024, ReLU,
 dropout 0.3, dense 1024, ReLU, dropout 0.3, dense N. The gray patch is repeated to 3 channels
@@ -34,12 +39,12 @@ TRANSFER_MODELS = (
     "densenet201", "vgg16", "vgg19", "resnet50", "inception_v3", "mobilenet_v2",
     "efficientnet_b0", "convnext_tiny", "resnet50v2", "xception",
 )  # fmt: skip
-MODELS = ("custom",) + TRANSFER_MODELS
+MODELS = ("custom", "small_cnn") + TRANSFER_MODELS
 INITS = ("scratch", "imagenet")
 
 #: the paper's names of our models (Table 2), and of the initialisations
 PAPER_MODEL_NAMES = {
-    "custom": "Custom", "densenet201": "DenseNet201", "vgg16": "VGG16", "vgg19": "VGG19",
+    "custom": "Custom", "small_cnn": "SmallCNN", "densenet201": "DenseNet201", "vgg16": "VGG16", "vgg19": "VGG19",
     "resnet50": "ResNet50", "inception_v3": "InceptionV3", "mobilenet_v2": "MobileNetV2",
     "efficientnet_b0": "EfficientNetB0", "convnext_tiny": "ConvNeXtTiny",
     "resnet50v2": "ResNet50V2", "xception": "Xception",
@@ -92,6 +97,27 @@ class CustomNet(nn.Module):
 
     def forward(self, x):
         return self.top(self.blocks(x))
+
+
+_SMALL_FILTERS = (16, 32, 64, 128, 256)
+
+
+class SmallCNN(nn.Module):
+    """A plain CNN that trains in minutes on a CPU (not in the paper; see the module docstring)."""
+
+    def __init__(self, n_classes: int, input_size: int = 128):
+        super().__init__()
+        if input_size < 2 ** len(_SMALL_FILTERS):
+            raise ValueError(f"small_cnn needs input_size >= {2 ** len(_SMALL_FILTERS)}, got {input_size}")
+        layers, ch = [], 1
+        for filters in _SMALL_FILTERS:
+            layers += [nn.Conv2d(ch, filters, 3, padding=1, bias=False), nn.BatchNorm2d(filters), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            ch = filters
+        self.features = nn.Sequential(*layers)
+        self.top = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(ch, n_classes))
+
+    def forward(self, x):
+        return self.top(self.features(x))
 
 
 class TransferNet(nn.Module):
@@ -187,14 +213,29 @@ def build_model(
         raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; known: {', '.join(INITS)}")
-    if name == "custom":
+    scratch_only = {"custom": CustomNet, "small_cnn": SmallCNN}
+    if name in scratch_only:
         if init != "scratch":
-            raise ValueError("model 'custom' has no pretrained weights; use init 'scratch'")
-        return CustomNet(n_classes, input_size)
+            raise ValueError(f"model {name!r} has no pretrained weights; use init 'scratch'")
+        return scratch_only[name](n_classes, input_size)
     if init == "imagenet" and weights_file is None:
         raise ValueError(f"init 'imagenet' of {name} needs a weights file")
     backbone = _imagenet_model(name, weights_file if init == "imagenet" else None)
     return TransferNet(_features(name, backbone), n_classes, input_size)
+
+
+def set_bn_momentum(model: nn.Module, momentum: float | None) -> nn.Module:
+    """Set the momentum of every batch-norm layer of ``model`` (PyTorch's convention).
+
+    PyTorch updates ``running = (1 - momentum) * running + momentum * batch``; Keras'
+    ``momentum`` is PyTorch's ``1 - momentum`` (Keras 0.99 = PyTorch 0.01, the custom model's
+    default). ``None`` keeps each model's own value.
+    """
+    if momentum is not None:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.momentum = momentum
+    return model
 
 
 def trainable_parameters(model: nn.Module) -> int:

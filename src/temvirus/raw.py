@@ -43,6 +43,7 @@ import logging
 import os
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -468,14 +469,22 @@ def _read_one(root: Path, image_path: Path, cls: str, split: str, hash_files: bo
     return row, points
 
 
-def write_tables(root: str | Path, images_csv: str | Path, particles_csv: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def write_tables(
+    root: str | Path, images_csv: str | Path, particles_csv: str | Path, classes: Sequence[str] = ()
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read ``root``, write the image and particle tables and return them.
 
-    Nothing is written unless the whole folder reads without error.
+    ``classes`` (config ``classes.classification``) must all be in the data: else a
+    :class:`RawDataError` names the missing classes and the classes found, before any
+    curation work. Nothing is written unless the whole folder reads without error.
     """
     from temvirus.io import write_csv
 
     images, particles = read_dataset(root)
+    found = sorted(set(images["class"]))
+    missing = [c for c in classes if c not in found]
+    if missing:
+        raise RawDataError(root, f"classes.classification lists {missing}, which the data do not hold; classes found: {found}")
     log.info("%s: %d images, %d particles, %d classes", root, len(images), int(images.n_particles.sum()), images["class"].nunique())
     write_csv(images_csv, images)
     write_csv(particles_csv, particles)

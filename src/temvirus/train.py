@@ -34,7 +34,7 @@ from torch import nn
 
 from temvirus.io import atomic_path, save_figure, write_csv
 from temvirus.metrics import confusion_matrix, summary
-from temvirus.models import INITS, MODELS, build_model, trainable_parameters
+from temvirus.models import INITS, MODELS, build_model, set_bn_momentum, trainable_parameters
 from temvirus.seeding import derive_seed, rng
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,14 @@ class Settings:
     compile: bool = False
     deterministic: bool = True
     seed: int = 0
+    #: ``adam`` (the paper's; L2 ``weight_decay``) or ``adamw`` (decoupled weight decay)
+    optimizer: str = "adam"
+    #: ``constant`` (the paper's) or ``onecycle`` (warm-up to ``lr``, cosine decay, per batch)
+    schedule: str = "constant"
+    #: side (px) the patches are area-averaged down to; ``None`` = as stored (256, the paper's)
+    input_size: int | None = None
+    #: batch-norm momentum (PyTorch's convention) for every BN layer; ``None`` = the model's own
+    bn_momentum: float | None = None
 
 
 def settings_from_config(training: dict, seed: int, experiment: str) -> Settings:
@@ -85,7 +93,8 @@ def settings_from_config(training: dict, seed: int, experiment: str) -> Settings
         epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"], weight_decay=t["weight_decay"],
         patience=t["patience"], monitor=t["monitor"], device=t["device"], gpu_augment=t["gpu_augment"],
         amp=t["amp"], channels_last=t["channels_last"], compile=t["compile"], deterministic=t["deterministic"],
-        seed=derive_seed(seed, "train", experiment),
+        seed=derive_seed(seed, "train", experiment), optimizer=t["optimizer"], schedule=t["schedule"],
+        input_size=t["input_size"], bn_momentum=t["bn_momentum"],
     )  # fmt: skip
 
 
@@ -103,22 +112,47 @@ def _cap_per_class(labels: np.ndarray, cap: int | None, generator: np.random.Gen
     return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
 
 
-def _load_rows(npy: Path, rows: np.ndarray, n_expected: int) -> np.ndarray:
+def area_downsample(patches: np.ndarray, size: int, chunk: int = 256) -> np.ndarray:
+    """Integer patches ``(N, S, S)`` averaged over ``f x f`` pixel blocks to ``(N, size, size)``, ``f = S / size``.
+
+    Area averaging (each output pixel is the mean of the ``f x f`` input pixels it covers,
+    rounded to the input's integer type): at 1 nm/px input, a 128 px output has 2 nm pixels.
+    ``S`` must be a multiple of ``size`` (ValueError otherwise).
+    """
+    side = patches.shape[-1]
+    if side == size:
+        return patches
+    if size < 1 or side % size:
+        raise ValueError(f"input_size {size} does not divide the patch size {side} (area averaging needs an integer factor)")
+    f = side // size
+    out = np.empty((len(patches), size, size), dtype=patches.dtype)
+    for start in range(0, len(patches), chunk):
+        block = patches[start : start + chunk].astype(np.float32)
+        out[start : start + chunk] = np.rint(block.reshape(len(block), size, f, size, f).mean(axis=(2, 4)))
+    return out
+
+
+def _load_rows(npy: Path, rows: np.ndarray, n_expected: int, size: int | None) -> np.ndarray:
     array = np.load(npy, mmap_mode="r")
     if array.ndim != 3 or array.shape[0] != n_expected or array.shape[1] != array.shape[2]:
         raise ValueError(f"{npy}: expected {n_expected} square patches (N, S, S), found shape {array.shape}")
     if array.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"{npy}: expected uint16 (or uint8) patches, found {array.dtype}")
-    return np.asarray(array[rows])
+    try:
+        return area_downsample(np.asarray(array[rows]), size or array.shape[-1])
+    except ValueError as exc:
+        raise ValueError(f"{npy}: {exc}") from None
 
 
 def load_subset(
-    patches_dir: str | Path, subset: str, classes: Sequence[str], cap: int | None = None, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    patches_dir: str | Path, subset: str, classes: Sequence[str], cap: int | None = None, seed: int = 0,
+    size: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:  # fmt: skip
     """Patches of one subset of a split folder (``train_augmented``, ``validation``, ``test``, ``train``).
 
-    Returns ``(x, y, table)``: the ``(N, S, S)`` integer patches, their class indices in the
-    order of ``classes``, and their table rows (``patches.csv`` or ``train_augmented.csv``).
+    Returns ``(x, y, table)``: the ``(N, S, S)`` integer patches (area-averaged down to
+    ``size`` px when given, see :func:`area_downsample`), their class indices in the order of
+    ``classes``, and their table rows (``patches.csv`` or ``train_augmented.csv``).
     Classes outside ``classes`` are left out; at most ``cap`` random patches per class are kept.
     """
     folder = Path(patches_dir)
@@ -138,7 +172,7 @@ def load_subset(
     labels = table["class"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     rows = np.flatnonzero(present)
     rows = rows[_cap_per_class(labels[rows].astype(np.int64), cap, rng(seed, "subset", subset))]
-    x = _load_rows(folder / f"{subset}.npy", rows, len(table))
+    x = _load_rows(folder / f"{subset}.npy", rows, len(table), size)
     return x, labels[rows].astype(np.int64), table.iloc[rows].reset_index(drop=True)
 
 
@@ -227,6 +261,21 @@ def _save(obj, path: Path) -> None:
 # ---------------------------------------------------------------------------- the loop
 
 
+def make_optimizer(model: nn.Module, settings: Settings) -> torch.optim.Optimizer:
+    """Adam with L2 ``weight_decay`` (the paper's Keras Adam) or AdamW (decoupled weight decay).
+
+    AdamW does not decay biases and batch-norm weights (parameters with one dimension).
+    """
+    if settings.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    if settings.optimizer != "adamw":
+        raise ValueError(f"training.optimizer must be adam or adamw, got {settings.optimizer!r}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": settings.weight_decay},
+              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]  # fmt: skip
+    return torch.optim.AdamW(groups, lr=settings.lr)
+
+
 def _autocast(device: torch.device, amp: str):
     """Autocast on CUDA when ``amp`` is bf16/fp16; on the CPU it is always off."""
     enabled = device.type == "cuda" and amp in _AMP
@@ -304,7 +353,16 @@ def fit(
     if cuda:  # the fast path: the whole arrays resident on the GPU
         train_x, val_x = (t.pin_memory().to(device, non_blocking=True) for t in (train_x, val_x))
     train_y, val_y = train_y.to(device), val_y.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    if settings.schedule not in ("constant", "onecycle"):
+        raise ValueError(f"training.schedule must be constant or onecycle, got {settings.schedule!r}")
+    set_bn_momentum(model, settings.bn_momentum)
+    optimizer = make_optimizer(model, settings)
+    n = len(train_x)
+    steps_per_epoch = -(-n // settings.batch_size)
+    scheduler = (
+        torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr, total_steps=max(1, settings.epochs * steps_per_epoch))
+        if settings.schedule == "onecycle" else None
+    )  # fmt: skip
     scaler = torch.amp.GradScaler(device.type, enabled=cuda and settings.amp == "fp16")
     shuffle = torch.Generator().manual_seed(settings.seed)
     monitor = MONITORS[settings.monitor]
@@ -321,6 +379,8 @@ def fit(
             if ckpt["fingerprint"] == fingerprint:
                 model.load_state_dict(ckpt["model"])
                 optimizer.load_state_dict(ckpt["optimizer"])
+                if scheduler is not None:
+                    scheduler.load_state_dict(ckpt["scheduler"])
                 scaler.load_state_dict(ckpt["scaler"])
                 _set_rng_state(ckpt["rng"], shuffle)
                 epoch, best_metric, best_epoch = ckpt["epoch"], ckpt["best_metric"], ckpt["best_epoch"]
@@ -330,7 +390,6 @@ def fit(
             else:
                 log.warning("%s was written for other settings or data; starting over", ckpt_path)
 
-    n = len(train_x)
     while epoch < settings.epochs and bad_epochs < settings.patience:
         started = time.time()
         step_model.train()
@@ -351,6 +410,8 @@ def fit(
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            if scheduler is not None:
+                scheduler.step()
             loss_sum += loss.detach() * len(idx)
             correct += (logits.argmax(1) == yb).sum()
         epoch += 1
@@ -376,6 +437,7 @@ def fit(
             _save(
                 {
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
                     "epoch": epoch, "best_metric": best_metric, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
                     "history": history, "rng": _rng_state(shuffle), "fingerprint": fingerprint,
                 },
@@ -438,8 +500,9 @@ def train_experiment(
     """
     model_name, init, _ = parse_experiment(experiment)
     out = Path(out_dir)
-    train_np, train_y, _ = load_subset(patches_dir, "train_augmented", classes, max_train_per_class, settings.seed)
-    val_np, val_y, _ = load_subset(patches_dir, "validation", classes, max_val_per_class, settings.seed)
+    size = settings.input_size
+    train_np, train_y, _ = load_subset(patches_dir, "train_augmented", classes, max_train_per_class, settings.seed, size)
+    val_np, val_y, _ = load_subset(patches_dir, "validation", classes, max_val_per_class, settings.seed, size)
     if len(val_y) == 0:
         raise ValueError(f"{Path(patches_dir) / 'patches.csv'}: no validation patches of the classes {list(classes)}")
     size = train_np.shape[-1]
@@ -447,7 +510,7 @@ def train_experiment(
     torch.manual_seed(settings.seed)  # model initialisation
     model = build_model(model_name, len(classes), init, weights_file, input_size=size)
     n_params = trainable_parameters(model)
-    log.info("%s: %d trainable parameters; device %s", model_name, n_params, resolve_device(settings.device))
+    log.info("%s: %d trainable parameters; device %s, %d CPU threads", model_name, n_params, resolve_device(settings.device), torch.get_num_threads())
     result = fit(
         model, compact_tensor(train_np), torch.from_numpy(train_y), compact_tensor(val_np), torch.from_numpy(val_y),
         settings, len(classes), resume_dir=out / "resume", fingerprint={"experiment": experiment, "classes": list(classes),

@@ -2,7 +2,9 @@
 
 One job per experiment {model}-{init}-{split} (config experiments). Training keeps a resume
 checkpoint in results/models/{experiment}/resume/ (not an output, so it survives a killed
-job and a restarted job continues from it).
+job and a restarted job continues from it). train_model and evaluate_model run on
+training.threads CPU threads (torch's intra-op threads; the patches are in-memory tensors,
+so there are no data-loading workers).
 """
 
 
@@ -29,6 +31,7 @@ rule train_model:
         "logs/training/{experiment}.log",
     conda:
         "../../envs/temvirus.yaml"
+    threads: config["training"]["threads"]
     resources:
         gpu=gpu_request,
     params:
@@ -69,6 +72,7 @@ rule evaluate_model:
         "logs/training/evaluate_{experiment}.log",
     conda:
         "../../envs/temvirus.yaml"
+    threads: config["training"]["threads"]
     resources:
         gpu=gpu_request,
     params:
