@@ -61,13 +61,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
-    OUT, REPO, limit_threads, linear_fit, machine_info, maxrss_mib, peak_rss_mib, reset_peak_rss, rss_mib, run_worker,
-    summary, write_result,
-)  # fmt: skip
-
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from _common import (  # noqa: E402
+    OUT,
+    REPO,
+    limit_threads,
+    linear_fit,
+    machine_info,
+    maxrss_mib,
+    peak_rss_mib,
+    reset_peak_rss,
+    rss_mib,
+    run_worker,
+    summary,
+    write_result,
+)
 
 PATHS = ("project", "pil", "pil_plain", "full")
 QUICK_CLASSES = ["Adenovirus", "Ebola", "Orf"]
@@ -98,17 +107,32 @@ def ensure_dataset(args) -> tuple[Path, Path]:
     if args.quick:  # 3 classes x 4 images, binned frames: seconds
         scale, binning, classes, base = 0.03, 2, QUICK_CLASSES, OUT / "data" / "quick"
     else:
-        scale, binning, classes, base = args.scale, args.binning, None, OUT / "data" / f"synthetic-s{args.scale:g}-b{args.binning}"
+        scale, binning, classes, base = (
+            args.scale,
+            args.binning,
+            None,
+            OUT / "data" / f"synthetic-s{args.scale:g}-b{args.binning}",
+        )
     root = base / "raw"
     stamp, generator = base / "generator.sha256", sha256_file(REPO / "src" / "temvirus" / "synth.py")
     if (root / "train").is_dir() and (not stamp.is_file() or stamp.read_text().strip() != generator):
         print(f"{root} was made by another version of temvirus/synth.py: generating it again", flush=True)
         shutil.rmtree(base)
     if not (root / "train").is_dir():
-        print(f"generating the synthetic dataset (scale {scale:g}, binning {binning}) into {root} (once) ...", flush=True)
+        print(
+            f"generating the synthetic dataset (scale {scale:g}, binning {binning}) into {root} (once) ...", flush=True
+        )
         started = time.perf_counter()
-        generate_dataset(root, base / "truth.csv", table1=table1, scale=scale, seed=int(params["seed"]),
-                         overlaps=0 if args.quick else int(params["overlaps"]), binning=binning, classes=classes)  # fmt: skip
+        generate_dataset(
+            root,
+            base / "truth.csv",
+            table1=table1,
+            scale=scale,
+            seed=int(params["seed"]),
+            overlaps=0 if args.quick else int(params["overlaps"]),
+            binning=binning,
+            classes=classes,
+        )
         stamp.write_text(generator + "\n")
         print(f"  generated in {time.perf_counter() - started:.0f} s", flush=True)
     return root, base
@@ -142,7 +166,9 @@ def subset_split(images_csv: Path, fraction: float, seed: int, out_csv: Path) ->
         order = rng(seed, "benchmark-subset", cls).permutation(len(rows))
         keep += list(rows.image_id.iloc[order[: max(1, math.ceil(fraction * len(rows)))]])
     chosen = images[images.image_id.isin(keep)]
-    split = chosen[["image_id", "class", "n_particles", "folder_split"]].assign(overlap_group=chosen.image_id, split=chosen.folder_split)
+    split = chosen[["image_id", "class", "n_particles", "folder_split"]].assign(
+        overlap_group=chosen.image_id, split=chosen.folder_split
+    )
     write_csv(out_csv, split.sort_values("image_id", ignore_index=True))
     return out_csv
 
@@ -199,7 +225,9 @@ def pil_plain_image(pixels: np.ndarray, pixel_size_nm: float, centres_nm: np.nda
 
     height, width = pixels.shape
     image = Image.fromarray(pixels.astype(np.float32))  # mode F
-    rescaled = np.asarray(image.resize((rescaled_size(width, pixel_size_nm), rescaled_size(height, pixel_size_nm)), Image.LANCZOS))
+    rescaled = np.asarray(
+        image.resize((rescaled_size(width, pixel_size_nm), rescaled_size(height, pixel_size_nm)), Image.LANCZOS)
+    )
     return crop_patches(rescaled, centres_nm, int(pixels.min()), int(pixels.max()))
 
 
@@ -240,7 +268,9 @@ def patched(path: str, calls: list | None = None):
         patches.extract_image = original
 
 
-def run_extraction(path: str, split_csv: Path, images_csv: Path, particles_csv: Path, root: Path, out_dir: Path) -> dict:
+def run_extraction(
+    path: str, split_csv: Path, images_csv: Path, particles_csv: Path, root: Path, out_dir: Path
+) -> dict:
     """One timed pass of the dataset-level extraction with ``path``'s resampling."""
     import logging
 
@@ -254,7 +284,13 @@ def run_extraction(path: str, split_csv: Path, images_csv: Path, particles_csv: 
         wall, cpu = time.perf_counter(), time.process_time()
         table = extract_patches(split_csv, images_csv, particles_csv, root, out_dir / "patches.csv", arrays)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return {"seconds": wall, "cpu_seconds": cpu, "n_patches": len(table), "n_images": int(table.image_id.nunique()), "calls": calls}
+    return {
+        "seconds": wall,
+        "cpu_seconds": cpu,
+        "n_patches": len(table),
+        "n_images": int(table.image_id.nunique()),
+        "calls": calls,
+    }
 
 
 #: pixel-size bins (nm) of the per-image breakdown
@@ -296,7 +332,9 @@ def warm_page_cache(root: Path, images_csv: Path, split_csv: Path) -> dict:
 
 
 def compare(args, root: Path, cache: Path, images_csv: Path, particles_csv: Path) -> dict:
-    split_csv = subset_split(images_csv, args.compare_fraction, args.seed, cache / f"split_{args.compare_fraction:g}.csv")
+    split_csv = subset_split(
+        images_csv, args.compare_fraction, args.seed, cache / f"split_{args.compare_fraction:g}.csv"
+    )
     warm = warm_page_cache(root, images_csv, split_csv)
     print(f"  page cache warmed: {warm['n_files']} files, {warm['mib']:.0f} MiB in {warm['seconds']:.1f} s", flush=True)
     paths = ["project", *args.baselines]
@@ -306,10 +344,19 @@ def compare(args, root: Path, cache: Path, images_csv: Path, particles_csv: Path
         for path in order:
             result = run_extraction(path, split_csv, images_csv, particles_csv, root, OUT / "tmp" / "compare" / path)
             times[path].append(result)
-            print(f"  repeat {r + 1}/{args.repeats} {path:8s} {result['seconds']:8.2f} s  {result['n_patches'] / result['seconds']:8.1f} patches/s", flush=True)
+            print(
+                f"  repeat {r + 1}/{args.repeats} {path:8s} {result['seconds']:8.2f} s  {result['n_patches'] / result['seconds']:8.1f} patches/s",
+                flush=True,
+            )
     n_patches, n_images = times["project"][0]["n_patches"], times["project"][0]["n_images"]
-    out = {"fraction": args.compare_fraction, "n_images": n_images, "n_patches": n_patches, "repeats": args.repeats,
-           "page_cache_warm_up": warm, "paths": {}}  # fmt: skip
+    out = {
+        "fraction": args.compare_fraction,
+        "n_images": n_images,
+        "n_patches": n_patches,
+        "repeats": args.repeats,
+        "page_cache_warm_up": warm,
+        "paths": {},
+    }
     for path in paths:
         seconds = [t["seconds"] for t in times[path]]
         out["paths"][path] = {
@@ -352,12 +399,17 @@ def agreement(baselines: list[str], split_csv: Path, images_csv: Path, particles
     margin = np.ceil(3 * np.maximum(px, 1.0)) + 1
     top = np.floor(table.y_nm - PATCH_SIZE / 2 + 0.5)
     left = np.floor(table.x_nm - PATCH_SIZE / 2 + 0.5)
-    interior = ((top >= margin) & (left >= margin) & (top + PATCH_SIZE <= height - margin) & (left + PATCH_SIZE <= width - margin)).to_numpy()
+    interior = (
+        (top >= margin)
+        & (left >= margin)
+        & (top + PATCH_SIZE <= height - margin)
+        & (left + PATCH_SIZE <= width - margin)
+    ).to_numpy()
     result = {"n_patches": len(table), "n_interior": int(interior.sum())}
     for base in baselines:
         hist = {"all": np.zeros(1, dtype=np.int64), "interior": np.zeros(1, dtype=np.int64)}
 
-        def add(where: str, diff: np.ndarray) -> None:
+        def add(where: str, diff: np.ndarray, hist: dict = hist) -> None:
             counts = np.bincount(diff.ravel())
             if len(counts) > len(hist[where]):
                 hist[where] = np.pad(hist[where], (0, len(counts) - len(hist[where])))
@@ -410,18 +462,29 @@ def worker(args) -> None:
 
     reset_peak_rss()  # ru_maxrss would include the parent's RSS at fork time
     limit_threads(args.threads)
-    import temvirus.patches  # noqa: F401  (imports counted in the baseline RSS)
     from PIL import Image  # noqa: F401
+
+    import temvirus.patches  # noqa: F401  (imports counted in the baseline RSS)
 
     root, cache = Path(args.worker_root), Path(args.worker_cache)
     images_csv, particles_csv = cache / "images.csv", cache / "particles.csv"
     split_csv = subset_split(images_csv, args.fraction, args.seed, cache / f"split_{args.fraction:g}.csv")
     rss_before = rss_mib()
     with AnonPeak() as anon:
-        result = run_extraction(args.worker, split_csv, images_csv, particles_csv, root, OUT / "tmp" / "sweep" / args.worker)
+        result = run_extraction(
+            args.worker, split_csv, images_csv, particles_csv, root, OUT / "tmp" / "sweep" / args.worker
+        )
     result.pop("calls")
-    result.update({"path": args.worker, "fraction": args.fraction, "peak_rss_mib": peak_rss_mib(), "ru_maxrss_mib": maxrss_mib(),
-                   "rss_before_mib": rss_before, "peak_anon_mib": anon.peak_mib})  # fmt: skip
+    result.update(
+        {
+            "path": args.worker,
+            "fraction": args.fraction,
+            "peak_rss_mib": peak_rss_mib(),
+            "ru_maxrss_mib": maxrss_mib(),
+            "rss_before_mib": rss_before,
+            "peak_anon_mib": anon.peak_mib,
+        }
+    )
     print(json.dumps(result))
 
 
@@ -432,16 +495,36 @@ def sweep(args, root: Path, cache: Path) -> dict:
         largest = subset_split(images_csv, max(args.fractions), args.seed, cache / f"split_{max(args.fractions):g}.csv")
         warm = warm_page_cache(root, images_csv, largest)
         out["page_cache_warm_up"] = warm
-        print(f"  page cache warmed: {warm['n_files']} files, {warm['mib']:.0f} MiB in {warm['seconds']:.1f} s", flush=True)
+        print(
+            f"  page cache warmed: {warm['n_files']} files, {warm['mib']:.0f} MiB in {warm['seconds']:.1f} s",
+            flush=True,
+        )
     for path in args.sweep_paths:
         points = []
         for fraction in args.fractions:
-            point = run_worker([str(Path(__file__).resolve()), "--worker", path, "--worker-root", str(root),
-                                "--worker-cache", str(cache), "--fraction", str(fraction), "--seed", str(args.seed),
-                                "--threads", str(args.threads)])  # fmt: skip
+            point = run_worker(
+                [
+                    str(Path(__file__).resolve()),
+                    "--worker",
+                    path,
+                    "--worker-root",
+                    str(root),
+                    "--worker-cache",
+                    str(cache),
+                    "--fraction",
+                    str(fraction),
+                    "--seed",
+                    str(args.seed),
+                    "--threads",
+                    str(args.threads),
+                ]
+            )
             points.append(point)
-            print(f"  sweep {path:8s} {fraction:5.0%}: {point['n_images']:5d} images {point['n_patches']:6d} patches "
-                  f"{point['seconds']:8.2f} s  peak RSS {point['peak_rss_mib']:7.0f} MiB  peak anon {point['peak_anon_mib']:7.0f} MiB", flush=True)  # fmt: skip
+            print(
+                f"  sweep {path:8s} {fraction:5.0%}: {point['n_images']:5d} images {point['n_patches']:6d} patches "
+                f"{point['seconds']:8.2f} s  peak RSS {point['peak_rss_mib']:7.0f} MiB  peak anon {point['peak_anon_mib']:7.0f} MiB",
+                flush=True,
+            )
         fit = linear_fit([p["n_patches"] for p in points], [p["seconds"] for p in points])
         fit_cpu = linear_fit([p["n_patches"] for p in points], [p["cpu_seconds"] for p in points])
         out[path] = {
@@ -449,10 +532,17 @@ def sweep(args, root: Path, cache: Path) -> dict:
             "fit_seconds_vs_patches": fit,
             "fit_cpu_seconds_vs_patches": fit_cpu,
             "seconds_per_patch": fit["slope"],
-            "memory_fit_peak_rss_mib_vs_patches": linear_fit([p["n_patches"] for p in points], [p["peak_rss_mib"] for p in points]),
-            "memory_fit_anon_mib_vs_patches": linear_fit([p["n_patches"] for p in points], [p["peak_anon_mib"] for p in points]),
+            "memory_fit_peak_rss_mib_vs_patches": linear_fit(
+                [p["n_patches"] for p in points], [p["peak_rss_mib"] for p in points]
+            ),
+            "memory_fit_anon_mib_vs_patches": linear_fit(
+                [p["n_patches"] for p in points], [p["peak_anon_mib"] for p in points]
+            ),
         }
-        print(f"  fit {path}: {fit['slope'] * 1e3:.2f} ms/patch + {fit['intercept']:.2f} s, R^2 = {fit['r2']:.4f}", flush=True)
+        print(
+            f"  fit {path}: {fit['slope'] * 1e3:.2f} ms/patch + {fit['intercept']:.2f} s, R^2 = {fit['r2']:.4f}",
+            flush=True,
+        )
     return out
 
 
@@ -460,18 +550,32 @@ def sweep(args, root: Path, cache: Path) -> dict:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="tiny dataset, 1 repeat, 2 sweep points (smoke test)")
     parser.add_argument("--data", help="a raw-layout folder to use instead of the synthetic data")
     parser.add_argument("--scale", type=float, default=1.0, help="synthetic dataset scale (1 = Table 1's counts)")
-    parser.add_argument("--binning", type=int, default=1, choices=(1, 2), help="synthetic camera binning (1 = the paper's frame sizes)")
-    parser.add_argument("--compare-fraction", type=float, default=0.05, help="fraction of images per class in the comparison")
+    parser.add_argument(
+        "--binning", type=int, default=1, choices=(1, 2), help="synthetic camera binning (1 = the paper's frame sizes)"
+    )
+    parser.add_argument(
+        "--compare-fraction", type=float, default=0.05, help="fraction of images per class in the comparison"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baselines", default="pil,pil_plain,full", help="comma list of pil, pil_plain, full")
-    parser.add_argument("--fractions", default="0.1,0.25,0.5,1.0", help="scaling points (fractions of images per class)")
-    parser.add_argument("--sweep-paths", default="project", help="comma list of project, pil, pil_plain, full for the scaling sweep ('' = none)")
+    parser.add_argument(
+        "--fractions", default="0.1,0.25,0.5,1.0", help="scaling points (fractions of images per class)"
+    )
+    parser.add_argument(
+        "--sweep-paths",
+        default="project",
+        help="comma list of project, pil, pil_plain, full for the scaling sweep ('' = none)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the subset choice")
-    parser.add_argument("--threads", type=int, default=1, help="BLAS threads (Snakemake gives the patches job 1; 0 = library default)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="BLAS threads (Snakemake gives the patches job 1; 0 = library default)"
+    )
     parser.add_argument("--out", default=str(OUT / "curation.json"))
     # internal: one scaling point in a fresh process
     parser.add_argument("--worker", choices=PATHS, help=argparse.SUPPRESS)
@@ -504,12 +608,19 @@ def main(argv=None) -> dict:
     result = {
         "benchmark": "curation",
         "machine": machine_info(),
-        "dataset": {"root": str(root), "n_images": len(images), "n_particles": int(images.n_particles.sum()),
-                    "pixel_size_nm": summary(images.pixel_size_nm.tolist()) | {"values": None}},  # fmt: skip
+        "dataset": {
+            "root": str(root),
+            "n_images": len(images),
+            "n_particles": int(images.n_particles.sum()),
+            "pixel_size_nm": summary(images.pixel_size_nm.tolist()) | {"values": None},
+        },
         "args": {k: v for k, v in vars(args).items() if not k.startswith("worker")},
     }
     print(f"dataset {root}: {len(images)} images, {int(images.n_particles.sum())} particles", flush=True)
-    print(f"comparison on {args.compare_fraction:.0%} of the images per class, {args.repeats} interleaved repeats:", flush=True)
+    print(
+        f"comparison on {args.compare_fraction:.0%} of the images per class, {args.repeats} interleaved repeats:",
+        flush=True,
+    )
     result["comparison"] = compare(args, root, cache, images_csv, particles_csv)
     print(f"scaling sweep {args.fractions} (fresh process each):", flush=True)
     result["scaling"] = sweep(args, root, cache)
@@ -531,21 +642,30 @@ def report(result: dict) -> None:
             line += f"; project is {sp['median']:.1f}x faster (range {sp['min']:.1f}-{sp['max']:.1f}, CPU time {stats['cpu_speedup_of_project']['median']:.1f}x)"
         print(line)
     for row in comp["by_pixel_size"]:
-        print(f"pixel size {row['pixel_size_nm']:>9s} nm: {row.get('n_images', 0):4d} images {row.get('n_patches', 0):5d} patches; seconds "
-              + ", ".join(f"{k[:-8]} {v:.2f}" for k, v in row.items() if k.endswith("_seconds"))
-              + "".join(f"; {k[:-13]}/project {v:.1f}x" for k, v in row.items() if k.endswith("_over_project")))  # fmt: skip
+        print(
+            f"pixel size {row['pixel_size_nm']:>9s} nm: {row.get('n_images', 0):4d} images {row.get('n_patches', 0):5d} patches; seconds "
+            + ", ".join(f"{k[:-8]} {v:.2f}" for k, v in row.items() if k.endswith("_seconds"))
+            + "".join(f"; {k[:-13]}/project {v:.1f}x" for k, v in row.items() if k.endswith("_over_project"))
+        )
     for base, agree in comp["agreement"].items():
         if isinstance(agree, dict):
             for where, s in agree.items():
                 if s:
-                    print(f"agreement project vs {base} ({where}): max |diff| {s['max_abs_diff']} grey levels, p99 {s['p99_abs_diff']:.1f}, "
-                          f"mean {s['mean_abs_diff']:.3f}, identical {s['fraction_identical']:.1%}")  # fmt: skip
+                    print(
+                        f"agreement project vs {base} ({where}): max |diff| {s['max_abs_diff']} grey levels, p99 {s['p99_abs_diff']:.1f}, "
+                        f"mean {s['mean_abs_diff']:.3f}, identical {s['fraction_identical']:.1%}"
+                    )
     for path, sweep_ in result["scaling"].items():
         if path == "page_cache_warm_up":
             continue
         fit = sweep_["fit_seconds_vs_patches"]
-        print(f"scaling {path}: {fit['slope'] * 1e3:.2f} ms/patch, R^2 {fit['r2']:.4f}; peak RSS "
-              + ", ".join(f"{p['fraction']:.0%}: {p['peak_rss_mib']:.0f} MiB (anon {p['peak_anon_mib']:.0f})" for p in sweep_["points"]))
+        print(
+            f"scaling {path}: {fit['slope'] * 1e3:.2f} ms/patch, R^2 {fit['r2']:.4f}; peak RSS "
+            + ", ".join(
+                f"{p['fraction']:.0%}: {p['peak_rss_mib']:.0f} MiB (anon {p['peak_anon_mib']:.0f})"
+                for p in sweep_["points"]
+            )
+        )
 
 
 if __name__ == "__main__":

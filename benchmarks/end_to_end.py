@@ -50,9 +50,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import OUT, REPO, machine_info, write_result  # noqa: E402
 
 sys.path.insert(0, str(REPO / "tests"))
-from conftest import snakemake_cmd  # noqa: E402  (the tests' way to run the workflow in a scratch workdir)
-
 import yaml  # noqa: E402
+from conftest import snakemake_cmd  # noqa: E402  (the tests' way to run the workflow in a scratch workdir)
 
 RULE_LINE = re.compile(r"^(?:local)?rule (\w+):\s*$")
 FIELD_LINE = re.compile(r"^\s+(\w+): (.*)$")
@@ -97,7 +96,15 @@ def parse_jobs(log: str) -> list[dict]:
     for jobid, job in sorted(jobs.items()):
         end = finished.get(jobid)
         seconds = (end - job["started"]).total_seconds() if end and job["started"] else None
-        out.append({"rule": job["rule"], "jobid": jobid, "wildcards": job["wildcards"], "reason": job["reason"], "seconds": seconds})
+        out.append(
+            {
+                "rule": job["rule"],
+                "jobid": jobid,
+                "wildcards": job["wildcards"],
+                "reason": job["reason"],
+                "seconds": seconds,
+            }
+        )
     return out
 
 
@@ -116,7 +123,9 @@ def run_snakemake(workdir: Path, args: list[str], log_path: Path, cores: int, ti
     """Run the workflow command in ``workdir``; returns wall time, return code and the jobs it announced."""
     cmd = snakemake_cmd(workdir, *args)
     cmd[cmd.index("--cores") + 1] = str(cores)
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")  # as `make run`
+    env = dict(
+        os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    )  # as `make run`
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
     seconds = time.perf_counter() - started
@@ -126,8 +135,14 @@ def run_snakemake(workdir: Path, args: list[str], log_path: Path, cores: int, ti
     if proc.returncode != 0:
         raise RuntimeError(f"snakemake failed ({proc.returncode}), see {log_path}:\n{log[-4000:]}")
     jobs = parse_jobs(log)
-    return {"command": cmd, "seconds": seconds, "log": str(log_path), "jobs": jobs, "job_counts": counts(jobs),
-            "n_jobs": sum(1 for j in jobs if j["rule"] not in TARGET_RULES)}  # fmt: skip
+    return {
+        "command": cmd,
+        "seconds": seconds,
+        "log": str(log_path),
+        "jobs": jobs,
+        "job_counts": counts(jobs),
+        "n_jobs": sum(1 for j in jobs if j["rule"] not in TARGET_RULES),
+    }
 
 
 # ----------------------------------------------------------------------------- the overlay
@@ -145,7 +160,11 @@ def lr_overlay(experiment: str, factor: float) -> tuple[dict, dict]:
     old_lr = float(resolve_training(config["training"], entry)["lr"])
     new_lr = old_lr * factor
     experiments = [dict(e, lr=new_lr) if e is entry else e for e in config["experiments"]]
-    return {"experiments": experiments}, {"key": f"experiments[{experiment_name(entry)}].lr", "old": old_lr, "new": new_lr}
+    return {"experiments": experiments}, {
+        "key": f"experiments[{experiment_name(entry)}].lr",
+        "old": old_lr,
+        "new": new_lr,
+    }
 
 
 def check_rerun(ran: list[dict], allowed: list[dict] | None, experiment: str) -> dict:
@@ -176,16 +195,26 @@ def first_experiment() -> str:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="dry runs only (seconds): DAG, overlay validity, jobs it would run")
-    parser.add_argument("--experiment", default=first_experiment(), help="the model whose learning rate changes (default: the config's first)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="dry runs only (seconds): DAG, overlay validity, jobs it would run"
+    )
+    parser.add_argument(
+        "--experiment",
+        default=first_experiment(),
+        help="the model whose learning rate changes (default: the config's first)",
+    )
     parser.add_argument("--lr-factor", type=float, default=0.5, help="new lr = old lr * factor")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--workdir", default=str(OUT / "e2e" / "work"), help="scratch workdir (emptied first)")
     parser.add_argument("--from-workdir", help="copy this finished run instead of timing a full run")
     parser.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per snakemake command")
     parser.add_argument("--no-rerun", action="store_true", help="stop after the full run (wall time and test figures)")
-    parser.add_argument("--allow-extra-jobs", action="store_true", help="exit 0 even when jobs of other models re-ran (default: exit 1)")
+    parser.add_argument(
+        "--allow-extra-jobs", action="store_true", help="exit 0 even when jobs of other models re-ran (default: exit 1)"
+    )
     parser.add_argument("--out", default=str(OUT / "end_to_end.json"))
     return parser.parse_args(argv)
 
@@ -200,16 +229,30 @@ def main(argv=None) -> dict:
     overlay_path = workdir.parent / "lr_overlay.yaml"
     overlay_path.parent.mkdir(parents=True, exist_ok=True)
     overlay_path.write_text(yaml.safe_dump(overlay, sort_keys=False))
-    result = {"benchmark": "end_to_end", "machine": machine_info(), "args": vars(args), "lr_change": change, "overlay": overlay}
+    result = {
+        "benchmark": "end_to_end",
+        "machine": machine_info(),
+        "args": vars(args),
+        "lr_change": change,
+        "overlay": overlay,
+    }
     print(f"lr change: {change['key']} {change['old']} -> {change['new']}", flush=True)
     config_args = ["--configfile", str(REPO / "config" / "config.yaml"), str(overlay_path)]
 
     if args.quick:
         dry = run_snakemake(workdir, ["--dry-run"], logs / "dry_full.log", args.cores, args.timeout)
-        dry_overlay = run_snakemake(workdir, ["--dry-run", *config_args], logs / "dry_overlay.log", args.cores, args.timeout)
+        dry_overlay = run_snakemake(
+            workdir, ["--dry-run", *config_args], logs / "dry_overlay.log", args.cores, args.timeout
+        )
         result["dry_run"] = {"n_jobs": dry["n_jobs"], "job_counts": dry["job_counts"], "seconds": dry["seconds"]}
-        result["dry_run_overlay"] = {"n_jobs": dry_overlay["n_jobs"], "job_counts": dry_overlay["job_counts"], "seconds": dry_overlay["seconds"]}
-        print(f"dry run: {dry['n_jobs']} jobs {dry['job_counts']} ({dry['seconds']:.1f} s); with the overlay: {dry_overlay['n_jobs']} jobs")
+        result["dry_run_overlay"] = {
+            "n_jobs": dry_overlay["n_jobs"],
+            "job_counts": dry_overlay["job_counts"],
+            "seconds": dry_overlay["seconds"],
+        }
+        print(
+            f"dry run: {dry['n_jobs']} jobs {dry['job_counts']} ({dry['seconds']:.1f} s); with the overlay: {dry_overlay['n_jobs']} jobs"
+        )
     else:
         if args.from_workdir:
             shutil.copytree(args.from_workdir, workdir, symlinks=True)  # keeps mtimes and .snakemake metadata
@@ -226,9 +269,16 @@ def main(argv=None) -> dict:
         result["noop"] = noop
         print(f"no-op rerun: {noop['seconds']:.1f} s, {noop['n_jobs']} jobs", flush=True)
         target = f"results/models/{args.experiment}/best.pt"
-        downstream = run_snakemake(workdir, ["--dry-run", "--forcerun", target], logs / "dry_downstream.log", args.cores, args.timeout)
-        result["downstream_of_model"] = {"forcerun": target, "jobs": sorted(job_key(j) for j in downstream["jobs"] if j["rule"] not in TARGET_RULES)}
-        predicted = run_snakemake(workdir, ["--dry-run", *config_args], logs / "dry_rerun.log", args.cores, args.timeout)
+        downstream = run_snakemake(
+            workdir, ["--dry-run", "--forcerun", target], logs / "dry_downstream.log", args.cores, args.timeout
+        )
+        result["downstream_of_model"] = {
+            "forcerun": target,
+            "jobs": sorted(job_key(j) for j in downstream["jobs"] if j["rule"] not in TARGET_RULES),
+        }
+        predicted = run_snakemake(
+            workdir, ["--dry-run", *config_args], logs / "dry_rerun.log", args.cores, args.timeout
+        )
         rerun = run_snakemake(workdir, config_args, logs / "rerun.log", args.cores, args.timeout)
         result["rerun"] = rerun
         result["rerun_predicted_jobs"] = predicted["job_counts"]
@@ -239,7 +289,9 @@ def main(argv=None) -> dict:
     report(result)
     print(f"wrote {path}")
     if not args.allow_extra_jobs and result.get("rerun_check", {}).get("only_that_model_ran") is False:
-        raise SystemExit("FAIL: the lr change of one experiment re-ran other experiments' jobs (JSON written; --allow-extra-jobs to exit 0)")
+        raise SystemExit(
+            "FAIL: the lr change of one experiment re-ran other experiments' jobs (JSON written; --allow-extra-jobs to exit 0)"
+        )
     return result
 
 
@@ -254,23 +306,37 @@ def table2_rows(workdir: Path) -> list[dict]:
 def report(result: dict) -> None:
     print("\n== end to end ==")
     if "dry_run" in result:
-        print(f"dry run of the default workflow: {result['dry_run']['n_jobs']} jobs; with the lr overlay: {result['dry_run_overlay']['n_jobs']} jobs")
+        print(
+            f"dry run of the default workflow: {result['dry_run']['n_jobs']} jobs; with the lr overlay: {result['dry_run_overlay']['n_jobs']} jobs"
+        )
         return
     full = result.get("full")
     if full:
-        print(f"full run (`make run` command, --cores {result['args']['cores']}): {full['seconds']:.1f} s, {full['n_jobs']} jobs")
+        print(
+            f"full run (`make run` command, --cores {result['args']['cores']}): {full['seconds']:.1f} s, {full['n_jobs']} jobs"
+        )
         slow = sorted((j for j in full["jobs"] if j["seconds"] is not None), key=lambda j: -j["seconds"])[:5]
         print("  slowest jobs: " + ", ".join(f"{job_key(j)} {j['seconds']:.0f} s" for j in slow))
-        print(f"  load average at start {result['machine']['load_average_at_start']}, at end {result['machine']['load_average_at_end']}")
+        print(
+            f"  load average at start {result['machine']['load_average_at_start']}, at end {result['machine']['load_average_at_end']}"
+        )
     for row in result.get("table2", []):
-        print(f"  {row['experiment']}: accuracy {row['accuracy']:.3f}, macro-F1 {row['f1_macro']:.3f} on {row['n_test']} test patches")
+        print(
+            f"  {row['experiment']}: accuracy {row['accuracy']:.3f}, macro-F1 {row['f1_macro']:.3f} on {row['n_test']} test patches"
+        )
     if "noop" not in result:
         return
     print(f"no-op rerun: {result['noop']['seconds']:.1f} s, {result['noop']['n_jobs']} jobs")
     check = result["rerun_check"]
-    print(f"rerun after changing {result['lr_change']['key']}: {result['rerun']['seconds']:.1f} s, {check['n_jobs']} jobs: {', '.join(check['jobs'])}")
+    print(
+        f"rerun after changing {result['lr_change']['key']}: {result['rerun']['seconds']:.1f} s, {check['n_jobs']} jobs: {', '.join(check['jobs'])}"
+    )
     print(f"  train_model ran for: {check['train_model_ran_for']}")
-    verdict = "PASS: only that model's jobs (and their aggregates) ran" if check.get("only_that_model_ran") else f"FAIL: jobs outside that model's downstream ran: {check.get('extra_jobs')}"
+    verdict = (
+        "PASS: only that model's jobs (and their aggregates) ran"
+        if check.get("only_that_model_ran")
+        else f"FAIL: jobs outside that model's downstream ran: {check.get('extra_jobs')}"
+    )
     print(f"  {verdict}")
 
 

@@ -57,9 +57,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import OUT, REPO, machine_info  # noqa: E402
-
 import numpy as np  # noqa: E402
+from _common import OUT, REPO, machine_info  # noqa: E402
 
 GPUCHECK = REPO / ".gpucheck"
 DEFAULT_DATA = GPUCHECK / "real_crops.npz"
@@ -87,7 +86,9 @@ def downsample(x: np.ndarray, factor: int, chunk: int = 256) -> np.ndarray:
     out = np.empty((n, s // factor, s // factor), dtype=x.dtype)
     for start in range(0, n, chunk):
         block = np.asarray(x[start : start + chunk], dtype=np.float32)
-        out[start : start + chunk] = np.rint(block.reshape(len(block), s // factor, factor, s // factor, factor).mean((2, 4)))
+        out[start : start + chunk] = np.rint(
+            block.reshape(len(block), s // factor, factor, s // factor, factor).mean((2, 4))
+        )
     return out
 
 
@@ -97,8 +98,11 @@ def link_subset(crops: Path, dest: Path, per_class: int) -> Path:
         for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
             images = sorted(p for p in class_dir.iterdir() if p.is_file() and not p.name.startswith("."))[:per_class]
             for image in images:
-                for source in (image, class_dir / "particle_positions" / f"{image.stem}_particlepositions.txt",
-                               class_dir / "tags" / f"{image.name}_tags.csv"):  # fmt: skip
+                for source in (
+                    image,
+                    class_dir / "particle_positions" / f"{image.stem}_particlepositions.txt",
+                    class_dir / "tags" / f"{image.name}_tags.csv",
+                ):
                     if source.exists():
                         target = dest / source.relative_to(crops)
                         target.parent.mkdir(parents=True, exist_ok=True)
@@ -116,12 +120,20 @@ def cut_crops(crops: Path, work: Path, images_per_class: int | None) -> Path:
     images, particles = read_dataset(crops, hash_files=False)
     images.to_csv(work / "images.csv", index=False)
     particles.to_csv(work / "particles.csv", index=False)
-    split = images[["image_id", "class", "n_particles", "folder_split"]].assign(overlap_group=images.image_id, split=images.folder_split)
+    split = images[["image_id", "class", "n_particles", "folder_split"]].assign(
+        overlap_group=images.image_id, split=images.folder_split
+    )
     split.to_csv(work / "split.csv", index=False)
     folder = work / "patches"
     folder.mkdir()
-    extract_patches(work / "split.csv", work / "images.csv", work / "particles.csv", crops, folder / "patches.csv",
-                    {s: folder / f"{s}.npy" for s in SUBSETS})  # fmt: skip
+    extract_patches(
+        work / "split.csv",
+        work / "images.csv",
+        work / "particles.csv",
+        crops,
+        folder / "patches.csv",
+        {s: folder / f"{s}.npy" for s in SUBSETS},
+    )
     return folder
 
 
@@ -141,8 +153,12 @@ def paper_recipe() -> dict:
         base[key] = {**base.get(key, {}), **paper.get(key, {})}
     seed = paper.get("seed", base["seed"])
     training = resolve_training(base["training"], {"model": "custom", "init": "scratch", "split": "given"})
-    return {"training": training, "per_class": base["augment"]["per_class"], "seed": seed,
-            "classes": list(base["classes"]["classification"])}  # fmt: skip
+    return {
+        "training": training,
+        "per_class": base["augment"]["per_class"],
+        "seed": seed,
+        "classes": list(base["classes"]["classification"]),
+    }
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -208,23 +224,33 @@ def prepare(args) -> dict:
             arrays[f"{subset}_patch_id"] = rows["patch_id"].to_numpy(str)
             counts[subset] = rows.groupby("class").size().reindex(classes, fill_value=0).astype(int).to_dict()
     manifest = {
-        "source": source, "split": "given (the crops' folders)", "classes": classes, "counts": counts,
-        "patch_size_px": int(arrays["train_x"].shape[-1]), "downsample": args.downsample,
-        "nm_per_px": float(args.downsample), "dtype": str(arrays["train_x"].dtype),
+        "source": source,
+        "split": "given (the crops' folders)",
+        "classes": classes,
+        "counts": counts,
+        "patch_size_px": int(arrays["train_x"].shape[-1]),
+        "downsample": args.downsample,
+        "nm_per_px": float(args.downsample),
+        "dtype": str(arrays["train_x"].dtype),
         "what": "unaugmented patches (the workflow's patcher), area-averaged by `downsample`, with class indices and patch ids",
-        "recipe": recipe, "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }  # fmt: skip
+        "recipe": recipe,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     arrays["manifest"] = np.array(json.dumps(manifest))
     started = time.perf_counter()
     write_npz(data, arrays)
     mib = data.stat().st_size / 2**20
     if mib > args.max_mib:
         data.unlink()
-        raise SystemExit(f"{data}: {mib:.1f} MiB is over --max-mib {args.max_mib} (64 MiB travel in all): raise --downsample")
+        raise SystemExit(
+            f"{data}: {mib:.1f} MiB is over --max-mib {args.max_mib} (64 MiB travel in all): raise --downsample"
+        )
     packages = zip_test_packages(Path(args.site_zip))
     total = sum(len(arrays[f"{s}_y"]) for s in SUBSETS)
-    print(f"wrote {data}: {mib:.1f} MiB in {time.perf_counter() - started:.0f} s; {total} patches "
-          f"{manifest['patch_size_px']} px ({manifest['dtype']}), classes {classes}")  # fmt: skip
+    print(
+        f"wrote {data}: {mib:.1f} MiB in {time.perf_counter() - started:.0f} s; {total} patches "
+        f"{manifest['patch_size_px']} px ({manifest['dtype']}), classes {classes}"
+    )
     for subset in SUBSETS:
         print(f"  {subset:10s} {sum(counts[subset].values()):5d}  {counts[subset]}")
     print(f"wrote {args.site_zip}: {Path(args.site_zip).stat().st_size / 2**20:.1f} MiB ({', '.join(packages)})")
@@ -237,7 +263,9 @@ def prepare(args) -> dict:
 def load_data(path: Path) -> tuple[dict, dict]:
     """The carried arrays and their manifest (see :func:`prepare`)."""
     if not path.is_file():
-        raise SystemExit(f"{path} not found: run `python benchmarks/gpu_check.py --prepare` first (and carry .gpucheck)")
+        raise SystemExit(
+            f"{path} not found: run `python benchmarks/gpu_check.py --prepare` first (and carry .gpucheck)"
+        )
     with np.load(path, allow_pickle=False) as npz:
         arrays = {k: np.array(npz[k]) for k in npz.files}  # writable copies (torch.from_numpy)
     return arrays, json.loads(str(arrays.pop("manifest")))
@@ -248,12 +276,22 @@ def stage_tests(args, out: Path) -> dict:
     import xml.etree.ElementTree as ET
 
     xml, log = out / "gpu_check_cuda_tests.xml", out / "gpu_check_cuda_tests.log"
-    code = (f"import sys; sys.path.append({str(SITE_ZIP)!r}); import pytest; "
-            f"raise SystemExit(pytest.main(['-m', 'cuda', '-p', 'no:cacheprovider', '-v', '-rs', '--junitxml', {str(xml)!r}, 'tests/test_cuda.py']))")  # fmt: skip
+    code = (
+        f"import sys; sys.path.append({str(SITE_ZIP)!r}); import pytest; "
+        f"raise SystemExit(pytest.main(['-m', 'cuda', '-p', 'no:cacheprovider', '-v', '-rs', '--junitxml', {str(xml)!r}, 'tests/test_cuda.py']))"
+    )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])))
     started = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=args.tests_timeout, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=args.tests_timeout,
+            check=False,
+        )
         output, returncode = proc.stdout + proc.stderr, proc.returncode
     except subprocess.TimeoutExpired as exc:
         output, returncode = f"{exc.stdout or ''}{exc.stderr or ''}\nTIMEOUT after {args.tests_timeout} s", "timeout"
@@ -286,12 +324,30 @@ def stage_throughput(args, classes: list[str], cuda: bool) -> dict:
     fmt = "tif" if importlib.util.find_spec("tifffile") else "png"
     models = "custom" if args.quick else "custom,densenet201"  # quick: one model, the same code path
     argv = ["--device", "cuda" if cuda else "cpu", "--models", models, "--format", fmt]
-    argv += (["--quick", "--workers", "1"] if args.quick else
-             ["--size", "256", "--batch-size", "64", "--n-samples", str(args.n_samples), "--workers", "16", "--repeats", str(args.repeats)])  # fmt: skip
+    argv += (
+        ["--quick", "--workers", "1"]
+        if args.quick
+        else [
+            "--size",
+            "256",
+            "--batch-size",
+            "64",
+            "--n-samples",
+            str(args.n_samples),
+            "--workers",
+            "16",
+            "--repeats",
+            str(args.repeats),
+        ]
+    )
     targs = training.parse_args(argv)
     x, y = training.make_patches(targs, classes)
     folder = training.write_image_folder(x, y, classes, fmt, training.data_dir(targs))
-    result = {"format": fmt, "args": {k: v for k, v in vars(targs).items() if not k.startswith(("memory_worker", "argv_for"))}, "models": {}}
+    result = {
+        "format": fmt,
+        "args": {k: v for k, v in vars(targs).items() if not k.startswith(("memory_worker", "argv_for"))},
+        "models": {},
+    }
     for model_name in targs.models:
         r = training.bench_model(targs, model_name, x, y, folder, classes)
         if cuda:  # peak memory per method, each in a fresh process
@@ -319,8 +375,15 @@ def balanced_train(arrays: dict, classes: list[str], per_class: int, seed: int) 
     train = pd.DataFrame({"patch_id": ids, "class": [classes[k] for k in arrays["train_y"]]})
     table = plan(train, classes, per_class, seed)
     row_of = {pid: i for i, pid in enumerate(ids)}
-    x = np.stack([apply_transform(arrays["train_x"][row_of[pid]], t) for pid, t in zip(table.source_patch_id, table["transform"])])
-    y = np.array(table["class"].map({c: i for i, c in enumerate(classes)}), dtype=np.int64)  # writable (pandas 3 views are not)
+    x = np.stack(
+        [
+            apply_transform(arrays["train_x"][row_of[pid]], t)
+            for pid, t in zip(table.source_patch_id, table["transform"])
+        ]
+    )
+    y = np.array(
+        table["class"].map({c: i for i, c in enumerate(classes)}), dtype=np.int64
+    )  # writable (pandas 3 views are not)
     return x, y
 
 
@@ -335,7 +398,12 @@ def stage_real(args, arrays: dict, manifest: dict, device: str, deadline: float)
     recipe, classes = manifest["recipe"], manifest["classes"]
     per_class = args.per_class or recipe["per_class"]
     x, y = balanced_train(arrays, classes, per_class, recipe["seed"])
-    tensors = (compact_tensor(x), torch.from_numpy(y), compact_tensor(arrays["validation_x"]), torch.from_numpy(arrays["validation_y"]))
+    tensors = (
+        compact_tensor(x),
+        torch.from_numpy(y),
+        compact_tensor(arrays["validation_x"]),
+        torch.from_numpy(arrays["validation_y"]),
+    )
     size = x.shape[-1]
     settings = _settings(recipe, "custom-scratch-given", device)
 
@@ -343,8 +411,14 @@ def stage_real(args, arrays: dict, manifest: dict, device: str, deadline: float)
         torch.manual_seed(settings.seed)
         return build_model("custom", len(classes), "scratch", input_size=size)
 
-    out = {"n_train_balanced": len(y), "per_class": per_class, "n_validation": len(arrays["validation_y"]), "n_test": len(arrays["test_y"]),
-           "patch_size_px": size, "nm_per_px": manifest["nm_per_px"]}  # fmt: skip
+    out = {
+        "n_train_balanced": len(y),
+        "per_class": per_class,
+        "n_validation": len(arrays["validation_y"]),
+        "n_test": len(arrays["test_y"]),
+        "patch_size_px": size,
+        "nm_per_px": manifest["nm_per_px"],
+    }
     if args.real_epochs:
         epochs = args.real_epochs
     else:  # a 2-epoch warm-up run times a steady epoch (validation included)
@@ -355,29 +429,43 @@ def stage_real(args, arrays: dict, manifest: dict, device: str, deadline: float)
         out.update(warmup_epoch_seconds=warm.history["seconds"].tolist(), budget_seconds=round(budget, 1))
     settings = dataclasses.replace(settings, epochs=epochs)
     out["settings"] = dataclasses.asdict(settings)
-    print(f"  real crops: custom, {len(y)} balanced training patches {size} px, {epochs} epochs (patience {settings.patience})", flush=True)
+    print(
+        f"  real crops: custom, {len(y)} balanced training patches {size} px, {epochs} epochs (patience {settings.patience})",
+        flush=True,
+    )
     started = time.perf_counter()
     net = model()
     result = fit(net, *tensors, settings, len(classes))
     out["train_seconds"] = round(time.perf_counter() - started, 1)
     net.load_state_dict(result.best_state)
     dev = torch.device(device)
-    probs = predict(net.to(dev), compact_tensor(arrays["test_x"]), settings.batch_size, dev, amp=settings.amp, channels_last=settings.channels_last)
+    probs = predict(
+        net.to(dev),
+        compact_tensor(arrays["test_x"]),
+        settings.batch_size,
+        dev,
+        amp=settings.amp,
+        channels_last=settings.channels_last,
+    )
     stats = summary(confusion_matrix(arrays["test_y"], probs.argmax(1), len(classes)))
     seconds = result.history["seconds"]
     out.update(
-        epochs_run=len(result.history), best_epoch=result.best_epoch, best_val_f1_macro=result.best_metric,
-        epoch_seconds_median=float(seconds.median()), test_accuracy=float(stats["accuracy"]), test_f1_macro=float(stats["f1_macro"]),
+        epochs_run=len(result.history),
+        best_epoch=result.best_epoch,
+        best_val_f1_macro=result.best_metric,
+        epoch_seconds_median=float(seconds.median()),
+        test_accuracy=float(stats["accuracy"]),
+        test_f1_macro=float(stats["f1_macro"]),
         history=result.history.to_dict(orient="list"),
-    )  # fmt: skip
+    )
     return out
 
 
 def stage_paper_scale(args, manifest: dict, device: str) -> dict:
     """c. seconds per epoch of custom at paper scale (14 x 736 synthetic 256 px patches), x 300."""
     import torch
-
     import training
+
     from temvirus.models import build_model
     from temvirus.train import compact_tensor, fit
 
@@ -392,9 +480,15 @@ def stage_paper_scale(args, manifest: dict, device: str) -> dict:
     tensors = (compact_tensor(x), torch.from_numpy(y), compact_tensor(x[:n_val]), torch.from_numpy(y[:n_val]))
     result = fit(model, *tensors, settings, len(classes))
     epoch_s = float(result.history["seconds"].iloc[-1])
-    return {"n_train": len(y), "n_validation": n_val, "patch_size_px": size, "batch_size": settings.batch_size,
-            "epoch_seconds": result.history["seconds"].tolist(), "steady_epoch_seconds": epoch_s,
-            "estimated_300_epoch_minutes": epoch_s * PAPER_EPOCHS / 60}  # fmt: skip
+    return {
+        "n_train": len(y),
+        "n_validation": n_val,
+        "patch_size_px": size,
+        "batch_size": settings.batch_size,
+        "epoch_seconds": result.history["seconds"].tolist(),
+        "steady_epoch_seconds": epoch_s,
+        "estimated_300_epoch_minutes": epoch_s * PAPER_EPOCHS / 60,
+    }
 
 
 def module_versions() -> dict:
@@ -405,7 +499,9 @@ def module_versions() -> dict:
     versions = {}
     for name in ("torchvision", "pandas", "sklearn", "scipy", "yaml", "tifffile", "PIL", "triton", "pytest"):
         try:
-            versions[name] = getattr(importlib.import_module(name), "__version__", "?") if importlib.util.find_spec(name) else None
+            versions[name] = (
+                getattr(importlib.import_module(name), "__version__", "?") if importlib.util.find_spec(name) else None
+            )
         except ImportError:
             versions[name] = None
     return versions
@@ -426,12 +522,22 @@ def run(args) -> dict:
     device = "cuda" if cuda else "cpu"
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = {"benchmark": "gpu_check", "machine": machine_info(device), "quick": args.quick, "data": {k: manifest[k] for k in manifest if k != "recipe"},
-              "recipe": manifest["recipe"], "stages": {}}  # fmt: skip
+    result = {
+        "benchmark": "gpu_check",
+        "machine": machine_info(device),
+        "quick": args.quick,
+        "data": {k: manifest[k] for k in manifest if k != "recipe"},
+        "recipe": manifest["recipe"],
+        "stages": {},
+    }
     result["machine"]["modules"] = module_versions()
     if cuda:
         props = torch.cuda.get_device_properties(0)
-        result["machine"].update(gpu_memory_gib=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
+        result["machine"].update(
+            gpu_memory_gib=round(props.total_memory / 2**30, 1),
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+        )
     stages = [
         ("cuda_tests", lambda: stage_tests(args, out)),
         ("throughput", lambda: stage_throughput(args, manifest["recipe"]["classes"], cuda)),
@@ -462,12 +568,17 @@ def run(args) -> dict:
 def table(result: dict) -> str:
     """The short summary printed last."""
     m, s = result["machine"], result["stages"]
-    lines = [f"== GPU check: {m.get('gpu', m['cpu_model'])}, torch {m['torch']}, device {m['device']}{' (quick)' if result['quick'] else ''}, {result.get('total_seconds', 0):.0f} s =="]
+    lines = [
+        f"== GPU check: {m.get('gpu', m['cpu_model'])}, torch {m['torch']}, device {m['device']}{' (quick)' if result['quick'] else ''}, {result.get('total_seconds', 0):.0f} s =="
+    ]
     t = s.get("cuda_tests", {})
     if "error" in t or "passed" not in t:
         lines.append(f"cuda tests       : {t.get('error', 'no result (rc ' + str(t.get('returncode')) + ')')}")
     else:
-        lines.append(f"cuda tests       : {t['passed']} passed, {t['failed']} failed, {t['skipped']} skipped" + (f" ({', '.join(t['failed_tests'])})" if t["failed_tests"] else ""))
+        lines.append(
+            f"cuda tests       : {t['passed']} passed, {t['failed']} failed, {t['skipped']} skipped"
+            + (f" ({', '.join(t['failed_tests'])})" if t["failed_tests"] else "")
+        )
     b = s.get("throughput", {})
     for model, r in b.get("models", {}).items():
         sps = {k: v["samples_per_second"]["median"] for k, v in r["methods"].items()}
@@ -475,18 +586,31 @@ def table(result: dict) -> str:
         ratio = r["methods"][tv]["project_speed_ratio"]["median"] if tv else float("nan")
         bound = r["methods"]["bound"]["project_speed_ratio"]["median"] if "bound" in sps else float("nan")
         mem = r.get("memory", {}).get("project", {}).get("cuda_max_allocated_mib")
-        lines.append(f"{model:17s}: project {sps.get('project', 0):8.1f}, torchvision {sps.get(tv, 0):8.1f}, bound {sps.get('bound', 0):8.1f} samples/s; "
-                     f"project {ratio:.2f}x torchvision (target >= 3), {bound:.0%} of bound (>= 90%)" + (f"; {mem:.0f} MiB" if mem else ""))  # fmt: skip
+        lines.append(
+            f"{model:17s}: project {sps.get('project', 0):8.1f}, torchvision {sps.get(tv, 0):8.1f}, bound {sps.get('bound', 0):8.1f} samples/s; "
+            f"project {ratio:.2f}x torchvision (target >= 3), {bound:.0%} of bound (>= 90%)"
+            + (f"; {mem:.0f} MiB" if mem else "")
+        )
     if "error" in b:
         lines.append(f"throughput       : {b['error']}")
     later = {  # stage: (label, the key present when it worked, its line)
-        "real_training": ("real crops custom", "test_accuracy", lambda r: (
-            f"test accuracy {r['test_accuracy']:.3f} (target >= 0.95), macro-F1 {r['test_f1_macro']:.3f}; "
-            f"{r['epochs_run']} epochs (best {r['best_epoch']}), {r['epoch_seconds_median']:.2f} s/epoch, {r['patch_size_px']} px")),
-        "paper_scale": ("paper scale      ", "steady_epoch_seconds", lambda p: (
-            f"{p['n_train']} x {p['patch_size_px']} px, batch {p['batch_size']}: {p['steady_epoch_seconds']:.2f} s/epoch; "
-            f"300 epochs ~ {p['estimated_300_epoch_minutes']:.1f} min (target < 60)")),
-    }  # fmt: skip
+        "real_training": (
+            "real crops custom",
+            "test_accuracy",
+            lambda r: (
+                f"test accuracy {r['test_accuracy']:.3f} (target >= 0.95), macro-F1 {r['test_f1_macro']:.3f}; "
+                f"{r['epochs_run']} epochs (best {r['best_epoch']}), {r['epoch_seconds_median']:.2f} s/epoch, {r['patch_size_px']} px"
+            ),
+        ),
+        "paper_scale": (
+            "paper scale      ",
+            "steady_epoch_seconds",
+            lambda p: (
+                f"{p['n_train']} x {p['patch_size_px']} px, batch {p['batch_size']}: {p['steady_epoch_seconds']:.2f} s/epoch; "
+                f"300 epochs ~ {p['estimated_300_epoch_minutes']:.1f} min (target < 60)"
+            ),
+        ),
+    }
     for stage, (label, key, line) in later.items():
         r = s.get(stage, {})
         if key in r:
@@ -497,26 +621,47 @@ def table(result: dict) -> str:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prepare", action="store_true", help="write --data and .gpucheck/site.zip here (needs the crops)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--prepare", action="store_true", help="write --data and .gpucheck/site.zip here (needs the crops)"
+    )
     parser.add_argument("--crops", default=str(DEFAULT_CROPS), help="the real crops (raw layout) for --prepare")
-    parser.add_argument("--from-patches", help="--prepare from a patch folder of the workflow (patches.csv + {subset}.npy) instead")
-    parser.add_argument("--images-per-class", type=int, help="--prepare from only this many images per class and split (tests)")
-    parser.add_argument("--downsample", type=int, default=2, help="--prepare: area-average factor (2: 128 px at 2 nm/px)")
+    parser.add_argument(
+        "--from-patches", help="--prepare from a patch folder of the workflow (patches.csv + {subset}.npy) instead"
+    )
+    parser.add_argument(
+        "--images-per-class", type=int, help="--prepare from only this many images per class and split (tests)"
+    )
+    parser.add_argument(
+        "--downsample", type=int, default=2, help="--prepare: area-average factor (2: 128 px at 2 nm/px)"
+    )
     parser.add_argument("--max-mib", type=float, default=56.0, help="--prepare: largest allowed --data file")
     parser.add_argument("--site-zip", default=str(SITE_ZIP), help=argparse.SUPPRESS)
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="the prepared .npz")
     parser.add_argument("--quick", action="store_true", help="tiny sizes for a CPU smoke run (seconds)")
     parser.add_argument("--device", default="auto", help="auto (cuda if available) or cpu")
     parser.add_argument("--stages", default="cuda_tests,throughput,real_training,paper_scale")
-    parser.add_argument("--budget-s", type=float, default=450.0, help="the whole run's time; the real training gets what is left")
+    parser.add_argument(
+        "--budget-s", type=float, default=450.0, help="the whole run's time; the real training gets what is left"
+    )
     parser.add_argument("--tests-timeout", type=float, default=240.0)
     parser.add_argument("--n-samples", type=int, default=4096, help="throughput: samples per epoch")
     parser.add_argument("--repeats", type=int, default=2, help="throughput: timed epochs per method")
     parser.add_argument("--real-seconds", type=float, default=180.0, help="real training: time for the epochs")
-    parser.add_argument("--real-epochs", type=int, default=0, help="real training: fixed epochs (0: fit --real-seconds)")
-    parser.add_argument("--reserve-s", type=float, default=45.0, help="time kept for the paper-scale epochs after the real training")
-    parser.add_argument("--per-class", type=int, default=0, help="balanced training patches per class (0: the paper's, from the data's recipe)")
+    parser.add_argument(
+        "--real-epochs", type=int, default=0, help="real training: fixed epochs (0: fit --real-seconds)"
+    )
+    parser.add_argument(
+        "--reserve-s", type=float, default=45.0, help="time kept for the paper-scale epochs after the real training"
+    )
+    parser.add_argument(
+        "--per-class",
+        type=int,
+        default=0,
+        help="balanced training patches per class (0: the paper's, from the data's recipe)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--out", help="the JSON (default $OUT/gpu_check.json, else benchmarks/out/gpu_check.json)")
     args = parser.parse_args(argv)

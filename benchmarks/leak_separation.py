@@ -65,7 +65,7 @@ def load_patches(root: Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     points["x_nm"], points["y_nm"] = points.x * points.pixel_size_nm, points.y * points.pixel_size_nm
     points = points.reset_index(drop=True)
     embedded, detail = [], []
-    for image_id, rows in points.groupby("image_id", sort=False):
+    for _, rows in points.groupby("image_id", sort=False):
         pixels = read_image(root / rows.path.iloc[0])
         e, d = _standardised(extract_image(pixels, rows.pixel_size_nm.iloc[0], rows[["x_nm", "y_nm"]].to_numpy()))
         embedded.append(e)
@@ -94,12 +94,20 @@ def score(table: pd.DataFrame, std: np.ndarray, pairs: np.ndarray) -> pd.DataFra
 
     ncc, shift, transform = max_ncc(std[pairs[:, 0]], std[pairs[:, 1]])
     a, b = table.iloc[pairs[:, 0]].reset_index(drop=True), table.iloc[pairs[:, 1]].reset_index(drop=True)
-    return pd.DataFrame({
-        "a": pairs[:, 0], "b": pairs[:, 1], "image_a": a.image_id, "image_b": b.image_id, "class": a["class"],
-        "ncc": ncc, "transform": transform,
-        # b's centre + the shift is a's centre: the field offset b - a, in nm (valid for transform 0)
-        "dx_nm": b.x_nm - a.x_nm + LEAK_BIN * shift[:, 1], "dy_nm": b.y_nm - a.y_nm + LEAK_BIN * shift[:, 0],
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "a": pairs[:, 0],
+            "b": pairs[:, 1],
+            "image_a": a.image_id,
+            "image_b": b.image_id,
+            "class": a["class"],
+            "ncc": ncc,
+            "transform": transform,
+            # b's centre + the shift is a's centre: the field offset b - a, in nm (valid for transform 0)
+            "dx_nm": b.x_nm - a.x_nm + LEAK_BIN * shift[:, 1],
+            "dy_nm": b.y_nm - a.y_nm + LEAK_BIN * shift[:, 0],
+        }
+    )
 
 
 def consensus_offset(pairs: pd.DataFrame) -> tuple[np.ndarray, int] | None:
@@ -148,13 +156,18 @@ def positives(table, std, fields: dict) -> pd.DataFrame:
     for (ia, ib), offset in fields.items():
         pairs = all_pairs(table, std, ia, ib)
         a, b = table.loc[pairs.a], table.loc[pairs.b]
-        geometric = np.hypot(b.x_nm.to_numpy() - a.x_nm.to_numpy() - offset[0], b.y_nm.to_numpy() - a.y_nm.to_numpy() - offset[1])
+        geometric = np.hypot(
+            b.x_nm.to_numpy() - a.x_nm.to_numpy() - offset[0], b.y_nm.to_numpy() - a.y_nm.to_numpy() - offset[1]
+        )
         out.append(pairs[geometric <= TOLERANCE_NM])
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["a", "b", "ncc"])
 
 
 def describe(values: np.ndarray) -> dict:
-    return {"n": int(len(values)), **({f"p{p}": round(float(np.percentile(values, p)), 4) for p in PERCENTILES} if len(values) else {})}
+    return {
+        "n": int(len(values)),
+        **({f"p{p}": round(float(np.percentile(values, p)), 4) for p in PERCENTILES} if len(values) else {}),
+    }
 
 
 def main(argv=None) -> dict:
@@ -174,7 +187,10 @@ def main(argv=None) -> dict:
         cands = pd.read_csv(cache / "candidates.csv", dtype={"image_a": str, "image_b": str})
     else:
         table, embedded, std = load_patches(Path(args.data))
-        print(f"{len(table)} patches of {table.image_id.nunique()} images ({time.perf_counter() - started:.0f} s)", flush=True)
+        print(
+            f"{len(table)} patches of {table.image_id.nunique()} images ({time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
         cands = candidates(table, embedded, std)
         if cache:
             cache.mkdir(parents=True, exist_ok=True)
@@ -192,16 +208,29 @@ def main(argv=None) -> dict:
     recalled = np.array([(min(a, b), max(a, b)) in cand_keys for a, b in zip(pos.a, pos.b)])
     margin = float(pos.ncc.min() - neg.ncc.max()) if len(pos) and len(neg) else None
     result = {
-        "data": args.data, "patches": len(table), "images": int(table.image_id.nunique()),
-        "same_field_image_pairs": sorted(f"{a} ~ {b} (offset {o[0]:.0f}, {o[1]:.0f} nm)" for (a, b), o in fields.items()),
-        "positives": describe(pos.ncc.to_numpy()), "negatives": describe(neg.ncc.to_numpy()),
+        "data": args.data,
+        "patches": len(table),
+        "images": int(table.image_id.nunique()),
+        "same_field_image_pairs": sorted(
+            f"{a} ~ {b} (offset {o[0]:.0f}, {o[1]:.0f} nm)" for (a, b), o in fields.items()
+        ),
+        "positives": describe(pos.ncc.to_numpy()),
+        "negatives": describe(neg.ncc.to_numpy()),
         "prescreen_recall": float(recalled.mean()) if len(pos) else None,
-        "threshold": LEAK_NCC, "positives_below": int((pos.ncc < LEAK_NCC).sum()), "negatives_at_or_above": int((neg.ncc >= LEAK_NCC).sum()),
+        "threshold": LEAK_NCC,
+        "positives_below": int((pos.ncc < LEAK_NCC).sum()),
+        "negatives_at_or_above": int((neg.ncc >= LEAK_NCC).sum()),
         "margin_min_positive_minus_max_negative": margin,
-        "lowest_positives": [f"{table.image_id[a]}#{a} ~ {table.image_id[b]}#{b}: {n:.3f}" for a, b, n in pos.nsmallest(8, "ncc")[["a", "b", "ncc"]].itertuples(index=False)],
-        "highest_negatives": [f"{table.image_id[a]}#{a} ~ {table.image_id[b]}#{b}: {n:.3f}" for a, b, n in neg.nlargest(12, "ncc")[["a", "b", "ncc"]].itertuples(index=False)],
+        "lowest_positives": [
+            f"{table.image_id[a]}#{a} ~ {table.image_id[b]}#{b}: {n:.3f}"
+            for a, b, n in pos.nsmallest(8, "ncc")[["a", "b", "ncc"]].itertuples(index=False)
+        ],
+        "highest_negatives": [
+            f"{table.image_id[a]}#{a} ~ {table.image_id[b]}#{b}: {n:.3f}"
+            for a, b, n in neg.nlargest(12, "ncc")[["a", "b", "ncc"]].itertuples(index=False)
+        ],
         "seconds": round(time.perf_counter() - started, 1),
-    }  # fmt: skip
+    }
     print(json.dumps(result, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

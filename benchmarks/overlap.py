@@ -30,10 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import OUT, REPO, limit_threads, machine_info, write_result  # noqa: E402
-
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
+from _common import OUT, REPO, limit_threads, machine_info, write_result  # noqa: E402
 
 
 def overlap_settings():
@@ -49,7 +48,12 @@ def timed(images, root, settings, particles, threads: int) -> tuple[pd.DataFrame
     started = time.perf_counter()
     pairs = score_pairs(images, root, settings, particles, threads)
     wall = time.perf_counter() - started
-    return pairs, {"threads": threads, "wall_s": round(wall, 1), "pairs": len(pairs), "pairs_per_s": round(len(pairs) / wall, 1)}
+    return pairs, {
+        "threads": threads,
+        "wall_s": round(wall, 1),
+        "pairs": len(pairs),
+        "pairs_per_s": round(len(pairs) / wall, 1),
+    }
 
 
 def per_kind(pairs: pd.DataFrame, kept: pd.DataFrame, truth: pd.DataFrame) -> dict:
@@ -64,8 +68,13 @@ def per_kind(pairs: pd.DataFrame, kept: pd.DataFrame, truth: pd.DataFrame) -> di
         found = int((group.reindex(rows.image_id).to_numpy() == group.reindex(rows.source_image_id).to_numpy()).sum())
         mine = claimed[claimed.image_a.map(kind_of).eq(kind) | claimed.image_b.map(kind_of).eq(kind)]
         right = sum(_same_truth_group(r.image_a, r.image_b, truth) for r in mine.itertuples())
-        result[kind] = {"planted": len(rows), "found": found, "recall": round(found / len(rows), 3),
-                        "claimed": len(mine), "precision": round(right / len(mine), 3) if len(mine) else None}  # fmt: skip
+        result[kind] = {
+            "planted": len(rows),
+            "found": found,
+            "recall": round(found / len(rows), 3),
+            "claimed": len(mine),
+            "precision": round(right / len(mine), 3) if len(mine) else None,
+        }
     return result
 
 
@@ -83,8 +92,15 @@ def synthetic(args, settings, params, result: dict) -> None:
 
     base = OUT / "data" / f"overlap-s{args.scale:g}-o{args.overlaps}"
     if not (base / "raw" / "train").is_dir():
-        generate_dataset(base / "raw", base / "truth.csv", table1=REPO / "resources" / "paper" / "table1_dataset.csv",
-                         scale=args.scale, seed=int(params["seed"]), overlaps=args.overlaps, binning=2)  # fmt: skip
+        generate_dataset(
+            base / "raw",
+            base / "truth.csv",
+            table1=REPO / "resources" / "paper" / "table1_dataset.csv",
+            scale=args.scale,
+            seed=int(params["seed"]),
+            overlaps=args.overlaps,
+            binning=2,
+        )
     truth = pd.read_csv(base / "truth.csv")
     images, particles = read_dataset(base / "raw", hash_files=False)
     runs = []
@@ -92,8 +108,13 @@ def synthetic(args, settings, params, result: dict) -> None:
         pairs, cost = timed(images, base / "raw", settings, particles, threads)
         runs.append(cost)
         print("synthetic", cost, flush=True)
-    result["synthetic"] = {"scale": args.scale, "overlaps": args.overlaps, "images": len(images), "cost": runs,
-                           "scores": per_kind(pairs, group_images(images, pairs), truth)}  # fmt: skip
+    result["synthetic"] = {
+        "scale": args.scale,
+        "overlaps": args.overlaps,
+        "images": len(images),
+        "cost": runs,
+        "scores": per_kind(pairs, group_images(images, pairs), truth),
+    }
     print(pd.DataFrame(result["synthetic"]["scores"]).T.to_string(), flush=True)
 
 
@@ -111,11 +132,20 @@ def real(args, settings, result: dict) -> None:
         pairs, cost = timed(images, args.real, settings, particles, threads)
         runs.append(cost)
         print("real", cost, flush=True)
-    claimed = {frozenset(p) for p in pairs.loc[pairs.decision == OVERLAP, ["image_a", "image_b"]].itertuples(index=False)}
+    claimed = {
+        frozenset(p) for p in pairs.loc[pairs.decision == OVERLAP, ["image_a", "image_b"]].itertuples(index=False)
+    }
     truth = {frozenset(p) for p in verified[["image_a", "image_b"]].itertuples(index=False)}
-    result["real"] = {"images": len(images), "cost": runs, "verified_pairs": len(truth), "claimed": len(claimed),
-                      "found": len(claimed & truth), "recall": round(len(claimed & truth) / len(truth), 3) if truth else None,
-                      "unverified_claims": sorted(sorted(p) for p in claimed - truth), "missed": sorted(sorted(p) for p in truth - claimed)}  # fmt: skip
+    result["real"] = {
+        "images": len(images),
+        "cost": runs,
+        "verified_pairs": len(truth),
+        "claimed": len(claimed),
+        "found": len(claimed & truth),
+        "recall": round(len(claimed & truth) / len(truth), 3) if truth else None,
+        "unverified_claims": sorted(sorted(p) for p in claimed - truth),
+        "missed": sorted(sorted(p) for p in truth - claimed),
+    }
     print({k: v for k, v in result["real"].items()}, flush=True)
 
 

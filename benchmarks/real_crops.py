@@ -38,9 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import OUT, REPO, machine_info, write_result  # noqa: E402
 
 sys.path.insert(0, str(REPO / "tests"))
-from conftest import REAL_CROPS  # noqa: E402
-
 import yaml  # noqa: E402
+from conftest import REAL_CROPS  # noqa: E402
 
 CONFIG = REPO / "config" / "real_crops.yaml"
 
@@ -49,7 +48,9 @@ def settings() -> dict:
     """config/config.yaml with config/real_crops.yaml's sections merged over it (as ``--configfile`` does)."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     for key, value in yaml.safe_load(CONFIG.read_text()).items():
-        config[key] = {**config[key], **value} if isinstance(value, dict) and isinstance(config.get(key), dict) else value
+        config[key] = (
+            {**config[key], **value} if isinstance(value, dict) and isinstance(config.get(key), dict) else value
+        )
     return config
 
 
@@ -70,10 +71,14 @@ def baselines(predictions_csv: Path, n_classes: int) -> dict:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", default=str(REAL_CROPS), help="the crops' raw-layout folder")
     parser.add_argument("--split", default="given", choices=["given", "representative"])
-    parser.add_argument("--budget-min", type=float, default=45.0, help="wall-time budget (minutes); the run is reported OVER past it")
+    parser.add_argument(
+        "--budget-min", type=float, default=45.0, help="wall-time budget (minutes); the run is reported OVER past it"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workdir", default=str(OUT / "real_crops"), help="work folder (emptied first)")
     parser.add_argument("--out", default=str(OUT / "real_crops.json"))
@@ -100,26 +105,57 @@ def main(argv=None) -> dict:
     work = Path(args.workdir).resolve()
     shutil.rmtree(work, ignore_errors=True)
     started = time.perf_counter()
-    result = {"benchmark": "real_crops", "machine": machine_info(), "args": vars(args), "data": str(data), "experiment": name}
+    result = {
+        "benchmark": "real_crops",
+        "machine": machine_info(),
+        "args": vars(args),
+        "data": str(data),
+        "experiment": name,
+    }
 
     images, _ = write_tables(data, work / "images.csv", work / "particles.csv", classes)
     kept = images.assign(overlap_group=images["image_id"], kept=True)  # no overlap removal (see the docstring)
     kept.to_csv(work / "images_kept.csv", index=False)
     write_split(work / "images_kept.csv", work / f"split_{args.split}.csv", args.split)
     folder = work / "patches" / args.split
-    extract_patches(work / f"split_{args.split}.csv", work / "images.csv", work / "particles.csv", data, folder / "patches.csv",
-                    {subset: folder / f"{subset}.npy" for subset in SUBSETS})  # fmt: skip
-    augment(folder / "patches.csv", folder / "train.npy", folder / "train_augmented.npy", folder / "train_augmented.csv",
-            classes, config["augment"]["per_class"], config["seed"])  # fmt: skip
+    extract_patches(
+        work / f"split_{args.split}.csv",
+        work / "images.csv",
+        work / "particles.csv",
+        data,
+        folder / "patches.csv",
+        {subset: folder / f"{subset}.npy" for subset in SUBSETS},
+    )
+    augment(
+        folder / "patches.csv",
+        folder / "train.npy",
+        folder / "train_augmented.npy",
+        folder / "train_augmented.csv",
+        classes,
+        config["augment"]["per_class"],
+        config["seed"],
+    )
     result["curation_seconds"] = time.perf_counter() - started
 
     training = resolve_training(config["training"], entry)
     train_settings = settings_from_config(training, config["seed"], name)
-    fit = train_experiment(name, folder, work / "models" / name, classes, train_settings,
-                           training["max_train_per_class"], training["max_val_per_class"])  # fmt: skip
+    fit = train_experiment(
+        name,
+        folder,
+        work / "models" / name,
+        classes,
+        train_settings,
+        training["max_train_per_class"],
+        training["max_val_per_class"],
+    )
     result["training_seconds"] = time.perf_counter() - started - result["curation_seconds"]
-    metrics = evaluate_experiment(work / "models" / name / "best.pt", folder, work / "evaluation" / name,
-                                  batch_size=training["batch_size"], device="cpu")  # fmt: skip
+    metrics = evaluate_experiment(
+        work / "models" / name / "best.pt",
+        folder,
+        work / "evaluation" / name,
+        batch_size=training["batch_size"],
+        device="cpu",
+    )
     result["seconds"] = time.perf_counter() - started
     row = {k: metrics[k] for k in ("accuracy", "f1_macro", "n_test", "best_epoch")}
     row.update(baselines(work / "evaluation" / name / "predictions.csv", len(classes)))
@@ -130,13 +166,19 @@ def main(argv=None) -> dict:
     result["machine"]["load_average_at_end"] = list(os.getloadavg())
     path = write_result(args.out, result)
     print(f"\n== real crops ({len(classes)} classes, {args.split} split, {data}) ==")
-    print(f"wall time {result['seconds'] / 60:.1f} min (curation {result['curation_seconds'] / 60:.1f}, training "
-          f"{result['training_seconds'] / 60:.1f}; budget {args.budget_min:.0f} min{'' if result['within_budget'] else ': OVER'}), "
-          f"load average at start {result['machine']['load_average_at_start']}, at end {result['machine']['load_average_at_end']}")  # fmt: skip
-    print(f"{name}: accuracy {row['accuracy']:.3f}, macro-F1 {row['f1_macro']:.3f} on {row['n_test']} test patches "
-          f"(best epoch {row['best_epoch']} of {row['epochs_run']})")  # fmt: skip
-    print(f"baselines: chance {row['chance_accuracy']:.3f}; majority class ({row['majority_class']}) accuracy "
-          f"{row['majority_accuracy']:.3f}, macro-F1 {row['majority_f1_macro']:.3f}")  # fmt: skip
+    print(
+        f"wall time {result['seconds'] / 60:.1f} min (curation {result['curation_seconds'] / 60:.1f}, training "
+        f"{result['training_seconds'] / 60:.1f}; budget {args.budget_min:.0f} min{'' if result['within_budget'] else ': OVER'}), "
+        f"load average at start {result['machine']['load_average_at_start']}, at end {result['machine']['load_average_at_end']}"
+    )
+    print(
+        f"{name}: accuracy {row['accuracy']:.3f}, macro-F1 {row['f1_macro']:.3f} on {row['n_test']} test patches "
+        f"(best epoch {row['best_epoch']} of {row['epochs_run']})"
+    )
+    print(
+        f"baselines: chance {row['chance_accuracy']:.3f}; majority class ({row['majority_class']}) accuracy "
+        f"{row['majority_accuracy']:.3f}, macro-F1 {row['majority_f1_macro']:.3f}"
+    )
     print(f"wrote {path}")
     return result
 

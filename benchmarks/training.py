@@ -49,9 +49,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import OUT, REPO, machine_info, peak_rss_mib, reset_peak_rss, run_worker, summary, write_result  # noqa: E402
-
 import numpy as np  # noqa: E402
+from _common import OUT, REPO, machine_info, peak_rss_mib, reset_peak_rss, run_worker, summary, write_result  # noqa: E402
 
 METHODS = ("project", "torchvision", "bound")
 #: defaults that depend on the device: (size, batch size, samples per epoch)
@@ -95,7 +94,9 @@ def write_image_folder(x: np.ndarray, y: np.ndarray, classes: list[str], fmt: st
     ids = [f"bench_{i:06d}" for i in range(len(x))]
     if fmt == "tif":  # the project's writer of the published patch layout
         staging = root.parent / f"{root.name}-staging"
-        table = pd.DataFrame({"patch_id": ids, "class": [classes[k] for k in y], "subset": "train", "index": np.arange(len(x))})
+        table = pd.DataFrame(
+            {"patch_id": ids, "class": [classes[k] for k in y], "subset": "train", "index": np.arange(len(x))}
+        )
         write_npy(staging / "train.npy", x)
         write_csv(staging / "patches.csv", table)
         export_published(staging / "patches.csv", {"train": staging / "train.npy"}, root)
@@ -153,10 +154,15 @@ def standard_loader(folder: Path, args, cuda: bool, workers: int):
     transform = v2.Compose([ToFloatTensor(), v2.RandomHorizontalFlip(), RandomRot90(), Standardise()])
     dataset = datasets.ImageFolder(str(folder), loader=read_patch, transform=transform)
     return torch.utils.data.DataLoader(
-        dataset, batch_size=args.batch_size, shuffle=True, num_workers=workers, pin_memory=cuda,
-        persistent_workers=workers > 0, prefetch_factor=2 if workers > 0 else None,
+        dataset,
+        batch_size=args.batch_size,
+        shuffle=True,
+        num_workers=workers,
+        pin_memory=cuda,
+        persistent_workers=workers > 0,
+        prefetch_factor=2 if workers > 0 else None,
         generator=torch.Generator().manual_seed(args.seed),
-    )  # fmt: skip
+    )
 
 
 # ----------------------------------------------------------------------------- the three methods
@@ -172,8 +178,15 @@ def settings_for(args, model_name: str):
 
         config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
         entry = {"model": model_name, "init": "scratch", "split": "representative"}
-        settings = settings_from_config(resolve_training(config["training"], entry), config["seed"], f"{model_name}-scratch-representative")
-    except (ImportError, KeyError, TypeError, ValueError):  # no PyYAML (a bare GPU machine) or no training section: the dataclass defaults
+        settings = settings_from_config(
+            resolve_training(config["training"], entry), config["seed"], f"{model_name}-scratch-representative"
+        )
+    except (
+        ImportError,
+        KeyError,
+        TypeError,
+        ValueError,
+    ):  # no PyYAML (a bare GPU machine) or no training section: the dataclass defaults
         settings = Settings(epochs=1, batch_size=args.batch_size, lr=1e-3, weight_decay=0.0, patience=1)
     changes = {"epochs": 1, "patience": 10**6, "batch_size": args.batch_size, "device": args.device, "compile": False}
     for key in ("amp", "channels_last", "deterministic"):
@@ -299,10 +312,16 @@ def bench_model(args, model_name: str, x, y, folder: Path, classes: list[str]) -
         for method in order:
             seconds = bench.run(method)
             times[method].append(seconds)
-            print(f"  {model_name:14s} repeat {r + 1}/{args.repeats} {method:12s} {seconds:8.2f} s  {bench.n / seconds:9.1f} samples/s", flush=True)
+            print(
+                f"  {model_name:14s} repeat {r + 1}/{args.repeats} {method:12s} {seconds:8.2f} s  {bench.n / seconds:9.1f} samples/s",
+                flush=True,
+            )
     out = {"n_samples": bench.n, "settings": dataclasses.asdict(bench.settings), "methods": {}}
     for method in methods:
-        out["methods"][method] = {"seconds": summary(times[method]), "samples_per_second": summary([bench.n / s for s in times[method]])}
+        out["methods"][method] = {
+            "seconds": summary(times[method]),
+            "samples_per_second": summary([bench.n / s for s in times[method]]),
+        }
     if "project" in methods:
         for other in methods:
             if other != "project":
@@ -336,8 +355,13 @@ def memory_worker(args) -> None:
     if bench.cuda:
         torch.cuda.reset_peak_memory_stats(bench.device)
     seconds = bench.run(args.memory_worker)
-    result = {"method": args.memory_worker, "model": args.memory_worker_model, "seconds": seconds, "peak_rss_mib": peak_rss_mib(),
-              "peak_rss_before_model_mib": rss_imports}  # fmt: skip
+    result = {
+        "method": args.memory_worker,
+        "model": args.memory_worker_model,
+        "seconds": seconds,
+        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_before_model_mib": rss_imports,
+    }
     if bench.cuda:
         result["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated(bench.device) / 2**20
     print(json.dumps(result))
@@ -346,10 +370,24 @@ def memory_worker(args) -> None:
 def memory(args, model_name: str) -> dict:
     out = {}
     for method in args.methods:
-        cmd = [str(Path(__file__).resolve()), *args.argv_for_worker, "--memory-worker", method, "--memory-worker-model", model_name]
+        cmd = [
+            str(Path(__file__).resolve()),
+            *args.argv_for_worker,
+            "--memory-worker",
+            method,
+            "--memory-worker-model",
+            model_name,
+        ]
         out[method] = run_worker(cmd)
-        print(f"  {model_name:14s} memory {method:12s} peak RSS {out[method]['peak_rss_mib']:8.0f} MiB"
-              + (f", CUDA {out[method]['cuda_max_allocated_mib']:.0f} MiB" if "cuda_max_allocated_mib" in out[method] else ""), flush=True)  # fmt: skip
+        print(
+            f"  {model_name:14s} memory {method:12s} peak RSS {out[method]['peak_rss_mib']:8.0f} MiB"
+            + (
+                f", CUDA {out[method]['cuda_max_allocated_mib']:.0f} MiB"
+                if "cuda_max_allocated_mib" in out[method]
+                else ""
+            ),
+            flush=True,
+        )
     return out
 
 
@@ -367,17 +405,27 @@ def data_dir(args) -> Path:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny run for the smoke test (custom, 48 px, 4 samples, 1 thread)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny run for the smoke test (custom, 48 px, 4 samples, 1 thread)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--models", default="custom,mobilenet_v2", help="comma list of temvirus.models names")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma list of project, torchvision, bound")
     parser.add_argument("--size", type=int, help="patch side (px); default 128 on cpu, 256 on cuda")
     parser.add_argument("--batch-size", type=int, help="default 16 on cpu, 128 on cuda")
     parser.add_argument("--n-samples", type=int, help="samples per epoch (one repeat); default 64 on cpu, 4096 on cuda")
-    parser.add_argument("--patches", help="a split folder of the workflow (train_augmented.npy/.csv) instead of synthetic patches")
+    parser.add_argument(
+        "--patches", help="a split folder of the workflow (train_augmented.npy/.csv) instead of synthetic patches"
+    )
     parser.add_argument("--format", choices=("tif", "png"), default="tif", help="image files of the torchvision way")
-    parser.add_argument("--workers", default="2", help="DataLoader workers of the torchvision way; a comma list runs one torchvision_w{n} method per count")
+    parser.add_argument(
+        "--workers",
+        default="2",
+        help="DataLoader workers of the torchvision way; a comma list runs one torchvision_w{n} method per count",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--amp", choices=("bf16", "fp16", "off"), help="override the config's training.amp")
@@ -412,17 +460,34 @@ def parse_args(argv=None):
         parser.error("--workers needs at least one count")
     args.methods = []
     for m in methods:  # one torchvision method per worker count
-        args.methods += [f"torchvision_w{w}" for w in args.workers] if m == "torchvision" and len(args.workers) > 1 else [m]
+        args.methods += (
+            [f"torchvision_w{w}" for w in args.workers] if m == "torchvision" and len(args.workers) > 1 else [m]
+        )
     if args.memory_worker:
         args.methods = [args.memory_worker]
     # what a memory worker needs to rebuild the same data and settings
     args.argv_for_worker = [
-        "--device", args.device, "--size", str(args.size), "--batch-size", str(args.batch_size), "--n-samples", str(args.n_samples),
-        "--format", args.format, "--workers", ",".join(map(str, args.workers)), "--threads", str(args.threads), "--seed", str(args.seed),
-        *(["--patches", args.patches] if args.patches else []), *(["--amp", args.amp] if args.amp else []),
+        "--device",
+        args.device,
+        "--size",
+        str(args.size),
+        "--batch-size",
+        str(args.batch_size),
+        "--n-samples",
+        str(args.n_samples),
+        "--format",
+        args.format,
+        "--workers",
+        ",".join(map(str, args.workers)),
+        "--threads",
+        str(args.threads),
+        "--seed",
+        str(args.seed),
+        *(["--patches", args.patches] if args.patches else []),
+        *(["--amp", args.amp] if args.amp else []),
         *(["--channels-last", str(args.channels_last)] if args.channels_last is not None else []),
         *(["--deterministic", str(args.deterministic)] if args.deterministic is not None else []),
-    ]  # fmt: skip
+    ]
     return args
 
 
@@ -440,8 +505,11 @@ def main(argv=None) -> dict:
     args.size = x.shape[-1]  # --patches: the workflow's patch size
     started = time.perf_counter()
     folder = write_image_folder(x, y, classes, args.format, data_dir(args))
-    print(f"{len(x)} patches {x.shape[-1]}x{x.shape[-1]} ({'from ' + args.patches if args.patches else 'synthetic'}); "
-          f"image files ({args.format}) ready in {time.perf_counter() - started:.1f} s at {folder}", flush=True)  # fmt: skip
+    print(
+        f"{len(x)} patches {x.shape[-1]}x{x.shape[-1]} ({'from ' + args.patches if args.patches else 'synthetic'}); "
+        f"image files ({args.format}) ready in {time.perf_counter() - started:.1f} s at {folder}",
+        flush=True,
+    )
     result = {
         "benchmark": "training",
         "machine": machine_info(args.device),
@@ -463,7 +531,9 @@ def report(result: dict) -> None:
     device = result["machine"]["device"]
     print(f"\n== training throughput on {device} ({result['machine'].get('gpu', result['machine']['cpu_model'])}) ==")
     for model_name, r in result["models"].items():
-        print(f"{model_name} ({r['n_samples']} samples/epoch, batch {r['settings']['batch_size']}, amp {r['settings']['amp']}):")
+        print(
+            f"{model_name} ({r['n_samples']} samples/epoch, batch {r['settings']['batch_size']}, amp {r['settings']['amp']}):"
+        )
         for method, m in r["methods"].items():
             sps = m["samples_per_second"]
             line = f"  {method:12s} {sps['median']:9.1f} samples/s (min {sps['min']:.1f}, max {sps['max']:.1f})"

@@ -64,7 +64,9 @@ def dry_run_resources(workdir: Path, *args: str) -> dict[str, dict[str, str]]:
     """The resources of each rule of the default workflow in a dry run with ``args`` added."""
     import re
 
-    done = subprocess.run(snakemake_cmd(workdir, "--dry-run", *args), capture_output=True, text=True, timeout=300, cwd=workdir)
+    done = subprocess.run(
+        snakemake_cmd(workdir, "--dry-run", *args), capture_output=True, text=True, timeout=300, cwd=workdir
+    )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     resources = {}
     for block in re.split(r"^(?=(?:local)?rule \w+:$)", done.stdout, flags=re.MULTILINE)[1:]:
@@ -89,7 +91,9 @@ def default_run(tmp_path_factory) -> Path:
     return workdir
 
 
-def write_patch_split(folder: Path, classes: list[str], per_subset: dict[str, int], size: int = 64, seed: int = 0) -> None:
+def write_patch_split(
+    folder: Path, classes: list[str], per_subset: dict[str, int], size: int = 64, seed: int = 0
+) -> None:
     """A small learnable patch split in the patches stage's layout (docs/architecture.md).
 
     ``per_subset`` gives the patches per class of ``train_augmented``, ``validation`` and
@@ -116,14 +120,33 @@ def write_patch_split(folder: Path, classes: list[str], per_subset: dict[str, in
         for i, cls in enumerate(classes):
             for k in range(n):
                 image_id = f"img_{cls}_{subset}_{k // 2}"
-                rows.append({"patch_id": f"{image_id}_p{k:03d}_v00", "image_id": image_id, "class": cls,
-                             "subset": subset, "index": i * n + k, "particle": k, "vertex": 0,
-                             "x_nm": 100.0 + 50 * (k % 2), "y_nm": 120.0})  # fmt: skip
+                rows.append(
+                    {
+                        "patch_id": f"{image_id}_p{k:03d}_v00",
+                        "image_id": image_id,
+                        "class": cls,
+                        "subset": subset,
+                        "index": i * n + k,
+                        "particle": k,
+                        "vertex": 0,
+                        "x_nm": 100.0 + 50 * (k % 2),
+                        "y_nm": 120.0,
+                    }
+                )
     pd.DataFrame(rows).to_csv(folder / "patches.csv", index=False)
     n = per_subset["train_augmented"]
     np.save(folder / "train_augmented.npy", np.concatenate([patches(i, n) for i in range(len(classes))]))
-    aug = [{"index": i * n + k, "aug_id": f"a{i}_{k}", "source_patch_id": f"src{i}_{k}", "class": cls,
-            "transform": "identity"} for i, cls in enumerate(classes) for k in range(n)]  # fmt: skip
+    aug = [
+        {
+            "index": i * n + k,
+            "aug_id": f"a{i}_{k}",
+            "source_patch_id": f"src{i}_{k}",
+            "class": cls,
+            "transform": "identity",
+        }
+        for i, cls in enumerate(classes)
+        for k in range(n)
+    ]
     pd.DataFrame(aug).to_csv(folder / "train_augmented.csv", index=False)
 
 
@@ -226,12 +249,28 @@ def tiny_synthetic(tmp_path_factory) -> Path:
     from temvirus.synth import generate_dataset
 
     folder = tmp_path_factory.mktemp("tiny_synthetic")
-    generate_dataset(folder / "raw", folder / "truth.csv", table1=PAPER / "table1_dataset.csv", scale=0.001, seed=3,
-                     overlaps=3, binning=2, classes=TINY_CLASSES)  # fmt: skip
+    generate_dataset(
+        folder / "raw",
+        folder / "truth.csv",
+        table1=PAPER / "table1_dataset.csv",
+        scale=0.001,
+        seed=3,
+        overlaps=3,
+        binning=2,
+        classes=TINY_CLASSES,
+    )
     return folder
 
 
-def write_raw_image(root: Path, split: str, folder: str, image_id: str, pixels, pixel_nm: float, particles: list[list[tuple[float, float]]]) -> None:
+def write_raw_image(
+    root: Path,
+    split: str,
+    folder: str,
+    image_id: str,
+    pixels,
+    pixel_nm: float,
+    particles: list[list[tuple[float, float]]],
+) -> None:
     """One image of the raw layout: TIFF, particle positions (centre lines allowed), tags."""
     import tifffile
 
@@ -245,5 +284,13 @@ def write_raw_image(root: Path, split: str, folder: str, image_id: str, pixels, 
         lines += [f"{x};{y}" for x, y in points]
     (directory / "particle_positions" / f"{image_id}_particlepositions.txt").write_text("\n".join(lines) + "\n")
     nm = f"{pixel_nm}".replace(".", ",")
-    tags = [f"height;{pixels.shape[0]}", f"width;{pixels.shape[1]}", "a;1", "b;1", "c;1", f"xscale;{nm}", f"yscale;{nm}"]
+    tags = [
+        f"height;{pixels.shape[0]}",
+        f"width;{pixels.shape[1]}",
+        "a;1",
+        "b;1",
+        "c;1",
+        f"xscale;{nm}",
+        f"yscale;{nm}",
+    ]
     (directory / "tags" / f"{image_id}.tif_tags.csv").write_text("\n".join(tags) + "\n")

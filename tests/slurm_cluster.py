@@ -77,8 +77,9 @@ def program(name: str) -> str | None:
 
 def run(cmd: list[str], timeout: float = 30, **kwargs) -> subprocess.CompletedProcess:
     """Run a command with a hard timeout, capturing its text output."""
-    return subprocess.run([program(cmd[0]) or cmd[0], *cmd[1:]], capture_output=True, text=True,
-                          timeout=timeout, **kwargs)
+    return subprocess.run(
+        [program(cmd[0]) or cmd[0], *cmd[1:]], capture_output=True, text=True, timeout=timeout, **kwargs
+    )
 
 
 def ensure_installed() -> None:
@@ -94,8 +95,10 @@ class SlurmCluster:
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def start(self) -> None:
-        if any((SLURM_ETC / name).exists() and MARKER not in (SLURM_ETC / name).read_text()
-               for name in ("slurm.conf", "gres.conf")):
+        if any(
+            (SLURM_ETC / name).exists() and MARKER not in (SLURM_ETC / name).read_text()
+            for name in ("slurm.conf", "gres.conf")
+        ):
             pytest.skip(f"{SLURM_ETC} holds a SLURM configuration not written by the tests; not touching it")
         for name in ("slurmctld", "slurmd", "slurmstepd", "munged"):
             if run(["pgrep", "-x", name]).returncode == 0:
@@ -103,8 +106,7 @@ class SlurmCluster:
         for sub in ("ctld", "spool", "munge"):
             (self.state / sub).mkdir(parents=True, exist_ok=True)
         SLURM_ETC.mkdir(parents=True, exist_ok=True)
-        (SLURM_ETC / "slurm.conf").write_text(
-            SLURM_CONF.format(marker=MARKER, state=self.state, cpus=os.cpu_count()))
+        (SLURM_ETC / "slurm.conf").write_text(SLURM_CONF.format(marker=MARKER, state=self.state, cpus=os.cpu_count()))
         (SLURM_ETC / "gres.conf").write_text(GRES_CONF.format(marker=MARKER))
 
         key = self.state / "munge" / "munge.key"
@@ -113,9 +115,18 @@ class SlurmCluster:
         (self.state / "munge").chmod(0o700)
         MUNGE_SOCKET_DIR.mkdir(parents=True, exist_ok=True)
         munge = self.state / "munge"
-        self._spawn("munged", ["munged", "--foreground", "--force", f"--key-file={key}",
-                               f"--log-file={munge / 'munged.log'}", f"--pid-file={munge / 'munged.pid'}",
-                               f"--seed-file={munge / 'munged.seed'}"])
+        self._spawn(
+            "munged",
+            [
+                "munged",
+                "--foreground",
+                "--force",
+                f"--key-file={key}",
+                f"--log-file={munge / 'munged.log'}",
+                f"--pid-file={munge / 'munged.pid'}",
+                f"--seed-file={munge / 'munged.seed'}",
+            ],
+        )
         self._wait("munge", lambda: run(["munge", "-n"]).returncode == 0)
         self._spawn("slurmctld", ["slurmctld", "-D", "-i"])
         self._wait("slurmctld", lambda: run(["scontrol", "ping"]).returncode == 0)
@@ -124,8 +135,9 @@ class SlurmCluster:
 
     def _spawn(self, name: str, cmd: list[str]) -> None:
         out = open(self.state / f"{name}.out", "w")
-        self.processes[name] = subprocess.Popen([program(cmd[0]), *cmd[1:]], stdout=out, stderr=subprocess.STDOUT,
-                                                start_new_session=True)
+        self.processes[name] = subprocess.Popen(
+            [program(cmd[0]), *cmd[1:]], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         out.close()
 
     @staticmethod
@@ -139,16 +151,22 @@ class SlurmCluster:
 
     def _wait(self, what: str, ready, timeout: float = 30) -> None:
         """Wait for ``ready()``; on a timeout or a daemon's exit, stop all and fail with the logs."""
-        if not self._wait_until(lambda: ready() or any(p.poll() is not None for p in self.processes.values()),
-                                timeout) or not ready():
+        if (
+            not self._wait_until(lambda: ready() or any(p.poll() is not None for p in self.processes.values()), timeout)
+            or not ready()
+        ):
             dead = [n for n, p in self.processes.items() if p.poll() is not None]
             self.stop()
-            pytest.fail(f"test SLURM cluster: no {what} after {timeout} s "
-                        f"(exited: {dead}); logs in {self.state}:\n{self.logs()}")
+            pytest.fail(
+                f"test SLURM cluster: no {what} after {timeout} s "
+                f"(exited: {dead}); logs in {self.state}:\n{self.logs()}"
+            )
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text()[-1500:]}"
-                         for p in sorted(self.state.glob("*.out")) + sorted(self.state.glob("*.log")))
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text()[-1500:]}"
+            for p in sorted(self.state.glob("*.out")) + sorted(self.state.glob("*.log"))
+        )
 
     def stop(self) -> None:
         """Cancel the jobs left on the cluster, then stop the daemons this session started
@@ -158,7 +176,7 @@ class SlurmCluster:
             if left:
                 run(["scancel", *left])
                 self._wait_until(lambda: not run(["squeue", "--noheader"]).stdout.strip(), 15)
-        for name, proc in reversed(list(self.processes.items())):
+        for proc in reversed(list(self.processes.values())):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:
@@ -175,8 +193,11 @@ class SlurmCluster:
     def jobs(self) -> list[dict[str, str]]:
         """Every job the controller knows (finished ones stay for MinJobAge), as key=value dicts."""
         out = run(["scontrol", "show", "job", "--details", "--oneliner"]).stdout
-        return [dict(f.split("=", 1) for f in line.split() if "=" in f)
-                for line in out.splitlines() if line.startswith("JobId=")]
+        return [
+            dict(f.split("=", 1) for f in line.split() if "=" in f)
+            for line in out.splitlines()
+            if line.startswith("JobId=")
+        ]
 
 
 @pytest.fixture(scope="session")
@@ -188,8 +209,10 @@ def slurm_cluster(tmp_path_factory) -> SlurmCluster:
     cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
     try:
         cluster.start()
-        print(f"test SLURM cluster: packages checked/installed in {installed - started:.1f} s, "
-              f"daemons up in {time.monotonic() - installed:.1f} s")
+        print(
+            f"test SLURM cluster: packages checked/installed in {installed - started:.1f} s, "
+            f"daemons up in {time.monotonic() - installed:.1f} s"
+        )
         yield cluster
     finally:
         cluster.stop()

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import REPO, snakemake_cmd
+
 from temvirus import audit as audit_mod
 from temvirus.provenance import load_records
 
@@ -143,7 +143,9 @@ def test_overlap_group_across_sets_and_patch_in_wrong_set_are_named(copy):
     table.loc[table.image_id == b.image_id, "overlap_group"] = a.overlap_group
     tamper(split_csv, lambda _: table.to_csv(index=False, lineterminator="\n").encode())
     found = failures(audit_mod.audit(copy / "results"))
-    assert any(f[:2] == ("splits", "overlap group in two sets") and a.image_id in f[3] and b.image_id in f[3] for f in found), found
+    assert any(
+        f[:2] == ("splits", "overlap group in two sets") and a.image_id in f[3] and b.image_id in f[3] for f in found
+    ), found
 
 
 def test_identical_patch_across_sets_fails_and_near_duplicate_is_listed(copy):
@@ -168,7 +170,9 @@ def test_identical_patch_across_sets_fails_and_near_duplicate_is_listed(copy):
 
     put(source)
     found = failures(audit_mod.audit(copy / "results"))
-    assert any(f[:2] == ("duplicates", "identical patches") and f"train {train_id} == test {test_id}" in f[3] for f in found), found
+    assert any(
+        f[:2] == ("duplicates", "identical patches") and f"train {train_id} == test {test_id}" in f[3] for f in found
+    ), found
     noisy = source.astype(np.float64) + np.random.default_rng(0).normal(0, 0.01 * source.std(), source.shape)
     put(np.clip(noisy, 0, 65535).astype(np.uint16))
     result = audit_mod.audit(copy / "results")
@@ -205,13 +209,19 @@ def test_planted_leak_fails_the_audit_and_an_accepted_one_is_listed(copy):
     assert [f[1:3] for f in found] == [("leak", "results/patches/representative")], found
     assert found[0][3].startswith(pair), found
     proc = run_cli(copy / "results")
-    assert proc.returncode == 1 and f"FAIL leaks: leak: results/patches/representative {pair}" in proc.stdout, proc.stdout
+    assert proc.returncode == 1 and f"FAIL leaks: leak: results/patches/representative {pair}" in proc.stdout, (
+        proc.stdout
+    )
     accepted = copy / "accepted_leaks.csv"
-    accepted.write_text(f"split,patch_id,train_patch_id,reason\nrepresentative,{test.patch_id},{train.patch_id},planted by the test\n")
+    accepted.write_text(
+        f"split,patch_id,train_patch_id,reason\nrepresentative,{test.patch_id},{train.patch_id},planted by the test\n"
+    )
     result = audit_mod.audit(copy / "results", accepted_leaks=accepted)
     leaks = next(c for c in result.checks if c.name == "leaks")
     assert leaks.status == "passed" and [n["kind"] for n in leaks.notes] == ["accepted leak"]
-    assert leaks.notes[0]["detail"].startswith(pair) and leaks.notes[0]["detail"].endswith("accepted: planted by the test")
+    assert leaks.notes[0]["detail"].startswith(pair) and leaks.notes[0]["detail"].endswith(
+        "accepted: planted by the test"
+    )
 
 
 def test_unrecorded_and_missing_files_are_reported(copy):
@@ -228,7 +238,12 @@ def test_unrecorded_and_missing_files_are_reported(copy):
 def test_audit_rule_fails_on_a_tampered_folder(copy):
     target = copy / "results/raw/images.csv"
     tamper(target)
-    proc = subprocess.run(snakemake_cmd(copy, "--forcerun", "audit", "results/audit/audit.json"), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        snakemake_cmd(copy, "--forcerun", "audit", "results/audit/audit.json"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode != 0, proc.stderr[-3000:]
     log = (copy / "logs/audit/audit.log").read_text()
     assert "audit FAILED" in log and "modified: results/raw/images.csv" in log, log
@@ -237,7 +252,9 @@ def test_audit_rule_fails_on_a_tampered_folder(copy):
 
 def test_snakemake_report_is_one_file_with_every_stage(default_run, copy):
     shutil.copytree(default_run / ".snakemake/metadata", copy / ".snakemake/metadata")  # job facts the report shows
-    proc = subprocess.run(snakemake_cmd(copy, "--report", "results/report.html"), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        snakemake_cmd(copy, "--report", "results/report.html"), capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     html = (copy / "results/report.html").read_text()
     rules = "".join(p.read_text() for p in (REPO / "workflow/rules").glob("*.smk"))
@@ -279,7 +296,9 @@ def test_two_runs_give_identical_output_hashes(default_run, tmp_path):
 def test_html_report_has_date_coloured_verdict_and_no_markdown_leftovers():
     passed = audit_mod.AuditResult("results", [audit_mod.Check("x", "A `code` check")], audit_mod.lineage_summary({}))
     finding = {"kind": "modified", "path": "a`b`", "detail": "<d>"}
-    failed = audit_mod.AuditResult("results", [audit_mod.Check("x", "A check", findings=[finding])], audit_mod.lineage_summary({}))
+    failed = audit_mod.AuditResult(
+        "results", [audit_mod.Check("x", "A check", findings=[finding])], audit_mod.lineage_summary({})
+    )
     for result, colour, verdict in ((passed, "#1b7a2f", "PASSED"), (failed, "#b3261e", "FAILED")):
         page = audit_mod.to_html(result)
         assert f"<p class='verdict' style='background:{colour}'>Audit {verdict}, {result.date}</p>" in page

@@ -94,14 +94,18 @@ def patch_files(tmp_path):
 
 def test_augment_writes_each_row_as_its_transformed_source(patch_files):
     base, train, pixels = patch_files
-    table = augment(base / "patches.csv", base / "train.npy", base / "aug.npy", base / "aug.csv", ["Orf", "Ebola"], 6, seed=2)
+    table = augment(
+        base / "patches.csv", base / "train.npy", base / "aug.npy", base / "aug.csv", ["Orf", "Ebola"], 6, seed=2
+    )
     written = pd.read_csv(base / "aug.csv")
     array = np.load(base / "aug.npy")
     assert array.shape == (12, 16, 16) and array.dtype == np.uint16
     assert written.groupby("class").size().to_dict() == {"Ebola": 6, "Orf": 6}
     row_of = dict(zip(train.patch_id, train["index"]))
     for row in written.itertuples():
-        assert np.array_equal(array[row.index], apply_transform(pixels[row_of[row.source_patch_id]], row.transform)), row.aug_id
+        assert np.array_equal(array[row.index], apply_transform(pixels[row_of[row.source_patch_id]], row.transform)), (
+            row.aug_id
+        )
     assert len(set(written["transform"])) > 2
     pd.testing.assert_frame_equal(table, written, check_dtype=False)
 
@@ -109,7 +113,15 @@ def test_augment_writes_each_row_as_its_transformed_source(patch_files):
 def test_augment_is_byte_deterministic(patch_files):
     base, _, _ = patch_files
     for name in ("a", "b"):
-        augment(base / "patches.csv", base / "train.npy", base / f"{name}.npy", base / f"{name}.csv", ["Orf", "Ebola"], 7, seed=9)
+        augment(
+            base / "patches.csv",
+            base / "train.npy",
+            base / f"{name}.npy",
+            base / f"{name}.csv",
+            ["Orf", "Ebola"],
+            7,
+            seed=9,
+        )
     assert sha256_file(base / "a.npy") == sha256_file(base / "b.npy")
     assert sha256_file(base / "a.csv") == sha256_file(base / "b.csv")
 
@@ -145,5 +157,13 @@ def test_changing_per_class_reruns_only_augmentation_and_what_follows(default_ru
     override.write_text("augment:\n  per_class: 5\n")
     jobs = dry_run_jobs(default_run, "--configfile", str(override))
     assert jobs.get("augment") == 1, jobs
-    upstream = {"synthetic_dataset", "raw_tables", "find_overlaps", "split", "extract_patches", "fig1_patch_examples", "table1"}
+    upstream = {
+        "synthetic_dataset",
+        "raw_tables",
+        "find_overlaps",
+        "split",
+        "extract_patches",
+        "fig1_patch_examples",
+        "table1",
+    }
     assert not upstream & set(jobs), jobs

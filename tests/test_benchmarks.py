@@ -25,8 +25,12 @@ def run_benchmark(script: str, out: Path, *args: str, timeout: float = 600) -> d
     json_path = out / f"{Path(script).stem}.json"
     proc = subprocess.run(
         [sys.executable, str(BENCH / script), *args, "--out", str(json_path)],
-        capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=env,
+    )
     assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return json.loads(json_path.read_text())
 
@@ -51,7 +55,9 @@ def test_curation_quick(tmp_path):
     sweep = result["scaling"]["project"]
     assert len(sweep["points"]) == 2
     for point in sweep["points"]:
-        assert point["n_patches"] > 0 and point["seconds"] > 0 and point["peak_rss_mib"] > 0 and point["peak_anon_mib"] > 0
+        assert (
+            point["n_patches"] > 0 and point["seconds"] > 0 and point["peak_rss_mib"] > 0 and point["peak_anon_mib"] > 0
+        )
     assert {"slope", "intercept", "r2"} <= set(sweep["fit_seconds_vs_patches"])
 
 
@@ -80,22 +86,24 @@ def test_parse_jobs_of_a_snakemake_log():
     sys.path.insert(0, str(BENCH))
     from end_to_end import check_rerun, parse_jobs
 
-    log = "\n".join([
-        "[Sat Nov 21 14:32:09 2026]",
-        "rule train_model:",
-        "    input: results/patches/representative/patches.csv",
-        "    output: results/models/custom-scratch-representative/best.pt",
-        "    jobid: 3",
-        "    reason: Params have changed since last execution: training",
-        "    wildcards: experiment=custom-scratch-representative",
-        "    resources: tmpdir=/tmp",
-        "[Sat Nov 21 14:32:40 2026]",
-        "Finished jobid: 3 (Rule: train_model)",
-        "[Sat Nov 21 14:32:41 2026]",
-        "localrule all:",
-        "    jobid: 0",
-        "    reason: Input files updated by another job",
-    ])  # fmt: skip
+    log = "\n".join(
+        [
+            "[Sat Nov 21 14:32:09 2026]",
+            "rule train_model:",
+            "    input: results/patches/representative/patches.csv",
+            "    output: results/models/custom-scratch-representative/best.pt",
+            "    jobid: 3",
+            "    reason: Params have changed since last execution: training",
+            "    wildcards: experiment=custom-scratch-representative",
+            "    resources: tmpdir=/tmp",
+            "[Sat Nov 21 14:32:40 2026]",
+            "Finished jobid: 3 (Rule: train_model)",
+            "[Sat Nov 21 14:32:41 2026]",
+            "localrule all:",
+            "    jobid: 0",
+            "    reason: Input files updated by another job",
+        ]
+    )
     jobs = parse_jobs(log)
     assert [(j["rule"], j["jobid"]) for j in jobs] == [("all", 0), ("train_model", 3)]
     assert jobs[1]["seconds"] == 31 and jobs[1]["wildcards"] == "experiment=custom-scratch-representative"
@@ -105,7 +113,9 @@ def test_parse_jobs_of_a_snakemake_log():
 
 @pytest.mark.slow
 def test_end_to_end_rerun_of_one_model(tmp_path, default_run):
-    result = run_benchmark("end_to_end.py", tmp_path, "--from-workdir", str(default_run), "--workdir", str(tmp_path / "work"))
+    result = run_benchmark(
+        "end_to_end.py", tmp_path, "--from-workdir", str(default_run), "--workdir", str(tmp_path / "work")
+    )
     assert result["noop"]["n_jobs"] == 0  # a finished run is up to date
     check = result["rerun_check"]
     assert check["train_model_ran_for"] == [result["args"]["experiment"]]  # the config's first experiment
@@ -117,12 +127,27 @@ def test_gpu_check_quick(tmp_path):
     from conftest import REAL_CROPS, write_patch_split
 
     data = tmp_path / "data.npz"
-    prepare = [sys.executable, str(BENCH / "gpu_check.py"), "--prepare", "--data", str(data), "--site-zip", str(tmp_path / "site.zip"), "--downsample", "4"]
+    prepare = [
+        sys.executable,
+        str(BENCH / "gpu_check.py"),
+        "--prepare",
+        "--data",
+        str(data),
+        "--site-zip",
+        str(tmp_path / "site.zip"),
+        "--downsample",
+        "4",
+    ]
     if REAL_CROPS.is_dir():
         prepare += ["--crops", str(REAL_CROPS), "--images-per-class", "1"]
         classes = 9
     else:
-        write_patch_split(tmp_path / "patches", ["Adenovirus", "Ebola", "Orf"], {"train_augmented": 2, "train": 3, "validation": 2, "test": 2}, size=256)
+        write_patch_split(
+            tmp_path / "patches",
+            ["Adenovirus", "Ebola", "Orf"],
+            {"train_augmented": 2, "train": 3, "validation": 2, "test": 2},
+            size=256,
+        )
         prepare += ["--from-patches", str(tmp_path / "patches")]
         classes = 3
     proc = subprocess.run(prepare, capture_output=True, text=True, timeout=300, cwd=REPO)
@@ -130,12 +155,20 @@ def test_gpu_check_quick(tmp_path):
     with np.load(data) as npz:
         manifest = json.loads(str(npz["manifest"]))
         assert npz["train_x"].shape[1:] == (64, 64) and len(npz["test_y"]) == sum(manifest["counts"]["test"].values())
-    assert len(manifest["classes"]) == classes and manifest["recipe"]["per_class"] == 736 and manifest["downsample"] == 4
+    assert (
+        len(manifest["classes"]) == classes and manifest["recipe"]["per_class"] == 736 and manifest["downsample"] == 4
+    )
 
     out = tmp_path / "out"
     env = dict(os.environ, OUT=str(out), TEMVIRUS_BENCH_OUT=str(tmp_path / "bench"))
-    proc = subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), "--quick", "--device", "cpu", "--data", str(data)],
-                          capture_output=True, text=True, timeout=600, cwd=REPO, env=env)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "gpu_check.py"), "--quick", "--device", "cpu", "--data", str(data)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((out / "gpu_check.json").read_text())
     stages = result["stages"]
@@ -150,6 +183,6 @@ def test_gpu_check_quick(tmp_path):
     assert real["n_train_balanced"] == 2 * classes and real["epochs_run"] == 1 and 0 <= real["test_accuracy"] <= 1
     assert real["n_test"] == sum(manifest["counts"]["test"].values())
     assert stages["paper_scale"]["estimated_300_epoch_minutes"] > 0
-    table = proc.stdout[proc.stdout.index("== GPU check"):].splitlines()
+    table = proc.stdout[proc.stdout.index("== GPU check") :].splitlines()
     assert table[1].startswith("cuda tests       : 0 passed, 0 failed") and table[2].startswith("custom ")
     assert table[3].startswith("real crops custom: test accuracy") and table[4].startswith("paper scale      :")

@@ -31,7 +31,10 @@ from temvirus.train import Settings, _autocast, _batch, compact_tensor, d4, fit,
 HAS_CUDA = torch.cuda.is_available()
 pytestmark = [
     pytest.mark.cuda,
-    pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (torch.cuda.is_available() is False); run on a GPU machine, see docs/benchmarks.md 'GPU check'"),
+    pytest.mark.skipif(
+        not HAS_CUDA,
+        reason="needs a CUDA GPU (torch.cuda.is_available() is False); run on a GPU machine, see docs/benchmarks.md 'GPU check'",
+    ),
 ]
 TESTS = Path(__file__).resolve().parent
 N_CLASSES = 9

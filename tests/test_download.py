@@ -15,15 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO, snakemake_cmd
+
 from temvirus.download import (
     DownloadError,
+    download_dataset,
     extract_archives,
     extract_local_dataset,
     fetch,
     find_raw_root,
-    download_dataset,
 )
 from temvirus.raw import read_dataset
 
@@ -192,10 +192,16 @@ def _tar_member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tar
 
 @pytest.mark.parametrize(
     "case, reason",
-    [("zip_dotdot", "'..' in path"), ("zip_absolute", "absolute path"), ("zip_symlink", "symbolic link"),
-     ("tar_dotdot", "'..' in path"), ("tar_absolute", "absolute path"), ("tar_symlink", "link to '/etc/passwd'"),
-     ("tar_hardlink", "link to '/etc/passwd'")],
-)  # fmt: skip
+    [
+        ("zip_dotdot", "'..' in path"),
+        ("zip_absolute", "absolute path"),
+        ("zip_symlink", "symbolic link"),
+        ("tar_dotdot", "'..' in path"),
+        ("tar_absolute", "absolute path"),
+        ("tar_symlink", "link to '/etc/passwd'"),
+        ("tar_hardlink", "link to '/etc/passwd'"),
+    ],
+)
 def test_malicious_archive_is_rejected_before_writing(tmp_path, case, reason):
     tree = make_raw_tree(tmp_path / "tree")
     raw_zip = zip_tree(tree)
@@ -267,10 +273,13 @@ def test_find_raw_root_accepts_the_root_itself(tmp_path):
 def test_download_dataset_from_mendeley_listing(file_server, tmp_path, raw_zip):
     """The listing contract: a JSON list of {filename, size, content_details{download_url, sha256_hash}}."""
     listing = [
-        {"filename": name, "size": len(body),
-         "content_details": {"download_url": file_server.url(f"/files/{name}"), "sha256_hash": sha(body)}}
+        {
+            "filename": name,
+            "size": len(body),
+            "content_details": {"download_url": file_server.url(f"/files/{name}"), "sha256_hash": sha(body)},
+        }
         for name, body in [("context_virus_RAW.zip", raw_zip), ("context_virus_1nm_256x256.zip", b"not wanted")]
-    ]  # fmt: skip
+    ]
     file_server.files["/public-api/datasets/x4dwwfwtw3/files?folder_id=root&version=3"] = json.dumps(listing).encode()
     file_server.files["/files/context_virus_RAW.zip"] = raw_zip
     api = file_server.url("/public-api")
@@ -343,8 +352,12 @@ def test_snakemake_downloads_dataset_from_pinned_url(file_server, tmp_path, raw_
 def test_snakemake_plans_extraction_of_a_local_archive(tmp_path, raw_zip):
     (tmp_path / "copy.zip").write_bytes(raw_zip)
     workdir, override = _workdir(tmp_path, {"source": "local", "local": {"path": str(tmp_path / "copy.zip")}})
-    run = subprocess.run(snakemake_cmd(workdir, "-n", "results/raw/images.csv", "--configfile", str(override)),
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    run = subprocess.run(
+        snakemake_cmd(workdir, "-n", "results/raw/images.csv", "--configfile", str(override)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "extract_local_dataset" in run.stdout and "raw_tables" in run.stdout
     assert "synthetic_dataset" not in run.stdout and "download_dataset" not in run.stdout
@@ -374,12 +387,36 @@ def test_cli_download_fetches_and_verifies(file_server, tmp_path):
     file_server.faults["/data.bin"] = {"drop_once"}
     temvirus = str(Path(sys.executable).with_name("temvirus"))
     out = tmp_path / "data.bin"
-    good = subprocess.run([temvirus, "download", "--url", file_server.url("/data.bin"), "--out", str(out),
-                           "--sha256", hashlib.sha256(body).hexdigest()], capture_output=True, text=True)  # fmt: skip
+    good = subprocess.run(
+        [
+            temvirus,
+            "download",
+            "--url",
+            file_server.url("/data.bin"),
+            "--out",
+            str(out),
+            "--sha256",
+            hashlib.sha256(body).hexdigest(),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert good.returncode == 0, good.stderr
     assert out.read_bytes() == body
-    bad = subprocess.run([temvirus, "download", "--url", file_server.url("/data.bin"), "--out", str(tmp_path / "x.bin"),
-                          "--sha256", "0" * 64], capture_output=True, text=True)  # fmt: skip
+    bad = subprocess.run(
+        [
+            temvirus,
+            "download",
+            "--url",
+            file_server.url("/data.bin"),
+            "--out",
+            str(tmp_path / "x.bin"),
+            "--sha256",
+            "0" * 64,
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 1
     assert file_server.url("/data.bin") in bad.stderr and "sha256" in bad.stderr
     assert not (tmp_path / "x.bin").exists()
@@ -453,7 +490,9 @@ def test_patches_folder_is_not_taken_for_the_raw_layout(tmp_path):
     import shutil
 
     shutil.rmtree(top / "context_virus_RAW")
-    with pytest.raises(DownloadError, match=r"no raw-layout folder .*\(not the raw layout\): \[.*context_virus_1nm_256x256'\]"):
+    with pytest.raises(
+        DownloadError, match=r"no raw-layout folder .*\(not the raw layout\): \[.*context_virus_1nm_256x256'\]"
+    ):
         find_raw_root(tmp_path)
 
 
@@ -467,7 +506,9 @@ def test_error_inside_an_archive_names_the_member(tmp_path):
     with pytest.raises(DownloadError) as caught:
         extract_archives([archive], tmp_path / "out" / "raw")
     message = str(caught.value)
-    assert message.startswith(f"{archive}: inside the archive: TEM virus dataset/context_virus_RAW/train/Adenovirus/tags/Ade_train_1.tif_tags.csv:6: unknown unit 'furlong'")
+    assert message.startswith(
+        f"{archive}: inside the archive: TEM virus dataset/context_virus_RAW/train/Adenovirus/tags/Ade_train_1.tif_tags.csv:6: unknown unit 'furlong'"
+    )
     assert ".part" not in message and list((tmp_path / "out").iterdir()) == []
 
 
@@ -477,15 +518,25 @@ def test_mendeley_default_include_selects_the_published_archive(file_server, tmp
 
     include = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["dataset"]["mendeley"]["include"]
     body = published_zip(tmp_path / "in").read_bytes()
-    listing = [{"filename": name, "size": len(data),
-                "content_details": {"download_url": file_server.url(f"/files/{name.replace(' ', '%20')}"), "sha256_hash": sha(data)}}
-               for name, data in [("TEM virus dataset.zip", body), ("README.pdf", b"pdf")]]  # fmt: skip
+    listing = [
+        {
+            "filename": name,
+            "size": len(data),
+            "content_details": {
+                "download_url": file_server.url(f"/files/{name.replace(' ', '%20')}"),
+                "sha256_hash": sha(data),
+            },
+        }
+        for name, data in [("TEM virus dataset.zip", body), ("README.pdf", b"pdf")]
+    ]
     file_server.files["/api/datasets/x4dwwfwtw3/files?folder_id=root&version=3"] = json.dumps(listing).encode()
     file_server.files["/files/TEM%20virus%20dataset.zip"] = body
     settings = {"id": "x4dwwfwtw3", "version": 3, "api_url": file_server.url("/api"), "include": include, "files": []}
     download_dataset(settings, tmp_path / "ds" / "mendeley", tmp_path / "ds" / "rec.json", tmp_path / "ds" / "dl")
     assert len(read_dataset(tmp_path / "ds" / "mendeley")[0]) == 4
-    assert [f["name"] for f in json.loads((tmp_path / "ds" / "rec.json").read_text())["files"]] == ["TEM virus dataset.zip"]
+    assert [f["name"] for f in json.loads((tmp_path / "ds" / "rec.json").read_text())["files"]] == [
+        "TEM virus dataset.zip"
+    ]
     # still the RAW-named archive when that is what the record lists; nothing matching: the names seen
     from temvirus.download import mendeley_files
 
@@ -511,15 +562,23 @@ def test_local_folder_is_tracked_by_content(tmp_path):
     images_csv = workdir / "results" / "raw" / "images.csv"
 
     def run() -> str:
-        done = subprocess.run(snakemake_cmd(workdir, "results/raw/images.csv", "--configfile", str(override)),
-                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        done = subprocess.run(
+            snakemake_cmd(workdir, "results/raw/images.csv", "--configfile", str(override)),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         return done.stderr
 
     def audit() -> subprocess.CompletedProcess:
         temvirus = str(Path(sys.executable).with_name("temvirus"))
-        return subprocess.run([temvirus, "audit", str(workdir / "results"), "--out", str(tmp_path / "audit")],
-                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        return subprocess.run(
+            [temvirus, "audit", str(workdir / "results"), "--out", str(tmp_path / "audit")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     assert "raw_tables" in run()
     assert "Nothing to be done" in run()
@@ -528,8 +587,12 @@ def test_local_folder_is_tracked_by_content(tmp_path):
     before = tags.stat()
     tags.write_text(tags.read_text().replace("xscale;1,5", "xscale;25;Å").replace("yscale;1,5", "yscale;25;Å"))
     os.utime(tags, ns=(before.st_atime_ns, before.st_mtime_ns))  # same mtime: only the content tells
-    plan = subprocess.run(snakemake_cmd(workdir, "-n", "results/raw/images.csv", "--configfile", str(override)),
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    plan = subprocess.run(
+        snakemake_cmd(workdir, "-n", "results/raw/images.csv", "--configfile", str(override)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert "raw_tables" in plan.stdout and "2.5" not in images_csv.read_text()
     stale = audit()  # results not redone yet: the audit sees the changed source, not PASSED
     assert stale.returncode == 1 and "local_manifest.json" in stale.stdout, stale.stdout[-2000:]
@@ -542,9 +605,16 @@ def test_local_folder_is_tracked_by_content(tmp_path):
     folder = raw / "train/Adenovirus"
     shutil.copy(folder / "Ade_train_1.tif", folder / "Ade_train_9.tif")
     shutil.copy(tags, folder / "tags/Ade_train_9.tif_tags.csv")
-    shutil.copy(folder / "particle_positions/Ade_train_1_particlepositions.txt", folder / "particle_positions/Ade_train_9_particlepositions.txt")
+    shutil.copy(
+        folder / "particle_positions/Ade_train_1_particlepositions.txt",
+        folder / "particle_positions/Ade_train_9_particlepositions.txt",
+    )
     assert "raw_tables" in run() and len(images_csv.read_text().splitlines()) == 6
-    for path in [folder / "Ade_train_9.tif", folder / "tags/Ade_train_9.tif_tags.csv", folder / "particle_positions/Ade_train_9_particlepositions.txt"]:
+    for path in [
+        folder / "Ade_train_9.tif",
+        folder / "tags/Ade_train_9.tif_tags.csv",
+        folder / "particle_positions/Ade_train_9_particlepositions.txt",
+    ]:
         path.unlink()
     assert "raw_tables" in run() and len(images_csv.read_text().splitlines()) == 5
     manifest = json.loads((workdir / "resources/dataset/local_manifest.json").read_text())
@@ -572,16 +642,29 @@ def test_snakemake_plans_the_published_archive(tmp_path, where):
     top = published_tree(tmp_path / "extracted")
     if where == "folder holding both":
         (tmp_path / "extracted" / archive.name).write_bytes(archive.read_bytes())
-    path = {"zip": archive, "folder holding the zip": zips, "extracted folder": top, "folder holding both": tmp_path / "extracted"}[where]
+    path = {
+        "zip": archive,
+        "folder holding the zip": zips,
+        "extracted folder": top,
+        "folder holding both": tmp_path / "extracted",
+    }[where]
     workdir, override = _workdir(tmp_path, {"source": "local", "local": {"path": str(path)}})
-    run = subprocess.run(snakemake_cmd(workdir, "-n", "results/raw/images.csv", "--configfile", str(override)),
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    run = subprocess.run(
+        snakemake_cmd(workdir, "-n", "results/raw/images.csv", "--configfile", str(override)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     if where in ("zip", "folder holding the zip"):
         assert "extract_local_dataset" in run.stdout and f"input: {archive}\n" in run.stdout
         if where == "folder holding the zip":  # and for real: extracted, recorded, read
-            done = subprocess.run(snakemake_cmd(workdir, "results/raw/images.csv", "--configfile", str(override)),
-                                  capture_output=True, text=True, timeout=300)  # fmt: skip
+            done = subprocess.run(
+                snakemake_cmd(workdir, "results/raw/images.csv", "--configfile", str(override)),
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             assert done.returncode == 0, done.stderr[-3000:]
             record = json.loads((workdir / "resources/dataset/local_record.json").read_text())
             assert record["raw_root_in_archive"] == "TEM virus dataset/context_virus_RAW" and record["images"] == 4

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO, snakemake_cmd
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
-
-from conftest import REPO, snakemake_cmd
 
 ENVS = sorted((REPO / "envs").glob("*.yaml"))
 RULE_FILES = sorted((REPO / "workflow" / "rules").glob("*.smk")) + [REPO / "Snakefile"]
@@ -56,7 +55,7 @@ def rules() -> list[tuple[Path, str, str]]:
         text = path.read_text()
         headers = list(RULE_HEADER.finditer(text))
         for head, nxt in zip(headers, headers[1:] + [None]):
-            body = text[head.end(): nxt.start() if nxt else len(text)]
+            body = text[head.end() : nxt.start() if nxt else len(text)]
             body = re.split(r"^\S", body, maxsplit=1, flags=re.MULTILINE)[0]  # up to the next top-level statement
             found.append((path, head.group(1), body))
     return found
@@ -86,7 +85,9 @@ def test_env_python_satisfies_requires_python(env):
     assert len(pythons) == 1, f"{env.name}: expected one python=X.Y pin, got {pythons}"
     assert requires.contains(pythons[0] + ".0"), f"{env.name}: python {pythons[0]} not in requires-python {requires}"
     conda_names = {re.split(r"[=<>!~ ]", d, maxsplit=1)[0] for d in deps if isinstance(d, str)}
-    assert not conda_names & set(pyproject_pins()), f"{env.name}: pinned both by conda and pip: {conda_names & set(pyproject_pins())}"
+    assert not conda_names & set(pyproject_pins()), (
+        f"{env.name}: pinned both by conda and pip: {conda_names & set(pyproject_pins())}"
+    )
 
 
 def test_every_rule_running_code_has_an_existing_env():
@@ -106,8 +107,12 @@ def test_every_rule_running_code_has_an_existing_env():
 def test_env_names_only_registry_packages(env):
     """No path, URL or editable install: Snakemake creates the env from a copy under .snakemake/conda/."""
     for line in env_pip_lines(env):
-        assert not line.startswith("-") and "/" not in line and "@" not in line, f"{env.name}: {line!r} is not a registry package"
-        assert canonicalize_name(Requirement(line).name) != "temvirus", f"{env.name}: the project itself comes from src/, not the env"
+        assert not line.startswith("-") and "/" not in line and "@" not in line, (
+            f"{env.name}: {line!r} is not a registry package"
+        )
+        assert canonicalize_name(Requirement(line).name) != "temvirus", (
+            f"{env.name}: the project itself comes from src/, not the env"
+        )
 
 
 #: not installed by the env test: torch and torchvision (4.8 GB of CUDA wheels, minutes to fetch);
@@ -128,12 +133,19 @@ def test_env_from_snakemakes_copy_runs_a_rule_without_the_package_installed(tmp_
     (tmp_path / "requirements.txt").write_text("\n".join(lines + engine) + "\n")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r", str(tmp_path / "requirements.txt")],
-                         capture_output=True, text=True, timeout=900, cwd=copy.parent)  # fmt: skip
+    pip = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r", str(tmp_path / "requirements.txt")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=copy.parent,
+    )
     assert pip.returncode == 0, pip.stderr[-3000:]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env['PATH']}"
-    absent = subprocess.run([str(venv / "bin" / "python"), "-c", "import temvirus"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    absent = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import temvirus"], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
     assert absent.returncode != 0, "the fresh environment must not hold the project package"
 
     work = copy.parents[2]

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 import tifffile
 import torch
+from conftest import PAPER, write_patch_split
 from PIL import Image
 
-from conftest import PAPER, write_patch_split
-from temvirus.experiments import find_experiment, resolve_training
 from temvirus.baseline import baseline_split, block_means
 from temvirus.evaluate import TABLE2_COLUMNS, error_tracing, evaluate_experiment, paper_confusion_figure, write_table2
+from temvirus.experiments import find_experiment, resolve_training
 from temvirus.metrics import read_confusion, summary, wilson_interval
 from temvirus.train import Settings, train_experiment
 
@@ -48,7 +48,9 @@ def check_evaluation(folder: Path, classes: list[str], patches_csv: Path) -> dic
     assert (np.array(classes)[probs.argmax(axis=1)] == predictions["predicted"].to_numpy()).all()
     confusion = read_confusion(folder / "confusion.csv")
     assert list(confusion.index) == classes
-    counts = pd.crosstab(predictions["true"], predictions["predicted"]).reindex(index=classes, columns=classes, fill_value=0)
+    counts = pd.crosstab(predictions["true"], predictions["predicted"]).reindex(
+        index=classes, columns=classes, fill_value=0
+    )
     assert np.array_equal(confusion.to_numpy(), counts.to_numpy())
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["n_test"] == len(predictions) == confusion.to_numpy().sum()
@@ -56,7 +58,9 @@ def check_evaluation(folder: Path, classes: list[str], patches_csv: Path) -> dic
         assert metrics[key] == pytest.approx(value, abs=1e-12)
     assert {c: metrics["per_class"][c]["support"] for c in classes} == dict(zip(classes, confusion.sum(axis=1)))
     correct = int(np.trace(confusion.to_numpy()))
-    assert (metrics["accuracy_ci_low"], metrics["accuracy_ci_high"]) == pytest.approx(wilson_interval(correct, metrics["n_test"]))
+    assert (metrics["accuracy_ci_low"], metrics["accuracy_ci_high"]) == pytest.approx(
+        wilson_interval(correct, metrics["n_test"])
+    )
     assert metrics["accuracy_ci_low"] <= metrics["accuracy"] <= metrics["accuracy_ci_high"]
     assert metrics["chance"] == pytest.approx(1 / len(classes))
     table = pd.read_csv(folder / "per_class.csv")
@@ -74,7 +78,9 @@ def check_evaluation(folder: Path, classes: list[str], patches_csv: Path) -> dic
 def test_evaluation_outputs_are_consistent(trained, tmp_path):
     split, best = trained
     metrics = evaluate_experiment(best, split, tmp_path, batch_size=5)
-    assert check_evaluation(tmp_path, CLASSES, split / "patches.csv") == json.loads((tmp_path / "metrics.json").read_text())
+    assert check_evaluation(tmp_path, CLASSES, split / "patches.csv") == json.loads(
+        (tmp_path / "metrics.json").read_text()
+    )
     assert metrics["n_test"] == 12 and metrics["experiment"] == EXPERIMENT and metrics["tta"] is False
     capped = evaluate_experiment(best, split, tmp_path / "capped", max_per_class=2)
     assert capped["n_test"] == 6 and all(v["support"] == 2 for v in capped["per_class"].values())
@@ -89,7 +95,9 @@ def test_test_time_augmentation_is_invariant_to_flips_and_rotations(trained, tmp
     for name, folder in (("plain", split), ("turned", turned)):
         for tta in (False, True):
             evaluate_experiment(best, folder, tmp_path / f"{name}_{tta}", tta=tta)
-            probs[name, tta] = pd.read_csv(tmp_path / f"{name}_{tta}" / "predictions.csv").filter(like="prob_").to_numpy()
+            probs[name, tta] = (
+                pd.read_csv(tmp_path / f"{name}_{tta}" / "predictions.csv").filter(like="prob_").to_numpy()
+            )
     np.testing.assert_allclose(probs["plain", True], probs["turned", True], atol=1e-5)
     assert not np.allclose(probs["plain", False], probs["turned", False], atol=1e-4)
 
@@ -102,21 +110,40 @@ def test_table2_puts_the_papers_row_beside_ours_and_the_baselines_on_their_own_l
     (tmp_path / "other.json").write_text(json.dumps(other))
     baseline = baseline_split(split, CLASSES, tmp_path / "baseline-representative" / "metrics.json", block=8)
     note = "demo run: synthetic data, 2 epochs: not a reproduction"
-    frame = write_table2([tmp_path / EXPERIMENT / "metrics.json", tmp_path / "other.json"], PAPER / "table2_performance.csv",
-                         tmp_path / "table2.csv", tmp_path / "table2.md", [tmp_path / "baseline-representative" / "metrics.json"],
-                         note)  # fmt: skip
+    frame = write_table2(
+        [tmp_path / EXPERIMENT / "metrics.json", tmp_path / "other.json"],
+        PAPER / "table2_performance.csv",
+        tmp_path / "table2.csv",
+        tmp_path / "table2.md",
+        [tmp_path / "baseline-representative" / "metrics.json"],
+        note,
+    )
     table = pd.read_csv(tmp_path / "table2.csv")
     assert list(table.columns) == TABLE2_COLUMNS
     assert table["experiment"].tolist() == [  # by split, models before baselines
-        "efficientnet_b0-scratch-bad", EXPERIMENT,
-        "baseline-representative/logistic_regression", "baseline-representative/majority",
-    ]  # fmt: skip
+        "efficientnet_b0-scratch-bad",
+        EXPERIMENT,
+        "baseline-representative/logistic_regression",
+        "baseline-representative/majority",
+    ]
     assert table["kind"].tolist() == ["model", "model", "baseline", "baseline"]
     ours = table.set_index("experiment").loc[EXPERIMENT]
-    assert (ours["model"], ours["training"], ours["paper_accuracy"], ours["paper_trainable_params"]) == ("Custom", "scratch", 0.901, 14651401)
-    assert ours["accuracy"] == round(other["accuracy"], 3) and ours["n_test"] == 12 and ours["chance"] == round(1 / 3, 3)
+    assert (ours["model"], ours["training"], ours["paper_accuracy"], ours["paper_trainable_params"]) == (
+        "Custom",
+        "scratch",
+        0.901,
+        14651401,
+    )
+    assert (
+        ours["accuracy"] == round(other["accuracy"], 3) and ours["n_test"] == 12 and ours["chance"] == round(1 / 3, 3)
+    )
     assert ours["accuracy_ci_low"] <= ours["accuracy"] <= ours["accuracy_ci_high"]
-    assert table.set_index("experiment").loc["efficientnet_b0-scratch-bad", ["paper_accuracy", "paper_f1_macro"]].isna().all()
+    assert (
+        table.set_index("experiment")
+        .loc["efficientnet_b0-scratch-bad", ["paper_accuracy", "paper_f1_macro"]]
+        .isna()
+        .all()
+    )
     majority = table.set_index("experiment").loc["baseline-representative/majority"]
     assert majority["accuracy"] == round(1 / 3, 3) and majority["n_test"] == baseline["n_test"] == 12
     assert majority[[c for c in TABLE2_COLUMNS if c.startswith("paper_")]].isna().all()
@@ -129,7 +156,12 @@ def test_table2_puts_the_papers_row_beside_ours_and_the_baselines_on_their_own_l
     assert "| *baseline: always the majority class (Adenovirus)* | - | representative | 12 | 0.333 |" in md
     assert "| *baseline: logistic regression on 8x8 px block means* | - | representative |" in md
     assert len(frame) == 4
-    write_table2([tmp_path / EXPERIMENT / "metrics.json"], PAPER / "table2_performance.csv", tmp_path / "t.csv", tmp_path / "t.md")
+    write_table2(
+        [tmp_path / EXPERIMENT / "metrics.json"],
+        PAPER / "table2_performance.csv",
+        tmp_path / "t.csv",
+        tmp_path / "t.md",
+    )
     assert (tmp_path / "t.md").read_text().startswith("Table 2: this run (paper)")  # the paper's method: no note
 
 
@@ -157,7 +189,12 @@ def test_baselines_learn_the_coarse_layout_and_predict_the_majority(tmp_path):
     table.drop(index=drop).to_csv(split / "patches.csv", index=False)  # Adenovirus: 3 train patches, others 6
     record = baseline_split(split, CLASSES, tmp_path / "out" / "metrics.json", block=16)
     assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == record
-    assert (record["split"], record["n_train"], record["n_test"], record["chance"]) == ("representative", 72, 30, pytest.approx(1 / 3))
+    assert (record["split"], record["n_train"], record["n_test"], record["chance"]) == (
+        "representative",
+        72,
+        30,
+        pytest.approx(1 / 3),
+    )
     lr, majority = record["baselines"]
     assert lr["name"] == "logistic_regression" and lr["accuracy"] >= 0.9 and lr["trainable_params"] == 3 * 16 + 3
     assert majority["description"] == "always the majority class (Ebola)"  # tie with Orf: first in class order
@@ -174,8 +211,13 @@ def test_baselines_learn_the_coarse_layout_and_predict_the_majority(tmp_path):
 def test_paper_confusion_figure(trained, tmp_path):
     split, best = trained
     evaluate_experiment(best, split, tmp_path)
-    paper_confusion_figure(tmp_path / "confusion.csv", PAPER / "fig3_confusion_custom.csv", tmp_path / "fig3.png", "Fig 3",
-                           "demo run: synthetic data: not a reproduction")  # fmt: skip
+    paper_confusion_figure(
+        tmp_path / "confusion.csv",
+        PAPER / "fig3_confusion_custom.csv",
+        tmp_path / "fig3.png",
+        "Fig 3",
+        "demo run: synthetic data: not a reproduction",
+    )
     with Image.open(tmp_path / "fig3.png") as png, Image.open(tmp_path / "confusion.png") as single:
         # ours beside the paper's (2 columns), counts above row-normalised (2 rows)
         assert 0.8 < png.width / png.height < 1.2 and png.width > 1.8 * single.width
@@ -198,8 +240,16 @@ def test_error_tracing_counts_and_draws_the_worst_images(trained, tmp_path):
         rows.append({"image_id": image_id, "path": str(path), "pixel_size_nm": 2.0})
     pd.DataFrame(rows).to_csv(tmp_path / "images.csv", index=False)
 
-    per_image = error_tracing(tmp_path / "predictions.csv", split / "patches.csv", tmp_path / "images.csv", raw,
-                              tmp_path / "errors.csv", tmp_path / "errors.png", CLASSES, n_images=2)  # fmt: skip
+    per_image = error_tracing(
+        tmp_path / "predictions.csv",
+        split / "patches.csv",
+        tmp_path / "images.csv",
+        raw,
+        tmp_path / "errors.csv",
+        tmp_path / "errors.png",
+        CLASSES,
+        n_images=2,
+    )
     table = pd.read_csv(tmp_path / "errors.csv")
     wrong = predictions.assign(w=predictions["true"] != predictions["predicted"]).groupby("image_id")["w"].sum()
     assert table.set_index("image_id")["n_misclassified"].to_dict() == wrong.to_dict()
@@ -212,8 +262,16 @@ def test_error_tracing_counts_and_draws_the_worst_images(trained, tmp_path):
     without = [r for r in rows if r["image_id"] != "img_Ebola_test_1"]
     pd.DataFrame(without).to_csv(tmp_path / "images.csv", index=False)
     with pytest.raises(ValueError, match="images.csv: test image img_Ebola_test_1 .* is not in the image table"):
-        error_tracing(tmp_path / "predictions.csv", split / "patches.csv", tmp_path / "images.csv", raw,
-                      tmp_path / "e2.csv", tmp_path / "e2.png", CLASSES, n_images=len(rows))  # fmt: skip
+        error_tracing(
+            tmp_path / "predictions.csv",
+            split / "patches.csv",
+            tmp_path / "images.csv",
+            raw,
+            tmp_path / "e2.csv",
+            tmp_path / "e2.png",
+            CLASSES,
+            n_images=len(rows),
+        )
 
 
 @pytest.mark.slow
@@ -229,7 +287,11 @@ def test_default_workflow_trains_evaluates_and_tabulates(default_run):
         assert all((model_dir / f).is_file() for f in ("best.pt", "last.pt", "metrics.csv", "curve.png"))
         assert not (model_dir / "resume").exists()
         history = pd.read_csv(model_dir / "metrics.csv")
-        assert 1 <= len(history) <= resolve_training(config["training"], find_experiment(config["experiments"], name))["epochs"]
+        assert (
+            1
+            <= len(history)
+            <= resolve_training(config["training"], find_experiment(config["experiments"], name))["epochs"]
+        )
         patches_csv = default_run / "results" / "patches" / name.split("-")[2] / "patches.csv"
         check_evaluation(default_run / "results" / "evaluation" / name, classes, patches_csv)
         assert (default_run / "results" / "evaluation" / name / "errors.png").is_file()
@@ -245,4 +307,3 @@ def test_default_workflow_trains_evaluates_and_tabulates(default_run):
     assert markdown.startswith("**demo run: synthetic data, ")  # the default is not the paper's method
     fig3 = default_run / "results" / "figures" / "fig3_confusion_custom.png"
     assert fig3.is_file() == ("custom-scratch-representative" in names)
-

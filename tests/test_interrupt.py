@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import snakemake_cmd
+
 from temvirus.io import TEMPORARY, sha256_file
 
 TARGET = "results/patches/given/patches.csv"
@@ -49,14 +49,21 @@ def _temporaries(folder: Path) -> list[Path]:
 def _results(workdir: Path) -> dict[str, str]:
     """sha256 of every result file but the lineage records (which hold times and hosts)."""
     results = workdir / "results"
-    return {p.relative_to(results).as_posix(): sha256_file(p) for p in sorted(results.rglob("*"))
-            if p.is_file() and p.relative_to(results).parts[0] != "provenance"}  # fmt: skip
+    return {
+        p.relative_to(results).as_posix(): sha256_file(p)
+        for p in sorted(results.rglob("*"))
+        if p.is_file() and p.relative_to(results).parts[0] != "provenance"
+    }
 
 
 def _audit(workdir: Path) -> subprocess.CompletedProcess:
     temvirus = str(Path(sys.executable).with_name("temvirus"))
-    return subprocess.run([temvirus, "audit", str(workdir / "results"), "--out", str(workdir / "audit")],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [temvirus, "audit", str(workdir / "results"), "--out", str(workdir / "audit")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.slow
@@ -71,7 +78,9 @@ def test_killed_job_then_rerun_gives_the_same_results_and_a_passing_audit(tmp_pa
     assert _audit(workdir).returncode == 0
     patches = workdir / "results/patches/given"
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        run = subprocess.Popen([*cmd, "--forcerun", "extract_patches"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        run = subprocess.Popen(
+            [*cmd, "--forcerun", "extract_patches"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         deadline = time.monotonic() + 300
         while not _temporaries(patches) and run.poll() is None and time.monotonic() < deadline:
             time.sleep(0.002)

@@ -46,8 +46,19 @@ def write_patch_set(results: Path, method: str, subsets: dict[str, list[tuple[st
     for subset, items in subsets.items():
         np.save(folder / f"{subset}.npy", np.stack([p for _, p in items]))
         for index, (image_id, _) in enumerate(items):
-            rows.append({"patch_id": f"{image_id}_p{index:03d}_v00", "image_id": image_id, "class": "Virus", "subset": subset,
-                         "index": index, "particle": index, "vertex": 0, "x_nm": 128.0, "y_nm": 128.0})  # fmt: skip
+            rows.append(
+                {
+                    "patch_id": f"{image_id}_p{index:03d}_v00",
+                    "image_id": image_id,
+                    "class": "Virus",
+                    "subset": subset,
+                    "index": index,
+                    "particle": index,
+                    "vertex": 0,
+                    "x_nm": 128.0,
+                    "y_nm": 128.0,
+                }
+            )
     pd.DataFrame(rows).to_csv(folder / "patches.csv", index=False)
     return folder
 
@@ -61,9 +72,16 @@ def planted(tmp_path) -> Path:
     """Train: 6 particles of images A and B; test: a re-image of B's particle 4 (image C, shifted
     (6, -4) px, 0.7x exposure, new noise) and 3 other particles; validation: 2 other particles."""
     fields = [particle_field(seed) for seed in range(12)]
-    train = [("A", patch(fields[i], noise_seed=i)) for i in range(3)] + [("B", patch(fields[i], noise_seed=i)) for i in range(3, 6)]
+    train = [("A", patch(fields[i], noise_seed=i)) for i in range(3)] + [
+        ("B", patch(fields[i], noise_seed=i)) for i in range(3, 6)
+    ]
     leak = patch(fields[4], dy=6, dx=-4, gain=0.7, noise_seed=99)
-    test = [("C", patch(fields[6], noise_seed=6)), ("C", leak), ("C", patch(fields[7], noise_seed=7)), ("D", patch(fields[8], noise_seed=8))]
+    test = [
+        ("C", patch(fields[6], noise_seed=6)),
+        ("C", leak),
+        ("C", patch(fields[7], noise_seed=7)),
+        ("D", patch(fields[8], noise_seed=8)),
+    ]
     validation = [("E", patch(fields[9], noise_seed=9)), ("E", patch(fields[10], noise_seed=10))]
     results = tmp_path / "results"
     write_patch_set(results, "representative", {"train": train, "validation": validation, "test": test})
@@ -93,8 +111,10 @@ def test_same_image_and_look_alikes_are_not_leaks(tmp_path):
 
 def test_accepted_leak_is_reported_with_its_reason_not_dropped(planted, tmp_path):
     accepted = tmp_path / "accepted.csv"
-    accepted.write_text("split,patch_id,train_patch_id,reason\nrepresentative,C_p001_v00,B_p004_v00,\"reviewed: same specimen grid, kept on purpose\"\n"
-                        "representative,C_p000_v00,A_p000_v00,no such leak\n")  # fmt: skip
+    accepted.write_text(
+        'split,patch_id,train_patch_id,reason\nrepresentative,C_p001_v00,B_p004_v00,"reviewed: same specimen grid, kept on purpose"\n'
+        "representative,C_p000_v00,A_p000_v00,no such leak\n"
+    )
     check = audit_mod.check_leaks(audit_mod.Folder(planted), accepted=audit_mod.read_accepted_leaks(accepted))
     assert check.status == audit_mod.PASSED
     notes = {(n["kind"], n["detail"].split(":")[0]) for n in check.notes}
@@ -108,13 +128,18 @@ def test_accepted_leak_is_reported_with_its_reason_not_dropped(planted, tmp_path
     [
         ("split,patch_id,reason\nrepresentative,a,r\n", "missing columns ['train_patch_id']"),
         ("split,patch_id,train_patch_id,reason\nrepresentative,a,b,\n", "line 2: empty ['reason']"),
-        ("split,patch_id,train_patch_id,reason\nbad,a,b,r\nbad,a,b,again\n", "line 3: pair ('bad', 'a', 'b') listed twice"),
+        (
+            "split,patch_id,train_patch_id,reason\nbad,a,b,r\nbad,a,b,again\n",
+            "line 3: pair ('bad', 'a', 'b') listed twice",
+        ),
     ],
 )
 def test_bad_accepted_file_names_file_and_line(tmp_path, text, message):
     path = tmp_path / "accepted.csv"
     path.write_text(text)
-    with pytest.raises(ValueError, match=f"{path}.*" + message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(
+        ValueError, match=f"{path}.*" + message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")
+    ):
         audit_mod.read_accepted_leaks(path)
     with pytest.raises(FileNotFoundError, match="accepted leaks not found"):
         audit_mod.read_accepted_leaks(tmp_path / "absent.csv")

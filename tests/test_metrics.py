@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import PAPER
 from sklearn.metrics import confusion_matrix as sk_confusion
 from sklearn.metrics import precision_recall_fscore_support
 
-from conftest import PAPER
 from temvirus.io import write_csv
 from temvirus.metrics import confusion_frame, confusion_matrix, per_class, read_confusion, summary
 
@@ -93,7 +93,9 @@ def test_wilson_interval_matches_the_closed_form_and_brackets_the_accuracy():
         p = k / n
         centre, half = p + z * z / (2 * n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
         low, high = wilson_interval(k, n)
-        assert (low, high) == pytest.approx(((centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)), abs=1e-9)
+        assert (low, high) == pytest.approx(
+            ((centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)), abs=1e-9
+        )
         assert 0 <= low <= p <= high <= 1
     assert wilson_interval(0, 28)[0] == 0 and wilson_interval(28, 28)[1] == 1
     cm = read_confusion(PAPER / "fig3_confusion_custom.csv").to_numpy()

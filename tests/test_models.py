@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import torch
 import torchvision
-
 from conftest import PAPER
+
 from temvirus.models import (
     PAPER_INIT_NAMES,
     PAPER_MODEL_NAMES,
@@ -22,7 +22,9 @@ torch.set_num_threads(1)
 
 def paper_params(model: str, init: str, split: str) -> int:
     table = pd.read_csv(PAPER / "table2_performance.csv")
-    row = table[(table.model == PAPER_MODEL_NAMES[model]) & (table.training == PAPER_INIT_NAMES[init]) & (table.split == split)]
+    row = table[
+        (table.model == PAPER_MODEL_NAMES[model]) & (table.training == PAPER_INIT_NAMES[init]) & (table.split == split)
+    ]
     return int(row["trainable_params"].iloc[0])
 
 
@@ -56,14 +58,20 @@ def test_custom_blocks_concatenate_their_input():
 @pytest.mark.parametrize("arch", ["densenet201", "vgg16", "vgg19", "mobilenet_v2"])
 def test_transfer_models_with_flattened_head_match_the_papers_keras_counts(arch):
     """Keras include_top=False + Flatten + the 3 dense layers: the paper's trainable counts exactly."""
-    assert trainable_parameters(build_model(arch, 14, input_size=256)) == paper_params(arch, "imagenet", "representative")
+    assert trainable_parameters(build_model(arch, 14, input_size=256)) == paper_params(
+        arch, "imagenet", "representative"
+    )
 
 
 def test_timm_models_against_the_papers_keras_counts():
     """Xception (timm legacy_xception) has the paper's count exactly; ResNet50V2 (timm resnetv2_50)
     lacks the 19,008 conv biases of Keras' ResNet50V2: stem conv (64), the last 1x1 conv of every
     block (3x256 + 4x512 + 6x1024 + 3x2048) and the 4 projection shortcuts (256+512+1024+2048)."""
-    assert trainable_parameters(build_model("xception", 14)) == paper_params("xception", "imagenet", "representative") == 156_089_654
+    assert (
+        trainable_parameters(build_model("xception", 14))
+        == paper_params("xception", "imagenet", "representative")
+        == 156_089_654
+    )
     keras_biases = 64 + (3 * 256 + 4 * 512 + 6 * 1024 + 3 * 2048) + (256 + 512 + 1024 + 2048)
     assert keras_biases == 19_008
     ours = trainable_parameters(build_model("resnet50v2", 14))
@@ -128,8 +136,12 @@ def test_old_densenet_key_names_and_inception_aux_weights_load(tmp_path):
     # torchvision's published densenet files name layers 'norm.1', 'conv.2', ...
     old = {k.replace("norm1", "norm.1").replace("conv2", "conv.2"): v for k, v in dense.state_dict().items()}
     assert any("norm.1" in k for k in old)
-    model = build_model("densenet201", 3, init="imagenet", weights_file=save_weights(old, tmp_path, "densenet201"), input_size=32)
-    assert torch.equal(model.features[0].denseblock1.denselayer1.norm1.weight, dense.features.denseblock1.denselayer1.norm1.weight)
+    model = build_model(
+        "densenet201", 3, init="imagenet", weights_file=save_weights(old, tmp_path, "densenet201"), input_size=32
+    )
+    assert torch.equal(
+        model.features[0].denseblock1.denselayer1.norm1.weight, dense.features.denseblock1.denselayer1.norm1.weight
+    )
 
     inception = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
     path = save_weights(inception.state_dict(), tmp_path, "inception_v3_google")
@@ -144,7 +156,9 @@ def test_timm_imagenet_weights_load_from_a_local_file(tmp_path, arch, timm_name)
 
     torch.manual_seed(1)
     reference = timm.create_model(timm_name, pretrained=False)
-    model = build_model(arch, 3, init="imagenet", weights_file=save_weights(reference.state_dict(), tmp_path, arch), input_size=64)
+    model = build_model(
+        arch, 3, init="imagenet", weights_file=save_weights(reference.state_dict(), tmp_path, arch), input_size=64
+    )
     loaded = model.features.body.state_dict()
     body = {k: v for k, v in reference.state_dict().items() if k in loaded}
     assert len(body) == len(loaded) > 100
@@ -194,7 +208,17 @@ def test_every_model_starts_at_chance_loss(arch):
 
 
 #: one model of each family (vgg19 is vgg16 with more layers)
-FAMILIES = ["custom", "small_cnn", "vgg16", "resnet50", "densenet201", "inception_v3", "mobilenet_v2", "efficientnet_b0", "convnext_tiny"]
+FAMILIES = [
+    "custom",
+    "small_cnn",
+    "vgg16",
+    "resnet50",
+    "densenet201",
+    "inception_v3",
+    "mobilenet_v2",
+    "efficientnet_b0",
+    "convnext_tiny",
+]
 
 
 @pytest.mark.parametrize("arch", FAMILIES)
@@ -227,4 +251,8 @@ def test_bn_momentum_is_set_on_every_batch_norm_layer():
     assert all(m.momentum == 0.3 for m in norms)
     set_bn_momentum(model, None)  # keeps what is there
     assert all(m.momentum == 0.3 for m in norms)
-    assert all(m.momentum == 0.01 for m in build_model("custom", 3, input_size=48).modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert all(
+        m.momentum == 0.01
+        for m in build_model("custom", 3, input_size=48).modules()
+        if isinstance(m, torch.nn.BatchNorm2d)
+    )

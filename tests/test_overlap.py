@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import PAPER, write_raw_image
 from scipy.ndimage import gaussian_filter
 
 from temvirus.classes import FOLDER_NAMES
@@ -15,16 +16,14 @@ from temvirus.overlap import (
     DISTINCT,
     OVERLAP,
     OverlapSettings,
+    deep_inside,
     find_overlaps,
     group_images,
-    deep_inside,
     point_agreement,
     score_against_truth,
     score_pairs,
 )
 from temvirus.raw import read_dataset
-
-from conftest import PAPER, write_raw_image
 
 
 def textured_field(seed: int, size: int = 1400) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +52,9 @@ def view(field: tuple[np.ndarray, np.ndarray], x0: int, y0: int, side_nm: int, p
     return noisy, local[((local >= 0) & (local < n)).all(axis=1)]
 
 
-def write_class_image(root: Path, split: str, cls: str, image_id: str, image: tuple[np.ndarray, np.ndarray], pixel_nm: float):
+def write_class_image(
+    root: Path, split: str, cls: str, image_id: str, image: tuple[np.ndarray, np.ndarray], pixel_nm: float
+):
     """One image of class ``cls`` in the raw layout, each point a particle of its own."""
     pixels, points = image
     write_raw_image(root, split, FOLDER_NAMES[cls], image_id, pixels, pixel_nm, [[p] for p in points])
@@ -95,9 +96,14 @@ def pair(pairs: pd.DataFrame, a: str, b: str) -> pd.Series:
 def test_overlap_found_with_offset_and_distinct_fields_rejected(raw_root, images):
     pairs = score_pairs(images, raw_root, SETTINGS)
     assert set(zip(pairs["class"], pairs.image_a, pairs.image_b)) == {
-        ("Ebola", "a", "b"), ("Ebola", "a", "c"), ("Ebola", "a", "d"), ("Ebola", "b", "c"),
-        ("Ebola", "b", "d"), ("Ebola", "c", "d"), ("Lassa", "e", "f"),
-    }  # fmt: skip
+        ("Ebola", "a", "b"),
+        ("Ebola", "a", "c"),
+        ("Ebola", "a", "d"),
+        ("Ebola", "b", "c"),
+        ("Ebola", "b", "d"),
+        ("Ebola", "c", "d"),
+        ("Lassa", "e", "f"),
+    }
     ab = pair(pairs, "a", "b")
     assert ab.decision == OVERLAP and ab.scale == 1.0
     assert abs(ab.dx_nm - 300) <= 6 and abs(ab.dy_nm - 250) <= 6
@@ -121,15 +127,20 @@ def test_wrong_pixel_size_needs_the_scale_fallback(raw_root, images):
 
 
 def test_groups_keep_most_particles_then_pixel_size_then_id():
-    images = pd.DataFrame({
-        "image_id": ["p", "q", "r", "s", "t", "u"],
-        "n_particles": [3, 5, 5, 1, 2, 2],
-        "pixel_size_nm": [1.0, 2.0, 1.0, 1.0, 1.0, 1.0],
-    })  # fmt: skip
-    pairs = pd.DataFrame({
-        "image_a": ["p", "q", "s", "t"], "image_b": ["q", "r", "u", "u"],
-        "decision": [OVERLAP, OVERLAP, DISTINCT, OVERLAP],
-    })  # fmt: skip
+    images = pd.DataFrame(
+        {
+            "image_id": ["p", "q", "r", "s", "t", "u"],
+            "n_particles": [3, 5, 5, 1, 2, 2],
+            "pixel_size_nm": [1.0, 2.0, 1.0, 1.0, 1.0, 1.0],
+        }
+    )
+    pairs = pd.DataFrame(
+        {
+            "image_a": ["p", "q", "s", "t"],
+            "image_b": ["q", "r", "u", "u"],
+            "decision": [OVERLAP, OVERLAP, DISTINCT, OVERLAP],
+        }
+    )
     kept = group_images(images, pairs).set_index("image_id")
     # p-q-r chain: q and r have 5 particles, r has the smaller pixel size
     assert kept.overlap_group.to_dict() == {"p": "r", "q": "r", "r": "r", "s": "s", "t": "t", "u": "t"}
@@ -138,7 +149,9 @@ def test_groups_keep_most_particles_then_pixel_size_then_id():
 
 def test_precision_recall_against_truth():
     kept = pd.DataFrame({"image_id": ["a", "b", "c", "d", "e"], "overlap_group": ["a", "a", "c", "c", "e"]})
-    pairs = pd.DataFrame({"image_a": ["a", "c", "a"], "image_b": ["b", "d", "e"], "decision": [OVERLAP, OVERLAP, DISTINCT]})
+    pairs = pd.DataFrame(
+        {"image_a": ["a", "c", "a"], "image_b": ["b", "d", "e"], "decision": [OVERLAP, OVERLAP, DISTINCT]}
+    )
     truth = pd.DataFrame({"image_id": ["b", "e"], "source_image_id": ["a", "a"]})
     score = score_against_truth(kept, pairs, truth)
     assert score["precision"] == 0.5 and score["recall"] == 0.5
@@ -199,7 +212,11 @@ def test_unknown_setting_is_rejected():
 
 
 VERIFIED = Path(__file__).parent / "data" / "overlap_verified_pairs.csv"
-NAMED = [("Papilloma", "5957", "5960"), ("Cowpox", "5980", "5981"), ("Norovirus", "A1-160k-071019_4", "A1-93k-071019_3")]
+NAMED = [
+    ("Papilloma", "5957", "5960"),
+    ("Cowpox", "5980", "5981"),
+    ("Norovirus", "A1-160k-071019_4", "A1-93k-071019_3"),
+]
 
 
 @pytest.mark.realdata
@@ -213,7 +230,9 @@ def test_real_crops_overlaps_are_the_verified_ones(real_crops):
     images = images[images["class"].isin(["Papilloma", "Rotavirus"]) | images.image_id.isin(named)]
     started = time.time()
     pairs = score_pairs(images, real_crops, OverlapSettings(), particles, threads=2)
-    claimed = set(pairs.loc[pairs.decision == OVERLAP, ["class", "image_a", "image_b"]].itertuples(index=False, name=None))
+    claimed = set(
+        pairs.loc[pairs.decision == OVERLAP, ["class", "image_a", "image_b"]].itertuples(index=False, name=None)
+    )
     print(f"{len(images)} images, {len(pairs)} pairs, {time.time() - started:.0f} s: {sorted(claimed)}")
     verified = pd.read_csv(VERIFIED, dtype=str)
     shown = verified.image_a.isin(images.image_id) & verified.image_b.isin(images.image_id)
@@ -228,8 +247,16 @@ def test_planted_overlaps_of_the_synthetic_data_are_found(tmp_path):
     from temvirus.synth import generate_dataset
 
     classes = ["Dengue", "Ebola", "Orf", "Papilloma", "Rotavirus"]
-    truth = generate_dataset(tmp_path / "raw", tmp_path / "truth.csv", table1=PAPER / "table1_dataset.csv",
-                             scale=0.1, seed=7, overlaps=8, binning=2, classes=classes)  # fmt: skip
+    truth = generate_dataset(
+        tmp_path / "raw",
+        tmp_path / "truth.csv",
+        table1=PAPER / "table1_dataset.csv",
+        scale=0.1,
+        seed=7,
+        overlaps=8,
+        binning=2,
+        classes=classes,
+    )
     images, particles = read_dataset(tmp_path / "raw", hash_files=False)
     pairs = score_pairs(images, tmp_path / "raw", OverlapSettings(), particles)
     score = score_against_truth(group_images(images, pairs), pairs, truth)
@@ -342,7 +369,9 @@ def test_padding_and_cut_particles_do_not_count_as_disagreement(tmp_path):
     pixels_b, _ = view(field, x, y, 800, 2, 51)
     points_b = visible_centres((field[1] - [x, y]) / 2, 400, 115 / 2)
     pixels_c, points_c = view(big_particle_field(26), x, y, 800, 2, 52)
-    root, images, particles = pair_root(tmp_path, (pixels_a, points_a), (pixels_b, points_b), (pixels_c, points_c), (2.0, 2.0, 2.0))
+    root, images, particles = pair_root(
+        tmp_path, (pixels_a, points_a), (pixels_b, points_b), (pixels_c, points_c), (2.0, 2.0, 2.0)
+    )
     settings = OverlapSettings(coarse_nm=6.0, point_margin_nm=120.0)  # radius <= 130: cut points move <= 65 nm
     ab = pair(score_pairs(images, root, settings, particles), "a", "b")
     assert ab.decision == OVERLAP and ab.points >= 2 and ab.point_agreement == 1.0, ab.to_dict()

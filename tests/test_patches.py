@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
-
 from conftest import write_raw_image
+
 from temvirus.io import sha256_file
 from temvirus.patches import (
     PATCH_COLUMNS,
@@ -35,20 +35,48 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
     """A 4-image raw dataset (pixel sizes 0.5, 1, 2.5, 4 nm) with its tables and a split table."""
     base = tmp_path_factory.mktemp("tiny")
     root = base / "raw"
-    write_raw_image(root, "train", "Orf", "orf_a", noise(1, (300, 260)), 0.5, [[(20.0, 30.0), (60.0, 70.0)], [(250.0, 290.0)]])
-    write_raw_image(root, "train", "Ebola", "ebola_a", noise(2, (120, 140)), 2.5, [[(10.0, 10.0), (50.0, 20.0), (90.0, 100.0), (139.0, 119.0)]])
+    write_raw_image(
+        root, "train", "Orf", "orf_a", noise(1, (300, 260)), 0.5, [[(20.0, 30.0), (60.0, 70.0)], [(250.0, 290.0)]]
+    )
+    write_raw_image(
+        root,
+        "train",
+        "Ebola",
+        "ebola_a",
+        noise(2, (120, 140)),
+        2.5,
+        [[(10.0, 10.0), (50.0, 20.0), (90.0, 100.0), (139.0, 119.0)]],
+    )
     write_raw_image(root, "test", "Orf", "orf_b", noise(3, (200, 200)), 1.0, [[(0.0, 0.0)], [(100.5, 199.9)]])
-    write_raw_image(root, "validation", "Rift Valley", "rift_a", noise(4, (64, 80)), 4.0, [[(40.0, 32.0)], [(5.0, 60.0), (7.0, 62.0)]])
+    write_raw_image(
+        root,
+        "validation",
+        "Rift Valley",
+        "rift_a",
+        noise(4, (64, 80)),
+        4.0,
+        [[(40.0, 32.0)], [(5.0, 60.0), (7.0, 62.0)]],
+    )
     write_tables(root, base / "images.csv", base / "particles.csv")
     images = pd.read_csv(base / "images.csv")
-    split = images[["image_id", "class", "n_particles", "folder_split"]].assign(overlap_group=images.image_id, split=images.folder_split)
+    split = images[["image_id", "class", "n_particles", "folder_split"]].assign(
+        overlap_group=images.image_id, split=images.folder_split
+    )
     split.to_csv(base / "split.csv", index=False)
-    return {"base": base, "root": root, "images": base / "images.csv", "particles": base / "particles.csv", "split": base / "split.csv"}
+    return {
+        "base": base,
+        "root": root,
+        "images": base / "images.csv",
+        "particles": base / "particles.csv",
+        "split": base / "split.csv",
+    }
 
 
 def run_extract(tiny: dict[str, Path], out: Path, split_csv: Path | None = None) -> pd.DataFrame:
     arrays = {s: out / f"{s}.npy" for s in SUBSETS}
-    return extract_patches(split_csv or tiny["split"], tiny["images"], tiny["particles"], tiny["root"], out / "patches.csv", arrays)
+    return extract_patches(
+        split_csv or tiny["split"], tiny["images"], tiny["particles"], tiny["root"], out / "patches.csv", arrays
+    )
 
 
 def copy_raw(tiny: dict[str, Path], root: Path) -> tuple[Path, pd.DataFrame]:
@@ -67,7 +95,14 @@ def test_patch_ids_are_stable():
 
 def test_centres_points_vertices_and_two_point_midpoint():
     particles = pd.DataFrame(
-        [("a", 0, 0, 5.0, 6.0), ("a", 1, 0, 10.0, 20.0), ("a", 1, 1, 30.0, 40.0), ("a", 2, 0, 1.0, 1.0), ("a", 2, 1, 2.0, 2.0), ("a", 2, 2, 3.0, 5.0)],
+        [
+            ("a", 0, 0, 5.0, 6.0),
+            ("a", 1, 0, 10.0, 20.0),
+            ("a", 1, 1, 30.0, 40.0),
+            ("a", 2, 0, 1.0, 1.0),
+            ("a", 2, 1, 2.0, 2.0),
+            ("a", 2, 2, 3.0, 5.0),
+        ],
         columns=["image_id", "particle", "vertex", "x", "y"],
     )
     centres = patch_points(particles)
@@ -113,7 +148,11 @@ def test_extract_patches_writes_table_and_arrays(tiny, tmp_path):
         assert array.dtype == np.uint16 and array.shape == (len(rows), 256, 256)
         for row in rows.itertuples():
             pixels = tifffile.imread(tiny["root"] / images.loc[row.image_id, "path"])
-            expected = quantize(window(pixels, images.loc[row.image_id, "pixel_size_nm"], row.x_nm, row.y_nm), pixels.min(), pixels.max())
+            expected = quantize(
+                window(pixels, images.loc[row.image_id, "pixel_size_nm"], row.x_nm, row.y_nm),
+                pixels.min(),
+                pixels.max(),
+            )
             assert np.array_equal(array[row.index], expected), row.patch_id
             assert pixels.min() <= array[row.index].min() and array[row.index].max() <= pixels.max()
     pd.testing.assert_frame_equal(table.reset_index(drop=True), written, check_dtype=False)
@@ -140,7 +179,14 @@ def test_image_that_changed_size_fails_cleanly(tiny, tmp_path):
     tifffile.imwrite(root / images.path[images.image_id == "orf_b"].item(), noise(9, (50, 50)))
     out = tmp_path / "out"
     with pytest.raises(RawDataError, match=r"orf_b\.tif: image is 50x50 px, the image table says 200x200"):
-        extract_patches(tiny["split"], tiny["images"], tiny["particles"], root, out / "patches.csv", {s: out / f"{s}.npy" for s in SUBSETS})
+        extract_patches(
+            tiny["split"],
+            tiny["images"],
+            tiny["particles"],
+            root,
+            out / "patches.csv",
+            {s: out / f"{s}.npy" for s in SUBSETS},
+        )
     assert list(out.iterdir()) == []  # no array, table or temporary file left
 
 
@@ -150,7 +196,14 @@ def test_float_image_is_rejected(tiny, tmp_path):
     tifffile.imwrite(root / images.path[images.image_id == "ebola_a"].item(), noise(2, (120, 140)) / 65535.0)
     out = tmp_path / "out"
     with pytest.raises(RawDataError, match=r"ebola_a\.tif: float64 image with fractional values"):
-        extract_patches(tiny["split"], tiny["images"], tiny["particles"], root, out / "patches.csv", {s: out / f"{s}.npy" for s in SUBSETS})
+        extract_patches(
+            tiny["split"],
+            tiny["images"],
+            tiny["particles"],
+            root,
+            out / "patches.csv",
+            {s: out / f"{s}.npy" for s in SUBSETS},
+        )
     assert list(out.iterdir()) == []
 
 
@@ -179,11 +232,20 @@ def test_real_crops_through_patches(real_crops, tmp_path):
     images, particles = read_dataset(real_crops, hash_files=False)
     images.to_csv(tmp_path / "images.csv", index=False)
     particles.to_csv(tmp_path / "particles.csv", index=False)
-    split = images[["image_id", "class", "n_particles", "folder_split"]].assign(overlap_group=images.image_id, split=images.folder_split)
+    split = images[["image_id", "class", "n_particles", "folder_split"]].assign(
+        overlap_group=images.image_id, split=images.folder_split
+    )
     split.to_csv(tmp_path / "split.csv", index=False)
     arrays = {s: tmp_path / f"{s}.npy" for s in SUBSETS}
     started = time.perf_counter()
-    table = extract_patches(tmp_path / "split.csv", tmp_path / "images.csv", tmp_path / "particles.csv", real_crops, tmp_path / "patches.csv", arrays)
+    table = extract_patches(
+        tmp_path / "split.csv",
+        tmp_path / "images.csv",
+        tmp_path / "particles.csv",
+        real_crops,
+        tmp_path / "patches.csv",
+        arrays,
+    )
     seconds = time.perf_counter() - started
     counts = table.groupby("subset").size()
     print(f"\nreal crops: {len(images)} images, {len(table)} patches {counts.to_dict()} in {seconds:.1f} s")
@@ -203,7 +265,9 @@ def test_fig1_patch_examples_is_a_deterministic_png(tiny, tmp_path):
     run_extract(tiny, tmp_path)
     arrays = {s: tmp_path / f"{s}.npy" for s in SUBSETS}
     for name in ("a.png", "b.png"):
-        fig1_patch_examples(tmp_path / "patches.csv", arrays, tmp_path / name, ["Orf", "Ebola", "RiftValley", "Nipah"], 3, seed=1)
+        fig1_patch_examples(
+            tmp_path / "patches.csv", arrays, tmp_path / name, ["Orf", "Ebola", "RiftValley", "Nipah"], 3, seed=1
+        )
     assert sha256_file(tmp_path / "a.png") == sha256_file(tmp_path / "b.png")
     with Image.open(tmp_path / "a.png") as png:
         width, height = png.size

@@ -21,9 +21,17 @@ from temvirus.smk import run_rule
 def job(rule, inputs=None, outputs=None, params=None, wildcards=None, config=None, log=None) -> Snakemake:
     """A Snakemake script object as the workflow hands it to a script."""
     return Snakemake(
-        InputFiles(fromdict=inputs or {}), OutputFiles(fromdict=outputs or {}), Params(fromdict=params or {}),
-        Wildcards(fromdict=wildcards or {}), 1, ResourceList(), Log(log or []), config or {"seed": 42}, rule, None,
-    )  # fmt: skip
+        InputFiles(fromdict=inputs or {}),
+        OutputFiles(fromdict=outputs or {}),
+        Params(fromdict=params or {}),
+        Wildcards(fromdict=wildcards or {}),
+        1,
+        ResourceList(),
+        Log(log or []),
+        config or {"seed": 42},
+        rule,
+        None,
+    )
 
 
 @pytest.fixture
@@ -46,26 +54,48 @@ def test_record_lists_outputs_inputs_params_seeds_and_code(workdir):
     write_text("resources/in.csv", "c\n3\n")
     os.makedirs("logs")  # Snakemake makes a job's log folder
     smk = job(
-        "make", inputs={"src": "resources/in.csv"}, outputs={"table": "results/t/rep.csv", "root": "results/t/dir"},
-        params={"alpha": 0.5, "classes": ["A", "B"], "inner": {"seed": 9}}, wildcards={"split": "rep"},
-        config={"seed": 42, "dataset": {"synthetic": {"seed": 7}}}, log=["logs/make.log"],
-    )  # fmt: skip
+        "make",
+        inputs={"src": "resources/in.csv"},
+        outputs={"table": "results/t/rep.csv", "root": "results/t/dir"},
+        params={"alpha": 0.5, "classes": ["A", "B"], "inner": {"seed": 9}},
+        wildcards={"split": "rep"},
+        config={"seed": 42, "dataset": {"synthetic": {"seed": 7}}},
+        log=["logs/make.log"],
+    )
     run_rule(smk, make_outputs)
 
     record = json.loads((workdir / "results/provenance/make/split=rep.json").read_text())
     assert record["rule"] == "make" and record["wildcards"] == {"split": "rep"}
     table, root = record["outputs"]
-    assert table == {**table, "name": "table", "path": "results/t/rep.csv", "type": "file", "size": 8, "sha256": sha256_file("results/t/rep.csv")}
+    assert table == {
+        **table,
+        "name": "table",
+        "path": "results/t/rep.csv",
+        "type": "file",
+        "size": 8,
+        "sha256": sha256_file("results/t/rep.csv"),
+    }
     assert root["type"] == "directory" and root["n_files"] == 2 and root["size"] == 3
     assert [f["path"] for f in root["files"]] == ["results/t/dir/sub/y.txt", "results/t/dir/x.txt"]
     assert root["files"][1]["sha256"] == sha256_file("results/t/dir/x.txt")
-    assert root["sha256"] == provenance.tree_sha256([("sub/y.txt", sha256_file("results/t/dir/sub/y.txt")), ("x.txt", sha256_file("results/t/dir/x.txt"))])
-    assert record["inputs"][0]["path"] == "resources/in.csv" and record["inputs"][0]["sha256"] == sha256_file("resources/in.csv")
+    assert root["sha256"] == provenance.tree_sha256(
+        [("sub/y.txt", sha256_file("results/t/dir/sub/y.txt")), ("x.txt", sha256_file("results/t/dir/x.txt"))]
+    )
+    assert record["inputs"][0]["path"] == "resources/in.csv" and record["inputs"][0]["sha256"] == sha256_file(
+        "resources/in.csv"
+    )
     assert record["params"] == {"alpha": 0.5, "classes": ["A", "B"], "inner": {"seed": 9}}
-    assert record["seeds"] == {"config.seed": 42, "config.dataset.synthetic.seed": 7, "params.inner.seed": 9, "derived.torch": 123}
+    assert record["seeds"] == {
+        "config.seed": 42,
+        "config.dataset.synthetic.seed": 7,
+        "params.inner.seed": 9,
+        "derived.torch": 123,
+    }
     assert record["notes"] == {"epochs": 3}
     assert record["logs"] == ["logs/make.log"]  # logs are named, never hashed
-    git_head = subprocess.run(["git", "-C", str(provenance.REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    git_head = subprocess.run(
+        ["git", "-C", str(provenance.REPO), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     assert record["code"]["git_commit"] == git_head and isinstance(record["code"]["git_dirty"], bool)
     assert record["code"]["n_code_files"] > 10 and len(record["code"]["code_sha256"]) == 64
     assert record["environment"]["packages"]["numpy"] and record["environment"]["python"]
@@ -101,7 +131,9 @@ def test_recorded_hash_is_reused_while_size_and_mtime_are_unchanged(workdir):
         fh.write("z")
     os.utime("results/d/x.txt", ns=(stat.st_atime_ns, stat.st_mtime_ns))
     cache = provenance.HashCache.from_records()
-    recorded = json.loads((workdir / "results/provenance/make/job.json").read_text())["outputs"][1]["files"][1]["sha256"]
+    recorded = json.loads((workdir / "results/provenance/make/job.json").read_text())["outputs"][1]["files"][1][
+        "sha256"
+    ]
     assert cache.file_entry("results/d/x.txt")["sha256"] == recorded != sha256_file("results/d/x.txt")
     os.utime("results/d/x.txt")  # a new mtime: hashed again
     assert provenance.HashCache.from_records().file_entry("results/d/x.txt")["sha256"] == sha256_file("results/d/x.txt")
@@ -112,9 +144,14 @@ def test_download_record_is_embedded(workdir):
         write_text(smk.output.weights, "w")
         write_text(smk.output.weights + ".record.json", json.dumps({"url": "http://example.org/w.pth", "sha256": "ab"}))
 
-    run_rule(job("download_weights_file", outputs={"weights": "resources/weights/w.pth"}, wildcards={"filename": "w.pth"}), download)
+    run_rule(
+        job("download_weights_file", outputs={"weights": "resources/weights/w.pth"}, wildcards={"filename": "w.pth"}),
+        download,
+    )
     record = json.loads((workdir / "results/provenance/download_weights_file/filename=w.pth.json").read_text())
-    assert record["download"] == {"resources/weights/w.pth.record.json": {"url": "http://example.org/w.pth", "sha256": "ab"}}
+    assert record["download"] == {
+        "resources/weights/w.pth.record.json": {"url": "http://example.org/w.pth", "sha256": "ab"}
+    }
 
 
 def test_malformed_record_is_named(workdir):

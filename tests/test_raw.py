@@ -15,21 +15,39 @@ from PIL import Image
 from temvirus.raw import EmptyImageWarning, RawDataError, read_dataset, read_positions, read_tags, write_tables
 
 
-def write_image(root: Path, split: str, folder: str, image_id: str, points: list[list[tuple[float, float]]], *,
-                size=(40, 30), pixel_size="1,5", suffix=".tif") -> Path:  # fmt: skip
+def write_image(
+    root: Path,
+    split: str,
+    folder: str,
+    image_id: str,
+    points: list[list[tuple[float, float]]],
+    *,
+    size=(40, 30),
+    pixel_size="1,5",
+    suffix=".tif",
+) -> Path:
     """One image of the raw layout with its tags and positions files; returns the image path."""
     width, height = size
     directory = root / split / folder
     (directory / "tags").mkdir(parents=True, exist_ok=True)
     (directory / "particle_positions").mkdir(exist_ok=True)
-    pixels = (np.arange(width * height).reshape(height, width) % 251).astype(np.uint16 if suffix == ".tif" else np.uint8)
+    pixels = (np.arange(width * height).reshape(height, width) % 251).astype(
+        np.uint16 if suffix == ".tif" else np.uint8
+    )
     path = directory / f"{image_id}{suffix}"
     if suffix == ".tif":
         tifffile.imwrite(path, pixels)
     else:
         Image.fromarray(pixels).save(path)
-    tags = [f"Height;{height}", f"Width;{width}", "BitsPerSample;16", "Microscope;test", "Magnification;10000",
-            f"XScale;{pixel_size}", f"YScale;{pixel_size}"]  # fmt: skip
+    tags = [
+        f"Height;{height}",
+        f"Width;{width}",
+        "BitsPerSample;16",
+        "Microscope;test",
+        "Magnification;10000",
+        f"XScale;{pixel_size}",
+        f"YScale;{pixel_size}",
+    ]
     (directory / "tags" / f"{path.name}_tags.csv").write_text("\n".join(tags) + "\n")
     lines = [f"image;{path.name}", "unit;pixel", "format;x;y"]
     for particle in points:
@@ -79,7 +97,10 @@ def test_missing_tags_file(good, tmp_path):
     _expect_error(good, tags, "tags file is missing", tmp_path)
 
 
-@pytest.mark.parametrize("value,reason", [("abc", "not a number"), ("0", "must be positive"), ("-1,5", "must be positive"), ("", "not a number")])
+@pytest.mark.parametrize(
+    "value,reason",
+    [("abc", "not a number"), ("0", "must be positive"), ("-1,5", "must be positive"), ("", "not a number")],
+)
 def test_bad_pixel_size(good, tmp_path, value, reason):
     tags = good / "train/Adenovirus/tags/a1.tif_tags.csv"
     rows = tags.read_text().splitlines()
@@ -184,11 +205,22 @@ def _tags_file(tmp_path: Path, rows: list[str], encoding: str = "utf-8") -> Path
     return path
 
 
-@pytest.mark.parametrize("scale,nm", [
-    ("XScale;5,57;Å", 0.557), ("XScale;5.57;A", 0.557), ("XScale;5,57;angstrom", 0.557), ("XScale;5,57 Å", 0.557),
-    ("XScale;0,000557;µm", 0.557), ("XScale;0.000557;um", 0.557), ("XScale;0,000557;micron", 0.557),
-    ("XScale;5,57e-10;m", 0.557), ("XScale;0,557;nm", 0.557), ("XScale;0,557nm/px", 0.557), ("X Scale;0,557", 0.557),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "scale,nm",
+    [
+        ("XScale;5,57;Å", 0.557),
+        ("XScale;5.57;A", 0.557),
+        ("XScale;5,57;angstrom", 0.557),
+        ("XScale;5,57 Å", 0.557),
+        ("XScale;0,000557;µm", 0.557),
+        ("XScale;0.000557;um", 0.557),
+        ("XScale;0,000557;micron", 0.557),
+        ("XScale;5,57e-10;m", 0.557),
+        ("XScale;0,557;nm", 0.557),
+        ("XScale;0,557nm/px", 0.557),
+        ("X Scale;0,557", 0.557),
+    ],
+)
 def test_tags_scale_units(tmp_path, scale, nm):
     """Case 1: the unit of the scale row is applied; extra rows before it change nothing."""
     rows = ["XBinning;2", "Height;30", "Microscope;x", "Width;40", scale, "YScale;" + scale.split(";", 1)[1]]
@@ -205,16 +237,19 @@ def test_tags_encodings(tmp_path, encoding):
     assert tags.pixel_size_x_nm == pytest.approx(0.557) and tags.height == 30
 
 
-@pytest.mark.parametrize("rows,reason,line", [
-    (["Height;30", "Width;40", "XScale;557", "YScale;557"], "outside the plausible TEM range 0.05-50.0 nm", 3),
-    (["Height;30", "Width;40", "XScale;0,557;µm", "YScale;0,557;µm"], "= 557 nm is outside", 3),
-    (["Height;30", "Width;40", "XScale;5;furlong", "YScale;5;furlong"], "unknown unit 'furlong'", 3),
-    (["Height;30", "Width;40", "YUnit;px", "XScale;1", "YScale;1"], "unknown unit 'px'", 5),
-    (["Height;30", "Width;40", "XScale;1;nm", "YScale;1", "Unit;µm"], "conflicting units", 3),
-    (["Height;30", "Width;40", "XScale;1,5", "YScale;1,5", "XScale;2"], "given twice", 5),
-    (["Height;30,5", "Width;40", "XScale;1", "YScale;1"], "whole number of pixels", 1),
-    (["Height;30", "Width;40", "XScale;1.000,5", "YScale;1"], "not a number", 3),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "rows,reason,line",
+    [
+        (["Height;30", "Width;40", "XScale;557", "YScale;557"], "outside the plausible TEM range 0.05-50.0 nm", 3),
+        (["Height;30", "Width;40", "XScale;0,557;µm", "YScale;0,557;µm"], "= 557 nm is outside", 3),
+        (["Height;30", "Width;40", "XScale;5;furlong", "YScale;5;furlong"], "unknown unit 'furlong'", 3),
+        (["Height;30", "Width;40", "YUnit;px", "XScale;1", "YScale;1"], "unknown unit 'px'", 5),
+        (["Height;30", "Width;40", "XScale;1;nm", "YScale;1", "Unit;µm"], "conflicting units", 3),
+        (["Height;30", "Width;40", "XScale;1,5", "YScale;1,5", "XScale;2"], "given twice", 5),
+        (["Height;30,5", "Width;40", "XScale;1", "YScale;1"], "whole number of pixels", 1),
+        (["Height;30", "Width;40", "XScale;1.000,5", "YScale;1"], "not a number", 3),
+    ],
+)
 def test_tags_errors_name_the_row(tmp_path, rows, reason, line):
     path = _tags_file(tmp_path, rows)
     with pytest.raises(RawDataError, match=reason) as caught:
@@ -237,8 +272,15 @@ def _positions_file(tmp_path: Path, lines: list[str]) -> Path:
     return path
 
 
-@pytest.mark.parametrize("header", [[], ["image;x.tif"], ["image;x.tif", "unit;pixel", "format;x;y"],
-                                    ["image;x.tif", "unit;px", "format;x;y", "comment;by hand"]])  # fmt: skip
+@pytest.mark.parametrize(
+    "header",
+    [
+        [],
+        ["image;x.tif"],
+        ["image;x.tif", "unit;pixel", "format;x;y"],
+        ["image;x.tif", "unit;px", "format;x;y", "comment;by hand"],
+    ],
+)
 def test_positions_header_recognised_not_counted(tmp_path, header):
     """Case 4: with no header (or one of any length) every particle is read."""
     body = ["particleposition", "1;2", "particleposition", "3,5;4", "particleposition", "5;6", "7;8"]
@@ -253,9 +295,11 @@ def test_positions_without_header_or_markers_is_one_line(tmp_path):
 def test_positions_format_and_unit(tmp_path):
     swapped = _positions_file(tmp_path, ["format;y;x", "particleposition", "1;2"])
     assert read_positions(swapped)[0].tolist() == [[2, 1]]
-    for lines, reason, line in [(["image;a", "unit;nm", "particleposition", "1;2"], "positions in unit 'nm'", 2),
-                                (["format;x;y;z", "1;2"], "unknown format 'x;y;z'", 1),
-                                (["particleposition", "1;2", "unit;pixel"], "expected 'x;y'", 3)]:  # fmt: skip
+    for lines, reason, line in [
+        (["image;a", "unit;nm", "particleposition", "1;2"], "positions in unit 'nm'", 2),
+        (["format;x;y;z", "1;2"], "unknown format 'x;y;z'", 1),
+        (["particleposition", "1;2", "unit;pixel"], "expected 'x;y'", 3),
+    ]:
         path = _positions_file(tmp_path, lines)
         with pytest.raises(RawDataError, match=reason) as caught:
             read_positions(path)
@@ -277,7 +321,9 @@ def test_palette_tiff_and_png_read_alike(tmp_path):
     image.putpalette(np.repeat(palette, 3).tolist())
     image.save(png)
     tif = tmp_path / "p.tif"
-    tifffile.imwrite(tif, indices, photometric="palette", colormap=np.repeat(palette[None].astype(np.uint16) * 257, 3, 0))
+    tifffile.imwrite(
+        tif, indices, photometric="palette", colormap=np.repeat(palette[None].astype(np.uint16) * 257, 3, 0)
+    )
     expected = 255 - indices
     np.testing.assert_array_equal(read_image(png), expected)
     np.testing.assert_array_equal(read_image(tif), expected)
@@ -327,12 +373,19 @@ def test_compressed_tiffs(tmp_path, compression):
     assert np.abs(got.astype(int) - gray).max() <= (8 if compression == "jpeg" else 0)
 
 
-@pytest.mark.parametrize("pixels,expected", [
-    (np.full((30, 40), 7, np.float32), "uint16"), (np.full((30, 40), 70000 - 5000, np.uint32), "uint16"),
-    (np.full((30, 40), 300, np.int16), "uint16"), (np.ones((30, 40), bool), "uint8"),
-    (np.full((30, 40), 0.5, np.float32), "fractional values"), (np.full((30, 40), -3, np.int16), "outside 0..65535"),
-    (np.full((30, 40), 70000, np.uint32), "outside 0..65535"), (np.full((30, 40), np.nan, np.float64), "NaN"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "pixels,expected",
+    [
+        (np.full((30, 40), 7, np.float32), "uint16"),
+        (np.full((30, 40), 70000 - 5000, np.uint32), "uint16"),
+        (np.full((30, 40), 300, np.int16), "uint16"),
+        (np.ones((30, 40), bool), "uint8"),
+        (np.full((30, 40), 0.5, np.float32), "fractional values"),
+        (np.full((30, 40), -3, np.int16), "outside 0..65535"),
+        (np.full((30, 40), 70000, np.uint32), "outside 0..65535"),
+        (np.full((30, 40), np.nan, np.float64), "NaN"),
+    ],
+)
 def test_pixel_types_converted_or_refused_at_read_time(good, tmp_path, pixels, expected):
     """Case 8: any depth is converted losslessly to uint8/16, or `temvirus read` refuses it naming the file."""
     from temvirus.cli import main
@@ -346,7 +399,9 @@ def test_pixel_types_converted_or_refused_at_read_time(good, tmp_path, pixels, e
         np.testing.assert_array_equal(got, pixels.astype(np.uint16) * (255 if pixels.dtype == bool else 1))
     else:
         _expect_error(good, image, expected, tmp_path)
-        assert main(["read", str(good), "--images", str(tmp_path / "i.csv"), "--particles", str(tmp_path / "p.csv")]) == 1
+        assert (
+            main(["read", str(good), "--images", str(tmp_path / "i.csv"), "--particles", str(tmp_path / "p.csv")]) == 1
+        )
         assert not (tmp_path / "i.csv").exists()
 
 
@@ -371,7 +426,9 @@ def test_archive_inside_the_layout_is_named(good, tmp_path):
 def test_dataset_reads_units_and_utf16_tags(good):
     """Case 1 through the table: an Å scale and a UTF-16 file give nm, not the raw number."""
     tags = good / "train/Adenovirus/tags/a1.tif_tags.csv"
-    rows = ["Binning;2"] + tags.read_text().replace("XScale;1,5", "XScale;15;Å").replace("YScale;1,5", "YScale;15;Å").splitlines()
+    rows = ["Binning;2"] + tags.read_text().replace("XScale;1,5", "XScale;15;Å").replace(
+        "YScale;1,5", "YScale;15;Å"
+    ).splitlines()
     tags.write_text("\n".join(rows) + "\n", encoding="utf-16")
     images = read_dataset(good)[0].set_index("image_id")
     assert images.loc["a1", "pixel_size_nm"] == pytest.approx(1.5)

@@ -19,7 +19,6 @@ import pandas as pd
 import pytest
 from conftest import ensure_debian_packages, snakemake_cmd
 
-
 pytestmark = pytest.mark.slow
 
 
@@ -113,5 +112,3 @@ def test_per_experiment_results_carry_labels(report: Path):
     for path, entry in per_class.items():
         model, init, method = Path(path).stem.split("-")
         assert entry["labels"] == {"model": model, "init": init, "split method": method}, entry
-
-

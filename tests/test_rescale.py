@@ -82,7 +82,9 @@ def test_constant_image_stays_constant():
         assert np.allclose(window(image, pixel_size, 5.0, 7.0, 64), 1234.0)
 
 
-@pytest.mark.parametrize(("pixel_size", "shape"), [(0.5, (150, 170)), (0.8, (150, 170)), (2.0, (150, 170)), (4.0, (60, 70))])
+@pytest.mark.parametrize(
+    ("pixel_size", "shape"), [(0.5, (150, 170)), (0.8, (150, 170)), (2.0, (150, 170)), (4.0, (60, 70))]
+)
 def test_matches_pil_lanczos_away_from_the_border(pixel_size, shape):
     """PIL truncates the kernel at the border where we mirror: equal inside, different near it."""
     image = sample_image(*shape).astype(np.float32)

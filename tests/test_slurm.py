@@ -28,14 +28,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, dry_run_resources, snakemake_cmd
 from slurm_cluster import run, slurm_cluster  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.slow
 
-SLURM_TEST_ARGS = ["--profile", str(REPO / "profiles" / "slurm"),
-                   "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1"]
+SLURM_TEST_ARGS = [
+    "--profile",
+    str(REPO / "profiles" / "slurm"),
+    "--slurm-status-command",
+    "squeue",
+    "--slurm-init-seconds-before-status-checks",
+    "1",
+]
 GPU_RULES = {"train_model", "evaluate_model"}
 KILL_TARGET = "train_model"
 # Outputs compared between the runs: tables, arrays and metrics (figures and checkpoints
@@ -73,8 +78,14 @@ class Invocation:
         self.logfile = workdir / f"snakemake-{len(list(workdir.glob('snakemake-*.out')))}.out"
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
         with open(self.logfile, "w") as out:
-            self.proc = subprocess.Popen(snakemake_cmd(workdir, *args), cwd=workdir, env=env,
-                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                snakemake_cmd(workdir, *args),
+                cwd=workdir,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.started = time.monotonic()
 
     def finish(self) -> Run:
@@ -102,8 +113,10 @@ def cancel_when_running(rule: str, invocation: Invocation) -> str:
                 assert run(["scancel", jobid]).returncode == 0
                 return jobid
         time.sleep(0.5)
-    pytest.fail(f"no running {rule} job seen (snakemake exit code {invocation.proc.poll()}):\n"
-                f"{invocation.logfile.read_text()[-4000:]}")
+    pytest.fail(
+        f"no running {rule} job seen (snakemake exit code {invocation.proc.poll()}):\n"
+        f"{invocation.logfile.read_text()[-4000:]}"
+    )
 
 
 def checksums(workdir: Path) -> dict[str, str]:
@@ -144,8 +157,10 @@ def runs(slurm_cluster, tmp_path_factory) -> Runs:  # noqa: F811 (the fixture)
     finally:
         for invocation in invocations:
             invocation.kill()
-    print(f"wall time through SLURM: {killed.seconds:.0f} s (until the failure after scancel) "
-          f"+ {rerun.seconds:.0f} s (next invocation)")
+    print(
+        f"wall time through SLURM: {killed.seconds:.0f} s (until the failure after scancel) "
+        f"+ {rerun.seconds:.0f} s (next invocation)"
+    )
     return Runs(killed, rerun, cancelled, slurm_cluster.jobs())
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import PAPER
 
 from temvirus.classes import load_table1
 from temvirus.split import (
@@ -13,11 +14,9 @@ from temvirus.split import (
     agreement,
     assign_split,
     bad_counts,
-    deal_representative,
     write_agreement,
     write_split,
 )
-from conftest import PAPER
 
 
 def kept_table(counts: dict[str, int], seed: int = 0, folder: str = "train") -> pd.DataFrame:
@@ -34,10 +33,16 @@ def kept_table(counts: dict[str, int], seed: int = 0, folder: str = "train") -> 
 
 
 def test_representative_deals_train_test_train_validation_train_by_particle_count():
-    images = pd.DataFrame({
-        "image_id": list("abcdefg"), "class": "Orf", "folder_split": "train",
-        "n_particles": [7, 1, 6, 2, 5, 3, 4], "overlap_group": list("abcdefg"), "kept": True,
-    })  # fmt: skip
+    images = pd.DataFrame(
+        {
+            "image_id": list("abcdefg"),
+            "class": "Orf",
+            "folder_split": "train",
+            "n_particles": [7, 1, 6, 2, 5, 3, 4],
+            "overlap_group": list("abcdefg"),
+            "kept": True,
+        }
+    )
     split = assign_split(images, "representative")
     by_count = split.sort_values("n_particles")
     assert by_count.split.tolist() == ["train", "test", "train", "validation", "train", "train", "test"]
@@ -46,10 +51,16 @@ def test_representative_deals_train_test_train_validation_train_by_particle_coun
 
 
 def test_ties_in_particle_count_are_broken_by_image_id():
-    images = pd.DataFrame({
-        "image_id": ["z", "m", "a", "q"], "class": "Orf", "folder_split": "train",
-        "n_particles": [2, 2, 2, 1], "overlap_group": ["z", "m", "a", "q"], "kept": True,
-    })  # fmt: skip
+    images = pd.DataFrame(
+        {
+            "image_id": ["z", "m", "a", "q"],
+            "class": "Orf",
+            "folder_split": "train",
+            "n_particles": [2, 2, 2, 1],
+            "overlap_group": ["z", "m", "a", "q"],
+            "kept": True,
+        }
+    )
     labels = assign_split(images, "representative").set_index("image_id").split
     # order q (1), a, m, z (2 each, by id)
     assert labels.to_dict() == {"q": "train", "a": "test", "m": "train", "z": "validation"}
@@ -62,8 +73,14 @@ def test_bad_split_takes_blocks_of_60_20_20_in_particle_order():
     split = assign_split(images, "bad").sort_values("n_particles")
     assert split.split.tolist() == ["train"] * 6 + ["validation"] * 2 + ["test"] * 2
     assert [bad_counts(n) for n in (1, 2, 3, 5, 9, 14, 129)] == [
-        (1, 0, 0), (2, 0, 0), (1, 1, 1), (3, 1, 1), (5, 2, 2), (8, 3, 3), (77, 26, 26),
-    ]  # fmt: skip
+        (1, 0, 0),
+        (2, 0, 0),
+        (1, 1, 1),
+        (3, 1, 1),
+        (5, 2, 2),
+        (8, 3, 3),
+        (77, 26, 26),
+    ]
 
 
 def test_given_split_is_the_folder_and_split_excludes_dropped_and_empty_images():
@@ -111,7 +128,9 @@ def test_written_split_is_deterministic_and_agreement_file(tmp_path):
         for method in ("representative", "bad"):
             write_split(kept_csv, tmp_path / name / f"split_{method}.csv", method)
     for method in ("representative", "bad"):
-        assert (tmp_path / "one" / f"split_{method}.csv").read_bytes() == (tmp_path / "two" / f"split_{method}.csv").read_bytes()
+        assert (tmp_path / "one" / f"split_{method}.csv").read_bytes() == (
+            tmp_path / "two" / f"split_{method}.csv"
+        ).read_bytes()
     splits = {m: tmp_path / "one" / f"split_{m}.csv" for m in ("representative", "bad")}
     write_agreement(splits, tmp_path / "agree.csv")
     table = pd.read_csv(tmp_path / "agree.csv").set_index(["method", "class"])

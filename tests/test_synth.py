@@ -197,15 +197,24 @@ def test_stain_grain_is_fixed_on_the_specimen_and_area_averaged():
     np.testing.assert_allclose(shifted, fine[4:44, 10:50], atol=1e-6)
     np.testing.assert_allclose(coarse, fine.reshape(40, 2, 48, 2).mean(axis=(1, 3)), atol=1e-5)
     other, _ = make_specimen("Dengue", 3, 45.0, (200, 200), 5, "Dengue_0001")
-    assert abs(np.corrcoef(fine.ravel(), stain_grain(other, Exposure((-30.0, 12.5), 2.5, (96, 80), scope)).ravel())[0, 1]) < 0.2
+    assert (
+        abs(np.corrcoef(fine.ravel(), stain_grain(other, Exposure((-30.0, 12.5), 2.5, (96, 80), scope)).ravel())[0, 1])
+        < 0.2
+    )
 
 
 def _digests(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_same_seed_gives_identical_bytes(tmp_path):
-    kwargs = dict(table1=PAPER / "table1_dataset.csv", scale=0.001, overlaps=1, binning=2, classes=["Astrovirus", "Marburg"])
+    kwargs = dict(
+        table1=PAPER / "table1_dataset.csv", scale=0.001, overlaps=1, binning=2, classes=["Astrovirus", "Marburg"]
+    )
     for name, seed in (("a", 11), ("b", 11), ("c", 12)):
         generate_dataset(tmp_path / name / "raw", tmp_path / name / "truth.csv", seed=seed, **kwargs)
     a, b, c = (_digests(tmp_path / name) for name in "abc")
@@ -216,7 +225,9 @@ def test_same_seed_gives_identical_bytes(tmp_path):
 
 
 def test_existing_output_and_failed_runs_leave_no_partial_tree(tmp_path):
-    kwargs = dict(table1=PAPER / "table1_dataset.csv", scale=0.001, seed=1, overlaps=0, binning=2, classes=["Sapovirus"])
+    kwargs = dict(
+        table1=PAPER / "table1_dataset.csv", scale=0.001, seed=1, overlaps=0, binning=2, classes=["Sapovirus"]
+    )
     full = tmp_path / "full"
     (full / "train").mkdir(parents=True)
     with pytest.raises(FileExistsError, match="not empty"):
@@ -232,13 +243,20 @@ def test_cli_synth_and_read(tmp_path):
     temvirus = Path(sys.executable).with_name("temvirus")
     out, truth = tmp_path / "raw", tmp_path / "truth.csv"
     args = ["synth", "--out", out, "--truth", truth, "--scale", "0.001", "--seed", "5", "--overlaps", "1"]
-    proc = subprocess.run([temvirus, *args, "--binning", "2", "--classes", "Sapovirus"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [temvirus, *args, "--binning", "2", "--classes", "Sapovirus"], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     assert len(pd.read_csv(truth)) == 1 and len(list(out.glob("*/Sapovirus/*.tif"))) == 5
     proc = subprocess.run([temvirus, *args], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "not empty" in proc.stderr
     images_csv, particles_csv = tmp_path / "images.csv", tmp_path / "particles.csv"
-    proc = subprocess.run([temvirus, "read", out, "--images", images_csv, "--particles", particles_csv], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [temvirus, "read", out, "--images", images_csv, "--particles", particles_csv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     images = pd.read_csv(images_csv)
     assert len(images) == 5 and f"{out}: 5 images" in proc.stdout
@@ -267,7 +285,12 @@ def test_snakemake_generates_reads_and_plots(tmp_path):
         f"    real_examples: {tmp_path / 'no-real-data'}\n"
     )
     targets = ["results/raw/images.csv", "results/figures/synthetic_vs_real.png"]
-    proc = subprocess.run(snakemake_cmd(tmp_path, *targets, "--configfile", str(tmp_path / "tiny.yaml")), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        snakemake_cmd(tmp_path, *targets, "--configfile", str(tmp_path / "tiny.yaml")),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     images = pd.read_csv(tmp_path / "results/raw/images.csv")
     truth = pd.read_csv(tmp_path / "results/raw/synthetic_truth.csv")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import PAPER
 from PIL import Image
 
-from conftest import PAPER
 from temvirus.classes import load_table1
 from temvirus.figures import split_summary
 from temvirus.split import assign_split
@@ -30,8 +30,16 @@ def patches_for(split: pd.DataFrame, per_particle: int = 2) -> pd.DataFrame:
     """A patch table (contract columns used by Table 1): ``per_particle`` patches per particle."""
     repeated = split.loc[split.index.repeat(split.n_particles * per_particle)]
     number = repeated.groupby("image_id").cumcount()
-    patch_id = repeated.image_id + "_p" + (number // per_particle).map("{:03d}".format) + "_v" + (number % per_particle).map("{:02d}".format)
-    return pd.DataFrame({"patch_id": patch_id, "image_id": repeated.image_id, "class": repeated["class"], "subset": repeated.split})
+    patch_id = (
+        repeated.image_id
+        + "_p"
+        + (number // per_particle).map("{:03d}".format)
+        + "_v"
+        + (number % per_particle).map("{:02d}".format)
+    )
+    return pd.DataFrame(
+        {"patch_id": patch_id, "image_id": repeated.image_id, "class": repeated["class"], "subset": repeated.split}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +86,14 @@ def test_write_table1_and_split_summary(paper, tmp_path):
     split.to_csv(tmp_path / "split.csv", index=False)
     patches_for(split).to_csv(tmp_path / "patches.csv", index=False)
     for name in ("one", "two"):
-        write_table1(tmp_path / "split.csv", tmp_path / "patches.csv", PAPER / "table1_dataset.csv",
-                     tmp_path / name / "table1.csv", tmp_path / name / "table1.md", "representative")  # fmt: skip
+        write_table1(
+            tmp_path / "split.csv",
+            tmp_path / "patches.csv",
+            PAPER / "table1_dataset.csv",
+            tmp_path / name / "table1.csv",
+            tmp_path / name / "table1.md",
+            "representative",
+        )
         split_summary(tmp_path / name / "table1.csv", tmp_path / name / "split_summary.png")
     for file in ("table1.csv", "table1.md", "split_summary.png"):
         assert (tmp_path / "one" / file).read_bytes() == (tmp_path / "two" / file).read_bytes(), file
@@ -140,5 +154,7 @@ def test_run_note_is_empty_for_the_papers_method_whatever_the_hardware():
     reproduction["experiments"][0] = {**reproduction["experiments"][0], "epochs": 10}
     reproduction["training"]["max_val_per_class"] = 5
     note = run_note(reproduction, paper)
-    assert note == ("demo run: validation patches per class at most 5 (paper all), "
-                    "custom-scratch-representative epochs 10 (paper 300): not a reproduction")  # fmt: skip
+    assert note == (
+        "demo run: validation patches per class at most 5 (paper all), "
+        "custom-scratch-representative epochs 10 (paper 300): not a reproduction"
+    )

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import REPO, write_patch_split
+
 from temvirus.augment import TRANSFORMS, apply_transform
 from temvirus.train import (
     HISTORY_COLUMNS,
@@ -130,9 +130,15 @@ def test_training_writes_its_outputs_and_is_reproducible(split_dir, tmp_path):
     assert history["val_f1_macro"].between(0, 1).all() and (history["lr"] == TINY.lr).all()
     for name in ("best.pt", "last.pt", "curve.png"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
-    pd.testing.assert_frame_equal(history.drop(columns="seconds"), pd.read_csv(b / "metrics.csv").drop(columns="seconds"))
+    pd.testing.assert_frame_equal(
+        history.drop(columns="seconds"), pd.read_csv(b / "metrics.csv").drop(columns="seconds")
+    )
     model, meta = load_checkpoint(a / "best.pt")
-    assert meta["classes"] == CLASSES and meta["input_size"] == 48 and meta["epoch"] == history["val_f1_macro"].idxmax() + 1
+    assert (
+        meta["classes"] == CLASSES
+        and meta["input_size"] == 48
+        and meta["epoch"] == history["val_f1_macro"].idxmax() + 1
+    )
     assert meta["trainable_params"] == sum(p.numel() for p in model.parameters())
     last = torch.load(a / "last.pt", weights_only=True)
     assert last["epoch"] == 3
@@ -180,21 +186,24 @@ def test_a_killed_training_job_resumes_to_the_same_weights(split_dir, tmp_path, 
     for name in ("best.pt", "last.pt"):
         assert_same_state(state(straight / name), state(killed / name))
     pd.testing.assert_frame_equal(
-        pd.read_csv(straight / "metrics.csv").drop(columns="seconds"), pd.read_csv(killed / "metrics.csv").drop(columns="seconds")
+        pd.read_csv(straight / "metrics.csv").drop(columns="seconds"),
+        pd.read_csv(killed / "metrics.csv").drop(columns="seconds"),
     )
     assert not (killed / "resume").exists()
 
 
 def test_a_checkpoint_of_other_settings_is_not_resumed(split_dir, tmp_path, caplog):
-    from temvirus.train import fit
     from temvirus.models import build_model
+    from temvirus.train import fit
 
     x, y, _ = load_subset(split_dir, "train_augmented", CLASSES)
     args = (compact_tensor(x), torch.from_numpy(y), compact_tensor(x[:6]), torch.from_numpy(y[:6]))
     fit(build_model("custom", 3, input_size=48), *args, replace(TINY, epochs=1), 3, resume_dir=tmp_path)
     assert (tmp_path / "ckpt.pt").exists()
     with caplog.at_level("INFO", logger="temvirus.train"):
-        result = fit(build_model("custom", 3, input_size=48), *args, replace(TINY, epochs=1, lr=5e-4), 3, resume_dir=tmp_path)
+        result = fit(
+            build_model("custom", 3, input_size=48), *args, replace(TINY, epochs=1, lr=5e-4), 3, resume_dir=tmp_path
+        )
     assert "written for other settings or data; starting over" in caplog.text
     assert result.history["epoch"].tolist() == [1]
 
@@ -259,8 +268,10 @@ def test_area_downsample_averages_blocks_and_rejects_other_factors():
     patches = np.arange(2 * 4 * 4, dtype=np.uint16).reshape(2, 4, 4)
     small = area_downsample(patches, 2)
     assert small.dtype == np.uint16 and small.shape == (2, 2, 2)
-    assert small[0].tolist() == [[np.rint((0 + 1 + 4 + 5) / 4), np.rint((2 + 3 + 6 + 7) / 4)],
-                                 [np.rint((8 + 9 + 12 + 13) / 4), np.rint((10 + 11 + 14 + 15) / 4)]]  # fmt: skip
+    assert small[0].tolist() == [
+        [np.rint((0 + 1 + 4 + 5) / 4), np.rint((2 + 3 + 6 + 7) / 4)],
+        [np.rint((8 + 9 + 12 + 13) / 4), np.rint((10 + 11 + 14 + 15) / 4)],
+    ]
     assert area_downsample(patches, 4) is patches
     with pytest.raises(ValueError, match="input_size 3 does not divide the patch size 4"):
         area_downsample(patches, 3)
@@ -278,4 +289,6 @@ def test_a_model_trained_on_downsampled_patches_is_evaluated_on_the_same_size(tm
     metrics = evaluate_experiment(tmp_path / "model" / "best.pt", split, tmp_path / "evaluation", device="cpu")
     assert metrics["n_test"] == 9
     with pytest.raises(ValueError, match=r"train_augmented.npy: input_size 24 does not divide the patch size 64"):
-        train_experiment("small_cnn-scratch-representative", split, tmp_path / "bad", CLASSES, replace(settings, input_size=24))
+        train_experiment(
+            "small_cnn-scratch-representative", split, tmp_path / "bad", CLASSES, replace(settings, input_size=24)
+        )

@@ -97,8 +97,9 @@ def test_densenet_layer_names_are_those_of_torchvision_modules(tmp_path):
     path = tmp_path / f"densenet201-{hashlib.sha256(body).hexdigest()[:8]}.pth"
     path.write_bytes(body)
     assert sorted(load_weights_file(path, "densenet201")) == [
-        "classifier.bias", "features.denseblock1.denselayer1.norm1.weight",
-    ]  # fmt: skip
+        "classifier.bias",
+        "features.denseblock1.denselayer1.norm1.weight",
+    ]
 
 
 def test_file_that_is_not_a_state_dict_is_rejected(tmp_path):
@@ -138,7 +139,10 @@ def test_snakemake_download_weights_uses_base_url_and_checks_the_name(file_serve
 
 
 def test_timm_weights_names_and_urls():
-    assert weights_filename("xception") == "xception-43020ad28.pth" and hash_prefix("xception-43020ad28.pth") == "43020ad28"
+    assert (
+        weights_filename("xception") == "xception-43020ad28.pth"
+        and hash_prefix("xception-43020ad28.pth") == "43020ad28"
+    )
     assert weights_filename("resnet50v2") == "resnetv2_50.a1h_in1k.safetensors"
     assert source_url("resnet50v2", "http://127.0.0.1:1/m/") == "http://127.0.0.1:1/m/resnetv2_50.a1h_in1k.safetensors"
     assert source_url("resnet50v2").startswith("https://huggingface.co/timm/resnetv2_50.a1h_in1k/")
@@ -170,9 +174,8 @@ def test_snakemake_download_weights_fetches_timm_safetensors_from_base_url(file_
     """resnet50v2's hub file (.safetensors, no hash in its name) goes through the same rule; its hash is recorded."""
     import subprocess
 
-    from safetensors.torch import save
-
     from conftest import snakemake_cmd
+    from safetensors.torch import save
 
     name = weights_filename("resnet50v2")
     body = save({"w": torch.ones(3)})
@@ -182,8 +185,12 @@ def test_snakemake_download_weights_fetches_timm_safetensors_from_base_url(file_
     override = workdir / "override.json"
     experiments = [{"model": "resnet50v2", "init": "imagenet", "split": "representative"}]
     override.write_text(json.dumps({"experiments": experiments, "weights": {"base_url": file_server.url("/mirror")}}))
-    run = subprocess.run(snakemake_cmd(workdir, "download_weights", "--configfile", str(override)),
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    run = subprocess.run(
+        snakemake_cmd(workdir, "download_weights", "--configfile", str(override)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     path = workdir / "resources" / "weights" / name
     assert path.read_bytes() == body

@@ -53,7 +53,9 @@ def test_lint_is_clean_and_snakefiles_are_formatted():
     lint = subprocess.run([str(bin_dir / "snakemake"), "--lint"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout[-3000:]
     smk = ["Snakefile", *sorted(str(p.relative_to(REPO)) for p in (REPO / "workflow" / "rules").glob("*.smk"))]
-    fmt = subprocess.run([str(bin_dir / "snakefmt"), "--check", *smk], cwd=REPO, capture_output=True, text=True, timeout=120)
+    fmt = subprocess.run(
+        [str(bin_dir / "snakefmt"), "--check", *smk], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert fmt.returncode == 0, fmt.stderr[-3000:]
 
 
@@ -105,6 +107,9 @@ def test_a_class_missing_from_the_data_fails_at_the_first_job_reading_it(tiny_sy
     assert proc.returncode != 0
     log = (tmp_path / "work" / "logs" / "data" / "raw_tables.log").read_text()
     missing = [c for c in default_config()["classes"]["classification"] if c not in TINY_CLASSES]
-    assert f"classes.classification lists {missing}, which the data do not hold; classes found: {sorted(TINY_CLASSES)}" in log
+    assert (
+        f"classes.classification lists {missing}, which the data do not hold; classes found: {sorted(TINY_CLASSES)}"
+        in log
+    )
     assert "rule find_overlaps" not in proc.stdout + proc.stderr
     assert not (tmp_path / "work" / "results" / "raw" / "images.csv").exists()

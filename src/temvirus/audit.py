@@ -40,7 +40,7 @@ import time
 import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +99,7 @@ class AuditResult:
     lineage: dict
     seconds: float = 0.0
     #: when the audit ran (UTC, ISO 8601 to the second)
-    date: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    date: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @property
     def passed(self) -> bool:
@@ -178,11 +178,19 @@ def check_outputs(folder: Folder, records: dict[Path, dict]) -> Check:
                 claimed[item["path"]] = rec_path
                 path = folder.local(item["path"])
                 if not path.is_file() and not folder.inside(item["path"]):
-                    check.inform("not available", item["path"], f"outside the results folder, recorded by {rec_path}; not verified")
+                    check.inform(
+                        "not available",
+                        item["path"],
+                        f"outside the results folder, recorded by {rec_path}; not verified",
+                    )
                 elif not path.is_file():
                     check.fail("missing", item["path"], f"recorded by {rec_path}")
                 elif path.stat().st_size != item["size"] or folder.sha256(path) != item["sha256"]:
-                    check.fail("modified", item["path"], f"sha256 {folder.sha256(path)[:16]}..., recorded {item['sha256'][:16]}... by {rec_path}")
+                    check.fail(
+                        "modified",
+                        item["path"],
+                        f"sha256 {folder.sha256(path)[:16]}..., recorded {item['sha256'][:16]}... by {rec_path}",
+                    )
     check.covered = f"{n} output files of {len(records)} job records"
     return check
 
@@ -199,18 +207,28 @@ def check_inputs(folder: Folder, records: dict[Path, dict]) -> tuple[Check, Chec
                 n_links += 1
                 producer, out = produced[entry["path"]]
                 if out["sha256"] != entry["sha256"]:
-                    lineage.fail("inconsistent", entry["path"], f"{rec_path} read sha256 {entry['sha256'][:16]}..., {producer} wrote {out['sha256'][:16]}...")
+                    lineage.fail(
+                        "inconsistent",
+                        entry["path"],
+                        f"{rec_path} read sha256 {entry['sha256'][:16]}..., {producer} wrote {out['sha256'][:16]}...",
+                    )
                 continue
             if entry["path"] in seen:
                 continue
             seen.add(entry["path"])
             digest, problem = folder.current(entry)
             if digest is None and not folder.inside(entry["path"]):
-                sources.inform("not available", entry["path"], f"outside the results folder, read by {rec_path}; not verified")
+                sources.inform(
+                    "not available", entry["path"], f"outside the results folder, read by {rec_path}; not verified"
+                )
             elif digest is None:
                 sources.fail(problem, entry["path"], f"read by {rec_path}")
             elif digest != entry["sha256"]:
-                sources.fail("modified", entry["path"], f"sha256 {digest[:16]}..., recorded {entry['sha256'][:16]}... by {rec_path}")
+                sources.fail(
+                    "modified",
+                    entry["path"],
+                    f"sha256 {digest[:16]}..., recorded {entry['sha256'][:16]}... by {rec_path}",
+                )
     sources.covered = f"{len(seen)} source inputs"
     lineage.covered = f"{n_links} inputs made by another job"
     return sources, lineage
@@ -290,7 +308,9 @@ def check_splits(folder: Folder) -> Check:
             for digest, sets in table.assign(sha256=digests).groupby("sha256")["split"].unique().items():
                 if len(sets) > 1:
                     names = sorted(table.image_id[digests == digest])
-                    check.fail("same raw file in two sets", name, f"images {', '.join(names)} have equal bytes: {sorted(sets)}")
+                    check.fail(
+                        "same raw file in two sets", name, f"images {', '.join(names)} have equal bytes: {sorted(sets)}"
+                    )
         if kept is not None:
             known = table.image_id.isin(kept.index)
             for image in table.image_id[~known]:
@@ -305,7 +325,9 @@ def check_splits(folder: Folder) -> Check:
             for image in sorted(set(expected.index) | set(found.index)):
                 want, got = expected.get(image), found.get(image)
                 if want != got:
-                    check.fail("split differs from its rule", name, f"image {image}: in {got}, the {method} rule gives {want}")
+                    check.fail(
+                        "split differs from its rule", name, f"image {image}: in {got}, the {method} rule gives {want}"
+                    )
         sizes.append(f"{path.name}: {len(table)} images, {table.overlap_group.nunique()} overlap groups")
     check.covered = "; ".join(sizes) + ("" if kept is not None else " (images_kept.csv absent: rule not re-derived)")
     return check
@@ -341,14 +363,20 @@ def check_patches(folder: Folder) -> Check:
             want = split["split"].reindex(patches.image_id).to_numpy()
             for row in patches[want != patches.subset.to_numpy()].itertuples():
                 where = split["split"].get(row.image_id, "no split")
-                check.fail("patch in wrong set", name, f"patch {row.patch_id} ({row.subset}) of image {row.image_id} (split table: {where})")
+                check.fail(
+                    "patch in wrong set",
+                    name,
+                    f"patch {row.patch_id} ({row.subset}) of image {row.image_id} (split table: {where})",
+                )
         else:
             check.fail("no split table", name, f"{split_path.name} is missing")
         arrays = _subset_arrays(pdir)
         for subset, array in arrays.items():
             rows = patches[patches.subset == subset]
             if len(array) != len(rows) or sorted(rows["index"]) != list(range(len(rows))):
-                check.fail("array/table mismatch", name, f"{subset}.npy has {len(array)} rows, table {len(rows)} patches")
+                check.fail(
+                    "array/table mismatch", name, f"{subset}.npy has {len(array)} rows, table {len(rows)} patches"
+                )
         csv, npy = pdir / "train_augmented.csv", pdir / "train_augmented.npy"
         if csv.is_file() and npy.is_file() and "train" in arrays:
             aug_name = Path(RESULTS_PREFIX, csv.relative_to(folder.root)).as_posix()
@@ -356,9 +384,20 @@ def check_patches(folder: Folder) -> Check:
             train = patches[patches.subset == "train"].set_index("patch_id")
             for row in aug.itertuples():
                 if row.source_patch_id not in train.index:
-                    check.fail("augmented from a non-training patch", aug_name, f"row {row.index}: source {row.source_patch_id}")
-                elif not np.array_equal(aug_arr[row.index], apply_transform(arrays["train"][train.at[row.source_patch_id, "index"]], row.transform)):
-                    check.fail("augmented patch differs from its source", aug_name, f"row {row.index}: not {row.transform} of {row.source_patch_id}")
+                    check.fail(
+                        "augmented from a non-training patch",
+                        aug_name,
+                        f"row {row.index}: source {row.source_patch_id}",
+                    )
+                elif not np.array_equal(
+                    aug_arr[row.index],
+                    apply_transform(arrays["train"][train.at[row.source_patch_id, "index"]], row.transform),
+                ):
+                    check.fail(
+                        "augmented patch differs from its source",
+                        aug_name,
+                        f"row {row.index}: not {row.transform} of {row.source_patch_id}",
+                    )
     check.covered = f"{n} patches in {len(dirs)} patch sets, with their arrays and augmented training sets"
     return check
 
@@ -414,7 +453,11 @@ def check_duplicates(folder: Folder, max_hamming: int = NEAR_HAMMING) -> Check:
                     for r, c in zip(*np.nonzero(dist <= max_hamming)):
                         pairs += 1
                         if pairs <= MAX_LISTED:
-                            check.inform("near-duplicate", where, f"{a} {ids_a[start + r]} ~ {b} {ids_b[c]} ({int(dist[r, c])} bits)")
+                            check.inform(
+                                "near-duplicate",
+                                where,
+                                f"{a} {ids_a[start + r]} ~ {b} {ids_b[c]} ({int(dist[r, c])} bits)",
+                            )
                 if pairs > MAX_LISTED:
                     check.inform("near-duplicates not listed", where, f"{pairs - MAX_LISTED} more {a}/{b} pairs")
     check.covered = f"{n} patches hashed, {len(dirs)} patch sets"
@@ -468,7 +511,9 @@ def _standardised(patches: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np
         raise ValueError(f"patches of {h}x{w} px are smaller than the compared {b * side} px")
     embeddings, detail = np.empty((n, LEAK_EMBED**2)), np.empty((n, side, side), dtype=np.float32)
     for start in range(0, n, chunk):
-        block = np.asarray(patches[start : start + chunk, top : top + b * side, left : left + b * side], dtype=np.float32)
+        block = np.asarray(
+            patches[start : start + chunk, top : top + b * side, left : left + b * side], dtype=np.float32
+        )
         block = block.reshape(len(block), side, b, side, b).mean(axis=(2, 4))
         padded = np.pad(block, ((0, 0), (1, 1), (1, 1)), mode="edge")
         flat = np.ones(block.shape, dtype=bool)
@@ -481,7 +526,9 @@ def _standardised(patches: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np
         mean = (block * valid).sum(axis=(1, 2), keepdims=True) / count
         block = np.where(valid, block, mean)
         embeddings[start : start + chunk] = _embed(block)
-        band = gaussian_filter(block, (0, LEAK_BAND[0], LEAK_BAND[0])) - gaussian_filter(block, (0, LEAK_BAND[1], LEAK_BAND[1]))
+        band = gaussian_filter(block, (0, LEAK_BAND[0], LEAK_BAND[0])) - gaussian_filter(
+            block, (0, LEAK_BAND[1], LEAK_BAND[1])
+        )
         band = np.where(valid, band, 0.0)
         detail[start : start + chunk] = band / np.maximum(band.std(axis=(1, 2), keepdims=True), 1e-6)
     return embeddings, detail
@@ -489,7 +536,10 @@ def _standardised(patches: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np
 
 def _d4(images: np.ndarray, transforms=LEAK_TRANSFORMS) -> list[np.ndarray]:
     """``(..., h, w)`` images under ``transforms`` (of :data:`D4`: rotation by ``k * 90`` degrees, then transposed if flipped)."""
-    return [np.swapaxes(np.rot90(images, k, axes=(-2, -1)), -2, -1) if flip else np.rot90(images, k, axes=(-2, -1)) for k, flip in transforms]
+    return [
+        np.swapaxes(np.rot90(images, k, axes=(-2, -1)), -2, -1) if flip else np.rot90(images, k, axes=(-2, -1))
+        for k, flip in transforms
+    ]
 
 
 def _embed(block: np.ndarray) -> np.ndarray:
@@ -501,7 +551,9 @@ def _embed(block: np.ndarray) -> np.ndarray:
     return small / np.maximum(np.linalg.norm(small, axis=1, keepdims=True), 1e-9)
 
 
-def candidate_pairs(query: np.ndarray, query_images: np.ndarray, train: np.ndarray, train_images: np.ndarray, k: int = LEAK_NEIGHBOURS) -> np.ndarray:
+def candidate_pairs(
+    query: np.ndarray, query_images: np.ndarray, train: np.ndarray, train_images: np.ndarray, k: int = LEAK_NEIGHBOURS
+) -> np.ndarray:
     """Pre-screen: ``(m, 2)`` index pairs (query patch, training patch of another image).
 
     ``query``, ``train``: embeddings (:func:`_standardised`). For each query patch, the ``k``
@@ -550,12 +602,16 @@ def max_ncc(a: np.ndarray, b: np.ndarray, chunk: int = 256) -> tuple[np.ndarray,
         raise ValueError(f"max_ncc needs {side}x{side} standardised patches, got {a.shape[1:]} and {b.shape[1:]}")
     ncc, shift, transform = np.full(m, -1.0), np.zeros((m, 2), dtype=np.int64), np.zeros(m, dtype=np.int64)
     for start in range(0, m, chunk):
-        tpl = np.stack(_d4(a[start : start + chunk, s : s + t, s : s + t]), axis=1).astype(np.float32)  # (c, transforms, t, t)
+        tpl = np.stack(_d4(a[start : start + chunk, s : s + t, s : s + t]), axis=1).astype(
+            np.float32
+        )  # (c, transforms, t, t)
         tpl -= tpl.mean(axis=(2, 3), keepdims=True)
         tpl /= np.maximum(np.linalg.norm(tpl, axis=(2, 3), keepdims=True), 1e-6)
         region = np.ascontiguousarray(b[start : start + chunk], dtype=np.float32)  # (c, side, side)
         product = rfft2(region)[:, None] * np.conj(rfft2(tpl, s=(side, side)))
-        corr = irfft(ifft(product, axis=-2)[..., :n_shift, :], n=side, axis=-1)[..., :n_shift]  # (c, transforms, n_shift, n_shift)
+        corr = irfft(ifft(product, axis=-2)[..., :n_shift, :], n=side, axis=-1)[
+            ..., :n_shift
+        ]  # (c, transforms, n_shift, n_shift)
         area = np.pad(region.astype(np.float64), ((0, 0), (1, 0), (1, 0)))
         sums = area.cumsum(axis=1).cumsum(axis=2)
         squares = (area**2).cumsum(axis=1).cumsum(axis=2)
@@ -635,8 +691,10 @@ def check_leaks(folder: Folder, threshold: float = LEAK_NCC, accepted: dict | No
                 if score < threshold:
                     continue
                 a, b = rows.iloc[q], train_rows.iloc[t]
-                detail = (f"{subset} {a.patch_id} (image {a.image_id}) ~ train {b.patch_id} (image {b.image_id}): NCC {score:.3f}"
-                          f" (shift {LEAK_BIN * dx:+d}, {LEAK_BIN * dy:+d} nm, {'identity' if tr == 0 else 'transform ' + str(tr)})")  # fmt: skip
+                detail = (
+                    f"{subset} {a.patch_id} (image {a.image_id}) ~ train {b.patch_id} (image {b.image_id}): NCC {score:.3f}"
+                    f" (shift {LEAK_BIN * dx:+d}, {LEAK_BIN * dy:+d} nm, {'identity' if tr == 0 else 'transform ' + str(tr)})"
+                )
                 key = (method, a.patch_id, b.patch_id)
                 if key in accepted:
                     used.add(key)
@@ -644,9 +702,15 @@ def check_leaks(folder: Folder, threshold: float = LEAK_NCC, accepted: dict | No
                 else:
                     published = " in the published split" if method == "given" else ""
                     check.fail("leak" + published, where, detail)
-        covered.append(f"{method}: {n_query} test/validation patches, {n_pairs} pairs with training patches of other images scored")
+        covered.append(
+            f"{method}: {n_query} test/validation patches, {n_pairs} pairs with training patches of other images scored"
+        )
     for key in sorted(set(accepted) - used):
-        check.inform("accepted pair not found", f"results/patches/{key[0]}", f"{key[1]} ~ {key[2]}: not a leak here (or not present)")
+        check.inform(
+            "accepted pair not found",
+            f"results/patches/{key[0]}",
+            f"{key[1]} ~ {key[2]}: not a leak here (or not present)",
+        )
     check.covered = "; ".join(covered)
     return check
 
@@ -668,7 +732,11 @@ def check_table1(folder: Folder, records: dict[Path, dict]) -> Check:
     if split_csv is None or patches_csv is None:
         check.fail("unknown sources", TABLE1, f"its record names no split table and patch table among {inputs}")
         return check
-    split, patches, table = _read(folder.local(split_csv)), _read(folder.local(patches_csv)), pd.read_csv(folder.local(TABLE1))
+    split, patches, table = (
+        _read(folder.local(split_csv)),
+        _read(folder.local(patches_csv)),
+        pd.read_csv(folder.local(TABLE1)),
+    )
     for row in table.itertuples():
         images = split if row[1] == "all" else split[split["class"] == row[1]]
         members = patches if row[1] == "all" else patches[patches["class"] == row[1]]
@@ -677,10 +745,16 @@ def check_table1(folder: Folder, records: dict[Path, dict]) -> Check:
         want = {"images": len(images), "particles": int(images["n_particles"].sum()), "patches": len(members)}
         for column, value in want.items():
             if getattr(row, column) != value:
-                check.fail("count differs", TABLE1, f"{row[1]} {row.subset} {column}: table {getattr(row, column)}, recounted {value}")
+                check.fail(
+                    "count differs",
+                    TABLE1,
+                    f"{row[1]} {row.subset} {column}: table {getattr(row, column)}, recounted {value}",
+                )
     classes = set(split["class"]) | {"all"}
     if set(table["class"]) != classes:
-        check.fail("classes differ", TABLE1, f"table classes {sorted(set(table['class']) ^ classes)} differ from {split_csv}")
+        check.fail(
+            "classes differ", TABLE1, f"table classes {sorted(set(table['class']) ^ classes)} differ from {split_csv}"
+        )
     check.covered = f"{len(table)} rows of {TABLE1} recounted from {split_csv} and {patches_csv}"
     return check
 
@@ -688,7 +762,12 @@ def check_table1(folder: Folder, records: dict[Path, dict]) -> Check:
 # --- the audit ------------------------------------------------------------------------------
 
 
-def audit(results_dir: str | os.PathLike, max_hamming: int = NEAR_HAMMING, leak_ncc: float = LEAK_NCC, accepted_leaks: str | os.PathLike | None = None) -> AuditResult:
+def audit(
+    results_dir: str | os.PathLike,
+    max_hamming: int = NEAR_HAMMING,
+    leak_ncc: float = LEAK_NCC,
+    accepted_leaks: str | os.PathLike | None = None,
+) -> AuditResult:
     """Run every check on a results folder (see the module docstring); ``accepted_leaks``: a CSV
     of reviewed pairs (:func:`read_accepted_leaks`)."""
     started = time.perf_counter()
@@ -704,7 +783,18 @@ def audit(results_dir: str | os.PathLike, max_hamming: int = NEAR_HAMMING, leak_
     records_check.covered = f"{len(records)} job records"
     outputs = check_outputs(folder, records)
     inputs, lineage = check_inputs(folder, records)
-    checks = [records_check, outputs, inputs, lineage, check_unrecorded(folder, records), check_splits(folder), check_patches(folder), check_duplicates(folder, max_hamming), check_leaks(folder, leak_ncc, read_accepted_leaks(accepted_leaks)), check_table1(folder, records)]
+    checks = [
+        records_check,
+        outputs,
+        inputs,
+        lineage,
+        check_unrecorded(folder, records),
+        check_splits(folder),
+        check_patches(folder),
+        check_duplicates(folder, max_hamming),
+        check_leaks(folder, leak_ncc, read_accepted_leaks(accepted_leaks)),
+        check_table1(folder, records),
+    ]
     return AuditResult(str(results_dir), checks, lineage_summary(records), time.perf_counter() - started)
 
 
@@ -717,11 +807,20 @@ def _blocks(result: AuditResult) -> list[tuple]:
     lin = result.lineage
     blocks = [
         ("h", 1, f"Audit of {result.results_dir}: {verdict}"),
-        ("p", f"Audited {result.date}. {lin['jobs']} job records; audit took {result.seconds:.1f} s. Records digest (sha256 over every record file): `{lin['records_sha256']}`."),
-        ("table", ["check", "status", "covered", "findings", "notes"],
-         [[c.title, c.status, c.skipped or c.covered, str(len(c.findings)), str(len(c.notes))] for c in result.checks]),
+        (
+            "p",
+            f"Audited {result.date}. {lin['jobs']} job records; audit took {result.seconds:.1f} s. Records digest (sha256 over every record file): `{lin['records_sha256']}`.",
+        ),
+        (
+            "table",
+            ["check", "status", "covered", "findings", "notes"],
+            [
+                [c.title, c.status, c.skipped or c.covered, str(len(c.findings)), str(len(c.notes))]
+                for c in result.checks
+            ],
+        ),
         ("h", 2, "Findings"),
-    ]  # fmt: skip
+    ]
     findings = [[c.name, f["kind"], f["path"], f["detail"]] for c in result.checks for f in c.findings]
     blocks.append(("table", ["check", "kind", "file", "detail"], findings) if findings else ("p", "None."))
     notes = [[c.name, n["kind"], n["path"], n["detail"]] for c in result.checks for n in c.notes]
@@ -730,15 +829,42 @@ def _blocks(result: AuditResult) -> list[tuple]:
     blocks += [
         ("h", 2, "Who made these results"),
         ("table", ["rule", "jobs"], [[k, str(v)] for k, v in lin["rules"].items()]),
-        ("table", ["git commit", "dirty", "code sha256", "files"],
-         [[str(c.get("git_commit")), str(c.get("git_dirty")), str(c.get("code_sha256")), str(c.get("n_code_files"))] for c in lin["code"] if c]),
-        ("table", ["package", "versions"],
-         [[k, ", ".join(sorted({str(p.get(k)) for p in lin["packages"] if p}))] for k in sorted({k for p in lin["packages"] if p for k in p})]),
-        ("p", f"Python {', '.join(lin['python'])}; hosts {', '.join(lin['hosts'])}; GPUs {json.dumps(lin['gpus']) if lin['gpus'] else 'none used'}; "
-              f"jobs ran from {lin['first_start']} to {lin['last_end']}."),
-        ("table", ["seed", "values"],
-         [[k, ", ".join(sorted({str(s[k]) for s in lin["seeds"] if k in s}))] for k in sorted({k for s in lin["seeds"] for k in s})]),
-    ]  # fmt: skip
+        (
+            "table",
+            ["git commit", "dirty", "code sha256", "files"],
+            [
+                [
+                    str(c.get("git_commit")),
+                    str(c.get("git_dirty")),
+                    str(c.get("code_sha256")),
+                    str(c.get("n_code_files")),
+                ]
+                for c in lin["code"]
+                if c
+            ],
+        ),
+        (
+            "table",
+            ["package", "versions"],
+            [
+                [k, ", ".join(sorted({str(p.get(k)) for p in lin["packages"] if p}))]
+                for k in sorted({k for p in lin["packages"] if p for k in p})
+            ],
+        ),
+        (
+            "p",
+            f"Python {', '.join(lin['python'])}; hosts {', '.join(lin['hosts'])}; GPUs {json.dumps(lin['gpus']) if lin['gpus'] else 'none used'}; "
+            f"jobs ran from {lin['first_start']} to {lin['last_end']}.",
+        ),
+        (
+            "table",
+            ["seed", "values"],
+            [
+                [k, ", ".join(sorted({str(s[k]) for s in lin["seeds"] if k in s}))]
+                for k in sorted({k for s in lin["seeds"] for k in s})
+            ],
+        ),
+    ]
     return blocks
 
 
@@ -754,7 +880,14 @@ def to_markdown(result: AuditResult) -> str:
         elif block[0] == "p":
             out.append(block[1])
         elif block[2]:
-            out.append("\n".join(["| " + " | ".join(map(_md_cell, row)) + " |" for row in [block[1], ["---"] * len(block[1]), *block[2]]]))
+            out.append(
+                "\n".join(
+                    [
+                        "| " + " | ".join(map(_md_cell, row)) + " |"
+                        for row in [block[1], ["---"] * len(block[1]), *block[2]]
+                    ]
+                )
+            )
     return "\n\n".join(out) + "\n"
 
 
@@ -807,8 +940,12 @@ def command(args) -> int:
     """``temvirus audit RESULTS_DIR [--out DIR] [--near-bits N] [--leak-ncc X] [--accepted-leaks CSV]``
     (arguments in :mod:`temvirus.cli`):
     print the summary, write the report; exit status 1 on any finding."""
-    result = audit(args.results_dir, max_hamming=NEAR_HAMMING if args.near_bits is None else args.near_bits,
-                   leak_ncc=LEAK_NCC if args.leak_ncc is None else args.leak_ncc, accepted_leaks=args.accepted_leaks)
+    result = audit(
+        args.results_dir,
+        max_hamming=NEAR_HAMMING if args.near_bits is None else args.near_bits,
+        leak_ncc=LEAK_NCC if args.leak_ncc is None else args.leak_ncc,
+        accepted_leaks=args.accepted_leaks,
+    )
     out = Path(args.out) if args.out else Path(args.results_dir) / "audit"
     write_report(result, out / "audit_report.md", out / "audit_report.html", out / "audit.json")
     print(summary(result))
@@ -819,7 +956,12 @@ def command(args) -> int:
 def run(smk) -> None:
     """Rule ``audit``: audit ``results/`` and write the report; fail the job on any finding
     (the report is in the log then, since Snakemake removes the failed job's outputs)."""
-    result = audit(RESULTS_PREFIX, max_hamming=smk.params.max_hamming, leak_ncc=smk.params.leak_ncc, accepted_leaks=smk.params.accepted_leaks)
+    result = audit(
+        RESULTS_PREFIX,
+        max_hamming=smk.params.max_hamming,
+        leak_ncc=smk.params.leak_ncc,
+        accepted_leaks=smk.params.accepted_leaks,
+    )
     log.info("%s", summary(result))
     if not result.passed:
         raise AuditFailed(f"{RESULTS_PREFIX}: audit failed:\n{summary(result)}")

@@ -93,7 +93,9 @@ def plan(train: pd.DataFrame, classes: Sequence[str], per_class: int, seed: int)
     return table
 
 
-def augment(patches_csv, train_npy, out_npy, out_csv, classes: Sequence[str], per_class: int, seed: int) -> pd.DataFrame:
+def augment(
+    patches_csv, train_npy, out_npy, out_csv, classes: Sequence[str], per_class: int, seed: int
+) -> pd.DataFrame:
     """Write ``train_augmented.npy`` and ``.csv`` (both or neither); returns the table."""
     patches = pd.read_csv(patches_csv)
     train = patches[patches.subset == "train"].sort_values("index")
@@ -113,5 +115,7 @@ def augment(patches_csv, train_npy, out_npy, out_csv, classes: Sequence[str], pe
         del out
         write_csv(out_csv, table)
     counts = table.groupby("transform").size()
-    log.info("%s: %d patches, %d classes x %d; transforms %s", out_npy, len(table), len(classes), per_class, counts.to_dict())
+    log.info(
+        "%s: %d patches, %d classes x %d; transforms %s", out_npy, len(table), len(classes), per_class, counts.to_dict()
+    )
     return table

@@ -58,8 +58,14 @@ def block_means(patches: np.ndarray, block: int) -> np.ndarray:
 def _result(name: str, description: str, true: np.ndarray, predicted: np.ndarray, n_classes: int, params: int) -> dict:
     cm = confusion_matrix(true, predicted, n_classes)
     low, high = accuracy_interval(cm)
-    return {"name": name, "description": description, "trainable_params": params, **summary(cm),
-            "accuracy_ci_low": low, "accuracy_ci_high": high}  # fmt: skip
+    return {
+        "name": name,
+        "description": description,
+        "trainable_params": params,
+        **summary(cm),
+        "accuracy_ci_low": low,
+        "accuracy_ci_high": high,
+    }
 
 
 def baseline_split(
@@ -98,20 +104,51 @@ def baseline_split(
     counts = table[table["subset"] == "train"]["class"].value_counts().reindex(list(classes), fill_value=0)
     majority = int(np.argmax(counts.to_numpy()))  # first of the largest, in class order
     results = [
-        _result("logistic_regression", BASELINES["logistic_regression"].format(block=block), y_test, predicted, len(classes), params),
-        _result("majority", BASELINES["majority"].format(cls=classes[majority]), y_test, np.full_like(y_test, majority), len(classes), 0),
-    ]  # fmt: skip
-    record = {"split": folder.name, "n_train": int(len(y_train)), "n_test": int(len(y_test)),
-              "chance": 1 / len(classes), "block_px": block, "baselines": results}  # fmt: skip
+        _result(
+            "logistic_regression",
+            BASELINES["logistic_regression"].format(block=block),
+            y_test,
+            predicted,
+            len(classes),
+            params,
+        ),
+        _result(
+            "majority",
+            BASELINES["majority"].format(cls=classes[majority]),
+            y_test,
+            np.full_like(y_test, majority),
+            len(classes),
+            0,
+        ),
+    ]
+    record = {
+        "split": folder.name,
+        "n_train": int(len(y_train)),
+        "n_test": int(len(y_test)),
+        "chance": 1 / len(classes),
+        "block_px": block,
+        "baselines": results,
+    }
     write_json(out_json, record)
     for r in results:
-        log.info("%s baseline %s: accuracy %.3f, macro F1 %.3f on %d test patches", folder.name, r["name"], r["accuracy"], r["f1_macro"], len(y_test))
+        log.info(
+            "%s baseline %s: accuracy %.3f, macro F1 %.3f on %d test patches",
+            folder.name,
+            r["name"],
+            r["accuracy"],
+            r["f1_macro"],
+            len(y_test),
+        )
     return record
 
 
 def run_baseline(smk) -> None:
     """Rule baseline_model."""
     baseline_split(
-        Path(smk.input.patches).parent, smk.params.classes, smk.output.metrics, block=smk.params.block,
-        max_test_per_class=smk.params.max_test_per_class, seed=smk.params.seed,
-    )  # fmt: skip
+        Path(smk.input.patches).parent,
+        smk.params.classes,
+        smk.output.metrics,
+        block=smk.params.block,
+        max_test_per_class=smk.params.max_test_per_class,
+        seed=smk.params.seed,
+    )

@@ -33,15 +33,23 @@ def _synth(args: argparse.Namespace) -> int:
     from temvirus.synth import generate_dataset
 
     truth = generate_dataset(
-        args.out, args.truth, table1=args.table1 or paper_file("table1_dataset.csv"), scale=args.scale, seed=args.seed,
-        overlaps=args.overlaps, binning=args.binning, classes=args.classes,
-    )  # fmt: skip
+        args.out,
+        args.truth,
+        table1=args.table1 or paper_file("table1_dataset.csv"),
+        scale=args.scale,
+        seed=args.seed,
+        overlaps=args.overlaps,
+        binning=args.binning,
+        classes=args.classes,
+    )
     print(f"{args.out}: generated; {len(truth)} planted overlaps in {args.truth}")
     return 0
 
 
 def _read_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("root", type=Path, help="raw-layout folder ({train,validation,test}/{Class}/...), or a folder holding one")
+    p.add_argument(
+        "root", type=Path, help="raw-layout folder ({train,validation,test}/{Class}/...), or a folder holding one"
+    )
     p.add_argument("--images", type=Path, help="write the image table (CSV) here")
     p.add_argument("--particles", type=Path, help="write the particle table (CSV) here")
 
@@ -59,18 +67,36 @@ def _read(args: argparse.Namespace) -> int:
         images, _ = read_dataset(args.root)
     else:
         images, _ = write_tables(args.root, args.images, args.particles)
-    summary = images.groupby(["class", "folder_split"]).agg(images=("image_id", "size"), particles=("n_particles", "sum"))
+    summary = images.groupby(["class", "folder_split"]).agg(
+        images=("image_id", "size"), particles=("n_particles", "sum")
+    )
     print(summary.unstack("folder_split", fill_value=0).to_string())
-    print(f"{args.root}: {len(images)} images, {int(images.n_particles.sum())} particles, {images['class'].nunique()} classes")
+    print(
+        f"{args.root}: {len(images)} images, {int(images.n_particles.sum())} particles, {images['class'].nunique()} classes"
+    )
     return 0
 
 
 def _audit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("results_dir", type=Path, help="the results folder to audit (with its provenance/ records)")
-    p.add_argument("--out", type=Path, help="write audit_report.md/.html and audit.json here (default: RESULTS_DIR/audit)")
-    p.add_argument("--near-bits", type=int, help="near-duplicate patches: at most this many of 64 perceptual-hash bits apart (default 4)")
-    p.add_argument("--leak-ncc", type=float, help="a leak: max normalised cross-correlation at least this (default 0.85; docs/lineage.md)")
-    p.add_argument("--accepted-leaks", type=Path, help="CSV of reviewed pairs that are not leaks (split, patch_id, train_patch_id, reason)")
+    p.add_argument(
+        "--out", type=Path, help="write audit_report.md/.html and audit.json here (default: RESULTS_DIR/audit)"
+    )
+    p.add_argument(
+        "--near-bits",
+        type=int,
+        help="near-duplicate patches: at most this many of 64 perceptual-hash bits apart (default 4)",
+    )
+    p.add_argument(
+        "--leak-ncc",
+        type=float,
+        help="a leak: max normalised cross-correlation at least this (default 0.85; docs/lineage.md)",
+    )
+    p.add_argument(
+        "--accepted-leaks",
+        type=Path,
+        help="CSV of reviewed pairs that are not leaks (split, patch_id, train_patch_id, reason)",
+    )
 
 
 def _audit(args: argparse.Namespace) -> int:
@@ -81,7 +107,9 @@ def _audit(args: argparse.Namespace) -> int:
     if not args.results_dir.is_dir():
         raise FileNotFoundError(f"{args.results_dir}: results folder not found")
     if not load_records(args.results_dir / "provenance", strict=False):
-        raise ValueError(f"{args.results_dir}: no lineage records in provenance/: not a results folder of this workflow; nothing written")
+        raise ValueError(
+            f"{args.results_dir}: no lineage records in provenance/: not a results folder of this workflow; nothing written"
+        )
     return command(args)
 
 
@@ -89,7 +117,9 @@ def _download_arguments(p: argparse.ArgumentParser) -> None:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--url", help="a file to fetch (resumable, retried, verified, written atomically)")
     what.add_argument("--weights", metavar="ARCH", help="the ImageNet weights of a torchvision model, e.g. densenet201")
-    p.add_argument("--out", type=Path, required=True, help="with --url: the file to write; with --weights: the weights folder")
+    p.add_argument(
+        "--out", type=Path, required=True, help="with --url: the file to write; with --weights: the weights folder"
+    )
     p.add_argument("--sha256", help="with --url: the expected sha256 (else the computed one is recorded)")
     p.add_argument("--base-url", help="with --weights: fetch from this server instead of torchvision's")
 
@@ -112,7 +142,11 @@ COMMANDS = {
     "synth": ("generate the synthetic raw dataset", _synth_arguments, _synth),
     "read": ("read a raw-layout folder: print a summary, optionally write the tables", _read_arguments, _read),
     "download": ("fetch a file or a model's ImageNet weights, resumably and verified", _download_arguments, _download),
-    "audit": ("check a results folder against its lineage records and its splits for leakage (exit 1 on any finding)", _audit_arguments, _audit),
+    "audit": (
+        "check a results folder against its lineage records and its splits for leakage (exit 1 on any finding)",
+        _audit_arguments,
+        _audit,
+    ),
 }
 
 

@@ -42,7 +42,7 @@ import tarfile
 import tempfile
 import time
 import zipfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlencode
@@ -81,7 +81,7 @@ class _Retry(Exception):
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _part_path(dest: Path) -> Path:
@@ -226,12 +226,25 @@ def fetch(
         part.unlink(missing_ok=True)
         raise
     os.replace(part, dest)
-    record = {"url": url, **info, "size": dest.stat().st_size, "sha256": digest,
-              "sha256_verified": bool(expected), "downloaded_at": _now(), "path": str(dest)}  # fmt: skip
+    record = {
+        "url": url,
+        **info,
+        "size": dest.stat().st_size,
+        "sha256": digest,
+        "sha256_verified": bool(expected),
+        "downloaded_at": _now(),
+        "path": str(dest),
+    }
     del record["status"]
     write_json(_record_path(dest), record)
-    log.info("%s: %d bytes saved to %s (sha256 %s%s)", url, record["size"], dest, digest,
-             "" if expected else ", computed: nothing published to check it against")  # fmt: skip
+    log.info(
+        "%s: %d bytes saved to %s (sha256 %s%s)",
+        url,
+        record["size"],
+        dest,
+        digest,
+        "" if expected else ", computed: nothing published to check it against",
+    )
     return record
 
 
@@ -292,7 +305,9 @@ def mendeley_files(settings: dict) -> tuple[list[dict], str]:
     for pattern in patterns:  # the first pattern that matches anything selects the files
         chosen = [f for f in files if fnmatch.fnmatchcase(f["name"].lower(), pattern.lower())]
         if chosen:
-            log.info("%s: %s selected by dataset.mendeley.include pattern %r", url, [f["name"] for f in chosen], pattern)
+            log.info(
+                "%s: %s selected by dataset.mendeley.include pattern %r", url, [f["name"] for f in chosen], pattern
+            )
             return chosen, url
     raise DownloadError(
         f"{url}: no listed file matches dataset.mendeley.include={patterns!r}; listed: {names}; "
@@ -369,14 +384,22 @@ def _walk(tree: Path):
     level = [tree]
     for _ in range(MAX_DEPTH + 1):
         yield from level
-        level = sorted(child for folder in level for child in folder.iterdir()
-                       if child.is_dir() and not child.is_symlink() and not ignored(child.name))  # fmt: skip
+        level = sorted(
+            child
+            for folder in level
+            for child in folder.iterdir()
+            if child.is_dir() and not child.is_symlink() and not ignored(child.name)
+        )
 
 
 def find_archives(tree: str | os.PathLike) -> list[Path]:
     """Archive files (:data:`temvirus.raw.ARCHIVE_SUFFIXES`) under ``tree``, to :data:`MAX_DEPTH`."""
-    return [f for folder in _walk(Path(tree)) for f in sorted(folder.iterdir())
-            if f.is_file() and not ignored(f.name) and is_archive(f)]  # fmt: skip
+    return [
+        f
+        for folder in _walk(Path(tree))
+        for f in sorted(folder.iterdir())
+        if f.is_file() and not ignored(f.name) and is_archive(f)
+    ]
 
 
 def find_raw_root(tree: str | os.PathLike) -> Path:
@@ -398,11 +421,17 @@ def find_raw_root(tree: str | os.PathLike) -> Path:
         raise DownloadError(f"{tree}: several raw-layout folders found: {[str(h) for h in hits]}; point at one of them")
     if hits:
         return hits[0]
-    detail = f"; folders with {'/'.join(SPLITS)} but no tags/ and particle_positions/ (not the raw layout): {[str(f) for f in lookalikes]}" if lookalikes else ""
+    detail = (
+        f"; folders with {'/'.join(SPLITS)} but no tags/ and particle_positions/ (not the raw layout): {[str(f) for f in lookalikes]}"
+        if lookalikes
+        else ""
+    )
     archives = find_archives(tree)
     detail += f"; archives inside, not looked into: {[str(a) for a in archives]}" if archives else ""
-    raise DownloadError(f"{tree}: no raw-layout folder ({'/'.join(SPLITS)} with class folders holding tags/ and "
-                        f"particle_positions/) found{detail}")  # fmt: skip
+    raise DownloadError(
+        f"{tree}: no raw-layout folder ({'/'.join(SPLITS)} with class folders holding tags/ and "
+        f"particle_positions/) found{detail}"
+    )
 
 
 def locate_local(path: str | os.PathLike) -> tuple[Path | None, list[Path]]:
@@ -416,7 +445,9 @@ def locate_local(path: str | os.PathLike) -> tuple[Path | None, list[Path]]:
     if path.is_file():
         return None, [path]
     if not path.is_dir():
-        raise DownloadError(f"{path}: dataset.local.path (raw-layout folder, archive, or folder holding them) does not exist")
+        raise DownloadError(
+            f"{path}: dataset.local.path (raw-layout folder, archive, or folder holding them) does not exist"
+        )
     try:
         return find_raw_root(path), []
     except DownloadError:
@@ -480,10 +511,19 @@ def extract_archives(archives: list[Path], target: str | os.PathLike) -> dict:
         os.replace(root, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    summary = {"raw_root_in_archive": root.relative_to(staging).as_posix(), "images": len(images),
-               "particles": int(images.n_particles.sum()), "classes": int(images["class"].nunique())}  # fmt: skip
-    log.info("%s: raw layout with %d images, %d particles, %d classes", target, summary["images"],
-             summary["particles"], summary["classes"])  # fmt: skip
+    summary = {
+        "raw_root_in_archive": root.relative_to(staging).as_posix(),
+        "images": len(images),
+        "particles": int(images.n_particles.sum()),
+        "classes": int(images["class"].nunique()),
+    }
+    log.info(
+        "%s: raw layout with %d images, %d particles, %d classes",
+        target,
+        summary["images"],
+        summary["particles"],
+        summary["classes"],
+    )
     return summary
 
 
@@ -514,9 +554,20 @@ def download_dataset(
         archives.append(Path(got["path"]))
     summary = extract_archives(archives, root)
     doi = f"10.17632/{settings['id']}.{settings['version']}"
-    write_json(record, {"source": "mendeley", "doi": doi, "dataset_id": settings["id"], "version": settings["version"],
-                        "files_from": listed_by, "files": entries, "extracted_to": str(root), **summary,
-                        "recorded_at": _now()})  # fmt: skip
+    write_json(
+        record,
+        {
+            "source": "mendeley",
+            "doi": doi,
+            "dataset_id": settings["id"],
+            "version": settings["version"],
+            "files_from": listed_by,
+            "files": entries,
+            "extracted_to": str(root),
+            **summary,
+            "recorded_at": _now(),
+        },
+    )
 
 
 def extract_local_dataset(
@@ -529,6 +580,13 @@ def extract_local_dataset(
         if not archive.is_file():
             raise DownloadError(f"{archive}: archive not found")
     summary = extract_archives(archives, root)
-    files = [{"path": str(a.resolve()), "size": a.stat().st_size, "sha256": sha256_file(a),
-              "hash_source": "computed from the local file"} for a in archives]  # fmt: skip
+    files = [
+        {
+            "path": str(a.resolve()),
+            "size": a.stat().st_size,
+            "sha256": sha256_file(a),
+            "hash_source": "computed from the local file",
+        }
+        for a in archives
+    ]
     write_json(record, {"source": "local", "files": files, "extracted_to": str(root), **summary, "recorded_at": _now()})

@@ -43,9 +43,19 @@ log = logging.getLogger(__name__)
 METRICS = ["accuracy", "precision_macro", "recall_macro", "f1_macro"]
 PAPER_COLUMNS = ["trainable_params"] + METRICS
 TABLE2_COLUMNS = [
-    "experiment", "kind", "model", "training", "split", "n_test", "chance", "trainable_params", *METRICS,
-    "accuracy_ci_low", "accuracy_ci_high", *(f"paper_{c}" for c in PAPER_COLUMNS),
-]  # fmt: skip
+    "experiment",
+    "kind",
+    "model",
+    "training",
+    "split",
+    "n_test",
+    "chance",
+    "trainable_params",
+    *METRICS,
+    "accuracy_ci_low",
+    "accuracy_ci_high",
+    *(f"paper_{c}" for c in PAPER_COLUMNS),
+]
 #: box drawn around correctly classified patches in the error-tracing figure
 CORRECT_COLOUR = "#7CFC00"
 
@@ -99,10 +109,14 @@ def evaluate_experiment(
     probs = predict(model.to(dev), compact_tensor(x), batch_size, dev, tta=tta, amp=amp, channels_last=channels_last)
     predicted = probs.argmax(axis=1)
     out = Path(out_dir)
-    predictions = pd.DataFrame({
-        "patch_id": table["patch_id"], "image_id": table["image_id"],
-        "true": [classes[i] for i in y], "predicted": [classes[i] for i in predicted],
-    })  # fmt: skip
+    predictions = pd.DataFrame(
+        {
+            "patch_id": table["patch_id"],
+            "image_id": table["image_id"],
+            "true": [classes[i] for i in y],
+            "predicted": [classes[i] for i in predicted],
+        }
+    )
     for i, cls in enumerate(classes):
         predictions[f"prob_{cls}"] = probs[:, i].round(6)
     write_csv(out / "predictions.csv", predictions.sort_values("patch_id", kind="stable"))
@@ -115,14 +129,30 @@ def evaluate_experiment(
     pc = per_class(cm)
     low, high = accuracy_interval(cm)
     metrics = {
-        "experiment": meta["experiment"], "model": meta["model"], "init": meta["init"],
-        "split": parse_experiment(meta["experiment"])[2], "trainable_params": meta["trainable_params"],
-        "best_epoch": meta["epoch"], "n_test": int(len(y)), "tta": bool(tta), **summary(cm),
-        "chance": 1 / len(classes), "accuracy_ci_low": low, "accuracy_ci_high": high,
-        "per_class": {c: {k: float(pc[k][i]) if k != "support" else int(pc[k][i]) for k in pc} for i, c in enumerate(classes)},
-    }  # fmt: skip
+        "experiment": meta["experiment"],
+        "model": meta["model"],
+        "init": meta["init"],
+        "split": parse_experiment(meta["experiment"])[2],
+        "trainable_params": meta["trainable_params"],
+        "best_epoch": meta["epoch"],
+        "n_test": int(len(y)),
+        "tta": bool(tta),
+        **summary(cm),
+        "chance": 1 / len(classes),
+        "accuracy_ci_low": low,
+        "accuracy_ci_high": high,
+        "per_class": {
+            c: {k: float(pc[k][i]) if k != "support" else int(pc[k][i]) for k in pc} for i, c in enumerate(classes)
+        },
+    }
     write_json(out / "metrics.json", metrics)
-    log.info("%s: accuracy %.3f, macro F1 %.3f on %d test patches", meta["experiment"], metrics["accuracy"], metrics["f1_macro"], len(y))
+    log.info(
+        "%s: accuracy %.3f, macro F1 %.3f on %d test patches",
+        meta["experiment"],
+        metrics["accuracy"],
+        metrics["f1_macro"],
+        len(y),
+    )
     return metrics
 
 
@@ -137,7 +167,15 @@ def _draw_confusion(ax, counts: pd.DataFrame, title: str, normalised: bool = Fal
             if values[r, c]:
                 dark = values[r, c] > 0.5 * top
                 text = f"{values[r, c]:.2f}".lstrip("0") if normalised else str(values[r, c])
-                ax.text(c, r, text, ha="center", va="center", fontsize=6 if normalised else 7, color="white" if dark else "black")
+                ax.text(
+                    c,
+                    r,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=6 if normalised else 7,
+                    color="white" if dark else "black",
+                )
     ax.set_xticks(range(n), counts.columns, rotation=90, fontsize=8)
     ax.set_yticks(range(n), counts.index, fontsize=8)
     ax.set(xlabel="Predicted label", ylabel="True label", title=title)
@@ -153,8 +191,9 @@ def confusion_figure(panels: Sequence[tuple[pd.DataFrame, str]], note: str = "")
     plt = _pyplot()
     n = max(len(f) for f, _ in panels)
     side = 2.2 + 0.42 * n
-    fig, axes = plt.subplots(2, len(panels), figsize=(side * len(panels), 2 * side + 0.4), dpi=100, squeeze=False,
-                             layout="constrained")  # fmt: skip
+    fig, axes = plt.subplots(
+        2, len(panels), figsize=(side * len(panels), 2 * side + 0.4), dpi=100, squeeze=False, layout="constrained"
+    )
     for col, (counts, title) in enumerate(panels):
         _draw_confusion(axes[0, col], counts, f"{title}: counts")
         _draw_confusion(axes[1, col], counts, f"{title}: row-normalised", normalised=True)
@@ -167,7 +206,10 @@ def paper_confusion_figure(confusion_csv, paper_csv, out_png, title: str, note: 
     """Fig 3 / Fig 4: this run's confusion matrix beside the paper's, as counts and row-normalised."""
     ours, paper = read_confusion(confusion_csv), read_confusion(paper_csv)
     acc = summary(ours.to_numpy())["accuracy"]
-    panels = [(ours, f"{title}: this run (accuracy {acc:.3f})"), (paper, f"{title}: paper (accuracy {summary(paper.to_numpy())['accuracy']:.3f})")]
+    panels = [
+        (ours, f"{title}: this run (accuracy {acc:.3f})"),
+        (paper, f"{title}: paper (accuracy {summary(paper.to_numpy())['accuracy']:.3f})"),
+    ]
     save_figure(out_png, confusion_figure(panels, note))
 
 
@@ -178,14 +220,24 @@ def _baseline_rows(path: str | Path) -> list[dict]:
     import json
 
     record = json.loads(Path(path).read_text(encoding="utf-8"))
-    return [{
-        "experiment": f"baseline-{record['split']}/{b['name']}", "kind": "baseline", "model": f"baseline: {b['description']}",
-        "training": "-", "split": record["split"], "n_test": record["n_test"], "chance": record["chance"],
-        **{c: b[c] for c in ["trainable_params", *METRICS, "accuracy_ci_low", "accuracy_ci_high"]},
-    } for b in record["baselines"]]  # fmt: skip
+    return [
+        {
+            "experiment": f"baseline-{record['split']}/{b['name']}",
+            "kind": "baseline",
+            "model": f"baseline: {b['description']}",
+            "training": "-",
+            "split": record["split"],
+            "n_test": record["n_test"],
+            "chance": record["chance"],
+            **{c: b[c] for c in ["trainable_params", *METRICS, "accuracy_ci_low", "accuracy_ci_high"]},
+        }
+        for b in record["baselines"]
+    ]
 
 
-def table2(metrics_json: Sequence[str | Path], paper_csv: str | Path, baseline_json: Sequence[str | Path] = ()) -> pd.DataFrame:
+def table2(
+    metrics_json: Sequence[str | Path], paper_csv: str | Path, baseline_json: Sequence[str | Path] = ()
+) -> pd.DataFrame:
     """One row per experiment (``kind`` model) and per baseline of each split (``kind`` baseline).
 
     Columns :data:`TABLE2_COLUMNS`: our metrics, test patches, chance (1 / classes), the
@@ -222,11 +274,14 @@ def table2_markdown(frame: pd.DataFrame, note: str = "") -> str:
 
     ``note`` (a demo run's, see :func:`temvirus.experiments.run_note`) is the first line.
     """
-    lines = ["| model | training | split | test patches | chance | trainable params | accuracy [95% CI] "
-             "| precision (macro) | recall (macro) | F1 (macro) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| model | training | split | test patches | chance | trainable params | accuracy [95% CI] "
+        "| precision (macro) | recall (macro) | F1 (macro) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in frame.itertuples(index=False):
-        def pair(c, fmt):
+
+        def pair(c, fmt, r=r):
             ref = getattr(r, f"paper_{c}")
             return f"{fmt(getattr(r, c))} ({fmt(ref) if pd.notna(ref) else '-'})"
 
@@ -242,7 +297,14 @@ def table2_markdown(frame: pd.DataFrame, note: str = "") -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def write_table2(metrics_json: Sequence[str | Path], paper_csv, out_csv, out_md, baseline_json: Sequence[str | Path] = (), note: str = "") -> pd.DataFrame:
+def write_table2(
+    metrics_json: Sequence[str | Path],
+    paper_csv,
+    out_csv,
+    out_md,
+    baseline_json: Sequence[str | Path] = (),
+    note: str = "",
+) -> pd.DataFrame:
     """Rule ``table2``: :func:`table2` as CSV and :func:`table2_markdown` as Markdown."""
     frame = table2(metrics_json, paper_csv, baseline_json)
     write_csv(out_csv, frame)
@@ -260,16 +322,25 @@ def errors_per_image(predictions: pd.DataFrame) -> pd.DataFrame:
     for image_id, group in predictions.groupby("image_id", sort=True):
         bad = group[wrong.loc[group.index]]
         taken = bad["predicted"].value_counts().sort_index()
-        rows.append({
-            "image_id": image_id, "class": group["true"].iloc[0], "n_patches": len(group), "n_misclassified": len(bad),
-            "fraction_misclassified": round(len(bad) / len(group), 4),
-            "predicted_as": ";".join(f"{c}:{n}" for c, n in taken.items()),
-        })  # fmt: skip
+        rows.append(
+            {
+                "image_id": image_id,
+                "class": group["true"].iloc[0],
+                "n_patches": len(group),
+                "n_misclassified": len(bad),
+                "fraction_misclassified": round(len(bad) / len(group), 4),
+                "predicted_as": ";".join(f"{c}:{n}" for c, n in taken.items()),
+            }
+        )
     frame = pd.DataFrame(rows)
-    return frame.sort_values(["n_misclassified", "fraction_misclassified", "image_id"], ascending=[False, False, True], kind="stable")
+    return frame.sort_values(
+        ["n_misclassified", "fraction_misclassified", "image_id"], ascending=[False, False, True], kind="stable"
+    )
 
 
-def _draw_image(ax, pixels: np.ndarray, boxes: pd.DataFrame, pixel_size_nm: float, box_nm: float, colours: dict) -> None:
+def _draw_image(
+    ax, pixels: np.ndarray, boxes: pd.DataFrame, pixel_size_nm: float, box_nm: float, colours: dict
+) -> None:
     from matplotlib.patches import Rectangle
 
     low, high = np.percentile(pixels, [1, 99])
@@ -278,17 +349,31 @@ def _draw_image(ax, pixels: np.ndarray, boxes: pd.DataFrame, pixel_size_nm: floa
     for b in boxes.itertuples(index=False):
         x, y = b.x_nm / pixel_size_nm, b.y_nm / pixel_size_nm
         wrong = b.true != b.predicted
-        ax.add_patch(Rectangle(
-            (x - side / 2, y - side / 2), side, side, fill=False,
-            edgecolor=colours[b.predicted] if wrong else CORRECT_COLOUR, linewidth=2.2 if wrong else 0.7,
-            zorder=3 if wrong else 2,
-        ))  # fmt: skip
+        ax.add_patch(
+            Rectangle(
+                (x - side / 2, y - side / 2),
+                side,
+                side,
+                fill=False,
+                edgecolor=colours[b.predicted] if wrong else CORRECT_COLOUR,
+                linewidth=2.2 if wrong else 0.7,
+                zorder=3 if wrong else 2,
+            )
+        )
     ax.set_xticks([])
     ax.set_yticks([])
 
 
 def error_tracing(
-    predictions_csv, patches_csv, images_csv, raw_root, out_csv, out_png, classes: Sequence[str], n_images: int, box_nm: float = 256
+    predictions_csv,
+    patches_csv,
+    images_csv,
+    raw_root,
+    out_csv,
+    out_png,
+    classes: Sequence[str],
+    n_images: int,
+    box_nm: float = 256,
 ) -> pd.DataFrame:
     """Write misclassified patches per test image (CSV) and draw the ``n_images`` worst images.
 
@@ -302,16 +387,22 @@ def error_tracing(
     predictions = pd.read_csv(predictions_csv)
     per_image = errors_per_image(predictions)
     write_csv(out_csv, per_image)
-    boxes = predictions.merge(pd.read_csv(patches_csv)[["patch_id", "x_nm", "y_nm"]], on="patch_id", how="left", validate="1:1")
+    boxes = predictions.merge(
+        pd.read_csv(patches_csv)[["patch_id", "x_nm", "y_nm"]], on="patch_id", how="left", validate="1:1"
+    )
     if boxes["x_nm"].isna().any():
-        raise ValueError(f"{patches_csv}: no rows for predicted patches {list(boxes.loc[boxes['x_nm'].isna(), 'patch_id'][:3])}")
+        raise ValueError(
+            f"{patches_csv}: no rows for predicted patches {list(boxes.loc[boxes['x_nm'].isna(), 'patch_id'][:3])}"
+        )
     images = pd.read_csv(images_csv).set_index("image_id")
     worst = per_image[per_image["n_misclassified"] > 0].head(n_images)
     colours = class_colours(classes)
     plt = _pyplot()
     cols = max(1, min(3, len(worst)))
     rows = max(1, -(-len(worst) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 5.4 * rows + 0.8), dpi=100, squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(5 * cols, 5.4 * rows + 0.8), dpi=100, squeeze=False, layout="constrained"
+    )
     for ax in axes.flat:
         ax.set_axis_off()
     for ax, info in zip(axes.flat, worst.to_dict("records")):
@@ -320,10 +411,19 @@ def error_tracing(
             raise ValueError(f"{images_csv}: test image {image_id} of {predictions_csv} is not in the image table")
         image = images.loc[image_id]
         ax.set_axis_on()
-        _draw_image(ax, read_image(Path(raw_root) / image["path"]), boxes[boxes["image_id"] == image_id],
-                    float(image["pixel_size_nm"]), box_nm, colours)  # fmt: skip
-        ax.set_title(f"{image_id} ({info['class']})\n{info['n_misclassified']}/{info['n_patches']} misclassified: "
-                     f"{info['predicted_as']}", fontsize=8)  # fmt: skip
+        _draw_image(
+            ax,
+            read_image(Path(raw_root) / image["path"]),
+            boxes[boxes["image_id"] == image_id],
+            float(image["pixel_size_nm"]),
+            box_nm,
+            colours,
+        )
+        ax.set_title(
+            f"{image_id} ({info['class']})\n{info['n_misclassified']}/{info['n_patches']} misclassified: "
+            f"{info['predicted_as']}",
+            fontsize=8,
+        )
     if worst.empty:
         axes[0, 0].text(0.5, 0.5, "no misclassified test patches", ha="center", va="center")
     drawn = boxes[boxes["image_id"].isin(worst["image_id"]) & (boxes["true"] != boxes["predicted"])]
@@ -342,17 +442,25 @@ def run_evaluate(smk) -> None:
     """Rule evaluate_model."""
     torch.set_num_threads(max(1, smk.threads))
     evaluate_experiment(
-        smk.input.model, Path(smk.input.patches).parent, Path(smk.output.metrics).parent,
-        batch_size=smk.params.training["batch_size"], device=smk.params.training["device"],
-        amp=smk.params.training["amp"], channels_last=smk.params.training["channels_last"],
-        tta=smk.params.evaluation["tta"], max_per_class=smk.params.evaluation["max_test_per_class"], seed=smk.params.seed,
+        smk.input.model,
+        Path(smk.input.patches).parent,
+        Path(smk.output.metrics).parent,
+        batch_size=smk.params.training["batch_size"],
+        device=smk.params.training["device"],
+        amp=smk.params.training["amp"],
+        channels_last=smk.params.training["channels_last"],
+        tta=smk.params.evaluation["tta"],
+        max_per_class=smk.params.evaluation["max_test_per_class"],
+        seed=smk.params.seed,
         note=smk.params.note,
-    )  # fmt: skip
+    )
 
 
 def run_table2(smk) -> None:
     """Rule table2."""
-    write_table2(smk.input.metrics, smk.input.paper, smk.output.csv, smk.output.md, smk.input.baselines, smk.params.note)
+    write_table2(
+        smk.input.metrics, smk.input.paper, smk.output.csv, smk.output.md, smk.input.baselines, smk.params.note
+    )
 
 
 def run_confusion_figure(smk) -> None:
@@ -363,6 +471,12 @@ def run_confusion_figure(smk) -> None:
 def run_error_tracing(smk) -> None:
     """Rule error_tracing."""
     error_tracing(
-        smk.input.predictions, smk.input.patches, smk.input.images, smk.input.root, smk.output.csv, smk.output.png,
-        smk.params.classes, smk.params.n_images,
-    )  # fmt: skip
+        smk.input.predictions,
+        smk.input.patches,
+        smk.input.images,
+        smk.input.root,
+        smk.output.csv,
+        smk.output.png,
+        smk.params.classes,
+        smk.params.n_images,
+    )

@@ -95,6 +95,7 @@ def run_note(config: dict, paper: dict) -> str:
         return ""
     return "demo run: " + ", ".join(differences) + ": not a reproduction"
 
+
 def visible_gpus(driver: str | os.PathLike = "/proc/driver/nvidia/gpus") -> int:
     """NVIDIA GPUs this machine shows to its jobs, found without torch.
 

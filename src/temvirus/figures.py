@@ -12,7 +12,9 @@ from temvirus.io import save_figure
 from temvirus.seeding import rng
 
 
-def fig1_patch_examples(patches_csv, arrays: Mapping[str, str | os.PathLike], out_png, classes: Sequence[str], per_class: int, seed: int) -> None:
+def fig1_patch_examples(
+    patches_csv, arrays: Mapping[str, str | os.PathLike], out_png, classes: Sequence[str], per_class: int, seed: int
+) -> None:
     """Like the paper's Fig 1: ``per_class`` example patches (any subset) of each class, one row per class.
 
     Examples are drawn with ``rng(seed, "fig1", class)`` and shown in patch-table order; each
@@ -65,15 +67,25 @@ def split_summary(table1_csv, out_png) -> None:
     y = np.arange(len(classes))
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.32 * len(classes) + 1.6), dpi=100, sharey=True)
     for ax, kind in zip(axes, ["images", "particles"]):
-        wide = {source: table.pivot(index="class", columns="subset", values=column).reindex(classes)
-                for source, column in [("ours", kind), ("paper", f"paper_{kind}")]}  # fmt: skip
+        wide = {
+            source: table.pivot(index="class", columns="subset", values=column).reindex(classes)
+            for source, column in [("ours", kind), ("paper", f"paper_{kind}")]
+        }
         for offset, source in [(0.2, "ours"), (-0.2, "paper")]:
             left = np.zeros(len(classes))
             for subset in subsets:
                 values = wide[source][subset].to_numpy(dtype=float)
-                ax.barh(y + offset, values, height=0.38, left=left, color=colours[subset],
-                        hatch="///" if source == "paper" else None, edgecolor="white", linewidth=0.3,
-                        label=f"{subset} ({source})")  # fmt: skip
+                ax.barh(
+                    y + offset,
+                    values,
+                    height=0.38,
+                    left=left,
+                    color=colours[subset],
+                    hatch="///" if source == "paper" else None,
+                    edgecolor="white",
+                    linewidth=0.3,
+                    label=f"{subset} ({source})",
+                )
                 left += values
         ax.set_title(f"{kind} per split: ours (upper bar) vs paper (hatched)", fontsize=9)
         ax.set_xlabel(kind)

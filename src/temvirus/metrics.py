@@ -53,7 +53,9 @@ def per_class(confusion: np.ndarray) -> dict[str, np.ndarray]:
     if not true.size:
         zeros = np.zeros(n)
         return {"precision": zeros, "recall": zeros, "f1": zeros, "support": zeros.astype(np.int64)}
-    precision, recall, f1, support = precision_recall_fscore_support(true, predicted, labels=np.arange(n), zero_division=0)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        true, predicted, labels=np.arange(n), zero_division=0
+    )
     return {"precision": precision, "recall": recall, "f1": f1, "support": support.astype(np.int64)}
 
 
@@ -111,7 +113,9 @@ def read_confusion(path) -> pd.DataFrame:
     """A confusion-matrix CSV (first column ``true\\pred``) as a square count frame."""
     frame = pd.read_csv(path, index_col=0)
     if frame.index.name != CONFUSION_CORNER or list(frame.index) != list(frame.columns):
-        raise ValueError(f"{path}: expected a square matrix with corner '{CONFUSION_CORNER}' and equal row/column classes")
+        raise ValueError(
+            f"{path}: expected a square matrix with corner '{CONFUSION_CORNER}' and equal row/column classes"
+        )
     return frame
 
 

@@ -36,19 +36,35 @@ from torch.func import functional_call
 
 #: transfer architectures (torchvision builder names); the first six are the paper's
 TRANSFER_MODELS = (
-    "densenet201", "vgg16", "vgg19", "resnet50", "inception_v3", "mobilenet_v2",
-    "efficientnet_b0", "convnext_tiny", "resnet50v2", "xception",
-)  # fmt: skip
+    "densenet201",
+    "vgg16",
+    "vgg19",
+    "resnet50",
+    "inception_v3",
+    "mobilenet_v2",
+    "efficientnet_b0",
+    "convnext_tiny",
+    "resnet50v2",
+    "xception",
+)
 MODELS = ("custom", "small_cnn") + TRANSFER_MODELS
 INITS = ("scratch", "imagenet")
 
 #: the paper's names of our models (Table 2), and of the initialisations
 PAPER_MODEL_NAMES = {
-    "custom": "Custom", "small_cnn": "SmallCNN", "densenet201": "DenseNet201", "vgg16": "VGG16", "vgg19": "VGG19",
-    "resnet50": "ResNet50", "inception_v3": "InceptionV3", "mobilenet_v2": "MobileNetV2",
-    "efficientnet_b0": "EfficientNetB0", "convnext_tiny": "ConvNeXtTiny",
-    "resnet50v2": "ResNet50V2", "xception": "Xception",
-}  # fmt: skip
+    "custom": "Custom",
+    "small_cnn": "SmallCNN",
+    "densenet201": "DenseNet201",
+    "vgg16": "VGG16",
+    "vgg19": "VGG19",
+    "resnet50": "ResNet50",
+    "inception_v3": "InceptionV3",
+    "mobilenet_v2": "MobileNetV2",
+    "efficientnet_b0": "EfficientNetB0",
+    "convnext_tiny": "ConvNeXtTiny",
+    "resnet50v2": "ResNet50V2",
+    "xception": "Xception",
+}
 PAPER_INIT_NAMES = {"scratch": "scratch", "imagenet": "transfer"}
 
 # Keras BatchNormalization defaults (momentum 0.99 = PyTorch's 0.01, epsilon 1e-3)
@@ -64,9 +80,13 @@ class _ConcatBlock(nn.Module):
         super().__init__()
         f1, f2 = filters
         self.convs = nn.Sequential(
-            nn.Conv2d(in_ch, f1, 3, padding="same"), nn.ReLU(inplace=True), nn.BatchNorm2d(f1, **_BN),
-            nn.Conv2d(f1, f2, 3, padding="same"), nn.ReLU(inplace=True), nn.BatchNorm2d(f2, **_BN),
-        )  # fmt: skip
+            nn.Conv2d(in_ch, f1, 3, padding="same"),
+            nn.ReLU(inplace=True),
+            nn.BatchNorm2d(f1, **_BN),
+            nn.Conv2d(f1, f2, 3, padding="same"),
+            nn.ReLU(inplace=True),
+            nn.BatchNorm2d(f2, **_BN),
+        )
         self.pool = nn.MaxPool2d(2)
         self.dropout = nn.Dropout(dropout)
         self.out_channels = in_ch + f2
@@ -89,11 +109,16 @@ class CustomNet(nn.Module):
         if side < 1:
             raise ValueError(f"custom model needs input_size >= 48, got {input_size}")
         self.top = nn.Sequential(
-            nn.Conv2d(ch, 256, 3), nn.ReLU(inplace=True), nn.Flatten(),
-            nn.Linear(256 * side * side, 256), nn.ReLU(inplace=True), nn.Dropout(0.35),
-            nn.Linear(256, 256), nn.ReLU(inplace=True),
+            nn.Conv2d(ch, 256, 3),
+            nn.ReLU(inplace=True),
+            nn.Flatten(),
+            nn.Linear(256 * side * side, 256),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.35),
+            nn.Linear(256, 256),
+            nn.ReLU(inplace=True),
             nn.Linear(256, n_classes),
-        )  # fmt: skip
+        )
 
     def forward(self, x):
         return self.top(self.blocks(x))
@@ -111,7 +136,12 @@ class SmallCNN(nn.Module):
             raise ValueError(f"small_cnn needs input_size >= {2 ** len(_SMALL_FILTERS)}, got {input_size}")
         layers, ch = [], 1
         for filters in _SMALL_FILTERS:
-            layers += [nn.Conv2d(ch, filters, 3, padding=1, bias=False), nn.BatchNorm2d(filters), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            layers += [
+                nn.Conv2d(ch, filters, 3, padding=1, bias=False),
+                nn.BatchNorm2d(filters),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
             ch = filters
         self.features = nn.Sequential(*layers)
         self.top = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(ch, n_classes))
@@ -127,15 +157,21 @@ class TransferNet(nn.Module):
         super().__init__()
         self.features = features
         # size of the flattened feature map: a forward pass on the meta device (shapes only)
-        meta = {k: torch.empty_like(v, device="meta") for k, v in [*features.named_parameters(), *features.named_buffers()]}
+        meta = {
+            k: torch.empty_like(v, device="meta") for k, v in [*features.named_parameters(), *features.named_buffers()]
+        }
         probe = functional_call(features, meta, (torch.zeros(2, 3, input_size, input_size, device="meta"),))
         n_features = probe.flatten(1).shape[1]
         self.top = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(n_features, 1024), nn.ReLU(inplace=True), nn.Dropout(0.3),
-            nn.Linear(1024, 1024), nn.ReLU(inplace=True), nn.Dropout(0.3),
+            nn.Linear(n_features, 1024),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.3),
+            nn.Linear(1024, 1024),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.3),
             nn.Linear(1024, n_classes),
-        )  # fmt: skip
+        )
 
     def forward(self, x):
         return self.top(self.features(x.expand(-1, 3, -1, -1)))
@@ -187,12 +223,34 @@ def _features(arch: str, model: nn.Module) -> nn.Module:
     if arch.startswith("densenet"):  # torchvision applies the final ReLU in forward()
         return nn.Sequential(model.features, nn.ReLU(inplace=True))
     if arch.startswith("resnet"):
-        return nn.Sequential(*(getattr(model, n) for n in ("conv1", "bn1", "relu", "maxpool")),
-                             model.layer1, model.layer2, model.layer3, model.layer4)  # fmt: skip
+        return nn.Sequential(
+            *(getattr(model, n) for n in ("conv1", "bn1", "relu", "maxpool")),
+            model.layer1,
+            model.layer2,
+            model.layer3,
+            model.layer4,
+        )
     if arch == "inception_v3":
-        names = ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1",
-                 "Conv2d_4a_3x3", "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a",
-                 "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c"]  # fmt: skip
+        names = [
+            "Conv2d_1a_3x3",
+            "Conv2d_2a_3x3",
+            "Conv2d_2b_3x3",
+            "maxpool1",
+            "Conv2d_3b_1x1",
+            "Conv2d_4a_3x3",
+            "maxpool2",
+            "Mixed_5b",
+            "Mixed_5c",
+            "Mixed_5d",
+            "Mixed_6a",
+            "Mixed_6b",
+            "Mixed_6c",
+            "Mixed_6d",
+            "Mixed_6e",
+            "Mixed_7a",
+            "Mixed_7b",
+            "Mixed_7c",
+        ]
         return nn.Sequential(*(getattr(model, n) for n in names))
     return model.features  # vgg, mobilenet, efficientnet, convnext
 

@@ -63,9 +63,9 @@ import numpy as np
 import pandas as pd
 import scipy.fft
 from PIL import Image
+from scipy.ndimage import binary_erosion, distance_transform_edt, gaussian_filter, label, maximum_filter, minimum_filter
 from scipy.special import ndtri
 from scipy.stats import rankdata
-from scipy.ndimage import binary_erosion, distance_transform_edt, gaussian_filter, label, maximum_filter, minimum_filter
 
 from temvirus.io import write_csv
 from temvirus.raw import read_image
@@ -73,9 +73,25 @@ from temvirus.raw import read_image
 log = logging.getLogger(__name__)
 
 PAIR_COLUMNS = [
-    "class", "image_a", "image_b", "scale", "dx_nm", "dy_nm", "ncc", "runner_up", "fine_ncc", "background_ncc", "tiles",
-    "tile_agreement", "overlap_fraction", "overlap_nm2", "points", "point_agreement", "evidence", "decision",
-]  # fmt: skip
+    "class",
+    "image_a",
+    "image_b",
+    "scale",
+    "dx_nm",
+    "dy_nm",
+    "ncc",
+    "runner_up",
+    "fine_ncc",
+    "background_ncc",
+    "tiles",
+    "tile_agreement",
+    "overlap_fraction",
+    "overlap_nm2",
+    "points",
+    "point_agreement",
+    "evidence",
+    "decision",
+]
 OVERLAP, DISTINCT = "overlap", "distinct"
 #: least area (fraction of the image) of a constant region that counts as padding
 _MIN_PADDING = 0.01
@@ -169,7 +185,9 @@ def area_resample(array: np.ndarray, factor: float, resample=Image.Resampling.BO
     return _resample_box(array, (0.0, 0.0, out_w * factor, out_h * factor), (out_w, out_h), resample)
 
 
-def _resample_box(array: np.ndarray, box: tuple[float, float, float, float], size: tuple[int, int], resample) -> np.ndarray:
+def _resample_box(
+    array: np.ndarray, box: tuple[float, float, float, float], size: tuple[int, int], resample
+) -> np.ndarray:
     image = Image.fromarray(np.ascontiguousarray(array, dtype=np.float32), mode="F")
     return np.asarray(image.resize(size, resample, box=box), dtype=np.float32)
 
@@ -329,7 +347,6 @@ def _background_ncc(a: _View, b: _View, dy: int, dx: int, pixel_nm: float) -> fl
     return float((pa * pb).sum() / denom) if denom > 0 else 0.0
 
 
-
 def _subpixel(corr: np.ndarray, i: int, j: int) -> tuple[float, float]:
     """Parabolic refinement of a correlation peak along each axis."""
 
@@ -382,7 +399,9 @@ def register(a: _View, b: _View, s: OverlapSettings) -> dict:
     return best
 
 
-def _region(view: _View, pixel_nm: float, x0_nm: float, y0_nm: float, size: tuple[int, int], f_nm: float, s: OverlapSettings) -> _View:
+def _region(
+    view: _View, pixel_nm: float, x0_nm: float, y0_nm: float, size: tuple[int, int], f_nm: float, s: OverlapSettings
+) -> _View:
     """The ``size`` (width, height) region of ``view`` from (x0, y0) nm at ``f_nm`` per pixel."""
     factor = f_nm / pixel_nm
     x0, y0 = x0_nm / pixel_nm, y0_nm / pixel_nm
@@ -397,7 +416,9 @@ def _shifted(array: np.ndarray, dy: int, dx: int) -> np.ndarray:
     """``array`` moved by (dy, dx) pixels, zero (False) where nothing moved in."""
     out = np.zeros_like(array)
     h, w = array.shape
-    out[max(0, dy) : h + min(0, dy), max(0, dx) : w + min(0, dx)] = array[max(0, -dy) : h + min(0, -dy), max(0, -dx) : w + min(0, -dx)]
+    out[max(0, dy) : h + min(0, dy), max(0, dx) : w + min(0, dx)] = array[
+        max(0, -dy) : h + min(0, -dy), max(0, -dx) : w + min(0, -dx)
+    ]
     return out
 
 
@@ -424,7 +445,9 @@ def tile_agreement(a: np.ndarray, b: np.ndarray, joint: np.ndarray, tile_px: int
     return judged, (agreeing / judged if judged else float("nan"))
 
 
-def verify(a: _Image, b: _Image, scale: float, dx_nm: float, dy_nm: float, coarse_nm: float, s: OverlapSettings) -> dict:
+def verify(
+    a: _Image, b: _Image, scale: float, dx_nm: float, dy_nm: float, coarse_nm: float, s: OverlapSettings
+) -> dict:
     """Fine verification of a coarse match (step 4) ``2**fine_levels`` finer.
 
     ``b`` lies at (dx, dy) nm in ``a``'s field with its pixels ``scale`` times their recorded
@@ -438,13 +461,24 @@ def verify(a: _Image, b: _Image, scale: float, dx_nm: float, dy_nm: float, coars
     x0, x1 = max(0.0, dx_nm), min(wa * a.fine_nm, dx_nm + wb * b_nm)
     y0, y1 = max(0.0, dy_nm), min(ha * a.fine_nm, dy_nm + hb * b_nm)
     size = (int((x1 - x0) / f_nm), int((y1 - y0) / f_nm))
-    result = {"fine_ncc": -1.0, "background_ncc": -1.0, "tiles": 0, "tile_agreement": float("nan"), "dx_nm": dx_nm, "dy_nm": dy_nm, "joint": None}
+    result = {
+        "fine_ncc": -1.0,
+        "background_ncc": -1.0,
+        "tiles": 0,
+        "tile_agreement": float("nan"),
+        "dx_nm": dx_nm,
+        "dy_nm": dy_nm,
+        "joint": None,
+    }
     if min(size) < 8:
         return result
     ra = _region(a.fine, a.fine_nm, x0, y0, size, f_nm, s)
     rb = _region(b.fine, b_nm, x0 - dx_nm, y0 - dy_nm, size, f_nm, s)
     reach = int(math.ceil(2 * coarse_nm / f_nm)) + 2  # coarse shift error, in fine pixels
-    shape = (scipy.fft.next_fast_len(size[1] + reach + 1, real=True), scipy.fft.next_fast_len(size[0] + reach + 1, real=True))
+    shape = (
+        scipy.fft.next_fast_len(size[1] + reach + 1, real=True),
+        scipy.fft.next_fast_len(size[0] + reach + 1, real=True),
+    )
     near_y = np.minimum(np.arange(shape[0]), shape[0] - np.arange(shape[0])) <= reach
     near_x = np.minimum(np.arange(shape[1]), shape[1] - np.arange(shape[1])) <= reach
     best = _best_shift(ra, rb, shape, np.outer(near_y, near_x), min(s.min_overlap_px, size[0] * size[1] // 4))
@@ -452,13 +486,21 @@ def verify(a: _Image, b: _Image, scale: float, dx_nm: float, dy_nm: float, coars
         dy, dx = int(round(best["dy"])), int(round(best["dx"]))
         joint = ra.valid & _shifted(rb.valid, dy, dx)
         tiles, agreement = tile_agreement(ra.data, _shifted(rb.data, dy, dx), joint, s.tile_px, s.tile_ncc)
-        result = {"fine_ncc": best["ncc"], "background_ncc": _background_ncc(ra, rb, dy, dx, f_nm), "tiles": tiles, "tile_agreement": agreement,
-                  "dx_nm": dx_nm + best["dx"] * f_nm, "dy_nm": dy_nm + best["dy"] * f_nm,
-                  "joint": {"mask": joint, "x0": x0, "y0": y0, "f_nm": f_nm}}  # fmt: skip
+        result = {
+            "fine_ncc": best["ncc"],
+            "background_ncc": _background_ncc(ra, rb, dy, dx, f_nm),
+            "tiles": tiles,
+            "tile_agreement": agreement,
+            "dx_nm": dx_nm + best["dx"] * f_nm,
+            "dy_nm": dy_nm + best["dy"] * f_nm,
+            "joint": {"mask": joint, "x0": x0, "y0": y0, "f_nm": f_nm},
+        }
     return result
 
 
-def point_agreement(a_nm: np.ndarray, b_nm: np.ndarray, counted_a: np.ndarray, counted_b: np.ndarray, tolerance_nm: float) -> tuple[int, float]:
+def point_agreement(
+    a_nm: np.ndarray, b_nm: np.ndarray, counted_a: np.ndarray, counted_b: np.ndarray, tolerance_nm: float
+) -> tuple[int, float]:
     """How well the annotated points of two registered images agree.
 
     ``a_nm`` and ``b_nm`` are (n, 2) x/y points in one frame (nm); ``counted_a`` and
@@ -526,9 +568,12 @@ def _evidence(score: dict, s: OverlapSettings) -> float:
         return -1.0
     margins = [score["ncc"] - s.screen_ncc]
     if "fine_ncc" in score:
-        margins += [score["ncc"] - score["runner_up"] - s.min_margin, score["fine_ncc"] - s.min_ncc,
-                    score["background_ncc"] - s.min_background_ncc,
-                    (score["tile_agreement"] if score["tiles"] >= s.min_tiles else -1.0) - s.min_tile_agreement]  # fmt: skip
+        margins += [
+            score["ncc"] - score["runner_up"] - s.min_margin,
+            score["fine_ncc"] - s.min_ncc,
+            score["background_ncc"] - s.min_background_ncc,
+            (score["tile_agreement"] if score["tiles"] >= s.min_tiles else -1.0) - s.min_tile_agreement,
+        ]
         if score.get("points", 0):
             margins.append(score["point_agreement"] - s.min_point_agreement)
     else:
@@ -536,7 +581,9 @@ def _evidence(score: dict, s: OverlapSettings) -> float:
     return min(margins)
 
 
-def _points_score(a: pd.Series, b: pd.Series, points: dict[str, np.ndarray], scale: float, score: dict, s: OverlapSettings) -> dict:
+def _points_score(
+    a: pd.Series, b: pd.Series, points: dict[str, np.ndarray], scale: float, score: dict, s: OverlapSettings
+) -> dict:
     """:func:`point_agreement` of two images' annotations, b placed at (dx, dy) nm in a,
     judging the points deep inside the jointly valid area (``point_margin_nm``)."""
     empty = np.zeros((0, 2))
@@ -550,7 +597,16 @@ def _points_score(a: pd.Series, b: pd.Series, points: dict[str, np.ndarray], sca
     return {"points": n, "point_agreement": agreement}
 
 
-def _verified(row_a: pd.Series, row_b: pd.Series, a: _Image, b: _Image, score: dict, coarse_nm: float, points: dict | None, s: OverlapSettings) -> dict:
+def _verified(
+    row_a: pd.Series,
+    row_b: pd.Series,
+    a: _Image,
+    b: _Image,
+    score: dict,
+    coarse_nm: float,
+    points: dict | None,
+    s: OverlapSettings,
+) -> dict:
     """``score`` (a coarse match at ``score["scale"]``) with the fine check (step 4) and the
     points; where it fails, tried again at the relative scales of ``scale_search`` (recorded
     pixel sizes a few percent off), the overlap's centre kept in place. The best try."""
@@ -575,7 +631,9 @@ def _verified(row_a: pd.Series, row_b: pd.Series, a: _Image, b: _Image, score: d
     return best
 
 
-def score_class(images: pd.DataFrame, root: str | Path, s: OverlapSettings, points: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+def score_class(
+    images: pd.DataFrame, root: str | Path, s: OverlapSettings, points: dict[str, np.ndarray] | None = None
+) -> pd.DataFrame:
     """Score every pair of images of one class; one row per pair (:data:`PAIR_COLUMNS`).
 
     ``points`` maps image ids to their annotated (x, y) pixels; without it the decision
@@ -584,8 +642,13 @@ def score_class(images: pd.DataFrame, root: str | Path, s: OverlapSettings, poin
     images = images.sort_values("image_id", kind="stable").reset_index(drop=True)
     cls = images["class"].iloc[0]
     top = max(own_level(r.width, r.height, r.pixel_size_nm, s) for r in images.itertuples(index=False))
-    prepared = [_prepare(r.image_id, read_image(Path(root) / r.path), r.pixel_size_nm, top, s) for r in images.itertuples(index=False)]
-    pending = {(i, j): max(prepared[i].own, prepared[j].own) for i in range(len(images)) for j in range(i + 1, len(images))}
+    prepared = [
+        _prepare(r.image_id, read_image(Path(root) / r.path), r.pixel_size_nm, top, s)
+        for r in images.itertuples(index=False)
+    ]
+    pending = {
+        (i, j): max(prepared[i].own, prepared[j].own) for i in range(len(images)) for j in range(i + 1, len(images))
+    }
     results: dict[tuple[int, int], tuple[float, dict]] = {}
     for scale in [1.0, *sorted(sc for sc in s.fallback_scales if sc != 1.0)]:
         moved: dict[tuple[int, int], _View] = {}
@@ -599,38 +662,65 @@ def score_class(images: pd.DataFrame, root: str | Path, s: OverlapSettings, poin
             # can make a wrong shift score best at the coarse scale; the fine check tells)
             tries = [registered] + [c for c in registered["candidates"][1:_VERIFIED] if c["ncc"] >= s.screen_ncc]
             for candidate in tries:
-                score = dict(candidate, runner_up=registered["runner_up"], fraction=candidate["n"] / registered["smaller"])
+                score = dict(
+                    candidate, runner_up=registered["runner_up"], fraction=candidate["n"] / registered["smaller"]
+                )
                 score["dx_nm"], score["dy_nm"] = score["dx"] * coarse_nm, score["dy"] * coarse_nm
                 score["area_nm2"] = score["n"] * coarse_nm**2
                 score["scale"], score["evidence"] = scale, _evidence(score, s)
                 if score["ncc"] >= s.screen_ncc:
-                    score = _verified(images.loc[i], images.loc[j], prepared[i], prepared[j], score, coarse_nm, points, s)
+                    score = _verified(
+                        images.loc[i], images.loc[j], prepared[i], prepared[j], score, coarse_nm, points, s
+                    )
                 if (i, j) not in results or score["evidence"] > results[i, j][1]["evidence"]:
                     results[i, j] = (score["scale"], score)
         pending = {pair: k for pair, k in pending.items() if results[pair][1]["evidence"] < 0}
     rows = []
     for (i, j), (scale, score) in sorted(results.items()):
-        rows.append((
-            cls, images.image_id[i], images.image_id[j], scale,
-            round(float(score["dx_nm"]), 1), round(float(score["dy_nm"]), 1),
-            round(score["ncc"], 4), round(score["runner_up"], 4), round(score.get("fine_ncc", float("nan")), 4),
-            round(score.get("background_ncc", float("nan")), 4), score.get("tiles", 0), round(score.get("tile_agreement", float("nan")), 4),
-            round(score["fraction"], 4),
-            round(score["area_nm2"], 1), score.get("points", 0), round(score.get("point_agreement", float("nan")), 4),
-            round(score["evidence"], 4), OVERLAP if score["evidence"] >= 0 else DISTINCT,
-        ))  # fmt: skip
+        rows.append(
+            (
+                cls,
+                images.image_id[i],
+                images.image_id[j],
+                scale,
+                round(float(score["dx_nm"]), 1),
+                round(float(score["dy_nm"]), 1),
+                round(score["ncc"], 4),
+                round(score["runner_up"], 4),
+                round(score.get("fine_ncc", float("nan")), 4),
+                round(score.get("background_ncc", float("nan")), 4),
+                score.get("tiles", 0),
+                round(score.get("tile_agreement", float("nan")), 4),
+                round(score["fraction"], 4),
+                round(score["area_nm2"], 1),
+                score.get("points", 0),
+                round(score.get("point_agreement", float("nan")), 4),
+                round(score["evidence"], 4),
+                OVERLAP if score["evidence"] >= 0 else DISTINCT,
+            )
+        )
     return pd.DataFrame(rows, columns=PAIR_COLUMNS)
 
 
-def _score_class_logged(group: pd.DataFrame, root: str | Path, s: OverlapSettings, points: dict[str, np.ndarray] | None) -> pd.DataFrame:
+def _score_class_logged(
+    group: pd.DataFrame, root: str | Path, s: OverlapSettings, points: dict[str, np.ndarray] | None
+) -> pd.DataFrame:
     started = time.time()
     pairs = score_class(group, root, s, points)
-    log.info("%s: %d images, %d pairs, %d overlaps (%.1f s)", group["class"].iloc[0], len(group), len(pairs),
-             int((pairs.decision == OVERLAP).sum()), time.time() - started)  # fmt: skip
+    log.info(
+        "%s: %d images, %d pairs, %d overlaps (%.1f s)",
+        group["class"].iloc[0],
+        len(group),
+        len(pairs),
+        int((pairs.decision == OVERLAP).sum()),
+        time.time() - started,
+    )
     return pairs
 
 
-def score_pairs(images: pd.DataFrame, root: str | Path, s: OverlapSettings, particles: pd.DataFrame | None = None, threads: int = 1) -> pd.DataFrame:
+def score_pairs(
+    images: pd.DataFrame, root: str | Path, s: OverlapSettings, particles: pd.DataFrame | None = None, threads: int = 1
+) -> pd.DataFrame:
     """Score all same-class pairs of ``images`` (the raw image table) read from ``root``;
     ``particles`` (the particle table) adds the annotation check. ``threads`` > 1 scores
     classes in that many worker processes (largest classes first); the table is the same."""
@@ -669,7 +759,9 @@ def group_images(images: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
             parent[max(ra, rb)] = min(ra, rb)
     table = images.copy()
     table["_root"] = [find(x) for x in table.image_id]
-    ranked = table.sort_values(["n_particles", "pixel_size_nm", "image_id"], ascending=[False, True, True], kind="stable")
+    ranked = table.sort_values(
+        ["n_particles", "pixel_size_nm", "image_id"], ascending=[False, True, True], kind="stable"
+    )
     keeper = ranked.drop_duplicates("_root").set_index("_root").image_id
     table["overlap_group"] = table["_root"].map(keeper)
     table["kept"] = table.image_id == table.overlap_group
@@ -710,7 +802,12 @@ def find_overlaps(images_csv, particles_csv, root, pairs_csv, kept_csv, settings
     particles = pd.read_csv(particles_csv, dtype={"image_id": str})
     pairs = score_pairs(images, root, s, particles, threads)
     kept = group_images(images, pairs)
-    log.info("%d pairs scored, %d overlapping; %d of %d images kept",
-             len(pairs), int((pairs.decision == OVERLAP).sum()), int(kept.kept.sum()), len(kept))  # fmt: skip
+    log.info(
+        "%d pairs scored, %d overlapping; %d of %d images kept",
+        len(pairs),
+        int((pairs.decision == OVERLAP).sum()),
+        int(kept.kept.sum()),
+        len(kept),
+    )
     write_csv(pairs_csv, pairs)
     write_csv(kept_csv, kept)

@@ -27,7 +27,9 @@ def decisions_to_plot(pairs: pd.DataFrame, near_misses: int) -> pd.DataFrame:
     """Every claimed pair plus the ``near_misses`` distinct pairs ranked highest by
     ``evidence`` (the pairs rejected closest to the decision; ties by ids)."""
     claimed = pairs[pairs.decision == OVERLAP]
-    rejected = pairs[pairs.decision != OVERLAP].sort_values(["evidence", "image_a", "image_b"], ascending=[False, True, True], kind="stable")
+    rejected = pairs[pairs.decision != OVERLAP].sort_values(
+        ["evidence", "image_a", "image_b"], ascending=[False, True, True], kind="stable"
+    )
     return pd.concat([claimed, rejected.head(near_misses)]).reset_index(drop=True)
 
 
@@ -83,7 +85,10 @@ def plot_pair(row: pd.Series, images: pd.DataFrame, root: str | os.PathLike, out
     overlay[..., 0] = overlay[..., 2] = np.where(shared, _stretch(ia, shared), 0)
     overlay[..., 1] = np.where(shared, _stretch(ib, shared), 0)
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.6), dpi=90, layout="constrained")
-    for ax, image, valid, title in ((axes[0], ia, va, f"a: {row.image_a}"), (axes[1], ib, vb, f"b: {row.image_b} (registered)")):
+    for ax, image, valid, title in (
+        (axes[0], ia, va, f"a: {row.image_a}"),
+        (axes[1], ib, vb, f"b: {row.image_b} (registered)"),
+    ):
         ax.imshow(np.where(valid, _stretch(image, valid), 0), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         if shared.any():
             ax.contour(shared, levels=[0.5], colors="yellow", linewidths=1.2)
@@ -93,8 +98,23 @@ def plot_pair(row: pd.Series, images: pd.DataFrame, root: str | os.PathLike, out
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    tests = "  ".join(f"{k}={row[k]:.3g}" for k in ("ncc", "runner_up", "fine_ncc", "background_ncc", "tile_agreement", "overlap_fraction", "point_agreement") if k in row)
-    fig.suptitle(f"{row['class']}: {row.decision.upper()}  scale={row.scale:g} dx={row.dx_nm:.0f} dy={row.dy_nm:.0f} nm  points={row.points}\n{tests}", fontsize=9)
+    tests = "  ".join(
+        f"{k}={row[k]:.3g}"
+        for k in (
+            "ncc",
+            "runner_up",
+            "fine_ncc",
+            "background_ncc",
+            "tile_agreement",
+            "overlap_fraction",
+            "point_agreement",
+        )
+        if k in row
+    )
+    fig.suptitle(
+        f"{row['class']}: {row.decision.upper()}  scale={row.scale:g} dx={row.dx_nm:.0f} dy={row.dy_nm:.0f} nm  points={row.points}\n{tests}",
+        fontsize=9,
+    )
     save_figure(out_png, fig)
 
 

@@ -98,7 +98,9 @@ def _check_split(split: pd.DataFrame, images: pd.DataFrame, split_csv, images_cs
         raise ValueError(f"{split_csv}: class disagrees with {images_csv} for {list(wrong.image_id[:5])}")
 
 
-def extract_image(pixels: np.ndarray, pixel_size_nm: float, centres_nm: np.ndarray, size: int = PATCH_SIZE) -> np.ndarray:
+def extract_image(
+    pixels: np.ndarray, pixel_size_nm: float, centres_nm: np.ndarray, size: int = PATCH_SIZE
+) -> np.ndarray:
     """``(n, size, size)`` uint16 patches of one raw image centred at ``centres_nm`` (x, y rows)."""
     low, high = int(pixels.min()), int(pixels.max())
     out = np.empty((len(centres_nm), size, size), dtype=np.uint16)
@@ -111,11 +113,15 @@ def _read_checked(root: Path, image: pd.Series) -> np.ndarray:
     path = root / image.path
     pixels = read_image(path)
     if pixels.shape != (image.height, image.width):
-        raise RawDataError(path, f"image is {pixels.shape[1]}x{pixels.shape[0]} px, the image table says {image.width}x{image.height}")
+        raise RawDataError(
+            path, f"image is {pixels.shape[1]}x{pixels.shape[0]} px, the image table says {image.width}x{image.height}"
+        )
     return pixels  # uint8 or uint16: read_image converts or refuses any other type
 
 
-def extract_patches(split_csv, images_csv, particles_csv, raw_root, patches_csv, arrays: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
+def extract_patches(
+    split_csv, images_csv, particles_csv, raw_root, patches_csv, arrays: Mapping[str, str | os.PathLike]
+) -> pd.DataFrame:
     """Write the patch table and one uint16 ``(N, 256, 256)`` array per subset (``arrays[subset]``).
 
     All outputs appear together or not at all. Returns the patch table.
@@ -128,7 +134,12 @@ def extract_patches(split_csv, images_csv, particles_csv, raw_root, patches_csv,
     image_rows = images.set_index("image_id")
     with contextlib.ExitStack() as stack:
         tmp = {s: stack.enter_context(atomic_path(arrays[s])) for s in SUBSETS}
-        out = {s: np.lib.format.open_memmap(tmp[s], mode="w+", dtype=np.uint16, shape=(int(counts.get(s, 0)), PATCH_SIZE, PATCH_SIZE)) for s in SUBSETS}
+        out = {
+            s: np.lib.format.open_memmap(
+                tmp[s], mode="w+", dtype=np.uint16, shape=(int(counts.get(s, 0)), PATCH_SIZE, PATCH_SIZE)
+            )
+            for s in SUBSETS
+        }
         for n, (image_id, rows) in enumerate(table.groupby("image_id", sort=True)):
             image = image_rows.loc[image_id]
             pixels = _read_checked(Path(raw_root), image)

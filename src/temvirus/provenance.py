@@ -43,9 +43,18 @@ RECORD_SCHEMA = 1
 SNAKEMAKE_MARKERS = frozenset({".snakemake_timestamp"})
 #: packages whose versions go into every record
 PACKAGES = (
-    "temvirus", "torch", "torchvision", "numpy", "pandas", "scipy", "scikit-learn",
-    "tifffile", "pillow", "matplotlib", "snakemake",
-)  # fmt: skip
+    "temvirus",
+    "torch",
+    "torchvision",
+    "numpy",
+    "pandas",
+    "scipy",
+    "scikit-learn",
+    "tifffile",
+    "pillow",
+    "matplotlib",
+    "snakemake",
+)
 #: the repository checkout this package runs from (src/temvirus/ -> repo root)
 REPO = Path(__file__).resolve().parents[2]
 #: what "the code" is: the package, the workflow and the environment files
@@ -82,9 +91,7 @@ def record_path(rule: str, wildcards: Mapping[str, object], root: str | os.PathL
 
 def iter_tree(path: str | os.PathLike) -> list[Path]:
     """Every regular file below a directory, sorted, without Snakemake's marker files."""
-    return sorted(
-        p for p in Path(path).rglob("*") if p.is_file() and p.name not in SNAKEMAKE_MARKERS
-    )
+    return sorted(p for p in Path(path).rglob("*") if p.is_file() and p.name not in SNAKEMAKE_MARKERS)
 
 
 def tree_sha256(files: Iterable[tuple[str, str]]) -> str:
@@ -200,8 +207,10 @@ def gpu() -> dict | None:
     try:
         proc = subprocess.run(
             ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         driver = proc.stdout.split("\n")[0].strip() or None
     except (OSError, subprocess.SubprocessError):
         pass
@@ -279,7 +288,11 @@ def build_record(smk, started: dt.datetime, ended: dt.datetime, cache: HashCache
         "logs": [str(p) for p in smk.log],
         "params": params,
         "config": config,
-        "seeds": {**find_seeds(config, "config"), **find_seeds(params, "params"), **{f"derived.{k}": v for k, v in _seeds.items()}},
+        "seeds": {
+            **find_seeds(config, "config"),
+            **find_seeds(params, "params"),
+            **{f"derived.{k}": v for k, v in _seeds.items()},
+        },
         "notes": dict(_notes),
         "download": download_records(smk.output),
         "code": code_version(),

@@ -63,13 +63,25 @@ PARTICLE_MARKER = "particleposition"
 #: tags keys (normalised: lower case, no spaces, '_' or '-') -> Tags field
 TAG_KEYS = {"height": "height", "width": "width", "xscale": "x", "yscale": "y"}
 #: rows giving the unit of both scales, or of one
-UNIT_KEYS = {"unit": "xy", "units": "xy", "scaleunit": "xy", "pixelunit": "xy", "xunit": "x", "yunit": "y",
-             "xscaleunit": "x", "yscaleunit": "y"}  # fmt: skip
+UNIT_KEYS = {
+    "unit": "xy",
+    "units": "xy",
+    "scaleunit": "xy",
+    "pixelunit": "xy",
+    "xunit": "x",
+    "yunit": "y",
+    "xscaleunit": "x",
+    "yscaleunit": "y",
+}
 #: unit spellings (lower case) -> nm per unit
 UNITS_NM = {
     **dict.fromkeys(["nm", "nanometer", "nanometers", "nanometre", "nanometres"], 1.0),
-    **dict.fromkeys(["å", "\u212b", "a", "angstrom", "angstroms", "ångström", "ångströms", "ångstrom", "ångstroms"], 0.1),
-    **dict.fromkeys(["µm", "μm", "um", "micron", "microns", "micrometer", "micrometers", "micrometre", "micrometres"], 1e3),
+    **dict.fromkeys(
+        ["å", "\u212b", "a", "angstrom", "angstroms", "ångström", "ångströms", "ångstrom", "ångstroms"], 0.1
+    ),
+    **dict.fromkeys(
+        ["µm", "μm", "um", "micron", "microns", "micrometer", "micrometers", "micrometre", "micrometres"], 1e3
+    ),
     **dict.fromkeys(["m", "meter", "meters", "metre", "metres"], 1e9),
 }
 #: plausible TEM pixel sizes (nm); anything outside is a wrong unit or a wrong value
@@ -78,9 +90,19 @@ PIXEL_SIZE_RANGE_NM = (0.05, 50.0)
 PIXEL_UNITS = ("pixel", "pixels", "px")
 
 IMAGE_COLUMNS = [
-    "image_id", "class", "folder_split", "path", "positions_path", "tags_path", "sha256",
-    "width", "height", "pixel_size_nm", "n_particles", "n_points",
-]  # fmt: skip
+    "image_id",
+    "class",
+    "folder_split",
+    "path",
+    "positions_path",
+    "tags_path",
+    "sha256",
+    "width",
+    "height",
+    "pixel_size_nm",
+    "n_particles",
+    "n_points",
+]
 PARTICLE_COLUMNS = ["image_id", "particle", "vertex", "x", "y"]
 
 
@@ -137,7 +159,11 @@ def read_text(path: str | Path) -> str:
             error = exc
             continue
         if "\0" in text:
-            raise RawDataError(path, f"not text: NUL characters after decoding as {encoding}", line=text[: text.index("\0")].count("\n") + 1)
+            raise RawDataError(
+                path,
+                f"not text: NUL characters after decoding as {encoding}",
+                line=text[: text.index("\0")].count("\n") + 1,
+            )
         return text
     line = data[: error.start].count(b"\n") + 1
     raise RawDataError(path, f"not text in {' or '.join(encodings)} (byte {error.start}: {error.reason})", line=line)
@@ -192,11 +218,15 @@ def read_tags(path: str | Path) -> Tags:
             raise RawDataError(path, f"row is not 'key;value': {row!r}", line=number)
         entry = (number, parts[1], parts[2] if len(parts) > 2 else "")
         if field in found and found[field][1:] != entry[1:]:
-            raise RawDataError(path, f"{parts[0]!r} given twice with different values (also line {found[field][0]})", line=number)
+            raise RawDataError(
+                path, f"{parts[0]!r} given twice with different values (also line {found[field][0]})", line=number
+            )
         found[field] = entry
     missing = [key for key, field in TAG_KEYS.items() if field not in found]
     if missing:
-        raise RawDataError(path, f"no {' / '.join(missing)} row (rows are 'key;value', keys Height, Width, XScale, YScale)")
+        raise RawDataError(
+            path, f"no {' / '.join(missing)} row (rows are 'key;value', keys Height, Width, XScale, YScale)"
+        )
     values = {}
     for field, (number, text, unit) in found.items():
         match = _VALUE_UNIT.match(text)
@@ -218,14 +248,22 @@ def read_tags(path: str | Path) -> Tags:
             raise RawDataError(path, f"conflicting units {given} for the {field} pixel size", line=number)
         factor = _unit_nm(given[0]) if given else 1.0
         if factor is None:
-            raise RawDataError(path, f"unknown unit {given[0]!r} of the {field} pixel size; known: nm, Å, µm, m", line=number)
+            raise RawDataError(
+                path, f"unknown unit {given[0]!r} of the {field} pixel size; known: nm, Å, µm, m", line=number
+            )
         nm = value * factor
         low, high = PIXEL_SIZE_RANGE_NM
         if not low <= nm <= high:
-            raise RawDataError(path, f"{field} pixel size {text!r}{' ' + given[0] if given else ''} = {nm:g} nm is outside "
-                                     f"the plausible TEM range {low}-{high} nm (wrong unit?)", line=number)  # fmt: skip
+            raise RawDataError(
+                path,
+                f"{field} pixel size {text!r}{' ' + given[0] if given else ''} = {nm:g} nm is outside "
+                f"the plausible TEM range {low}-{high} nm (wrong unit?)",
+                line=number,
+            )
         values[field] = nm
-    return Tags(height=values["height"], width=values["width"], pixel_size_x_nm=values["x"], pixel_size_y_nm=values["y"])
+    return Tags(
+        height=values["height"], width=values["width"], pixel_size_x_nm=values["x"], pixel_size_y_nm=values["y"]
+    )
 
 
 def read_positions(path: str | Path) -> list[np.ndarray]:
@@ -253,10 +291,14 @@ def read_positions(path: str | Path) -> list[np.ndarray]:
         if header and not _is_number(parts[0]):
             key, values = parts[0].lower(), [p.lower() for p in parts[1:]]
             if key == "unit" and values[:1] and values[0] not in PIXEL_UNITS:
-                raise RawDataError(path, f"positions in unit {parts[1]!r}: only pixel positions are supported", line=number)
+                raise RawDataError(
+                    path, f"positions in unit {parts[1]!r}: only pixel positions are supported", line=number
+                )
             if key == "format" and values:
                 if sorted(values) != ["x", "y"]:
-                    raise RawDataError(path, f"unknown format {';'.join(parts[1:])!r}: expected 'x;y' or 'y;x'", line=number)
+                    raise RawDataError(
+                        path, f"unknown format {';'.join(parts[1:])!r}: expected 'x;y' or 'y;x'", line=number
+                    )
                 order = (values.index("x"), values.index("y"))
             continue
         try:
@@ -284,9 +326,13 @@ def _stored_dtype(array: np.ndarray, path: Path) -> np.ndarray:
         raise RawDataError(path, f"{array.dtype} image with NaN or infinite pixels")
     low, high = array.min(), array.max()
     if low < 0 or high > 65535:
-        raise RawDataError(path, f"{array.dtype} pixels span {low}..{high}, outside 0..65535: convert the image to 16 bits")
+        raise RawDataError(
+            path, f"{array.dtype} pixels span {low}..{high}, outside 0..65535: convert the image to 16 bits"
+        )
     if array.dtype.kind == "f" and not np.array_equal(array, np.round(array)):
-        raise RawDataError(path, f"{array.dtype} image with fractional values ({low:g}..{high:g}): convert it to 8- or 16-bit integers")
+        raise RawDataError(
+            path, f"{array.dtype} image with fractional values ({low:g}..{high:g}): convert it to 8- or 16-bit integers"
+        )
     return array.astype(np.uint16)
 
 
@@ -325,7 +371,7 @@ def _read_tiff(path: Path) -> np.ndarray:
                 raise RawDataError(path, "floating-point TIFF with photometric MINISWHITE is not supported")
             if array.dtype == bool:
                 return ~array
-            return (2 ** page.bitspersample - 1 - _to_gray(array, path, "miniswhite TIFF")).astype(array.dtype)
+            return (2**page.bitspersample - 1 - _to_gray(array, path, "miniswhite TIFF")).astype(array.dtype)
         if photometric == PHOTOMETRIC.PALETTE:
             colormap = page.colormap
             if colormap is None:
@@ -335,8 +381,11 @@ def _read_tiff(path: Path) -> np.ndarray:
             return _to_gray(np.moveaxis(colormap[:, array], 0, -1), path, "palette TIFF")
         if photometric == PHOTOMETRIC.RGB or (photometric == PHOTOMETRIC.YCBCR and compression == COMPRESSION.JPEG):
             return _to_gray(array, path, f"{photometric.name} TIFF")
-        raise RawDataError(path, f"TIFF photometric interpretation {photometric.name} is not supported "
-                                 "(grayscale, inverted grayscale, palette and RGB are)")  # fmt: skip
+        raise RawDataError(
+            path,
+            f"TIFF photometric interpretation {photometric.name} is not supported "
+            "(grayscale, inverted grayscale, palette and RGB are)",
+        )
 
 
 #: Pillow modes read as they are (the rest: palette and colour modes through _to_gray)
@@ -390,7 +439,10 @@ def _entries(folder: Path) -> list[Path]:
     entries = sorted(p for p in folder.iterdir() if not ignored(p.name))
     for entry in entries:
         if entry.is_file() and is_archive(entry):
-            raise RawDataError(entry, "archive inside the raw-layout folder: extract it in place (images are not read from inside archives)")
+            raise RawDataError(
+                entry,
+                "archive inside the raw-layout folder: extract it in place (images are not read from inside archives)",
+            )
     return entries
 
 
@@ -406,7 +458,9 @@ def read_dataset(root: str | Path, *, hash_files: bool = True) -> tuple[pd.DataF
     """
     root = Path(root)
     if root.is_file() and is_archive(root):
-        raise RawDataError(root, "an archive, not a folder: extract it, or give it as dataset.local.path (the workflow extracts it)")
+        raise RawDataError(
+            root, "an archive, not a folder: extract it, or give it as dataset.local.path (the workflow extracts it)"
+        )
     if not root.is_dir():
         raise RawDataError(root, "dataset folder does not exist")
     found_splits = [s for s in SPLITS if (root / s).is_dir()]
@@ -445,27 +499,43 @@ def _read_one(root: Path, image_path: Path, cls: str, split: str, hash_files: bo
     pixels = read_image(image_path)
     height, width = pixels.shape
     if (height, width) != (tags.height, tags.width):
-        raise RawDataError(tags_path, f"tags give {tags.width}x{tags.height} px but {image_path.name} is {width}x{height}")
+        raise RawDataError(
+            tags_path, f"tags give {tags.width}x{tags.height} px but {image_path.name} is {width}x{height}"
+        )
     if not np.isclose(tags.pixel_size_x_nm, tags.pixel_size_y_nm, rtol=1e-3):
-        raise RawDataError(tags_path, f"non-square pixels ({tags.pixel_size_x_nm} x {tags.pixel_size_y_nm} nm) are not supported")
+        raise RawDataError(
+            tags_path, f"non-square pixels ({tags.pixel_size_x_nm} x {tags.pixel_size_y_nm} nm) are not supported"
+        )
     shapes = read_positions(positions_path)
     points = []
     for particle, line in enumerate(shapes):
         outside = (line[:, 0] < 0) | (line[:, 0] > width) | (line[:, 1] < 0) | (line[:, 1] > height)
         if outside.any():
             x, y = line[np.argmax(outside)]
-            raise RawDataError(positions_path, f"point ({x}, {y}) of particle {particle} lies outside the {width}x{height} image")
+            raise RawDataError(
+                positions_path, f"point ({x}, {y}) of particle {particle} lies outside the {width}x{height} image"
+            )
         points.extend((image_path.stem, particle, vertex, float(x), float(y)) for vertex, (x, y) in enumerate(line))
     if not shapes:
-        warnings.warn(f"{positions_path}: image has no particles; kept in the table, left out of patching", EmptyImageWarning, stacklevel=2)
+        warnings.warn(
+            f"{positions_path}: image has no particles; kept in the table, left out of patching",
+            EmptyImageWarning,
+            stacklevel=2,
+        )
     row = (
-        image_path.stem, cls, split,
+        image_path.stem,
+        cls,
+        split,
         image_path.relative_to(root).as_posix(),
         positions_path.relative_to(root).as_posix(),
         tags_path.relative_to(root).as_posix(),
         sha256_file(image_path) if hash_files else "",
-        width, height, tags.pixel_size_x_nm, len(shapes), len(points),
-    )  # fmt: skip
+        width,
+        height,
+        tags.pixel_size_x_nm,
+        len(shapes),
+        len(points),
+    )
     return row, points
 
 
@@ -484,8 +554,16 @@ def write_tables(
     found = sorted(set(images["class"]))
     missing = [c for c in classes if c not in found]
     if missing:
-        raise RawDataError(root, f"classes.classification lists {missing}, which the data do not hold; classes found: {found}")
-    log.info("%s: %d images, %d particles, %d classes", root, len(images), int(images.n_particles.sum()), images["class"].nunique())
+        raise RawDataError(
+            root, f"classes.classification lists {missing}, which the data do not hold; classes found: {found}"
+        )
+    log.info(
+        "%s: %d images, %d particles, %d classes",
+        root,
+        len(images),
+        int(images.n_particles.sum()),
+        images["class"].nunique(),
+    )
     write_csv(images_csv, images)
     write_csv(particles_csv, particles)
     return images, particles

@@ -105,13 +105,17 @@ def _resample_rows(image: np.ndarray, taps: np.ndarray, weights: np.ndarray, col
     return _banded(taps, weights, first, stop - first) @ image[first:stop, cols].astype(np.float64)
 
 
-def _window_pixels(shape: tuple[int, int], pixel_size_nm: float, x_nm: float, y_nm: float, size: int) -> tuple[np.ndarray, np.ndarray]:
+def _window_pixels(
+    shape: tuple[int, int], pixel_size_nm: float, x_nm: float, y_nm: float, size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Rows and columns of the rescaled image (mirrored into it) of the window centred at ``(x_nm, y_nm)``."""
     top = int(np.floor(y_nm - size / 2 + 0.5))
     left = int(np.floor(x_nm - size / 2 + 0.5))
     offsets = np.arange(size)
-    return (reflect_index(top + offsets, rescaled_size(shape[0], pixel_size_nm)),
-            reflect_index(left + offsets, rescaled_size(shape[1], pixel_size_nm)))  # fmt: skip
+    return (
+        reflect_index(top + offsets, rescaled_size(shape[0], pixel_size_nm)),
+        reflect_index(left + offsets, rescaled_size(shape[1], pixel_size_nm)),
+    )
 
 
 def window(image: np.ndarray, pixel_size_nm: float, x_nm: float, y_nm: float, size: int = 256) -> np.ndarray:

@@ -41,11 +41,11 @@ def run_rule(smk, main: Callable[[object], None]) -> None:
     """
     configure_logging(smk.log[0] if len(smk.log) else None)
     provenance.reset()
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     log.info("rule %s wildcards=%s", smk.rule, dict(smk.wildcards.items()))
     try:
         main(smk)
-        ended = dt.datetime.now(dt.timezone.utc)
+        ended = dt.datetime.now(dt.UTC)
         record = provenance.write_record(smk, started, ended)
     except Exception:
         log.exception("rule %s failed", smk.rule)

@@ -72,7 +72,11 @@ def assign_split(images: pd.DataFrame, method: str) -> pd.DataFrame:
     table = images[images["kept"].astype(bool)] if "kept" in images else images
     empty = table[table.n_particles == 0]
     if len(empty):
-        warnings.warn(f"{len(empty)} kept images have no particles and are left out of the split: {sorted(empty.image_id)}", NoParticlesWarning, stacklevel=2)
+        warnings.warn(
+            f"{len(empty)} kept images have no particles and are left out of the split: {sorted(empty.image_id)}",
+            NoParticlesWarning,
+            stacklevel=2,
+        )
     table = table[table.n_particles > 0]
     parts = []
     for _, group in table.groupby("class", sort=True):
@@ -129,7 +133,13 @@ def write_agreement(split_csvs: dict[str, str], out_csv) -> None:
     for method, path in sorted(split_csvs.items()):
         table = agreement(read_table(path))
         overall = table.set_index("class").loc["all"]
-        log.info("%s vs given split: %d of %d images agree (%.3f)", method, overall.same_split, overall.images, overall.agreement)
+        log.info(
+            "%s vs given split: %d of %d images agree (%.3f)",
+            method,
+            overall.same_split,
+            overall.images,
+            overall.agreement,
+        )
         frames.append(table.assign(method=method))
     result = pd.concat(frames, ignore_index=True)
     write_csv(out_csv, result[["method", *result.columns[:-1]]])

@@ -76,9 +76,19 @@ TEM_SHARE_2048 = 0.3
 #: kinds of change of the planted re-images (:func:`plant_overlap`), dealt in turn
 CHANGES = ("magnification", "exposure", "focus", "cutoff", "padding")
 TRUTH_COLUMNS = [
-    "image_id", "source_image_id", "class", "split", "change", "pixel_size_nm", "source_pixel_size_nm",
-    "offset_x_nm", "offset_y_nm", "overlap_fraction", "n_particles", "source_n_particles",
-]  # fmt: skip
+    "image_id",
+    "source_image_id",
+    "class",
+    "split",
+    "change",
+    "pixel_size_nm",
+    "source_pixel_size_nm",
+    "offset_x_nm",
+    "offset_y_nm",
+    "overlap_fraction",
+    "n_particles",
+    "source_n_particles",
+]
 
 
 @dataclass(frozen=True)
@@ -103,8 +113,12 @@ class Style:
 STYLES: dict[str, Style] = {
     "Adenovirus": Style("hexagon", "lattice", spread=0.05, period=9.0, texture_depth=0.3, penetrated=0.1),
     "Astrovirus": Style("round", "star", spread=0.1, texture_depth=0.35, rim=0.25),
-    "CCHF": Style("pleomorphic", "knobs", spread=0.15, outline=0.07, fringe=9.0, period=14.0, texture_depth=0.5, contrast=0.35),
-    "Cowpox": Style("brick", "knobs", spread=0.08, contrast=0.3, rim=0.12, pool=2.2, period=38.0, texture_depth=0.3, aspect=1.3),
+    "CCHF": Style(
+        "pleomorphic", "knobs", spread=0.15, outline=0.07, fringe=9.0, period=14.0, texture_depth=0.5, contrast=0.35
+    ),
+    "Cowpox": Style(
+        "brick", "knobs", spread=0.08, contrast=0.3, rim=0.12, pool=2.2, period=38.0, texture_depth=0.3, aspect=1.3
+    ),
     "Dengue": Style("round", "smooth", spread=0.08, rim=0.2),
     "Ebola": Style("filament", "helix", spread=0.08, period=6.0, texture_depth=0.25),
     "Guanarito": Style("pleomorphic", "granules", spread=0.22, outline=0.08),
@@ -116,14 +130,29 @@ STYLES: dict[str, Style] = {
     "Nipah": Style("pleomorphic", "fringe", spread=0.3, outline=0.12, fringe=10.0, contrast=0.38),
     "Norovirus": Style("round", "cups", spread=0.1, outline=0.06, texture_depth=0.3),
     "Orf": Style("oval", "striations", spread=0.07, contrast=0.35, rim=0.25, pool=1.6, period=24.0, aspect=1.6),
-    "Papilloma": Style("round", "lattice", spread=0.05, arrangement="packed", period=11.0, rim=0.3, texture_depth=0.4, penetrated=0.15),
-    "Pseudocowpox": Style("oval", "striations", spread=0.09, contrast=0.35, rim=0.25, pool=1.6, period=20.0, aspect=1.75),
-    "RiftValley": Style("round", "knobs", spread=0.08, outline=0.04, arrangement="groups", period=13.0, texture_depth=0.5, contrast=0.33, pool=1.5, penetrated=0.1),
+    "Papilloma": Style(
+        "round", "lattice", spread=0.05, arrangement="packed", period=11.0, rim=0.3, texture_depth=0.4, penetrated=0.15
+    ),
+    "Pseudocowpox": Style(
+        "oval", "striations", spread=0.09, contrast=0.35, rim=0.25, pool=1.6, period=20.0, aspect=1.75
+    ),
+    "RiftValley": Style(
+        "round",
+        "knobs",
+        spread=0.08,
+        outline=0.04,
+        arrangement="groups",
+        period=13.0,
+        texture_depth=0.5,
+        contrast=0.33,
+        pool=1.5,
+        penetrated=0.1,
+    ),
     "Rotavirus": Style("round", "spokes", spread=0.05, texture_depth=0.4, rim=0.3, penetrated=0.15),
     "Sapovirus": Style("round", "cups", spread=0.08, outline=0.03, texture_depth=0.45),
     "TBE": Style("round", "smooth", spread=0.09, rim=0.25, outline=0.03),
     "WestNile": Style("round", "smooth", spread=0.07, rim=0.18, arrangement="groups"),
-}  # fmt: skip
+}
 #: filament length (nm): median and log s.d. of a lognormal, and the chance of an end hook
 FILAMENTS = {"Ebola": (900.0, 0.4, 0.35), "Marburg": (750.0, 0.35, 0.5)}
 
@@ -197,8 +226,11 @@ def plan_dataset(table1: pd.DataFrame, scale: float, seed: int, classes=None) ->
         n = max(MIN_IMAGES_PER_CLASS, int(round(scale * t.images_total)))
         total = max(n, int(round(n * t.particles_total / t.images_total)))
         labels = deal_representative(n)
-        per_split = {"train": ("images_train", "particles_train"), "validation": ("images_val", "particles_val"),
-                     "test": ("images_test", "particles_test")}  # fmt: skip
+        per_split = {
+            "train": ("images_train", "particles_train"),
+            "validation": ("images_val", "particles_val"),
+            "test": ("images_test", "particles_test"),
+        }
         want = {s: labels.count(s) * t[p] / t[i] for s, (i, p) in per_split.items()}
         norm_ = total / sum(want.values())
         targets = {s: round(v * norm_) for s, v in want.items()}
@@ -275,12 +307,21 @@ def _harmonics(draw: np.random.Generator, amplitude: float) -> np.ndarray:
 def _make_body(style: Style, diameter: float, x: float, y: float, draw: np.random.Generator) -> Body:
     r = diameter / 2
     body = Body(
-        shape=style.shape, texture=style.texture, x=x, y=y, r=r,
-        contrast=style.contrast * draw.uniform(0.85, 1.15), rim=style.rim * draw.uniform(0.7, 1.3),
-        angle=draw.uniform(0, 2 * np.pi), aspect=style.aspect * draw.uniform(0.92, 1.08),
-        harmonics=_harmonics(draw, style.outline), period=style.period * draw.uniform(0.9, 1.1),
-        depth=style.texture_depth, fringe=style.fringe, phase=draw.uniform(0, 2 * np.pi),
-    )  # fmt: skip
+        shape=style.shape,
+        texture=style.texture,
+        x=x,
+        y=y,
+        r=r,
+        contrast=style.contrast * draw.uniform(0.85, 1.15),
+        rim=style.rim * draw.uniform(0.7, 1.3),
+        angle=draw.uniform(0, 2 * np.pi),
+        aspect=style.aspect * draw.uniform(0.92, 1.08),
+        harmonics=_harmonics(draw, style.outline),
+        period=style.period * draw.uniform(0.9, 1.1),
+        depth=style.texture_depth,
+        fringe=style.fringe,
+        phase=draw.uniform(0, 2 * np.pi),
+    )
     if draw.random() < style.penetrated:
         body.core = draw.uniform(0.6, 1.3)
     if style.texture == "cups":
@@ -322,9 +363,11 @@ def _centre_line_vertices(line: np.ndarray, inset: float, draw: np.random.Genera
 
 def _fits(points: np.ndarray, margin: float, width: float, height: float) -> bool:
     return bool(
-        (points[:, 0] >= margin).all() and (points[:, 0] <= width - margin).all()
-        and (points[:, 1] >= margin).all() and (points[:, 1] <= height - margin).all()
-    )  # fmt: skip
+        (points[:, 0] >= margin).all()
+        and (points[:, 0] <= width - margin).all()
+        and (points[:, 1] >= margin).all()
+        and (points[:, 1] <= height - margin).all()
+    )
 
 
 def _place_centres(
@@ -344,8 +387,10 @@ def _place_centres(
                 else:
                     c = draw.uniform(lo, hi)
                 gap = 0.95 if attempt < 40 else 0.6
-                if (c >= lo).all() and (c <= hi).all() and (
-                    i == 0 or (np.hypot(*(centres[:i] - c).T) >= (radii[:i] + radii[i]) * gap).all()
+                if (
+                    (c >= lo).all()
+                    and (c <= hi).all()
+                    and (i == 0 or (np.hypot(*(centres[:i] - c).T) >= (radii[:i] + radii[i]) * gap).all())
                 ):
                     break
             centres[i] = np.clip(c, lo, hi)
@@ -389,7 +434,9 @@ def _filament_need(cls: str, count: int, draw: np.random.Generator) -> np.ndarra
     return np.clip(median * np.exp(draw.normal(0, sigma, count)), 250, 2600)
 
 
-def choose_pixel_size(cls: str, diameters: np.ndarray, lengths: np.ndarray | None, size_px: tuple[int, int], draw) -> float:
+def choose_pixel_size(
+    cls: str, diameters: np.ndarray, lengths: np.ndarray | None, size_px: tuple[int, int], draw
+) -> float:
     """A pixel size (nm) that resolves the particles and gives them room in the field."""
     style = STYLES[cls]
     width_px, height_px = size_px
@@ -401,7 +448,9 @@ def choose_pixel_size(cls: str, diameters: np.ndarray, lengths: np.ndarray | Non
     else:
         area = float(np.sum((diameters * max(style.aspect, 1)) ** 2)) * footprint
         short_side = d * max(style.aspect, 1) * 3
-    lo = max(PIXEL_SIZE_RANGE_NM[0], math.sqrt(area / (width_px * height_px)), short_side / height_px, d / MAX_DIAMETER_PX)
+    lo = max(
+        PIXEL_SIZE_RANGE_NM[0], math.sqrt(area / (width_px * height_px)), short_side / height_px, d / MAX_DIAMETER_PX
+    )
     hi = min(PIXEL_SIZE_RANGE_NM[1], float(diameters.min()) / MIN_DIAMETER_PX)
     lo = min(lo, hi)
     return float(np.exp(draw.uniform(np.log(lo), np.log(max(hi, lo) + 1e-9))))
@@ -451,15 +500,24 @@ def make_specimen(
             particles.append(Particle(body, _jitter(points, d, width, height, draw)))
     debris = _make_debris(width, height, draw)
     k = 6
-    bumps = np.column_stack([
-        draw.uniform(-0.5 * width, 1.5 * width, k), draw.uniform(-0.5 * height, 1.5 * height, k),
-        draw.uniform(0.2, 0.7, k) * max(width, height), draw.normal(0, 0.18, k),
-    ])  # fmt: skip
+    bumps = np.column_stack(
+        [
+            draw.uniform(-0.5 * width, 1.5 * width, k),
+            draw.uniform(-0.5 * height, 1.5 * height, k),
+            draw.uniform(0.2, 0.7, k) * max(width, height),
+            draw.normal(0, 0.18, k),
+        ]
+    )
     specimen = Specimen(
-        width_nm=width, height_nm=height, particles=particles, debris=debris, bumps=bumps,
-        gradient=(draw.normal(0, 0.25), draw.normal(0, 0.25)), base=draw.uniform(0.85, 1.2),
+        width_nm=width,
+        height_nm=height,
+        particles=particles,
+        debris=debris,
+        bumps=bumps,
+        gradient=(draw.normal(0, 0.25), draw.normal(0, 0.25)),
+        base=draw.uniform(0.85, 1.2),
         pool=draw.uniform(0.05, 0.6) * style.pool,
-    )  # fmt: skip
+    )
     grain = rng(seed, "synth", "grain", image_id)  # own stream: the draws above stay as they were
     specimen.grain_key = int(grain.integers(2**62))
     spacing, amplitude = grain.uniform(4.0, 12.0), grain.uniform(0.03, 0.08)
@@ -485,17 +543,39 @@ def _make_debris(width: float, height: float, draw: np.random.Generator) -> list
 
     for x, y in spot(min(int(draw.poisson(3 * density * area_um2)), 120)):  # light blobs (decoys)
         r = float(np.exp(draw.uniform(np.log(4), np.log(35))))
-        debris.append(Body("pleomorphic", "smooth", x, y, r, contrast=draw.uniform(0.2, 0.6), rim=draw.uniform(0, 0.25),
-                           harmonics=_harmonics(draw, 0.15)))  # fmt: skip
+        debris.append(
+            Body(
+                "pleomorphic",
+                "smooth",
+                x,
+                y,
+                r,
+                contrast=draw.uniform(0.2, 0.6),
+                rim=draw.uniform(0, 0.25),
+                harmonics=_harmonics(draw, 0.15),
+            )
+        )
     for x, y in spot(min(int(draw.poisson(3 * density * area_um2)), 120)):  # dark stain specks
         debris.append(Body("round", "smooth", x, y, draw.uniform(2, 7), contrast=-draw.uniform(0.2, 0.6), rim=0.0))
     for x, y in spot(min(int(draw.poisson(0.15 * density * area_um2)), 8)):  # fibres
         line = _filament_line(draw.uniform(150, 1500), False, draw) + [x, y]
-        debris.append(Body("filament", "smooth", x, y, draw.uniform(2, 5), contrast=draw.uniform(0.2, 0.5), rim=0.05, line=line))
+        debris.append(
+            Body("filament", "smooth", x, y, draw.uniform(2, 5), contrast=draw.uniform(0.2, 0.5), rim=0.05, line=line)
+        )
     for x, y in spot(min(int(draw.poisson(0.02 * density * area_um2)), 3)):  # vesicles, membrane
         r = draw.uniform(60, 300)
-        debris.append(Body("pleomorphic", "smooth", x, y, r, contrast=draw.uniform(0.15, 0.45), rim=draw.uniform(0.05, 0.2),
-                           harmonics=_harmonics(draw, 0.12)))  # fmt: skip
+        debris.append(
+            Body(
+                "pleomorphic",
+                "smooth",
+                x,
+                y,
+                r,
+                contrast=draw.uniform(0.15, 0.45),
+                rim=draw.uniform(0.05, 0.2),
+                harmonics=_harmonics(draw, 0.12),
+            )
+        )
     return debris
 
 
@@ -548,7 +628,7 @@ def _body_map(b: Body, xs: np.ndarray, ys: np.ndarray, sigma_nm: float) -> np.nd
         radius = np.hypot(u, v)
         unit = (u + 1j * v) / np.maximum(radius, 1e-6)  # e^(i theta): harmonics without trigonometry
         radial, power = np.ones_like(u), unit
-        for k, a, p in b.harmonics:
+        for _k, a, p in b.harmonics:
             power = power * unit  # k runs 2, 3, ...
             radial += a * (power * complex(math.cos(p), math.sin(p))).real
         needs_angle = b.shape == "hexagon" or b.texture in ("spokes", "star") or b.fringe
@@ -595,7 +675,9 @@ def _texture(b: Body, u, v, rho, theta, sigma_nm: float):
         wave = sum(np.cos(k * (u * math.cos(a) + v * math.sin(a)) + i * b.phase) for i, a in enumerate(angles)) / 3
         return depth * _mtf(1 / b.period, sigma_nm) * wave * (0.4 + 0.6 * np.clip(1 - rho, 0, 1) ** 0.3)
     if t == "knobs":
-        wave = sum(np.cos(kx * u + ky * v + p) * _mtf(math.hypot(kx, ky) / (2 * np.pi), sigma_nm) for kx, ky, p in b.waves)
+        wave = sum(
+            np.cos(kx * u + ky * v + p) * _mtf(math.hypot(kx, ky) / (2 * np.pi), sigma_nm) for kx, ky, p in b.waves
+        )
         return depth * wave / 2.5
     if t == "striations":
         k, a = 2 * np.pi / b.period, 0.45
@@ -661,7 +743,9 @@ def _box_weights(x0_nm: float, step_nm: float, n: int, spacing_nm: float):
 
     w = (ramp(b[:, None] - j) - ramp(a[:, None] - j)) / (b - a)[:, None]
     j0 = int(j.min())
-    matrix = csr_matrix((w.ravel(), (np.repeat(np.arange(n), width), (j - j0).ravel())), shape=(n, int(j.max()) - j0 + 1))
+    matrix = csr_matrix(
+        (w.ravel(), (np.repeat(np.arange(n), width), (j - j0).ravel())), shape=(n, int(j.max()) - j0 + 1)
+    )
     return matrix, j0
 
 
@@ -682,7 +766,9 @@ def stain_grain(specimen: Specimen, exposure: Exposure) -> np.ndarray:
             continue
         wx, jx = _box_weights(ox, px, width, spacing)
         wy, jy = _box_weights(oy, px, height, spacing)
-        values = _lattice_values(specimen.grain_key + 7919 * octave, np.arange(jx, jx + wx.shape[1]), np.arange(jy, jy + wy.shape[1]))
+        values = _lattice_values(
+            specimen.grain_key + 7919 * octave, np.arange(jx, jx + wx.shape[1]), np.arange(jy, jy + wy.shape[1])
+        )
         out += amplitude * (wx @ (wy @ values).T).T
     return out.astype(np.float32)
 
@@ -790,7 +876,9 @@ def plant_overlap(specimen: Specimen, source: Exposure, n_source: int, change: s
         w, h = width * px, height * px
         ox = draw.uniform(-0.8 * w, specimen.width_nm - 0.2 * w)
         oy = draw.uniform(-0.8 * h, specimen.height_nm - 0.2 * h)
-        shared = max(0.0, min(ox + w, specimen.width_nm) - max(ox, 0)) * max(0.0, min(oy + h, specimen.height_nm) - max(oy, 0))
+        shared = max(0.0, min(ox + w, specimen.width_nm) - max(ox, 0)) * max(
+            0.0, min(oy + h, specimen.height_nm) - max(oy, 0)
+        )
         fraction = shared / min(w * h, specimen.width_nm * specimen.height_nm)
         if not 0.2 <= fraction <= 0.8:
             continue
@@ -799,8 +887,16 @@ def plant_overlap(specimen: Specimen, source: Exposure, n_source: int, change: s
             sides = draw.uniform(0, 0.45, 4) * (draw.random(4) < 0.6)
             sides[int(draw.integers(4))] = draw.uniform(0.2, 0.45)
             keep = (sides[0] * w / 2, sides[1] * h / 2, w - sides[2] * w / 2, h - sides[3] * h / 2)
-        inside = [replace(p, points=p.points.copy()) for p in specimen.particles if _fits(p.points - [ox, oy], 0.5 * p.body.r, w, h)]
-        inside = [p for p in inside if _fits(p.points - [ox + keep[0], oy + keep[1]], 0.0, keep[2] - keep[0], keep[3] - keep[1])]
+        inside = [
+            replace(p, points=p.points.copy())
+            for p in specimen.particles
+            if _fits(p.points - [ox, oy], 0.5 * p.body.r, w, h)
+        ]
+        inside = [
+            p
+            for p in inside
+            if _fits(p.points - [ox + keep[0], oy + keep[1]], 0.0, keep[2] - keep[0], keep[3] - keep[1])
+        ]
         if change == "cutoff":
             cut = [p for p in specimen.particles if _cut_by_border(p, ox, oy, w, h)]
             if not cut:
@@ -838,7 +934,11 @@ def _visible_part(p: Particle, ox: float, oy: float, w: float, h: float) -> Part
 
 def _post(change: str, keep: tuple[float, float, float, float], px: float, draw: np.random.Generator):
     """The change of recorded grey levels of a planted view (see :func:`plant_overlap`)."""
-    gamma, offset, span = float(np.exp(draw.uniform(np.log(0.5), np.log(2.0)))), draw.uniform(50, 600), draw.uniform(0.4, 1.0)
+    gamma, offset, span = (
+        float(np.exp(draw.uniform(np.log(0.5), np.log(2.0)))),
+        draw.uniform(50, 600),
+        draw.uniform(0.4, 1.0),
+    )
 
     def apply(pixels: np.ndarray) -> np.ndarray:
         out = pixels
@@ -863,10 +963,21 @@ def _tags_text(exposure: Exposure) -> str:
     width, height = exposure.size_px
     px = f"{exposure.pixel_size_nm:.4f}".replace(".", ",")
     magnification = int(round(pitch * exposure.binning / exposure.pixel_size_nm, -2))
-    return "\n".join([
-        f"Height;{height}", f"Width;{width}", "BitsPerSample;16", f"Microscope;{exposure.microscope}",
-        f"Magnification;{magnification}", f"XScale;{px}", f"YScale;{px}", f"Binning;{exposure.binning}",
-    ]) + "\n"  # fmt: skip
+    return (
+        "\n".join(
+            [
+                f"Height;{height}",
+                f"Width;{width}",
+                "BitsPerSample;16",
+                f"Microscope;{exposure.microscope}",
+                f"Magnification;{magnification}",
+                f"XScale;{px}",
+                f"YScale;{px}",
+                f"Binning;{exposure.binning}",
+            ]
+        )
+        + "\n"
+    )
 
 
 def _positions_text(name: str, particles: list[Particle], exposure: Exposure) -> str:
@@ -879,7 +990,9 @@ def _positions_text(name: str, particles: list[Particle], exposure: Exposure) ->
     return "\n".join(lines) + "\n"
 
 
-def _write_image(folder: Path, image_id: str, pixels: np.ndarray, particles: list[Particle], exposure: Exposure) -> None:
+def _write_image(
+    folder: Path, image_id: str, pixels: np.ndarray, particles: list[Particle], exposure: Exposure
+) -> None:
     name = f"{image_id}.tif"
     (folder / "particle_positions").mkdir(parents=True, exist_ok=True)
     (folder / "tags").mkdir(exist_ok=True)
@@ -931,8 +1044,12 @@ def generate_dataset(
         raise
     log.info(
         "%s: %d images (%d planted overlaps), %d particles, %d classes",
-        out_root, len(plan) + len(truth), len(truth), int(plan.n_particles.sum() + truth.n_particles.sum()), plan["class"].nunique(),
-    )  # fmt: skip
+        out_root,
+        len(plan) + len(truth),
+        len(truth),
+        int(plan.n_particles.sum() + truth.n_particles.sum()),
+        plan["class"].nunique(),
+    )
     return truth
 
 
@@ -949,7 +1066,9 @@ def _generate_into(root: Path, plan: pd.DataFrame, seed: int, overlaps: int, bin
         _write_image(folder, row.image_id, pixels, specimen.particles, exposure)
         for k in range(sources.get(row.image_id, 0)):
             change = CHANGES[len(truth) % len(CHANGES)]
-            planted = plant_overlap(specimen, exposure, row.n_particles, change, rng(seed, "synth", "overlap", row.image_id, k))
+            planted = plant_overlap(
+                specimen, exposure, row.n_particles, change, rng(seed, "synth", "overlap", row.image_id, k)
+            )
             if planted is None:
                 log.warning("%s: no overlapping view with fewer particles found; skipped", row.image_id)
                 continue
@@ -958,8 +1077,22 @@ def _generate_into(root: Path, plan: pd.DataFrame, seed: int, overlaps: int, bin
             next_rank[row.cls] += 1
             pixels = post(render(specimen, view, rng(seed, "synth", "exposure", image_id)))
             _write_image(folder, image_id, pixels, inside, view)
-            truth.append((image_id, row.image_id, row.cls, row.split, change, view.pixel_size_nm, px,
-                          round(view.origin[0], 3), round(view.origin[1], 3), round(fraction, 4), len(inside), row.n_particles))  # fmt: skip
+            truth.append(
+                (
+                    image_id,
+                    row.image_id,
+                    row.cls,
+                    row.split,
+                    change,
+                    view.pixel_size_nm,
+                    px,
+                    round(view.origin[0], 3),
+                    round(view.origin[1], 3),
+                    round(fraction, 4),
+                    len(inside),
+                    row.n_particles,
+                )
+            )
     if len(truth) < overlaps:
         log.warning("planted %d of %d requested overlapping images", len(truth), overlaps)
     return pd.DataFrame(truth, columns=TRUTH_COLUMNS).sort_values("image_id", kind="stable").reset_index(drop=True)
@@ -984,10 +1117,14 @@ def _overlap_sources(plan: pd.DataFrame, seed: int, overlaps: int) -> dict[str, 
 def generate_from_config(params: dict, table1_csv, out_root, truth_csv) -> pd.DataFrame:
     """:func:`generate_dataset` with the ``dataset.synthetic`` section of the config."""
     return generate_dataset(
-        out_root, truth_csv, table1=table1_csv, scale=float(params["scale"]), seed=int(params["seed"]),
-        overlaps=int(params["overlaps"]), binning=int(params.get("binning", 1)),
-    )  # fmt: skip
-
+        out_root,
+        truth_csv,
+        table1=table1_csv,
+        scale=float(params["scale"]),
+        seed=int(params["seed"]),
+        overlaps=int(params["overlaps"]),
+        binning=int(params.get("binning", 1)),
+    )
 
 
 # ----------------------------------------------------------------------------- figure
@@ -1007,7 +1144,12 @@ def example_crops(root: str | os.PathLike, cls: str, count: int, seed: int) -> l
     from temvirus.raw import SPLITS, _image_files, read_image, read_positions, read_tags
 
     root = Path(root)
-    files = [f for split in SPLITS if (root / split / FOLDER_NAMES[cls]).is_dir() for f in _image_files(root / split / FOLDER_NAMES[cls])]
+    files = [
+        f
+        for split in SPLITS
+        if (root / split / FOLDER_NAMES[cls]).is_dir()
+        for f in _image_files(root / split / FOLDER_NAMES[cls])
+    ]
     draw = rng(seed, "synth", "figure", cls)
     crops = []
     for index in draw.permutation(len(files))[:count]:
@@ -1036,7 +1178,9 @@ def plot_synthetic_vs_real(synthetic_root, real_root, out_png, *, seed: int, per
     real_root = Path(real_root) if real_root else None
     has_real = real_root is not None and real_root.is_dir()
     columns = per_class * (2 if has_real else 1)
-    fig, axes = plt.subplots(len(CLASSES), columns, figsize=(1.25 * columns + 1.2, 1.25 * len(CLASSES) + 0.8), dpi=80, squeeze=False)
+    fig, axes = plt.subplots(
+        len(CLASSES), columns, figsize=(1.25 * columns + 1.2, 1.25 * len(CLASSES) + 0.8), dpi=80, squeeze=False
+    )
     for row, cls in zip(axes, CLASSES):
         tiles = example_crops(synthetic_root, cls, per_class, seed)
         tiles += [None] * (per_class - len(tiles))
@@ -1047,7 +1191,9 @@ def plot_synthetic_vs_real(synthetic_root, real_root, out_png, *, seed: int, per
             ax.set_xticks([]), ax.set_yticks([])
             if tile is None:
                 ax.set_facecolor("0.92")
-                ax.text(0.5, 0.5, "no\nexample", ha="center", va="center", fontsize=7, color="0.4", transform=ax.transAxes)
+                ax.text(
+                    0.5, 0.5, "no\nexample", ha="center", va="center", fontsize=7, color="0.4", transform=ax.transAxes
+                )
             else:
                 lo, hi = np.percentile(tile, [1, 99])
                 ax.imshow(tile, cmap="gray", vmin=lo, vmax=max(hi, lo + 1e-6), interpolation="nearest")

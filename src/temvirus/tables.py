@@ -23,9 +23,17 @@ log = logging.getLogger(__name__)
 #: subset -> suffix of the paper's Table 1 columns
 PAPER_SUFFIX = {"train": "train", "validation": "val", "test": "test", "total": "total"}
 TABLE1_COLUMNS = [
-    "class", "subset", "images", "particles", "patches", "paper_images", "paper_particles",
-    "images_diff", "given_images", "agreement",
-]  # fmt: skip
+    "class",
+    "subset",
+    "images",
+    "particles",
+    "patches",
+    "paper_images",
+    "paper_particles",
+    "images_diff",
+    "given_images",
+    "agreement",
+]
 
 
 def table1(split: pd.DataFrame, patches: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
@@ -44,15 +52,20 @@ def table1(split: pd.DataFrame, patches: pd.DataFrame, paper: pd.DataFrame) -> p
             folder = images if subset == "total" else images[images["folder_split"] == subset]
             n_patches = len(members) if subset == "total" else int((members["subset"] == subset).sum())
             same = chosen["split"] == chosen["folder_split"]
-            rows.append({
-                "class": cls, "subset": subset, "images": len(chosen),
-                "particles": int(chosen["n_particles"].sum()), "patches": n_patches,
-                "paper_images": int(reference[f"images_{PAPER_SUFFIX[subset]}"]),
-                "paper_particles": int(reference[f"particles_{PAPER_SUFFIX[subset]}"]),
-                "images_diff": len(chosen) - int(reference[f"images_{PAPER_SUFFIX[subset]}"]),
-                "given_images": len(folder),
-                "agreement": round(float(same.mean()), 4) if len(chosen) else float("nan"),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "class": cls,
+                    "subset": subset,
+                    "images": len(chosen),
+                    "particles": int(chosen["n_particles"].sum()),
+                    "patches": n_patches,
+                    "paper_images": int(reference[f"images_{PAPER_SUFFIX[subset]}"]),
+                    "paper_particles": int(reference[f"particles_{PAPER_SUFFIX[subset]}"]),
+                    "images_diff": len(chosen) - int(reference[f"images_{PAPER_SUFFIX[subset]}"]),
+                    "given_images": len(folder),
+                    "agreement": round(float(same.mean()), 4) if len(chosen) else float("nan"),
+                }
+            )
     return pd.DataFrame(rows, columns=TABLE1_COLUMNS)
 
 
@@ -61,9 +74,12 @@ def table1_markdown(table: pd.DataFrame, split_name: str) -> str:
     wide = table.set_index(["class", "subset"])
     order = [*SUBSETS, "total"]
     header = (
-        ["class"] + [f"images {s}" for s in order] + [f"particles {s}" for s in order]
-        + [f"patches {s}" for s in order] + ["agreement with given"]
-    )  # fmt: skip
+        ["class"]
+        + [f"images {s}" for s in order]
+        + [f"particles {s}" for s in order]
+        + [f"patches {s}" for s in order]
+        + ["agreement with given"]
+    )
     lines = [
         f"Table 1, regenerated ({split_name} split): ours (paper). Patches are ours only; "
         "agreement is the fraction of images whose split equals their folder split.",
@@ -86,7 +102,11 @@ def write_table1(split_csv, patches_csv, paper_csv, out_csv, out_md, split_name:
     table = table1(read_table(split_csv), pd.read_csv(patches_csv, dtype={"image_id": str}), load_table1(paper_csv))
     per_class = table[(table["subset"] != "total") & (table["class"] != "all")]
     mismatched = sorted(set(per_class.loc[per_class.images_diff != 0, "class"]))
-    log.info("Table 1: image counts equal the paper's for %d of %d classes%s", table["class"].nunique() - 1 - len(mismatched),
-             table["class"].nunique() - 1, f" (differ: {mismatched})" if mismatched else "")  # fmt: skip
+    log.info(
+        "Table 1: image counts equal the paper's for %d of %d classes%s",
+        table["class"].nunique() - 1 - len(mismatched),
+        table["class"].nunique() - 1,
+        f" (differ: {mismatched})" if mismatched else "",
+    )
     write_csv(out_csv, table)
     write_text(out_md, table1_markdown(table, split_name))

@@ -51,7 +51,9 @@ def parse_experiment(name: str) -> tuple[str, str, str]:
     """``(model, init, split)`` of an experiment name such as ``custom-scratch-representative``."""
     match = re.fullmatch(EXPERIMENT_PATTERN, name)
     if not match:
-        raise ValueError(f"experiment {name!r} is not '{{model}}-{{init}}-{{split}}' with model in {MODELS}, init in {INITS}, split in {SPLITS}")
+        raise ValueError(
+            f"experiment {name!r} is not '{{model}}-{{init}}-{{split}}' with model in {MODELS}, init in {INITS}, split in {SPLITS}"
+        )
     return match.group(1), match.group(2), match.group(3)
 
 
@@ -90,12 +92,24 @@ def settings_from_config(training: dict, seed: int, experiment: str) -> Settings
     """
     t = training
     return Settings(
-        epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"], weight_decay=t["weight_decay"],
-        patience=t["patience"], monitor=t["monitor"], device=t["device"], gpu_augment=t["gpu_augment"],
-        amp=t["amp"], channels_last=t["channels_last"], compile=t["compile"], deterministic=t["deterministic"],
-        seed=derive_seed(seed, "train", experiment), optimizer=t["optimizer"], schedule=t["schedule"],
-        input_size=t["input_size"], bn_momentum=t["bn_momentum"],
-    )  # fmt: skip
+        epochs=t["epochs"],
+        batch_size=t["batch_size"],
+        lr=t["lr"],
+        weight_decay=t["weight_decay"],
+        patience=t["patience"],
+        monitor=t["monitor"],
+        device=t["device"],
+        gpu_augment=t["gpu_augment"],
+        amp=t["amp"],
+        channels_last=t["channels_last"],
+        compile=t["compile"],
+        deterministic=t["deterministic"],
+        seed=derive_seed(seed, "train", experiment),
+        optimizer=t["optimizer"],
+        schedule=t["schedule"],
+        input_size=t["input_size"],
+        bn_momentum=t["bn_momentum"],
+    )
 
 
 # ---------------------------------------------------------------------------------- data
@@ -123,7 +137,9 @@ def area_downsample(patches: np.ndarray, size: int, chunk: int = 256) -> np.ndar
     if side == size:
         return patches
     if size < 1 or side % size:
-        raise ValueError(f"input_size {size} does not divide the patch size {side} (area averaging needs an integer factor)")
+        raise ValueError(
+            f"input_size {size} does not divide the patch size {side} (area averaging needs an integer factor)"
+        )
     f = side // size
     out = np.empty((len(patches), size, size), dtype=patches.dtype)
     for start in range(0, len(patches), chunk):
@@ -145,9 +161,13 @@ def _load_rows(npy: Path, rows: np.ndarray, n_expected: int, size: int | None) -
 
 
 def load_subset(
-    patches_dir: str | Path, subset: str, classes: Sequence[str], cap: int | None = None, seed: int = 0,
+    patches_dir: str | Path,
+    subset: str,
+    classes: Sequence[str],
+    cap: int | None = None,
+    seed: int = 0,
     size: int | None = None,
-) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:  # fmt: skip
+) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """Patches of one subset of a split folder (``train_augmented``, ``validation``, ``test``, ``train``).
 
     Returns ``(x, y, table)``: the ``(N, S, S)`` integer patches (area-averaged down to
@@ -271,8 +291,10 @@ def make_optimizer(model: nn.Module, settings: Settings) -> torch.optim.Optimize
     if settings.optimizer != "adamw":
         raise ValueError(f"training.optimizer must be adam or adamw, got {settings.optimizer!r}")
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": settings.weight_decay},
-              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]  # fmt: skip
+    groups = [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": settings.weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=settings.lr)
 
 
@@ -289,9 +311,15 @@ def _batch(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device, *,
-    tta: bool = False, amp: str = "off", channels_last: bool = False,
-) -> np.ndarray:  # fmt: skip
+    model: nn.Module,
+    x: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    *,
+    tta: bool = False,
+    amp: str = "off",
+    channels_last: bool = False,
+) -> np.ndarray:
     """Class probabilities ``(N, C)`` (float64) of compact patches ``x``; ``tta`` averages the 8 D4 views."""
     model.eval()
     out = []
@@ -360,9 +388,12 @@ def fit(
     n = len(train_x)
     steps_per_epoch = -(-n // settings.batch_size)
     scheduler = (
-        torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr, total_steps=max(1, settings.epochs * steps_per_epoch))
-        if settings.schedule == "onecycle" else None
-    )  # fmt: skip
+        torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=settings.lr, total_steps=max(1, settings.epochs * steps_per_epoch)
+        )
+        if settings.schedule == "onecycle"
+        else None
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=cuda and settings.amp == "fp16")
     shuffle = torch.Generator().manual_seed(settings.seed)
     monitor = MONITORS[settings.monitor]
@@ -386,7 +417,14 @@ def fit(
                 epoch, best_metric, best_epoch = ckpt["epoch"], ckpt["best_metric"], ckpt["best_epoch"]
                 bad_epochs, history = ckpt["bad_epochs"], ckpt["history"]
                 best_state = torch.load(best_path, map_location="cpu", weights_only=True)["model"]
-                log.info("resuming from %s after epoch %d (best %s %.4f at epoch %d)", ckpt_path, epoch, monitor, best_metric, best_epoch)
+                log.info(
+                    "resuming from %s after epoch %d (best %s %.4f at epoch %d)",
+                    ckpt_path,
+                    epoch,
+                    monitor,
+                    best_metric,
+                    best_epoch,
+                )
             else:
                 log.warning("%s was written for other settings or data; starting over", ckpt_path)
 
@@ -430,19 +468,33 @@ def fit(
             bad_epochs += 1
         log.info(
             "epoch %d/%d train_loss %.4f train_acc %.3f val_loss %.4f val_acc %.3f val_f1_macro %.3f %.1f s%s",
-            epoch, settings.epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"],
-            row["val_f1_macro"], row["seconds"], " *best" if improved else "",
-        )  # fmt: skip
+            epoch,
+            settings.epochs,
+            row["train_loss"],
+            row["train_acc"],
+            row["val_loss"],
+            row["val_acc"],
+            row["val_f1_macro"],
+            row["seconds"],
+            " *best" if improved else "",
+        )
         if ckpt_path is not None:
             _save(
                 {
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "epoch": epoch, "best_metric": best_metric, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-                    "history": history, "rng": _rng_state(shuffle), "fingerprint": fingerprint,
+                    "epoch": epoch,
+                    "best_metric": best_metric,
+                    "best_epoch": best_epoch,
+                    "bad_epochs": bad_epochs,
+                    "history": history,
+                    "rng": _rng_state(shuffle),
+                    "fingerprint": fingerprint,
                 },
                 ckpt_path,
-            )  # fmt: skip
+            )
     if bad_epochs >= settings.patience:
         log.info("early stop after epoch %d: no %s improvement for %d epochs", epoch, monitor, bad_epochs)
     return FitResult(pd.DataFrame(history, columns=HISTORY_COLUMNS), best_state, best_epoch, float(best_metric))
@@ -501,27 +553,61 @@ def train_experiment(
     model_name, init, _ = parse_experiment(experiment)
     out = Path(out_dir)
     size = settings.input_size
-    train_np, train_y, _ = load_subset(patches_dir, "train_augmented", classes, max_train_per_class, settings.seed, size)
+    train_np, train_y, _ = load_subset(
+        patches_dir, "train_augmented", classes, max_train_per_class, settings.seed, size
+    )
     val_np, val_y, _ = load_subset(patches_dir, "validation", classes, max_val_per_class, settings.seed, size)
     if len(val_y) == 0:
         raise ValueError(f"{Path(patches_dir) / 'patches.csv'}: no validation patches of the classes {list(classes)}")
     size = train_np.shape[-1]
-    log.info("%s: %d training patches, %d validation patches, %d classes, %dx%d px", experiment, len(train_y), len(val_y), len(classes), size, size)
+    log.info(
+        "%s: %d training patches, %d validation patches, %d classes, %dx%d px",
+        experiment,
+        len(train_y),
+        len(val_y),
+        len(classes),
+        size,
+        size,
+    )
     torch.manual_seed(settings.seed)  # model initialisation
     model = build_model(model_name, len(classes), init, weights_file, input_size=size)
     n_params = trainable_parameters(model)
-    log.info("%s: %d trainable parameters; device %s, %d CPU threads", model_name, n_params, resolve_device(settings.device), torch.get_num_threads())
+    log.info(
+        "%s: %d trainable parameters; device %s, %d CPU threads",
+        model_name,
+        n_params,
+        resolve_device(settings.device),
+        torch.get_num_threads(),
+    )
     result = fit(
-        model, compact_tensor(train_np), torch.from_numpy(train_y), compact_tensor(val_np), torch.from_numpy(val_y),
-        settings, len(classes), resume_dir=out / "resume", fingerprint={"experiment": experiment, "classes": list(classes),
-        "data": _digest(train_np, train_y, val_np, val_y)},
-    )  # fmt: skip
+        model,
+        compact_tensor(train_np),
+        torch.from_numpy(train_y),
+        compact_tensor(val_np),
+        torch.from_numpy(val_y),
+        settings,
+        len(classes),
+        resume_dir=out / "resume",
+        fingerprint={
+            "experiment": experiment,
+            "classes": list(classes),
+            "data": _digest(train_np, train_y, val_np, val_y),
+        },
+    )
     meta = {
-        "experiment": experiment, "model": model_name, "init": init, "classes": list(classes), "input_size": size,
-        "trainable_params": n_params, "monitor": settings.monitor,
-    }  # fmt: skip
+        "experiment": experiment,
+        "model": model_name,
+        "init": init,
+        "classes": list(classes),
+        "input_size": size,
+        "trainable_params": n_params,
+        "monitor": settings.monitor,
+    }
     last_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _save({**meta, "model_state": result.best_state, "epoch": result.best_epoch, "metric": result.best_metric}, out / "best.pt")
+    _save(
+        {**meta, "model_state": result.best_state, "epoch": result.best_epoch, "metric": result.best_metric},
+        out / "best.pt",
+    )
     _save({**meta, "model_state": last_state, "epoch": int(result.history["epoch"].iloc[-1])}, out / "last.pt")
     write_csv(out / "metrics.csv", result.history)
     save_figure(out / "curve.png", plot_curves(result.history, f"{experiment} (best epoch {result.best_epoch})"))

@@ -16,8 +16,8 @@ is the one that was fetched, unaltered, though nothing published vouches for the
 
 from __future__ import annotations
 
-import re
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse

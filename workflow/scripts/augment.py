@@ -5,5 +5,13 @@ from temvirus.smk import run_rule
 
 run_rule(
     snakemake,
-    lambda smk: augment(smk.input.patches, smk.input.train, smk.output.npy, smk.output.csv, smk.params.classes, smk.params.per_class, smk.params.seed),
+    lambda smk: augment(
+        smk.input.patches,
+        smk.input.train,
+        smk.output.npy,
+        smk.output.csv,
+        smk.params.classes,
+        smk.params.per_class,
+        smk.params.seed,
+    ),
 )

@@ -3,4 +3,6 @@
 from temvirus.patches import SUBSETS, export_published
 from temvirus.smk import run_rule
 
-run_rule(snakemake, lambda smk: export_published(smk.input.patches, {s: smk.input[s] for s in SUBSETS}, smk.output.root))
+run_rule(
+    snakemake, lambda smk: export_published(smk.input.patches, {s: smk.input[s] for s in SUBSETS}, smk.output.root)
+)

@@ -7,7 +7,9 @@ from temvirus.smk import run_rule
 
 def main(smk):
     arrays = {subset: smk.input[subset] for subset in SUBSETS}
-    fig1_patch_examples(smk.input.patches, arrays, smk.output[0], smk.params.classes, smk.params.per_class, smk.params.seed)
+    fig1_patch_examples(
+        smk.input.patches, arrays, smk.output[0], smk.params.classes, smk.params.per_class, smk.params.seed
+    )
 
 
 run_rule(snakemake, main)

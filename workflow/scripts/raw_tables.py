@@ -5,5 +5,9 @@ from temvirus.smk import run_rule
 
 # classes.classification is checked here, the first job reading the raw data; it is read from the
 # config, not a param: it does not change the tables, so changing it must not re-run curation
-run_rule(snakemake, lambda smk: write_tables(smk.input.root, smk.output.images, smk.output.particles,
-                                             smk.config["classes"]["classification"]))
+run_rule(
+    snakemake,
+    lambda smk: write_tables(
+        smk.input.root, smk.output.images, smk.output.particles, smk.config["classes"]["classification"]
+    ),
+)

@@ -3,4 +3,6 @@
 from temvirus.smk import run_rule
 from temvirus.synth import plot_synthetic_vs_real
 
-run_rule(snakemake, lambda smk: plot_synthetic_vs_real(smk.input.root, smk.params.real, smk.output.png, seed=smk.params.seed))
+run_rule(
+    snakemake, lambda smk: plot_synthetic_vs_real(smk.input.root, smk.params.real, smk.output.png, seed=smk.params.seed)
+)
