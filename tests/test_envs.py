@@ -115,9 +115,10 @@ def test_env_names_only_registry_packages(env):
         )
 
 
-#: not installed by the env test: torch and torchvision (4.8 GB of CUDA wheels, minutes to fetch);
-#: the rule it runs imports neither, and their pins are checked against pyproject.toml above
-HEAVY = {"torch", "torchvision"}
+#: not installed by the env test: torch and torchvision (4.8 GB of CUDA wheels, minutes to fetch)
+#: and timm, which requires both; the rule it runs imports none of them, and their pins are
+#: checked against pyproject.toml above
+HEAVY = {"torch", "torchvision", "timm"}
 
 
 @pytest.mark.slow
