@@ -72,7 +72,7 @@ def test_summary_is_made_from_the_audit(default_run: Path):
 def test_front_page_is_shown_in_the_browser(report: Path, chromium: str, tmp_path: Path, default_run: Path):
     text = visible_text(dump_dom(chromium, report, tmp_path))
     assert "TEM virus benchmark, reproduced" in text, text[:3000]
-    assert "Audit PASSED" in text and "Demo run:" in text, text[:3000]
+    assert "Audit PASSED" in text and "demo run: synthetic data" in text, text[:3000]
     assert "synthetic data in the published raw layout" in text and "data source: synthetic" in text, text[:3000]
     audit = json.loads((default_run / "results" / "audit" / "audit.json").read_text())
     assert any(c["git_commit"] in text for c in audit["lineage"]["code"] if c), text[:3000]
