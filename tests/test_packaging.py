@@ -50,9 +50,9 @@ def test_paper_job_graph_builds_without_torch(tmp_path):
     done = subprocess.run(cmd, cwd=tmp_path, env=_env_without_pythonpath(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "TORCH IMPORTS TRIED: []" in done.stderr, done.stderr[-3000:]
-    # the paper's 13 experiments, the ImageNet weights of its 6 transfer models among the jobs
+    # the paper's 15 experiments, the ImageNet weights of its 8 transfer models among the jobs
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", done.stdout, re.MULTILINE))
-    assert counts["train_model"] == "13" and counts["download_weights_file"] == "6", counts
+    assert counts["train_model"] == "15" and counts["download_weights_file"] == "8", counts
 
 
 @pytest.mark.slow
