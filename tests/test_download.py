@@ -316,12 +316,16 @@ def test_extract_local_dataset_records_the_archive(tmp_path, raw_zip):
 
 
 def _workdir(tmp_path: Path, dataset: dict) -> tuple[Path, Path]:
-    """A scratch workdir with its own resources/ (the repo's is never written) and a config override."""
+    """A scratch workdir with its own resources/ (the repo's is never written) and a config override.
+
+    The override classifies the two classes of :func:`make_raw_tree` (raw_tables refuses a
+    classes.classification that lists classes the data do not hold).
+    """
     workdir = tmp_path / "wd"
     (workdir / "resources").mkdir(parents=True)
     (workdir / "resources" / "paper").symlink_to(REPO / "resources" / "paper", target_is_directory=True)
     override = workdir / "override.json"
-    override.write_text(json.dumps({"dataset": dataset}))
+    override.write_text(json.dumps({"dataset": dataset, "classes": {"classification": ["Adenovirus", "RiftValley"]}}))
     return workdir, override
 
 
