@@ -213,8 +213,8 @@ def check_inputs(folder: Folder, records: dict[Path, dict]) -> tuple[Check, Chec
                         f"{rec_path} read sha256 {entry['sha256'][:16]}..., {producer} wrote {out['sha256'][:16]}...",
                     )
                 continue
-            if entry["path"] in seen:
-                continue
+            if entry["path"] in seen or _not_recorded(entry["path"]):
+                continue  # NOT_RECORDED files (the audit's own report) are rewritten by this audit
             seen.add(entry["path"])
             digest, problem = folder.current(entry)
             if digest is None and not folder.inside(entry["path"]):
@@ -232,6 +232,12 @@ def check_inputs(folder: Folder, records: dict[Path, dict]) -> tuple[Check, Chec
     sources.covered = f"{len(seen)} source inputs"
     lineage.covered = f"{n_links} inputs made by another job"
     return sources, lineage
+
+
+def _not_recorded(path: str) -> bool:
+    """Whether ``path`` (``results/...``) lies in a top-level entry of :data:`NOT_RECORDED`."""
+    parts = Path(path).parts
+    return len(parts) > 1 and parts[0] == RESULTS_PREFIX and parts[1] in NOT_RECORDED
 
 
 def check_unrecorded(folder: Folder, records: dict[Path, dict]) -> Check:
