@@ -23,6 +23,9 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
+import temvirus
+from temvirus import provenance
+
 ENVS = sorted((REPO / "envs").glob("*.yaml"))
 RULE_FILES = sorted((REPO / "workflow" / "rules").glob("*.smk")) + [REPO / "Snakefile"]
 ENGINE = {"snakemake", "snakemake-executor-plugin-slurm"}
@@ -159,4 +162,6 @@ def test_env_from_snakemakes_copy_runs_a_rule_without_the_package_installed(tmp_
     assert len(images) > 22, images[:3]
     record = json.loads((work / "results" / "provenance" / "raw_tables" / "job.json").read_text())
     assert record["environment"]["executable"].startswith(str(venv)), record["environment"]
-    assert record["environment"]["packages"]["temvirus"] is None  # imported from the workflow's src/
+    # the job ran the workflow's own src/ (the fresh environment has no temvirus)
+    assert record["code"]["code_sha256"] == provenance.code_version()["code_sha256"]
+    assert record["environment"]["packages"]["temvirus"] == temvirus.__version__

@@ -158,3 +158,16 @@ def test_run_note_is_empty_for_the_papers_method_whatever_the_hardware():
         "demo run: validation patches per class at most 5 (paper all), "
         "custom-scratch-representative epochs 10 (paper 300): not a reproduction"
     )
+
+
+def test_run_note_of_one_experiment_ignores_the_other_experiments_overrides():
+    """An experiment's results (evaluation, its paper figure) carry its own note, so a change to
+    another experiment's settings re-runs none of its jobs (Snakemake reruns on params)."""
+    from temvirus.experiments import experiment_name, run_note
+
+    _, paper, reproduction = _configs()
+    first, second = (experiment_name(e) for e in reproduction["experiments"][:2])
+    reproduction["experiments"][1] = {**reproduction["experiments"][1], "lr": 0.5}
+    assert f"{second} lr 0.5" in run_note(reproduction, paper)
+    assert run_note(reproduction, paper, [first]) == ""
+    assert f"{second} lr 0.5" in run_note(reproduction, paper, [second])

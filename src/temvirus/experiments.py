@@ -61,7 +61,7 @@ def _shown(value) -> str:
     return "all" if value is None else str(value)
 
 
-def run_note(config: dict, paper: dict) -> str:
+def run_note(config: dict, paper: dict, experiments: list[str] | None = None) -> str:
     """One line saying how this run's method differs from the paper's, or ``""`` when it does not.
 
     ``paper`` is ``config/paper.yaml`` (the paper's method: Matuszewski & Sintorn 2021,
@@ -72,7 +72,9 @@ def run_note(config: dict, paper: dict) -> str:
     :data:`HARDWARE_KEYS`, and each experiment's own overrides (:data:`OVERRIDES`). E.g.
     ``"demo run: synthetic data, epochs 2 scratch / 2 imagenet (paper 300 scratch / 50
     imagenet), ...: not a reproduction"``. Used by Table 2, its report caption and the
-    confusion-matrix figures.
+    confusion-matrix figures. ``experiments``: names (``{model}-{init}-{split}``) whose own
+    overrides count (default: every configured one), so that the note of one experiment's
+    results does not change when another experiment's settings do.
     """
     differences = []
     if config["dataset"]["source"] == "synthetic":
@@ -86,6 +88,8 @@ def run_note(config: dict, paper: dict) -> str:
             words = TRAINING_WORDS.get(key, f"training {key}")
             differences.append(f"{words} {_shown(config['training'][key])} (paper {_shown(theirs)})")
     for entry in config.get("experiments", []):
+        if experiments is not None and experiment_name(entry) not in experiments:
+            continue
         for key in OVERRIDES:
             if key in entry and key in paper_training:
                 theirs = resolve_training({key: paper_training[key]}, {"init": entry["init"]})[key]

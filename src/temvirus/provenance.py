@@ -181,13 +181,18 @@ def code_version() -> dict:
 
 
 def environment() -> dict:
-    """Python, package versions, host and platform."""
+    """Python, package versions (``None``: not installed), host and platform."""
+    from temvirus import __version__
+
     packages = {}
     for name in PACKAGES:
         try:
             packages[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             packages[name] = None
+    # the code that runs, wherever it was imported from (an install, or the workflow's src/,
+    # where a stale egg-info of an editable install may sit); its files' hash is in "code"
+    packages["temvirus"] = __version__
     return {
         "python": sys.version.split()[0],
         "executable": sys.executable,

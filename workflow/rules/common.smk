@@ -238,15 +238,26 @@ def baseline_model_inputs(wildcards):
     }
 
 
-def run_note():
+def run_note(experiments=None):
     """The demo-run line of Table 2 and the figures ('' for the paper's method): see
-    temvirus.experiments.run_note, against config/paper.yaml beside the Snakefile."""
+    temvirus.experiments.run_note, against config/paper.yaml beside the Snakefile;
+    ``experiments``: only these experiments' own overrides count (default: all)."""
     import yaml
 
     from temvirus.experiments import run_note as note
 
     with open(Path(workflow.basedir) / "config" / "paper.yaml", encoding="utf-8") as fh:
-        return note(config, yaml.safe_load(fh))
+        return note(config, yaml.safe_load(fh), experiments)
+
+
+def experiment_note(wildcards):
+    """run_note of the one experiment whose results the job makes."""
+    return run_note([wildcards.experiment])
+
+
+def paper_figure_note(wildcards):
+    """run_note of the experiment a paper figure shows."""
+    return run_note([PAPER_FIGURES[wildcards.figure][0]])
 
 
 def paper_figure_inputs(wildcards):

@@ -79,7 +79,7 @@ rule evaluate_model:
         training=experiment_training,
         evaluation=config["evaluation"],
         seed=config["seed"],
-        note=run_note(),
+        note=experiment_note,
     script:
         "../scripts/evaluate_model.py"
 
@@ -172,6 +172,6 @@ rule paper_confusion_figure:
         "../../envs/temvirus.yaml"
     params:
         title=paper_figure_title,
-        note=run_note(),
+        note=paper_figure_note,
     script:
         "../scripts/paper_confusion_figure.py"
