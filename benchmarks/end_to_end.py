@@ -24,7 +24,9 @@ What it measures
 that the overlay is accepted (schema) and which jobs it would make run.
 ``--from-workdir DIR`` starts from a copy of a finished run (e.g. the test suite's
 ``default_run``) instead of the timed full run. ``--no-rerun``: only the full run and its
-figures (the 8-minute check).
+figures (the 8-minute check). ``--configfile FILE ...``: overlays on top of
+``config/config.yaml`` in every run (the test suite passes ``tests/ci.yaml``, its size of the
+default, with ``--from-workdir`` its run).
 
 How to run (``benchmarks/out/end_to_end.json`` gets the figures; logs in ``benchmarks/out/e2e/``)::
 
@@ -121,7 +123,7 @@ def counts(jobs: list[dict]) -> dict[str, int]:
 
 def run_snakemake(workdir: Path, args: list[str], log_path: Path, cores: int, timeout: float) -> dict:
     """Run the workflow command in ``workdir``; returns wall time, return code and the jobs it announced."""
-    cmd = snakemake_cmd(workdir, *args)
+    cmd = snakemake_cmd(workdir, *args, ci=False)
     cmd[cmd.index("--cores") + 1] = str(cores)
     env = dict(
         os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -148,11 +150,16 @@ def run_snakemake(workdir: Path, args: list[str], log_path: Path, cores: int, ti
 # ----------------------------------------------------------------------------- the overlay
 
 
-def lr_overlay(experiment: str, factor: float) -> tuple[dict, dict]:
-    """``(overlay, description)``: the config change that sets ``experiment``'s own learning rate."""
+def lr_overlay(experiment: str, factor: float, overlays: list[str]) -> tuple[dict, dict]:
+    """``(overlay, description)``: the config change that sets ``experiment``'s own learning rate
+    (in config/config.yaml with ``overlays`` on top, as Snakemake merges them)."""
+    from snakemake.utils import update_config
+
     from temvirus.experiments import experiment_name, find_experiment, resolve_training
 
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    for path in overlays:
+        update_config(config, yaml.safe_load(Path(path).read_text()))
     try:
         entry = find_experiment(config["experiments"], experiment)
     except ValueError as exc:
@@ -215,6 +222,9 @@ def parse_args(argv=None):
     parser.add_argument(
         "--allow-extra-jobs", action="store_true", help="exit 0 even when jobs of other models re-ran (default: exit 1)"
     )
+    parser.add_argument(
+        "--configfile", nargs="+", default=[], help="overlays on top of config/config.yaml in every run"
+    )
     parser.add_argument("--out", default=str(OUT / "end_to_end.json"))
     return parser.parse_args(argv)
 
@@ -225,7 +235,9 @@ def main(argv=None) -> dict:
     logs = workdir.parent / "logs"
     if workdir.exists():
         shutil.rmtree(workdir)
-    overlay, change = lr_overlay(args.experiment, args.lr_factor)
+    overlays = [str(Path(f).resolve()) for f in args.configfile]
+    base_args = ["--configfile", *overlays] if overlays else []
+    overlay, change = lr_overlay(args.experiment, args.lr_factor, overlays)
     overlay_path = workdir.parent / "lr_overlay.yaml"
     overlay_path.parent.mkdir(parents=True, exist_ok=True)
     overlay_path.write_text(yaml.safe_dump(overlay, sort_keys=False))
@@ -237,10 +249,10 @@ def main(argv=None) -> dict:
         "overlay": overlay,
     }
     print(f"lr change: {change['key']} {change['old']} -> {change['new']}", flush=True)
-    config_args = ["--configfile", str(REPO / "config" / "config.yaml"), str(overlay_path)]
+    config_args = ["--configfile", str(REPO / "config" / "config.yaml"), *overlays, str(overlay_path)]
 
     if args.quick:
-        dry = run_snakemake(workdir, ["--dry-run"], logs / "dry_full.log", args.cores, args.timeout)
+        dry = run_snakemake(workdir, ["--dry-run", *base_args], logs / "dry_full.log", args.cores, args.timeout)
         dry_overlay = run_snakemake(
             workdir, ["--dry-run", *config_args], logs / "dry_overlay.log", args.cores, args.timeout
         )
@@ -260,17 +272,21 @@ def main(argv=None) -> dict:
             print(f"copied the finished run {args.from_workdir}", flush=True)
         else:
             print(f"full run in {workdir} ...", flush=True)
-            full = run_snakemake(workdir, [], logs / "full.log", args.cores, args.timeout)
+            full = run_snakemake(workdir, base_args, logs / "full.log", args.cores, args.timeout)
             result["full"] = full
             print(f"full run: {full['seconds']:.1f} s, {full['n_jobs']} jobs", flush=True)
         result["table2"] = table2_rows(workdir)
     if not args.quick and not args.no_rerun:
-        noop = run_snakemake(workdir, [], logs / "noop.log", args.cores, args.timeout)
+        noop = run_snakemake(workdir, base_args, logs / "noop.log", args.cores, args.timeout)
         result["noop"] = noop
         print(f"no-op rerun: {noop['seconds']:.1f} s, {noop['n_jobs']} jobs", flush=True)
         target = f"results/models/{args.experiment}/best.pt"
         downstream = run_snakemake(
-            workdir, ["--dry-run", "--forcerun", target], logs / "dry_downstream.log", args.cores, args.timeout
+            workdir,
+            ["--dry-run", *base_args, "--forcerun", target],
+            logs / "dry_downstream.log",
+            args.cores,
+            args.timeout,
         )
         result["downstream_of_model"] = {
             "forcerun": target,

@@ -23,11 +23,19 @@ def real_crops() -> Path:
     return REAL_CROPS
 
 
-def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
+#: the test suite's size of the default (config/config.yaml), applied on top of it by
+#: :func:`snakemake_cmd`: less data and fewer epochs than ``make run``, so that the suite's
+#: workflow runs fit CI's time (the full default's figures come from benchmarks/end_to_end.py)
+CI_CONFIG = REPO / "tests" / "ci.yaml"
+
+
+def snakemake_cmd(workdir: Path, *args: str, ci: bool = True) -> list[str]:
     """Command line running this repo's workflow with ``workdir`` as its working directory.
 
     The workdir gets links to the repo's ``config/`` and ``resources/`` so that runs in a
     temporary folder read the same configuration and never touch the repo's ``results/``.
+    ``ci``: :data:`CI_CONFIG` is the first ``--configfile`` on top of config/config.yaml
+    (before any the test passes, which override it).
     """
     import sys
 
@@ -36,6 +44,12 @@ def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
         link = workdir / name
         if not link.exists():
             link.symlink_to(REPO / name, target_is_directory=True)
+    args = list(args)
+    if ci:
+        if "--configfile" in args:
+            args.insert(args.index("--configfile") + 1, str(CI_CONFIG))
+        else:
+            args += ["--configfile", str(CI_CONFIG)]
     snakemake = Path(sys.executable).with_name("snakemake")
     return [str(snakemake), "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2", *args]
 
@@ -78,7 +92,8 @@ def dry_run_resources(workdir: Path, *args: str) -> dict[str, dict[str, str]]:
 
 @pytest.fixture(scope="session")
 def default_run(tmp_path_factory) -> Path:
-    """One real run of the default workflow (config/config.yaml) in a scratch workdir.
+    """One real run of the default workflow (config/config.yaml at the suite's size,
+    :data:`CI_CONFIG`) in a scratch workdir.
 
     Session-scoped: every test that only reads the default results shares this run. Tests
     that modify results must copy them first.

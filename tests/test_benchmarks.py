@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CI_CONFIG
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
@@ -114,7 +115,14 @@ def test_parse_jobs_of_a_snakemake_log():
 @pytest.mark.slow
 def test_end_to_end_rerun_of_one_model(tmp_path, default_run):
     result = run_benchmark(
-        "end_to_end.py", tmp_path, "--from-workdir", str(default_run), "--workdir", str(tmp_path / "work")
+        "end_to_end.py",
+        tmp_path,
+        "--from-workdir",
+        str(default_run),
+        "--workdir",
+        str(tmp_path / "work"),
+        "--configfile",
+        str(CI_CONFIG),  # the suite's size of the default, as default_run was made
     )
     assert result["noop"]["n_jobs"] == 0  # a finished run is up to date
     check = result["rerun_check"]
