@@ -250,6 +250,39 @@ def test_audit_rule_fails_on_a_tampered_folder(copy):
     assert not (copy / "results/audit/audit.json").exists()  # no "passed" report is left behind
 
 
+def test_audit_or_fail_writes_the_report_only_when_the_audit_passes(tmp_path, monkeypatch):
+    """The rule's function on a one-job results folder (no default run needed)."""
+    from snakemake.iocontainers import InputFiles, Log, OutputFiles, Params, ResourceList, Snakemake, Wildcards
+
+    from temvirus.io import write_text
+    from temvirus.smk import run_rule
+
+    monkeypatch.chdir(tmp_path)
+    smk = Snakemake(
+        InputFiles(fromdict={}),
+        OutputFiles(fromdict={"table": "results/t.csv"}),
+        Params(fromdict={}),
+        Wildcards(fromdict={}),
+        1,
+        ResourceList(),
+        Log([]),
+        {"seed": 42},
+        "make",
+        None,
+    )
+    run_rule(smk, lambda job: write_text(job.output.table, "a\n1\n"))
+    report = [tmp_path / "out" / name for name in ("audit_report.md", "audit_report.html", "audit.json")]
+    result = audit_mod.audit_or_fail("results", *report)
+    assert result.passed and all(p.is_file() for p in report)
+    assert json.loads(report[2].read_text())["passed"] is True
+    for p in report:
+        p.unlink()
+    tamper(tmp_path / "results/t.csv")
+    with pytest.raises(audit_mod.AuditFailed, match=r"(?s)results: audit failed:.*modified: results/t.csv"):
+        audit_mod.audit_or_fail("results", *report)
+    assert not any(p.exists() for p in report)
+
+
 def test_snakemake_report_is_one_file_with_every_stage(default_run, copy):
     shutil.copytree(default_run / ".snakemake/metadata", copy / ".snakemake/metadata")  # job facts the report shows
     proc = subprocess.run(

@@ -959,16 +959,24 @@ def command(args) -> int:
     return 0 if result.passed else 1
 
 
-def run(smk) -> None:
-    """Rule ``audit``: audit ``results/`` and write the report; fail the job on any finding
-    (the report is in the log then, since Snakemake removes the failed job's outputs)."""
-    result = audit(
-        RESULTS_PREFIX,
-        max_hamming=smk.params.max_hamming,
-        leak_ncc=smk.params.leak_ncc,
-        accepted_leaks=smk.params.accepted_leaks,
-    )
+def audit_or_fail(
+    results_dir: str | os.PathLike,
+    report_md: str | os.PathLike,
+    report_html: str | os.PathLike,
+    report_json: str | os.PathLike,
+    max_hamming: int = NEAR_HAMMING,
+    leak_ncc: float = LEAK_NCC,
+    accepted_leaks: str | os.PathLike | None = None,
+) -> AuditResult:
+    """Rule ``audit``: :func:`audit` ``results_dir`` and write the report (:func:`write_report`).
+
+    ``max_hamming``, ``leak_ncc`` and ``accepted_leaks`` are :func:`audit`'s. On any finding
+    raises :class:`AuditFailed` with the summary and writes nothing (the summary is in the
+    log then, since Snakemake removes the failed job's outputs).
+    """
+    result = audit(results_dir, max_hamming=max_hamming, leak_ncc=leak_ncc, accepted_leaks=accepted_leaks)
     log.info("%s", summary(result))
     if not result.passed:
-        raise AuditFailed(f"{RESULTS_PREFIX}: audit failed:\n{summary(result)}")
-    write_report(result, smk.output.md, smk.output.html, smk.output.json)
+        raise AuditFailed(f"{results_dir}: audit failed:\n{summary(result)}")
+    write_report(result, report_md, report_html, report_json)
+    return result

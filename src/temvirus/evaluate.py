@@ -91,13 +91,22 @@ def evaluate_experiment(
     max_per_class: int | None = None,
     seed: int = 0,
     note: str = "",
+    threads: int | None = None,
 ) -> dict:
     """Predict the test subset with a best.pt; write predictions.csv, confusion.csv/.png, per_class.csv, metrics.json.
 
+    The rule ``evaluate_model``. ``checkpoint`` is a ``best.pt`` of :func:`temvirus.train.train_experiment`;
+    ``patches_dir`` a split's patch folder (``patches.csv``, ``test.npy``; docs/architecture.md);
+    the outputs go to ``out_dir``. ``batch_size`` patches per forward pass on ``device``
+    (``auto``, ``cpu``, ``cuda``) with ``amp`` (``bf16``, ``fp16``, ``off``; CUDA only) and
+    ``channels_last``; ``tta`` averages the class probabilities over the 8 flips/rotations.
     ``max_per_class`` keeps at most that many random test patches per class (small default
     runs), drawn with ``rng(seed, "subset", "test")``. ``note`` (a demo run's) goes under the
-    figure's title.
+    figure's title. ``threads``: torch's CPU threads (``None``: leave as set). Raises
+    ``ValueError`` (naming ``patches.csv``) when the split has no test patch of the model's classes.
     """
+    if threads is not None:
+        torch.set_num_threads(max(1, threads))
     model, meta = load_checkpoint(checkpoint)
     classes = meta["classes"]
     x, y, table = load_subset(patches_dir, "test", classes, max_per_class, seed, meta["input_size"])
@@ -203,7 +212,12 @@ def confusion_figure(panels: Sequence[tuple[pd.DataFrame, str]], note: str = "")
 
 
 def paper_confusion_figure(confusion_csv, paper_csv, out_png, title: str, note: str = "") -> None:
-    """Fig 3 / Fig 4: this run's confusion matrix beside the paper's, as counts and row-normalised."""
+    """Fig 3 / Fig 4: this run's confusion matrix beside the paper's, as counts and row-normalised.
+
+    ``confusion_csv`` and ``paper_csv`` are count matrices in the layout of
+    ``resources/paper/fig3_confusion_custom.csv`` (first column ``true\\pred``); the figure
+    goes to ``out_png`` with ``title`` on each panel and ``note`` (a demo run's) under it.
+    """
     ours, paper = read_confusion(confusion_csv), read_confusion(paper_csv)
     acc = summary(ours.to_numpy())["accuracy"]
     panels = [
@@ -305,7 +319,14 @@ def write_table2(
     baseline_json: Sequence[str | Path] = (),
     note: str = "",
 ) -> pd.DataFrame:
-    """Rule ``table2``: :func:`table2` as CSV and :func:`table2_markdown` as Markdown."""
+    """Rule ``table2``: :func:`table2` as CSV (``out_csv``) and :func:`table2_markdown` as Markdown (``out_md``).
+
+    ``metrics_json``: the experiments' ``metrics.json`` files (:func:`evaluate_experiment`);
+    ``paper_csv``: the paper's Table 2 (``resources/paper/table2_performance.csv``);
+    ``baseline_json``: the baselines' ``metrics.json`` (:func:`temvirus.baseline.baseline_split`);
+    ``note``: the demo-run line (:func:`temvirus.experiments.run_note`), first line of the Markdown.
+    Returns the table.
+    """
     frame = table2(metrics_json, paper_csv, baseline_json)
     write_csv(out_csv, frame)
     write_text(out_md, table2_markdown(frame, note))
@@ -377,6 +398,11 @@ def error_tracing(
 ) -> pd.DataFrame:
     """Write misclassified patches per test image (CSV) and draw the ``n_images`` worst images.
 
+    Rule ``error_tracing``. ``predictions_csv``: :func:`evaluate_experiment`'s predictions;
+    ``patches_csv``: the split's patch table (patch centres ``x_nm``, ``y_nm``); ``images_csv``
+    and ``raw_root``: the raw image table and folder the images are read from; ``out_csv``:
+    :func:`errors_per_image`; ``out_png``: the figure; ``classes``: the class order (colours).
+    Raises ``ValueError`` naming the table when a predicted patch or its image is missing.
     Each test patch is outlined by its ``box_nm`` square (scaled to the raw pixel size): thin
     and light green where correct, thick in the colour of the predicted class where wrong.
     """
@@ -433,50 +459,3 @@ def error_tracing(
     fig.legend(handles=handles, loc="outside lower center", ncol=min(6, len(handles)), fontsize=8, frameon=False)
     save_figure(out_png, fig)
     return per_image
-
-
-# ------------------------------------------------------------------------- Snakemake entry
-
-
-def run_evaluate(smk) -> None:
-    """Rule evaluate_model."""
-    torch.set_num_threads(max(1, smk.threads))
-    evaluate_experiment(
-        smk.input.model,
-        Path(smk.input.patches).parent,
-        Path(smk.output.metrics).parent,
-        batch_size=smk.params.training["batch_size"],
-        device=smk.params.training["device"],
-        amp=smk.params.training["amp"],
-        channels_last=smk.params.training["channels_last"],
-        tta=smk.params.evaluation["tta"],
-        max_per_class=smk.params.evaluation["max_test_per_class"],
-        seed=smk.params.seed,
-        note=smk.params.note,
-    )
-
-
-def run_table2(smk) -> None:
-    """Rule table2."""
-    write_table2(
-        smk.input.metrics, smk.input.paper, smk.output.csv, smk.output.md, smk.input.baselines, smk.params.note
-    )
-
-
-def run_confusion_figure(smk) -> None:
-    """Rule paper_confusion_figure."""
-    paper_confusion_figure(smk.input.confusion, smk.input.paper, smk.output.png, smk.params.title, smk.params.note)
-
-
-def run_error_tracing(smk) -> None:
-    """Rule error_tracing."""
-    error_tracing(
-        smk.input.predictions,
-        smk.input.patches,
-        smk.input.images,
-        smk.input.root,
-        smk.output.csv,
-        smk.output.png,
-        smk.params.classes,
-        smk.params.n_images,
-    )

@@ -623,17 +623,34 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
     return model, ckpt
 
 
-def run_train(smk) -> None:
-    """Snakemake entry point of rule train_model."""
-    torch.set_num_threads(max(1, smk.threads))
-    experiment = smk.wildcards.experiment
-    train_experiment(
+def train_from_config(
+    experiment: str,
+    patches_dir: str | Path,
+    out_dir: str | Path,
+    classes: Sequence[str],
+    training: dict,
+    seed: int,
+    weights_file: str | Path | None = None,
+    threads: int = 1,
+) -> FitResult:
+    """The rule ``train_model``: :func:`train_experiment` with the experiment's training settings.
+
+    ``experiment`` is ``{model}-{init}-{split}`` (:data:`EXPERIMENT_PATTERN`); ``patches_dir``
+    the split's patch folder (``patches.csv``, ``train_augmented.npy``, ``validation.npy``);
+    ``out_dir`` receives best.pt, last.pt, metrics.csv, curve.png. ``training`` is
+    :func:`temvirus.experiments.resolve_training`'s flat dict for the experiment (its
+    ``max_train_per_class``/``max_val_per_class`` cap the patches per class), ``seed`` the
+    master seed (:func:`settings_from_config`), ``weights_file`` the ImageNet weights of an
+    ``imagenet`` init, ``threads`` torch's CPU threads.
+    """
+    torch.set_num_threads(max(1, threads))
+    return train_experiment(
         experiment,
-        Path(smk.input.patches).parent,
-        Path(smk.output.best).parent,
-        smk.params.classes,
-        settings_from_config(smk.params.training, smk.params.seed, experiment),
-        smk.params.training["max_train_per_class"],
-        smk.params.training["max_val_per_class"],
-        smk.input.get("weights"),
+        patches_dir,
+        out_dir,
+        classes,
+        settings_from_config(training, seed, experiment),
+        training["max_train_per_class"],
+        training["max_val_per_class"],
+        weights_file,
     )
