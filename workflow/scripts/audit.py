@@ -1,6 +1,7 @@
 """Snakemake script: audit results/ against the lineage records (fails on any finding)."""
 
-from temvirus.audit import RESULTS_PREFIX, audit_or_fail
+from temvirus.audit import audit_or_fail
+from temvirus.audit.lineage import RESULTS_PREFIX
 from temvirus.smk import run_rule
 
 run_rule(
