@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from temvirus.figures import plot_curves
 from temvirus.io import atomic_path, save_figure, write_csv
 from temvirus.metrics import confusion_matrix, summary
 from temvirus.models import INITS, MODELS, build_model, set_bn_momentum, trainable_parameters
@@ -501,31 +502,6 @@ def fit(
 
 
 # ------------------------------------------------------------------------- one experiment
-
-
-def plot_curves(history: pd.DataFrame, title: str):
-    """Training curves: loss (left) and accuracy / macro-F1 (right) per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
-    ax_loss.plot(history["epoch"], history["train_loss"], "o-", label="train")
-    ax_loss.plot(history["epoch"], history["val_loss"], "o-", label="validation")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
-    ax_acc.plot(history["epoch"], history["train_acc"], "o-", label="train accuracy")
-    ax_acc.plot(history["epoch"], history["val_acc"], "o-", label="validation accuracy")
-    ax_acc.plot(history["epoch"], history["val_f1_macro"], "s--", label="validation macro-F1")
-    ax_acc.set(xlabel="epoch", ylim=(0, 1.02), title="accuracy / F1")
-    for ax in (ax_loss, ax_acc):
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
 
 
 def _digest(*arrays: np.ndarray) -> str:

@@ -1,6 +1,6 @@
 """Snakemake script: misclassified patches per test image and the worst images drawn."""
 
-from temvirus.evaluate import error_tracing
+from temvirus.figures import error_tracing
 from temvirus.smk import run_rule
 
 run_rule(

@@ -1,6 +1,6 @@
 """Snakemake script: Fig 3 / Fig 4, this run's confusion matrix beside the paper's."""
 
-from temvirus.evaluate import paper_confusion_figure
+from temvirus.figures import paper_confusion_figure
 from temvirus.smk import run_rule
 
 run_rule(

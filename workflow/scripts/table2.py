@@ -1,7 +1,7 @@
 """Snakemake script: Table 2 with the paper's rows beside ours."""
 
-from temvirus.evaluate import write_table2
 from temvirus.smk import run_rule
+from temvirus.tables import write_table2
 
 run_rule(
     snakemake,
