@@ -282,7 +282,8 @@ def run_extraction(
     """One timed pass of the dataset-level extraction with ``path``'s resampling."""
     import logging
 
-    from temvirus.patches import SUBSETS, extract_patches
+    from temvirus.patches import extract_patches
+    from temvirus.split import SUBSETS
 
     logging.getLogger("temvirus").setLevel(logging.WARNING)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -396,8 +397,9 @@ def _histogram_stats(counts: np.ndarray) -> dict:
 
 def agreement(baselines: list[str], split_csv: Path, images_csv: Path, particles_csv: Path) -> dict:
     """Absolute differences (grey levels) between the stored patches of the project and each baseline."""
-    from temvirus.patches import PATCH_SIZE, SUBSETS
+    from temvirus.patches import PATCH_SIZE
     from temvirus.rescale import rescaled_size
+    from temvirus.split import SUBSETS
 
     table = pd.read_csv(OUT / "tmp" / "compare" / "project" / "patches.csv")
     images = pd.read_csv(images_csv).set_index("image_id").loc[table.image_id]

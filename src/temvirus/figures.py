@@ -122,12 +122,12 @@ def example_crops(root: str | os.PathLike, cls: str, count: int, seed: int) -> l
     """
     from scipy.ndimage import map_coordinates
 
-    from temvirus.raw import SPLITS, _image_files, read_image, read_positions, read_tags
+    from temvirus.raw import SUBSETS, _image_files, read_image, read_positions, read_tags
 
     root = Path(root)
     files = [
         f
-        for split in SPLITS
+        for split in SUBSETS
         if (root / split / FOLDER_NAMES[cls]).is_dir()
         for f in _image_files(root / split / FOLDER_NAMES[cls])
     ]

@@ -37,12 +37,12 @@ from temvirus.io import atomic_path, save_figure, write_csv
 from temvirus.metrics import confusion_matrix, summary
 from temvirus.models import INITS, MODELS, build_model, set_bn_momentum, trainable_parameters
 from temvirus.seeding import derive_seed, rng
+from temvirus.split import METHODS
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("representative", "bad", "given")
 #: pattern of an experiment name ``{model}-{init}-{split}``
-EXPERIMENT_PATTERN = f"({'|'.join(MODELS)})-({'|'.join(INITS)})-({'|'.join(SPLITS)})"
+EXPERIMENT_PATTERN = f"({'|'.join(MODELS)})-({'|'.join(INITS)})-({'|'.join(METHODS)})"
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_f1_macro", "lr", "seconds"]
 MONITORS = {"f1_macro": "val_f1_macro", "accuracy": "val_acc"}
 _AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -53,7 +53,7 @@ def parse_experiment(name: str) -> tuple[str, str, str]:
     match = re.fullmatch(EXPERIMENT_PATTERN, name)
     if not match:
         raise ValueError(
-            f"experiment {name!r} is not '{{model}}-{{init}}-{{split}}' with model in {MODELS}, init in {INITS}, split in {SPLITS}"
+            f"experiment {name!r} is not '{{model}}-{{init}}-{{split}}' with model in {MODELS}, init in {INITS}, split in {METHODS}"
         )
     return match.group(1), match.group(2), match.group(3)
 

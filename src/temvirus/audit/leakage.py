@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 
 from temvirus.audit.lineage import RESULTS_PREFIX, Check, Folder
+from temvirus.split import SUBSETS
 
 #: near-duplicate patches: perceptual hashes at most this many bits apart (of 64)
 NEAR_HAMMING = 4
 #: at most this many near-duplicate pairs are listed per pair of sets
 MAX_LISTED = 200
-SETS = ("train", "validation", "test")
 
 
 # --- split and patch checks ------------------------------------------------------------------
@@ -86,7 +86,7 @@ def check_splits(folder: Folder) -> Check:
 
 
 def _subset_arrays(pdir: Path) -> dict[str, np.ndarray]:
-    return {s: np.load(pdir / f"{s}.npy", mmap_mode="r") for s in SETS if (pdir / f"{s}.npy").is_file()}
+    return {s: np.load(pdir / f"{s}.npy", mmap_mode="r") for s in SUBSETS if (pdir / f"{s}.npy").is_file()}
 
 
 def _patch_dirs(folder: Folder, check: Check) -> list[Path]:
@@ -189,8 +189,8 @@ def check_duplicates(folder: Folder, max_hamming: int = NEAR_HAMMING) -> Check:
             if len(ids) == len(array):
                 hashes[subset] = (ids, *patch_hashes(array))
                 n += len(ids)
-        for i, a in enumerate(SETS):
-            for b in SETS[i + 1 :]:
+        for i, a in enumerate(SUBSETS):
+            for b in SUBSETS[i + 1 :]:
                 if a not in hashes or b not in hashes:
                     continue
                 (ids_a, exact_a, ph_a), (ids_b, exact_b, ph_b) = hashes[a], hashes[b]
