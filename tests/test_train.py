@@ -311,7 +311,13 @@ def test_a_model_trained_on_downsampled_patches_is_evaluated_on_the_same_size(tm
     train_experiment("small_cnn-scratch-representative", split, tmp_path / "model", CLASSES, settings)
     _, meta = load_checkpoint(tmp_path / "model" / "best.pt")
     assert meta["input_size"] == 32
-    metrics = evaluate_experiment(tmp_path / "model" / "best.pt", split, tmp_path / "evaluation", device="cpu")
+    try:
+        metrics = evaluate_experiment(
+            tmp_path / "model" / "best.pt", split, tmp_path / "evaluation", device="cpu", threads=2
+        )
+        assert torch.get_num_threads() == 2  # the rule's threads
+    finally:
+        torch.set_num_threads(1)
     assert metrics["n_test"] == 9
     with pytest.raises(ValueError, match=r"train_augmented.npy: input_size 24 does not divide the patch size 64"):
         train_experiment(
