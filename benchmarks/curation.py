@@ -36,8 +36,8 @@ Data: the workflow's synthetic raw dataset (:func:`temvirus.synth.generate_datas
 ``dataset.synthetic`` seed/overlaps of ``config/config.yaml``) at ``--scale`` (default 1 =
 Table 1's 1245 images) with ``--binning`` (default 1: the paper's 1376x1032 and 2048x2048
 frames; the workflow's fast default config uses 2), generated once into
-``benchmarks/out/data/`` (about 5.4 GB at scale 1) and reused while ``src/temvirus/synth.py``
-is unchanged (its sha256 is stored beside the data); or any raw layout folder given
+``benchmarks/out/data/`` (about 5.4 GB at scale 1) and reused while ``src/temvirus/synth/``
+is unchanged (the sha256 of its files is stored beside the data); or any raw layout folder given
 with ``--data``. ``--quick`` uses 12 binned synthetic images of 3 classes (seconds).
 
 How to run (``benchmarks/out/curation.json`` gets the figures)::
@@ -93,13 +93,21 @@ def synthetic_params() -> dict:
     return config["dataset"]["synthetic"]
 
 
+def generator_sha256() -> str:
+    """One sha256 over the generator's source files (``src/temvirus/synth/*.py``)."""
+    from temvirus.io import sha256_file
+    from temvirus.provenance import tree_sha256
+
+    folder = REPO / "src" / "temvirus" / "synth"
+    return tree_sha256((p.name, sha256_file(p)) for p in folder.glob("*.py"))
+
+
 def ensure_dataset(args) -> tuple[Path, Path]:
     """``(raw_root, cache_dir)``: the raw-layout folder and where its tables and subsets go."""
     if args.data:
         root = Path(args.data).resolve()
         cache = OUT / "cache" / root.name
         return root, cache
-    from temvirus.io import sha256_file
     from temvirus.synth import generate_dataset
 
     params = synthetic_params()
@@ -114,9 +122,9 @@ def ensure_dataset(args) -> tuple[Path, Path]:
             OUT / "data" / f"synthetic-s{args.scale:g}-b{args.binning}",
         )
     root = base / "raw"
-    stamp, generator = base / "generator.sha256", sha256_file(REPO / "src" / "temvirus" / "synth.py")
+    stamp, generator = base / "generator.sha256", generator_sha256()
     if (root / "train").is_dir() and (not stamp.is_file() or stamp.read_text().strip() != generator):
-        print(f"{root} was made by another version of temvirus/synth.py: generating it again", flush=True)
+        print(f"{root} was made by another version of temvirus/synth/: generating it again", flush=True)
         shutil.rmtree(base)
     if not (root / "train").is_dir():
         print(
@@ -274,7 +282,8 @@ def run_extraction(
     """One timed pass of the dataset-level extraction with ``path``'s resampling."""
     import logging
 
-    from temvirus.patches import SUBSETS, extract_patches
+    from temvirus.patches import extract_patches
+    from temvirus.split import SUBSETS
 
     logging.getLogger("temvirus").setLevel(logging.WARNING)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -388,8 +397,9 @@ def _histogram_stats(counts: np.ndarray) -> dict:
 
 def agreement(baselines: list[str], split_csv: Path, images_csv: Path, particles_csv: Path) -> dict:
     """Absolute differences (grey levels) between the stored patches of the project and each baseline."""
-    from temvirus.patches import PATCH_SIZE, SUBSETS
+    from temvirus.patches import PATCH_SIZE
     from temvirus.rescale import rescaled_size
+    from temvirus.split import SUBSETS
 
     table = pd.read_csv(OUT / "tmp" / "compare" / "project" / "patches.csv")
     images = pd.read_csv(images_csv).set_index("image_id").loc[table.image_id]

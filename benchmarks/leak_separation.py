@@ -4,10 +4,10 @@ What it measures
 ----------------
 Every particle of a raw-layout dataset gives its 256x256 patch at 1 nm/px
 (:func:`temvirus.patches.extract_image`). Pairs of patches of two *different* images are scored
-with the audit's measure (:func:`temvirus.audit.max_ncc`: max normalised cross-correlation of the
+with the audit's measure (:func:`temvirus.audit.leakage.max_ncc`: max normalised cross-correlation of the
 central 128 nm over +-16 nm shifts and the 8 flips/rotations, at 2 nm/px):
 
-* **candidates**: for every patch, its :data:`temvirus.audit.LEAK_NEIGHBOURS` nearest patches of
+* **candidates**: for every patch, its :data:`temvirus.audit.leakage.LEAK_NEIGHBOURS` nearest patches of
   other images of the same class in the pre-screen embedding (what the audit scores);
 * **same-field image pairs** (ground truth): with ``--truth`` (the synthetic generator's
   truth.csv) a planted re-image and its source, related by the recorded offset; without it
@@ -23,7 +23,7 @@ central 128 nm over +-16 nm shifts and the 8 flips/rotations, at 2 nm/px):
 
 Prints the distributions (percentiles), the pre-screen recall, the largest negatives and
 smallest positives (patch ids, to look at), and the margin at the audit's threshold
-:data:`temvirus.audit.LEAK_NCC`; ``--out`` writes them as JSON.
+:data:`temvirus.audit.leakage.LEAK_NCC`; ``--out`` writes them as JSON.
 
 How to run::
 
@@ -55,8 +55,8 @@ PERCENTILES = (0, 1, 5, 25, 50, 75, 95, 99, 100)
 
 def load_patches(root: Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """The patch table (one row per patch: image, class, centre in nm), the patches' pre-screen
-    embeddings and their band-passed centres (:func:`temvirus.audit._standardised`)."""
-    from temvirus.audit import _standardised
+    embeddings and their band-passed centres (:func:`temvirus.audit.leakage._standardised`)."""
+    from temvirus.audit.leakage import _standardised
     from temvirus.patches import extract_image, patch_points
     from temvirus.raw import read_dataset, read_image
 
@@ -76,7 +76,7 @@ def load_patches(root: Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
 
 def candidates(table: pd.DataFrame, embedded: np.ndarray, std: np.ndarray) -> pd.DataFrame:
     """The audit's pre-screen within each class (every patch against the others), scored."""
-    from temvirus.audit import candidate_pairs
+    from temvirus.audit.leakage import candidate_pairs
 
     found = []
     for _, rows in table.groupby("class"):
@@ -90,7 +90,7 @@ def candidates(table: pd.DataFrame, embedded: np.ndarray, std: np.ndarray) -> pd
 
 
 def score(table: pd.DataFrame, std: np.ndarray, pairs: np.ndarray) -> pd.DataFrame:
-    from temvirus.audit import LEAK_BIN, max_ncc
+    from temvirus.audit.leakage import LEAK_BIN, max_ncc
 
     ncc, shift, transform = max_ncc(std[pairs[:, 0]], std[pairs[:, 1]])
     a, b = table.iloc[pairs[:, 0]].reset_index(drop=True), table.iloc[pairs[:, 1]].reset_index(drop=True)
@@ -171,7 +171,7 @@ def describe(values: np.ndarray) -> dict:
 
 
 def main(argv=None) -> dict:
-    from temvirus.audit import LEAK_NCC
+    from temvirus.audit.leakage import LEAK_NCC
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="a raw-layout folder")

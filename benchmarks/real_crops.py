@@ -88,9 +88,9 @@ def main(argv=None) -> dict:
     from temvirus.augment import augment
     from temvirus.evaluate import evaluate_experiment
     from temvirus.experiments import experiment_name, resolve_training
-    from temvirus.patches import SUBSETS, extract_patches
+    from temvirus.patches import extract_patches
     from temvirus.raw import write_tables
-    from temvirus.split import write_split
+    from temvirus.split import SUBSETS, write_split
     from temvirus.train import settings_from_config, train_experiment
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -23,6 +23,9 @@ import pytest
 from conftest import REPO, snakemake_cmd
 
 from temvirus import audit as audit_mod
+from temvirus.audit import leakage as audit_leakage
+from temvirus.audit import lineage as audit_lineage
+from temvirus.audit import render as audit_render
 from temvirus.provenance import load_records
 
 pytestmark = pytest.mark.slow
@@ -64,7 +67,7 @@ def run_cli(results: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
-def failures(result: audit_mod.AuditResult) -> list[tuple[str, str, str, str]]:
+def failures(result: audit_lineage.AuditResult) -> list[tuple[str, str, str, str]]:
     return [(c.name, f["kind"], f["path"], f["detail"]) for c in result.checks for f in c.findings]
 
 
@@ -85,7 +88,7 @@ def test_clean_run_passes_and_checks_every_stage_present(default_run, copy):
     report = json.loads((default_run / "results/audit/audit.json").read_text())
     assert report["passed"] is True  # the workflow's own audit job
     result = audit_mod.audit(copy / "results")
-    assert result.passed, audit_mod.summary(result)
+    assert result.passed, audit_render.summary(result)
     status = {c.name: c.status for c in result.checks}
     outputs = {o["path"] for r in load_records(copy / "results/provenance").values() for o in r["outputs"]}
     assert {"results/raw/images.csv", "results/raw/synthetic"} <= outputs
@@ -93,7 +96,7 @@ def test_clean_run_passes_and_checks_every_stage_present(default_run, copy):
         assert status["splits"] == "passed"
     if any(p.endswith("/patches.csv") for p in outputs):
         assert status["patches"] == status["duplicates"] == status["leaks"] == "passed"
-    if audit_mod.TABLE1 in outputs:
+    if audit_leakage.TABLE1 in outputs:
         assert status["table1"] == "passed"
     proc = run_cli(copy / "results")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -117,7 +120,7 @@ def test_one_changed_byte_fails_naming_the_file(copy, what):
     tamper(target)
     result = audit_mod.audit(copy / "results")
     assert not result.passed
-    assert ("outputs", "modified", name) in {f[:3] for f in failures(result)}, audit_mod.summary(result)
+    assert ("outputs", "modified", name) in {f[:3] for f in failures(result)}, audit_render.summary(result)
     proc = run_cli(copy / "results")
     assert proc.returncode == 1 and name in proc.stdout
 
@@ -250,6 +253,39 @@ def test_audit_rule_fails_on_a_tampered_folder(copy):
     assert not (copy / "results/audit/audit.json").exists()  # no "passed" report is left behind
 
 
+def test_audit_or_fail_writes_the_report_only_when_the_audit_passes(tmp_path, monkeypatch):
+    """The rule's function on a one-job results folder (no default run needed)."""
+    from snakemake.iocontainers import InputFiles, Log, OutputFiles, Params, ResourceList, Snakemake, Wildcards
+
+    from temvirus.io import write_text
+    from temvirus.smk import run_rule
+
+    monkeypatch.chdir(tmp_path)
+    smk = Snakemake(
+        InputFiles(fromdict={}),
+        OutputFiles(fromdict={"table": "results/t.csv"}),
+        Params(fromdict={}),
+        Wildcards(fromdict={}),
+        1,
+        ResourceList(),
+        Log([]),
+        {"seed": 42},
+        "make",
+        None,
+    )
+    run_rule(smk, lambda job: write_text(job.output.table, "a\n1\n"))
+    report = [tmp_path / "out" / name for name in ("audit_report.md", "audit_report.html", "audit.json")]
+    result = audit_mod.audit_or_fail("results", *report)
+    assert result.passed and all(p.is_file() for p in report)
+    assert json.loads(report[2].read_text())["passed"] is True
+    for p in report:
+        p.unlink()
+    tamper(tmp_path / "results/t.csv")
+    with pytest.raises(audit_mod.AuditFailed, match=r"(?s)results: audit failed:.*modified: results/t.csv"):
+        audit_mod.audit_or_fail("results", *report)
+    assert not any(p.exists() for p in report)
+
+
 def test_snakemake_report_is_one_file_with_every_stage(default_run, copy):
     shutil.copytree(default_run / ".snakemake/metadata", copy / ".snakemake/metadata")  # job facts the report shows
     proc = subprocess.run(
@@ -273,7 +309,7 @@ def test_two_runs_give_identical_output_hashes(default_run, tmp_path):
         hashes, code = {}, set()
         for record in load_records(workdir / "results/provenance").values():
             code.add(record["code"]["code_sha256"])
-            if record["rule"] in (audit_mod.AUDIT_RULE, "report_summary"):
+            if record["rule"] in (audit_lineage.AUDIT_RULE, "report_summary"):
                 continue  # the audit and the report's summary of it state when the audit ran
             for entry in record["outputs"]:
                 for item in entry.get("files", [entry]):
@@ -294,13 +330,15 @@ def test_two_runs_give_identical_output_hashes(default_run, tmp_path):
 
 
 def test_html_report_has_date_coloured_verdict_and_no_markdown_leftovers():
-    passed = audit_mod.AuditResult("results", [audit_mod.Check("x", "A `code` check")], audit_mod.lineage_summary({}))
+    passed = audit_lineage.AuditResult(
+        "results", [audit_lineage.Check("x", "A `code` check")], audit_lineage.lineage_summary({})
+    )
     finding = {"kind": "modified", "path": "a`b`", "detail": "<d>"}
-    failed = audit_mod.AuditResult(
-        "results", [audit_mod.Check("x", "A check", findings=[finding])], audit_mod.lineage_summary({})
+    failed = audit_lineage.AuditResult(
+        "results", [audit_lineage.Check("x", "A check", findings=[finding])], audit_lineage.lineage_summary({})
     )
     for result, colour, verdict in ((passed, "#1b7a2f", "PASSED"), (failed, "#b3261e", "FAILED")):
-        page = audit_mod.to_html(result)
+        page = audit_render.to_html(result)
         assert f"<p class='verdict' style='background:{colour}'>Audit {verdict}, {result.date}</p>" in page
         assert "`" not in page and "<code>" in page and "<d>" not in page  # code spans rendered, text escaped
         assert result.to_json()["date"] == result.date

@@ -15,9 +15,11 @@ from conftest import PAPER, write_patch_split
 from PIL import Image
 
 from temvirus.baseline import baseline_split, block_means
-from temvirus.evaluate import TABLE2_COLUMNS, error_tracing, evaluate_experiment, paper_confusion_figure, write_table2
+from temvirus.evaluate import evaluate_experiment
 from temvirus.experiments import find_experiment, resolve_training
+from temvirus.figures import error_tracing, paper_confusion_figure
 from temvirus.metrics import read_confusion, summary, wilson_interval
+from temvirus.tables import TABLE2_COLUMNS, write_table2
 from temvirus.train import Settings, train_experiment
 
 torch.set_num_threads(1)

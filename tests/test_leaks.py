@@ -1,4 +1,4 @@
-"""The audit's leak check (temvirus.audit.check_leaks) on small patch sets and on the real crops.
+"""The audit's leak check (temvirus.audit.leakage.check_leaks) on small patch sets and on the real crops.
 
 A leak is a test or validation patch showing the same particle as a training patch of another
 image. The planted leaks are re-images as real re-imaging makes them: shifted by a few nm,
@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 from scipy.ndimage import gaussian_filter, shift
 
-from temvirus import audit as audit_mod
+from temvirus.audit import leakage as audit_leakage
+from temvirus.audit import lineage as audit_lineage
+from temvirus.audit import render as audit_render
 
 SIZE = 256
 
@@ -63,7 +65,7 @@ def write_patch_set(results: Path, method: str, subsets: dict[str, list[tuple[st
     return folder
 
 
-def leak_findings(check: audit_mod.Check) -> list[str]:
+def leak_findings(check: audit_lineage.Check) -> list[str]:
     return [f["detail"] for f in check.findings]
 
 
@@ -89,11 +91,11 @@ def planted(tmp_path) -> Path:
 
 
 def test_planted_leak_fails_naming_both_patches_and_images(planted):
-    check = audit_mod.check_leaks(audit_mod.Folder(planted))
+    check = audit_leakage.check_leaks(audit_lineage.Folder(planted))
     found = leak_findings(check)
     assert len(found) == 1, found
     assert found[0].startswith("test C_p001_v00 (image C) ~ train B_p004_v00 (image B): NCC 0.9"), found
-    assert check.findings[0]["kind"] == "leak" and check.status == audit_mod.FAILED
+    assert check.findings[0]["kind"] == "leak" and check.status == audit_lineage.FAILED
     assert "6 test/validation patches" in check.covered
 
 
@@ -105,8 +107,8 @@ def test_same_image_and_look_alikes_are_not_leaks(tmp_path):
     test = [("B", patch(fields[i], noise_seed=i)) for i in range(4, 8)]
     results = tmp_path / "results"
     write_patch_set(results, "bad", {"train": train, "test": test})
-    check = audit_mod.check_leaks(audit_mod.Folder(results))
-    assert check.status == audit_mod.PASSED, leak_findings(check)
+    check = audit_leakage.check_leaks(audit_lineage.Folder(results))
+    assert check.status == audit_lineage.PASSED, leak_findings(check)
 
 
 def test_accepted_leak_is_reported_with_its_reason_not_dropped(planted, tmp_path):
@@ -115,8 +117,10 @@ def test_accepted_leak_is_reported_with_its_reason_not_dropped(planted, tmp_path
         'split,patch_id,train_patch_id,reason\nrepresentative,C_p001_v00,B_p004_v00,"reviewed: same specimen grid, kept on purpose"\n'
         "representative,C_p000_v00,A_p000_v00,no such leak\n"
     )
-    check = audit_mod.check_leaks(audit_mod.Folder(planted), accepted=audit_mod.read_accepted_leaks(accepted))
-    assert check.status == audit_mod.PASSED
+    check = audit_leakage.check_leaks(
+        audit_lineage.Folder(planted), accepted=audit_leakage.read_accepted_leaks(accepted)
+    )
+    assert check.status == audit_lineage.PASSED
     notes = {(n["kind"], n["detail"].split(":")[0]) for n in check.notes}
     assert ("accepted leak", "test C_p001_v00 (image C) ~ train B_p004_v00 (image B)") in notes, check.notes
     assert any(n["kind"] == "accepted pair not found" and "C_p000_v00 ~ A_p000_v00" in n["detail"] for n in check.notes)
@@ -140,9 +144,9 @@ def test_bad_accepted_file_names_file_and_line(tmp_path, text, message):
     with pytest.raises(
         ValueError, match=f"{path}.*" + message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")
     ):
-        audit_mod.read_accepted_leaks(path)
+        audit_leakage.read_accepted_leaks(path)
     with pytest.raises(FileNotFoundError, match="accepted leaks not found"):
-        audit_mod.read_accepted_leaks(tmp_path / "absent.csv")
+        audit_leakage.read_accepted_leaks(tmp_path / "absent.csv")
 
 
 def test_published_given_split_of_the_real_crops_leaks(real_crops, tmp_path):
@@ -166,7 +170,7 @@ def test_published_given_split_of_the_real_crops_leaks(real_crops, tmp_path):
         sets[rows.folder_split.iloc[0]] += [(image_id, p) for p in extracted]
     results = tmp_path / "results"
     write_patch_set(results, "given", sets)
-    check = audit_mod.check_leaks(audit_mod.Folder(results))
+    check = audit_leakage.check_leaks(audit_lineage.Folder(results))
     leaks = [f for f in check.findings if f["kind"] == "leak in the published split"]
-    assert len(leaks) >= 5, audit_mod.summary(audit_mod.AuditResult("x", [check], {}))
+    assert len(leaks) >= 5, audit_render.summary(audit_lineage.AuditResult("x", [check], {}))
     assert all("(image 5960) ~ train" in f["detail"] and "(image 5957)" in f["detail"] for f in leaks)

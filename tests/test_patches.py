@@ -14,7 +14,6 @@ from conftest import write_raw_image
 from temvirus.io import sha256_file
 from temvirus.patches import (
     PATCH_COLUMNS,
-    SUBSETS,
     export_published,
     extract_image,
     extract_patches,
@@ -24,6 +23,7 @@ from temvirus.patches import (
 )
 from temvirus.raw import RawDataError, read_dataset, write_tables
 from temvirus.rescale import quantize, rescale_image, window
+from temvirus.split import SUBSETS
 
 
 def noise(seed: int, shape: tuple[int, int]) -> np.ndarray:

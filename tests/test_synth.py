@@ -17,7 +17,9 @@ from scipy.ndimage import gaussian_filter, map_coordinates
 from temvirus.classes import CLASSES, FOLDER_NAMES, load_table1
 from temvirus.raw import read_dataset
 from temvirus.split import deal_representative, representative_order
-from temvirus.synth import CHANGES, PIXEL_SIZE_RANGE_NM, TRUTH_COLUMNS, generate_dataset, particle_counts, plan_dataset
+from temvirus.synth import CHANGES, TRUTH_COLUMNS, generate_dataset
+from temvirus.synth.plan import particle_counts, plan_dataset
+from temvirus.synth.specimen import PIXEL_SIZE_RANGE_NM
 
 TABLE1 = load_table1(PAPER / "table1_dataset.csv")
 SPLIT_COLUMNS = {"train": "train", "validation": "val", "test": "test"}
@@ -186,7 +188,8 @@ def test_planted_overlaps_show_the_same_specimen(tiny):
 def test_stain_grain_is_fixed_on_the_specimen_and_area_averaged():
     """Two exposures of one specimen see the same grain: shifted by whole pixels it is the same
     numbers, and a pixel twice as large is the mean of the four small ones it covers."""
-    from temvirus.synth import Exposure, make_specimen, stain_grain
+    from temvirus.synth.render import Exposure, stain_grain
+    from temvirus.synth.specimen import make_specimen
 
     specimen, _ = make_specimen("Dengue", 3, 45.0, (200, 200), 5, "Dengue_0000")
     scope = "Tecnai 10 (MegaView III)"
@@ -266,7 +269,7 @@ def test_cli_synth_and_read(tmp_path):
 def test_figure_with_and_without_real_examples(tiny_synthetic, real_crops, tmp_path):
     from PIL import Image
 
-    from temvirus.synth import example_crops, plot_synthetic_vs_real
+    from temvirus.figures import example_crops, plot_synthetic_vs_real
 
     crops = example_crops(tiny_synthetic / "raw", "Orf", 2, seed=1)
     assert len(crops) == 2 and all(c.shape == (256, 256) and c.std() > 0 for c in crops)

@@ -28,6 +28,7 @@ from temvirus.train import (
     settings_from_config,
     standardise,
     train_experiment,
+    train_from_config,
 )
 
 torch.set_num_threads(1)
@@ -145,6 +146,30 @@ def test_training_writes_its_outputs_and_is_reproducible(split_dir, tmp_path):
     other_seed = tmp_path / "c"
     train_experiment("custom-scratch-representative", split_dir, other_seed, CLASSES, replace(TINY, seed=6, epochs=1))
     assert not torch.equal(state(other_seed / "last.pt")["top.8.weight"], state(a / "last.pt")["top.8.weight"])
+
+
+def test_train_from_config_trains_with_the_configs_settings_caps_and_threads(split_dir, tmp_path, caplog):
+    """The rule's function: the resolved training dict gives the Settings, the caps and the threads."""
+    import yaml
+
+    from temvirus.experiments import experiment_name, resolve_training
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    entry = {"model": "small_cnn", "init": "scratch", "split": "representative", "epochs": 1}
+    training = {**resolve_training(config["training"], entry), "device": "cpu", "input_size": None}
+    name = experiment_name(entry)
+    try:
+        with caplog.at_level("INFO", logger="temvirus.train"):
+            train_from_config(
+                name, split_dir, tmp_path / "a", CLASSES, {**training, "max_train_per_class": 2}, 3, threads=2
+            )
+        assert torch.get_num_threads() == 2
+        assert f"{name}: 6 training patches, 9 validation patches" in caplog.text  # 2 per class
+        settings = settings_from_config(training, 3, name)
+        train_experiment(name, split_dir, tmp_path / "b", CLASSES, settings, max_train_per_class=2)
+    finally:
+        torch.set_num_threads(1)
+    assert_same_state(state(tmp_path / "a" / "last.pt"), state(tmp_path / "b" / "last.pt"))
 
 
 def test_early_stopping_stops_after_patience_epochs_without_improvement(split_dir, tmp_path):
@@ -286,7 +311,13 @@ def test_a_model_trained_on_downsampled_patches_is_evaluated_on_the_same_size(tm
     train_experiment("small_cnn-scratch-representative", split, tmp_path / "model", CLASSES, settings)
     _, meta = load_checkpoint(tmp_path / "model" / "best.pt")
     assert meta["input_size"] == 32
-    metrics = evaluate_experiment(tmp_path / "model" / "best.pt", split, tmp_path / "evaluation", device="cpu")
+    try:
+        metrics = evaluate_experiment(
+            tmp_path / "model" / "best.pt", split, tmp_path / "evaluation", device="cpu", threads=2
+        )
+        assert torch.get_num_threads() == 2  # the rule's threads
+    finally:
+        torch.set_num_threads(1)
     assert metrics["n_test"] == 9
     with pytest.raises(ValueError, match=r"train_augmented.npy: input_size 24 does not divide the patch size 64"):
         train_experiment(

@@ -140,15 +140,3 @@ def baseline_split(
             len(y_test),
         )
     return record
-
-
-def run_baseline(smk) -> None:
-    """Rule baseline_model."""
-    baseline_split(
-        Path(smk.input.patches).parent,
-        smk.params.classes,
-        smk.output.metrics,
-        block=smk.params.block,
-        max_test_per_class=smk.params.max_test_per_class,
-        seed=smk.params.seed,
-    )

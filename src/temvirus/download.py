@@ -49,7 +49,7 @@ from urllib.parse import urlencode
 from urllib.request import Request, urlopen
 
 from temvirus.io import sha256_file, write_json
-from temvirus.raw import SPLITS, RawDataError, ignored, is_archive, read_dataset
+from temvirus.raw import SUBSETS, RawDataError, ignored, is_archive, read_dataset
 
 log = logging.getLogger(__name__)
 
@@ -370,7 +370,7 @@ def _check_members(archive: Path, target: Path) -> str:
 def is_raw_root(folder: Path) -> bool:
     """Whether ``folder`` holds the raw layout, by content: a split folder with a class folder
     holding ``tags/`` and ``particle_positions/`` (the published patches have neither)."""
-    for split in SPLITS:
+    for split in SUBSETS:
         if (folder / split).is_dir():
             for cls in (folder / split).iterdir():
                 if not ignored(cls.name) and (cls / "tags").is_dir() and (cls / "particle_positions").is_dir():
@@ -415,21 +415,21 @@ def find_raw_root(tree: str | os.PathLike) -> Path:
             continue
         if is_raw_root(folder):
             hits.append(folder)
-        elif any((folder / split).is_dir() for split in SPLITS):
+        elif any((folder / split).is_dir() for split in SUBSETS):
             lookalikes.append(folder)
     if len(hits) > 1:
         raise DownloadError(f"{tree}: several raw-layout folders found: {[str(h) for h in hits]}; point at one of them")
     if hits:
         return hits[0]
     detail = (
-        f"; folders with {'/'.join(SPLITS)} but no tags/ and particle_positions/ (not the raw layout): {[str(f) for f in lookalikes]}"
+        f"; folders with {'/'.join(SUBSETS)} but no tags/ and particle_positions/ (not the raw layout): {[str(f) for f in lookalikes]}"
         if lookalikes
         else ""
     )
     archives = find_archives(tree)
     detail += f"; archives inside, not looked into: {[str(a) for a in archives]}" if archives else ""
     raise DownloadError(
-        f"{tree}: no raw-layout folder ({'/'.join(SPLITS)} with class folders holding tags/ and "
+        f"{tree}: no raw-layout folder ({'/'.join(SUBSETS)} with class folders holding tags/ and "
         f"particle_positions/) found{detail}"
     )
 

@@ -29,11 +29,11 @@ from temvirus.classes import FOLDER_NAMES
 from temvirus.io import atomic_path, write_csv
 from temvirus.raw import RawDataError, read_image
 from temvirus.rescale import quantize, rescale_image, windows
+from temvirus.split import SUBSETS
 
 log = logging.getLogger(__name__)
 
 PATCH_SIZE = 256
-SUBSETS = ("train", "validation", "test")
 PATCH_COLUMNS = ["patch_id", "image_id", "class", "subset", "index", "particle", "vertex", "x_nm", "y_nm"]
 #: columns of ``results/curation/split_{split}.csv`` this module needs
 SPLIT_COLUMNS = ["image_id", "class", "split"]

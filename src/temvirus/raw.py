@@ -52,10 +52,10 @@ import pandas as pd
 
 from temvirus.classes import FOLDER_NAMES, class_from_folder
 from temvirus.io import sha256_file
+from temvirus.split import SUBSETS
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "validation", "test")
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 #: archive files refused inside a raw-layout folder (and looked into by temvirus.download)
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
@@ -463,12 +463,12 @@ def read_dataset(root: str | Path, *, hash_files: bool = True) -> tuple[pd.DataF
         )
     if not root.is_dir():
         raise RawDataError(root, "dataset folder does not exist")
-    found_splits = [s for s in SPLITS if (root / s).is_dir()]
-    unexpected = sorted(p.name for p in _entries(root) if p.is_dir() and p.name not in SPLITS)
+    found_splits = [s for s in SUBSETS if (root / s).is_dir()]
+    unexpected = sorted(p.name for p in _entries(root) if p.is_dir() and p.name not in SUBSETS)
     if not found_splits:
-        raise RawDataError(root, f"no split folder ({', '.join(SPLITS)}) found")
+        raise RawDataError(root, f"no split folder ({', '.join(SUBSETS)}) found")
     if unexpected:
-        raise RawDataError(root, f"unknown folders {unexpected}; expected only {list(SPLITS)}")
+        raise RawDataError(root, f"unknown folders {unexpected}; expected only {list(SUBSETS)}")
     images, particles, seen = [], [], {}
     for split in found_splits:
         for class_dir in (p for p in _entries(root / split) if p.is_dir()):

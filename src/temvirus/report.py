@@ -102,18 +102,3 @@ def write_summary(
 ) -> None:
     """Write :func:`summary_html` for the audit's ``audit.json``."""
     write_text(out_html, summary_html(json.loads(Path(audit_json).read_text()), config, configfiles, note))
-
-
-def run_table_html(smk) -> None:
-    """Rule ``table_html``: results/tables/{table}.csv as an HTML page."""
-    write_csv_html(smk.input.csv, smk.output.html, smk.params.title)
-
-
-def run_per_class_html(smk) -> None:
-    """Rule ``per_class_html``: an experiment's per-class metrics as an HTML page."""
-    write_per_class_html(smk.input.metrics, smk.output.html)
-
-
-def run_summary(smk) -> None:
-    """Rule ``report_summary``: the front page's fragment."""
-    write_summary(smk.input.audit, smk.config, smk.params.configfiles, smk.params.note, smk.output.html)

@@ -1,7 +1,12 @@
 """The one way a Snakemake script runs project code.
 
-Every script in ``workflow/scripts/`` is three lines: import a function of this package and
-hand it to :func:`run_rule` with the ``snakemake`` object. ``run_rule`` sends logging and
+Every script in ``workflow/scripts/`` unpacks the ``snakemake`` object into the explicit
+arguments of one plain function of this package (no package function takes the ``snakemake``
+object) and hands that call to :func:`run_rule`::
+
+    run_rule(snakemake, lambda smk: write_split(smk.input.kept, smk.output.split, smk.wildcards.split))
+
+``run_rule`` sends logging and
 warnings to the rule's log file (and stderr), logs a failure with its traceback, and re-raises
 it so that Snakemake marks the job failed and removes its outputs. Once the function has
 succeeded, ``run_rule`` writes the job's lineage record (:mod:`temvirus.provenance`): this is

@@ -33,7 +33,11 @@ def deal_representative(n: int) -> list[str]:
     return [REPRESENTATIVE_SEQUENCE[i % len(REPRESENTATIVE_SEQUENCE)] for i in range(n)]
 
 
+#: the split methods (config ``split.methods``, the ``{split}`` of ``split_{split}.csv`` and of
+#: experiment names): the one definition in the package
 METHODS = ("representative", "bad", "given")
+#: the subsets a split method gives (the ``split`` column of a split table, ``subset`` of a patch
+#: table, the split folders of the raw layout): the one definition in the package
 SUBSETS = ("train", "validation", "test")
 SPLIT_COLUMNS = ["image_id", "class", "n_particles", "overlap_group", "folder_split", "split"]
 

@@ -32,16 +32,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from temvirus.figures import plot_curves
 from temvirus.io import atomic_path, save_figure, write_csv
 from temvirus.metrics import confusion_matrix, summary
 from temvirus.models import INITS, MODELS, build_model, set_bn_momentum, trainable_parameters
 from temvirus.seeding import derive_seed, rng
+from temvirus.split import METHODS
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("representative", "bad", "given")
 #: pattern of an experiment name ``{model}-{init}-{split}``
-EXPERIMENT_PATTERN = f"({'|'.join(MODELS)})-({'|'.join(INITS)})-({'|'.join(SPLITS)})"
+EXPERIMENT_PATTERN = f"({'|'.join(MODELS)})-({'|'.join(INITS)})-({'|'.join(METHODS)})"
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_f1_macro", "lr", "seconds"]
 MONITORS = {"f1_macro": "val_f1_macro", "accuracy": "val_acc"}
 _AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -52,7 +53,7 @@ def parse_experiment(name: str) -> tuple[str, str, str]:
     match = re.fullmatch(EXPERIMENT_PATTERN, name)
     if not match:
         raise ValueError(
-            f"experiment {name!r} is not '{{model}}-{{init}}-{{split}}' with model in {MODELS}, init in {INITS}, split in {SPLITS}"
+            f"experiment {name!r} is not '{{model}}-{{init}}-{{split}}' with model in {MODELS}, init in {INITS}, split in {METHODS}"
         )
     return match.group(1), match.group(2), match.group(3)
 
@@ -503,31 +504,6 @@ def fit(
 # ------------------------------------------------------------------------- one experiment
 
 
-def plot_curves(history: pd.DataFrame, title: str):
-    """Training curves: loss (left) and accuracy / macro-F1 (right) per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
-    ax_loss.plot(history["epoch"], history["train_loss"], "o-", label="train")
-    ax_loss.plot(history["epoch"], history["val_loss"], "o-", label="validation")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
-    ax_acc.plot(history["epoch"], history["train_acc"], "o-", label="train accuracy")
-    ax_acc.plot(history["epoch"], history["val_acc"], "o-", label="validation accuracy")
-    ax_acc.plot(history["epoch"], history["val_f1_macro"], "s--", label="validation macro-F1")
-    ax_acc.set(xlabel="epoch", ylim=(0, 1.02), title="accuracy / F1")
-    for ax in (ax_loss, ax_acc):
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
 def _digest(*arrays: np.ndarray) -> str:
     """sha256 of arrays' bytes: a resume checkpoint is only used for the very same data."""
     digest = hashlib.sha256()
@@ -623,17 +599,34 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
     return model, ckpt
 
 
-def run_train(smk) -> None:
-    """Snakemake entry point of rule train_model."""
-    torch.set_num_threads(max(1, smk.threads))
-    experiment = smk.wildcards.experiment
-    train_experiment(
+def train_from_config(
+    experiment: str,
+    patches_dir: str | Path,
+    out_dir: str | Path,
+    classes: Sequence[str],
+    training: dict,
+    seed: int,
+    weights_file: str | Path | None = None,
+    threads: int = 1,
+) -> FitResult:
+    """The rule ``train_model``: :func:`train_experiment` with the experiment's training settings.
+
+    ``experiment`` is ``{model}-{init}-{split}`` (:data:`EXPERIMENT_PATTERN`); ``patches_dir``
+    the split's patch folder (``patches.csv``, ``train_augmented.npy``, ``validation.npy``);
+    ``out_dir`` receives best.pt, last.pt, metrics.csv, curve.png. ``training`` is
+    :func:`temvirus.experiments.resolve_training`'s flat dict for the experiment (its
+    ``max_train_per_class``/``max_val_per_class`` cap the patches per class), ``seed`` the
+    master seed (:func:`settings_from_config`), ``weights_file`` the ImageNet weights of an
+    ``imagenet`` init, ``threads`` torch's CPU threads.
+    """
+    torch.set_num_threads(max(1, threads))
+    return train_experiment(
         experiment,
-        Path(smk.input.patches).parent,
-        Path(smk.output.best).parent,
-        smk.params.classes,
-        settings_from_config(smk.params.training, smk.params.seed, experiment),
-        smk.params.training["max_train_per_class"],
-        smk.params.training["max_val_per_class"],
-        smk.input.get("weights"),
+        patches_dir,
+        out_dir,
+        classes,
+        settings_from_config(training, seed, experiment),
+        training["max_train_per_class"],
+        training["max_val_per_class"],
+        weights_file,
     )

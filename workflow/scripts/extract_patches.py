@@ -1,7 +1,8 @@
 """Snakemake script: cut the 256x256 patches of one split (Lanczos-3 at 1 nm/px)."""
 
-from temvirus.patches import SUBSETS, extract_patches
+from temvirus.patches import extract_patches
 from temvirus.smk import run_rule
+from temvirus.split import SUBSETS
 
 
 def main(smk):

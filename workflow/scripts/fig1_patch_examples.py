@@ -1,8 +1,8 @@
 """Snakemake script: Fig 1, example patches per classification class."""
 
 from temvirus.figures import fig1_patch_examples
-from temvirus.patches import SUBSETS
 from temvirus.smk import run_rule
+from temvirus.split import SUBSETS
 
 
 def main(smk):

@@ -1,0 +1,145 @@
+"""The audit: check a results folder against its lineage records, and its splits for leakage.
+
+Modules: :mod:`~temvirus.audit.lineage` (the generic lineage checks, and the check, result and
+folder types), :mod:`~temvirus.audit.leakage` (splits, patches, duplicates, leaks, Table 1),
+:mod:`~temvirus.audit.render` (Markdown, HTML, JSON, summary); this module runs them.
+
+:func:`audit` runs every check on ``RESULTS_DIR`` (what ``temvirus audit RESULTS_DIR`` and
+the ``audit`` rule call) and returns an :class:`AuditResult`; :func:`write_report` writes it as
+``audit_report.md``, ``audit_report.html`` and ``audit.json``. Checks:
+
+* ``outputs``: every output in a record is re-hashed (every byte, no cached hash): modified
+  and missing files fail.
+* ``inputs``: inputs no record produced (the paper's tables, a local raw dataset) are
+  re-hashed when present; absent ones outside the results folder are listed, not failed.
+* ``lineage``: each recorded input's hash equals the hash its producer recorded, so every
+  job consumed exactly what the job before it wrote.
+* ``unrecorded``: files under the results folder that no record claims fail (except
+  :data:`~temvirus.audit.lineage.NOT_RECORDED`).
+* ``splits``: per split table, no image and no overlap group in two sets, no raw image
+  (by content hash) under two names in two sets, only kept images, and the sets equal what
+  the split's rule gives from ``images_kept.csv``.
+* ``patches``: every patch's image is in the set the split table says; arrays match the table;
+  every augmented training patch is a D4 transform of a training patch.
+* ``duplicates``: byte-identical patches in two sets fail; near-duplicates (64-bit DCT
+  perceptual hash within :data:`NEAR_HAMMING` bits) are listed.
+* ``leaks``: a test or validation patch that shows the same particle as a training patch of
+  another image fails (max normalised cross-correlation of the band-passed patches over small
+  shifts, :func:`~temvirus.audit.leakage.max_ncc`, at least :data:`LEAK_NCC`, after a nearest-neighbour
+  pre-screen), unless a reviewer's file of accepted leaks lists the pair with a reason.
+* ``table1``: the counts of ``results/tables/table1.csv`` follow from the split and patch tables.
+
+A check whose inputs are not in the folder (a stage not run) is reported "not checked".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+from temvirus.audit.leakage import (
+    LEAK_NCC,
+    NEAR_HAMMING,
+    check_duplicates,
+    check_leaks,
+    check_patches,
+    check_splits,
+    check_table1,
+    read_accepted_leaks,
+)
+from temvirus.audit.lineage import (
+    AUDIT_RULE,
+    AuditResult,
+    Check,
+    Folder,
+    check_inputs,
+    check_outputs,
+    check_unrecorded,
+    lineage_summary,
+)
+from temvirus.audit.render import summary, write_report
+from temvirus.provenance import load_records
+
+log = logging.getLogger(__name__)
+
+
+def audit(
+    results_dir: str | os.PathLike,
+    max_hamming: int = NEAR_HAMMING,
+    leak_ncc: float = LEAK_NCC,
+    accepted_leaks: str | os.PathLike | None = None,
+) -> AuditResult:
+    """Run every check on a results folder (see the module docstring); ``accepted_leaks``: a CSV
+    of reviewed pairs (:func:`read_accepted_leaks`)."""
+    started = time.perf_counter()
+    folder = Folder(results_dir)
+    records_check = Check("records", "Lineage records readable")
+    records = {}
+    try:
+        records = {p: r for p, r in load_records(folder.root / "provenance").items() if r["rule"] != AUDIT_RULE}
+    except ValueError as exc:
+        records_check.fail("unreadable", str(exc).split(":")[0], str(exc))
+    if not records and not records_check.findings:
+        records_check.fail("no records", "results/provenance", "no lineage records: the files cannot be traced")
+    records_check.covered = f"{len(records)} job records"
+    outputs = check_outputs(folder, records)
+    inputs, lineage = check_inputs(folder, records)
+    checks = [
+        records_check,
+        outputs,
+        inputs,
+        lineage,
+        check_unrecorded(folder, records),
+        check_splits(folder),
+        check_patches(folder),
+        check_duplicates(folder, max_hamming),
+        check_leaks(folder, leak_ncc, read_accepted_leaks(accepted_leaks)),
+        check_table1(folder, records),
+    ]
+    return AuditResult(str(results_dir), checks, lineage_summary(records), time.perf_counter() - started)
+
+
+class AuditFailed(RuntimeError):
+    """The audit found modified, missing, unrecorded or leaking files."""
+
+
+def command(args) -> int:
+    """``temvirus audit RESULTS_DIR [--out DIR] [--near-bits N] [--leak-ncc X] [--accepted-leaks CSV]``
+    (arguments in :mod:`temvirus.cli`):
+    print the summary, write the report; exit status 1 on any finding."""
+    result = audit(
+        args.results_dir,
+        max_hamming=NEAR_HAMMING if args.near_bits is None else args.near_bits,
+        leak_ncc=LEAK_NCC if args.leak_ncc is None else args.leak_ncc,
+        accepted_leaks=args.accepted_leaks,
+    )
+    out = Path(args.out) if args.out else Path(args.results_dir) / "audit"
+    write_report(result, out / "audit_report.md", out / "audit_report.html", out / "audit.json")
+    print(summary(result))
+    print(f"report: {out / 'audit_report.html'}")
+    return 0 if result.passed else 1
+
+
+def audit_or_fail(
+    results_dir: str | os.PathLike,
+    report_md: str | os.PathLike,
+    report_html: str | os.PathLike,
+    report_json: str | os.PathLike,
+    max_hamming: int = NEAR_HAMMING,
+    leak_ncc: float = LEAK_NCC,
+    accepted_leaks: str | os.PathLike | None = None,
+) -> AuditResult:
+    """Rule ``audit``: :func:`audit` ``results_dir`` and write the report (:func:`write_report`).
+
+    ``max_hamming``, ``leak_ncc`` and ``accepted_leaks`` are :func:`audit`'s. On any finding
+    raises :class:`AuditFailed` with the summary and writes nothing (the summary is in the
+    log then, since Snakemake removes the failed job's outputs).
+    """
+    result = audit(results_dir, max_hamming=max_hamming, leak_ncc=leak_ncc, accepted_leaks=accepted_leaks)
+    log.info("%s", summary(result))
+    if not result.passed:
+        raise AuditFailed(f"{results_dir}: audit failed:\n{summary(result)}")
+    write_report(result, report_md, report_html, report_json)
+    return result
