@@ -426,13 +426,37 @@ def _to_gray(array: np.ndarray, path: Path, what: str) -> np.ndarray:
     return np.round(luma).astype(array.dtype) if array.dtype.kind in "ui" else luma.astype(array.dtype)
 
 
+def _check_orientation(path: Path, orientation) -> None:
+    """Refuse an EXIF/TIFF Orientation other than 1 (top-left): viewers show such an image rotated or
+    mirrored, so whether the particle positions refer to the stored or the shown pixels is unknown."""
+    if int(orientation) != 1:
+        raise RawDataError(
+            path,
+            f"orientation tag {int(orientation)} (rotated or mirrored on display): the particle positions may "
+            "refer to the stored or the shown pixels; save the image with orientation 1 (top-left)",
+        )
+
+
+#: leading bytes of TIFF and BigTIFF files, little- and big-endian
+TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+
+
 def _read_tiff(path: Path) -> np.ndarray:
     import tifffile
     from tifffile import COMPRESSION, PHOTOMETRIC, PLANARCONFIG
 
     with tifffile.TiffFile(path) as tif:
-        page = tif.pages.first
-        array = tif.series[0].asarray()
+        page, series = tif.pages.first, tif.series
+        sizes = [int(np.prod(s.shape)) for s in series]
+        if len(series[0].pages) > 1 or any(size >= sizes[0] for size in sizes[1:]):  # smaller: thumbnails
+            shapes = [s.shape for s in series]
+            raise RawDataError(
+                path,
+                f"TIFF holds several images (pages or series of shapes {shapes}): which is the micrograph "
+                "is ambiguous; save it as a single-image file",
+            )
+        _check_orientation(path, page.tags.valueof(274, 1))
+        array = series[0].asarray()
         photometric, compression = page.photometric, page.compression
         if array.ndim == 3 and page.planarconfig == PLANARCONFIG.SEPARATE and page.samplesperpixel > 1:
             array = np.moveaxis(array, 0, -1)
@@ -469,6 +493,11 @@ def _read_pillow(path: Path) -> np.ndarray:
 
     with Image.open(path) as image:
         image.load()
+        _check_orientation(path, image.getexif().get(274, 1))
+        if getattr(image, "n_frames", 1) > 1:
+            raise RawDataError(
+                path, f"{image.format} file holds {image.n_frames} images: which is the micrograph is ambiguous"
+            )
         mode = image.mode
         if mode in _PIL_DIRECT:
             return np.asarray(image)
@@ -482,7 +511,10 @@ def _read_pillow(path: Path) -> np.ndarray:
 def read_image(path: str | Path) -> np.ndarray:
     """Read a raw image as a 2-D uint8 or uint16 array (h, w), the same rule for every format.
 
-    TIFF via tifffile (LZW, deflate, JPEG... through imagecodecs), PNG/JPEG via Pillow.
+    The format is taken from the file's content, not its name (a PNG named ``.tif`` is read as
+    PNG): TIFF via tifffile (LZW, deflate, JPEG... through imagecodecs), the rest via Pillow.
+    A file holding several images (a multi-page TIFF stack, a larger second TIFF series, an
+    animated PNG), or with an EXIF/TIFF orientation other than top-left, is refused.
     Photometric interpretation: grayscale as stored; inverted grayscale (TIFF MINISWHITE)
     inverted (``2**bits - 1 - value``); palette images through their palette (TIFF colour
     maps holding an 8-bit palette scaled by 257 give 8 bits); colour images with equal
@@ -494,7 +526,9 @@ def read_image(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     try:
-        array = _read_tiff(path) if path.suffix.lower() in (".tif", ".tiff") else _read_pillow(path)
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+        array = _read_tiff(path) if magic in TIFF_MAGIC else _read_pillow(path)
     except RawDataError:
         raise
     except Exception as exc:  # any decoder failure: corrupt, truncated, not an image, missing codec
