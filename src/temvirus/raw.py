@@ -757,7 +757,8 @@ def update_manifest(root: str | os.PathLike, manifest: str | os.PathLike) -> boo
     """Write the content manifest of a raw-layout folder used in place; True when it changed.
 
     ``manifest`` (JSON) lists every file under ``root`` that the reader looks at (hidden files
-    and ``__MACOSX`` left out) with its size and sha256, sorted by path. It is rewritten only
+    and ``__MACOSX`` left out; linked files and folders followed, a broken link listed by its
+    target) with its size and sha256, sorted by path. It is rewritten only
     when that list differs, so a rule taking it as input reruns exactly when a file was
     edited, added or removed. Hashes are reused from ``{manifest}.stat.json`` for files whose
     size, mtime, ctime and inode are unchanged (an edit always changes the ctime); all others
@@ -771,13 +772,22 @@ def update_manifest(root: str | os.PathLike, manifest: str | os.PathLike) -> boo
         cache = json.loads(cache_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         cache = {}
-    files, stats = [], {}
-    for folder, dirs, names in os.walk(root):
+    files, stats, seen = [], {}, set()
+    for folder, dirs, names in os.walk(root, followlinks=True):  # linked folders are read like the others
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back up the tree: each real folder once
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs[:] = sorted(d for d in dirs if not ignored(d))
         for name in sorted(n for n in names if not ignored(n)):
             path = Path(folder, name)
             rel = path.relative_to(root).as_posix()
-            st = path.stat()
+            try:
+                st = path.stat()
+            except FileNotFoundError:  # a broken link: listed, so that the reader's refusal is rerun when fixed
+                files.append({"path": rel, "size": None, "sha256": f"broken link to {os.readlink(path)}"})
+                continue
             key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
             digest = cache[rel][1] if rel in cache and cache[rel][0] == key else sha256_file(path)
             stats[rel] = [key, digest]
