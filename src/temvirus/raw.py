@@ -658,9 +658,11 @@ def read_dataset(root: str | Path, *, hash_files: bool = True) -> tuple[pd.DataF
             positions = _Companions(class_dir / "particle_positions", "particle positions file")
             for image_path in image_files:
                 image_id = image_path.stem
-                if image_id in seen:
-                    raise RawDataError(image_path, f"duplicate image id {image_id!r} (also {seen[image_id]})")
-                seen[image_id] = image_path
+                if _same_name(image_id) in seen:  # ids equal but for case clash on macOS/Windows file systems
+                    raise RawDataError(
+                        image_path, f"duplicate image id {image_id!r} (also {seen[_same_name(image_id)]})"
+                    )
+                seen[_same_name(image_id)] = image_path
                 tags_path = tags.find(f"{image_path.name}_tags.csv", image_id)
                 positions_path = positions.find(f"{image_id}_particlepositions.txt", image_id)
                 row, points = _read_one(root, image_path, tags_path, positions_path, cls, split, hash_files)
@@ -700,6 +702,12 @@ def _read_one(
                 positions_path, f"point ({x}, {y}) of particle {particle} lies outside the {width}x{height} image"
             )
         points.extend((image_path.stem, particle, vertex, float(x), float(y)) for vertex, (x, y) in enumerate(line))
+    if points and width > 2 and height > 2 and all(0 <= x <= 1 and 0 <= y <= 1 for _, _, _, x, y in points):
+        raise RawDataError(
+            positions_path,
+            f"every point lies within the first pixel of the {width}x{height} image: normalised (0-1) "
+            "coordinates? positions must be in pixels",
+        )
     if not shapes:
         warnings.warn(
             f"{positions_path}: image has no particles; kept in the table, left out of patching",
