@@ -702,7 +702,7 @@ def _read_one(
                 positions_path, f"point ({x}, {y}) of particle {particle} lies outside the {width}x{height} image"
             )
         points.extend((image_path.stem, particle, vertex, float(x), float(y)) for vertex, (x, y) in enumerate(line))
-    if points and width > 2 and height > 2 and all(0 <= x <= 1 and 0 <= y <= 1 for _, _, _, x, y in points):
+    if len(points) > 1 and width > 2 and height > 2 and all(0 <= x <= 1 and 0 <= y <= 1 for _, _, _, x, y in points):
         raise RawDataError(
             positions_path,
             f"every point lies within the first pixel of the {width}x{height} image: normalised (0-1) "
