@@ -38,6 +38,7 @@ line); nothing is written by this module except by :func:`write_tables` and
 from __future__ import annotations
 
 import codecs
+import io
 import json
 import logging
 import os
@@ -674,8 +675,28 @@ def read_dataset(root: str | Path, *, hash_files: bool = True) -> tuple[pd.DataF
         raise RawDataError(root, "no images found")
     image_table = pd.DataFrame(images, columns=IMAGE_COLUMNS).sort_values("image_id", kind="stable")
     particle_table = pd.DataFrame(particles, columns=PARTICLE_COLUMNS)
+    _check_ids_read_back(image_table.image_id, seen)
     particle_table = particle_table.sort_values(["image_id", "particle", "vertex"], kind="stable")
     return image_table.reset_index(drop=True), particle_table.reset_index(drop=True)
+
+
+def _check_ids_read_back(ids: Sequence[str], paths: dict[str, Path]) -> None:
+    """Refuse image ids that a CSV table holding only such ids would not give back as the same text.
+
+    The later steps read their tables (``images.csv``, a split's ``patches.csv``...) with pandas'
+    type inference: ids that look like numbers (``001``, ``1e5``), booleans or missing values
+    (``NA``, ``null``) come back as other text, or collide (``001`` and ``01`` both ``1``).
+    """
+    ids = list(ids)
+    frame = pd.DataFrame([ids], columns=[f"c{i}" for i in range(len(ids))])
+    back = pd.read_csv(io.StringIO(frame.to_csv(index=False))).iloc[0]  # each id alone in its column
+    for image_id, value in zip(ids, back):
+        if pd.isna(value) or str(value) != image_id:
+            raise RawDataError(
+                paths[_same_name(image_id)],
+                f"image id {image_id!r} is read back from the CSV tables as {value} (a number, boolean or "
+                "missing value): give the images names with a letter (e.g. img_001.tif)",
+            )
 
 
 def _read_one(
