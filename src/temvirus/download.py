@@ -340,7 +340,7 @@ def _unsafe_reason(name: str, target: Path) -> str | None:
 
 
 def _member_name(name: str) -> str:
-    """An archive member's path with ``/`` separators: zips made on Windows may use ``\``."""
+    """An archive member's path with ``/`` separators: zips made on Windows may use backslashes."""
     return name.replace("\\", "/")
 
 
