@@ -665,3 +665,21 @@ def test_rotated_jpeg_is_refused(tmp_path):
     Image.fromarray(_gray_ramp()).save(path, exif=exif)
     with pytest.raises(RawDataError, match="r.jpg: orientation tag 6"):
         read_image(path)
+
+
+def test_split_folders_in_other_case(tmp_path):
+    """``Train``/``TEST`` are the train and test splits (found by the archive search too); two
+    folders for one split are refused."""
+    from temvirus.download import find_raw_root
+
+    root = tmp_path / "raw"
+    write_image(root, "Train", "Adenovirus", "a1", [[(3, 3)]])
+    write_image(root, "TEST", "Adenovirus", "b1", [[(3, 3)]])
+    images = read_dataset(root)[0]
+    assert list(zip(images.folder_split, images.path)) == [
+        ("train", "Train/Adenovirus/a1.tif"),
+        ("test", "TEST/Adenovirus/b1.tif"),
+    ]
+    assert find_raw_root(tmp_path) == root
+    write_image(root, "train", "Adenovirus", "c1", [[(3, 3)]])
+    _expect_error(root, root / "train", "two folders for the train split: Train/ and train/", tmp_path)

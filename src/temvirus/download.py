@@ -51,7 +51,7 @@ from urllib.parse import urlencode
 from urllib.request import Request, urlopen
 
 from temvirus.io import sha256_file, write_json
-from temvirus.raw import SPLITS, RawDataError, ignored, is_archive, read_dataset
+from temvirus.raw import SPLITS, RawDataError, ignored, is_archive, read_dataset, split_folders
 
 log = logging.getLogger(__name__)
 
@@ -406,11 +406,10 @@ def _check_members(archive: Path, target: Path) -> tuple[str, list[str]]:
 def is_raw_root(folder: Path) -> bool:
     """Whether ``folder`` holds the raw layout, by content: a split folder with a class folder
     holding ``tags/`` and ``particle_positions/`` (the published patches have neither)."""
-    for split in SPLITS:
-        if (folder / split).is_dir():
-            for cls in (folder / split).iterdir():
-                if not ignored(cls.name) and (cls / "tags").is_dir() and (cls / "particle_positions").is_dir():
-                    return True
+    for split_dir in split_folders(folder).values():
+        for cls in split_dir.iterdir():
+            if not ignored(cls.name) and (cls / "tags").is_dir() and (cls / "particle_positions").is_dir():
+                return True
     return False
 
 
@@ -450,7 +449,7 @@ def find_raw_root(tree: str | os.PathLike) -> Path:
             continue
         if is_raw_root(folder):
             hits.append(folder)
-        elif any((folder / split).is_dir() for split in SPLITS):
+        elif split_folders(folder):
             lookalikes.append(folder)
     if len(hits) > 1:
         raise DownloadError(f"{tree}: several raw-layout folders found: {[str(h) for h in hits]}; point at one of them")

@@ -619,6 +619,19 @@ class _Companions:
             )
 
 
+def split_folders(root: str | Path) -> dict[str, Path]:
+    """The split folders of ``root`` by split name (:data:`SPLITS` order), names matched ignoring
+    case (``Train``, ``TEST``). Two folders for one split raise :class:`RawDataError`."""
+    root, found = Path(root), {}
+    for entry in sorted(root.iterdir()) if root.is_dir() else []:
+        split = entry.name.lower()
+        if split in SPLITS and not ignored(entry.name) and entry.is_dir():
+            if split in found:
+                raise RawDataError(entry, f"two folders for the {split} split: {found[split].name}/ and {entry.name}/")
+            found[split] = entry
+    return {split: found[split] for split in SPLITS if split in found}
+
+
 def read_dataset(root: str | Path, *, hash_files: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read a raw-layout folder into an image table and a particle table.
 
@@ -632,19 +645,19 @@ def read_dataset(root: str | Path, *, hash_files: bool = True) -> tuple[pd.DataF
         )
     if not root.is_dir():
         raise RawDataError(root, "dataset folder does not exist")
-    found_splits = [s for s in SPLITS if (root / s).is_dir()]
-    unexpected = sorted(p.name for p in _entries(root) if p.is_dir() and p.name not in SPLITS)
-    if not found_splits:
+    splits = split_folders(root)
+    unexpected = sorted(p.name for p in _entries(root) if p.is_dir() and p not in splits.values())
+    if not splits:
         raise RawDataError(root, f"no split folder ({', '.join(SPLITS)}) found")
     if unexpected:
         raise RawDataError(root, f"unknown folders {unexpected}; expected only {list(SPLITS)}")
     images, particles, seen = [], [], {}
-    for folder in [root] + [root / split for split in found_splits]:
+    for folder in [root, *splits.values()]:
         for entry in _entries(folder):
             if entry.suffix.lower() in IMAGE_SUFFIXES:
                 raise RawDataError(entry, "image outside a class folder ({split}/{class}/{image})")
-    for split in found_splits:
-        for class_dir in (p for p in _entries(root / split) if p.is_dir()):
+    for split, split_dir in splits.items():
+        for class_dir in (p for p in _entries(split_dir) if p.is_dir()):
             cls = class_from_folder(class_dir.name)
             if cls is None:
                 raise RawDataError(class_dir, f"unknown class folder; known classes: {sorted(FOLDER_NAMES.values())}")
