@@ -683,3 +683,24 @@ def test_split_folders_in_other_case(tmp_path):
     assert find_raw_root(tmp_path) == root
     write_image(root, "train", "Adenovirus", "c1", [[(3, 3)]])
     _expect_error(root, root / "train", "two folders for the train split: Train/ and train/", tmp_path)
+
+
+def test_folder_variants_read_alike(good, tmp_path):
+    """A class folder in other case, a linked class folder and an empty class folder change nothing."""
+    before = read_dataset(good)[0]
+    (good / "train/Adenovirus").rename(good / "train/adenovirus")
+    (good / "test/Rift Valley").rename(tmp_path / "elsewhere")
+    (good / "test/Rift Valley").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (good / "test/Orf").mkdir()
+    after = read_dataset(good)[0]
+    assert after.path.iloc[0] == "train/adenovirus/a1.tif"
+    columns = ["image_id", "class", "folder_split", "sha256", "pixel_size_nm", "n_points"]
+    pd.testing.assert_frame_equal(after[columns], before[columns])
+
+
+def test_published_patches_are_not_read_as_raw_layout(tmp_path):
+    folder = tmp_path / "context_virus_1nm_256x256/train/Adenovirus"
+    folder.mkdir(parents=True)
+    tifffile.imwrite(folder / "p.tif", np.zeros((8, 8), np.uint16))
+    with pytest.raises(RawDataError, match="images without tags/ and particle_positions/ folders: not the raw layout"):
+        read_dataset(tmp_path / "context_virus_1nm_256x256")
