@@ -784,3 +784,14 @@ def test_linked_folders_are_found_and_tracked(tmp_path):
     assert "train/Adenovirus/Ade_train_1.tif" in files and "train/Adenovirus/tags/Ade_train_1.tif_tags.csv" in files
     assert files["train/gone.tif"]["sha256"] == f"broken link to {tmp_path / 'nowhere.tif'}"
     assert not any(path.startswith("train/back/") for path in files)
+
+
+def test_local_path_with_home_and_variables(tmp_path, monkeypatch):
+    """dataset.local.path written as in a shell ("~/...", "$SCRATCH/...") is found."""
+    from temvirus.download import locate_local
+
+    tree = make_raw_tree(tmp_path / "home" / "data" / "raw")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SCRATCH", str(tmp_path / "home" / "data"))
+    assert locate_local("~/data") == (tree, [])
+    assert locate_local("$SCRATCH/raw") == (tree, [])

@@ -477,9 +477,10 @@ def locate_local(path: str | os.PathLike) -> tuple[Path | None, list[Path]]:
 
     A file is an archive to extract; a folder holding the raw layout (by content, at any depth
     up to :data:`MAX_DEPTH`) is used in place; otherwise the archives the folder holds are
-    extracted together. Raises :class:`DownloadError` when there is neither.
+    extracted together. ``~`` and ``$VARIABLES`` in ``path`` are expanded. Raises
+    :class:`DownloadError` when there is neither.
     """
-    path = Path(path)
+    path = Path(os.path.expandvars(os.path.expanduser(path)))  # "~/data", "$SCRATCH/tem" as in a shell
     if path.is_file():
         return None, [path]
     if not path.is_dir():
