@@ -795,3 +795,17 @@ def test_local_path_with_home_and_variables(tmp_path, monkeypatch):
     monkeypatch.setenv("SCRATCH", str(tmp_path / "home" / "data"))
     assert locate_local("~/data") == (tree, [])
     assert locate_local("$SCRATCH/raw") == (tree, [])
+
+
+def test_listing_sizes_given_as_text(file_server, tmp_path, raw_zip):
+    """A listing giving sizes as JSON strings is read as numbers; a size that is no number is named."""
+    from temvirus.download import mendeley_files
+
+    entry = {"filename": "a.zip", "size": str(len(raw_zip)), "content_details": {"download_url": "u"}}
+    file_server.files["/api/datasets/x/files?folder_id=root&version=1"] = json.dumps([entry]).encode()
+    settings = {"id": "x", "version": 1, "api_url": file_server.url("/api"), "include": "*.zip", "files": []}
+    assert mendeley_files(settings)[0][0]["size"] == len(raw_zip)
+    entry["size"] = "12 MB"
+    file_server.files["/api/datasets/x/files?folder_id=root&version=1"] = json.dumps([entry]).encode()
+    with pytest.raises(DownloadError, match="size that is not a number: .*12 MB"):
+        mendeley_files(settings)

@@ -299,9 +299,13 @@ def mendeley_files(settings: dict) -> tuple[list[dict], str]:
         try:
             name, details = entry["filename"], entry["content_details"]
             size, digest = entry.get("size", details.get("size")), details.get("sha256_hash") or None
+            size = None if size in (None, "") else int(size)  # a JSON string "123" is 123 bytes, not a mismatch
             files.append({"name": name, "url": details["download_url"], "size": size, "sha256": digest})
-        except (KeyError, TypeError):
-            raise DownloadError(f"{url}: file entry lacks filename/content_details.download_url: {entry!r}") from None
+        except (KeyError, TypeError, ValueError):
+            raise DownloadError(
+                f"{url}: file entry lacks filename/content_details.download_url or has a size that is not a "
+                f"number: {entry!r}"
+            ) from None
         names.append(name)
     patterns = [settings["include"]] if isinstance(settings["include"], str) else list(settings["include"])
     for pattern in patterns:  # the first pattern that matches anything selects the files
