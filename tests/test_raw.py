@@ -704,3 +704,13 @@ def test_published_patches_are_not_read_as_raw_layout(tmp_path):
     tifffile.imwrite(folder / "p.tif", np.zeros((8, 8), np.uint16))
     with pytest.raises(RawDataError, match="images without tags/ and particle_positions/ folders: not the raw layout"):
         read_dataset(tmp_path / "context_virus_1nm_256x256")
+
+
+@pytest.mark.parametrize("compression", ["jpeg", "lzw", None])
+def test_cut_tiff_is_refused_not_filled_in(good, tmp_path, compression):
+    """A TIFF cut short (an interrupted copy) is refused: JPEG decoding would fill the cut strip in silently."""
+    image = good / "train/Adenovirus/a1.tif"
+    pixels = np.random.default_rng(0).integers(0, 255, (30, 40), dtype=np.uint8)
+    tifffile.imwrite(image, pixels, compression=compression, rowsperstrip=8)
+    image.write_bytes(image.read_bytes()[:-100])
+    _expect_error(good, image, "cannot read image", tmp_path)

@@ -457,6 +457,13 @@ def _read_tiff(path: Path) -> np.ndarray:
                 "is ambiguous; save it as a single-image file",
             )
         _check_orientation(path, page.tags.valueof(274, 1))
+        size = tif.filehandle.size
+        for offset, count in zip(page.dataoffsets, page.databytecounts):
+            if offset + count > size:  # some decoders (JPEG) fill a cut strip in silently
+                raise RawDataError(
+                    path,
+                    f"cannot read image (truncated TIFF: data up to byte {offset + count}, the file has {size} bytes)",
+                )
         array = series[0].asarray()
         photometric, compression = page.photometric, page.compression
         if array.ndim == 3 and page.planarconfig == PLANARCONFIG.SEPARATE and page.samplesperpixel > 1:
