@@ -714,3 +714,32 @@ def test_cut_tiff_is_refused_not_filled_in(good, tmp_path, compression):
     tifffile.imwrite(image, pixels, compression=compression, rowsperstrip=8)
     image.write_bytes(image.read_bytes()[:-100])
     _expect_error(good, image, "cannot read image", tmp_path)
+
+
+@pytest.mark.parametrize("channels", ["rgb", "la", "rgba", "colour"])
+def test_16_bit_colour_png_reads_like_the_same_tiff(tmp_path, channels):
+    """Pillow reads 16-bit colour PNGs at 8 bits; they are read at 16 bits, like the same picture as TIFF."""
+    import imagecodecs
+
+    from temvirus.raw import read_image
+
+    gray = (np.arange(30 * 40).reshape(30, 40) * 50).astype(np.uint16)
+    opaque = np.full_like(gray, 65535)
+    pixels = {
+        "rgb": np.stack([gray] * 3, -1),
+        "la": np.stack([gray, opaque], -1),
+        "rgba": np.stack([gray] * 3 + [opaque], -1),
+        "colour": np.stack([gray, gray // 2, gray], -1),
+    }[channels]
+    (tmp_path / "x.png").write_bytes(imagecodecs.png_encode(pixels))
+    tifffile.imwrite(
+        tmp_path / "x.tif",
+        pixels,
+        photometric="minisblack" if channels == "la" else "rgb",
+        extrasamples=[2] if channels in ("la", "rgba") else None,
+    )
+    got = read_image(tmp_path / "x.png")
+    assert got.dtype == np.uint16
+    np.testing.assert_array_equal(got, read_image(tmp_path / "x.tif"))
+    if channels != "colour":
+        np.testing.assert_array_equal(got, gray)

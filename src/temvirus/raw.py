@@ -499,6 +499,12 @@ _PIL_DIRECT = {"1", "L", "I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
 def _read_pillow(path: Path) -> np.ndarray:
     from PIL import Image
 
+    with open(path, "rb") as fh:
+        head = fh.read(26)
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and head[24] == 16 and head[25] in (2, 4, 6):
+        import imagecodecs  # Pillow reads 16-bit colour PNGs at 8 bits only
+
+        return _to_gray(imagecodecs.png_decode(path.read_bytes()), path, "16-bit colour PNG")
     with Image.open(path) as image:
         image.load()
         _check_orientation(path, image.getexif().get(274, 1))
