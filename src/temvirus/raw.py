@@ -582,7 +582,8 @@ def _image_files(class_dir: Path) -> list[Path]:
         else:
             raise RawDataError(
                 entry,
-                f"not an image of a supported type ({', '.join(IMAGE_SUFFIXES)}): convert it, or move it out of "
+                f"not an image of a supported type (name ends {entry.name[-6:]!r}; supported: "
+                f"{', '.join(IMAGE_SUFFIXES)}): convert it, or move it out of "
                 "the raw layout",
             )
     return images
@@ -657,7 +658,9 @@ def read_dataset(root: str | Path, *, hash_files: bool = True) -> tuple[pd.DataF
             root, "an archive, not a folder: extract it, or give it as dataset.local.path (the workflow extracts it)"
         )
     if not root.is_dir():
-        raise RawDataError(root, "dataset folder does not exist")
+        raise RawDataError(
+            root, "not a folder (a raw-layout folder is expected)" if root.exists() else "dataset folder does not exist"
+        )
     splits = split_folders(root)
     unexpected = sorted(p.name for p in _entries(root) if p.is_dir() and p not in splits.values())
     if not splits:
