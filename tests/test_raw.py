@@ -752,3 +752,9 @@ def test_names_that_look_right_but_are_not(good, tmp_path):
     _expect_error(good, image.with_name("a1.tif "), "name ends '1.tif '", tmp_path)
     with pytest.raises(RawDataError, match="not a folder"):
         read_dataset(image.with_name("a1.tif "))
+
+
+def test_blank_frame_is_refused(good, tmp_path):
+    image = good / "train/Adenovirus/a1.tif"
+    tifffile.imwrite(image, np.full((30, 40), 4095, np.uint16))
+    _expect_error(good, image, "every pixel has the value 4095: a blank frame", tmp_path)

@@ -734,6 +734,10 @@ def _read_one(
     tags = read_tags(tags_path)
     pixels = read_image(image_path)
     height, width = pixels.shape
+    if pixels.min() == pixels.max():
+        raise RawDataError(
+            image_path, f"every pixel has the value {pixels.flat[0]}: a blank frame, nothing to learn from"
+        )
     if (height, width) != (tags.height, tags.width):
         raise RawDataError(
             tags_path, f"tags give {tags.width}x{tags.height} px but {image_path.name} is {width}x{height}"
