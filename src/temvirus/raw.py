@@ -7,8 +7,13 @@ Layout (see ``docs/architecture.md``)::
     {split}/{Class}/tags/{image}.{ext}_tags.csv
 
 Hidden entries (names starting with ``.``, e.g. macOS ``._name.tif`` AppleDouble files and
-``.DS_Store``) and ``__MACOSX`` folders are ignored everywhere; an archive inside the layout
-is refused (its images would otherwise be left out unseen).
+``.DS_Store``), ``__MACOSX`` folders and Windows' ``Thumbs.db``/``desktop.ini`` are ignored
+everywhere. Nothing else is left out unseen: an archive inside the layout, a file of another
+type or a broken link in a class folder, another folder there, a tags or positions file
+without its image and an image outside a class folder are refused. Split folders match
+ignoring case (``Train``); tags and positions files match their image ignoring case and
+Unicode normalisation (as macOS and Windows file systems do). Image ids equal but for case,
+or that the CSV tables would read back as other text (``001``, ``NA``), are refused.
 
 Text files are read as UTF-8 (with or without a byte-order mark), UTF-16 (with a BOM, or
 without one when every other byte is NUL) or, failing UTF-8, Windows-1252; anything else is an
@@ -19,11 +24,13 @@ Tags (:func:`read_tags`): ``key;value[;unit]`` rows read **by key** (case, space
 the pixel size. The unit of a scale is the third field of its row, a suffix of its value
 (``5,57 Å``, ``0.5nm/px``), or a ``Unit``/``XUnit``/``YUnit``/``ScaleUnit`` row; without one it
 is nm (the published files). Known units: :data:`UNITS_NM`. A decimal comma or point is
-accepted. A pixel size outside :data:`PIXEL_SIZE_RANGE_NM` (plausible for TEM), an unknown
-unit, a missing key or a key given twice with different values is an error naming the row.
+accepted; a row without ``;`` may use a tab, ``=``, ``:`` or ``,`` (:data:`TAG_SEPARATORS`),
+and a key may carry its unit in brackets (``XScale [Å]``). A pixel size outside
+:data:`PIXEL_SIZE_RANGE_NM` (plausible for TEM), an unknown unit, a missing key or a key or
+unit row given twice with different values is an error naming the row.
 
 Positions (:func:`read_positions`): a header, recognised by content: the leading lines whose
-first field is not a number (``image;…``, ``unit;pixel``, ``format;x;y``); then ``x;y`` lines
+first field does not start like a number (``image;…``, ``unit;pixel``, ``format;x;y``); then ``x;y`` lines
 in pixels (origin at the image's top-left corner, x to the right); a line
 ``particleposition`` separates particles, and a particle of several points is a centre line.
 A file without header is read whole. ``unit`` must be pixels, ``format`` ``x;y`` or ``y;x``.
