@@ -281,7 +281,7 @@ def _positions_file(tmp_path: Path, lines: list[str]) -> Path:
         ["image;x.tif"],
         ["image;x.tif", "unit;pixel", "format;x;y"],
         ["image;x.tif", "unit;px", "format;x;y", "comment;by hand"],
-        ["info;by hand", "nanometre scale;no", "format;x;y"],
+        ["info;by hand", "nanometre scale;no", "----------", "format;x;y"],
     ],
 )
 def test_positions_header_recognised_not_counted(tmp_path, header):

@@ -322,7 +322,7 @@ def read_tags(path: str | Path) -> Tags:
 
 
 #: a line that starts like a number is a coordinate line, never a header line
-_LOOKS_NUMERIC = re.compile(r"^[-+.\d]|^(nan|inf|infinity)$", re.IGNORECASE)
+_LOOKS_NUMERIC = re.compile(r"^[-+]?\.?\d|^[-+]?(nan|inf|infinity)$", re.IGNORECASE)
 
 
 def _is_marker(text: str) -> bool:
