@@ -258,6 +258,9 @@ def test_extract_rejects_archive_without_raw_layout(tmp_path):
 
 def test_extract_rejects_a_file_that_is_no_archive(tmp_path):
     (tmp_path / "a.zip").write_bytes(b"<html>not found</html>")
+    with pytest.raises(DownloadError, match="an HTML page .*not an archive"):
+        extract_archives([tmp_path / "a.zip"], tmp_path / "raw")
+    (tmp_path / "a.zip").write_bytes(b"plain text")
     with pytest.raises(DownloadError, match="not a zip or tar archive"):
         extract_archives([tmp_path / "a.zip"], tmp_path / "raw")
 

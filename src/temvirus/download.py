@@ -357,8 +357,10 @@ _OTHER_ARCHIVES = {b"7z\xbc\xaf\x27\x1c": "7-Zip", b"Rar!": "RAR"}
 def _not_an_archive(archive: Path) -> DownloadError:
     """The error for a file that zipfile and tarfile refuse, saying what it looks like."""
     with open(archive, "rb") as fh:
-        head = fh.read(8)
-    if head.startswith(b"PK"):
+        head = fh.read(512)
+    if b"<html" in head.lower() or b"<!doctype html" in head.lower():
+        why = "an HTML page (a login, error or redirect page?), not an archive"
+    elif head.startswith(b"PK"):
         why = "a truncated or corrupt zip (no end-of-archive record): copy or download it again"
     elif head.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ")):
         why = "a compressed file that is not a readable tar archive (truncated or corrupt?)"
