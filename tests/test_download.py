@@ -258,6 +258,9 @@ def test_extract_rejects_archive_without_raw_layout(tmp_path):
 
 def test_extract_rejects_a_file_that_is_no_archive(tmp_path):
     (tmp_path / "a.zip").write_bytes(b"<html>not found</html>")
+    with pytest.raises(DownloadError, match="an HTML page .*not an archive"):
+        extract_archives([tmp_path / "a.zip"], tmp_path / "raw")
+    (tmp_path / "a.zip").write_bytes(b"plain text")
     with pytest.raises(DownloadError, match="not a zip or tar archive"):
         extract_archives([tmp_path / "a.zip"], tmp_path / "raw")
 
@@ -684,3 +687,128 @@ def test_two_raw_layouts_are_not_guessed_between(tmp_path):
     make_raw_tree(tmp_path / "b" / "copy")
     with pytest.raises(DownloadError, match=r"several raw-layout folders found: .*context_virus_RAW.*copy"):
         find_raw_root(tmp_path)
+
+
+# -- archives and folders as users have them (issue 12, second pass) ----------------------------
+
+
+def test_zip_made_on_windows_with_backslashes_is_extracted(tmp_path):
+    """Old Windows zip tools store member paths with '\\': the layout inside is still found."""
+    tree = make_raw_tree(tmp_path / "tree")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for path in sorted(tree.rglob("*")):
+            if path.is_file():
+                zf.writestr(
+                    "TEM virus dataset\\context_virus_RAW\\" + str(path.relative_to(tree)).replace("/", "\\"),
+                    path.read_bytes(),
+                )
+    (tmp_path / "win.zip").write_bytes(buffer.getvalue())
+    summary = extract_archives([tmp_path / "win.zip"], tmp_path / "out" / "raw")
+    assert summary["raw_root_in_archive"] == "TEM virus dataset/context_virus_RAW"
+    assert read_dataset(tmp_path / "out" / "raw")[0].equals(read_dataset(tree)[0])
+
+
+def _damaged(tmp_path: Path, how: str) -> Path:
+    tree = make_raw_tree(tmp_path / "tree")
+    data = zip_tree(tree)
+    if how == "crc":  # one byte of a stored member changed: zip's CRC check fails on extraction
+        data = bytearray(data)
+        data[data.index(b"II*\0") + 100] ^= 0xFF
+        return _write(tmp_path / "in" / "a.zip", bytes(data))
+    if how == "truncated zip":
+        return _write(tmp_path / "in" / "a.zip", data[: len(data) // 2])
+    if how == "truncated tar.gz":
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
+            tf.add(tree, arcname="context_virus_RAW")
+        return _write(tmp_path / "in" / "a.tar.gz", buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    return _write(tmp_path / "in" / "a.7z", b"7z\xbc\xaf\x27\x1c\0\4")
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "how,reason",
+    [
+        ("crc", "corrupt or truncated archive \\(BadZipFile: Bad CRC-32"),
+        ("truncated zip", "a truncated or corrupt zip"),
+        ("truncated tar.gz", "corrupt or truncated archive"),
+        ("7z", "a 7-Zip archive: not supported"),
+    ],
+)
+def test_damaged_archive_is_named_and_leaves_nothing(tmp_path, how, reason):
+    archive = _damaged(tmp_path, how)
+    target = tmp_path / "out" / "raw"
+    with pytest.raises(DownloadError, match=reason) as caught:
+        extract_archives([archive], target)
+    assert str(caught.value).startswith(f"{archive}: ")
+    assert list(target.parent.iterdir()) == []  # no target, no staging folder
+
+
+def test_two_archives_holding_the_same_files_are_refused(tmp_path):
+    """A second download ("... (1).zip") beside the first is not silently merged into it."""
+    from temvirus.download import locate_local
+
+    tree = make_raw_tree(tmp_path / "tree")
+    first = _write(tmp_path / "in" / "TEM virus dataset.zip", zip_tree(tree))
+    tags = tree / "train/Adenovirus/tags/Ade_train_1.tif_tags.csv"
+    tags.write_text(tags.read_text().replace("1,5", "3"))
+    second = _write(tmp_path / "in" / "TEM virus dataset (1).zip", zip_tree(tree))
+    root, archives = locate_local(tmp_path / "in")
+    assert root is None and sorted(archives) == sorted([first, second])
+    with pytest.raises(DownloadError, match="holds 'context_virus_RAW/.*' like .*two copies of the dataset"):
+        extract_archives(archives, tmp_path / "out" / "raw")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_linked_folders_are_found_and_tracked(tmp_path):
+    """A raw folder linked into dataset.local.path is found; the manifest lists the files of linked
+    folders, and a broken link by its target instead of stopping the workflow's start."""
+    from temvirus.download import locate_local
+    from temvirus.raw import update_manifest
+
+    tree = make_raw_tree(tmp_path / "elsewhere" / "raw")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "raw").symlink_to(tree, target_is_directory=True)
+    (tmp_path / "data" / "loop").symlink_to(tmp_path / "data", target_is_directory=True)
+    assert locate_local(tmp_path / "data") == (tmp_path / "data" / "raw", [])
+    root = tmp_path / "inplace"
+    (root / "train").mkdir(parents=True)
+    (root / "train" / "Adenovirus").symlink_to(tree / "train" / "Adenovirus", target_is_directory=True)
+    (root / "train" / "back").symlink_to(root, target_is_directory=True)
+    (root / "train" / "gone.tif").symlink_to(tmp_path / "nowhere.tif")
+    update_manifest(root, tmp_path / "manifest.json")
+    files = {f["path"]: f for f in json.loads((tmp_path / "manifest.json").read_text())["files"]}
+    assert "train/Adenovirus/Ade_train_1.tif" in files and "train/Adenovirus/tags/Ade_train_1.tif_tags.csv" in files
+    assert files["train/gone.tif"]["sha256"] == f"broken link to {tmp_path / 'nowhere.tif'}"
+    assert not any(path.startswith("train/back/") for path in files)
+
+
+def test_local_path_with_home_and_variables(tmp_path, monkeypatch):
+    """dataset.local.path written as in a shell ("~/...", "$SCRATCH/...") is found."""
+    from temvirus.download import locate_local
+
+    tree = make_raw_tree(tmp_path / "home" / "data" / "raw")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SCRATCH", str(tmp_path / "home" / "data"))
+    assert locate_local("~/data") == (tree, [])
+    assert locate_local("$SCRATCH/raw") == (tree, [])
+
+
+def test_listing_sizes_given_as_text(file_server, tmp_path, raw_zip):
+    """A listing giving sizes as JSON strings is read as numbers; a size that is no number is named."""
+    from temvirus.download import mendeley_files
+
+    entry = {"filename": "a.zip", "size": str(len(raw_zip)), "content_details": {"download_url": "u"}}
+    file_server.files["/api/datasets/x/files?folder_id=root&version=1"] = json.dumps([entry]).encode()
+    settings = {"id": "x", "version": 1, "api_url": file_server.url("/api"), "include": "*.zip", "files": []}
+    assert mendeley_files(settings)[0][0]["size"] == len(raw_zip)
+    entry["size"] = "12 MB"
+    file_server.files["/api/datasets/x/files?folder_id=root&version=1"] = json.dumps([entry]).encode()
+    with pytest.raises(DownloadError, match="size that is not a number: .*12 MB"):
+        mendeley_files(settings)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import unicodedata
 import warnings
 from pathlib import Path
 
@@ -279,6 +281,7 @@ def _positions_file(tmp_path: Path, lines: list[str]) -> Path:
         ["image;x.tif"],
         ["image;x.tif", "unit;pixel", "format;x;y"],
         ["image;x.tif", "unit;px", "format;x;y", "comment;by hand"],
+        ["info;by hand", "nanometre scale;no", "----------", "format;x;y"],
     ],
 )
 def test_positions_header_recognised_not_counted(tmp_path, header):
@@ -443,3 +446,316 @@ def test_audit_refuses_a_folder_without_records(good, capsys):
     assert f"{good}: no lineage records in provenance/" in capsys.readouterr().err
     assert sorted(p.relative_to(good) for p in good.rglob("*")) == before
     assert main(["read", str(good)]) == 0
+
+
+# -- a user's own files (issue 12, second pass): every variant read right or refused by name --
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\ufeffHeight;30\nWidth;40\nXScale;0,557\nYScale;0,557\n",
+        "Height;30\r\nWidth;40\r\nXScale;0,557\r\nYScale;0,557\r\n",
+        "Height;30\rWidth;40\rXScale;0,557\rYScale;0,557\r",
+        "HEIGHT;30 \t\nwidth;\t40\nXSCALE ;0,557 \nyscale;0,557\t\n",
+        "Height;30.0\nWidth;40\nXScale;5.57e-1\nYScale;5.57E-01\n",
+        "Height;30\nWidth;40\nXScale;0.557 nm per px\nYScale;0.557;nm/pixel\n",
+        "Height\t30\nWidth\t40\nXScale\t0.557\nYScale\t0.557\n",
+        "Height = 30\nWidth = 40\nXScale = 0.557 nm\nYScale = 0.557 nm\n",
+        "Height: 30\nWidth: 40\nXScale: 5,57 Å\nYScale: 5,57 Å\n",
+        "Height,30\nWidth,40\nXScale,0.557\nYScale,0.557\n",
+        '"Height";"30"\n"Width";"40"\n"XScale";"0,557"\n"YScale";"0,557"\n',
+        "Height;30\nWidth;40\nXScale [Å];5,57\nYScale (nm/px);0,557\n",
+        "Height;30;px\nWidth;40;pixels\nXScale;557;pm\nYScale;557;pm\n",
+        "Height;30\nWidth;40\nXScale;0,557\nYScale;0,557\nXScale;0.557\nUnit;nm\nUnit;nanometres\n",
+    ],
+)
+def test_tags_variants_read_alike(tmp_path, text):
+    """BOM, CRLF/CR, spaces, case, exponents, other separators, quotes, units in the key: the same values."""
+    path = tmp_path / "x.tif_tags.csv"
+    path.write_bytes(text.encode())
+    tags = read_tags(path)
+    assert (tags.width, tags.height) == (40, 30)
+    assert tags.pixel_size_x_nm == pytest.approx(0.557) and tags.pixel_size_y_nm == pytest.approx(0.557)
+
+
+@pytest.mark.parametrize(
+    "text,reason,line",
+    [
+        ("Height,30\nWidth,40\nXScale,0,557\nYScale,0,557\n", "ambiguous row 'XScale,0,557'", 3),
+        ("Height;30;nm\nWidth;40\nXScale;1\nYScale;1\n", "whole number of pixels, got '30' in nm", 1),
+        ("Height;30\nWidth;40\nUnit;nm\nUnit;Å\nXScale;15\nYScale;15\n", "unit rows disagree", 4),
+        ("Height;30\nWidth;40\nXScale;1;pixel\nYScale;1;pixel\n", "unknown unit 'pixel'", 3),
+        ("Height;30\nWidth;40\nXScale;1,8;px/nm\nYScale;1,8;px/nm\n", "unknown unit 'px/nm'", 3),
+        ("Height;30\nWidth;40\nXScale;1,5\nYScale;1,5\nXScale;1.6\n", "'XScale' given twice .*'1,5' on line 3", 5),
+        ("\n \n", "empty tags file", None),
+        ("Height;30\nWidth;40\nPixelSize;14\n", "no xscale / yscale row", None),
+    ],
+)
+def test_tags_variant_errors_name_the_row(tmp_path, text, reason, line):
+    path = tmp_path / "x.tif_tags.csv"
+    path.write_bytes(text.encode())
+    with pytest.raises(RawDataError, match=reason) as caught:
+        read_tags(path)
+    assert str(caught.value).startswith(f"{path}:{line}: " if line else f"{path}: ")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "image;x.tif\r\nunit;pixel\r\nformat;x;y\r\nparticleposition\r\n10;12\r\nparticleposition\r\n20,5;5\r\n",
+        "# by hand\nparticleposition\n\n10;12\n# next\nparticleposition\n20,5;5\n\n",
+        "ParticlePosition;\n10;12;\nparticle position\n20,5;5;;\n",
+        "particlepositions\n10\t12\nparticlepositions\n20.5\t5\n",
+        "image;x.tif\nparticleposition\n10 12\nparticleposition\n20.5  5\n",
+    ],
+)
+def test_positions_variants_read_alike(tmp_path, text):
+    """CRLF, comments, blank lines, trailing separators, the marker's case, tabs or spaces between x and y."""
+    path = tmp_path / "x_particlepositions.txt"
+    path.write_bytes(text.encode())
+    assert [s.tolist() for s in read_positions(path)] == [[[10, 12]], [[20.5, 5]]]
+
+
+@pytest.mark.parametrize("text", ["10 12\n20 5\n", "10\t12\n20\t5\n"])
+def test_positions_without_header_are_not_taken_for_one(tmp_path, text):
+    """Numeric lines are never a header, whatever the separator: no point is lost to an empty image."""
+    path = tmp_path / "x_particlepositions.txt"
+    path.write_text(text)
+    assert [s.tolist() for s in read_positions(path)] == [[[10, 12], [20, 5]]]
+
+
+@pytest.mark.parametrize("line", ["10.5,12.5", "10,5,12,5", "10, 12, 3"])
+def test_positions_with_comma_separators_are_refused(tmp_path, line):
+    path = _positions_file(tmp_path, ["particleposition", "1;2", line])
+    with pytest.raises(RawDataError, match="ambiguous with a decimal comma") as caught:
+        read_positions(path)
+    assert str(caught.value).startswith(f"{path}:3: ")
+
+
+def test_normalised_positions_are_refused(good, tmp_path):
+    positions = good / "train/Adenovirus/particle_positions/a1_particlepositions.txt"
+    positions.write_text("particleposition\n0.53;0.41\nparticleposition\n0.2;0.9\n")
+    _expect_error(good, positions, "normalised \\(0-1\\) coordinates", tmp_path)
+
+
+@pytest.mark.parametrize(
+    "make,culprit,reason",
+    [
+        (lambda d: (d / "a2.dm4").write_bytes(b"DM4"), "a2.dm4", "not an image of a supported type"),
+        (lambda d: (d / "a2.bmp").write_bytes(b"BM"), "a2.bmp", "not an image of a supported type"),
+        (lambda d: (d / "more").mkdir(), "more", "unexpected folder in a class folder"),
+        (lambda d: (d / "Tags").mkdir(), "Tags", "unexpected folder in a class folder"),
+        (lambda d: (d / "gone.tif").symlink_to(d / "nowhere.tif"), "gone.tif", "not a regular file"),
+        (lambda d: (d / "tags/a2.tif_tags.csv").write_text("Height;1\n"), "tags/a2.tif_tags.csv", "no image for this"),
+        (
+            lambda d: (d / "particle_positions/A2_particlepositions.txt").write_text("1;1\n"),
+            "particle_positions/A2_particlepositions.txt",
+            "no image for this particle positions file",
+        ),
+        (lambda d: shutil.copy(d / "a1.tif", d.parent / "a9.tif"), "../a9.tif", "image outside a class folder"),
+    ],
+)
+def test_files_the_reader_would_leave_out_are_refused(good, tmp_path, make, culprit, reason):
+    """Nothing in the layout is skipped unseen: another image type, another folder, a broken link, an
+    orphan tags/positions file, an image beside the class folders."""
+    folder = good / "train/Adenovirus"
+    make(folder)
+    _expect_error(good, Path(os.path.normpath(folder / culprit)), reason, tmp_path)
+
+
+def test_windows_files_are_ignored_and_names_matched_like_macos(good):
+    """Thumbs.db/desktop.ini are ignored; a tags/positions file named in other case or Unicode form is found."""
+    before = read_dataset(good)[0]
+    (good / "train/Adenovirus/Thumbs.db").write_bytes(b"\0")
+    (good / "train/desktop.ini").write_text("[.ShellClassInfo]")
+    tags = good / "train/Adenovirus/tags/a1.tif_tags.csv"
+    tags.rename(tags.with_name("A1.TIF_tags.csv"))
+    name = "Probe \u00e4 1"  # NFC on the image, NFD on its files (as macOS may write them)
+    image = write_image(good, "test", "Rift Valley", name, [[(3, 3)]])
+    for sub in ("tags", "particle_positions"):
+        for f in (image.parent / sub).glob("Probe*"):
+            f.rename(f.with_name(unicodedata.normalize("NFD", f.name)))
+    images = read_dataset(good)[0].set_index("image_id")
+    assert images.loc["a1", "tags_path"] == "train/Adenovirus/tags/A1.TIF_tags.csv"
+    assert images.loc[name, "n_particles"] == 1
+    others = images.drop(index=name).reset_index()[before.columns]
+    pd.testing.assert_frame_equal(others.drop(columns="tags_path"), before.drop(columns="tags_path"))
+
+
+def test_similar_names_are_named_when_a_file_is_missing(good, tmp_path):
+    tags = good / "train/Adenovirus/tags/a1.tif_tags.csv"
+    tags.rename(tags.with_name("a1_tags.csv"))
+    _expect_error(good, tags, r"tags file is missing; files of a similar name: \['a1_tags.csv'\]", tmp_path)
+
+
+@pytest.mark.parametrize(
+    "names,culprit,reason",
+    [
+        (["a1", "A1"], "A1", "duplicate image id 'A1'"),
+        (["001", "b"], "001", "image id '001' is read back from the CSV tables as 1"),
+        (["NA", "b"], "NA", "image id 'NA' is read back from the CSV tables as nan"),
+        (["1e5", "b"], "1e5", "read back from the CSV tables as 100000.0"),
+    ],
+)
+def test_image_ids_that_clash_later_are_refused(tmp_path, names, culprit, reason):
+    """Ids equal but for case clash on macOS/Windows; ids pandas reads as numbers or NaN change in the tables."""
+    root = tmp_path / "raw"
+    paths = {n: write_image(root, split, "Adenovirus", n, [[(3, 3)]]) for n, split in zip(names, ["train", "test"])}
+    _expect_error(root, paths[culprit], reason, tmp_path)
+
+
+def test_image_format_is_taken_from_the_content(tmp_path):
+    """A PNG named .tif and a TIFF named .png are read as what they are."""
+    from temvirus.raw import read_image
+
+    gray = _gray_ramp()
+    Image.fromarray(gray).save(tmp_path / "png.tif", format="PNG")
+    tifffile.imwrite(tmp_path / "tif.png", gray.astype(np.uint16) * 3)
+    np.testing.assert_array_equal(read_image(tmp_path / "png.tif"), gray)
+    np.testing.assert_array_equal(read_image(tmp_path / "tif.png"), gray.astype(np.uint16) * 3)
+    (tmp_path / "dm.tif").write_bytes(b"\0\0\0\3 DigitalMicrograph")
+    with pytest.raises(RawDataError, match="dm.tif: cannot read image"):
+        read_image(tmp_path / "dm.tif")
+
+
+def test_big_endian_and_thumbnail_tiffs(tmp_path):
+    """16-bit big-endian TIFF and PNG read as their values; a smaller second TIFF image (thumbnail) is left."""
+    from temvirus.raw import read_image
+
+    values = (np.arange(30 * 40).reshape(30, 40) * 50).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "be.tif", values, byteorder=">")
+    Image.fromarray(values).save(tmp_path / "16.png")
+    with tifffile.TiffWriter(tmp_path / "thumb.tif") as writer:
+        writer.write(values)
+        writer.write(np.zeros((8, 10), np.uint16))
+    for name in ("be.tif", "16.png", "thumb.tif"):
+        got = read_image(tmp_path / name)
+        assert got.dtype == np.uint16 and got.dtype.isnative, name
+        np.testing.assert_array_equal(got, values)
+
+
+def _stack(path: Path, shapes) -> None:
+    with tifffile.TiffWriter(path) as writer:
+        for shape in shapes:
+            writer.write(np.zeros(shape, np.uint8), photometric="minisblack")
+
+
+@pytest.mark.parametrize(
+    "write,reason",
+    [
+        (lambda p: tifffile.imwrite(p, np.zeros((3, 30, 40), np.uint8), photometric="minisblack"), "several images"),
+        (lambda p: _stack(p, [(30, 40), (30, 40)]), "several images"),
+        (lambda p: _stack(p, [(8, 10), (30, 40)]), "several images"),
+        (lambda p: tifffile.imwrite(p, np.zeros((30, 40), np.uint8), extratags=[(274, 3, 1, 3, True)]), "orientation"),
+    ],
+)
+def test_ambiguous_tiffs_are_refused(good, tmp_path, write, reason):
+    """Stacks (which page?), a larger image after the first, a rotated orientation: refused at read time."""
+    image = good / "train/Adenovirus/a1.tif"
+    write(image)
+    _expect_error(good, image, reason, tmp_path)
+
+
+def test_rotated_jpeg_is_refused(tmp_path):
+    from temvirus.raw import read_image
+
+    path = tmp_path / "r.jpg"
+    exif = Image.Exif()
+    exif[274] = 6
+    Image.fromarray(_gray_ramp()).save(path, exif=exif)
+    with pytest.raises(RawDataError, match="r.jpg: orientation tag 6"):
+        read_image(path)
+
+
+def test_split_folders_in_other_case(tmp_path):
+    """``Train``/``TEST`` are the train and test splits (found by the archive search too); two
+    folders for one split are refused."""
+    from temvirus.download import find_raw_root
+
+    root = tmp_path / "raw"
+    write_image(root, "Train", "Adenovirus", "a1", [[(3, 3)]])
+    write_image(root, "TEST", "Adenovirus", "b1", [[(3, 3)]])
+    images = read_dataset(root)[0]
+    assert list(zip(images.folder_split, images.path)) == [
+        ("train", "Train/Adenovirus/a1.tif"),
+        ("test", "TEST/Adenovirus/b1.tif"),
+    ]
+    assert find_raw_root(tmp_path) == root
+    write_image(root, "train", "Adenovirus", "c1", [[(3, 3)]])
+    _expect_error(root, root / "train", "two folders for the train subset: Train/ and train/", tmp_path)
+
+
+def test_folder_variants_read_alike(good, tmp_path):
+    """A class folder in other case, a linked class folder and an empty class folder change nothing."""
+    before = read_dataset(good)[0]
+    (good / "train/Adenovirus").rename(good / "train/adenovirus")
+    (good / "test/Rift Valley").rename(tmp_path / "elsewhere")
+    (good / "test/Rift Valley").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (good / "test/Orf").mkdir()
+    after = read_dataset(good)[0]
+    assert after.path.iloc[0] == "train/adenovirus/a1.tif"
+    columns = ["image_id", "class", "folder_split", "sha256", "pixel_size_nm", "n_points"]
+    pd.testing.assert_frame_equal(after[columns], before[columns])
+
+
+def test_published_patches_are_not_read_as_raw_layout(tmp_path):
+    folder = tmp_path / "context_virus_1nm_256x256/train/Adenovirus"
+    folder.mkdir(parents=True)
+    tifffile.imwrite(folder / "p.tif", np.zeros((8, 8), np.uint16))
+    with pytest.raises(RawDataError, match="images without tags/ and particle_positions/ folders: not the raw layout"):
+        read_dataset(tmp_path / "context_virus_1nm_256x256")
+
+
+@pytest.mark.parametrize("compression", ["jpeg", "lzw", None])
+def test_cut_tiff_is_refused_not_filled_in(good, tmp_path, compression):
+    """A TIFF cut short (an interrupted copy) is refused: JPEG decoding would fill the cut strip in silently."""
+    image = good / "train/Adenovirus/a1.tif"
+    pixels = np.random.default_rng(0).integers(0, 255, (30, 40), dtype=np.uint8)
+    tifffile.imwrite(image, pixels, compression=compression, rowsperstrip=8)
+    image.write_bytes(image.read_bytes()[:-100])
+    _expect_error(good, image, "cannot read image", tmp_path)
+
+
+@pytest.mark.parametrize("channels", ["rgb", "la", "rgba", "colour"])
+def test_16_bit_colour_png_reads_like_the_same_tiff(tmp_path, channels):
+    """Pillow reads 16-bit colour PNGs at 8 bits; they are read at 16 bits, like the same picture as TIFF."""
+    import imagecodecs
+
+    from temvirus.raw import read_image
+
+    gray = (np.arange(30 * 40).reshape(30, 40) * 50).astype(np.uint16)
+    opaque = np.full_like(gray, 65535)
+    pixels = {
+        "rgb": np.stack([gray] * 3, -1),
+        "la": np.stack([gray, opaque], -1),
+        "rgba": np.stack([gray] * 3 + [opaque], -1),
+        "colour": np.stack([gray, gray // 2, gray], -1),
+    }[channels]
+    (tmp_path / "x.png").write_bytes(imagecodecs.png_encode(pixels))
+    tifffile.imwrite(
+        tmp_path / "x.tif",
+        pixels,
+        photometric="minisblack" if channels == "la" else "rgb",
+        extrasamples=[2] if channels in ("la", "rgba") else None,
+    )
+    got = read_image(tmp_path / "x.png")
+    assert got.dtype == np.uint16
+    np.testing.assert_array_equal(got, read_image(tmp_path / "x.tif"))
+    if channels != "colour":
+        np.testing.assert_array_equal(got, gray)
+
+
+def test_names_that_look_right_but_are_not(good, tmp_path):
+    """A trailing space after the extension is shown; a file given as the dataset folder is named as such."""
+    image = good / "train/Adenovirus/a1.tif"
+    image.rename(image.with_name("a1.tif "))
+    _expect_error(good, image.with_name("a1.tif "), "name ends '1.tif '", tmp_path)
+    with pytest.raises(RawDataError, match="not a folder"):
+        read_dataset(image.with_name("a1.tif "))
+
+
+def test_blank_frame_is_refused(good, tmp_path):
+    image = good / "train/Adenovirus/a1.tif"
+    tifffile.imwrite(image, np.full((30, 40), 4095, np.uint16))
+    _expect_error(good, image, "every pixel has the value 4095: a blank frame", tmp_path)

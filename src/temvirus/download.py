@@ -34,6 +34,7 @@ import fnmatch
 import http.client
 import json
 import logging
+import lzma
 import os
 import re
 import shutil
@@ -42,6 +43,7 @@ import tarfile
 import tempfile
 import time
 import zipfile
+import zlib
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from urllib.error import HTTPError, URLError
@@ -49,7 +51,7 @@ from urllib.parse import urlencode
 from urllib.request import Request, urlopen
 
 from temvirus.io import sha256_file, write_json
-from temvirus.raw import SUBSETS, RawDataError, ignored, is_archive, read_dataset
+from temvirus.raw import SUBSETS, RawDataError, ignored, is_archive, read_dataset, subset_folders
 
 log = logging.getLogger(__name__)
 
@@ -297,9 +299,13 @@ def mendeley_files(settings: dict) -> tuple[list[dict], str]:
         try:
             name, details = entry["filename"], entry["content_details"]
             size, digest = entry.get("size", details.get("size")), details.get("sha256_hash") or None
+            size = None if size in (None, "") else int(size)  # a JSON string "123" is 123 bytes, not a mismatch
             files.append({"name": name, "url": details["download_url"], "size": size, "sha256": digest})
-        except (KeyError, TypeError):
-            raise DownloadError(f"{url}: file entry lacks filename/content_details.download_url: {entry!r}") from None
+        except (KeyError, TypeError, ValueError):
+            raise DownloadError(
+                f"{url}: file entry lacks filename/content_details.download_url or has a size that is not a "
+                f"number: {entry!r}"
+            ) from None
         names.append(name)
     patterns = [settings["include"]] if isinstance(settings["include"], str) else list(settings["include"])
     for pattern in patterns:  # the first pattern that matches anything selects the files
@@ -337,58 +343,92 @@ def _unsafe_reason(name: str, target: Path) -> str | None:
     return None
 
 
-def _check_members(archive: Path, target: Path) -> str:
-    """Check every member of ``archive`` before anything is extracted; returns 'zip' or 'tar'."""
-    problems = []
-    if zipfile.is_zipfile(archive):
-        kind = "zip"
-        with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                reason = _unsafe_reason(info.filename, target)
-                if reason is None and stat.S_ISLNK(info.external_attr >> 16):
-                    reason = "symbolic link"
-                if reason:
-                    problems.append(f"{info.filename!r} ({reason})")
-    elif tarfile.is_tarfile(archive):
-        kind = "tar"
-        with tarfile.open(archive) as tf:
-            for member in tf.getmembers():
-                reason = _unsafe_reason(member.name, target)
-                if reason is None and (member.issym() or member.islnk()):
-                    reason = f"link to {member.linkname!r}"
-                elif reason is None and not (member.isfile() or member.isdir()):
-                    reason = "special file"
-                if reason:
-                    problems.append(f"{member.name!r} ({reason})")
+def _member_name(name: str) -> str:
+    """An archive member's path with ``/`` separators: zips made on Windows may use backslashes."""
+    return name.replace("\\", "/")
+
+
+#: suffixes of archive formats that cannot be extracted here (named when no raw layout is found)
+UNSUPPORTED_ARCHIVES = (".7z", ".rar")
+#: leading bytes of archive formats that cannot be extracted here, for a clear message
+_OTHER_ARCHIVES = {b"7z\xbc\xaf\x27\x1c": "7-Zip", b"Rar!": "RAR"}
+
+
+def _not_an_archive(archive: Path) -> DownloadError:
+    """The error for a file that zipfile and tarfile refuse, saying what it looks like."""
+    with open(archive, "rb") as fh:
+        head = fh.read(512)
+    if b"<html" in head.lower() or b"<!doctype html" in head.lower():
+        why = "an HTML page (a login, error or redirect page?), not an archive"
+    elif head.startswith(b"PK"):
+        why = "a truncated or corrupt zip (no end-of-archive record): copy or download it again"
+    elif head.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ")):
+        why = "a compressed file that is not a readable tar archive (truncated or corrupt?)"
     else:
-        raise DownloadError(f"{archive}: not a zip or tar archive")
+        kind = next((kind for magic, kind in _OTHER_ARCHIVES.items() if head.startswith(magic)), None)
+        why = f"a {kind} archive: not supported, extract it yourself" if kind else "not a zip or tar archive"
+    return DownloadError(f"{archive}: {why}")
+
+
+def _check_members(archive: Path, target: Path) -> tuple[str, list[str]]:
+    """Check every member of ``archive`` before anything is extracted; returns 'zip' or 'tar' and
+    the paths of its file members (``/``-separated)."""
+    problems, files = [], []
+    try:
+        if zipfile.is_zipfile(archive):
+            kind = "zip"
+            with zipfile.ZipFile(archive) as zf:
+                for info in zf.infolist():
+                    name = _member_name(info.filename)
+                    reason = _unsafe_reason(name, target)
+                    if reason is None and stat.S_ISLNK(info.external_attr >> 16):
+                        reason = "symbolic link"
+                    if reason:
+                        problems.append(f"{info.filename!r} ({reason})")
+                    elif not name.endswith("/"):
+                        files.append(name)
+        elif tarfile.is_tarfile(archive):
+            kind = "tar"
+            with tarfile.open(archive) as tf:
+                for member in tf.getmembers():
+                    reason = _unsafe_reason(member.name, target)
+                    if reason is None and (member.issym() or member.islnk()):
+                        reason = f"link to {member.linkname!r}"
+                    elif reason is None and not (member.isfile() or member.isdir()):
+                        reason = "special file"
+                    if reason:
+                        problems.append(f"{member.name!r} ({reason})")
+                    elif member.isfile():
+                        files.append(member.name)
+        else:
+            raise _not_an_archive(archive)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
+        raise DownloadError(f"{archive}: corrupt or truncated archive ({type(exc).__name__}: {exc})") from None
     if problems:
         raise DownloadError(f"{archive}: refusing to extract unsafe members: {', '.join(problems[:10])}")
-    return kind
+    return kind, files
 
 
 def is_raw_root(folder: Path) -> bool:
     """Whether ``folder`` holds the raw layout, by content: a split folder with a class folder
     holding ``tags/`` and ``particle_positions/`` (the published patches have neither)."""
-    for split in SUBSETS:
-        if (folder / split).is_dir():
-            for cls in (folder / split).iterdir():
-                if not ignored(cls.name) and (cls / "tags").is_dir() and (cls / "particle_positions").is_dir():
-                    return True
+    for split_dir in subset_folders(folder).values():
+        for cls in split_dir.iterdir():
+            if not ignored(cls.name) and (cls / "tags").is_dir() and (cls / "particle_positions").is_dir():
+                return True
     return False
 
 
 def _walk(tree: Path):
-    """Folders under ``tree`` (itself first), breadth first, to :data:`MAX_DEPTH`; hidden,
-    ``__MACOSX`` and symlinked folders skipped."""
-    level = [tree]
+    """Folders under ``tree`` (itself first), breadth first, to :data:`MAX_DEPTH`; hidden and
+    ``__MACOSX`` folders skipped; a linked folder is followed, each real folder visited once."""
+    level, seen = [tree], set()
     for _ in range(MAX_DEPTH + 1):
+        level = [f for f in level if f.resolve() not in seen]
+        seen.update(f.resolve() for f in level)
         yield from level
         level = sorted(
-            child
-            for folder in level
-            for child in folder.iterdir()
-            if child.is_dir() and not child.is_symlink() and not ignored(child.name)
+            child for folder in level for child in folder.iterdir() if child.is_dir() and not ignored(child.name)
         )
 
 
@@ -415,7 +455,7 @@ def find_raw_root(tree: str | os.PathLike) -> Path:
             continue
         if is_raw_root(folder):
             hits.append(folder)
-        elif any((folder / split).is_dir() for split in SUBSETS):
+        elif subset_folders(folder):
             lookalikes.append(folder)
     if len(hits) > 1:
         raise DownloadError(f"{tree}: several raw-layout folders found: {[str(h) for h in hits]}; point at one of them")
@@ -428,6 +468,10 @@ def find_raw_root(tree: str | os.PathLike) -> Path:
     )
     archives = find_archives(tree)
     detail += f"; archives inside, not looked into: {[str(a) for a in archives]}" if archives else ""
+    others = [
+        str(f) for folder in _walk(tree) for f in sorted(folder.iterdir()) if f.suffix.lower() in UNSUPPORTED_ARCHIVES
+    ]
+    detail += f"; archives of a format not supported (extract them yourself): {others}" if others else ""
     raise DownloadError(
         f"{tree}: no raw-layout folder ({'/'.join(SUBSETS)} with class folders holding tags/ and "
         f"particle_positions/) found{detail}"
@@ -439,9 +483,10 @@ def locate_local(path: str | os.PathLike) -> tuple[Path | None, list[Path]]:
 
     A file is an archive to extract; a folder holding the raw layout (by content, at any depth
     up to :data:`MAX_DEPTH`) is used in place; otherwise the archives the folder holds are
-    extracted together. Raises :class:`DownloadError` when there is neither.
+    extracted together. ``~`` and ``$VARIABLES`` in ``path`` are expanded. Raises
+    :class:`DownloadError` when there is neither.
     """
-    path = Path(path)
+    path = Path(os.path.expandvars(os.path.expanduser(path)))  # "~/data", "$SCRATCH/tem" as in a shell
     if path.is_file():
         return None, [path]
     if not path.is_dir():
@@ -458,13 +503,26 @@ def locate_local(path: str | os.PathLike) -> tuple[Path | None, list[Path]]:
 
 
 def _extract(archive: Path, kind: str, target: Path) -> None:
+    """Extract a checked archive (:func:`_check_members`); a member that cannot be read (CRC
+    error, truncated data) raises :class:`DownloadError` naming the archive."""
     log.info("extracting %s", archive)
-    if kind == "zip":
-        with zipfile.ZipFile(archive) as zf:
-            zf.extractall(target)
-    else:
-        with tarfile.open(archive) as tf:
-            tf.extractall(target, filter="data")
+    try:
+        if kind == "zip":
+            with zipfile.ZipFile(archive) as zf:
+                for info in zf.infolist():
+                    name = _member_name(info.filename)
+                    dest = target / name
+                    if name.endswith("/"):
+                        dest.mkdir(parents=True, exist_ok=True)
+                        continue
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    with zf.open(info) as source, open(dest, "wb") as out:
+                        shutil.copyfileobj(source, out)
+        else:
+            with tarfile.open(archive) as tf:
+                tf.extractall(target, filter="data")
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as exc:
+        raise DownloadError(f"{archive}: corrupt or truncated archive ({type(exc).__name__}: {exc})") from None
 
 
 def _extracted_root(staging: Path) -> Path:
@@ -478,7 +536,7 @@ def _extracted_root(staging: Path) -> Path:
             raise
     for archive in nested:
         inner = archive.with_name(archive.name + ".extracted")
-        _extract(archive, _check_members(archive, inner), inner)
+        _extract(archive, _check_members(archive, inner)[0], inner)
         archive.unlink()
     return find_raw_root(staging)
 
@@ -498,8 +556,16 @@ def extract_archives(archives: list[Path], target: str | os.PathLike) -> dict:
     # named like temvirus.io's temporaries: the workflow's start removes a killed job's leftover
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
     try:
-        kinds = [_check_members(archive, staging) for archive in archives]
-        for archive, kind in zip(archives, kinds):
+        checked = [_check_members(archive, staging) for archive in archives]
+        owner: dict[str, Path] = {}
+        for archive, (_, files) in zip(archives, checked):
+            for name in files:
+                if owner.setdefault(name, archive) != archive:
+                    raise DownloadError(
+                        f"{archive}: holds {name!r} like {owner[name]}: two copies of the dataset? "
+                        "keep only one archive there"
+                    )
+        for archive, (kind, _) in zip(archives, checked):
             _extract(archive, kind, staging)
         try:
             root = _extracted_root(staging)

@@ -7,8 +7,13 @@ Layout (see ``docs/architecture.md``)::
     {split}/{Class}/tags/{image}.{ext}_tags.csv
 
 Hidden entries (names starting with ``.``, e.g. macOS ``._name.tif`` AppleDouble files and
-``.DS_Store``) and ``__MACOSX`` folders are ignored everywhere; an archive inside the layout
-is refused (its images would otherwise be left out unseen).
+``.DS_Store``), ``__MACOSX`` folders and Windows' ``Thumbs.db``/``desktop.ini`` are ignored
+everywhere. Nothing else is left out unseen: an archive inside the layout, a file of another
+type or a broken link in a class folder, another folder there, a tags or positions file
+without its image and an image outside a class folder are refused. Split folders match
+ignoring case (``Train``); tags and positions files match their image ignoring case and
+Unicode normalisation (as macOS and Windows file systems do). Image ids equal but for case,
+or that the CSV tables would read back as other text (``001``, ``NA``), are refused.
 
 Text files are read as UTF-8 (with or without a byte-order mark), UTF-16 (with a BOM, or
 without one when every other byte is NUL) or, failing UTF-8, Windows-1252; anything else is an
@@ -19,11 +24,13 @@ Tags (:func:`read_tags`): ``key;value[;unit]`` rows read **by key** (case, space
 the pixel size. The unit of a scale is the third field of its row, a suffix of its value
 (``5,57 Å``, ``0.5nm/px``), or a ``Unit``/``XUnit``/``YUnit``/``ScaleUnit`` row; without one it
 is nm (the published files). Known units: :data:`UNITS_NM`. A decimal comma or point is
-accepted. A pixel size outside :data:`PIXEL_SIZE_RANGE_NM` (plausible for TEM), an unknown
-unit, a missing key or a key given twice with different values is an error naming the row.
+accepted; a row without ``;`` may use a tab, ``=``, ``:`` or ``,`` (:data:`TAG_SEPARATORS`),
+and a key may carry its unit in brackets (``XScale [Å]``). A pixel size outside
+:data:`PIXEL_SIZE_RANGE_NM` (plausible for TEM), an unknown unit, a missing key or a key or
+unit row given twice with different values is an error naming the row.
 
 Positions (:func:`read_positions`): a header, recognised by content: the leading lines whose
-first field is not a number (``image;…``, ``unit;pixel``, ``format;x;y``); then ``x;y`` lines
+first field does not start like a number (``image;…``, ``unit;pixel``, ``format;x;y``); then ``x;y`` lines
 in pixels (origin at the image's top-left corner, x to the right); a line
 ``particleposition`` separates particles, and a particle of several points is a centre line.
 A file without header is read whole. ``unit`` must be pixels, ``format`` ``x;y`` or ``y;x``.
@@ -38,10 +45,12 @@ line); nothing is written by this module except by :func:`write_tables` and
 from __future__ import annotations
 
 import codecs
+import io
 import json
 import logging
 import os
 import re
+import unicodedata
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -82,12 +91,20 @@ UNITS_NM = {
     **dict.fromkeys(
         ["µm", "μm", "um", "micron", "microns", "micrometer", "micrometers", "micrometre", "micrometres"], 1e3
     ),
+    **dict.fromkeys(["pm", "picometer", "picometers", "picometre", "picometres"], 1e-3),
+    **dict.fromkeys(["mm", "millimeter", "millimeters", "millimetre", "millimetres"], 1e6),
     **dict.fromkeys(["m", "meter", "meters", "metre", "metres"], 1e9),
 }
 #: plausible TEM pixel sizes (nm); anything outside is a wrong unit or a wrong value
 PIXEL_SIZE_RANGE_NM = (0.05, 50.0)
-#: units a positions file may give (its coordinates must be pixels)
+#: units a positions file may give (its coordinates must be pixels); also the only unit of Height/Width
 PIXEL_UNITS = ("pixel", "pixels", "px")
+#: field separators of a tags row, the first one present in the row is used
+TAG_SEPARATORS = (";", "\t", "=", ":", ",")
+#: the folders of a class folder beside its images
+COMPANION_FOLDERS = ("tags", "particle_positions")
+#: files beside the images that operating systems write (Windows thumbnails); ignored like hidden files
+SYSTEM_FILES = ("thumbs.db", "desktop.ini", "ehthumbs.db")
 
 IMAGE_COLUMNS = [
     "image_id",
@@ -128,8 +145,9 @@ class Tags:
 
 
 def ignored(name: str) -> bool:
-    """Entries every reader skips: hidden files (``.DS_Store``, ``._x.tif``) and ``__MACOSX``."""
-    return name.startswith(".") or name == "__MACOSX"
+    """Entries every reader skips: hidden files (``.DS_Store``, ``._x.tif``), ``__MACOSX`` and
+    Windows' :data:`SYSTEM_FILES` (``Thumbs.db``, ``desktop.ini``)."""
+    return name.startswith(".") or name == "__MACOSX" or name.lower() in SYSTEM_FILES
 
 
 def is_archive(path: Path) -> bool:
@@ -169,14 +187,6 @@ def read_text(path: str | Path) -> str:
     raise RawDataError(path, f"not text in {' or '.join(encodings)} (byte {error.start}: {error.reason})", line=line)
 
 
-def _is_number(text: str) -> bool:
-    try:
-        _number(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _number(text: str) -> float:
     """A number with a decimal comma or point (``5,57``, ``5.57``, ``1e-9``); ValueError otherwise."""
     text = text.strip()
@@ -186,92 +196,159 @@ def _number(text: str) -> float:
 
 
 _VALUE_UNIT = re.compile(r"^\s*([-+]?[0-9.,]+(?:[eE][-+]?[0-9]+)?)\s*(\S.*?)?\s*$")
+#: a key with its unit in brackets: ``XScale [nm]``, ``X Scale (Å/px)``
+_KEY_UNIT = re.compile(r"^(.*?)\s*[\[(]\s*([^\])]*?)\s*[\])]\s*$")
 
 
 def _unit_nm(unit: str) -> float | None:
     """nm per ``unit`` (``/px``, ``/pixel``, ``per pixel`` suffixes allowed); None if unknown."""
-    unit = re.sub(r"\s*(/\s*(px|pix|pixel)|per\s+pixel)$", "", unit.strip().lower())
+    unit = re.sub(r"\s*(/\s*(px|pix|pixel)|per\s+(px|pix|pixel))$", "", unit.strip().lower())
     return UNITS_NM.get(unit)
+
+
+def _tag_fields(row: str) -> tuple[str | None, list[str]]:
+    """A tags row split at the first :data:`TAG_SEPARATORS` present (returned too); fields stripped
+    of spaces and quotes."""
+    separator = next((sep for sep in TAG_SEPARATORS if sep in row), None)
+    parts = row.split(separator) if separator else [row]
+    return separator, [part.strip().strip("\"'").strip() for part in parts]
+
+
+def _tag_value(path: Path, field: str, number: int, text: str, units: list[str]) -> float | int:
+    """The value of one Height/Width (px) or XScale/YScale (nm) row; ``units`` every unit given for it."""
+    match = _VALUE_UNIT.match(text)
+    try:
+        if match is None:
+            raise ValueError
+        value = _number(match.group(1))
+    except ValueError:
+        raise RawDataError(path, f"value {text!r} is not a number", line=number) from None
+    if not np.isfinite(value) or value <= 0:
+        raise RawDataError(path, f"value must be positive, got {text!r}", line=number)
+    given = [u for u in [match.group(2), *units] if u]
+    if field in ("height", "width"):
+        wrong = [u for u in given if u.lower() not in PIXEL_UNITS]
+        if value != int(value) or wrong:
+            raise RawDataError(
+                path,
+                f"{field} must be a whole number of pixels, got {text!r}{' in ' + wrong[0] if wrong else ''}",
+                line=number,
+            )
+        return int(value)
+    if len({_unit_nm(u) for u in given}) > 1:
+        raise RawDataError(path, f"conflicting units {given} for the {field} pixel size", line=number)
+    factor = _unit_nm(given[0]) if given else 1.0
+    if factor is None:
+        raise RawDataError(
+            path, f"unknown unit {given[0]!r} of the {field} pixel size; known: nm, Å, µm, pm, m", line=number
+        )
+    nm = value * factor
+    low, high = PIXEL_SIZE_RANGE_NM
+    if not low <= nm <= high:
+        raise RawDataError(
+            path,
+            f"{field} pixel size {text!r}{' ' + given[0] if given else ''} = {nm:g} nm is outside "
+            f"the plausible TEM range {low}-{high} nm (wrong unit?)",
+            line=number,
+        )
+    return nm
 
 
 def read_tags(path: str | Path) -> Tags:
     """Parse a ``*_tags.csv`` file by key (see the module docstring for keys, units and checks).
 
+    Rows are ``key;value[;unit]``; a row without ``;`` may use a tab, ``=``, ``:`` or ``,``
+    (the first present); quotes around fields are dropped; a key may carry its unit in
+    brackets (``XScale [Å]``). A key or unit row given twice must give the same value.
     Returns pixel counts and pixel sizes in nm. Raises :class:`RawDataError` naming the row.
     """
     path = Path(path)
     if not path.is_file():
         raise RawDataError(path, "tags file is missing")
-    found: dict[str, tuple[int, str, str]] = {}  # field -> (line, value text, unit text)
-    units: dict[str, tuple[int, str]] = {}
-    for number, row in enumerate(read_text(path).splitlines(), start=1):
-        parts = [part.strip() for part in row.split(";")]
-        key = re.sub(r"[\s_\-]", "", parts[0].lower())
-        if key in UNIT_KEYS and len(parts) > 1:
+    rows = read_text(path).splitlines()
+    if not any(row.strip() for row in rows):
+        raise RawDataError(path, "empty tags file (rows are 'key;value', keys Height, Width, XScale, YScale)")
+    found: dict[str, list] = {}  # field -> [(line, value text, units given in the row, key as written)]
+    units: dict[str, list[tuple[int, str]]] = {}  # axis -> [(line, unit)] from Unit rows
+    for number, row in enumerate(rows, start=1):
+        separator, parts = _tag_fields(row)
+        key, key_unit = parts[0], ""
+        bracketed = _KEY_UNIT.match(key)
+        if bracketed:
+            key, key_unit = bracketed.groups()
+        key = re.sub(r"[\s_\-]", "", key.lower())
+        if key in UNIT_KEYS and len(parts) > 1 and parts[1]:
             for axis in UNIT_KEYS[key]:
-                units[axis] = (number, parts[1])
+                units.setdefault(axis, []).append((number, parts[1]))
             continue
         if key not in TAG_KEYS:
             continue
-        field = TAG_KEYS[key]
         if len(parts) < 2:
             raise RawDataError(path, f"row is not 'key;value': {row!r}", line=number)
-        entry = (number, parts[1], parts[2] if len(parts) > 2 else "")
-        if field in found and found[field][1:] != entry[1:]:
+        if separator == "," and len(parts) > 2 and parts[2].isdigit():
             raise RawDataError(
-                path, f"{parts[0]!r} given twice with different values (also line {found[field][0]})", line=number
+                path, f"ambiguous row {row!r}: ',' separates the fields and the decimals; use ';'", line=number
             )
-        found[field] = entry
+        row_units = [parts[2] if len(parts) > 2 else "", key_unit]
+        found.setdefault(TAG_KEYS[key], []).append((number, parts[1], row_units, parts[0]))
     missing = [key for key, field in TAG_KEYS.items() if field not in found]
     if missing:
         raise RawDataError(
             path, f"no {' / '.join(missing)} row (rows are 'key;value', keys Height, Width, XScale, YScale)"
         )
-    values = {}
-    for field, (number, text, unit) in found.items():
-        match = _VALUE_UNIT.match(text)
-        try:
-            if match is None:
-                raise ValueError
-            value = _number(match.group(1))
-        except ValueError:
-            raise RawDataError(path, f"value {text!r} is not a number", line=number) from None
-        if not np.isfinite(value) or value <= 0:
-            raise RawDataError(path, f"value must be positive, got {text!r}", line=number)
-        if field in ("height", "width"):
-            if value != int(value) or match.group(2) not in (None, "px", "pixels"):
-                raise RawDataError(path, f"{field} must be a whole number of pixels, got {text!r}", line=number)
-            values[field] = int(value)
-            continue
-        given = [u for u in (match.group(2), unit, units.get(field, (None, None))[1]) if u]
-        if len({_unit_nm(u) for u in given}) > 1:
-            raise RawDataError(path, f"conflicting units {given} for the {field} pixel size", line=number)
-        factor = _unit_nm(given[0]) if given else 1.0
-        if factor is None:
-            raise RawDataError(
-                path, f"unknown unit {given[0]!r} of the {field} pixel size; known: nm, Å, µm, m", line=number
-            )
-        nm = value * factor
-        low, high = PIXEL_SIZE_RANGE_NM
-        if not low <= nm <= high:
+    for axis, given in units.items():
+        factors = {_unit_nm(unit) for _, unit in given}
+        if len(factors) > 1:
             raise RawDataError(
                 path,
-                f"{field} pixel size {text!r}{' ' + given[0] if given else ''} = {nm:g} nm is outside "
-                f"the plausible TEM range {low}-{high} nm (wrong unit?)",
-                line=number,
+                f"unit rows disagree for {axis}: {[unit for _, unit in given]} (lines {[n for n, _ in given]})",
+                line=given[-1][0],
             )
-        values[field] = nm
+    values = {}
+    for field, entries in found.items():
+        unit_rows = [unit for _, unit in units.get(field, [])[:1]] if field in ("x", "y") else []
+        got = [_tag_value(path, field, number, text, row_units + unit_rows) for number, text, row_units, _ in entries]
+        for (number, text, _, key), value in zip(entries[1:], got[1:]):
+            if not np.isclose(value, got[0], rtol=1e-9):
+                raise RawDataError(
+                    path,
+                    f"{key!r} given twice with different values: {text!r} here, {entries[0][1]!r} on line {entries[0][0]}",
+                    line=number,
+                )
+        values[field] = got[0]
     return Tags(
         height=values["height"], width=values["width"], pixel_size_x_nm=values["x"], pixel_size_y_nm=values["y"]
     )
 
 
+#: a line that starts like a number is a coordinate line, never a header line
+_LOOKS_NUMERIC = re.compile(r"^[-+]?\.?\d|^[-+]?(nan|inf|infinity)$", re.IGNORECASE)
+
+
+def _is_marker(text: str) -> bool:
+    """``particleposition`` in any case, with spaces/``_`` inside, a plural ``s`` or trailing separators."""
+    return re.sub(r"[\s_;,\t]", "", text.lower()) in (PARTICLE_MARKER, PARTICLE_MARKER + "s")
+
+
+def _position_fields(text: str) -> list[str]:
+    """A positions line split at ``;`` (else a tab, else spaces); trailing empty fields dropped."""
+    parts = text.split(";") if ";" in text else text.split("\t") if "\t" in text else text.split()
+    parts = [part.strip() for part in parts]
+    while len(parts) > 1 and not parts[-1]:
+        parts.pop()
+    return parts
+
+
 def read_positions(path: str | Path) -> list[np.ndarray]:
     """Parse a ``*_particlepositions.txt`` file into one (n_points, 2) x/y array per particle (px).
 
-    The header is recognised by content (module docstring); a file without one is read whole.
-    Raises :class:`RawDataError` naming the line of anything else that is not ``x;y`` or
-    ``particleposition``, a non-pixel ``unit`` or an unknown ``format``.
+    The header is recognised by content (module docstring): leading lines whose first field
+    does not start like a number; a file without one is read whole. Lines starting with ``#``
+    are comments; fields are separated by ``;`` (a tab or spaces also), trailing separators
+    are ignored, and the particle marker may have any case. A line that starts like a number
+    must be ``x;y``: a comma between two numbers is refused as ambiguous (decimal comma).
+    Raises :class:`RawDataError` naming the line of anything else, a non-pixel ``unit`` or an
+    unknown ``format``.
     """
     path = Path(path)
     if not path.is_file():
@@ -280,15 +357,15 @@ def read_positions(path: str | Path) -> list[np.ndarray]:
     header, order = True, (0, 1)
     for number, line in enumerate(read_text(path).splitlines(), start=1):
         text = line.strip()
-        if not text:
+        if not text or text.startswith("#"):
             continue
-        if text.lower() == PARTICLE_MARKER:
+        if _is_marker(text):
             header = False
             if particles[-1]:
                 particles.append([])
             continue
-        parts = [part.strip() for part in text.split(";")]
-        if header and not _is_number(parts[0]):
+        parts = _position_fields(text)
+        if header and not _LOOKS_NUMERIC.match(parts[0]):
             key, values = parts[0].lower(), [p.lower() for p in parts[1:]]
             if key == "unit" and values[:1] and values[0] not in PIXEL_UNITS:
                 raise RawDataError(
@@ -306,7 +383,10 @@ def read_positions(path: str | Path) -> list[np.ndarray]:
                 raise ValueError
             x, y = _number(parts[order[0]]), _number(parts[order[1]])
         except ValueError:
-            raise RawDataError(path, f"expected 'x;y' or '{PARTICLE_MARKER}', got {text!r}", line=number) from None
+            hint = " (',' between numbers is ambiguous with a decimal comma: use ';')" if "," in text else ""
+            raise RawDataError(
+                path, f"expected 'x;y' or '{PARTICLE_MARKER}', got {text!r}{hint}", line=number
+            ) from None
         if not (np.isfinite(x) and np.isfinite(y)):
             raise RawDataError(path, f"coordinate is not finite: {text!r}", line=number)
         header = False
@@ -354,13 +434,44 @@ def _to_gray(array: np.ndarray, path: Path, what: str) -> np.ndarray:
     return np.round(luma).astype(array.dtype) if array.dtype.kind in "ui" else luma.astype(array.dtype)
 
 
+def _check_orientation(path: Path, orientation) -> None:
+    """Refuse an EXIF/TIFF Orientation other than 1 (top-left): viewers show such an image rotated or
+    mirrored, so whether the particle positions refer to the stored or the shown pixels is unknown."""
+    if int(orientation) != 1:
+        raise RawDataError(
+            path,
+            f"orientation tag {int(orientation)} (rotated or mirrored on display): the particle positions may "
+            "refer to the stored or the shown pixels; save the image with orientation 1 (top-left)",
+        )
+
+
+#: leading bytes of TIFF and BigTIFF files, little- and big-endian
+TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+
+
 def _read_tiff(path: Path) -> np.ndarray:
     import tifffile
     from tifffile import COMPRESSION, PHOTOMETRIC, PLANARCONFIG
 
     with tifffile.TiffFile(path) as tif:
-        page = tif.pages.first
-        array = tif.series[0].asarray()
+        page, series = tif.pages.first, tif.series
+        sizes = [int(np.prod(s.shape)) for s in series]
+        if len(series[0].pages) > 1 or any(size >= sizes[0] for size in sizes[1:]):  # smaller: thumbnails
+            shapes = [s.shape for s in series]
+            raise RawDataError(
+                path,
+                f"TIFF holds several images (pages or series of shapes {shapes}): which is the micrograph "
+                "is ambiguous; save it as a single-image file",
+            )
+        _check_orientation(path, page.tags.valueof(274, 1))
+        size = tif.filehandle.size
+        for offset, count in zip(page.dataoffsets, page.databytecounts):
+            if offset + count > size:  # some decoders (JPEG) fill a cut strip in silently
+                raise RawDataError(
+                    path,
+                    f"cannot read image (truncated TIFF: data up to byte {offset + count}, the file has {size} bytes)",
+                )
+        array = series[0].asarray()
         photometric, compression = page.photometric, page.compression
         if array.ndim == 3 and page.planarconfig == PLANARCONFIG.SEPARATE and page.samplesperpixel > 1:
             array = np.moveaxis(array, 0, -1)
@@ -395,8 +506,19 @@ _PIL_DIRECT = {"1", "L", "I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
 def _read_pillow(path: Path) -> np.ndarray:
     from PIL import Image
 
+    with open(path, "rb") as fh:
+        head = fh.read(26)
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and head[24] == 16 and head[25] in (2, 4, 6):
+        import imagecodecs  # Pillow reads 16-bit colour PNGs at 8 bits only
+
+        return _to_gray(imagecodecs.png_decode(path.read_bytes()), path, "16-bit colour PNG")
     with Image.open(path) as image:
         image.load()
+        _check_orientation(path, image.getexif().get(274, 1))
+        if getattr(image, "n_frames", 1) > 1:
+            raise RawDataError(
+                path, f"{image.format} file holds {image.n_frames} images: which is the micrograph is ambiguous"
+            )
         mode = image.mode
         if mode in _PIL_DIRECT:
             return np.asarray(image)
@@ -410,7 +532,10 @@ def _read_pillow(path: Path) -> np.ndarray:
 def read_image(path: str | Path) -> np.ndarray:
     """Read a raw image as a 2-D uint8 or uint16 array (h, w), the same rule for every format.
 
-    TIFF via tifffile (LZW, deflate, JPEG... through imagecodecs), PNG/JPEG via Pillow.
+    The format is taken from the file's content, not its name (a PNG named ``.tif`` is read as
+    PNG): TIFF via tifffile (LZW, deflate, JPEG... through imagecodecs), the rest via Pillow.
+    A file holding several images (a multi-page TIFF stack, a larger second TIFF series, an
+    animated PNG), or with an EXIF/TIFF orientation other than top-left, is refused.
     Photometric interpretation: grayscale as stored; inverted grayscale (TIFF MINISWHITE)
     inverted (``2**bits - 1 - value``); palette images through their palette (TIFF colour
     maps holding an 8-bit palette scaled by 257 give 8 bits); colour images with equal
@@ -422,7 +547,9 @@ def read_image(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     try:
-        array = _read_tiff(path) if path.suffix.lower() in (".tif", ".tiff") else _read_pillow(path)
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+        array = _read_tiff(path) if magic in TIFF_MAGIC else _read_pillow(path)
     except RawDataError:
         raise
     except Exception as exc:  # any decoder failure: corrupt, truncated, not an image, missing codec
@@ -447,7 +574,85 @@ def _entries(folder: Path) -> list[Path]:
 
 
 def _image_files(class_dir: Path) -> list[Path]:
-    return [p for p in _entries(class_dir) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    """The images of a class folder. Anything else in it but :data:`COMPANION_FOLDERS` (a file of
+    another type, a broken link, another folder) is refused: it would otherwise be left out unseen."""
+    images = []
+    for entry in _entries(class_dir):
+        if entry.is_dir():
+            if entry.name not in COMPANION_FOLDERS:
+                expected = ", ".join(f"{f}/" for f in COMPANION_FOLDERS)
+                raise RawDataError(entry, f"unexpected folder in a class folder (expected images, {expected})")
+        elif not entry.is_file():
+            raise RawDataError(entry, "not a regular file (a broken link?)")
+        elif entry.suffix.lower() in IMAGE_SUFFIXES:
+            images.append(entry)
+        else:
+            raise RawDataError(
+                entry,
+                f"not an image of a supported type (name ends {entry.name[-6:]!r}; supported: "
+                f"{', '.join(IMAGE_SUFFIXES)}): convert it, or move it out of "
+                "the raw layout",
+            )
+    return images
+
+
+def _same_name(name: str) -> str:
+    """A file name as file systems that ignore case and Unicode normalisation (macOS, Windows) see it."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+class _Companions:
+    """The tags or positions files of one class folder, matched to images by name; reports the unused."""
+
+    def __init__(self, folder: Path, what: str):
+        self.folder, self.what = folder, what
+        self.files = {}
+        for entry in _entries(folder) if folder.is_dir() else []:
+            if not entry.is_file():
+                raise RawDataError(entry, f"not a {what} (a folder or a broken link) in {folder.name}/")
+            self.files[entry.name] = entry
+        self.used: set[str] = set()
+
+    def find(self, name: str, stem: str) -> Path:
+        """The file called ``name`` (case and Unicode normalisation ignored when only one matches);
+        when there is none, the path it should have (the readers then name it as missing), and
+        the files of similar name are logged."""
+        matches = [n for n in self.files if n == name] or [n for n in self.files if _same_name(n) == _same_name(name)]
+        if len(matches) > 1:
+            raise RawDataError(self.folder / name, f"several {self.what}s match this name: {sorted(matches)}")
+        if matches:
+            self.used.add(matches[0])
+            return self.files[matches[0]]
+        similar = sorted(n for n in self.files if _same_name(n).startswith(_same_name(stem)))
+        if similar:
+            raise RawDataError(
+                self.folder / name, f"{self.what} is missing; files of a similar name: {similar} (rename the right one)"
+            )
+        return self.folder / name
+
+    def check_all_used(self) -> None:
+        unused = sorted(set(self.files) - self.used)
+        if unused:
+            raise RawDataError(
+                self.files[unused[0]],
+                f"no image for this {self.what} in {self.folder.parent} ({len(unused)} such file(s): "
+                f"{unused[:5]}): the image is missing or has another name or type",
+            )
+
+
+def subset_folders(root: str | Path) -> dict[str, Path]:
+    """The subset folders of ``root`` by subset name (:data:`SUBSETS` order), names matched
+    ignoring case (``Train``, ``TEST``). Two folders for one subset raise :class:`RawDataError`."""
+    root, found = Path(root), {}
+    for entry in sorted(root.iterdir()) if root.is_dir() else []:
+        subset = entry.name.lower()
+        if subset in SUBSETS and not ignored(entry.name) and entry.is_dir():
+            if subset in found:
+                raise RawDataError(
+                    entry, f"two folders for the {subset} subset: {found[subset].name}/ and {entry.name}/"
+                )
+            found[subset] = entry
+    return {subset: found[subset] for subset in SUBSETS if subset in found}
 
 
 def read_dataset(root: str | Path, *, hash_files: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -462,42 +667,86 @@ def read_dataset(root: str | Path, *, hash_files: bool = True) -> tuple[pd.DataF
             root, "an archive, not a folder: extract it, or give it as dataset.local.path (the workflow extracts it)"
         )
     if not root.is_dir():
-        raise RawDataError(root, "dataset folder does not exist")
-    found_splits = [s for s in SUBSETS if (root / s).is_dir()]
-    unexpected = sorted(p.name for p in _entries(root) if p.is_dir() and p.name not in SUBSETS)
-    if not found_splits:
+        raise RawDataError(
+            root, "not a folder (a raw-layout folder is expected)" if root.exists() else "dataset folder does not exist"
+        )
+    splits = subset_folders(root)
+    unexpected = sorted(p.name for p in _entries(root) if p.is_dir() and p not in splits.values())
+    if not splits:
         raise RawDataError(root, f"no split folder ({', '.join(SUBSETS)}) found")
     if unexpected:
         raise RawDataError(root, f"unknown folders {unexpected}; expected only {list(SUBSETS)}")
     images, particles, seen = [], [], {}
-    for split in found_splits:
-        for class_dir in (p for p in _entries(root / split) if p.is_dir()):
+    for folder in [root, *splits.values()]:
+        for entry in _entries(folder):
+            if entry.suffix.lower() in IMAGE_SUFFIXES:
+                raise RawDataError(entry, "image outside a class folder ({split}/{class}/{image})")
+    for split, split_dir in splits.items():
+        for class_dir in (p for p in _entries(split_dir) if p.is_dir()):
             cls = class_from_folder(class_dir.name)
             if cls is None:
                 raise RawDataError(class_dir, f"unknown class folder; known classes: {sorted(FOLDER_NAMES.values())}")
-            for image_path in _image_files(class_dir):
+            image_files = _image_files(class_dir)
+            if image_files and not any((class_dir / f).is_dir() for f in COMPANION_FOLDERS):
+                raise RawDataError(
+                    class_dir,
+                    "images without tags/ and particle_positions/ folders: not the raw layout "
+                    "(the published 256x256 patches?)",
+                )
+            tags = _Companions(class_dir / "tags", "tags file")
+            positions = _Companions(class_dir / "particle_positions", "particle positions file")
+            for image_path in image_files:
                 image_id = image_path.stem
-                if image_id in seen:
-                    raise RawDataError(image_path, f"duplicate image id {image_id!r} (also {seen[image_id]})")
-                seen[image_id] = image_path
-                row, points = _read_one(root, image_path, cls, split, hash_files)
+                if _same_name(image_id) in seen:  # ids equal but for case clash on macOS/Windows file systems
+                    raise RawDataError(
+                        image_path, f"duplicate image id {image_id!r} (also {seen[_same_name(image_id)]})"
+                    )
+                seen[_same_name(image_id)] = image_path
+                tags_path = tags.find(f"{image_path.name}_tags.csv", image_id)
+                positions_path = positions.find(f"{image_id}_particlepositions.txt", image_id)
+                row, points = _read_one(root, image_path, tags_path, positions_path, cls, split, hash_files)
                 images.append(row)
                 particles.extend(points)
+            tags.check_all_used()
+            positions.check_all_used()
     if not images:
         raise RawDataError(root, "no images found")
     image_table = pd.DataFrame(images, columns=IMAGE_COLUMNS).sort_values("image_id", kind="stable")
     particle_table = pd.DataFrame(particles, columns=PARTICLE_COLUMNS)
+    _check_ids_read_back(image_table.image_id, seen)
     particle_table = particle_table.sort_values(["image_id", "particle", "vertex"], kind="stable")
     return image_table.reset_index(drop=True), particle_table.reset_index(drop=True)
 
 
-def _read_one(root: Path, image_path: Path, cls: str, split: str, hash_files: bool):
-    class_dir = image_path.parent
-    positions_path = class_dir / "particle_positions" / f"{image_path.stem}_particlepositions.txt"
-    tags_path = class_dir / "tags" / f"{image_path.name}_tags.csv"
+def _check_ids_read_back(ids: Sequence[str], paths: dict[str, Path]) -> None:
+    """Refuse image ids that a CSV table holding only such ids would not give back as the same text.
+
+    The later steps read their tables (``images.csv``, a split's ``patches.csv``...) with pandas'
+    type inference: ids that look like numbers (``001``, ``1e5``), booleans or missing values
+    (``NA``, ``null``) come back as other text, or collide (``001`` and ``01`` both ``1``).
+    """
+    ids = list(ids)
+    frame = pd.DataFrame([ids], columns=[f"c{i}" for i in range(len(ids))])
+    back = pd.read_csv(io.StringIO(frame.to_csv(index=False))).iloc[0]  # each id alone in its column
+    for image_id, value in zip(ids, back):
+        if pd.isna(value) or str(value) != image_id:
+            raise RawDataError(
+                paths[_same_name(image_id)],
+                f"image id {image_id!r} is read back from the CSV tables as {value} (a number, boolean or "
+                "missing value): give the images names with a letter (e.g. img_001.tif)",
+            )
+
+
+def _read_one(
+    root: Path, image_path: Path, tags_path: Path, positions_path: Path, cls: str, split: str, hash_files: bool
+):
     tags = read_tags(tags_path)
     pixels = read_image(image_path)
     height, width = pixels.shape
+    if pixels.min() == pixels.max():
+        raise RawDataError(
+            image_path, f"every pixel has the value {pixels.flat[0]}: a blank frame, nothing to learn from"
+        )
     if (height, width) != (tags.height, tags.width):
         raise RawDataError(
             tags_path, f"tags give {tags.width}x{tags.height} px but {image_path.name} is {width}x{height}"
@@ -516,6 +765,12 @@ def _read_one(root: Path, image_path: Path, cls: str, split: str, hash_files: bo
                 positions_path, f"point ({x}, {y}) of particle {particle} lies outside the {width}x{height} image"
             )
         points.extend((image_path.stem, particle, vertex, float(x), float(y)) for vertex, (x, y) in enumerate(line))
+    if len(points) > 1 and width > 2 and height > 2 and all(0 <= x <= 1 and 0 <= y <= 1 for _, _, _, x, y in points):
+        raise RawDataError(
+            positions_path,
+            f"every point lies within the first pixel of the {width}x{height} image: normalised (0-1) "
+            "coordinates? positions must be in pixels",
+        )
     if not shapes:
         warnings.warn(
             f"{positions_path}: image has no particles; kept in the table, left out of patching",
@@ -573,7 +828,8 @@ def update_manifest(root: str | os.PathLike, manifest: str | os.PathLike) -> boo
     """Write the content manifest of a raw-layout folder used in place; True when it changed.
 
     ``manifest`` (JSON) lists every file under ``root`` that the reader looks at (hidden files
-    and ``__MACOSX`` left out) with its size and sha256, sorted by path. It is rewritten only
+    and ``__MACOSX`` left out; linked files and folders followed, a broken link listed by its
+    target) with its size and sha256, sorted by path. It is rewritten only
     when that list differs, so a rule taking it as input reruns exactly when a file was
     edited, added or removed. Hashes are reused from ``{manifest}.stat.json`` for files whose
     size, mtime, ctime and inode are unchanged (an edit always changes the ctime); all others
@@ -587,13 +843,22 @@ def update_manifest(root: str | os.PathLike, manifest: str | os.PathLike) -> boo
         cache = json.loads(cache_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         cache = {}
-    files, stats = [], {}
-    for folder, dirs, names in os.walk(root):
+    files, stats, seen = [], {}, set()
+    for folder, dirs, names in os.walk(root, followlinks=True):  # linked folders are read like the others
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back up the tree: each real folder once
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs[:] = sorted(d for d in dirs if not ignored(d))
         for name in sorted(n for n in names if not ignored(n)):
             path = Path(folder, name)
             rel = path.relative_to(root).as_posix()
-            st = path.stat()
+            try:
+                st = path.stat()
+            except FileNotFoundError:  # a broken link: listed, so that the reader's refusal is rerun when fixed
+                files.append({"path": rel, "size": None, "sha256": f"broken link to {os.readlink(path)}"})
+                continue
             key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
             digest = cache[rel][1] if rel in cache and cache[rel][0] == key else sha256_file(path)
             stats[rel] = [key, digest]
