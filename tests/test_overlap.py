@@ -16,12 +16,20 @@ from temvirus.overlap import (
     DISTINCT,
     OVERLAP,
     OverlapSettings,
+    _masked_ncc,
+    _shifts,
+    _View,
     deep_inside,
     find_overlaps,
     group_images,
+    ncc_surface,
     point_agreement,
+    register,
     score_against_truth,
     score_pairs,
+    significance,
+    tile_agreement,
+    tile_shape,
 )
 from temvirus.raw import read_dataset
 
@@ -324,6 +332,7 @@ KINDS = {
     "focus": (250, 180, 500, 2, 2),
     "padding": (120, 150, 560, 2, 2),
     "small_overlap": (330, 330, 560, 2, 2),  # 270 x 270 nm shared: 23% of either field
+    "thin_strip": (30, 548, 600, 2, 2),  # 570 x 52 nm shared: a 9% strip, 26 fine pixels thick
 }
 
 
@@ -400,3 +409,60 @@ def test_decision_figures_show_every_claim_and_the_near_misses(raw_root, tables,
     expected = {f"{r['class']}__{r.image_a}__{r.image_b}.png" for _, r in pd.concat([claimed, closest]).iterrows()}
     assert len(claimed) >= 1 and {p.name for p in (tmp_path / "figures").iterdir()} == expected
     assert all(p.stat().st_size > 10_000 for p in (tmp_path / "figures").iterdir())
+
+
+# ------------------------------------------------------------- registration and tiles
+
+
+def masked_view(data: np.ndarray, valid: np.ndarray) -> _View:
+    data = np.where(valid, data, 0).astype(np.float32)
+    return _View(data, valid, data)
+
+
+def test_ncc_surface_is_the_exact_masked_ncc_at_every_shift():
+    """Padfield's masked NCC: the means and variances over each shift's jointly valid area
+    (with padding in both images), equal to the direct Pearson correlation."""
+    rng = np.random.default_rng(3)
+    a = masked_view(rng.normal(size=(20, 24)) + 3, rng.random((20, 24)) > 0.2)
+    b = masked_view(rng.normal(size=(15, 18)) - 2, rng.random((15, 18)) > 0.2)
+    shape = (36, 45)
+    ncc, n = ncc_surface(a, b, shape)
+    shift_y, shift_x = _shifts(20, shape[0]), _shifts(24, shape[1])
+    checked = 0
+    for i in range(shape[0]):
+        for j in range(shape[1]):
+            dy, dx = int(shift_y[i]), int(shift_x[j])
+            wide = min(20, dy + 15) - max(0, dy) >= 2 and min(24, dx + 18) - max(0, dx) >= 2
+            if n[i, j] >= 10 and wide:
+                assert ncc[i, j] == pytest.approx(_masked_ncc(a, b, dy, dx), abs=1e-3), (dy, dx)
+                checked += 1
+    assert checked > 500
+
+
+def test_registration_prefers_a_significant_strip_to_a_small_corner_coincidence():
+    """b shares a 12-pixel strip with a (NCC 0.99 over 1,440 pixels) and, by chance, a
+    5x5 corner (NCC 1.0 over 25 pixels): the highest raw NCC is the corner, significance picks the strip."""
+    rng = np.random.default_rng(4)
+    field = gaussian_filter(rng.normal(size=(240, 120)), 1.0)
+    a = field[:120].copy()
+    b = field[108:228] + rng.normal(0, 0.04, (120, 120))
+    b[-5:, -5:] = a[:5, :5]  # b's bottom-right corner repeats a's top-left corner
+    va, vb = (masked_view((x - x.mean()) / x.std(), np.ones(x.shape, bool)) for x in (a, b))
+    best = register(va, vb, OverlapSettings(min_overlap_px=20, min_overlap_fraction=0.0))
+    assert (round(best["dy"]), round(best["dx"])) == (108, 0), best
+    assert best["z"] > best["candidates"][1]["z"] and best["runner_up"] < best["ncc"]
+    assert significance(0.6, 2000) > significance(0.8, 400) > significance(0.15, 16000)
+
+
+def test_tiles_follow_a_thin_strip():
+    joint = np.zeros((200, 300), bool)
+    joint[150:170, 10:290] = True  # a 20-pixel strip: no 32-pixel square tile fits
+    assert tile_shape(joint, 32) == (20, 51)
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=joint.shape)
+    tiles, agreement = tile_agreement(a, a + rng.normal(0, 0.3, a.shape), joint, 32, 0.5)
+    assert tiles == 5 and agreement == 1.0
+    tiles, agreement = tile_agreement(a, rng.normal(size=a.shape), joint, 32, 0.5)
+    assert tiles == 5 and agreement == 0.0
+    square = np.ones((70, 70), bool)
+    assert tile_shape(square, 32) == (32, 32) and tile_agreement(a[:70, :70], a[:70, :70], square, 32, 0.5)[0] == 4

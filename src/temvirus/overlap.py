@@ -102,7 +102,7 @@ _CANDIDATES = 4
 #: the scale search runs only when the fine NCC at the recorded scale is within this of min_ncc
 _SEARCH_WITHIN = 0.3
 #: candidate shifts given the fine check (those passing the screen, best first)
-_VERIFIED = 2
+_VERIFIED = 3
 #: candidates (and the runner-up) are more than this many pixels apart
 _RUNNER_UP_PX = 3
 #: background NCC: pixels departing more than this many robust s.d. from the median are left out
@@ -270,13 +270,17 @@ def _spectra(view: _View, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarra
 
 def ncc_surface(a: _View, b: _View, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Normalised cross-correlation over the jointly valid pixels for every shift of ``b``
-    over ``a`` (masked NCC, after Padfield, IEEE TIP 21(5), 2012), and their count.
+    over ``a``, and their count (both arrays of ``shape``).
+
+    Exact masked NCC (Padfield, "Masked object registration in the Fourier domain", IEEE
+    TIP 21(5), 2012, eq. 10-12): the count ``n``, the sums of a and b and of their squares over
+    the jointly valid area, and the sum of products, each one correlation of masked arrays by
+    FFT (6 inverse FFTs); then ``(sum ab - sum a sum b / n) / sqrt(var_a var_b)`` with the
+    means taken over the overlap itself, as :func:`_masked_ncc` does at one shift.
 
     Index ``(i, j)`` puts b's origin at ``(i, j)`` in a's pixels (negative shifts wrap to the
-    end); ``shape`` must be at least the sum of the two images' shapes (no wrap-around). The
-    band-passed data have no mean over areas wider than ``highpass_px``, so the means over the
-    overlap are left out (4 inverse FFTs instead of 6); :func:`_masked_ncc` gives the exact
-    value at a chosen shift.
+    end); ``shape`` must be at least the sum of the two images' shapes (no wrap-around).
+    Shifts whose overlap has (almost) no variance in either image get 0.
     """
     fa, fa2, fma = _spectra(a, shape)
     fb, fb2, fmb = (np.conj(x) for x in _spectra(b, shape))
@@ -285,9 +289,32 @@ def ncc_surface(a: _View, b: _View, shape: tuple[int, int]) -> tuple[np.ndarray,
         return scipy.fft.irfft2(x * y, s=shape, workers=1)
 
     n = np.rint(corr(fma, fmb))
-    var = corr(fa2, fmb) * corr(fma, fb2)
-    ncc = corr(fa, fb) / np.sqrt(np.maximum(var, 1e-12))
-    return np.where(var > 1e-6, np.clip(ncc, -1, 1), 0.0), n
+    safe = np.maximum(n, 1.0)
+    sum_a, sum_b = corr(fa, fmb), corr(fma, fb)
+    var_a = corr(fa2, fmb) - sum_a * sum_a / safe
+    var_b = corr(fma, fb2) - sum_b * sum_b / safe
+    cov = corr(fa, fb) - sum_a * sum_b / safe
+    # float32 FFTs: sums of squares of unit-variance data lose ~1e-6 of n to rounding
+    ok = (n >= 2) & (var_a > 1e-3 * n) & (var_b > 1e-3 * n)
+    ncc = cov / np.sqrt(np.where(ok, var_a * var_b, 1.0))
+    return np.where(ok, np.clip(ncc, -1, 1), 0.0), n
+
+
+def significance(ncc: np.ndarray | float, n: np.ndarray | float) -> np.ndarray | float:
+    """How unlikely an NCC of ``ncc`` over ``n`` pixels is by chance: Fisher's z,
+    ``atanh(ncc) * sqrt(n - 3)`` (Fisher 1915; the s.d. of atanh r of unrelated data is
+    ``1 / sqrt(n - 3)``). Neighbouring pixels of band-passed data are correlated, so this
+    over-states the significance by a constant factor, which does not change how shifts of
+    one pair rank: a real strip overlap (NCC 0.6 over 2,000 pixels: 31) beats a whole-field
+    coincidence of look-alike particles (0.15 over 16,000: 19) and a spurious peak of a
+    corner of 400 pixels (0.8 over 400: 22)."""
+    r = np.clip(ncc, -0.999, 0.999)
+    return np.arctanh(r) * np.sqrt(np.maximum(np.asarray(n, dtype=float) - 3, 0.0))
+
+
+def _equivalent_ncc(z: float, n: float) -> float:
+    """The NCC over ``n`` pixels that has significance ``z`` (inverse of :func:`significance`)."""
+    return float(np.tanh(z / math.sqrt(max(n - 3, 1.0))))
 
 
 def _masked_ncc(a: _View, b: _View, dy: int, dx: int) -> float:
@@ -360,33 +387,45 @@ def _subpixel(corr: np.ndarray, i: int, j: int) -> tuple[float, float]:
 
 
 def _best_shift(a: _View, b: _View, shape: tuple[int, int], allowed: np.ndarray | None, min_px: int) -> dict:
-    """The shift of highest masked NCC among the allowed ones with at least ``min_px`` jointly
-    valid pixels (the :data:`_CANDIDATES` highest of :func:`ncc_surface`, each neighbourhood
-    once, scored exactly by :func:`_masked_ncc`), and ``runner_up``: the best NCC more than
-    :data:`_RUNNER_UP_PX` pixels away (how well a wrong shift does: particles of one class
-    look alike)."""
+    """The most significant shift (:func:`significance`: the NCC weighted by the number of
+    jointly valid pixels) among the allowed ones with at least ``min_px`` jointly valid pixels.
+
+    The :data:`_CANDIDATES` most significant peaks of :func:`ncc_surface` (each
+    neighbourhood of :data:`_RUNNER_UP_PX` pixels once) are scored exactly
+    (:func:`_masked_ncc`) and ranked by significance: ``candidates``, best first, each with its
+    ``ncc``, sub-pixel shift ``dy``, ``dx`` (pixels), overlap ``n`` (pixels), ``z`` and
+    ``runner_up``: the NCC which, over this candidate's overlap, is as significant as the next
+    candidate (how well a wrong shift does: particles of one class look alike; the raw NCC of
+    a tiny corner overlap is not comparable with that of a large one). The best candidate's
+    fields are also returned at the top level.
+    """
     ncc, n = ncc_surface(a, b, shape)
-    ok = n >= min_px
+    ok = n >= max(min_px, 4)
     if allowed is not None:
         ok &= allowed
-    scores = np.where(ok, ncc, -np.inf)
+    scores = np.where(ok, significance(ncc, n), -np.inf)
     shift_y, shift_x = _shifts(a.data.shape[0], shape[0]), _shifts(a.data.shape[1], shape[1])
     r = _RUNNER_UP_PX
-    found = []  # exact ncc, i, j
+    found = []  # exact z, exact ncc, i, j
     for _ in range(_CANDIDATES):
         i, j = divmod(int(np.argmax(scores)), shape[1])
         if not np.isfinite(scores[i, j]):
             break
-        found.append((_masked_ncc(a, b, int(shift_y[i]), int(shift_x[j])), i, j))
+        exact = _masked_ncc(a, b, int(shift_y[i]), int(shift_x[j]))
+        found.append((float(significance(exact, n[i, j])), exact, i, j))
         scores[np.ix_(np.arange(i - r, i + r + 1) % shape[0], np.arange(j - r, j + r + 1) % shape[1])] = -np.inf
     if not found:
-        return {"ncc": -1.0, "runner_up": -1.0, "dy": 0.0, "dx": 0.0, "n": 0, "candidates": []}
+        return {"ncc": -1.0, "runner_up": -1.0, "dy": 0.0, "dx": 0.0, "n": 0, "z": 0.0, "candidates": []}
+    found.sort(reverse=True)
     candidates = []
-    for ncc_exact, i, j in sorted(found, reverse=True):
-        fy, fx = _subpixel(np.where(ok, ncc, -1.0), i, j)
-        candidates.append({"ncc": ncc_exact, "dy": shift_y[i] + fy, "dx": shift_x[j] + fx, "n": int(n[i, j])})
-    runner_up = candidates[1]["ncc"] if len(candidates) > 1 else -1.0
-    return dict(candidates[0], runner_up=runner_up, candidates=candidates)
+    surface = np.where(ok, ncc, -1.0)
+    for k, (z, exact, i, j) in enumerate(found):
+        fy, fx = _subpixel(surface, i, j)
+        runner_up = _equivalent_ncc(found[k + 1][0], n[i, j]) if k + 1 < len(found) else -1.0
+        candidates.append(
+            {"ncc": exact, "z": z, "dy": shift_y[i] + fy, "dx": shift_x[j] + fx, "n": int(n[i, j]), "runner_up": runner_up}
+        )
+    return dict(candidates[0], candidates=candidates)
 
 
 def register(a: _View, b: _View, s: OverlapSettings) -> dict:
@@ -422,21 +461,41 @@ def _shifted(array: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return out
 
 
+def tile_shape(joint: np.ndarray, tile_px: int) -> tuple[int, int]:
+    """(height, width) of the tiles of :func:`tile_agreement`: ``tile_px`` square, or, where
+    the jointly valid area is a strip thinner than ``tile_px`` (an overlap of two adjacent
+    exposures), as thick as the strip (at least ``tile_px // 4``) and as long as keeps the
+    tile's area ``tile_px**2``, so that a thin strip still gets several tiles."""
+    rows, cols = np.flatnonzero(joint.any(axis=1)), np.flatnonzero(joint.any(axis=0))
+    if not len(rows):
+        return tile_px, tile_px
+    height, width = int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+    if min(height, width) >= tile_px:
+        return tile_px, tile_px
+    thick = max(min(height, width), tile_px // 4, 1)
+    long = min(tile_px * tile_px // thick, max(height, width))
+    return (thick, long) if height <= width else (long, thick)
+
+
 def tile_agreement(a: np.ndarray, b: np.ndarray, joint: np.ndarray, tile_px: int, tile_ncc: float) -> tuple[int, float]:
-    """How evenly two registered views agree: the jointly valid area is cut into
-    ``tile_px`` square tiles; of the tiles at least 3/4 valid, the fraction whose Pearson
-    correlation is ``>= tile_ncc``. One look-alike particle makes one tile agree, a shared
-    field makes them all agree (each tile normalises its own contrast: exposure changes
-    cancel). Returns the number of tiles judged and the fraction (NaN when none)."""
+    """How evenly two registered views agree: the bounding box of the jointly valid area is
+    cut into tiles of :func:`tile_shape` (``tile_px`` square, strip-shaped along a thin
+    strip); of the tiles at least 3/4 valid, the fraction whose Pearson correlation is
+    ``>= tile_ncc``. One look-alike particle makes one tile agree, a shared field makes them
+    all agree (each tile normalises its own contrast: exposure changes cancel). Returns the
+    number of tiles judged and the fraction (NaN when none)."""
     judged = agreeing = 0
-    h, w = joint.shape
-    for y in range(0, h - tile_px + 1, tile_px):
-        for x in range(0, w - tile_px + 1, tile_px):
-            mask = joint[y : y + tile_px, x : x + tile_px]
-            if mask.sum() < 0.75 * tile_px * tile_px:
+    rows, cols = np.flatnonzero(joint.any(axis=1)), np.flatnonzero(joint.any(axis=0))
+    if not len(rows):
+        return 0, float("nan")
+    th, tw = tile_shape(joint, tile_px)
+    for y in range(int(rows[0]), int(rows[-1]) + 2 - th, th):
+        for x in range(int(cols[0]), int(cols[-1]) + 2 - tw, tw):
+            mask = joint[y : y + th, x : x + tw]
+            if mask.sum() < 0.75 * th * tw:
                 continue
-            pa = a[y : y + tile_px, x : x + tile_px][mask].astype(np.float64)
-            pb = b[y : y + tile_px, x : x + tile_px][mask].astype(np.float64)
+            pa = a[y : y + th, x : x + tw][mask].astype(np.float64)
+            pb = b[y : y + th, x : x + tw][mask].astype(np.float64)
             pa -= pa.mean()
             pb -= pb.mean()
             denom = math.sqrt(float((pa * pa).sum() * (pb * pb).sum()))
@@ -660,11 +719,12 @@ def score_class(
             coarse_nm = s.coarse_nm * 2**k
             # the best shift, and the next ones that pass the screen (same-class particles
             # can make a wrong shift score best at the coarse scale; the fine check tells)
-            tries = [registered] + [c for c in registered["candidates"][1:_VERIFIED] if c["ncc"] >= s.screen_ncc]
+            tries = registered["candidates"][:1] or [registered]
+            tries += [
+                c for c in registered["candidates"][1:_VERIFIED] if c["ncc"] >= s.screen_ncc
+            ]
             for candidate in tries:
-                score = dict(
-                    candidate, runner_up=registered["runner_up"], fraction=candidate["n"] / registered["smaller"]
-                )
+                score = dict(candidate, fraction=candidate["n"] / registered["smaller"])
                 score["dx_nm"], score["dy_nm"] = score["dx"] * coarse_nm, score["dy"] * coarse_nm
                 score["area_nm2"] = score["n"] * coarse_nm**2
                 score["scale"], score["evidence"] = scale, _evidence(score, s)
