@@ -16,19 +16,24 @@ Method (all pairs of images within a class):
 2. **Band-pass.** Masked difference of Gaussians (``lowpass_px`` minus ``highpass_px``
    pixels): removes illumination gradients and pixel noise; then zero mean, unit variance
    over the valid pixels, zero elsewhere.
-3. **Registration (coarse).** Normalised cross-correlation over the jointly valid pixels for
-   every shift at once (masked NCC by FFT, :func:`ncc_surface`), over the shifts whose
-   jointly valid overlap covers ``>= min_overlap_px`` pixels and ``>= min_overlap_fraction``
-   of the smaller valid field. The highest peaks are scored exactly (``ncc``); the best other
-   one gives ``runner_up``.
-4. **Verification (fine).** The best shift, and the second where it also passes
-   ``screen_ncc``, are checked ``2**fine_levels`` times finer (not finer than the images'
+3. **Registration (coarse).** The exact normalised cross-correlation over the jointly valid
+   pixels for every shift at once (masked NCC by FFT, Padfield 2012, :func:`ncc_surface`),
+   over the shifts whose jointly valid overlap covers ``>= min_overlap_px`` pixels and
+   ``>= min_overlap_fraction`` of the smaller valid field. Shifts are ranked by
+   *significance* (:func:`significance`: Fisher's z, the NCC weighted by the square root of
+   the number of jointly valid pixels), not by raw NCC: a spurious peak over a small corner
+   reaches a high NCC by chance, a real strip overlap is significant because it is large.
+   The :data:`_CANDIDATES` most significant peaks are scored exactly (``ncc``, ``n``);
+   ``runner_up`` is the NCC as significant, over the candidate's overlap, as the next one.
+4. **Verification (fine).** The most significant shift, and the next ones (up to
+   :data:`_VERIFIED` in all) where they also pass ``screen_ncc``, are checked ``2**fine_levels`` times finer (not finer than the images'
    own pixels nor ``min_fine_nm``): the overlap of both images is resampled, band-passed
    with the same pixel sigmas, the shift refined by masked NCC within a few pixels, giving ``fine_ncc``; the
    same NCC over the *background* only (``background_ncc``: the stain grain); and
    ``tile_agreement`` (:func:`tile_agreement`: the fraction of tiles of the jointly valid
    area that agree on their own: one look-alike particle makes one tile agree, a shared
-   field all of them). Where the check fails, it is tried again with image_b's pixel size
+   field all of them; along a strip thinner than a tile the tiles are strips,
+   :func:`tile_shape`). Where the check fails, it is tried again with image_b's pixel size
    changed by each factor of ``scale_search`` (recorded pixel sizes a few percent off). With
    the particle table, annotated points at least ``point_margin_nm`` inside the jointly valid
    area (:func:`deep_inside`: particles cut by a border or hidden by padding are not judged)
@@ -124,7 +129,7 @@ class OverlapSettings:
     highpass_px: float = 12.0
     screen_ncc: float = 0.7
     min_margin: float = 0.0
-    min_ncc: float = 0.62
+    min_ncc: float = 0.5
     min_background_ncc: float = 0.3
     tile_px: int = 32
     tile_ncc: float = 0.5
