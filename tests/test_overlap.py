@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import PAPER, write_raw_image
+import yaml
+from conftest import PAPER, REPO, write_raw_image
 from scipy.ndimage import gaussian_filter
 
 from temvirus.classes import FOLDER_NAMES
@@ -224,20 +225,31 @@ NAMED = [
     ("Papilloma", "5957", "5960"),
     ("Cowpox", "5980", "5981"),
     ("Norovirus", "A1-160k-071019_4", "A1-93k-071019_3"),
+    # missed by the former rule (fine NCC 0.59 and 0.54 < 0.62): an 11% strip, and one field
+    # at two exposures and a pixel size 3% off
+    ("Cowpox", "6001", "6002"),
+    ("RiftValley", "1172", "1173"),
+    # thin strips of adjacent exposures (5-8% of the field), found since shifts are ranked
+    # by significance and thin strips are tiled in strips
+    ("Cowpox", "5974", "5975"),
+    ("Cowpox", "5975", "5976"),
 ]
 
 
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_real_crops_overlaps_are_the_verified_ones(real_crops):
-    """Papilloma and Rotavirus in full (1095 pairs) plus the Cowpox and Norovirus images of
-    the issue's named pairs: the three named pairs are found, and every claim is a pair
-    verified by eye (docs/overlap.md: the list holds all verified pairs of the 578 crops)."""
+    """Papilloma and Rotavirus in full (1095 pairs) plus the Cowpox, Norovirus and Rift Valley
+    images of the named pairs: the named pairs are found, and the claims are exactly the
+    pairs verified by eye among these images (docs/overlap.md: the list holds all verified
+    pairs of the 578 crops)."""
     images, particles = read_dataset(real_crops, hash_files=False)
     named = {image for _, a, b in NAMED for image in (a, b)}
     images = images[images["class"].isin(["Papilloma", "Rotavirus"]) | images.image_id.isin(named)]
     started = time.time()
-    pairs = score_pairs(images, real_crops, OverlapSettings(), particles, threads=2)
+    settings = OverlapSettings.from_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text())["overlap"])
+    assert settings == OverlapSettings()  # the defaults are the default config's
+    pairs = score_pairs(images, real_crops, settings, particles, threads=2)
     claimed = set(
         pairs.loc[pairs.decision == OVERLAP, ["class", "image_a", "image_b"]].itertuples(index=False, name=None)
     )
@@ -245,8 +257,8 @@ def test_real_crops_overlaps_are_the_verified_ones(real_crops):
     verified = pd.read_csv(VERIFIED, dtype=str)
     shown = verified.image_a.isin(images.image_id) & verified.image_b.isin(images.image_id)
     expected = set(verified.loc[shown, ["class", "image_a", "image_b"]].itertuples(index=False, name=None))
-    assert set(NAMED) <= claimed
-    assert claimed == expected
+    assert set(NAMED) <= claimed, sorted(set(NAMED) - claimed)
+    assert claimed == expected, {"unverified": sorted(claimed - expected), "missed": sorted(expected - claimed)}
 
 
 @pytest.mark.slow

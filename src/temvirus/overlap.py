@@ -134,7 +134,7 @@ class OverlapSettings:
     tile_px: int = 32
     tile_ncc: float = 0.5
     min_tiles: int = 4
-    min_tile_agreement: float = 0.6
+    min_tile_agreement: float = 0.4
     min_overlap_fraction: float = 0.05
     min_overlap_px: int = 400
     point_tolerance_nm: float = 30.0
