@@ -428,7 +428,14 @@ def _best_shift(a: _View, b: _View, shape: tuple[int, int], allowed: np.ndarray 
         fy, fx = _subpixel(surface, i, j)
         runner_up = _equivalent_ncc(found[k + 1][0], n[i, j]) if k + 1 < len(found) else -1.0
         candidates.append(
-            {"ncc": exact, "z": z, "dy": shift_y[i] + fy, "dx": shift_x[j] + fx, "n": int(n[i, j]), "runner_up": runner_up}
+            {
+                "ncc": exact,
+                "z": z,
+                "dy": shift_y[i] + fy,
+                "dx": shift_x[j] + fx,
+                "n": int(n[i, j]),
+                "runner_up": runner_up,
+            }
         )
     return dict(candidates[0], candidates=candidates)
 
@@ -725,9 +732,7 @@ def score_class(
             # the best shift, and the next ones that pass the screen (same-class particles
             # can make a wrong shift score best at the coarse scale; the fine check tells)
             tries = registered["candidates"][:1] or [registered]
-            tries += [
-                c for c in registered["candidates"][1:_VERIFIED] if c["ncc"] >= s.screen_ncc
-            ]
+            tries += [c for c in registered["candidates"][1:_VERIFIED] if c["ncc"] >= s.screen_ncc]
             for candidate in tries:
                 score = dict(candidate, fraction=candidate["n"] / registered["smaller"])
                 score["dx_nm"], score["dy_nm"] = score["dx"] * coarse_nm, score["dy"] * coarse_nm
