@@ -26,10 +26,11 @@ Method (all pairs of images within a class):
    The :data:`_CANDIDATES` most significant peaks are scored exactly (``ncc``, ``n``);
    ``runner_up`` is the NCC as significant, over the candidate's overlap, as the next one.
 4. **Verification (fine).** The most significant shift, and the next ones (up to
-   :data:`_VERIFIED` in all) where they also pass ``screen_ncc``, are checked ``2**fine_levels`` times finer (not finer than the images'
-   own pixels nor ``min_fine_nm``): the overlap of both images is resampled, band-passed
-   with the same pixel sigmas, the shift refined by masked NCC within a few pixels, giving ``fine_ncc``; the
-   same NCC over the *background* only (``background_ncc``: the stain grain); and
+   :data:`_VERIFIED` in all) where they also pass ``screen_ncc``, are checked
+   ``2**fine_levels`` times finer (not finer than the images' own pixels nor
+   ``min_fine_nm``): the overlap of both images is resampled, band-passed with the same
+   pixel sigmas, the shift refined by masked NCC within a few pixels, giving ``fine_ncc``;
+   the same NCC over the *background* only (``background_ncc``: the stain grain); and
    ``tile_agreement`` (:func:`tile_agreement`: the fraction of tiles of the jointly valid
    area that agree on their own: one look-alike particle makes one tile agree, a shared
    field all of them; along a strip thinner than a tile the tiles are strips,
@@ -278,7 +279,7 @@ def ncc_surface(a: _View, b: _View, shape: tuple[int, int]) -> tuple[np.ndarray,
     over ``a``, and their count (both arrays of ``shape``).
 
     Exact masked NCC (Padfield, "Masked object registration in the Fourier domain", IEEE
-    TIP 21(5), 2012, eq. 10-12): the count ``n``, the sums of a and b and of their squares over
+    TIP 21(5), 2012): the count ``n``, the sums of a and b and of their squares over
     the jointly valid area, and the sum of products, each one correlation of masked arrays by
     FFT (6 inverse FFTs); then ``(sum ab - sum a sum b / n) / sqrt(var_a var_b)`` with the
     means taken over the overlap itself, as :func:`_masked_ncc` does at one shift.
@@ -441,8 +442,9 @@ def _best_shift(a: _View, b: _View, shape: tuple[int, int], allowed: np.ndarray 
 
 
 def register(a: _View, b: _View, s: OverlapSettings) -> dict:
-    """Best translation of ``b`` onto ``a`` (pixels) by masked NCC over the jointly valid area
-    (step 3); ``fraction`` is the jointly valid overlap over the smaller valid field."""
+    """Most significant translation of ``b`` onto ``a`` (pixels) by masked NCC over the jointly
+    valid area (step 3, :func:`_best_shift`); ``fraction`` is the jointly valid overlap over
+    the smaller valid field (``smaller``, pixels)."""
     shape = tuple(scipy.fft.next_fast_len(na + nb, real=True) for na, nb in zip(a.data.shape, b.data.shape))
     smaller = min(int(a.valid.sum()), int(b.valid.sum())) or 1
     best = _best_shift(a, b, shape, None, max(s.min_overlap_px, int(math.ceil(s.min_overlap_fraction * smaller))))
