@@ -413,7 +413,9 @@ def measure_diameters(
     return out
 
 
-def link_chains(xy_nm: np.ndarray, classes: Sequence[str], diameters: Mapping[str, float], fraction: float) -> np.ndarray:
+def link_chains(
+    xy_nm: np.ndarray, classes: Sequence[str], diameters: Mapping[str, float], fraction: float
+) -> np.ndarray:
     """Chain id of each particle of a filament class (points closer than ``fraction`` x the class
     diameter linked, transitively), -1 for the others."""
     from scipy.sparse import coo_matrix
@@ -529,7 +531,14 @@ def _choose_threshold(items, detector, diameters, options) -> dict:
         order = suppress(cands, scores, options.nms_fraction) if len(cands) else np.zeros(0, dtype=int)
         tol = np.full(len(centres), diameters[image["class"]] / 2)
         kept.append((cands.iloc[order][["x_nm", "y_nm"]].to_numpy(), scores[order], centres, tol))
-    grid = np.unique(np.concatenate([np.linspace(0.05, 0.95, 91), np.quantile(np.concatenate([s for _, s, _, _ in kept] + [[0.5]]), np.linspace(0, 1, 50))]))
+    grid = np.unique(
+        np.concatenate(
+            [
+                np.linspace(0.05, 0.95, 91),
+                np.quantile(np.concatenate([s for _, s, _, _ in kept] + [[0.5]]), np.linspace(0, 1, 50)),
+            ]
+        )
+    )
     best = {"threshold": 0.5, "validation_f1": -1.0}
     for t in grid:
         pairs = found = true = 0
@@ -689,3 +698,226 @@ def evaluate_image(
         "relative_count_error": abs(len(found) - len(centres)) / max(len(centres), 1),
     }
     return row, matched
+
+
+# ------------------------------------------------------------------------- a set of images
+
+
+#: columns of the evaluation table (one row per image with annotations)
+EVALUATION_COLUMNS = [
+    "image_id",
+    "class",
+    "call",
+    "correct",
+    "n_annotated",
+    "n_found",
+    "n_matched",
+    "precision",
+    "recall",
+    "f1",
+    "count_error",
+    "relative_count_error",
+    "median_diameter_error",
+]
+
+
+def analyse_micrographs(
+    images: pd.DataFrame,
+    raw_root,
+    classifier: Classifier,
+    detector: Mapping,
+    out_dir,
+    *,
+    annotations: pd.DataFrame | None = None,
+    sizes: pd.DataFrame | None = None,
+    note: str = "",
+    overlay_side: int = 1024,
+) -> dict:
+    """Analyse every image of ``images`` (``image_id``, ``path`` under ``raw_root`` or absolute,
+    ``pixel_size_nm``, optionally ``class``) and write to ``out_dir``: ``particles/{image_id}.csv``
+    (:data:`PARTICLE_COLUMNS`), ``overlays/{image_id}.png``, ``summary.csv`` (one row per image:
+    call, confidence, counts per class), ``sizes.png`` (size histograms per class) and, with
+    ``annotations`` (the particle table, ``image_id, particle, vertex, x, y``) and ``class``,
+    ``evaluation.csv`` (:data:`EVALUATION_COLUMNS`) and ``metrics.json`` (pooled detection
+    precision/recall/F1, count errors, image-level accuracy, with ``sizes`` (true diameters,
+    ``image_id, particle, diameter_nm``) the median relative diameter error).
+
+    Everything is written into a temporary folder beside ``out_dir`` that replaces it only when
+    complete: a failure (an unreadable image...) leaves no half-written output. Returns the
+    metrics (an empty dict without annotations).
+    """
+    from temvirus.figures import micrograph_overlay, size_histograms
+    from temvirus.io import atomic_dir, save_figure, write_csv, write_json
+    from temvirus.raw import read_image
+
+    diameters = {c: float(v) for c, v in detector["diameters_nm"].items()}
+    evaluate = annotations is not None and "class" in images.columns
+    by_image = {k: v for k, v in annotations.groupby("image_id")} if evaluate else {}
+    true_sizes = {k: v for k, v in sizes.groupby("image_id")} if sizes is not None else {}
+    calls, evaluations, all_particles, matched_all = [], [], [], []
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "particles").mkdir()
+        (tmp / "overlays").mkdir()
+        for _, image in images.iterrows():
+            path = Path(image.path) if Path(image.path).is_absolute() else Path(raw_root) / image.path
+            pixels = read_image(path)
+            table, call = analyse_image(pixels, float(image.pixel_size_nm), detector, classifier, image.image_id)
+            write_csv(tmp / "particles" / f"{image.image_id}.csv", table)
+            title = f"{image.image_id}: {call['call'] or 'nothing found'} ({call['confidence']:.2f}), {len(table)} particles"
+            annotated = None
+            if evaluate:
+                truth_class = image["class"]
+                annotated = by_image.get(image.image_id, annotations.iloc[:0])
+                row, matched = evaluate_image(
+                    table, annotated, truth_class, float(image.pixel_size_nm), diameters, true_sizes.get(image.image_id)
+                )
+                errors = (
+                    (matched.diameter_nm - matched.true_diameter_nm).abs() / matched.true_diameter_nm
+                    if "true_diameter_nm" in matched
+                    else pd.Series(dtype=float)
+                )
+                evaluations.append(
+                    {
+                        "image_id": image.image_id,
+                        "class": truth_class,
+                        "call": call["call"],
+                        "correct": call["call"] == truth_class,
+                        **row,
+                        "median_diameter_error": float(errors.median()) if len(errors.dropna()) else np.nan,
+                    }
+                )
+                matched_all.append(errors.dropna())
+                title += f"; annotated {truth_class}: {row['n_matched']}/{row['n_annotated']} found"
+                call["class"] = truth_class
+            fig = micrograph_overlay(
+                pixels, float(image.pixel_size_nm), table, classifier.classes, title, overlay_side, annotated
+            )
+            save_figure(tmp / "overlays" / f"{image.image_id}.png", fig)
+            calls.append(call)
+            all_particles.append(table)
+            log.info("%s: %s", image.image_id, title)
+            del pixels
+        summary = pd.DataFrame(calls)
+        front = ["image_id", "class"] if "class" in summary else ["image_id"]
+        summary = summary[front + [c for c in summary.columns if c not in front]]
+        write_csv(tmp / "summary.csv", summary.sort_values("image_id", kind="stable"))
+        particles = (
+            pd.concat(all_particles, ignore_index=True) if all_particles else pd.DataFrame(columns=PARTICLE_COLUMNS)
+        )
+        save_figure(tmp / "sizes.png", size_histograms(particles, classifier.classes, diameters, note))
+        metrics: dict = {}
+        if evaluate:
+            frame = pd.DataFrame(evaluations, columns=EVALUATION_COLUMNS).sort_values("image_id", kind="stable")
+            write_csv(tmp / "evaluation.csv", frame.round(6))
+            metrics = summarise_evaluation(frame, pd.concat(matched_all) if matched_all else pd.Series(dtype=float))
+            metrics["note"] = note
+            write_json(tmp / "metrics.json", metrics)
+    return metrics
+
+
+def summarise_evaluation(frame: pd.DataFrame, diameter_errors: pd.Series) -> dict:
+    """Pooled figures of an evaluation table: detection precision/recall/F1 over all images,
+    mean absolute and mean relative count error per image, image-level accuracy, and the
+    median relative diameter error of the matched particles whose true size is known."""
+    pooled = detection_counts(int(frame.n_matched.sum()), int(frame.n_found.sum()), int(frame.n_annotated.sum()))
+    errors = diameter_errors.dropna()
+    return {
+        "images": len(frame),
+        "annotated": int(frame.n_annotated.sum()),
+        "found": int(frame.n_found.sum()),
+        "matched": int(frame.n_matched.sum()),
+        **pooled,
+        "count_mae": float(frame.count_error.abs().mean()) if len(frame) else float("nan"),
+        "count_relative_error": float(frame.relative_count_error.mean()) if len(frame) else float("nan"),
+        "image_accuracy": float(frame.correct.mean()) if len(frame) else float("nan"),
+        "median_diameter_error": float(errors.median()) if len(errors) else None,
+        "diameters_compared": len(errors),
+    }
+
+
+def subset_images(
+    images_csv, split_csv, subsets: Sequence[str], classes: Sequence[str], cap: int | None = None, seed: int = 0
+) -> pd.DataFrame:
+    """The image rows (with ``subset``) of a split's ``subsets`` whose class is one of
+    ``classes``; at most ``cap`` random images per class and subset (``None``: all)."""
+    from temvirus.seeding import rng
+
+    images = pd.read_csv(images_csv)
+    split = pd.read_csv(split_csv)[["image_id", "split"]].rename(columns={"split": "subset"})
+    table = images.merge(split, on="image_id", validate="one_to_one")
+    table = table[table.subset.isin(subsets) & table["class"].isin(classes)].sort_values("image_id", kind="stable")
+    if cap is not None:
+        draw = rng(seed, "micrographs", *subsets)
+        table = table.groupby(["class", "subset"], group_keys=False).apply(
+            lambda g: g.iloc[np.sort(draw.permutation(len(g))[:cap])]
+        )
+    return table.reset_index(drop=True)
+
+
+def fit_from_tables(
+    images_csv, particles_csv, split_csv, raw_root, table1_csv, classes, section: Mapping, out_json, seed: int = 0
+) -> dict:
+    """The rule ``micrograph_detector``: :func:`fit_detector` on a split's train and validation
+    images with the config's ``micrographs`` section, written to ``out_json``."""
+    from temvirus.io import write_json
+
+    images = subset_images(
+        images_csv, split_csv, ("train", "validation"), classes, section.get("max_fit_images_per_class"), seed
+    )
+    diameters = class_diameters(classes, table1_csv, section.get("diameters_nm"))
+    detector = fit_detector(images, pd.read_csv(particles_csv), raw_root, diameters, Options.from_config(section), seed)
+    write_json(out_json, detector)
+    log.info(
+        "%s: threshold %.3f, validation precision %.3f recall %.3f F1 %.3f",
+        out_json,
+        detector["threshold"],
+        detector.get("validation_precision", float("nan")),
+        detector.get("validation_recall", float("nan")),
+        detector["validation_f1"],
+    )
+    return detector
+
+
+def analyse_from_tables(
+    checkpoint,
+    detector_json,
+    images_csv,
+    particles_csv,
+    split_csv,
+    raw_root,
+    out_dir,
+    *,
+    sizes_csv=None,
+    max_images_per_class: int | None = None,
+    device: str = "auto",
+    batch_size: int = 64,
+    threads: int | None = None,
+    note: str = "",
+    seed: int = 0,
+) -> dict:
+    """The rule ``analyse_micrographs``: every test image of a split (of the model's classes),
+    analysed with an experiment's best model and the split's detector, evaluated against the
+    annotations (and the true sizes of synthetic data, ``sizes_csv``)."""
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(max(1, threads))
+    classifier = Classifier.load(checkpoint, device, batch_size)
+    detector = read_detector(detector_json)
+    images = subset_images(images_csv, split_csv, ("test",), classifier.classes, max_images_per_class, seed)
+    if images.empty:
+        raise ValueError(f"{split_csv}: no test images of the model's classes {classifier.classes}")
+    sizes = pd.read_csv(sizes_csv) if sizes_csv else None
+    metrics = analyse_micrographs(
+        images, raw_root, classifier, detector, out_dir, annotations=pd.read_csv(particles_csv), sizes=sizes, note=note
+    )
+    log.info(
+        "%s: detection F1 %.3f (precision %.3f, recall %.3f), image accuracy %.3f, count error %.2f",
+        out_dir,
+        metrics["f1"],
+        metrics["precision"],
+        metrics["recall"],
+        metrics["image_accuracy"],
+        metrics["count_relative_error"],
+    )
+    return metrics
