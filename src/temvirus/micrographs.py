@@ -86,7 +86,10 @@ FEATURES = [
     "abs_scale_offset",
     "relative_response",
     "log_rank",
+    *[f"profile_{k}" for k in range(7)],
 ]
+#: rings of the radial profile, in diameters from the centre (the last one is the background)
+_PROFILE_RINGS = np.linspace(0, 1.0, 9)
 DETECTOR_KIND = "temvirus micrograph detector"
 #: block-average factor: the blob's sigma in the averaged tile is about this many pixels
 SIGMA_PX = 2.5
@@ -158,6 +161,19 @@ def _image_stats(pixels: np.ndarray) -> tuple[float, float]:
     return float(sample.mean()), float(max(sample.std(), 1e-6))
 
 
+def padding_mask(pixels: np.ndarray, min_fraction: float = 0.01) -> np.ndarray | None:
+    """Black padding of a crop: the pixels at the image's minimum value where they are at least
+    ``min_fraction`` of the image and form blocks (a pixel of the minimum with its 8 neighbours
+    at the minimum too); ``None`` when there is none."""
+    low = pixels.min()
+    at_min = np.asarray(pixels == low)
+    if at_min.mean() < min_fraction:
+        return None
+    mask = ndimage.binary_erosion(at_min, np.ones((3, 3), bool), border_value=1)
+    mask = ndimage.binary_dilation(mask, np.ones((3, 3), bool)) & at_min
+    return mask if mask.mean() >= min_fraction else None
+
+
 def _disc_offsets(radius: float, inner: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     r = int(math.ceil(radius))
     yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
@@ -227,6 +243,10 @@ def _tile_candidates(
             r2 = np.clip(((y - origin[1]) / step2).astype(int), 0, resp2.shape[0] - 1)
             c2 = np.clip(((x - origin[0]) / step2).astype(int), 0, resp2.shape[1] - 1)
             best = np.maximum(best, resp2[r2, c2])
+        rings = [
+            _gather(small, rows, cols, *_disc_offsets(hi * d / step, inner=lo * d / step)).mean(axis=1)
+            for lo, hi in zip(_PROFILE_RINGS[:-1], _PROFILE_RINGS[1:])
+        ]
         inner = _gather(small, rows, cols, *_disc_offsets(0.35 * d / step))
         outer = _gather(small, rows, cols, *_disc_offsets(0.8 * d / step, inner=0.6 * d / step))
         frames.append(
@@ -240,6 +260,7 @@ def _tile_candidates(
                     "scale_share": response / np.maximum(best, 1e-9),
                     "contrast": inner.mean(axis=1) - outer.mean(axis=1),
                     "texture": inner.std(axis=1),
+                    **{f"profile_{k}": rings[k] - rings[-1] for k in range(7)},
                 }
             )
         )
@@ -262,7 +283,14 @@ def find_candidates(
     active = np.flatnonzero(scales / pixel_size_nm >= options.min_diameter_px)
     if not len(active):
         return pd.DataFrame(columns=columns)
-    mean, std = _image_stats(pixels)
+    pad = padding_mask(pixels)
+    if pad is not None:  # black padding: left out of the statistics, filled with the mean
+        valid = np.asarray(pixels[~pad], dtype=np.float64)
+        mean, std = float(valid.mean()), float(max(valid.std(), 1e-6))
+        pixels = np.where(pad, np.float32(mean), pixels.astype(np.float32))
+        distance_nm = ndimage.distance_transform_edt(~pad) * pixel_size_nm
+    else:
+        mean, std = _image_stats(pixels)
     base = _factor(scales[active].min())
     px = pixel_size_nm / base  # source pixel size in units of ``base`` nm
     out_h, out_w = rescaled_size(pixels.shape[0], px), rescaled_size(pixels.shape[1], px)
@@ -282,7 +310,14 @@ def find_candidates(
     frames = [f for f in frames if len(f)]
     if not frames:
         return pd.DataFrame(columns=columns)
-    return _context(pd.concat(frames, ignore_index=True))[columns]
+    found = pd.concat(frames, ignore_index=True)
+    if pad is not None:  # candidates on or near the padding
+        r = np.clip((found.y_nm / pixel_size_nm).astype(int), 0, pad.shape[0] - 1)
+        c = np.clip((found.x_nm / pixel_size_nm).astype(int), 0, pad.shape[1] - 1)
+        found = found[distance_nm[r, c] >= 0.5 * found.d_nm].reset_index(drop=True)
+        if found.empty:
+            return pd.DataFrame(columns=columns)
+    return _context(found)[columns]
 
 
 def _context(found: pd.DataFrame) -> pd.DataFrame:
@@ -848,9 +883,10 @@ def subset_images(
     table = table[table.subset.isin(subsets) & table["class"].isin(classes)].sort_values("image_id", kind="stable")
     if cap is not None:
         draw = rng(seed, "micrographs", *subsets)
-        table = table.groupby(["class", "subset"], group_keys=False).apply(
-            lambda g: g.iloc[np.sort(draw.permutation(len(g))[:cap])]
-        )
+        keep = []
+        for _, group in table.groupby(["class", "subset"], sort=True):
+            keep += list(group.index[np.sort(draw.permutation(len(group))[:cap])])
+        table = table.loc[sorted(keep, key=list(table.index).index)]
     return table.reset_index(drop=True)
 
 
