@@ -616,6 +616,7 @@ class Classifier:
     input_size: int | None
     device: object
     batch_size: int = 64
+    experiment: str = ""
 
     @classmethod
     def load(cls, checkpoint, device: str = "auto", batch_size: int = 64) -> Classifier:
@@ -628,10 +629,13 @@ class Classifier:
             model, meta = load_checkpoint(path)
         except Exception as exc:  # a zip of another kind, a pickle, text...
             raise ValueError(
-                f"{path}: not a trained model of this workflow (a best.pt of train_model): {type(exc).__name__}: {exc}"
+                f"{path}: not a trained model of this workflow (a best.pt of train_model): "
+                f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
             ) from None
         dev = resolve_device(device)
-        return cls(model.to(dev).eval(), list(meta["classes"]), meta.get("input_size"), dev, batch_size)
+        return cls(
+            model.to(dev).eval(), list(meta["classes"]), meta.get("input_size"), dev, batch_size, meta["experiment"]
+        )
 
     def probabilities(self, pixels: np.ndarray, pixel_size_nm: float, xy_nm: np.ndarray) -> np.ndarray:
         from temvirus.patches import extract_image
@@ -957,3 +961,76 @@ def analyse_from_tables(
         metrics["count_relative_error"],
     )
     return metrics
+
+
+def image_pixel_size(path: Path, pixel_size_nm: float | None) -> float:
+    """Pixel size (nm) of an image: from its tags file (``tags/{name}_tags.csv`` beside it, as in
+    the raw layout, or ``{name}_tags.csv``), else ``pixel_size_nm``; a ValueError naming the
+    image when there is neither."""
+    from temvirus.raw import read_tags
+
+    for tags in (path.parent / "tags" / f"{path.name}_tags.csv", path.parent / f"{path.name}_tags.csv"):
+        if tags.is_file():
+            return float(read_tags(tags).pixel_size_x_nm)
+    if pixel_size_nm is None:
+        raise ValueError(
+            f"{path}: no pixel size: no tags file ({path.parent / 'tags' / (path.name + '_tags.csv')} or "
+            f"{path.name}_tags.csv beside it); give --pixel-size NM"
+        )
+    if not pixel_size_nm > 0:
+        raise ValueError(f"--pixel-size must be positive, got {pixel_size_nm}")
+    return float(pixel_size_nm)
+
+
+def default_detector(checkpoint: Path, experiment: str) -> Path:
+    """``results/micrographs/detector/{split}.json`` of the results folder holding
+    ``results/models/{experiment}/best.pt``."""
+    from temvirus.train import parse_experiment
+
+    split = parse_experiment(experiment)[2]
+    return checkpoint.resolve().parent.parent.parent / "micrographs" / "detector" / f"{split}.json"
+
+
+def analyse_files(
+    paths: Sequence[Path],
+    checkpoint: Path,
+    out_dir: Path,
+    pixel_size_nm: float | None = None,
+    detector_json: Path | None = None,
+    device: str = "auto",
+    threads: int = 2,
+) -> tuple[dict, pd.DataFrame]:
+    """``temvirus analyse``: every image analysed into ``out_dir`` as the workflow does (no
+    evaluation: no annotations). Every input is checked first (images exist and have a pixel
+    size, unique names, the model and detector are of this workflow, ``out_dir`` is new or
+    empty); the output folder appears only when complete. Returns (metrics, summary)."""
+    import torch
+
+    from temvirus.raw import read_image
+
+    torch.set_num_threads(max(1, threads))
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise FileExistsError(f"{out_dir}: output folder exists and is not empty; remove it or choose another")
+    rows = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: image not found")
+        pixel_size = image_pixel_size(path, pixel_size_nm)
+        read_image(path)  # unreadable images fail here, before anything is written
+        rows.append({"image_id": path.stem, "path": str(path.resolve()), "pixel_size_nm": pixel_size})
+    images = pd.DataFrame(rows)
+    twice = sorted(images.image_id[images.image_id.duplicated()])
+    if twice:
+        raise ValueError(f"images with the same name: {twice} (the outputs are named after the images)")
+    classifier = Classifier.load(checkpoint, device)
+    if detector_json is None:
+        detector_json = default_detector(Path(checkpoint), classifier.experiment)
+        if not Path(detector_json).is_file():
+            raise FileNotFoundError(
+                f"{detector_json}: the micrograph detector of {checkpoint} not found: run the workflow's "
+                "micrograph_detector rule, or give --detector"
+            )
+    detector = read_detector(detector_json)
+    metrics = analyse_micrographs(images, "", classifier, detector, out_dir)
+    return metrics, pd.read_csv(out_dir / "summary.csv")
