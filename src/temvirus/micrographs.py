@@ -12,14 +12,19 @@ how large. Steps, per image (:func:`analyse_image`):
    block-averaged so that the blob's ``sigma = d / (2 sqrt 2)`` is about 2.5 px, the
    scale-normalised ``-sigma^2 LoG`` is computed and its local maxima are the candidates
    (light particles on dark stain: negative staining).
-2. **Scoring**: a logistic regression (scikit-learn, :func:`fit_detector`) on blob features
-   (response, its share of the best response over scales at that point, disc-minus-ring
-   contrast, texture, the scale, and the scale's distance from the image's dominant scale) is
-   fitted on the candidates of the *training* images, labelled by the annotations (a candidate
-   near an annotated centre at a scale close to its class's diameter is a particle); after
-   greedy non-maximum suppression (a candidate within ``nms_fraction`` of the larger of two
-   diameters of a better one is dropped) the score threshold is the one of best detection F1 on
-   the *validation* images. Test images are never used.
+2. **Scoring**: a degree-2 logistic regression (scikit-learn, :func:`fit_detector`: the
+   standardised features and their pairwise products) on blob features (:data:`FEATURES`: the
+   response, its share of the best response over scales at that point, disc-minus-ring
+   contrast, texture, the scale, its distance from the image's dominant scale, the response
+   relative to the strongest of its scale in the image, and a scale-normalised radial profile:
+   ring means out to 1.25 diameters minus the outermost (background) ring, and each ring's
+   spread) is fitted on the candidates of the
+   *training* images, labelled by the annotations (a candidate near an annotated centre at a
+   scale close to its class's diameter is a particle); after greedy non-maximum suppression
+   (a candidate within ``nms_fraction`` of the larger of two diameters of a better one is
+   dropped) the score threshold is the one of best detection F1 on the *validation* images.
+   Test images are never used. Black padding (crops padded to a square) is left out of the
+   image statistics and candidates near it are dropped (:func:`padding_mask`).
 3. **Classification** of every kept particle by the trained patch model: the 256x256 patch at
    1 nm/px around it, cut and quantised as the patches stage does
    (:func:`temvirus.patches.extract_image`), area-averaged to the checkpoint's ``input_size``
@@ -86,14 +91,17 @@ FEATURES = [
     "abs_scale_offset",
     "relative_response",
     "log_rank",
-    *[f"profile_{k}" for k in range(7)],
+    *[f"profile_{k}" for k in range(9)],
+    *[f"ring_spread_{k}" for k in range(9)],
 ]
 #: rings of the radial profile, in diameters from the centre (the last one is the background)
-_PROFILE_RINGS = np.linspace(0, 1.0, 9)
+_PROFILE_RINGS = np.linspace(0, 1.25, 11)
 DETECTOR_KIND = "temvirus micrograph detector"
 #: block-average factor: the blob's sigma in the averaged tile is about this many pixels
 SIGMA_PX = 2.5
 _RAYS = 32
+#: at most this many training candidates fit the scorer (all positives, random negatives)
+MAX_FIT_ROWS = 30000
 
 
 @dataclass(frozen=True)
@@ -102,7 +110,7 @@ class Options:
 
     tile_nm: int = 2048
     scale_merge: float = 1.15
-    min_response: float = 0.2
+    min_response: float = 0.08
     min_diameter_px: float = 8.0
     nms_fraction: float = 0.6
     label_scale_factor: float = 1.6
@@ -243,10 +251,11 @@ def _tile_candidates(
             r2 = np.clip(((y - origin[1]) / step2).astype(int), 0, resp2.shape[0] - 1)
             c2 = np.clip(((x - origin[0]) / step2).astype(int), 0, resp2.shape[1] - 1)
             best = np.maximum(best, resp2[r2, c2])
-        rings = [
-            _gather(small, rows, cols, *_disc_offsets(hi * d / step, inner=lo * d / step)).mean(axis=1)
+        ring_values = [
+            _gather(small, rows, cols, *_disc_offsets(hi * d / step, inner=lo * d / step))
             for lo, hi in zip(_PROFILE_RINGS[:-1], _PROFILE_RINGS[1:])
         ]
+        rings = [v.mean(axis=1) for v in ring_values]
         inner = _gather(small, rows, cols, *_disc_offsets(0.35 * d / step))
         outer = _gather(small, rows, cols, *_disc_offsets(0.8 * d / step, inner=0.6 * d / step))
         frames.append(
@@ -260,7 +269,8 @@ def _tile_candidates(
                     "scale_share": response / np.maximum(best, 1e-9),
                     "contrast": inner.mean(axis=1) - outer.mean(axis=1),
                     "texture": inner.std(axis=1),
-                    **{f"profile_{k}": rings[k] - rings[-1] for k in range(7)},
+                    **{f"profile_{k}": rings[k] - rings[-1] for k in range(9)},
+                    **{f"ring_spread_{k}": ring_values[k].std(axis=1) for k in range(9)},
                 }
             )
         )
@@ -529,6 +539,14 @@ def fit_detector(
     y = np.concatenate([lab for _, _, _, lab in train])
     if len(set(y)) < 2:
         raise ValueError(f"the training images give only {'positive' if y.all() else 'negative'} candidates")
+    if len(y) > MAX_FIT_ROWS:  # bounded memory: the degree-2 expansion has ~(features^2)/2 columns
+        from temvirus.seeding import rng
+
+        negatives = np.flatnonzero(y == 0)
+        room = max(MAX_FIT_ROWS - int(y.sum()), 1)
+        chosen = rng(seed, "micrographs", "negatives").choice(negatives, size=min(room, len(negatives)), replace=False)
+        rows = np.sort(np.concatenate([np.flatnonzero(y == 1), chosen]))
+        x, y = x[rows], y[rows]
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale == 0] = 1.0
     q = _quadratic((x - mean) / scale)
