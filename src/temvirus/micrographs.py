@@ -652,7 +652,12 @@ class Classifier:
             ) from None
         dev = resolve_device(device)
         return cls(
-            model.to(dev).eval(), list(meta["classes"]), meta.get("input_size"), dev, batch_size, meta["experiment"]
+            model.to(dev).eval(),
+            list(meta["classes"]),
+            meta.get("input_size"),
+            dev,
+            batch_size,
+            meta.get("experiment", ""),
         )
 
     def probabilities(self, pixels: np.ndarray, pixel_size_nm: float, xy_nm: np.ndarray) -> np.ndarray:
