@@ -481,6 +481,7 @@ def size_histograms(particles: pd.DataFrame, classes: Sequence[str], expected_nm
         ax.set_xlabel("diameter (filaments: width), nm", fontsize=7)
         ax.tick_params(labelsize=7)
     title = "Sizes of the found particles (dashed: the class's typical diameter)"
-    fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=9)
-    fig.tight_layout()
+    lines = textwrap.wrap(note, 30 * cols) if note else []
+    fig.suptitle("\n".join([title, *lines]), fontsize=9 if not lines else 8)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.04 * (1 + len(lines)) / rows))
     return fig
