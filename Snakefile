@@ -26,6 +26,7 @@ include: "workflow/rules/download.smk"
 include: "workflow/rules/curation.smk"
 include: "workflow/rules/patches.smk"
 include: "workflow/rules/training.smk"
+include: "workflow/rules/micrographs.smk"
 include: "workflow/rules/audit.smk"
 include: "workflow/rules/report.smk"
 

@@ -259,7 +259,8 @@ TINY_CLASSES = ["Orf", "Ebola", "Papilloma", "Rotavirus"]
 def tiny_synthetic(tmp_path_factory) -> Path:
     """A tiny synthetic raw dataset (4 classes x 4 images + 3 planted overlaps, binned frames).
 
-    Holds ``raw/`` (the raw layout) and ``truth.csv``. Shared by the tests: copy before modifying.
+    Holds ``raw/`` (the raw layout), ``truth.csv`` and ``sizes.csv`` (every particle's true
+    size). Shared by the tests: copy before modifying.
     """
     from temvirus.synth import generate_dataset
 
@@ -273,6 +274,7 @@ def tiny_synthetic(tmp_path_factory) -> Path:
         overlaps=3,
         binning=2,
         classes=TINY_CLASSES,
+        sizes_csv=folder / "sizes.csv",
     )
     return folder
 

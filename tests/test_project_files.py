@@ -12,11 +12,11 @@ import temvirus
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 #: config sections whose value is a mapping given as one key (per-initialisation values)
-ONE_KEY = {"training.epochs", "training.patience", "training.lr"}
+ONE_KEY = {"training.epochs", "training.patience", "training.lr", "micrographs.diameters_nm"}
 
 
 def config_keys(config: dict, prefix: str = "") -> set[str]:
-    """Dotted keys of a config, down to the values (lists and per-init mappings are one key)."""
+    """Dotted keys of a config, down to the values (lists, per-init mappings and per-class diameters are one key)."""
     keys = set()
     for name, value in config.items():
         key = f"{prefix}{name}"

@@ -17,7 +17,7 @@ from scipy.ndimage import gaussian_filter, map_coordinates
 from temvirus.classes import CLASSES, FOLDER_NAMES, load_table1
 from temvirus.raw import read_dataset
 from temvirus.split import deal_representative, representative_order
-from temvirus.synth import CHANGES, TRUTH_COLUMNS, generate_dataset
+from temvirus.synth import CHANGES, SIZE_COLUMNS, TRUTH_COLUMNS, generate_dataset
 from temvirus.synth.plan import particle_counts, plan_dataset
 from temvirus.synth.specimen import PIXEL_SIZE_RANGE_NM
 
@@ -96,6 +96,20 @@ def test_tiny_dataset_reads_back_with_the_planned_counts(tiny):
     # folder names are those of the published layout
     assert {Path(p).parts[1] for p in images.path} == {FOLDER_NAMES[c] for c in TINY_CLASSES}
     assert len(particles.groupby(["image_id", "particle"])) == images.n_particles.sum()
+
+
+def test_true_sizes_cover_every_annotated_particle(tiny_synthetic):
+    """sizes.csv: one row per annotated particle, diameters near Table 1's, lengths of the shapes."""
+    images, particles = read_dataset(tiny_synthetic / "raw")
+    sizes = pd.read_csv(tiny_synthetic / "sizes.csv")
+    assert list(sizes.columns) == SIZE_COLUMNS
+    annotated = particles[["image_id", "particle"]].drop_duplicates()
+    assert sorted(map(tuple, annotated.to_numpy())) == sorted(map(tuple, sizes[["image_id", "particle"]].to_numpy()))
+    for cls, rows in sizes.groupby("class"):
+        mean = TABLE1.loc[cls, "avg_particle_size_nm"]
+        assert 0.7 * mean < rows.diameter_nm.median() < 1.3 * mean, cls
+    assert (sizes.length_nm >= sizes.diameter_nm - 1e-6).all()
+    assert (sizes[sizes["class"] == "Ebola"].length_nm > 2 * sizes[sizes["class"] == "Ebola"].diameter_nm).all()
 
 
 def test_images_are_uint16_camera_frames_at_plausible_pixel_sizes(tiny):

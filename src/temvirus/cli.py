@@ -137,11 +137,47 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analyse_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="micrographs (TIFF, PNG, JPEG...) of any size")
+    p.add_argument("--model", required=True, type=Path, help="a trained model: results/models/{experiment}/best.pt")
+    p.add_argument("--out", required=True, type=Path, help="folder to write (must not exist or be empty)")
+    p.add_argument(
+        "--pixel-size",
+        type=float,
+        metavar="NM",
+        help="pixel size (nm) of the images without a tags file (tags/{image}_tags.csv or {image}_tags.csv)",
+    )
+    p.add_argument(
+        "--detector",
+        type=Path,
+        help="the micrograph detector (default: results/micrographs/detector/{split}.json beside the model's results)",
+    )
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--threads", type=int, default=2, help="CPU threads (torch)")
+
+
+def _analyse(args: argparse.Namespace) -> int:
+    """Checks every input before anything is written; the output folder appears only when complete."""
+    from temvirus.micrographs import analyse_files
+
+    metrics, summary = analyse_files(
+        args.images, args.model, args.out, args.pixel_size, args.detector, args.device, args.threads
+    )
+    print(summary.to_string(index=False))
+    print(f"{args.out}: {len(summary)} images analysed")
+    return 0
+
+
 #: command name -> (help, add_arguments, run)
 COMMANDS = {
     "synth": ("generate the synthetic raw dataset", _synth_arguments, _synth),
     "read": ("read a raw-layout folder: print a summary, optionally write the tables", _read_arguments, _read),
     "download": ("fetch a file or a model's ImageNet weights, resumably and verified", _download_arguments, _download),
+    "analyse": (
+        "find, classify, count and measure the particles of whole micrographs with a trained model",
+        _analyse_arguments,
+        _analyse,
+    ),
     "audit": (
         "check a results folder against its lineage records and its splits for leakage (exit 1 on any finding)",
         _audit_arguments,

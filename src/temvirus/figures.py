@@ -401,3 +401,87 @@ def plot_curves(history: pd.DataFrame, title: str):
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _scale_bar_nm(width_nm: float) -> float:
+    """A round scale-bar length (1, 2 or 5 x 10^k nm) near a fifth of the width."""
+    target = width_nm / 5
+    k = 10 ** np.floor(np.log10(target))
+    return float(max(m * k for m in (1, 2, 5) if m * k <= target))
+
+
+def micrograph_overlay(
+    pixels: np.ndarray,
+    pixel_size_nm: float,
+    particles: pd.DataFrame,
+    classes: Sequence[str],
+    title: str,
+    max_side: int = 1024,
+    annotated: pd.DataFrame | None = None,
+):
+    """A micrograph (shown at most ``max_side`` px, every ``k``-th pixel) with its found particles:
+    circles of the measured diameter in class colours, filament chains as lines, annotated
+    centres (``x, y`` px) as small white crosses when given, and a scale bar."""
+    plt = _pyplot()
+    from matplotlib.patches import Circle
+
+    step = max(1, int(np.ceil(max(pixels.shape) / max_side)))
+    shown = np.asarray(pixels[::step, ::step], dtype=np.float32)
+    height_nm, width_nm = pixels.shape[0] * pixel_size_nm, pixels.shape[1] * pixel_size_nm
+    fig, ax = plt.subplots(figsize=(7, 7 * height_nm / width_nm + 0.6), dpi=100)
+    low, high = np.percentile(shown, [0.5, 99.5])
+    ax.imshow(shown, cmap="gray", vmin=low, vmax=high, extent=(0, width_nm, height_nm, 0), interpolation="nearest")
+    colours = class_colours(classes)
+    if annotated is not None and len(annotated):
+        ax.plot(annotated.x * pixel_size_nm, annotated.y * pixel_size_nm, "+", color="white", ms=5, mew=0.8, alpha=0.8)
+    for x, y, cls, d in zip(particles.x_nm, particles.y_nm, particles["class"], particles.diameter_nm):
+        d = d if np.isfinite(d) else 20.0
+        ax.add_patch(Circle((x, y), d / 2, fill=False, color=colours.get(cls, "yellow"), lw=1.2))
+    for _, chain in particles[particles.chain >= 0].groupby("chain"):
+        if len(chain) > 1:
+            order = np.argsort(chain.x_nm.to_numpy() + chain.y_nm.to_numpy())
+            ax.plot(chain.x_nm.to_numpy()[order], chain.y_nm.to_numpy()[order], "-", color="white", lw=0.6, alpha=0.7)
+    bar = _scale_bar_nm(width_nm)
+    x0, y0 = 0.04 * width_nm, 0.95 * height_nm
+    ax.plot([x0, x0 + bar], [y0, y0], "-", color="white", lw=3, solid_capstyle="butt")
+    ax.text(x0 + bar / 2, y0 - 0.015 * height_nm, f"{bar:g} nm", color="white", ha="center", va="bottom", fontsize=9)
+    present = [c for c in classes if (particles["class"] == c).any()]
+    for c in present:
+        ax.plot([], [], "o", mfc="none", color=colours[c], label=f"{c} ({int((particles['class'] == c).sum())})")
+    if present:
+        ax.legend(loc="upper right", fontsize=7, framealpha=0.6)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlim(0, width_nm)
+    ax.set_ylim(height_nm, 0)
+    ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def size_histograms(particles: pd.DataFrame, classes: Sequence[str], expected_nm: Mapping[str, float], note: str = ""):
+    """Histograms of the measured diameters (nm) of the found particles, one panel per class
+    found, with the class's typical diameter marked."""
+    plt = _pyplot()
+    present = [c for c in classes if (particles["class"] == c).any()] if len(particles) else []
+    n = max(1, len(present))
+    cols = min(4, n)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.5 * rows + 0.5), squeeze=False)
+    colours = class_colours(classes)
+    for ax in axes.ravel()[len(present) :]:
+        ax.set_axis_off()
+    if not present:
+        axes[0, 0].text(0.5, 0.5, "no particles found", ha="center", va="center")
+    for ax, cls in zip(axes.ravel(), present):
+        d = particles.loc[particles["class"] == cls, "diameter_nm"].dropna()
+        ax.hist(d, bins=min(30, max(5, len(d) // 3)), color=colours[cls])
+        if cls in expected_nm:
+            ax.axvline(expected_nm[cls], color="black", ls="--", lw=1)
+        ax.set_title(f"{cls}: n={len(d)}, median {np.median(d):.0f} nm" if len(d) else cls, fontsize=8)
+        ax.set_xlabel("diameter (filaments: width), nm", fontsize=7)
+        ax.tick_params(labelsize=7)
+    title = "Sizes of the found particles (dashed: the class's typical diameter)"
+    lines = textwrap.wrap(note, 30 * cols) if note else []
+    fig.suptitle("\n".join([title, *lines]), fontsize=9 if not lines else 8)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.04 * (1 + len(lines)) / rows))
+    return fig

@@ -62,6 +62,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; it replaces ``path`` on success, else is removed.
+
+    The folder counterpart of :func:`atomic_path` (named like it, :data:`TEMPORARY`): a failed
+    step leaves neither a half-written folder nor a changed ``path``.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Remove the leftover temporaries (:data:`TEMPORARY`) of killed jobs under ``folder``.
 

@@ -17,16 +17,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from temvirus.classes import FOLDER_NAMES
-from temvirus.io import atomic_path, write_csv
+from temvirus.io import atomic_dir, atomic_path, write_csv
 from temvirus.raw import RawDataError, read_image
 from temvirus.rescale import quantize, rescale_image, windows
 from temvirus.split import SUBSETS
@@ -156,28 +154,12 @@ def extract_patches(
     return table
 
 
-@contextlib.contextmanager
-def _atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; it replaces ``path`` on success, else is removed."""
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent))
-    try:
-        yield tmp
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def export_published(patches_csv, arrays: Mapping[str, str | os.PathLike], out_dir) -> None:
     """Write every patch as ``{subset}/{Class folder}/{patch_id}.tif`` (the published layout)."""
     import tifffile
 
     table = pd.read_csv(patches_csv)
-    with _atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir) as tmp:
         for subset, rows in table.groupby("subset", sort=True):
             stack = np.load(arrays[subset], mmap_mode="r")
             for cls, pid, index in zip(rows["class"], rows.patch_id, rows["index"]):
@@ -191,7 +173,7 @@ def write_rescaled_images(images_csv, raw_root, out_dir) -> None:
     import tifffile
 
     images = pd.read_csv(images_csv)
-    with _atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir) as tmp:
         for _, image in images.iterrows():
             pixels = _read_checked(Path(raw_root), image)
             rescaled = quantize(rescale_image(pixels, image.pixel_size_nm), int(pixels.min()), int(pixels.max()))

@@ -128,8 +128,25 @@ def window(image: np.ndarray, pixel_size_nm: float, x_nm: float, y_nm: float, si
     weights are applied as sparse matrices: about ``size * 6 / min(s, 1)`` multiply-adds per
     output row and column instead of a dense ``size x size / s`` product.
     """
-    height, width = image.shape
     rows_out, cols_out = _window_pixels(image.shape, pixel_size_nm, x_nm, y_nm, size)
+    return _resample_at(image, pixel_size_nm, rows_out, cols_out)
+
+
+def region(image: np.ndarray, pixel_size_nm: float, left: int, top: int, width: int, height: int) -> np.ndarray:
+    """Rows ``top .. top + height - 1`` and columns ``left .. left + width - 1`` (float64) of the
+    mirror-padded 1 nm/px image, computed like :func:`window` (only the source pixels they need).
+
+    A rectangular :func:`window`: the tiles of a whole micrograph at 1 nm/px, one at a time
+    (:mod:`temvirus.micrographs`); pixels past the border are mirrored as in :func:`window`.
+    """
+    rows_out = reflect_index(top + np.arange(height), rescaled_size(image.shape[0], pixel_size_nm))
+    cols_out = reflect_index(left + np.arange(width), rescaled_size(image.shape[1], pixel_size_nm))
+    return _resample_at(image, pixel_size_nm, rows_out, cols_out)
+
+
+def _resample_at(image: np.ndarray, pixel_size_nm: float, rows_out: np.ndarray, cols_out: np.ndarray) -> np.ndarray:
+    """The 1 nm/px pixels ``rows_out x cols_out`` (indices inside the rescaled image) of ``image``."""
+    height, width = image.shape
     rows, cols = _taps(rows_out, pixel_size_nm, height), _taps(cols_out, pixel_size_nm, width)
     pick_rows, pick_cols = _selection(*rows), _selection(*cols)
     if pick_rows is not None and pick_cols is not None:  # already at 1 nm/px: a plain (mirrored) crop

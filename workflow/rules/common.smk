@@ -322,6 +322,66 @@ def report_table_title(wildcards):
     return REPORT_TABLES[wildcards.table]
 
 
+# --- micrographs stage (micrographs.smk) -----------------------------------------------
+
+
+def micrograph_experiments():
+    """The experiments of micrographs.experiments (each must be a configured experiment)."""
+    names = config["micrographs"]["experiments"]
+    unknown = sorted(set(names) - set(experiment_names()))
+    if unknown:
+        raise ValueError(
+            f"micrographs.experiments: {unknown} are not configured experiments {experiment_names()}"
+        )
+    return list(names)
+
+
+def micrograph_settings(wildcards=None):
+    """The detector's settings: the micrographs section without its list of experiments."""
+    return {k: v for k, v in config["micrographs"].items() if k != "experiments"}
+
+
+def micrograph_detector_inputs(wildcards):
+    """Image and particle tables, the split table, the raw root and Table 1 (the diameters)."""
+    return {
+        "images": "results/raw/images.csv",
+        "particles": "results/raw/particles.csv",
+        "split": f"results/curation/split_{wildcards.split}.csv",
+        "root": raw_root(),
+        "table1": "resources/paper/table1_dataset.csv",
+    }
+
+
+def analyse_micrographs_inputs(wildcards):
+    """The best model, its split's detector and test images; true sizes of synthetic data."""
+    split = wildcards.experiment.split("-")[2]
+    inputs = {
+        "model": f"results/models/{wildcards.experiment}/best.pt",
+        "detector": f"results/micrographs/detector/{split}.json",
+        "images": "results/raw/images.csv",
+        "particles": "results/raw/particles.csv",
+        "split": f"results/curation/split_{split}.csv",
+        "root": raw_root(),
+    }
+    if config["dataset"]["source"] == "synthetic":
+        inputs["sizes"] = "results/raw/synthetic_sizes.csv"
+    return inputs
+
+
+def micrographs_targets():
+    """Each analysed experiment's tables, figures and evaluation."""
+    targets = []
+    for e in micrograph_experiments():
+        folder = f"results/micrographs/{e}"
+        targets += [
+            f"{folder}/summary.csv",
+            f"{folder}/sizes.png",
+            f"{folder}/evaluation.csv",
+            f"{folder}/metrics.json",
+        ]
+    return targets
+
+
 def audit_targets():
     """The audit's report; it runs after everything else (see audit_inputs)."""
     return [
@@ -338,6 +398,7 @@ def audit_inputs(wildcards):
         + curation_targets()
         + patches_targets()
         + training_targets()
+        + micrographs_targets()
         + report_tables_targets()
     )
 
@@ -355,6 +416,7 @@ def all_inputs(wildcards):
         + curation_targets()
         + patches_targets()
         + training_targets()
+        + micrographs_targets()
         + report_tables_targets()
         + audit_targets()
         + ["results/report/summary.html"]

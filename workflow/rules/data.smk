@@ -15,6 +15,7 @@ rule synthetic_dataset:
     output:
         root=directory(RAW_SYNTHETIC),
         truth="results/raw/synthetic_truth.csv",
+        sizes="results/raw/synthetic_sizes.csv",
     log:
         "logs/data/synthetic_dataset.log",
     conda:

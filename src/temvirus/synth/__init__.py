@@ -36,7 +36,8 @@ follows the paper's Table 1 (``resources/paper/table1_dataset.csv``):
   their field annotated, and fewer particles than their source; each with one kind of change
   of real re-imaging (:data:`CHANGES`, dealt in turn: magnification 0.4-2.5x, exposure,
   focus, particles cut by the border, black padding; :func:`~temvirus.synth.planted.plant_overlap`). They come on top of Table
-  1's counts; the truth goes to a CSV outside the raw tree (:data:`TRUTH_COLUMNS`).
+  1's counts; the truth goes to a CSV outside the raw tree (:data:`TRUTH_COLUMNS`), and on
+  request every particle's true diameter and length to another (:data:`SIZE_COLUMNS`).
 * **Determinism.** Every random draw comes from :func:`temvirus.seeding.rng` keyed by the
   seed and the image id; TIFFs carry no time stamps: the same seed gives identical bytes.
 """
@@ -44,6 +45,6 @@ follows the paper's Table 1 (``resources/paper/table1_dataset.csv``):
 from __future__ import annotations
 
 from temvirus.synth.planted import CHANGES
-from temvirus.synth.write import TRUTH_COLUMNS, generate_dataset, generate_from_config
+from temvirus.synth.write import SIZE_COLUMNS, TRUTH_COLUMNS, generate_dataset, generate_from_config
 
-__all__ = ["CHANGES", "TRUTH_COLUMNS", "generate_dataset", "generate_from_config"]
+__all__ = ["CHANGES", "SIZE_COLUMNS", "TRUTH_COLUMNS", "generate_dataset", "generate_from_config"]

@@ -40,6 +40,11 @@ TRUTH_COLUMNS = [
     "n_particles",
     "source_n_particles",
 ]
+#: columns of the particle sizes table (``sizes_csv`` of :func:`generate_dataset`): one row per
+#: annotated particle (``particle`` numbers them per image as in its positions file); the true
+#: diameter (nm; the width of ovals, bricks and filaments) and length (nm; the diameter of
+#: round particles, the centre line's length of filaments)
+SIZE_COLUMNS = ["image_id", "particle", "class", "shape", "diameter_nm", "length_nm"]
 
 
 def _tags_text(exposure: Exposure) -> str:
@@ -74,6 +79,19 @@ def _positions_text(name: str, particles: list[Particle], exposure: Exposure) ->
     return "\n".join(lines) + "\n"
 
 
+def _size_rows(image_id: str, cls: str, particles: list[Particle]) -> list[tuple]:
+    """The true sizes (:data:`SIZE_COLUMNS`) of the particles written to one image, in file order."""
+    rows = []
+    for k, p in enumerate(particles):
+        body, diameter = p.body, 2 * p.body.r
+        if body.line is not None:
+            length = float(np.hypot(*np.diff(body.line, axis=0).T).sum())
+        else:
+            length = diameter * max(body.aspect, 1.0)
+        rows.append((image_id, k, cls, body.shape, round(diameter, 3), round(length, 3)))
+    return rows
+
+
 def _write_image(
     folder: Path, image_id: str, pixels: np.ndarray, particles: list[Particle], exposure: Exposure
 ) -> None:
@@ -97,8 +115,11 @@ def generate_dataset(
     overlaps: int,
     binning: int = 1,
     classes=None,
+    sizes_csv: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Write the synthetic raw dataset to ``out_root`` and the planted overlaps to ``truth_csv``.
+
+    ``sizes_csv``: also write every annotated particle's true size there (:data:`SIZE_COLUMNS`).
 
     ``table1`` is the paper's Table 1 (a path or :func:`temvirus.classes.load_table1` frame).
     ``binning`` 2 records 2x2-binned camera frames (688x516 and 1024x1024 px, a quarter of
@@ -118,8 +139,10 @@ def generate_dataset(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_root.name}.", suffix=".part", dir=out_root.parent))
     try:
         with threadpool_limits(1):  # small matrix products: BLAS threads only spin on a busy machine
-            truth = _generate_into(tmp, plan, seed, overlaps, binning)
+            truth, sizes = _generate_into(tmp, plan, seed, overlaps, binning)
         write_csv(truth_csv, truth)
+        if sizes_csv is not None:
+            write_csv(sizes_csv, sizes)
         if out_root.exists():
             out_root.rmdir()
         os.replace(tmp, out_root)
@@ -137,9 +160,11 @@ def generate_dataset(
     return truth
 
 
-def _generate_into(root: Path, plan: pd.DataFrame, seed: int, overlaps: int, binning: int) -> pd.DataFrame:
+def _generate_into(
+    root: Path, plan: pd.DataFrame, seed: int, overlaps: int, binning: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     sources = _overlap_sources(plan, seed, overlaps)
-    truth = []
+    truth, sizes = [], []
     next_rank = plan.groupby("class").size().to_dict()
     for row in plan.rename(columns={"class": "cls"}).itertuples(index=False):
         size_px = tuple(side // binning for side in MICROSCOPES[row.microscope][0])
@@ -148,6 +173,7 @@ def _generate_into(root: Path, plan: pd.DataFrame, seed: int, overlaps: int, bin
         folder = root / row.split / FOLDER_NAMES[row.cls]
         pixels = render(specimen, exposure, rng(seed, "synth", "exposure", row.image_id))
         _write_image(folder, row.image_id, pixels, specimen.particles, exposure)
+        sizes += _size_rows(row.image_id, row.cls, specimen.particles)
         for k in range(sources.get(row.image_id, 0)):
             change = CHANGES[len(truth) % len(CHANGES)]
             planted = plant_overlap(
@@ -161,6 +187,7 @@ def _generate_into(root: Path, plan: pd.DataFrame, seed: int, overlaps: int, bin
             next_rank[row.cls] += 1
             pixels = post(render(specimen, view, rng(seed, "synth", "exposure", image_id)))
             _write_image(folder, image_id, pixels, inside, view)
+            sizes += _size_rows(image_id, row.cls, inside)
             truth.append(
                 (
                     image_id,
@@ -179,7 +206,9 @@ def _generate_into(root: Path, plan: pd.DataFrame, seed: int, overlaps: int, bin
             )
     if len(truth) < overlaps:
         log.warning("planted %d of %d requested overlapping images", len(truth), overlaps)
-    return pd.DataFrame(truth, columns=TRUTH_COLUMNS).sort_values("image_id", kind="stable").reset_index(drop=True)
+    truth = pd.DataFrame(truth, columns=TRUTH_COLUMNS).sort_values("image_id", kind="stable").reset_index(drop=True)
+    sizes = pd.DataFrame(sizes, columns=SIZE_COLUMNS).sort_values(["image_id", "particle"], kind="stable")
+    return truth, sizes.reset_index(drop=True)
 
 
 def _overlap_sources(plan: pd.DataFrame, seed: int, overlaps: int) -> dict[str, int]:
@@ -198,7 +227,7 @@ def _overlap_sources(plan: pd.DataFrame, seed: int, overlaps: int) -> dict[str, 
     return chosen
 
 
-def generate_from_config(params: dict, table1_csv, out_root, truth_csv) -> pd.DataFrame:
+def generate_from_config(params: dict, table1_csv, out_root, truth_csv, sizes_csv=None) -> pd.DataFrame:
     """:func:`generate_dataset` with the ``dataset.synthetic`` section of the config."""
     return generate_dataset(
         out_root,
@@ -208,4 +237,5 @@ def generate_from_config(params: dict, table1_csv, out_root, truth_csv) -> pd.Da
         seed=int(params["seed"]),
         overlaps=int(params["overlaps"]),
         binning=int(params.get("binning", 1)),
+        sizes_csv=sizes_csv,
     )

@@ -1,0 +1,1059 @@
+"""Whole-micrograph analysis (issue 14, beyond the paper): find, classify, count and measure particles.
+
+The paper classifies 256x256 patches centred on annotated particles; this module answers the
+questions asked of a whole micrograph: where are the particles, of which virus, how many and
+how large. Steps, per image (:func:`analyse_image`):
+
+1. **Candidates** from a multi-scale Laplacian-of-Gaussian blob detector at 1 nm/px: the image
+   is rescaled with the project's windowed Lanczos-3 resampler (:func:`temvirus.rescale.region`)
+   one bounded tile at a time (``tile_nm`` plus a margin), standardised by the image's mean and
+   s.d.; for each detection scale (the classes' typical diameters ``d``, Table 1's or
+   ``diameters_nm``, merged when within ``scale_merge`` of each other) the tile is
+   block-averaged so that the blob's ``sigma = d / (2 sqrt 2)`` is about 2.5 px, the
+   scale-normalised ``-sigma^2 LoG`` is computed and its local maxima are the candidates
+   (light particles on dark stain: negative staining).
+2. **Scoring**: a degree-2 logistic regression (scikit-learn, :func:`fit_detector`: the
+   standardised features and their pairwise products) on blob features (:data:`FEATURES`: the
+   response, its share of the best response over scales at that point, disc-minus-ring
+   contrast, texture, the scale, its distance from the image's dominant scale, the response
+   relative to the strongest of its scale in the image, and a scale-normalised radial profile:
+   ring means out to 1.25 diameters minus the outermost (background) ring, and each ring's
+   spread) is fitted on the candidates of the
+   *training* images, labelled by the annotations (a candidate near an annotated centre at a
+   scale close to its class's diameter is a particle); after greedy non-maximum suppression
+   (a candidate within ``nms_fraction`` of the larger of two diameters of a better one is
+   dropped) the score threshold is the one of best detection F1 on the *validation* images.
+   Test images are never used. Black padding (crops padded to a square) is left out of the
+   image statistics and candidates near it are dropped (:func:`padding_mask`).
+3. **Classification** of every kept particle by the trained patch model: the 256x256 patch at
+   1 nm/px around it, cut and quantised as the patches stage does
+   (:func:`temvirus.patches.extract_image`), area-averaged to the checkpoint's ``input_size``
+   and standardised per patch (:func:`temvirus.train.predict`), as in evaluation.
+4. **Measurement**: the diameter (nm) from 32 radial intensity profiles around the centre (the
+   steepest light-to-dark step of each ray; the median over rays, for filaments the lower
+   quartile: their width). Filaments (Ebola, Marburg) are found as chains of points along
+   their centre line: points of a filament class closer than ``chain_fraction`` x its diameter
+   are linked, and each chain is one filament.
+5. **Image call**: the class with the largest score- and probability-weighted vote of its
+   particles, its confidence that class's share of the vote.
+
+:func:`evaluate_image` matches found particles one-to-one with the annotated centres (the
+patch centres of :func:`temvirus.patches.patch_points`: points, centre-line vertices, midpoints
+of 2-point lines) within half the annotated class's typical diameter
+(:func:`scipy.optimize.linear_sum_assignment`).
+
+Memory: the raw image is held as read (uint16: 8 MB for 2048x2048 px); everything at 1 nm/px
+is one tile at a time, so a micrograph of any pixel size needs a bounded amount beyond it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+from scipy.optimize import linear_sum_assignment
+
+from temvirus.rescale import region, rescaled_size
+
+log = logging.getLogger(__name__)
+
+#: classes found as chains of points along their centre line
+FILAMENT_CLASSES = ("Ebola", "Marburg")
+#: columns of a particle table (one row per found particle)
+PARTICLE_COLUMNS = [
+    "image_id",
+    "particle",
+    "x",
+    "y",
+    "x_nm",
+    "y_nm",
+    "class",
+    "probability",
+    "score",
+    "diameter_nm",
+    "chain",
+]
+#: blob features the scorer sees (besides one indicator per detection scale)
+FEATURES = [
+    "response",
+    "scale_share",
+    "contrast",
+    "texture",
+    "log_d",
+    "scale_offset",
+    "abs_scale_offset",
+    "relative_response",
+    "log_rank",
+    *[f"profile_{k}" for k in range(9)],
+    *[f"ring_spread_{k}" for k in range(9)],
+]
+#: rings of the radial profile, in diameters from the centre (the last one is the background)
+_PROFILE_RINGS = np.linspace(0, 1.25, 11)
+DETECTOR_KIND = "temvirus micrograph detector"
+#: block-average factor: the blob's sigma in the averaged tile is about this many pixels
+SIGMA_PX = 2.5
+_RAYS = 32
+#: at most this many training candidates fit the scorer (all positives, random negatives)
+MAX_FIT_ROWS = 30000
+
+
+@dataclass(frozen=True)
+class Options:
+    """Settings of the detector (config ``micrographs``; see config/README.md)."""
+
+    tile_nm: int = 2048
+    scale_merge: float = 1.15
+    min_response: float = 0.08
+    min_diameter_px: float = 8.0
+    nms_fraction: float = 0.6
+    label_scale_factor: float = 1.6
+    chain_fraction: float = 1.6
+    regularisation: float = 0.3
+
+    @classmethod
+    def from_config(cls, section: Mapping) -> Options:
+        return cls(**{k: section[k] for k in cls.__dataclass_fields__ if k in section})
+
+
+def class_diameters(
+    classes: Sequence[str], table1_csv, overrides: Mapping[str, float] | None = None
+) -> dict[str, float]:
+    """Typical diameter (nm) of each class: Table 1's mean particle size, or ``overrides[class]``."""
+    from temvirus.classes import load_table1
+
+    table = load_table1(table1_csv)
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(classes))
+    if unknown:
+        raise ValueError(f"micrographs.diameters_nm: classes {unknown} are not among the classes {list(classes)}")
+    return {c: float(overrides.get(c, table.loc[c, "avg_particle_size_nm"])) for c in classes}
+
+
+def detection_scales(diameters: Mapping[str, float], merge: float = 1.15) -> np.ndarray:
+    """Detection diameters (nm, ascending): the classes' diameters, those within a factor ``merge``
+    of the smallest of their group merged into their geometric mean."""
+    values = sorted(set(float(d) for d in diameters.values()))
+    groups: list[list[float]] = []
+    for d in values:
+        if groups and d / groups[-1][0] < merge:
+            groups[-1].append(d)
+        else:
+            groups.append([d])
+    return np.array([float(np.exp(np.mean(np.log(g)))) for g in groups])
+
+
+# ------------------------------------------------------------------------- candidates
+
+
+def _block_mean(tile: np.ndarray, f: int) -> np.ndarray:
+    if f == 1:
+        return tile
+    h, w = (tile.shape[0] // f) * f, (tile.shape[1] // f) * f
+    return tile[:h, :w].reshape(h // f, f, w // f, f).mean(axis=(1, 3))
+
+
+def _factor(d: float) -> int:
+    return max(1, int(d / (2 * math.sqrt(2)) / SIGMA_PX))
+
+
+def _image_stats(pixels: np.ndarray) -> tuple[float, float]:
+    step = max(1, int(math.sqrt(pixels.size / 1e6)))
+    sample = np.asarray(pixels[::step, ::step], dtype=np.float64)
+    return float(sample.mean()), float(max(sample.std(), 1e-6))
+
+
+def padding_mask(pixels: np.ndarray, min_fraction: float = 0.01) -> np.ndarray | None:
+    """Black padding of a crop: the pixels at the image's minimum value where they are at least
+    ``min_fraction`` of the image and form blocks (a pixel of the minimum with its 8 neighbours
+    at the minimum too); ``None`` when there is none."""
+    low = pixels.min()
+    at_min = np.asarray(pixels == low)
+    if at_min.mean() < min_fraction:
+        return None
+    mask = ndimage.binary_erosion(at_min, np.ones((3, 3), bool), border_value=1)
+    mask = ndimage.binary_dilation(mask, np.ones((3, 3), bool)) & at_min
+    return mask if mask.mean() >= min_fraction else None
+
+
+def _disc_offsets(radius: float, inner: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    r = int(math.ceil(radius))
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    dist = np.hypot(yy, xx)
+    keep = (dist <= radius) & (dist >= inner)
+    return yy[keep], xx[keep]
+
+
+def _gather(image: np.ndarray, rows: np.ndarray, cols: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
+    r = np.clip(rows[:, None] + dy[None, :], 0, image.shape[0] - 1)
+    c = np.clip(cols[:, None] + dx[None, :], 0, image.shape[1] - 1)
+    return image[r, c]
+
+
+def _refine(resp: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sub-pixel peak offsets (rows, cols) from a parabola through each peak and its neighbours."""
+
+    def offset(minus, centre, plus):
+        denom = minus - 2 * centre + plus
+        with np.errstate(divide="ignore", invalid="ignore"):
+            off = np.where(denom < 0, 0.5 * (minus - plus) / denom, 0.0)
+        return np.clip(off, -0.5, 0.5)
+
+    h, w = resp.shape
+    up, down = resp[np.clip(rows - 1, 0, h - 1), cols], resp[np.clip(rows + 1, 0, h - 1), cols]
+    left, right = resp[rows, np.clip(cols - 1, 0, w - 1)], resp[rows, np.clip(cols + 1, 0, w - 1)]
+    centre = resp[rows, cols]
+    return offset(up, centre, down), offset(left, centre, right)
+
+
+def _tile_candidates(
+    tile: np.ndarray,
+    base: int,
+    origin: tuple[float, float],
+    core: tuple[float, float, float, float],
+    scales: np.ndarray,
+    active: np.ndarray,
+    options: Options,
+) -> pd.DataFrame:
+    """Candidates of one standardised tile at ``base`` nm/px whose top-left pixel corner is at
+    ``origin`` (x, y nm), kept when their centre lies in ``core`` (left, top, right, bottom, nm);
+    only the scales ``active`` (indices into ``scales``) are searched."""
+    maps = {}
+    for k in active:
+        d = scales[k]
+        f = max(1, round(_factor(d) / base))
+        small = _block_mean(tile, f)
+        step = f * base  # nm per pixel of ``small``
+        sigma = d / (2 * math.sqrt(2)) / step
+        maps[k] = (step, small, -(sigma**2) * ndimage.gaussian_laplace(small, sigma))
+    frames = []
+    for k, (step, small, resp) in maps.items():
+        d = scales[k]
+        radius = max(1, int(round(0.35 * d / step)))
+        peaks = (resp == ndimage.maximum_filter(resp, size=2 * radius + 1)) & (resp > options.min_response)
+        rows, cols = np.nonzero(peaks)
+        dr, dc = _refine(resp, rows, cols)
+        x = origin[0] + (cols + dc + 0.5) * step
+        y = origin[1] + (rows + dr + 0.5) * step
+        inside = (x >= core[0]) & (x < core[2]) & (y >= core[1]) & (y < core[3])
+        rows, cols, x, y = rows[inside], cols[inside], x[inside], y[inside]
+        if not len(rows):
+            continue
+        response = resp[rows, cols]
+        best = response.copy()
+        for step2, _, resp2 in maps.values():  # the best response over scales at the same point
+            r2 = np.clip(((y - origin[1]) / step2).astype(int), 0, resp2.shape[0] - 1)
+            c2 = np.clip(((x - origin[0]) / step2).astype(int), 0, resp2.shape[1] - 1)
+            best = np.maximum(best, resp2[r2, c2])
+        ring_values = [
+            _gather(small, rows, cols, *_disc_offsets(hi * d / step, inner=lo * d / step))
+            for lo, hi in zip(_PROFILE_RINGS[:-1], _PROFILE_RINGS[1:])
+        ]
+        rings = [v.mean(axis=1) for v in ring_values]
+        inner = _gather(small, rows, cols, *_disc_offsets(0.35 * d / step))
+        outer = _gather(small, rows, cols, *_disc_offsets(0.8 * d / step, inner=0.6 * d / step))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "x_nm": x,
+                    "y_nm": y,
+                    "scale": k,
+                    "d_nm": d,
+                    "response": response,
+                    "scale_share": response / np.maximum(best, 1e-9),
+                    "contrast": inner.mean(axis=1) - outer.mean(axis=1),
+                    "texture": inner.std(axis=1),
+                    **{f"profile_{k}": rings[k] - rings[-1] for k in range(9)},
+                    **{f"ring_spread_{k}": ring_values[k].std(axis=1) for k in range(9)},
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def find_candidates(
+    pixels: np.ndarray, pixel_size_nm: float, scales: np.ndarray, options: Options = Options()
+) -> pd.DataFrame:
+    """Blob candidates of a raw image (``x_nm, y_nm, scale, d_nm`` and :data:`FEATURES`).
+
+    Scales under ``options.min_diameter_px`` raw pixels are not searched (not resolved). The
+    image is rescaled one tile at a time (``options.tile_nm`` square cores plus a margin of 1.25
+    x the largest scale, mirrored past the border), so memory stays bounded: with the Lanczos-3
+    resampler of :mod:`temvirus.rescale` to 1 nm/px, or, when even the smallest scale searched
+    is block-averaged (``f`` nm blocks), directly to ``f`` nm/px (the same resampler with
+    ``f``-nm units; a block mean of the 1 nm/px image, to rounding, at ``1/f**2`` of the cost).
+    """
+    columns = ["x_nm", "y_nm", "scale", "d_nm", *FEATURES]
+    active = np.flatnonzero(scales / pixel_size_nm >= options.min_diameter_px)
+    if not len(active):
+        return pd.DataFrame(columns=columns)
+    pad = padding_mask(pixels)
+    if pad is not None:  # black padding: left out of the statistics, filled with the mean
+        valid = np.asarray(pixels[~pad], dtype=np.float64)
+        mean, std = float(valid.mean()), float(max(valid.std(), 1e-6))
+        pixels = np.where(pad, np.float32(mean), pixels.astype(np.float32))
+        distance_nm = ndimage.distance_transform_edt(~pad) * pixel_size_nm
+    else:
+        mean, std = _image_stats(pixels)
+    base = _factor(scales[active].min())
+    px = pixel_size_nm / base  # source pixel size in units of ``base`` nm
+    out_h, out_w = rescaled_size(pixels.shape[0], px), rescaled_size(pixels.shape[1], px)
+    f_max = max(1, round(_factor(scales[active].max()) / base))
+    margin = int(math.ceil(1.25 * scales[active].max() / base / f_max)) * f_max
+    core = max(64, int(options.tile_nm / base) // f_max * f_max)
+    frames = []
+    for top in range(0, out_h, core):
+        for left in range(0, out_w, core):
+            width, height = min(core, out_w - left), min(core, out_h - top)
+            tile = region(pixels, px, left - margin, top - margin, width + 2 * margin, height + 2 * margin)
+            tile = ((tile - mean) / std).astype(np.float32)
+            box = (left * base, top * base, (left + width) * base, (top + height) * base)
+            origin = ((left - margin) * base, (top - margin) * base)
+            frames.append(_tile_candidates(tile, base, origin, box, scales, active, options))
+            del tile
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    found = pd.concat(frames, ignore_index=True)
+    if pad is not None:  # candidates on or near the padding
+        r = np.clip((found.y_nm / pixel_size_nm).astype(int), 0, pad.shape[0] - 1)
+        c = np.clip((found.x_nm / pixel_size_nm).astype(int), 0, pad.shape[1] - 1)
+        found = found[distance_nm[r, c] >= 0.5 * found.d_nm].reset_index(drop=True)
+        if found.empty:
+            return pd.DataFrame(columns=columns)
+    return _context(found)[columns]
+
+
+def _context(found: pd.DataFrame) -> pd.DataFrame:
+    """Add the image-level features: log diameter, its offset from the image's dominant scale
+    (the scale whose five strongest scale-space maxima respond most), the response relative to
+    the mean of the five strongest of its scale and its rank there (log)."""
+    found = found.copy()
+    found["log_d"] = np.log(found.d_nm)
+    maxima = found[found.scale_share >= 0.999]
+    if len(maxima) == 0:
+        maxima = found
+    strength = maxima.groupby("scale")["response"].apply(lambda r: np.sort(r.to_numpy())[::-1][:5].sum())
+    dominant = float(maxima.loc[maxima.scale == strength.idxmax(), "d_nm"].iloc[0])
+    found["scale_offset"] = found.log_d - math.log(dominant)
+    found["abs_scale_offset"] = found.scale_offset.abs()
+    by_scale = found.groupby("scale")["response"]
+    top = by_scale.transform(lambda r: np.sort(r.to_numpy())[::-1][:5].mean())
+    found["relative_response"] = found.response / np.maximum(top, 1e-9)
+    found["log_rank"] = np.log(by_scale.rank(ascending=False, method="first"))
+    return found
+
+
+# ------------------------------------------------------------------------- scoring
+
+
+def _design(candidates: pd.DataFrame, n_scales: int) -> np.ndarray:
+    """Features (:data:`FEATURES`) and one indicator per detection scale."""
+    base = candidates[FEATURES].to_numpy(dtype=np.float64)
+    onehot = np.eye(n_scales)[candidates.scale.to_numpy(dtype=int)] if len(candidates) else np.zeros((0, n_scales))
+    return np.hstack([base, onehot])
+
+
+def _quadratic(z: np.ndarray) -> np.ndarray:
+    """``z`` with all products ``z_i z_j`` (i <= j) appended: a degree-2 logistic regression."""
+    i, j = np.triu_indices(z.shape[1])
+    return np.hstack([z, z[:, i] * z[:, j]])
+
+
+def _expanded(candidates: pd.DataFrame, detector: Mapping) -> np.ndarray:
+    z = (_design(candidates, len(detector["scales_nm"])) - np.array(detector["mean"])) / np.array(detector["scale"])
+    return (_quadratic(z) - np.array(detector["mean2"])) / np.array(detector["scale2"])
+
+
+def score_candidates(candidates: pd.DataFrame, detector: Mapping) -> np.ndarray:
+    """Probability that each candidate is a particle, by the detector's logistic regression."""
+    if len(candidates) == 0:
+        return np.zeros(0)
+    logit = _expanded(candidates, detector) @ np.array(detector["coef"]) + detector["intercept"]
+    return 1 / (1 + np.exp(-np.clip(logit, -50, 50)))
+
+
+def suppress(candidates: pd.DataFrame, scores: np.ndarray, fraction: float) -> np.ndarray:
+    """Indices (best first) kept by greedy non-maximum suppression: a candidate closer than
+    ``fraction`` x the larger of the two diameters to a better kept one is dropped."""
+    order = np.argsort(-scores, kind="stable")
+    xy = candidates[["x_nm", "y_nm"]].to_numpy()
+    d = candidates.d_nm.to_numpy()
+    kept: list[int] = []
+    for i in order:
+        if kept:
+            k = np.array(kept)
+            dist = np.hypot(*(xy[k] - xy[i]).T)
+            if np.any(dist < fraction * np.maximum(d[k], d[i])):
+                continue
+        kept.append(int(i))
+    return np.array(kept, dtype=int)
+
+
+# ------------------------------------------------------------------------- matching, metrics
+
+
+def match(found_xy: np.ndarray, true_xy: np.ndarray, tolerance: np.ndarray) -> list[tuple[int, int]]:
+    """One-to-one pairs ``(found, true)`` within ``tolerance[true]`` (nm), as many as possible,
+    then the closest (:func:`scipy.optimize.linear_sum_assignment`)."""
+    found_xy = np.asarray(found_xy, dtype=float).reshape(-1, 2)
+    true_xy = np.asarray(true_xy, dtype=float).reshape(-1, 2)
+    if not len(found_xy) or not len(true_xy):
+        return []
+    tolerance = np.broadcast_to(np.asarray(tolerance, dtype=float), (len(true_xy),))
+    dist = np.hypot(found_xy[:, None, 0] - true_xy[None, :, 0], found_xy[:, None, 1] - true_xy[None, :, 1])
+    ok = dist <= tolerance[None, :]
+    cost = np.where(ok, dist / tolerance[None, :], 1e6)
+    rows, cols = linear_sum_assignment(cost)
+    return [(int(r), int(c)) for r, c in zip(rows, cols) if ok[r, c]]
+
+
+def detection_counts(pairs: int, n_found: int, n_true: int) -> dict:
+    precision = pairs / n_found if n_found else (1.0 if n_true == 0 else 0.0)
+    recall = pairs / n_true if n_true else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def annotated_centres(particles: pd.DataFrame) -> pd.DataFrame:
+    """The annotated centres of an image's particle rows (``particle, vertex, x, y``): points,
+    centre-line vertices and 2-point midpoints, as the patches stage cuts them."""
+    from temvirus.patches import patch_points
+
+    if len(particles) == 0:
+        return pd.DataFrame(columns=["particle", "vertex", "x", "y"])
+    table = particles.assign(image_id=particles.get("image_id", "image"))
+    return patch_points(table)[["particle", "vertex", "x", "y"]].reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------- measurement
+
+
+def measure_diameters(
+    pixels: np.ndarray, pixel_size_nm: float, xy_nm: np.ndarray, d_nm: np.ndarray, filament: np.ndarray
+) -> np.ndarray:
+    """Diameter (nm; a filament's width) of each particle from radial profiles of a 1 nm/px
+    window around it: the steepest light-to-dark step of each of 32 rays between 0.25 and 0.95
+    times the detection diameter from the centre; median over rays (filaments: lower quartile)."""
+    angles = np.linspace(0, 2 * np.pi, _RAYS, endpoint=False)
+    out = np.full(len(xy_nm), np.nan)
+    for i, ((x, y), d) in enumerate(zip(xy_nm, d_nm)):
+        half = int(math.ceil(1.05 * d)) + 4
+        left, top = int(math.floor(x)) - half, int(math.floor(y)) - half
+        win = region(pixels, pixel_size_nm, left, top, 2 * half + 1, 2 * half + 1)
+        win = ndimage.gaussian_filter(win, max(1.0, d / 40))
+        radii = np.arange(0.25 * d, 0.95 * d, max(0.5, d / 100))
+        cx, cy = x - left - 0.5, y - top - 0.5
+        xs = cx + radii[None, :] * np.cos(angles)[:, None]
+        ys = cy + radii[None, :] * np.sin(angles)[:, None]
+        profiles = ndimage.map_coordinates(win, [ys.ravel(), xs.ravel()], order=1, mode="nearest").reshape(xs.shape)
+        edges = radii[np.argmin(np.diff(profiles, axis=1), axis=1)] + (radii[1] - radii[0]) / 2
+        out[i] = 2 * (np.percentile(edges, 25) if filament[i] else np.median(edges))
+    return out
+
+
+def link_chains(
+    xy_nm: np.ndarray, classes: Sequence[str], diameters: Mapping[str, float], fraction: float
+) -> np.ndarray:
+    """Chain id of each particle of a filament class (points closer than ``fraction`` x the class
+    diameter linked, transitively), -1 for the others."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    chain = np.full(len(xy_nm), -1, dtype=int)
+    next_id = 0
+    for cls in FILAMENT_CLASSES:
+        idx = np.flatnonzero(np.asarray(classes) == cls)
+        if not len(idx):
+            continue
+        pts = xy_nm[idx]
+        dist = np.hypot(pts[:, None, 0] - pts[None, :, 0], pts[:, None, 1] - pts[None, :, 1])
+        a, b = np.nonzero(dist < fraction * diameters.get(cls, 80.0))
+        _, labels = connected_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(len(idx),) * 2), directed=False)
+        chain[idx] = labels + next_id
+        next_id += int(labels.max()) + 1
+    return chain
+
+
+# ------------------------------------------------------------------------- detector fitting
+
+
+def _label_candidates(
+    candidates: pd.DataFrame, centres: pd.DataFrame, cls: str, diameters: Mapping[str, float], factor: float
+) -> np.ndarray:
+    """1 for a candidate near an annotated centre (within half the class diameter) at a scale
+    within ``factor`` of that diameter, else 0."""
+    if len(candidates) == 0 or len(centres) == 0:
+        return np.zeros(len(candidates), dtype=int)
+    d = diameters[cls]
+    xy = candidates[["x_nm", "y_nm"]].to_numpy()
+    c = centres[["x_nm", "y_nm"]].to_numpy()
+    near = np.hypot(xy[:, None, 0] - c[None, :, 0], xy[:, None, 1] - c[None, :, 1]).min(axis=1) <= d / 2
+    scale_ok = np.abs(np.log(candidates.d_nm.to_numpy() / d)) <= math.log(factor)
+    return (near & scale_ok).astype(int)
+
+
+def _image_centres(particles: pd.DataFrame, pixel_size_nm: float) -> pd.DataFrame:
+    centres = annotated_centres(particles)
+    return centres.assign(x_nm=centres.x * pixel_size_nm, y_nm=centres.y * pixel_size_nm)
+
+
+def fit_detector(
+    images: pd.DataFrame,
+    particles: pd.DataFrame,
+    raw_root,
+    diameters: Mapping[str, float],
+    options: Options = Options(),
+    seed: int = 0,
+) -> dict:
+    """Fit the candidate scorer on the ``train`` images and choose its threshold on the
+    ``validation`` images (column ``subset``; test images are refused). Returns the detector
+    (JSON-serialisable: scales, feature standardisation, coefficients, threshold, validation F1)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from temvirus.raw import read_image
+
+    subsets = set(images.subset)
+    if not subsets <= {"train", "validation"}:
+        raise ValueError(f"the detector is fitted on train and validation images only, got subsets {sorted(subsets)}")
+    scales = detection_scales(diameters, options.scale_merge)
+    by_image = {k: v for k, v in particles.groupby("image_id")}
+    data = {"train": [], "validation": []}
+    for _, image in images.iterrows():
+        pixels = read_image(Path(raw_root) / image.path)
+        cands = find_candidates(pixels, image.pixel_size_nm, scales, options)
+        centres = _image_centres(by_image.get(image.image_id, particles.iloc[:0]), image.pixel_size_nm)
+        labels = _label_candidates(cands, centres, image["class"], diameters, options.label_scale_factor)
+        data[image.subset].append((image, cands, centres, labels))
+        log.info("%s (%s): %d candidates, %d positive", image.image_id, image.subset, len(cands), labels.sum())
+    train = [t for t in data["train"] if len(t[1])]
+    if not train:
+        raise ValueError("no candidates in the training images: nothing to fit the detector on")
+    x = np.vstack([_design(c, len(scales)) for _, c, _, _ in train])
+    y = np.concatenate([lab for _, _, _, lab in train])
+    if len(set(y)) < 2:
+        raise ValueError(f"the training images give only {'positive' if y.all() else 'negative'} candidates")
+    if len(y) > MAX_FIT_ROWS:  # bounded memory: the degree-2 expansion has ~(features^2)/2 columns
+        from temvirus.seeding import rng
+
+        negatives = np.flatnonzero(y == 0)
+        room = max(MAX_FIT_ROWS - int(y.sum()), 1)
+        chosen = rng(seed, "micrographs", "negatives").choice(negatives, size=min(room, len(negatives)), replace=False)
+        rows = np.sort(np.concatenate([np.flatnonzero(y == 1), chosen]))
+        x, y = x[rows], y[rows]
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale == 0] = 1.0
+    q = _quadratic((x - mean) / scale)
+    mean2, scale2 = q.mean(axis=0), q.std(axis=0)
+    scale2[scale2 == 0] = 1.0
+    model = LogisticRegression(C=options.regularisation, max_iter=5000, class_weight="balanced", random_state=seed)
+    model.fit((q - mean2) / scale2, y)
+    detector = {
+        "kind": DETECTOR_KIND,
+        "features": FEATURES + [f"scale_{k}" for k in range(len(scales))],
+        "expansion": "standardised features and their pairwise products (degree 2), standardised again",
+        "scales_nm": [round(float(s), 3) for s in scales],
+        "diameters_nm": dict(diameters),
+        "options": asdict(options),
+        "mean": mean.tolist(),
+        "scale": scale.tolist(),
+        "mean2": mean2.tolist(),
+        "scale2": scale2.tolist(),
+        "coef": model.coef_[0].tolist(),
+        "intercept": float(model.intercept_[0]),
+        "n_train_images": len(data["train"]),
+        "n_train_candidates": int(len(y)),
+        "n_train_positive": int(y.sum()),
+    }
+    detector.update(_choose_threshold(data["validation"] or data["train"], detector, diameters, options))
+    detector["threshold_from"] = "validation" if data["validation"] else "train (no validation images)"
+    return detector
+
+
+def _choose_threshold(items, detector, diameters, options) -> dict:
+    """The score threshold of best pooled detection F1 over ``items`` (image, candidates, centres, labels)."""
+    kept = []
+    for image, cands, centres, _ in items:
+        scores = score_candidates(cands, detector)
+        order = suppress(cands, scores, options.nms_fraction) if len(cands) else np.zeros(0, dtype=int)
+        tol = np.full(len(centres), diameters[image["class"]] / 2)
+        kept.append((cands.iloc[order][["x_nm", "y_nm"]].to_numpy(), scores[order], centres, tol))
+    grid = np.unique(
+        np.concatenate(
+            [
+                np.linspace(0.05, 0.95, 91),
+                np.quantile(np.concatenate([s for _, s, _, _ in kept] + [[0.5]]), np.linspace(0, 1, 50)),
+            ]
+        )
+    )
+    best = {"threshold": 0.5, "validation_f1": -1.0}
+    for t in grid:
+        pairs = found = true = 0
+        for xy, scores, centres, tol in kept:
+            sel = xy[scores >= t]
+            pairs += len(match(sel, centres[["x_nm", "y_nm"]].to_numpy(), tol))
+            found += len(sel)
+            true += len(centres)
+        stats = detection_counts(pairs, found, true)
+        if stats["f1"] > best["validation_f1"]:
+            best = {
+                "threshold": float(t),
+                "validation_f1": stats["f1"],
+                "validation_precision": stats["precision"],
+                "validation_recall": stats["recall"],
+            }
+    return best
+
+
+def read_detector(path) -> dict:
+    """A detector.json of :func:`fit_detector`; a clear error for any other file."""
+    try:
+        detector = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a micrograph detector (not JSON: {exc})") from None
+    if not isinstance(detector, dict) or detector.get("kind") != DETECTOR_KIND:
+        raise ValueError(f"{path}: not a micrograph detector (no kind {DETECTOR_KIND!r})")
+    return detector
+
+
+# ------------------------------------------------------------------------- analysis
+
+
+@dataclass
+class Classifier:
+    """A trained patch model and how to feed it (the checkpoint's classes and input size)."""
+
+    model: object
+    classes: list[str]
+    input_size: int | None
+    device: object
+    batch_size: int = 64
+    experiment: str = ""
+
+    @classmethod
+    def load(cls, checkpoint, device: str = "auto", batch_size: int = 64) -> Classifier:
+        from temvirus.train import load_checkpoint, resolve_device
+
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: model file not found")
+        try:
+            model, meta = load_checkpoint(path)
+        except Exception as exc:  # a zip of another kind, a pickle, text...
+            raise ValueError(
+                f"{path}: not a trained model of this workflow (a best.pt of train_model): "
+                f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
+            ) from None
+        dev = resolve_device(device)
+        return cls(
+            model.to(dev).eval(),
+            list(meta["classes"]),
+            meta.get("input_size"),
+            dev,
+            batch_size,
+            meta.get("experiment", ""),
+        )
+
+    def probabilities(self, pixels: np.ndarray, pixel_size_nm: float, xy_nm: np.ndarray) -> np.ndarray:
+        from temvirus.patches import extract_image
+        from temvirus.train import area_downsample, compact_tensor, predict
+
+        if not len(xy_nm):
+            return np.zeros((0, len(self.classes)))
+        out = []
+        for start in range(0, len(xy_nm), 256):  # bounded: 256 patches of 256x256 at a time
+            patches = extract_image(pixels, pixel_size_nm, xy_nm[start : start + 256])
+            if self.input_size:
+                patches = area_downsample(patches, self.input_size)
+            out.append(predict(self.model, compact_tensor(patches), self.batch_size, self.device))
+        return np.vstack(out)
+
+
+def analyse_image(
+    pixels: np.ndarray,
+    pixel_size_nm: float,
+    detector: Mapping,
+    classifier: Classifier,
+    image_id: str = "image",
+) -> tuple[pd.DataFrame, dict]:
+    """Particles of one raw image (:data:`PARTICLE_COLUMNS`) and its call (``call``,
+    ``confidence``, ``n_particles``, ``count_{class}``, ``filaments``)."""
+    options = Options.from_config(detector["options"])
+    diameters = {c: float(detector["diameters_nm"].get(c, np.nan)) for c in classifier.classes}
+    scales = np.array(detector["scales_nm"])
+    cands = find_candidates(pixels, pixel_size_nm, scales, options)
+    scores = score_candidates(cands, detector)
+    order = suppress(cands, scores, options.nms_fraction) if len(cands) else np.zeros(0, dtype=int)
+    order = order[scores[order] >= detector["threshold"]]
+    kept = cands.iloc[order].reset_index(drop=True)
+    score = scores[order]
+    xy = kept[["x_nm", "y_nm"]].to_numpy()
+    probs = classifier.probabilities(pixels, pixel_size_nm, xy)
+    labels = [classifier.classes[i] for i in probs.argmax(axis=1)] if len(probs) else []
+    filament = np.isin(labels, FILAMENT_CLASSES)
+    diam = measure_diameters(pixels, pixel_size_nm, xy, kept.d_nm.to_numpy(), filament) if len(xy) else np.zeros(0)
+    table = pd.DataFrame(
+        {
+            "image_id": image_id,
+            "particle": np.arange(len(kept)),
+            "x": (xy[:, 0] / pixel_size_nm).round(2) if len(xy) else [],
+            "y": (xy[:, 1] / pixel_size_nm).round(2) if len(xy) else [],
+            "x_nm": xy[:, 0].round(2) if len(xy) else [],
+            "y_nm": xy[:, 1].round(2) if len(xy) else [],
+            "class": labels,
+            "probability": probs.max(axis=1).round(4) if len(probs) else [],
+            "score": np.round(score, 4),
+            "diameter_nm": np.round(diam, 1),
+            "chain": link_chains(xy, labels, diameters, options.chain_fraction) if len(xy) else [],
+        }
+    )[PARTICLE_COLUMNS]
+    votes = (score[:, None] * probs).sum(axis=0) if len(probs) else np.zeros(len(classifier.classes))
+    call = {
+        "image_id": image_id,
+        "pixel_size_nm": pixel_size_nm,
+        "call": classifier.classes[int(votes.argmax())] if votes.sum() > 0 else "",
+        "confidence": round(float(votes.max() / votes.sum()), 4) if votes.sum() > 0 else 0.0,
+        "n_particles": len(table),
+        "filaments": int(table.loc[table.chain >= 0, "chain"].nunique()),
+    }
+    for cls in classifier.classes:
+        call[f"count_{cls}"] = int((table["class"] == cls).sum())
+    return table, call
+
+
+def evaluate_image(
+    found: pd.DataFrame,
+    annotated: pd.DataFrame,
+    true_class: str,
+    pixel_size_nm: float,
+    diameters: Mapping[str, float],
+    sizes: pd.DataFrame | None = None,
+) -> tuple[dict, pd.DataFrame]:
+    """Detection and count figures of one image against its annotations (``particle, vertex, x, y``
+    in px) and the matched pairs (``particle`` found, ``true_particle``, diameters when ``sizes``
+    (``particle, diameter_nm``) gives the true ones)."""
+    centres = _image_centres(annotated, pixel_size_nm)
+    tol = np.full(len(centres), diameters[true_class] / 2)
+    pairs = match(found[["x_nm", "y_nm"]].to_numpy(), centres[["x_nm", "y_nm"]].to_numpy(), tol)
+    matched = pd.DataFrame(
+        {
+            "particle": [found.particle.iloc[i] for i, _ in pairs],
+            "true_particle": [int(centres.particle.iloc[j]) for _, j in pairs],
+            "diameter_nm": [float(found.diameter_nm.iloc[i]) for i, _ in pairs],
+        }
+    )
+    if sizes is not None and len(matched):
+        true_d = sizes.set_index("particle")["diameter_nm"]
+        matched["true_diameter_nm"] = true_d.reindex(matched.true_particle).to_numpy()
+    row = {
+        "n_annotated": len(centres),
+        "n_found": len(found),
+        "n_matched": len(pairs),
+        **detection_counts(len(pairs), len(found), len(centres)),
+        "count_error": len(found) - len(centres),
+        "relative_count_error": abs(len(found) - len(centres)) / max(len(centres), 1),
+    }
+    return row, matched
+
+
+# ------------------------------------------------------------------------- a set of images
+
+
+#: columns of the evaluation table (one row per image with annotations)
+EVALUATION_COLUMNS = [
+    "image_id",
+    "class",
+    "call",
+    "correct",
+    "n_annotated",
+    "n_found",
+    "n_matched",
+    "precision",
+    "recall",
+    "f1",
+    "count_error",
+    "relative_count_error",
+    "median_diameter_error",
+]
+
+
+def analyse_micrographs(
+    images: pd.DataFrame,
+    raw_root,
+    classifier: Classifier,
+    detector: Mapping,
+    out_dir,
+    *,
+    annotations: pd.DataFrame | None = None,
+    sizes: pd.DataFrame | None = None,
+    note: str = "",
+    overlay_side: int = 1024,
+) -> dict:
+    """Analyse every image of ``images`` (``image_id``, ``path`` under ``raw_root`` or absolute,
+    ``pixel_size_nm``, optionally ``class``) and write to ``out_dir``: ``particles/{image_id}.csv``
+    (:data:`PARTICLE_COLUMNS`), ``overlays/{image_id}.png``, ``summary.csv`` (one row per image:
+    call, confidence, counts per class), ``sizes.png`` (size histograms per class) and, with
+    ``annotations`` (the particle table, ``image_id, particle, vertex, x, y``) and ``class``,
+    ``evaluation.csv`` (:data:`EVALUATION_COLUMNS`) and ``metrics.json`` (pooled detection
+    precision/recall/F1, count errors, image-level accuracy, with ``sizes`` (true diameters,
+    ``image_id, particle, diameter_nm``) the median relative diameter error).
+
+    Everything is written into a temporary folder beside ``out_dir`` that replaces it only when
+    complete: a failure (an unreadable image...) leaves no half-written output. Returns the
+    metrics (an empty dict without annotations).
+    """
+    from temvirus.figures import micrograph_overlay, size_histograms
+    from temvirus.io import atomic_dir, save_figure, write_csv, write_json
+    from temvirus.raw import read_image
+
+    diameters = {c: float(v) for c, v in detector["diameters_nm"].items()}
+    evaluate = annotations is not None and "class" in images.columns
+    by_image = {k: v for k, v in annotations.groupby("image_id")} if evaluate else {}
+    true_sizes = {k: v for k, v in sizes.groupby("image_id")} if sizes is not None else {}
+    calls, evaluations, all_particles, matched_all = [], [], [], []
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "particles").mkdir()
+        (tmp / "overlays").mkdir()
+        for _, image in images.iterrows():
+            path = Path(image.path) if Path(image.path).is_absolute() else Path(raw_root) / image.path
+            pixels = read_image(path)
+            table, call = analyse_image(pixels, float(image.pixel_size_nm), detector, classifier, image.image_id)
+            write_csv(tmp / "particles" / f"{image.image_id}.csv", table)
+            title = f"{image.image_id}: {call['call'] or 'nothing found'} ({call['confidence']:.2f}), {len(table)} particles"
+            annotated = None
+            if evaluate:
+                truth_class = image["class"]
+                annotated = by_image.get(image.image_id, annotations.iloc[:0])
+                row, matched = evaluate_image(
+                    table, annotated, truth_class, float(image.pixel_size_nm), diameters, true_sizes.get(image.image_id)
+                )
+                errors = (
+                    (matched.diameter_nm - matched.true_diameter_nm).abs() / matched.true_diameter_nm
+                    if "true_diameter_nm" in matched
+                    else pd.Series(dtype=float)
+                )
+                evaluations.append(
+                    {
+                        "image_id": image.image_id,
+                        "class": truth_class,
+                        "call": call["call"],
+                        "correct": call["call"] == truth_class,
+                        **row,
+                        "median_diameter_error": float(errors.median()) if len(errors.dropna()) else np.nan,
+                    }
+                )
+                matched_all.append(errors.dropna())
+                title += f"; annotated {truth_class}: {row['n_matched']}/{row['n_annotated']} found"
+                call["class"] = truth_class
+            fig = micrograph_overlay(
+                pixels, float(image.pixel_size_nm), table, classifier.classes, title, overlay_side, annotated
+            )
+            save_figure(tmp / "overlays" / f"{image.image_id}.png", fig)
+            calls.append(call)
+            all_particles.append(table)
+            log.info("%s: %s", image.image_id, title)
+            del pixels
+        summary = pd.DataFrame(calls)
+        front = ["image_id", "class"] if "class" in summary else ["image_id"]
+        summary = summary[front + [c for c in summary.columns if c not in front]]
+        write_csv(tmp / "summary.csv", summary.sort_values("image_id", kind="stable"))
+        particles = (
+            pd.concat(all_particles, ignore_index=True) if all_particles else pd.DataFrame(columns=PARTICLE_COLUMNS)
+        )
+        save_figure(tmp / "sizes.png", size_histograms(particles, classifier.classes, diameters, note))
+        metrics: dict = {}
+        if evaluate:
+            frame = pd.DataFrame(evaluations, columns=EVALUATION_COLUMNS).sort_values("image_id", kind="stable")
+            write_csv(tmp / "evaluation.csv", frame.round(6))
+            metrics = summarise_evaluation(frame, pd.concat(matched_all) if matched_all else pd.Series(dtype=float))
+            metrics["note"] = note
+            write_json(tmp / "metrics.json", metrics)
+    return metrics
+
+
+def summarise_evaluation(frame: pd.DataFrame, diameter_errors: pd.Series) -> dict:
+    """Pooled figures of an evaluation table: detection precision/recall/F1 over all images,
+    mean absolute and mean relative count error per image, image-level accuracy, and the
+    median relative diameter error of the matched particles whose true size is known."""
+    pooled = detection_counts(int(frame.n_matched.sum()), int(frame.n_found.sum()), int(frame.n_annotated.sum()))
+    errors = diameter_errors.dropna()
+    return {
+        "images": len(frame),
+        "annotated": int(frame.n_annotated.sum()),
+        "found": int(frame.n_found.sum()),
+        "matched": int(frame.n_matched.sum()),
+        **pooled,
+        "count_mae": float(frame.count_error.abs().mean()) if len(frame) else float("nan"),
+        "count_relative_error": float(frame.relative_count_error.mean()) if len(frame) else float("nan"),
+        "image_accuracy": float(frame.correct.mean()) if len(frame) else float("nan"),
+        "median_diameter_error": float(errors.median()) if len(errors) else None,
+        "diameters_compared": len(errors),
+    }
+
+
+def subset_images(
+    images_csv, split_csv, subsets: Sequence[str], classes: Sequence[str], cap: int | None = None, seed: int = 0
+) -> pd.DataFrame:
+    """The image rows (with ``subset``) of a split's ``subsets`` whose class is one of
+    ``classes``; at most ``cap`` random images per class and subset (``None``: all)."""
+    from temvirus.seeding import rng
+
+    images = pd.read_csv(images_csv)
+    split = pd.read_csv(split_csv)[["image_id", "split"]].rename(columns={"split": "subset"})
+    table = images.merge(split, on="image_id", validate="one_to_one")
+    table = table[table.subset.isin(subsets) & table["class"].isin(classes)].sort_values("image_id", kind="stable")
+    if cap is not None:
+        draw = rng(seed, "micrographs", *subsets)
+        keep = []
+        for _, group in table.groupby(["class", "subset"], sort=True):
+            keep += list(group.index[np.sort(draw.permutation(len(group))[:cap])])
+        table = table.loc[sorted(keep, key=list(table.index).index)]
+    return table.reset_index(drop=True)
+
+
+def fit_from_tables(
+    images_csv, particles_csv, split_csv, raw_root, table1_csv, classes, section: Mapping, out_json, seed: int = 0
+) -> dict:
+    """The rule ``micrograph_detector``: :func:`fit_detector` on a split's train and validation
+    images with the config's ``micrographs`` section, written to ``out_json``."""
+    from temvirus.io import write_json
+
+    images = subset_images(
+        images_csv, split_csv, ("train", "validation"), classes, section.get("max_fit_images_per_class"), seed
+    )
+    diameters = class_diameters(classes, table1_csv, section.get("diameters_nm"))
+    detector = fit_detector(images, pd.read_csv(particles_csv), raw_root, diameters, Options.from_config(section), seed)
+    write_json(out_json, detector)
+    log.info(
+        "%s: threshold %.3f, validation precision %.3f recall %.3f F1 %.3f",
+        out_json,
+        detector["threshold"],
+        detector.get("validation_precision", float("nan")),
+        detector.get("validation_recall", float("nan")),
+        detector["validation_f1"],
+    )
+    return detector
+
+
+def analyse_from_tables(
+    checkpoint,
+    detector_json,
+    images_csv,
+    particles_csv,
+    split_csv,
+    raw_root,
+    out_dir,
+    *,
+    sizes_csv=None,
+    max_images_per_class: int | None = None,
+    device: str = "auto",
+    batch_size: int = 64,
+    threads: int | None = None,
+    note: str = "",
+    seed: int = 0,
+) -> dict:
+    """The rule ``analyse_micrographs``: every test image of a split (of the model's classes),
+    analysed with an experiment's best model and the split's detector, evaluated against the
+    annotations (and the true sizes of synthetic data, ``sizes_csv``)."""
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(max(1, threads))
+    classifier = Classifier.load(checkpoint, device, batch_size)
+    detector = read_detector(detector_json)
+    images = subset_images(images_csv, split_csv, ("test",), classifier.classes, max_images_per_class, seed)
+    if images.empty:
+        raise ValueError(f"{split_csv}: no test images of the model's classes {classifier.classes}")
+    sizes = pd.read_csv(sizes_csv) if sizes_csv else None
+    metrics = analyse_micrographs(
+        images, raw_root, classifier, detector, out_dir, annotations=pd.read_csv(particles_csv), sizes=sizes, note=note
+    )
+    log.info(
+        "%s: detection F1 %.3f (precision %.3f, recall %.3f), image accuracy %.3f, count error %.2f",
+        out_dir,
+        metrics["f1"],
+        metrics["precision"],
+        metrics["recall"],
+        metrics["image_accuracy"],
+        metrics["count_relative_error"],
+    )
+    return metrics
+
+
+def image_pixel_size(path: Path, pixel_size_nm: float | None) -> float:
+    """Pixel size (nm) of an image: from its tags file (``tags/{name}_tags.csv`` beside it, as in
+    the raw layout, or ``{name}_tags.csv``), else ``pixel_size_nm``; a ValueError naming the
+    image when there is neither."""
+    from temvirus.raw import read_tags
+
+    for tags in (path.parent / "tags" / f"{path.name}_tags.csv", path.parent / f"{path.name}_tags.csv"):
+        if tags.is_file():
+            return float(read_tags(tags).pixel_size_x_nm)
+    if pixel_size_nm is None:
+        raise ValueError(
+            f"{path}: no pixel size: no tags file ({path.parent / 'tags' / (path.name + '_tags.csv')} or "
+            f"{path.name}_tags.csv beside it); give --pixel-size NM"
+        )
+    if not pixel_size_nm > 0:
+        raise ValueError(f"--pixel-size must be positive, got {pixel_size_nm}")
+    return float(pixel_size_nm)
+
+
+def default_detector(checkpoint: Path, experiment: str) -> Path:
+    """``results/micrographs/detector/{split}.json`` of the results folder holding
+    ``results/models/{experiment}/best.pt``."""
+    from temvirus.train import parse_experiment
+
+    split = parse_experiment(experiment)[2]
+    return checkpoint.resolve().parent.parent.parent / "micrographs" / "detector" / f"{split}.json"
+
+
+def analyse_files(
+    paths: Sequence[Path],
+    checkpoint: Path,
+    out_dir: Path,
+    pixel_size_nm: float | None = None,
+    detector_json: Path | None = None,
+    device: str = "auto",
+    threads: int = 2,
+) -> tuple[dict, pd.DataFrame]:
+    """``temvirus analyse``: every image analysed into ``out_dir`` as the workflow does (no
+    evaluation: no annotations). Every input is checked first (images exist and have a pixel
+    size, unique names, the model and detector are of this workflow, ``out_dir`` is new or
+    empty); the output folder appears only when complete. Returns (metrics, summary)."""
+    import torch
+
+    from temvirus.raw import read_image
+
+    torch.set_num_threads(max(1, threads))
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise FileExistsError(f"{out_dir}: output folder exists and is not empty; remove it or choose another")
+    rows = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: image not found")
+        pixel_size = image_pixel_size(path, pixel_size_nm)
+        read_image(path)  # unreadable images fail here, before anything is written
+        rows.append({"image_id": path.stem, "path": str(path.resolve()), "pixel_size_nm": pixel_size})
+    images = pd.DataFrame(rows)
+    twice = sorted(images.image_id[images.image_id.duplicated()])
+    if twice:
+        raise ValueError(f"images with the same name: {twice} (the outputs are named after the images)")
+    classifier = Classifier.load(checkpoint, device)
+    if detector_json is None:
+        detector_json = default_detector(Path(checkpoint), classifier.experiment)
+        if not Path(detector_json).is_file():
+            raise FileNotFoundError(
+                f"{detector_json}: the micrograph detector of {checkpoint} not found: run the workflow's "
+                "micrograph_detector rule, or give --detector"
+            )
+    detector = read_detector(detector_json)
+    metrics = analyse_micrographs(images, "", classifier, detector, out_dir)
+    return metrics, pd.read_csv(out_dir / "summary.csv")

@@ -1,0 +1,269 @@
+"""Whole-micrograph analysis (temvirus.micrographs): detection, measurement, matching, the stage, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from conftest import PAPER, TINY_CLASSES
+from scipy.special import expit
+
+from temvirus.micrographs import (
+    PARTICLE_COLUMNS,
+    Classifier,
+    Options,
+    analyse_files,
+    analyse_micrographs,
+    annotated_centres,
+    class_diameters,
+    detection_counts,
+    detection_scales,
+    find_candidates,
+    fit_detector,
+    link_chains,
+    match,
+    measure_diameters,
+    padding_mask,
+    read_detector,
+    score_candidates,
+    summarise_evaluation,
+    suppress,
+)
+from temvirus.raw import read_dataset
+from temvirus.rescale import region, rescale_image
+
+TABLE1 = PAPER / "table1_dataset.csv"
+
+#: a hand-made micrograph: (x nm, y nm, diameter nm) of light discs with a dark rim
+DISCS = [(300.0, 300.0, 80.0), (700.0, 420.0, 86.0), (450.0, 800.0, 74.0), (1050.0, 900.0, 80.0)]
+PIXEL_NM = 2.0
+
+
+def disc_image(discs=DISCS, size_nm=(1300, 1200), pixel_nm=PIXEL_NM, seed=0) -> np.ndarray:
+    """uint16 image: stain background with noise, light discs with a dark rim (negative stain)."""
+    h, w = int(size_nm[1] / pixel_nm), int(size_nm[0] / pixel_nm)
+    yy, xx = (np.mgrid[:h, :w] + 0.5) * pixel_nm
+    image = np.full((h, w), 1000.0)
+    for x, y, d in discs:
+        r = np.hypot(xx - x, yy - y)
+        image += 600.0 * expit(-(r - d / 2) / 1.5)  # light body, sharp edge
+        image -= 300.0 * np.exp(-(((r - d / 2 - 4) / 5) ** 2))  # dark rim of pooled stain
+    image += np.random.default_rng(seed).normal(0, 40, image.shape)
+    return np.clip(image, 0, 65535).astype(np.uint16)
+
+
+def test_region_is_a_crop_of_the_mirrored_rescaled_image():
+    image = np.random.default_rng(1).integers(0, 4000, (37, 41)).astype(np.uint16)
+    full = np.pad(rescale_image(image, 1.7), 20, mode="reflect")
+    got = region(image, 1.7, -5, -7, 60, 50)
+    assert got.shape == (50, 60)
+    assert np.allclose(got, full[20 - 7 : 20 - 7 + 50, 20 - 5 : 20 - 5 + 60])
+
+
+def test_scales_from_the_class_diameters():
+    diameters = class_diameters(["Adenovirus", "RiftValley", "Astrovirus"], TABLE1)
+    assert diameters == {"Adenovirus": 80.0, "RiftValley": 90.0, "Astrovirus": 25.0}
+    assert np.allclose(detection_scales(diameters, 1.15), [25.0, np.sqrt(80 * 90)])
+    assert class_diameters(["Adenovirus"], TABLE1, {"Adenovirus": 70})["Adenovirus"] == 70.0
+    with pytest.raises(ValueError, match="Cowpox"):
+        class_diameters(["Adenovirus"], TABLE1, {"Cowpox": 300})
+
+
+def test_blob_candidates_find_the_discs_at_their_scale():
+    scales = np.array([25.0, 80.0, 270.0])
+    found = find_candidates(disc_image(), PIXEL_NM, scales, Options(tile_nm=512))  # several tiles
+    at_80 = found[found.scale == 1].sort_values("response", ascending=False).head(len(DISCS))
+    pairs = match(at_80[["x_nm", "y_nm"]].to_numpy(), np.array(DISCS)[:, :2], 10.0)
+    assert len(pairs) == len(DISCS)
+    # 25 nm spans 12.5 px: searched; at 4 nm/px (6 px) it is not
+    assert (found.scale == 0).any()
+    assert not (find_candidates(disc_image(pixel_nm=4.0), 4.0, scales).scale == 0).any()
+
+
+def test_diameters_within_ten_percent():
+    image = disc_image()
+    xy = np.array(DISCS)[:, :2] + 1.5  # a slightly off centre
+    measured = measure_diameters(image, PIXEL_NM, xy, np.full(len(DISCS), 80.0), np.zeros(len(DISCS), bool))
+    true = np.array(DISCS)[:, 2]
+    assert np.all(np.abs(measured - true) / true < 0.1), measured
+
+
+def test_black_padding_is_left_out():
+    image = disc_image()
+    image[:, :150] = 0  # the left 300 nm padded black
+    assert padding_mask(image)[:, :150].all() and not padding_mask(image)[:, 160:].any()
+    assert padding_mask(disc_image()) is None
+    found = find_candidates(image, PIXEL_NM, np.array([80.0]))
+    assert (found.x_nm >= 300 + 40 - 1e-6).all()
+
+
+def test_matching_is_one_to_one_within_tolerance():
+    found = np.array([[0.0, 0.0], [3.0, 0.0], [50.0, 50.0]])
+    true = np.array([[1.0, 0.0], [100.0, 100.0]])
+    assert match(found, true, 10.0) == [(0, 0)]  # one of the two near ones, the closer
+    # as many pairs as possible: the greedy closest pair would leave one unmatched
+    assert sorted(match(np.array([[0.0, 0.0], [6.0, 0.0]]), np.array([[4.0, 0.0], [-4.0, 0.0]]), 5.0)) == [
+        (0, 1),
+        (1, 0),
+    ]
+    assert match(np.zeros((0, 2)), true, 5.0) == []
+    assert match(found, true, np.array([0.5, 10.0])) == []  # per-annotation tolerance
+    assert detection_counts(2, 4, 5) == pytest.approx({"precision": 0.5, "recall": 0.4, "f1": 4 / 9})
+    assert detection_counts(0, 0, 0)["f1"] == pytest.approx(1.0)
+
+
+def test_evaluation_summary_by_hand():
+    frame = pd.DataFrame(
+        {
+            "n_annotated": [4, 6],
+            "n_found": [5, 3],
+            "n_matched": [4, 3],
+            "count_error": [1, -3],
+            "relative_count_error": [0.25, 0.5],
+            "correct": [True, False],
+        }
+    )
+    metrics = summarise_evaluation(frame, pd.Series([0.05, 0.15, np.nan]))
+    assert metrics["precision"] == pytest.approx(7 / 8) and metrics["recall"] == pytest.approx(0.7)
+    assert metrics["count_mae"] == 2.0 and metrics["count_relative_error"] == pytest.approx(0.375)
+    assert metrics["image_accuracy"] == 0.5 and metrics["median_diameter_error"] == pytest.approx(0.1)
+
+
+def test_annotated_centres_and_filament_chains():
+    particles = pd.DataFrame(
+        {
+            "particle": [0, 1, 1, 2, 2, 2],
+            "vertex": [0, 0, 1, 0, 1, 2],
+            "x": [10.0, 20, 30, 100, 150, 200],
+            "y": [10.0, 0, 0, 50, 50, 50],
+        }
+    )
+    centres = annotated_centres(particles)
+    assert len(centres) == 5  # a point, a 2-point midpoint, 3 vertices
+    assert ((centres.x == 25) & (centres.vertex == -1)).any()
+    xy = np.array([[0.0, 0], [60, 0], [120, 0], [1000, 0], [500, 500]])
+    chains = link_chains(xy, ["Ebola", "Ebola", "Ebola", "Ebola", "Rotavirus"], {"Ebola": 80.0}, 1.6)
+    assert chains[0] == chains[1] == chains[2] != chains[3] and chains[4] == -1
+
+
+def test_suppression_keeps_the_better_of_overlapping_candidates():
+    cands = pd.DataFrame({"x_nm": [0.0, 20.0, 100.0], "y_nm": [0.0, 0.0, 0.0], "d_nm": [80.0, 25.0, 80.0]})
+    assert list(suppress(cands, np.array([0.9, 0.95, 0.5]), 0.6)) == [1, 2]
+    assert list(suppress(cands, np.array([0.99, 0.95, 0.5]), 0.6)) == [0, 2]
+
+
+def _fake_checkpoint(path: Path, classes, experiment="small_cnn-scratch-representative") -> Path:
+    import torch
+
+    from temvirus.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("small_cnn", len(classes), input_size=64)
+    meta = {"experiment": experiment, "model": "small_cnn", "init": "scratch", "classes": list(classes)}
+    torch.save({**meta, "input_size": 64, "model_state": model.state_dict(), "epoch": 1}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_stage(tiny_synthetic, tmp_path_factory):
+    """The detector fitted on the tiny synthetic dataset's train/validation folders, an untrained
+    model of its classes, and its test images analysed (folders as the subsets)."""
+    work = tmp_path_factory.mktemp("micrographs")
+    images, particles = read_dataset(tiny_synthetic / "raw")
+    images = images.rename(columns={"folder_split": "subset"})
+    diameters = class_diameters(TINY_CLASSES, TABLE1)
+    detector = fit_detector(images[images.subset != "test"], particles, tiny_synthetic / "raw", diameters)
+    (work / "detector.json").write_text(json.dumps(detector))
+    checkpoint = _fake_checkpoint(work / "best.pt", TINY_CLASSES)
+    classifier = Classifier.load(checkpoint, "cpu")
+    out = work / "analysis"
+    metrics = analyse_micrographs(
+        images[images.subset == "test"],
+        tiny_synthetic / "raw",
+        classifier,
+        read_detector(work / "detector.json"),
+        out,
+        annotations=particles,
+        sizes=pd.read_csv(tiny_synthetic / "sizes.csv"),
+    )
+    return work, images, metrics
+
+
+def test_detector_is_fitted_on_train_and_chosen_on_validation(tiny_synthetic, tiny_stage):
+    work, images, _ = tiny_stage
+    detector = read_detector(work / "detector.json")
+    assert detector["threshold_from"] == "validation"
+    assert detector["n_train_images"] == (images.subset == "train").sum()
+    assert 0 < detector["threshold"] < 1 and detector["validation_f1"] > 0.3
+    with pytest.raises(ValueError, match="train and validation images only"):
+        fit_detector(images, pd.DataFrame(), tiny_synthetic / "raw", class_diameters(TINY_CLASSES, TABLE1))
+
+
+def test_stage_outputs_and_evaluation(tiny_stage):
+    work, images, metrics = tiny_stage
+    out = work / "analysis"
+    test_ids = sorted(images.image_id[images.subset == "test"])
+    assert sorted(p.stem for p in (out / "particles").glob("*.csv")) == test_ids
+    assert sorted(p.stem for p in (out / "overlays").glob("*.png")) == test_ids
+    table = pd.concat(pd.read_csv(p) for p in (out / "particles").glob("*.csv"))
+    assert list(table.columns) == PARTICLE_COLUMNS and table["class"].isin(TINY_CLASSES).all()
+    assert np.allclose(table.x_nm, table.x * table.image_id.map(images.set_index("image_id").pixel_size_nm), atol=0.02)
+    summary = pd.read_csv(out / "summary.csv")
+    assert sorted(summary.image_id) == test_ids and {"call", "confidence", "count_Ebola"} <= set(summary.columns)
+    evaluation = pd.read_csv(out / "evaluation.csv")
+    assert (evaluation.n_matched <= evaluation[["n_found", "n_annotated"]].min(axis=1)).all()
+    assert metrics["f1"] > 0.3 and metrics["diameters_compared"] > 0
+    assert metrics["median_diameter_error"] < 0.3  # an untrained model: filament widths taken for round particles
+    assert (out / "sizes.png").stat().st_size > 0 and json.loads((out / "metrics.json").read_text())["images"] == 4
+
+
+def test_scores_are_probabilities(tiny_stage):
+    work, _, _ = tiny_stage
+    found = find_candidates(disc_image(), PIXEL_NM, np.array(read_detector(work / "detector.json")["scales_nm"]))
+    scores = score_candidates(found, read_detector(work / "detector.json"))
+    assert len(scores) == len(found) and ((scores >= 0) & (scores <= 1)).all()
+
+
+def _cli(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "temvirus.cli", "analyse", *map(str, args)], capture_output=True, text=True, cwd=cwd
+    )
+
+
+def test_cli_analyses_and_refuses_bad_inputs_without_output(tiny_stage, tmp_path):
+    work, _, _ = tiny_stage
+    model, detector = work / "best.pt", work / "detector.json"
+    tifffile.imwrite(tmp_path / "disc.tif", disc_image())
+    (tmp_path / "broken.tif").write_bytes(b"II*\x00 not really a TIFF")
+    bad = [
+        (["disc.tif", "--model", model, "--detector", detector], "disc.tif: no pixel size"),
+        (["broken.tif", "--model", model, "--detector", detector, "--pixel-size", 2], "broken.tif: cannot read image"),
+        (["disc.tif", "--model", detector, "--detector", detector, "--pixel-size", 2], "not a trained model"),
+        (["disc.tif", "--model", model, "--detector", model, "--pixel-size", 2], "not a micrograph detector"),
+        (["disc.tif", "--model", model, "--pixel-size", 2], "micrograph detector of"),
+    ]
+    for args, message in bad:
+        done = _cli(*args, "--out", "out", cwd=tmp_path)
+        assert done.returncode == 1 and message in done.stderr, (args, done.stderr)
+        assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*")), args
+    done = _cli("disc.tif", "--model", model, "--detector", detector, "--pixel-size", 2, "--out", "out", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "overlays" / "disc.png").is_file()
+    assert pd.read_csv(tmp_path / "out" / "summary.csv").image_id.tolist() == ["disc"]
+    done = _cli("disc.tif", "--model", model, "--detector", detector, "--pixel-size", 2, "--out", "out", cwd=tmp_path)
+    assert done.returncode == 1 and "not empty" in done.stderr
+
+
+def test_pixel_size_from_the_tags_file(tiny_synthetic, tiny_stage, tmp_path):
+    work, images, _ = tiny_stage
+    row = images.iloc[0]
+    metrics, summary = analyse_files(
+        [tiny_synthetic / "raw" / row.path], work / "best.pt", tmp_path / "out", None, work / "detector.json", "cpu", 1
+    )
+    assert metrics == {} and summary.pixel_size_nm.iloc[0] == pytest.approx(row.pixel_size_nm)
