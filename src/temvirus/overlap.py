@@ -125,9 +125,6 @@ _BACKGROUND_CLIP = 2.5
 #: background NCC: Gaussian sigma (nm, at least 1.5 fine pixels) of a further high-pass
 #: (the stain pools and halos around particles are smooth; the stain grain is not)
 _BACKGROUND_HIGHPASS_NM = 8.0
-#: valid pixels (about) on which :func:`_detrended` fits its quadratic surface
-_TREND_POINTS = 20000
-_TREND_TERMS = 3
 
 
 @dataclass(frozen=True)
@@ -249,29 +246,28 @@ def normal_scores(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def _detrended(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """``values`` less their least-squares quadratic surface over the valid pixels (fitted on
-    at most ~:data:`_TREND_POINTS` of them). A smooth gradient leaves, after the masked
-    difference of Gaussians, a band of one sign along each border (the local mean there is
-    one-sided); every image of a specimen with a gradient then shares that band, and the
-    coarse surface gets ridges of shifts that align two images' borders (issue 15: synthetic
-    stain gradients; the true shift of TBE 0005/0007 was not among the 12 best)."""
+    """``values`` less their least-squares plane over the valid pixels. A smooth gradient
+    leaves, after the masked difference of Gaussians, a band of one sign along each border
+    (the local mean there is one-sided); every image of a specimen with a gradient then
+    shares that band, and the coarse surface gets ridges of shifts that align two images'
+    borders (issue 15: synthetic stain gradients; the true shift of TBE 0005/0007 was not
+    among the 12 most significant). A plane only: a quadratic surface also took the large
+    shared shape of a real particle cluster (Rift Valley 1172/1173 lost). Sums only, no
+    LAPACK (workers are forked)."""
     rows, cols = np.nonzero(valid)
-    if len(rows) < 12:
+    if len(rows) < 3:
         return values
-    step = max(1, len(rows) // _TREND_POINTS)
+    v = values[rows, cols].astype(np.float64)
+    y, x = rows - rows.mean(), cols - cols.mean()
+    sxx, syy, sxy = float(x @ x), float(y @ y), float(x @ y)
+    det = sxx * syy - sxy * sxy
+    if det <= 0:
+        return values
+    sxv, syv = float(x @ (v - v.mean())), float(y @ (v - v.mean()))
+    gx, gy = (sxv * syy - syv * sxy) / det, (syv * sxx - sxv * sxy) / det
     h, w = values.shape
-    scale_y, scale_x = 2.0 / max(h, 1), 2.0 / max(w, 1)
-
-    def design(r, c):
-        y, x = r * scale_y - 1, c * scale_x - 1
-        return np.stack([np.ones_like(x), x, y][:_TREND_TERMS], axis=-1)
-
-    r, c = rows[::step].astype(np.float64), cols[::step].astype(np.float64)
-    coef = np.linalg.lstsq(design(r, c), values[rows[::step], cols[::step]].astype(np.float64), rcond=None)[0]
-    y = np.arange(h, dtype=np.float64)[:, None] * scale_y - 1
-    x = np.arange(w, dtype=np.float64)[None, :] * scale_x - 1
-    trend = sum(c * term for c, term in zip(coef, (1.0, x, y)))
-    return (values - trend).astype(np.float32)
+    plane = gx * (np.arange(w) - cols.mean())[None, :] + gy * (np.arange(h) - rows.mean())[:, None]
+    return (values - plane).astype(np.float32)
 
 
 def _bandpass(mean: np.ndarray, valid: np.ndarray, low_px: float, high_px: float, detrend: bool = False) -> np.ndarray:
