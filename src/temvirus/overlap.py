@@ -140,7 +140,7 @@ class OverlapSettings:
     highpass_px: float = 12.0
     screen_ncc: float = 0.7
     min_screen_ncc: float = 0.5
-    screen_lead: float = 0.1
+    screen_lead: float = 0.15
     min_margin: float = 0.0
     min_ncc: float = 0.5
     min_background_ncc: float = 0.3
