@@ -67,6 +67,21 @@ def test_an_experiment_is_its_three_parts_named_and_found_by_them():
         find_experiment([CUSTOM, entry], {**CUSTOM, "method": "bad"})
 
 
+def test_the_config_schema_allows_the_packages_models_inits_and_methods():
+    """The schema (YAML, so a copy) lists exactly the values the wildcards are constrained to."""
+    import yaml
+
+    from temvirus.experiments import INITS, MODELS
+    from temvirus.split import METHODS
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())["properties"]
+    entry = schema["experiments"]["items"]["properties"]
+    analysed = schema["micrographs"]["properties"]["experiments"]["items"]["properties"]
+    assert entry["model"]["enum"] == list(MODELS)
+    assert entry["init"]["enum"] == analysed["init"]["enum"] == list(INITS)
+    assert entry["method"]["enum"] == analysed["method"]["enum"] == list(METHODS)
+
+
 def test_settings_per_init_values_overrides_and_derived_seed():
     import yaml
 
