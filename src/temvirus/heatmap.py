@@ -22,7 +22,7 @@ raw image with the project's Lanczos-3 resampler (:func:`temvirus.rescale.region
 the local maxima of the heat map (3x3) above ``floor``, refined to sub-pixel by a parabola.
 
 The trained weights travel inside the detector's JSON (:func:`state_to_json`), so the detector
-stays one small text file (about 0.3 MB).
+stays one text file (about 0.5 MB).
 """
 
 from __future__ import annotations
