@@ -10,8 +10,8 @@ What it measures
    target for its best model: >= 0.90 accuracy, >= 0.85 macro-F1, within 8 minutes on 2 cores).
 2. ``noop``: the same command again: nothing may run (the cost of building the DAG).
 3. ``rerun``: the same command with a ``--configfile`` overlay that changes the learning rate
-   of one experiment (``--experiment``, default the config's first). Before
-   it, a dry run with ``--forcerun results/models/{experiment}/best.pt`` lists the jobs
+   of one experiment (``--experiment MODEL/INIT/METHOD``, default the config's first). Before
+   it, a dry run with ``--forcerun results/models/{model}/{init}/{method}/best.pt`` lists the jobs
    downstream of that model (its ``train_model``, ``evaluate_model``, ``error_tracing``,
    and the aggregates: Table 2, Fig 3, the audit). The rerun passes when every job that ran
    is in that list (and its ``train_model`` ran); otherwise the extra jobs are listed and the
@@ -150,9 +150,25 @@ def run_snakemake(workdir: Path, args: list[str], log_path: Path, cores: int, ti
 # ----------------------------------------------------------------------------- the overlay
 
 
+def experiment_parts(folder: str) -> dict[str, str]:
+    """``{model, init, method}`` of an experiment folder ``{model}/{init}/{method}`` (``--experiment``)."""
+    from temvirus.experiments import PARTS
+
+    values = folder.strip("/").split("/")
+    if len(values) != len(PARTS):
+        raise SystemExit(f"--experiment {folder!r}: expected {'/'.join(PARTS)}")
+    return dict(zip(PARTS, values, strict=True))
+
+
+def job_wildcards(job: dict) -> dict[str, str]:
+    """A job's wildcards as Snakemake's log shows them (``model=custom, init=scratch, ...``)."""
+    return dict(item.split("=", 1) for item in job["wildcards"].split(", ") if "=" in item)
+
+
 def lr_overlay(experiment: str, factor: float, overlays: list[str]) -> tuple[dict, dict]:
-    """``(overlay, description)``: the config change that sets ``experiment``'s own learning rate
-    (in config/config.yaml with ``overlays`` on top, as Snakemake merges them)."""
+    """``(overlay, description)``: the config change that sets the own learning rate of
+    ``experiment`` (``{model}/{init}/{method}``), in config/config.yaml with ``overlays`` on
+    top, as Snakemake merges them."""
     from snakemake.utils import update_config
 
     from temvirus.experiments import experiment_name, find_experiment, resolve_training
@@ -161,7 +177,7 @@ def lr_overlay(experiment: str, factor: float, overlays: list[str]) -> tuple[dic
     for path in overlays:
         update_config(config, yaml.safe_load(Path(path).read_text()))
     try:
-        entry = find_experiment(config["experiments"], experiment)
+        entry = find_experiment(config["experiments"], experiment_parts(experiment))
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
     old_lr = float(resolve_training(config["training"], entry)["lr"])
@@ -175,13 +191,15 @@ def lr_overlay(experiment: str, factor: float, overlays: list[str]) -> tuple[dic
 
 
 def check_rerun(ran: list[dict], allowed: list[dict] | None, experiment: str) -> dict:
-    """Did only ``experiment``'s jobs and their downstream aggregates run?"""
+    """Did only the jobs of ``experiment`` (``{model}/{init}/{method}``) and their downstream aggregates run?"""
+    from temvirus.experiments import experiment_folder
+
     ran_keys = sorted(job_key(j) for j in ran if j["rule"] not in TARGET_RULES)
     trained = [j for j in ran if j["rule"] == "train_model"]
     out = {
         "n_jobs": len(ran_keys),
         "jobs": ran_keys,
-        "train_model_ran_for": sorted(j["wildcards"].split("=", 1)[-1] for j in trained),
+        "train_model_ran_for": sorted(experiment_folder(job_wildcards(j)) for j in trained),
     }
     if allowed is not None:
         allowed_keys = {job_key(j) for j in allowed}
@@ -195,10 +213,10 @@ def check_rerun(ran: list[dict], allowed: list[dict] | None, experiment: str) ->
 
 
 def first_experiment() -> str:
-    """The name of config/config.yaml's first experiment."""
-    from temvirus.experiments import experiment_name
+    """``{model}/{init}/{method}`` of config/config.yaml's first experiment."""
+    from temvirus.experiments import experiment_folder
 
-    return experiment_name(yaml.safe_load((REPO / "config" / "config.yaml").read_text())["experiments"][0])
+    return experiment_folder(yaml.safe_load((REPO / "config" / "config.yaml").read_text())["experiments"][0])
 
 
 def parse_args(argv=None):
@@ -211,7 +229,8 @@ def parse_args(argv=None):
     parser.add_argument(
         "--experiment",
         default=first_experiment(),
-        help="the model whose learning rate changes (default: the config's first)",
+        metavar="MODEL/INIT/METHOD",
+        help="the experiment whose learning rate changes (default: the config's first)",
     )
     parser.add_argument("--lr-factor", type=float, default=0.5, help="new lr = old lr * factor")
     parser.add_argument("--cores", type=int, default=2)

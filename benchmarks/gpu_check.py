@@ -141,7 +141,7 @@ def paper_recipe() -> dict:
     """The paper's training settings of ``custom`` from scratch, its balancing count, seed and classes.
 
     config/config.yaml overlaid by config/paper.yaml (the full reproduction), resolved by
-    :func:`temvirus.experiments.resolve_training` for ``custom-scratch``.
+    :func:`temvirus.experiments.resolve_training` for ``custom`` from ``scratch``.
     """
     import yaml
 
@@ -152,7 +152,7 @@ def paper_recipe() -> dict:
     for key in ("training", "augment", "classes"):
         base[key] = {**base.get(key, {}), **paper.get(key, {})}
     seed = paper.get("seed", base["seed"])
-    training = resolve_training(base["training"], {"model": "custom", "init": "scratch", "split": "given"})
+    training = resolve_training(base["training"], {"model": "custom", "init": "scratch", "method": "given"})
     return {
         "training": training,
         "per_class": base["augment"]["per_class"],
@@ -356,12 +356,15 @@ def stage_throughput(args, classes: list[str], cuda: bool) -> dict:
     return result
 
 
-def _settings(recipe: dict, experiment: str, device: str, **changes):
-    """The recipe's :class:`temvirus.train.Settings`; keys the recipe predates take the dataclass defaults."""
+def _settings(recipe: dict, method: str, device: str, **changes):
+    """The recipe's :class:`temvirus.train.Settings` (``custom`` from ``scratch`` on split method
+    ``method``); keys the recipe predates take the dataclass defaults."""
     from temvirus.train import Settings, settings_from_config
 
     defaults = {f.name: f.default for f in dataclasses.fields(Settings) if f.default is not dataclasses.MISSING}
-    settings = settings_from_config({**defaults, **recipe["training"]}, recipe["seed"], experiment)
+    settings = settings_from_config(
+        {**defaults, **recipe["training"]}, recipe["seed"], {"model": "custom", "init": "scratch", "method": method}
+    )
     return dataclasses.replace(settings, device=device, **changes)
 
 
@@ -405,7 +408,7 @@ def stage_real(args, arrays: dict, manifest: dict, device: str, deadline: float)
         torch.from_numpy(arrays["validation_y"]),
     )
     size = x.shape[-1]
-    settings = _settings(recipe, "custom-scratch-given", device)
+    settings = _settings(recipe, "given", device)
 
     def model():  # the same initial weights for the warm-up and the run
         torch.manual_seed(settings.seed)
@@ -474,7 +477,7 @@ def stage_paper_scale(args, manifest: dict, device: str) -> dict:
     per_class, size, n_val = (1, 48, 4) if args.quick else (recipe["per_class"], 256, PAPER_VAL)
     targs = argparse.Namespace(patches=None, n_samples=len(classes) * per_class, size=size, seed=0)
     x, y = training.make_patches(targs, classes)
-    settings = _settings(recipe, "custom-scratch-representative", device, epochs=2, patience=10**6)
+    settings = _settings(recipe, "representative", device, epochs=2, patience=10**6)
     torch.manual_seed(settings.seed)
     model = build_model("custom", len(classes), "scratch", input_size=size)
     tensors = (compact_tensor(x), torch.from_numpy(y), compact_tensor(x[:n_val]), torch.from_numpy(y[:n_val]))

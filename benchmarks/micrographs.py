@@ -73,8 +73,10 @@ def synthetic(results: Path | None, cores: int) -> dict:
     """The default workflow's micrographs stage (run in a scratch folder unless ``results`` is given)."""
     import subprocess
 
+    from temvirus.experiments import experiment_folder
+
     experiment = _config()["micrographs"]["experiments"][0]
-    target = f"results/micrographs/{experiment}/metrics.json"
+    target = f"results/micrographs/{experiment_folder(experiment)}/metrics.json"
     if results is None:
         workdir = OUT / "micrographs" / "default"
         started = time.perf_counter()
@@ -85,11 +87,11 @@ def synthetic(results: Path | None, cores: int) -> dict:
             raise SystemExit(f"default workflow failed:\n{done.stderr[-4000:]}")
         results = workdir / "results"
         print(f"default workflow up to {target}: {time.perf_counter() - started:.0f} s")
-    metrics = json.loads((results / "micrographs" / experiment / "metrics.json").read_text())
-    detector = json.loads((results / "micrographs" / "detector" / f"{experiment.split('-')[2]}.json").read_text())
+    metrics = json.loads((results / "micrographs" / experiment_folder(experiment) / "metrics.json").read_text())
+    detector = json.loads((results / "micrographs" / "detector" / f"{experiment['method']}.json").read_text())
     metrics["validation_f1"] = detector["validation_f1"]
     metrics["results"] = str(results)
-    metrics["experiment"] = experiment
+    metrics["experiment"] = experiment_folder(experiment)
     return metrics
 
 
@@ -101,7 +103,7 @@ def real(threads: int, fit_cap: int | None) -> dict:
     from temvirus.micrographs import analyse_from_tables, fit_from_tables
 
     work = OUT / "real_crops"
-    model = work / "models" / "small_cnn-scratch-given" / "best.pt"
+    model = work / "models" / "small_cnn" / "scratch" / "given" / "best.pt"
     if not model.is_file():
         raise SystemExit(f"{model}: not found; run benchmarks/real_crops.py first (it trains the crops' model)")
     section = {k: v for k, v in _config()["micrographs"].items() if k != "experiments"}
@@ -165,12 +167,13 @@ def speed_image(side: int = 2048, pixel_nm: float = 1.75, cls: str = "Rotavirus"
 def speed(results: Path, threads: int) -> dict:
     import torch
 
+    from temvirus.experiments import experiment_folder
     from temvirus.micrographs import Classifier, analyse_image, read_detector
 
     torch.set_num_threads(threads)
     experiment = _config()["micrographs"]["experiments"][0]
-    classifier = Classifier.load(results / "models" / experiment / "best.pt", "cpu")
-    detector = read_detector(results / "micrographs" / "detector" / f"{experiment.split('-')[2]}.json")
+    classifier = Classifier.load(results / "models" / experiment_folder(experiment) / "best.pt", "cpu")
+    detector = read_detector(results / "micrographs" / "detector" / f"{experiment['method']}.json")
     image = speed_image()
     started = time.perf_counter()
     table, call = analyse_image(image, 1.75, detector, classifier, "speed_2048")

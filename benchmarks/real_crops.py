@@ -19,8 +19,8 @@ time, which must stay within ``--budget-min`` (45 minutes). Targets: >= 0.95 acc
 
 How to run (figures in ``benchmarks/out/real_crops.json``, work files in ``benchmarks/out/real_crops/``)::
 
-    nice .venv/bin/python benchmarks/real_crops.py                          # given split
-    nice .venv/bin/python benchmarks/real_crops.py --split representative
+    nice .venv/bin/python benchmarks/real_crops.py                          # given split method
+    nice .venv/bin/python benchmarks/real_crops.py --method representative
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def main(argv=None) -> dict:
         description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", default=str(REAL_CROPS), help="the crops' raw-layout folder")
-    parser.add_argument("--split", default="given", choices=["given", "representative"])
+    parser.add_argument("--method", default="given", choices=["given", "representative"], help="the split method")
     parser.add_argument(
         "--budget-min", type=float, default=45.0, help="wall-time budget (minutes); the run is reported OVER past it"
     )
@@ -87,7 +87,7 @@ def main(argv=None) -> dict:
 
     from temvirus.augment import augment
     from temvirus.evaluate import evaluate_experiment
-    from temvirus.experiments import experiment_name, resolve_training
+    from temvirus.experiments import experiment_folder, experiment_name, resolve_training
     from temvirus.patches import extract_patches
     from temvirus.raw import write_tables
     from temvirus.split import SUBSETS, write_split
@@ -100,8 +100,8 @@ def main(argv=None) -> dict:
         raise SystemExit(f"{data}: real crops not found (read from ../shared, never committed)")
     config = settings()
     classes = config["classes"]["classification"]
-    entry = next(e for e in config["experiments"] if e["split"] == args.split)
-    name = experiment_name(entry)
+    entry = next(e for e in config["experiments"] if e["method"] == args.method)
+    name, folder_name = experiment_name(entry), experiment_folder(entry)
     work = Path(args.workdir).resolve()
     shutil.rmtree(work, ignore_errors=True)
     started = time.perf_counter()
@@ -116,10 +116,10 @@ def main(argv=None) -> dict:
     images, _ = write_tables(data, work / "images.csv", work / "particles.csv", classes)
     kept = images.assign(overlap_group=images["image_id"], kept=True)  # no overlap removal (see the docstring)
     kept.to_csv(work / "images_kept.csv", index=False)
-    write_split(work / "images_kept.csv", work / f"split_{args.split}.csv", args.split)
-    folder = work / "patches" / args.split
+    write_split(work / "images_kept.csv", work / f"split_{args.method}.csv", args.method)
+    folder = work / "patches" / args.method
     extract_patches(
-        work / f"split_{args.split}.csv",
+        work / f"split_{args.method}.csv",
         work / "images.csv",
         work / "particles.csv",
         data,
@@ -138,11 +138,11 @@ def main(argv=None) -> dict:
     result["curation_seconds"] = time.perf_counter() - started
 
     training = resolve_training(config["training"], entry)
-    train_settings = settings_from_config(training, config["seed"], name)
+    train_settings = settings_from_config(training, config["seed"], entry)
     fit = train_experiment(
-        name,
+        entry,
         folder,
-        work / "models" / name,
+        work / "models" / folder_name,
         classes,
         train_settings,
         training["max_train_per_class"],
@@ -150,22 +150,23 @@ def main(argv=None) -> dict:
     )
     result["training_seconds"] = time.perf_counter() - started - result["curation_seconds"]
     metrics = evaluate_experiment(
-        work / "models" / name / "best.pt",
+        work / "models" / folder_name / "best.pt",
         folder,
-        work / "evaluation" / name,
+        work / "evaluation" / folder_name,
+        args.method,
         batch_size=training["batch_size"],
         device="cpu",
     )
     result["seconds"] = time.perf_counter() - started
     row = {k: metrics[k] for k in ("accuracy", "f1_macro", "n_test", "best_epoch")}
-    row.update(baselines(work / "evaluation" / name / "predictions.csv", len(classes)))
+    row.update(baselines(work / "evaluation" / folder_name / "predictions.csv", len(classes)))
     row["epochs_run"] = len(fit.history)
     row["history"] = fit.history.to_dict("records")
     result.update(row)
     result["within_budget"] = result["seconds"] <= args.budget_min * 60
     result["machine"]["load_average_at_end"] = list(os.getloadavg())
     path = write_result(args.out, result)
-    print(f"\n== real crops ({len(classes)} classes, {args.split} split, {data}) ==")
+    print(f"\n== real crops ({len(classes)} classes, {args.method} split method, {data}) ==")
     print(
         f"wall time {result['seconds'] / 60:.1f} min (curation {result['curation_seconds'] / 60:.1f}, training "
         f"{result['training_seconds'] / 60:.1f}; budget {args.budget_min:.0f} min{'' if result['within_budget'] else ': OVER'}), "

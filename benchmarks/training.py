@@ -177,10 +177,8 @@ def settings_for(args, model_name: str):
         import yaml
 
         config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-        entry = {"model": model_name, "init": "scratch", "split": "representative"}
-        settings = settings_from_config(
-            resolve_training(config["training"], entry), config["seed"], f"{model_name}-scratch-representative"
-        )
+        entry = {"model": model_name, "init": "scratch", "method": "representative"}
+        settings = settings_from_config(resolve_training(config["training"], entry), config["seed"], entry)
     except (
         ImportError,
         KeyError,

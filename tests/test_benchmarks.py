@@ -92,10 +92,10 @@ def test_parse_jobs_of_a_snakemake_log():
             "[Sat Nov 21 14:32:09 2026]",
             "rule train_model:",
             "    input: results/patches/representative/patches.csv",
-            "    output: results/models/custom-scratch-representative/best.pt",
+            "    output: results/models/custom/scratch/representative/best.pt",
             "    jobid: 3",
             "    reason: Params have changed since last execution: training",
-            "    wildcards: experiment=custom-scratch-representative",
+            "    wildcards: model=custom, init=scratch, method=representative",
             "    resources: tmpdir=/tmp",
             "[Sat Nov 21 14:32:40 2026]",
             "Finished jobid: 3 (Rule: train_model)",
@@ -107,8 +107,8 @@ def test_parse_jobs_of_a_snakemake_log():
     )
     jobs = parse_jobs(log)
     assert [(j["rule"], j["jobid"]) for j in jobs] == [("all", 0), ("train_model", 3)]
-    assert jobs[1]["seconds"] == 31 and jobs[1]["wildcards"] == "experiment=custom-scratch-representative"
-    check = check_rerun(jobs, jobs, "custom-scratch-representative")
+    assert jobs[1]["seconds"] == 31 and jobs[1]["wildcards"] == "model=custom, init=scratch, method=representative"
+    check = check_rerun(jobs, jobs, "custom/scratch/representative")
     assert check["n_jobs"] == 1 and check["only_that_model_ran"]
 
 

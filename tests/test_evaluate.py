@@ -16,7 +16,7 @@ from PIL import Image
 
 from temvirus.baseline import baseline_split, block_means
 from temvirus.evaluate import evaluate_experiment
-from temvirus.experiments import find_experiment, resolve_training
+from temvirus.experiments import experiment_folder, experiment_name, find_experiment, resolve_training
 from temvirus.figures import error_tracing, paper_confusion_figure
 from temvirus.metrics import read_confusion, summary, wilson_interval
 from temvirus.tables import TABLE2_COLUMNS, write_table2
@@ -24,7 +24,8 @@ from temvirus.train import Settings, train_experiment
 
 torch.set_num_threads(1)
 CLASSES = ["Adenovirus", "Ebola", "Orf"]
-EXPERIMENT = "custom-scratch-representative"
+CUSTOM = {"model": "custom", "init": "scratch", "method": "representative"}
+EXPERIMENT = "custom-scratch-representative"  # CUSTOM's name (Table 2, metrics.json)
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +35,8 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     split = root / "patches" / "representative"
     write_patch_split(split, CLASSES, {"train_augmented": 6, "validation": 3, "test": 4}, size=48)
     settings = Settings(epochs=2, batch_size=4, lr=1e-3, weight_decay=0.0, patience=5, seed=3)
-    train_experiment(EXPERIMENT, split, root / "models" / EXPERIMENT, CLASSES, settings)
-    return split, root / "models" / EXPERIMENT / "best.pt"
+    train_experiment(CUSTOM, split, root / "models" / "custom" / "scratch" / "representative", CLASSES, settings)
+    return split, root / "models" / "custom" / "scratch" / "representative" / "best.pt"
 
 
 def check_evaluation(folder: Path, classes: list[str], patches_csv: Path) -> dict:
@@ -79,12 +80,12 @@ def check_evaluation(folder: Path, classes: list[str], patches_csv: Path) -> dic
 
 def test_evaluation_outputs_are_consistent(trained, tmp_path):
     split, best = trained
-    metrics = evaluate_experiment(best, split, tmp_path, batch_size=5)
+    metrics = evaluate_experiment(best, split, tmp_path, "representative", batch_size=5)
     assert check_evaluation(tmp_path, CLASSES, split / "patches.csv") == json.loads(
         (tmp_path / "metrics.json").read_text()
     )
     assert metrics["n_test"] == 12 and metrics["experiment"] == EXPERIMENT and metrics["tta"] is False
-    capped = evaluate_experiment(best, split, tmp_path / "capped", max_per_class=2)
+    capped = evaluate_experiment(best, split, tmp_path / "capped", "representative", max_per_class=2)
     assert capped["n_test"] == 6 and all(v["support"] == 2 for v in capped["per_class"].values())
 
 
@@ -96,7 +97,7 @@ def test_test_time_augmentation_is_invariant_to_flips_and_rotations(trained, tmp
     probs = {}
     for name, folder in (("plain", split), ("turned", turned)):
         for tta in (False, True):
-            evaluate_experiment(best, folder, tmp_path / f"{name}_{tta}", tta=tta)
+            evaluate_experiment(best, folder, tmp_path / f"{name}_{tta}", "representative", tta=tta)
             probs[name, tta] = (
                 pd.read_csv(tmp_path / f"{name}_{tta}" / "predictions.csv").filter(like="prob_").to_numpy()
             )
@@ -106,7 +107,7 @@ def test_test_time_augmentation_is_invariant_to_flips_and_rotations(trained, tmp
 
 def test_table2_puts_the_papers_row_beside_ours_and_the_baselines_on_their_own_lines(trained, tmp_path):
     split, best = trained
-    evaluate_experiment(best, split, tmp_path / EXPERIMENT)
+    evaluate_experiment(best, split, tmp_path / EXPERIMENT, "representative")
     other = json.loads((tmp_path / EXPERIMENT / "metrics.json").read_text())
     other.update(experiment="efficientnet_b0-scratch-bad", model="efficientnet_b0", split="bad")
     (tmp_path / "other.json").write_text(json.dumps(other))
@@ -212,7 +213,7 @@ def test_baselines_learn_the_coarse_layout_and_predict_the_majority(tmp_path):
 
 def test_paper_confusion_figure(trained, tmp_path):
     split, best = trained
-    evaluate_experiment(best, split, tmp_path)
+    evaluate_experiment(best, split, tmp_path, "representative")
     paper_confusion_figure(
         tmp_path / "confusion.csv",
         PAPER / "fig3_confusion_custom.csv",
@@ -228,7 +229,7 @@ def test_paper_confusion_figure(trained, tmp_path):
 
 def test_error_tracing_counts_and_draws_the_worst_images(trained, tmp_path):
     split, best = trained
-    evaluate_experiment(best, split, tmp_path)
+    evaluate_experiment(best, split, tmp_path, "representative")
     predictions = pd.read_csv(tmp_path / "predictions.csv")
     # a wrong prediction on one image for certain, so there is something to trace
     predictions.loc[predictions["image_id"] == "img_Ebola_test_1", "predicted"] = "Orf"
@@ -283,28 +284,30 @@ def test_default_workflow_trains_evaluates_and_tabulates(default_run):
 
     config = yaml.safe_load((default_run / "config" / "config.yaml").read_text())
     classes = config["classes"]["classification"]
-    names = [f"{e['model']}-{e['init']}-{e['split']}" for e in config["experiments"]]
-    for name in names:
-        model_dir = default_run / "results" / "models" / name
+    for entry in config["experiments"]:
+        folder = experiment_folder(entry)
+        model_dir = default_run / "results" / "models" / folder
         assert all((model_dir / f).is_file() for f in ("best.pt", "last.pt", "metrics.csv", "curve.png"))
         assert not (model_dir / "resume").exists()
         history = pd.read_csv(model_dir / "metrics.csv")
         assert (
             1
             <= len(history)
-            <= resolve_training(config["training"], find_experiment(config["experiments"], name))["epochs"]
+            <= resolve_training(config["training"], find_experiment(config["experiments"], entry))["epochs"]
         )
-        patches_csv = default_run / "results" / "patches" / name.split("-")[2] / "patches.csv"
-        check_evaluation(default_run / "results" / "evaluation" / name, classes, patches_csv)
-        assert (default_run / "results" / "evaluation" / name / "errors.png").is_file()
+        patches_csv = default_run / "results" / "patches" / entry["method"] / "patches.csv"
+        metrics = check_evaluation(default_run / "results" / "evaluation" / folder, classes, patches_csv)
+        assert (metrics["model"], metrics["init"], metrics["split"]) == (entry["model"], entry["init"], entry["method"])
+        assert (default_run / "results" / "evaluation" / folder / "errors.png").is_file()
+    names = [experiment_name(e) for e in config["experiments"]]
     table = pd.read_csv(default_run / "results" / "tables" / "table2.csv")
     assert sorted(table.loc[table["kind"] == "model", "experiment"]) == sorted(names)
-    splits = sorted({e["split"] for e in config["experiments"]})
+    methods = sorted({e["method"] for e in config["experiments"]})
     baselines = table[table["kind"] == "baseline"]
-    assert sorted(set(baselines["split"])) == splits and len(baselines) == 2 * len(splits)
-    for split in splits:  # the baselines score the same test patches as the models of their split
-        record = json.loads((default_run / "results" / "evaluation" / f"baseline-{split}" / "metrics.json").read_text())
-        assert set(table.loc[table["split"] == split, "n_test"]) == {record["n_test"]}
+    assert sorted(set(baselines["split"])) == methods and len(baselines) == 2 * len(methods)
+    for method in methods:  # the baselines score the same test patches as the models of their split method
+        record = json.loads((default_run / "results" / "evaluation" / "baseline" / method / "metrics.json").read_text())
+        assert set(table.loc[table["split"] == method, "n_test"]) == {record["n_test"]}
     markdown = (default_run / "results" / "tables" / "table2.md").read_text()
     assert markdown.startswith("**demo run: synthetic data, ")  # the default is not the paper's method
     fig3 = default_run / "results" / "figures" / "fig3_confusion_custom.png"

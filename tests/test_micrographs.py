@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from temvirus.micrographs import (
     analyse_micrographs,
     annotated_centres,
     class_diameters,
+    default_detector,
     detection_counts,
     fit_detector,
     link_chains,
@@ -187,14 +189,19 @@ def test_suppression_keeps_the_better_of_overlapping_candidates():
     assert list(suppress(cands, np.array([0.99, 0.95, 0.5]), 0.6)) == [0, 2]
 
 
-def _fake_checkpoint(path: Path, classes, experiment="small_cnn-scratch-representative") -> Path:
+def _fake_checkpoint(path: Path, classes) -> Path:
     import torch
 
     from temvirus.models import build_model
 
     torch.manual_seed(0)
     model = build_model("small_cnn", len(classes), input_size=64)
-    meta = {"experiment": experiment, "model": "small_cnn", "init": "scratch", "classes": list(classes)}
+    meta = {
+        "experiment": "small_cnn-scratch-representative",
+        "model": "small_cnn",
+        "init": "scratch",
+        "classes": list(classes),
+    }
     torch.save({**meta, "input_size": 64, "model_state": model.state_dict(), "epoch": 1}, path)
     return path
 
@@ -276,6 +283,22 @@ def _cli(*args, cwd):
     return subprocess.run(
         [sys.executable, "-m", "temvirus.cli", "analyse", *map(str, args)], capture_output=True, text=True, cwd=cwd
     )
+
+
+def test_the_default_detector_is_that_of_the_models_split_method(tiny_stage, tmp_path):
+    """A model at results/models/{model}/{init}/{method}/best.pt uses results/micrographs/detector/{method}.json."""
+    work, _, _ = tiny_stage
+    model = tmp_path / "results" / "models" / "small_cnn" / "scratch" / "bad" / "best.pt"
+    detector = tmp_path / "results" / "micrographs" / "detector" / "bad.json"
+    for source, target in ((work / "best.pt", model), (work / "detector.json", detector)):
+        target.parent.mkdir(parents=True)
+        shutil.copy2(source, target)
+    assert default_detector(model) == detector.resolve()
+    tifffile.imwrite(tmp_path / "disc.tif", disc_image())
+    metrics, summary = analyse_files([tmp_path / "disc.tif"], model, tmp_path / "out", 2.0, device="cpu", threads=1)
+    assert summary["image_id"].tolist() == ["disc"]
+    with pytest.raises(FileNotFoundError, match="micrograph detector of .* is unknown"):
+        default_detector(work / "best.pt")
 
 
 def test_cli_analyses_and_refuses_bad_inputs_without_output(tiny_stage, tmp_path):

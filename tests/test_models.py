@@ -8,10 +8,10 @@ import torch
 import torchvision
 from conftest import PAPER
 
+from temvirus.experiments import TRANSFER_MODELS
 from temvirus.models import (
     PAPER_INIT_NAMES,
     PAPER_MODEL_NAMES,
-    TRANSFER_MODELS,
     build_model,
     trainable_parameters,
 )

@@ -110,5 +110,5 @@ def test_per_experiment_results_carry_labels(report: Path):
     per_class = {p: r for p, r in results.items() if p.startswith("results/report/per_class/")}
     assert len(per_class) == 2, sorted(results)
     for path, entry in per_class.items():
-        model, init, method = Path(path).stem.split("-")
+        model, init, method = Path(path).relative_to("results/report/per_class").with_suffix("").parts
         assert entry["labels"] == {"model": model, "init": init, "split method": method}, entry

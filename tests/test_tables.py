@@ -166,8 +166,10 @@ def test_run_note_of_one_experiment_ignores_the_other_experiments_overrides():
     from temvirus.experiments import experiment_name, run_note
 
     _, paper, reproduction = _configs()
-    first, second = (experiment_name(e) for e in reproduction["experiments"][:2])
-    reproduction["experiments"][1] = {**reproduction["experiments"][1], "lr": 0.5}
-    assert f"{second} lr 0.5" in run_note(reproduction, paper)
+    first, second = reproduction["experiments"][:2]
+    reproduction["experiments"][1] = {**second, "lr": 0.5}
+    assert f"{experiment_name(second)} lr 0.5" in run_note(reproduction, paper)
     assert run_note(reproduction, paper, [first]) == ""
-    assert f"{second} lr 0.5" in run_note(reproduction, paper, [second])
+    # as the workflow passes them: the three parts of a job's wildcards, without the overrides
+    wildcards = {"model": second["model"], "init": second["init"], "method": second["method"]}
+    assert f"{experiment_name(second)} lr 0.5" in run_note(reproduction, paper, [wildcards])

@@ -17,6 +17,7 @@ import torch
 from conftest import REPO, write_patch_split
 
 from temvirus.augment import TRANSFORMS, apply_transform
+from temvirus.seeding import derive_seed
 from temvirus.train import (
     HISTORY_COLUMNS,
     Settings,
@@ -24,7 +25,6 @@ from temvirus.train import (
     d4,
     load_checkpoint,
     load_subset,
-    parse_experiment,
     settings_from_config,
     standardise,
     train_experiment,
@@ -34,6 +34,8 @@ from temvirus.train import (
 torch.set_num_threads(1)
 CLASSES = ["Adenovirus", "Ebola", "Orf"]
 TINY = Settings(epochs=3, batch_size=4, lr=1e-3, weight_decay=0.0, patience=10, seed=5)
+CUSTOM = {"model": "custom", "init": "scratch", "method": "representative"}
+SMALL = {"model": "small_cnn", "init": "scratch", "method": "representative"}
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +55,31 @@ def assert_same_state(a: dict, b: dict) -> None:
         assert torch.equal(a[key], b[key]), key
 
 
-def test_parse_experiment():
-    assert parse_experiment("mobilenet_v2-imagenet-bad") == ("mobilenet_v2", "imagenet", "bad")
-    for bad in ("custom-scratch", "resnet18-imagenet-representative", "custom-scratch-random"):
-        with pytest.raises(ValueError, match="is not '{model}-{init}-{split}'"):
-            parse_experiment(bad)
+def test_an_experiment_is_its_three_parts_named_and_found_by_them():
+    from temvirus.experiments import experiment_folder, experiment_key, experiment_name, find_experiment
+
+    entry = {"model": "mobilenet_v2", "init": "imagenet", "method": "bad", "lr": 0.1}
+    assert experiment_key(entry) == ("mobilenet_v2", "imagenet", "bad")
+    assert experiment_name(entry) == "mobilenet_v2-imagenet-bad"
+    assert experiment_folder(entry) == "mobilenet_v2/imagenet/bad"
+    assert find_experiment([CUSTOM, entry], {"model": "mobilenet_v2", "init": "imagenet", "method": "bad"}) is entry
+    with pytest.raises(ValueError, match="experiment custom/scratch/bad is not configured"):
+        find_experiment([CUSTOM, entry], {**CUSTOM, "method": "bad"})
+
+
+def test_the_config_schema_allows_the_packages_models_inits_and_methods():
+    """The schema (YAML, so a copy) lists exactly the values the wildcards are constrained to."""
+    import yaml
+
+    from temvirus.experiments import INITS, MODELS
+    from temvirus.split import METHODS
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())["properties"]
+    entry = schema["experiments"]["items"]["properties"]
+    analysed = schema["micrographs"]["properties"]["experiments"]["items"]["properties"]
+    assert entry["model"]["enum"] == list(MODELS)
+    assert entry["init"]["enum"] == analysed["init"]["enum"] == list(INITS)
+    assert entry["method"]["enum"] == analysed["method"]["enum"] == list(METHODS)
 
 
 def test_settings_per_init_values_overrides_and_derived_seed():
@@ -66,13 +88,15 @@ def test_settings_per_init_values_overrides_and_derived_seed():
     from temvirus.experiments import resolve_training
 
     training = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["training"]
-    scratch = resolve_training(training, {"model": "custom", "init": "scratch", "split": "representative"})
-    tuned = resolve_training(training, {"model": "vgg16", "init": "imagenet", "split": "bad", "lr": 0.123, "epochs": 7})
-    a = settings_from_config(scratch, 42, "custom-scratch-representative")
-    b = settings_from_config(tuned, 42, "vgg16-imagenet-bad")
+    vgg16 = {"model": "vgg16", "init": "imagenet", "method": "bad", "lr": 0.123, "epochs": 7}
+    scratch = resolve_training(training, CUSTOM)
+    tuned = resolve_training(training, vgg16)
+    a = settings_from_config(scratch, 42, CUSTOM)
+    b = settings_from_config(tuned, 42, vgg16)
     assert (a.epochs, a.lr) == (training["epochs"]["scratch"], training["lr"]["scratch"])
     assert (b.epochs, b.lr, b.patience) == (7, 0.123, training["patience"]["imagenet"])
-    assert a.seed != b.seed and a.seed == settings_from_config(scratch, 42, "custom-scratch-representative").seed
+    assert a.seed != b.seed and a.seed == settings_from_config(scratch, 42, CUSTOM).seed
+    assert a.seed == derive_seed(42, "train", "custom-scratch-representative")  # the name's stream, as before
 
 
 def test_d4_elements_are_the_eight_transforms_of_the_augment_stage():
@@ -123,7 +147,7 @@ def test_load_subset_caps_per_class_and_reports_bad_files(split_dir, tmp_path):
 def test_training_writes_its_outputs_and_is_reproducible(split_dir, tmp_path):
     runs = [tmp_path / "a", tmp_path / "b"]
     for out in runs:
-        train_experiment("custom-scratch-representative", split_dir, out, CLASSES, TINY)
+        train_experiment(CUSTOM, split_dir, out, CLASSES, TINY)
     a, b = runs
     assert sorted(p.name for p in a.iterdir()) == ["best.pt", "curve.png", "last.pt", "metrics.csv"]  # resume/ removed
     history = pd.read_csv(a / "metrics.csv")
@@ -144,7 +168,7 @@ def test_training_writes_its_outputs_and_is_reproducible(split_dir, tmp_path):
     last = torch.load(a / "last.pt", weights_only=True)
     assert last["epoch"] == 3
     other_seed = tmp_path / "c"
-    train_experiment("custom-scratch-representative", split_dir, other_seed, CLASSES, replace(TINY, seed=6, epochs=1))
+    train_experiment(CUSTOM, split_dir, other_seed, CLASSES, replace(TINY, seed=6, epochs=1))
     assert not torch.equal(state(other_seed / "last.pt")["top.8.weight"], state(a / "last.pt")["top.8.weight"])
 
 
@@ -155,18 +179,18 @@ def test_train_from_config_trains_with_the_configs_settings_caps_and_threads(spl
     from temvirus.experiments import experiment_name, resolve_training
 
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    entry = {"model": "small_cnn", "init": "scratch", "split": "representative", "epochs": 1}
+    entry = {**SMALL, "epochs": 1}
     training = {**resolve_training(config["training"], entry), "device": "cpu", "input_size": None}
     name = experiment_name(entry)
     try:
         with caplog.at_level("INFO", logger="temvirus.train"):
             train_from_config(
-                name, split_dir, tmp_path / "a", CLASSES, {**training, "max_train_per_class": 2}, 3, threads=2
+                entry, split_dir, tmp_path / "a", CLASSES, {**training, "max_train_per_class": 2}, 3, threads=2
             )
         assert torch.get_num_threads() == 2
         assert f"{name}: 6 training patches, 9 validation patches" in caplog.text  # 2 per class
-        settings = settings_from_config(training, 3, name)
-        train_experiment(name, split_dir, tmp_path / "b", CLASSES, settings, max_train_per_class=2)
+        settings = settings_from_config(training, 3, entry)
+        train_experiment(entry, split_dir, tmp_path / "b", CLASSES, settings, max_train_per_class=2)
     finally:
         torch.set_num_threads(1)
     assert_same_state(state(tmp_path / "a" / "last.pt"), state(tmp_path / "b" / "last.pt"))
@@ -174,7 +198,7 @@ def test_train_from_config_trains_with_the_configs_settings_caps_and_threads(spl
 
 def test_early_stopping_stops_after_patience_epochs_without_improvement(split_dir, tmp_path):
     frozen = replace(TINY, lr=0.0, epochs=10, patience=2)  # nothing changes: no improvement after epoch 1
-    result = train_experiment("custom-scratch-representative", split_dir, tmp_path, CLASSES, frozen)
+    result = train_experiment(CUSTOM, split_dir, tmp_path, CLASSES, frozen)
     assert result.history["epoch"].tolist() == [1, 2, 3] and result.best_epoch == 1
 
 
@@ -183,17 +207,19 @@ import sys, torch
 torch.set_num_threads(1)
 from temvirus.train import Settings, train_experiment
 s = Settings(epochs=6, batch_size=4, lr=1e-3, weight_decay=0.0, patience=10, seed=5)
-train_experiment("custom-scratch-representative", sys.argv[1], sys.argv[2], {classes!r}, s)
+train_experiment({experiment!r}, sys.argv[1], sys.argv[2], {classes!r}, s)
 """
 
 
 def test_a_killed_training_job_resumes_to_the_same_weights(split_dir, tmp_path, caplog):
     settings = replace(TINY, epochs=6)
     straight = tmp_path / "straight"
-    train_experiment("custom-scratch-representative", split_dir, straight, CLASSES, settings)
+    train_experiment(CUSTOM, split_dir, straight, CLASSES, settings)
 
     killed = tmp_path / "killed"
-    child = subprocess.Popen([sys.executable, "-c", _CHILD.format(classes=CLASSES), str(split_dir), str(killed)])
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD.format(experiment=CUSTOM, classes=CLASSES), str(split_dir), str(killed)]
+    )
     ckpt = killed / "resume" / "ckpt.pt"
     deadline = time.time() + 300
     while not ckpt.exists() and child.poll() is None and time.time() < deadline:
@@ -206,7 +232,7 @@ def test_a_killed_training_job_resumes_to_the_same_weights(split_dir, tmp_path, 
     assert 1 <= done < 6
 
     with caplog.at_level("INFO", logger="temvirus.train"):
-        train_experiment("custom-scratch-representative", split_dir, killed, CLASSES, settings)
+        train_experiment(CUSTOM, split_dir, killed, CLASSES, settings)
     assert f"resuming from {ckpt} after epoch {done}" in caplog.text
     for name in ("best.pt", "last.pt"):
         assert_same_state(state(straight / name), state(killed / name))
@@ -237,11 +263,11 @@ def default_settings(**changes) -> Settings:
     """The default config's training settings of its first experiment, with ``changes``."""
     import yaml
 
-    from temvirus.experiments import experiment_name, resolve_training
+    from temvirus.experiments import resolve_training
 
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     entry = config["experiments"][0]
-    settings = settings_from_config(resolve_training(config["training"], entry), 1, experiment_name(entry))
+    settings = settings_from_config(resolve_training(config["training"], entry), 1, entry)
     return replace(settings, **{"device": "cpu", "input_size": None, **changes})
 
 
@@ -308,18 +334,16 @@ def test_a_model_trained_on_downsampled_patches_is_evaluated_on_the_same_size(tm
     split = tmp_path / "representative"
     write_patch_split(split, CLASSES, {"train_augmented": 6, "validation": 3, "test": 3}, size=64)
     settings = default_settings(epochs=2, patience=2, batch_size=6, input_size=32)
-    train_experiment("small_cnn-scratch-representative", split, tmp_path / "model", CLASSES, settings)
+    train_experiment(SMALL, split, tmp_path / "model", CLASSES, settings)
     _, meta = load_checkpoint(tmp_path / "model" / "best.pt")
     assert meta["input_size"] == 32
     try:
         metrics = evaluate_experiment(
-            tmp_path / "model" / "best.pt", split, tmp_path / "evaluation", device="cpu", threads=2
+            tmp_path / "model" / "best.pt", split, tmp_path / "evaluation", "representative", device="cpu", threads=2
         )
         assert torch.get_num_threads() == 2  # the rule's threads
     finally:
         torch.set_num_threads(1)
     assert metrics["n_test"] == 9
     with pytest.raises(ValueError, match=r"train_augmented.npy: input_size 24 does not divide the patch size 64"):
-        train_experiment(
-            "small_cnn-scratch-representative", split, tmp_path / "bad", CLASSES, replace(settings, input_size=24)
-        )
+        train_experiment(SMALL, split, tmp_path / "bad", CLASSES, replace(settings, input_size=24))

@@ -41,7 +41,7 @@ def test_weights_table_equals_torchvisions_urls():
     """The torch-free table of weights URLs is torchvision's, for every torchvision transfer model."""
     from torchvision.models import get_model_weights
 
-    from temvirus.models import TRANSFER_MODELS
+    from temvirus.experiments import TRANSFER_MODELS
     from temvirus.weights import TIMM_WEIGHTS
 
     for arch in set(TRANSFER_MODELS) - set(TIMM_WEIGHTS):
@@ -123,7 +123,7 @@ def test_snakemake_download_weights_uses_base_url_and_checks_the_name(file_serve
     workdir = tmp_path / "wd"
     (workdir / "resources").mkdir(parents=True)
     override = workdir / "override.json"
-    experiments = [{"model": "mobilenet_v2", "init": "imagenet", "split": "representative"}]
+    experiments = [{"model": "mobilenet_v2", "init": "imagenet", "method": "representative"}]
     override.write_text(json.dumps({"experiments": experiments, "weights": {"base_url": file_server.url("/mirror")}}))
     run = subprocess.run(
         snakemake_cmd(workdir, "download_weights", "--configfile", str(override)),
@@ -183,7 +183,7 @@ def test_snakemake_download_weights_fetches_timm_safetensors_from_base_url(file_
     workdir = tmp_path / "wd"
     (workdir / "resources").mkdir(parents=True)
     override = workdir / "override.json"
-    experiments = [{"model": "resnet50v2", "init": "imagenet", "split": "representative"}]
+    experiments = [{"model": "resnet50v2", "init": "imagenet", "method": "representative"}]
     override.write_text(json.dumps({"experiments": experiments, "weights": {"base_url": file_server.url("/mirror")}}))
     run = subprocess.run(
         snakemake_cmd(workdir, "download_weights", "--configfile", str(override)),

@@ -13,6 +13,8 @@ import pytest
 import yaml
 from conftest import REPO, TINY_CLASSES, snakemake_cmd
 
+from temvirus.experiments import experiment_folder, experiment_name
+
 pytestmark = pytest.mark.slow
 
 
@@ -35,7 +37,7 @@ def test_default_run_regenerates_the_papers_tables(default_run: Path):
     # one row per configured experiment, and the 2 baselines of each split method used
     experiments = default_config()["experiments"]
     assert (table2["kind"] == "model").sum() == len(experiments)
-    assert (table2["kind"] == "baseline").sum() == 2 * len({e["split"] for e in experiments})
+    assert (table2["kind"] == "baseline").sum() == 2 * len({e["method"] for e in experiments})
     assert table2[["accuracy", "precision_macro", "recall_macro", "f1_macro"]].notna().all().all()
     assert table2["accuracy"].between(0, 1).all()
     for figure in ("fig1_patch_examples.png", "split_summary.png", "synthetic_vs_real.png"):
@@ -76,12 +78,13 @@ def test_best_model_beats_the_majority_class_and_three_times_chance(default_run:
     """
     classes = default_config()["classes"]["classification"]
     table2 = pd.read_csv(default_run / "results" / "tables" / "table2.csv")
-    for split in table2["split"].unique():
-        patches = pd.read_csv(default_run / "results" / "patches" / split / "patches.csv")
+    for method in table2["split"].unique():
+        patches = pd.read_csv(default_run / "results" / "patches" / method / "patches.csv")
         test = patches[(patches["subset"] == "test") & patches["class"].isin(classes)]
-        assert (table2.loc[table2["split"] == split, "n_test"] == len(test)).all()  # no cap: every test patch
+        assert (table2.loc[table2["split"] == method, "n_test"] == len(test)).all()  # no cap: every test patch
     best = table2.loc[table2["accuracy"].idxmax()]
-    predictions = pd.read_csv(default_run / "results" / "evaluation" / best["experiment"] / "predictions.csv")
+    folder = {experiment_name(e): experiment_folder(e) for e in default_config()["experiments"]}[best["experiment"]]
+    predictions = pd.read_csv(default_run / "results" / "evaluation" / folder / "predictions.csv")
     majority = predictions["true"].value_counts().max() / len(predictions)
     accuracy = float(np.mean(predictions["true"] == predictions["predicted"]))
     assert accuracy == pytest.approx(best["accuracy"], abs=5e-4)
@@ -93,9 +96,10 @@ def test_training_and_evaluation_jobs_run_on_the_configured_threads(default_run:
     for rule in ("train_model", "evaluate_model"):
         records = sorted((default_run / "results" / "provenance" / rule).glob("*.json"))
         assert records and all(json.loads(r.read_text())["threads"] == threads for r in records), rule
-    for log in (default_run / "logs" / "training").glob("*-*-*.log"):
-        if not log.name.startswith(("evaluate_", "error_tracing_")):
-            assert f", {threads} CPU threads" in log.read_text(), log
+    logs = sorted((default_run / "logs" / "training").glob("*/*/*/train.log"))  # {model}/{init}/{method}
+    assert len(logs) == len(default_config()["experiments"]), logs
+    for log in logs:
+        assert f", {threads} CPU threads" in log.read_text(), log
 
 
 def test_a_class_missing_from_the_data_fails_at_the_first_job_reading_it(tiny_synthetic, tmp_path):

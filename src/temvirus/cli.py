@@ -139,7 +139,9 @@ def _download(args: argparse.Namespace) -> int:
 
 def _analyse_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="micrographs (TIFF, PNG, JPEG...) of any size")
-    p.add_argument("--model", required=True, type=Path, help="a trained model: results/models/{experiment}/best.pt")
+    p.add_argument(
+        "--model", required=True, type=Path, help="a trained model: results/models/{model}/{init}/{method}/best.pt"
+    )
     p.add_argument("--out", required=True, type=Path, help="folder to write (must not exist or be empty)")
     p.add_argument(
         "--pixel-size",
@@ -150,7 +152,7 @@ def _analyse_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--detector",
         type=Path,
-        help="the micrograph detector (default: results/micrographs/detector/{split}.json beside the model's results)",
+        help="the micrograph detector (default: results/micrographs/detector/{method}.json beside the model's results)",
     )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--threads", type=int, default=2, help="CPU threads (torch)")

@@ -24,7 +24,7 @@ from temvirus.metrics import (
     per_class_frame,
     summary,
 )
-from temvirus.train import compact_tensor, load_checkpoint, load_subset, parse_experiment, predict, resolve_device
+from temvirus.train import compact_tensor, load_checkpoint, load_subset, predict, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ def evaluate_experiment(
     checkpoint: str | Path,
     patches_dir: str | Path,
     out_dir: str | Path,
+    method: str,
     batch_size: int = 32,
     device: str = "auto",
     tta: bool = False,
@@ -46,8 +47,8 @@ def evaluate_experiment(
     """Predict the test subset with a best.pt; write predictions.csv, confusion.csv/.png, per_class.csv, metrics.json.
 
     The rule ``evaluate_model``. ``checkpoint`` is a ``best.pt`` of :func:`temvirus.train.train_experiment`;
-    ``patches_dir`` a split's patch folder (``patches.csv``, ``test.npy``; docs/architecture.md);
-    the outputs go to ``out_dir``. ``batch_size`` patches per forward pass on ``device``
+    ``patches_dir`` the patch folder (``patches.csv``, ``test.npy``; docs/architecture.md) of
+    its split method ``method`` (recorded in metrics.json); the outputs go to ``out_dir``. ``batch_size`` patches per forward pass on ``device``
     (``auto``, ``cpu``, ``cuda``) with ``amp`` (``bf16``, ``fp16``, ``off``; CUDA only) and
     ``channels_last``; ``tta`` averages the class probabilities over the 8 flips/rotations.
     ``max_per_class`` keeps at most that many random test patches per class (small default
@@ -91,7 +92,7 @@ def evaluate_experiment(
         "experiment": meta["experiment"],
         "model": meta["model"],
         "init": meta["init"],
-        "split": parse_experiment(meta["experiment"])[2],
+        "split": method,
         "trainable_params": meta["trainable_params"],
         "best_epoch": meta["epoch"],
         "n_test": int(len(y)),

@@ -1,10 +1,14 @@
-"""The configured experiments: their names and each one's own training settings.
+"""The configured experiments: their parts, names and each one's own training settings.
 
-An experiment is a config ``experiments`` entry ``{model, init, split}``, optionally with its
-own ``epochs``, ``patience``, ``lr``, ``weight_decay``, ``batch_size`` or ``input_size``. Its settings are the
-``training`` section with the per-initialisation values (``{scratch: ..., imagenet: ...}``)
-picked for its init, then its own overrides. Rules take only these resolved settings as
-params, so changing one experiment re-runs only that experiment's jobs.
+An experiment is a config ``experiments`` entry ``{model, init, method}`` (:data:`PARTS`: a
+model of :data:`MODELS`, an initialisation of :data:`INITS`, a split method of
+:data:`temvirus.split.METHODS`), optionally with its own ``epochs``, ``patience``, ``lr``,
+``weight_decay``, ``batch_size`` or ``input_size``. The same three parts are the workflow's
+wildcards and the folder levels of its results (``results/models/{model}/{init}/{method}/``).
+Its settings are the ``training`` section with the per-initialisation values
+(``{scratch: ..., imagenet: ...}``) picked for its init, then its own overrides. Rules take
+only these resolved settings as params, so changing one experiment re-runs only that
+experiment's jobs.
 
 No torch import here: the workflow calls this while it builds the job graph.
 """
@@ -12,17 +16,51 @@ No torch import here: the workflow calls this while it builds the job graph.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+#: transfer architectures (torchvision builder names; timm's for resnet50v2 and xception,
+#: see :mod:`temvirus.models`); the first six are the paper's
+TRANSFER_MODELS = (
+    "densenet201",
+    "vgg16",
+    "vgg19",
+    "resnet50",
+    "inception_v3",
+    "mobilenet_v2",
+    "efficientnet_b0",
+    "convnext_tiny",
+    "resnet50v2",
+    "xception",
+)
+#: the models (:func:`temvirus.models.build_model`): the one definition in the package
+MODELS = ("custom", "small_cnn") + TRANSFER_MODELS
+#: the initialisations: the one definition in the package
+INITS = ("scratch", "imagenet")
+#: an experiment's parts: the keys of a config ``experiments`` entry, the workflow's wildcards
+#: and the folder levels of its results, in this order
+PARTS = ("model", "init", "method")
 #: training settings given per initialisation in the config
 PER_INIT = ("epochs", "patience", "lr")
 #: settings an experiment entry may override
 OVERRIDES = ("epochs", "patience", "lr", "weight_decay", "batch_size", "input_size")
 
 
-def experiment_name(entry: dict) -> str:
-    """``{model}-{init}-{split}``, the experiment's folder name and Snakemake wildcard."""
-    return f"{entry['model']}-{entry['init']}-{entry['split']}"
+def experiment_key(experiment: Mapping) -> tuple[str, str, str]:
+    """``(model, init, method)`` of a config entry, a job's wildcards or any such mapping."""
+    return tuple(str(experiment[part]) for part in PARTS)
+
+
+def experiment_name(experiment: Mapping) -> str:
+    """``{model}-{init}-{method}``: the experiment's name in Table 2, titles, notes and its
+    checkpoints, and the stream its training seed is derived from (never parsed back)."""
+    return "-".join(experiment_key(experiment))
+
+
+def experiment_folder(experiment: Mapping) -> str:
+    """``{model}/{init}/{method}``: the experiment's folder below ``results/models``,
+    ``results/evaluation``, ``results/micrographs`` and ``logs``."""
+    return "/".join(experiment_key(experiment))
 
 
 def resolve_training(training: dict, entry: dict) -> dict:
@@ -32,12 +70,15 @@ def resolve_training(training: dict, entry: dict) -> dict:
     return resolved
 
 
-def find_experiment(experiments: list[dict], name: str) -> dict:
-    """The config entry named ``name``; a clear error when none is configured."""
+def find_experiment(experiments: list[dict], wanted: Mapping) -> dict:
+    """The config entry with ``wanted``'s model, init and method; a clear error when none is configured."""
+    key = experiment_key(wanted)
     for entry in experiments:
-        if experiment_name(entry) == name:
+        if experiment_key(entry) == key:
             return entry
-    raise ValueError(f"experiment {name!r} is not configured; configured: {[experiment_name(e) for e in experiments]}")
+    raise ValueError(
+        f"experiment {experiment_folder(wanted)} is not configured; configured: {[experiment_folder(e) for e in experiments]}"
+    )
 
 
 #: training keys that set where and how fast a run computes, not what the method is
@@ -61,7 +102,7 @@ def _shown(value) -> str:
     return "all" if value is None else str(value)
 
 
-def run_note(config: dict, paper: dict, experiments: list[str] | None = None) -> str:
+def run_note(config: dict, paper: dict, experiments: Iterable[Mapping] | None = None) -> str:
     """One line saying how this run's method differs from the paper's, or ``""`` when it does not.
 
     ``paper`` is ``config/paper.yaml`` (the paper's method: Matuszewski & Sintorn 2021,
@@ -72,10 +113,11 @@ def run_note(config: dict, paper: dict, experiments: list[str] | None = None) ->
     :data:`HARDWARE_KEYS`, and each experiment's own overrides (:data:`OVERRIDES`). E.g.
     ``"demo run: synthetic data, epochs 2 scratch / 2 imagenet (paper 300 scratch / 50
     imagenet), ...: not a reproduction"``. Used by Table 2, its report caption and the
-    confusion-matrix figures. ``experiments``: names (``{model}-{init}-{split}``) whose own
-    overrides count (default: every configured one), so that the note of one experiment's
-    results does not change when another experiment's settings do.
+    confusion-matrix figures. ``experiments``: the experiments (mappings of :data:`PARTS`)
+    whose own overrides count (default: every configured one), so that the note of one
+    experiment's results does not change when another experiment's settings do.
     """
+    chosen = None if experiments is None else {experiment_key(e) for e in experiments}
     differences = []
     if config["dataset"]["source"] == "synthetic":
         differences.append("synthetic data")
@@ -88,7 +130,7 @@ def run_note(config: dict, paper: dict, experiments: list[str] | None = None) ->
             words = TRAINING_WORDS.get(key, f"training {key}")
             differences.append(f"{words} {_shown(config['training'][key])} (paper {_shown(theirs)})")
     for entry in config.get("experiments", []):
-        if experiments is not None and experiment_name(entry) not in experiments:
+        if chosen is not None and experiment_key(entry) not in chosen:
             continue
         for key in OVERRIDES:
             if key in entry and key in paper_training:

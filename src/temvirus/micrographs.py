@@ -394,7 +394,6 @@ class Classifier:
     input_size: int | None
     device: object
     batch_size: int = 64
-    experiment: str = ""
 
     @classmethod
     def load(cls, checkpoint, device: str = "auto", batch_size: int = 64) -> Classifier:
@@ -417,7 +416,6 @@ class Classifier:
             meta.get("input_size"),
             dev,
             batch_size,
-            meta.get("experiment", ""),
         )
 
     def probabilities(self, pixels: np.ndarray, pixel_size_nm: float, xy_nm: np.ndarray) -> np.ndarray:
@@ -775,13 +773,16 @@ def image_pixel_size(path: Path, pixel_size_nm: float | None) -> float:
     return float(pixel_size_nm)
 
 
-def default_detector(checkpoint: Path, experiment: str) -> Path:
-    """``results/micrographs/detector/{split}.json`` of the results folder holding
-    ``results/models/{experiment}/best.pt``."""
-    from temvirus.train import parse_experiment
-
-    split = parse_experiment(experiment)[2]
-    return checkpoint.resolve().parent.parent.parent / "micrographs" / "detector" / f"{split}.json"
+def default_detector(checkpoint: Path) -> Path:
+    """``results/micrographs/detector/{method}.json`` of the results folder holding ``checkpoint``
+    as ``results/models/{model}/{init}/{method}/best.pt``; a FileNotFoundError when it is not there."""
+    folder = Path(checkpoint).resolve().parent
+    if len(folder.parents) < 4 or folder.parents[2].name != "models":
+        raise FileNotFoundError(
+            f"the micrograph detector of {checkpoint} is unknown: the model is not in a "
+            "results/models/{model}/{init}/{method}/ folder; give --detector"
+        )
+    return folder.parents[3] / "micrographs" / "detector" / f"{folder.name}.json"
 
 
 def analyse_files(
@@ -818,7 +819,7 @@ def analyse_files(
         raise ValueError(f"images with the same name: {twice} (the outputs are named after the images)")
     classifier = Classifier.load(checkpoint, device)
     if detector_json is None:
-        detector_json = default_detector(Path(checkpoint), classifier.experiment)
+        detector_json = default_detector(Path(checkpoint))
         if not Path(detector_json).is_file():
             raise FileNotFoundError(
                 f"{detector_json}: the micrograph detector of {checkpoint} not found: run the workflow's "

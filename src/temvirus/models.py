@@ -34,21 +34,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-#: transfer architectures (torchvision builder names); the first six are the paper's
-TRANSFER_MODELS = (
-    "densenet201",
-    "vgg16",
-    "vgg19",
-    "resnet50",
-    "inception_v3",
-    "mobilenet_v2",
-    "efficientnet_b0",
-    "convnext_tiny",
-    "resnet50v2",
-    "xception",
-)
-MODELS = ("custom", "small_cnn") + TRANSFER_MODELS
-INITS = ("scratch", "imagenet")
+from temvirus.experiments import INITS, MODELS
 
 #: the paper's names of our models (Table 2), and of the initialisations
 PAPER_MODEL_NAMES = {

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 PATCH_SIZE = 256
 PATCH_COLUMNS = ["patch_id", "image_id", "class", "subset", "index", "particle", "vertex", "x_nm", "y_nm"]
-#: columns of ``results/curation/split_{split}.csv`` this module needs
+#: columns of ``results/curation/split_{method}.csv`` this module needs
 SPLIT_COLUMNS = ["image_id", "class", "split"]
 #: vertex number of the single patch of a 2-point centre line
 MIDPOINT = -1

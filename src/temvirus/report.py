@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from temvirus.experiments import experiment_name
 from temvirus.io import write_text
 
 _STYLE = (
@@ -77,7 +78,7 @@ def summary_html(audit: Mapping, config: Mapping, configfiles: Sequence[str], no
     rows = [
         ("Data", data),
         ("Config files", ", ".join(configfiles) or "none"),
-        ("Experiments", ", ".join(f"{e['model']}-{e['init']}-{e['split']}" for e in config["experiments"]) or "none"),
+        ("Experiments", ", ".join(experiment_name(e) for e in config["experiments"]) or "none"),
         ("Git commit", ", ".join(commits) or "unknown"),
         ("Audit", f"{'PASSED' if passed else 'FAILED'} on {audit.get('date', 'unknown date')}"),
     ]

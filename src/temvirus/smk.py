@@ -4,7 +4,7 @@ Every script in ``workflow/scripts/`` unpacks the ``snakemake`` object into the 
 arguments of one plain function of this package (no package function takes the ``snakemake``
 object) and hands that call to :func:`run_rule`::
 
-    run_rule(snakemake, lambda smk: write_split(smk.input.kept, smk.output.split, smk.wildcards.split))
+    run_rule(snakemake, lambda smk: write_split(smk.input.kept, smk.output.split, smk.wildcards.method))
 
 ``run_rule`` sends logging and
 warnings to the rule's log file (and stderr), logs a failure with its traceback, and re-raises

@@ -33,8 +33,9 @@ def deal_representative(n: int) -> list[str]:
     return [REPRESENTATIVE_SEQUENCE[i % len(REPRESENTATIVE_SEQUENCE)] for i in range(n)]
 
 
-#: the split methods (config ``split.methods``, the ``{split}`` of ``split_{split}.csv`` and of
-#: experiment names): the one definition in the package
+#: the split methods (config ``split.methods`` and an experiment's ``method``, the workflow's
+#: ``{method}`` wildcard: ``split_{method}.csv``, ``results/patches/{method}/``): the one
+#: definition in the package
 METHODS = ("representative", "bad", "given")
 #: the subsets a split method gives (the ``split`` column of a split table, ``subset`` of a patch
 #: table, the split folders of the raw layout): the one definition in the package

@@ -1,4 +1,4 @@
-"""Training one experiment (model x initialisation x split), on the CPU or a GPU.
+"""Training one experiment (model x initialisation x split method), on the CPU or a GPU.
 
 The data are held in memory as compact integer tensors (on the GPU when training there: the
 fast path, no DataLoader); every batch is taken by index, optionally turned by a random D4
@@ -19,10 +19,9 @@ import hashlib
 import logging
 import os
 import random
-import re
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,30 +31,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from temvirus.experiments import experiment_name
 from temvirus.figures import plot_curves
 from temvirus.io import atomic_path, save_figure, write_csv
 from temvirus.metrics import confusion_matrix, summary
-from temvirus.models import INITS, MODELS, build_model, set_bn_momentum, trainable_parameters
+from temvirus.models import build_model, set_bn_momentum, trainable_parameters
 from temvirus.seeding import derive_seed, rng
-from temvirus.split import METHODS
 
 log = logging.getLogger(__name__)
 
-#: pattern of an experiment name ``{model}-{init}-{split}``
-EXPERIMENT_PATTERN = f"({'|'.join(MODELS)})-({'|'.join(INITS)})-({'|'.join(METHODS)})"
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_f1_macro", "lr", "seconds"]
 MONITORS = {"f1_macro": "val_f1_macro", "accuracy": "val_acc"}
 _AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def parse_experiment(name: str) -> tuple[str, str, str]:
-    """``(model, init, split)`` of an experiment name such as ``custom-scratch-representative``."""
-    match = re.fullmatch(EXPERIMENT_PATTERN, name)
-    if not match:
-        raise ValueError(
-            f"experiment {name!r} is not '{{model}}-{{init}}-{{split}}' with model in {MODELS}, init in {INITS}, split in {METHODS}"
-        )
-    return match.group(1), match.group(2), match.group(3)
 
 
 @dataclass(frozen=True)
@@ -85,11 +72,12 @@ class Settings:
     bn_momentum: float | None = None
 
 
-def settings_from_config(training: dict, seed: int, experiment: str) -> Settings:
-    """The :class:`Settings` of ``experiment`` from its resolved training settings.
+def settings_from_config(training: dict, seed: int, experiment: Mapping) -> Settings:
+    """The :class:`Settings` of ``experiment`` (its ``model``, ``init``, ``method``) from its resolved training settings.
 
     ``training`` is :func:`temvirus.experiments.resolve_training`'s flat dict; the run's seed
-    is derived from the master ``seed`` and the experiment name.
+    is derived from the master ``seed`` and the experiment's name
+    (:func:`temvirus.experiments.experiment_name`).
     """
     t = training
     return Settings(
@@ -105,7 +93,7 @@ def settings_from_config(training: dict, seed: int, experiment: str) -> Settings
         channels_last=t["channels_last"],
         compile=t["compile"],
         deterministic=t["deterministic"],
-        seed=derive_seed(seed, "train", experiment),
+        seed=derive_seed(seed, "train", experiment_name(experiment)),
         optimizer=t["optimizer"],
         schedule=t["schedule"],
         input_size=t["input_size"],
@@ -513,7 +501,7 @@ def _digest(*arrays: np.ndarray) -> str:
 
 
 def train_experiment(
-    experiment: str,
+    experiment: Mapping,
     patches_dir: str | Path,
     out_dir: str | Path,
     classes: Sequence[str],
@@ -524,9 +512,12 @@ def train_experiment(
 ) -> FitResult:
     """Train ``experiment`` on a split's patches; write best.pt, last.pt, metrics.csv, curve.png to ``out_dir``.
 
+    ``experiment``: its ``model``, ``init`` and ``method`` (a config entry or a job's
+    wildcards); the checkpoints record its name (:func:`temvirus.experiments.experiment_name`).
     ``out_dir/resume/`` holds the resume checkpoint while the job runs (see the module docstring).
     """
-    model_name, init, _ = parse_experiment(experiment)
+    model_name, init = experiment["model"], experiment["init"]
+    name = experiment_name(experiment)
     out = Path(out_dir)
     size = settings.input_size
     train_np, train_y, _ = load_subset(
@@ -538,7 +529,7 @@ def train_experiment(
     size = train_np.shape[-1]
     log.info(
         "%s: %d training patches, %d validation patches, %d classes, %dx%d px",
-        experiment,
+        name,
         len(train_y),
         len(val_y),
         len(classes),
@@ -565,13 +556,13 @@ def train_experiment(
         len(classes),
         resume_dir=out / "resume",
         fingerprint={
-            "experiment": experiment,
+            "experiment": name,
             "classes": list(classes),
             "data": _digest(train_np, train_y, val_np, val_y),
         },
     )
     meta = {
-        "experiment": experiment,
+        "experiment": name,
         "model": model_name,
         "init": init,
         "classes": list(classes),
@@ -586,7 +577,7 @@ def train_experiment(
     )
     _save({**meta, "model_state": last_state, "epoch": int(result.history["epoch"].iloc[-1])}, out / "last.pt")
     write_csv(out / "metrics.csv", result.history)
-    save_figure(out / "curve.png", plot_curves(result.history, f"{experiment} (best epoch {result.best_epoch})"))
+    save_figure(out / "curve.png", plot_curves(result.history, f"{name} (best epoch {result.best_epoch})"))
     shutil.rmtree(out / "resume", ignore_errors=True)
     return result
 
@@ -600,7 +591,7 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
 
 
 def train_from_config(
-    experiment: str,
+    experiment: Mapping,
     patches_dir: str | Path,
     out_dir: str | Path,
     classes: Sequence[str],
@@ -611,7 +602,7 @@ def train_from_config(
 ) -> FitResult:
     """The rule ``train_model``: :func:`train_experiment` with the experiment's training settings.
 
-    ``experiment`` is ``{model}-{init}-{split}`` (:data:`EXPERIMENT_PATTERN`); ``patches_dir``
+    ``experiment``: its ``model``, ``init`` and ``method`` (the job's wildcards); ``patches_dir``
     the split's patch folder (``patches.csv``, ``train_augmented.npy``, ``validation.npy``);
     ``out_dir`` receives best.pt, last.pt, metrics.csv, curve.png. ``training`` is
     :func:`temvirus.experiments.resolve_training`'s flat dict for the experiment (its

@@ -3,11 +3,23 @@
 from pathlib import Path
 
 from temvirus.experiments import (
-    experiment_name,
+    INITS,
+    MODELS,
+    experiment_folder,
     find_experiment,
     resolve_training,
     visible_gpus,
 )
+from temvirus.split import METHODS
+
+
+# One wildcard per part of an experiment, one folder level each (results/models/{model}/
+# {init}/{method}/), and {method} for a split method wherever it appears.
+wildcard_constraints:
+    model="|".join(MODELS),
+    init="|".join(INITS),
+    method="|".join(METHODS),
+
 
 RAW_SYNTHETIC = "results/raw/synthetic"
 DATASET_DIR = "resources/dataset"
@@ -131,8 +143,8 @@ def patches_targets():
     """Patches and the balanced training set of every split built, Fig 1, optional exports."""
     options = config["patches"]
     targets = ["results/figures/fig1_patch_examples.png"]
-    for split in config["split"]["methods"]:
-        folder = f"results/patches/{split}"
+    for method in config["split"]["methods"]:
+        folder = f"results/patches/{method}"
         targets += [f"{folder}/patches.csv", f"{folder}/train_augmented.csv"]
         if options["export_tif"]:
             targets.append(f"{folder}/published")
@@ -143,27 +155,32 @@ def patches_targets():
 
 # --- training stage (training.smk) ---------------------------------------------------
 
-#: {model}-{init}-{split}; model names have no '-' (temvirus.train.parse_experiment)
-EXPERIMENT_PATTERN = "[a-z0-9_]+-(?:scratch|imagenet)-(?:representative|bad|given)"
 #: the paper's confusion-matrix figures: figure -> (experiment, title)
 PAPER_FIGURES = {
-    "fig3_confusion_custom": ("custom-scratch-representative", "Fig 3, custom CNN"),
+    "fig3_confusion_custom": (
+        {"model": "custom", "init": "scratch", "method": "representative"},
+        "Fig 3, custom CNN",
+    ),
     "fig4_confusion_densenet201_transfer": (
-        "densenet201-imagenet-representative",
+        {"model": "densenet201", "init": "imagenet", "method": "representative"},
         "Fig 4, DenseNet201 transfer",
     ),
 }
 
 
-def experiment_names():
-    """The configured experiments as {model}-{init}-{split} names."""
-    return [experiment_name(e) for e in config["experiments"]]
+def experiment_folders(experiments=None):
+    """{model}/{init}/{method} of each experiment (default: the configured ones)."""
+    return [
+        experiment_folder(e)
+        for e in (config["experiments"] if experiments is None else experiments)
+    ]
 
 
 def experiment_training(wildcards):
     """This experiment's own training settings (changing another one re-runs nothing here)."""
-    entry = find_experiment(config["experiments"], wildcards.experiment)
-    return resolve_training(config["training"], entry)
+    return resolve_training(
+        config["training"], find_experiment(config["experiments"], wildcards)
+    )
 
 
 def gpu_request(wildcards):
@@ -175,32 +192,29 @@ def gpu_request(wildcards):
     return int(experiment_training(wildcards)["device"] != "cpu")
 
 
-def _patches_dir(experiment):
-    return f"results/patches/{experiment.split('-')[2]}"
-
-
 def train_model_inputs(wildcards):
     """Patch table, balanced training set, validation set; the weights file for imagenet."""
-    model, init, split = wildcards.experiment.split("-")
-    folder = _patches_dir(wildcards.experiment)
+    folder = f"results/patches/{wildcards.method}"
     inputs = {
         "patches": f"{folder}/patches.csv",
         "train": f"{folder}/train_augmented.npy",
         "train_table": f"{folder}/train_augmented.csv",
         "validation": f"{folder}/validation.npy",
     }
-    if init == "imagenet":
+    if wildcards.init == "imagenet":
         from temvirus.weights import weights_filename
 
-        inputs["weights"] = f"{config['weights']['dir']}/{weights_filename(model)}"
+        inputs["weights"] = (
+            f"{config['weights']['dir']}/{weights_filename(wildcards.model)}"
+        )
     return inputs
 
 
 def evaluate_model_inputs(wildcards):
-    """The best checkpoint and the test patches of the experiment's split."""
-    folder = _patches_dir(wildcards.experiment)
+    """The best checkpoint and the test patches of the experiment's split method."""
+    folder = f"results/patches/{wildcards.method}"
     return {
-        "model": f"results/models/{wildcards.experiment}/best.pt",
+        "model": f"results/models/{experiment_folder(wildcards)}/best.pt",
         "patches": f"{folder}/patches.csv",
         "test": f"{folder}/test.npy",
     }
@@ -209,8 +223,8 @@ def evaluate_model_inputs(wildcards):
 def error_tracing_inputs(wildcards):
     """Predictions, patch centres, the image table and the raw images they came from."""
     return {
-        "predictions": f"results/evaluation/{wildcards.experiment}/predictions.csv",
-        "patches": f"{_patches_dir(wildcards.experiment)}/patches.csv",
+        "predictions": f"results/evaluation/{experiment_folder(wildcards)}/predictions.csv",
+        "patches": f"results/patches/{wildcards.method}/patches.csv",
         "images": "results/raw/images.csv",
         "root": raw_root(),
     }
@@ -218,18 +232,18 @@ def error_tracing_inputs(wildcards):
 
 def experiment_metrics(wildcards=None):
     """metrics.json of every configured experiment (the rows of Table 2)."""
-    return [f"results/evaluation/{e}/metrics.json" for e in experiment_names()]
+    return [f"results/evaluation/{f}/metrics.json" for f in experiment_folders()]
 
 
 def baseline_metrics(wildcards=None):
     """The no-GPU baselines of each split method that has experiments (rows of Table 2)."""
-    splits = sorted({e["split"] for e in config["experiments"]})
-    return [f"results/evaluation/baseline-{s}/metrics.json" for s in splits]
+    methods = sorted({e["method"] for e in config["experiments"]})
+    return [f"results/evaluation/baseline/{m}/metrics.json" for m in methods]
 
 
 def baseline_model_inputs(wildcards):
-    """The patch table, balanced training set and test patches of split {split}."""
-    folder = f"results/patches/{wildcards.split}"
+    """The patch table, balanced training set and test patches of split method {method}."""
+    folder = f"results/patches/{wildcards.method}"
     return {
         "patches": f"{folder}/patches.csv",
         "train": f"{folder}/train_augmented.npy",
@@ -252,7 +266,7 @@ def run_note(experiments=None):
 
 def experiment_note(wildcards):
     """run_note of the one experiment whose results the job makes."""
-    return run_note([wildcards.experiment])
+    return run_note([wildcards])
 
 
 def paper_figure_note(wildcards):
@@ -264,7 +278,7 @@ def paper_figure_inputs(wildcards):
     """This run's confusion matrix of the figure's experiment and the paper's."""
     experiment = PAPER_FIGURES[wildcards.figure][0]
     return {
-        "confusion": f"results/evaluation/{experiment}/confusion.csv",
+        "confusion": f"results/evaluation/{experiment_folder(experiment)}/confusion.csv",
         "paper": f"resources/paper/{wildcards.figure}.csv",
     }
 
@@ -275,31 +289,30 @@ def paper_figure_title(wildcards):
 
 def training_targets():
     """Table 2, each experiment's curve, confusion and error tracing, Figs 3-4 if configured."""
-    names = experiment_names()
-    if not names:
+    folders = experiment_folders()
+    if not folders:
         return []
     targets = ["results/tables/table2.csv", "results/tables/table2.md"]
-    for e in names:
+    for f in folders:
         targets += [
-            f"results/models/{e}/curve.png",
-            f"results/evaluation/{e}/confusion.png",
-            f"results/evaluation/{e}/errors.png",
+            f"results/models/{f}/curve.png",
+            f"results/evaluation/{f}/confusion.png",
+            f"results/evaluation/{f}/errors.png",
         ]
     targets += [
         f"results/figures/{figure}.png"
         for figure, (experiment, _) in PAPER_FIGURES.items()
-        if experiment in names
+        if experiment_folder(experiment) in folders
     ]
     return targets
 
 
 def experiment_labels(wildcards):
     """Report labels of an experiment's results: model, initialisation, split method."""
-    entry = find_experiment(config["experiments"], wildcards.experiment)
     return {
-        "model": entry["model"],
-        "init": entry["init"],
-        "split method": entry["split"],
+        "model": wildcards.model,
+        "init": wildcards.init,
+        "split method": wildcards.method,
     }
 
 
@@ -312,9 +325,9 @@ REPORT_TABLES = {
 
 def report_tables_targets():
     """HTML pages of Tables 1-2 and of each experiment's per-class metrics, for the report."""
-    tables = ["table1"] + (["table2"] if experiment_names() else [])
+    tables = ["table1"] + (["table2"] if experiment_folders() else [])
     return [f"results/report/{t}.html" for t in tables] + [
-        f"results/report/per_class/{e}.html" for e in experiment_names()
+        f"results/report/per_class/{f}.html" for f in experiment_folders()
     ]
 
 
@@ -326,14 +339,14 @@ def report_table_title(wildcards):
 
 
 def micrograph_experiments():
-    """The experiments of micrographs.experiments (each must be a configured experiment)."""
-    names = config["micrographs"]["experiments"]
-    unknown = sorted(set(names) - set(experiment_names()))
+    """{model}/{init}/{method} of micrographs.experiments (each a configured experiment)."""
+    folders = experiment_folders(config["micrographs"]["experiments"])
+    unknown = sorted(set(folders) - set(experiment_folders()))
     if unknown:
         raise ValueError(
-            f"micrographs.experiments: {unknown} are not configured experiments {experiment_names()}"
+            f"micrographs.experiments: {unknown} are not configured experiments {experiment_folders()}"
         )
-    return list(names)
+    return folders
 
 
 def micrograph_settings(wildcards=None):
@@ -346,21 +359,21 @@ def micrograph_detector_inputs(wildcards):
     return {
         "images": "results/raw/images.csv",
         "particles": "results/raw/particles.csv",
-        "split": f"results/curation/split_{wildcards.split}.csv",
+        "split": f"results/curation/split_{wildcards.method}.csv",
         "root": raw_root(),
         "table1": "resources/paper/table1_dataset.csv",
     }
 
 
 def analyse_micrographs_inputs(wildcards):
-    """The best model, its split's detector and test images; true sizes of synthetic data."""
-    split = wildcards.experiment.split("-")[2]
+    """The best model, its split method's detector and test images; true sizes of synthetic data."""
+    method = wildcards.method
     inputs = {
-        "model": f"results/models/{wildcards.experiment}/best.pt",
-        "detector": f"results/micrographs/detector/{split}.json",
+        "model": f"results/models/{experiment_folder(wildcards)}/best.pt",
+        "detector": f"results/micrographs/detector/{method}.json",
         "images": "results/raw/images.csv",
         "particles": "results/raw/particles.csv",
-        "split": f"results/curation/split_{split}.csv",
+        "split": f"results/curation/split_{method}.csv",
         "root": raw_root(),
     }
     if config["dataset"]["source"] == "synthetic":
@@ -371,8 +384,8 @@ def analyse_micrographs_inputs(wildcards):
 def micrographs_targets():
     """Each analysed experiment's tables, figures and evaluation."""
     targets = []
-    for e in micrograph_experiments():
-        folder = f"results/micrographs/{e}"
+    for f in micrograph_experiments():
+        folder = f"results/micrographs/{f}"
         targets += [
             f"{folder}/summary.csv",
             f"{folder}/sizes.png",

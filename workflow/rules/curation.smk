@@ -52,11 +52,9 @@ rule split:
     input:
         kept="results/curation/images_kept.csv",
     output:
-        split="results/curation/split_{split}.csv",
+        split="results/curation/split_{method}.csv",
     log:
-        "logs/curation/split_{split}.log",
-    wildcard_constraints:
-        split="representative|bad|given",
+        "logs/curation/split_{method}.log",
     conda:
         "../../envs/temvirus.yaml"
     script:

@@ -4,21 +4,17 @@ on whole test micrographs (see temvirus.micrographs and docs/architecture.md).
 micrograph_detector trains, per split method, the particle-centre heat map on the training
 images (CPU, one thread) and chooses its suppression and threshold on the validation images;
 analyse_micrographs applies it with an experiment's best model to every test image of its
-split and evaluates against the annotations (results/micrographs/{experiment}/).
+split method and evaluates against the annotations (results/micrographs/{model}/{init}/{method}/).
 """
-
-
-wildcard_constraints:
-    split="representative|bad|given",
 
 
 rule micrograph_detector:
     input:
         unpack(micrograph_detector_inputs),
     output:
-        detector="results/micrographs/detector/{split}.json",
+        detector="results/micrographs/detector/{method}.json",
     log:
-        "logs/micrographs/detector_{split}.log",
+        "logs/micrographs/detector/{method}.log",
     conda:
         "../../envs/temvirus.yaml"
     threads: 1
@@ -34,39 +30,39 @@ rule analyse_micrographs:
     input:
         unpack(analyse_micrographs_inputs),
     output:
-        particles=directory("results/micrographs/{experiment}/particles"),
+        particles=directory("results/micrographs/{model}/{init}/{method}/particles"),
         overlays=report(
-            directory("results/micrographs/{experiment}/overlays"),
+            directory("results/micrographs/{model}/{init}/{method}/overlays"),
             patterns=["{image}.png"],
             caption="../report/micrograph_overlays.rst",
             category="Micrographs",
-            subcategory="{experiment}",
+            subcategory="{model}/{init}/{method}",
             labels=experiment_labels,
         ),
         summary=report(
-            "results/micrographs/{experiment}/summary.csv",
+            "results/micrographs/{model}/{init}/{method}/summary.csv",
             caption="../report/micrograph_summary.rst",
             category="Micrographs",
-            subcategory="{experiment}",
+            subcategory="{model}/{init}/{method}",
             labels=experiment_labels,
         ),
         sizes=report(
-            "results/micrographs/{experiment}/sizes.png",
+            "results/micrographs/{model}/{init}/{method}/sizes.png",
             caption="../report/micrograph_sizes.rst",
             category="Micrographs",
-            subcategory="{experiment}",
+            subcategory="{model}/{init}/{method}",
             labels=experiment_labels,
         ),
         evaluation=report(
-            "results/micrographs/{experiment}/evaluation.csv",
+            "results/micrographs/{model}/{init}/{method}/evaluation.csv",
             caption="../report/micrograph_evaluation.rst",
             category="Micrographs",
-            subcategory="{experiment}",
+            subcategory="{model}/{init}/{method}",
             labels=experiment_labels,
         ),
-        metrics="results/micrographs/{experiment}/metrics.json",
+        metrics="results/micrographs/{model}/{init}/{method}/metrics.json",
     log:
-        "logs/micrographs/analyse_{experiment}.log",
+        "logs/micrographs/{model}/{init}/{method}/analyse.log",
     conda:
         "../../envs/temvirus.yaml"
     threads: config["training"]["threads"]

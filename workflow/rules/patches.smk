@@ -3,19 +3,17 @@
 
 rule extract_patches:
     input:
-        split="results/curation/split_{split}.csv",
+        split="results/curation/split_{method}.csv",
         images="results/raw/images.csv",
         particles="results/raw/particles.csv",
         root=raw_root,
     output:
-        patches="results/patches/{split}/patches.csv",
-        train="results/patches/{split}/train.npy",
-        validation="results/patches/{split}/validation.npy",
-        test="results/patches/{split}/test.npy",
+        patches="results/patches/{method}/patches.csv",
+        train="results/patches/{method}/train.npy",
+        validation="results/patches/{method}/validation.npy",
+        test="results/patches/{method}/test.npy",
     log:
-        "logs/patches/extract_patches_{split}.log",
-    wildcard_constraints:
-        split="representative|bad|given",
+        "logs/patches/extract_patches_{method}.log",
     conda:
         "../../envs/temvirus.yaml"
     script:
@@ -24,15 +22,13 @@ rule extract_patches:
 
 rule augment:
     input:
-        patches="results/patches/{split}/patches.csv",
-        train="results/patches/{split}/train.npy",
+        patches="results/patches/{method}/patches.csv",
+        train="results/patches/{method}/train.npy",
     output:
-        npy="results/patches/{split}/train_augmented.npy",
-        csv="results/patches/{split}/train_augmented.csv",
+        npy="results/patches/{method}/train_augmented.npy",
+        csv="results/patches/{method}/train_augmented.csv",
     log:
-        "logs/patches/augment_{split}.log",
-    wildcard_constraints:
-        split="representative|bad|given",
+        "logs/patches/augment_{method}.log",
     conda:
         "../../envs/temvirus.yaml"
     params:
@@ -70,16 +66,14 @@ rule fig1_patch_examples:
 
 rule export_patches:
     input:
-        patches="results/patches/{split}/patches.csv",
-        train="results/patches/{split}/train.npy",
-        validation="results/patches/{split}/validation.npy",
-        test="results/patches/{split}/test.npy",
+        patches="results/patches/{method}/patches.csv",
+        train="results/patches/{method}/train.npy",
+        validation="results/patches/{method}/validation.npy",
+        test="results/patches/{method}/test.npy",
     output:
-        root=directory("results/patches/{split}/published"),
+        root=directory("results/patches/{method}/published"),
     log:
-        "logs/patches/export_patches_{split}.log",
-    wildcard_constraints:
-        split="representative|bad|given",
+        "logs/patches/export_patches_{method}.log",
     conda:
         "../../envs/temvirus.yaml"
     script:

@@ -31,17 +31,17 @@ rule table_html:
 
 rule per_class_html:
     input:
-        metrics="results/evaluation/{experiment}/metrics.json",
+        metrics="results/evaluation/{model}/{init}/{method}/metrics.json",
     output:
         html=report(
-            "results/report/per_class/{experiment}.html",
+            "results/report/per_class/{model}/{init}/{method}.html",
             caption="../report/per_class_html.rst",
             category="5 Evaluation",
-            subcategory="{experiment}",
+            subcategory="{model}/{init}/{method}",
             labels=experiment_labels,
         ),
     log:
-        "logs/report/per_class_html_{experiment}.log",
+        "logs/report/{model}/{init}/{method}/per_class_html.log",
     conda:
         "../../envs/temvirus.yaml"
     script:

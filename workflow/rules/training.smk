@@ -1,15 +1,14 @@
 """training stage rules: train, evaluate, Table 2, Figs 3-4, error tracing (see docs/architecture.md).
 
-One job per experiment {model}-{init}-{split} (config experiments). Training keeps a resume
-checkpoint in results/models/{experiment}/resume/ (not an output, so it survives a killed
-job and a restarted job continues from it). train_model and evaluate_model run on
+One job per experiment {model}/{init}/{method} (config experiments; the wildcards' constraints
+are in common.smk). Training keeps a resume checkpoint in results/models/{model}/{init}/{method}/resume/
+(not an output, so it survives a killed job and a restarted job continues from it). train_model and evaluate_model run on
 training.threads CPU threads (torch's intra-op threads; the patches are in-memory tensors,
 so there are no data-loading workers).
 """
 
 
 wildcard_constraints:
-    experiment=EXPERIMENT_PATTERN,
     figure="|".join(PAPER_FIGURES),
 
 
@@ -17,18 +16,18 @@ rule train_model:
     input:
         unpack(train_model_inputs),
     output:
-        best="results/models/{experiment}/best.pt",
-        last="results/models/{experiment}/last.pt",
-        metrics="results/models/{experiment}/metrics.csv",
+        best="results/models/{model}/{init}/{method}/best.pt",
+        last="results/models/{model}/{init}/{method}/last.pt",
+        metrics="results/models/{model}/{init}/{method}/metrics.csv",
         curve=report(
-            "results/models/{experiment}/curve.png",
+            "results/models/{model}/{init}/{method}/curve.png",
             caption="../report/training_curve.rst",
             category="4 Training",
-            subcategory="{experiment}",
+            subcategory="{model}/{init}/{method}",
             labels=experiment_labels,
         ),
     log:
-        "logs/training/{experiment}.log",
+        "logs/training/{model}/{init}/{method}/train.log",
     conda:
         "../../envs/temvirus.yaml"
     threads: config["training"]["threads"]
@@ -46,30 +45,30 @@ rule evaluate_model:
     input:
         unpack(evaluate_model_inputs),
     output:
-        predictions="results/evaluation/{experiment}/predictions.csv",
+        predictions="results/evaluation/{model}/{init}/{method}/predictions.csv",
         confusion=report(
-            "results/evaluation/{experiment}/confusion.csv",
+            "results/evaluation/{model}/{init}/{method}/confusion.csv",
             caption="../report/confusion_csv.rst",
             category="5 Evaluation",
-            subcategory="{experiment}",
+            subcategory="{model}/{init}/{method}",
             labels=experiment_labels,
         ),
         confusion_png=report(
-            "results/evaluation/{experiment}/confusion.png",
+            "results/evaluation/{model}/{init}/{method}/confusion.png",
             caption="../report/confusion.rst",
             category="5 Evaluation",
-            subcategory="{experiment}",
+            subcategory="{model}/{init}/{method}",
             labels=experiment_labels,
         ),
         per_class=report(
-            "results/evaluation/{experiment}/per_class.csv",
+            "results/evaluation/{model}/{init}/{method}/per_class.csv",
             caption="../report/per_class.rst",
             category="5 Evaluation",
-            subcategory="{experiment}",
+            subcategory="{model}/{init}/{method}",
         ),
-        metrics="results/evaluation/{experiment}/metrics.json",
+        metrics="results/evaluation/{model}/{init}/{method}/metrics.json",
     log:
-        "logs/training/evaluate_{experiment}.log",
+        "logs/training/{model}/{init}/{method}/evaluate.log",
     conda:
         "../../envs/temvirus.yaml"
     threads: config["training"]["threads"]
@@ -89,21 +88,21 @@ rule error_tracing:
         unpack(error_tracing_inputs),
     output:
         csv=report(
-            "results/evaluation/{experiment}/errors_per_image.csv",
+            "results/evaluation/{model}/{init}/{method}/errors_per_image.csv",
             caption="../report/errors_per_image.rst",
             category="5 Evaluation",
-            subcategory="{experiment}",
+            subcategory="{model}/{init}/{method}",
             labels=experiment_labels,
         ),
         png=report(
-            "results/evaluation/{experiment}/errors.png",
+            "results/evaluation/{model}/{init}/{method}/errors.png",
             caption="../report/errors.rst",
             category="5 Evaluation",
-            subcategory="{experiment}",
+            subcategory="{model}/{init}/{method}",
             labels=experiment_labels,
         ),
     log:
-        "logs/training/error_tracing_{experiment}.log",
+        "logs/training/{model}/{init}/{method}/error_tracing.log",
     conda:
         "../../envs/temvirus.yaml"
     params:
@@ -117,11 +116,9 @@ rule baseline_model:
     input:
         unpack(baseline_model_inputs),
     output:
-        metrics="results/evaluation/baseline-{split}/metrics.json",
+        metrics="results/evaluation/baseline/{method}/metrics.json",
     log:
-        "logs/training/baseline_{split}.log",
-    wildcard_constraints:
-        split="representative|bad|given",
+        "logs/training/baseline/{method}.log",
     conda:
         "../../envs/temvirus.yaml"
     params:

@@ -12,6 +12,7 @@ def main(smk):
         smk.input.model,
         Path(smk.input.patches).parent,
         Path(smk.output.metrics).parent,
+        smk.wildcards.method,
         batch_size=training["batch_size"],
         device=training["device"],
         amp=training["amp"],

@@ -8,7 +8,7 @@ from temvirus.train import train_from_config
 run_rule(
     snakemake,
     lambda smk: train_from_config(
-        smk.wildcards.experiment,
+        smk.wildcards,
         Path(smk.input.patches).parent,
         Path(smk.output.best).parent,
         smk.params.classes,
