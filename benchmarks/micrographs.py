@@ -119,6 +119,7 @@ def real(threads: int, fit_cap: int | None) -> dict:
         list(BOX_NM),
         section,
         out / "detector.json",
+        threads=threads,
     )
     fitted = time.perf_counter()
     metrics = analyse_from_tables(

@@ -4,27 +4,20 @@ The paper classifies 256x256 patches centred on annotated particles; this module
 questions asked of a whole micrograph: where are the particles, of which virus, how many and
 how large. Steps, per image (:func:`analyse_image`):
 
-1. **Candidates** from a multi-scale Laplacian-of-Gaussian blob detector at 1 nm/px: the image
-   is rescaled with the project's windowed Lanczos-3 resampler (:func:`temvirus.rescale.region`)
-   one bounded tile at a time (``tile_nm`` plus a margin), standardised by the image's mean and
-   s.d.; for each detection scale (the classes' typical diameters ``d``, Table 1's or
-   ``diameters_nm``, merged when within ``scale_merge`` of each other) the tile is
-   block-averaged so that the blob's ``sigma = d / (2 sqrt 2)`` is about 2.5 px, the
-   scale-normalised ``-sigma^2 LoG`` is computed and its local maxima are the candidates
-   (light particles on dark stain: negative staining).
-2. **Scoring**: a degree-2 logistic regression (scikit-learn, :func:`fit_detector`: the
-   standardised features and their pairwise products) on blob features (:data:`FEATURES`: the
-   response, its share of the best response over scales at that point, disc-minus-ring
-   contrast, texture, the scale, its distance from the image's dominant scale, the response
-   relative to the strongest of its scale in the image, and a scale-normalised radial profile:
-   ring means out to 1.25 diameters minus the outermost (background) ring, and each ring's
-   spread) is fitted on the candidates of the
-   *training* images, labelled by the annotations (a candidate near an annotated centre at a
-   scale close to its class's diameter is a particle); after greedy non-maximum suppression
-   (a candidate within ``nms_fraction`` of the larger of two diameters of a better one is
-   dropped) the score threshold is the one of best detection F1 on the *validation* images.
-   Test images are never used. Black padding (crops padded to a square) is left out of the
-   image statistics and candidates near it are dropped (:func:`padding_mask`).
+1. **Detection** by a particle-centre heat map (:mod:`temvirus.heatmap`): a small fully
+   convolutional network sees the image rescaled to ``heat_nm`` nm/px (6 by default) with the
+   project's windowed Lanczos-3 resampler (:func:`temvirus.rescale.region`), one bounded tile
+   at a time (``tile_nm`` plus a margin), standardised by the image's mean and s.d. (black
+   padding of crops left out, :func:`padding_mask`), and predicts the probability of a particle
+   centre at each pixel and the diameter of the particle centred there. It is trained
+   (:func:`fit_detector`) on random crops of the *training* images towards Gaussians at the
+   annotated centres (``sigma = sigma_fraction x`` the class's typical diameter, Table 1's or
+   ``diameters_nm``; a centre line of 3 or more vertices is a ridge with its vertices as peaks).
+2. **Peaks**: the local maxima of the heat map, kept by greedy non-maximum suppression (a peak
+   closer than ``nms_fraction`` x the larger of the two predicted diameters to a better one is
+   dropped) at or above a score threshold; the fraction (of ``nms_fractions``) and the
+   threshold are the pair of best detection F1 on the *validation* images. Test images are
+   never used.
 3. **Classification** of every kept particle by the trained patch model: the 256x256 patch at
    1 nm/px around it, cut and quantised as the patches stage does
    (:func:`temvirus.patches.extract_image`), area-averaged to the checkpoint's ``input_size``
@@ -42,8 +35,8 @@ patch centres of :func:`temvirus.patches.patch_points`: points, centre-line vert
 of 2-point lines) within half the annotated class's typical diameter
 (:func:`scipy.optimize.linear_sum_assignment`).
 
-Memory: the raw image is held as read (uint16: 8 MB for 2048x2048 px); everything at 1 nm/px
-is one tile at a time, so a micrograph of any pixel size needs a bounded amount beyond it.
+Memory: the raw image is held as read (uint16: 8 MB for 2048x2048 px); everything rescaled is
+one tile at a time, so a micrograph of any pixel size needs a bounded amount beyond it.
 """
 
 from __future__ import annotations
@@ -60,7 +53,7 @@ import pandas as pd
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
-from temvirus.rescale import region, rescaled_size
+from temvirus.rescale import region
 
 log = logging.getLogger(__name__)
 
@@ -80,46 +73,33 @@ PARTICLE_COLUMNS = [
     "diameter_nm",
     "chain",
 ]
-#: blob features the scorer sees (besides one indicator per detection scale)
-FEATURES = [
-    "response",
-    "scale_share",
-    "contrast",
-    "texture",
-    "log_d",
-    "scale_offset",
-    "abs_scale_offset",
-    "relative_response",
-    "log_rank",
-    *[f"profile_{k}" for k in range(9)],
-    *[f"ring_spread_{k}" for k in range(9)],
-]
-#: rings of the radial profile, in diameters from the centre (the last one is the background)
-_PROFILE_RINGS = np.linspace(0, 1.25, 11)
 DETECTOR_KIND = "temvirus micrograph detector"
-#: block-average factor: the blob's sigma in the averaged tile is about this many pixels
-SIGMA_PX = 2.5
 _RAYS = 32
-#: at most this many training candidates fit the scorer (all positives, random negatives)
-MAX_FIT_ROWS = 30000
 
 
 @dataclass(frozen=True)
 class Options:
     """Settings of the detector (config ``micrographs``; see config/README.md)."""
 
-    tile_nm: int = 2048
-    scale_merge: float = 1.15
-    min_response: float = 0.08
-    min_diameter_px: float = 8.0
-    nms_fraction: float = 0.6
-    label_scale_factor: float = 1.6
+    tile_nm: int = 4096
+    heat_nm: float = 6.0
+    widths: tuple[int, ...] = (8, 16, 24, 32, 48)
+    sigma_fraction: float = 0.15
+    steps: int = 2000
+    crop_px: int = 64
+    train_batch: int = 8
+    crops_per_image: int = 16
+    lr: float = 0.01
+    nms_fractions: tuple[float, ...] = (0.4, 0.5, 0.6, 0.7)
     chain_fraction: float = 1.6
-    regularisation: float = 0.3
 
     @classmethod
     def from_config(cls, section: Mapping) -> Options:
-        return cls(**{k: section[k] for k in cls.__dataclass_fields__ if k in section})
+        values = {k: section[k] for k in cls.__dataclass_fields__ if k in section}
+        for key in ("widths", "nms_fractions"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)
 
 
 def class_diameters(
@@ -136,37 +116,7 @@ def class_diameters(
     return {c: float(overrides.get(c, table.loc[c, "avg_particle_size_nm"])) for c in classes}
 
 
-def detection_scales(diameters: Mapping[str, float], merge: float = 1.15) -> np.ndarray:
-    """Detection diameters (nm, ascending): the classes' diameters, those within a factor ``merge``
-    of the smallest of their group merged into their geometric mean."""
-    values = sorted(set(float(d) for d in diameters.values()))
-    groups: list[list[float]] = []
-    for d in values:
-        if groups and d / groups[-1][0] < merge:
-            groups[-1].append(d)
-        else:
-            groups.append([d])
-    return np.array([float(np.exp(np.mean(np.log(g)))) for g in groups])
-
-
-# ------------------------------------------------------------------------- candidates
-
-
-def _block_mean(tile: np.ndarray, f: int) -> np.ndarray:
-    if f == 1:
-        return tile
-    h, w = (tile.shape[0] // f) * f, (tile.shape[1] // f) * f
-    return tile[:h, :w].reshape(h // f, f, w // f, f).mean(axis=(1, 3))
-
-
-def _factor(d: float) -> int:
-    return max(1, int(d / (2 * math.sqrt(2)) / SIGMA_PX))
-
-
-def _image_stats(pixels: np.ndarray) -> tuple[float, float]:
-    step = max(1, int(math.sqrt(pixels.size / 1e6)))
-    sample = np.asarray(pixels[::step, ::step], dtype=np.float64)
-    return float(sample.mean()), float(max(sample.std(), 1e-6))
+# ------------------------------------------------------------------------- detection
 
 
 def padding_mask(pixels: np.ndarray, min_fraction: float = 0.01) -> np.ndarray | None:
@@ -180,203 +130,6 @@ def padding_mask(pixels: np.ndarray, min_fraction: float = 0.01) -> np.ndarray |
     mask = ndimage.binary_erosion(at_min, np.ones((3, 3), bool), border_value=1)
     mask = ndimage.binary_dilation(mask, np.ones((3, 3), bool)) & at_min
     return mask if mask.mean() >= min_fraction else None
-
-
-def _disc_offsets(radius: float, inner: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    r = int(math.ceil(radius))
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    dist = np.hypot(yy, xx)
-    keep = (dist <= radius) & (dist >= inner)
-    return yy[keep], xx[keep]
-
-
-def _gather(image: np.ndarray, rows: np.ndarray, cols: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
-    r = np.clip(rows[:, None] + dy[None, :], 0, image.shape[0] - 1)
-    c = np.clip(cols[:, None] + dx[None, :], 0, image.shape[1] - 1)
-    return image[r, c]
-
-
-def _refine(resp: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sub-pixel peak offsets (rows, cols) from a parabola through each peak and its neighbours."""
-
-    def offset(minus, centre, plus):
-        denom = minus - 2 * centre + plus
-        with np.errstate(divide="ignore", invalid="ignore"):
-            off = np.where(denom < 0, 0.5 * (minus - plus) / denom, 0.0)
-        return np.clip(off, -0.5, 0.5)
-
-    h, w = resp.shape
-    up, down = resp[np.clip(rows - 1, 0, h - 1), cols], resp[np.clip(rows + 1, 0, h - 1), cols]
-    left, right = resp[rows, np.clip(cols - 1, 0, w - 1)], resp[rows, np.clip(cols + 1, 0, w - 1)]
-    centre = resp[rows, cols]
-    return offset(up, centre, down), offset(left, centre, right)
-
-
-def _tile_candidates(
-    tile: np.ndarray,
-    base: int,
-    origin: tuple[float, float],
-    core: tuple[float, float, float, float],
-    scales: np.ndarray,
-    active: np.ndarray,
-    options: Options,
-) -> pd.DataFrame:
-    """Candidates of one standardised tile at ``base`` nm/px whose top-left pixel corner is at
-    ``origin`` (x, y nm), kept when their centre lies in ``core`` (left, top, right, bottom, nm);
-    only the scales ``active`` (indices into ``scales``) are searched."""
-    maps = {}
-    for k in active:
-        d = scales[k]
-        f = max(1, round(_factor(d) / base))
-        small = _block_mean(tile, f)
-        step = f * base  # nm per pixel of ``small``
-        sigma = d / (2 * math.sqrt(2)) / step
-        maps[k] = (step, small, -(sigma**2) * ndimage.gaussian_laplace(small, sigma))
-    frames = []
-    for k, (step, small, resp) in maps.items():
-        d = scales[k]
-        radius = max(1, int(round(0.35 * d / step)))
-        peaks = (resp == ndimage.maximum_filter(resp, size=2 * radius + 1)) & (resp > options.min_response)
-        rows, cols = np.nonzero(peaks)
-        dr, dc = _refine(resp, rows, cols)
-        x = origin[0] + (cols + dc + 0.5) * step
-        y = origin[1] + (rows + dr + 0.5) * step
-        inside = (x >= core[0]) & (x < core[2]) & (y >= core[1]) & (y < core[3])
-        rows, cols, x, y = rows[inside], cols[inside], x[inside], y[inside]
-        if not len(rows):
-            continue
-        response = resp[rows, cols]
-        best = response.copy()
-        for step2, _, resp2 in maps.values():  # the best response over scales at the same point
-            r2 = np.clip(((y - origin[1]) / step2).astype(int), 0, resp2.shape[0] - 1)
-            c2 = np.clip(((x - origin[0]) / step2).astype(int), 0, resp2.shape[1] - 1)
-            best = np.maximum(best, resp2[r2, c2])
-        ring_values = [
-            _gather(small, rows, cols, *_disc_offsets(hi * d / step, inner=lo * d / step))
-            for lo, hi in zip(_PROFILE_RINGS[:-1], _PROFILE_RINGS[1:])
-        ]
-        rings = [v.mean(axis=1) for v in ring_values]
-        inner = _gather(small, rows, cols, *_disc_offsets(0.35 * d / step))
-        outer = _gather(small, rows, cols, *_disc_offsets(0.8 * d / step, inner=0.6 * d / step))
-        frames.append(
-            pd.DataFrame(
-                {
-                    "x_nm": x,
-                    "y_nm": y,
-                    "scale": k,
-                    "d_nm": d,
-                    "response": response,
-                    "scale_share": response / np.maximum(best, 1e-9),
-                    "contrast": inner.mean(axis=1) - outer.mean(axis=1),
-                    "texture": inner.std(axis=1),
-                    **{f"profile_{k}": rings[k] - rings[-1] for k in range(9)},
-                    **{f"ring_spread_{k}": ring_values[k].std(axis=1) for k in range(9)},
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def find_candidates(
-    pixels: np.ndarray, pixel_size_nm: float, scales: np.ndarray, options: Options = Options()
-) -> pd.DataFrame:
-    """Blob candidates of a raw image (``x_nm, y_nm, scale, d_nm`` and :data:`FEATURES`).
-
-    Scales under ``options.min_diameter_px`` raw pixels are not searched (not resolved). The
-    image is rescaled one tile at a time (``options.tile_nm`` square cores plus a margin of 1.25
-    x the largest scale, mirrored past the border), so memory stays bounded: with the Lanczos-3
-    resampler of :mod:`temvirus.rescale` to 1 nm/px, or, when even the smallest scale searched
-    is block-averaged (``f`` nm blocks), directly to ``f`` nm/px (the same resampler with
-    ``f``-nm units; a block mean of the 1 nm/px image, to rounding, at ``1/f**2`` of the cost).
-    """
-    columns = ["x_nm", "y_nm", "scale", "d_nm", *FEATURES]
-    active = np.flatnonzero(scales / pixel_size_nm >= options.min_diameter_px)
-    if not len(active):
-        return pd.DataFrame(columns=columns)
-    pad = padding_mask(pixels)
-    if pad is not None:  # black padding: left out of the statistics, filled with the mean
-        valid = np.asarray(pixels[~pad], dtype=np.float64)
-        mean, std = float(valid.mean()), float(max(valid.std(), 1e-6))
-        pixels = np.where(pad, np.float32(mean), pixels.astype(np.float32))
-        distance_nm = ndimage.distance_transform_edt(~pad) * pixel_size_nm
-    else:
-        mean, std = _image_stats(pixels)
-    base = _factor(scales[active].min())
-    px = pixel_size_nm / base  # source pixel size in units of ``base`` nm
-    out_h, out_w = rescaled_size(pixels.shape[0], px), rescaled_size(pixels.shape[1], px)
-    f_max = max(1, round(_factor(scales[active].max()) / base))
-    margin = int(math.ceil(1.25 * scales[active].max() / base / f_max)) * f_max
-    core = max(64, int(options.tile_nm / base) // f_max * f_max)
-    frames = []
-    for top in range(0, out_h, core):
-        for left in range(0, out_w, core):
-            width, height = min(core, out_w - left), min(core, out_h - top)
-            tile = region(pixels, px, left - margin, top - margin, width + 2 * margin, height + 2 * margin)
-            tile = ((tile - mean) / std).astype(np.float32)
-            box = (left * base, top * base, (left + width) * base, (top + height) * base)
-            origin = ((left - margin) * base, (top - margin) * base)
-            frames.append(_tile_candidates(tile, base, origin, box, scales, active, options))
-            del tile
-    frames = [f for f in frames if len(f)]
-    if not frames:
-        return pd.DataFrame(columns=columns)
-    found = pd.concat(frames, ignore_index=True)
-    if pad is not None:  # candidates on or near the padding
-        r = np.clip((found.y_nm / pixel_size_nm).astype(int), 0, pad.shape[0] - 1)
-        c = np.clip((found.x_nm / pixel_size_nm).astype(int), 0, pad.shape[1] - 1)
-        found = found[distance_nm[r, c] >= 0.5 * found.d_nm].reset_index(drop=True)
-        if found.empty:
-            return pd.DataFrame(columns=columns)
-    return _context(found)[columns]
-
-
-def _context(found: pd.DataFrame) -> pd.DataFrame:
-    """Add the image-level features: log diameter, its offset from the image's dominant scale
-    (the scale whose five strongest scale-space maxima respond most), the response relative to
-    the mean of the five strongest of its scale and its rank there (log)."""
-    found = found.copy()
-    found["log_d"] = np.log(found.d_nm)
-    maxima = found[found.scale_share >= 0.999]
-    if len(maxima) == 0:
-        maxima = found
-    strength = maxima.groupby("scale")["response"].apply(lambda r: np.sort(r.to_numpy())[::-1][:5].sum())
-    dominant = float(maxima.loc[maxima.scale == strength.idxmax(), "d_nm"].iloc[0])
-    found["scale_offset"] = found.log_d - math.log(dominant)
-    found["abs_scale_offset"] = found.scale_offset.abs()
-    by_scale = found.groupby("scale")["response"]
-    top = by_scale.transform(lambda r: np.sort(r.to_numpy())[::-1][:5].mean())
-    found["relative_response"] = found.response / np.maximum(top, 1e-9)
-    found["log_rank"] = np.log(by_scale.rank(ascending=False, method="first"))
-    return found
-
-
-# ------------------------------------------------------------------------- scoring
-
-
-def _design(candidates: pd.DataFrame, n_scales: int) -> np.ndarray:
-    """Features (:data:`FEATURES`) and one indicator per detection scale."""
-    base = candidates[FEATURES].to_numpy(dtype=np.float64)
-    onehot = np.eye(n_scales)[candidates.scale.to_numpy(dtype=int)] if len(candidates) else np.zeros((0, n_scales))
-    return np.hstack([base, onehot])
-
-
-def _quadratic(z: np.ndarray) -> np.ndarray:
-    """``z`` with all products ``z_i z_j`` (i <= j) appended: a degree-2 logistic regression."""
-    i, j = np.triu_indices(z.shape[1])
-    return np.hstack([z, z[:, i] * z[:, j]])
-
-
-def _expanded(candidates: pd.DataFrame, detector: Mapping) -> np.ndarray:
-    z = (_design(candidates, len(detector["scales_nm"])) - np.array(detector["mean"])) / np.array(detector["scale"])
-    return (_quadratic(z) - np.array(detector["mean2"])) / np.array(detector["scale2"])
-
-
-def score_candidates(candidates: pd.DataFrame, detector: Mapping) -> np.ndarray:
-    """Probability that each candidate is a particle, by the detector's logistic regression."""
-    if len(candidates) == 0:
-        return np.zeros(0)
-    logit = _expanded(candidates, detector) @ np.array(detector["coef"]) + detector["intercept"]
-    return 1 / (1 + np.exp(-np.clip(logit, -50, 50)))
 
 
 def suppress(candidates: pd.DataFrame, scores: np.ndarray, fraction: float) -> np.ndarray:
@@ -484,21 +237,6 @@ def link_chains(
 # ------------------------------------------------------------------------- detector fitting
 
 
-def _label_candidates(
-    candidates: pd.DataFrame, centres: pd.DataFrame, cls: str, diameters: Mapping[str, float], factor: float
-) -> np.ndarray:
-    """1 for a candidate near an annotated centre (within half the class diameter) at a scale
-    within ``factor`` of that diameter, else 0."""
-    if len(candidates) == 0 or len(centres) == 0:
-        return np.zeros(len(candidates), dtype=int)
-    d = diameters[cls]
-    xy = candidates[["x_nm", "y_nm"]].to_numpy()
-    c = centres[["x_nm", "y_nm"]].to_numpy()
-    near = np.hypot(xy[:, None, 0] - c[None, :, 0], xy[:, None, 1] - c[None, :, 1]).min(axis=1) <= d / 2
-    scale_ok = np.abs(np.log(candidates.d_nm.to_numpy() / d)) <= math.log(factor)
-    return (near & scale_ok).astype(int)
-
-
 def _image_centres(particles: pd.DataFrame, pixel_size_nm: float) -> pd.DataFrame:
     centres = annotated_centres(particles)
     return centres.assign(x_nm=centres.x * pixel_size_nm, y_nm=centres.y * pixel_size_nm)
@@ -512,103 +250,125 @@ def fit_detector(
     options: Options = Options(),
     seed: int = 0,
 ) -> dict:
-    """Fit the candidate scorer on the ``train`` images and choose its threshold on the
-    ``validation`` images (column ``subset``; test images are refused). Returns the detector
-    (JSON-serialisable: scales, feature standardisation, coefficients, threshold, validation F1)."""
-    from sklearn.linear_model import LogisticRegression
+    """Train the heat-map network (:func:`temvirus.heatmap.train_heatnet`) on crops of the
+    ``train`` images and choose its suppression distance and score threshold on the
+    ``validation`` images (column ``subset``; test images are refused): the pair of best pooled
+    detection F1. Targets: every annotated centre (:func:`annotated_centres`) with its class's
+    diameter; a centre line of 3 or more vertices is a ridge (:func:`temvirus.heatmap.line_points`).
+    Returns the detector (JSON-serialisable: options, diameters, the network's weights, the
+    chosen ``nms_fraction`` and ``threshold``, validation precision, recall and F1)."""
+    import time
 
+    from temvirus.heatmap import Prepared, bank_crops, line_points, state_to_json, train_heatnet
     from temvirus.raw import read_image
+    from temvirus.seeding import rng
 
     subsets = set(images.subset)
     if not subsets <= {"train", "validation"}:
         raise ValueError(f"the detector is fitted on train and validation images only, got subsets {sorted(subsets)}")
-    scales = detection_scales(diameters, options.scale_merge)
     by_image = {k: v for k, v in particles.groupby("image_id")}
-    data = {"train": [], "validation": []}
+    draw = rng(seed, "micrographs", "bank")
+    bank, validation = [], []
+    started = time.perf_counter()
     for _, image in images.iterrows():
-        pixels = read_image(Path(raw_root) / image.path)
-        cands = find_candidates(pixels, image.pixel_size_nm, scales, options)
         centres = _image_centres(by_image.get(image.image_id, particles.iloc[:0]), image.pixel_size_nm)
-        labels = _label_candidates(cands, centres, image["class"], diameters, options.label_scale_factor)
-        data[image.subset].append((image, cands, centres, labels))
-        log.info("%s (%s): %d candidates, %d positive", image.image_id, image.subset, len(cands), labels.sum())
-    train = [t for t in data["train"] if len(t[1])]
-    if not train:
-        raise ValueError("no candidates in the training images: nothing to fit the detector on")
-    x = np.vstack([_design(c, len(scales)) for _, c, _, _ in train])
-    y = np.concatenate([lab for _, _, _, lab in train])
-    if len(set(y)) < 2:
-        raise ValueError(f"the training images give only {'positive' if y.all() else 'negative'} candidates")
-    if len(y) > MAX_FIT_ROWS:  # bounded memory: the degree-2 expansion has ~(features^2)/2 columns
-        from temvirus.seeding import rng
-
-        negatives = np.flatnonzero(y == 0)
-        room = max(MAX_FIT_ROWS - int(y.sum()), 1)
-        chosen = rng(seed, "micrographs", "negatives").choice(negatives, size=min(room, len(negatives)), replace=False)
-        rows = np.sort(np.concatenate([np.flatnonzero(y == 1), chosen]))
-        x, y = x[rows], y[rows]
-    mean, scale = x.mean(axis=0), x.std(axis=0)
-    scale[scale == 0] = 1.0
-    q = _quadratic((x - mean) / scale)
-    mean2, scale2 = q.mean(axis=0), q.std(axis=0)
-    scale2[scale2 == 0] = 1.0
-    model = LogisticRegression(C=options.regularisation, max_iter=5000, class_weight="balanced", random_state=seed)
-    model.fit((q - mean2) / scale2, y)
+        d = diameters[image["class"]]
+        if image.subset == "validation":
+            validation.append((image, centres))
+            continue
+        ridge = line_points(centres, options.heat_nm)
+        xy = np.vstack([centres[["x_nm", "y_nm"]].to_numpy(float).reshape(-1, 2), ridge])
+        positive = np.r_[np.ones(len(centres), bool), np.zeros(len(ridge), bool)]
+        prepared = Prepared.of(read_image(Path(raw_root) / image.path), image.pixel_size_nm)
+        side = options.crop_px + 32
+        bank += bank_crops(
+            prepared, xy, np.full(len(xy), d), positive, options.heat_nm, side, options.crops_per_image, draw
+        )
+    model, curve = train_heatnet(
+        bank,
+        widths=options.widths,
+        steps=options.steps,
+        batch_size=options.train_batch,
+        crop_px=options.crop_px,
+        lr=options.lr,
+        sigma_fraction=options.sigma_fraction,
+        heat_nm=options.heat_nm,
+        seed=seed,
+    )
     detector = {
         "kind": DETECTOR_KIND,
-        "features": FEATURES + [f"scale_{k}" for k in range(len(scales))],
-        "expansion": "standardised features and their pairwise products (degree 2), standardised again",
-        "scales_nm": [round(float(s), 3) for s in scales],
+        "method": "particle-centre heat map (temvirus.heatmap), peaks, non-maximum suppression",
         "diameters_nm": dict(diameters),
         "options": asdict(options),
-        "mean": mean.tolist(),
-        "scale": scale.tolist(),
-        "mean2": mean2.tolist(),
-        "scale2": scale2.tolist(),
-        "coef": model.coef_[0].tolist(),
-        "intercept": float(model.intercept_[0]),
-        "n_train_images": len(data["train"]),
-        "n_train_candidates": int(len(y)),
-        "n_train_positive": int(y.sum()),
+        "state": state_to_json(model),
+        "n_train_images": int((images.subset == "train").sum()),
+        "n_train_crops": len(bank),
+        "training_loss": [round(v, 4) for v in curve],
+        "train_seconds": round(time.perf_counter() - started, 1),
     }
-    detector.update(_choose_threshold(data["validation"] or data["train"], detector, diameters, options))
-    detector["threshold_from"] = "validation" if data["validation"] else "train (no validation images)"
+    items = validation or list(_train_items(images, particles))
+    peaks = []
+    for image, centres in items:
+        found = detect_peaks(read_image(Path(raw_root) / image.path), image.pixel_size_nm, detector)
+        peaks.append((found, centres, diameters[image["class"]] / 2))
+    detector.update(_choose_settings(peaks, options.nms_fractions))
+    detector["threshold_from"] = "validation" if validation else "train (no validation images)"
     return detector
 
 
-def _choose_threshold(items, detector, diameters, options) -> dict:
-    """The score threshold of best pooled detection F1 over ``items`` (image, candidates, centres, labels)."""
-    kept = []
-    for image, cands, centres, _ in items:
-        scores = score_candidates(cands, detector)
-        order = suppress(cands, scores, options.nms_fraction) if len(cands) else np.zeros(0, dtype=int)
-        tol = np.full(len(centres), diameters[image["class"]] / 2)
-        kept.append((cands.iloc[order][["x_nm", "y_nm"]].to_numpy(), scores[order], centres, tol))
-    grid = np.unique(
-        np.concatenate(
-            [
-                np.linspace(0.05, 0.95, 91),
-                np.quantile(np.concatenate([s for _, s, _, _ in kept] + [[0.5]]), np.linspace(0, 1, 50)),
-            ]
-        )
-    )
-    best = {"threshold": 0.5, "validation_f1": -1.0}
-    for t in grid:
-        pairs = found = true = 0
-        for xy, scores, centres, tol in kept:
-            sel = xy[scores >= t]
-            pairs += len(match(sel, centres[["x_nm", "y_nm"]].to_numpy(), tol))
-            found += len(sel)
-            true += len(centres)
-        stats = detection_counts(pairs, found, true)
-        if stats["f1"] > best["validation_f1"]:
-            best = {
-                "threshold": float(t),
-                "validation_f1": stats["f1"],
-                "validation_precision": stats["precision"],
-                "validation_recall": stats["recall"],
-            }
+def _train_items(images: pd.DataFrame, particles: pd.DataFrame):
+    for _, image in images[images.subset == "train"].iterrows():
+        yield image, _image_centres(particles[particles.image_id == image.image_id], image.pixel_size_nm)
+
+
+def _choose_settings(peaks, fractions: Sequence[float]) -> dict:
+    """The suppression fraction and score threshold of best pooled detection F1 over ``peaks``
+    (found peaks, annotated centres, matching tolerance nm) of a set of images."""
+    best = {"nms_fraction": float(fractions[0]), "threshold": 0.5, "validation_f1": -1.0}
+    for fraction in fractions:
+        kept = []
+        for found, centres, tol in peaks:
+            order = suppress(found, found.score.to_numpy(), fraction) if len(found) else np.zeros(0, dtype=int)
+            kept.append((found.iloc[order], centres[["x_nm", "y_nm"]].to_numpy(), tol))
+        scores = np.concatenate([f.score.to_numpy() for f, _, _ in kept] + [[0.5]])
+        grid = np.unique(np.concatenate([np.linspace(0.05, 0.95, 91), np.quantile(scores, np.linspace(0, 1, 50))]))
+        for t in grid:
+            pairs = found_n = true_n = 0
+            for found, centres, tol in kept:
+                sel = found[found.score >= t]
+                pairs += len(match(sel[["x_nm", "y_nm"]].to_numpy(), centres, tol))
+                found_n += len(sel)
+                true_n += len(centres)
+            stats = detection_counts(pairs, found_n, true_n)
+            if stats["f1"] > best["validation_f1"]:
+                best = {
+                    "nms_fraction": float(fraction),
+                    "threshold": float(t),
+                    "validation_f1": stats["f1"],
+                    "validation_precision": stats["precision"],
+                    "validation_recall": stats["recall"],
+                }
     return best
+
+
+def detect_peaks(pixels: np.ndarray, pixel_size_nm: float, detector: Mapping) -> pd.DataFrame:
+    """Heat-map peaks of a raw image (``x_nm, y_nm, score, d_nm``) with the detector's network,
+    tile by tile (``tile_nm`` cores): :func:`temvirus.heatmap.heat_peaks`."""
+    from temvirus.heatmap import heat_peaks, model_from_json
+
+    options = Options.from_config(detector["options"])
+    model = model_from_json(detector["state"], options.widths)
+    tile_px = max(64, int(options.tile_nm / options.heat_nm))
+    return heat_peaks(model, pixels, pixel_size_nm, options.heat_nm, tile_px=tile_px)
+
+
+def detect(pixels: np.ndarray, pixel_size_nm: float, detector: Mapping) -> pd.DataFrame:
+    """The particles the detector finds in a raw image (``x_nm, y_nm, score, d_nm``, best first):
+    heat-map peaks after suppression at the detector's ``nms_fraction``, at or above its threshold."""
+    found = detect_peaks(pixels, pixel_size_nm, detector)
+    order = suppress(found, found.score.to_numpy(), detector["nms_fraction"]) if len(found) else np.zeros(0, int)
+    kept = found.iloc[order]
+    return kept[kept.score >= detector["threshold"]].reset_index(drop=True)
 
 
 def read_detector(path) -> dict:
@@ -684,13 +444,8 @@ def analyse_image(
     ``confidence``, ``n_particles``, ``count_{class}``, ``filaments``)."""
     options = Options.from_config(detector["options"])
     diameters = {c: float(detector["diameters_nm"].get(c, np.nan)) for c in classifier.classes}
-    scales = np.array(detector["scales_nm"])
-    cands = find_candidates(pixels, pixel_size_nm, scales, options)
-    scores = score_candidates(cands, detector)
-    order = suppress(cands, scores, options.nms_fraction) if len(cands) else np.zeros(0, dtype=int)
-    order = order[scores[order] >= detector["threshold"]]
-    kept = cands.iloc[order].reset_index(drop=True)
-    score = scores[order]
+    kept = detect(pixels, pixel_size_nm, detector)
+    score = kept.score.to_numpy()
     xy = kept[["x_nm", "y_nm"]].to_numpy()
     probs = classifier.probabilities(pixels, pixel_size_nm, xy)
     labels = [classifier.classes[i] for i in probs.argmax(axis=1)] if len(probs) else []
@@ -916,11 +671,26 @@ def subset_images(
 
 
 def fit_from_tables(
-    images_csv, particles_csv, split_csv, raw_root, table1_csv, classes, section: Mapping, out_json, seed: int = 0
+    images_csv,
+    particles_csv,
+    split_csv,
+    raw_root,
+    table1_csv,
+    classes,
+    section: Mapping,
+    out_json,
+    seed: int = 0,
+    threads: int | None = None,
 ) -> dict:
     """The rule ``micrograph_detector``: :func:`fit_detector` on a split's train and validation
-    images with the config's ``micrographs`` section, written to ``out_json``."""
+    images with the config's ``micrographs`` section (on ``threads`` CPU threads), written to
+    ``out_json``."""
+    import torch
+
     from temvirus.io import write_json
+
+    if threads is not None:
+        torch.set_num_threads(max(1, threads))
 
     images = subset_images(
         images_csv, split_csv, ("train", "validation"), classes, section.get("max_fit_images_per_class"), seed

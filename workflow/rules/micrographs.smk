@@ -1,10 +1,10 @@
 """micrographs stage (issue 14, beyond the paper): find, classify, count and measure particles
 on whole test micrographs (see temvirus.micrographs and docs/architecture.md).
 
-micrograph_detector fits, per split method, the blob candidates' scorer on the training images
-and its threshold on the validation images; analyse_micrographs applies it with an
-experiment's best model to every test image of its split method and evaluates against the
-annotations (results/micrographs/{model}/{init}/{method}/).
+micrograph_detector trains, per split method, the particle-centre heat map on the training
+images (CPU, one thread) and chooses its suppression and threshold on the validation images;
+analyse_micrographs applies it with an experiment's best model to every test image of its
+split method and evaluates against the annotations (results/micrographs/{model}/{init}/{method}/).
 """
 
 

@@ -15,6 +15,7 @@ def main(smk):
         smk.params.settings,
         smk.output.detector,
         seed=smk.params.seed,
+        threads=smk.threads,
     )
 
 
