@@ -174,8 +174,8 @@ def subset_split(images_csv: Path, fraction: float, seed: int, out_csv: Path) ->
         order = rng(seed, "benchmark-subset", cls).permutation(len(rows))
         keep += list(rows.image_id.iloc[order[: max(1, math.ceil(fraction * len(rows)))]])
     chosen = images[images.image_id.isin(keep)]
-    split = chosen[["image_id", "class", "n_particles", "folder_split"]].assign(
-        overlap_group=chosen.image_id, split=chosen.folder_split
+    split = chosen[["image_id", "class", "n_particles", "folder_subset"]].assign(
+        overlap_group=chosen.image_id, subset=chosen.folder_subset
     )
     write_csv(out_csv, split.sort_values("image_id", ignore_index=True))
     return out_csv

@@ -93,9 +93,9 @@ def downsample(x: np.ndarray, factor: int, chunk: int = 256) -> np.ndarray:
 
 
 def link_subset(crops: Path, dest: Path, per_class: int) -> Path:
-    """A raw-layout folder linking the first ``per_class`` images of each class and split of ``crops``."""
-    for split_dir in sorted(p for p in crops.iterdir() if p.is_dir()):
-        for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+    """A raw-layout folder linking the first ``per_class`` images of each class and subset of ``crops``."""
+    for subset_dir in sorted(p for p in crops.iterdir() if p.is_dir()):
+        for class_dir in sorted(p for p in subset_dir.iterdir() if p.is_dir()):
             images = sorted(p for p in class_dir.iterdir() if p.is_file() and not p.name.startswith("."))[:per_class]
             for image in images:
                 for source in (
@@ -120,8 +120,8 @@ def cut_crops(crops: Path, work: Path, images_per_class: int | None) -> Path:
     images, particles = read_dataset(crops, hash_files=False)
     images.to_csv(work / "images.csv", index=False)
     particles.to_csv(work / "particles.csv", index=False)
-    split = images[["image_id", "class", "n_particles", "folder_split"]].assign(
-        overlap_group=images.image_id, split=images.folder_split
+    split = images[["image_id", "class", "n_particles", "folder_subset"]].assign(
+        overlap_group=images.image_id, subset=images.folder_subset
     )
     split.to_csv(work / "split.csv", index=False)
     folder = work / "patches"
@@ -225,7 +225,7 @@ def prepare(args) -> dict:
             counts[subset] = rows.groupby("class").size().reindex(classes, fill_value=0).astype(int).to_dict()
     manifest = {
         "source": source,
-        "split": "given (the crops' folders)",
+        "method": "given (the crops' folders)",
         "classes": classes,
         "counts": counts,
         "patch_size_px": int(arrays["train_x"].shape[-1]),

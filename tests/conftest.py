@@ -281,7 +281,7 @@ def tiny_synthetic(tmp_path_factory) -> Path:
 
 def write_raw_image(
     root: Path,
-    split: str,
+    subset: str,
     folder: str,
     image_id: str,
     pixels,
@@ -291,7 +291,7 @@ def write_raw_image(
     """One image of the raw layout: TIFF, particle positions (centre lines allowed), tags."""
     import tifffile
 
-    directory = root / split / folder
+    directory = root / subset / folder
     (directory / "particle_positions").mkdir(parents=True, exist_ok=True)
     (directory / "tags").mkdir(exist_ok=True)
     tifffile.imwrite(directory / f"{image_id}.tif", pixels)

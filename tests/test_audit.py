@@ -128,8 +128,8 @@ def test_one_changed_byte_fails_naming_the_file(copy, what):
 def test_image_moved_to_another_split_fails_naming_it(copy):
     split_csv = first(copy, "results/curation/split_representative.csv")
     table = pd.read_csv(split_csv, dtype={"image_id": str, "overlap_group": str})
-    moved = table[table.split == "test"].image_id.iloc[0]
-    table.loc[table.image_id == moved, "split"] = "train"
+    moved = table[table.subset == "test"].image_id.iloc[0]
+    table.loc[table.image_id == moved, "subset"] = "train"
     tamper(split_csv, lambda _: table.to_csv(index=False, lineterminator="\n").encode())
     found = failures(audit_mod.audit(copy / "results"))
     assert ("outputs", "modified", "results/curation/split_representative.csv") in {f[:3] for f in found}
@@ -142,7 +142,7 @@ def test_overlap_group_across_sets_and_patch_in_wrong_set_are_named(copy):
     """Semantic checks on their own: a split table whose record is rewritten to match still fails."""
     split_csv = first(copy, "results/curation/split_representative.csv")
     table = pd.read_csv(split_csv, dtype={"image_id": str, "overlap_group": str})
-    a, b = table[table.split == "train"].iloc[0], table[table.split == "test"].iloc[0]
+    a, b = table[table.subset == "train"].iloc[0], table[table.subset == "test"].iloc[0]
     table.loc[table.image_id == b.image_id, "overlap_group"] = a.overlap_group
     tamper(split_csv, lambda _: table.to_csv(index=False, lineterminator="\n").encode())
     found = failures(audit_mod.audit(copy / "results"))
@@ -217,7 +217,7 @@ def test_planted_leak_fails_the_audit_and_an_accepted_one_is_listed(copy):
     )
     accepted = copy / "accepted_leaks.csv"
     accepted.write_text(
-        f"split,patch_id,train_patch_id,reason\nrepresentative,{test.patch_id},{train.patch_id},planted by the test\n"
+        f"method,patch_id,train_patch_id,reason\nrepresentative,{test.patch_id},{train.patch_id},planted by the test\n"
     )
     result = audit_mod.audit(copy / "results", accepted_leaks=accepted)
     leaks = next(c for c in result.checks if c.name == "leaks")

@@ -109,7 +109,7 @@ def test_table2_puts_the_papers_row_beside_ours_and_the_baselines_on_their_own_l
     split, best = trained
     evaluate_experiment(best, split, tmp_path / EXPERIMENT, "representative")
     other = json.loads((tmp_path / EXPERIMENT / "metrics.json").read_text())
-    other.update(experiment="efficientnet_b0-scratch-bad", model="efficientnet_b0", split="bad")
+    other.update(experiment="efficientnet_b0-scratch-bad", model="efficientnet_b0", method="bad")
     (tmp_path / "other.json").write_text(json.dumps(other))
     baseline = baseline_split(split, CLASSES, tmp_path / "baseline-representative" / "metrics.json", block=8)
     note = "demo run: synthetic data, 2 epochs: not a reproduction"
@@ -123,7 +123,7 @@ def test_table2_puts_the_papers_row_beside_ours_and_the_baselines_on_their_own_l
     )
     table = pd.read_csv(tmp_path / "table2.csv")
     assert list(table.columns) == TABLE2_COLUMNS
-    assert table["experiment"].tolist() == [  # by split, models before baselines
+    assert table["experiment"].tolist() == [  # by split method, models before baselines
         "efficientnet_b0-scratch-bad",
         EXPERIMENT,
         "baseline-representative/logistic_regression",
@@ -152,6 +152,7 @@ def test_table2_puts_the_papers_row_beside_ours_and_the_baselines_on_their_own_l
     assert majority[[c for c in TABLE2_COLUMNS if c.startswith("paper_")]].isna().all()
     md = (tmp_path / "table2.md").read_text()
     assert md.splitlines()[0] == f"**{note}**"
+    assert "| model | training | split method | test patches |" in md
     assert f"| Custom | scratch | representative | 12 | 0.333 | {int(ours['trainable_params']):,} (14,651,401) |" in md
     assert "(0.893)" in md
     assert f"{ours['accuracy']:.3f} [{ours['accuracy_ci_low']:.3f}, {ours['accuracy_ci_high']:.3f}] (0.901)" in md
@@ -192,7 +193,7 @@ def test_baselines_learn_the_coarse_layout_and_predict_the_majority(tmp_path):
     table.drop(index=drop).to_csv(split / "patches.csv", index=False)  # Adenovirus: 3 train patches, others 6
     record = baseline_split(split, CLASSES, tmp_path / "out" / "metrics.json", block=16)
     assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == record
-    assert (record["split"], record["n_train"], record["n_test"], record["chance"]) == (
+    assert (record["method"], record["n_train"], record["n_test"], record["chance"]) == (
         "representative",
         72,
         30,
@@ -297,17 +298,21 @@ def test_default_workflow_trains_evaluates_and_tabulates(default_run):
         )
         patches_csv = default_run / "results" / "patches" / entry["method"] / "patches.csv"
         metrics = check_evaluation(default_run / "results" / "evaluation" / folder, classes, patches_csv)
-        assert (metrics["model"], metrics["init"], metrics["split"]) == (entry["model"], entry["init"], entry["method"])
+        assert (metrics["model"], metrics["init"], metrics["method"]) == (
+            entry["model"],
+            entry["init"],
+            entry["method"],
+        )
         assert (default_run / "results" / "evaluation" / folder / "errors.png").is_file()
     names = [experiment_name(e) for e in config["experiments"]]
     table = pd.read_csv(default_run / "results" / "tables" / "table2.csv")
     assert sorted(table.loc[table["kind"] == "model", "experiment"]) == sorted(names)
     methods = sorted({e["method"] for e in config["experiments"]})
     baselines = table[table["kind"] == "baseline"]
-    assert sorted(set(baselines["split"])) == methods and len(baselines) == 2 * len(methods)
+    assert sorted(set(baselines["method"])) == methods and len(baselines) == 2 * len(methods)
     for method in methods:  # the baselines score the same test patches as the models of their split method
         record = json.loads((default_run / "results" / "evaluation" / "baseline" / method / "metrics.json").read_text())
-        assert set(table.loc[table["split"] == method, "n_test"]) == {record["n_test"]}
+        assert set(table.loc[table["method"] == method, "n_test"]) == {record["n_test"]}
     markdown = (default_run / "results" / "tables" / "table2.md").read_text()
     assert markdown.startswith("**demo run: synthetic data, ")  # the default is not the paper's method
     fig3 = default_run / "results" / "figures" / "fig3_confusion_custom.png"

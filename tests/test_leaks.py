@@ -114,7 +114,7 @@ def test_same_image_and_look_alikes_are_not_leaks(tmp_path):
 def test_accepted_leak_is_reported_with_its_reason_not_dropped(planted, tmp_path):
     accepted = tmp_path / "accepted.csv"
     accepted.write_text(
-        'split,patch_id,train_patch_id,reason\nrepresentative,C_p001_v00,B_p004_v00,"reviewed: same specimen grid, kept on purpose"\n'
+        'method,patch_id,train_patch_id,reason\nrepresentative,C_p001_v00,B_p004_v00,"reviewed: same specimen grid, kept on purpose"\n'
         "representative,C_p000_v00,A_p000_v00,no such leak\n"
     )
     check = audit_leakage.check_leaks(
@@ -130,10 +130,15 @@ def test_accepted_leak_is_reported_with_its_reason_not_dropped(planted, tmp_path
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("split,patch_id,reason\nrepresentative,a,r\n", "missing columns ['train_patch_id']"),
-        ("split,patch_id,train_patch_id,reason\nrepresentative,a,b,\n", "line 2: empty ['reason']"),
+        ("method,patch_id,reason\nrepresentative,a,r\n", "missing columns ['train_patch_id']"),
+        (  # the old name of the method column: refused, with the new one named
+            "split,patch_id,train_patch_id,reason\nrepresentative,a,b,r\n",
+            "missing columns ['method']; expected ['method', 'patch_id', 'train_patch_id', 'reason'] "
+            "(renamed: 'split' is now 'method')",
+        ),
+        ("method,patch_id,train_patch_id,reason\nrepresentative,a,b,\n", "line 2: empty ['reason']"),
         (
-            "split,patch_id,train_patch_id,reason\nbad,a,b,r\nbad,a,b,again\n",
+            "method,patch_id,train_patch_id,reason\nbad,a,b,r\nbad,a,b,again\n",
             "line 3: pair ('bad', 'a', 'b') listed twice",
         ),
     ],
@@ -167,7 +172,7 @@ def test_published_given_split_of_the_real_crops_leaks(real_crops, tmp_path):
     for image_id, rows in points.groupby("image_id"):
         centres = rows[["x", "y"]].to_numpy() * rows.pixel_size_nm.to_numpy()[:, None]
         extracted = extract_image(read_image(subset / rows.path.iloc[0]), rows.pixel_size_nm.iloc[0], centres)
-        sets[rows.folder_split.iloc[0]] += [(image_id, p) for p in extracted]
+        sets[rows.folder_subset.iloc[0]] += [(image_id, p) for p in extracted]
     results = tmp_path / "results"
     write_patch_set(results, "given", sets)
     check = audit_leakage.check_leaks(audit_lineage.Folder(results))

@@ -22,7 +22,7 @@ FIGURES = {
 def test_papers_confusion_matrices_give_its_table2_rows(figure):
     model, training = FIGURES[figure]
     table = pd.read_csv(PAPER / "table2_performance.csv")
-    row = table[(table.model == model) & (table.training == training) & (table.split == "representative")].iloc[0]
+    row = table[(table.model == model) & (table.training == training) & (table.method == "representative")].iloc[0]
     counts = read_confusion(PAPER / figure)
     assert counts.to_numpy().sum() == 1900  # the paper's test patches
     ours = summary(counts.to_numpy())

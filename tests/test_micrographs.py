@@ -212,7 +212,7 @@ def tiny_stage(tiny_synthetic, tmp_path_factory):
     model of its classes, and its test images analysed (folders as the subsets)."""
     work = tmp_path_factory.mktemp("micrographs")
     images, particles = read_dataset(tiny_synthetic / "raw")
-    images = images.rename(columns={"folder_split": "subset"})
+    images = images.rename(columns={"folder_subset": "subset"})
     diameters = class_diameters(TINY_CLASSES, TABLE1)
     detector = fit_detector(images[images.subset != "test"], particles, tiny_synthetic / "raw", diameters, FAST)
     (work / "detector.json").write_text(json.dumps(detector))

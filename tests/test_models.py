@@ -20,10 +20,12 @@ from temvirus.weights import WeightsError
 torch.set_num_threads(1)
 
 
-def paper_params(model: str, init: str, split: str) -> int:
+def paper_params(model: str, init: str, method: str) -> int:
     table = pd.read_csv(PAPER / "table2_performance.csv")
     row = table[
-        (table.model == PAPER_MODEL_NAMES[model]) & (table.training == PAPER_INIT_NAMES[init]) & (table.split == split)
+        (table.model == PAPER_MODEL_NAMES[model])
+        & (table.training == PAPER_INIT_NAMES[init])
+        & (table.method == method)
     ]
     return int(row["trainable_params"].iloc[0])
 

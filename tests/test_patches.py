@@ -59,8 +59,8 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
     )
     write_tables(root, base / "images.csv", base / "particles.csv")
     images = pd.read_csv(base / "images.csv")
-    split = images[["image_id", "class", "n_particles", "folder_split"]].assign(
-        overlap_group=images.image_id, split=images.folder_split
+    split = images[["image_id", "class", "n_particles", "folder_subset"]].assign(
+        overlap_group=images.image_id, subset=images.folder_subset
     )
     split.to_csv(base / "split.csv", index=False)
     return {
@@ -174,6 +174,13 @@ def test_unknown_image_in_split_is_named_and_nothing_written(tiny, tmp_path):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+def test_split_table_of_an_older_run_is_refused_naming_the_new_column(tiny, tmp_path):
+    old = pd.read_csv(tiny["split"]).rename(columns={"subset": "split"})
+    old.to_csv(tmp_path / "old_split.csv", index=False)
+    with pytest.raises(ValueError, match=r"old_split\.csv: missing columns \['subset'\].*'split' is now 'subset'"):
+        run_extract(tiny, tmp_path / "out", tmp_path / "old_split.csv")
+
+
 def test_image_that_changed_size_fails_cleanly(tiny, tmp_path):
     root, images = copy_raw(tiny, tmp_path / "raw")  # same tables, but one image on disk is now smaller
     tifffile.imwrite(root / images.path[images.image_id == "orf_b"].item(), noise(9, (50, 50)))
@@ -228,12 +235,12 @@ def test_write_rescaled_images(tiny, tmp_path):
 
 @pytest.mark.realdata
 def test_real_crops_through_patches(real_crops, tmp_path):
-    """The real 1 nm/px crops: one patch per particle (single points), per folder split."""
+    """The real 1 nm/px crops: one patch per particle (single points), per folder subset."""
     images, particles = read_dataset(real_crops, hash_files=False)
     images.to_csv(tmp_path / "images.csv", index=False)
     particles.to_csv(tmp_path / "particles.csv", index=False)
-    split = images[["image_id", "class", "n_particles", "folder_split"]].assign(
-        overlap_group=images.image_id, split=images.folder_split
+    split = images[["image_id", "class", "n_particles", "folder_subset"]].assign(
+        overlap_group=images.image_id, subset=images.folder_subset
     )
     split.to_csv(tmp_path / "split.csv", index=False)
     arrays = {s: tmp_path / f"{s}.npy" for s in SUBSETS}
@@ -250,7 +257,7 @@ def test_real_crops_through_patches(real_crops, tmp_path):
     counts = table.groupby("subset").size()
     print(f"\nreal crops: {len(images)} images, {len(table)} patches {counts.to_dict()} in {seconds:.1f} s")
     assert len(images) == 578 and len(table) == 4983 == images.n_particles.sum()
-    assert counts.to_dict() == images.groupby("folder_split").n_particles.sum().to_dict()
+    assert counts.to_dict() == images.groupby("folder_subset").n_particles.sum().to_dict()
     for subset in SUBSETS:
         array = np.load(arrays[subset], mmap_mode="r")
         assert array.shape == (counts[subset], 256, 256) and array.dtype == np.uint16

@@ -58,14 +58,14 @@ def test_record_lists_outputs_inputs_params_seeds_and_code(workdir):
         inputs={"src": "resources/in.csv"},
         outputs={"table": "results/t/rep.csv", "root": "results/t/dir"},
         params={"alpha": 0.5, "classes": ["A", "B"], "inner": {"seed": 9}},
-        wildcards={"split": "rep"},
+        wildcards={"method": "rep"},
         config={"seed": 42, "dataset": {"synthetic": {"seed": 7}}},
         log=["logs/make.log"],
     )
     run_rule(smk, make_outputs)
 
-    record = json.loads((workdir / "results/provenance/make/split=rep.json").read_text())
-    assert record["rule"] == "make" and record["wildcards"] == {"split": "rep"}
+    record = json.loads((workdir / "results/provenance/make/method=rep.json").read_text())
+    assert record["rule"] == "make" and record["wildcards"] == {"method": "rep"}
     table, root = record["outputs"]
     assert table == {
         **table,

@@ -72,7 +72,7 @@ def test_reads_images_points_and_centre_lines(good):
     images, particles = read_dataset(good)
     assert list(images.image_id) == ["a1", "n1", "r1"]
     assert list(images["class"]) == ["Adenovirus", "Nipah", "RiftValley"]
-    assert list(images.folder_split) == ["train", "validation", "test"]
+    assert list(images.folder_subset) == ["train", "validation", "test"]
     assert list(images.pixel_size_nm) == [1.5, 1.5, 0.26]
     assert list(zip(images.width, images.height)) == [(40, 30), (20, 20), (40, 30)]
     assert list(images.n_particles) == [2, 1, 1] and list(images.n_points) == [2, 1, 3]
@@ -194,7 +194,7 @@ def test_real_crops(real_crops):
         warnings.simplefilter("error", EmptyImageWarning)
         images, particles = read_dataset(real_crops, hash_files=False)
     assert len(images) == 578 and images.n_particles.sum() == 4983 and images["class"].nunique() == 9
-    assert images.groupby("folder_split").size().to_dict() == {"train": 346, "validation": 116, "test": 116}
+    assert images.groupby("folder_subset").size().to_dict() == {"train": 346, "validation": 116, "test": 116}
     assert (images.pixel_size_nm == 1.0).all() and len(particles) == images.n_points.sum()
 
 
@@ -677,7 +677,7 @@ def test_split_folders_in_other_case(tmp_path):
     write_image(root, "Train", "Adenovirus", "a1", [[(3, 3)]])
     write_image(root, "TEST", "Adenovirus", "b1", [[(3, 3)]])
     images = read_dataset(root)[0]
-    assert list(zip(images.folder_split, images.path)) == [
+    assert list(zip(images.folder_subset, images.path)) == [
         ("train", "Train/Adenovirus/a1.tif"),
         ("test", "TEST/Adenovirus/b1.tif"),
     ]
@@ -695,7 +695,7 @@ def test_folder_variants_read_alike(good, tmp_path):
     (good / "test/Orf").mkdir()
     after = read_dataset(good)[0]
     assert after.path.iloc[0] == "train/adenovirus/a1.tif"
-    columns = ["image_id", "class", "folder_split", "sha256", "pixel_size_nm", "n_points"]
+    columns = ["image_id", "class", "folder_subset", "sha256", "pixel_size_nm", "n_points"]
     pd.testing.assert_frame_equal(after[columns], before[columns])
 
 

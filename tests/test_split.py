@@ -28,7 +28,7 @@ def kept_table(counts: dict[str, int], seed: int = 0, folder: str = "train") -> 
         for i in range(n):
             image_id = f"{cls}_{i:03d}"
             rows.append((image_id, cls, folder, int(particles[i]), image_id, True))
-    columns = ["image_id", "class", "folder_split", "n_particles", "overlap_group", "kept"]
+    columns = ["image_id", "class", "folder_subset", "n_particles", "overlap_group", "kept"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -37,7 +37,7 @@ def test_representative_deals_train_test_train_validation_train_by_particle_coun
         {
             "image_id": list("abcdefg"),
             "class": "Orf",
-            "folder_split": "train",
+            "folder_subset": "train",
             "n_particles": [7, 1, 6, 2, 5, 3, 4],
             "overlap_group": list("abcdefg"),
             "kept": True,
@@ -45,7 +45,7 @@ def test_representative_deals_train_test_train_validation_train_by_particle_coun
     )
     split = assign_split(images, "representative")
     by_count = split.sort_values("n_particles")
-    assert by_count.split.tolist() == ["train", "test", "train", "validation", "train", "train", "test"]
+    assert by_count.subset.tolist() == ["train", "test", "train", "validation", "train", "train", "test"]
     assert list(split.columns) == SPLIT_COLUMNS
     assert split.image_id.tolist() == sorted(split.image_id)
 
@@ -55,13 +55,13 @@ def test_ties_in_particle_count_are_broken_by_image_id():
         {
             "image_id": ["z", "m", "a", "q"],
             "class": "Orf",
-            "folder_split": "train",
+            "folder_subset": "train",
             "n_particles": [2, 2, 2, 1],
             "overlap_group": ["z", "m", "a", "q"],
             "kept": True,
         }
     )
-    labels = assign_split(images, "representative").set_index("image_id").split
+    labels = assign_split(images, "representative").set_index("image_id").subset
     # order q (1), a, m, z (2 each, by id)
     assert labels.to_dict() == {"q": "train", "a": "test", "m": "train", "z": "validation"}
     shuffled = images.sample(frac=1, random_state=3)
@@ -71,7 +71,7 @@ def test_ties_in_particle_count_are_broken_by_image_id():
 def test_bad_split_takes_blocks_of_60_20_20_in_particle_order():
     images = kept_table({"Ebola": 10})
     split = assign_split(images, "bad").sort_values("n_particles")
-    assert split.split.tolist() == ["train"] * 6 + ["validation"] * 2 + ["test"] * 2
+    assert split.subset.tolist() == ["train"] * 6 + ["validation"] * 2 + ["test"] * 2
     assert [bad_counts(n) for n in (1, 2, 3, 5, 9, 14, 129)] == [
         (1, 0, 0),
         (2, 0, 0),
@@ -85,12 +85,12 @@ def test_bad_split_takes_blocks_of_60_20_20_in_particle_order():
 
 def test_given_split_is_the_folder_and_split_excludes_dropped_and_empty_images():
     images = kept_table({"Lassa": 4})
-    images["folder_split"] = ["test", "train", "validation", "train"]
+    images["folder_subset"] = ["test", "train", "validation", "train"]
     images.loc[0, "kept"] = False
     images.loc[1, "n_particles"] = 0
     with pytest.warns(NoParticlesWarning, match="Lassa_001"):
         split = assign_split(images, "given")
-    assert split.set_index("image_id").split.to_dict() == {"Lassa_002": "validation", "Lassa_003": "train"}
+    assert split.set_index("image_id").subset.to_dict() == {"Lassa_002": "validation", "Lassa_003": "train"}
 
 
 def test_unknown_method_is_rejected():
@@ -101,7 +101,7 @@ def test_unknown_method_is_rejected():
 def test_representative_reproduces_table1_image_counts_for_all_22_classes():
     paper = load_table1(PAPER / "table1_dataset.csv")
     split = assign_split(kept_table(paper.images_total.to_dict(), seed=5), "representative")
-    counts = split.groupby(["class", "split"]).size().unstack()
+    counts = split.groupby(["class", "subset"]).size().unstack()
     assert len(counts) == 22
     for subset, column in [("train", "images_train"), ("validation", "images_val"), ("test", "images_test")]:
         assert counts[subset].to_dict() == paper[column].to_dict()
@@ -109,12 +109,12 @@ def test_representative_reproduces_table1_image_counts_for_all_22_classes():
 
 def test_agreement_per_class_and_overall():
     rep = assign_split(kept_table({"Orf": 5, "Nipah": 5}), "representative")
-    rep["folder_split"] = rep["split"]
+    rep["folder_subset"] = rep["subset"]
     first_orf = rep.index[rep["class"] == "Orf"][0]
-    rep.loc[first_orf, "folder_split"] = "validation" if rep.loc[first_orf, "split"] != "validation" else "train"
+    rep.loc[first_orf, "folder_subset"] = "validation" if rep.loc[first_orf, "subset"] != "validation" else "train"
     table = agreement(rep).set_index("class")
     assert table.loc["Nipah", "agreement"] == 1.0
-    assert table.loc["Orf", "same_split"] == 4 and table.loc["Orf", "agreement"] == 0.8
+    assert table.loc["Orf", "same_subset"] == 4 and table.loc["Orf", "agreement"] == 0.8
     assert table.loc["all", "images"] == 10 and table.loc["all", "agreement"] == 0.9
     assert table.loc["all", ["train_both", "validation_both", "test_both"]].sum() == 9
 
@@ -122,7 +122,7 @@ def test_agreement_per_class_and_overall():
 def test_written_split_is_deterministic_and_agreement_file(tmp_path):
     kept_csv = tmp_path / "images_kept.csv"
     images = kept_table({"Cowpox": 12, "TBE": 7}, seed=2)
-    images["folder_split"] = np.where(np.arange(len(images)) % 3 == 0, "test", "train")
+    images["folder_subset"] = np.where(np.arange(len(images)) % 3 == 0, "test", "train")
     images.to_csv(kept_csv, index=False)
     for name in ("one", "two"):
         for method in ("representative", "bad"):
@@ -136,6 +136,6 @@ def test_written_split_is_deterministic_and_agreement_file(tmp_path):
     table = pd.read_csv(tmp_path / "agree.csv").set_index(["method", "class"])
     for method, path in splits.items():
         split = pd.read_csv(path)
-        assert table.loc[(method, "all"), "same_split"] == int((split.split == split.folder_split).sum())
+        assert table.loc[(method, "all"), "same_subset"] == int((split.subset == split.folder_subset).sum())
         assert table.loc[(method, "all"), "images"] == 19
         assert table.loc[(method, "TBE"), "images"] == 7

@@ -22,33 +22,33 @@ from temvirus.synth.plan import particle_counts, plan_dataset
 from temvirus.synth.specimen import PIXEL_SIZE_RANGE_NM
 
 TABLE1 = load_table1(PAPER / "table1_dataset.csv")
-SPLIT_COLUMNS = {"train": "train", "validation": "val", "test": "test"}
+PAPER_SUFFIXES = {"train": "train", "validation": "val", "test": "test"}
 
 
-def test_plan_at_scale_one_is_table1_per_class_and_split():
+def test_plan_at_scale_one_is_table1_per_class_and_subset():
     plan = plan_dataset(TABLE1, 1.0, seed=7)
     assert sorted(plan["class"].unique()) == sorted(CLASSES)
     assert len(plan) == 1245 and plan.n_particles.sum() == 7677
     assert plan.image_id.is_unique and (plan.n_particles >= 1).all()
-    for (cls, split), group in plan.groupby(["class", "split"]):
-        column = SPLIT_COLUMNS[split]
-        assert len(group) == TABLE1.loc[cls, f"images_{column}"], (cls, split)
-        assert group.n_particles.sum() == TABLE1.loc[cls, f"particles_{column}"], (cls, split)
+    for (cls, subset), group in plan.groupby(["class", "subset"]):
+        column = PAPER_SUFFIXES[subset]
+        assert len(group) == TABLE1.loc[cls, f"images_{column}"], (cls, subset)
+        assert group.n_particles.sum() == TABLE1.loc[cls, f"particles_{column}"], (cls, subset)
 
 
 def test_representative_split_of_the_plan_reproduces_its_folders():
     plan = plan_dataset(TABLE1, 1.0, seed=7)
     for cls, group in plan.groupby("class"):
         ordered = representative_order(group)
-        assert list(ordered.split) == deal_representative(len(group)), cls
+        assert list(ordered.subset) == deal_representative(len(group)), cls
 
 
 @pytest.mark.parametrize("scale", [0.001, 0.03, 0.2])
-def test_smaller_scales_keep_every_split_of_every_class(scale):
+def test_smaller_scales_keep_every_subset_of_every_class(scale):
     plan = plan_dataset(TABLE1, scale, seed=7)
     assert sorted(plan["class"].unique()) == sorted(CLASSES)
-    splits = plan.groupby("class").split.agg(set)
-    assert (splits == {"train", "validation", "test"}).all()
+    subsets = plan.groupby("class").subset.agg(set)
+    assert (subsets == {"train", "validation", "test"}).all()
     sizes = plan.groupby("class").size()
     expected = np.maximum(4, np.round(scale * TABLE1.images_total)).astype(int)
     assert (sizes == expected.reindex(sizes.index)).all()
@@ -58,7 +58,7 @@ def test_smaller_scales_keep_every_split_of_every_class(scale):
     assert (np.abs(mean - table_mean) <= 0.5 * table_mean + 1).all()
 
 
-def test_particle_counts_are_non_decreasing_and_meet_split_targets():
+def test_particle_counts_are_non_decreasing_and_meet_subset_targets():
     labels = np.array(deal_representative(12))
     # reachable targets (e.g. 1 1 2 2 3 3 4 4 5 5 6 20) are met exactly
     counts = particle_counts(12, 56, {"train": 24, "validation": 7, "test": 25})
@@ -91,7 +91,7 @@ def test_tiny_dataset_reads_back_with_the_planned_counts(tiny):
     assert sorted(originals.index) == sorted(plan.image_id)
     planned = plan.set_index("image_id").loc[originals.index]
     assert (originals.n_particles == planned.n_particles).all()
-    assert (originals.folder_split == planned.split).all()
+    assert (originals.folder_subset == planned.subset).all()
     assert (originals["class"] == planned["class"]).all()
     # folder names are those of the published layout
     assert {Path(p).parts[1] for p in images.path} == {FOLDER_NAMES[c] for c in TINY_CLASSES}
@@ -158,7 +158,7 @@ def test_planted_overlaps_reimage_the_same_particles(tiny):
     for t in truth.itertuples():
         source = table.loc[t.source_image_id]
         extra = table.loc[t.image_id]
-        assert (extra["class"], extra.folder_split) == (source["class"], source.folder_split) == (t._3, t.split)
+        assert (extra["class"], extra.folder_subset) == (source["class"], source.folder_subset) == (t._3, t.subset)
         assert extra.n_particles == t.n_particles < source.n_particles == t.source_n_particles
         assert 0.2 <= t.overlap_fraction <= 0.8
         assert extra.pixel_size_nm == t.pixel_size_nm != t.source_pixel_size_nm == source.pixel_size_nm

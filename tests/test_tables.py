@@ -23,7 +23,7 @@ def paper_like_images(paper: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
         for i in range(int(n)):
             folder = rng.choice(["train", "validation", "test"])
             rows.append((f"{cls}_{i:03d}", cls, folder, int(rng.integers(1, 40)), f"{cls}_{i:03d}", True))
-    return pd.DataFrame(rows, columns=["image_id", "class", "folder_split", "n_particles", "overlap_group", "kept"])
+    return pd.DataFrame(rows, columns=["image_id", "class", "folder_subset", "n_particles", "overlap_group", "kept"])
 
 
 def patches_for(split: pd.DataFrame, per_particle: int = 2) -> pd.DataFrame:
@@ -38,7 +38,7 @@ def patches_for(split: pd.DataFrame, per_particle: int = 2) -> pd.DataFrame:
         + (number % per_particle).map("{:02d}".format)
     )
     return pd.DataFrame(
-        {"patch_id": patch_id, "image_id": repeated.image_id, "class": repeated["class"], "subset": repeated.split}
+        {"patch_id": patch_id, "image_id": repeated.image_id, "class": repeated["class"], "subset": repeated.subset}
     )
 
 
@@ -63,10 +63,12 @@ def test_table1_counts_match_the_paper_for_all_22_classes(paper):
     rows = table.set_index(["class", "subset"])
     orf = split[split["class"] == "Orf"]
     for subset in ("train", "validation", "test"):
-        chosen = orf[orf.split == subset]
+        chosen = orf[orf.subset == subset]
         assert rows.loc[("Orf", subset), "particles"] == chosen.n_particles.sum()
-        assert rows.loc[("Orf", subset), "given_images"] == (orf.folder_split == subset).sum()
-        assert rows.loc[("Orf", subset), "agreement"] == pytest.approx((chosen.folder_split == subset).mean(), abs=1e-4)
+        assert rows.loc[("Orf", subset), "given_images"] == (orf.folder_subset == subset).sum()
+        assert rows.loc[("Orf", subset), "agreement"] == pytest.approx(
+            (chosen.folder_subset == subset).mean(), abs=1e-4
+        )
 
 
 def test_table1_reports_differences_and_unknown_classes(paper):
@@ -173,3 +175,15 @@ def test_run_note_of_one_experiment_ignores_the_other_experiments_overrides():
     # as the workflow passes them: the three parts of a job's wildcards, without the overrides
     wildcards = {"model": second["model"], "init": second["init"], "method": second["method"]}
     assert f"{experiment_name(second)} lr 0.5" in run_note(reproduction, paper, [wildcards])
+
+
+def test_table2_refuses_a_record_of_an_older_run_naming_the_new_key(tmp_path):
+    """metrics.json records name the split method ``method``; one with the old ``split`` key is refused."""
+    import json
+
+    from temvirus.tables import table2
+
+    old = tmp_path / "metrics.json"
+    old.write_text(json.dumps({"split": "representative", "n_test": 3, "chance": 0.5, "baselines": []}))
+    with pytest.raises(ValueError, match=r"metrics\.json: key 'split' is now 'method'"):
+        table2([], PAPER / "table2_performance.csv", [old])

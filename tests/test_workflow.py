@@ -78,10 +78,10 @@ def test_best_model_beats_the_majority_class_and_three_times_chance(default_run:
     """
     classes = default_config()["classes"]["classification"]
     table2 = pd.read_csv(default_run / "results" / "tables" / "table2.csv")
-    for method in table2["split"].unique():
+    for method in table2["method"].unique():
         patches = pd.read_csv(default_run / "results" / "patches" / method / "patches.csv")
         test = patches[(patches["subset"] == "test") & patches["class"].isin(classes)]
-        assert (table2.loc[table2["split"] == method, "n_test"] == len(test)).all()  # no cap: every test patch
+        assert (table2.loc[table2["method"] == method, "n_test"] == len(test)).all()  # no cap: every test patch
     best = table2.loc[table2["accuracy"].idxmax()]
     folder = {experiment_name(e): experiment_folder(e) for e in default_config()["experiments"]}[best["experiment"]]
     predictions = pd.read_csv(default_run / "results" / "evaluation" / folder / "predictions.csv")

@@ -78,7 +78,7 @@ def baseline_split(
 ) -> dict:
     """Fit and score both baselines of one split folder; write and return ``metrics.json``.
 
-    The record holds ``split`` (the folder's name), ``n_train``, ``n_test``, ``chance``
+    The record holds ``method`` (the split method: the folder's name), ``n_train``, ``n_test``, ``chance``
     (1 / number of classes) and ``baselines``: per baseline its ``name``, ``description``,
     ``trainable_params``, accuracy and macro metrics (:func:`temvirus.metrics.summary`) and
     the accuracy's 95% Wilson interval.
@@ -122,7 +122,7 @@ def baseline_split(
         ),
     ]
     record = {
-        "split": folder.name,
+        "method": folder.name,
         "n_train": int(len(y_train)),
         "n_test": int(len(y_test)),
         "chance": 1 / len(classes),

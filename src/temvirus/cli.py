@@ -67,10 +67,10 @@ def _read(args: argparse.Namespace) -> int:
         images, _ = read_dataset(args.root)
     else:
         images, _ = write_tables(args.root, args.images, args.particles)
-    summary = images.groupby(["class", "folder_split"]).agg(
+    summary = images.groupby(["class", "folder_subset"]).agg(
         images=("image_id", "size"), particles=("n_particles", "sum")
     )
-    print(summary.unstack("folder_split", fill_value=0).to_string())
+    print(summary.unstack("folder_subset", fill_value=0).to_string())
     print(
         f"{args.root}: {len(images)} images, {int(images.n_particles.sum())} particles, {images['class'].nunique()} classes"
     )
@@ -95,7 +95,7 @@ def _audit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--accepted-leaks",
         type=Path,
-        help="CSV of reviewed pairs that are not leaks (split, patch_id, train_patch_id, reason)",
+        help="CSV of reviewed pairs that are not leaks (method, patch_id, train_patch_id, reason)",
     )
 
 

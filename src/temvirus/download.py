@@ -410,10 +410,10 @@ def _check_members(archive: Path, target: Path) -> tuple[str, list[str]]:
 
 
 def is_raw_root(folder: Path) -> bool:
-    """Whether ``folder`` holds the raw layout, by content: a split folder with a class folder
+    """Whether ``folder`` holds the raw layout, by content: a subset folder with a class folder
     holding ``tags/`` and ``particle_positions/`` (the published patches have neither)."""
-    for split_dir in subset_folders(folder).values():
-        for cls in split_dir.iterdir():
+    for subset_dir in subset_folders(folder).values():
+        for cls in subset_dir.iterdir():
             if not ignored(cls.name) and (cls / "tags").is_dir() and (cls / "particle_positions").is_dir():
                 return True
     return False
@@ -446,7 +446,7 @@ def find_raw_root(tree: str | os.PathLike) -> Path:
     """The one raw-layout folder under ``tree`` (itself included), recognised by :func:`is_raw_root`.
 
     Raises :class:`DownloadError` when there are several, or none (naming the folders with
-    split folders but no tags/positions, and the archives found, if any).
+    subset folders but no tags/positions, and the archives found, if any).
     """
     tree = Path(tree)
     hits, lookalikes = [], []

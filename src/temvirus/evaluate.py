@@ -92,7 +92,7 @@ def evaluate_experiment(
         "experiment": meta["experiment"],
         "model": meta["model"],
         "init": meta["init"],
-        "split": method,
+        "method": method,
         "trainable_params": meta["trainable_params"],
         "best_epoch": meta["epoch"],
         "n_test": int(len(y)),

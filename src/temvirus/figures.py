@@ -61,10 +61,10 @@ def fig1_patch_examples(
 
 
 def split_summary(table1_csv, out_png) -> None:
-    """Images and particles per class and split, regenerated beside the paper's (Table 1).
+    """Images and particles per class and subset, regenerated beside the paper's (Table 1).
 
     Two panels (images, particles); per class two stacked horizontal bars, ours (solid) and
-    the paper's (hatched), each split train / validation / test in its own colour.
+    the paper's (hatched), each subset train / validation / test in its own colour.
     """
     import matplotlib
 
@@ -99,7 +99,7 @@ def split_summary(table1_csv, out_png) -> None:
                     label=f"{subset} ({source})",
                 )
                 left += values
-        ax.set_title(f"{kind} per split: ours (upper bar) vs paper (hatched)", fontsize=9)
+        ax.set_title(f"{kind} per subset: ours (upper bar) vs paper (hatched)", fontsize=9)
         ax.set_xlabel(kind)
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(y, classes, fontsize=8)
@@ -117,7 +117,7 @@ EXAMPLE_FIELD_NM = 256
 def example_crops(root: str | os.PathLike, cls: str, count: int, seed: int) -> list[np.ndarray]:
     """Up to ``count`` 256x256 crops (1 nm/px, float) around particles of class ``cls`` in a raw-layout folder.
 
-    Images are drawn (seeded) from every split folder of the class; each crop is centred on
+    Images are drawn (seeded) from every subset folder of the class; each crop is centred on
     one annotated point (a centre line's middle vertex) and resampled bilinearly.
     """
     from scipy.ndimage import map_coordinates
@@ -127,9 +127,9 @@ def example_crops(root: str | os.PathLike, cls: str, count: int, seed: int) -> l
     root = Path(root)
     files = [
         f
-        for split in SUBSETS
-        if (root / split / FOLDER_NAMES[cls]).is_dir()
-        for f in _image_files(root / split / FOLDER_NAMES[cls])
+        for subset in SUBSETS
+        if (root / subset / FOLDER_NAMES[cls]).is_dir()
+        for f in _image_files(root / subset / FOLDER_NAMES[cls])
     ]
     draw = rng(seed, "synth", "figure", cls)
     crops = []

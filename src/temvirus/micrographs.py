@@ -658,7 +658,7 @@ def subset_images(
     from temvirus.seeding import rng
 
     images = pd.read_csv(images_csv)
-    split = pd.read_csv(split_csv)[["image_id", "split"]].rename(columns={"split": "subset"})
+    split = pd.read_csv(split_csv)[["image_id", "subset"]]
     table = images.merge(split, on="image_id", validate="one_to_one")
     table = table[table.subset.isin(subsets) & table["class"].isin(classes)].sort_values("image_id", kind="stable")
     if cap is not None:

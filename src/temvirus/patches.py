@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 PATCH_SIZE = 256
 PATCH_COLUMNS = ["patch_id", "image_id", "class", "subset", "index", "particle", "vertex", "x_nm", "y_nm"]
 #: columns of ``results/curation/split_{method}.csv`` this module needs
-SPLIT_COLUMNS = ["image_id", "class", "split"]
+SPLIT_COLUMNS = ["image_id", "class", "subset"]
 #: vertex number of the single patch of a 2-point centre line
 MIDPOINT = -1
 
@@ -66,11 +66,11 @@ def patch_table(split: pd.DataFrame, images: pd.DataFrame, particles: pd.DataFra
     numbers the rows of each subset from 0. Images without particles give no patches.
     """
     centres = patch_points(particles[particles.image_id.isin(split.image_id)])
-    table = centres.merge(split[["image_id", "class", "split"]], on="image_id", validate="many_to_one")
+    table = centres.merge(split[list(SPLIT_COLUMNS)], on="image_id", validate="many_to_one")
     table = table.merge(images[["image_id", "pixel_size_nm"]], on="image_id", validate="many_to_one")
     table["x_nm"] = table.x * table.pixel_size_nm
     table["y_nm"] = table.y * table.pixel_size_nm
-    table["subset"] = pd.Categorical(table.split, categories=SUBSETS, ordered=True)
+    table["subset"] = pd.Categorical(table.subset, categories=SUBSETS, ordered=True)
     table = table.sort_values(["subset", "image_id", "particle", "vertex"], kind="stable", ignore_index=True)
     table["subset"] = table.subset.astype(str)
     table["index"] = table.groupby("subset", sort=False).cumcount()
@@ -81,10 +81,11 @@ def patch_table(split: pd.DataFrame, images: pd.DataFrame, particles: pd.DataFra
 def _check_split(split: pd.DataFrame, images: pd.DataFrame, split_csv, images_csv) -> None:
     missing = [c for c in SPLIT_COLUMNS if c not in split.columns]
     if missing:
-        raise ValueError(f"{split_csv}: missing columns {missing}")
-    bad = sorted(set(split.split) - set(SUBSETS))
+        old = " ('split' is now 'subset': an older run's table, rerun rule split)" if "split" in split.columns else ""
+        raise ValueError(f"{split_csv}: missing columns {missing}; expected {SPLIT_COLUMNS}{old}")
+    bad = sorted(set(split.subset) - set(SUBSETS))
     if bad:
-        raise ValueError(f"{split_csv}: unknown split values {bad}; expected {list(SUBSETS)}")
+        raise ValueError(f"{split_csv}: unknown subsets {bad}; expected {list(SUBSETS)}")
     if split.image_id.duplicated().any():
         raise ValueError(f"{split_csv}: duplicate image ids {sorted(split.image_id[split.image_id.duplicated()])[:5]}")
     known = images.set_index("image_id")["class"]

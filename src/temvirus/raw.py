@@ -3,14 +3,14 @@
 Layout (see ``docs/architecture.md``)::
 
     {train,validation,test}/{Class}/{image}.tif            (also .tiff, .png, .jpg, .jpeg)
-    {split}/{Class}/particle_positions/{image}_particlepositions.txt
-    {split}/{Class}/tags/{image}.{ext}_tags.csv
+    {subset}/{Class}/particle_positions/{image}_particlepositions.txt
+    {subset}/{Class}/tags/{image}.{ext}_tags.csv
 
 Hidden entries (names starting with ``.``, e.g. macOS ``._name.tif`` AppleDouble files and
 ``.DS_Store``), ``__MACOSX`` folders and Windows' ``Thumbs.db``/``desktop.ini`` are ignored
 everywhere. Nothing else is left out unseen: an archive inside the layout, a file of another
 type or a broken link in a class folder, another folder there, a tags or positions file
-without its image and an image outside a class folder are refused. Split folders match
+without its image and an image outside a class folder are refused. Subset folders match
 ignoring case (``Train``); tags and positions files match their image ignoring case and
 Unicode normalisation (as macOS and Windows file systems do). Image ids equal but for case,
 or that the CSV tables would read back as other text (``001``, ``NA``), are refused.
@@ -109,7 +109,7 @@ SYSTEM_FILES = ("thumbs.db", "desktop.ini", "ehthumbs.db")
 IMAGE_COLUMNS = [
     "image_id",
     "class",
-    "folder_split",
+    "folder_subset",
     "path",
     "positions_path",
     "tags_path",
@@ -670,19 +670,19 @@ def read_dataset(root: str | Path, *, hash_files: bool = True) -> tuple[pd.DataF
         raise RawDataError(
             root, "not a folder (a raw-layout folder is expected)" if root.exists() else "dataset folder does not exist"
         )
-    splits = subset_folders(root)
-    unexpected = sorted(p.name for p in _entries(root) if p.is_dir() and p not in splits.values())
-    if not splits:
-        raise RawDataError(root, f"no split folder ({', '.join(SUBSETS)}) found")
+    subsets = subset_folders(root)
+    unexpected = sorted(p.name for p in _entries(root) if p.is_dir() and p not in subsets.values())
+    if not subsets:
+        raise RawDataError(root, f"no subset folder ({', '.join(SUBSETS)}) found")
     if unexpected:
         raise RawDataError(root, f"unknown folders {unexpected}; expected only {list(SUBSETS)}")
     images, particles, seen = [], [], {}
-    for folder in [root, *splits.values()]:
+    for folder in [root, *subsets.values()]:
         for entry in _entries(folder):
             if entry.suffix.lower() in IMAGE_SUFFIXES:
-                raise RawDataError(entry, "image outside a class folder ({split}/{class}/{image})")
-    for split, split_dir in splits.items():
-        for class_dir in (p for p in _entries(split_dir) if p.is_dir()):
+                raise RawDataError(entry, "image outside a class folder ({subset}/{class}/{image})")
+    for subset, subset_dir in subsets.items():
+        for class_dir in (p for p in _entries(subset_dir) if p.is_dir()):
             cls = class_from_folder(class_dir.name)
             if cls is None:
                 raise RawDataError(class_dir, f"unknown class folder; known classes: {sorted(FOLDER_NAMES.values())}")
@@ -704,7 +704,7 @@ def read_dataset(root: str | Path, *, hash_files: bool = True) -> tuple[pd.DataF
                 seen[_same_name(image_id)] = image_path
                 tags_path = tags.find(f"{image_path.name}_tags.csv", image_id)
                 positions_path = positions.find(f"{image_id}_particlepositions.txt", image_id)
-                row, points = _read_one(root, image_path, tags_path, positions_path, cls, split, hash_files)
+                row, points = _read_one(root, image_path, tags_path, positions_path, cls, subset, hash_files)
                 images.append(row)
                 particles.extend(points)
             tags.check_all_used()
@@ -738,7 +738,7 @@ def _check_ids_read_back(ids: Sequence[str], paths: dict[str, Path]) -> None:
 
 
 def _read_one(
-    root: Path, image_path: Path, tags_path: Path, positions_path: Path, cls: str, split: str, hash_files: bool
+    root: Path, image_path: Path, tags_path: Path, positions_path: Path, cls: str, subset: str, hash_files: bool
 ):
     tags = read_tags(tags_path)
     pixels = read_image(image_path)
@@ -780,7 +780,7 @@ def _read_one(
     row = (
         image_path.stem,
         cls,
-        split,
+        subset,
         image_path.relative_to(root).as_posix(),
         positions_path.relative_to(root).as_posix(),
         tags_path.relative_to(root).as_posix(),

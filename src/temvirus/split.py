@@ -5,7 +5,7 @@ them in the repeating sequence train, test, train, validation, train. Ties in pa
 are broken by image id, so the order (and the split) is a pure function of the table.
 ``bad`` (the paper's control): per class in the same order, the first 60 % to train, the next
 20 % to validation, the last 20 % to test (:func:`bad_counts` gives the rounding).
-``given``: the split folders of the raw layout, as found.
+``given``: the subset folders of the raw layout, as found.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def representative_order(images: pd.DataFrame) -> pd.DataFrame:
 
 
 def deal_representative(n: int) -> list[str]:
-    """Split labels for ``n`` images already in :func:`representative_order`."""
+    """Subsets for ``n`` images already in :func:`representative_order`."""
     return [REPRESENTATIVE_SEQUENCE[i % len(REPRESENTATIVE_SEQUENCE)] for i in range(n)]
 
 
@@ -37,10 +37,11 @@ def deal_representative(n: int) -> list[str]:
 #: ``{method}`` wildcard: ``split_{method}.csv``, ``results/patches/{method}/``): the one
 #: definition in the package
 METHODS = ("representative", "bad", "given")
-#: the subsets a split method gives (the ``split`` column of a split table, ``subset`` of a patch
-#: table, the split folders of the raw layout): the one definition in the package
+#: the subsets a split method gives (the ``subset`` column of a split table and of a patch table,
+#: the subset folders of the raw layout, ``folder_subset`` of the image table): the one definition
+#: in the package
 SUBSETS = ("train", "validation", "test")
-SPLIT_COLUMNS = ["image_id", "class", "n_particles", "overlap_group", "folder_split", "split"]
+SPLIT_COLUMNS = ["image_id", "class", "n_particles", "overlap_group", "folder_subset", "subset"]
 
 
 class NoParticlesWarning(UserWarning):
@@ -58,7 +59,7 @@ def bad_counts(n: int) -> tuple[int, int, int]:
 
 
 def deal_bad(n: int) -> list[str]:
-    """Split labels of the ``bad`` split for ``n`` images in :func:`representative_order`:
+    """Subsets of the ``bad`` split for ``n`` images in :func:`representative_order`:
     the fewest-particle images to train, the next to validation, the most-particle ones to test."""
     n_train, n_val, n_test = bad_counts(n)
     return ["train"] * n_train + ["validation"] * n_val + ["test"] * n_test
@@ -68,7 +69,7 @@ def assign_split(images: pd.DataFrame, method: str) -> pd.DataFrame:
     """Split the kept images of ``images`` (``images_kept.csv``) with ``method``.
 
     ``representative`` and ``bad`` work per class on :func:`representative_order`; ``given`` is
-    the folder split. Images that were not kept (overlap removal) or have no particles are left
+    the folder subsets. Images that were not kept (overlap removal) or have no particles are left
     out (the latter with a :class:`NoParticlesWarning`). Returns :data:`SPLIT_COLUMNS`, sorted by
     class and image id.
     """
@@ -87,33 +88,33 @@ def assign_split(images: pd.DataFrame, method: str) -> pd.DataFrame:
     for _, group in table.groupby("class", sort=True):
         ordered = representative_order(group).copy()
         if method == "representative":
-            ordered["split"] = deal_representative(len(ordered))
+            ordered["subset"] = deal_representative(len(ordered))
         elif method == "bad":
-            ordered["split"] = deal_bad(len(ordered))
+            ordered["subset"] = deal_bad(len(ordered))
         else:
-            ordered["split"] = ordered["folder_split"]
+            ordered["subset"] = ordered["folder_subset"]
         parts.append(ordered)
-    result = pd.concat(parts) if parts else table.assign(split=pd.Series(dtype=str))
-    unknown = sorted(set(result["split"]) - set(SUBSETS))
+    result = pd.concat(parts) if parts else table.assign(subset=pd.Series(dtype=str))
+    unknown = sorted(set(result["subset"]) - set(SUBSETS))
     if unknown:
-        raise ValueError(f"split labels {unknown} are not in {list(SUBSETS)}")
+        raise ValueError(f"subsets {unknown} are not in {list(SUBSETS)}")
     return result[SPLIT_COLUMNS].sort_values(["class", "image_id"], kind="stable").reset_index(drop=True)
 
 
 def agreement(split: pd.DataFrame) -> pd.DataFrame:
     """How far a split table agrees with the given folder split, per class and overall (``all``).
 
-    Columns: ``class``, ``images``, ``same_split`` (images whose ``split`` equals their
-    ``folder_split``), ``agreement`` (their fraction), and per subset ``{subset}_both``, the
+    Columns: ``class``, ``images``, ``same_subset`` (images whose ``subset`` equals their
+    ``folder_subset``), ``agreement`` (their fraction), and per subset ``{subset}_both``, the
     images that both put there.
     """
-    same = split["split"] == split["folder_split"]
+    same = split["subset"] == split["folder_subset"]
     rows = []
     for cls, index in [*split.groupby("class", sort=True).groups.items(), ("all", split.index)]:
-        row = {"class": cls, "images": len(index), "same_split": int(same[index].sum())}
-        row["agreement"] = round(row["same_split"] / len(index), 4) if len(index) else float("nan")
+        row = {"class": cls, "images": len(index), "same_subset": int(same[index].sum())}
+        row["agreement"] = round(row["same_subset"] / len(index), 4) if len(index) else float("nan")
         for subset in SUBSETS:
-            row[f"{subset}_both"] = int((same[index] & (split.loc[index, "split"] == subset)).sum())
+            row[f"{subset}_both"] = int((same[index] & (split.loc[index, "subset"] == subset)).sum())
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -126,7 +127,7 @@ def read_table(path) -> pd.DataFrame:
 def write_split(kept_csv, out_csv, method: str) -> None:
     """Rule ``split``: ``images_kept.csv`` -> ``split_{method}.csv``."""
     split = assign_split(read_table(kept_csv), method)
-    counts = split.groupby("split").size().reindex(SUBSETS, fill_value=0)
+    counts = split.groupby("subset").size().reindex(SUBSETS, fill_value=0)
     log.info("%s split: %s", method, ", ".join(f"{k} {v}" for k, v in counts.items()))
     write_csv(out_csv, split)
 
@@ -141,7 +142,7 @@ def write_agreement(split_csvs: dict[str, str], out_csv) -> None:
         log.info(
             "%s vs given split: %d of %d images agree (%.3f)",
             method,
-            overall.same_split,
+            overall.same_subset,
             overall.images,
             overall.agreement,
         )

@@ -58,10 +58,10 @@ def table1(split: pd.DataFrame, patches: pd.DataFrame, paper: pd.DataFrame) -> p
         members = patches if cls == "all" else patches[patches["class"] == cls]
         reference = paper.loc[classes].sum() if cls == "all" else paper.loc[cls]
         for subset in [*SUBSETS, "total"]:
-            chosen = images if subset == "total" else images[images["split"] == subset]
-            folder = images if subset == "total" else images[images["folder_split"] == subset]
+            chosen = images if subset == "total" else images[images["subset"] == subset]
+            folder = images if subset == "total" else images[images["folder_subset"] == subset]
             n_patches = len(members) if subset == "total" else int((members["subset"] == subset).sum())
-            same = chosen["split"] == chosen["folder_split"]
+            same = chosen["subset"] == chosen["folder_subset"]
             rows.append(
                 {
                     "class": cls,
@@ -92,7 +92,7 @@ def table1_markdown(table: pd.DataFrame, split_name: str) -> str:
     )
     lines = [
         f"Table 1, regenerated ({split_name} split): ours (paper). Patches are ours only; "
-        "agreement is the fraction of images whose split equals their folder split.",
+        "agreement is the fraction of images whose subset equals their folder subset.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -135,7 +135,7 @@ TABLE2_COLUMNS = [
     "kind",
     "model",
     "training",
-    "split",
+    "method",
     "n_test",
     "chance",
     "trainable_params",
@@ -146,17 +146,25 @@ TABLE2_COLUMNS = [
 ]
 
 
-def _baseline_rows(path: str | Path) -> list[dict]:
+def _read_record(path: str | Path) -> dict:
+    """A ``metrics.json``; one written before its ``split`` key was named ``method`` is refused."""
     import json
 
     record = json.loads(Path(path).read_text(encoding="utf-8"))
+    if "method" not in record and "split" in record:
+        raise ValueError(f"{path}: key 'split' is now 'method' (an older run's record): rerun the rule that wrote it")
+    return record
+
+
+def _baseline_rows(path: str | Path) -> list[dict]:
+    record = _read_record(path)
     return [
         {
-            "experiment": f"baseline-{record['split']}/{b['name']}",
+            "experiment": f"baseline-{record['method']}/{b['name']}",
             "kind": "baseline",
             "model": f"baseline: {b['description']}",
             "training": "-",
-            "split": record["split"],
+            "method": record["method"],
             "n_test": record["n_test"],
             "chance": record["chance"],
             **{c: b[c] for c in ["trainable_params", *METRICS, "accuracy_ci_low", "accuracy_ci_high"]},
@@ -172,19 +180,17 @@ def table2(
 
     Columns :data:`TABLE2_COLUMNS`: our metrics, test patches, chance (1 / classes), the
     accuracy's 95% Wilson interval, trainable parameters and the paper's row beside them
-    (empty for baselines and for rows the paper has not). Sorted by split, models (by model
+    (empty for baselines and for rows the paper has not). Sorted by split method, models (by model
     and training) before baselines (in :data:`temvirus.baseline.BASELINES` order).
     """
-    import json
-
     from temvirus.models import PAPER_INIT_NAMES, PAPER_MODEL_NAMES  # torch: only where Table 2 is made
 
-    paper = pd.read_csv(paper_csv).set_index(["model", "training", "split"])
+    paper = pd.read_csv(paper_csv).set_index(["model", "training", "method"])
     rows = []
     for path in metrics_json:
-        m = json.loads(Path(path).read_text(encoding="utf-8"))
-        key = (PAPER_MODEL_NAMES[m["model"]], PAPER_INIT_NAMES[m["init"]], m["split"])
-        row = {"experiment": m["experiment"], "kind": "model", "model": key[0], "training": key[1], "split": key[2]}
+        m = _read_record(path)
+        key = (PAPER_MODEL_NAMES[m["model"]], PAPER_INIT_NAMES[m["init"]], m["method"])
+        row = {"experiment": m["experiment"], "kind": "model", "model": key[0], "training": key[1], "method": key[2]}
         row.update({c: m[c] for c in ["n_test", "chance", *PAPER_COLUMNS, "accuracy_ci_low", "accuracy_ci_high"]})
         ref = paper.loc[key] if key in paper.index else None
         row.update({f"paper_{c}": (ref[c] if ref is not None else None) for c in PAPER_COLUMNS})
@@ -197,7 +203,9 @@ def table2(
     frame["paper_trainable_params"] = frame["paper_trainable_params"].astype("Int64")
     frame["_order"] = frame["kind"].map({"model": 0, "baseline": 1})
     frame["_name"] = frame["model"].where(frame["kind"] == "model", "")  # baselines keep their order
-    frame = frame.sort_values(["split", "_order", "_name", "training"], kind="stable").drop(columns=["_order", "_name"])
+    frame = frame.sort_values(["method", "_order", "_name", "training"], kind="stable").drop(
+        columns=["_order", "_name"]
+    )
     return frame.reset_index(drop=True)
 
 
@@ -207,7 +215,7 @@ def table2_markdown(frame: pd.DataFrame, note: str = "") -> str:
     ``note`` (a demo run's, see :func:`temvirus.experiments.run_note`) is the first line.
     """
     lines = [
-        "| model | training | split | test patches | chance | trainable params | accuracy [95% CI] "
+        "| model | training | split method | test patches | chance | trainable params | accuracy [95% CI] "
         "| precision (macro) | recall (macro) | F1 (macro) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -221,7 +229,7 @@ def table2_markdown(frame: pd.DataFrame, note: str = "") -> str:
         cells = [str(r.n_test), f"{r.chance:.3f}", pair("trainable_params", lambda v: f"{int(v):,}"), accuracy]
         cells += [pair(c, lambda v: f"{v:.3f}") for c in METRICS[1:]]
         model = f"*{r.model}*" if r.kind == "baseline" else r.model
-        lines.append(f"| {model} | {r.training} | {r.split} | " + " | ".join(cells) + " |")
+        lines.append(f"| {model} | {r.training} | {r.method} | " + " | ".join(cells) + " |")
     head = (f"**{note}**\n\n" if note else "") + (
         "Table 2: this run (paper) on the test patches; accuracy with its 95% Wilson interval; chance = 1 / classes. "
         "Rows in italics are baselines needing no GPU (temvirus.baseline), on the same test patches.\n\n"

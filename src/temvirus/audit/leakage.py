@@ -50,14 +50,14 @@ def check_splits(folder: Folder) -> Check:
         table = _read(path)
         rows_per_image = table.image_id.value_counts()
         for image in sorted(rows_per_image.index[rows_per_image > 1]):
-            check.fail("image listed twice", name, f"image {image}: {sorted(table.split[table.image_id == image])}")
-        for group, sets in table.groupby("overlap_group")["split"].unique().items():
+            check.fail("image listed twice", name, f"image {image}: {sorted(table.subset[table.image_id == image])}")
+        for group, sets in table.groupby("overlap_group")["subset"].unique().items():
             if len(sets) > 1:
                 members = sorted(table.image_id[table.overlap_group == group])
                 check.fail("overlap group in two sets", name, f"group {group} ({', '.join(members)}): {sorted(sets)}")
         if raw is not None:
             digests = raw["sha256"].reindex(table.image_id).to_numpy()
-            for digest, sets in table.assign(sha256=digests).groupby("sha256")["split"].unique().items():
+            for digest, sets in table.assign(sha256=digests).groupby("sha256")["subset"].unique().items():
                 if len(sets) > 1:
                     names = sorted(table.image_id[digests == digest])
                     check.fail(
@@ -72,8 +72,8 @@ def check_splits(folder: Folder) -> Check:
                 check.fail("removed image used", name, f"image {image} was removed by overlap removal")
             with warnings.catch_warnings():  # images without particles: left out, as by the rule
                 warnings.simplefilter("ignore")
-                expected = assign_split(kept.reset_index(), method).set_index("image_id")["split"]
-            found = table.set_index("image_id")["split"]
+                expected = assign_split(kept.reset_index(), method).set_index("image_id")["subset"]
+            found = table.set_index("image_id")["subset"]
             for image in sorted(set(expected.index) | set(found.index)):
                 want, got = expected.get(image), found.get(image)
                 if want != got:
@@ -112,9 +112,9 @@ def check_patches(folder: Folder) -> Check:
         n += len(patches)
         if split_path.is_file():
             split = _read(split_path).set_index("image_id")
-            want = split["split"].reindex(patches.image_id).to_numpy()
+            want = split["subset"].reindex(patches.image_id).to_numpy()
             for row in patches[want != patches.subset.to_numpy()].itertuples():
-                where = split["split"].get(row.image_id, "no split")
+                where = split["subset"].get(row.image_id, "absent")
                 check.fail(
                     "patch in wrong set",
                     name,
@@ -235,7 +235,9 @@ LEAK_NEIGHBOURS = 10
 #: a max NCC at or above this is the same particle (chosen on real and synthetic data, docs/lineage.md)
 LEAK_NCC = 0.85
 #: columns of the file of accepted leaks (``audit.accepted_leaks``)
-ACCEPTED_COLUMNS = ["split", "patch_id", "train_patch_id", "reason"]
+ACCEPTED_COLUMNS = ["method", "patch_id", "train_patch_id", "reason"]
+#: old names of columns of that file, refused with a hint: the new name
+ACCEPTED_RENAMED = {"split": "method"}
 D4 = [(k, flip) for flip in (False, True) for k in range(4)]
 #: the transforms of D4 compared: the identity only. Re-imaged particles matched untransformed
 #: (real crops); the 8 transforms let alike particles match (synthetic Rotavirus 0.867 in the
@@ -382,12 +384,13 @@ def max_ncc(a: np.ndarray, b: np.ndarray, chunk: int = 256) -> tuple[np.ndarray,
 
 
 def read_accepted_leaks(path: str | os.PathLike | None) -> dict[tuple[str, str, str], str]:
-    """A reviewer's accepted leaks: ``{(split method, patch_id, train_patch_id): reason}``.
+    """A reviewer's accepted leaks: ``{(method, patch_id, train_patch_id): reason}``.
 
-    The CSV has the columns :data:`ACCEPTED_COLUMNS` (``split``: the patch set, e.g.
-    ``representative``; ``patch_id``: the test/validation patch; ``train_patch_id``; ``reason``:
+    The CSV has the columns :data:`ACCEPTED_COLUMNS` (``method``: the split method of the
+    patch set, e.g. ``representative``; ``patch_id``: the test/validation patch; ``train_patch_id``; ``reason``:
     why the pair is not a leak, required). ``None`` or ``""``: none accepted.
-    Raises ValueError naming the file and row of a missing column, empty field or repeated pair;
+    Raises ValueError naming the file and row of a missing column (an old column name, ``split``
+    for ``method``, among them), empty field or repeated pair;
     FileNotFoundError if the file is missing.
     """
     if not path:
@@ -398,13 +401,15 @@ def read_accepted_leaks(path: str | os.PathLike | None) -> dict[tuple[str, str, 
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
     missing = [c for c in ACCEPTED_COLUMNS if c not in table.columns]
     if missing:
-        raise ValueError(f"{path}: missing columns {missing}; expected {ACCEPTED_COLUMNS}")
+        old = [f"{c!r} is now {ACCEPTED_RENAMED[c]!r}" for c in ACCEPTED_RENAMED if c in table.columns]
+        hint = f" (renamed: {', '.join(old)})" if old else ""
+        raise ValueError(f"{path}: missing columns {missing}; expected {ACCEPTED_COLUMNS}{hint}")
     accepted = {}
     for line, row in enumerate(table.itertuples(index=False), start=2):
         empty = [c for c in ACCEPTED_COLUMNS if not str(getattr(row, c)).strip()]
         if empty:
             raise ValueError(f"{path}, line {line}: empty {empty} (every accepted leak needs its pair and a reason)")
-        key = (row.split.strip(), row.patch_id.strip(), row.train_patch_id.strip())
+        key = (row.method.strip(), row.patch_id.strip(), row.train_patch_id.strip())
         if key in accepted:
             raise ValueError(f"{path}, line {line}: pair {key} listed twice")
         accepted[key] = row.reason.strip()
@@ -493,7 +498,7 @@ def check_table1(folder: Folder, records: dict[Path, dict]) -> Check:
         images = split if row[1] == "all" else split[split["class"] == row[1]]
         members = patches if row[1] == "all" else patches[patches["class"] == row[1]]
         if row.subset != "total":
-            images, members = images[images["split"] == row.subset], members[members["subset"] == row.subset]
+            images, members = images[images["subset"] == row.subset], members[members["subset"] == row.subset]
         want = {"images": len(images), "particles": int(images["n_particles"].sum()), "patches": len(members)}
         for column, value in want.items():
             if getattr(row, column) != value:

@@ -13,10 +13,10 @@ follows the paper's Table 1 (``resources/paper/table1_dataset.csv``):
   per-image particle counts are chosen (a small integer program) so that the paper's
   representative split (:mod:`temvirus.split`: ascending count, ties by image id, dealt
   train, test, train, validation, train) of the generated images gives Table 1's image *and*
-  particle counts per split, and every image is written into the split folder that rule
+  particle counts per subset, and every image is written into the subset folder that rule
   gives it. ``scale < 1`` shrinks each class to ``max(4, round(scale * images))`` images
   (4 is the fewest that the dealing gives a validation image), keeping the mean particles per
-  image and each split's share.
+  image and each subset's share.
 * **Physics.** Each image is an exposure of a *specimen*: bodies (virus particles, debris)
   placed in nm coordinates on a stain layer whose thickness varies smoothly and carries a
   grain (4-90 nm value noise fixed on the specimen, so every exposure of one area shows the
@@ -32,7 +32,7 @@ follows the paper's Table 1 (``resources/paper/table1_dataset.csv``):
   centre line of vertices every 50-100 nm), surface texture and arrangement (clusters), see
   :data:`~temvirus.synth.specimen.STYLES`. Debris, stain gradients, noise and defocus make them non-trivial.
 * **Planted overlaps.** ``overlaps`` extra images re-image 20-80% of another image's specimen
-  (same class and split folder, shifted, at another pixel size) with the particles inside
+  (same class and subset folder, shifted, at another pixel size) with the particles inside
   their field annotated, and fewer particles than their source; each with one kind of change
   of real re-imaging (:data:`CHANGES`, dealt in turn: magnification 0.4-2.5x, exposure,
   focus, particles cut by the border, black padding; :func:`~temvirus.synth.planted.plant_overlap`). They come on top of Table

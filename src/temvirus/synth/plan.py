@@ -1,4 +1,4 @@
-"""Planning the synthetic dataset: images per class and split, particles per image, microscope.
+"""Planning the synthetic dataset: images per class and subset, particles per image, microscope.
 
 Part of :mod:`temvirus.synth` (the counts rule is described there).
 """
@@ -24,18 +24,18 @@ MICROSCOPES = {
 TEM_SHARE_2048 = 0.3
 
 
-def particle_counts(n_images: int, total: int, split_targets: dict[str, float]) -> np.ndarray:
+def particle_counts(n_images: int, total: int, subset_targets: dict[str, float]) -> np.ndarray:
     """Non-decreasing per-image particle counts (>= 1) summing to ``total``.
 
     Images are in dealing order (:func:`temvirus.split.deal_representative`); the counts are
-    the integers closest (L1) to a lognormal quantile curve whose split sums equal
-    ``split_targets`` where possible (deviations are penalised 1000x more than shape).
+    the integers closest (L1) to a lognormal quantile curve whose subset sums equal
+    ``subset_targets`` where possible (deviations are penalised 1000x more than shape).
     """
     n = n_images
     labels = np.array(deal_representative(n))
     q = np.exp(0.9 * norm.ppf((np.arange(n) + 0.5) / n))
     target = q / q.sum() * total
-    nv = 2 * n + 6  # counts, |count - target|, split slacks (+/-)
+    nv = 2 * n + 6  # counts, |count - target|, subset slacks (+/-)
     cost = np.r_[np.zeros(n), np.full(n, 1.0 / total), np.full(6, 1000.0)]
     rows, lo, hi = [], [], []
 
@@ -53,11 +53,11 @@ def particle_counts(n_images: int, total: int, split_targets: dict[str, float]) 
     for i in range(n):
         add({i: 1, n + i: -1}, -np.inf, target[i])
         add({i: 1, n + i: 1}, target[i], np.inf)
-    for k, split in enumerate(("train", "validation", "test")):
+    for k, subset in enumerate(("train", "validation", "test")):
         row = np.zeros(nv)
-        row[:n] = labels == split
+        row[:n] = labels == subset
         row[2 * n + 2 * k], row[2 * n + 2 * k + 1] = 1, -1
-        rows.append(row), lo.append(split_targets[split]), hi.append(split_targets[split])
+        rows.append(row), lo.append(subset_targets[subset]), hi.append(subset_targets[subset])
     add(np.ones(n), total, total)
     result = milp(
         cost,
@@ -71,13 +71,13 @@ def particle_counts(n_images: int, total: int, split_targets: dict[str, float]) 
 
 
 def plan_dataset(table1: pd.DataFrame, scale: float, seed: int, classes=None) -> pd.DataFrame:
-    """One row per Table-1 image: ``image_id, class, split, n_particles, diameter_nm, microscope``.
+    """One row per Table-1 image: ``image_id, class, subset, n_particles, diameter_nm, microscope``.
 
     ``classes`` limits the plan to some classes (all 22 by default); each class's rows are
     the same whichever others are planned.
 
     Image ids are ``{Class}_{rank:04d}`` in dealing order, so the representative split of the
-    generated data (ascending count, ties by id) reproduces the ``split`` column.
+    generated data (ascending count, ties by id) reproduces the ``subset`` column.
     """
     if not 0 < scale <= 1:
         raise ValueError(f"scale must be in (0, 1], got {scale}")
@@ -90,17 +90,17 @@ def plan_dataset(table1: pd.DataFrame, scale: float, seed: int, classes=None) ->
         n = max(MIN_IMAGES_PER_CLASS, int(round(scale * t.images_total)))
         total = max(n, int(round(n * t.particles_total / t.images_total)))
         labels = deal_representative(n)
-        per_split = {
+        per_subset = {
             "train": ("images_train", "particles_train"),
             "validation": ("images_val", "particles_val"),
             "test": ("images_test", "particles_test"),
         }
-        want = {s: labels.count(s) * t[p] / t[i] for s, (i, p) in per_split.items()}
+        want = {s: labels.count(s) * t[p] / t[i] for s, (i, p) in per_subset.items()}
         norm_ = total / sum(want.values())
         targets = {s: round(v * norm_) for s, v in want.items()}
         counts = particle_counts(n, total, targets)
         draw = rng(seed, "synth", "microscope", cls)
-        for rank, (split, count) in enumerate(zip(labels, counts)):
+        for rank, (subset, count) in enumerate(zip(labels, counts)):
             scope = list(MICROSCOPES)[1] if draw.random() < TEM_SHARE_2048 else list(MICROSCOPES)[0]
-            rows.append((f"{cls}_{rank:04d}", cls, split, int(count), float(t.avg_particle_size_nm), scope))
-    return pd.DataFrame(rows, columns=["image_id", "class", "split", "n_particles", "diameter_nm", "microscope"])
+            rows.append((f"{cls}_{rank:04d}", cls, subset, int(count), float(t.avg_particle_size_nm), scope))
+    return pd.DataFrame(rows, columns=["image_id", "class", "subset", "n_particles", "diameter_nm", "microscope"])

@@ -30,7 +30,7 @@ TRUTH_COLUMNS = [
     "image_id",
     "source_image_id",
     "class",
-    "split",
+    "subset",
     "change",
     "pixel_size_nm",
     "source_pixel_size_nm",
@@ -170,7 +170,7 @@ def _generate_into(
         size_px = tuple(side // binning for side in MICROSCOPES[row.microscope][0])
         specimen, px = make_specimen(row.cls, row.n_particles, row.diameter_nm, size_px, seed, row.image_id)
         exposure = Exposure((0.0, 0.0), px, size_px, row.microscope, binning)
-        folder = root / row.split / FOLDER_NAMES[row.cls]
+        folder = root / row.subset / FOLDER_NAMES[row.cls]
         pixels = render(specimen, exposure, rng(seed, "synth", "exposure", row.image_id))
         _write_image(folder, row.image_id, pixels, specimen.particles, exposure)
         sizes += _size_rows(row.image_id, row.cls, specimen.particles)
@@ -193,7 +193,7 @@ def _generate_into(
                     image_id,
                     row.image_id,
                     row.cls,
-                    row.split,
+                    row.subset,
                     change,
                     view.pixel_size_nm,
                     px,
