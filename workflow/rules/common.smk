@@ -350,8 +350,12 @@ def micrograph_experiments():
 
 
 def micrograph_settings(wildcards=None):
-    """The detector's settings: the micrographs section without its list of experiments."""
-    return {k: v for k, v in config["micrographs"].items() if k != "experiments"}
+    """The detector's settings: the micrographs section without its list of experiments, in key
+    order (Snakemake compares params as written, so the order in which config files added the
+    keys must not re-run the job)."""
+    return {
+        k: v for k, v in sorted(config["micrographs"].items()) if k != "experiments"
+    }
 
 
 def micrograph_detector_inputs(wildcards):
