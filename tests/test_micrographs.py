@@ -15,7 +15,16 @@ import tifffile
 from conftest import PAPER, TINY_CLASSES
 from scipy.special import expit
 
-from temvirus.heatmap import HeatNet, Prepared, heat_peaks, line_points, model_from_json, state_to_json, targets
+from temvirus.heatmap import (
+    HeatNet,
+    Prepared,
+    heat_peaks,
+    line_points,
+    model_from_json,
+    padding_mask,
+    state_to_json,
+    targets,
+)
 from temvirus.micrographs import (
     PARTICLE_COLUMNS,
     Classifier,
@@ -30,7 +39,6 @@ from temvirus.micrographs import (
     link_chains,
     match,
     measure_diameters,
-    padding_mask,
     read_detector,
     summarise_evaluation,
     suppress,

@@ -1,9 +1,10 @@
 """Particle-centre heat maps (issue 14): a small fully convolutional network finds particles.
 
-The network (:class:`HeatNet`, a four-level U-Net of a few thousand weights per level) sees a
-micrograph rescaled to a coarse pixel size (``heat_nm``, 4 nm/px by default: the smallest
-classes, 25-30 nm, are 6-8 px across, Cowpox's 270-350 nm fit its receptive field of about
-500 nm) and standardised by the image's mean and s.d. It predicts two maps of the same size:
+The network (:class:`HeatNet`, a U-Net with one level per entry of ``widths``: five by default,
+a few thousand weights per level) sees a micrograph rescaled to a coarse pixel size
+(``heat_nm``, the config's 6 nm/px: the smallest classes, 25-30 nm, are 4-5 px across,
+Cowpox's 270-350 nm are 45-58 px, inside its reach of 123 px each side) and standardised by
+the image's mean and s.d. It predicts two maps of the same size:
 
 * ``heat``: the logit of a particle centre at each pixel, trained towards Gaussians at the
   annotated centres (points, centre-line vertices, 2-point midpoints), ``sigma =
@@ -115,6 +116,19 @@ def model_from_json(state: dict, widths: Sequence[int]) -> HeatNet:
 # ------------------------------------------------------------------------- images
 
 
+def padding_mask(pixels: np.ndarray, min_fraction: float = 0.01) -> np.ndarray | None:
+    """Black padding of a crop: the pixels at the image's minimum value where they are at least
+    ``min_fraction`` of the image and form blocks (a pixel of the minimum with its 8 neighbours
+    at the minimum too); ``None`` when there is none."""
+    low = pixels.min()
+    at_min = np.asarray(pixels == low)
+    if at_min.mean() < min_fraction:
+        return None
+    mask = ndimage.binary_erosion(at_min, np.ones((3, 3), bool), border_value=1)
+    mask = ndimage.binary_dilation(mask, np.ones((3, 3), bool)) & at_min
+    return mask if mask.mean() >= min_fraction else None
+
+
 @dataclass
 class Prepared:
     """A raw image ready for tiling: black padding filled with the mean of the rest, the mean and
@@ -128,8 +142,6 @@ class Prepared:
 
     @classmethod
     def of(cls, pixels: np.ndarray, pixel_size_nm: float) -> Prepared:
-        from temvirus.micrographs import padding_mask
-
         pad = padding_mask(pixels)
         if pad is None:
             step = max(1, int(math.sqrt(pixels.size / 1e6)))

@@ -8,7 +8,7 @@ how large. Steps, per image (:func:`analyse_image`):
    convolutional network sees the image rescaled to ``heat_nm`` nm/px (6 by default) with the
    project's windowed Lanczos-3 resampler (:func:`temvirus.rescale.region`), one bounded tile
    at a time (``tile_nm`` plus a margin), standardised by the image's mean and s.d. (black
-   padding of crops left out, :func:`padding_mask`), and predicts the probability of a particle
+   padding of crops left out, :func:`temvirus.heatmap.padding_mask`), and predicts the probability of a particle
    centre at each pixel and the diameter of the particle centred there. It is trained
    (:func:`fit_detector`) on random crops of the *training* images towards Gaussians at the
    annotated centres (``sigma = sigma_fraction x`` the class's typical diameter, Table 1's or
@@ -117,19 +117,6 @@ def class_diameters(
 
 
 # ------------------------------------------------------------------------- detection
-
-
-def padding_mask(pixels: np.ndarray, min_fraction: float = 0.01) -> np.ndarray | None:
-    """Black padding of a crop: the pixels at the image's minimum value where they are at least
-    ``min_fraction`` of the image and form blocks (a pixel of the minimum with its 8 neighbours
-    at the minimum too); ``None`` when there is none."""
-    low = pixels.min()
-    at_min = np.asarray(pixels == low)
-    if at_min.mean() < min_fraction:
-        return None
-    mask = ndimage.binary_erosion(at_min, np.ones((3, 3), bool), border_value=1)
-    mask = ndimage.binary_dilation(mask, np.ones((3, 3), bool)) & at_min
-    return mask if mask.mean() >= min_fraction else None
 
 
 def suppress(candidates: pd.DataFrame, scores: np.ndarray, fraction: float) -> np.ndarray:
