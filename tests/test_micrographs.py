@@ -34,6 +34,7 @@ from temvirus.micrographs import (
     annotated_centres,
     class_diameters,
     default_detector,
+    detect_peaks,
     detection_counts,
     fit_detector,
     link_chains,
@@ -285,6 +286,36 @@ def test_peaks_are_found_tile_by_tile(tiny_synthetic, tiny_stage):
     pairs = match(tiled[["x_nm", "y_nm"]].to_numpy(), whole[["x_nm", "y_nm"]].to_numpy(), 0.01)
     assert len(pairs) == len(whole), (len(pairs), len(whole))
     assert np.allclose(np.sort(tiled.score), np.sort(whole.score), atol=1e-5)
+
+
+def test_large_particles_come_from_a_second_coarser_pass(tiny_stage):
+    """The second pass sees the image at large_heat_nm and adds its peaks of a (rescaled)
+    diameter >= large_min_nm to the first pass's; large_heat_nm null gives the first pass alone."""
+    work, _, _ = tiny_stage
+    detector = read_detector(work / "detector.json")
+    options = detector["options"]
+    model = model_from_json(detector["state"], options["widths"])
+    pixels = disc_image([(400.0, 400.0, 330.0), (900.0, 300.0, 80.0), (1000.0, 850.0, 80.0)], size_nm=(1300, 1200))
+    one_pass = detect_peaks(pixels, PIXEL_NM, {**detector, "options": {**options, "large_heat_nm": None}})
+    fine = heat_peaks(model, pixels, PIXEL_NM, options["heat_nm"])
+    pd.testing.assert_frame_equal(one_pass, fine)
+    factor = 3.0
+    coarse = heat_peaks(model, pixels, PIXEL_NM, factor * options["heat_nm"])
+    assert len(coarse) > 0
+    large_min_nm = float(np.median(coarse.d_nm * factor))  # some coarse peaks kept, some dropped
+    both = detect_peaks(
+        pixels,
+        PIXEL_NM,
+        {
+            **detector,
+            "options": {**options, "large_heat_nm": factor * options["heat_nm"], "large_min_nm": large_min_nm},
+        },
+    )
+    added = both.iloc[len(fine) :]
+    pd.testing.assert_frame_equal(both.iloc[: len(fine)], fine)
+    kept = coarse[coarse.d_nm * factor >= large_min_nm]
+    assert 0 < len(added) == len(kept) < len(coarse)
+    assert np.allclose(added.d_nm, kept.d_nm * factor) and np.allclose(added[["x_nm", "y_nm"]], kept[["x_nm", "y_nm"]])
 
 
 def _cli(*args, cwd):

@@ -13,6 +13,9 @@ how large. Steps, per image (:func:`analyse_image`):
    (:func:`fit_detector`) on random crops of the *training* images towards Gaussians at the
    annotated centres (``sigma = sigma_fraction x`` the class's typical diameter, Table 1's or
    ``diameters_nm``; a centre line of 3 or more vertices is a ridge with its vertices as peaks).
+   A second pass of the same network at ``large_heat_nm`` (18 nm/px) answers for particles of
+   ``large_min_nm`` (192 nm) and more, which fill most of a training crop at ``heat_nm``
+   (:func:`detect_peaks`).
 2. **Peaks**: the local maxima of the heat map, kept by greedy non-maximum suppression (a peak
    closer than ``nms_fraction`` x the larger of the two predicted diameters to a better one is
    dropped) at or above a score threshold; the fraction (of ``nms_fractions``) and the
@@ -92,6 +95,8 @@ class Options:
     lr: float = 0.01
     nms_fractions: tuple[float, ...] = (0.4, 0.5, 0.6, 0.7)
     chain_fraction: float = 1.6
+    large_heat_nm: float | None = 18.0
+    large_min_nm: float = 192.0
 
     @classmethod
     def from_config(cls, section: Mapping) -> Options:
@@ -341,13 +346,30 @@ def _choose_settings(peaks, fractions: Sequence[float]) -> dict:
 
 def detect_peaks(pixels: np.ndarray, pixel_size_nm: float, detector: Mapping) -> pd.DataFrame:
     """Heat-map peaks of a raw image (``x_nm, y_nm, score, d_nm``) with the detector's network,
-    tile by tile (``tile_nm`` cores): :func:`temvirus.heatmap.heat_peaks`."""
+    tile by tile (``tile_nm`` cores): :func:`temvirus.heatmap.heat_peaks`, at two scales.
+
+    The network is trained at ``heat_nm`` nm/px on crops of ``crop_px`` px, so a particle
+    filling most of a crop (Cowpox's and Orf's 270-350 nm: 45-58 px at 6 nm/px) gets a weak
+    peak. A second pass sees the image at ``large_heat_nm`` nm/px (18: such a particle is then
+    15-20 px, as the mid-sized classes are at ``heat_nm``) and keeps its peaks whose diameter,
+    scaled by ``large_heat_nm / heat_nm``, is at least ``large_min_nm`` (192 nm, half a 64 px
+    crop at 6 nm/px): one network applied to an image pyramid, each level answering for the sizes
+    it sees best (the scale normalisation of SNIP, Singh & Davis 2018, arXiv:1711.08189). Both
+    levels' peaks go to the same suppression and threshold. ``large_heat_nm`` ``None``: one pass.
+    """
     from temvirus.heatmap import heat_peaks, model_from_json
 
     options = Options.from_config(detector["options"])
     model = model_from_json(detector["state"], options.widths)
     tile_px = max(64, int(options.tile_nm / options.heat_nm))
-    return heat_peaks(model, pixels, pixel_size_nm, options.heat_nm, tile_px=tile_px)
+    found = heat_peaks(model, pixels, pixel_size_nm, options.heat_nm, tile_px=tile_px)
+    if options.large_heat_nm is None:
+        return found
+    factor = options.large_heat_nm / options.heat_nm
+    large = heat_peaks(model, pixels, pixel_size_nm, options.large_heat_nm, tile_px=max(64, int(tile_px / factor)))
+    large = large.assign(d_nm=large.d_nm * factor)
+    large = large[large.d_nm >= options.large_min_nm]
+    return pd.concat([found, large], ignore_index=True) if len(found) and len(large) else found if len(found) else large
 
 
 def detect(pixels: np.ndarray, pixel_size_nm: float, detector: Mapping) -> pd.DataFrame:
