@@ -117,3 +117,42 @@ def test_a_class_missing_from_the_data_fails_at_the_first_job_reading_it(tiny_sy
     )
     assert "rule find_overlaps" not in proc.stdout + proc.stderr
     assert not (tmp_path / "work" / "results" / "raw" / "images.csv").exists()
+
+
+def test_the_folders_own_split_alone_runs_through_table2(tiny_synthetic, tmp_path):
+    """split.methods [given] (the published folders, nothing dealt): Table 1 and Fig 1 come from
+    that split, no agreement table is asked for (nothing to compare), and Table 2 has its rows."""
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(
+        yaml.safe_dump(
+            {
+                "dataset": {"source": "local", "local": {"path": str(tiny_synthetic / "raw")}},
+                "classes": {"classification": TINY_CLASSES},
+                "split": {"methods": ["given"]},
+                "augment": {"per_class": 8},
+                "experiments": [{"model": "small_cnn", "init": "scratch", "method": "given", "epochs": 1}],
+                "micrographs": {"experiments": []},
+            }
+        )
+    )
+    work = tmp_path / "work"
+    cmd = snakemake_cmd(work, "--configfile", str(REPO / "config" / "config.yaml"), str(overlay), ci=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "Table 1, regenerated (given split)" in (work / "results" / "tables" / "table1.md").read_text()
+    assert not (work / "results" / "curation" / "split_agreement.csv").exists()
+    table2 = pd.read_csv(work / "results" / "tables" / "table2.csv")
+    assert set(table2.method) == {"given"} and "small_cnn-scratch-given" in set(table2.experiment)
+
+
+def test_an_experiment_of_a_split_method_not_built_is_refused(tmp_path):
+    """experiments[].method must be one of split.methods: refused before any job, naming both."""
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(yaml.safe_dump({"experiments": [{"model": "small_cnn", "init": "scratch", "method": "bad"}]}))
+    cmd = snakemake_cmd(tmp_path / "work", "-n", "--configfile", str(REPO / "config" / "config.yaml"), str(overlay))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert (
+        "experiments[0] (small_cnn/scratch/bad): method 'bad' is not among split.methods ['representative']"
+        in proc.stdout + proc.stderr
+    )

@@ -126,13 +126,32 @@ def split_tables(wildcards=None):
     }
 
 
+def table1_method():
+    """The split method of Table 1 and Fig 1: representative (the paper's) when it is built,
+    else the first of split.methods (e.g. given alone, the published folders)."""
+    methods = config["split"]["methods"]
+    return "representative" if "representative" in methods else methods[0]
+
+
+def check_experiment_methods():
+    """Every experiment's split method is one of split.methods (a clear error otherwise)."""
+    built = config["split"]["methods"]
+    for k, entry in enumerate(config["experiments"]):
+        if entry["method"] not in built:
+            raise ValueError(
+                f"experiments[{k}] ({experiment_folder(entry)}): method {entry['method']!r} "
+                f"is not among split.methods {built}; add it there or change the experiment"
+            )
+
+
 def curation_targets():
     return [
         "results/curation/overlap_pairs.csv",
         "results/curation/images_kept.csv",
         "results/figures/overlap_decisions",
         *[f"results/curation/split_{m}.csv" for m in config["split"]["methods"]],
-        "results/curation/split_agreement.csv",
+        # agreement with the folders: only of methods other than the folders' own
+        *(["results/curation/split_agreement.csv"] if split_tables() else []),
         "results/tables/table1.csv",
         "results/tables/table1.md",
         "results/figures/split_summary.png",
@@ -428,6 +447,7 @@ def accepted_leaks_input(wildcards):
 
 def all_inputs(wildcards):
     """The default target: each stage contributes its own list."""
+    check_experiment_methods()
     return (
         data_targets()
         + curation_targets()

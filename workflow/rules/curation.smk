@@ -81,8 +81,8 @@ rule split_agreement:
 
 rule table1:
     input:
-        split="results/curation/split_representative.csv",
-        patches="results/patches/representative/patches.csv",
+        split=f"results/curation/split_{table1_method()}.csv",
+        patches=f"results/patches/{table1_method()}/patches.csv",
         paper="resources/paper/table1_dataset.csv",
     output:
         csv=report(
@@ -101,6 +101,8 @@ rule table1:
         "logs/curation/table1.log",
     conda:
         "../../envs/temvirus.yaml"
+    params:
+        method=table1_method(),
     script:
         "../scripts/table1.py"
 

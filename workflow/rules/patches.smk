@@ -41,10 +41,10 @@ rule augment:
 
 rule fig1_patch_examples:
     input:
-        patches="results/patches/representative/patches.csv",
-        train="results/patches/representative/train.npy",
-        validation="results/patches/representative/validation.npy",
-        test="results/patches/representative/test.npy",
+        patches=f"results/patches/{table1_method()}/patches.csv",
+        train=f"results/patches/{table1_method()}/train.npy",
+        validation=f"results/patches/{table1_method()}/validation.npy",
+        test=f"results/patches/{table1_method()}/test.npy",
     output:
         report(
             "results/figures/fig1_patch_examples.png",
