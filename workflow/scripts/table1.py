@@ -5,9 +5,7 @@ from temvirus.tables import write_table1
 
 
 def main(smk):
-    write_table1(
-        smk.input.split, smk.input.patches, smk.input.paper, smk.output.csv, smk.output.md, smk.params.method
-    )
+    write_table1(smk.input.split, smk.input.patches, smk.input.paper, smk.output.csv, smk.output.md, smk.params.method)
 
 
 run_rule(snakemake, main)
