@@ -143,6 +143,10 @@ def test_run_note_names_every_way_the_default_differs_from_the_papers_method():
     if default["training"]["epochs"] != paper["training"]["epochs"]:
         assert f"training epochs {default['training']['epochs']['scratch']} scratch" in note
         assert "(paper 300 scratch / 50 imagenet)" in note
+    # a null of the paper's says what it means for that key; threads are a resource, not the method
+    assert f"training input_size {default['training']['input_size']} (paper 256 px as cut)" in note
+    assert f"training bn_momentum {default['training']['bn_momentum']} (paper each model's own)" in note
+    assert "(paper all)" not in note and "threads" not in note
 
 
 def test_run_note_is_empty_for_the_papers_method_whatever_the_hardware():

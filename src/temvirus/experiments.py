@@ -82,12 +82,14 @@ def find_experiment(experiments: list[dict], wanted: Mapping) -> dict:
 
 
 #: training keys that set where and how fast a run computes, not what the method is
-HARDWARE_KEYS = ("device", "gpu_augment", "amp", "channels_last", "compile", "deterministic")
+HARDWARE_KEYS = ("device", "gpu_augment", "amp", "channels_last", "compile", "deterministic", "threads")
 #: method settings compared with the paper's: (config section, key, words for the note)
 METHOD_SETTINGS = (
     ("augment", "per_class", "balanced training patches per class"),
     ("evaluation", "max_test_per_class", "test patches per class at most"),
 )
+#: what a ``null`` of a training key means, in the note (others: ``all``)
+NULL_WORDS = {"input_size": "256 px as cut", "bn_momentum": "each model's own"}
 #: words for training keys in the note (others: ``training {key}``)
 TRAINING_WORDS = {
     "max_train_per_class": "training patches per class at most",
@@ -96,10 +98,10 @@ TRAINING_WORDS = {
 }
 
 
-def _shown(value) -> str:
+def _shown(value, null: str = "all") -> str:
     if isinstance(value, dict):
-        return " / ".join(f"{_shown(v)} {k}" for k, v in value.items())
-    return "all" if value is None else str(value)
+        return " / ".join(f"{_shown(v, null)} {k}" for k, v in value.items())
+    return null if value is None else str(value)
 
 
 def run_note(config: dict, paper: dict, experiments: Iterable[Mapping] | None = None) -> str:
@@ -127,8 +129,8 @@ def run_note(config: dict, paper: dict, experiments: Iterable[Mapping] | None = 
     paper_training = paper.get("training", {})
     for key, theirs in paper_training.items():
         if key not in HARDWARE_KEYS and key in config["training"] and config["training"][key] != theirs:
-            words = TRAINING_WORDS.get(key, f"training {key}")
-            differences.append(f"{words} {_shown(config['training'][key])} (paper {_shown(theirs)})")
+            words, null = TRAINING_WORDS.get(key, f"training {key}"), NULL_WORDS.get(key, "all")
+            differences.append(f"{words} {_shown(config['training'][key], null)} (paper {_shown(theirs, null)})")
     for entry in config.get("experiments", []):
         if chosen is not None and experiment_key(entry) not in chosen:
             continue
@@ -136,7 +138,10 @@ def run_note(config: dict, paper: dict, experiments: Iterable[Mapping] | None = 
             if key in entry and key in paper_training:
                 theirs = resolve_training({key: paper_training[key]}, {"init": entry["init"]})[key]
                 if entry[key] != theirs:
-                    differences.append(f"{experiment_name(entry)} {key} {entry[key]} (paper {_shown(theirs)})")
+                    null = NULL_WORDS.get(key, "all")
+                    differences.append(
+                        f"{experiment_name(entry)} {key} {_shown(entry[key], null)} (paper {_shown(theirs, null)})"
+                    )
     if not differences:
         return ""
     return "demo run: " + ", ".join(differences) + ": not a reproduction"
