@@ -155,7 +155,14 @@ def _analyse_arguments(p: argparse.ArgumentParser) -> None:
         help="the micrograph detector (default: results/micrographs/detector/{method}.json beside the model's results)",
     )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--threads", type=int, default=2, help="CPU threads (torch)")
+    p.add_argument("--threads", type=_positive_int, default=2, help="CPU threads (torch)")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _analyse(args: argparse.Namespace) -> int:

@@ -415,9 +415,12 @@ class Classifier:
         try:
             model, meta = load_checkpoint(path)
         except Exception as exc:  # a zip of another kind, a pickle, text...
+            with path.open("rb") as fh:
+                json_text = fh.read(64).lstrip().startswith(b"{")
+            # torch's own messages advise weights_only=False, which this workflow never needs
+            what = "a JSON file (a micrograph detector goes to --detector)" if json_text else type(exc).__name__
             raise ValueError(
-                f"{path}: not a trained model of this workflow (a best.pt of train_model): "
-                f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
+                f"{path}: not a trained model of this workflow (a best.pt of train_model): {what}"
             ) from None
         dev = resolve_device(device)
         return cls(
@@ -768,7 +771,7 @@ def image_pixel_size(path: Path, pixel_size_nm: float | None) -> float:
     """Pixel size (nm) of an image: from its tags file (``tags/{name}_tags.csv`` beside it, as in
     the raw layout, or ``{name}_tags.csv``), else ``pixel_size_nm``; a ValueError naming the
     image when there is neither."""
-    from temvirus.raw import read_tags
+    from temvirus.raw import PIXEL_SIZE_RANGE_NM, read_tags
 
     for tags in (path.parent / "tags" / f"{path.name}_tags.csv", path.parent / f"{path.name}_tags.csv"):
         if tags.is_file():
@@ -778,8 +781,11 @@ def image_pixel_size(path: Path, pixel_size_nm: float | None) -> float:
             f"{path}: no pixel size: no tags file ({path.parent / 'tags' / (path.name + '_tags.csv')} or "
             f"{path.name}_tags.csv beside it); give --pixel-size NM"
         )
-    if not pixel_size_nm > 0:
-        raise ValueError(f"--pixel-size must be positive, got {pixel_size_nm}")
+    low, high = PIXEL_SIZE_RANGE_NM
+    if not low <= pixel_size_nm <= high:  # nan too
+        raise ValueError(
+            f"--pixel-size {pixel_size_nm:g} nm is outside the plausible TEM range {low}-{high} nm (wrong unit?)"
+        )
     return float(pixel_size_nm)
 
 
@@ -814,10 +820,14 @@ def analyse_files(
 
     torch.set_num_threads(max(1, threads))
     out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir}: exists and is a file, not an output folder; choose another --out")
+    if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir}: output folder exists and is not empty; remove it or choose another")
     rows = []
     for path in map(Path, paths):
+        if path.is_dir():
+            raise IsADirectoryError(f"{path}: a folder, not an image; give the image files (e.g. {path}/*.tif)")
         if not path.is_file():
             raise FileNotFoundError(f"{path}: image not found")
         pixel_size = image_pixel_size(path, pixel_size_nm)

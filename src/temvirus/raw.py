@@ -546,6 +546,8 @@ def read_image(path: str | Path) -> np.ndarray:
     interpretations (CMYK, CIELab...), stacks and empty images raise :class:`RawDataError`.
     """
     path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise RawDataError(path, "cannot read image: the file is empty (0 bytes)")
     try:
         with open(path, "rb") as fh:
             magic = fh.read(4)
