@@ -56,6 +56,39 @@ def test_config_readme_documents_every_key_and_no_other():
     assert not documented - keys, f"config/README.md documents keys no config has: {sorted(documented - keys)}"
 
 
+def _flat_values(config: dict, prefix: str = "") -> dict:
+    """Dotted key -> value of a config (the keys of :func:`config_keys`)."""
+    values = {}
+    for name, value in config.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict) and key not in ONE_KEY:
+            values.update(_flat_values(value, key + "."))
+        else:
+            values[key] = value
+    return values
+
+
+def test_config_readme_defaults_are_the_configs_values():
+    """Every default (and paper) cell of config/README.md written as one `literal` is the value
+    config/config.yaml (config/paper.yaml over it) holds; an empty paper cell is the default's."""
+    default = _flat_values(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
+    paper = {**default, **_flat_values(yaml.safe_load((REPO / "config" / "paper.yaml").read_text()))}
+    checked, wrong = 0, []
+    for line in (REPO / "config" / "README.md").read_text().splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        key = re.fullmatch(r"`([a-z_.]+)`", cells[1]) if len(cells) > 4 else None
+        if not key:
+            continue
+        key = key.group(1)
+        for column, cell, values in (("default", cells[2], default), ("paper", cells[3], paper)):
+            literal = re.fullmatch(r"`([^`]*)`", cell)
+            if literal:
+                checked += 1
+                if yaml.safe_load(literal.group(1)) != values[key]:
+                    wrong.append(f"{key} ({column}): README {literal.group(1)}, config {values[key]!r}")
+    assert checked > 80 and not wrong, wrong
+
+
 def test_workflow_catalog_entry():
     catalog = yaml.safe_load((REPO / ".snakemake-workflow-catalog.yml").read_text())["usage"]
     assert catalog["software-stack-deployment"]["conda"] is True
