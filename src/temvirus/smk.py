@@ -7,8 +7,9 @@ object) and hands that call to :func:`run_rule`::
     run_rule(snakemake, lambda smk: write_split(smk.input.kept, smk.output.split, smk.wildcards.method))
 
 ``run_rule`` sends logging and
-warnings to the rule's log file (and stderr), logs a failure with its traceback, and re-raises
-it so that Snakemake marks the job failed and removes its outputs. Once the function has
+warnings (one line each) to the rule's log file (and stderr), logs a failure with its traceback
+once, and exits with a one-line error so that Snakemake marks the job failed and removes its
+outputs. Once the function has
 succeeded, ``run_rule`` writes the job's lineage record (:mod:`temvirus.provenance`): this is
 the one place where records are made, so every rule that runs through it gets one.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sys
+import warnings
 from collections.abc import Callable
 
 from temvirus import provenance
@@ -36,6 +38,8 @@ def configure_logging(logfile: str | None = None, level: int = logging.INFO) -> 
         force=True,
     )
     logging.captureWarnings(True)
+    # a warning as one line, "Category: message" (not the file, line and source of the call)
+    warnings.formatwarning = lambda message, category, *_args, **_kwargs: f"{category.__name__}: {message}"
 
 
 def run_rule(smk, main: Callable[[object], None]) -> None:
@@ -52,7 +56,7 @@ def run_rule(smk, main: Callable[[object], None]) -> None:
         main(smk)
         ended = dt.datetime.now(dt.UTC)
         record = provenance.write_record(smk, started, ended)
-    except Exception:
-        log.exception("rule %s failed", smk.rule)
-        raise
+    except Exception as exc:
+        log.exception("rule %s failed", smk.rule)  # the traceback: to the log file and stderr, once
+        raise SystemExit(f"rule {smk.rule} failed: {type(exc).__name__}: {exc}") from None
     log.info("rule %s done in %.1f s; lineage record %s", smk.rule, (ended - started).total_seconds(), record)
