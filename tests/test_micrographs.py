@@ -299,6 +299,9 @@ def test_large_particles_come_from_a_second_coarser_pass(tiny_stage):
     one_pass = detect_peaks(pixels, PIXEL_NM, {**detector, "options": {**options, "large_heat_nm": None}})
     fine = heat_peaks(model, pixels, PIXEL_NM, options["heat_nm"])
     pd.testing.assert_frame_equal(one_pass, fine)
+    # a detector fitted before the second pass existed (no such key) stays one pass, as fitted
+    older = {k: v for k, v in options.items() if k not in ("large_heat_nm", "large_min_nm")}
+    pd.testing.assert_frame_equal(detect_peaks(pixels, PIXEL_NM, {**detector, "options": older}), fine)
     factor = 3.0
     coarse = heat_peaks(model, pixels, PIXEL_NM, factor * options["heat_nm"])
     assert len(coarse) > 0
@@ -347,7 +350,21 @@ def test_cli_analyses_and_refuses_bad_inputs_without_output(tiny_stage, tmp_path
     (tmp_path / "broken.tif").write_bytes(b"II*\x00 not really a TIFF")
     (tmp_path / "empty.jpg").write_bytes(b"")
     (tmp_path / "folder").mkdir()
+    older = {k: v for k, v in json.loads(detector.read_text()).items() if k != "state"}
+    (tmp_path / "older.json").write_text(json.dumps(older))
     bad = [
+        (
+            ["disc.tif", "--model", model, "--detector", "older.json", "--pixel-size", 2],
+            "older.json: a micrograph detector of an older version",
+        ),
+        (
+            ["disc.tif", "--model", "folder", "--detector", detector, "--pixel-size", 2],
+            "folder: a folder, not a model file",
+        ),
+        (
+            ["disc.tif", "--model", model, "--detector", detector, "--pixel-size", 2, "--threads", "x"],
+            "must be a whole number, at least 1, got 'x'",
+        ),
         (
             ["disc.tif", "--model", model, "--detector", detector, "--pixel-size", 1000],
             "outside the plausible TEM range",

@@ -105,10 +105,10 @@ def test_record_lists_outputs_inputs_params_seeds_and_code(workdir):
 
 def test_failed_job_writes_no_record_and_missing_output_fails_the_job(workdir):
     def boom(smk):
-        raise RuntimeError("bad input")
+        raise RuntimeError("bad input\n  in line 3")
 
     # one line for the user (the traceback went to the log once)
-    with pytest.raises(SystemExit, match="rule boom failed: RuntimeError: bad input"):
+    with pytest.raises(SystemExit, match=r"^rule boom failed: RuntimeError: bad input / in line 3$"):
         run_rule(job("boom", outputs={"table": "results/b.csv"}), boom)
     assert not (workdir / "results/provenance/boom").exists()
 
@@ -172,3 +172,17 @@ def test_derived_seeds_are_reported_for_the_record():
     assert provenance._seeds == {"train/custom-scratch-representative": value}
     provenance.reset()
     assert provenance._seeds == {}
+
+
+def test_a_warning_is_one_line_of_the_jobs_log(workdir):
+    import warnings
+
+    os.makedirs("logs")
+
+    def warn(smk):
+        warnings.warn("an image without particles", UserWarning, stacklevel=1)
+        write_text(smk.output.table, "a\n")
+
+    run_rule(job("warn", outputs={"table": "results/w.csv"}, log=["logs/warn.log"]), warn)
+    lines = [line for line in (workdir / "logs" / "warn.log").read_text().splitlines() if "py.warnings" in line]
+    assert len(lines) == 1 and lines[0].endswith("py.warnings: UserWarning: an image without particles"), lines

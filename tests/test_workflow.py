@@ -146,13 +146,17 @@ def test_the_folders_own_split_alone_runs_through_table2(tiny_synthetic, tmp_pat
 
 
 def test_an_experiment_of_a_split_method_not_built_is_refused(tmp_path):
-    """experiments[].method must be one of split.methods: refused before any job, naming both."""
+    """experiments[].method must be one of split.methods: refused before any job, naming both,
+    whatever the target."""
     overlay = tmp_path / "overlay.yaml"
     overlay.write_text(yaml.safe_dump({"experiments": [{"model": "small_cnn", "init": "scratch", "method": "bad"}]}))
-    cmd = snakemake_cmd(tmp_path / "work", "-n", "--configfile", str(REPO / "config" / "config.yaml"), str(overlay))
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
-    assert (
-        "experiments[0] (small_cnn/scratch/bad): method 'bad' is not among split.methods ['representative']"
-        in proc.stdout + proc.stderr
-    )
+    for target in ([], ["results/tables/table2.csv"]):
+        cmd = snakemake_cmd(
+            tmp_path / "work", "-n", *target, "--configfile", str(REPO / "config" / "config.yaml"), str(overlay)
+        )
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert proc.returncode != 0, target
+        assert (
+            "experiments[0] (small_cnn/scratch/bad): method 'bad' is not among split.methods ['representative']"
+            in proc.stdout + proc.stderr
+        ), target

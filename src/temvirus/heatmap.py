@@ -371,13 +371,16 @@ def heat_peaks(
     tile_px: int = 512,
     margin_px: int | None = None,
     floor: float = 0.05,
+    size_scale: float = 1.0,
 ) -> pd.DataFrame:
     """Peaks of the heat map of a raw image: ``x_nm, y_nm`` (from the image's top-left corner),
     ``score`` (the heat, 0-1) and ``d_nm`` (the predicted diameter), one row per local maximum
     (3x3) above ``floor``, tile by tile (``tile_px`` cores at ``heat_nm`` nm/px with
     ``margin_px`` of context each side, by default the network's reach, so that the tiles give
-    the heat map of the whole image: memory bounded by the tile). Peaks closer than half their
-    diameter to black padding are dropped."""
+    the heat map of the whole image: memory bounded by the tile). ``size_scale``: the factor
+    from the predicted to the true diameter (``heat_nm`` over the pixel size the network was
+    trained at, for a pass at another scale). Peaks closer than half their diameter to black
+    padding are dropped."""
     prepared = Prepared.of(pixels, pixel_size_nm)
     rows, cols = prepared.coarse_shape(heat_nm)
     unit = model.unit
@@ -403,7 +406,7 @@ def heat_peaks(
                         "x_nm": (left + c + dc + 0.5) * heat_nm,
                         "y_nm": (top + r + dr + 0.5) * heat_nm,
                         "score": core[r, c],
-                        "d_nm": SIZE_UNIT_NM * np.exp(out[1, margin + r, margin + c]),
+                        "d_nm": size_scale * SIZE_UNIT_NM * np.exp(out[1, margin + r, margin + c]),
                     }
                 )
             )

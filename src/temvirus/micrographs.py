@@ -359,15 +359,17 @@ def detect_peaks(pixels: np.ndarray, pixel_size_nm: float, detector: Mapping) ->
     """
     from temvirus.heatmap import heat_peaks, model_from_json
 
-    options = Options.from_config(detector["options"])
+    # a detector fitted before the second pass existed has no large_heat_nm: one pass, as fitted
+    options = Options.from_config({"large_heat_nm": None, **detector["options"]})
     model = model_from_json(detector["state"], options.widths)
     tile_px = max(64, int(options.tile_nm / options.heat_nm))
     found = heat_peaks(model, pixels, pixel_size_nm, options.heat_nm, tile_px=tile_px)
     if options.large_heat_nm is None:
         return found
     factor = options.large_heat_nm / options.heat_nm
-    large = heat_peaks(model, pixels, pixel_size_nm, options.large_heat_nm, tile_px=max(64, int(tile_px / factor)))
-    large = large.assign(d_nm=large.d_nm * factor)
+    large = heat_peaks(
+        model, pixels, pixel_size_nm, options.large_heat_nm, tile_px=max(64, int(tile_px / factor)), size_scale=factor
+    )
     large = large[large.d_nm >= options.large_min_nm]
     return pd.concat([found, large], ignore_index=True) if len(found) and len(large) else found if len(found) else large
 
@@ -389,6 +391,11 @@ def read_detector(path) -> dict:
         raise ValueError(f"{path}: not a micrograph detector (not JSON: {exc})") from None
     if not isinstance(detector, dict) or detector.get("kind") != DETECTOR_KIND:
         raise ValueError(f"{path}: not a micrograph detector (no kind {DETECTOR_KIND!r})")
+    if "state" not in detector or "options" not in detector:
+        raise ValueError(
+            f"{path}: a micrograph detector of an older version (no heat-map network); fit it again "
+            "(rule micrograph_detector)"
+        )
     return detector
 
 
@@ -410,6 +417,10 @@ class Classifier:
         from temvirus.train import load_checkpoint, resolve_device
 
         path = Path(checkpoint)
+        if path.is_dir():
+            raise IsADirectoryError(
+                f"{path}: a folder, not a model file (results/models/{{model}}/{{init}}/{{method}}/best.pt)"
+            )
         if not path.is_file():
             raise FileNotFoundError(f"{path}: model file not found")
         try:
@@ -417,8 +428,11 @@ class Classifier:
         except Exception as exc:  # a zip of another kind, a pickle, text...
             with path.open("rb") as fh:
                 json_text = fh.read(64).lstrip().startswith(b"{")
+            first = (str(exc).strip().splitlines() or [repr(exc)])[0]
             # torch's own messages advise weights_only=False, which this workflow never needs
-            what = "a JSON file (a micrograph detector goes to --detector)" if json_text else type(exc).__name__
+            what = type(exc).__name__ + ("" if "weights_only" in str(exc) else f": {first}")
+            if json_text:
+                what = "a JSON file (a micrograph detector goes to --detector)"
             raise ValueError(
                 f"{path}: not a trained model of this workflow (a best.pt of train_model): {what}"
             ) from None

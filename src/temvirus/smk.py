@@ -37,9 +37,13 @@ def configure_logging(logfile: str | None = None, level: int = logging.INFO) -> 
         handlers=handlers,
         force=True,
     )
-    logging.captureWarnings(True)
-    # a warning as one line, "Category: message" (not the file, line and source of the call)
-    warnings.formatwarning = lambda message, category, *_args, **_kwargs: f"{category.__name__}: {message}"
+    # warnings to the log as one line, "Category: message" (logging.captureWarnings would add the
+    # file, line and source of the call); the job's process ends with the job
+    warnings.showwarning = _log_warning
+
+
+def _log_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    logging.getLogger("py.warnings").warning("%s: %s", category.__name__, message)
 
 
 def run_rule(smk, main: Callable[[object], None]) -> None:
@@ -58,5 +62,6 @@ def run_rule(smk, main: Callable[[object], None]) -> None:
         record = provenance.write_record(smk, started, ended)
     except Exception as exc:
         log.exception("rule %s failed", smk.rule)  # the traceback: to the log file and stderr, once
-        raise SystemExit(f"rule {smk.rule} failed: {type(exc).__name__}: {exc}") from None
+        message = " / ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        raise SystemExit(f"rule {smk.rule} failed: {type(exc).__name__}: {message}") from None
     log.info("rule %s done in %.1f s; lineage record %s", smk.rule, (ended - started).total_seconds(), record)

@@ -447,7 +447,6 @@ def accepted_leaks_input(wildcards):
 
 def all_inputs(wildcards):
     """The default target: each stage contributes its own list."""
-    check_experiment_methods()
     return (
         data_targets()
         + curation_targets()
@@ -458,6 +457,10 @@ def all_inputs(wildcards):
         + audit_targets()
         + ["results/report/summary.html"]
     )
+
+
+# Whatever the target: no experiment of a split method the config does not build.
+check_experiment_methods()
 
 
 # At most as many GPU jobs at once as this machine has GPUs, with or without a profile:
