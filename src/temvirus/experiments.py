@@ -98,10 +98,11 @@ TRAINING_WORDS = {
 }
 
 
-def _shown(value, null: str = "all") -> str:
+def _shown(value, key: str | None = None) -> str:
+    """A setting's value in the note; ``null`` in the words of :data:`NULL_WORDS` for ``key``."""
     if isinstance(value, dict):
-        return " / ".join(f"{_shown(v, null)} {k}" for k, v in value.items())
-    return null if value is None else str(value)
+        return " / ".join(f"{_shown(v, key)} {k}" for k, v in value.items())
+    return NULL_WORDS.get(key, "all") if value is None else str(value)
 
 
 def run_note(config: dict, paper: dict, experiments: Iterable[Mapping] | None = None) -> str:
@@ -129,8 +130,8 @@ def run_note(config: dict, paper: dict, experiments: Iterable[Mapping] | None = 
     paper_training = paper.get("training", {})
     for key, theirs in paper_training.items():
         if key not in HARDWARE_KEYS and key in config["training"] and config["training"][key] != theirs:
-            words, null = TRAINING_WORDS.get(key, f"training {key}"), NULL_WORDS.get(key, "all")
-            differences.append(f"{words} {_shown(config['training'][key], null)} (paper {_shown(theirs, null)})")
+            words = TRAINING_WORDS.get(key, f"training {key}")
+            differences.append(f"{words} {_shown(config['training'][key], key)} (paper {_shown(theirs, key)})")
     for entry in config.get("experiments", []):
         if chosen is not None and experiment_key(entry) not in chosen:
             continue
@@ -138,9 +139,8 @@ def run_note(config: dict, paper: dict, experiments: Iterable[Mapping] | None = 
             if key in entry and key in paper_training:
                 theirs = resolve_training({key: paper_training[key]}, {"init": entry["init"]})[key]
                 if entry[key] != theirs:
-                    null = NULL_WORDS.get(key, "all")
                     differences.append(
-                        f"{experiment_name(entry)} {key} {_shown(entry[key], null)} (paper {_shown(theirs, null)})"
+                        f"{experiment_name(entry)} {key} {_shown(entry[key], key)} (paper {_shown(theirs, key)})"
                     )
     if not differences:
         return ""
