@@ -102,12 +102,20 @@ def test_training_and_evaluation_jobs_run_on_the_configured_threads(default_run:
         assert f", {threads} CPU threads" in log.read_text(), log
 
 
+def _run_with_overlay(tmp_path, overlay: dict, *args: str, ci: bool = True, timeout: int = 600):
+    """The workflow in ``tmp_path/work`` with ``overlay`` (written to ``tmp_path/overlay.yaml``)
+    on top of config/config.yaml; ``args`` (targets, flags) before the config files."""
+    path = tmp_path / "overlay.yaml"
+    path.write_text(yaml.safe_dump(overlay))
+    cmd = snakemake_cmd(
+        tmp_path / "work", *args, "--configfile", str(REPO / "config" / "config.yaml"), str(path), ci=ci
+    )
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
 def test_a_class_missing_from_the_data_fails_at_the_first_job_reading_it(tiny_synthetic, tmp_path):
     """classes.classification lists classes the data lack: raw_tables fails, naming them, before curation."""
-    overlay = tmp_path / "overlay.yaml"
-    overlay.write_text(yaml.safe_dump({"dataset": {"source": "local", "local": {"path": str(tiny_synthetic / "raw")}}}))
-    cmd = snakemake_cmd(tmp_path / "work", "--configfile", str(REPO / "config" / "config.yaml"), str(overlay))
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    proc = _run_with_overlay(tmp_path, {"dataset": {"source": "local", "local": {"path": str(tiny_synthetic / "raw")}}})
     assert proc.returncode != 0
     log = (tmp_path / "work" / "logs" / "data" / "raw_tables.log").read_text()
     missing = [c for c in default_config()["classes"]["classification"] if c not in TINY_CLASSES]
@@ -122,23 +130,17 @@ def test_a_class_missing_from_the_data_fails_at_the_first_job_reading_it(tiny_sy
 def test_the_folders_own_split_alone_runs_through_table2(tiny_synthetic, tmp_path):
     """split.methods [given] (the published folders, nothing dealt): Table 1 and Fig 1 come from
     that split, no agreement table is asked for (nothing to compare), and Table 2 has its rows."""
-    overlay = tmp_path / "overlay.yaml"
-    overlay.write_text(
-        yaml.safe_dump(
-            {
-                "dataset": {"source": "local", "local": {"path": str(tiny_synthetic / "raw")}},
-                "classes": {"classification": TINY_CLASSES},
-                "split": {"methods": ["given"]},
-                "augment": {"per_class": 8},
-                "experiments": [{"model": "small_cnn", "init": "scratch", "method": "given", "epochs": 1}],
-                "micrographs": {"experiments": []},
-            }
-        )
-    )
-    work = tmp_path / "work"
-    cmd = snakemake_cmd(work, "--configfile", str(REPO / "config" / "config.yaml"), str(overlay), ci=False)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    overlay = {
+        "dataset": {"source": "local", "local": {"path": str(tiny_synthetic / "raw")}},
+        "classes": {"classification": TINY_CLASSES},
+        "split": {"methods": ["given"]},
+        "augment": {"per_class": 8},
+        "experiments": [{"model": "small_cnn", "init": "scratch", "method": "given", "epochs": 1}],
+        "micrographs": {"experiments": []},
+    }
+    proc = _run_with_overlay(tmp_path, overlay, ci=False, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    work = tmp_path / "work"
     assert "Table 1, regenerated (given split)" in (work / "results" / "tables" / "table1.md").read_text()
     assert not (work / "results" / "curation" / "split_agreement.csv").exists()
     table2 = pd.read_csv(work / "results" / "tables" / "table2.csv")
@@ -148,13 +150,9 @@ def test_the_folders_own_split_alone_runs_through_table2(tiny_synthetic, tmp_pat
 def test_an_experiment_of_a_split_method_not_built_is_refused(tmp_path):
     """experiments[].method must be one of split.methods: refused before any job, naming both,
     whatever the target."""
-    overlay = tmp_path / "overlay.yaml"
-    overlay.write_text(yaml.safe_dump({"experiments": [{"model": "small_cnn", "init": "scratch", "method": "bad"}]}))
+    overlay = {"experiments": [{"model": "small_cnn", "init": "scratch", "method": "bad"}]}
     for target in ([], ["results/tables/table2.csv"]):
-        cmd = snakemake_cmd(
-            tmp_path / "work", "-n", *target, "--configfile", str(REPO / "config" / "config.yaml"), str(overlay)
-        )
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        proc = _run_with_overlay(tmp_path, overlay, "-n", *target, timeout=300)
         assert proc.returncode != 0, target
         assert (
             "experiments[0] (small_cnn/scratch/bad): method 'bad' is not among split.methods ['representative']"
