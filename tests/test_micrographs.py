@@ -32,6 +32,7 @@ from temvirus.micrographs import (
     analyse_files,
     analyse_micrographs,
     annotated_centres,
+    calibrate,
     class_diameters,
     default_detector,
     detect_peaks,
@@ -41,6 +42,7 @@ from temvirus.micrographs import (
     match,
     measure_diameters,
     read_detector,
+    size_agreement,
     summarise_evaluation,
     suppress,
 )
@@ -217,27 +219,61 @@ def _fake_checkpoint(path: Path, classes) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_stage(tiny_synthetic, tmp_path_factory):
-    """The detector fitted on the tiny synthetic dataset's train/validation folders, an untrained
-    model of its classes, and its test images analysed (folders as the subsets)."""
+    """The detector fitted on the tiny synthetic dataset's train/validation folders
+    (``split_detector.json``), an untrained model of its classes, the detector calibrated for it
+    on the validation folders (``detector.json``), and its test images analysed (folders as the
+    subsets)."""
     work = tmp_path_factory.mktemp("micrographs")
     images, particles = read_dataset(tiny_synthetic / "raw")
     images = images.rename(columns={"folder_subset": "subset"})
     diameters = class_diameters(TINY_CLASSES, TABLE1)
     detector = fit_detector(images[images.subset != "test"], particles, tiny_synthetic / "raw", diameters, FAST)
-    (work / "detector.json").write_text(json.dumps(detector))
+    (work / "split_detector.json").write_text(json.dumps(detector))
     checkpoint = _fake_checkpoint(work / "best.pt", TINY_CLASSES)
     classifier = Classifier.load(checkpoint, "cpu")
+    validation = images[images.subset == "validation"]
+    calibrated = calibrate(validation, tiny_synthetic / "raw", classifier, detector, particles)
+    (work / "detector.json").write_text(json.dumps(calibrated))
     out = work / "analysis"
     metrics = analyse_micrographs(
         images[images.subset == "test"],
         tiny_synthetic / "raw",
         classifier,
-        read_detector(work / "detector.json"),
+        read_detector(work / "detector.json", classifier),
         out,
         annotations=particles,
         sizes=pd.read_csv(tiny_synthetic / "sizes.csv"),
     )
     return work, images, metrics
+
+
+def test_size_agreement_by_hand():
+    sizes = np.array([80.0, 25.0])
+    probs = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [0.5, 0.5]])
+    got = size_agreement(np.array([80.0, 80.0, 80.0, 20.0]), probs, sizes)
+    assert np.allclose(got, [1.0, 25 / 80, 0.5 + 0.5 * 25 / 80, 0.5 * 20 / 80 + 0.5 * 20 / 25])
+
+
+def test_particle_threshold_is_chosen_on_validation_for_one_model(tiny_synthetic, tiny_stage):
+    work, images, _ = tiny_stage
+    classifier = Classifier.load(work / "best.pt", "cpu")
+    split_detector = read_detector(work / "split_detector.json")
+    calibrated = read_detector(work / "detector.json", classifier)
+    calibration = calibrated["calibration"]
+    assert calibration["model_sha256"] == classifier.sha256 and len(classifier.sha256) == 64
+    assert calibration["validation_images"] == (images.subset == "validation").sum()
+    assert 0 < calibrated["particle_threshold"] < 1 and 0 < calibration["f1"] <= 1
+    assert {k: v for k, v in calibrated.items() if k not in ("particle_threshold", "calibration")} == split_detector
+    # every analysed particle: its particle score (heat score x size agreement) at or above the threshold
+    table = pd.concat(pd.read_csv(p) for p in (work / "analysis" / "particles").glob("*.csv"))
+    assert len(table) and (table.score >= calibrated["particle_threshold"] - 1e-4).all()
+    assert (table.score <= table.heat_score + 1e-4).all() and (table.score < table.heat_score - 1e-3).any()
+    particles = read_dataset(tiny_synthetic / "raw")[1]
+    with pytest.raises(ValueError, match="validation images only"):
+        calibrate(images[images.subset != "train"], tiny_synthetic / "raw", classifier, split_detector, particles)
+    fewer = {**split_detector, "diameters_nm": {c: 50.0 for c in TINY_CLASSES[1:]}}
+    with pytest.raises(ValueError, match=TINY_CLASSES[0]):
+        calibrate(images[images.subset == "validation"], tiny_synthetic / "raw", classifier, fewer, particles)
 
 
 def test_detector_is_fitted_on_train_and_chosen_on_validation(tiny_synthetic, tiny_stage):
@@ -328,10 +364,11 @@ def _cli(*args, cwd):
 
 
 def test_the_default_detector_is_that_of_the_models_split_method(tiny_stage, tmp_path):
-    """A model at results/models/{model}/{init}/{method}/best.pt uses results/micrographs/detector/{method}.json."""
+    """A model at results/models/{model}/{init}/{method}/best.pt uses the detector calibrated for it,
+    results/micrographs/{model}/{init}/{method}/detector.json."""
     work, _, _ = tiny_stage
     model = tmp_path / "results" / "models" / "small_cnn" / "scratch" / "bad" / "best.pt"
-    detector = tmp_path / "results" / "micrographs" / "detector" / "bad.json"
+    detector = tmp_path / "results" / "micrographs" / "small_cnn" / "scratch" / "bad" / "detector.json"
     for source, target in ((work / "best.pt", model), (work / "detector.json", detector)):
         target.parent.mkdir(parents=True)
         shutil.copy2(source, target)
@@ -352,7 +389,19 @@ def test_cli_analyses_and_refuses_bad_inputs_without_output(tiny_stage, tmp_path
     (tmp_path / "folder").mkdir()
     older = {k: v for k, v in json.loads(detector.read_text()).items() if k != "state"}
     (tmp_path / "older.json").write_text(json.dumps(older))
+    import torch
+
+    other = torch.load(model, weights_only=True)
+    torch.save({**other, "epoch": 2}, tmp_path / "other.pt")  # the same classes, another model file
     bad = [
+        (
+            ["disc.tif", "--model", model, "--detector", work / "split_detector.json", "--pixel-size", 2],
+            "split_detector.json: a split's detector, not yet calibrated for a patch model",
+        ),
+        (
+            ["disc.tif", "--model", "other.pt", "--detector", detector, "--pixel-size", 2],
+            "detector.json: calibrated for another model",
+        ),
         (
             ["disc.tif", "--model", model, "--detector", "older.json", "--pixel-size", 2],
             "older.json: a micrograph detector of an older version",

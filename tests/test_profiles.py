@@ -1,6 +1,6 @@
 """Where the workflow runs: the default profile, and GPU jobs limited to the GPUs there are.
 
-`train_model`, `evaluate_model` and `analyse_micrographs` hold a `gpu` resource (0 with training.device cpu), and the
+`train_model`, `evaluate_model`, `calibrate_micrographs` and `analyse_micrographs` hold a `gpu` resource (0 with training.device cpu), and the
 machine-wide `gpu` limit defaults to the GPUs the machine shows (temvirus.experiments.
 visible_gpus), so any `snakemake` command, with or without a profile, runs at most as many GPU
 jobs at once as there are GPUs. A job's resources are capped by the machine-wide limits: on a
@@ -18,7 +18,7 @@ from conftest import REPO, dry_run_resources, snakemake_cmd
 
 from temvirus.experiments import visible_gpus
 
-GPU_RULES = {"train_model", "evaluate_model", "analyse_micrographs"}
+GPU_RULES = {"train_model", "evaluate_model", "calibrate_micrographs", "analyse_micrographs"}
 
 
 def test_visible_gpus_counts_driver_entries_within_cuda_visible_devices(tmp_path, monkeypatch):

@@ -41,7 +41,7 @@ SLURM_TEST_ARGS = [
     "--slurm-init-seconds-before-status-checks",
     "1",
 ]
-GPU_RULES = {"train_model", "evaluate_model", "analyse_micrographs"}
+GPU_RULES = {"train_model", "evaluate_model", "calibrate_micrographs", "analyse_micrographs"}
 KILL_TARGET = "train_model"
 # Outputs compared between the runs: tables, arrays and metrics (figures and checkpoints
 # embed timestamps or library metadata), except the run records, which differ by design:

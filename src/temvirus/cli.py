@@ -152,7 +152,8 @@ def _analyse_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--detector",
         type=Path,
-        help="the micrograph detector (default: results/micrographs/detector/{method}.json beside the model's results)",
+        help="the micrograph detector calibrated for the model (default: "
+        "results/micrographs/{model}/{init}/{method}/detector.json beside the model's results)",
     )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--threads", type=_positive_int, default=2, help="CPU threads (torch)")

@@ -388,16 +388,25 @@ def micrograph_detector_inputs(wildcards):
     }
 
 
-def analyse_micrographs_inputs(wildcards):
-    """The best model, its split method's detector and test images; true sizes of synthetic data."""
+def calibrate_micrographs_inputs(wildcards):
+    """The best model, its split method's detector and validation images."""
     method = wildcards.method
-    inputs = {
+    return {
         "model": f"results/models/{experiment_folder(wildcards)}/best.pt",
         "detector": f"results/micrographs/detector/{method}.json",
         "images": "results/raw/images.csv",
         "particles": "results/raw/particles.csv",
         "split": f"results/curation/split_{method}.csv",
         "root": raw_root(),
+    }
+
+
+def analyse_micrographs_inputs(wildcards):
+    """The best model, the detector calibrated for it and its split method's test images; true
+    sizes of synthetic data."""
+    inputs = {
+        **calibrate_micrographs_inputs(wildcards),
+        "detector": f"results/micrographs/{experiment_folder(wildcards)}/detector.json",
     }
     if config["dataset"]["source"] == "synthetic":
         inputs["sizes"] = "results/raw/synthetic_sizes.csv"

@@ -3,7 +3,9 @@ on whole test micrographs (see temvirus.micrographs and docs/architecture.md).
 
 micrograph_detector trains, per split method, the particle-centre heat map on the training
 images (CPU, one thread) and chooses its suppression and threshold on the validation images;
-analyse_micrographs applies it with an experiment's best model to every test image of its
+calibrate_micrographs chooses, per experiment, the threshold on the particle score (heat map x
+size agreement with the best model's classes) on the same validation images;
+analyse_micrographs applies both with the experiment's best model to every test image of its
 split method and evaluates against the annotations (results/micrographs/{model}/{init}/{method}/).
 """
 
@@ -24,6 +26,25 @@ rule micrograph_detector:
         seed=config["seed"],
     script:
         "../scripts/micrograph_detector.py"
+
+
+rule calibrate_micrographs:
+    input:
+        unpack(calibrate_micrographs_inputs),
+    output:
+        detector="results/micrographs/{model}/{init}/{method}/detector.json",
+    log:
+        "logs/micrographs/{model}/{init}/{method}/calibrate.log",
+    conda:
+        "../../envs/temvirus.yaml"
+    threads: config["training"]["threads"]
+    resources:
+        gpu=gpu_request,
+    params:
+        training=experiment_training,
+        settings=config["micrographs"],
+    script:
+        "../scripts/calibrate_micrographs.py"
 
 
 rule analyse_micrographs:
