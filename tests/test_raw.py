@@ -125,6 +125,17 @@ def test_point_outside_the_image(good, tmp_path):
     positions = good / "train/Adenovirus/particle_positions/a1_particlepositions.txt"
     positions.write_text(positions.read_text().replace("30;20", "30;31"))
     _expect_error(good, positions, "outside the 40x30 image", tmp_path)
+    with pytest.raises(RawDataError, match=r":7: point \(30, 31\) of particle 1 lies outside"):  # the line is named
+        read_dataset(good)
+
+
+def test_positions_of_another_image_are_refused(good, tmp_path):
+    """A positions file whose header names another image (copied for the wrong one) is refused."""
+    positions = good / "train/Adenovirus/particle_positions/a1_particlepositions.txt"
+    positions.write_text(positions.read_text().replace("image;a1.tif", "image;a2.tif"))
+    _expect_error(good, positions, "header names image 'a2.tif', but this file belongs to a1.tif", tmp_path)
+    positions.write_text(positions.read_text().replace("image;a2.tif", "image;C:\\scans\\A1.jpg"))
+    assert len(read_dataset(good)[0]) == 3  # another folder, case or extension: the same image
 
 
 def test_image_without_particles_warns_and_is_kept(good, tmp_path):
@@ -293,6 +304,31 @@ def test_positions_header_recognised_not_counted(tmp_path, header):
 
 def test_positions_without_header_or_markers_is_one_line(tmp_path):
     assert [s.tolist() for s in read_positions(_positions_file(tmp_path, ["1;2", "3;4"]))] == [[[1, 2], [3, 4]]]
+
+
+@pytest.mark.parametrize(
+    "lines,reason,line",
+    [
+        (["image;x.tif", "units;nm", "particleposition", "1;2"], "positions in unit 'nm'", 2),
+        (["Pixel Unit;µm", "1;2"], "positions in unit 'µm'", 1),
+        (["format;y;x", "format;x;y", "1;2"], "column order 'format;x;y' contradicts line 1", 2),
+        (["X;Y", "format;y;x", "1;2"], "contradicts line 1", 2),
+        (["; 2", "3;4"], "empty field", 1),
+        (["particleposition", "1_0;2"], "expected 'x;y'", 2),
+    ],
+)
+def test_positions_header_and_numbers_never_misread(tmp_path, lines, reason, line):
+    """A unit key spelled otherwise, contradicting column orders, a line without x, '1_0' (10 to
+    Python): each an error naming the line, never skipped or read as another value."""
+    path = _positions_file(tmp_path, lines)
+    with pytest.raises(RawDataError, match=reason) as caught:
+        read_positions(path)
+    assert str(caught.value).startswith(f"{path}:{line}: ")
+
+
+def test_positions_column_header_gives_the_order(tmp_path):
+    assert read_positions(_positions_file(tmp_path, ["y;x", "1;2", "3;4"]))[0].tolist() == [[2, 1], [4, 3]]
+    assert read_positions(_positions_file(tmp_path, ["X\tY", "1\t2"]))[0].tolist() == [[1, 2]]
 
 
 def test_positions_format_and_unit(tmp_path):
