@@ -526,6 +526,9 @@ def test_tags_variants_read_alike(tmp_path, text):
         ("Height;30\nWidth;40\nXScale;1,5\nYScale;1,5\nXScale;1.6\n", "'XScale' given twice .*'1,5' on line 3", 5),
         ("\n \n", "empty tags file", None),
         ("Height;30\nWidth;40\nPixelSize;14\n", "no xscale / yscale row", None),
+        # non-square pixels: refused by read_tags itself, so that no reader of a pixel size (temvirus
+        # analyse, the figures) silently takes XScale alone
+        ("Height;30\nWidth;40\nXScale;2\nYScale;2,1\n", r"non-square pixels \(2 x 2.1 nm\)", 4),
     ],
 )
 def test_tags_variant_errors_name_the_row(tmp_path, text, reason, line):
@@ -795,3 +798,14 @@ def test_blank_frame_is_refused(good, tmp_path):
     image = good / "train/Adenovirus/a1.tif"
     tifffile.imwrite(image, np.full((30, 40), 4095, np.uint16))
     _expect_error(good, image, "every pixel has the value 4095: a blank frame", tmp_path)
+
+
+def test_analyse_refuses_non_square_pixels(tmp_path):
+    """`temvirus analyse` takes the pixel size from a tags file beside the image: XScale alone was used."""
+    from temvirus.micrographs import image_pixel_size
+
+    image = tmp_path / "m.tif"
+    tifffile.imwrite(image, _gray_ramp())
+    (tmp_path / "m.tif_tags.csv").write_text("Height;30\nWidth;40\nXScale;2\nYScale;2,5\n")
+    with pytest.raises(RawDataError, match=r"m.tif_tags.csv:4: non-square pixels"):
+        image_pixel_size(image, 1.0)

@@ -26,8 +26,9 @@ the pixel size. The unit of a scale is the third field of its row, a suffix of i
 is nm (the published files). Known units: :data:`UNITS_NM`. A decimal comma or point is
 accepted; a row without ``;`` may use a tab, ``=``, ``:`` or ``,`` (:data:`TAG_SEPARATORS`),
 and a key may carry its unit in brackets (``XScale [Å]``). A pixel size outside
-:data:`PIXEL_SIZE_RANGE_NM` (plausible for TEM), an unknown unit, a missing key or a key or
-unit row given twice with different values is an error naming the row.
+:data:`PIXEL_SIZE_RANGE_NM` (plausible for TEM), XScale and YScale more than 0.1 % apart
+(non-square pixels), an unknown unit, a missing key or a key or unit row given twice with
+different values is an error naming the row.
 
 Positions (:func:`read_positions`): a header, recognised by content: the leading lines whose
 first field does not start like a number (``image;…``, ``unit;pixel``, ``format;x;y``); then ``x;y`` lines
@@ -320,6 +321,12 @@ def read_tags(path: str | Path) -> Tags:
                     line=number,
                 )
         values[field] = got[0]
+    if not np.isclose(values["x"], values["y"], rtol=1e-3):  # every reader of a pixel size takes XScale
+        raise RawDataError(
+            path,
+            f"non-square pixels ({values['x']:g} x {values['y']:g} nm) are not supported",
+            line=found["y"][0][0],
+        )
     return Tags(
         height=values["height"], width=values["width"], pixel_size_x_nm=values["x"], pixel_size_y_nm=values["y"]
     )
@@ -782,10 +789,6 @@ def _read_one(
     if (height, width) != (tags.height, tags.width):
         raise RawDataError(
             tags_path, f"tags give {tags.width}x{tags.height} px but {image_path.name} is {width}x{height}"
-        )
-    if not np.isclose(tags.pixel_size_x_nm, tags.pixel_size_y_nm, rtol=1e-3):
-        raise RawDataError(
-            tags_path, f"non-square pixels ({tags.pixel_size_x_nm} x {tags.pixel_size_y_nm} nm) are not supported"
         )
     shapes = read_positions(positions_path, image=image_path.name, size=(width, height))
     points = []
