@@ -225,6 +225,8 @@ def _tags_file(tmp_path: Path, rows: list[str], encoding: str = "utf-8") -> Path
         ("XScale;5.57;A", 0.557),
         ("XScale;5,57;angstrom", 0.557),
         ("XScale;5,57 Å", 0.557),
+        ("XScale;5,57;A\u030a", 0.557),  # Å decomposed (NFD, as macOS may write it): was "unknown unit 'Å'"
+        ("XScale;0,000557;\u03bcm", 0.557),
         ("XScale;0,000557;µm", 0.557),
         ("XScale;0.000557;um", 0.557),
         ("XScale;0,000557;micron", 0.557),

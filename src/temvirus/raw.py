@@ -206,8 +206,10 @@ _KEY_UNIT = re.compile(r"^(.*?)\s*[\[(]\s*([^\])]*?)\s*[\])]\s*$")
 
 
 def _unit_nm(unit: str) -> float | None:
-    """nm per ``unit`` (``/px``, ``/pixel``, ``per pixel`` suffixes allowed); None if unknown."""
-    unit = re.sub(r"\s*(/\s*(px|pix|pixel)|per\s+(px|pix|pixel))$", "", unit.strip().lower())
+    """nm per ``unit`` (``/px``, ``/pixel``, ``per pixel`` suffixes allowed); None if unknown.
+    Unicode compatibility forms count as their letters (``A`` + ring above as ``Å``, as macOS may write it)."""
+    unit = unicodedata.normalize("NFKC", unit).strip().lower()
+    unit = re.sub(r"\s*(/\s*(px|pix|pixel)|per\s+(px|pix|pixel))$", "", unit)
     return UNITS_NM.get(unit)
 
 
