@@ -129,6 +129,20 @@ def test_point_outside_the_image(good, tmp_path):
         read_dataset(good)
 
 
+def test_failed_read_leaves_no_tables_of_an_earlier_run(good, tmp_path):
+    """`temvirus read --images --particles` again after the data changed: a failure must not leave the
+    earlier run's tables where they would be taken for this run's."""
+    from temvirus.cli import main
+
+    out = tmp_path / "tables"
+    args = ["read", str(good), "--images", str(out / "images.csv"), "--particles", str(out / "particles.csv")]
+    assert main(args) == 0 and len(pd.read_csv(out / "images.csv")) == 3
+    positions = good / "train/Adenovirus/particle_positions/a1_particlepositions.txt"
+    positions.write_text(positions.read_text() + "nan;3\n")
+    assert main(args) == 1
+    assert list(out.iterdir()) == []
+
+
 def test_positions_of_another_image_are_refused(good, tmp_path):
     """A positions file whose header names another image (copied for the wrong one) is refused."""
     positions = good / "train/Adenovirus/particle_positions/a1_particlepositions.txt"

@@ -832,10 +832,14 @@ def write_tables(
 
     ``classes`` (config ``classes.classification``) must all be in the data: else a
     :class:`RawDataError` names the missing classes and the classes found, before any
-    curation work. Nothing is written unless the whole folder reads without error.
+    curation work. Nothing is written unless the whole folder reads without error, and tables
+    of an earlier run at these paths are removed first: a failed run (``temvirus read``) leaves
+    neither stale tables nor a new image table beside an old particle table.
     """
     from temvirus.io import write_csv
 
+    for table in (images_csv, particles_csv):
+        Path(table).unlink(missing_ok=True)
     images, particles = read_dataset(root)
     found = sorted(set(images["class"]))
     missing = [c for c in classes if c not in found]
