@@ -141,6 +141,14 @@ def test_accepted_leak_is_reported_with_its_reason_not_dropped(planted, tmp_path
             "method,patch_id,train_patch_id,reason\nbad,a,b,r\nbad,a,b,again\n",
             "line 3: pair ('bad', 'a', 'b') listed twice",
         ),
+        (  # a comma in an unquoted reason: was read shifted (method 'a', patch 'b', ...), the pair never matched
+            "method,patch_id,train_patch_id,reason\nrepresentative,a,b,same grid, different particle\n",
+            "line 2: 5 fields, the header has 4",
+        ),
+        (  # the line named is the file's line, blank lines counted (was: line 2)
+            "method,patch_id,train_patch_id,reason\n\nrepresentative,a,b,r\n\nrepresentative,c,d,\n",
+            "line 5: empty ['reason']",
+        ),
     ],
 )
 def test_bad_accepted_file_names_file_and_line(tmp_path, text, message):

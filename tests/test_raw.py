@@ -125,6 +125,31 @@ def test_point_outside_the_image(good, tmp_path):
     positions = good / "train/Adenovirus/particle_positions/a1_particlepositions.txt"
     positions.write_text(positions.read_text().replace("30;20", "30;31"))
     _expect_error(good, positions, "outside the 40x30 image", tmp_path)
+    with pytest.raises(RawDataError, match=r":7: point \(30, 31\) of particle 1 lies outside"):  # the line is named
+        read_dataset(good)
+
+
+def test_failed_read_leaves_no_tables_of_an_earlier_run(good, tmp_path):
+    """`temvirus read --images --particles` again after the data changed: a failure must not leave the
+    earlier run's tables where they would be taken for this run's."""
+    from temvirus.cli import main
+
+    out = tmp_path / "tables"
+    args = ["read", str(good), "--images", str(out / "images.csv"), "--particles", str(out / "particles.csv")]
+    assert main(args) == 0 and len(pd.read_csv(out / "images.csv")) == 3
+    positions = good / "train/Adenovirus/particle_positions/a1_particlepositions.txt"
+    positions.write_text(positions.read_text() + "nan;3\n")
+    assert main(args) == 1
+    assert list(out.iterdir()) == []
+
+
+def test_positions_of_another_image_are_refused(good, tmp_path):
+    """A positions file whose header names another image (copied for the wrong one) is refused."""
+    positions = good / "train/Adenovirus/particle_positions/a1_particlepositions.txt"
+    positions.write_text(positions.read_text().replace("image;a1.tif", "image;a2.tif"))
+    _expect_error(good, positions, "header names image 'a2.tif', but this file belongs to a1.tif", tmp_path)
+    positions.write_text(positions.read_text().replace("image;a2.tif", "image;C:\\scans\\A1.jpg"))
+    assert len(read_dataset(good)[0]) == 3  # another folder, case or extension: the same image
 
 
 def test_image_without_particles_warns_and_is_kept(good, tmp_path):
@@ -214,6 +239,8 @@ def _tags_file(tmp_path: Path, rows: list[str], encoding: str = "utf-8") -> Path
         ("XScale;5.57;A", 0.557),
         ("XScale;5,57;angstrom", 0.557),
         ("XScale;5,57 Å", 0.557),
+        ("XScale;5,57;A\u030a", 0.557),  # Å decomposed (NFD, as macOS may write it): was "unknown unit 'Å'"
+        ("XScale;0,000557;\u03bcm", 0.557),
         ("XScale;0,000557;µm", 0.557),
         ("XScale;0.000557;um", 0.557),
         ("XScale;0,000557;micron", 0.557),
@@ -293,6 +320,31 @@ def test_positions_header_recognised_not_counted(tmp_path, header):
 
 def test_positions_without_header_or_markers_is_one_line(tmp_path):
     assert [s.tolist() for s in read_positions(_positions_file(tmp_path, ["1;2", "3;4"]))] == [[[1, 2], [3, 4]]]
+
+
+@pytest.mark.parametrize(
+    "lines,reason,line",
+    [
+        (["image;x.tif", "units;nm", "particleposition", "1;2"], "positions in unit 'nm'", 2),
+        (["Pixel Unit;µm", "1;2"], "positions in unit 'µm'", 1),
+        (["format;y;x", "format;x;y", "1;2"], "column order 'format;x;y' contradicts line 1", 2),
+        (["X;Y", "format;y;x", "1;2"], "contradicts line 1", 2),
+        (["; 2", "3;4"], "empty field", 1),
+        (["particleposition", "1_0;2"], "expected 'x;y'", 2),
+    ],
+)
+def test_positions_header_and_numbers_never_misread(tmp_path, lines, reason, line):
+    """A unit key spelled otherwise, contradicting column orders, a line without x, '1_0' (10 to
+    Python): each an error naming the line, never skipped or read as another value."""
+    path = _positions_file(tmp_path, lines)
+    with pytest.raises(RawDataError, match=reason) as caught:
+        read_positions(path)
+    assert str(caught.value).startswith(f"{path}:{line}: ")
+
+
+def test_positions_column_header_gives_the_order(tmp_path):
+    assert read_positions(_positions_file(tmp_path, ["y;x", "1;2", "3;4"]))[0].tolist() == [[2, 1], [4, 3]]
+    assert read_positions(_positions_file(tmp_path, ["X\tY", "1\t2"]))[0].tolist() == [[1, 2]]
 
 
 def test_positions_format_and_unit(tmp_path):
@@ -490,6 +542,9 @@ def test_tags_variants_read_alike(tmp_path, text):
         ("Height;30\nWidth;40\nXScale;1,5\nYScale;1,5\nXScale;1.6\n", "'XScale' given twice .*'1,5' on line 3", 5),
         ("\n \n", "empty tags file", None),
         ("Height;30\nWidth;40\nPixelSize;14\n", "no xscale / yscale row", None),
+        # non-square pixels: refused by read_tags itself, so that no reader of a pixel size (temvirus
+        # analyse, the figures) silently takes XScale alone
+        ("Height;30\nWidth;40\nXScale;2\nYScale;2,1\n", r"non-square pixels \(2 x 2.1 nm\)", 4),
     ],
 )
 def test_tags_variant_errors_name_the_row(tmp_path, text, reason, line):
@@ -759,3 +814,14 @@ def test_blank_frame_is_refused(good, tmp_path):
     image = good / "train/Adenovirus/a1.tif"
     tifffile.imwrite(image, np.full((30, 40), 4095, np.uint16))
     _expect_error(good, image, "every pixel has the value 4095: a blank frame", tmp_path)
+
+
+def test_analyse_refuses_non_square_pixels(tmp_path):
+    """`temvirus analyse` takes the pixel size from a tags file beside the image: XScale alone was used."""
+    from temvirus.micrographs import image_pixel_size
+
+    image = tmp_path / "m.tif"
+    tifffile.imwrite(image, _gray_ramp())
+    (tmp_path / "m.tif_tags.csv").write_text("Height;30\nWidth;40\nXScale;2\nYScale;2,5\n")
+    with pytest.raises(RawDataError, match=r"m.tif_tags.csv:4: non-square pixels"):
+        image_pixel_size(image, 1.0)

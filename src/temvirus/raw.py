@@ -26,14 +26,17 @@ the pixel size. The unit of a scale is the third field of its row, a suffix of i
 is nm (the published files). Known units: :data:`UNITS_NM`. A decimal comma or point is
 accepted; a row without ``;`` may use a tab, ``=``, ``:`` or ``,`` (:data:`TAG_SEPARATORS`),
 and a key may carry its unit in brackets (``XScale [Å]``). A pixel size outside
-:data:`PIXEL_SIZE_RANGE_NM` (plausible for TEM), an unknown unit, a missing key or a key or
-unit row given twice with different values is an error naming the row.
+:data:`PIXEL_SIZE_RANGE_NM` (plausible for TEM), XScale and YScale more than 0.1 % apart
+(non-square pixels), an unknown unit, a missing key or a key or unit row given twice with
+different values is an error naming the row.
 
 Positions (:func:`read_positions`): a header, recognised by content: the leading lines whose
 first field does not start like a number (``image;…``, ``unit;pixel``, ``format;x;y``); then ``x;y`` lines
 in pixels (origin at the image's top-left corner, x to the right); a line
 ``particleposition`` separates particles, and a particle of several points is a centre line.
-A file without header is read whole. ``unit`` must be pixels, ``format`` ``x;y`` or ``y;x``.
+A file without header is read whole. A unit row (keys as :data:`UNIT_KEYS`) must be pixels,
+``format`` (or a column header line) ``x;y`` or ``y;x``, and an ``image`` row must name the
+file's image (any extension).
 
 Images (:func:`read_image`): one rule for every format, see :func:`read_image`.
 
@@ -190,6 +193,8 @@ def read_text(path: str | Path) -> str:
 def _number(text: str) -> float:
     """A number with a decimal comma or point (``5,57``, ``5.57``, ``1e-9``); ValueError otherwise."""
     text = text.strip()
+    if "_" in text:  # float() reads '1_0' as 10
+        raise ValueError(f"'_' in {text!r}")
     if "," in text and "." in text:
         raise ValueError(f"both ',' and '.' in {text!r}")
     return float(text.replace(",", "."))
@@ -201,8 +206,10 @@ _KEY_UNIT = re.compile(r"^(.*?)\s*[\[(]\s*([^\])]*?)\s*[\])]\s*$")
 
 
 def _unit_nm(unit: str) -> float | None:
-    """nm per ``unit`` (``/px``, ``/pixel``, ``per pixel`` suffixes allowed); None if unknown."""
-    unit = re.sub(r"\s*(/\s*(px|pix|pixel)|per\s+(px|pix|pixel))$", "", unit.strip().lower())
+    """nm per ``unit`` (``/px``, ``/pixel``, ``per pixel`` suffixes allowed); None if unknown.
+    Unicode compatibility forms count as their letters (``A`` + ring above as ``Å``, as macOS may write it)."""
+    unit = unicodedata.normalize("NFKC", unit).strip().lower()
+    unit = re.sub(r"\s*(/\s*(px|pix|pixel)|per\s+(px|pix|pixel))$", "", unit)
     return UNITS_NM.get(unit)
 
 
@@ -316,6 +323,12 @@ def read_tags(path: str | Path) -> Tags:
                     line=number,
                 )
         values[field] = got[0]
+    if not np.isclose(values["x"], values["y"], rtol=1e-3):  # every reader of a pixel size takes XScale
+        raise RawDataError(
+            path,
+            f"non-square pixels ({values['x']:g} x {values['y']:g} nm) are not supported",
+            line=found["y"][0][0],
+        )
     return Tags(
         height=values["height"], width=values["width"], pixel_size_x_nm=values["x"], pixel_size_y_nm=values["y"]
     )
@@ -339,22 +352,27 @@ def _position_fields(text: str) -> list[str]:
     return parts
 
 
-def read_positions(path: str | Path) -> list[np.ndarray]:
+def read_positions(path: str | Path, image: str | None = None, size: tuple[int, int] | None = None) -> list[np.ndarray]:
     """Parse a ``*_particlepositions.txt`` file into one (n_points, 2) x/y array per particle (px).
 
     The header is recognised by content (module docstring): leading lines whose first field
-    does not start like a number; a file without one is read whole. Lines starting with ``#``
-    are comments; fields are separated by ``;`` (a tab or spaces also), trailing separators
-    are ignored, and the particle marker may have any case. A line that starts like a number
-    must be ``x;y``: a comma between two numbers is refused as ambiguous (decimal comma).
-    Raises :class:`RawDataError` naming the line of anything else, a non-pixel ``unit`` or an
-    unknown ``format``.
+    does not start like a number; a file without one is read whole. Header keys are matched
+    like tags keys (case, spaces, ``_`` and ``-`` ignored): ``image``, a unit key of
+    :data:`UNIT_KEYS` (must be pixels), ``format`` (``x;y`` or ``y;x``), or a column header
+    ``x;y`` / ``y;x``; other header lines are skipped. Lines starting with ``#`` are comments;
+    fields are separated by ``;`` (a tab or spaces also), trailing separators are ignored, and
+    the particle marker may have any case. A line that starts like a number must be ``x;y``:
+    a comma between two numbers is refused as ambiguous (decimal comma).
+    With ``image`` (the image's file name), an ``image`` header line must name that image (the
+    extension may differ); with ``size`` (width, height), every point must lie in the image.
+    Raises :class:`RawDataError` naming the line of anything else, a non-pixel unit, an
+    unknown ``format`` or two header lines giving different column orders.
     """
     path = Path(path)
     if not path.is_file():
         raise RawDataError(path, "particle positions file is missing")
     particles: list[list[tuple[float, float]]] = [[]]
-    header, order = True, (0, 1)
+    header, order, order_line = True, (0, 1), None
     for number, line in enumerate(read_text(path).splitlines(), start=1):
         text = line.strip()
         if not text or text.startswith("#"):
@@ -366,17 +384,32 @@ def read_positions(path: str | Path) -> list[np.ndarray]:
             continue
         parts = _position_fields(text)
         if header and not _LOOKS_NUMERIC.match(parts[0]):
-            key, values = parts[0].lower(), [p.lower() for p in parts[1:]]
-            if key == "unit" and values[:1] and values[0] not in PIXEL_UNITS:
+            key, values = re.sub(r"[\s_\-]", "", parts[0].lower()), [p.lower() for p in parts[1:]]
+            if not key and len(parts) > 1:
+                raise RawDataError(path, f"line starts with an empty field (a missing x?): {text!r}", line=number)
+            if key in UNIT_KEYS and values[:1] and values[0] not in PIXEL_UNITS:
                 raise RawDataError(
                     path, f"positions in unit {parts[1]!r}: only pixel positions are supported", line=number
                 )
-            if key == "format" and values:
-                if sorted(values) != ["x", "y"]:
+            if image is not None and key == "image" and values[:1]:
+                named, stem = Path(parts[1].replace("\\", "/")).name, _same_name(Path(image).stem)
+                if stem not in (_same_name(named), _same_name(Path(named).stem)):  # the extension may differ
+                    raise RawDataError(
+                        path, f"header names image {parts[1]!r}, but this file belongs to {image}", line=number
+                    )
+            columns = sorted(p.lower() for p in parts) == ["x", "y"]
+            if (key == "format" and values) or columns:
+                fields = [p.lower() for p in parts] if columns else values
+                if sorted(fields) != ["x", "y"]:
                     raise RawDataError(
                         path, f"unknown format {';'.join(parts[1:])!r}: expected 'x;y' or 'y;x'", line=number
                     )
-                order = (values.index("x"), values.index("y"))
+                given = (fields.index("x"), fields.index("y"))
+                if order_line is not None and given != order:
+                    raise RawDataError(
+                        path, f"column order {text!r} contradicts line {order_line} of the header", line=number
+                    )
+                order, order_line = given, number
             continue
         try:
             if len(parts) != 2:
@@ -389,6 +422,12 @@ def read_positions(path: str | Path) -> list[np.ndarray]:
             ) from None
         if not (np.isfinite(x) and np.isfinite(y)):
             raise RawDataError(path, f"coordinate is not finite: {text!r}", line=number)
+        if size is not None and not (0 <= x <= size[0] and 0 <= y <= size[1]):
+            raise RawDataError(
+                path,
+                f"point ({x:g}, {y:g}) of particle {len(particles) - 1} lies outside the {size[0]}x{size[1]} image",
+                line=number,
+            )
         header = False
         particles[-1].append((x, y))
     return [np.asarray(p, dtype=np.float64) for p in particles if p]
@@ -753,19 +792,9 @@ def _read_one(
         raise RawDataError(
             tags_path, f"tags give {tags.width}x{tags.height} px but {image_path.name} is {width}x{height}"
         )
-    if not np.isclose(tags.pixel_size_x_nm, tags.pixel_size_y_nm, rtol=1e-3):
-        raise RawDataError(
-            tags_path, f"non-square pixels ({tags.pixel_size_x_nm} x {tags.pixel_size_y_nm} nm) are not supported"
-        )
-    shapes = read_positions(positions_path)
+    shapes = read_positions(positions_path, image=image_path.name, size=(width, height))
     points = []
     for particle, line in enumerate(shapes):
-        outside = (line[:, 0] < 0) | (line[:, 0] > width) | (line[:, 1] < 0) | (line[:, 1] > height)
-        if outside.any():
-            x, y = line[np.argmax(outside)]
-            raise RawDataError(
-                positions_path, f"point ({x}, {y}) of particle {particle} lies outside the {width}x{height} image"
-            )
         points.extend((image_path.stem, particle, vertex, float(x), float(y)) for vertex, (x, y) in enumerate(line))
     if len(points) > 1 and width > 2 and height > 2 and all(0 <= x <= 1 and 0 <= y <= 1 for _, _, _, x, y in points):
         raise RawDataError(
@@ -803,10 +832,14 @@ def write_tables(
 
     ``classes`` (config ``classes.classification``) must all be in the data: else a
     :class:`RawDataError` names the missing classes and the classes found, before any
-    curation work. Nothing is written unless the whole folder reads without error.
+    curation work. Nothing is written unless the whole folder reads without error, and tables
+    of an earlier run at these paths are removed first: a failed run (``temvirus read``) leaves
+    neither stale tables nor a new image table beside an old particle table.
     """
     from temvirus.io import write_csv
 
+    for table in (images_csv, particles_csv):
+        Path(table).unlink(missing_ok=True)
     images, particles = read_dataset(root)
     found = sorted(set(images["class"]))
     missing = [c for c in classes if c not in found]

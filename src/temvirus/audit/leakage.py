@@ -7,7 +7,9 @@ a test/validation patch (leaks), and Table 1's counts recounted. Part of :mod:`t
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import os
 import warnings
 from pathlib import Path
@@ -398,21 +400,33 @@ def read_accepted_leaks(path: str | os.PathLike | None) -> dict[tuple[str, str, 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file of accepted leaks not found")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in ACCEPTED_COLUMNS if c not in table.columns]
+    from temvirus.raw import read_text
+
+    rows = csv.reader(io.StringIO(read_text(path), newline=""))  # line_num: the physical line, quoted newlines too
+    header = [name.strip() for name in next(rows, [])]
+    missing = [c for c in ACCEPTED_COLUMNS if c not in header]
     if missing:
-        old = [f"{c!r} is now {ACCEPTED_RENAMED[c]!r}" for c in ACCEPTED_RENAMED if c in table.columns]
+        old = [f"{c!r} is now {ACCEPTED_RENAMED[c]!r}" for c in ACCEPTED_RENAMED if c in header]
         hint = f" (renamed: {', '.join(old)})" if old else ""
         raise ValueError(f"{path}: missing columns {missing}; expected {ACCEPTED_COLUMNS}{hint}")
     accepted = {}
-    for line, row in enumerate(table.itertuples(index=False), start=2):
-        empty = [c for c in ACCEPTED_COLUMNS if not str(getattr(row, c)).strip()]
+    for fields in rows:
+        line = rows.line_num
+        if not any(field.strip() for field in fields):
+            continue
+        if len(fields) != len(header):
+            raise ValueError(
+                f"{path}, line {line}: {len(fields)} fields, the header has {len(header)} "
+                '(a comma inside an unquoted reason? put the reason in "quotes")'
+            )
+        row = {name: field.strip() for name, field in zip(header, fields)}
+        empty = [c for c in ACCEPTED_COLUMNS if not row[c]]
         if empty:
             raise ValueError(f"{path}, line {line}: empty {empty} (every accepted leak needs its pair and a reason)")
-        key = (row.method.strip(), row.patch_id.strip(), row.train_patch_id.strip())
+        key = (row["method"], row["patch_id"], row["train_patch_id"])
         if key in accepted:
             raise ValueError(f"{path}, line {line}: pair {key} listed twice")
-        accepted[key] = row.reason.strip()
+        accepted[key] = row["reason"]
     return accepted
 
 
