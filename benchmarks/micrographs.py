@@ -194,7 +194,7 @@ def speed(results: Path, threads: int) -> dict:
     torch.set_num_threads(threads)
     experiment = _config()["micrographs"]["experiments"][0]
     classifier = Classifier.load(results / "models" / experiment_folder(experiment) / "best.pt", "cpu")
-    detector = read_detector(results / "micrographs" / experiment_folder(experiment) / "detector.json", classifier)
+    detector = read_detector(results / "micrographs" / "detector" / f"{experiment_folder(experiment)}.json", classifier)
     image, centres, d_mean = speed_image()
     started = time.perf_counter()
     table, call = analyse_image(image, 1.75, detector, classifier, "speed_2048")

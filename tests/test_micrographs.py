@@ -368,7 +368,7 @@ def test_the_default_detector_is_that_of_the_models_split_method(tiny_stage, tmp
     results/micrographs/{model}/{init}/{method}/detector.json."""
     work, _, _ = tiny_stage
     model = tmp_path / "results" / "models" / "small_cnn" / "scratch" / "bad" / "best.pt"
-    detector = tmp_path / "results" / "micrographs" / "small_cnn" / "scratch" / "bad" / "detector.json"
+    detector = tmp_path / "results" / "micrographs" / "detector" / "small_cnn" / "scratch" / "bad.json"
     for source, target in ((work / "best.pt", model), (work / "detector.json", detector)):
         target.parent.mkdir(parents=True)
         shutil.copy2(source, target)
@@ -460,3 +460,20 @@ def test_pixel_size_from_the_tags_file(tiny_synthetic, tiny_stage, tmp_path):
         [tiny_synthetic / "raw" / row.path], work / "best.pt", tmp_path / "out", None, work / "detector.json", "cpu", 1
     )
     assert metrics == {} and summary.pixel_size_nm.iloc[0] == pytest.approx(row.pixel_size_nm)
+
+
+def test_tags_file_found_as_the_raw_reader_finds_it_and_checked(tmp_path):
+    """Tags beside an image are matched ignoring case (c.JPG, c.jpg_tags.csv); a tags file of
+    another size, or only one of a similar name, is an error naming it, never passed over."""
+    from temvirus.micrographs import image_pixel_size
+    from temvirus.raw import RawDataError
+
+    (tmp_path / "tags").mkdir()
+    (tmp_path / "tags" / "c.jpg_tags.csv").write_text("Height;30\nWidth;40\nXScale;1,5\nYScale;1,5\n")
+    assert image_pixel_size(tmp_path / "c.JPG", 9.0, (30, 40)) == 1.5
+    with pytest.raises(RawDataError, match=r"c.jpg_tags.csv: tags give 40x30 px but c.JPG is 80x60"):
+        image_pixel_size(tmp_path / "c.JPG", 9.0, (60, 80))
+    (tmp_path / "d_tags.csv").write_text("Height;30\nWidth;40\nXScale;1,5\nYScale;1,5\n")
+    with pytest.raises(RawDataError, match=r"d_tags.csv: a tags file of a similar name, not d.tif_tags.csv"):
+        image_pixel_size(tmp_path / "d.tif", 9.0, (30, 40))
+    assert image_pixel_size(tmp_path / "e.tif", 9.0, (30, 40)) == 9.0

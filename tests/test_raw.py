@@ -824,4 +824,4 @@ def test_analyse_refuses_non_square_pixels(tmp_path):
     tifffile.imwrite(image, _gray_ramp())
     (tmp_path / "m.tif_tags.csv").write_text("Height;30\nWidth;40\nXScale;2\nYScale;2,5\n")
     with pytest.raises(RawDataError, match=r"m.tif_tags.csv:4: non-square pixels"):
-        image_pixel_size(image, 1.0)
+        image_pixel_size(image, 1.0, (30, 40))

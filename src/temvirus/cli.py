@@ -153,7 +153,7 @@ def _analyse_arguments(p: argparse.ArgumentParser) -> None:
         "--detector",
         type=Path,
         help="the micrograph detector calibrated for the model (default: "
-        "results/micrographs/{model}/{init}/{method}/detector.json beside the model's results)",
+        "results/micrographs/detector/{model}/{init}/{method}.json beside the model's results)",
     )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--threads", type=_positive_int, default=2, help="CPU threads (torch)")

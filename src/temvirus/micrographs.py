@@ -483,7 +483,7 @@ def read_detector(path, classifier: Classifier | None = None) -> dict:
     if "calibration" not in detector:
         raise ValueError(
             f"{path}: a split's detector, not yet calibrated for a patch model: give the "
-            "results/micrographs/{model}/{init}/{method}/detector.json of rule calibrate_micrographs"
+            "results/micrographs/detector/{model}/{init}/{method}.json of rule calibrate_micrographs"
         )
     if detector["calibration"]["model_sha256"] != classifier.sha256:
         raise ValueError(
@@ -925,15 +925,47 @@ def analyse_from_tables(
     return metrics
 
 
-def image_pixel_size(path: Path, pixel_size_nm: float | None) -> float:
-    """Pixel size (nm) of an image: from its tags file (``tags/{name}_tags.csv`` beside it, as in
-    the raw layout, or ``{name}_tags.csv``), else ``pixel_size_nm``; a ValueError naming the
-    image when there is neither."""
-    from temvirus.raw import PIXEL_SIZE_RANGE_NM, read_tags
+def tags_file(image: Path) -> Path | None:
+    """The tags file of an image outside a raw layout: ``tags/{name}_tags.csv`` or
+    ``{name}_tags.csv`` beside it, names matched ignoring case and Unicode normalisation as the
+    raw reader does; ``None`` when there is none. A RawDataError when several match, or when
+    only a file of a similar name (``{stem}_tags.csv``, another extension) is there: it would
+    otherwise be passed over for ``--pixel-size`` unseen."""
+    from temvirus.raw import RawDataError, _same_name
 
-    for tags in (path.parent / "tags" / f"{path.name}_tags.csv", path.parent / f"{path.name}_tags.csv"):
-        if tags.is_file():
-            return float(read_tags(tags).pixel_size_x_nm)
+    name, stem = _same_name(f"{image.name}_tags.csv"), _same_name(image.stem)
+    similar = []
+    for folder in (image.parent / "tags", image.parent):
+        files = [p for p in sorted(folder.iterdir()) if p.is_file()] if folder.is_dir() else []
+        found = [p for p in files if _same_name(p.name) == name]
+        if len(found) > 1:
+            raise RawDataError(found[0], f"several tags files match {image.name}: {[p.name for p in found]}")
+        if found:
+            return found[0]
+        similar += [
+            p for p in files if _same_name(p.name).startswith(stem) and _same_name(p.name).endswith("_tags.csv")
+        ]
+    if similar:
+        raise RawDataError(
+            similar[0], f"a tags file of a similar name, not {image.name}_tags.csv: rename it (or move it away)"
+        )
+    return None
+
+
+def image_pixel_size(path: Path, pixel_size_nm: float | None, shape: tuple[int, int]) -> float:
+    """Pixel size (nm) of an image of ``shape`` (height, width px): from its tags file
+    (:func:`tags_file`), whose Height and Width must be the image's, else ``pixel_size_nm``; a
+    ValueError naming the file when there is neither, or when they disagree."""
+    from temvirus.raw import PIXEL_SIZE_RANGE_NM, RawDataError, read_tags
+
+    tags_path = tags_file(path)
+    if tags_path is not None:
+        tags = read_tags(tags_path)
+        if (tags.height, tags.width) != tuple(shape):
+            raise RawDataError(
+                tags_path, f"tags give {tags.width}x{tags.height} px but {path.name} is {shape[1]}x{shape[0]}"
+            )
+        return float(tags.pixel_size_x_nm)
     if pixel_size_nm is None:
         raise ValueError(
             f"{path}: no pixel size: no tags file ({path.parent / 'tags' / (path.name + '_tags.csv')} or "
@@ -948,7 +980,7 @@ def image_pixel_size(path: Path, pixel_size_nm: float | None) -> float:
 
 
 def default_detector(checkpoint: Path) -> Path:
-    """``results/micrographs/{model}/{init}/{method}/detector.json`` (the detector calibrated for
+    """``results/micrographs/detector/{model}/{init}/{method}.json`` (the detector calibrated for
     the model, rule ``calibrate_micrographs``) of the results folder holding ``checkpoint`` as
     ``results/models/{model}/{init}/{method}/best.pt``; a FileNotFoundError when the model is
     not in such a folder."""
@@ -958,7 +990,7 @@ def default_detector(checkpoint: Path) -> Path:
             f"the micrograph detector of {checkpoint} is unknown: the model is not in a "
             "results/models/{model}/{init}/{method}/ folder; give --detector"
         )
-    return folder.parents[3] / "micrographs" / folder.relative_to(folder.parents[2]) / "detector.json"
+    return folder.parents[3] / "micrographs" / "detector" / f"{folder.relative_to(folder.parents[2])}.json"
 
 
 def analyse_files(
@@ -990,8 +1022,8 @@ def analyse_files(
             raise IsADirectoryError(f"{path}: a folder, not an image; give the image files (e.g. {path}/*.tif)")
         if not path.is_file():
             raise FileNotFoundError(f"{path}: image not found")
-        pixel_size = image_pixel_size(path, pixel_size_nm)
-        read_image(path)  # unreadable images fail here, before anything is written
+        # unreadable images and wrong pixel sizes fail here, before anything is written
+        pixel_size = image_pixel_size(path, pixel_size_nm, read_image(path).shape)
         rows.append({"image_id": path.stem, "path": str(path.resolve()), "pixel_size_nm": pixel_size})
     images = pd.DataFrame(rows)
     twice = sorted(images.image_id[images.image_id.duplicated()])

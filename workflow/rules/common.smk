@@ -406,7 +406,7 @@ def analyse_micrographs_inputs(wildcards):
     sizes of synthetic data."""
     inputs = {
         **calibrate_micrographs_inputs(wildcards),
-        "detector": f"results/micrographs/{experiment_folder(wildcards)}/detector.json",
+        "detector": f"results/micrographs/detector/{experiment_folder(wildcards)}.json",
     }
     if config["dataset"]["source"] == "synthetic":
         inputs["sizes"] = "results/raw/synthetic_sizes.csv"

@@ -32,7 +32,7 @@ rule calibrate_micrographs:
     input:
         unpack(calibrate_micrographs_inputs),
     output:
-        detector="results/micrographs/{model}/{init}/{method}/detector.json",
+        detector="results/micrographs/detector/{model}/{init}/{method}.json",
     log:
         "logs/micrographs/{model}/{init}/{method}/calibrate.log",
     conda:
