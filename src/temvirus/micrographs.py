@@ -839,6 +839,22 @@ def fit_from_tables(
     return detector
 
 
+def _model_and_images(
+    checkpoint, device: str, batch_size: int, threads, images_csv, split_csv, subset: str, cap=None, seed: int = 0
+) -> tuple[Classifier, pd.DataFrame]:
+    """The patch model of ``checkpoint`` (torch on ``threads`` CPU threads) and a split's images
+    of ``subset`` of its classes (:func:`subset_images`); a ValueError when there are none."""
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(max(1, threads))
+    classifier = Classifier.load(checkpoint, device, batch_size)
+    images = subset_images(images_csv, split_csv, (subset,), classifier.classes, cap, seed)
+    if images.empty:
+        raise ValueError(f"{split_csv}: no {subset} images of the model's classes {classifier.classes}")
+    return classifier, images
+
+
 def calibrate_from_tables(
     checkpoint,
     detector_json,
@@ -855,16 +871,9 @@ def calibrate_from_tables(
     """The rule ``calibrate_micrographs``: a split's detector calibrated (:func:`calibrate`) for an
     experiment's best model on the split's validation images (of the model's classes), written
     to ``out_json``."""
-    import torch
-
     from temvirus.io import write_json
 
-    if threads is not None:
-        torch.set_num_threads(max(1, threads))
-    classifier = Classifier.load(checkpoint, device, batch_size)
-    images = subset_images(images_csv, split_csv, ("validation",), classifier.classes)
-    if images.empty:
-        raise ValueError(f"{split_csv}: no validation images of the model's classes {classifier.classes}")
+    classifier, images = _model_and_images(checkpoint, device, batch_size, threads, images_csv, split_csv, "validation")
     detector = calibrate(images, raw_root, classifier, read_detector(detector_json), pd.read_csv(particles_csv))
     write_json(out_json, detector)
     calibration = detector["calibration"]
@@ -900,15 +909,10 @@ def analyse_from_tables(
     """The rule ``analyse_micrographs``: every test image of a split (of the model's classes),
     analysed with an experiment's best model and the split's detector, evaluated against the
     annotations (and the true sizes of synthetic data, ``sizes_csv``)."""
-    import torch
-
-    if threads is not None:
-        torch.set_num_threads(max(1, threads))
-    classifier = Classifier.load(checkpoint, device, batch_size)
+    classifier, images = _model_and_images(
+        checkpoint, device, batch_size, threads, images_csv, split_csv, "test", max_images_per_class, seed
+    )
     detector = read_detector(detector_json, classifier)
-    images = subset_images(images_csv, split_csv, ("test",), classifier.classes, max_images_per_class, seed)
-    if images.empty:
-        raise ValueError(f"{split_csv}: no test images of the model's classes {classifier.classes}")
     sizes = pd.read_csv(sizes_csv) if sizes_csv else None
     metrics = analyse_micrographs(
         images, raw_root, classifier, detector, out_dir, annotations=pd.read_csv(particles_csv), sizes=sizes, note=note
