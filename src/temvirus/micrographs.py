@@ -946,9 +946,8 @@ def tags_file(image: Path) -> Path | None:
             raise RawDataError(found[0], f"several tags files match {image.name}: {[p.name for p in found]}")
         if found:
             return found[0]
-        similar += [
-            p for p in files if _same_name(p.name).startswith(stem) and _same_name(p.name).endswith("_tags.csv")
-        ]
+        # {stem}_tags.csv or {stem}.{another extension}_tags.csv; not {stem}0.tif_tags.csv
+        similar += [p for p in files if p.name.endswith("_tags.csv") and _same_name(Path(p.name[:-9]).stem) == stem]
     if similar:
         raise RawDataError(
             similar[0], f"a tags file of a similar name, not {image.name}_tags.csv: rename it (or move it away)"
