@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from temvirus.configcheck import check_config
 from temvirus.experiments import (
     INITS,
     MODELS,
@@ -131,17 +132,6 @@ def table1_method():
     else the first of split.methods (e.g. given alone, the published folders)."""
     methods = config["split"]["methods"]
     return "representative" if "representative" in methods else methods[0]
-
-
-def check_experiment_methods():
-    """Every experiment's split method is one of split.methods (a clear error otherwise)."""
-    built = config["split"]["methods"]
-    for k, entry in enumerate(config["experiments"]):
-        if entry["method"] not in built:
-            raise ValueError(
-                f"experiments[{k}] ({experiment_folder(entry)}): method {entry['method']!r} "
-                f"is not among split.methods {built}; add it there or change the experiment"
-            )
 
 
 def curation_targets():
@@ -358,14 +348,9 @@ def report_table_title(wildcards):
 
 
 def micrograph_experiments():
-    """{model}/{init}/{method} of micrographs.experiments (each a configured experiment)."""
-    folders = experiment_folders(config["micrographs"]["experiments"])
-    unknown = sorted(set(folders) - set(experiment_folders()))
-    if unknown:
-        raise ValueError(
-            f"micrographs.experiments: {unknown} are not configured experiments {experiment_folders()}"
-        )
-    return folders
+    """{model}/{init}/{method} of micrographs.experiments (each a configured experiment:
+    check_config)."""
+    return experiment_folders(config["micrographs"]["experiments"])
 
 
 def micrograph_settings(wildcards=None):
@@ -468,8 +453,13 @@ def all_inputs(wildcards):
     )
 
 
-# Whatever the target: no experiment of a split method the config does not build.
-check_experiment_methods()
+# Whatever the target, before any job: what the schema cannot check (temvirus.configcheck: whole
+# numbers written as floats, repeated experiments, an experiment of a split method the config does
+# not build or below its model's input size, micrographs.experiments not configured, crop_px,
+# diameters_nm of classes not classified).
+check_config(
+    config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
+)
 
 
 # At most as many GPU jobs at once as this machine has GPUs, with or without a profile:
