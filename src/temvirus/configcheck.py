@@ -136,3 +136,43 @@ def check_config(config: dict, schema_file: str | Path) -> None:
         problems = config_problems(config)
     if problems:
         raise ValueError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def canonical_order(value, schema: dict, root: dict | None = None):
+    """``value`` with every mapping's keys in the schema's order (``properties`` as written, then
+    any other keys sorted), recursively; lists keep their order, their items reordered alike.
+
+    Snakemake compares a job's params by their ``repr``, so the order in which config files (or
+    the keys inside one) happen to name keys must not re-run jobs: ``--configfile
+    config/paper.yaml`` alone and ``--configfile config/config.yaml config/paper.yaml`` give
+    the same params, as do ``{model: vgg16, init: imagenet, ...}`` and ``{init: imagenet,
+    model: vgg16, ...}``. The schema's order is config/config.yaml's (tests/test_config.py).
+    """
+    root = schema if root is None else root
+    while "$ref" in schema:  # local references only: "#/$defs/name"
+        target = root
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    if isinstance(value, dict):
+        listed = [k for k in schema.get("properties", {}) if k in value]
+        keys = listed + sorted((k for k in value if k not in listed), key=str)
+        out = {}
+        for k in keys:
+            sub = schema.get("properties", {}).get(k) or schema.get("additionalProperties")
+            out[k] = canonical_order(value[k], sub if isinstance(sub, dict) else {}, root)
+        return out
+    if isinstance(value, list):
+        items = schema.get("items")
+        return [canonical_order(v, items if isinstance(items, dict) else {}, root) for v in value]
+    return value
+
+
+def reorder_config(config: dict, schema_file: str | Path) -> None:
+    """Put ``config`` (Snakemake's, changed in place) in :func:`canonical_order`."""
+    import yaml
+
+    with open(schema_file, encoding="utf-8") as fh:
+        ordered = canonical_order(config, yaml.safe_load(fh))
+    config.clear()
+    config.update(ordered)

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from temvirus.configcheck import check_config
+from temvirus.configcheck import check_config, reorder_config
 from temvirus.experiments import (
     INITS,
     MODELS,
@@ -353,13 +353,43 @@ def micrograph_experiments():
     return experiment_folders(config["micrographs"]["experiments"])
 
 
+#: micrographs keys read by the classifier's jobs (calibrate_micrographs: batch_size;
+#: analyse_micrographs: both), not by the detector's fit
+MICROGRAPH_CLASSIFIER_KEYS = ("batch_size", "max_test_images_per_class")
+
+
 def micrograph_settings(wildcards=None):
-    """The detector's settings: the micrographs section without its list of experiments, in key
-    order (Snakemake compares params as written, so the order in which config files added the
-    keys must not re-run the job)."""
+    """The detector's settings: the micrographs section without its list of experiments and the
+    classifier's keys (changing those must not re-fit the detector), in key order."""
     return {
-        k: v for k, v in sorted(config["micrographs"].items()) if k != "experiments"
+        k: v
+        for k, v in sorted(config["micrographs"].items())
+        if k not in ("experiments", *MICROGRAPH_CLASSIFIER_KEYS)
     }
+
+
+def calibrate_settings(wildcards=None):
+    """What calibrate_micrographs reads of the micrographs section (the detector is its input)."""
+    return {"batch_size": config["micrographs"]["batch_size"]}
+
+
+def analyse_settings(wildcards=None):
+    """What analyse_micrographs reads of the micrographs section: not the list of experiments
+    (analysing one more must not re-run the others), nor the detector's settings (its input).
+    """
+    return {k: config["micrographs"][k] for k in MICROGRAPH_CLASSIFIER_KEYS}
+
+
+def overlap_settings(wildcards=None):
+    """find_overlaps' settings: the overlap section but near_misses (the report's figures only:
+    changing it must not re-run overlap removal and everything after it)."""
+    return {k: v for k, v in config["overlap"].items() if k != "near_misses"}
+
+
+def evaluation_settings(wildcards=None):
+    """What evaluate_model reads of the evaluation section (error_images and baseline_block_px
+    are other rules' params: changing them must not re-evaluate the models)."""
+    return {k: config["evaluation"][k] for k in ("tta", "max_test_per_class")}
 
 
 def micrograph_detector_inputs(wildcards):
@@ -456,10 +486,11 @@ def all_inputs(wildcards):
 # Whatever the target, before any job: what the schema cannot check (temvirus.configcheck: whole
 # numbers written as floats, repeated experiments, an experiment of a split method the config does
 # not build or below its model's input size, micrographs.experiments not configured, crop_px,
-# diameters_nm of classes not classified).
-check_config(
-    config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
-)
+# diameters_nm of classes not classified). Then every mapping's keys in the schema's order, before
+# the rule files read their params (the order in which config files name keys re-runs nothing).
+SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
+check_config(config, SCHEMA)
+reorder_config(config, SCHEMA)
 
 
 # At most as many GPU jobs at once as this machine has GPUs, with or without a profile:
