@@ -258,3 +258,15 @@ def test_bn_momentum_is_set_on_every_batch_norm_layer():
         for m in build_model("custom", 3, input_size=48).modules()
         if isinstance(m, torch.nn.BatchNorm2d)
     )
+
+
+@pytest.mark.parametrize("name", ["custom", "inception_v3"])
+def test_the_minimum_input_sizes_the_workflow_checks_are_the_models(name):
+    """temvirus.experiments.MIN_INPUT_SIZE (read when the workflow is parsed, no torch there) is
+    where each model starts to build: at the minimum it does, one pixel less it does not."""
+    from temvirus.experiments import MIN_INPUT_SIZE
+
+    need = MIN_INPUT_SIZE[name]
+    build_model(name, 3, "scratch", None, input_size=need)
+    with pytest.raises((ValueError, RuntimeError)):
+        build_model(name, 3, "scratch", None, input_size=need - 1)

@@ -74,10 +74,12 @@ def test_the_config_schema_allows_the_packages_models_inits_and_methods():
     from temvirus.experiments import INITS, MODELS
     from temvirus.split import METHODS
 
-    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())["properties"]
+    full = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    schema = full["properties"]
     entry = schema["experiments"]["items"]["properties"]
     analysed = schema["micrographs"]["properties"]["experiments"]["items"]["properties"]
-    assert entry["model"]["enum"] == list(MODELS)
+    assert entry["model"] == analysed["model"] == {"$ref": "#/$defs/model"}
+    assert full["$defs"]["model"]["enum"] == list(MODELS)
     assert entry["init"]["enum"] == analysed["init"]["enum"] == list(INITS)
     assert entry["method"]["enum"] == analysed["method"]["enum"] == list(METHODS)
 

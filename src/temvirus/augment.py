@@ -78,7 +78,10 @@ def plan(train: pd.DataFrame, classes: Sequence[str], per_class: int, seed: int)
     for cls in classes:
         ids = train.patch_id[train["class"] == cls].to_numpy()
         if len(ids) == 0:
-            raise ValueError(f"class {cls!r} has no training patches")
+            raise ValueError(
+                f"class {cls!r} of classes.classification has no training patches; classes with "
+                f"training patches: {sorted(set(train['class']))}"
+            )
         generator = rng(seed, "augment", cls)
         if len(ids) >= per_class:
             keep = np.sort(generator.choice(len(ids), size=per_class, replace=False))

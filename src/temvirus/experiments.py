@@ -37,6 +37,10 @@ TRANSFER_MODELS = (
 MODELS = ("custom", "small_cnn") + TRANSFER_MODELS
 #: the initialisations: the one definition in the package
 INITS = ("scratch", "imagenet")
+#: the smallest input side (px) each model is built for (others: any of the allowed sizes, 32 px
+#: and up): the custom CNN's four poolings and 'valid' 3x3 convolution, Inception v3's stem
+#: (torchvision's minimum, 75 px); tests/test_models.py builds each at the bounds
+MIN_INPUT_SIZE = {"custom": 48, "inception_v3": 75}
 #: an experiment's parts: the keys of a config ``experiments`` entry, the workflow's wildcards
 #: and the folder levels of its results, in this order
 PARTS = ("model", "init", "method")

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from temvirus.configcheck import check_config, reorder_config
 from temvirus.experiments import (
     INITS,
     MODELS,
@@ -131,17 +132,6 @@ def table1_method():
     else the first of split.methods (e.g. given alone, the published folders)."""
     methods = config["split"]["methods"]
     return "representative" if "representative" in methods else methods[0]
-
-
-def check_experiment_methods():
-    """Every experiment's split method is one of split.methods (a clear error otherwise)."""
-    built = config["split"]["methods"]
-    for k, entry in enumerate(config["experiments"]):
-        if entry["method"] not in built:
-            raise ValueError(
-                f"experiments[{k}] ({experiment_folder(entry)}): method {entry['method']!r} "
-                f"is not among split.methods {built}; add it there or change the experiment"
-            )
 
 
 def curation_targets():
@@ -358,23 +348,48 @@ def report_table_title(wildcards):
 
 
 def micrograph_experiments():
-    """{model}/{init}/{method} of micrographs.experiments (each a configured experiment)."""
-    folders = experiment_folders(config["micrographs"]["experiments"])
-    unknown = sorted(set(folders) - set(experiment_folders()))
-    if unknown:
-        raise ValueError(
-            f"micrographs.experiments: {unknown} are not configured experiments {experiment_folders()}"
-        )
-    return folders
+    """{model}/{init}/{method} of micrographs.experiments (each a configured experiment:
+    check_config)."""
+    return experiment_folders(config["micrographs"]["experiments"])
+
+
+#: micrographs keys read by the classifier's jobs (calibrate_micrographs: batch_size;
+#: analyse_micrographs: both), not by the detector's fit
+MICROGRAPH_CLASSIFIER_KEYS = ("batch_size", "max_test_images_per_class")
 
 
 def micrograph_settings(wildcards=None):
-    """The detector's settings: the micrographs section without its list of experiments, in key
-    order (Snakemake compares params as written, so the order in which config files added the
-    keys must not re-run the job)."""
+    """The detector's settings: the micrographs section without its list of experiments and the
+    classifier's keys (changing those must not re-fit the detector), in key order."""
     return {
-        k: v for k, v in sorted(config["micrographs"].items()) if k != "experiments"
+        k: v
+        for k, v in sorted(config["micrographs"].items())
+        if k not in ("experiments", *MICROGRAPH_CLASSIFIER_KEYS)
     }
+
+
+def calibrate_settings(wildcards=None):
+    """What calibrate_micrographs reads of the micrographs section (the detector is its input)."""
+    return {"batch_size": config["micrographs"]["batch_size"]}
+
+
+def analyse_settings(wildcards=None):
+    """What analyse_micrographs reads of the micrographs section: not the list of experiments
+    (analysing one more must not re-run the others), nor the detector's settings (its input).
+    """
+    return {k: config["micrographs"][k] for k in MICROGRAPH_CLASSIFIER_KEYS}
+
+
+def overlap_settings(wildcards=None):
+    """find_overlaps' settings: the overlap section but near_misses (the report's figures only:
+    changing it must not re-run overlap removal and everything after it)."""
+    return {k: v for k, v in config["overlap"].items() if k != "near_misses"}
+
+
+def evaluation_settings(wildcards=None):
+    """What evaluate_model reads of the evaluation section (error_images and baseline_block_px
+    are other rules' params: changing them must not re-evaluate the models)."""
+    return {k: config["evaluation"][k] for k in ("tta", "max_test_per_class")}
 
 
 def micrograph_detector_inputs(wildcards):
@@ -468,8 +483,14 @@ def all_inputs(wildcards):
     )
 
 
-# Whatever the target: no experiment of a split method the config does not build.
-check_experiment_methods()
+# Whatever the target, before any job: what the schema cannot check (temvirus.configcheck: whole
+# numbers written as floats, repeated experiments, an experiment of a split method the config does
+# not build or below its model's input size, micrographs.experiments not configured, crop_px,
+# diameters_nm of classes not classified). Then every mapping's keys in the schema's order, before
+# the rule files read their params (the order in which config files name keys re-runs nothing).
+SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
+check_config(config, SCHEMA)
+reorder_config(config, SCHEMA)
 
 
 # At most as many GPU jobs at once as this machine has GPUs, with or without a profile:

@@ -20,7 +20,7 @@ rule find_overlaps:
         "../../envs/temvirus.yaml"
     threads: 8  # one process per class at a time; Snakemake gives at most --cores
     params:
-        overlap=config["overlap"],
+        overlap=overlap_settings,
     script:
         "../scripts/find_overlaps.py"
 

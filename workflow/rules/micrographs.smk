@@ -42,7 +42,7 @@ rule calibrate_micrographs:
         gpu=gpu_request,
     params:
         training=experiment_training,
-        settings=config["micrographs"],
+        settings=calibrate_settings,
     script:
         "../scripts/calibrate_micrographs.py"
 
@@ -91,7 +91,7 @@ rule analyse_micrographs:
         gpu=gpu_request,
     params:
         training=experiment_training,
-        settings=config["micrographs"],
+        settings=analyse_settings,
         seed=config["seed"],
         note=experiment_note,
     script:

@@ -76,7 +76,7 @@ rule evaluate_model:
         gpu=gpu_request,
     params:
         training=experiment_training,
-        evaluation=config["evaluation"],
+        evaluation=evaluation_settings,
         seed=config["seed"],
         note=experiment_note,
     script:

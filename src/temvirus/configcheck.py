@@ -1,0 +1,178 @@
+"""Checks of the configuration that its JSON schema cannot express, run while the workflow is parsed.
+
+``workflow/schemas/config.schema.yaml`` checks each key on its own (Snakemake's ``validate``);
+:func:`config_problems` adds what needs the values of several keys or a stricter reading of a
+type, so that a bad value is refused before any job, naming its key, never found by a job
+minutes (or hours) into a run:
+
+- a whole number written as a float (``epochs: 30.0``) where the schema asks for an integer:
+  JSON Schema counts 30.0 as an integer, Python's ``range`` and numpy's generators do not;
+- two ``experiments`` entries of the same ``{model, init, method}`` (one results folder; the
+  second's own settings would be silently ignored);
+- an experiment whose split method is not among ``split.methods``;
+- an experiment whose input size (its own ``input_size``, else ``training.input_size``, null =
+  256) is below what its model needs (:data:`temvirus.experiments.MIN_INPUT_SIZE`);
+- a ``micrographs.experiments`` entry that is not a configured experiment;
+- a ``micrographs.diameters_nm`` class that is not classified (the detector refuses it);
+- ``micrographs.crop_px`` not a multiple of ``2**(len(micrographs.widths) - 1)`` (the heat-map
+  network halves the resolution at each level but the first).
+
+No torch import here: the workflow calls this while it builds the job graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from temvirus.experiments import MIN_INPUT_SIZE, experiment_folder, resolve_training
+
+#: the patches' side (px) as cut; ``input_size: null`` means this
+PATCH_PX = 256
+
+
+def key_path(parts: Iterable) -> str:
+    """``training.epochs.scratch``, ``experiments[1].epochs``: a config key as the docs write it."""
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def integer_problems(config: dict, schema: dict) -> list[str]:
+    """Keys the schema types as integers that hold a float (``30.0``), one line each.
+
+    JSON Schema accepts a float with a zero fraction as an integer; the jobs do not (``range(30.0)``
+    fails, and ``30.0`` and ``30`` are different params to Snakemake). The config is validated
+    again with ``integer`` meaning a Python int (not a bool); the schema's other errors are
+    Snakemake's ``validate``'s to report.
+    """
+    from jsonschema import validators
+
+    base = validators.validator_for(schema)
+    strict = validators.extend(
+        base,
+        type_checker=base.TYPE_CHECKER.redefine(
+            "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
+        ),
+    )
+    problems = []
+    for error in strict(schema).iter_errors(config):
+        for leaf in _leaves(error):
+            value = leaf.instance
+            if isinstance(value, float) and value.is_integer():
+                problems.append(
+                    f"{key_path(leaf.absolute_path)}: {value!r} is a float where a whole number is "
+                    f"needed; write {int(value)}"
+                )
+    return sorted(set(problems))
+
+
+def _leaves(error):
+    """The innermost errors of a validation error (those of oneOf/anyOf branches included)."""
+    if not error.context:
+        yield error
+    for sub in error.context:
+        yield from _leaves(sub)
+
+
+def config_problems(config: dict) -> list[str]:
+    """What is wrong with a schema-valid config beyond the schema, one line per problem (see the module docstring)."""
+    problems = []
+    built = config["split"]["methods"]
+    seen = {}
+    for k, entry in enumerate(config["experiments"]):
+        folder = experiment_folder(entry)
+        if folder in seen:
+            problems.append(
+                f"experiments[{k}] ({folder}) repeats experiments[{seen[folder]}]: one results folder "
+                f"results/models/{folder}/ each; give each {{model, init, method}} once"
+            )
+        seen.setdefault(folder, k)
+        if entry["method"] not in built:
+            problems.append(
+                f"experiments[{k}] ({folder}): method {entry['method']!r} "
+                f"is not among split.methods {built}; add it there or change the experiment"
+            )
+        size = resolve_training(config["training"], entry)["input_size"]
+        side = PATCH_PX if size is None else size
+        need = MIN_INPUT_SIZE.get(entry["model"], 0)
+        if side < need:
+            where = f"experiments[{k}].input_size" if "input_size" in entry else "training.input_size"
+            problems.append(
+                f"experiments[{k}] ({folder}): model {entry['model']} needs an input size of at least "
+                f"{need} px, {where} is {size}; give this experiment its own input_size (e.g. "
+                f"{min(s for s in (32, 64, 128, 256) if s >= need)})"
+            )
+    micro = config["micrographs"]
+    for k, entry in enumerate(micro["experiments"]):
+        if experiment_folder(entry) not in seen:
+            problems.append(
+                f"micrographs.experiments[{k}] ({experiment_folder(entry)}) is not a configured experiment {list(seen)}"
+            )
+    unknown = sorted(set(micro["diameters_nm"]) - set(config["classes"]["classification"]))
+    if unknown:
+        problems.append(
+            f"micrographs.diameters_nm names {unknown}, not among classes.classification "
+            f"{config['classes']['classification']}"
+        )
+    unit = 2 ** (len(micro["widths"]) - 1)
+    if micro["crop_px"] % unit:
+        problems.append(
+            f"micrographs.crop_px {micro['crop_px']} is not a multiple of {unit} "
+            f"(2**(len(micrographs.widths) - 1), widths {micro['widths']})"
+        )
+    return problems
+
+
+def check_config(config: dict, schema_file: str | Path) -> None:
+    """Raise ValueError listing every problem of :func:`integer_problems` and :func:`config_problems`."""
+    import yaml
+
+    with open(schema_file, encoding="utf-8") as fh:
+        schema = yaml.safe_load(fh)
+    problems = integer_problems(config, schema)
+    if not problems:  # the checks below read the values as the types the schema gives
+        problems = config_problems(config)
+    if problems:
+        raise ValueError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def canonical_order(value, schema: dict, root: dict | None = None):
+    """``value`` with every mapping's keys in the schema's order (``properties`` as written, then
+    any other keys sorted), recursively; lists keep their order, their items reordered alike.
+
+    Snakemake compares a job's params by their ``repr``, so the order in which config files (or
+    the keys inside one) happen to name keys must not re-run jobs: ``--configfile
+    config/paper.yaml`` alone and ``--configfile config/config.yaml config/paper.yaml`` give
+    the same params, as do ``{model: vgg16, init: imagenet, ...}`` and ``{init: imagenet,
+    model: vgg16, ...}``. The schema's order is config/config.yaml's (tests/test_config.py).
+    """
+    root = schema if root is None else root
+    while "$ref" in schema:  # local references only: "#/$defs/name"
+        target = root
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    if isinstance(value, dict):
+        listed = [k for k in schema.get("properties", {}) if k in value]
+        keys = listed + sorted((k for k in value if k not in listed), key=str)
+        out = {}
+        for k in keys:
+            sub = schema.get("properties", {}).get(k) or schema.get("additionalProperties")
+            out[k] = canonical_order(value[k], sub if isinstance(sub, dict) else {}, root)
+        return out
+    if isinstance(value, list):
+        items = schema.get("items")
+        return [canonical_order(v, items if isinstance(items, dict) else {}, root) for v in value]
+    return value
+
+
+def reorder_config(config: dict, schema_file: str | Path) -> None:
+    """Put ``config`` (Snakemake's, changed in place) in :func:`canonical_order`."""
+    import yaml
+
+    with open(schema_file, encoding="utf-8") as fh:
+        ordered = canonical_order(config, yaml.safe_load(fh))
+    config.clear()
+    config.update(ordered)

@@ -1,0 +1,241 @@
+"""The configuration: bad values refused before any job (naming the key), and reruns that follow
+what a change touches, nothing more (temvirus.configcheck, workflow/schemas/config.schema.yaml)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, TINY_CLASSES, snakemake_cmd
+
+from temvirus.configcheck import canonical_order, config_problems, integer_problems, key_path
+
+SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+
+
+def default_config() -> dict:
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def _dry_run(tmp_path: Path, overlay: dict, *args: str) -> subprocess.CompletedProcess:
+    """A dry run of the default workflow with ``overlay`` on top of config/config.yaml."""
+    path = tmp_path / "overlay.yaml"
+    path.write_text(yaml.safe_dump(overlay))
+    cmd = snakemake_cmd(
+        tmp_path / "work", "-n", *args, "--configfile", str(REPO / "config" / "config.yaml"), str(path), ci=False
+    )
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+MICRO_OFF = {"micrographs": {"experiments": []}}
+
+#: overlay -> what the refusal says (each a value that used to pass the parse and fail in a job,
+#: or be silently ignored)
+REFUSED = {
+    "float_epochs": (
+        {"training": {"epochs": {"scratch": 30.0, "imagenet": 4}}},
+        ["training.epochs.scratch: 30.0 is a float where a whole number is needed; write 30"],
+    ),
+    "float_seed": ({"seed": 42.0}, ["seed: 42.0 is a float where a whole number is needed; write 42"]),
+    "float_in_experiment": (
+        {"experiments": [{"model": "small_cnn", "init": "scratch", "method": "representative", "batch_size": 16.0}]},
+        ["experiments[0].batch_size: 16.0 is a float where a whole number is needed; write 16"],
+    ),
+    "input_size_not_a_divisor": (
+        {"training": {"input_size": 100}},
+        ["100 is not one of [32, 64, 128, 256, None]", "On instance['training']['input_size']"],
+    ),
+    "input_size_below_the_model": (
+        {"experiments": [{"model": "inception_v3", "init": "imagenet", "method": "representative"}], **MICRO_OFF},
+        [
+            "experiments[0] (inception_v3/imagenet/representative): model inception_v3 needs an input size "
+            "of at least 75 px, training.input_size is 64"
+        ],
+    ),
+    "repeated_experiment": (
+        {
+            "experiments": [
+                {"model": "small_cnn", "init": "scratch", "method": "representative"},
+                {"model": "small_cnn", "init": "scratch", "method": "representative", "epochs": 2},
+            ]
+        },
+        ["experiments[1] (small_cnn/scratch/representative) repeats experiments[0]"],
+    ),
+    "small_cnn_from_imagenet": (
+        {"experiments": [{"model": "small_cnn", "init": "imagenet", "method": "representative"}], **MICRO_OFF},
+        ["custom and small_cnn have no ImageNet weights", "On instance['experiments'][0]"],
+    ),
+    "baseline_block_not_a_divisor": (
+        {"evaluation": {"baseline_block_px": 48}},
+        ["48 is not one of [1, 2, 4, 8, 16, 32, 64, 128, 256]", "On instance['evaluation']['baseline_block_px']"],
+    ),
+    "diameter_of_a_misspelt_class": (
+        {"micrographs": {"diameters_nm": {"ebola": 80}}},
+        ["On instance['micrographs']['diameters_nm']", "'ebola'"],
+    ),
+    "diameter_of_a_class_not_classified": (
+        {"micrographs": {"diameters_nm": {"Dengue": 50}}},
+        ["micrographs.diameters_nm names ['Dengue'], not among classes.classification"],
+    ),
+    "crop_not_a_multiple": (
+        {"micrographs": {"crop_px": 40}},
+        ["micrographs.crop_px 40 is not a multiple of 16 (2**(len(micrographs.widths) - 1)"],
+    ),
+    "micrograph_model_unknown": (
+        {"micrographs": {"experiments": [{"model": "foo", "init": "scratch", "method": "representative"}]}},
+        ["'foo' is not one of ['custom', 'small_cnn'"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_a_bad_value_is_refused_before_any_job_naming_its_key(tmp_path, case):
+    overlay, expected = REFUSED[case]
+    proc = _dry_run(tmp_path, overlay)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    for text in expected:
+        assert text in out, out[-3000:]
+    assert "Job stats" not in out
+
+
+def test_a_micrograph_experiment_not_configured_is_refused_whatever_the_target(tmp_path):
+    overlay = {"micrographs": {"experiments": [{"model": "vgg16", "init": "scratch", "method": "representative"}]}}
+    proc = _dry_run(tmp_path, overlay, "results/tables/table1.csv")
+    assert proc.returncode != 0
+    assert "micrographs.experiments[0] (vgg16/scratch/representative) is not a configured experiment" in (
+        proc.stdout + proc.stderr
+    )
+
+
+def test_the_checks_pass_the_shipped_configs():
+    from snakemake.utils import update_config
+
+    default = default_config()
+    paper = default_config()
+    update_config(paper, yaml.safe_load((REPO / "config" / "paper.yaml").read_text()))
+    for config in (default, paper):
+        assert integer_problems(config, SCHEMA) == [] and config_problems(config) == []
+
+
+def test_key_path_and_integer_problems_name_the_key():
+    assert key_path(["training", "epochs", "scratch"]) == "training.epochs.scratch"
+    assert key_path(["experiments", 1, "epochs"]) == "experiments[1].epochs"
+    config = default_config()
+    config["micrographs"]["max_test_images_per_class"] = 3.0  # an integer or null
+    config["overlap"]["coarse_nm"] = 2  # a number: an int is fine
+    assert integer_problems(config, SCHEMA) == [
+        "micrographs.max_test_images_per_class: 3.0 is a float where a whole number is needed; write 3"
+    ]
+
+
+def test_the_schemas_key_order_is_the_defaults():
+    """canonical_order leaves config/config.yaml as written (its params, hence its finished jobs, are
+    unchanged) and puts any other order into it."""
+    config = default_config()
+    ordered = canonical_order(config, SCHEMA)
+    assert repr(ordered) == repr(config)
+    shuffled = yaml.safe_load(yaml.safe_dump(config, sort_keys=True))
+    assert repr(shuffled) != repr(config) and repr(canonical_order(shuffled, SCHEMA)) == repr(config)
+    micro = {"micrographs": {"diameters_nm": {"Orf": 300, "Ebola": 80}}}
+    assert list(canonical_order(micro, SCHEMA)["micrographs"]["diameters_nm"]) == ["Ebola", "Orf"]
+
+
+# -- reruns after a finished run: a change re-runs what reads it, and only that ---------------
+
+
+def _tiny_overlay(raw: Path) -> dict:
+    return {
+        "dataset": {"source": "local", "local": {"path": str(raw)}},
+        "classes": {"classification": TINY_CLASSES},
+        "split": {"methods": ["given"]},
+        "augment": {"per_class": 8},
+        "experiments": [
+            {"model": "small_cnn", "init": "scratch", "method": "given", "epochs": 1},
+            {"model": "custom", "init": "scratch", "method": "given", "epochs": 1},
+        ],
+        "micrographs": {"experiments": [{"model": "small_cnn", "init": "scratch", "method": "given"}], "steps": 20},
+    }
+
+
+@pytest.fixture(scope="module")
+def finished_tiny_run(tiny_synthetic, tmp_path_factory):
+    """The whole workflow on the tiny synthetic data (two experiments, micrographs of one), finished."""
+    folder = tmp_path_factory.mktemp("finished_tiny_run")
+    overlay = folder / "overlay.yaml"
+    # keys written in the order a person might (not the schema's), as one file
+    overlay.write_text(
+        "micrographs:\n  steps: 20\n  experiments: [{method: given, init: scratch, model: small_cnn}]\n"
+        + yaml.safe_dump({k: v for k, v in _tiny_overlay(tiny_synthetic / "raw").items() if k != "micrographs"})
+    )
+    cmd = snakemake_cmd(folder / "work", "--configfile", str(REPO / "config" / "config.yaml"), str(overlay), ci=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return folder
+
+
+def _jobs_after(folder: Path, overlay: dict, *, default_first: bool = True) -> dict[str, int]:
+    """rule -> jobs a dry run in the finished run's folder would run with ``overlay``."""
+    path = folder / "overlay.yaml"  # the run's file (report_summary lists the config files given)
+    path.write_text(yaml.safe_dump(overlay, sort_keys=True))  # keys sorted: another order than the run's
+    files = [str(REPO / "config" / "config.yaml"), str(path)] if default_first else [str(path)]
+    proc = subprocess.run(
+        snakemake_cmd(folder / "work", "-n", "--configfile", *files, ci=False),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    if "Job stats:" not in proc.stdout:
+        assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
+        return {}
+    table = proc.stdout.split("Job stats:")[1].split("\ntotal")[0]
+    return {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
+
+
+@pytest.mark.slow
+def test_the_same_config_in_another_key_order_or_file_layout_reruns_nothing(finished_tiny_run, tiny_synthetic):
+    overlay = _tiny_overlay(tiny_synthetic / "raw")
+    assert _jobs_after(finished_tiny_run, overlay) == {}
+    # the overlay names keys first (--configfile OVERLAY alone; the Snakefile adds config.yaml):
+    # only the front page, which lists the config files given, is made again
+    assert _jobs_after(finished_tiny_run, overlay, default_first=False) == {"report_summary": 1, "all": 1}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        # the report's figures only: not overlap removal and all after it
+        ({"overlap": {"near_misses": 5}}, {"overlap_figures", "audit", "report_summary", "all"}),
+        # the error-tracing figure only: the models are not re-evaluated
+        ({"evaluation": {"error_images": 2}}, {"error_tracing", "audit", "report_summary", "all"}),
+        # one more analysed experiment: the other's calibration and analysis stay
+        (
+            {
+                "micrographs": {
+                    "experiments": [{"model": m, "init": "scratch", "method": "given"} for m in ("small_cnn", "custom")]
+                }
+            },
+            {"calibrate_micrographs": 1, "analyse_micrographs": 1, "audit": 1, "report_summary": 1, "all": 1},
+        ),
+        # the classifier's batch in the analysis: the detector is not re-fitted
+        (
+            {"micrographs": {"batch_size": 16}},
+            {"calibrate_micrographs", "analyse_micrographs", "audit", "report_summary", "all"},
+        ),
+    ],
+    ids=["near_misses", "error_images", "another_micrograph_experiment", "micrograph_batch_size"],
+)
+def test_a_change_reruns_only_what_reads_it(finished_tiny_run, tiny_synthetic, change, expected):
+    overlay = _tiny_overlay(tiny_synthetic / "raw")
+    for section, values in change.items():
+        overlay[section] = {**overlay.get(section, {}), **values}
+    jobs = _jobs_after(finished_tiny_run, overlay)
+    if isinstance(expected, dict):
+        assert jobs == expected
+    else:
+        assert set(jobs) == expected
