@@ -28,7 +28,8 @@ from temvirus import provenance
 
 ENVS = sorted((REPO / "envs").glob("*.yaml"))
 RULE_FILES = sorted((REPO / "workflow" / "rules").glob("*.smk")) + [REPO / "Snakefile"]
-ENGINE = {"snakemake", "snakemake-executor-plugin-slurm"}
+#: packages of the Snakemake process only (the config checks run while it parses), not of the jobs
+ENGINE = {"snakemake", "snakemake-executor-plugin-slurm", "jsonschema"}
 RULE_HEADER = re.compile(r"^(?:local)?rule (\w+):", re.MULTILINE)
 DIRECTIVE = re.compile(r"^    (\w+):", re.MULTILINE)
 
