@@ -12,7 +12,6 @@ minutes (or hours) into a run:
 - an experiment whose split method is not among ``split.methods``;
 - an experiment whose input size (its own ``input_size``, else ``training.input_size``, null =
   256) is below what its model needs (:data:`temvirus.experiments.MIN_INPUT_SIZE`);
-- a ``micrographs.experiments`` entry that is not a configured experiment;
 - a ``micrographs.diameters_nm`` class that is not classified (the detector refuses it);
 - ``micrographs.crop_px`` not a multiple of ``2**(len(micrographs.widths) - 1)`` (the heat-map
   network halves the resolution at each level but the first).
@@ -105,11 +104,6 @@ def config_problems(config: dict) -> list[str]:
                 f"{min(s for s in (32, 64, 128, 256) if s >= need)})"
             )
     micro = config["micrographs"]
-    for k, entry in enumerate(micro["experiments"]):
-        if experiment_folder(entry) not in seen:
-            problems.append(
-                f"micrographs.experiments[{k}] ({experiment_folder(entry)}) is not a configured experiment {list(seen)}"
-            )
     unknown = sorted(set(micro["diameters_nm"]) - set(config["classes"]["classification"]))
     if unknown:
         problems.append(

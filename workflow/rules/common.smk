@@ -348,9 +348,16 @@ def report_table_title(wildcards):
 
 
 def micrograph_experiments():
-    """{model}/{init}/{method} of micrographs.experiments (each a configured experiment:
-    check_config)."""
-    return experiment_folders(config["micrographs"]["experiments"])
+    """{model}/{init}/{method} of micrographs.experiments, each a configured experiment (checked
+    when the stage is built, not for any target: an overlay that replaces `experiments` can
+    still run e.g. download_weights without clearing micrographs.experiments)."""
+    folders = experiment_folders(config["micrographs"]["experiments"])
+    unknown = sorted(set(folders) - set(experiment_folders()))
+    if unknown:
+        raise ValueError(
+            f"micrographs.experiments: {unknown} are not configured experiments {experiment_folders()}"
+        )
+    return folders
 
 
 #: micrographs keys read by the classifier's jobs (calibrate_micrographs: batch_size;
