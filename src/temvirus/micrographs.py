@@ -959,15 +959,12 @@ def image_pixel_size(path: Path, pixel_size_nm: float | None, shape: tuple[int, 
     """Pixel size (nm) of an image of ``shape`` (height, width px): from its tags file
     (:func:`tags_file`), whose Height and Width must be the image's, else ``pixel_size_nm``; a
     ValueError naming the file when there is neither, or when they disagree."""
-    from temvirus.raw import PIXEL_SIZE_RANGE_NM, RawDataError, read_tags
+    from temvirus.raw import PIXEL_SIZE_RANGE_NM, check_tags_size, read_tags
 
     tags_path = tags_file(path)
     if tags_path is not None:
         tags = read_tags(tags_path)
-        if (tags.height, tags.width) != tuple(shape):
-            raise RawDataError(
-                tags_path, f"tags give {tags.width}x{tags.height} px but {path.name} is {shape[1]}x{shape[0]}"
-            )
+        check_tags_size(tags, tags_path, path, shape)
         return float(tags.pixel_size_x_nm)
     if pixel_size_nm is None:
         raise ValueError(

@@ -338,6 +338,16 @@ def read_tags(path: str | Path) -> Tags:
 _LOOKS_NUMERIC = re.compile(r"^[-+]?\.?\d|^[-+]?(nan|inf|infinity)$", re.IGNORECASE)
 
 
+def check_tags_size(tags: Tags, tags_path: Path, image_path: Path, shape: tuple[int, int]) -> None:
+    """The tags' Height and Width must be the image's ``shape`` (height, width px); else a
+    :class:`RawDataError` naming the tags file (tags of another image, or of the image before
+    a crop or binning: their pixel size would be wrong for it)."""
+    if (tags.height, tags.width) != tuple(shape):
+        raise RawDataError(
+            tags_path, f"tags give {tags.width}x{tags.height} px but {Path(image_path).name} is {shape[1]}x{shape[0]}"
+        )
+
+
 def _is_marker(text: str) -> bool:
     """``particleposition`` in any case, with spaces/``_`` inside, a plural ``s`` or trailing separators."""
     return re.sub(r"[\s_;,\t]", "", text.lower()) in (PARTICLE_MARKER, PARTICLE_MARKER + "s")
@@ -788,10 +798,7 @@ def _read_one(
         raise RawDataError(
             image_path, f"every pixel has the value {pixels.flat[0]}: a blank frame, nothing to learn from"
         )
-    if (height, width) != (tags.height, tags.width):
-        raise RawDataError(
-            tags_path, f"tags give {tags.width}x{tags.height} px but {image_path.name} is {width}x{height}"
-        )
+    check_tags_size(tags, tags_path, image_path, pixels.shape)
     shapes = read_positions(positions_path, image=image_path.name, size=(width, height))
     points = []
     for particle, line in enumerate(shapes):
