@@ -11,6 +11,9 @@ What it measures
 * **Real** (``--real DIR`` and ``--verified CSV``): the same on a raw-layout folder against
   a list of same-field pairs verified by eye (``class,image_a,image_b``); ``--classes``
   restricts both.
+* **Turned** (``--turned`` with ``--real`` and ``--verified``): each verified pair with
+  image_b turned (rotated by 1-90 degrees, mirrored; :data:`TURNS`): found with the turned
+  search (step 7 of :mod:`temvirus.overlap`) and without it, side by side.
 * **Cost**: wall seconds and pairs per second of ``score_pairs`` at each ``--threads``
   (one worker process per class at a time), BLAS limited to one thread per process.
 
@@ -19,6 +22,8 @@ How to run (``benchmarks/out/overlap.json`` gets the figures)::
     .venv/bin/python benchmarks/overlap.py --scale 0.2 --overlaps 30 --threads 1,2
     .venv/bin/python benchmarks/overlap.py --scale 0 --real ../shared/real-tem/tem-virus-1nm-crops \\
         --verified tests/data/overlap_verified_pairs.csv --threads 1,2
+    .venv/bin/python benchmarks/overlap.py --scale 0 --real ../shared/real-tem/tem-virus-1nm-crops \\
+        --verified tests/data/overlap_verified_pairs.csv --turned
 """
 
 from __future__ import annotations
@@ -149,6 +154,85 @@ def real(args, settings, result: dict) -> None:
     print({k: v for k, v in result["real"].items()}, flush=True)
 
 
+#: turns of image_b for ``--turned``: (rotation in degrees, mirrored)
+TURNS = {
+    "rotated 1": (1.0, False),
+    "rotated 3": (3.0, False),
+    "rotated 10": (10.0, False),
+    "rotated -37": (-37.0, False),
+    "rotated 90": (90.0, False),
+    "mirrored": (0.0, True),
+    "mirrored, rotated 20": (20.0, True),
+}
+
+
+def turned_pairs(args, settings, result: dict) -> None:
+    """Each verified real pair with image_b turned (:data:`TURNS`, bicubic): is the pair still
+    found, with the turned search and without it (``rotation_min_points: 0``)?"""
+    from dataclasses import replace
+
+    import numpy as np
+    from PIL import Image
+
+    from temvirus.overlap import OVERLAP, score_class, turned, turned_points
+    from temvirus.raw import read_dataset, read_image
+
+    images, particles = read_dataset(args.real, hash_files=False)
+    images = images.set_index("image_id")
+    verified = pd.read_csv(args.verified, dtype=str)
+    if args.classes:
+        verified = verified[verified["class"].isin(args.classes)]
+    verified = verified[verified.image_a.isin(images.index) & verified.image_b.isin(images.index)]
+    points = {k: g[["x", "y"]].to_numpy(float) for k, g in particles.groupby("image_id")}
+    folder = OUT / "data" / "overlap-turned"
+    folder.mkdir(parents=True, exist_ok=True)
+    variants = {"with the turned search": settings, "without": replace(settings, rotation_min_points=0)}
+    found = {name: {kind: 0 for kind in TURNS} for name in variants}
+    seconds = dict.fromkeys(variants, 0.0)
+    misses = []
+    for pair in verified.itertuples(index=False):
+        a, b = images.loc[pair.image_a], images.loc[pair.image_b]
+        pixels_b = read_image(Path(args.real) / b.path)
+        for kind, (angle, mirrored) in TURNS.items():
+            top = np.iinfo(pixels_b.dtype).max  # raw images are integer (temvirus.raw.read_image)
+            copy = np.clip(np.round(turned(pixels_b, angle, mirrored, order=3)), 0, top).astype(pixels_b.dtype)
+            path = folder / f"{pair.image_b}_{kind.replace(' ', '_').replace(',', '')}.png"
+            Image.fromarray(copy).save(path)
+            table = pd.DataFrame(
+                [
+                    (
+                        pair.image_a,
+                        pair[0],
+                        str(Path(args.real).resolve() / a.path),
+                        a.width,
+                        a.height,
+                        a.pixel_size_nm,
+                    ),
+                    ("turned", pair[0], str(path.resolve()), copy.shape[1], copy.shape[0], b.pixel_size_nm),
+                ],
+                columns=["image_id", "class", "path", "width", "height", "pixel_size_nm"],
+            )
+            known = {
+                pair.image_a: points.get(pair.image_a, np.zeros((0, 2))),
+                "turned": turned_points(points.get(pair.image_b, np.zeros((0, 2))), pixels_b.shape, angle, mirrored),
+            }
+            for name, variant in variants.items():
+                started = time.perf_counter()
+                row = score_class(table, "/", variant, known).iloc[0]
+                seconds[name] += time.perf_counter() - started
+                found[name][kind] += row.decision == OVERLAP
+                if variant is settings and row.decision != OVERLAP:
+                    misses.append(f"{pair[0]} {pair.image_a}/{pair.image_b} {kind}: evidence {row.evidence:.3f}")
+    result["turned"] = {
+        "pairs": len(verified),
+        "found": found,
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "missed": misses,
+    }
+    print(pd.DataFrame(found).to_string(), flush=True)
+    print({k: v for k, v in result["turned"].items() if k != "found"}, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scale", type=float, default=0.2, help="synthetic data scale (0: no synthetic run)")
@@ -157,6 +241,9 @@ def main() -> None:
     parser.add_argument("--real", type=Path, help="raw-layout folder of real images")
     parser.add_argument("--verified", type=Path, help="CSV class,image_a,image_b of same-field pairs verified by eye")
     parser.add_argument("--classes", nargs="*", help="only these classes of the real data")
+    parser.add_argument(
+        "--turned", action="store_true", help="with --real/--verified: the verified pairs with image_b turned"
+    )
     args = parser.parse_args()
     args.threads = [int(t) for t in args.threads.split(",")]
     limit_threads(1)
@@ -164,7 +251,9 @@ def main() -> None:
     result = {"machine": machine_info(), "settings": repr(settings)}
     if args.scale > 0:
         synthetic(args, settings, params, result)
-    if args.real:
+    if args.real and args.turned:
+        turned_pairs(args, settings, result)
+    elif args.real:
         real(args, settings, result)
     print(write_result(OUT / "overlap.json", result))
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import PAPER, REPO, write_raw_image
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import gaussian_filter, map_coordinates
 
 from temvirus.classes import FOLDER_NAMES
 from temvirus.overlap import (
@@ -26,11 +26,14 @@ from temvirus.overlap import (
     ncc_surface,
     point_agreement,
     register,
+    rigid_matches,
     score_against_truth,
     score_pairs,
     significance,
     tile_agreement,
     tile_shape,
+    turned,
+    turned_points,
 )
 from temvirus.raw import read_dataset
 
@@ -398,6 +401,110 @@ def test_pixel_size_a_few_percent_off_is_found_by_the_scale_search(tmp_path):
     assert found.decision == OVERLAP and found.scale == pytest.approx(2 / 2.1, abs=0.035)
     strict = pair(score_pairs(images, root, OverlapSettings(coarse_nm=6.0, scale_search=()), particles), "a", "b")
     assert strict.decision == DISTINCT and strict.fine_ncc < found.fine_ncc
+
+
+def turned_view(field, centre: tuple[float, float], side_nm: int, angle: float, mirrored: bool, seed: int):
+    """A ``side_nm`` square of ``field`` about ``centre`` (nm) seen turned: b's point q
+    (about its centre) shows the field at ``centre + M R(-angle) q`` (M mirrors x), so b is
+    the field turned by ``angle`` after mirroring; 2 nm/px, noisy, uint16, with its points."""
+    pixels, centres = field
+    t = np.radians(angle)
+    flip = np.diag([-1.0 if mirrored else 1.0, 1.0])
+    to_field = flip @ np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]])  # M R(-angle)
+    q = np.stack(np.meshgrid(np.arange(side_nm) + 0.5, np.arange(side_nm) + 0.5), axis=-1) - side_nm / 2
+    p = q @ to_field.T + centre
+    window = map_coordinates(pixels, [p[..., 1] - 0.5, p[..., 0] - 0.5], order=1)
+    blocks = window.reshape(side_nm // 2, 2, side_nm // 2, 2).mean(axis=(1, 3))
+    noisy = np.clip(blocks + np.random.default_rng(seed).normal(0, 8, blocks.shape), 0, 65535).astype(np.uint16)
+    local = ((centres - centre) @ to_field + side_nm / 2) / 2  # to_field is orthogonal
+    return noisy, local[((local >= 0) & (local < side_nm // 2)).all(axis=1)]
+
+
+#: kind: rotation (degrees) and mirror of b's view of the field
+TURNS = {"rotated_2": (2.0, False), "rotated_-35": (-35.0, False), "rotated_90": (90.0, False), "mirrored": (0.0, True)}
+
+
+@pytest.mark.parametrize("kind", sorted(TURNS))
+def test_turned_reimaging_is_found_and_another_field_is_not(kind, tmp_path):
+    """b re-images part of a's field turned (another magnification's image rotation, a holder
+    put back) or mirrored (saved flipped); c is another field seen the same way. Without the
+    turned search (``rotation_min_points: 0``) the pair is missed."""
+    angle, mirrored = TURNS[kind]
+    one, two = textured_field(27), textured_field(28)
+    a = view(one, 0, 0, 800, 2, 60)
+    b = turned_view(one, (520, 480), 560, angle, mirrored, 61)
+    c = turned_view(two, (520, 480), 560, angle, mirrored, 62)
+    root, images, particles = pair_root(tmp_path, a, b, c, (2.0, 2.0, 2.0))
+    pairs = score_pairs(images, root, SETTINGS, particles)
+    ab = pair(pairs, "a", "b")
+    # the turn found maps b back onto a: R(-angle), or for a mirror image M R(-angle) = R(angle) M
+    back = angle if mirrored else -angle
+    assert ab.decision == OVERLAP and ab.mirrored == mirrored, ab.to_dict()
+    assert abs((ab.rotation_deg - back + 180) % 360 - 180) <= 1.0, ab.to_dict()
+    for other in [("a", "c"), ("b", "c")]:
+        assert pair(pairs, *other).decision == DISTINCT, pair(pairs, *other).to_dict()
+    unturned = pair(
+        score_pairs(images, root, OverlapSettings(coarse_nm=6.0, rotation_min_points=0), particles), "a", "b"
+    )
+    assert unturned.decision == DISTINCT and unturned.rotation_deg == 0
+    if kind == "rotated_-35":  # the decision figure shows b turned back
+        from temvirus.overlap_figures import plot_pair
+
+        plot_pair(pairs[(pairs.image_a == "a") & (pairs.image_b == "b")].iloc[0], images, root, tmp_path / "ab.png")
+        assert (tmp_path / "ab.png").stat().st_size > 10_000
+
+
+@pytest.mark.realdata
+def test_real_reimaging_turned_or_mirrored_is_found(real_crops, tmp_path):
+    """A verified real pair (CCHF 635/639: one field twice) with 639 turned by 90 and -23
+    degrees and mirrored, beside an unrelated CCHF crop: each turned copy is grouped with 635."""
+    from temvirus.raw import read_image, read_positions
+
+    def crop(image_id):
+        path = next(real_crops.glob(f"*/CCHF/{image_id}.jpg"))
+        points = read_positions(path.parent / "particle_positions" / f"{image_id}_particlepositions.txt")
+        return read_image(path), np.concatenate([np.reshape(p, (-1, 2)) for p in points])
+
+    (pixels_a, points_a), (pixels_b, points_b) = crop("635"), crop("639")
+    images = {"a": (pixels_a, points_a), "c": crop("1070")}
+    for name, angle, mirrored in (("r90", 90.0, False), ("r-23", -23.0, False), ("m", 0.0, True)):
+        turned_b = np.clip(np.round(turned(pixels_b, angle, mirrored, order=3)), 0, 255).astype(np.uint8)
+        images[name] = (turned_b, turned_points(points_b, pixels_b.shape, angle, mirrored))
+    for image_id, image in images.items():
+        write_class_image(tmp_path, "train", "CCHF", image_id, image, 1.0)
+    table, particles = read_dataset(tmp_path, hash_files=False)
+    pairs = score_pairs(table, tmp_path, OverlapSettings(), particles)
+    claimed = set(pairs.loc[pairs.decision == OVERLAP, ["image_a", "image_b"]].itertuples(index=False, name=None))
+    print(pairs.to_string())
+    assert {("a", "m"), ("a", "r-23"), ("a", "r90")} <= claimed
+    assert not any("c" in p for p in claimed)
+
+
+@pytest.mark.parametrize("angle, mirrored", [(0.0, False), (33.0, False), (90.0, True), (-120.0, True)])
+def test_turned_points_land_where_turned_moves_their_pixels(angle, mirrored):
+    spots = np.array([[5.5, 7.5], [50.5, 30.5], [30.5, 20.5]])  # continuous x, y (pixel centres)
+    for (x, y), (qx, qy) in zip(spots, turned_points(spots, (40, 60), angle, mirrored)):
+        image = np.zeros((40, 60), np.float32)
+        image[int(y), int(x)] = 1.0
+        out = turned(gaussian_filter(image, 1.5), angle, mirrored)
+        row, col = np.unravel_index(np.argmax(out), out.shape)
+        assert abs(row + 0.5 - qy) <= 1 and abs(col + 0.5 - qx) <= 1, (angle, mirrored, (row, col), (qy, qx))
+
+
+def test_rigid_matches_recover_a_turn_and_reject_unrelated_points():
+    rng = np.random.default_rng(5)
+    b = rng.uniform(0, 900, (14, 2))
+    for angle, mirrored in [(7.0, False), (-150.0, False), (40.0, True)]:
+        flip = np.array([-1.0 if mirrored else 1.0, 1.0])
+        t = np.radians(angle)
+        a = (b * flip) @ np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]]) + [300, -100]
+        a += rng.normal(0, 4, a.shape)
+        best = rigid_matches(a, b, (2000, 2000), (900, 900), 30.0, 3, 0.4)[0]
+        assert best["mirrored"] == mirrored and best["matches"] == 14
+        assert abs((best["rotation_deg"] - angle + 180) % 360 - 180) < 0.5
+        assert np.hypot(best["dx_nm"] - 300, best["dy_nm"] + 100) < 5
+    sparse = rng.uniform(0, 5000, (6, 2))
+    assert rigid_matches(sparse, rng.uniform(0, 5000, (6, 2)), (5000, 5000), (5000, 5000), 30.0, 3, 0.4) == []
 
 
 def test_padding_and_cut_particles_do_not_count_as_disagreement(tmp_path):

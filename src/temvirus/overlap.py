@@ -57,7 +57,18 @@ Method (all pairs of images within a class):
 6. **Scale fallback.** Pairs not found at the recorded pixel sizes are tried again with
    image_b resampled by each relative scale of ``fallback_scales`` (pixel sizes recorded
    wrongly by about that factor); the list should hold each scale and its inverse.
-7. **Groups.** Overlapping images form groups (connected components); in each group the
+7. **Turned re-images.** Pairs still not found, where both images are annotated, are tried
+   turned: a field re-imaged after a rotation (the image rotation of another magnification,
+   a holder put back) or saved mirrored. The turn comes from the annotated points
+   (:func:`rigid_matches`: a Hough transform of the rotation angle over pairs of points of
+   equal distance, unmirrored and mirrored; at least ``rotation_min_points`` points matched
+   within ``point_tolerance_nm`` and ``>= min_point_agreement`` of those each field puts in
+   the other). b is turned by it (:func:`turned`) and scored as in steps 3-5 (a coarse
+   screen first; then the fine check at the angle and at :data:`_ANGLE_STEPS_DEG` off it,
+   until it passes); a turned claim must also judge ``>= rotation_min_points`` points (its
+   turn rests on them). ``rotation_deg`` and ``mirrored`` say the turn that maps b onto a
+   (:func:`turned`'s; ``dx_nm``, ``dy_nm`` then place the turned b).
+8. **Groups.** Overlapping images form groups (connected components); in each group the
    image kept is the one with the most particles, then the smallest pixel size, then the
    smallest image id. ``overlap_group`` is the kept image's id (a singleton's own id).
 
@@ -78,7 +89,17 @@ import numpy as np
 import pandas as pd
 import scipy.fft
 from PIL import Image
-from scipy.ndimage import binary_erosion, distance_transform_edt, gaussian_filter, label, maximum_filter, minimum_filter
+from scipy.linalg import orthogonal_procrustes
+from scipy.ndimage import (
+    affine_transform,
+    binary_erosion,
+    distance_transform_edt,
+    gaussian_filter,
+    label,
+    maximum_filter,
+    minimum_filter,
+)
+from scipy.spatial import cKDTree
 from scipy.special import ndtri
 from scipy.stats import rankdata
 
@@ -104,6 +125,8 @@ PAIR_COLUMNS = [
     "overlap_nm2",
     "points",
     "point_agreement",
+    "rotation_deg",
+    "mirrored",
     "evidence",
     "decision",
 ]
@@ -114,10 +137,25 @@ _MIN_PADDING = 0.01
 _ERODE_PX = 2
 #: candidate shifts (highest peaks of the NCC surface) scored exactly
 _CANDIDATES = 12
-#: the scale search runs only when the fine NCC at the recorded scale is within this of min_ncc
+#: the scale search (and the angle steps of a turn) run only when the fine NCC is within this of min_ncc
 _SEARCH_WITHIN = 0.3
 #: candidate shifts given the fine check (those passing the screen, best first)
 _VERIFIED = 3
+#: rotation search (step 7): bins (degrees) of the Hough transform of the rotation angle
+_ANGLE_BIN_DEG = 2.0
+#: ... the angle from the points, then these steps off it (degrees), until the fine check passes
+_ANGLE_STEPS_DEG = (0.0, -0.5, 0.5, -1.0, 1.0, -2.0, 2.0)
+#: ... Hough peaks tried per mirror state, at least this far apart (degrees)
+_TURN_PEAKS = 3
+_TURN_SEPARATION_DEG = 10.0
+#: ... a close match lies within this fraction of point_tolerance_nm; the turn found needs
+#: this many times the close matches of any other turn tried
+_CLOSE_MATCH = 1 / 3
+_TURN_LEAD = 1.5
+#: ... from at most this many points of an image
+_MAX_POINTS = 120
+#: ... and unmirrored turns closer than this (degrees) to none are not tried again
+_UNTURNED_DEG = 0.5
 #: candidates (and the runner-up) are more than this many pixels apart
 _RUNNER_UP_PX = 3
 #: background NCC: pixels departing more than this many robust s.d. from the median are left out
@@ -155,6 +193,7 @@ class OverlapSettings:
     min_point_agreement: float = 0.4
     fallback_scales: tuple[float, ...] = ()
     scale_search: tuple[float, ...] = (0.97, 1.03, 0.94, 1.06)
+    rotation_min_points: int = 3
     near_misses: int = 20  # report only: rejected pairs shown beside the claims (temvirus.overlap_figures)
 
     @classmethod
@@ -650,6 +689,288 @@ def deep_inside(points_nm: np.ndarray, joint: dict, margin_nm: float) -> np.ndar
     return deep
 
 
+def _turn_geometry(shape: tuple[int, int], rotation_deg: float, mirrored: bool):
+    """The turn of an image of ``shape`` (rows, cols): ``q = m (p - centre) + centre_out`` in
+    continuous pixel coordinates (x, y; a pixel's centre at +0.5), the field turned by
+    ``rotation_deg`` (x towards y) about its centre after mirroring x if ``mirrored``; the
+    output is the turned field's bounding box. Returns ``(out_shape, m, centre, centre_out)``."""
+    h, w = shape
+    t = math.radians(rotation_deg)
+    m = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]]) @ np.diag([-1.0 if mirrored else 1.0, 1.0])
+    centre = np.array([w / 2, h / 2])
+    corners = np.array([[0, 0], [w, 0], [0, h], [w, h]]) - centre
+    extent = np.abs(corners @ m.T).max(axis=0)
+    out_w, out_h = (max(1, math.ceil(2 * e - 1e-6)) for e in extent)
+    return (out_h, out_w), m, centre, np.array([out_w / 2, out_h / 2])
+
+
+def turned(array: np.ndarray, rotation_deg: float, mirrored: bool, order: int = 1) -> np.ndarray:
+    """``array`` (rows, cols) turned as :func:`_turn_geometry` says (bilinear for ``order``
+    1, scipy's ``affine_transform``); 0 outside the turned field."""
+    shape, m, centre, centre_out = _turn_geometry(array.shape, rotation_deg, mirrored)
+    inverse = np.linalg.inv(m)  # p = inverse (q - centre_out) + centre, continuous x/y
+    swap = np.array([[0.0, 1.0], [1.0, 0.0]])  # x/y <-> row/col
+    matrix = swap @ inverse @ swap
+    offset = swap @ (inverse @ (0.5 - centre_out) + centre - 0.5)
+    return affine_transform(array.astype(np.float32), matrix, offset=offset, output_shape=shape, order=order, cval=0.0)
+
+
+def turned_points(points: np.ndarray, shape: tuple[int, int], rotation_deg: float, mirrored: bool) -> np.ndarray:
+    """(n, 2) continuous x/y pixel coordinates of an image of ``shape`` in :func:`turned`'s output."""
+    _, m, centre, centre_out = _turn_geometry(shape, rotation_deg, mirrored)
+    return (np.asarray(points, float).reshape(-1, 2) - centre) @ m.T + centre_out
+
+
+def _rotation_votes(a_nm: np.ndarray, b_nm: np.ndarray, tolerance_nm: float) -> np.ndarray:
+    """Angles (degrees, [0, 360)) that turn a vector between two of b's points onto a vector
+    of the same length (within ``tolerance_nm``) between two of a's. The pairs are unordered,
+    so each vote stands for its angle and the opposite one. Vectors shorter than
+    ``tolerance_nm`` give angles too uncertain to count."""
+
+    def vectors(p):
+        i, j = np.triu_indices(len(p), 1)
+        v = p[j] - p[i]
+        length = np.hypot(v[:, 0], v[:, 1])
+        v, length = v[length >= tolerance_nm], length[length >= tolerance_nm]
+        return np.degrees(np.arctan2(v[:, 1], v[:, 0])), length
+
+    angle_a, length_a = vectors(a_nm)
+    angle_b, length_b = vectors(b_nm)
+    order = np.argsort(length_b)
+    angle_b, length_b = angle_b[order], length_b[order]
+    lo = np.searchsorted(length_b, length_a - tolerance_nm)
+    hi = np.searchsorted(length_b, length_a + tolerance_nm)
+    count = hi - lo
+    ia = np.repeat(np.arange(len(angle_a)), count)
+    ib = np.repeat(lo - np.cumsum(count) + count, count) + np.arange(count.sum())
+    return (angle_a[ia] - angle_b[ib]) % 360
+
+
+def _hough_peaks(votes: np.ndarray, count: int) -> list[float]:
+    """The ``count`` highest peaks (degrees, [0, 180): each stands for itself and the opposite
+    angle) of the votes folded by 180 degrees, in bins of ``_ANGLE_BIN_DEG`` smoothed over
+    three, at least ``_TURN_SEPARATION_DEG`` apart; each refined to the circular mean of the
+    votes within 1.5 bins."""
+    folded = votes % 180
+    bins = int(round(180 / _ANGLE_BIN_DEG))
+    histogram = np.bincount((folded / _ANGLE_BIN_DEG).astype(int) % bins, minlength=bins)
+    smooth = (histogram + np.roll(histogram, 1) + np.roll(histogram, -1)).astype(float)
+    centres = (np.arange(bins) + 0.5) * _ANGLE_BIN_DEG
+    peaks = []
+    for _ in range(count):
+        k = int(np.argmax(smooth))
+        if smooth[k] <= 0:
+            break
+        peak = centres[k]
+        offset = (folded - peak + 90) % 180 - 90
+        near = offset[np.abs(offset) <= 1.5 * _ANGLE_BIN_DEG]
+        peaks.append((peak + float(np.degrees(np.angle(np.exp(2j * np.radians(near)).mean())) / 2)) % 180)
+        smooth[np.abs((centres - peak + 90) % 180 - 90) < _TURN_SEPARATION_DEG] = -1.0
+    return peaks
+
+
+def rigid_matches(
+    a_nm: np.ndarray,
+    b_nm: np.ndarray,
+    a_size_nm: tuple[float, float],
+    b_size_nm: tuple[float, float],
+    tolerance_nm: float,
+    min_points: int,
+    min_agreement: float,
+) -> list[dict]:
+    """The turn (rotation, or mirror image and rotation) under which the annotated points of
+    two images agree, where the points decide it.
+
+    ``a_nm``, ``b_nm``: (n, 2) x/y points (nm) in fields of ``a_size_nm``, ``b_size_nm``
+    (width, height, nm). For b as it is and mirrored (x -> -x), candidate rotations are the
+    peaks of a Hough transform of the angle (:func:`_rotation_votes`, :func:`_hough_peaks`);
+    at each, the translation is the densest cluster (radius ``tolerance_nm``) of the
+    differences a - R b, and both are refined from the points so matched (within
+    ``tolerance_nm``, one-to-one) by orthogonal Procrustes (scipy). Annotations of one
+    particle in two views agree to a few nm, chance alignments anywhere within the
+    tolerance: a turn's ``matches`` are its matched points within ``_CLOSE_MATCH *
+    tolerance_nm``. The turn the points decide (:func:`_decided_turn`: at least
+    ``min_points`` such matches, well ahead of the other turns tried: a packed lattice of
+    look-alike particles, or a small symmetric cluster, agrees with itself under several
+    turns, which then decide nothing) is returned where all its matches are at least
+    ``min_agreement`` of the points of either image that the transform places in the other
+    field.
+
+    Returns ``[]`` or ``[{"rotation_deg", "mirrored", "dx_nm", "dy_nm", "matches",
+    "agreement"}]``; the transform maps b's points into a's frame as ``a = R(rotation) M b +
+    (dx, dy)`` about b's origin.
+    """
+    if min(len(a_nm), len(b_nm)) < max(min_points, 2):
+        return []
+    a_nm, b_nm = _thinned(np.asarray(a_nm, float)), _thinned(np.asarray(b_nm, float))
+    mirrors = {mirrored: b_nm * [-1.0, 1.0] if mirrored else b_nm for mirrored in (False, True)}
+    peaks = {m: _hough_peaks(_rotation_votes(a_nm, b, tolerance_nm), _TURN_PEAKS) for m, b in mirrors.items()}
+
+    def fit(mirrored: bool, peak: float) -> dict:
+        # each peak stands for its angle and the opposite one: both are tried
+        b = mirrors[mirrored]
+        angle, matched_a, matched_b = max(
+            (_rigid_fit(a_nm, b, start, tolerance_nm) for start in (peak, peak + 180)), key=lambda t: len(t[1])
+        )
+        t = math.radians(angle)
+        r = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+        shift = (a_nm[matched_a] - b[matched_b] @ r.T).mean(axis=0) if len(matched_a) else np.zeros(2)
+        residual = np.hypot(*(a_nm[matched_a] - b[matched_b] @ r.T - shift).T)
+        close = int((residual <= _CLOSE_MATCH * tolerance_nm).sum())
+        return {"mirrored": mirrored, "angle": angle, "r": r, "shift": shift, "matches": len(matched_a), "close": close}
+
+    fits = [fit(mirrored, found[0]) for mirrored, found in peaks.items() if found]
+    if not fits or max(f["close"] for f in fits) < min_points:
+        return []
+    fits += [fit(mirrored, peak) for mirrored, found in peaks.items() for peak in found[1:]]
+    best = _decided_turn(fits, min_points)
+    if best is None:
+        return []
+    b, r, shift = mirrors[best["mirrored"]], best["r"], best["shift"]
+    a_in_b = (a_nm - shift) @ r * ([-1.0, 1.0] if best["mirrored"] else [1.0, 1.0])  # in b's own frame
+    inside = max(_within(b @ r.T + shift, a_size_nm).sum(), _within(a_in_b, b_size_nm).sum(), 1)
+    if best["matches"] / inside < min_agreement:
+        return []
+    return [
+        {
+            "rotation_deg": best["angle"] % 360,
+            "mirrored": best["mirrored"],
+            "dx_nm": float(shift[0]),
+            "dy_nm": float(shift[1]),
+            "matches": best["close"],
+            "agreement": best["matches"] / inside,
+        }
+    ]
+
+
+def _decided_turn(fits: list[dict], min_points: int) -> dict | None:
+    """The turn the points decide among ``fits`` (:func:`rigid_matches`), or None. A rotation
+    needs ``min_points`` close matches, ``_TURN_LEAD`` times those of any other rotation
+    tried (``_TURN_SEPARATION_DEG`` away) and no fewer than any mirror image; a mirror image
+    (a flipped file, rarer than a rotated view: a few points often fit their mirror image)
+    must lead every other turn so."""
+
+    def apart(f: dict, best: dict) -> bool:
+        return f["mirrored"] != best["mirrored"] or abs((f["angle"] - best["angle"] + 180) % 360 - 180) >= (
+            _TURN_SEPARATION_DEG
+        )
+
+    def leads(best: dict, rivals: list[dict]) -> bool:
+        return best["close"] >= min_points and best["close"] >= _TURN_LEAD * max(
+            (f["close"] for f in rivals if apart(f, best)), default=0
+        )
+
+    rotations, mirrored = [f for f in fits if not f["mirrored"]], [f for f in fits if f["mirrored"]]
+    if rotations:
+        best = max(rotations, key=lambda f: (f["close"], f["matches"]))
+        if leads(best, rotations) and best["close"] >= max((f["close"] for f in mirrored), default=0):
+            return best
+    if mirrored:
+        best = max(mirrored, key=lambda f: (f["close"], f["matches"]))
+        if leads(best, fits):
+            return best
+    return None
+
+
+def _point_matches(a_nm: np.ndarray, b_nm: np.ndarray, angle: float, tolerance_nm: float):
+    """Indices of the points of a and of b matched one-to-one within ``tolerance_nm`` with b
+    turned by ``angle`` degrees and shifted by the densest cluster of the differences a - R b."""
+    t = math.radians(angle)
+    turned_b = b_nm @ np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])
+    differences = (a_nm[:, None, :] - turned_b[None, :, :]).reshape(-1, 2)
+    density = cKDTree(differences).query_ball_point(differences, tolerance_nm, return_length=True)
+    distance, partner = cKDTree(turned_b + differences[int(np.argmax(density))]).query(
+        a_nm, distance_upper_bound=tolerance_nm
+    )
+    found = np.flatnonzero(np.isfinite(distance))
+    found = found[np.unique(partner[found], return_index=True)[1]]
+    return found, partner[found]
+
+
+def _rigid_fit(a_nm: np.ndarray, b_nm: np.ndarray, angle: float, tolerance_nm: float):
+    """:func:`_point_matches` at ``angle``, then at the angle refined from those matches by
+    orthogonal Procrustes (scipy) where that matches no fewer. ``(angle, matched_a, matched_b)``."""
+    matched_a, matched_b = _point_matches(a_nm, b_nm, angle, tolerance_nm)
+    if len(matched_a) >= 2:
+        pa, pb = a_nm[matched_a], b_nm[matched_b]
+        rotation, _ = orthogonal_procrustes(pb - pb.mean(axis=0), pa - pa.mean(axis=0))
+        if np.linalg.det(rotation) > 0:  # pb @ rotation ~ pa: rotation = R(angle).T
+            refined = math.degrees(math.atan2(rotation[0, 1], rotation[0, 0]))
+            again_a, again_b = _point_matches(a_nm, b_nm, refined, tolerance_nm)
+            if len(again_a) >= len(matched_a):
+                return refined, again_a, again_b
+    return angle, matched_a, matched_b
+
+
+def _thinned(points: np.ndarray) -> np.ndarray:
+    """At most ``_MAX_POINTS`` of ``points``, evenly through the list (the votes grow as the
+    4th power of the count)."""
+    if len(points) <= _MAX_POINTS:
+        return points
+    return points[np.linspace(0, len(points) - 1, _MAX_POINTS).round().astype(int)]
+
+
+def _within(points: np.ndarray, size: tuple[float, float]) -> np.ndarray:
+    return (points[:, 0] >= 0) & (points[:, 0] <= size[0]) & (points[:, 1] >= 0) & (points[:, 1] <= size[1])
+
+
+def _turns(row_a: pd.Series, row_b: pd.Series, points: dict, s: OverlapSettings) -> list[dict]:
+    """The turn of b worth a search (step 7): the best of :func:`rigid_matches` of the two
+    images' annotated points, unless it is within ``_UNTURNED_DEG`` of none (already tried)."""
+    empty = np.zeros((0, 2))
+    a_nm = points.get(row_a.image_id, empty) * row_a.pixel_size_nm
+    b_nm = points.get(row_b.image_id, empty) * row_b.pixel_size_nm
+    turns = rigid_matches(
+        a_nm,
+        b_nm,
+        (row_a.width * row_a.pixel_size_nm, row_a.height * row_a.pixel_size_nm),
+        (row_b.width * row_b.pixel_size_nm, row_b.height * row_b.pixel_size_nm),
+        s.point_tolerance_nm,
+        s.rotation_min_points,
+        s.min_point_agreement,
+    )
+    unturned = turns and not turns[0]["mirrored"] and abs((turns[0]["rotation_deg"] + 180) % 360 - 180) < _UNTURNED_DEG
+    return [] if unturned else turns[:1]
+
+
+def _turned_view(view: _View, rotation_deg: float, mirrored: bool, level: int, s: OverlapSettings) -> _View:
+    """A coarse view turned (:func:`turned`) and band-passed again."""
+    valid = turned(view.valid.astype(np.float32), rotation_deg, mirrored) > 0.99
+    mean = np.where(valid, turned(view.mean, rotation_deg, mirrored), 0.0).astype(np.float32)
+    return _view(mean, valid, s, detrend=level >= 1)
+
+
+def _screened_where_the_points_say(a: _Image, b: _Image, turn: dict, level: int, s: OverlapSettings) -> bool:
+    """Whether b turned by ``turn`` (:func:`rigid_matches`) registers on a at the coarse
+    ``level`` with a shift that passes the screen (step 5) within ``point_tolerance_nm`` (and
+    two coarse pixels) of where the points put it: the fine check is worth its cost."""
+    coarse_nm = s.coarse_nm * 2**level
+    view = _turned_view(b.levels[level], turn["rotation_deg"], turn["mirrored"], level, s)
+    # b's points p (nm) sit in a at R M p + shift; the turned fine view shows p at
+    # m (p - centre) + centre_out (m = R M): its origin lies at shift + m centre - centre_out
+    _, m, centre, centre_out = _turn_geometry(b.fine.mean.shape, turn["rotation_deg"], turn["mirrored"])
+    origin = np.array([turn["dx_nm"], turn["dy_nm"]]) + (m @ centre - centre_out) * b.fine_nm
+    return any(
+        _screen(c, s) >= 0
+        and math.hypot(c["dx"] * coarse_nm - origin[0], c["dy"] * coarse_nm - origin[1])
+        <= s.point_tolerance_nm + 2 * coarse_nm
+        for c in register(a.levels[level], view, s)["candidates"]
+    )
+
+
+def _turned_image(
+    b: _Image, row_b: pd.Series, points: dict, rotation_deg: float, mirrored: bool, top: int, s: OverlapSettings
+) -> tuple[_Image, dict]:
+    """b's views turned (:func:`turned`, from its fine level), and ``points`` with b's turned
+    alike (in b's recorded pixels, as :func:`_points_score` reads them)."""
+    mean = turned(b.fine.mean, rotation_deg, mirrored)
+    valid = turned(b.fine.valid.astype(np.float32), rotation_deg, mirrored) > 0.99
+    image = _pyramid(b.image_id, b.own, b.fine_nm, np.where(valid, mean, 0.0).astype(np.float32), valid, top, s)
+    fine_px = points.get(row_b.image_id, np.zeros((0, 2))) * (row_b.pixel_size_nm / b.fine_nm)
+    moved = turned_points(fine_px, b.fine.mean.shape, rotation_deg, mirrored) * (b.fine_nm / row_b.pixel_size_nm)
+    return image, {**points, row_b.image_id: moved}
+
+
 def own_level(width: int, height: int, pixel_size_nm: float, s: OverlapSettings) -> int:
     """The image's pyramid level: the ``k`` whose pixel, ``coarse_nm * 2**k``, shows the whole
     field in the nearest to ``max_side_px`` pixels (0.71-1.41 times it), not finer than the
@@ -666,7 +987,14 @@ def _prepare(image_id: str, pixels: np.ndarray, pixel_size_nm: float, top: int, 
     own = own_level(width, height, pixel_size_nm, s)
     fine_nm = max(s.coarse_nm * 2**own / 2**s.fine_levels, pixel_size_nm, s.min_fine_nm)
     mean, valid = coarse(pixels, pixel_size_nm, fine_nm)
-    mean = normal_scores(mean, valid)
+    return _pyramid(image_id, own, fine_nm, normal_scores(mean, valid), valid, top, s)
+
+
+def _pyramid(
+    image_id: str, own: int, fine_nm: float, mean: np.ndarray, valid: np.ndarray, top: int, s: OverlapSettings
+) -> _Image:
+    """An image from its fine level (``mean``, ``valid`` at ``fine_nm``): coarse views from
+    level ``own`` up to ``top``."""
     image = _Image(image_id, own, fine_nm, _View(mean, valid, mean))
     factor = s.coarse_nm * 2**own / fine_nm
     for level in range(own, top + 1):
@@ -773,13 +1101,44 @@ def _verified(
     return best
 
 
+def _pair_score(
+    row_a: pd.Series,
+    row_b: pd.Series,
+    a: _Image,
+    b: _Image,
+    view_b: _View,
+    level: int,
+    scale: float,
+    points: dict | None,
+    s: OverlapSettings,
+) -> dict:
+    """The best try of one pair at one pyramid ``level``: ``view_b`` (b's view at that level,
+    ``scale`` times its recorded pixel size) registered on a's (step 3); the most significant
+    shift and those of :func:`_ambiguous` get the fine check (:func:`_verified`) where they
+    pass the screen. Same-class particles can make a wrong shift score best at the coarse
+    scale; the fine check tells."""
+    registered = register(a.levels[level], view_b, s)
+    coarse_nm = s.coarse_nm * 2**level
+    best = None
+    for candidate in (registered["candidates"][:1] or [registered]) + _ambiguous(registered["candidates"], s):
+        score = dict(candidate, fraction=candidate["n"] / registered["smaller"])
+        score["dx_nm"], score["dy_nm"] = score["dx"] * coarse_nm, score["dy"] * coarse_nm
+        score["area_nm2"] = score["n"] * coarse_nm**2
+        score["scale"], score["evidence"] = scale, _evidence(score, s)
+        if _screen(score, s) >= 0:
+            score = _verified(row_a, row_b, a, b, score, coarse_nm, points, s)
+        if best is None or score["evidence"] > best["evidence"]:
+            best = score
+    return best
+
+
 def score_class(
     images: pd.DataFrame, root: str | Path, s: OverlapSettings, points: dict[str, np.ndarray] | None = None
 ) -> pd.DataFrame:
     """Score every pair of images of one class; one row per pair (:data:`PAIR_COLUMNS`).
 
     ``points`` maps image ids to their annotated (x, y) pixels; without it the decision
-    rests on the images alone.
+    rests on the images alone, and turned views (step 7) are not searched.
     """
     images = images.sort_values("image_id", kind="stable").reset_index(drop=True)
     cls = images["class"].iloc[0]
@@ -791,39 +1150,45 @@ def score_class(
     pending = {
         (i, j): max(prepared[i].own, prepared[j].own) for i in range(len(images)) for j in range(i + 1, len(images))
     }
-    results: dict[tuple[int, int], tuple[float, dict]] = {}
+    results: dict[tuple[int, int], dict] = {}
+
+    def keep(pair: tuple[int, int], score: dict) -> None:
+        if pair not in results or score["evidence"] > results[pair]["evidence"]:
+            results[pair] = score
+
     for scale in [1.0, *sorted(sc for sc in s.fallback_scales if sc != 1.0)]:
         moved: dict[tuple[int, int], _View] = {}
         for (i, j), k in pending.items():
             if (j, k) not in moved:
                 view = prepared[j].levels[k]
                 moved[j, k] = view if scale == 1.0 else _rescaled(view, scale, s)
-            registered = register(prepared[i].levels[k], moved[j, k], s)
-            coarse_nm = s.coarse_nm * 2**k
-            # the best shift, and the next ones that pass the screen (same-class particles
-            # can make a wrong shift score best at the coarse scale; the fine check tells)
-            tries = registered["candidates"][:1] or [registered]
-            tries += _ambiguous(registered["candidates"], s)
-            for candidate in tries:
-                score = dict(candidate, fraction=candidate["n"] / registered["smaller"])
-                score["dx_nm"], score["dy_nm"] = score["dx"] * coarse_nm, score["dy"] * coarse_nm
-                score["area_nm2"] = score["n"] * coarse_nm**2
-                score["scale"], score["evidence"] = scale, _evidence(score, s)
-                if _screen(score, s) >= 0:
-                    score = _verified(
-                        images.loc[i], images.loc[j], prepared[i], prepared[j], score, coarse_nm, points, s
-                    )
-                if (i, j) not in results or score["evidence"] > results[i, j][1]["evidence"]:
-                    results[i, j] = (score["scale"], score)
-        pending = {pair: k for pair, k in pending.items() if results[pair][1]["evidence"] < 0}
+            score = _pair_score(
+                images.loc[i], images.loc[j], prepared[i], prepared[j], moved[j, k], k, scale, points, s
+            )
+            keep((i, j), dict(score, rotation_deg=0.0, mirrored=False))
+        pending = {pair: k for pair, k in pending.items() if results[pair]["evidence"] < 0}
+    if s.rotation_min_points and points is not None:
+        for (i, j), k in pending.items():
+            for turn in _turns(images.loc[i], images.loc[j], points, s):
+                if not _screened_where_the_points_say(prepared[i], prepared[j], turn, k, s):
+                    continue
+                for step in _ANGLE_STEPS_DEG:  # the points' angle is a few tenths of a degree off
+                    angle = turn["rotation_deg"] + step
+                    b, b_points = _turned_image(prepared[j], images.loc[j], points, angle, turn["mirrored"], top, s)
+                    score = _pair_score(images.loc[i], images.loc[j], prepared[i], b, b.levels[k], k, 1.0, b_points, s)
+                    if score.get("points", 0) < s.rotation_min_points:
+                        score["evidence"] = -1.0  # a turn rests on its points: too few judged
+                    keep((i, j), dict(score, rotation_deg=angle % 360, mirrored=turn["mirrored"]))
+                    if score["evidence"] >= 0 or score.get("fine_ncc", -1.0) < s.min_ncc - _SEARCH_WITHIN:
+                        break  # found, or too far off for a degree or two to explain
     rows = []
-    for (i, j), (scale, score) in sorted(results.items()):
+    for (i, j), score in sorted(results.items()):
         rows.append(
             (
                 cls,
                 images.image_id[i],
                 images.image_id[j],
-                scale,
+                score["scale"],
                 round(float(score["dx_nm"]), 1),
                 round(float(score["dy_nm"]), 1),
                 round(score["ncc"], 4),
@@ -836,6 +1201,8 @@ def score_class(
                 round(score["area_nm2"], 1),
                 score.get("points", 0),
                 round(score.get("point_agreement", float("nan")), 4),
+                round(float(score["rotation_deg"]), 2),
+                bool(score["mirrored"]),
                 round(score["evidence"], 4),
                 OVERLAP if score["evidence"] >= 0 else DISTINCT,
             )
@@ -885,7 +1252,7 @@ def score_pairs(
 
 
 def group_images(images: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
-    """The image table plus ``overlap_group`` and ``kept`` (module docstring, step 7)."""
+    """The image table plus ``overlap_group`` and ``kept`` (module docstring, step 8)."""
     parent = {image_id: image_id for image_id in images.image_id}
 
     def find(x):

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from temvirus.io import save_figure
-from temvirus.overlap import OVERLAP, area_resample, padding_mask
+from temvirus.overlap import OVERLAP, area_resample, padding_mask, turned
 from temvirus.raw import read_image
 
 #: most pixels along a panel's longer side
@@ -33,6 +33,11 @@ def decisions_to_plot(pairs: pd.DataFrame, near_misses: int) -> pd.DataFrame:
     return pd.concat([claimed, rejected.head(near_misses)]).reset_index(drop=True)
 
 
+def _turn_label(row: pd.Series) -> str:
+    turn = f" turned {row.rotation_deg:g} deg" if row.rotation_deg else ""
+    return turn + (" mirrored" if row.mirrored else "")
+
+
 def _stretch(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Contrast stretch to the 1st-99th percentile of the valid pixels (0..1)."""
     if not valid.any():
@@ -41,11 +46,19 @@ def _stretch(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.clip((values - low) / max(high - low, 1e-6), 0, 1)
 
 
-def _placed(pixels: np.ndarray, factor: float, origin_px: tuple[float, float], shape: tuple[int, int]):
+def _placed(
+    pixels: np.ndarray,
+    factor: float,
+    origin_px: tuple[float, float],
+    shape: tuple[int, int],
+    inside: np.ndarray | None = None,
+):
     """``pixels`` resampled by ``1 / factor`` and pasted at ``origin_px`` (x, y) of a canvas of
-    ``shape``; returns the canvas and its valid mask (inside the image and not padding)."""
+    ``shape``; returns the canvas and its valid mask (inside the image, or ``inside`` where
+    given, and not padding)."""
     image = area_resample(pixels.astype(np.float32), factor)
-    valid = area_resample((~padding_mask(pixels)).astype(np.float32), factor) > 0.5
+    inside = ~padding_mask(pixels) if inside is None else inside
+    valid = area_resample(inside.astype(np.float32), factor) > 0.5
     canvas, mask = np.zeros(shape, np.float32), np.zeros(shape, bool)
     x0, y0 = int(round(origin_px[0])), int(round(origin_px[1]))
     h, w = image.shape
@@ -60,7 +73,8 @@ def plot_pair(row: pd.Series, images: pd.DataFrame, root: str | os.PathLike, out
 
     ``row`` is a row of the pair table (:data:`temvirus.overlap.PAIR_COLUMNS`): image_b's
     top-left corner lies at (``dx_nm``, ``dy_nm``) in image_a's field, its pixels ``scale``
-    times their recorded size. The area valid in both (no padding) is outlined in yellow in
+    times their recorded size, after the turn ``rotation_deg`` / ``mirrored`` (a turned
+    re-image; :func:`temvirus.overlap.turned`). The area valid in both (no padding) is outlined in yellow in
     the two left panels; the right panel shows it only, image_a in magenta and the registered
     image_b in green, each stretched over it (grey where they agree).
     """
@@ -72,6 +86,10 @@ def plot_pair(row: pd.Series, images: pd.DataFrame, root: str | os.PathLike, out
     table = images.set_index("image_id")
     a, b = table.loc[row.image_a], table.loc[row.image_b]
     pa, pb = read_image(Path(root) / a.path), read_image(Path(root) / b.path)
+    inside_b = None
+    if row.rotation_deg or row.mirrored:  # a turned re-image (temvirus.overlap, step 7)
+        inside_b = turned((~padding_mask(pb)).astype(np.float32), row.rotation_deg, row.mirrored) > 0.99
+        pb = turned(pb, row.rotation_deg, row.mirrored)
     b_nm = b.pixel_size_nm * row.scale
     x0, y0 = min(0.0, row.dx_nm), min(0.0, row.dy_nm)
     x1 = max(pa.shape[1] * a.pixel_size_nm, row.dx_nm + pb.shape[1] * b_nm)
@@ -79,7 +97,7 @@ def plot_pair(row: pd.Series, images: pd.DataFrame, root: str | os.PathLike, out
     step = max(a.pixel_size_nm, b_nm, (x1 - x0) / _PANEL_PX, (y1 - y0) / _PANEL_PX)
     shape = (math.ceil((y1 - y0) / step), math.ceil((x1 - x0) / step))
     ia, va = _placed(pa, step / a.pixel_size_nm, (-x0 / step, -y0 / step), shape)
-    ib, vb = _placed(pb, step / b_nm, ((row.dx_nm - x0) / step, (row.dy_nm - y0) / step), shape)
+    ib, vb = _placed(pb, step / b_nm, ((row.dx_nm - x0) / step, (row.dy_nm - y0) / step), shape, inside_b)
     shared = va & vb
     overlay = np.zeros((*shape, 3), np.float32)
     overlay[..., 0] = overlay[..., 2] = np.where(shared, _stretch(ia, shared), 0)
@@ -112,7 +130,7 @@ def plot_pair(row: pd.Series, images: pd.DataFrame, root: str | os.PathLike, out
         if k in row
     )
     fig.suptitle(
-        f"{row['class']}: {row.decision.upper()}  scale={row.scale:g} dx={row.dx_nm:.0f} dy={row.dy_nm:.0f} nm  points={row.points}\n{tests}",
+        f"{row['class']}: {row.decision.upper()}  scale={row.scale:g}{_turn_label(row)} dx={row.dx_nm:.0f} dy={row.dy_nm:.0f} nm  points={row.points}\n{tests}",
         fontsize=9,
     )
     save_figure(out_png, fig)
