@@ -61,9 +61,10 @@ Method (all pairs of images within a class):
    turned: a field re-imaged after a rotation (the image rotation of another magnification,
    a holder put back) or saved mirrored. The turn comes from the annotated points
    (:func:`rigid_matches`: a Hough transform of the rotation angle over pairs of points of
-   equal distance, unmirrored and mirrored; at least ``rotation_min_points`` points matched
-   within ``point_tolerance_nm`` and ``>= min_point_agreement`` of those each field puts in
-   the other). b is turned by it (:func:`turned`) and scored as in steps 3-5 (a coarse
+   equal distance, unmirrored and mirrored; tried only where the points decide the turn,
+   :func:`_decided_turn`: ``>= rotation_min_points`` points matched within a third of
+   ``point_tolerance_nm``, well ahead of every other turn, and all matches ``>=
+   min_point_agreement`` of the points each field puts in the other). b is turned by it (:func:`turned`) and scored as in steps 3-5 (a coarse
    screen first; then the fine check at the angle and at :data:`_ANGLE_STEPS_DEG` off it,
    until it passes); a turned claim must also judge ``>= rotation_min_points`` points (its
    turn rests on them). ``rotation_deg`` and ``mirrored`` say the turn that maps b onto a
@@ -689,14 +690,19 @@ def deep_inside(points_nm: np.ndarray, joint: dict, margin_nm: float) -> np.ndar
     return deep
 
 
+def _rotation(angle_deg: float) -> np.ndarray:
+    """The 2x2 matrix turning x towards y by ``angle_deg`` (column vectors x, y)."""
+    t = math.radians(angle_deg)
+    return np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+
+
 def _turn_geometry(shape: tuple[int, int], rotation_deg: float, mirrored: bool):
     """The turn of an image of ``shape`` (rows, cols): ``q = m (p - centre) + centre_out`` in
     continuous pixel coordinates (x, y; a pixel's centre at +0.5), the field turned by
     ``rotation_deg`` (x towards y) about its centre after mirroring x if ``mirrored``; the
     output is the turned field's bounding box. Returns ``(out_shape, m, centre, centre_out)``."""
     h, w = shape
-    t = math.radians(rotation_deg)
-    m = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]]) @ np.diag([-1.0 if mirrored else 1.0, 1.0])
+    m = _rotation(rotation_deg) @ np.diag([-1.0 if mirrored else 1.0, 1.0])
     centre = np.array([w / 2, h / 2])
     corners = np.array([[0, 0], [w, 0], [0, h], [w, h]]) - centre
     extent = np.abs(corners @ m.T).max(axis=0)
@@ -812,8 +818,7 @@ def rigid_matches(
         angle, matched_a, matched_b = max(
             (_rigid_fit(a_nm, b, start, tolerance_nm) for start in (peak, peak + 180)), key=lambda t: len(t[1])
         )
-        t = math.radians(angle)
-        r = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+        r = _rotation(angle)
         shift = (a_nm[matched_a] - b[matched_b] @ r.T).mean(axis=0) if len(matched_a) else np.zeros(2)
         residual = np.hypot(*(a_nm[matched_a] - b[matched_b] @ r.T - shift).T)
         close = int((residual <= _CLOSE_MATCH * tolerance_nm).sum())
@@ -875,8 +880,7 @@ def _decided_turn(fits: list[dict], min_points: int) -> dict | None:
 def _point_matches(a_nm: np.ndarray, b_nm: np.ndarray, angle: float, tolerance_nm: float):
     """Indices of the points of a and of b matched one-to-one within ``tolerance_nm`` with b
     turned by ``angle`` degrees and shifted by the densest cluster of the differences a - R b."""
-    t = math.radians(angle)
-    turned_b = b_nm @ np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])
+    turned_b = b_nm @ _rotation(angle).T
     differences = (a_nm[:, None, :] - turned_b[None, :, :]).reshape(-1, 2)
     density = cKDTree(differences).query_ball_point(differences, tolerance_nm, return_length=True)
     distance, partner = cKDTree(turned_b + differences[int(np.argmax(density))]).query(
@@ -933,11 +937,15 @@ def _turns(row_a: pd.Series, row_b: pd.Series, points: dict, s: OverlapSettings)
     return [] if unturned else turns[:1]
 
 
-def _turned_view(view: _View, rotation_deg: float, mirrored: bool, level: int, s: OverlapSettings) -> _View:
-    """A coarse view turned (:func:`turned`) and band-passed again."""
+def _turned_mean(view: _View, rotation_deg: float, mirrored: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A view's ``mean`` and ``valid`` turned (:func:`turned`), the mean 0 where not valid."""
     valid = turned(view.valid.astype(np.float32), rotation_deg, mirrored) > 0.99
-    mean = np.where(valid, turned(view.mean, rotation_deg, mirrored), 0.0).astype(np.float32)
-    return _view(mean, valid, s, detrend=level >= 1)
+    return np.where(valid, turned(view.mean, rotation_deg, mirrored), 0.0).astype(np.float32), valid
+
+
+def _turned_view(view: _View, rotation_deg: float, mirrored: bool, level: int, s: OverlapSettings) -> _View:
+    """A coarse view turned (:func:`_turned_mean`) and band-passed again."""
+    return _view(*_turned_mean(view, rotation_deg, mirrored), s, detrend=level >= 1)
 
 
 def _screened_where_the_points_say(a: _Image, b: _Image, turn: dict, level: int, s: OverlapSettings) -> bool:
@@ -963,9 +971,7 @@ def _turned_image(
 ) -> tuple[_Image, dict]:
     """b's views turned (:func:`turned`, from its fine level), and ``points`` with b's turned
     alike (in b's recorded pixels, as :func:`_points_score` reads them)."""
-    mean = turned(b.fine.mean, rotation_deg, mirrored)
-    valid = turned(b.fine.valid.astype(np.float32), rotation_deg, mirrored) > 0.99
-    image = _pyramid(b.image_id, b.own, b.fine_nm, np.where(valid, mean, 0.0).astype(np.float32), valid, top, s)
+    image = _pyramid(b.image_id, b.own, b.fine_nm, *_turned_mean(b.fine, rotation_deg, mirrored), top, s)
     fine_px = points.get(row_b.image_id, np.zeros((0, 2))) * (row_b.pixel_size_nm / b.fine_nm)
     moved = turned_points(fine_px, b.fine.mean.shape, rotation_deg, mirrored) * (b.fine_nm / row_b.pixel_size_nm)
     return image, {**points, row_b.image_id: moved}
