@@ -6,6 +6,9 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 CORES ?= 2
+# pytest-xdist workers of `make test`: each takes whole test modules (--dist loadfile), in the
+# order tests/conftest.py gives them (--no-loadscope-reorder: the longest first)
+TEST_WORKERS ?= 2
 
 .PHONY: run test report lint clean
 
@@ -23,7 +26,7 @@ report: $(BIN)/.installed
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES) --report results/report.html
 
 test: $(BIN)/.installed
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: $(BIN)/.installed
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --lint

@@ -15,6 +15,24 @@ REAL_CROPS = SHARED / "real-tem" / "tem-virus-1nm-crops"
 PAPER = REPO / "resources" / "paper"
 
 
+#: the modules that take longest (a SLURM run; two default runs), started first
+LONGEST = ("test_slurm.py", "test_audit.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """:data:`LONGEST`, then the other modules with ``slow`` tests (workflow runs), then the
+    rest: under ``make test``'s ``--dist loadfile`` each module goes whole to a worker in this
+    order, so the longest start at once instead of ending the session on one worker while
+    the other idles."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+
+    def rank(item: pytest.Item) -> tuple[int, bool]:
+        name = item.path.name
+        return (LONGEST.index(name) if name in LONGEST else len(LONGEST), item.path not in slow)
+
+    items.sort(key=rank)  # stable: each module keeps its order of tests
+
+
 @pytest.fixture(scope="session")
 def real_crops() -> Path:
     """The 578 real 1 nm/px crops (9 classes); the test is skipped, saying why, when absent."""
@@ -95,14 +113,26 @@ def default_run(tmp_path_factory) -> Path:
     """One real run of the default workflow (config/config.yaml at the suite's size,
     :data:`CI_CONFIG`) in a scratch workdir.
 
-    Session-scoped: every test that only reads the default results shares this run. Tests
-    that modify results must copy them first.
+    Session-scoped and made once per test session: under ``make test`` (pytest-xdist, one
+    module per worker) the first worker that needs it runs it while holding a lock, and the
+    others wait for it and share it (the pattern of pytest-xdist's documentation). Tests that
+    modify results must copy them first.
     """
-    import subprocess
+    from filelock import FileLock
 
-    workdir = tmp_path_factory.mktemp("default_run")
-    proc = subprocess.run(snakemake_cmd(workdir), capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, f"default workflow failed:\n{proc.stderr[-6000:]}"
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the session's folder above the workers' own
+    workdir, done, failed = base / "default_run", base / "default_run.done", base / "default_run.failed"
+    with FileLock(base / "default_run.lock"):
+        if failed.exists():
+            pytest.fail(failed.read_text())
+        if not done.exists():
+            proc = subprocess.run(snakemake_cmd(workdir), capture_output=True, text=True, timeout=1200)
+            if proc.returncode != 0:
+                failed.write_text(f"default workflow failed in {workdir}:\n{proc.stderr[-6000:]}")
+                pytest.fail(failed.read_text())
+            done.touch()
     return workdir
 
 
