@@ -116,6 +116,24 @@ def test_fetch_starts_over_when_server_ignores_range(file_server, tmp_path):
     assert file_server.requests[1][1] == f"bytes={len(body) // 2}-"
 
 
+def test_a_partial_download_is_resumed_only_from_its_own_file(file_server, tmp_path):
+    """A .part left by another URL, or by a file that has changed on the server since, is not
+    completed with the other file's bytes (no hash known: the splice would be recorded as the file)."""
+    old, new = np.random.default_rng(3).bytes(100_000), np.random.default_rng(4).bytes(100_000)
+    dest = tmp_path / "model.bin"
+    for first, second in (("/v1/model.bin", "/v2/model.bin"), ("/model.bin", "/model.bin")):
+        file_server.files[first] = old
+        file_server.faults[first] = {"drop_once"}
+        with pytest.raises(DownloadError, match="bytes kept in"):
+            fetch(file_server.url(first), dest, **FAST, retries=1)
+        assert (tmp_path / "model.bin.part").stat().st_size == len(old) // 2
+        file_server.files[second] = new  # another file, or the same URL now serving another version
+        record = fetch(file_server.url(second), dest, **FAST)
+        assert dest.read_bytes() == new and record["sha256"] == sha(new)
+        assert not list(tmp_path.glob("model.bin.part*"))
+        dest.unlink()
+
+
 def test_fetch_replaces_a_corrupt_earlier_download(file_server, tmp_path):
     body = b"good bytes" * 100
     file_server.files["/c"] = body
