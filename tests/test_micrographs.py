@@ -380,6 +380,22 @@ def test_the_default_detector_is_that_of_the_models_split_method(tiny_stage, tmp
         default_detector(work / "best.pt")
 
 
+def test_image_names_are_given_back_as_written(tiny_stage, tmp_path):
+    """Images outside a raw layout may have any name: the summary (printed by temvirus analyse)
+    gives 001, 1e5 and NA back as written, not as the numbers or missing value that CSV reading
+    would make of them; a call of nothing found stays empty text."""
+    work, _, _ = tiny_stage
+    names = ["001", "1e5", "NA"]
+    for name in names:
+        tifffile.imwrite(tmp_path / f"{name}.tif", disc_image())
+    tifffile.imwrite(tmp_path / "blank.tif", np.full((600, 650), 1000, np.uint16))
+    paths = [tmp_path / f"{name}.tif" for name in [*names, "blank"]]
+    _, summary = analyse_files(paths, work / "best.pt", tmp_path / "out", 2.0, work / "detector.json", "cpu", 1)
+    assert summary.image_id.tolist() == [*names, "blank"]
+    assert summary.set_index("image_id").loc["blank", "call"] == ""
+    assert (summary.set_index("image_id").loc[names, "pixel_size_nm"] == 2.0).all()
+
+
 def test_cli_analyses_and_refuses_bad_inputs_without_output(tiny_stage, tmp_path):
     work, _, _ = tiny_stage
     model, detector = work / "best.pt", work / "detector.json"

@@ -1039,4 +1039,6 @@ def analyse_files(
             )
     detector = read_detector(detector_json, classifier)
     metrics = analyse_micrographs(images, "", classifier, detector, out_dir)
-    return metrics, pd.read_csv(out_dir / "summary.csv")
+    # the image ids and calls as written: images named 001, 1e5 or NA are not read back as 1, 100000.0, NaN
+    summary = pd.read_csv(out_dir / "summary.csv", dtype={"image_id": str, "call": str}, keep_default_na=False)
+    return metrics, summary
