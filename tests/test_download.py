@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import REPO, snakemake_cmd
 
@@ -682,7 +683,8 @@ def test_snakemake_plans_the_published_archive(tmp_path, where):
     )
     assert run.returncode == 0, run.stderr[-3000:]
     if where in ("zip", "folder holding the zip"):
-        assert "extract_local_dataset" in run.stdout and f"input: {archive}\n" in run.stdout
+        assert "extract_local_dataset" in run.stdout
+        assert f"input: {archive}, resources/dataset/local_archives.json\n" in run.stdout
         if where == "folder holding the zip":  # and for real: extracted, recorded, read
             done = subprocess.run(
                 snakemake_cmd(workdir, "results/raw/images.csv", "--configfile", str(override)),
@@ -782,6 +784,61 @@ def test_two_archives_holding_the_same_files_are_refused(tmp_path):
     with pytest.raises(DownloadError, match="holds 'context_virus_RAW/.*' like .*two copies of the dataset"):
         extract_archives(archives, tmp_path / "out" / "raw")
     assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_local_archive_is_tracked_by_content(real_crops, tmp_path):
+    """An archive at dataset.local.path replaced by another one with an older time stamp (a backup
+    restored with cp -p) is extracted again and its data read: Snakemake compares times only, and
+    kept the tables of the archive it replaced ("Nothing to be done")."""
+    import os
+    import shutil
+
+    tree = tmp_path / "tree"
+    for subset in ("train", "test"):
+        for cls in ("Adenovirus", "Rift Valley"):
+            source, target = real_crops / subset / cls, tree / subset / cls
+            image = sorted(source.glob("*.jpg"))[0]
+            for name, folder in (
+                (image.name, ""),
+                (f"{image.name}_tags.csv", "tags"),
+                (f"{image.stem}_particlepositions.txt", "particle_positions"),
+            ):
+                (target / folder).mkdir(parents=True, exist_ok=True)
+                shutil.copy(source / folder / name, target / folder / name)
+    first = zip_tree(tree)
+    (positions,) = (tree / "train" / "Adenovirus" / "particle_positions").iterdir()
+    positions.write_text(positions.read_text() + "particleposition\n300;300\n")  # one particle more
+    second = zip_tree(tree)
+    archive = tmp_path / "data" / "TEM virus dataset.zip"
+    archive.parent.mkdir()
+    archive.write_bytes(second)
+    old = archive.stat()
+    archive.write_bytes(first)
+    os.utime(archive, ns=(old.st_atime_ns, old.st_mtime_ns - 10**9))
+    workdir, override = _workdir(tmp_path, {"source": "local", "local": {"path": str(archive)}})
+    images_csv = workdir / "results" / "raw" / "images.csv"
+
+    def run() -> str:
+        cmd = snakemake_cmd(workdir, "results/raw/images.csv", "--configfile", str(override))
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stderr
+
+    def particles() -> int:
+        return int(pd.read_csv(images_csv).n_particles.sum())
+
+    assert "extract_local_dataset" in run()
+    before = particles()
+    assert "Nothing to be done" in run()
+    archive.write_bytes(second)  # the other archive, with a time stamp older than the extraction
+    os.utime(archive, ns=(old.st_atime_ns, old.st_mtime_ns))
+    log = run()
+    assert "extract_local_dataset" in log and "raw_tables" in log
+    assert particles() == before + 1
+    record = json.loads((workdir / "resources" / "dataset" / "local_record.json").read_text())
+    assert record["files"][0]["sha256"] == sha(second)
+    assert "Nothing to be done" in run()
 
 
 def test_linked_folders_are_found_and_tracked(tmp_path):
