@@ -497,3 +497,24 @@ def test_tags_file_found_as_the_raw_reader_finds_it_and_checked(tmp_path):
     (tmp_path / "e.png_tags.csv").write_text("Height;30\nWidth;40\nXScale;1,5\nYScale;1,5\n")
     with pytest.raises(RawDataError, match=r"e.png_tags.csv: a tags file of a similar name, not e.tif_tags.csv"):
         image_pixel_size(tmp_path / "e.tif", 9.0, (30, 40))
+
+
+def test_two_tags_files_that_differ_are_refused(real_crops, tmp_path):
+    """A real crop with its tags file in tags/ and another one beside it giving 2 nm: which is
+    meant is unknown (tags/ was used unseen); two equal copies are read."""
+    from temvirus.micrographs import image_pixel_size
+    from temvirus.raw import RawDataError
+
+    source = sorted((real_crops / "test" / "Rotavirus").glob("*.jpg"))[0]
+    image = tmp_path / source.name
+    shutil.copy(source, image)
+    (tmp_path / "tags").mkdir()
+    tags = shutil.copy(real_crops / "test" / "Rotavirus" / "tags" / f"{source.name}_tags.csv", tmp_path / "tags")
+    shape = read_image(image).shape
+    assert image_pixel_size(image, None, shape) == 1.0
+    beside = tmp_path / f"{source.name}_tags.csv"
+    beside.write_text(Path(tags).read_text().replace("Scale;1,0", "Scale;2,0"))
+    with pytest.raises(RawDataError, match=rf"{beside.name}: differs from .*tags/{beside.name}: two tags files for"):
+        image_pixel_size(image, None, shape)
+    shutil.copy(tags, beside)
+    assert image_pixel_size(image, None, shape) == 1.0
