@@ -518,3 +518,18 @@ def test_two_tags_files_that_differ_are_refused(real_crops, tmp_path):
         image_pixel_size(image, None, shape)
     shutil.copy(tags, beside)
     assert image_pixel_size(image, None, shape) == 1.0
+
+
+def test_image_names_equal_but_for_case_are_refused(real_crops, tmp_path):
+    """Two real crops from two folders, named a1.jpg and A1.jpg: their outputs (particles/a1.csv,
+    particles/A1.csv...) are one file on macOS and Windows, where one image's results would
+    replace the other's; refused (as by the raw reader) before anything is written."""
+    first, second = sorted((real_crops / "test" / "Rotavirus").glob("*.jpg"))[:2]
+    for folder, source, name in (("x", first, "a1.jpg"), ("y", second, "A1.jpg")):
+        (tmp_path / folder).mkdir()
+        shutil.copy(source, tmp_path / folder / name)
+    with pytest.raises(ValueError, match=r"images with the same name: \['A1', 'a1'\]"):
+        analyse_files(
+            [tmp_path / "x" / "a1.jpg", tmp_path / "y" / "A1.jpg"], tmp_path / "best.pt", tmp_path / "out", 1.0
+        )
+    assert not (tmp_path / "out").exists()

@@ -1014,7 +1014,7 @@ def analyse_files(
     empty); the output folder appears only when complete. Returns (metrics, summary)."""
     import torch
 
-    from temvirus.raw import read_image
+    from temvirus.raw import _same_name, read_image
 
     torch.set_num_threads(max(1, threads))
     out_dir = Path(out_dir)
@@ -1032,7 +1032,8 @@ def analyse_files(
         pixel_size = image_pixel_size(path, pixel_size_nm, read_image(path).shape)
         rows.append({"image_id": path.stem, "path": str(path.resolve()), "pixel_size_nm": pixel_size})
     images = pd.DataFrame(rows)
-    twice = sorted(images.image_id[images.image_id.duplicated()])
+    # names equal but for case or Unicode form too, as the raw reader: one file on macOS and Windows
+    twice = sorted(images.image_id[images.image_id.map(_same_name).duplicated(keep=False)])
     if twice:
         raise ValueError(f"images with the same name: {twice} (the outputs are named after the images)")
     classifier = Classifier.load(checkpoint, device)
