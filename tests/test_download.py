@@ -135,6 +135,23 @@ def test_a_partial_download_is_resumed_only_from_its_own_file(file_server, tmp_p
         dest.unlink()
 
 
+def test_a_file_of_another_url_is_not_taken_for_this_one(real_crops, file_server, tmp_path):
+    """Two real crops served at two URLs, fetched in turn to one file without a hash: the second
+    URL's file is downloaded, not the first one kept (and given as the second's)."""
+    first, second = (path.read_bytes() for path in sorted((real_crops / "test" / "Orf").glob("*.jpg"))[:2])
+    file_server.files["/v1/crop.jpg"], file_server.files["/v2/crop.jpg"] = first, second
+    dest = tmp_path / "crop.jpg"
+    assert fetch(file_server.url("/v1/crop.jpg"), dest, **FAST)["sha256"] == sha(first)
+    record = fetch(file_server.url("/v2/crop.jpg"), dest, **FAST)
+    assert dest.read_bytes() == second and record["sha256"] == sha(second)
+    assert json.loads((tmp_path / "crop.jpg.record.json").read_text())["url"] == file_server.url("/v2/crop.jpg")
+    assert fetch(file_server.url("/v2/crop.jpg"), dest, **FAST) == record  # its own: kept, no request
+    assert len(file_server.requests) == 2
+    (tmp_path / "crop.jpg.record.json").unlink()  # a file of unknown origin: fetched again
+    assert fetch(file_server.url("/v2/crop.jpg"), dest, **FAST)["sha256"] == sha(second)
+    assert len(file_server.requests) == 3
+
+
 def test_fetch_replaces_a_corrupt_earlier_download(file_server, tmp_path):
     body = b"good bytes" * 100
     file_server.files["/c"] = body

@@ -217,8 +217,10 @@ def fetch(
 ) -> dict:
     """Download ``url`` to ``dest`` (resumable, retried, verified, atomic); returns its record.
 
-    An existing ``dest`` that passes the checks is kept (its earlier record is reused). A file
-    that fails a check is deleted (``.part`` included) and :class:`DownloadError` is raised; a
+    An existing ``dest`` that passes the checks is kept (its earlier record is reused); without
+    a hash or prefix to check it against, only when its record names this URL and its sha256 (a
+    file of another URL, or of unknown origin, is downloaded again). A file that fails a check
+    is deleted (``.part`` included) and :class:`DownloadError` is raised; a
     network failure that outlasts ``retries`` attempts keeps the ``.part`` file for next time.
     The record holds ``url``, ``final_url`` (after redirects), ``size``, ``sha256``,
     ``sha256_verified`` (False when no hash or prefix was known: the hash was computed, not
@@ -237,11 +239,27 @@ def fetch(
         else:
             previous = _record_path(dest)
             record = json.loads(previous.read_text(encoding="utf-8")) if previous.exists() else {}
-            if record.get("sha256") != digest or record.get("url") != url:
-                record = {"url": url, "final_url": None, "headers": {}, "downloaded_at": None}
-            log.info("%s: already downloaded to %s (sha256 %s)", url, dest, digest)
-            size_now = dest.stat().st_size
-            return {**record, "size": size_now, "sha256": digest, "sha256_verified": bool(expected), "path": str(dest)}
+            ours = record.get("sha256") == digest and record.get("url") == url
+            if expected or ours:
+                if not ours:
+                    record = {"url": url, "final_url": None, "headers": {}, "downloaded_at": None}
+                log.info("%s: already downloaded to %s (sha256 %s)", url, dest, digest)
+                size_now = dest.stat().st_size
+                return {
+                    **record,
+                    "size": size_now,
+                    "sha256": digest,
+                    "sha256_verified": bool(expected),
+                    "path": str(dest),
+                }
+            log.warning(
+                "%s: %s was not recorded as downloaded from this URL (%s) and no hash can tell; downloading it again",
+                url,
+                dest,
+                f"recorded from {record['url']}" if record.get("url") else "no record of its origin",
+            )
+            dest.unlink()
+            previous.unlink(missing_ok=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
     info, attempt = None, 0
     while info is None:
