@@ -845,6 +845,8 @@ def write_tables(
     """
     from temvirus.io import write_csv
 
+    if Path(images_csv).resolve() == Path(particles_csv).resolve():
+        raise ValueError(f"{images_csv}: given for both the image and the particle table (one would replace the other)")
     for table in (images_csv, particles_csv):
         Path(table).unlink(missing_ok=True)
     images, particles = read_dataset(root)
