@@ -26,7 +26,7 @@ from temvirus.download import (
     fetch,
     find_raw_root,
 )
-from temvirus.raw import read_dataset
+from temvirus.raw import RawDataError, read_dataset
 
 FAST = {"backoff_s": 0.01, "timeout_s": 5}
 
@@ -879,6 +879,35 @@ def test_linked_folders_are_found_and_tracked(tmp_path):
     assert "train/Adenovirus/Ade_train_1.tif" in files and "train/Adenovirus/tags/Ade_train_1.tif_tags.csv" in files
     assert files["train/gone.tif"]["sha256"] == f"broken link to {tmp_path / 'nowhere.tif'}"
     assert not any(path.startswith("train/back/") for path in files)
+
+
+def test_a_named_pipe_in_the_local_folder_is_named_not_waited_on(real_crops, tmp_path):
+    """A named pipe among real crops (a local folder used in place): the content manifest, made
+    when the workflow starts, waited forever to read it; now it is listed by its type and the
+    reader refuses it by name."""
+    import os
+    import shutil
+    import sys
+
+    raw = tmp_path / "raw"
+    for subset in ("train", "test"):
+        source, target = real_crops / subset / "Orf", raw / subset / "Orf"
+        image = sorted(source.glob("*.jpg"))[0]
+        for name, folder in (
+            (image.name, ""),
+            (f"{image.name}_tags.csv", "tags"),
+            (f"{image.stem}_particlepositions.txt", "particle_positions"),
+        ):
+            (target / folder).mkdir(parents=True, exist_ok=True)
+            shutil.copy(source / folder / name, target / folder / name)
+    os.mkfifo(raw / "train" / "Orf" / "stream.tif")
+    manifest = tmp_path / "manifest.json"
+    code = f"from temvirus.raw import update_manifest; update_manifest({str(raw)!r}, {str(manifest)!r})"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    listed = {f["path"]: f for f in json.loads(manifest.read_text())["files"]}
+    assert listed["train/Orf/stream.tif"]["sha256"].startswith("not a regular file") and len(listed) == 7
+    with pytest.raises(RawDataError, match=r"stream\.tif: not a regular file"):
+        read_dataset(raw)
 
 
 def test_local_path_with_home_and_variables(tmp_path, monkeypatch):

@@ -53,6 +53,7 @@ import json
 import logging
 import os
 import re
+import stat
 import unicodedata
 import warnings
 from collections.abc import Sequence
@@ -873,7 +874,8 @@ def update_manifest(root: str | os.PathLike, manifest: str | os.PathLike) -> boo
 
     ``manifest`` (JSON) lists every file under ``root`` that the reader looks at (hidden files
     and ``__MACOSX`` left out; linked files and folders followed, a broken link listed by its
-    target) with its size and sha256, sorted by path. It is rewritten only
+    target, a named pipe or other special file by its type, never read) with its size and
+    sha256, sorted by path. It is rewritten only
     when that list differs, so a rule taking it as input reruns exactly when a file was
     edited, added or removed. Hashes are reused from ``{manifest}.stat.json`` for files whose
     size, mtime, ctime and inode are unchanged (an edit always changes the ctime); all others
@@ -896,6 +898,9 @@ def update_manifest(root: str | os.PathLike, manifest: str | os.PathLike) -> boo
                 st = path.stat()
             except FileNotFoundError:  # a broken link: listed, so that the reader's refusal is rerun when fixed
                 files.append({"path": rel, "size": None, "sha256": f"broken link to {os.readlink(path)}"})
+                continue
+            if not stat.S_ISREG(st.st_mode):  # a named pipe, socket or device: reading it would block
+                files.append({"path": rel, "size": None, "sha256": f"not a regular file ({stat.filemode(st.st_mode)})"})
                 continue
             files.append({"path": rel, "size": st.st_size, "sha256": _cached_sha256(path, rel, st, cache, stats)})
     content = {"root": str(root.resolve()), "files": sorted(files, key=lambda f: f["path"])}
