@@ -91,7 +91,9 @@ def test_missing_class_is_an_error_naming_the_key_and_the_classes_there_are():
 def patch_files(tmp_path):
     """A patches.csv with train and test rows and a random train.npy."""
     train = train_table({"Orf": 3, "Ebola": 9})
-    test = pd.DataFrame({"patch_id": ["t_p000_v00"], "class": ["Orf"], "subset": ["test"], "index": [0]})
+    test = pd.DataFrame(
+        {"patch_id": ["t_p000_v00", "u_p000_v00"], "class": ["Orf", "Ebola"], "subset": ["test"] * 2, "index": [0, 1]}
+    )
     pd.concat([train, test]).to_csv(tmp_path / "patches.csv", index=False)
     pixels = np.random.default_rng(0).integers(0, 65535, (len(train), 16, 16), dtype=np.uint16)
     np.save(tmp_path / "train.npy", pixels)
@@ -139,6 +141,56 @@ def test_augment_names_the_table_of_a_missing_class(patch_files):
     ):
         augment(base / "patches.csv", base / "train.npy", base / "a.npy", base / "a.csv", ["Orf", "Lassa"], 7, seed=9)
     assert not (base / "a.npy").exists() and not (base / "a.csv").exists()
+
+
+def test_a_class_without_test_patches_is_refused_before_training(real_crops, tmp_path):
+    """Real crops of two classes, one without test images (given split): the augment step, which
+    every training job waits for, refuses it; so does loading the test patches (evaluation,
+    baselines). Else its recall and F1 of 0 would halve Table 2's macro averages unseen."""
+    import shutil
+
+    from temvirus.patches import extract_patches
+    from temvirus.raw import write_tables
+    from temvirus.split import SUBSETS, write_split
+    from temvirus.train import load_subset
+
+    raw = tmp_path / "raw"
+    for subset in ("train", "validation", "test"):
+        for cls in ("Adenovirus", "Rotavirus")[: 1 if subset == "test" else 2]:
+            source, target = real_crops / subset / cls, raw / subset / cls
+            for image in sorted(source.glob("*.jpg"))[:2]:
+                for name, folder in (
+                    (image.name, ""),
+                    (f"{image.name}_tags.csv", "tags"),
+                    (f"{image.stem}_particlepositions.txt", "particle_positions"),
+                ):
+                    (target / folder).mkdir(parents=True, exist_ok=True)
+                    shutil.copy(source / folder / name, target / folder / name)
+    write_tables(raw, tmp_path / "images.csv", tmp_path / "particles.csv")
+    images = pd.read_csv(tmp_path / "images.csv")
+    images = images.assign(overlap_group=images.image_id, kept=True)  # as overlap removal writes them
+    images.to_csv(tmp_path / "kept.csv", index=False)
+    write_split(tmp_path / "kept.csv", tmp_path / "split.csv", "given")
+    patches = tmp_path / "patches"
+    patches.mkdir()
+    arrays = {subset: patches / f"{subset}.npy" for subset in SUBSETS}
+    extract_patches(
+        tmp_path / "split.csv",
+        tmp_path / "images.csv",
+        tmp_path / "particles.csv",
+        raw,
+        patches / "patches.csv",
+        arrays,
+    )
+    classes = ["Adenovirus", "Rotavirus"]
+    message = r"patches\.csv: no test patches of classes \['Rotavirus'\]: Table 2's macro precision, recall and F1"
+    with pytest.raises(ValueError, match=message):
+        augment(patches / "patches.csv", arrays["train"], patches / "a.npy", patches / "a.csv", classes, 8, seed=1)
+    assert not (patches / "a.npy").exists() and not (patches / "a.csv").exists()
+    with pytest.raises(ValueError, match=message):
+        load_subset(patches, "test", classes)
+    augment(patches / "patches.csv", arrays["train"], patches / "a.npy", patches / "a.csv", classes[:1], 8, seed=1)
+    assert len(load_subset(patches, "test", classes[:1])[1]) > 0
 
 
 def dry_run_jobs(workdir, *args: str) -> dict[str, int]:

@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import REPO, snakemake_cmd
 
@@ -25,7 +26,7 @@ from temvirus.download import (
     fetch,
     find_raw_root,
 )
-from temvirus.raw import read_dataset
+from temvirus.raw import RawDataError, read_dataset
 
 FAST = {"backoff_s": 0.01, "timeout_s": 5}
 
@@ -114,6 +115,41 @@ def test_fetch_starts_over_when_server_ignores_range(file_server, tmp_path):
     fetch(file_server.url("/f"), tmp_path / "f", size=len(body), sha256=sha(body), **FAST)
     assert (tmp_path / "f").read_bytes() == body  # not the first half twice
     assert file_server.requests[1][1] == f"bytes={len(body) // 2}-"
+
+
+def test_a_partial_download_is_resumed_only_from_its_own_file(file_server, tmp_path):
+    """A .part left by another URL, or by a file that has changed on the server since, is not
+    completed with the other file's bytes (no hash known: the splice would be recorded as the file)."""
+    old, new = np.random.default_rng(3).bytes(100_000), np.random.default_rng(4).bytes(100_000)
+    dest = tmp_path / "model.bin"
+    for first, second in (("/v1/model.bin", "/v2/model.bin"), ("/model.bin", "/model.bin")):
+        file_server.files[first] = old
+        file_server.faults[first] = {"drop_once"}
+        with pytest.raises(DownloadError, match="bytes kept in"):
+            fetch(file_server.url(first), dest, **FAST, retries=1)
+        assert (tmp_path / "model.bin.part").stat().st_size == len(old) // 2
+        file_server.files[second] = new  # another file, or the same URL now serving another version
+        record = fetch(file_server.url(second), dest, **FAST)
+        assert dest.read_bytes() == new and record["sha256"] == sha(new)
+        assert not list(tmp_path.glob("model.bin.part*"))
+        dest.unlink()
+
+
+def test_a_file_of_another_url_is_not_taken_for_this_one(real_crops, file_server, tmp_path):
+    """Two real crops served at two URLs, fetched in turn to one file without a hash: the second
+    URL's file is downloaded, not the first one kept (and given as the second's)."""
+    first, second = (path.read_bytes() for path in sorted((real_crops / "test" / "Orf").glob("*.jpg"))[:2])
+    file_server.files["/v1/crop.jpg"], file_server.files["/v2/crop.jpg"] = first, second
+    dest = tmp_path / "crop.jpg"
+    assert fetch(file_server.url("/v1/crop.jpg"), dest, **FAST)["sha256"] == sha(first)
+    record = fetch(file_server.url("/v2/crop.jpg"), dest, **FAST)
+    assert dest.read_bytes() == second and record["sha256"] == sha(second)
+    assert json.loads((tmp_path / "crop.jpg.record.json").read_text())["url"] == file_server.url("/v2/crop.jpg")
+    assert fetch(file_server.url("/v2/crop.jpg"), dest, **FAST) == record  # its own: kept, no request
+    assert len(file_server.requests) == 2
+    (tmp_path / "crop.jpg.record.json").unlink()  # a file of unknown origin: fetched again
+    assert fetch(file_server.url("/v2/crop.jpg"), dest, **FAST)["sha256"] == sha(second)
+    assert len(file_server.requests) == 3
 
 
 def test_fetch_replaces_a_corrupt_earlier_download(file_server, tmp_path):
@@ -664,7 +700,8 @@ def test_snakemake_plans_the_published_archive(tmp_path, where):
     )
     assert run.returncode == 0, run.stderr[-3000:]
     if where in ("zip", "folder holding the zip"):
-        assert "extract_local_dataset" in run.stdout and f"input: {archive}\n" in run.stdout
+        assert "extract_local_dataset" in run.stdout
+        assert f"input: {archive}, resources/dataset/local_archives.json\n" in run.stdout
         if where == "folder holding the zip":  # and for real: extracted, recorded, read
             done = subprocess.run(
                 snakemake_cmd(workdir, "results/raw/images.csv", "--configfile", str(override)),
@@ -766,6 +803,61 @@ def test_two_archives_holding_the_same_files_are_refused(tmp_path):
     assert list((tmp_path / "out").iterdir()) == []
 
 
+@pytest.mark.slow
+def test_local_archive_is_tracked_by_content(real_crops, tmp_path):
+    """An archive at dataset.local.path replaced by another one with an older time stamp (a backup
+    restored with cp -p) is extracted again and its data read: Snakemake compares times only, and
+    kept the tables of the archive it replaced ("Nothing to be done")."""
+    import os
+    import shutil
+
+    tree = tmp_path / "tree"
+    for subset in ("train", "test"):
+        for cls in ("Adenovirus", "Rift Valley"):
+            source, target = real_crops / subset / cls, tree / subset / cls
+            image = sorted(source.glob("*.jpg"))[0]
+            for name, folder in (
+                (image.name, ""),
+                (f"{image.name}_tags.csv", "tags"),
+                (f"{image.stem}_particlepositions.txt", "particle_positions"),
+            ):
+                (target / folder).mkdir(parents=True, exist_ok=True)
+                shutil.copy(source / folder / name, target / folder / name)
+    first = zip_tree(tree)
+    (positions,) = (tree / "train" / "Adenovirus" / "particle_positions").iterdir()
+    positions.write_text(positions.read_text() + "particleposition\n300;300\n")  # one particle more
+    second = zip_tree(tree)
+    archive = tmp_path / "data" / "TEM virus dataset.zip"
+    archive.parent.mkdir()
+    archive.write_bytes(second)
+    old = archive.stat()
+    archive.write_bytes(first)
+    os.utime(archive, ns=(old.st_atime_ns, old.st_mtime_ns - 10**9))
+    workdir, override = _workdir(tmp_path, {"source": "local", "local": {"path": str(archive)}})
+    images_csv = workdir / "results" / "raw" / "images.csv"
+
+    def run() -> str:
+        cmd = snakemake_cmd(workdir, "results/raw/images.csv", "--configfile", str(override))
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stderr
+
+    def particles() -> int:
+        return int(pd.read_csv(images_csv).n_particles.sum())
+
+    assert "extract_local_dataset" in run()
+    before = particles()
+    assert "Nothing to be done" in run()
+    archive.write_bytes(second)  # the other archive, with a time stamp older than the extraction
+    os.utime(archive, ns=(old.st_atime_ns, old.st_mtime_ns))
+    log = run()
+    assert "extract_local_dataset" in log and "raw_tables" in log
+    assert particles() == before + 1
+    record = json.loads((workdir / "resources" / "dataset" / "local_record.json").read_text())
+    assert record["files"][0]["sha256"] == sha(second)
+    assert "Nothing to be done" in run()
+
+
 def test_linked_folders_are_found_and_tracked(tmp_path):
     """A raw folder linked into dataset.local.path is found; the manifest lists the files of linked
     folders, and a broken link by its target instead of stopping the workflow's start."""
@@ -787,6 +879,35 @@ def test_linked_folders_are_found_and_tracked(tmp_path):
     assert "train/Adenovirus/Ade_train_1.tif" in files and "train/Adenovirus/tags/Ade_train_1.tif_tags.csv" in files
     assert files["train/gone.tif"]["sha256"] == f"broken link to {tmp_path / 'nowhere.tif'}"
     assert not any(path.startswith("train/back/") for path in files)
+
+
+def test_a_named_pipe_in_the_local_folder_is_named_not_waited_on(real_crops, tmp_path):
+    """A named pipe among real crops (a local folder used in place): the content manifest, made
+    when the workflow starts, waited forever to read it; now it is listed by its type and the
+    reader refuses it by name."""
+    import os
+    import shutil
+    import sys
+
+    raw = tmp_path / "raw"
+    for subset in ("train", "test"):
+        source, target = real_crops / subset / "Orf", raw / subset / "Orf"
+        image = sorted(source.glob("*.jpg"))[0]
+        for name, folder in (
+            (image.name, ""),
+            (f"{image.name}_tags.csv", "tags"),
+            (f"{image.stem}_particlepositions.txt", "particle_positions"),
+        ):
+            (target / folder).mkdir(parents=True, exist_ok=True)
+            shutil.copy(source / folder / name, target / folder / name)
+    os.mkfifo(raw / "train" / "Orf" / "stream.tif")
+    manifest = tmp_path / "manifest.json"
+    code = f"from temvirus.raw import update_manifest; update_manifest({str(raw)!r}, {str(manifest)!r})"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    listed = {f["path"]: f for f in json.loads(manifest.read_text())["files"]}
+    assert listed["train/Orf/stream.tif"]["sha256"].startswith("not a regular file") and len(listed) == 7
+    with pytest.raises(RawDataError, match=r"stream\.tif: not a regular file"):
+        read_dataset(raw)
 
 
 def test_local_path_with_home_and_variables(tmp_path, monkeypatch):

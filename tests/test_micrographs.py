@@ -380,6 +380,22 @@ def test_the_default_detector_is_that_of_the_models_split_method(tiny_stage, tmp
         default_detector(work / "best.pt")
 
 
+def test_image_names_are_given_back_as_written(tiny_stage, tmp_path):
+    """Images outside a raw layout may have any name: the summary (printed by temvirus analyse)
+    gives 001, 1e5 and NA back as written, not as the numbers or missing value that CSV reading
+    would make of them; a call of nothing found stays empty text."""
+    work, _, _ = tiny_stage
+    names = ["001", "1e5", "NA"]
+    for name in names:
+        tifffile.imwrite(tmp_path / f"{name}.tif", disc_image())
+    tifffile.imwrite(tmp_path / "blank.tif", np.full((600, 650), 1000, np.uint16))
+    paths = [tmp_path / f"{name}.tif" for name in [*names, "blank"]]
+    _, summary = analyse_files(paths, work / "best.pt", tmp_path / "out", 2.0, work / "detector.json", "cpu", 1)
+    assert summary.image_id.tolist() == [*names, "blank"]
+    assert summary.set_index("image_id").loc["blank", "call"] == ""
+    assert (summary.set_index("image_id").loc[names, "pixel_size_nm"] == 2.0).all()
+
+
 def test_cli_analyses_and_refuses_bad_inputs_without_output(tiny_stage, tmp_path):
     work, _, _ = tiny_stage
     model, detector = work / "best.pt", work / "detector.json"
@@ -481,3 +497,39 @@ def test_tags_file_found_as_the_raw_reader_finds_it_and_checked(tmp_path):
     (tmp_path / "e.png_tags.csv").write_text("Height;30\nWidth;40\nXScale;1,5\nYScale;1,5\n")
     with pytest.raises(RawDataError, match=r"e.png_tags.csv: a tags file of a similar name, not e.tif_tags.csv"):
         image_pixel_size(tmp_path / "e.tif", 9.0, (30, 40))
+
+
+def test_two_tags_files_that_differ_are_refused(real_crops, tmp_path):
+    """A real crop with its tags file in tags/ and another one beside it giving 2 nm: which is
+    meant is unknown (tags/ was used unseen); two equal copies are read."""
+    from temvirus.micrographs import image_pixel_size
+    from temvirus.raw import RawDataError
+
+    source = sorted((real_crops / "test" / "Rotavirus").glob("*.jpg"))[0]
+    image = tmp_path / source.name
+    shutil.copy(source, image)
+    (tmp_path / "tags").mkdir()
+    tags = shutil.copy(real_crops / "test" / "Rotavirus" / "tags" / f"{source.name}_tags.csv", tmp_path / "tags")
+    shape = read_image(image).shape
+    assert image_pixel_size(image, None, shape) == 1.0
+    beside = tmp_path / f"{source.name}_tags.csv"
+    beside.write_text(Path(tags).read_text().replace("Scale;1,0", "Scale;2,0"))
+    with pytest.raises(RawDataError, match=rf"{beside.name}: differs from .*tags/{beside.name}: two tags files for"):
+        image_pixel_size(image, None, shape)
+    shutil.copy(tags, beside)
+    assert image_pixel_size(image, None, shape) == 1.0
+
+
+def test_image_names_equal_but_for_case_are_refused(real_crops, tmp_path):
+    """Two real crops from two folders, named a1.jpg and A1.jpg: their outputs (particles/a1.csv,
+    particles/A1.csv...) are one file on macOS and Windows, where one image's results would
+    replace the other's; refused (as by the raw reader) before anything is written."""
+    first, second = sorted((real_crops / "test" / "Rotavirus").glob("*.jpg"))[:2]
+    for folder, source, name in (("x", first, "a1.jpg"), ("y", second, "A1.jpg")):
+        (tmp_path / folder).mkdir()
+        shutil.copy(source, tmp_path / folder / name)
+    with pytest.raises(ValueError, match=r"images with the same name: \['A1', 'a1'\]"):
+        analyse_files(
+            [tmp_path / "x" / "a1.jpg", tmp_path / "y" / "A1.jpg"], tmp_path / "best.pt", tmp_path / "out", 1.0
+        )
+    assert not (tmp_path / "out").exists()

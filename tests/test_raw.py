@@ -143,6 +143,18 @@ def test_failed_read_leaves_no_tables_of_an_earlier_run(good, tmp_path):
     assert list(out.iterdir()) == []
 
 
+def test_one_file_for_both_tables_is_refused(real_crops, tmp_path):
+    """`temvirus read` of real crops with --images and --particles naming one file: the particle
+    table replaced the image table, and the command reported success."""
+    from temvirus.cli import main
+
+    (tmp_path / "tables").mkdir()
+    table = tmp_path / "tables" / "t.csv"
+    args = ["read", str(real_crops), "--images", str(table), "--particles", str(tmp_path / "tables" / "." / "t.csv")]
+    assert main(args) == 1
+    assert not table.exists()
+
+
 def test_positions_of_another_image_are_refused(good, tmp_path):
     """A positions file whose header names another image (copied for the wrong one) is refused."""
     positions = good / "train/Adenovirus/particle_positions/a1_particlepositions.txt"

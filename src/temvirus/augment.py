@@ -68,6 +68,15 @@ def _extra_pairs(n_sources: int, needed: int, generator: np.random.Generator) ->
     return pairs[:needed]
 
 
+def no_test_patches(missing: Sequence[str]) -> str:
+    """Why classes of ``classes.classification`` without test patches are refused, by :func:`augment`
+    (before any training) and :func:`temvirus.train.load_subset` (evaluation, baselines)."""
+    return (
+        f"no test patches of classes {list(missing)}: Table 2's macro precision, recall and F1 would "
+        "count them as 0 (nothing to score); adjust classes.classification, or the data or split method"
+    )
+
+
 def plan(train: pd.DataFrame, classes: Sequence[str], per_class: int, seed: int) -> pd.DataFrame:
     """The augmented training table (:data:`AUGMENTED_COLUMNS`) from the train patch table.
 
@@ -99,13 +108,18 @@ def plan(train: pd.DataFrame, classes: Sequence[str], per_class: int, seed: int)
 def augment(
     patches_csv, train_npy, out_npy, out_csv, classes: Sequence[str], per_class: int, seed: int
 ) -> pd.DataFrame:
-    """Write ``train_augmented.npy`` and ``.csv`` (both or neither); returns the table."""
+    """Write ``train_augmented.npy`` and ``.csv`` (both or neither); returns the table. A class of
+    ``classes`` without training or test patches is refused (ValueError naming ``patches_csv``),
+    before any training."""
     patches = pd.read_csv(patches_csv)
     train = patches[patches.subset == "train"].sort_values("index")
     try:
         table = plan(train, classes, per_class, seed)
     except ValueError as exc:
         raise ValueError(f"{patches_csv}: {exc}") from None
+    untested = [c for c in classes if c not in set(patches.loc[patches.subset == "test", "class"])]
+    if untested:
+        raise ValueError(f"{patches_csv}: {no_test_patches(untested)}")
     source = np.load(train_npy, mmap_mode="r")
     if source.shape[0] != len(train):
         raise ValueError(f"{train_npy}: {source.shape[0]} patches, {patches_csv} lists {len(train)} training patches")

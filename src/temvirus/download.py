@@ -2,9 +2,10 @@
 
 :func:`fetch` downloads one URL into a file: it keeps a ``{dest}.part`` file between attempts
 and resumes it with ``Range: bytes=N-`` (a server that answers ``200`` instead of ``206``
-makes it start over), retries network failures and 5xx answers with exponential backoff,
-logs its progress, verifies the size and the sha256 (or a sha256 prefix), and only then
-renames the ``.part`` file to ``dest``.
+makes it start over) only for the URL and the version (``ETag``, sent as ``If-Range``) that
+began it, recorded in ``{dest}.part.json``, so that two files are never spliced; it retries
+network failures and 5xx answers with exponential backoff, logs its progress, verifies the
+size and the sha256 (or a sha256 prefix), and only then renames the ``.part`` file to ``dest``.
 
 :func:`extract_archives` unpacks zip or tar archives after checking every member (no absolute
 paths, no ``..``, no links, nothing resolving outside the target) into a temporary folder,
@@ -94,6 +95,33 @@ def _record_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".record.json")
 
 
+def _origin_path(part: Path) -> Path:
+    """``{dest}.part.json``: the URL and version headers of the response that began ``part``."""
+    return part.with_name(part.name + ".json")
+
+
+def _drop_part(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    _origin_path(part).unlink(missing_ok=True)
+
+
+def _part_origin(url: str, part: Path) -> dict | None:
+    """The origin record of a partial download that may be resumed for ``url``; else ``None``,
+    the partial file removed: one begun from another URL, or without a record (its source is
+    unknown), would be completed with another file's bytes."""
+    if not part.exists():
+        return None
+    try:
+        origin = json.loads(_origin_path(part).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        origin = {}
+    if origin.get("url") == url:
+        return origin
+    log.info("%s: %s was begun from %s; starting over", url, part, origin.get("url") or "an unknown source")
+    _drop_part(part)
+    return None
+
+
 def _total_from_content_range(value: str | None, start: int) -> int | None:
     """Total size from ``Content-Range: bytes start-end/total``; raises _Retry if start differs."""
     match = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", (value or "").strip())
@@ -104,10 +132,14 @@ def _total_from_content_range(value: str | None, start: int) -> int | None:
 
 def _attempt(url: str, part: Path, timeout_s: float) -> dict:
     """One GET of ``url`` appended to (206) or replacing (200) ``part``; returns the response info."""
+    origin = _part_origin(url, part) or {}
     have = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": USER_AGENT}
     if have:
         headers["Range"] = f"bytes={have}-"
+        etag = origin.get("ETag") or ""
+        if etag and not etag.startswith("W/"):  # a changed file is then sent whole (200)
+            headers["If-Range"] = etag
     try:
         response = urlopen(Request(url, headers=headers), timeout=timeout_s)
     except HTTPError as exc:
@@ -116,7 +148,7 @@ def _attempt(url: str, part: Path, timeout_s: float) -> dict:
             total = (exc.headers.get("Content-Range") or "").rpartition("/")[2]
             if total == str(have):
                 return {"status": 416, "final_url": url, "headers": {}}
-            part.unlink()
+            _drop_part(part)
             raise _Retry(f"HTTP 416 for a {have}-byte partial file; starting over") from None
         if exc.code in _RETRY_STATUS:
             raise _Retry(f"HTTP {exc.code} {exc.reason}") from None
@@ -124,12 +156,18 @@ def _attempt(url: str, part: Path, timeout_s: float) -> dict:
     with response:
         if response.status == 206:
             total = _total_from_content_range(response.headers.get("Content-Range"), have)
+            etag = response.headers.get("ETag")
+            if etag and origin.get("ETag") and etag != origin["ETag"]:  # a server that ignores If-Range
+                _drop_part(part)
+                raise _Retry(f"changed on the server (ETag {origin['ETag']} -> {etag}) since {part} was begun")
             mode = "ab"
             log.info("%s: resuming at byte %d", url, have)
         elif response.status == 200:
             if have:
-                log.info("%s: server ignored the Range request; starting over", url)
+                log.info("%s: the whole file was sent (Range ignored, or the file changed); starting over", url)
             have, mode = 0, "wb"
+            version = {name: response.headers[name] for name in VERSION_HEADERS if response.headers.get(name)}
+            write_json(_origin_path(part), {"url": url, **version})
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
         else:
@@ -179,8 +217,10 @@ def fetch(
 ) -> dict:
     """Download ``url`` to ``dest`` (resumable, retried, verified, atomic); returns its record.
 
-    An existing ``dest`` that passes the checks is kept (its earlier record is reused). A file
-    that fails a check is deleted (``.part`` included) and :class:`DownloadError` is raised; a
+    An existing ``dest`` that passes the checks is kept (its earlier record is reused); without
+    a hash or prefix to check it against, only when its record names this URL and its sha256 (a
+    file of another URL, or of unknown origin, is downloaded again). A file that fails a check
+    is deleted (``.part`` included) and :class:`DownloadError` is raised; a
     network failure that outlasts ``retries`` attempts keeps the ``.part`` file for next time.
     The record holds ``url``, ``final_url`` (after redirects), ``size``, ``sha256``,
     ``sha256_verified`` (False when no hash or prefix was known: the hash was computed, not
@@ -199,17 +239,33 @@ def fetch(
         else:
             previous = _record_path(dest)
             record = json.loads(previous.read_text(encoding="utf-8")) if previous.exists() else {}
-            if record.get("sha256") != digest or record.get("url") != url:
-                record = {"url": url, "final_url": None, "headers": {}, "downloaded_at": None}
-            log.info("%s: already downloaded to %s (sha256 %s)", url, dest, digest)
-            size_now = dest.stat().st_size
-            return {**record, "size": size_now, "sha256": digest, "sha256_verified": bool(expected), "path": str(dest)}
+            ours = record.get("sha256") == digest and record.get("url") == url
+            if expected or ours:
+                if not ours:
+                    record = {"url": url, "final_url": None, "headers": {}, "downloaded_at": None}
+                log.info("%s: already downloaded to %s (sha256 %s)", url, dest, digest)
+                size_now = dest.stat().st_size
+                return {
+                    **record,
+                    "size": size_now,
+                    "sha256": digest,
+                    "sha256_verified": bool(expected),
+                    "path": str(dest),
+                }
+            log.warning(
+                "%s: %s was not recorded as downloaded from this URL (%s) and no hash can tell; downloading it again",
+                url,
+                dest,
+                f"recorded from {record['url']}" if record.get("url") else "no record of its origin",
+            )
+            dest.unlink()
+            previous.unlink(missing_ok=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
     info, attempt = None, 0
     while info is None:
         attempt += 1
         if size is not None and part.exists() and part.stat().st_size > size:
-            part.unlink()
+            _drop_part(part)
         try:
             info = _attempt(url, part, timeout_s)
         except (_Retry, URLError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
@@ -225,9 +281,10 @@ def fetch(
     try:
         digest = _verify(url, part, size, sha256, sha256_prefix)
     except DownloadError:
-        part.unlink(missing_ok=True)
+        _drop_part(part)
         raise
     os.replace(part, dest)
+    _origin_path(part).unlink(missing_ok=True)
     record = {
         "url": url,
         **info,

@@ -115,7 +115,9 @@ def run_note(config: dict, paper: dict, experiments: Iterable[Mapping] | None = 
     ``paper`` is ``config/paper.yaml`` (the paper's method: Matuszewski & Sintorn 2021,
     Section 2); only the keys it sets are compared, so a setting it leaves to the defaults
     counts as the paper's. Compared: the data source (anything but the published dataset via
-    ``mendeley`` or a ``local`` copy of it counts as different: ``synthetic``), the
+    ``mendeley`` or a ``local`` copy of it counts as different: ``synthetic``), the classes
+    classified (``classes.classification`` as a set: fewer or other classes than the paper's 14
+    give accuracies that its values cannot be compared with), the
     ``augment`` and ``evaluation`` caps of :data:`METHOD_SETTINGS`, every ``training`` key but
     :data:`HARDWARE_KEYS`, and each experiment's own overrides (:data:`OVERRIDES`). E.g.
     ``"demo run: synthetic data, epochs 2 scratch / 2 imagenet (paper 300 scratch / 50
@@ -128,6 +130,12 @@ def run_note(config: dict, paper: dict, experiments: Iterable[Mapping] | None = 
     differences = []
     if config["dataset"]["source"] == "synthetic":
         differences.append("synthetic data")
+    theirs = paper.get("classes", {}).get("classification")
+    if theirs is not None and set(config["classes"]["classification"]) != set(theirs):
+        ours = config["classes"]["classification"]
+        changes = [f"without {', '.join(c for c in theirs if c not in ours)}"] if set(theirs) - set(ours) else []
+        changes += [f"with {', '.join(c for c in ours if c not in theirs)}"] if set(ours) - set(theirs) else []
+        differences.append(f"{len(ours)} classes (paper {len(theirs)}: {'; '.join(changes)})")
     for section, key, words in METHOD_SETTINGS:
         if key in paper.get(section, {}) and config[section][key] != paper[section][key]:
             differences.append(f"{words} {_shown(config[section][key])} (paper {_shown(paper[section][key])})")

@@ -932,22 +932,28 @@ def analyse_from_tables(
 def tags_file(image: Path) -> Path | None:
     """The tags file of an image outside a raw layout: ``tags/{name}_tags.csv`` or
     ``{name}_tags.csv`` beside it, names matched ignoring case and Unicode normalisation as the
-    raw reader does; ``None`` when there is none. A RawDataError when several match, or when
-    only a file of a similar name (``{stem}_tags.csv``, another extension) is there: it would
-    otherwise be passed over for ``--pixel-size`` unseen."""
+    raw reader does; ``None`` when there is none. A RawDataError when several match (in one
+    folder, or one in each that differ: which one is meant is unknown), or when only a file of
+    a similar name (``{stem}_tags.csv``, another extension) is there: it would otherwise be
+    passed over for ``--pixel-size`` unseen."""
     from temvirus.raw import RawDataError, _same_name
 
     name, stem = _same_name(f"{image.name}_tags.csv"), _same_name(image.stem)
-    similar = []
+    similar, matches = [], []
     for folder in (image.parent / "tags", image.parent):
         files = [p for p in sorted(folder.iterdir()) if p.is_file()] if folder.is_dir() else []
         found = [p for p in files if _same_name(p.name) == name]
         if len(found) > 1:
             raise RawDataError(found[0], f"several tags files match {image.name}: {[p.name for p in found]}")
-        if found:
-            return found[0]
+        matches += found
         # {stem}_tags.csv or {stem}.{another extension}_tags.csv; not {stem}0.tif_tags.csv
         similar += [p for p in files if p.name.endswith("_tags.csv") and _same_name(Path(p.name[:-9]).stem) == stem]
+    if len(matches) == 2 and matches[0].read_bytes() != matches[1].read_bytes():
+        raise RawDataError(
+            matches[1], f"differs from {matches[0]}: two tags files for {image.name}; remove the one that is wrong"
+        )
+    if matches:
+        return matches[0]
     if similar:
         raise RawDataError(
             similar[0], f"a tags file of a similar name, not {image.name}_tags.csv: rename it (or move it away)"
@@ -1008,7 +1014,7 @@ def analyse_files(
     empty); the output folder appears only when complete. Returns (metrics, summary)."""
     import torch
 
-    from temvirus.raw import read_image
+    from temvirus.raw import _same_name, read_image
 
     torch.set_num_threads(max(1, threads))
     out_dir = Path(out_dir)
@@ -1026,7 +1032,8 @@ def analyse_files(
         pixel_size = image_pixel_size(path, pixel_size_nm, read_image(path).shape)
         rows.append({"image_id": path.stem, "path": str(path.resolve()), "pixel_size_nm": pixel_size})
     images = pd.DataFrame(rows)
-    twice = sorted(images.image_id[images.image_id.duplicated()])
+    # names equal but for case or Unicode form too, as the raw reader: one file on macOS and Windows
+    twice = sorted(images.image_id[images.image_id.map(_same_name).duplicated(keep=False)])
     if twice:
         raise ValueError(f"images with the same name: {twice} (the outputs are named after the images)")
     classifier = Classifier.load(checkpoint, device)
@@ -1039,4 +1046,6 @@ def analyse_files(
             )
     detector = read_detector(detector_json, classifier)
     metrics = analyse_micrographs(images, "", classifier, detector, out_dir)
-    return metrics, pd.read_csv(out_dir / "summary.csv")
+    # the image ids and calls as written: images named 001, 1e5 or NA are not read back as 1, 100000.0, NaN
+    summary = pd.read_csv(out_dir / "summary.csv", dtype={"image_id": str, "call": str}, keep_default_na=False)
+    return metrics, summary

@@ -53,6 +53,7 @@ import json
 import logging
 import os
 import re
+import stat
 import unicodedata
 import warnings
 from collections.abc import Sequence
@@ -845,6 +846,8 @@ def write_tables(
     """
     from temvirus.io import write_csv
 
+    if Path(images_csv).resolve() == Path(particles_csv).resolve():
+        raise ValueError(f"{images_csv}: given for both the image and the particle table (one would replace the other)")
     for table in (images_csv, particles_csv):
         Path(table).unlink(missing_ok=True)
     images, particles = read_dataset(root)
@@ -871,20 +874,15 @@ def update_manifest(root: str | os.PathLike, manifest: str | os.PathLike) -> boo
 
     ``manifest`` (JSON) lists every file under ``root`` that the reader looks at (hidden files
     and ``__MACOSX`` left out; linked files and folders followed, a broken link listed by its
-    target) with its size and sha256, sorted by path. It is rewritten only
+    target, a named pipe or other special file by its type, never read) with its size and
+    sha256, sorted by path. It is rewritten only
     when that list differs, so a rule taking it as input reruns exactly when a file was
     edited, added or removed. Hashes are reused from ``{manifest}.stat.json`` for files whose
     size, mtime, ctime and inode are unchanged (an edit always changes the ctime); all others
     are re-hashed.
     """
-    from temvirus.io import write_json
-
     root, manifest = Path(root), Path(manifest)
-    cache_path = manifest.with_name(manifest.name + ".stat.json")
-    try:
-        cache = json.loads(cache_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        cache = {}
+    cache = _stat_cache(manifest)
     files, stats, seen = [], {}, set()
     for folder, dirs, names in os.walk(root, followlinks=True):  # linked folders are read like the others
         real = os.path.realpath(folder)
@@ -901,18 +899,64 @@ def update_manifest(root: str | os.PathLike, manifest: str | os.PathLike) -> boo
             except FileNotFoundError:  # a broken link: listed, so that the reader's refusal is rerun when fixed
                 files.append({"path": rel, "size": None, "sha256": f"broken link to {os.readlink(path)}"})
                 continue
-            key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-            digest = cache[rel][1] if rel in cache and cache[rel][0] == key else sha256_file(path)
-            stats[rel] = [key, digest]
-            files.append({"path": rel, "size": st.st_size, "sha256": digest})
+            if not stat.S_ISREG(st.st_mode):  # a named pipe, socket or device: reading it would block
+                files.append({"path": rel, "size": None, "sha256": f"not a regular file ({stat.filemode(st.st_mode)})"})
+                continue
+            files.append({"path": rel, "size": st.st_size, "sha256": _cached_sha256(path, rel, st, cache, stats)})
     content = {"root": str(root.resolve()), "files": sorted(files, key=lambda f: f["path"])}
+    return _write_manifest(manifest, content, cache, stats, f"{len(files)} files of {root}")
+
+
+def _stat_cache(manifest: Path) -> dict:
+    """``{manifest}.stat.json``: path -> [[size, mtime, ctime, inode], sha256] of the last run."""
+    try:
+        return json.loads(manifest.with_name(manifest.name + ".stat.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _cached_sha256(path: Path, key: str, st: os.stat_result, cache: dict, stats: dict) -> str:
+    """sha256 of ``path``, from ``cache`` when its size, mtime, ctime and inode are unchanged; noted in ``stats``."""
+    identity = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+    digest = cache[key][1] if key in cache and cache[key][0] == identity else sha256_file(path)
+    stats[key] = [identity, digest]
+    return digest
+
+
+def _write_manifest(manifest: Path, content: dict, cache: dict, stats: dict, what: str) -> bool:
+    """Write ``content`` to ``manifest`` only when it differs from what is there (True then), and the stat cache."""
+    from temvirus.io import write_json
+
     try:
         changed = json.loads(manifest.read_text(encoding="utf-8")) != content
     except (OSError, ValueError):
         changed = True
     if changed:
         write_json(manifest, content)
-        log.info("%s: %d files of %s, changed since the last run", manifest, len(files), root)
+        log.info("%s: %s, changed since the last run", manifest, what)
     if stats != cache:
-        write_json(cache_path, stats)
+        write_json(manifest.with_name(manifest.name + ".stat.json"), stats)
     return changed
+
+
+def update_archive_manifest(archives: Sequence[str | os.PathLike], manifest: str | os.PathLike) -> bool:
+    """Write the content manifest of the archive(s) of ``dataset.local.path``; True when it changed.
+
+    ``manifest`` (JSON) lists each archive's path, size and sha256 (hashes reused as by
+    :func:`update_manifest`) and is rewritten only when that list differs. The rule
+    ``extract_local_dataset`` takes it as input: an archive replaced by another one with an
+    older time stamp (a backup restored, ``cp -p``, ``rsync -t``) is extracted again, where
+    Snakemake, comparing times only, would keep the results of the archive it replaced.
+    """
+    manifest = Path(manifest)
+    cache, stats, files = _stat_cache(manifest), {}, []
+    for archive in sorted(Path(a).resolve() for a in archives):
+        st = archive.stat()
+        files.append(
+            {
+                "path": str(archive),
+                "size": st.st_size,
+                "sha256": _cached_sha256(archive, str(archive), st, cache, stats),
+            }
+        )
+    return _write_manifest(manifest, {"files": files}, cache, stats, f"{len(files)} archive(s)")

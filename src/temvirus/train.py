@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from temvirus.augment import no_test_patches
 from temvirus.experiments import experiment_name
 from temvirus.figures import plot_curves
 from temvirus.io import atomic_path, save_figure, write_csv
@@ -178,6 +179,8 @@ def load_subset(
     missing = sorted(set(classes) - set(table["class"]))
     if subset.startswith("train") and missing:
         raise ValueError(f"{csv}: no {subset} patches of classes {missing}; adjust classes.classification")
+    if subset == "test" and missing:  # else their recall and F1 of 0 would enter the macro averages unseen
+        raise ValueError(f"{csv}: {no_test_patches(missing)}")
     labels = table["class"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     rows = np.flatnonzero(present)
     rows = rows[_cap_per_class(labels[rows].astype(np.int64), cap, rng(seed, "subset", subset))]

@@ -28,14 +28,16 @@ DATASET_DIR = "resources/dataset"
 
 #: content manifest of a local raw folder used in place (temvirus.raw.update_manifest)
 LOCAL_MANIFEST = f"{DATASET_DIR}/local_manifest.json"
+#: content manifest of the local archive(s) (temvirus.raw.update_archive_manifest)
+LOCAL_ARCHIVES_MANIFEST = f"{DATASET_DIR}/local_archives.json"
 _LOCAL = {}
 
 
 def _local_source():
     """dataset.local.path resolved once per run: (raw root used in place or None, archives).
 
-    A folder used in place gets its manifest brought up to date here, before any job's
-    inputs are compared with its outputs.
+    A folder used in place, or the archive(s), gets its manifest brought up to date here,
+    before any job's inputs are compared with its outputs.
     """
     if not _LOCAL:
         path = config["dataset"]["local"]["path"]
@@ -44,11 +46,13 @@ def _local_source():
                 "dataset.source is 'local' but dataset.local.path is empty"
             )
         from temvirus.download import locate_local
-        from temvirus.raw import update_manifest
+        from temvirus.raw import update_archive_manifest, update_manifest
 
         root, archives = locate_local(path)
         if root is not None:
             update_manifest(root, LOCAL_MANIFEST)
+        elif archives:
+            update_archive_manifest(archives, LOCAL_ARCHIVES_MANIFEST)
         _LOCAL["root"], _LOCAL["archives"] = root, archives
     return _LOCAL["root"], _LOCAL["archives"]
 

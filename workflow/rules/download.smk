@@ -31,6 +31,8 @@ rule download_dataset:
 rule extract_local_dataset:
     input:
         archives=local_archives,
+        # their content (an archive replaced by one with an older time stamp is extracted again)
+        manifest=LOCAL_ARCHIVES_MANIFEST,
     output:
         root=directory(f"{DATASET_DIR}/local"),
         record=f"{DATASET_DIR}/local_record.json",
