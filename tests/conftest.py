@@ -309,6 +309,18 @@ def tiny_synthetic(tmp_path_factory) -> Path:
     return folder
 
 
+def copy_real_image(image: Path, target: Path) -> None:
+    """Copy one real crop (``{subset}/{class}/NAME.jpg`` of :data:`REAL_CROPS`) with its tags
+    and particle positions files into the class folder ``target`` of another raw layout."""
+    for name, folder in (
+        (image.name, ""),
+        (f"{image.name}_tags.csv", "tags"),
+        (f"{image.stem}_particlepositions.txt", "particle_positions"),
+    ):
+        (target / folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(image.parent / folder / name, target / folder / name)
+
+
 def write_raw_image(
     root: Path,
     subset: str,

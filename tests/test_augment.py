@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import snakemake_cmd
+from conftest import copy_real_image, snakemake_cmd
 
 from temvirus.augment import AUGMENTED_COLUMNS, TRANSFORMS, apply_transform, augment, plan
 from temvirus.io import sha256_file
@@ -147,7 +147,6 @@ def test_a_class_without_test_patches_is_refused_before_training(real_crops, tmp
     """Real crops of two classes, one without test images (given split): the augment step, which
     every training job waits for, refuses it; so does loading the test patches (evaluation,
     baselines). Else its recall and F1 of 0 would halve Table 2's macro averages unseen."""
-    import shutil
 
     from temvirus.patches import extract_patches
     from temvirus.raw import write_tables
@@ -159,13 +158,7 @@ def test_a_class_without_test_patches_is_refused_before_training(real_crops, tmp
         for cls in ("Adenovirus", "Rotavirus")[: 1 if subset == "test" else 2]:
             source, target = real_crops / subset / cls, raw / subset / cls
             for image in sorted(source.glob("*.jpg"))[:2]:
-                for name, folder in (
-                    (image.name, ""),
-                    (f"{image.name}_tags.csv", "tags"),
-                    (f"{image.stem}_particlepositions.txt", "particle_positions"),
-                ):
-                    (target / folder).mkdir(parents=True, exist_ok=True)
-                    shutil.copy(source / folder / name, target / folder / name)
+                copy_real_image(image, target)
     write_tables(raw, tmp_path / "images.csv", tmp_path / "particles.csv")
     images = pd.read_csv(tmp_path / "images.csv")
     images = images.assign(overlap_group=images.image_id, kept=True)  # as overlap removal writes them

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, snakemake_cmd
+from conftest import REPO, copy_real_image, snakemake_cmd
 
 from temvirus.download import (
     DownloadError,
@@ -809,20 +809,12 @@ def test_local_archive_is_tracked_by_content(real_crops, tmp_path):
     restored with cp -p) is extracted again and its data read: Snakemake compares times only, and
     kept the tables of the archive it replaced ("Nothing to be done")."""
     import os
-    import shutil
 
     tree = tmp_path / "tree"
     for subset in ("train", "test"):
         for cls in ("Adenovirus", "Rift Valley"):
             source, target = real_crops / subset / cls, tree / subset / cls
-            image = sorted(source.glob("*.jpg"))[0]
-            for name, folder in (
-                (image.name, ""),
-                (f"{image.name}_tags.csv", "tags"),
-                (f"{image.stem}_particlepositions.txt", "particle_positions"),
-            ):
-                (target / folder).mkdir(parents=True, exist_ok=True)
-                shutil.copy(source / folder / name, target / folder / name)
+            copy_real_image(sorted(source.glob("*.jpg"))[0], target)
     first = zip_tree(tree)
     (positions,) = (tree / "train" / "Adenovirus" / "particle_positions").iterdir()
     positions.write_text(positions.read_text() + "particleposition\n300;300\n")  # one particle more
@@ -886,20 +878,12 @@ def test_a_named_pipe_in_the_local_folder_is_named_not_waited_on(real_crops, tmp
     when the workflow starts, waited forever to read it; now it is listed by its type and the
     reader refuses it by name."""
     import os
-    import shutil
     import sys
 
     raw = tmp_path / "raw"
     for subset in ("train", "test"):
         source, target = real_crops / subset / "Orf", raw / subset / "Orf"
-        image = sorted(source.glob("*.jpg"))[0]
-        for name, folder in (
-            (image.name, ""),
-            (f"{image.name}_tags.csv", "tags"),
-            (f"{image.stem}_particlepositions.txt", "particle_positions"),
-        ):
-            (target / folder).mkdir(parents=True, exist_ok=True)
-            shutil.copy(source / folder / name, target / folder / name)
+        copy_real_image(sorted(source.glob("*.jpg"))[0], target)
     os.mkfifo(raw / "train" / "Orf" / "stream.tif")
     manifest = tmp_path / "manifest.json"
     code = f"from temvirus.raw import update_manifest; update_manifest({str(raw)!r}, {str(manifest)!r})"
