@@ -4,8 +4,8 @@ What it measures
 ----------------
 1. ``full``: ``make run``'s command, ``snakemake --cores N`` on ``config/config.yaml`` (the
    embedded synthetic default), in a fresh scratch workdir whose ``config/`` and
-   ``resources/`` link to the repo's (``tests/conftest.py``'s ``snakemake_cmd``), so the
-   repo's ``results/`` is never touched. Wall time, jobs per rule and per-job times, and
+   ``resources/paper/`` link to the repo's (``tests/conftest.py``'s ``make_workdir``), so the
+   repo's ``results/`` and ``resources/dataset/`` are never touched. Wall time, jobs per rule and per-job times, and
    each experiment's accuracy and macro-F1 on all its test patches (Table 2; the default's
    target for its best model: >= 0.90 accuracy, >= 0.85 macro-F1, within 8 minutes on 2 cores).
 2. ``noop``: the same command again: nothing may run (the cost of building the DAG).

@@ -47,21 +47,30 @@ def real_crops() -> Path:
 CI_CONFIG = REPO / "tests" / "ci.yaml"
 
 
-def snakemake_cmd(workdir: Path, *args: str, ci: bool = True) -> list[str]:
-    """Command line running this repo's workflow with ``workdir`` as its working directory.
+def make_workdir(workdir: Path) -> Path:
+    """A scratch workdir for this repo's workflow: links to the repo's ``config/`` and
+    ``resources/paper/``, so that a run there reads the same configuration and never touches
+    the repo's ``results/``, and its own ``resources/`` for what a run writes there
+    (``resources/dataset``: a local dataset's manifest, extracted archives, downloads), so
+    that runs never share it (the suite runs on two workers)."""
+    (workdir / "resources").mkdir(parents=True, exist_ok=True)
+    for name in ("config", "resources/paper"):
+        link = workdir / name
+        if not link.exists():
+            link.symlink_to(REPO / name, target_is_directory=True)
+    return workdir
 
-    The workdir gets links to the repo's ``config/`` and ``resources/`` so that runs in a
-    temporary folder read the same configuration and never touch the repo's ``results/``.
+
+def snakemake_cmd(workdir: Path, *args: str, ci: bool = True) -> list[str]:
+    """Command line running this repo's workflow with ``workdir`` (:func:`make_workdir`) as its
+    working directory.
+
     ``ci``: :data:`CI_CONFIG` is the first ``--configfile`` on top of config/config.yaml
     (before any the test passes, which override it).
     """
     import sys
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    for name in ("config", "resources"):
-        link = workdir / name
-        if not link.exists():
-            link.symlink_to(REPO / name, target_is_directory=True)
+    make_workdir(workdir)
     args = list(args)
     if ci:
         if "--configfile" in args:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, copy_real_image, snakemake_cmd
+from conftest import REPO, copy_real_image, make_workdir, snakemake_cmd
 
 from temvirus.download import (
     DownloadError,
@@ -355,14 +355,12 @@ def test_extract_local_dataset_records_the_archive(tmp_path, raw_zip):
 
 
 def _workdir(tmp_path: Path, dataset: dict) -> tuple[Path, Path]:
-    """A scratch workdir with its own resources/ (the repo's is never written) and a config override.
+    """A scratch workdir (:func:`conftest.snakemake_cmd`'s) and a config override.
 
     The override classifies the two classes of :func:`make_raw_tree` (raw_tables refuses a
     classes.classification that lists classes the data do not hold).
     """
-    workdir = tmp_path / "wd"
-    (workdir / "resources").mkdir(parents=True)
-    (workdir / "resources" / "paper").symlink_to(REPO / "resources" / "paper", target_is_directory=True)
+    workdir = make_workdir(tmp_path / "wd")
     override = workdir / "override.json"
     override.write_text(json.dumps({"dataset": dataset, "classes": {"classification": ["Adenovirus", "RiftValley"]}}))
     return workdir, override

@@ -116,12 +116,11 @@ def test_snakemake_download_weights_uses_base_url_and_checks_the_name(file_serve
     import json
     import subprocess
 
-    from conftest import snakemake_cmd
+    from conftest import make_workdir, snakemake_cmd
 
     name = weights_filename("mobilenet_v2")
     file_server.files[f"/mirror/{name}"] = _state_bytes({"w": torch.zeros(2)})
-    workdir = tmp_path / "wd"
-    (workdir / "resources").mkdir(parents=True)
+    workdir = make_workdir(tmp_path / "wd")
     override = workdir / "override.json"
     experiments = [{"model": "mobilenet_v2", "init": "imagenet", "method": "representative"}]
     override.write_text(json.dumps({"experiments": experiments, "weights": {"base_url": file_server.url("/mirror")}}))
@@ -174,14 +173,13 @@ def test_snakemake_download_weights_fetches_timm_safetensors_from_base_url(file_
     """resnet50v2's hub file (.safetensors, no hash in its name) goes through the same rule; its hash is recorded."""
     import subprocess
 
-    from conftest import snakemake_cmd
+    from conftest import make_workdir, snakemake_cmd
     from safetensors.torch import save
 
     name = weights_filename("resnet50v2")
     body = save({"w": torch.ones(3)})
     file_server.files[f"/mirror/{name}"] = body
-    workdir = tmp_path / "wd"
-    (workdir / "resources").mkdir(parents=True)
+    workdir = make_workdir(tmp_path / "wd")
     override = workdir / "override.json"
     experiments = [{"model": "resnet50v2", "init": "imagenet", "method": "representative"}]
     override.write_text(json.dumps({"experiments": experiments, "weights": {"base_url": file_server.url("/mirror")}}))
