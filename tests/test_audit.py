@@ -238,6 +238,18 @@ def test_unrecorded_and_missing_files_are_reported(copy):
     assert proc.returncode == 1 and "results/tables/extra.csv" in proc.stdout
 
 
+def test_an_unreadable_record_is_named_and_the_others_still_trace_their_files(copy, default_run):
+    name = "results/provenance/table2/job.json"
+    tamper(first(copy, name), lambda data: data[: len(data) // 2])  # cut short, as by a full disk
+    result = audit_mod.audit(copy / "results")
+    found = failures(result)
+    assert ("records", "unreadable", name) in {f[:3] for f in found}, audit_render.summary(result)
+    record = json.loads((default_run / name).read_text())
+    untraced = {f[2] for f in found if f[0] == "unrecorded"}
+    assert untraced == {o["path"] for o in record["outputs"]}  # that job's files only
+    assert {f[0] for f in found} <= {"records", "unrecorded", "lineage", "inputs"}, found
+
+
 def test_audit_rule_fails_on_a_tampered_folder(copy):
     target = copy / "results/raw/images.csv"
     tamper(target)

@@ -68,6 +68,10 @@ REFUSED = {
         {"experiments": [{"model": "small_cnn", "init": "imagenet", "method": "representative"}], **MICRO_OFF},
         ["custom and small_cnn have no ImageNet weights", "On instance['experiments'][0]"],
     ),
+    "experiment_lr_above_the_training_bound": (
+        {"experiments": [{"model": "small_cnn", "init": "scratch", "method": "representative", "lr": 5}]},
+        ["5 is greater than the maximum of 1", "On instance['experiments'][0]['lr']"],
+    ),
     "baseline_block_not_a_divisor": (
         {"evaluation": {"baseline_block_px": 48}},
         ["48 is not one of [1, 2, 4, 8, 16, 32, 64, 128, 256]", "On instance['evaluation']['baseline_block_px']"],

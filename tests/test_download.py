@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import subprocess
 import tarfile
 import zipfile
@@ -150,6 +151,14 @@ def test_a_file_of_another_url_is_not_taken_for_this_one(real_crops, file_server
     (tmp_path / "crop.jpg.record.json").unlink()  # a file of unknown origin: fetched again
     assert fetch(file_server.url("/v2/crop.jpg"), dest, **FAST)["sha256"] == sha(second)
     assert len(file_server.requests) == 3
+
+
+def test_a_url_that_is_not_http_is_refused_naming_it(tmp_path, real_crops):
+    crop = sorted((real_crops / "test" / "Orf").glob("*.jpg"))[0]
+    for url in (crop.as_uri(), "ftp://example.org/data.zip", str(crop)):
+        with pytest.raises(DownloadError, match=f"^{re.escape(url)}: not an http or https URL"):
+            fetch(url, tmp_path / "out.jpg", **FAST)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_fetch_replaces_a_corrupt_earlier_download(file_server, tmp_path):

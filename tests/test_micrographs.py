@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -390,7 +391,11 @@ def test_image_names_are_given_back_as_written(tiny_stage, tmp_path):
         tifffile.imwrite(tmp_path / f"{name}.tif", disc_image())
     tifffile.imwrite(tmp_path / "blank.tif", np.full((600, 650), 1000, np.uint16))
     paths = [tmp_path / f"{name}.tif" for name in [*names, "blank"]]
-    _, summary = analyse_files(paths, work / "best.pt", tmp_path / "out", 2.0, work / "detector.json", "cpu", 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter(
+            "error", RuntimeWarning
+        )  # a blank frame is analysed without NaN (nothing found), not through it
+        _, summary = analyse_files(paths, work / "best.pt", tmp_path / "out", 2.0, work / "detector.json", "cpu", 1)
     assert summary.image_id.tolist() == [*names, "blank"]
     assert summary.set_index("image_id").loc["blank", "call"] == ""
     assert (summary.set_index("image_id").loc[names, "pixel_size_nm"] == 2.0).all()
@@ -452,6 +457,13 @@ def test_cli_analyses_and_refuses_bad_inputs_without_output(tiny_stage, tmp_path
         (["disc.tif", "--model", model, "--detector", model, "--pixel-size", 2], "not a micrograph detector"),
         (["disc.tif", "--model", model, "--pixel-size", 2], "micrograph detector of"),
     ]
+    if not torch.cuda.is_available():  # on a GPU machine --device cuda is a valid choice
+        bad.append(
+            (
+                ["disc.tif", "--model", model, "--detector", detector, "--pixel-size", 2, "--device", "cuda"],
+                "--device is 'cuda' but torch sees no CUDA device here",
+            )
+        )
     for args, message in bad:
         done = _cli(*args, "--out", "out", cwd=tmp_path)
         assert done.returncode in (1, 2) and message in done.stderr, (args, done.stderr)

@@ -254,6 +254,16 @@ def test_existing_output_and_failed_runs_leave_no_partial_tree(tmp_path):
     with pytest.raises(OSError):
         generate_dataset(tmp_path / "out" / "raw", bad_truth, **kwargs)
     assert list((tmp_path / "out").iterdir()) == []  # neither the tree nor its temporary folder
+    inside = tmp_path / "out" / "raw"
+    for truth, sizes, what in (
+        (inside / "truth.csv", None, "truth.csv: inside the output folder"),
+        (tmp_path / "truth.csv", inside / "train" / "sizes.csv", "sizes.csv: inside the output folder"),
+    ):
+        with pytest.raises(ValueError, match=what):
+            generate_dataset(inside, truth, sizes_csv=sizes, **kwargs)
+    with pytest.raises(ValueError, match="overlaps must be at least 0, got -3"):
+        generate_dataset(inside, tmp_path / "truth.csv", **{**kwargs, "overlaps": -3})
+    assert list((tmp_path / "out").iterdir()) == [] and not (tmp_path / "truth.csv").exists()
 
 
 def test_cli_synth_and_read(tmp_path):

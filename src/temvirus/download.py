@@ -48,7 +48,7 @@ import zlib
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from urllib.error import HTTPError, URLError
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 from urllib.request import Request, urlopen
 
 from temvirus.io import sha256_file, write_json
@@ -225,8 +225,13 @@ def fetch(
     The record holds ``url``, ``final_url`` (after redirects), ``size``, ``sha256``,
     ``sha256_verified`` (False when no hash or prefix was known: the hash was computed, not
     checked), ``headers`` (:data:`VERSION_HEADERS` of the last response) and ``downloaded_at``.
-    ``hint`` is appended to the message of a network failure (what to do offline).
+    ``hint`` is appended to the message of a network failure (what to do offline). A URL
+    that is not http(s) is a DownloadError before anything is written.
     """
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise DownloadError(
+            f"{url}: not an http or https URL (a file on this machine is used with dataset.source: local)"
+        )
     dest, expected = Path(dest), sha256 or sha256_prefix
     part = _part_path(dest)
     if dest.exists():

@@ -119,10 +119,11 @@ def model_from_json(state: dict, widths: Sequence[int]) -> HeatNet:
 def padding_mask(pixels: np.ndarray, min_fraction: float = 0.01) -> np.ndarray | None:
     """Black padding of a crop: the pixels at the image's minimum value where they are at least
     ``min_fraction`` of the image and form blocks (a pixel of the minimum with its 8 neighbours
-    at the minimum too); ``None`` when there is none."""
+    at the minimum too); ``None`` when there is none, or when every pixel is at the minimum (a
+    blank frame has nothing to pad: its mean and s.d. are its own)."""
     low = pixels.min()
     at_min = np.asarray(pixels == low)
-    if at_min.mean() < min_fraction:
+    if at_min.mean() < min_fraction or at_min.all():
         return None
     mask = ndimage.binary_erosion(at_min, np.ones((3, 3), bool), border_value=1)
     mask = ndimage.binary_dilation(mask, np.ones((3, 3), bool)) & at_min

@@ -1015,8 +1015,10 @@ def analyse_files(
     import torch
 
     from temvirus.raw import _same_name, read_image
+    from temvirus.train import resolve_device
 
     torch.set_num_threads(max(1, threads))
+    resolve_device(device, "--device")  # a GPU asked for and absent: said before anything is read
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise FileExistsError(f"{out_dir}: exists and is a file, not an output folder; choose another --out")

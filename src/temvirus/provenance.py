@@ -313,12 +313,12 @@ def write_record(smk, started: dt.datetime, ended: dt.datetime, root: str | os.P
     return path
 
 
-def load_records(root: str | os.PathLike = PROVENANCE_DIR, strict: bool = True) -> dict[Path, dict]:
-    """Every record under ``root`` by path. ``strict``: a malformed record raises, naming it.
+def read_records(root: str | os.PathLike = PROVENANCE_DIR) -> tuple[dict[Path, dict], dict[Path, str]]:
+    """Every record under ``root`` by path, and the unreadable ones (path -> what is wrong).
 
     Hidden files (an atomic write in progress) are skipped.
     """
-    records = {}
+    records, unreadable = {}, {}
     for path in sorted(Path(root).glob("*/*.json")):
         if path.name.startswith("."):
             continue
@@ -327,8 +327,17 @@ def load_records(root: str | os.PathLike = PROVENANCE_DIR, strict: bool = True) 
             if not isinstance(record, dict) or "outputs" not in record or "rule" not in record:
                 raise ValueError("not a lineage record (no 'rule'/'outputs')")
         except (OSError, ValueError) as exc:
-            if strict:
-                raise ValueError(f"{path}: unreadable lineage record: {exc}") from exc
+            unreadable[path] = str(exc)
             continue
         records[path] = record
+    return records, unreadable
+
+
+def load_records(root: str | os.PathLike = PROVENANCE_DIR, strict: bool = True) -> dict[Path, dict]:
+    """Every readable record under ``root`` by path (:func:`read_records`). ``strict``: a
+    malformed record raises a ValueError naming it; else it is left out."""
+    records, unreadable = read_records(root)
+    if strict and unreadable:
+        path, why = next(iter(unreadable.items()))
+        raise ValueError(f"{path}: unreadable lineage record: {why}")
     return records

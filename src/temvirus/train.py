@@ -222,12 +222,13 @@ def d4(x: torch.Tensor, element: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------ device, seeds
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda if available, else cpu; ``cuda`` without a GPU is an error."""
+def resolve_device(name: str, setting: str = "training.device") -> torch.device:
+    """``auto`` -> cuda if available, else cpu. ``cuda`` without a GPU is a ValueError naming
+    ``setting`` (the config key, or a command's option, that asked for it)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("training.device is 'cuda' but no CUDA device is available")
+        raise ValueError(f"{setting} is 'cuda' but torch sees no CUDA device here (use auto or cpu)")
     return torch.device(name)
 
 

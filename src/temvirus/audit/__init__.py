@@ -60,7 +60,7 @@ from temvirus.audit.lineage import (
     lineage_summary,
 )
 from temvirus.audit.render import summary, write_report
-from temvirus.provenance import load_records
+from temvirus.provenance import read_records
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +76,13 @@ def audit(
     started = time.perf_counter()
     folder = Folder(results_dir)
     records_check = Check("records", "Lineage records readable")
-    records = {}
-    try:
-        records = {p: r for p, r in load_records(folder.root / "provenance").items() if r["rule"] != AUDIT_RULE}
-    except ValueError as exc:
-        records_check.fail("unreadable", str(exc).split(":")[0], str(exc))
+    # an unreadable record is a finding; the others still trace their files
+    records, unreadable = read_records(folder.root / "provenance")
+    records = {p: r for p, r in records.items() if r["rule"] != AUDIT_RULE}
+    for path, why in unreadable.items():
+        records_check.fail(
+            "unreadable", path.relative_to(folder.root.parent).as_posix(), f"unreadable lineage record: {why}"
+        )
     if not records and not records_check.findings:
         records_check.fail("no records", "results/provenance", "no lineage records: the files cannot be traced")
     records_check.covered = f"{len(records)} job records"

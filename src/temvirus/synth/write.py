@@ -126,12 +126,20 @@ def generate_dataset(
     the pixels: the fast default); 1 gives the paper's 1376x1032 and 2048x2048 frames.
     ``classes`` generates only those classes (quick tries and tests); default all 22.
     The tree is built in a temporary folder beside ``out_root`` and renamed into place when
-    complete; an existing non-empty ``out_root`` is an error. Returns the truth table.
+    complete. Errors, raised before anything is written: an existing non-empty ``out_root``
+    (FileExistsError); ``binning`` not 1 or 2, ``overlaps`` below 0, or ``truth_csv`` or
+    ``sizes_csv`` inside ``out_root``, where the raw reader would take them for data
+    (ValueError). Returns the truth table.
     """
     table = load_table1(table1) if isinstance(table1, (str, os.PathLike)) else table1
     if binning not in (1, 2):
         raise ValueError(f"binning must be 1 or 2, got {binning}")
+    if overlaps < 0:
+        raise ValueError(f"overlaps must be at least 0, got {overlaps}")
     out_root = Path(out_root)
+    for table_csv in (truth_csv, sizes_csv):
+        if table_csv is not None and Path(table_csv).resolve().is_relative_to(out_root.resolve()):
+            raise ValueError(f"{table_csv}: inside the output folder {out_root}; write it elsewhere")
     if out_root.exists() and any(out_root.iterdir()):
         raise FileExistsError(f"{out_root}: output folder exists and is not empty; remove it first")
     plan = plan_dataset(table, scale, seed, classes)
