@@ -117,7 +117,8 @@ def augment(
         table = plan(train, classes, per_class, seed)
     except ValueError as exc:
         raise ValueError(f"{patches_csv}: {exc}") from None
-    untested = [c for c in classes if c not in set(patches.loc[patches.subset == "test", "class"])]
+    tested = set(patches.loc[patches.subset == "test", "class"])
+    untested = [c for c in classes if c not in tested]
     if untested:
         raise ValueError(f"{patches_csv}: {no_test_patches(untested)}")
     source = np.load(train_npy, mmap_mode="r")
