@@ -4,8 +4,9 @@
 and resumes it with ``Range: bytes=N-`` (a server that answers ``200`` instead of ``206``
 makes it start over) only for the URL and the version (``ETag``, sent as ``If-Range``) that
 began it, recorded in ``{dest}.part.json``, so that two files are never spliced; it retries
-network failures and 5xx answers with exponential backoff, logs its progress, verifies the
-size and the sha256 (or a sha256 prefix), and only then renames the ``.part`` file to ``dest``.
+network failures and 5xx answers with urllib3's ``Retry`` (exponential backoff, ``Retry-After``
+honoured), logs its progress, verifies the size and the sha256 (or a sha256 prefix), and only
+then renames the ``.part`` file to ``dest``.
 
 :func:`extract_archives` unpacks zip or tar archives after checking every member (no absolute
 paths, no ``..``, no links, nothing resolving outside the target) into a temporary folder,
@@ -32,7 +33,6 @@ listing.
 from __future__ import annotations
 
 import fnmatch
-import http.client
 import json
 import logging
 import lzma
@@ -42,14 +42,15 @@ import shutil
 import stat
 import tarfile
 import tempfile
-import time
 import zipfile
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from urllib.error import HTTPError, URLError
-from urllib.parse import urlencode, urlsplit
-from urllib.request import Request, urlopen
+from urllib.parse import urlencode, urljoin, urlsplit
+
+import urllib3
+from urllib3.exceptions import MaxRetryError, ProtocolError, ReadTimeoutError
+from urllib3.util import Retry
 
 from temvirus.io import sha256_file, write_json
 from temvirus.raw import SUBSETS, RawDataError, ignored, is_archive, read_dataset, subset_folders
@@ -57,9 +58,9 @@ from temvirus.raw import SUBSETS, RawDataError, ignored, is_archive, read_datase
 log = logging.getLogger(__name__)
 
 USER_AGENT = "temvirus-workflow (+https://doi.org/10.17632/x4dwwfwtw3.3)"
-RETRIES = 5  # attempts per file
-BACKOFF_S = 2.0  # first wait; doubled after each failed attempt
-MAX_BACKOFF_S = 60.0
+RETRIES = 5  # requests per file (redirects included)
+BACKOFF_S = 2.0  # urllib3's backoff factor: no wait before the 2nd request, then 2x, 4x, 8x... this
+MAX_BACKOFF_S = 60.0  # longest wait between two requests, a server's Retry-After included
 TIMEOUT_S = 60.0  # per socket operation
 _CHUNK = 1 << 20
 _PROGRESS_EVERY = 64 << 20  # bytes between progress lines
@@ -79,8 +80,51 @@ class DownloadError(RuntimeError):
     """A download or an archive that cannot be used; the message starts with the URL or file."""
 
 
-class _Retry(Exception):
-    """One attempt failed in a way that another attempt may fix."""
+class _Resume(Exception):
+    """The body of an attempt did not complete or continue the partial file: another attempt
+    resumes it (or starts it over)."""
+
+
+class _LoggedRetry(Retry):
+    """urllib3's ``Retry`` that logs each retry of ``url`` with its cause and wait (urllib3
+    logs a retried status at DEBUG only, and names the path alone)."""
+
+    def __init__(self, *args, url: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.url = url
+
+    def new(self, **kwargs) -> _LoggedRetry:
+        return super().new(url=self.url, **kwargs)
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        retry = super().increment(method, url, response, error, _pool, _stacktrace)  # MaxRetryError once spent
+        if not retry.history[-1].redirect_location:
+            wait = (response is not None and retry.get_retry_after(response)) or retry.get_backoff_time()
+            reason = error or f"HTTP {response.status} {response.reason}"
+            done = len(retry.history)
+            log.warning(
+                "%s: attempt %d/%d failed (%s); retrying in %.1f s",
+                self.url,
+                done,
+                done + retry.total + 1,
+                reason,
+                wait,
+            )
+        return retry
+
+
+def _retry(url: str, retries: int, backoff_s: float) -> Retry:
+    """At most ``retries`` requests of ``url`` (redirects included); connection and read errors
+    and :data:`_RETRY_STATUS` answers are retried after the server's ``Retry-After`` or an
+    exponential backoff (``backoff_s`` is its factor), each wait at most :data:`MAX_BACKOFF_S`."""
+    return _LoggedRetry(
+        total=retries - 1,
+        status_forcelist=_RETRY_STATUS,
+        backoff_factor=backoff_s,
+        backoff_max=MAX_BACKOFF_S,
+        retry_after_max=MAX_BACKOFF_S,
+        url=url,
+    )
 
 
 def _now() -> str:
@@ -123,15 +167,29 @@ def _part_origin(url: str, part: Path) -> dict | None:
 
 
 def _total_from_content_range(value: str | None, start: int) -> int | None:
-    """Total size from ``Content-Range: bytes start-end/total``; raises _Retry if start differs."""
+    """Total size from ``Content-Range: bytes start-end/total``; raises _Resume if start differs."""
     match = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", (value or "").strip())
     if not match or int(match.group(1)) != start:
-        raise _Retry(f"206 with Content-Range {value!r} does not continue at byte {start}")
+        raise _Resume(f"206 with Content-Range {value!r} does not continue at byte {start}")
     return None if match.group(3) == "*" else int(match.group(3))
 
 
-def _attempt(url: str, part: Path, timeout_s: float) -> dict:
-    """One GET of ``url`` appended to (206) or replacing (200) ``part``; returns the response info."""
+def _final_url(url: str, history) -> str:
+    """``url`` after the redirects among urllib3's retry ``history`` of one request."""
+    for step in history:
+        if step.redirect_location:
+            url = urljoin(url, step.redirect_location)
+    return url
+
+
+def _attempt(pool: urllib3.PoolManager, url: str, part: Path, retry: Retry) -> tuple[dict | None, Retry | None]:
+    """One GET of ``url`` appended to (206) or replacing (200) ``part``: ``(response info, None)``.
+
+    urllib3 retries (by ``retry``) what fails before the body, and raises MaxRetryError once
+    ``retry`` is spent. It does not retry a body that fails after the headers (a connection
+    dropped mid-body): that gives ``(None, retry for the next attempt)``, which resumes from
+    the bytes written, so the bound of ``retry`` covers these attempts too.
+    """
     origin = _part_origin(url, part) or {}
     have = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": USER_AGENT}
@@ -140,54 +198,56 @@ def _attempt(url: str, part: Path, timeout_s: float) -> dict:
         etag = origin.get("ETag") or ""
         if etag and not etag.startswith("W/"):  # a changed file is then sent whole (200)
             headers["If-Range"] = etag
-    try:
-        response = urlopen(Request(url, headers=headers), timeout=timeout_s)
-    except HTTPError as exc:
-        if exc.code == 416 and have:  # nothing left after `have` bytes: complete or too long
-            exc.close()
-            total = (exc.headers.get("Content-Range") or "").rpartition("/")[2]
-            if total == str(have):
-                return {"status": 416, "final_url": url, "headers": {}}
-            _drop_part(part)
-            raise _Retry(f"HTTP 416 for a {have}-byte partial file; starting over") from None
-        if exc.code in _RETRY_STATUS:
-            raise _Retry(f"HTTP {exc.code} {exc.reason}") from None
-        raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+    earlier = len(retry.history)
+    response = pool.request("GET", url, headers=headers, retries=retry, preload_content=False)
     with response:
-        if response.status == 206:
-            total = _total_from_content_range(response.headers.get("Content-Range"), have)
-            etag = response.headers.get("ETag")
-            if etag and origin.get("ETag") and etag != origin["ETag"]:  # a server that ignores If-Range
-                _drop_part(part)
-                raise _Retry(f"changed on the server (ETag {origin['ETag']} -> {etag}) since {part} was begun")
-            mode = "ab"
-            log.info("%s: resuming at byte %d", url, have)
-        elif response.status == 200:
-            if have:
-                log.info("%s: the whole file was sent (Range ignored, or the file changed); starting over", url)
-            have, mode = 0, "wb"
-            version = {name: response.headers[name] for name in VERSION_HEADERS if response.headers.get(name)}
-            write_json(_origin_path(part), {"url": url, **version})
-            length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-        else:
-            raise DownloadError(f"{url}: unexpected HTTP status {response.status}")
-        done, next_report = have, have + _PROGRESS_EVERY
-        with open(part, mode) as fh:
-            for block in iter(lambda: response.read(_CHUNK), b""):
-                fh.write(block)
-                done += len(block)
-                if done >= next_report:
-                    share = f" ({100 * done / total:.0f}%)" if total else ""
-                    log.info("%s: %.1f MiB%s", url, done / 2**20, share)
-                    next_report = done + _PROGRESS_EVERY
-        if total is not None and done < total:
-            raise _Retry(f"connection closed after {done} of {total} bytes")
-        info = {"status": response.status, "final_url": response.geturl(), "headers": {}}
-        for name in VERSION_HEADERS:
-            if response.headers.get(name) is not None:
-                info["headers"][name] = response.headers[name]
-        return info
+        try:
+            info = _receive(url, part, response, origin, have)
+        except (_Resume, ProtocolError, ReadTimeoutError) as exc:
+            return None, response.retries.increment("GET", url, error=exc)
+    return {**info, "final_url": _final_url(url, response.retries.history[earlier:])}, None
+
+
+def _receive(url: str, part: Path, response: urllib3.BaseHTTPResponse, origin: dict, have: int) -> dict:
+    """The body of ``response`` appended to (206) or replacing (200) ``part``; returns the
+    response's status and version headers."""
+    if response.status == 416 and have:  # nothing left after `have` bytes: complete or too long
+        total = (response.headers.get("Content-Range") or "").rpartition("/")[2]
+        if total == str(have):
+            return {"status": 416, "headers": {}}
+        _drop_part(part)
+        raise _Resume(f"HTTP 416 for a {have}-byte partial file; starting over")
+    if response.status == 206:
+        total = _total_from_content_range(response.headers.get("Content-Range"), have)
+        etag = response.headers.get("ETag")
+        if etag and origin.get("ETag") and etag != origin["ETag"]:  # a server that ignores If-Range
+            _drop_part(part)
+            raise _Resume(f"changed on the server (ETag {origin['ETag']} -> {etag}) since {part} was begun")
+        mode = "ab"
+        log.info("%s: resuming at byte %d", url, have)
+    elif response.status == 200:
+        if have:
+            log.info("%s: the whole file was sent (Range ignored, or the file changed); starting over", url)
+        have, mode = 0, "wb"
+        version = {name: response.headers[name] for name in VERSION_HEADERS if response.headers.get(name)}
+        write_json(_origin_path(part), {"url": url, **version})
+        length = response.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+    else:
+        raise DownloadError(f"{url}: HTTP {response.status} {response.reason}")
+    done, next_report = have, have + _PROGRESS_EVERY
+    with open(part, mode) as fh:
+        for block in response.stream(_CHUNK, decode_content=False):  # the bytes as served, as Range counts them
+            fh.write(block)
+            done += len(block)
+            if done >= next_report:
+                share = f" ({100 * done / total:.0f}%)" if total else ""
+                log.info("%s: %.1f MiB%s", url, done / 2**20, share)
+                next_report = done + _PROGRESS_EVERY
+    if total is not None and done < total:
+        raise _Resume(f"connection closed after {done} of {total} bytes")
+    headers = {name: response.headers[name] for name in VERSION_HEADERS if response.headers.get(name) is not None}
+    return {"status": response.status, "headers": headers}
 
 
 def _verify(url: str, path: Path, size: int | None, sha256: str | None, sha256_prefix: str | None) -> str:
@@ -221,7 +281,9 @@ def fetch(
     a hash or prefix to check it against, only when its record names this URL and its sha256 (a
     file of another URL, or of unknown origin, is downloaded again). A file that fails a check
     is deleted (``.part`` included) and :class:`DownloadError` is raised; a
-    network failure that outlasts ``retries`` attempts keeps the ``.part`` file for next time.
+    network failure that outlasts ``retries`` requests (:func:`_retry`: redirects and resumes
+    included, ``backoff_s`` the backoff factor, ``timeout_s`` per socket operation) keeps the
+    ``.part`` file for next time.
     The record holds ``url``, ``final_url`` (after redirects), ``size``, ``sha256``,
     ``sha256_verified`` (False when no hash or prefix was known: the hash was computed, not
     checked), ``headers`` (:data:`VERSION_HEADERS` of the last response) and ``downloaded_at``.
@@ -266,23 +328,20 @@ def fetch(
             dest.unlink()
             previous.unlink(missing_ok=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    info, attempt = None, 0
-    while info is None:
-        attempt += 1
-        if size is not None and part.exists() and part.stat().st_size > size:
-            _drop_part(part)
-        try:
-            info = _attempt(url, part, timeout_s)
-        except (_Retry, URLError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
-            reason = getattr(exc, "reason", None) or exc
-            if attempt >= retries:
+    info, retry = None, _retry(url, retries, backoff_s)
+    with urllib3.PoolManager(timeout=timeout_s) as pool:
+        while info is None:
+            if size is not None and part.exists() and part.stat().st_size > size:
+                _drop_part(part)
+            try:
+                info, retry = _attempt(pool, url, part, retry)
+            except MaxRetryError as exc:
                 raise DownloadError(
-                    f"{url}: download failed after {attempt} attempts ({reason}); "
+                    f"{url}: download failed after {retries} attempts ({exc.reason}); "
                     f"{part.stat().st_size if part.exists() else 0} bytes kept in {part} for a resume{hint}"
                 ) from None
-            wait = min(backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
-            log.warning("%s: attempt %d/%d failed (%s); retrying in %.1f s", url, attempt, retries, reason, wait)
-            time.sleep(wait)
+            if info is None:
+                retry.sleep()
     try:
         digest = _verify(url, part, size, sha256, sha256_prefix)
     except DownloadError:
@@ -315,22 +374,19 @@ def fetch(
 def _get_json(
     url: str, retries: int = RETRIES, backoff_s: float = BACKOFF_S, timeout_s: float = TIMEOUT_S, hint: str = ""
 ):
-    """GET a JSON document, retrying network failures like :func:`fetch`."""
-    for attempt in range(1, retries + 1):
-        try:
-            request = Request(url, headers={"User-Agent": USER_AGENT, "Accept": "application/json"})
-            with urlopen(request, timeout=timeout_s) as response:
-                body = response.read()
-            break
-        except HTTPError as exc:
-            if exc.code not in _RETRY_STATUS or attempt == retries:
-                raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
-        except (URLError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
-            if attempt == retries:
-                raise DownloadError(f"{url}: request failed after {attempt} attempts ({exc}){hint}") from None
-        time.sleep(min(backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S))
+    """GET a JSON document, retried like :func:`fetch` (urllib3 reads the whole body before
+    returning, so a body cut short is retried too)."""
+    headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
     try:
-        return json.loads(body)
+        response = urllib3.request(
+            "GET", url, headers=headers, retries=_retry(url, retries, backoff_s), timeout=timeout_s
+        )
+    except MaxRetryError as exc:
+        raise DownloadError(f"{url}: request failed after {retries} attempts ({exc.reason}){hint}") from None
+    if response.status != 200:
+        raise DownloadError(f"{url}: HTTP {response.status} {response.reason}")
+    try:
+        return json.loads(response.data)
     except ValueError as exc:
         raise DownloadError(f"{url}: response is not JSON ({exc})") from None
 
