@@ -211,8 +211,10 @@ class FileServer:
     """Serves ``files`` (path -> bytes) on 127.0.0.1 with Range support and injectable faults.
 
     ``faults[path]`` is a set of: ``drop_once`` (send half of the body, then close the
-    connection, once), ``ignore_range`` (answer 200 with the whole body to a Range request),
-    ``missing`` (404), ``wrong_body`` (same length, other bytes). ``requests`` lists
+    connection, once), ``drop_always`` (the same, every time), ``ignore_range`` (answer 200
+    with the whole body to a Range request), ``missing`` (404), ``wrong_body`` (same length,
+    other bytes), ``busy_once`` (503 with ``Retry-After: 1``, once), ``error_500`` (500, every
+    time). ``redirects`` maps a path to the path it redirects to (302). ``requests`` lists
     ``(path, Range header)`` of every GET.
     """
 
@@ -235,6 +237,21 @@ class FileServer:
                 rng = self.headers.get("Range")
                 server.requests.append((self.path, rng))
                 faults = server.faults.setdefault(self.path, set())
+                if self.path in server.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", server.redirects[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if "busy_once" in faults or "error_500" in faults:
+                    busy = "busy_once" in faults
+                    faults.discard("busy_once")
+                    self.send_response(503 if busy else 500)
+                    if busy:
+                        self.send_header("Retry-After", "1")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 body = server.files.get(self.path)
                 if body is None or "missing" in faults:
                     self.send_error(404, "Not Found")
@@ -258,7 +275,7 @@ class FileServer:
                 self.send_header("Last-Modified", "Tue, 02 Mar 2021 10:00:00 GMT")
                 self.end_headers()
                 payload = body[start:]
-                if "drop_once" in faults:
+                if faults & {"drop_once", "drop_always"}:
                     faults.discard("drop_once")
                     self.wfile.write(payload[: len(payload) // 2])
                     self.close_connection = True
@@ -267,6 +284,7 @@ class FileServer:
 
         self.files: dict[str, bytes] = {}
         self.faults: dict[str, set[str]] = {}
+        self.redirects: dict[str, str] = {}
         self.requests: list[tuple[str, str | None]] = []
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

@@ -109,6 +109,54 @@ def test_fetch_resumes_after_dropped_connection(file_server, tmp_path):
     assert range1 is None and range2 == f"bytes={len(body) // 2}-"
 
 
+def test_a_body_dropped_on_every_attempt_is_kept_and_resumed_later(file_server, tmp_path):
+    """Each attempt resumes from the bytes already written; the drops count against ``retries``,
+    and the next fetch resumes from what they left."""
+    body = np.random.default_rng(5).bytes(100_000)
+    file_server.files["/d.bin"] = body
+    file_server.faults["/d.bin"] = {"drop_always"}
+    dest = tmp_path / "d.bin"
+    with pytest.raises(DownloadError, match=r"failed after 3 attempts .*IncompleteRead.*; 87500 bytes kept in"):
+        fetch(file_server.url("/d.bin"), dest, **FAST, retries=3)
+    assert [rng for _, rng in file_server.requests] == [None, "bytes=50000-", "bytes=75000-"]
+    file_server.faults["/d.bin"].clear()
+    fetch(file_server.url("/d.bin"), dest, sha256=sha(body), **FAST)
+    assert dest.read_bytes() == body and file_server.requests[-1][1] == "bytes=87500-"
+
+
+def test_a_redirect_is_followed_again_by_the_resume(file_server, tmp_path):
+    body = np.random.default_rng(6).bytes(10_000)
+    file_server.files["/v3/r.bin"] = body
+    file_server.faults["/v3/r.bin"] = {"drop_once"}
+    file_server.redirects["/latest/r.bin"] = "/v3/r.bin"
+    record = fetch(file_server.url("/latest/r.bin"), tmp_path / "r.bin", sha256=sha(body), **FAST)
+    assert record["url"] == file_server.url("/latest/r.bin") and record["final_url"] == file_server.url("/v3/r.bin")
+    assert [path for path, _ in file_server.requests] == ["/latest/r.bin", "/v3/r.bin"] * 2
+    assert file_server.requests[-1][1] == "bytes=5000-"  # Range kept through the redirect
+
+
+def test_fetch_waits_as_retry_after_says_then_succeeds(file_server, tmp_path, caplog):
+    import time
+
+    file_server.files["/busy.bin"] = b"payload"
+    file_server.faults["/busy.bin"] = {"busy_once"}
+    url = file_server.url("/busy.bin")
+    started = time.monotonic()
+    with caplog.at_level("WARNING", logger="temvirus.download"):
+        fetch(url, tmp_path / "busy.bin", **FAST)
+    assert time.monotonic() - started >= 1  # Retry-After: 1, not the 0.01 s backoff
+    assert (tmp_path / "busy.bin").read_bytes() == b"payload" and len(file_server.requests) == 2
+    assert f"{url}: attempt 1/5 failed (HTTP 503 Service Unavailable); retrying in 1.0 s" in caplog.messages
+
+
+def test_fetch_gives_up_on_a_500_every_time_naming_url_and_attempts(file_server, tmp_path):
+    file_server.faults["/broken.bin"] = {"error_500"}
+    url = file_server.url("/broken.bin")
+    with pytest.raises(DownloadError, match=rf"^{re.escape(url)}: download failed after 3 attempts \(too many 500"):
+        fetch(url, tmp_path / "broken.bin", **FAST, retries=3)
+    assert len(file_server.requests) == 3 and list(tmp_path.iterdir()) == []
+
+
 def test_fetch_starts_over_when_server_ignores_range(file_server, tmp_path):
     body = np.random.default_rng(2).bytes(100_000)
     file_server.files["/f"] = body
@@ -202,8 +250,11 @@ def test_fetch_gives_up_after_bounded_retries(tmp_path):
     with socket.socket() as sock:  # a port nobody listens on: connection refused
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with pytest.raises(DownloadError, match="failed after 3 attempts"):
-        fetch(f"http://127.0.0.1:{port}/x", tmp_path / "x", retries=3, **FAST)
+    url = f"http://127.0.0.1:{port}/x"
+    with pytest.raises(
+        DownloadError, match=rf"^{re.escape(url)}: download failed after 3 attempts .*Connection refused"
+    ):
+        fetch(url, tmp_path / "x", retries=3, **FAST)
     assert not (tmp_path / "x").exists()
 
 
@@ -329,6 +380,7 @@ def test_download_dataset_from_mendeley_listing(file_server, tmp_path, raw_zip):
         for name, body in [("context_virus_RAW.zip", raw_zip), ("context_virus_1nm_256x256.zip", b"not wanted")]
     ]
     file_server.files["/public-api/datasets/x4dwwfwtw3/files?folder_id=root&version=3"] = json.dumps(listing).encode()
+    file_server.faults["/public-api/datasets/x4dwwfwtw3/files?folder_id=root&version=3"] = {"drop_once"}
     file_server.files["/files/context_virus_RAW.zip"] = raw_zip
     api = file_server.url("/public-api")
     settings = {"id": "x4dwwfwtw3", "version": 3, "api_url": api, "include": "*RAW*", "files": []}
@@ -341,6 +393,7 @@ def test_download_dataset_from_mendeley_listing(file_server, tmp_path, raw_zip):
     assert entry["name"] == "context_virus_RAW.zip" and entry["hash_source"] == "listing"
     assert entry["sha256"] == sha(raw_zip) and entry["headers"]["ETag"]
     assert not any("256x256" in path for path, _ in file_server.requests)
+    assert sum("folder_id" in path for path, _ in file_server.requests) == 2  # the listing cut short, read again
 
 
 def test_listing_without_a_match_lists_the_names(file_server, tmp_path):
