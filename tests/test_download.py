@@ -203,7 +203,7 @@ def test_a_file_of_another_url_is_not_taken_for_this_one(real_crops, file_server
 
 def test_a_url_that_is_not_http_is_refused_naming_it(tmp_path, real_crops):
     crop = sorted((real_crops / "test" / "Orf").glob("*.jpg"))[0]
-    for url in (crop.as_uri(), "ftp://example.org/data.zip", str(crop)):
+    for url in (crop.as_uri(), "ftp://example.org/data.zip", str(crop), "http:///data.zip"):
         with pytest.raises(DownloadError, match=f"^{re.escape(url)}: not an http or https URL"):
             fetch(url, tmp_path / "out.jpg", **FAST)
     assert list(tmp_path.iterdir()) == []

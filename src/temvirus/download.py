@@ -288,9 +288,9 @@ def fetch(
     ``sha256_verified`` (False when no hash or prefix was known: the hash was computed, not
     checked), ``headers`` (:data:`VERSION_HEADERS` of the last response) and ``downloaded_at``.
     ``hint`` is appended to the message of a network failure (what to do offline). A URL
-    that is not http(s) is a DownloadError before anything is written.
+    that is not http(s), or names no host, is a DownloadError before anything is written.
     """
-    if urlsplit(url).scheme not in ("http", "https"):
+    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
         raise DownloadError(
             f"{url}: not an http or https URL (a file on this machine is used with dataset.source: local)"
         )
