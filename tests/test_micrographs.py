@@ -19,10 +19,10 @@ from scipy.special import expit
 from temvirus.heatmap import (
     HeatNet,
     Prepared,
+    black_padding_mask,
     heat_peaks,
     line_points,
     model_from_json,
-    padding_mask,
     state_to_json,
     targets,
 )
@@ -129,8 +129,8 @@ def test_black_padding_is_left_out():
     model = HeatNet((4, 8, 8)).eval()
     image = disc_image()
     image[:, :150] = 0  # the left 300 nm padded black
-    assert padding_mask(image)[:, :150].all() and not padding_mask(image)[:, 160:].any()
-    assert padding_mask(disc_image()) is None
+    assert black_padding_mask(image)[:, :150].all() and not black_padding_mask(image)[:, 160:].any()
+    assert black_padding_mask(disc_image()) is None
     prepared = Prepared.of(image, PIXEL_NM)
     assert prepared.mean == pytest.approx(image[:, 150:].mean(), rel=0.01)
     found = heat_peaks(model, image, PIXEL_NM, 4.0, floor=0.0)  # an untrained net: peaks everywhere

@@ -8,7 +8,7 @@ how large. Steps, per image (:func:`analyse_image`):
    convolutional network sees the image rescaled to ``heat_nm`` nm/px (6 by default) with the
    project's windowed Lanczos-3 resampler (:func:`temvirus.rescale.region`), one bounded tile
    at a time (``tile_nm`` plus a margin), standardised by the image's mean and s.d. (black
-   padding of crops left out, :func:`temvirus.heatmap.padding_mask`), and predicts the probability of a particle
+   padding of crops left out, :func:`temvirus.heatmap.black_padding_mask`), and predicts the probability of a particle
    centre at each pixel and the diameter of the particle centred there. It is trained
    (:func:`fit_detector`) on random crops of the *training* images towards Gaussians at the
    annotated centres (``sigma = sigma_fraction x`` the class's typical diameter, Table 1's or
