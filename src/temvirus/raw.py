@@ -403,8 +403,8 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
                     path, f"positions in unit {parts[1]!r}: only pixel positions are supported", line=number
                 )
             if image is not None and key == "image" and values[:1]:
-                named, stem = Path(parts[1].replace("\\", "/")).name, _same_name(Path(image).stem)
-                if stem not in (_same_name(named), _same_name(Path(named).stem)):  # the extension may differ
+                named, stem = Path(parts[1].replace("\\", "/")).name, name_key(Path(image).stem)
+                if stem not in (name_key(named), name_key(Path(named).stem)):  # the extension may differ
                     raise RawDataError(
                         path, f"header names image {parts[1]!r}, but this file belongs to {image}", line=number
                     )
@@ -648,8 +648,10 @@ def _image_files(class_dir: Path) -> list[Path]:
     return images
 
 
-def _same_name(name: str) -> str:
-    """A file name as file systems that ignore case and Unicode normalisation (macOS, Windows) see it."""
+def name_key(name: str) -> str:
+    """``name`` as file systems that ignore case and Unicode normalisation (macOS, Windows) see it:
+    two names with equal keys (``a1.tif``, ``A1.TIF``; ``é`` composed or not) are one file there.
+    Used to match tags and positions files to their image and to refuse image ids that clash."""
     return unicodedata.normalize("NFC", name).casefold()
 
 
@@ -669,13 +671,13 @@ class _Companions:
         """The file called ``name`` (case and Unicode normalisation ignored when only one matches);
         when there is none, the path it should have (the readers then name it as missing), and
         the files of similar name are logged."""
-        matches = [n for n in self.files if n == name] or [n for n in self.files if _same_name(n) == _same_name(name)]
+        matches = [n for n in self.files if n == name] or [n for n in self.files if name_key(n) == name_key(name)]
         if len(matches) > 1:
             raise RawDataError(self.folder / name, f"several {self.what}s match this name: {sorted(matches)}")
         if matches:
             self.used.add(matches[0])
             return self.files[matches[0]]
-        similar = sorted(n for n in self.files if _same_name(n).startswith(_same_name(stem)))
+        similar = sorted(n for n in self.files if name_key(n).startswith(name_key(stem)))
         if similar:
             raise RawDataError(
                 self.folder / name, f"{self.what} is missing; files of a similar name: {similar} (rename the right one)"
@@ -749,11 +751,9 @@ def read_dataset(root: str | Path, *, hash_files: bool = True) -> tuple[pd.DataF
             positions = _Companions(class_dir / "particle_positions", "particle positions file")
             for image_path in image_files:
                 image_id = image_path.stem
-                if _same_name(image_id) in seen:  # ids equal but for case clash on macOS/Windows file systems
-                    raise RawDataError(
-                        image_path, f"duplicate image id {image_id!r} (also {seen[_same_name(image_id)]})"
-                    )
-                seen[_same_name(image_id)] = image_path
+                if name_key(image_id) in seen:  # ids equal but for case clash on macOS/Windows file systems
+                    raise RawDataError(image_path, f"duplicate image id {image_id!r} (also {seen[name_key(image_id)]})")
+                seen[name_key(image_id)] = image_path
                 tags_path = tags.find(f"{image_path.name}_tags.csv", image_id)
                 positions_path = positions.find(f"{image_id}_particlepositions.txt", image_id)
                 row, points = _read_one(root, image_path, tags_path, positions_path, cls, subset, hash_files)
@@ -783,7 +783,7 @@ def _check_ids_read_back(ids: Sequence[str], paths: dict[str, Path]) -> None:
     for image_id, value in zip(ids, back):
         if pd.isna(value) or str(value) != image_id:
             raise RawDataError(
-                paths[_same_name(image_id)],
+                paths[name_key(image_id)],
                 f"image id {image_id!r} is read back from the CSV tables as {value} (a number, boolean or "
                 "missing value): give the images names with a letter (e.g. img_001.tif)",
             )
