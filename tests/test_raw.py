@@ -172,6 +172,31 @@ def test_image_without_particles_warns_and_is_kept(good, tmp_path):
     assert "a0" not in set(particles.image_id)
 
 
+@pytest.mark.parametrize(
+    "keep,reason",
+    [
+        (0, ": empty file and no point: truncated"),
+        (2, r": only 2 header line\(s\) and no point: truncated"),
+        (4, ":4: the file ends after a 'particleposition' line without points: truncated"),
+    ],
+)
+def test_truncated_positions_file_is_refused(good, tmp_path, keep, reason):
+    """A positions file cut short (0 bytes, within the header, after a marker) was read as an image
+    without particles, with a warning only (or a particle lost); the whole header without points
+    still is an image without particles (above)."""
+    positions = good / "train/Adenovirus/particle_positions/a1_particlepositions.txt"
+    positions.write_text("".join(positions.read_text().splitlines(keepends=True)[:keep]))
+    _expect_error(good, positions, reason, tmp_path)
+
+
+@pytest.mark.parametrize("keep,reason", [(0, "empty tags file"), (5, "no xscale / yscale row"), (6, "no yscale row")])
+def test_truncated_tags_file_is_refused(good, tmp_path, keep, reason):
+    """A tags file cut short (0 bytes, before the pixel-size rows) is an error naming it."""
+    tags = good / "train/Adenovirus/tags/a1.tif_tags.csv"
+    tags.write_text("".join(tags.read_text().splitlines(keepends=True)[:keep]))
+    _expect_error(good, tags, reason, tmp_path)
+
+
 def test_unknown_class_folder(good, tmp_path):
     write_image(good, "train", "Smallpox", "s1", [[(3, 3)]])
     _expect_error(good, good / "train/Smallpox", "unknown class folder", tmp_path)

@@ -36,7 +36,8 @@ in pixels (origin at the image's top-left corner, x to the right); a line
 ``particleposition`` separates particles, and a particle of several points is a centre line.
 A file without header is read whole. A unit row (keys as :data:`UNIT_KEYS`) must be pixels,
 ``format`` (or a column header line) ``x;y`` or ``y;x``, and an ``image`` row must name the
-file's image (any extension).
+file's image (any extension). A file without points needs the whole published header (3 lines)
+and a marker needs points after it: anything shorter is a truncated file.
 
 Images (:func:`read_image`): one rule for every format, see :func:`read_image`.
 
@@ -101,6 +102,9 @@ UNITS_NM = {
 }
 #: plausible TEM pixel sizes (nm); anything outside is a wrong unit or a wrong value
 PIXEL_SIZE_RANGE_NM = (0.05, 50.0)
+#: lines of the published positions header (image, unit, format): a file without points must hold
+#: them all, else it is taken for a truncated file
+POSITIONS_HEADER_LINES = 3
 #: units a positions file may give (its coordinates must be pixels); also the only unit of Height/Width
 PIXEL_UNITS = ("pixel", "pixels", "px")
 #: field separators of a tags row, the first one present in the row is used
@@ -376,25 +380,30 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
     a comma between two numbers is refused as ambiguous (decimal comma).
     With ``image`` (the image's file name), an ``image`` header line must name that image (the
     extension may differ); with ``size`` (width, height), every point must lie in the image.
+    A file without points must hold at least :data:`POSITIONS_HEADER_LINES` header lines (an
+    image without particles), and the last particle marker must be followed by points: else the
+    file is taken for a truncated one (an interrupted copy, a 0-byte file).
     Raises :class:`RawDataError` naming the line of anything else, a non-pixel unit, an
-    unknown ``format`` or two header lines giving different column orders.
+    unknown ``format``, two header lines giving different column orders, or a truncated file.
     """
     path = Path(path)
     if not path.is_file():
         raise RawDataError(path, "particle positions file is missing")
     particles: list[list[tuple[float, float]]] = [[]]
     header, order, order_line = True, (0, 1), None
+    header_lines, open_marker = 0, None  # open_marker: the line of a marker not yet followed by a point
     for number, line in enumerate(read_text(path).splitlines(), start=1):
         text = line.strip()
         if not text or text.startswith("#"):
             continue
         if _is_marker(text):
-            header = False
+            header, open_marker = False, number
             if particles[-1]:
                 particles.append([])
             continue
         parts = _position_fields(text)
         if header and not _LOOKS_NUMERIC.match(parts[0]):
+            header_lines += 1
             key, values = re.sub(r"[\s_\-]", "", parts[0].lower()), [p.lower() for p in parts[1:]]
             if not key and len(parts) > 1:
                 raise RawDataError(path, f"line starts with an empty field (a missing x?): {text!r}", line=number)
@@ -439,8 +448,19 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
                 f"point ({x:g}, {y:g}) of particle {len(particles) - 1} lies outside the {size[0]}x{size[1]} image",
                 line=number,
             )
-        header = False
+        header, open_marker = False, None
         particles[-1].append((x, y))
+    if open_marker is not None:
+        raise RawDataError(
+            path, f"the file ends after a '{PARTICLE_MARKER}' line without points: truncated?", line=open_marker
+        )
+    if not particles[0] and header_lines < POSITIONS_HEADER_LINES:
+        found = f"only {header_lines} header line(s)" if header_lines else "empty file"
+        raise RawDataError(
+            path,
+            f"{found} and no point: truncated? (an image without particles keeps the whole header, "
+            f"{POSITIONS_HEADER_LINES} lines: image, unit, format)",
+        )
     return [np.asarray(p, dtype=np.float64) for p in particles if p]
 
 
