@@ -1009,12 +1009,14 @@ def analyse_files(
     threads: int = 2,
 ) -> tuple[dict, pd.DataFrame]:
     """``temvirus analyse``: every image analysed into ``out_dir`` as the workflow does (no
-    evaluation: no annotations). Every input is checked first (images exist and have a pixel
-    size, unique names, the model and detector are of this workflow, ``out_dir`` is new or
-    empty); the output folder appears only when complete. Returns (metrics, summary)."""
+    evaluation: no annotations). Every input is checked first (images exist, are readable, have
+    a pixel size and sides long enough to cut patches from, :func:`temvirus.raw.check_image_size`;
+    unique names; the model and detector are of this workflow; ``out_dir`` is new or empty); the
+    output folder appears only when complete. Raises :class:`temvirus.raw.RawDataError` naming
+    an unreadable or too small image or a bad tags file. Returns (metrics, summary)."""
     import torch
 
-    from temvirus.raw import name_key, read_image
+    from temvirus.raw import check_image_size, name_key, read_image
     from temvirus.train import resolve_device
 
     torch.set_num_threads(max(1, threads))
@@ -1031,7 +1033,9 @@ def analyse_files(
         if not path.is_file():
             raise FileNotFoundError(f"{path}: image not found")
         # unreadable images and wrong pixel sizes fail here, before anything is written
-        pixel_size = image_pixel_size(path, pixel_size_nm, read_image(path).shape)
+        shape = read_image(path).shape
+        pixel_size = image_pixel_size(path, pixel_size_nm, shape)
+        check_image_size(path, shape, pixel_size)
         rows.append({"image_id": path.stem, "path": str(path.resolve()), "pixel_size_nm": pixel_size})
     images = pd.DataFrame(rows)
     # names equal but for case or Unicode form too, as the raw reader: one file on macOS and Windows

@@ -353,6 +353,40 @@ def check_tags_size(tags: Tags, tags_path: Path, image_path: Path, shape: tuple[
         )
 
 
+def min_image_side_nm() -> int:
+    """The smallest side (nm) of an image patches can be cut from: half a patch window plus one pixel
+    at 1 nm/px (129 nm for 256 nm patches).
+
+    A patch (:func:`temvirus.rescale.window`) is the window centred on a particle point, which
+    lies in the image, so it reaches at most half its side past a border; past the border the
+    1 nm/px image is mirrored without repeating the edge (``numpy.pad`` ``reflect``), which maps
+    those pixels into the image only when the image has more pixels than that. In a smaller
+    image the mirror is mirrored again, and a patch shows the same few pixels over and over,
+    not a particle in its context. The heat-map tiles of :mod:`temvirus.micrographs` are
+    mirrored alike. A side counts as the whole pixels it has at 1 nm/px
+    (:func:`temvirus.rescale.rescaled_size`).
+    """
+    from temvirus.patches import PATCH_SIZE  # temvirus.patches imports this module
+
+    return PATCH_SIZE // 2 + 1
+
+
+def check_image_size(path: str | Path, shape: tuple[int, int], pixel_size_nm: float) -> None:
+    """Refuse an image of ``shape`` (height, width px) at ``pixel_size_nm`` (nm/px) with a side shorter
+    than :func:`min_image_side_nm`: a :class:`RawDataError` naming ``path``, its size and the minimum."""
+    from temvirus.rescale import rescaled_size
+
+    least = min_image_side_nm()
+    height, width = shape
+    if min(rescaled_size(height, pixel_size_nm), rescaled_size(width, pixel_size_nm)) < least:
+        raise RawDataError(
+            path,
+            f"image too small: {width}x{height} px at {pixel_size_nm:g} nm/px is {width * pixel_size_nm:g}x"
+            f"{height * pixel_size_nm:g} nm; each side must be at least {least} nm "
+            f"({int(np.ceil((least - 0.5) / pixel_size_nm))} px at this pixel size), more than half a patch window",
+        )
+
+
 def _is_marker(text: str) -> bool:
     """``particleposition`` in any case, with spaces/``_`` inside, a plural ``s`` or trailing separators."""
     return re.sub(r"[\s_;,\t]", "", text.lower()) in (PARTICLE_MARKER, PARTICLE_MARKER + "s")
@@ -820,6 +854,7 @@ def _read_one(
             image_path, f"every pixel has the value {pixels.flat[0]}: a blank frame, nothing to learn from"
         )
     check_tags_size(tags, tags_path, image_path, pixels.shape)
+    check_image_size(image_path, pixels.shape, tags.pixel_size_x_nm)
     shapes = read_positions(positions_path, image=image_path.name, size=(width, height))
     points = []
     for particle, line in enumerate(shapes):
