@@ -208,6 +208,15 @@ def test_image_too_small_for_a_patch_is_refused(good, tmp_path):
     assert len(read_dataset(good)[0]) == 4
 
 
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_truncated_jpeg_or_png_is_refused(good, tmp_path, suffix):
+    """A JPEG or PNG cut short is an error naming it, not an image with grey rows at the end
+    (Pillow's LOAD_TRUNCATED_IMAGES stays False)."""
+    image = write_image(good, "train", "Adenovirus", "cut", [[(3, 3)]], size=(400, 300), suffix=suffix)
+    image.write_bytes(image.read_bytes()[: image.stat().st_size // 2])
+    _expect_error(good, image, "cannot read image .*truncated", tmp_path)
+
+
 def test_unknown_class_folder(good, tmp_path):
     write_image(good, "train", "Smallpox", "s1", [[(3, 3)]])
     _expect_error(good, good / "train/Smallpox", "unknown class folder", tmp_path)
