@@ -52,7 +52,7 @@ def make_raw_tree(root: Path) -> Path:
         )
         points = "particleposition\n".join(f"{10 + k};{12 + k}\n" for k in range(seed))
         (folder / "particle_positions" / f"{name}_particlepositions.txt").write_text(f"h1\nh2\nh3\n{points}")
-        tags = ["height;40", "width;48", "a;1", "b;1", "c;1", "xscale;1,5", "yscale;1,5"]
+        tags = ["height;40", "width;48", "a;1", "b;1", "c;1", "xscale;4,5", "yscale;4,5"]
         (folder / "tags" / f"{name}.tif_tags.csv").write_text("\n".join(tags) + "\n")
     return root
 
@@ -603,7 +603,7 @@ def test_error_inside_an_archive_names_the_member(tmp_path):
     """A bad file in the archive is named by its path in the archive, not by a vanished temporary folder."""
     top = published_tree(tmp_path / "made")
     tags = top / "context_virus_RAW/train/Adenovirus/tags/Ade_train_1.tif_tags.csv"
-    tags.write_text(tags.read_text().replace("xscale;1,5", "xscale;15;furlong"))
+    tags.write_text(tags.read_text().replace("xscale;4,5", "xscale;15;furlong"))
     archive = tmp_path / "TEM virus dataset.zip"
     archive.write_bytes(zip_tree(top, top="TEM virus dataset"))
     with pytest.raises(DownloadError) as caught:
@@ -688,7 +688,7 @@ def test_local_folder_is_tracked_by_content(tmp_path):
     assert audit().returncode == 0
     tags = raw / "train/Adenovirus/tags/Ade_train_1.tif_tags.csv"
     before = tags.stat()
-    tags.write_text(tags.read_text().replace("xscale;1,5", "xscale;25;Å").replace("yscale;1,5", "yscale;25;Å"))
+    tags.write_text(tags.read_text().replace("xscale;4,5", "xscale;55;Å").replace("yscale;4,5", "yscale;55;Å"))
     os.utime(tags, ns=(before.st_atime_ns, before.st_mtime_ns))  # same mtime: only the content tells
     plan = subprocess.run(
         snakemake_cmd(workdir, "-n", "results/raw/images.csv", "--configfile", str(override)),
@@ -854,7 +854,7 @@ def test_two_archives_holding_the_same_files_are_refused(tmp_path):
     tree = make_raw_tree(tmp_path / "tree")
     first = _write(tmp_path / "in" / "TEM virus dataset.zip", zip_tree(tree))
     tags = tree / "train/Adenovirus/tags/Ade_train_1.tif_tags.csv"
-    tags.write_text(tags.read_text().replace("1,5", "3"))
+    tags.write_text(tags.read_text().replace("4,5", "6"))
     second = _write(tmp_path / "in" / "TEM virus dataset (1).zip", zip_tree(tree))
     root, archives = locate_local(tmp_path / "in")
     assert root is None and sorted(archives) == sorted([first, second])

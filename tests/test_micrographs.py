@@ -19,10 +19,10 @@ from scipy.special import expit
 from temvirus.heatmap import (
     HeatNet,
     Prepared,
+    black_padding_mask,
     heat_peaks,
     line_points,
     model_from_json,
-    padding_mask,
     state_to_json,
     targets,
 )
@@ -129,8 +129,8 @@ def test_black_padding_is_left_out():
     model = HeatNet((4, 8, 8)).eval()
     image = disc_image()
     image[:, :150] = 0  # the left 300 nm padded black
-    assert padding_mask(image)[:, :150].all() and not padding_mask(image)[:, 160:].any()
-    assert padding_mask(disc_image()) is None
+    assert black_padding_mask(image)[:, :150].all() and not black_padding_mask(image)[:, 160:].any()
+    assert black_padding_mask(disc_image()) is None
     prepared = Prepared.of(image, PIXEL_NM)
     assert prepared.mean == pytest.approx(image[:, 150:].mean(), rel=0.01)
     found = heat_peaks(model, image, PIXEL_NM, 4.0, floor=0.0)  # an untrained net: peaks everywhere
@@ -509,6 +509,30 @@ def test_tags_file_found_as_the_raw_reader_finds_it_and_checked(tmp_path):
     (tmp_path / "e.png_tags.csv").write_text("Height;30\nWidth;40\nXScale;1,5\nYScale;1,5\n")
     with pytest.raises(RawDataError, match=r"e.png_tags.csv: a tags file of a similar name, not e.tif_tags.csv"):
         image_pixel_size(tmp_path / "e.tif", 9.0, (30, 40))
+
+
+def test_analyse_refuses_bad_images_before_anything(tmp_path):
+    """`temvirus analyse` checks each image as the raw reader does, before the model is loaded or
+    anything written: an image too small to cut a patch from (was analysed), a JPEG cut short, a
+    tags file cut before its pixel-size rows."""
+    from PIL import Image
+
+    from temvirus.raw import RawDataError
+
+    gen = np.random.default_rng(0)
+    tifffile.imwrite(tmp_path / "tiny.tif", gen.integers(0, 4000, (15, 20), dtype=np.uint16))
+    Image.fromarray(gen.integers(0, 255, (300, 400), dtype=np.uint8)).save(tmp_path / "cut.jpg")
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "cut.jpg").read_bytes()[:5000])
+    tifffile.imwrite(tmp_path / "short.tif", gen.integers(0, 4000, (300, 400), dtype=np.uint16))
+    (tmp_path / "short.tif_tags.csv").write_text("Height;300\nWidth;400\nBitsPerSample;16\n")
+    for name, reason in [
+        ("tiny.tif", r"tiny.tif: image too small: 20x15 px at 2 nm/px is 40x30 nm; each side must be at least 129 nm"),
+        ("cut.jpg", r"cut.jpg: cannot read image .*truncated"),
+        ("short.tif", r"short.tif_tags.csv: no xscale / yscale row"),
+    ]:
+        with pytest.raises(RawDataError, match=reason):
+            analyse_files([tmp_path / name], tmp_path / "no_model.pt", tmp_path / "out", 2.0, None, "cpu", 1)
+        assert not (tmp_path / "out").exists()
 
 
 def test_two_tags_files_that_differ_are_refused(real_crops, tmp_path):

@@ -25,7 +25,7 @@ def write_image(
     points: list[list[tuple[float, float]]],
     *,
     size=(40, 30),
-    pixel_size="1,5",
+    pixel_size="5",
     suffix=".tif",
 ) -> Path:
     """One image of the raw layout with its tags and positions files; returns the image path."""
@@ -60,11 +60,12 @@ def write_image(
 
 @pytest.fixture
 def good(tmp_path) -> Path:
-    """A valid little raw layout: 3 images, 2 classes, 3 splits, points and centre lines."""
+    """A valid little raw layout: 3 images, 2 classes, 3 splits, points and centre lines (few pixels,
+    large ones: each side at least the 129 nm of :func:`temvirus.raw.min_image_side_nm`)."""
     root = tmp_path / "raw"
     write_image(root, "train", "Adenovirus", "a1", [[(10.5, 12.25)], [(30, 20)]])
-    write_image(root, "test", "Rift Valley", "r1", [[(5, 5), (15, 8), (25, 9.5)]], pixel_size="0,26")
-    write_image(root, "validation", "Nipah virus", "n1", [[(1, 1)]], suffix=".png", size=(20, 20))
+    write_image(root, "test", "Rift Valley", "r1", [[(5, 5), (15, 8), (25, 9.5)]], pixel_size="4,5")
+    write_image(root, "validation", "Nipah virus", "n1", [[(1, 1)]], suffix=".png", size=(20, 20), pixel_size="7,5")
     return root
 
 
@@ -73,7 +74,7 @@ def test_reads_images_points_and_centre_lines(good):
     assert list(images.image_id) == ["a1", "n1", "r1"]
     assert list(images["class"]) == ["Adenovirus", "Nipah", "RiftValley"]
     assert list(images.folder_subset) == ["train", "validation", "test"]
-    assert list(images.pixel_size_nm) == [1.5, 1.5, 0.26]
+    assert list(images.pixel_size_nm) == [5, 7.5, 4.5]
     assert list(zip(images.width, images.height)) == [(40, 30), (20, 20), (40, 30)]
     assert list(images.n_particles) == [2, 1, 1] and list(images.n_points) == [2, 1, 3]
     assert images.path.iloc[0] == "train/Adenovirus/a1.tif" and len(images.sha256.iloc[0]) == 64
@@ -170,6 +171,50 @@ def test_image_without_particles_warns_and_is_kept(good, tmp_path):
         images, particles = read_dataset(good)
     assert images.set_index("image_id").loc["a0", "n_particles"] == 0
     assert "a0" not in set(particles.image_id)
+
+
+@pytest.mark.parametrize(
+    "keep,reason",
+    [
+        (0, ": empty file and no point: truncated"),
+        (2, r": only 2 header line\(s\) and no point: truncated"),
+        (4, ":4: the file ends after a 'particleposition' line without points: truncated"),
+    ],
+)
+def test_truncated_positions_file_is_refused(good, tmp_path, keep, reason):
+    """A positions file cut short (0 bytes, within the header, after a marker) was read as an image
+    without particles, with a warning only (or a particle lost); the whole header without points
+    still is an image without particles (above)."""
+    positions = good / "train/Adenovirus/particle_positions/a1_particlepositions.txt"
+    positions.write_text("".join(positions.read_text().splitlines(keepends=True)[:keep]))
+    _expect_error(good, positions, reason, tmp_path)
+
+
+@pytest.mark.parametrize("keep,reason", [(0, "empty tags file"), (5, "no xscale / yscale row"), (6, "no yscale row")])
+def test_truncated_tags_file_is_refused(good, tmp_path, keep, reason):
+    """A tags file cut short (0 bytes, before the pixel-size rows) is an error naming it."""
+    tags = good / "train/Adenovirus/tags/a1.tif_tags.csv"
+    tags.write_text("".join(tags.read_text().splitlines(keepends=True)[:keep]))
+    _expect_error(good, tags, reason, tmp_path)
+
+
+def test_image_too_small_for_a_patch_is_refused(good, tmp_path):
+    """A 20x15 px image at 5 nm/px (100x75 nm) was read: each of its 256 nm patches would mirror it
+    over and over (temvirus.raw.min_image_side_nm)."""
+    image = write_image(good, "train", "Adenovirus", "tiny", [[(3, 3)]], size=(20, 15))
+    reason = r"image too small: 20x15 px at 5 nm/px is 100x75 nm; each side must be at least 129 nm \(26 px at"
+    _expect_error(good, image, reason, tmp_path)
+    write_image(good, "train", "Adenovirus", "tiny", [[(3, 3)]], size=(26, 26))  # 130 nm: enough
+    assert len(read_dataset(good)[0]) == 4
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_truncated_jpeg_or_png_is_refused(good, tmp_path, suffix):
+    """A JPEG or PNG cut short is an error naming it, not an image with grey rows at the end
+    (Pillow's LOAD_TRUNCATED_IMAGES stays False)."""
+    image = write_image(good, "train", "Adenovirus", "cut", [[(3, 3)]], size=(400, 300), suffix=suffix)
+    image.write_bytes(image.read_bytes()[: image.stat().st_size // 2])
+    _expect_error(good, image, "cannot read image .*truncated", tmp_path)
 
 
 def test_unknown_class_folder(good, tmp_path):
@@ -493,12 +538,12 @@ def test_archive_inside_the_layout_is_named(good, tmp_path):
 def test_dataset_reads_units_and_utf16_tags(good):
     """Case 1 through the table: an Å scale and a UTF-16 file give nm, not the raw number."""
     tags = good / "train/Adenovirus/tags/a1.tif_tags.csv"
-    rows = ["Binning;2"] + tags.read_text().replace("XScale;1,5", "XScale;15;Å").replace(
-        "YScale;1,5", "YScale;15;Å"
+    rows = ["Binning;2"] + tags.read_text().replace("XScale;5", "XScale;50;Å").replace(
+        "YScale;5", "YScale;50;Å"
     ).splitlines()
     tags.write_text("\n".join(rows) + "\n", encoding="utf-16")
     images = read_dataset(good)[0].set_index("image_id")
-    assert images.loc["a1", "pixel_size_nm"] == pytest.approx(1.5)
+    assert images.loc["a1", "pixel_size_nm"] == pytest.approx(5)
 
 
 def test_audit_refuses_a_folder_without_records(good, capsys):

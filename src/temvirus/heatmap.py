@@ -116,11 +116,13 @@ def model_from_json(state: dict, widths: Sequence[int]) -> HeatNet:
 # ------------------------------------------------------------------------- images
 
 
-def padding_mask(pixels: np.ndarray, min_fraction: float = 0.01) -> np.ndarray | None:
-    """Black padding of a crop: the pixels at the image's minimum value where they are at least
-    ``min_fraction`` of the image and form blocks (a pixel of the minimum with its 8 neighbours
-    at the minimum too); ``None`` when there is none, or when every pixel is at the minimum (a
-    blank frame has nothing to pad: its mean and s.d. are its own)."""
+def black_padding_mask(pixels: np.ndarray, min_fraction: float = 0.01) -> np.ndarray | None:
+    """Bool mask (the shape of ``pixels``) of the black padding of a crop: the pixels at the image's
+    minimum value where they are at least ``min_fraction`` of the image and form blocks (a pixel
+    of the minimum with its 8 neighbours at the minimum too); ``None`` when there is none, or when
+    every pixel is at the minimum (a blank frame has nothing to pad: its mean and s.d. are its
+    own). Saturated or other flat areas are image content here, unlike the overlap stage's
+    :func:`temvirus.overlap.constant_area_mask`."""
     low = pixels.min()
     at_min = np.asarray(pixels == low)
     if at_min.mean() < min_fraction or at_min.all():
@@ -143,7 +145,7 @@ class Prepared:
 
     @classmethod
     def of(cls, pixels: np.ndarray, pixel_size_nm: float) -> Prepared:
-        pad = padding_mask(pixels)
+        pad = black_padding_mask(pixels)
         if pad is None:
             step = max(1, int(math.sqrt(pixels.size / 1e6)))
             sample = np.asarray(pixels[::step, ::step], dtype=np.float64)

@@ -8,7 +8,7 @@ how large. Steps, per image (:func:`analyse_image`):
    convolutional network sees the image rescaled to ``heat_nm`` nm/px (6 by default) with the
    project's windowed Lanczos-3 resampler (:func:`temvirus.rescale.region`), one bounded tile
    at a time (``tile_nm`` plus a margin), standardised by the image's mean and s.d. (black
-   padding of crops left out, :func:`temvirus.heatmap.padding_mask`), and predicts the probability of a particle
+   padding of crops left out, :func:`temvirus.heatmap.black_padding_mask`), and predicts the probability of a particle
    centre at each pixel and the diameter of the particle centred there. It is trained
    (:func:`fit_detector`) on random crops of the *training* images towards Gaussians at the
    annotated centres (``sigma = sigma_fraction x`` the class's typical diameter, Table 1's or
@@ -936,18 +936,18 @@ def tags_file(image: Path) -> Path | None:
     folder, or one in each that differ: which one is meant is unknown), or when only a file of
     a similar name (``{stem}_tags.csv``, another extension) is there: it would otherwise be
     passed over for ``--pixel-size`` unseen."""
-    from temvirus.raw import RawDataError, _same_name
+    from temvirus.raw import RawDataError, name_key
 
-    name, stem = _same_name(f"{image.name}_tags.csv"), _same_name(image.stem)
+    name, stem = name_key(f"{image.name}_tags.csv"), name_key(image.stem)
     similar, matches = [], []
     for folder in (image.parent / "tags", image.parent):
         files = [p for p in sorted(folder.iterdir()) if p.is_file()] if folder.is_dir() else []
-        found = [p for p in files if _same_name(p.name) == name]
+        found = [p for p in files if name_key(p.name) == name]
         if len(found) > 1:
             raise RawDataError(found[0], f"several tags files match {image.name}: {[p.name for p in found]}")
         matches += found
         # {stem}_tags.csv or {stem}.{another extension}_tags.csv; not {stem}0.tif_tags.csv
-        similar += [p for p in files if p.name.endswith("_tags.csv") and _same_name(Path(p.name[:-9]).stem) == stem]
+        similar += [p for p in files if p.name.endswith("_tags.csv") and name_key(Path(p.name[:-9]).stem) == stem]
     if len(matches) == 2 and matches[0].read_bytes() != matches[1].read_bytes():
         raise RawDataError(
             matches[1], f"differs from {matches[0]}: two tags files for {image.name}; remove the one that is wrong"
@@ -1009,12 +1009,14 @@ def analyse_files(
     threads: int = 2,
 ) -> tuple[dict, pd.DataFrame]:
     """``temvirus analyse``: every image analysed into ``out_dir`` as the workflow does (no
-    evaluation: no annotations). Every input is checked first (images exist and have a pixel
-    size, unique names, the model and detector are of this workflow, ``out_dir`` is new or
-    empty); the output folder appears only when complete. Returns (metrics, summary)."""
+    evaluation: no annotations). Every input is checked first (images exist, are readable, have
+    a pixel size and sides long enough to cut patches from, :func:`temvirus.raw.check_image_size`;
+    unique names; the model and detector are of this workflow; ``out_dir`` is new or empty); the
+    output folder appears only when complete. Raises :class:`temvirus.raw.RawDataError` naming
+    an unreadable or too small image or a bad tags file. Returns (metrics, summary)."""
     import torch
 
-    from temvirus.raw import _same_name, read_image
+    from temvirus.raw import check_image_size, name_key, read_image
     from temvirus.train import resolve_device
 
     torch.set_num_threads(max(1, threads))
@@ -1031,11 +1033,13 @@ def analyse_files(
         if not path.is_file():
             raise FileNotFoundError(f"{path}: image not found")
         # unreadable images and wrong pixel sizes fail here, before anything is written
-        pixel_size = image_pixel_size(path, pixel_size_nm, read_image(path).shape)
+        shape = read_image(path).shape
+        pixel_size = image_pixel_size(path, pixel_size_nm, shape)
+        check_image_size(path, shape, pixel_size)
         rows.append({"image_id": path.stem, "path": str(path.resolve()), "pixel_size_nm": pixel_size})
     images = pd.DataFrame(rows)
     # names equal but for case or Unicode form too, as the raw reader: one file on macOS and Windows
-    twice = sorted(images.image_id[images.image_id.map(_same_name).duplicated(keep=False)])
+    twice = sorted(images.image_id[images.image_id.map(name_key).duplicated(keep=False)])
     if twice:
         raise ValueError(f"images with the same name: {twice} (the outputs are named after the images)")
     classifier = Classifier.load(checkpoint, device)

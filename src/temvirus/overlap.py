@@ -250,9 +250,11 @@ def _resample_box(
     return np.asarray(image.resize(size, resample, box=box), dtype=np.float32)
 
 
-def padding_mask(pixels: np.ndarray) -> np.ndarray:
-    """Pixels of padding: connected areas of constant intensity covering at least
-    ``_MIN_PADDING`` of the image (black borders of crops; saturated areas)."""
+def constant_area_mask(pixels: np.ndarray) -> np.ndarray:
+    """Bool mask (the shape of ``pixels``) of the areas no registration can use: connected areas of
+    one intensity, whatever the value, each covering at least ``_MIN_PADDING`` of the image (black
+    borders of crops, saturated areas); all False when there are none. Unlike
+    :func:`temvirus.heatmap.black_padding_mask` (the image's minimum only), any constant value counts."""
     values = pixels.ravel()
     counts = np.bincount(values) if values.dtype.kind == "u" else np.unique(values, return_counts=True)[1]
     if counts.max() < _MIN_PADDING * values.size:  # no value is common enough: no padding
@@ -268,10 +270,10 @@ def padding_mask(pixels: np.ndarray) -> np.ndarray:
 
 def coarse(pixels: np.ndarray, pixel_size_nm: float, coarse_nm: float) -> tuple[np.ndarray, np.ndarray]:
     """Area-average ``pixels`` to ``coarse_nm`` per pixel; also return the valid mask: blocks
-    mostly outside :func:`padding_mask`, less ``_ERODE_PX`` pixels along the padding."""
+    mostly outside :func:`constant_area_mask`, less ``_ERODE_PX`` pixels along the padding."""
     factor = coarse_nm / pixel_size_nm
     mean = area_resample(pixels.astype(np.float32), factor)
-    inside = area_resample((~padding_mask(pixels)).astype(np.float32), factor) > 0.5
+    inside = area_resample((~constant_area_mask(pixels)).astype(np.float32), factor) > 0.5
     return mean, binary_erosion(inside, iterations=_ERODE_PX, border_value=1)
 
 

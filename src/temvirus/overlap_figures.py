@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from temvirus.io import save_figure
-from temvirus.overlap import OVERLAP, area_resample, padding_mask, turned
+from temvirus.overlap import OVERLAP, area_resample, constant_area_mask, turned
 from temvirus.raw import read_image
 
 #: most pixels along a panel's longer side
@@ -57,7 +57,7 @@ def _placed(
     ``shape``; returns the canvas and its valid mask (inside the image, or ``inside`` where
     given, and not padding)."""
     image = area_resample(pixels.astype(np.float32), factor)
-    inside = ~padding_mask(pixels) if inside is None else inside
+    inside = ~constant_area_mask(pixels) if inside is None else inside
     valid = area_resample(inside.astype(np.float32), factor) > 0.5
     canvas, mask = np.zeros(shape, np.float32), np.zeros(shape, bool)
     x0, y0 = int(round(origin_px[0])), int(round(origin_px[1]))
@@ -88,7 +88,7 @@ def plot_pair(row: pd.Series, images: pd.DataFrame, root: str | os.PathLike, out
     pa, pb = read_image(Path(root) / a.path), read_image(Path(root) / b.path)
     inside_b = None
     if row.rotation_deg or row.mirrored:  # a turned re-image (temvirus.overlap, step 7)
-        inside_b = turned((~padding_mask(pb)).astype(np.float32), row.rotation_deg, row.mirrored) > 0.99
+        inside_b = turned((~constant_area_mask(pb)).astype(np.float32), row.rotation_deg, row.mirrored) > 0.99
         pb = turned(pb, row.rotation_deg, row.mirrored)
     b_nm = b.pixel_size_nm * row.scale
     x0, y0 = min(0.0, row.dx_nm), min(0.0, row.dy_nm)

@@ -36,7 +36,8 @@ in pixels (origin at the image's top-left corner, x to the right); a line
 ``particleposition`` separates particles, and a particle of several points is a centre line.
 A file without header is read whole. A unit row (keys as :data:`UNIT_KEYS`) must be pixels,
 ``format`` (or a column header line) ``x;y`` or ``y;x``, and an ``image`` row must name the
-file's image (any extension).
+file's image (any extension). A file without points needs the whole published header (3 lines)
+and a marker needs points after it: anything shorter is a truncated file.
 
 Images (:func:`read_image`): one rule for every format, see :func:`read_image`.
 
@@ -101,6 +102,9 @@ UNITS_NM = {
 }
 #: plausible TEM pixel sizes (nm); anything outside is a wrong unit or a wrong value
 PIXEL_SIZE_RANGE_NM = (0.05, 50.0)
+#: lines of the published positions header (image, unit, format): a file without points must hold
+#: them all, else it is taken for a truncated file
+POSITIONS_HEADER_LINES = 3
 #: units a positions file may give (its coordinates must be pixels); also the only unit of Height/Width
 PIXEL_UNITS = ("pixel", "pixels", "px")
 #: field separators of a tags row, the first one present in the row is used
@@ -349,6 +353,40 @@ def check_tags_size(tags: Tags, tags_path: Path, image_path: Path, shape: tuple[
         )
 
 
+def min_image_side_nm() -> int:
+    """The smallest side (nm) of an image patches can be cut from: half a patch window plus one pixel
+    at 1 nm/px (129 nm for 256 nm patches).
+
+    A patch (:func:`temvirus.rescale.window`) is the window centred on a particle point, which
+    lies in the image, so it reaches at most half its side past a border; past the border the
+    1 nm/px image is mirrored without repeating the edge (``numpy.pad`` ``reflect``), which maps
+    those pixels into the image only when the image has more pixels than that. In a smaller
+    image the mirror is mirrored again, and a patch shows the same few pixels over and over,
+    not a particle in its context. The heat-map tiles of :mod:`temvirus.micrographs` are
+    mirrored alike. A side counts as the whole pixels it has at 1 nm/px
+    (:func:`temvirus.rescale.rescaled_size`).
+    """
+    from temvirus.patches import PATCH_SIZE  # temvirus.patches imports this module
+
+    return PATCH_SIZE // 2 + 1
+
+
+def check_image_size(path: str | Path, shape: tuple[int, int], pixel_size_nm: float) -> None:
+    """Refuse an image of ``shape`` (height, width px) at ``pixel_size_nm`` (nm/px) with a side shorter
+    than :func:`min_image_side_nm`: a :class:`RawDataError` naming ``path``, its size and the minimum."""
+    from temvirus.rescale import rescaled_size
+
+    least = min_image_side_nm()
+    height, width = shape
+    if min(rescaled_size(height, pixel_size_nm), rescaled_size(width, pixel_size_nm)) < least:
+        raise RawDataError(
+            path,
+            f"image too small: {width}x{height} px at {pixel_size_nm:g} nm/px is {width * pixel_size_nm:g}x"
+            f"{height * pixel_size_nm:g} nm; each side must be at least {least} nm "
+            f"({int(np.ceil((least - 0.5) / pixel_size_nm))} px at this pixel size), more than half a patch window",
+        )
+
+
 def _is_marker(text: str) -> bool:
     """``particleposition`` in any case, with spaces/``_`` inside, a plural ``s`` or trailing separators."""
     return re.sub(r"[\s_;,\t]", "", text.lower()) in (PARTICLE_MARKER, PARTICLE_MARKER + "s")
@@ -376,25 +414,30 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
     a comma between two numbers is refused as ambiguous (decimal comma).
     With ``image`` (the image's file name), an ``image`` header line must name that image (the
     extension may differ); with ``size`` (width, height), every point must lie in the image.
+    A file without points must hold at least :data:`POSITIONS_HEADER_LINES` header lines (an
+    image without particles), and the last particle marker must be followed by points: else the
+    file is taken for a truncated one (an interrupted copy, a 0-byte file).
     Raises :class:`RawDataError` naming the line of anything else, a non-pixel unit, an
-    unknown ``format`` or two header lines giving different column orders.
+    unknown ``format``, two header lines giving different column orders, or a truncated file.
     """
     path = Path(path)
     if not path.is_file():
         raise RawDataError(path, "particle positions file is missing")
     particles: list[list[tuple[float, float]]] = [[]]
     header, order, order_line = True, (0, 1), None
+    header_lines, open_marker = 0, None  # open_marker: the line of a marker not yet followed by a point
     for number, line in enumerate(read_text(path).splitlines(), start=1):
         text = line.strip()
         if not text or text.startswith("#"):
             continue
         if _is_marker(text):
-            header = False
+            header, open_marker = False, number
             if particles[-1]:
                 particles.append([])
             continue
         parts = _position_fields(text)
         if header and not _LOOKS_NUMERIC.match(parts[0]):
+            header_lines += 1
             key, values = re.sub(r"[\s_\-]", "", parts[0].lower()), [p.lower() for p in parts[1:]]
             if not key and len(parts) > 1:
                 raise RawDataError(path, f"line starts with an empty field (a missing x?): {text!r}", line=number)
@@ -403,8 +446,8 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
                     path, f"positions in unit {parts[1]!r}: only pixel positions are supported", line=number
                 )
             if image is not None and key == "image" and values[:1]:
-                named, stem = Path(parts[1].replace("\\", "/")).name, _same_name(Path(image).stem)
-                if stem not in (_same_name(named), _same_name(Path(named).stem)):  # the extension may differ
+                named, stem = Path(parts[1].replace("\\", "/")).name, name_key(Path(image).stem)
+                if stem not in (name_key(named), name_key(Path(named).stem)):  # the extension may differ
                     raise RawDataError(
                         path, f"header names image {parts[1]!r}, but this file belongs to {image}", line=number
                     )
@@ -439,8 +482,19 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
                 f"point ({x:g}, {y:g}) of particle {len(particles) - 1} lies outside the {size[0]}x{size[1]} image",
                 line=number,
             )
-        header = False
+        header, open_marker = False, None
         particles[-1].append((x, y))
+    if open_marker is not None:
+        raise RawDataError(
+            path, f"the file ends after a '{PARTICLE_MARKER}' line without points: truncated?", line=open_marker
+        )
+    if not particles[0] and header_lines < POSITIONS_HEADER_LINES:
+        found = f"only {header_lines} header line(s)" if header_lines else "empty file"
+        raise RawDataError(
+            path,
+            f"{found} and no point: truncated? (an image without particles keeps the whole header, "
+            f"{POSITIONS_HEADER_LINES} lines: image, unit, format)",
+        )
     return [np.asarray(p, dtype=np.float64) for p in particles if p]
 
 
@@ -648,8 +702,10 @@ def _image_files(class_dir: Path) -> list[Path]:
     return images
 
 
-def _same_name(name: str) -> str:
-    """A file name as file systems that ignore case and Unicode normalisation (macOS, Windows) see it."""
+def name_key(name: str) -> str:
+    """``name`` as file systems that ignore case and Unicode normalisation (macOS, Windows) see it:
+    two names with equal keys (``a1.tif``, ``A1.TIF``; ``é`` composed or not) are one file there.
+    Used to match tags and positions files to their image and to refuse image ids that clash."""
     return unicodedata.normalize("NFC", name).casefold()
 
 
@@ -669,13 +725,13 @@ class _Companions:
         """The file called ``name`` (case and Unicode normalisation ignored when only one matches);
         when there is none, the path it should have (the readers then name it as missing), and
         the files of similar name are logged."""
-        matches = [n for n in self.files if n == name] or [n for n in self.files if _same_name(n) == _same_name(name)]
+        matches = [n for n in self.files if n == name] or [n for n in self.files if name_key(n) == name_key(name)]
         if len(matches) > 1:
             raise RawDataError(self.folder / name, f"several {self.what}s match this name: {sorted(matches)}")
         if matches:
             self.used.add(matches[0])
             return self.files[matches[0]]
-        similar = sorted(n for n in self.files if _same_name(n).startswith(_same_name(stem)))
+        similar = sorted(n for n in self.files if name_key(n).startswith(name_key(stem)))
         if similar:
             raise RawDataError(
                 self.folder / name, f"{self.what} is missing; files of a similar name: {similar} (rename the right one)"
@@ -749,11 +805,9 @@ def read_dataset(root: str | Path, *, hash_files: bool = True) -> tuple[pd.DataF
             positions = _Companions(class_dir / "particle_positions", "particle positions file")
             for image_path in image_files:
                 image_id = image_path.stem
-                if _same_name(image_id) in seen:  # ids equal but for case clash on macOS/Windows file systems
-                    raise RawDataError(
-                        image_path, f"duplicate image id {image_id!r} (also {seen[_same_name(image_id)]})"
-                    )
-                seen[_same_name(image_id)] = image_path
+                if name_key(image_id) in seen:  # ids equal but for case clash on macOS/Windows file systems
+                    raise RawDataError(image_path, f"duplicate image id {image_id!r} (also {seen[name_key(image_id)]})")
+                seen[name_key(image_id)] = image_path
                 tags_path = tags.find(f"{image_path.name}_tags.csv", image_id)
                 positions_path = positions.find(f"{image_id}_particlepositions.txt", image_id)
                 row, points = _read_one(root, image_path, tags_path, positions_path, cls, subset, hash_files)
@@ -783,7 +837,7 @@ def _check_ids_read_back(ids: Sequence[str], paths: dict[str, Path]) -> None:
     for image_id, value in zip(ids, back):
         if pd.isna(value) or str(value) != image_id:
             raise RawDataError(
-                paths[_same_name(image_id)],
+                paths[name_key(image_id)],
                 f"image id {image_id!r} is read back from the CSV tables as {value} (a number, boolean or "
                 "missing value): give the images names with a letter (e.g. img_001.tif)",
             )
@@ -800,6 +854,7 @@ def _read_one(
             image_path, f"every pixel has the value {pixels.flat[0]}: a blank frame, nothing to learn from"
         )
     check_tags_size(tags, tags_path, image_path, pixels.shape)
+    check_image_size(image_path, pixels.shape, tags.pixel_size_x_nm)
     shapes = read_positions(positions_path, image=image_path.name, size=(width, height))
     points = []
     for particle, line in enumerate(shapes):
