@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import unicodedata
@@ -188,6 +189,17 @@ def test_truncated_positions_file_is_refused(good, tmp_path, keep, reason):
     positions = good / "train/Adenovirus/particle_positions/a1_particlepositions.txt"
     positions.write_text("".join(positions.read_text().splitlines(keepends=True)[:keep]))
     _expect_error(good, positions, reason, tmp_path)
+
+
+def test_a_marker_ending_a_file_with_points_is_read_with_a_warning(good, caplog):
+    """Markers ending each particle (not only separating them) keep every point."""
+    positions = good / "train/Adenovirus/particle_positions/a1_particlepositions.txt"
+    before = read_dataset(good)[1]
+    positions.write_text(positions.read_text() + "particleposition\n")
+    with caplog.at_level(logging.WARNING, logger="temvirus.raw"):
+        after = read_dataset(good)[1]
+    pd.testing.assert_frame_equal(after, before)
+    assert "a1_particlepositions.txt" in caplog.text and "ends the file without points" in caplog.text
 
 
 @pytest.mark.parametrize("keep,reason", [(0, "empty tags file"), (5, "no xscale / yscale row"), (6, "no yscale row")])

@@ -37,7 +37,7 @@ in pixels (origin at the image's top-left corner, x to the right); a line
 A file without header is read whole. A unit row (keys as :data:`UNIT_KEYS`) must be pixels,
 ``format`` (or a column header line) ``x;y`` or ``y;x``, and an ``image`` row must name the
 file's image (any extension). A file without points needs the whole published header (3 lines)
-and a marker needs points after it: anything shorter is a truncated file.
+and no marker: anything shorter is a truncated file.
 
 Images (:func:`read_image`): one rule for every format, see :func:`read_image`.
 
@@ -414,9 +414,10 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
     a comma between two numbers is refused as ambiguous (decimal comma).
     With ``image`` (the image's file name), an ``image`` header line must name that image (the
     extension may differ); with ``size`` (width, height), every point must lie in the image.
-    A file without points must hold at least :data:`POSITIONS_HEADER_LINES` header lines (an
-    image without particles), and the last particle marker must be followed by points: else the
-    file is taken for a truncated one (an interrupted copy, a 0-byte file).
+    A file without points must hold at least :data:`POSITIONS_HEADER_LINES` header lines and no
+    marker (an image without particles): else the file is taken for a truncated one (an
+    interrupted copy, a 0-byte file). A marker ending a file with points is logged as a warning
+    (a writer may end each particle with one).
     Raises :class:`RawDataError` naming the line of anything else, a non-pixel unit, an
     unknown ``format``, two header lines giving different column orders, or a truncated file.
     """
@@ -484,10 +485,12 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
             )
         header, open_marker = False, None
         particles[-1].append((x, y))
-    if open_marker is not None:
+    if open_marker is not None and not particles[0]:
         raise RawDataError(
             path, f"the file ends after a '{PARTICLE_MARKER}' line without points: truncated?", line=open_marker
         )
+    if open_marker is not None:  # a writer that ends every particle with a marker, or a cut file
+        log.warning("%s:%d: a '%s' line ends the file without points after it", path, open_marker, PARTICLE_MARKER)
     if not particles[0] and header_lines < POSITIONS_HEADER_LINES:
         found = f"only {header_lines} header line(s)" if header_lines else "empty file"
         raise RawDataError(
