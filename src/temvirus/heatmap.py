@@ -298,6 +298,12 @@ def _batch(bank: Sequence[Crop], size: int, crop_px: int, sigma_fraction: float,
     return as_tensor[0], as_tensor[1], as_tensor[2].bool(), as_tensor[3]
 
 
+#: gradient-norm clip of :func:`train_heatnet`: a batch of random crops with few peaks gives the
+#: focal loss (divided by the peaks) rare large gradients; unclipped, at the schedule's peak one
+#: of them could stall training (docs/benchmarks.md, section 7: validation F1 0.64 against 0.85)
+MAX_GRAD_NORM = 1.0
+
+
 def train_heatnet(
     bank: Sequence[Crop],
     *,
@@ -311,8 +317,8 @@ def train_heatnet(
     seed: int,
 ) -> tuple[HeatNet, list[float]]:
     """Train a :class:`HeatNet` for ``steps`` AdamW steps (one-cycle learning rate peaking at
-    ``lr``) on random crops of ``bank`` (on the CPU). Returns the model (evaluation mode) and the
-    mean loss of each tenth of the steps."""
+    ``lr``, gradients clipped to norm :data:`MAX_GRAD_NORM`) on random crops of ``bank`` (on the
+    CPU). Returns the model (evaluation mode) and the mean loss of each tenth of the steps."""
     from temvirus.seeding import derive_seed, rng
 
     if not bank:
@@ -335,6 +341,7 @@ def train_heatnet(
         loss = focal_loss(out[:, :1], heat, peak) + size_loss
         optimiser.zero_grad()
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
         optimiser.step()
         schedule.step()
         losses.append(loss.item())
