@@ -19,7 +19,7 @@ from temvirus.raw import read_dataset
 from temvirus.split import deal_representative, representative_order
 from temvirus.synth import CHANGES, SIZE_COLUMNS, TRUTH_COLUMNS, generate_dataset
 from temvirus.synth.plan import particle_counts, plan_dataset
-from temvirus.synth.specimen import PIXEL_SIZE_RANGE_NM
+from temvirus.synth.specimen import PIXEL_SIZE_RANGE_NM, make_specimen
 
 TABLE1 = load_table1(PAPER / "table1_dataset.csv")
 PAPER_SUFFIXES = {"train": "train", "validation": "val", "test": "test"}
@@ -150,6 +150,25 @@ def test_shapes_of_the_centre_lines(tiny):
     for _, line in ebola.groupby(["image_id", "particle"]):
         steps = np.hypot(np.diff(line.x), np.diff(line.y)) * line.pixel_size_nm.iloc[0]
         assert steps.min() > 35 and steps.max() < 110  # vertices every 50-100 nm (+ click jitter)
+
+
+def _total_turn_deg(line: np.ndarray) -> float:
+    """Total change of heading (degrees) along a dense centre line."""
+    heading = np.unwrap(np.arctan2(*np.diff(line, axis=0).T[::-1]))
+    return float(np.degrees(abs(heading[-1] - heading[0])))
+
+
+def test_marburg_virions_curl_and_ebola_virions_lie_straight():
+    """As in the published images (FILAMENTS): half the Marburg virions or more turn by a half circle or
+    more (hook, "6", U, ring), most Ebola virions by less than a quarter circle."""
+    turns = {}
+    for cls in ("Ebola", "Marburg"):
+        specimens = [make_specimen(cls, 4, 80.0, (1024, 1024), seed=3, image_id=f"{cls}_{i:04d}") for i in range(25)]
+        turns[cls] = np.array([_total_turn_deg(p.body.line) for s, _ in specimens for p in s.particles])
+    assert len(turns["Ebola"]) == len(turns["Marburg"]) == 100
+    assert np.mean(turns["Marburg"] >= 180) >= 0.5
+    assert np.mean(turns["Ebola"] < 90) >= 0.6
+    assert np.median(turns["Marburg"]) > 2 * np.median(turns["Ebola"])
 
 
 def test_planted_overlaps_reimage_the_same_particles(tiny):

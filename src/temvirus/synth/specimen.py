@@ -48,13 +48,14 @@ STYLES: dict[str, Style] = {
         "brick", "knobs", spread=0.08, contrast=0.3, rim=0.12, pool=2.2, period=38.0, texture_depth=0.3, aspect=1.3
     ),
     "Dengue": Style("round", "smooth", spread=0.08, rim=0.2),
-    "Ebola": Style("filament", "helix", spread=0.08, period=6.0, texture_depth=0.25),
+    "Ebola": Style("filament", "helix", spread=0.08, period=6.0, texture_depth=0.25),  # shape: FILAMENTS
     "Guanarito": Style("pleomorphic", "granules", spread=0.22, outline=0.08),
     "Influenza": Style("pleomorphic", "fringe", spread=0.18, outline=0.09, fringe=12.0),
     "Lassa": Style("pleomorphic", "granules", spread=0.22, outline=0.08),
     "LCM": Style("pleomorphic", "granules", spread=0.2, outline=0.07),
     "Machupo": Style("pleomorphic", "granules", spread=0.22, outline=0.1),
-    "Marburg": Style("filament", "helix", spread=0.08, period=5.0, texture_depth=0.2),
+    # the real Marburg images show a dark halo of pooled stain around the curled virions
+    "Marburg": Style("filament", "helix", spread=0.08, period=5.0, texture_depth=0.2, pool=1.8),
     "Nipah": Style("pleomorphic", "fringe", spread=0.3, outline=0.12, fringe=10.0, contrast=0.38),
     "Norovirus": Style("round", "cups", spread=0.1, outline=0.06, texture_depth=0.3),
     "Orf": Style("oval", "striations", spread=0.07, contrast=0.35, rim=0.25, pool=1.6, period=24.0, aspect=1.6),
@@ -81,8 +82,32 @@ STYLES: dict[str, Style] = {
     "TBE": Style("round", "smooth", spread=0.09, rim=0.25, outline=0.03),
     "WestNile": Style("round", "smooth", spread=0.07, rim=0.18, arrangement="groups"),
 }
-#: filament length (nm): median and log s.d. of a lognormal, and the chance of an end hook
-FILAMENTS = {"Ebola": (900.0, 0.4, 0.35), "Marburg": (750.0, 0.35, 0.5)}
+
+
+@dataclass(frozen=True)
+class Filament:
+    """Length and shape of one filamentous class's virions (lengths in nm).
+
+    Read off the published images of the two filovirus classes (the 123 Ebola and Marburg
+    crops in ``../shared/real-tem``, docs/benchmarks.md section 5): Ebola virions lie mostly
+    straight, a few with a crook at one end; Marburg virions are mostly curled into a hook,
+    a "6", a U or a ring, and shorter. The helix of the nucleocapsid (``Style.period``)
+    needs pixels under 2.5 nm, which most images do not have.
+    """
+
+    median_nm: float  # median length (lognormal)
+    log_sd: float  # log standard deviation of the length
+    curl: float  # chance that a virion is curled
+    curl_share: tuple[float, float]  # range of the share of the length the curl takes
+    curl_radius_nm: tuple[float, float]  # range of the centre line's radius in the curl
+    curl_at_end: bool  # the curl ends the filament (crook, "6"), or lies anywhere along it (also U)
+    bend: float = 1.0  # factor on the gentle bending of the rest of the filament
+
+
+FILAMENTS = {
+    "Ebola": Filament(900.0, 0.4, 0.2, (0.15, 0.3), (45.0, 90.0), curl_at_end=True, bend=0.5),
+    "Marburg": Filament(750.0, 0.35, 0.8, (0.3, 0.6), (60.0, 110.0), curl_at_end=False),
+}
 #: octaves of the stain grain: (lattice spacing, amplitude) relative to the specimen's finest
 GRAIN_OCTAVES = ((1.0, 1.0), (2.7, 0.55), (7.3, 0.3))
 
@@ -182,13 +207,19 @@ def _make_body(style: Style, diameter: float, x: float, y: float, draw: np.rando
     return body
 
 
-def _filament_line(length: float, hook: bool, draw: np.random.Generator, step: float = 4.0) -> np.ndarray:
-    """A smooth curved centre line (dense, ``step`` nm apart) starting at the origin."""
+def _filament_line(length: float, shape: Filament | None, draw: np.random.Generator, step: float = 4.0) -> np.ndarray:
+    """A smooth curved centre line (dense, ``step`` nm apart) starting at the origin.
+
+    ``shape`` None: a gently bent line (debris fibres); else a virion of that class, curled
+    with the chance ``shape.curl``.
+    """
     n = max(2, int(length / step) + 1)
-    kappa = draw.normal(0, 1 / 900) + np.cumsum(draw.normal(0, 1 / 6000, n))
-    if hook:  # shepherd's crook or "6": a tight turn at one end
-        k = int(n * draw.uniform(0.15, 0.3))
-        kappa[-k:] += np.sign(draw.normal()) / draw.uniform(45, 90)
+    bend = 1.0 if shape is None else shape.bend
+    kappa = bend * (draw.normal(0, 1 / 900) + np.cumsum(draw.normal(0, 1 / 6000, n)))
+    if shape is not None and draw.random() < shape.curl:
+        k = max(1, int(n * draw.uniform(*shape.curl_share)))
+        start = n - k if shape.curl_at_end else int(draw.integers(0, n - k + 1))
+        kappa[start : start + k] += np.sign(draw.normal()) / draw.uniform(*shape.curl_radius_nm)
     heading = draw.uniform(0, 2 * np.pi) + np.cumsum(kappa * step)
     xy = np.column_stack([np.cos(heading), np.sin(heading)]) * step
     return np.vstack([[0, 0], np.cumsum(xy[:-1], axis=0)])
@@ -272,8 +303,8 @@ def _cluster_sizes(n: int, arrangement: str, draw: np.random.Generator) -> list[
 
 
 def _filament_need(cls: str, count: int, draw: np.random.Generator) -> np.ndarray:
-    median, sigma, _ = FILAMENTS[cls]
-    return np.clip(median * np.exp(draw.normal(0, sigma, count)), 250, 2600)
+    shape = FILAMENTS[cls]
+    return np.clip(shape.median_nm * np.exp(draw.normal(0, shape.log_sd, count)), 250, 2600)
 
 
 def choose_pixel_size(
@@ -310,12 +341,11 @@ def make_specimen(
     width, height = size_px[0] * px, size_px[1] * px
     particles = []
     if style.shape == "filament":
-        hook_p = FILAMENTS[cls][2]
         for d, length in zip(diameters, lengths):
             r = d / 2
             for attempt in range(80):
                 shrink = 0.85 ** (attempt // 20)
-                line = _filament_line(length * shrink, draw.random() < hook_p, draw)
+                line = _filament_line(length * shrink, FILAMENTS[cls], draw)
                 span = line.max(axis=0) - line.min(axis=0)
                 room = np.array([width, height]) - span - 2 * (r + 3)
                 if (room > 0).all():
@@ -400,7 +430,7 @@ def _make_debris(width: float, height: float, draw: np.random.Generator) -> list
     for x, y in spot(min(int(draw.poisson(3 * density * area_um2)), 120)):  # dark stain specks
         debris.append(Body("round", "smooth", x, y, draw.uniform(2, 7), contrast=-draw.uniform(0.2, 0.6), rim=0.0))
     for x, y in spot(min(int(draw.poisson(0.15 * density * area_um2)), 8)):  # fibres
-        line = _filament_line(draw.uniform(150, 1500), False, draw) + [x, y]
+        line = _filament_line(draw.uniform(150, 1500), None, draw) + [x, y]
         debris.append(
             Body("filament", "smooth", x, y, draw.uniform(2, 5), contrast=draw.uniform(0.2, 0.5), rim=0.05, line=line)
         )
