@@ -696,11 +696,11 @@ def test_local_folder_is_tracked_by_content(tmp_path):
         text=True,
         timeout=300,
     )
-    assert "raw_tables" in plan.stdout and "2.5" not in images_csv.read_text()
+    assert "raw_tables" in plan.stdout and ",5.5," not in images_csv.read_text()  # 55 Å = 5.5 nm
     stale = audit()  # results not redone yet: the audit sees the changed source, not PASSED
     assert stale.returncode == 1 and "local_manifest.json" in stale.stdout, stale.stdout[-2000:]
     assert "raw_tables" in run()
-    assert "2.5" in images_csv.read_text()
+    assert ",5.5," in images_csv.read_text()
     assert audit().returncode == 0
     os.utime(tags)  # a newer mtime, same content
     (raw / "train/Adenovirus/._Ade_train_1.tif").write_bytes(b"\0\5\26\7")
