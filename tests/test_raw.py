@@ -529,6 +529,20 @@ def test_pixel_types_converted_or_refused_at_read_time(good, tmp_path, pixels, e
         assert not (tmp_path / "i.csv").exists()
 
 
+def test_png_of_any_size_is_read_like_a_tiff(tmp_path):
+    """A 13,400 px square PNG (180 M pixels: a large frame or a montage) is read as a TIFF of that
+    size is, not refused as a "decompression bomb" (Pillow's limit, 179 M pixels) nor warned about."""
+    from temvirus.raw import read_image
+
+    pixels = np.zeros((13_400, 13_400), np.uint8)
+    pixels[::97] = 200
+    Image.fromarray(pixels).save(tmp_path / "big.png", compress_level=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = read_image(tmp_path / "big.png")
+    np.testing.assert_array_equal(got, pixels)
+
+
 def test_macos_leftovers_are_ignored(good):
     """Case 7: AppleDouble ``._`` files, .DS_Store and __MACOSX do not stop a valid dataset."""
     before = read_dataset(good)[0]

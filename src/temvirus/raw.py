@@ -619,6 +619,9 @@ def _read_pillow(path: Path) -> np.ndarray:
         import imagecodecs  # Pillow reads 16-bit colour PNGs at 8 bits only
 
         return _to_gray(imagecodecs.png_decode(path.read_bytes()), path, "16-bit colour PNG")
+    # a micrograph is as large as its camera or montage makes it, and a TIFF is read at any size:
+    # Pillow's decompression-bomb limit (a warning from 89 M pixels, an error from 179 M) is lifted
+    Image.MAX_IMAGE_PIXELS = None
     with Image.open(path) as image:
         image.load()
         _check_orientation(path, image.getexif().get(274, 1))
