@@ -387,8 +387,18 @@ def test_positions_header_recognised_not_counted(tmp_path, header):
     assert [s.tolist() for s in shapes] == [[[1, 2]], [[3.5, 4]], [[5, 6], [7, 8]]]
 
 
-def test_positions_without_header_or_markers_is_one_line(tmp_path):
-    assert [s.tolist() for s in read_positions(_positions_file(tmp_path, ["1;2", "3;4"]))] == [[[1, 2], [3, 4]]]
+def test_positions_without_header_or_markers_is_one_line(tmp_path, caplog):
+    """Read as one centre line, with a warning naming the file: round particles written without
+    markers would otherwise silently become one particle (2 of them one patch between the two)."""
+    path = _positions_file(tmp_path, ["image;x.tif", "1;2", "3;4"])
+    with caplog.at_level(logging.WARNING, logger="temvirus.raw"):
+        assert [s.tolist() for s in read_positions(path)] == [[[1, 2], [3, 4]]]
+    assert f"{path}: 2 points and no 'particleposition' line" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="temvirus.raw"):
+        read_positions(_positions_file(tmp_path, ["particleposition", "1;2", "3;4"]))  # a marked centre line
+        read_positions(_positions_file(tmp_path, ["1;2"]))  # one point
+    assert not caplog.text
 
 
 @pytest.mark.parametrize(
