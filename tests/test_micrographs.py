@@ -482,6 +482,9 @@ def test_cli_analyses_and_refuses_bad_inputs_without_output(tiny_stage, tmp_path
         "disc.tif", "--model", model, "--detector", detector, "--pixel-size", 2, "--out", "disc.tif", cwd=tmp_path
     )
     assert done.returncode == 1 and "disc.tif: exists and is a file, not an output folder" in done.stderr
+    for out in ("disc.tif/out", "disc.tif/a/b"):  # a file on the way to the output folder
+        done = _cli("disc.tif", "--model", model, "--detector", detector, "--pixel-size", 2, "--out", out, cwd=tmp_path)
+        assert done.returncode == 1 and f"{out}: disc.tif is a file, not a folder" in done.stderr, done.stderr
 
 
 def test_pixel_size_from_the_tags_file(tiny_synthetic, tiny_stage, tmp_path):

@@ -387,8 +387,18 @@ def test_positions_header_recognised_not_counted(tmp_path, header):
     assert [s.tolist() for s in shapes] == [[[1, 2]], [[3.5, 4]], [[5, 6], [7, 8]]]
 
 
-def test_positions_without_header_or_markers_is_one_line(tmp_path):
-    assert [s.tolist() for s in read_positions(_positions_file(tmp_path, ["1;2", "3;4"]))] == [[[1, 2], [3, 4]]]
+def test_positions_without_header_or_markers_is_one_line(tmp_path, caplog):
+    """Read as one centre line, with a warning naming the file: round particles written without
+    markers would otherwise silently become one particle (2 of them one patch between the two)."""
+    path = _positions_file(tmp_path, ["image;x.tif", "1;2", "3;4"])
+    with caplog.at_level(logging.WARNING, logger="temvirus.raw"):
+        assert [s.tolist() for s in read_positions(path)] == [[[1, 2], [3, 4]]]
+    assert f"{path}: 2 points and no 'particleposition' line" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="temvirus.raw"):
+        read_positions(_positions_file(tmp_path, ["particleposition", "1;2", "3;4"]))  # a marked centre line
+        read_positions(_positions_file(tmp_path, ["1;2"]))  # one point
+    assert not caplog.text
 
 
 @pytest.mark.parametrize(
@@ -527,6 +537,20 @@ def test_pixel_types_converted_or_refused_at_read_time(good, tmp_path, pixels, e
             main(["read", str(good), "--images", str(tmp_path / "i.csv"), "--particles", str(tmp_path / "p.csv")]) == 1
         )
         assert not (tmp_path / "i.csv").exists()
+
+
+def test_png_of_any_size_is_read_like_a_tiff(tmp_path):
+    """A 13,400 px square PNG (180 M pixels: a large frame or a montage) is read as a TIFF of that
+    size is, not refused as a "decompression bomb" (Pillow's limit, 179 M pixels) nor warned about."""
+    from temvirus.raw import read_image
+
+    pixels = np.zeros((13_400, 13_400), np.uint8)
+    pixels[::97] = 200
+    Image.fromarray(pixels).save(tmp_path / "big.png", compress_level=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = read_image(tmp_path / "big.png")
+    np.testing.assert_array_equal(got, pixels)
 
 
 def test_macos_leftovers_are_ignored(good):

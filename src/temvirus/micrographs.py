@@ -1026,6 +1026,9 @@ def analyse_files(
         raise FileExistsError(f"{out_dir}: exists and is a file, not an output folder; choose another --out")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir}: output folder exists and is not empty; remove it or choose another")
+    ancestor = next(p for p in out_dir.parents if p.exists())  # '.' or '/' at the latest
+    if not ancestor.is_dir():  # found here, not as "[Errno 17] File exists" after the model is loaded
+        raise NotADirectoryError(f"{out_dir}: {ancestor} is a file, not a folder; choose another --out")
     rows = []
     for path in map(Path, paths):
         if path.is_dir():

@@ -34,7 +34,7 @@ Positions (:func:`read_positions`): a header, recognised by content: the leading
 first field does not start like a number (``image;…``, ``unit;pixel``, ``format;x;y``); then ``x;y`` lines
 in pixels (origin at the image's top-left corner, x to the right); a line
 ``particleposition`` separates particles, and a particle of several points is a centre line.
-A file without header is read whole. A unit row (keys as :data:`UNIT_KEYS`) must be pixels,
+A file without header is read whole; points without any marker are one centre line (logged as a warning). A unit row (keys as :data:`UNIT_KEYS`) must be pixels,
 ``format`` (or a column header line) ``x;y`` or ``y;x``, and an ``image`` row must name the
 file's image (any extension). A file without points needs the whole published header (3 lines)
 and no marker: anything shorter is a truncated file.
@@ -427,12 +427,13 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
     particles: list[list[tuple[float, float]]] = [[]]
     header, order, order_line = True, (0, 1), None
     header_lines, open_marker = 0, None  # open_marker: the line of a marker not yet followed by a point
+    marked = False  # a marker seen
     for number, line in enumerate(read_text(path).splitlines(), start=1):
         text = line.strip()
         if not text or text.startswith("#"):
             continue
         if _is_marker(text):
-            header, open_marker = False, number
+            header, open_marker, marked = False, number, True
             if particles[-1]:
                 particles.append([])
             continue
@@ -491,6 +492,15 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
         )
     if open_marker is not None:  # a writer that ends every particle with a marker, or a cut file
         log.warning("%s:%d: a '%s' line ends the file without points after it", path, open_marker, PARTICLE_MARKER)
+    if not marked and len(particles[0]) > 1:  # no marker at all: one centre line, or round particles unmarked?
+        log.warning(
+            "%s: %d points and no '%s' line: read as one particle (a centre line; 2 points give one patch "
+            "at their midpoint); if they are separate particles, put a '%s' line before each",
+            path,
+            len(particles[0]),
+            PARTICLE_MARKER,
+            PARTICLE_MARKER,
+        )
     if not particles[0] and header_lines < POSITIONS_HEADER_LINES:
         found = f"only {header_lines} header line(s)" if header_lines else "empty file"
         raise RawDataError(
@@ -619,6 +629,9 @@ def _read_pillow(path: Path) -> np.ndarray:
         import imagecodecs  # Pillow reads 16-bit colour PNGs at 8 bits only
 
         return _to_gray(imagecodecs.png_decode(path.read_bytes()), path, "16-bit colour PNG")
+    # a micrograph is as large as its camera or montage makes it, and a TIFF is read at any size:
+    # Pillow's decompression-bomb limit (a warning from 89 M pixels, an error from 179 M) is lifted
+    Image.MAX_IMAGE_PIXELS = None
     with Image.open(path) as image:
         image.load()
         _check_orientation(path, image.getexif().get(274, 1))
