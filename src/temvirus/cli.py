@@ -102,11 +102,11 @@ def _audit_arguments(p: argparse.ArgumentParser) -> None:
 def _audit(args: argparse.Namespace) -> int:
     """Refuses, before writing anything, a folder without lineage records (not a results folder)."""
     from temvirus.audit import command
-    from temvirus.provenance import load_records
+    from temvirus.provenance import read_records
 
     if not args.results_dir.is_dir():
         raise FileNotFoundError(f"{args.results_dir}: results folder not found")
-    if not load_records(args.results_dir / "provenance", strict=False):
+    if not read_records(args.results_dir / "provenance")[0]:
         raise ValueError(
             f"{args.results_dir}: no lineage records in provenance/: not a results folder of this workflow; nothing written"
         )

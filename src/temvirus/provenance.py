@@ -110,7 +110,7 @@ class HashCache:
     def from_records(cls, root: str | os.PathLike = PROVENANCE_DIR) -> HashCache:
         """A cache seeded with every file entry of the records under ``root``."""
         known = {}
-        for record in load_records(root, strict=False).values():
+        for record in read_records(root)[0].values():
             for entry in record.get("outputs", []) + record.get("inputs", []):
                 for item in entry.get("files", [entry]):
                     if {"path", "size", "mtime_ns", "sha256"} <= item.keys():
@@ -333,11 +333,11 @@ def read_records(root: str | os.PathLike = PROVENANCE_DIR) -> tuple[dict[Path, d
     return records, unreadable
 
 
-def load_records(root: str | os.PathLike = PROVENANCE_DIR, strict: bool = True) -> dict[Path, dict]:
-    """Every readable record under ``root`` by path (:func:`read_records`). ``strict``: a
-    malformed record raises a ValueError naming it; else it is left out."""
+def load_records(root: str | os.PathLike = PROVENANCE_DIR) -> dict[Path, dict]:
+    """Every record under ``root`` by path (:func:`read_records`); a malformed record raises a
+    ValueError naming it."""
     records, unreadable = read_records(root)
-    if strict and unreadable:
+    if unreadable:
         path, why = next(iter(unreadable.items()))
         raise ValueError(f"{path}: unreadable lineage record: {why}")
     return records

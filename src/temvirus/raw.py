@@ -486,11 +486,12 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
             )
         header, open_marker = False, None
         particles[-1].append((x, y))
-    if open_marker is not None and not particles[0]:
-        raise RawDataError(
-            path, f"the file ends after a '{PARTICLE_MARKER}' line without points: truncated?", line=open_marker
-        )
-    if open_marker is not None:  # a writer that ends every particle with a marker, or a cut file
+    if open_marker is not None:
+        if not particles[0]:
+            raise RawDataError(
+                path, f"the file ends after a '{PARTICLE_MARKER}' line without points: truncated?", line=open_marker
+            )
+        # a writer that ends every particle with a marker, or a cut file
         log.warning("%s:%d: a '%s' line ends the file without points after it", path, open_marker, PARTICLE_MARKER)
     if not marked and len(particles[0]) > 1:  # no marker at all: one centre line, or round particles unmarked?
         log.warning(
