@@ -33,8 +33,10 @@ from temvirus.micrographs import (
     analyse_files,
     analyse_micrographs,
     annotated_centres,
+    best_threshold,
     calibrate,
     class_diameters,
+    class_thresholds,
     default_detector,
     detect_peaks,
     detection_counts,
@@ -255,6 +257,27 @@ def test_size_agreement_by_hand():
     assert np.allclose(got, [1.0, 25 / 80, 0.5 + 0.5 * 25 / 80, 0.5 * 20 / 80 + 0.5 * 20 / 25])
 
 
+def test_a_class_whose_particles_are_mostly_blobs_gets_a_higher_threshold():
+    # image A: two true particles of class 0 (score 0.3) and three blobs the model calls class 1
+    # (0.5); image B: one true particle of class 1 (0.8). One threshold: best at <= 0.3 (F1 6/9);
+    # per class: class 1 above 0.5 keeps B's particle and drops the blobs (F1 1)
+    a = pd.DataFrame(
+        {
+            "x_nm": [0.0, 500, 1000, 1500, 2000],
+            "y_nm": 0.0,
+            "score": [0.3, 0.3, 0.5, 0.5, 0.5],
+            "label": [0, 0, 1, 1, 1],
+        }
+    )
+    b = pd.DataFrame({"x_nm": [0.0], "y_nm": [0.0], "score": [0.8], "label": [1]})
+    kept = [(a, np.array([[0.0, 0.0], [500.0, 0.0]]), 40.0), (b, np.array([[5.0, 0.0]]), 40.0)]
+    one = best_threshold(kept)
+    assert one["threshold"] <= 0.3 and one["validation_f1"] == pytest.approx(2 / 3)
+    thresholds = class_thresholds(kept, 3, one["threshold"])
+    assert thresholds[0] <= 0.3 < 0.5 < thresholds[1] <= 0.8
+    assert thresholds[2] == one["threshold"]  # no particle of class 2: the one threshold
+
+
 def test_particle_threshold_is_chosen_on_validation_for_one_model(tiny_synthetic, tiny_stage):
     work, images, _ = tiny_stage
     classifier = Classifier.load(work / "best.pt", "cpu")
@@ -263,12 +286,19 @@ def test_particle_threshold_is_chosen_on_validation_for_one_model(tiny_synthetic
     calibration = calibrated["calibration"]
     assert calibration["model_sha256"] == classifier.sha256 and len(classifier.sha256) == 64
     assert calibration["validation_images"] == (images.subset == "validation").sum()
-    assert 0 < calibrated["particle_threshold"] < 1 and 0 < calibration["f1"] <= 1
-    assert {k: v for k, v in calibrated.items() if k not in ("particle_threshold", "calibration")} == split_detector
-    # every analysed particle: its particle score (heat score x size agreement) at or above the threshold
+    thresholds = calibrated["particle_thresholds"]
+    assert list(thresholds) == classifier.classes and all(0 < t < 1 for t in thresholds.values())
+    # the thresholds per class start from the one threshold, and never do worse on validation
+    assert 0 < calibration["one_threshold"]["f1"] <= calibration["f1"] + 1e-12 <= 1 + 1e-12
+    assert {k: v for k, v in calibrated.items() if k not in ("particle_thresholds", "calibration")} == split_detector
+    # every analysed particle: its particle score (heat score x size agreement) at or above its class's threshold
     table = pd.concat(pd.read_csv(p) for p in (work / "analysis" / "particles").glob("*.csv"))
-    assert len(table) and (table.score >= calibrated["particle_threshold"] - 1e-4).all()
+    assert len(table) and (table.score >= table["class"].map(thresholds) - 1e-4).all()
     assert (table.score <= table.heat_score + 1e-4).all() and (table.score < table.heat_score - 1e-3).any()
+    older = work / "older_detector.json"
+    older.write_text(json.dumps({k: v for k, v in calibrated.items() if k != "particle_thresholds"}))
+    with pytest.raises(ValueError, match="older version.*calibrate_micrographs"):
+        read_detector(older, classifier)
     particles = read_dataset(tiny_synthetic / "raw")[1]
     with pytest.raises(ValueError, match="validation images only"):
         calibrate(images[images.subset != "train"], tiny_synthetic / "raw", classifier, split_detector, particles)
