@@ -3,8 +3,9 @@ on whole test micrographs (see temvirus.micrographs and docs/architecture.md).
 
 micrograph_detector trains, per split method, the particle-centre heat map on the training
 images (CPU, one thread) and chooses its suppression and threshold on the validation images;
-calibrate_micrographs chooses, per experiment, the threshold on the particle score (heat map x
-size agreement with the best model's classes) on the same validation images;
+calibrate_micrographs chooses, per experiment, the thresholds on the particle score (heat map x
+size agreement with the best model's classes), one per class the model gives a particle, on the
+same validation images;
 analyse_micrographs applies both with the experiment's best model to every test image of its
 split method and evaluates against the annotations (results/micrographs/{model}/{init}/{method}/).
 """
