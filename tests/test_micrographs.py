@@ -273,8 +273,8 @@ def test_a_class_whose_particles_are_mostly_blobs_gets_a_higher_threshold():
     kept = [(a, np.array([[0.0, 0.0], [500.0, 0.0]]), 40.0), (b, np.array([[5.0, 0.0]]), 40.0)]
     one = best_threshold(kept)
     assert one["threshold"] <= 0.3 and one["validation_f1"] == pytest.approx(2 / 3)
-    thresholds = class_thresholds(kept, 3, one["threshold"])
-    assert thresholds[0] <= 0.3 < 0.5 < thresholds[1] <= 0.8
+    thresholds, stats = class_thresholds(kept, 3, one["threshold"])
+    assert thresholds[0] <= 0.3 < 0.5 < thresholds[1] <= 0.8 and stats["f1"] == 1.0
     assert thresholds[2] == one["threshold"]  # no particle of class 2: the one threshold
 
 

@@ -368,7 +368,7 @@ def _threshold_grid(kept) -> np.ndarray:
     return np.unique(np.concatenate([np.linspace(0.05, 0.95, 91), np.quantile(scores, np.linspace(0, 1, 50))]))
 
 
-def class_thresholds(kept, n_classes: int, start: float, passes: int = 3) -> np.ndarray:
+def class_thresholds(kept, n_classes: int, start: float, passes: int = 3) -> tuple[np.ndarray, dict]:
     """Score thresholds per class (n_classes,) of best pooled detection F1 over ``kept`` (found
     particles with ``score`` and ``label``, the index of the class the patch model gives each;
     annotated centres (n, 2) nm; matching tolerance nm) of a set of images.
@@ -380,7 +380,8 @@ def class_thresholds(kept, n_classes: int, start: float, passes: int = 3) -> np.
     25-30 nm virion (Astrovirus, Norovirus: 4-5 px at 6 nm/px) from a stain blob of its size,
     and the patch model, trained on particles only, calls such blobs that class; a class whose
     particles are mostly such blobs on the validation images gets a higher threshold
-    (docs/benchmarks.md section 7)."""
+    (docs/benchmarks.md section 7). Returns the thresholds and their pooled
+    :func:`detection_counts` (precision, recall, F1)."""
     thresholds = np.full(n_classes, float(start))
     n_true = sum(len(centres) for _, centres, _ in kept)
 
@@ -388,11 +389,11 @@ def class_thresholds(kept, n_classes: int, start: float, passes: int = 3) -> np.
         sel = found[found.score.to_numpy() >= thr[found.label.to_numpy()]]
         return len(match(sel[["x_nm", "y_nm"]].to_numpy(), centres, tol)), len(sel)
 
-    def f1(current):
-        return detection_counts(sum(p for p, _ in current), sum(n for _, n in current), n_true)["f1"]
+    def pooled(current):
+        return detection_counts(sum(p for p, _ in current), sum(n for _, n in current), n_true)
 
     current = [counts(*item, thresholds) for item in kept]
-    best = f1(current)
+    best = pooled(current)["f1"]
     grid = _threshold_grid(kept)
     for _ in range(passes):
         changed = False
@@ -404,11 +405,12 @@ def class_thresholds(kept, n_classes: int, start: float, passes: int = 3) -> np.
                 attempt = list(current)
                 for i in given:
                     attempt[i] = counts(*kept[i], trial)
-                if f1(attempt) > best + 1e-12:
-                    best, thresholds, current, changed = f1(attempt), trial, attempt, True
+                f1 = pooled(attempt)["f1"]
+                if f1 > best + 1e-12:
+                    best, thresholds, current, changed = f1, trial, attempt, True
         if not changed:
             break
-    return thresholds
+    return thresholds, pooled(current)
 
 
 def detect_peaks(pixels: np.ndarray, pixel_size_nm: float, detector: Mapping) -> pd.DataFrame:
@@ -515,19 +517,14 @@ def calibrate(
         label = probs.argmax(axis=1) if len(found) else np.zeros(0, int)
         kept.append((found.assign(score=score, label=label), centres[["x_nm", "y_nm"]].to_numpy(), tol))
     one = best_threshold(kept)
-    thresholds = class_thresholds(kept, n_classes, one["threshold"])
-    pooled = [0, 0, sum(len(centres) for _, centres, _ in kept)]
-    for found, centres, tol in kept:
-        sel = found[found.score.to_numpy() >= thresholds[found.label.to_numpy()]]
-        pooled[0] += len(match(sel[["x_nm", "y_nm"]].to_numpy(), centres, tol))
-        pooled[1] += len(sel)
+    thresholds, stats = class_thresholds(kept, n_classes, one["threshold"])
     return {
         **detector,
         "particle_thresholds": {c: float(t) for c, t in zip(classifier.classes, thresholds)},
         "calibration": {
             "model_sha256": classifier.sha256,
             "validation_images": len(images),
-            **detection_counts(*pooled),
+            **stats,
             "one_threshold": {"threshold": one["threshold"], "f1": one["validation_f1"]},
         },
     }
