@@ -517,6 +517,57 @@ def test_cli_analyses_and_refuses_bad_inputs_without_output(tiny_stage, tmp_path
         assert done.returncode == 1 and f"{out}: disc.tif is a file, not a folder" in done.stderr, done.stderr
 
 
+def test_detector_edited_by_hand_is_refused_naming_the_key(tiny_stage, tmp_path):
+    """A calibrated detector whose particle thresholds or diameters were edited by hand into
+    values the analysis cannot use is refused naming the file and key, before anything is
+    written: before, a NaN (or null) threshold kept no particle of its class, unseen, and a
+    missing class or an nms_fraction of null failed with a bare KeyError/TypeError."""
+    work, _, _ = tiny_stage
+    model = work / "best.pt"
+    calibrated = json.loads((work / "detector.json").read_text())
+    classifier = Classifier.load(model, "cpu")
+    first = classifier.classes[0]
+
+    def edited(key, value):
+        edit = json.loads(json.dumps(calibrated))
+        edit[key] = value if not callable(value) else value(edit[key])
+        return edit
+
+    cases = [
+        (edited("particle_thresholds", lambda t: {**t, first: float("nan")}), f"particle_thresholds of {first} is nan"),
+        (edited("particle_thresholds", lambda t: {**t, first: None}), f"particle_thresholds of {first} is None"),
+        (edited("particle_thresholds", lambda t: {**t, first: "0.2"}), f"particle_thresholds of {first} is '0.2'"),
+        (edited("particle_thresholds", lambda t: {**t, first: -1}), f"particle_thresholds of {first} is -1"),
+        (edited("particle_thresholds", lambda t: {**t, first: 2}), f"particle_thresholds of {first} is 2"),
+        (
+            edited("particle_thresholds", lambda t: {c: v for c, v in t.items() if c != first}),
+            f"particle_thresholds has no value for the model's classes ['{first}']",
+        ),
+        (
+            edited("particle_thresholds", lambda t: {**t, "Adenovirus": 0.3}),
+            "particle_thresholds has values for classes the model does not give ['Adenovirus']",
+        ),
+        (edited("particle_thresholds", [0.3] * 4), "particle_thresholds is not a {class: number} mapping"),
+        (
+            edited("diameters_nm", lambda d: {c: v for c, v in d.items() if c != first}),
+            f"diameters_nm has no value for the model's classes ['{first}']",
+        ),
+        (edited("diameters_nm", lambda d: {**d, first: 0}), f"diameters_nm of {first} is 0"),
+        (edited("nms_fraction", None), "nms_fraction is None"),
+        (edited("calibration", None), "calibrated for another model"),
+    ]
+    for i, (detector, message) in enumerate(cases):
+        path = tmp_path / f"edited{i}.json"
+        path.write_text(json.dumps(detector))
+        with pytest.raises(ValueError, match=f"^{path}: " + message.replace("[", r"\[").replace("{", r"\{")):
+            read_detector(path, classifier)
+    tifffile.imwrite(tmp_path / "disc.tif", disc_image())
+    with pytest.raises(ValueError, match="edited0.json: particle_thresholds of"):
+        analyse_files([tmp_path / "disc.tif"], model, tmp_path / "out", 2.0, tmp_path / "edited0.json", "cpu", 1)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+    assert read_detector(work / "detector.json", classifier)["particle_thresholds"] == calibrated["particle_thresholds"]
+
+
 def test_pixel_size_from_the_tags_file(tiny_synthetic, tiny_stage, tmp_path):
     work, images, _ = tiny_stage
     row = images.iloc[0]

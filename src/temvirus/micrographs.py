@@ -535,7 +535,10 @@ def calibrate(
 
 def read_detector(path, classifier: Classifier | None = None) -> dict:
     """A detector.json of :func:`fit_detector` (or :func:`calibrate`); with ``classifier``, one
-    calibrated for that very model (its sha256). A clear error for any other file."""
+    calibrated for that very model (its sha256), with a particle threshold in 0..1 and a
+    diameter for each of the model's classes and no threshold of another class. A ValueError
+    naming the file for any other file, or one edited by hand into values the analysis cannot
+    use (a NaN threshold would keep no particle of its class, unseen)."""
     try:
         detector = json.loads(Path(path).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -547,6 +550,9 @@ def read_detector(path, classifier: Classifier | None = None) -> dict:
             f"{path}: a micrograph detector of an older version (no heat-map network); fit it again "
             "(rule micrograph_detector)"
         )
+    fraction = detector.get("nms_fraction")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < math.inf:
+        raise ValueError(f"{path}: nms_fraction is {fraction!r}, not a number above 0: fit the detector again")
     if classifier is None:
         return detector
     if "calibration" not in detector:
@@ -559,12 +565,45 @@ def read_detector(path, classifier: Classifier | None = None) -> dict:
             f"{path}: calibrated by an older version (one particle threshold for all classes): run rule "
             "calibrate_micrographs again"
         )
-    if detector["calibration"]["model_sha256"] != classifier.sha256:
+    calibrated_for = detector["calibration"].get("model_sha256") if isinstance(detector["calibration"], dict) else None
+    if calibrated_for != classifier.sha256:
         raise ValueError(
-            f"{path}: calibrated for another model (sha256 {detector['calibration']['model_sha256'][:12]}..., "
+            f"{path}: calibrated for another model (sha256 {str(calibrated_for)[:12]}..., "
             f"{classifier.path} has {classifier.sha256[:12]}...): run rule calibrate_micrographs for this model"
         )
+    _check_class_values(path, detector, "particle_thresholds", classifier.classes, 0.0, 1.0, exact=True)
+    _check_class_values(path, detector, "diameters_nm", classifier.classes, 0.0, math.inf)
     return detector
+
+
+def _check_class_values(path, detector: Mapping, key: str, classes, low: float, high: float, exact=False) -> None:
+    """A ValueError naming ``path`` unless ``detector[key]`` is ``{class: number}`` with a finite
+    number for each of ``classes`` (the patch model's), ``low <= number <= high`` (``low``
+    excluded when 0 and ``high`` is inf: a diameter), and, with ``exact``, no other class: a
+    detector edited by hand must not leave a class without particles (a NaN threshold keeps
+    none) or fail with a bare KeyError half-way through."""
+    values = detector.get(key)
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: {key} is not a {{class: number}} mapping: run rule calibrate_micrographs again")
+    missing = [c for c in classes if c not in values]
+    other = sorted(set(values) - set(classes)) if exact else []
+    if missing:
+        raise ValueError(
+            f"{path}: {key} has no value for the model's classes {missing}: run rule calibrate_micrographs"
+        )
+    if other:
+        raise ValueError(
+            f"{path}: {key} has values for classes the model does not give {other}: run rule calibrate_micrographs"
+        )
+    for c in classes:
+        v = values[c]
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        positive = low == 0.0 and high == math.inf
+        if not number or not math.isfinite(v) or not low <= v <= high or (positive and v <= 0):
+            where = "above 0" if positive else f"in {low:g}..{high:g}"
+            raise ValueError(
+                f"{path}: {key} of {c} is {v!r}, not a number {where}: run rule calibrate_micrographs again"
+            )
 
 
 # ------------------------------------------------------------------------- analysis
