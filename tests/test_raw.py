@@ -834,6 +834,21 @@ def test_split_folders_in_other_case(tmp_path):
     _expect_error(root, root / "train", "two folders for the train subset: Train/ and train/", tmp_path)
 
 
+def test_two_folders_of_one_class_in_a_subset_are_refused(tmp_path):
+    """``train/Adenovirus/`` beside ``train/adenovirus/`` (or ``Rift Valley/`` beside
+    ``RiftValley/``) was read as one class, merged unseen: on macOS or Windows the two are one
+    folder (a copy merges or clashes), as ``Train/`` beside ``train/``, which is refused. Now
+    refused naming both folders; the same class in two subsets stays as it was."""
+    root = tmp_path / "raw"
+    write_image(root, "train", "Adenovirus", "a1", [[(3, 3)]])
+    write_image(root, "test", "adenovirus", "b1", [[(3, 3)]])
+    assert read_dataset(root)[0]["class"].tolist() == ["Adenovirus", "Adenovirus"]
+    write_image(root, "train", "adenovirus", "c1", [[(3, 3)]])
+    _expect_error(
+        root, root / "train/adenovirus", "two folders for class Adenovirus: Adenovirus/ and adenovirus/", tmp_path
+    )
+
+
 def test_folder_variants_read_alike(good, tmp_path):
     """A class folder in other case, a linked class folder and an empty class folder change nothing."""
     before = read_dataset(good)[0]
