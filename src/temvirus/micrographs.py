@@ -609,6 +609,28 @@ def _check_class_values(path, detector: Mapping, key: str, classes, low: float, 
 # ------------------------------------------------------------------------- analysis
 
 
+def _check_model_zip(path: Path) -> None:
+    """A ValueError naming ``path`` when it is a zip (as torch saves models) cut short or with a
+    member failing its CRC: torch reports most cuts as "[Errno 22] Invalid argument" and does not
+    check the CRCs, so a flipped byte in the weights would be loaded. Other files are left to
+    :func:`temvirus.train.load_checkpoint` (its error says what they are)."""
+    import zipfile
+
+    with path.open("rb") as fh:
+        if fh.read(4) != b"PK\x03\x04":
+            return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+        reason = f"member {bad} fails its CRC" if bad else None
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        reason = str(exc) or type(exc).__name__
+    if reason:
+        raise ValueError(
+            f"{path}: a model file cut short or damaged ({reason}): copy it again from where it was trained"
+        )
+
+
 @dataclass
 class Classifier:
     """A trained patch model and how to feed it (the checkpoint's classes and input size)."""
@@ -632,6 +654,7 @@ class Classifier:
             )
         if not path.is_file():
             raise FileNotFoundError(f"{path}: model file not found")
+        _check_model_zip(path)
         try:
             model, meta = load_checkpoint(path)
         except Exception as exc:  # a zip of another kind, a pickle, text...
