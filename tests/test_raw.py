@@ -70,6 +70,37 @@ def good(tmp_path) -> Path:
     return root
 
 
+def test_workflow_jobs_import_this_checkouts_package(good, tmp_path):
+    """The jobs' scripts import the package of the workflow's own src/, not another checkout's
+    found first on their path (a venv with another checkout installed editable, or an outer
+    PYTHONPATH): before, Snakemake's script preamble appended src/ after site-packages, so a
+    second checkout run with the first one's .venv built its job graph with its own code but ran
+    every job with the other's, unseen (raw_tables read with the other reader)."""
+    import subprocess
+
+    import yaml
+    from conftest import REPO, snakemake_cmd
+
+    other = tmp_path / "other_checkout" / "temvirus"
+    other.mkdir(parents=True)
+    (other / "__init__.py").write_text("raise ImportError('the temvirus package of another checkout was imported')\n")
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(
+        yaml.safe_dump(
+            {
+                "dataset": {"source": "local", "local": {"path": str(good)}},
+                "classes": {"classification": ["Adenovirus", "Nipah", "RiftValley"]},
+            }
+        )
+    )
+    config = str(REPO / "config" / "config.yaml")
+    cmd = snakemake_cmd(tmp_path / "work", "results/raw/images.csv", "--configfile", config, str(overlay), ci=False)
+    env = {**os.environ, "PYTHONPATH": str(other.parent)}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert pd.read_csv(tmp_path / "work" / "results" / "raw" / "images.csv").image_id.tolist() == ["a1", "n1", "r1"]
+
+
 def test_reads_images_points_and_centre_lines(good):
     images, particles = read_dataset(good)
     assert list(images.image_id) == ["a1", "n1", "r1"]
