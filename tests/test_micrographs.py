@@ -614,6 +614,26 @@ def test_tags_file_found_as_the_raw_reader_finds_it_and_checked(tmp_path):
         image_pixel_size(tmp_path / "e.tif", 9.0, (30, 40))
 
 
+def test_a_pixel_size_given_against_the_tags_file_is_said(tmp_path, caplog):
+    """``--pixel-size 9`` for an image whose tags file says 1.5 nm: the tags file's size is used
+    (``--pixel-size`` is for images without one), and now a warning names the tags file and both
+    sizes; before, the size given was passed over without a word."""
+    import logging
+
+    from temvirus.micrographs import image_pixel_size
+
+    (tmp_path / "c.jpg_tags.csv").write_text("Height;30\nWidth;40\nXScale;1,5\nYScale;1,5\n")
+    with caplog.at_level(logging.WARNING, logger="temvirus.micrographs"):
+        assert image_pixel_size(tmp_path / "c.jpg", 1.5, (30, 40)) == 1.5
+        assert image_pixel_size(tmp_path / "c.jpg", None, (30, 40)) == 1.5
+        assert not caplog.records
+        assert image_pixel_size(tmp_path / "c.jpg", 9.0, (30, 40)) == 1.5
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'c.jpg_tags.csv'}: pixel size 1.5 nm used for c.jpg, not --pixel-size 9 "
+        "(which is for images without a tags file)"
+    ]
+
+
 def test_analyse_refuses_bad_images_before_anything(tmp_path):
     """`temvirus analyse` checks each image as the raw reader does, before the model is loaded or
     anything written: an image too small to cut a patch from (was analysed), a JPEG cut short, a

@@ -1104,14 +1104,24 @@ def tags_file(image: Path) -> Path | None:
 def image_pixel_size(path: Path, pixel_size_nm: float | None, shape: tuple[int, int]) -> float:
     """Pixel size (nm) of an image of ``shape`` (height, width px): from its tags file
     (:func:`tags_file`), whose Height and Width must be the image's, else ``pixel_size_nm``; a
-    ValueError naming the file when there is neither, or when they disagree."""
+    ValueError naming the file when there is neither, or when they disagree. A ``pixel_size_nm``
+    other than the tags file's is not used, with a warning naming the tags file."""
     from temvirus.raw import PIXEL_SIZE_RANGE_NM, check_tags_size, read_tags
 
     tags_path = tags_file(path)
     if tags_path is not None:
         tags = read_tags(tags_path)
         check_tags_size(tags, tags_path, path, shape)
-        return float(tags.pixel_size_x_nm)
+        size = float(tags.pixel_size_x_nm)
+        if pixel_size_nm is not None and not math.isclose(size, pixel_size_nm, rel_tol=1e-6):
+            log.warning(
+                "%s: pixel size %g nm used for %s, not --pixel-size %g (which is for images without a tags file)",
+                tags_path,
+                size,
+                path.name,
+                pixel_size_nm,
+            )
+        return size
     if pixel_size_nm is None:
         raise ValueError(
             f"{path}: no pixel size: no tags file ({path.parent / 'tags' / (path.name + '_tags.csv')} or "
