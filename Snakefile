@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -6,9 +7,16 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 # The project package is imported from this workflow's own source tree: here while the job
-# graph is built, and by every script (Snakemake's script preamble appends this process's
-# sys.path), so an environment needs only the third-party packages (envs/temvirus.yaml).
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+# graph is built, and by every script, so an environment needs only the third-party packages
+# (envs/temvirus.yaml). The scripts get it first through PYTHONPATH, which their processes
+# inherit (locally, on SLURM, in --sdm conda): Snakemake's script preamble only appends this
+# process's sys.path, after site-packages, where another checkout's package (installed
+# editable in a shared .venv) or an outer PYTHONPATH would be imported instead.
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+os.environ.update(
+    PYTHONPATH=os.pathsep.join([SRC, *filter(None, [os.environ.get("PYTHONPATH")])])
+)
 
 
 configfile: "config/config.yaml"

@@ -88,6 +88,13 @@ REFUSED = {
         {"micrographs": {"crop_px": 40}},
         ["micrographs.crop_px 40 is not a multiple of 16 (2**(len(micrographs.widths) - 1)"],
     ),
+    "heat_map_coarser_than_the_smallest_particle": (
+        {"micrographs": {"heat_nm": 20.0}},
+        [
+            "micrographs.heat_nm 20.0 shows Astrovirus (25 nm across) in 1.2 px: at least 2 px are needed "
+            "(heat_nm at most 12.5)"
+        ],
+    ),
     "micrograph_model_unknown": (
         {"micrographs": {"experiments": [{"model": "foo", "init": "scratch", "method": "representative"}]}},
         ["'foo' is not one of ['custom', 'small_cnn'"],

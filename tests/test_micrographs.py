@@ -517,6 +517,73 @@ def test_cli_analyses_and_refuses_bad_inputs_without_output(tiny_stage, tmp_path
         assert done.returncode == 1 and f"{out}: disc.tif is a file, not a folder" in done.stderr, done.stderr
 
 
+def test_detector_edited_by_hand_is_refused_naming_the_key(tiny_stage, tmp_path):
+    """A calibrated detector whose particle thresholds or diameters were edited by hand into
+    values the analysis cannot use is refused naming the file and key, before anything is
+    written: before, a NaN (or null) threshold kept no particle of its class, unseen, and a
+    missing class or an nms_fraction of null failed with a bare KeyError/TypeError."""
+    work, _, _ = tiny_stage
+    model = work / "best.pt"
+    calibrated = json.loads((work / "detector.json").read_text())
+    classifier = Classifier.load(model, "cpu")
+    first = classifier.classes[0]
+
+    def edited(key, value):
+        edit = json.loads(json.dumps(calibrated))
+        edit[key] = value if not callable(value) else value(edit[key])
+        return edit
+
+    cases = [
+        (edited("particle_thresholds", lambda t: {**t, first: float("nan")}), f"particle_thresholds of {first} is nan"),
+        (edited("particle_thresholds", lambda t: {**t, first: None}), f"particle_thresholds of {first} is None"),
+        (edited("particle_thresholds", lambda t: {**t, first: "0.2"}), f"particle_thresholds of {first} is '0.2'"),
+        (edited("particle_thresholds", lambda t: {**t, first: -1}), f"particle_thresholds of {first} is -1"),
+        (edited("particle_thresholds", lambda t: {**t, first: 2}), f"particle_thresholds of {first} is 2"),
+        (
+            edited("particle_thresholds", lambda t: {c: v for c, v in t.items() if c != first}),
+            f"particle_thresholds has no value for the model's classes ['{first}']",
+        ),
+        (
+            edited("particle_thresholds", lambda t: {**t, "Adenovirus": 0.3}),
+            "particle_thresholds has values for classes the model does not give ['Adenovirus']",
+        ),
+        (edited("particle_thresholds", [0.3] * 4), "particle_thresholds is not a {class: number} mapping"),
+        (
+            edited("diameters_nm", lambda d: {c: v for c, v in d.items() if c != first}),
+            f"diameters_nm has no value for the model's classes ['{first}']",
+        ),
+        (edited("diameters_nm", lambda d: {**d, first: 0}), f"diameters_nm of {first} is 0"),
+        (edited("nms_fraction", None), "nms_fraction is None"),
+        (edited("calibration", None), "calibrated for another model"),
+    ]
+    for i, (detector, message) in enumerate(cases):
+        path = tmp_path / f"edited{i}.json"
+        path.write_text(json.dumps(detector))
+        with pytest.raises(ValueError, match=f"^{path}: " + message.replace("[", r"\[").replace("{", r"\{")):
+            read_detector(path, classifier)
+    tifffile.imwrite(tmp_path / "disc.tif", disc_image())
+    with pytest.raises(ValueError, match="edited0.json: particle_thresholds of"):
+        analyse_files([tmp_path / "disc.tif"], model, tmp_path / "out", 2.0, tmp_path / "edited0.json", "cpu", 1)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+    assert read_detector(work / "detector.json", classifier)["particle_thresholds"] == calibrated["particle_thresholds"]
+
+
+def test_a_model_file_cut_short_or_damaged_is_named_so(tmp_path):
+    """A best.pt cut short by an interrupted copy was refused with torch's words for it
+    ("OSError: [Errno 22] Invalid argument" for most cuts), and one with a flipped byte in its
+    weights was loaded (torch does not check the zip's CRCs), refused by temvirus analyse only as
+    "calibrated for another model". Both now say the file is cut short or damaged."""
+    data = _fake_checkpoint(tmp_path / "best.pt", TINY_CLASSES).read_bytes()
+    damaged = bytearray(data)
+    damaged[len(data) // 2] ^= 0xFF
+    variants = {"cut100.pt": data[:100], "cut20000.pt": data[:20000], "cut_end.pt": data[:-10], "flip.pt": damaged}
+    for name, content in variants.items():
+        (tmp_path / name).write_bytes(bytes(content))
+        with pytest.raises(ValueError, match=f"^{tmp_path / name}: a model file cut short or damaged"):
+            Classifier.load(tmp_path / name, "cpu")
+    assert Classifier.load(tmp_path / "best.pt", "cpu").classes == list(TINY_CLASSES)
+
+
 def test_pixel_size_from_the_tags_file(tiny_synthetic, tiny_stage, tmp_path):
     work, images, _ = tiny_stage
     row = images.iloc[0]
@@ -545,6 +612,26 @@ def test_tags_file_found_as_the_raw_reader_finds_it_and_checked(tmp_path):
     (tmp_path / "e.png_tags.csv").write_text("Height;30\nWidth;40\nXScale;1,5\nYScale;1,5\n")
     with pytest.raises(RawDataError, match=r"e.png_tags.csv: a tags file of a similar name, not e.tif_tags.csv"):
         image_pixel_size(tmp_path / "e.tif", 9.0, (30, 40))
+
+
+def test_a_pixel_size_given_against_the_tags_file_is_said(tmp_path, caplog):
+    """``--pixel-size 9`` for an image whose tags file says 1.5 nm: the tags file's size is used
+    (``--pixel-size`` is for images without one), and now a warning names the tags file and both
+    sizes; before, the size given was passed over without a word."""
+    import logging
+
+    from temvirus.micrographs import image_pixel_size
+
+    (tmp_path / "c.jpg_tags.csv").write_text("Height;30\nWidth;40\nXScale;1,5\nYScale;1,5\n")
+    with caplog.at_level(logging.WARNING, logger="temvirus.micrographs"):
+        assert image_pixel_size(tmp_path / "c.jpg", 1.5, (30, 40)) == 1.5
+        assert image_pixel_size(tmp_path / "c.jpg", None, (30, 40)) == 1.5
+        assert not caplog.records
+        assert image_pixel_size(tmp_path / "c.jpg", 9.0, (30, 40)) == 1.5
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'c.jpg_tags.csv'}: pixel size 1.5 nm used for c.jpg, not --pixel-size 9 "
+        "(which is for images without a tags file)"
+    ]
 
 
 def test_analyse_refuses_bad_images_before_anything(tmp_path):

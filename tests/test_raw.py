@@ -70,6 +70,37 @@ def good(tmp_path) -> Path:
     return root
 
 
+def test_workflow_jobs_import_this_checkouts_package(good, tmp_path):
+    """The jobs' scripts import the package of the workflow's own src/, not another checkout's
+    found first on their path (a venv with another checkout installed editable, or an outer
+    PYTHONPATH): before, Snakemake's script preamble appended src/ after site-packages, so a
+    second checkout run with the first one's .venv built its job graph with its own code but ran
+    every job with the other's, unseen (raw_tables read with the other reader)."""
+    import subprocess
+
+    import yaml
+    from conftest import REPO, snakemake_cmd
+
+    other = tmp_path / "other_checkout" / "temvirus"
+    other.mkdir(parents=True)
+    (other / "__init__.py").write_text("raise ImportError('the temvirus package of another checkout was imported')\n")
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(
+        yaml.safe_dump(
+            {
+                "dataset": {"source": "local", "local": {"path": str(good)}},
+                "classes": {"classification": ["Adenovirus", "Nipah", "RiftValley"]},
+            }
+        )
+    )
+    config = str(REPO / "config" / "config.yaml")
+    cmd = snakemake_cmd(tmp_path / "work", "results/raw/images.csv", "--configfile", config, str(overlay), ci=False)
+    env = {**os.environ, "PYTHONPATH": str(other.parent)}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert pd.read_csv(tmp_path / "work" / "results" / "raw" / "images.csv").image_id.tolist() == ["a1", "n1", "r1"]
+
+
 def test_reads_images_points_and_centre_lines(good):
     images, particles = read_dataset(good)
     assert list(images.image_id) == ["a1", "n1", "r1"]
@@ -832,6 +863,21 @@ def test_split_folders_in_other_case(tmp_path):
     assert find_raw_root(tmp_path) == root
     write_image(root, "train", "Adenovirus", "c1", [[(3, 3)]])
     _expect_error(root, root / "train", "two folders for the train subset: Train/ and train/", tmp_path)
+
+
+def test_two_folders_of_one_class_in_a_subset_are_refused(tmp_path):
+    """``train/Adenovirus/`` beside ``train/adenovirus/`` (or ``Rift Valley/`` beside
+    ``RiftValley/``) was read as one class, merged unseen: on macOS or Windows the two are one
+    folder (a copy merges or clashes), as ``Train/`` beside ``train/``, which is refused. Now
+    refused naming both folders; the same class in two subsets stays as it was."""
+    root = tmp_path / "raw"
+    write_image(root, "train", "Adenovirus", "a1", [[(3, 3)]])
+    write_image(root, "test", "adenovirus", "b1", [[(3, 3)]])
+    assert read_dataset(root)[0]["class"].tolist() == ["Adenovirus", "Adenovirus"]
+    write_image(root, "train", "adenovirus", "c1", [[(3, 3)]])
+    _expect_error(
+        root, root / "train/adenovirus", "two folders for class Adenovirus: Adenovirus/ and adenovirus/", tmp_path
+    )
 
 
 def test_folder_variants_read_alike(good, tmp_path):

@@ -13,6 +13,8 @@ minutes (or hours) into a run:
 - an experiment whose input size (its own ``input_size``, else ``training.input_size``, null =
   256) is below what its model needs (:data:`temvirus.experiments.MIN_INPUT_SIZE`);
 - a ``micrographs.diameters_nm`` class that is not classified (the detector refuses it);
+- ``micrographs.heat_nm`` so coarse that the smallest classified particle (its
+  ``micrographs.diameters_nm``, else Table 1's mean size) is under :data:`MIN_HEAT_PX` px across;
 - ``micrographs.crop_px`` not a multiple of ``2**(len(micrographs.widths) - 1)`` (the heat-map
   network halves the resolution at each level but the first).
 
@@ -28,6 +30,11 @@ from temvirus.experiments import MIN_INPUT_SIZE, experiment_folder, resolve_trai
 
 #: the patches' side (px) as cut; ``input_size: null`` means this
 PATCH_PX = 256
+
+#: the fewest pixels across the smallest classified particle at ``micrographs.heat_nm``: a
+#: coarser heat map cannot place a centre peak in it (at 5000 nm/px a whole image is a pixel,
+#: and the detector, fitted for minutes, finds nothing: validation F1 0)
+MIN_HEAT_PX = 2
 
 
 def key_path(parts: Iterable) -> str:
@@ -110,6 +117,19 @@ def config_problems(config: dict) -> list[str]:
             f"micrographs.diameters_nm names {unknown}, not among classes.classification "
             f"{config['classes']['classification']}"
         )
+    classes = config["classes"]["classification"]
+    if not unknown:
+        from temvirus.classes import load_table1, paper_file
+
+        table = load_table1(paper_file("table1_dataset.csv"))
+        sizes = {c: float(micro["diameters_nm"].get(c, table.loc[c, "avg_particle_size_nm"])) for c in classes}
+        smallest = min(sizes, key=sizes.get)
+        if sizes[smallest] / micro["heat_nm"] < MIN_HEAT_PX:
+            problems.append(
+                f"micrographs.heat_nm {micro['heat_nm']} shows {smallest} ({sizes[smallest]:g} nm across) in "
+                f"{sizes[smallest] / micro['heat_nm']:.2g} px: at least {MIN_HEAT_PX} px are needed (heat_nm at "
+                f"most {sizes[smallest] / MIN_HEAT_PX:g})"
+            )
     unit = 2 ** (len(micro["widths"]) - 1)
     if micro["crop_px"] % unit:
         problems.append(

@@ -532,7 +532,10 @@ def calibrate(
 
 def read_detector(path, classifier: Classifier | None = None) -> dict:
     """A detector.json of :func:`fit_detector` (or :func:`calibrate`); with ``classifier``, one
-    calibrated for that very model (its sha256). A clear error for any other file."""
+    calibrated for that very model (its sha256), with a particle threshold in 0..1 and a
+    diameter for each of the model's classes and no threshold of another class. A ValueError
+    naming the file for any other file, or one edited by hand into values the analysis cannot
+    use (a NaN threshold would keep no particle of its class, unseen)."""
     try:
         detector = json.loads(Path(path).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -544,6 +547,9 @@ def read_detector(path, classifier: Classifier | None = None) -> dict:
             f"{path}: a micrograph detector of an older version (no heat-map network); fit it again "
             "(rule micrograph_detector)"
         )
+    fraction = detector.get("nms_fraction")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < math.inf:
+        raise ValueError(f"{path}: nms_fraction is {fraction!r}, not a number above 0: fit the detector again")
     if classifier is None:
         return detector
     if "calibration" not in detector:
@@ -556,15 +562,70 @@ def read_detector(path, classifier: Classifier | None = None) -> dict:
             f"{path}: calibrated by an older version (one particle threshold for all classes): run rule "
             "calibrate_micrographs again"
         )
-    if detector["calibration"]["model_sha256"] != classifier.sha256:
+    calibrated_for = detector["calibration"].get("model_sha256") if isinstance(detector["calibration"], dict) else None
+    if calibrated_for != classifier.sha256:
         raise ValueError(
-            f"{path}: calibrated for another model (sha256 {detector['calibration']['model_sha256'][:12]}..., "
+            f"{path}: calibrated for another model (sha256 {str(calibrated_for)[:12]}..., "
             f"{classifier.path} has {classifier.sha256[:12]}...): run rule calibrate_micrographs for this model"
         )
+    _check_class_values(path, detector, "particle_thresholds", classifier.classes, 0.0, 1.0, exact=True)
+    _check_class_values(path, detector, "diameters_nm", classifier.classes, 0.0, math.inf)
     return detector
 
 
+def _check_class_values(path, detector: Mapping, key: str, classes, low: float, high: float, exact=False) -> None:
+    """A ValueError naming ``path`` unless ``detector[key]`` is ``{class: number}`` with a finite
+    number for each of ``classes`` (the patch model's), ``low <= number <= high`` (``low``
+    excluded when 0 and ``high`` is inf: a diameter), and, with ``exact``, no other class: a
+    detector edited by hand must not leave a class without particles (a NaN threshold keeps
+    none) or fail with a bare KeyError half-way through."""
+    values = detector.get(key)
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: {key} is not a {{class: number}} mapping: run rule calibrate_micrographs again")
+    missing = [c for c in classes if c not in values]
+    other = sorted(set(values) - set(classes)) if exact else []
+    if missing:
+        raise ValueError(
+            f"{path}: {key} has no value for the model's classes {missing}: run rule calibrate_micrographs"
+        )
+    if other:
+        raise ValueError(
+            f"{path}: {key} has values for classes the model does not give {other}: run rule calibrate_micrographs"
+        )
+    for c in classes:
+        v = values[c]
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        positive = low == 0.0 and high == math.inf
+        if not number or not math.isfinite(v) or not low <= v <= high or (positive and v <= 0):
+            where = "above 0" if positive else f"in {low:g}..{high:g}"
+            raise ValueError(
+                f"{path}: {key} of {c} is {v!r}, not a number {where}: run rule calibrate_micrographs again"
+            )
+
+
 # ------------------------------------------------------------------------- analysis
+
+
+def _check_model_zip(path: Path) -> None:
+    """A ValueError naming ``path`` when it is a zip (as torch saves models) cut short or with a
+    member failing its CRC: torch reports most cuts as "[Errno 22] Invalid argument" and does not
+    check the CRCs, so a flipped byte in the weights would be loaded. Other files are left to
+    :func:`temvirus.train.load_checkpoint` (its error says what they are)."""
+    import zipfile
+
+    with path.open("rb") as fh:
+        if fh.read(4) != b"PK\x03\x04":
+            return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+        reason = f"member {bad} fails its CRC" if bad else None
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        reason = str(exc) or type(exc).__name__
+    if reason:
+        raise ValueError(
+            f"{path}: a model file cut short or damaged ({reason}): copy it again from where it was trained"
+        )
 
 
 @dataclass
@@ -590,6 +651,7 @@ class Classifier:
             )
         if not path.is_file():
             raise FileNotFoundError(f"{path}: model file not found")
+        _check_model_zip(path)
         try:
             model, meta = load_checkpoint(path)
         except Exception as exc:  # a zip of another kind, a pickle, text...
@@ -1039,14 +1101,24 @@ def tags_file(image: Path) -> Path | None:
 def image_pixel_size(path: Path, pixel_size_nm: float | None, shape: tuple[int, int]) -> float:
     """Pixel size (nm) of an image of ``shape`` (height, width px): from its tags file
     (:func:`tags_file`), whose Height and Width must be the image's, else ``pixel_size_nm``; a
-    ValueError naming the file when there is neither, or when they disagree."""
+    ValueError naming the file when there is neither, or when they disagree. A ``pixel_size_nm``
+    other than the tags file's is not used, with a warning naming the tags file."""
     from temvirus.raw import PIXEL_SIZE_RANGE_NM, check_tags_size, read_tags
 
     tags_path = tags_file(path)
     if tags_path is not None:
         tags = read_tags(tags_path)
         check_tags_size(tags, tags_path, path, shape)
-        return float(tags.pixel_size_x_nm)
+        size = float(tags.pixel_size_x_nm)
+        if pixel_size_nm is not None and not math.isclose(size, pixel_size_nm, rel_tol=1e-6):
+            log.warning(
+                "%s: pixel size %g nm used for %s, not --pixel-size %g (which is for images without a tags file)",
+                tags_path,
+                size,
+                path.name,
+                pixel_size_nm,
+            )
+        return size
     if pixel_size_nm is None:
         raise ValueError(
             f"{path}: no pixel size: no tags file ({path.parent / 'tags' / (path.name + '_tags.csv')} or "

@@ -784,7 +784,8 @@ def read_dataset(root: str | Path, *, hash_files: bool = True) -> tuple[pd.DataF
     """Read a raw-layout folder into an image table and a particle table.
 
     Returns ``(images, particles)`` with columns :data:`IMAGE_COLUMNS` and
-    :data:`PARTICLE_COLUMNS`, sorted by image id. Paths are relative to ``root``.
+    :data:`PARTICLE_COLUMNS`, sorted by image id. Paths are relative to ``root``. Two folders of
+    one class in one subset (``Adenovirus/`` and ``adenovirus/``) raise :class:`RawDataError`.
     """
     root = Path(root)
     if root.is_file() and is_archive(root):
@@ -807,10 +808,17 @@ def read_dataset(root: str | Path, *, hash_files: bool = True) -> tuple[pd.DataF
             if entry.suffix.lower() in IMAGE_SUFFIXES:
                 raise RawDataError(entry, "image outside a class folder ({subset}/{class}/{image})")
     for subset, subset_dir in subsets.items():
+        class_dirs = {}  # one folder per class and subset, as one subset folder (adenovirus/ is Adenovirus/)
         for class_dir in (p for p in _entries(subset_dir) if p.is_dir()):
             cls = class_from_folder(class_dir.name)
             if cls is None:
                 raise RawDataError(class_dir, f"unknown class folder; known classes: {sorted(FOLDER_NAMES.values())}")
+            if cls in class_dirs:
+                raise RawDataError(
+                    class_dir,
+                    f"two folders for class {cls}: {class_dirs[cls].name}/ and {class_dir.name}/; merge them into one",
+                )
+            class_dirs[cls] = class_dir
             image_files = _image_files(class_dir)
             if image_files and not any((class_dir / f).is_dir() for f in COMPANION_FOLDERS):
                 raise RawDataError(
