@@ -568,38 +568,37 @@ def read_detector(path, classifier: Classifier | None = None) -> dict:
             f"{path}: calibrated for another model (sha256 {str(calibrated_for)[:12]}..., "
             f"{classifier.path} has {classifier.sha256[:12]}...): run rule calibrate_micrographs for this model"
         )
-    _check_class_values(path, detector, "particle_thresholds", classifier.classes, 0.0, 1.0, exact=True)
-    _check_class_values(path, detector, "diameters_nm", classifier.classes, 0.0, math.inf)
+    _check_class_values(
+        path, detector, "particle_thresholds", classifier.classes, lambda v: 0 <= v <= 1, "in 0..1", True
+    )
+    _check_class_values(path, detector, "diameters_nm", classifier.classes, lambda v: v > 0, "above 0")
     return detector
 
 
-def _check_class_values(path, detector: Mapping, key: str, classes, low: float, high: float, exact=False) -> None:
+def _check_class_values(path, detector: Mapping, key: str, classes, valid, what: str, exact: bool = False) -> None:
     """A ValueError naming ``path`` unless ``detector[key]`` is ``{class: number}`` with a finite
-    number for each of ``classes`` (the patch model's), ``low <= number <= high`` (``low``
-    excluded when 0 and ``high`` is inf: a diameter), and, with ``exact``, no other class: a
-    detector edited by hand must not leave a class without particles (a NaN threshold keeps
-    none) or fail with a bare KeyError half-way through."""
+    number for each of ``classes`` (the patch model's) for which ``valid(number)`` holds
+    (``what`` says the range), and, with ``exact``, no other class: a detector edited by hand
+    must not leave a class without particles (a NaN threshold keeps none) or fail with a bare
+    KeyError half-way through."""
     values = detector.get(key)
     if not isinstance(values, dict):
         raise ValueError(f"{path}: {key} is not a {{class: number}} mapping: run rule calibrate_micrographs again")
     missing = [c for c in classes if c not in values]
-    other = sorted(set(values) - set(classes)) if exact else []
     if missing:
         raise ValueError(
             f"{path}: {key} has no value for the model's classes {missing}: run rule calibrate_micrographs"
         )
+    other = sorted(set(values) - set(classes)) if exact else []
     if other:
         raise ValueError(
             f"{path}: {key} has values for classes the model does not give {other}: run rule calibrate_micrographs"
         )
     for c in classes:
         v = values[c]
-        number = isinstance(v, (int, float)) and not isinstance(v, bool)
-        positive = low == 0.0 and high == math.inf
-        if not number or not math.isfinite(v) or not low <= v <= high or (positive and v <= 0):
-            where = "above 0" if positive else f"in {low:g}..{high:g}"
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not valid(v):
             raise ValueError(
-                f"{path}: {key} of {c} is {v!r}, not a number {where}: run rule calibrate_micrographs again"
+                f"{path}: {key} of {c} is {v!r}, not a number {what}: run rule calibrate_micrographs again"
             )
 
 
