@@ -117,12 +117,12 @@ def config_problems(config: dict) -> list[str]:
             f"micrographs.diameters_nm names {unknown}, not among classes.classification "
             f"{config['classes']['classification']}"
         )
-    classes = config["classes"]["classification"]
     if not unknown:
-        from temvirus.classes import load_table1, paper_file
+        from temvirus.classes import paper_file
+        from temvirus.micrographs import class_diameters
 
-        table = load_table1(paper_file("table1_dataset.csv"))
-        sizes = {c: float(micro["diameters_nm"].get(c, table.loc[c, "avg_particle_size_nm"])) for c in classes}
+        classes = config["classes"]["classification"]
+        sizes = class_diameters(classes, paper_file("table1_dataset.csv"), micro["diameters_nm"])
         smallest = min(sizes, key=sizes.get)
         if sizes[smallest] / micro["heat_nm"] < MIN_HEAT_PX:
             problems.append(
