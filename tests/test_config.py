@@ -99,6 +99,27 @@ REFUSED = {
         {"micrographs": {"experiments": [{"model": "foo", "init": "scratch", "method": "representative"}]}},
         ["'foo' is not one of ['custom', 'small_cnn'"],
     ),
+    # values out of their key's range (the schema) ...
+    "sigma_fraction_not_a_fraction": (
+        {"micrographs": {"sigma_fraction": 50}},
+        ["50 is greater than the maximum of 1", "On instance['micrographs']['sigma_fraction']"],
+    ),
+    "nms_fraction_above_one_diameter": (
+        {"micrographs": {"nms_fractions": [0.5, 1.5]}},
+        ["1.5 is greater than the maximum of 1", "On instance['micrographs']['nms_fractions'][1]"],
+    ),
+    "micrograph_lr_above_one": (
+        {"micrographs": {"lr": 5}},
+        ["5 is greater than the maximum of 1", "On instance['micrographs']['lr']"],
+    ),
+    "weight_decay_above_one": (
+        {"training": {"weight_decay": 2}},
+        ["2 is greater than the maximum of 1", "On instance['training']['weight_decay']"],
+    ),
+    "experiment_weight_decay_above_one": (
+        {"experiments": [{"model": "small_cnn", "init": "scratch", "method": "representative", "weight_decay": 2}]},
+        ["2 is greater than the maximum of 1", "On instance['experiments'][0]['weight_decay']"],
+    ),
 }
 
 
