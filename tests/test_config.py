@@ -120,6 +120,49 @@ REFUSED = {
         {"experiments": [{"model": "small_cnn", "init": "scratch", "method": "representative", "weight_decay": 2}]},
         ["2 is greater than the maximum of 1", "On instance['experiments'][0]['weight_decay']"],
     ),
+    # ... and pairs of keys out of order, or a size too small for what it must hold (configcheck)
+    "second_heat_pass_as_fine_as_the_first": (
+        {"micrographs": {"large_heat_nm": 6.0}},
+        ["micrographs.large_heat_nm 6.0 is not coarser than micrographs.heat_nm 6.0"],
+    ),
+    "second_heat_pass_finer_than_the_first": (
+        {"micrographs": {"large_heat_nm": 3.0}},
+        ["micrographs.large_heat_nm 3.0 is not coarser than micrographs.heat_nm 6.0"],
+    ),
+    "second_pass_keeps_particles_under_2_px": (
+        {"micrographs": {"large_min_nm": 20.0}},
+        ["micrographs.large_min_nm 20.0 keeps second-pass peaks of 1.1 px at micrographs.large_heat_nm 18.0"],
+    ),
+    "crop_bottleneck_of_1_px": (
+        {"micrographs": {"crop_px": 8, "widths": [8, 16, 24, 32]}},
+        [
+            "micrographs.crop_px 8 is too small: it leaves the heat-map network's bottleneck 1 px wide",
+            "crop_px at least 32 (a multiple of 8)",
+        ],
+    ),
+    "crop_narrower_than_the_biggest_particle": (
+        {"micrographs": {"crop_px": 32, "large_heat_nm": None}},
+        [
+            "micrographs.crop_px 32 is too small: Cowpox (270 nm across) is 45 px at micrographs.heat_nm 6.0",
+            "crop_px at least 48 (a multiple of 16)",
+        ],
+    ),
+    "overlap_coarse_cap_finer_than_the_pyramid": (
+        {"overlap": {"max_coarse_nm": 1.0}},
+        ["overlap.coarse_nm 2.0 and overlap.max_coarse_nm 1.0: coarse_nm must be at most max_coarse_nm"],
+    ),
+    "overlap_fine_check_coarser_than_the_coarse": (
+        {"overlap": {"min_fine_nm": 4.0}},
+        ["overlap.min_fine_nm 4.0 and overlap.coarse_nm 2.0: min_fine_nm must be at most coarse_nm"],
+    ),
+    "overlap_band_pass_empty": (
+        {"overlap": {"lowpass_px": 12.0}},
+        ["overlap.lowpass_px 12.0 and overlap.highpass_px 12.0: lowpass_px must be below highpass_px"],
+    ),
+    "overlap_lead_screen_above_the_screen": (
+        {"overlap": {"min_screen_ncc": 0.8}},
+        ["overlap.min_screen_ncc 0.8 and overlap.screen_ncc 0.7: min_screen_ncc must be at most screen_ncc"],
+    ),
 }
 
 

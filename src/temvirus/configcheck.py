@@ -16,13 +16,22 @@ minutes (or hours) into a run:
 - ``micrographs.heat_nm`` so coarse that the smallest classified particle (its
   ``micrographs.diameters_nm``, else Table 1's mean size) is under :data:`MIN_HEAT_PX` px across;
 - ``micrographs.crop_px`` not a multiple of ``2**(len(micrographs.widths) - 1)`` (the heat-map
-  network halves the resolution at each level but the first).
+  network halves the resolution at each level but the first), leaving the bottleneck under
+  :data:`MIN_BOTTLENECK_PX` px, or narrower than the biggest classified particle at the pass that
+  answers for it (``heat_nm``; ``large_heat_nm`` from ``large_min_nm`` on);
+- ``micrographs.large_heat_nm`` not coarser than ``micrographs.heat_nm`` (the second pass is for
+  the large particles), or ``micrographs.large_min_nm`` under :data:`MIN_HEAT_PX` px at it;
+- ``overlap`` pairs out of order: ``max_coarse_nm`` finer than ``coarse_nm`` (the cap would be
+  silently ignored), ``min_fine_nm`` coarser than ``coarse_nm`` (a fine check coarser than the
+  coarse registration), ``lowpass_px`` not below ``highpass_px`` (equal: no band left),
+  ``min_screen_ncc`` above ``screen_ncc`` (never used).
 
 No torch import here: the workflow calls this while it builds the job graph.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -35,6 +44,11 @@ PATCH_PX = 256
 #: coarser heat map cannot place a centre peak in it (at 5000 nm/px a whole image is a pixel,
 #: and the detector, fitted for minutes, finds nothing: validation F1 0)
 MIN_HEAT_PX = 2
+
+#: the fewest pixels across the heat-map network's bottleneck (``micrographs.crop_px`` over
+#: ``2**(len(widths) - 1)``) in training: at 1 px its 3x3 convolutions see only their zero
+#: padding, and batch norm has one value per crop (none to normalise with a batch of one)
+MIN_BOTTLENECK_PX = 2
 
 
 def key_path(parts: Iterable) -> str:
@@ -110,32 +124,91 @@ def config_problems(config: dict) -> list[str]:
                 f"{need} px, {where} is {size}; give this experiment its own input_size (e.g. "
                 f"{min(s for s in (32, 64, 128, 256) if s >= need)})"
             )
+    problems += _overlap_problems(config["overlap"])
     micro = config["micrographs"]
+    large = micro["large_heat_nm"]
+    if large is not None and large <= micro["heat_nm"]:
+        problems.append(
+            f"micrographs.large_heat_nm {large} is not coarser than micrographs.heat_nm {micro['heat_nm']}: "
+            f"the second pass is for large particles (a larger pixel size, or null for one pass)"
+        )
+    if large is not None and micro["large_min_nm"] < MIN_HEAT_PX * large:
+        problems.append(
+            f"micrographs.large_min_nm {micro['large_min_nm']} keeps second-pass peaks of "
+            f"{micro['large_min_nm'] / large:.2g} px at micrographs.large_heat_nm {large}: at least {MIN_HEAT_PX} px "
+            f"are needed (large_min_nm at least {MIN_HEAT_PX * large:g})"
+        )
+    unit = 2 ** (len(micro["widths"]) - 1)
+    crop = micro["crop_px"]
+    if crop % unit:
+        problems.append(
+            f"micrographs.crop_px {crop} is not a multiple of {unit} "
+            f"(2**(len(micrographs.widths) - 1), widths {micro['widths']})"
+        )
     unknown = sorted(set(micro["diameters_nm"]) - set(config["classes"]["classification"]))
     if unknown:
         problems.append(
             f"micrographs.diameters_nm names {unknown}, not among classes.classification "
             f"{config['classes']['classification']}"
         )
-    if not unknown:
-        from temvirus.classes import paper_file
-        from temvirus.micrographs import class_diameters
+        return problems
+    from temvirus.classes import paper_file
+    from temvirus.micrographs import class_diameters
 
-        classes = config["classes"]["classification"]
-        sizes = class_diameters(classes, paper_file("table1_dataset.csv"), micro["diameters_nm"])
-        smallest = min(sizes, key=sizes.get)
-        if sizes[smallest] / micro["heat_nm"] < MIN_HEAT_PX:
-            problems.append(
-                f"micrographs.heat_nm {micro['heat_nm']} shows {smallest} ({sizes[smallest]:g} nm across) in "
-                f"{sizes[smallest] / micro['heat_nm']:.2g} px: at least {MIN_HEAT_PX} px are needed (heat_nm at "
-                f"most {sizes[smallest] / MIN_HEAT_PX:g})"
-            )
-    unit = 2 ** (len(micro["widths"]) - 1)
-    if micro["crop_px"] % unit:
+    classes = config["classes"]["classification"]
+    sizes = class_diameters(classes, paper_file("table1_dataset.csv"), micro["diameters_nm"])
+    smallest = min(sizes, key=sizes.get)
+    if sizes[smallest] / micro["heat_nm"] < MIN_HEAT_PX:
         problems.append(
-            f"micrographs.crop_px {micro['crop_px']} is not a multiple of {unit} "
-            f"(2**(len(micrographs.widths) - 1), widths {micro['widths']})"
+            f"micrographs.heat_nm {micro['heat_nm']} shows {smallest} ({sizes[smallest]:g} nm across) in "
+            f"{sizes[smallest] / micro['heat_nm']:.2g} px: at least {MIN_HEAT_PX} px are needed (heat_nm at "
+            f"most {sizes[smallest] / MIN_HEAT_PX:g})"
         )
+    # the crop: at least MIN_BOTTLENECK_PX px at the bottleneck, and each classified particle whole
+    # at the pass that answers for it: the first (heat_nm) below large_min_nm, the second
+    # (large_heat_nm, the same network) from it on
+    short = []
+    if crop < MIN_BOTTLENECK_PX * unit:
+        short.append(
+            f"it leaves the heat-map network's bottleneck {crop / unit:g} px wide (crop_px / "
+            f"2**(len(micrographs.widths) - 1), widths {micro['widths']}; at least {MIN_BOTTLENECK_PX} px needed)"
+        )
+    passes = {"heat_nm": [c for c in classes if large is None or sizes[c] < micro["large_min_nm"]]}
+    if large is not None:
+        passes["large_heat_nm"] = [c for c in classes if sizes[c] >= micro["large_min_nm"]]
+    widest = 0.0
+    for key, answered in passes.items():
+        biggest = max(answered, key=sizes.get, default=None)
+        across = sizes[biggest] / micro[key] if biggest else 0.0
+        widest = max(widest, across)
+        if across > crop:
+            short.append(
+                f"{biggest} ({sizes[biggest]:g} nm across) is {across:.3g} px at micrographs.{key} {micro[key]}, "
+                f"the pass that answers for it, and a training crop must hold it whole"
+            )
+    if short:
+        problems.append(
+            f"micrographs.crop_px {crop} is too small: " + "; ".join(short) + f"; crop_px at least "
+            f"{unit * max(MIN_BOTTLENECK_PX, math.ceil(widest / unit))} (a multiple of {unit})"
+        )
+    return problems
+
+
+def _overlap_problems(section: dict) -> list[str]:
+    """Pairs of ``overlap`` keys out of order (see the module docstring), one line each."""
+    problems = []
+    for low, high, strict, why in (
+        ("coarse_nm", "max_coarse_nm", False, "the cap on the coarse pixel (nm) would be silently ignored"),
+        ("min_fine_nm", "coarse_nm", False, "the fine check (nm) would be coarser than the coarse registration"),
+        ("lowpass_px", "highpass_px", True, "the band-pass keeps the sizes (px) between the two sigmas"),
+        ("min_screen_ncc", "screen_ncc", False, "the lead screen is for shifts below screen_ncc"),
+    ):
+        a, b = section[low], section[high]
+        if a > b or (strict and a == b):
+            problems.append(
+                f"overlap.{low} {a} and overlap.{high} {b}: {low} must be {'below' if strict else 'at most'} "
+                f"{high} ({why})"
+            )
     return problems
 
 
