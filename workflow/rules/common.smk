@@ -497,8 +497,9 @@ def all_inputs(wildcards):
 # Whatever the target, before any job: what the schema cannot check (temvirus.configcheck: whole
 # numbers written as floats, repeated experiments, an experiment of a split method the config does
 # not build or below its model's input size, micrographs.experiments not configured, crop_px,
-# diameters_nm of classes not classified). Then every mapping's keys in the schema's order, before
-# the rule files read their params (the order in which config files name keys re-runs nothing).
+# diameters_nm of classes not classified, pairs of keys out of order). Then every mapping's keys
+# in the schema's order, before the rule files read their params (the order in which config files
+# name keys re-runs nothing).
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 check_config(config, SCHEMA)
 reorder_config(config, SCHEMA)
