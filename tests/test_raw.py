@@ -188,6 +188,30 @@ def test_one_file_for_both_tables_is_refused(real_crops, tmp_path):
     assert not table.exists()
 
 
+@pytest.mark.parametrize(
+    "images,particles",
+    [
+        ("raw/train/Adenovirus/tags/a1.tif_tags.csv", "particles.csv"),  # a raw file: deleted, then "missing"
+        ("images.csv", "raw/train/Adenovirus/a1.tif"),  # a raw image
+        ("raw/train/images.csv", "particles.csv"),  # a new file: the table lands inside the data
+    ],
+)
+def test_tables_inside_the_raw_folder_are_refused(good, tmp_path, images, particles):
+    """`temvirus read RAW --images/--particles` naming a path inside RAW: the command removed an
+    earlier table there first, so a raw file given by mistake (its tags file, an image) was
+    deleted and the read then failed with "tags file is missing"; a new table was written into
+    the raw layout. Now refused naming the path, before anything is removed or written."""
+    from temvirus.cli import main
+
+    before = {p: p.read_bytes() for p in good.rglob("*") if p.is_file()}
+    images, particles = tmp_path / images, tmp_path / particles
+    with pytest.raises(ValueError, match="inside the raw-layout folder"):
+        write_tables(good, images, particles)
+    assert main(["read", str(good), "--images", str(images), "--particles", str(particles)]) == 1
+    assert {p: p.read_bytes() for p in good.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / "images.csv").exists() and not (tmp_path / "particles.csv").exists()
+
+
 def test_positions_of_another_image_are_refused(good, tmp_path):
     """A positions file whose header names another image (copied for the wrong one) is refused."""
     positions = good / "train/Adenovirus/particle_positions/a1_particlepositions.txt"

@@ -922,12 +922,17 @@ def write_tables(
     :class:`RawDataError` names the missing classes and the classes found, before any
     curation work. Nothing is written unless the whole folder reads without error, and tables
     of an earlier run at these paths are removed first: a failed run (``temvirus read``) leaves
-    neither stale tables nor a new image table beside an old particle table.
+    neither stale tables nor a new image table beside an old particle table. A table path
+    inside ``root`` (links resolved) raises ValueError before anything is removed: it would
+    delete a raw file given by mistake, or put a table into the layout it describes.
     """
     from temvirus.io import write_csv
 
     if Path(images_csv).resolve() == Path(particles_csv).resolve():
         raise ValueError(f"{images_csv}: given for both the image and the particle table (one would replace the other)")
+    for table in (images_csv, particles_csv):
+        if Path(table).resolve().is_relative_to(Path(root).resolve()):
+            raise ValueError(f"{table}: inside the raw-layout folder {root} it reads; write the table elsewhere")
     for table in (images_csv, particles_csv):
         Path(table).unlink(missing_ok=True)
     images, particles = read_dataset(root)
