@@ -53,3 +53,51 @@ def test_remove_temporaries_takes_only_temporaries(tmp_path):
     assert TEMPORARY.match(Path(left).name) and TEMPORARY.match(folder.name)
     assert sorted(remove_temporaries(tmp_path)) == sorted([Path(left), folder])
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["a", "a/.keep", "a/images.csv"]
+
+
+def test_folders_written_into_place_are_readable_by_others_under_the_umask(tmp_path):
+    """Folder outputs are made in a temporary folder moved into place; ``tempfile.mkdtemp`` makes it
+    0700, so the synthetic raw tree, the published patches, the micrograph results, the overlap
+    figures and an extracted archive's layout were unreadable to the group and others (the files
+    in them 0644). Every such folder now comes from :func:`temvirus.io.temporary_dir`."""
+    import re
+    import zipfile
+
+    import pandas as pd
+    from conftest import REPO
+
+    from temvirus.download import extract_archives
+    from temvirus.io import atomic_dir
+    from temvirus.overlap_figures import plot_decisions
+    from temvirus.synth import generate_dataset
+
+    old = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "atomic") as tmp:
+            (tmp / "a.txt").write_text("x")
+        generate_dataset(
+            tmp_path / "synth",
+            tmp_path / "truth.csv",
+            table1=REPO / "resources" / "paper" / "table1_dataset.csv",
+            scale=0.001,
+            seed=1,
+            overlaps=0,
+            binning=2,
+            classes=["Sapovirus"],
+        )
+        pairs = tmp_path / "pairs.csv"
+        pd.DataFrame(columns=["class", "image_a", "image_b", "decision", "evidence"]).to_csv(pairs, index=False)
+        plot_decisions(pairs, pairs, tmp_path, tmp_path / "figures", near_misses=0)
+        archive = tmp_path / "raw.zip"  # the layout at the archive's top: the staging folder becomes it
+        with zipfile.ZipFile(archive, "w") as zf:
+            for path in sorted((tmp_path / "synth").rglob("*")):
+                if path.is_file():
+                    zf.write(path, path.relative_to(tmp_path / "synth").as_posix())
+        extract_archives([archive], tmp_path / "extracted")
+    finally:
+        os.umask(old)
+    for folder in ("atomic", "synth", "figures", "extracted"):
+        assert stat.S_IMODE((tmp_path / folder).stat().st_mode) == 0o755, folder
+    # no other way to a temporary folder: each would have to set its permissions again
+    sources = [p for p in (REPO / "src" / "temvirus").rglob("*.py") if p.name != "io.py"]
+    assert [p.name for p in sources if re.search(r"mkdtemp|TemporaryDirectory", p.read_text())] == []

@@ -41,7 +41,6 @@ import re
 import shutil
 import stat
 import tarfile
-import tempfile
 import zipfile
 import zlib
 from datetime import UTC, datetime
@@ -52,7 +51,7 @@ import urllib3
 from urllib3.exceptions import MaxRetryError, ProtocolError, ReadTimeoutError
 from urllib3.util import Retry
 
-from temvirus.io import sha256_file, write_json
+from temvirus.io import sha256_file, temporary_dir, write_json
 from temvirus.raw import SUBSETS, RawDataError, ignored, is_archive, read_dataset, subset_folders
 
 log = logging.getLogger(__name__)
@@ -670,9 +669,8 @@ def extract_archives(archives: list[Path], target: str | os.PathLike) -> dict:
     target = Path(target)
     if target.exists():
         raise DownloadError(f"{target}: already exists; remove it to extract again")
-    target.parent.mkdir(parents=True, exist_ok=True)
     # named like temvirus.io's temporaries: the workflow's start removes a killed job's leftover
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
+    staging = temporary_dir(target)
     try:
         checked = [_check_members(archive, staging) for archive in archives]
         owner: dict[str, Path] = {}

@@ -62,16 +62,27 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-@contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; it replaces ``path`` on success, else is removed.
-
-    The folder counterpart of :func:`atomic_path` (named like it, :data:`TEMPORARY`): a failed
-    step leaves neither a half-written folder nor a changed ``path``.
-    """
+def temporary_dir(path: str | os.PathLike) -> Path:
+    """A new empty folder beside ``path`` (its parents made), named like :data:`TEMPORARY`, with the
+    permissions of an ordinary ``mkdir`` under the umask (``tempfile.mkdtemp`` makes 0700: a folder
+    moved into place from it would be unreadable to the group and others)."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent))
+    tmp.chmod(0o777 & ~_UMASK)
+    return tmp
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path`` (:func:`temporary_dir`); it replaces ``path`` on
+    success, else is removed.
+
+    The folder counterpart of :func:`atomic_path` (named like it, :data:`TEMPORARY`, with ordinary
+    permissions): a failed step leaves neither a half-written folder nor a changed ``path``.
+    """
+    final = Path(path)
+    tmp = temporary_dir(final)
     try:
         yield tmp
         if final.exists():

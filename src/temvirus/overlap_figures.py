@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from temvirus.io import save_figure
+from temvirus.io import atomic_dir, save_figure
 from temvirus.overlap import OVERLAP, area_resample, constant_area_mask, turned
 from temvirus.raw import read_image
 
@@ -141,14 +139,6 @@ def plot_decisions(pairs_csv, images_csv, root, out_dir, near_misses: int) -> No
     (``{class}__{image_a}__{image_b}.png``), written into place whole."""
     pairs = pd.read_csv(pairs_csv, dtype={"image_a": str, "image_b": str})
     images = pd.read_csv(images_csv, dtype={"image_id": str})
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         for _, row in decisions_to_plot(pairs, near_misses).iterrows():
             plot_pair(row, images, root, tmp / f"{row['class']}__{row.image_a}__{row.image_b}.png".replace(" ", "_"))
-        shutil.rmtree(out_dir, ignore_errors=True)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

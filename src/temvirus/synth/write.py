@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,7 @@ import tifffile
 from threadpoolctl import threadpool_limits
 
 from temvirus.classes import FOLDER_NAMES, load_table1
-from temvirus.io import write_csv
+from temvirus.io import atomic_dir, write_csv
 from temvirus.seeding import rng
 from temvirus.synth.plan import MICROSCOPES, plan_dataset
 from temvirus.synth.planted import CHANGES, plant_overlap
@@ -143,20 +141,12 @@ def generate_dataset(
     if out_root.exists() and any(out_root.iterdir()):
         raise FileExistsError(f"{out_root}: output folder exists and is not empty; remove it first")
     plan = plan_dataset(table, scale, seed, classes)
-    out_root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_root.name}.", suffix=".part", dir=out_root.parent))
-    try:
+    with atomic_dir(out_root) as tmp:  # out_root is missing or empty (checked above)
         with threadpool_limits(1):  # small matrix products: BLAS threads only spin on a busy machine
             truth, sizes = _generate_into(tmp, plan, seed, overlaps, binning)
         write_csv(truth_csv, truth)
         if sizes_csv is not None:
             write_csv(sizes_csv, sizes)
-        if out_root.exists():
-            out_root.rmdir()
-        os.replace(tmp, out_root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info(
         "%s: %d images (%d planted overlaps), %d particles, %d classes",
         out_root,
