@@ -517,6 +517,35 @@ def test_cli_analyses_and_refuses_bad_inputs_without_output(tiny_stage, tmp_path
         assert done.returncode == 1 and f"{out}: disc.tif is a file, not a folder" in done.stderr, done.stderr
 
 
+def test_an_output_folder_given_as_a_link_or_as_the_current_folder(tiny_stage, tmp_path):
+    """`temvirus analyse --out` a link to an empty folder passed the checks, every image was
+    analysed, then the output failed to go in place with "Cannot call rmtree on a symbolic link"
+    (no path named); `--out .` in an empty folder failed at once with a bare StopIteration
+    traceback. Now the link's folder receives the output (the link kept), and the current folder
+    (which would be replaced under the shell standing in it) is refused naming it."""
+    work, _, _ = tiny_stage
+    args = ["disc.tif", "--model", work / "best.pt", "--detector", work / "detector.json", "--pixel-size", 2]
+    tifffile.imwrite(tmp_path / "disc.tif", disc_image())
+    (tmp_path / "target").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "target", target_is_directory=True)
+    done = _cli(*args, "--out", "link", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "target" / "summary.csv").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disc.tif", "link", "target"]
+    (tmp_path / "here").mkdir()
+    args[0] = tmp_path / "disc.tif"
+    for out in (".", "../here"):
+        done = _cli(*args, "--out", out, cwd=tmp_path / "here")
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert f"{out}: the current folder" in done.stderr, done.stderr
+        assert list((tmp_path / "here").iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == [
+            "disc.tif",
+            "here",
+            "link",
+            "target",
+        ]
+
+
 def test_detector_edited_by_hand_is_refused_naming_the_key(tiny_stage, tmp_path):
     """A calibrated detector whose particle thresholds or diameters were edited by hand into
     values the analysis cannot use is refused naming the file and key, before anything is

@@ -1157,8 +1157,9 @@ def analyse_files(
     """``temvirus analyse``: every image analysed into ``out_dir`` as the workflow does (no
     evaluation: no annotations). Every input is checked first (images exist, are readable, have
     a pixel size and sides long enough to cut patches from, :func:`temvirus.raw.check_image_size`;
-    unique names; the model and detector are of this workflow; ``out_dir`` is new or empty); the
-    output folder appears only when complete. Raises :class:`temvirus.raw.RawDataError` naming
+    unique names; the model and detector are of this workflow; ``out_dir`` is new or empty, not the
+    current folder); the output folder appears only when complete (for a link, in the folder it
+    points to). Raises :class:`temvirus.raw.RawDataError` naming
     an unreadable or too small image or a bad tags file. Returns (metrics, summary)."""
     import torch
 
@@ -1167,14 +1168,16 @@ def analyse_files(
 
     torch.set_num_threads(max(1, threads))
     resolve_device(device, "--device")  # a GPU asked for and absent: said before anything is read
-    out_dir = Path(out_dir)
+    given, out_dir = out_dir, Path(out_dir).resolve()  # a link's folder receives the output; '.' spelt out
     if out_dir.exists() and not out_dir.is_dir():
-        raise FileExistsError(f"{out_dir}: exists and is a file, not an output folder; choose another --out")
+        raise FileExistsError(f"{given}: exists and is a file, not an output folder; choose another --out")
     if out_dir.exists() and any(out_dir.iterdir()):
-        raise FileExistsError(f"{out_dir}: output folder exists and is not empty; remove it or choose another")
-    ancestor = next(p for p in out_dir.parents if p.exists())  # '.' or '/' at the latest
+        raise FileExistsError(f"{given}: output folder exists and is not empty; remove it or choose another")
+    if out_dir == Path.cwd().resolve():  # replaced by the output: the shell would stand in a removed folder
+        raise FileExistsError(f"{given}: the current folder ({out_dir}); give a folder inside it or elsewhere")
+    ancestor = next(p for p in out_dir.parents if p.exists())  # '/' at the latest
     if not ancestor.is_dir():  # found here, not as "[Errno 17] File exists" after the model is loaded
-        raise NotADirectoryError(f"{out_dir}: {ancestor} is a file, not a folder; choose another --out")
+        raise NotADirectoryError(f"{given}: {ancestor.name} is a file, not a folder; choose another --out")
     rows = []
     for path in map(Path, paths):
         if path.is_dir():
