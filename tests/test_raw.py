@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import unicodedata
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+from conftest import copy_real_image
 from PIL import Image
 
 from temvirus.raw import EmptyImageWarning, RawDataError, read_dataset, read_positions, read_tags, write_tables
@@ -34,7 +37,8 @@ def write_image(
     directory = root / split / folder
     (directory / "tags").mkdir(parents=True, exist_ok=True)
     (directory / "particle_positions").mkdir(exist_ok=True)
-    pixels = (np.arange(width * height).reshape(height, width) % 251).astype(
+    offset = zlib.crc32(image_id.encode())  # other pixels per image: equal files in two classes are refused
+    pixels = ((np.arange(width * height).reshape(height, width) + offset) % 251).astype(
         np.uint16 if suffix == ".tif" else np.uint8
     )
     path = directory / f"{image_id}{suffix}"
@@ -210,6 +214,37 @@ def test_tables_inside_the_raw_folder_are_refused(good, tmp_path, images, partic
     assert main(["read", str(good), "--images", str(images), "--particles", str(particles)]) == 1
     assert {p: p.read_bytes() for p in good.rglob("*") if p.is_file()} == before
     assert not (tmp_path / "images.csv").exists() and not (tmp_path / "particles.csv").exists()
+
+
+def test_one_image_file_in_two_class_folders_is_refused(real_crops, tmp_path):
+    """A real micrograph copied (with its tags and positions) into a second class folder under
+    another name was read as two images of two classes: its particles trained (or were scored)
+    under both labels, and overlap removal, which compares images within a class, never saw the
+    pair (the audit named it only when the two copies fell into different sets, after training).
+    Now refused naming both files; a copy within its own class is still read (overlap removal
+    keeps one of them)."""
+    raw = tmp_path / "raw"
+    for cls in ("Adenovirus", "Astrovirus"):
+        for image in sorted((real_crops / "train" / cls).glob("*.jpg"))[:1]:
+            copy_real_image(image, raw / "train" / cls)
+    source = next((raw / "train" / "Adenovirus").glob("*.jpg"))
+
+    def copy_into(cls: str) -> Path:
+        target = raw / "train" / cls / "copy.jpg"
+        shutil.copy(source, target)
+        shutil.copy(source.parent / "tags" / f"{source.name}_tags.csv", target.parent / "tags" / "copy.jpg_tags.csv")
+        positions = (source.parent / "particle_positions" / f"{source.stem}_particlepositions.txt").read_text()
+        (target.parent / "particle_positions" / "copy_particlepositions.txt").write_text(
+            positions.replace(source.name, target.name)
+        )
+        return target
+
+    copy_into("Adenovirus")
+    assert "copy" in set(read_dataset(raw)[0].image_id)
+    for companion in raw.rglob("copy*"):
+        companion.unlink()
+    target = copy_into("Astrovirus")
+    _expect_error(raw, target, re.escape(f"the same file (equal bytes) as train/Adenovirus/{source.name}"), tmp_path)
 
 
 def test_positions_of_another_image_are_refused(good, tmp_path):

@@ -785,7 +785,8 @@ def read_dataset(root: str | Path, *, hash_files: bool = True) -> tuple[pd.DataF
 
     Returns ``(images, particles)`` with columns :data:`IMAGE_COLUMNS` and
     :data:`PARTICLE_COLUMNS`, sorted by image id. Paths are relative to ``root``. Two folders of
-    one class in one subset (``Adenovirus/`` and ``adenovirus/``) raise :class:`RawDataError`.
+    one class in one subset (``Adenovirus/`` and ``adenovirus/``), and one image file (equal
+    bytes) in the folders of two classes, raise :class:`RawDataError`.
     """
     root = Path(root)
     if root.is_file() and is_archive(root):
@@ -845,8 +846,24 @@ def read_dataset(root: str | Path, *, hash_files: bool = True) -> tuple[pd.DataF
     image_table = pd.DataFrame(images, columns=IMAGE_COLUMNS).sort_values("image_id", kind="stable")
     particle_table = pd.DataFrame(particles, columns=PARTICLE_COLUMNS)
     _check_ids_read_back(image_table.image_id, seen)
+    _check_copies_in_two_classes(image_table, root)
     particle_table = particle_table.sort_values(["image_id", "particle", "vertex"], kind="stable")
     return image_table.reset_index(drop=True), particle_table.reset_index(drop=True)
+
+
+def _check_copies_in_two_classes(images: pd.DataFrame, root: Path) -> None:
+    """Refuse one image file (equal bytes, by ``sha256``; not checked when the files were not hashed)
+    in the folders of two classes: a copy put into a second class folder gives its particles two
+    labels, and overlap removal, which compares images within a class, never sees the pair."""
+    hashed = images[images.sha256 != ""]
+    for _, same in hashed.groupby("sha256", sort=False):
+        if same["class"].nunique() > 1:
+            first, second = same.sort_values("path").path.iloc[:2]
+            raise RawDataError(
+                root / second,
+                f"the same file (equal bytes) as {first}, in another class folder: a copy given two labels; "
+                "keep it in its own class only",
+            )
 
 
 def _check_ids_read_back(ids: Sequence[str], paths: dict[str, Path]) -> None:
