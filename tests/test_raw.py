@@ -873,6 +873,21 @@ def test_big_endian_and_thumbnail_tiffs(tmp_path):
         np.testing.assert_array_equal(got, values)
 
 
+def test_single_image_tiff_with_length_1_axes_is_read(real_crops, tmp_path):
+    """A real micrograph saved by tifffile from a (1, h, w) or (1, 1, h, w) array (a frame taken out
+    of a stack): one page of h x w, read so by Pillow and ImageJ, but refused as "expected a 2-D
+    grayscale image, got ... shape (1, h, w)" because tifffile's 'shaped' series keeps the axes."""
+    from temvirus.raw import read_image
+
+    source = sorted((real_crops / "train" / "Adenovirus").glob("*.jpg"))[0]
+    pixels = read_image(source)
+    for shape in ((1, *pixels.shape), (1, 1, *pixels.shape)):
+        path = tmp_path / f"{len(shape)}d.tif"
+        tifffile.imwrite(path, pixels.reshape(shape), photometric="minisblack")
+        np.testing.assert_array_equal(read_image(path), pixels)
+        np.testing.assert_array_equal(np.asarray(Image.open(path)), pixels)
+
+
 def _stack(path: Path, shapes) -> None:
     with tifffile.TiffWriter(path) as writer:
         for shape in shapes:

@@ -589,7 +589,9 @@ def _read_tiff(path: Path) -> np.ndarray:
                     path,
                     f"cannot read image (truncated TIFF: data up to byte {offset + count}, the file has {size} bytes)",
                 )
-        array = series[0].asarray()
+        # the page itself (its checks above are this page's): a series may carry metadata axes of
+        # length 1 (tifffile's 'shaped' (1, h, w)) that no other reader sees
+        array = page.asarray()
         photometric, compression = page.photometric, page.compression
         if array.ndim == 3 and page.planarconfig == PLANARCONFIG.SEPARATE and page.samplesperpixel > 1:
             array = np.moveaxis(array, 0, -1)
