@@ -245,6 +245,22 @@ def test_a_killed_training_job_resumes_to_the_same_weights(split_dir, tmp_path, 
     assert not (killed / "resume").exists()
 
 
+def test_the_resume_checkpoint_holds_the_best_weights_with_their_epoch(split_dir, tmp_path):
+    """One file, written atomically after each epoch, holds the training state and the best
+    weights with their epoch and metric: a job killed at any moment cannot resume with one
+    epoch's best weights beside another's metric (two files, written one after the other, could)."""
+    from temvirus.models import build_model
+    from temvirus.train import fit
+
+    x, y, _ = load_subset(split_dir, "train_augmented", CLASSES)
+    args = (compact_tensor(x), torch.from_numpy(y), compact_tensor(x[:6]), torch.from_numpy(y[:6]))
+    result = fit(build_model("custom", 3, input_size=48), *args, replace(TINY, epochs=3), 3, resume_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert (ckpt["best_epoch"], ckpt["best_metric"]) == (result.best_epoch, result.best_metric)
+    assert_same_state(ckpt["best_model"], result.best_state)
+
+
 def test_a_checkpoint_of_other_settings_is_not_resumed(split_dir, tmp_path, caplog):
     from temvirus.models import build_model
     from temvirus.train import fit

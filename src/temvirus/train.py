@@ -7,10 +7,9 @@ channels_last layout if configured (faster on GPUs and on oneDNN CPUs). On CUDA,
 (bf16/fp16) and ``torch.compile`` are available.
 
 A training job writes ``resume/ckpt.pt`` (model, optimizer, grad scaler, epoch, RNG states,
-best metric, early-stopping counter, history) atomically after every epoch and
-``resume/best.pt`` whenever the monitored validation metric improves, so a killed job that is
-started again continues where it stopped and ends with the same weights as an uninterrupted
-run. The resume folder is removed once the final outputs are written.
+the best weights with their epoch and metric, early-stopping counter, history) atomically
+after every epoch, one file, so a job killed at any moment that is started again continues
+where it stopped and ends with the same weights as an uninterrupted run. The resume folder is removed once the final outputs are written.
 """
 
 from __future__ import annotations
@@ -395,9 +394,9 @@ def fit(
     history: list[dict] = []
     epoch, best_metric, best_epoch, bad_epochs = 0, -np.inf, 0, 0
     best_state = None
-    ckpt_path = best_path = None
+    ckpt_path = None
     if resume_dir is not None:
-        ckpt_path, best_path = Path(resume_dir) / "ckpt.pt", Path(resume_dir) / "best.pt"
+        ckpt_path = Path(resume_dir) / "ckpt.pt"
         if ckpt_path.is_file():
             ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
             if ckpt["fingerprint"] == fingerprint:
@@ -408,8 +407,7 @@ def fit(
                 scaler.load_state_dict(ckpt["scaler"])
                 _set_rng_state(ckpt["rng"], shuffle)
                 epoch, best_metric, best_epoch = ckpt["epoch"], ckpt["best_metric"], ckpt["best_epoch"]
-                bad_epochs, history = ckpt["bad_epochs"], ckpt["history"]
-                best_state = torch.load(best_path, map_location="cpu", weights_only=True)["model"]
+                bad_epochs, history, best_state = ckpt["bad_epochs"], ckpt["history"], ckpt["best_model"]
                 log.info(
                     "resuming from %s after epoch %d (best %s %.4f at epoch %d)",
                     ckpt_path,
@@ -455,8 +453,6 @@ def fit(
         if improved:
             best_metric, best_epoch, bad_epochs = row[monitor], epoch, 0
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            if best_path is not None:
-                _save({"model": best_state, "epoch": epoch}, best_path)
         else:
             bad_epochs += 1
         log.info(
@@ -481,6 +477,9 @@ def fit(
                     "epoch": epoch,
                     "best_metric": best_metric,
                     "best_epoch": best_epoch,
+                    # the best weights in the same file as their epoch and metric: a job killed
+                    # between two writes could resume with one epoch's weights and another's metric
+                    "best_model": best_state,
                     "bad_epochs": bad_epochs,
                     "history": history,
                     "rng": _rng_state(shuffle),
