@@ -13,7 +13,8 @@ What it measures
   restricts both.
 * **Turned** (``--turned`` with ``--real`` and ``--verified``): each verified pair with
   image_b turned (rotated by 1-90 degrees, mirrored; :data:`TURNS`): found with the turned
-  search (step 7 of :mod:`temvirus.overlap`) and without it, side by side.
+  search (step 7 of :mod:`temvirus.overlap`: turns from the points and from keypoints), with
+  the points' turns only, and without it, side by side.
 * **Cost**: wall seconds and pairs per second of ``score_pairs`` at each ``--threads``
   (one worker process per class at a time), BLAS limited to one thread per process.
 
@@ -168,7 +169,8 @@ TURNS = {
 
 def turned_pairs(args, settings, result: dict) -> None:
     """Each verified real pair with image_b turned (:data:`TURNS`, bicubic): is the pair still
-    found, with the turned search and without it (``rotation_min_points: 0``)?"""
+    found, with the turned search from the points and keypoints, from the points only
+    (``keypoint_min_inliers: 0``), and without it (both 0)?"""
     from dataclasses import replace
 
     import numpy as np
@@ -186,7 +188,11 @@ def turned_pairs(args, settings, result: dict) -> None:
     points = {k: g[["x", "y"]].to_numpy(float) for k, g in particles.groupby("image_id")}
     folder = OUT / "data" / "overlap-turned"
     folder.mkdir(parents=True, exist_ok=True)
-    variants = {"with the turned search": settings, "without": replace(settings, rotation_min_points=0)}
+    variants = {
+        "points and keypoints": settings,
+        "points only": replace(settings, keypoint_min_inliers=0),
+        "without": replace(settings, rotation_min_points=0, keypoint_min_inliers=0),
+    }
     found = {name: {kind: 0 for kind in TURNS} for name in variants}
     seconds = dict.fromkeys(variants, 0.0)
     misses = []

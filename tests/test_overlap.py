@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -427,8 +428,9 @@ TURNS = {"rotated_2": (2.0, False), "rotated_-35": (-35.0, False), "rotated_90":
 @pytest.mark.parametrize("kind", sorted(TURNS))
 def test_turned_reimaging_is_found_and_another_field_is_not(kind, tmp_path):
     """b re-images part of a's field turned (another magnification's image rotation, a holder
-    put back) or mirrored (saved flipped); c is another field seen the same way. Without the
-    turned search (``rotation_min_points: 0``) the pair is missed."""
+    put back) or mirrored (saved flipped); c is another field seen the same way. The turn comes
+    from the annotated points, and without them from the images' keypoints; with neither
+    search (``rotation_min_points: 0``, ``keypoint_min_inliers: 0``) the pair is missed."""
     angle, mirrored = TURNS[kind]
     one, two = textured_field(27), textured_field(28)
     a = view(one, 0, 0, 800, 2, 60)
@@ -439,14 +441,19 @@ def test_turned_reimaging_is_found_and_another_field_is_not(kind, tmp_path):
     ab = pair(pairs, "a", "b")
     # the turn found maps b back onto a: R(-angle), or for a mirror image M R(-angle) = R(angle) M
     back = angle if mirrored else -angle
-    assert ab.decision == OVERLAP and ab.mirrored == mirrored, ab.to_dict()
+    assert ab.decision == OVERLAP and ab.mirrored == mirrored and ab.turn_from == "points", ab.to_dict()
     assert abs((ab.rotation_deg - back + 180) % 360 - 180) <= 1.0, ab.to_dict()
     for other in [("a", "c"), ("b", "c")]:
         assert pair(pairs, *other).decision == DISTINCT, pair(pairs, *other).to_dict()
-    unturned = pair(
-        score_pairs(images, root, OverlapSettings(coarse_nm=6.0, rotation_min_points=0), particles), "a", "b"
-    )
-    assert unturned.decision == DISTINCT and unturned.rotation_deg == 0
+    by_keypoints = score_pairs(images, root, replace(SETTINGS, rotation_min_points=0), particles)
+    ab = pair(by_keypoints, "a", "b")
+    assert ab.decision == OVERLAP and ab.mirrored == mirrored and ab.turn_from == "keypoints", ab.to_dict()
+    assert abs((ab.rotation_deg - back + 180) % 360 - 180) <= 1.0, ab.to_dict()
+    for other in [("a", "c"), ("b", "c")]:
+        assert pair(by_keypoints, *other).decision == DISTINCT, pair(by_keypoints, *other).to_dict()
+    neither = OverlapSettings(coarse_nm=6.0, rotation_min_points=0, keypoint_min_inliers=0)
+    unturned = pair(score_pairs(images, root, neither, particles), "a", "b")
+    assert unturned.decision == DISTINCT and unturned.rotation_deg == 0 and unturned.turn_from == ""
     if kind == "rotated_-35":  # the decision figure shows b turned back
         from temvirus.overlap_figures import plot_pair
 
@@ -454,30 +461,43 @@ def test_turned_reimaging_is_found_and_another_field_is_not(kind, tmp_path):
         assert (tmp_path / "ab.png").stat().st_size > 10_000
 
 
+#: verified real pairs (one field twice) of many and of few particles, and an unrelated crop
+REAL_TURNED = {
+    "CCHF": ("635", "639", "1070"),  # 9 particles each: the points decide the turn
+    "Rotavirus": ("A2-135k-071120_6", "A2-65k-071120_5", "A2-65k-071120_8"),  # 2 each: they cannot
+}
+
+
 @pytest.mark.realdata
-def test_real_reimaging_turned_or_mirrored_is_found(real_crops, tmp_path):
-    """A verified real pair (CCHF 635/639: one field twice) with 639 turned by 90 and -23
-    degrees and mirrored, beside an unrelated CCHF crop: each turned copy is grouped with 635."""
+@pytest.mark.parametrize(("cls", "turn_from"), [("CCHF", "points"), ("Rotavirus", "keypoints")])
+def test_real_reimaging_turned_or_mirrored_is_found(real_crops, tmp_path, cls, turn_from):
+    """A verified real pair with b turned by 90 and -23 degrees and mirrored then turned by 20,
+    beside an unrelated crop of the class: each turned copy is grouped with a, by the points
+    where the field holds enough of them (CCHF 635/639), else by the images' keypoints (the
+    two-particle Rotavirus magnification pair)."""
     from temvirus.raw import read_image, read_positions
 
     def crop(image_id):
-        path = next(real_crops.glob(f"*/CCHF/{image_id}.jpg"))
+        path = next(real_crops.glob(f"*/{cls}/{image_id}.jpg"))
         points = read_positions(path.parent / "particle_positions" / f"{image_id}_particlepositions.txt")
         return read_image(path), np.concatenate([np.reshape(p, (-1, 2)) for p in points])
 
-    (pixels_a, points_a), (pixels_b, points_b) = crop("635"), crop("639")
-    images = {"a": (pixels_a, points_a), "c": crop("1070")}
-    for name, angle, mirrored in (("r90", 90.0, False), ("r-23", -23.0, False), ("m", 0.0, True)):
+    a, b, other = REAL_TURNED[cls]
+    (pixels_b, points_b) = crop(b)
+    images = {"a": crop(a), "c": crop(other)}
+    for name, angle, mirrored in (("r90", 90.0, False), ("r-23", -23.0, False), ("m20", 20.0, True)):
         turned_b = np.clip(np.round(turned(pixels_b, angle, mirrored, order=3)), 0, 255).astype(np.uint8)
         images[name] = (turned_b, turned_points(points_b, pixels_b.shape, angle, mirrored))
     for image_id, image in images.items():
-        write_class_image(tmp_path, "train", "CCHF", image_id, image, 1.0)
+        write_class_image(tmp_path, "train", cls, image_id, image, 1.0)
     table, particles = read_dataset(tmp_path, hash_files=False)
     pairs = score_pairs(table, tmp_path, OverlapSettings(), particles)
-    claimed = set(pairs.loc[pairs.decision == OVERLAP, ["image_a", "image_b"]].itertuples(index=False, name=None))
     print(pairs.to_string())
-    assert {("a", "m"), ("a", "r-23"), ("a", "r90")} <= claimed
-    assert not any("c" in p for p in claimed)
+    claims = pairs[pairs.decision == OVERLAP]
+    with_a = claims[claims.image_a == "a"]
+    assert set(with_a.image_b) == {"m20", "r-23", "r90"}, claims.to_string()
+    assert set(with_a.turn_from) == {turn_from}, claims.to_string()
+    assert not ((claims.image_a == "c") | (claims.image_b == "c")).any(), claims.to_string()
 
 
 @pytest.mark.parametrize("angle, mirrored", [(0.0, False), (33.0, False), (90.0, True), (-120.0, True)])

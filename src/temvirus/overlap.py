@@ -67,8 +67,12 @@ Method (all pairs of images within a class):
    min_point_agreement`` of the points each field puts in the other). b is turned by it (:func:`turned`) and scored as in steps 3-5 (a coarse
    screen first; then the fine check at the angle and at :data:`_ANGLE_STEPS_DEG` off it,
    until it passes); a turned claim must also judge ``>= rotation_min_points`` points (its
-   turn rests on them). ``rotation_deg`` and ``mirrored`` say the turn that maps b onto a
-   (:func:`turned`'s; ``dx_nm``, ``dy_nm`` then place the turned b).
+   turn rests on them). Pairs still not found, annotated or not (a field of 1-2 particles,
+   a symmetric cluster), get a turn from the images themselves: SIFT keypoints of both fine
+   views, matched and fitted by RANSAC (:func:`keypoint_turn`; ``>= keypoint_min_inliers``
+   inliers), then the same scoring. ``rotation_deg`` and ``mirrored`` say the turn that maps
+   b onto a (:func:`turned`'s; ``dx_nm``, ``dy_nm`` then place the turned b), ``turn_from``
+   what found it (``points``, ``keypoints``; empty: unturned).
 8. **Groups.** Overlapping images form groups (connected components); in each group the
    image kept is the one with the most particles, then the smallest pixel size, then the
    smallest image id. ``overlap_group`` is the kept image's id (a singleton's own id).
@@ -82,6 +86,7 @@ import logging
 import math
 import multiprocessing
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -103,6 +108,9 @@ from scipy.ndimage import (
 from scipy.spatial import cKDTree
 from scipy.special import ndtri
 from scipy.stats import rankdata
+from skimage.feature import SIFT, match_descriptors
+from skimage.measure import ransac
+from skimage.transform import EuclideanTransform
 
 from temvirus.io import write_csv
 from temvirus.raw import read_image
@@ -128,6 +136,7 @@ PAIR_COLUMNS = [
     "point_agreement",
     "rotation_deg",
     "mirrored",
+    "turn_from",
     "evidence",
     "decision",
 ]
@@ -157,6 +166,15 @@ _TURN_LEAD = 1.5
 _MAX_POINTS = 120
 #: ... and unmirrored turns closer than this (degrees) to none are not tried again
 _UNTURNED_DEG = 0.5
+#: keypoint turns (step 7): keypoints are found in the fine view averaged down by powers of 2
+#: to at most this side (px; the real 1000 nm crops: 500 px at 2 nm)
+_KEYPOINT_SIDE_PX = 512
+#: ... at least this many of its pixels inside the valid area (padding corners are not features)
+_KEYPOINT_INSIDE_PX = 8
+#: ... descriptors matched both ways and by Lowe's ratio test at this ratio
+_KEYPOINT_RATIO = 0.8
+#: ... RANSAC's inlier residual, in keypoint-view pixels
+_KEYPOINT_RESIDUAL_PX = 3.0
 #: candidates (and the runner-up) are more than this many pixels apart
 _RUNNER_UP_PX = 3
 #: background NCC: pixels departing more than this many robust s.d. from the median are left out
@@ -195,6 +213,7 @@ class OverlapSettings:
     fallback_scales: tuple[float, ...] = ()
     scale_search: tuple[float, ...] = (0.97, 1.03, 0.94, 1.06)
     rotation_min_points: int = 3
+    keypoint_min_inliers: int = 8
     near_misses: int = 20  # report only: rejected pairs shown beside the claims (temvirus.overlap_figures)
 
     @classmethod
@@ -935,8 +954,98 @@ def _turns(row_a: pd.Series, row_b: pd.Series, points: dict, s: OverlapSettings)
         s.rotation_min_points,
         s.min_point_agreement,
     )
-    unturned = turns and not turns[0]["mirrored"] and abs((turns[0]["rotation_deg"] + 180) % 360 - 180) < _UNTURNED_DEG
-    return [] if unturned else turns[:1]
+    return [] if turns and _unturned(turns[0]) else turns[:1]
+
+
+def _unturned(turn: dict) -> bool:
+    """Whether ``turn`` is no turn (already tried by steps 3-6): unmirrored, within
+    ``_UNTURNED_DEG`` of 0."""
+    return not turn["mirrored"] and abs((turn["rotation_deg"] + 180) % 360 - 180) < _UNTURNED_DEG
+
+
+def keypoints(mean: np.ndarray, valid: np.ndarray, pixel_nm: float) -> tuple[np.ndarray, np.ndarray]:
+    """SIFT keypoints (Lowe 2004; scikit-image's :class:`skimage.feature.SIFT`) of an image
+    region ``mean`` (rows, cols) of ``pixel_nm`` nm pixels, ``valid`` where it is not padding:
+    their centres ``(n, 2)`` x/y in nm (a pixel's centre at +0.5 px) and descriptors ``(n,
+    128)`` uint8. Keypoints closer than ``_KEYPOINT_INSIDE_PX`` px to padding (its corners and
+    edges would match the padding of any other image) are left out; none where SIFT finds none."""
+    none = np.zeros((0, 2)), np.zeros((0, 128), np.uint8)
+    if valid.sum() < 2:
+        return none
+    values = mean.astype(np.float64)
+    values = (values - values[valid].mean()) / max(float(values[valid].std()), 1e-9)
+    values[~valid] = 0.0
+    sift = SIFT(upsampling=1, n_octaves=4)
+    try:
+        sift.detect_and_extract(values)
+    except RuntimeError:  # scikit-image raises where it finds no keypoint
+        return none
+    rows, cols = sift.keypoints.T
+    inside = distance_transform_edt(valid)[rows, cols] >= _KEYPOINT_INSIDE_PX
+    return (sift.positions[inside, ::-1] + 0.5) * pixel_nm, sift.descriptors[inside]
+
+
+def _image_keypoints(image: _Image) -> tuple[dict[bool, tuple[np.ndarray, np.ndarray]], float]:
+    """:func:`keypoints` of an image's fine view (averaged down by powers of 2 to at most
+    ``_KEYPOINT_SIDE_PX`` px a side), as it is (``False``) and mirrored (``True``: in the frame
+    of the mirror image ``(x, y) -> (-x, y)`` of :func:`rigid_matches`), and their pixel (nm)."""
+    mean, valid = image.fine.mean, image.fine.valid
+    factor = 2 ** max(0, math.ceil(math.log2(max(mean.shape) / _KEYPOINT_SIDE_PX)))
+    if factor > 1:
+        mean, valid = area_resample(mean, factor), area_resample(valid.astype(np.float32), factor) > 0.5
+    pixel_nm = image.fine_nm * factor
+    xy, descriptors = keypoints(mean[:, ::-1], valid[:, ::-1], pixel_nm)
+    # the mirrored view shows x at width - x; the mirror image's frame puts it at -x
+    mirrored = (xy - [mean.shape[1] * pixel_nm, 0.0], descriptors)
+    return {False: keypoints(mean, valid, pixel_nm), True: mirrored}, pixel_nm
+
+
+def keypoint_turn(
+    a_keypoints: dict[bool, tuple[np.ndarray, np.ndarray]],
+    b_keypoints: dict[bool, tuple[np.ndarray, np.ndarray]],
+    residual_nm: float,
+    min_inliers: int,
+) -> list[dict]:
+    """The turn of b onto a from their keypoints (:func:`_image_keypoints`), for pairs the
+    annotated points cannot turn (too few, or a symmetric cluster; step 7).
+
+    For b as it is and mirrored, descriptors are matched both ways with Lowe's ratio test
+    (``_KEYPOINT_RATIO``, scikit-image's ``match_descriptors``), and a rotation and shift
+    (nm) fitted to the matches by RANSAC (``skimage.measure.ransac``, a Euclidean transform,
+    inliers within ``residual_nm``, fixed seed). Pixel sizes are recorded, so scale is not
+    fitted. The turn with the most inliers, if at least ``min_inliers``: on the 2,164
+    unrelated same-class pairs of three classes of the real crops RANSAC found at most 5,
+    on the verified re-imaged pairs 5-307 (docs/overlap.md). A proposal only: the pair is
+    then scored turned like any other (steps 3-5).
+
+    Returns ``[]`` or ``[{"rotation_deg", "mirrored", "dx_nm", "dy_nm", "matches"}]`` in
+    :func:`rigid_matches`'s convention: ``a = R(rotation) M b + (dx, dy)``.
+    """
+    xy_a, descriptors_a = a_keypoints[False]
+    best = None
+    for mirrored in (False, True):
+        xy_b, descriptors_b = b_keypoints[mirrored]
+        if min(len(xy_a), len(xy_b)) < 2:
+            continue
+        matches = match_descriptors(descriptors_a, descriptors_b, cross_check=True, max_ratio=_KEYPOINT_RATIO)
+        if len(matches) < max(min_inliers, 2):
+            continue
+        with warnings.catch_warnings():  # matches of unrelated images: no model, as expected
+            warnings.filterwarnings("ignore", "No inliers found", UserWarning)
+            model, inliers = ransac(
+                (xy_b[matches[:, 1]], xy_a[matches[:, 0]]),
+                EuclideanTransform,
+                min_samples=2,
+                residual_threshold=residual_nm,
+                max_trials=500,
+                rng=0,
+            )
+        n = int(inliers.sum()) if model and inliers is not None else 0
+        if n >= min_inliers and (best is None or n > best["matches"]):
+            dx, dy = (float(v) for v in model.translation)
+            rotation = math.degrees(model.rotation) % 360
+            best = {"rotation_deg": rotation, "mirrored": mirrored, "dx_nm": dx, "dy_nm": dy, "matches": n}
+    return [best] if best else []
 
 
 def _turned_mean(view: _View, rotation_deg: float, mirrored: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -950,10 +1059,11 @@ def _turned_view(view: _View, rotation_deg: float, mirrored: bool, level: int, s
     return _view(*_turned_mean(view, rotation_deg, mirrored), s, detrend=level >= 1)
 
 
-def _screened_where_the_points_say(a: _Image, b: _Image, turn: dict, level: int, s: OverlapSettings) -> bool:
-    """Whether b turned by ``turn`` (:func:`rigid_matches`) registers on a at the coarse
-    ``level`` with a shift that passes the screen (step 5) within ``point_tolerance_nm`` (and
-    two coarse pixels) of where the points put it: the fine check is worth its cost."""
+def _screened_where_the_turn_says(a: _Image, b: _Image, turn: dict, level: int, s: OverlapSettings) -> bool:
+    """Whether b turned by ``turn`` (:func:`rigid_matches`, :func:`keypoint_turn`) registers on
+    a at the coarse ``level`` with a shift that passes the screen (step 5) within
+    ``point_tolerance_nm`` (and two coarse pixels) of where the turn puts it: the fine check is
+    worth its cost."""
     coarse_nm = s.coarse_nm * 2**level
     view = _turned_view(b.levels[level], turn["rotation_deg"], turn["mirrored"], level, s)
     # b's points p (nm) sit in a at R M p + shift; the turned fine view shows p at
@@ -1146,7 +1256,7 @@ def score_class(
     """Score every pair of images of one class; one row per pair (:data:`PAIR_COLUMNS`).
 
     ``points`` maps image ids to their annotated (x, y) pixels; without it the decision
-    rests on the images alone, and turned views (step 7) are not searched.
+    rests on the images alone, and turned views (step 7) are searched from keypoints only.
     """
     images = images.sort_values("image_id", kind="stable").reset_index(drop=True)
     cls = images["class"].iloc[0]
@@ -1173,22 +1283,38 @@ def score_class(
             score = _pair_score(
                 images.loc[i], images.loc[j], prepared[i], prepared[j], moved[j, k], k, scale, points, s
             )
-            keep((i, j), dict(score, rotation_deg=0.0, mirrored=False))
+            keep((i, j), dict(score, rotation_deg=0.0, mirrored=False, turn_from=""))
         pending = {pair: k for pair, k in pending.items() if results[pair]["evidence"] < 0}
+
+    def search_turn(i: int, j: int, k: int, turn: dict, source: str) -> None:
+        if not _screened_where_the_turn_says(prepared[i], prepared[j], turn, k, s):
+            return
+        for step in _ANGLE_STEPS_DEG:  # the turn's angle is a few tenths of a degree off
+            angle = turn["rotation_deg"] + step
+            b, b_points = _turned_image(prepared[j], images.loc[j], points or {}, angle, turn["mirrored"], top, s)
+            b_points = None if points is None else b_points
+            score = _pair_score(images.loc[i], images.loc[j], prepared[i], b, b.levels[k], k, 1.0, b_points, s)
+            if source == "points" and score.get("points", 0) < s.rotation_min_points:
+                score["evidence"] = -1.0  # a turn rests on its points: too few judged
+            keep((i, j), dict(score, rotation_deg=angle % 360, mirrored=turn["mirrored"], turn_from=source))
+            if score["evidence"] >= 0 or score.get("fine_ncc", -1.0) < s.min_ncc - _SEARCH_WITHIN:
+                break  # found, or too far off for a degree or two to explain
+
     if s.rotation_min_points and points is not None:
         for (i, j), k in pending.items():
             for turn in _turns(images.loc[i], images.loc[j], points, s):
-                if not _screened_where_the_points_say(prepared[i], prepared[j], turn, k, s):
-                    continue
-                for step in _ANGLE_STEPS_DEG:  # the points' angle is a few tenths of a degree off
-                    angle = turn["rotation_deg"] + step
-                    b, b_points = _turned_image(prepared[j], images.loc[j], points, angle, turn["mirrored"], top, s)
-                    score = _pair_score(images.loc[i], images.loc[j], prepared[i], b, b.levels[k], k, 1.0, b_points, s)
-                    if score.get("points", 0) < s.rotation_min_points:
-                        score["evidence"] = -1.0  # a turn rests on its points: too few judged
-                    keep((i, j), dict(score, rotation_deg=angle % 360, mirrored=turn["mirrored"]))
-                    if score["evidence"] >= 0 or score.get("fine_ncc", -1.0) < s.min_ncc - _SEARCH_WITHIN:
-                        break  # found, or too far off for a degree or two to explain
+                search_turn(i, j, k, turn, "points")
+        pending = {pair: k for pair, k in pending.items() if results[pair]["evidence"] < 0}
+    if s.keypoint_min_inliers:
+        found: dict[int, tuple[dict, float]] = {}
+        for (i, j), k in pending.items():
+            for n in (i, j):
+                if n not in found:
+                    found[n] = _image_keypoints(prepared[n])
+            residual_nm = _KEYPOINT_RESIDUAL_PX * max(found[i][1], found[j][1])
+            for turn in keypoint_turn(found[i][0], found[j][0], residual_nm, s.keypoint_min_inliers):
+                if not _unturned(turn):
+                    search_turn(i, j, k, turn, "keypoints")
     rows = []
     for (i, j), score in sorted(results.items()):
         rows.append(
@@ -1211,6 +1337,7 @@ def score_class(
                 round(score.get("point_agreement", float("nan")), 4),
                 round(float(score["rotation_deg"]), 2),
                 bool(score["mirrored"]),
+                score["turn_from"],
                 round(score["evidence"], 4),
                 OVERLAP if score["evidence"] >= 0 else DISTINCT,
             )
