@@ -1079,11 +1079,13 @@ def _screened_where_the_turn_says(a: _Image, b: _Image, turn: dict, level: int, 
 
 
 def _turned_image(
-    b: _Image, row_b: pd.Series, points: dict, rotation_deg: float, mirrored: bool, top: int, s: OverlapSettings
-) -> tuple[_Image, dict]:
+    b: _Image, row_b: pd.Series, points: dict | None, rotation_deg: float, mirrored: bool, top: int, s: OverlapSettings
+) -> tuple[_Image, dict | None]:
     """b's views turned (:func:`turned`, from its fine level), and ``points`` with b's turned
-    alike (in b's recorded pixels, as :func:`_points_score` reads them)."""
+    alike (in b's recorded pixels, as :func:`_points_score` reads them; None without points)."""
     image = _pyramid(b.image_id, b.own, b.fine_nm, *_turned_mean(b.fine, rotation_deg, mirrored), top, s)
+    if points is None:
+        return image, None
     fine_px = points.get(row_b.image_id, np.zeros((0, 2))) * (row_b.pixel_size_nm / b.fine_nm)
     moved = turned_points(fine_px, b.fine.mean.shape, rotation_deg, mirrored) * (b.fine_nm / row_b.pixel_size_nm)
     return image, {**points, row_b.image_id: moved}
@@ -1291,8 +1293,7 @@ def score_class(
             return
         for step in _ANGLE_STEPS_DEG:  # the turn's angle is a few tenths of a degree off
             angle = turn["rotation_deg"] + step
-            b, b_points = _turned_image(prepared[j], images.loc[j], points or {}, angle, turn["mirrored"], top, s)
-            b_points = None if points is None else b_points
+            b, b_points = _turned_image(prepared[j], images.loc[j], points, angle, turn["mirrored"], top, s)
             score = _pair_score(images.loc[i], images.loc[j], prepared[i], b, b.levels[k], k, 1.0, b_points, s)
             if source == "points" and score.get("points", 0) < s.rotation_min_points:
                 score["evidence"] = -1.0  # a turn rests on its points: too few judged

@@ -9,7 +9,8 @@ channels_last layout if configured (faster on GPUs and on oneDNN CPUs). On CUDA,
 A training job writes ``resume/ckpt.pt`` (model, optimizer, grad scaler, epoch, RNG states,
 the best weights with their epoch and metric, early-stopping counter, history) atomically
 after every epoch, one file, so a job killed at any moment that is started again continues
-where it stopped and ends with the same weights as an uninterrupted run. The resume folder is removed once the final outputs are written.
+where it stopped and ends with the same weights as an uninterrupted run. The resume folder is
+removed once the final outputs are written.
 """
 
 from __future__ import annotations
