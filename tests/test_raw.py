@@ -292,6 +292,24 @@ def test_a_marker_ending_a_file_with_points_is_read_with_a_warning(good, caplog)
     assert "a1_particlepositions.txt" in caplog.text and "ends the file without points" in caplog.text
 
 
+@pytest.mark.parametrize(
+    "body,first,second",
+    [
+        (["particleposition", "1;2", "particleposition", "particleposition", "3;4"], 6, 7),
+        (["particleposition", "particleposition", "1;2"], 4, 5),
+        (["1;2", "particleposition", "", "# lost", "particleposition", "3;4"], 5, 8),
+        (["particleposition", "1;2", "particleposition", "particleposition"], 6, 7),
+    ],
+)
+def test_two_markers_without_points_between_are_refused(good, tmp_path, body, first, second):
+    """A particle whose points are lost (two markers in a row, anywhere in the file) was silently
+    dropped: the image's particle count, which orders the split, was one too low."""
+    positions = good / "train/Adenovirus/particle_positions/a1_particlepositions.txt"
+    positions.write_text("\n".join(["image;a1.tif", "unit;pixel", "format;x;y", *body]) + "\n")
+    reason = f":{second}: no points between the markers on lines {first} and {second}"
+    _expect_error(good, positions, reason, tmp_path)
+
+
 @pytest.mark.parametrize("keep,reason", [(0, "empty tags file"), (5, "no xscale / yscale row"), (6, "no yscale row")])
 def test_truncated_tags_file_is_refused(good, tmp_path, keep, reason):
     """A tags file cut short (0 bytes, before the pixel-size rows) is an error naming it."""

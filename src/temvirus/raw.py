@@ -33,7 +33,8 @@ different values is an error naming the row.
 Positions (:func:`read_positions`): a header, recognised by content: the leading lines whose
 first field does not start like a number (``image;…``, ``unit;pixel``, ``format;x;y``); then ``x;y`` lines
 in pixels (origin at the image's top-left corner, x to the right); a line
-``particleposition`` separates particles, and a particle of several points is a centre line.
+``particleposition`` separates particles (two without a point between them are an error: a
+particle's points lost), and a particle of several points is a centre line.
 A file without header is read whole; points without any marker are one centre line (logged as a warning). A unit row (keys as :data:`UNIT_KEYS`) must be pixels,
 ``format`` (or a column header line) ``x;y`` or ``y;x``, and an ``image`` row must name the
 file's image (any extension). A file without points needs the whole published header (3 lines)
@@ -419,7 +420,8 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
     interrupted copy, a 0-byte file). A marker ending a file with points is logged as a warning
     (a writer may end each particle with one).
     Raises :class:`RawDataError` naming the line of anything else, a non-pixel unit, an
-    unknown ``format``, two header lines giving different column orders, or a truncated file.
+    unknown ``format``, two header lines giving different column orders, two markers without a
+    point between them (a particle whose points are lost), or a truncated file.
     """
     path = Path(path)
     if not path.is_file():
@@ -433,6 +435,12 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
         if not text or text.startswith("#"):
             continue
         if _is_marker(text):
+            if open_marker is not None:  # a particle without points: dropped, the particle count off by one
+                raise RawDataError(
+                    path,
+                    f"no points between the markers on lines {open_marker} and {number}: a particle's points are lost",
+                    line=number,
+                )
             header, open_marker, marked = False, number, True
             if particles[-1]:
                 particles.append([])
