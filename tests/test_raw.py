@@ -463,6 +463,43 @@ def test_tags_errors_name_the_row(tmp_path, rows, reason, line):
     assert str(caught.value).startswith(f"{path}:{line}: ")
 
 
+@pytest.mark.parametrize(
+    "row,line,reason",
+    [
+        # before: "value must be positive, got '0x1A'" (the regex read the '0' as the number)
+        ("XScale;0x1A", 3, r"'XScale' value '0x1A' is not a number \(hexadecimal notation\): expected a decimal"),
+        ("XScale;0X1a;nm", 3, r"'XScale' value '0X1a' is not a number \(hexadecimal notation\)"),
+        ("Height;0x1E", 1, r"'Height' value '0x1E' is not a number \(hexadecimal notation\): expected a whole number"),
+        ("XScale;0b11", 3, r"'XScale' value '0b11' is not a number \(binary notation\)"),
+        # before: "unknown unit '57' / '/2' / '_0' / 'x 10^-9 m' of the x pixel size"
+        ("XScale;5 57", 3, r"'XScale' value '5 57' is not a number: expected a decimal"),
+        ("XScale;1/2", 3, r"'XScale' value '1/2' is not a number"),
+        ("XScale;1_0", 3, r"'XScale' value '1_0' is not a number"),
+        ("XScale;5 x 10^-9 m", 3, r"'XScale' value '5 x 10\^-9 m' is not a number"),
+        ("Width;0", 2, r"'Width' value must be positive, got '0'"),
+    ],
+)
+def test_tags_values_in_other_notations_name_the_key_and_what_is_expected(tmp_path, row, line, reason):
+    """A value the reader cannot take as a decimal number is named as such, with its key and what
+    is expected: not a misleading "must be positive" or "unknown unit" from a prefix read alone."""
+    rows = {"Height": "Height;30", "Width": "Width;40", "XScale": "XScale;5", "YScale": "YScale;5"}
+    rows[row.split(";")[0]] = row
+    path = _tags_file(tmp_path, list(rows.values()))
+    with pytest.raises(RawDataError, match=reason) as caught:
+        read_tags(path)
+    assert str(caught.value).startswith(f"{path}:{line}: ")
+
+
+@pytest.mark.parametrize("value", ["1,000", "2.048", "1.000", "30,000"])
+def test_pixel_counts_with_a_thousands_separator_are_refused(tmp_path, value):
+    """``Width;1,000`` was read as 1 px (a decimal comma), ``2.048`` refused as fractional: a ','
+    or '.' before exactly three digits in a pixel count may be a thousands separator."""
+    path = _tags_file(tmp_path, ["Height;30", f"Width;{value}", "XScale;5", "YScale;5"])
+    with pytest.raises(RawDataError, match=rf"'Width' value {value!r}: .* thousands separator") as caught:
+        read_tags(path)
+    assert str(caught.value).startswith(f"{path}:2: ")
+
+
 def test_tags_missing_key_and_garbage_bytes(tmp_path):
     path = _tags_file(tmp_path, ["Height;30", "Width;40", "XScale;1"])
     with pytest.raises(RawDataError, match=r"no yscale row"):

@@ -25,8 +25,9 @@ the pixel size. The unit of a scale is the third field of its row, a suffix of i
 (``5,57 Å``, ``0.5nm/px``), or a ``Unit``/``XUnit``/``YUnit``/``ScaleUnit`` row; without one it
 is nm (the published files). Known units: :data:`UNITS_NM`. A decimal comma or point is
 accepted; a row without ``;`` may use a tab, ``=``, ``:`` or ``,`` (:data:`TAG_SEPARATORS`),
-and a key may carry its unit in brackets (``XScale [Å]``). A pixel size outside
-:data:`PIXEL_SIZE_RANGE_NM` (plausible for TEM), XScale and YScale more than 0.1 % apart
+and a key may carry its unit in brackets (``XScale [Å]``). A value that is not a decimal
+number (``0x1A``, ``5 57``), a pixel count with a possible thousands separator (``1,000``), a
+pixel size outside :data:`PIXEL_SIZE_RANGE_NM` (plausible for TEM), XScale and YScale more than 0.1 % apart
 (non-square pixels), an unknown unit, a missing key or a key or unit row given twice with
 different values is an error naming the row.
 
@@ -227,19 +228,49 @@ def _tag_fields(row: str) -> tuple[str | None, list[str]]:
     return separator, [part.strip().strip("\"'").strip() for part in parts]
 
 
-def _tag_value(path: Path, field: str, number: int, text: str, units: list[str]) -> float | int:
-    """The value of one Height/Width (px) or XScale/YScale (nm) row; ``units`` every unit given for it."""
+#: numbers written in another base (``0x1A``): named as such, not read as 0 with a unit ``x1A``
+_BASE_PREFIXES = {"x": "hexadecimal", "o": "octal", "b": "binary"}
+
+
+def _tag_value(path: Path, field: str, key: str, number: int, text: str, units: list[str]) -> float | int:
+    """The value of one Height/Width (px) or XScale/YScale (nm) row; ``key`` as written, ``units``
+    every unit given for it.
+
+    Raises :class:`RawDataError` naming the row and key when the value is not a decimal number
+    (``0x1A``, ``5 57``, ``1/2``: a unit must not hold digits), not positive, not whole pixels
+    or a pixel count with a possible thousands separator (``1,000``), or for a bad unit or size.
+    """
+    pixels = field in ("height", "width")
     match = _VALUE_UNIT.match(text)
     try:
-        if match is None:
+        if match is None or re.search(r"\d", match.group(2) or ""):
             raise ValueError
         value = _number(match.group(1))
     except ValueError:
-        raise RawDataError(path, f"value {text!r} is not a number", line=number) from None
+        base = re.match(r"[-+]?0([xob])", text.strip().lower())
+        expected = (
+            "a whole number of pixels in decimal digits (e.g. 1024)"
+            if pixels
+            else "a decimal number of nm per pixel, with a decimal comma or point and an optional unit "
+            "(e.g. 5,57 or 0.557 nm)"
+        )
+        raise RawDataError(
+            path,
+            f"{key!r} value {text!r} is not a number{f' ({_BASE_PREFIXES[base[1]]} notation)' if base else ''}: "
+            f"expected {expected}",
+            line=number,
+        ) from None
     if not np.isfinite(value) or value <= 0:
-        raise RawDataError(path, f"value must be positive, got {text!r}", line=number)
+        raise RawDataError(path, f"{key!r} value must be positive, got {text!r}", line=number)
     given = [u for u in [match.group(2), *units] if u]
-    if field in ("height", "width"):
+    if pixels:
+        if re.search(r"[.,]\d{3}$", match.group(1)):
+            raise RawDataError(
+                path,
+                f"{key!r} value {text!r}: a ',' or '.' before three digits may be a thousands separator "
+                f"({match.group(1)[:-4]}{match.group(1)[-3:]} px) or decimals; give whole pixels without separators",
+                line=number,
+            )
         wrong = [u for u in given if u.lower() not in PIXEL_UNITS]
         if value != int(value) or wrong:
             raise RawDataError(
@@ -320,7 +351,10 @@ def read_tags(path: str | Path) -> Tags:
     values = {}
     for field, entries in found.items():
         unit_rows = [unit for _, unit in units.get(field, [])[:1]] if field in ("x", "y") else []
-        got = [_tag_value(path, field, number, text, row_units + unit_rows) for number, text, row_units, _ in entries]
+        got = [
+            _tag_value(path, field, key, number, text, row_units + unit_rows)
+            for number, text, row_units, key in entries
+        ]
         for (number, text, _, key), value in zip(entries[1:], got[1:]):
             if not np.isclose(value, got[0], rtol=1e-9):
                 raise RawDataError(
