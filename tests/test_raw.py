@@ -965,6 +965,82 @@ def test_ambiguous_tiffs_are_refused(good, tmp_path, write, reason):
     _expect_error(good, image, reason, tmp_path)
 
 
+def _samples(names: str, axis: int = -1) -> np.ndarray:
+    """The gray ramp with more samples per pixel: ``gray``, ``inverted``, ``half``, ``noise`` (not alpha), ``opaque``."""
+    gray = _gray_ramp()
+    sample = {"gray": gray, "inverted": 255 - gray, "half": gray // 2, "noise": gray[::-1], "opaque": gray * 0 + 255}
+    return np.stack([sample[name] for name in names.split(",")], axis)
+
+
+@pytest.mark.parametrize(
+    "names,options,warned",
+    [
+        ("gray,noise", dict(photometric="minisblack", planarconfig="contig"), "MINISBLACK TIFF with 2 samples"),
+        ("gray,noise", dict(photometric="minisblack", planarconfig="separate"), "MINISBLACK TIFF with 2 samples"),
+        ("inverted,noise", dict(photometric="miniswhite", planarconfig="contig"), "MINISWHITE TIFF with 2 samples"),
+        ("gray,half,noise", dict(photometric="minisblack", planarconfig="contig"), "MINISBLACK TIFF with 3 samples"),
+        ("gray,gray,gray,opaque,noise", dict(photometric="rgb", extrasamples=[2, 0]), "RGB TIFF with 5 samples"),
+        ("gray,opaque", dict(photometric="minisblack", extrasamples=[2]), None),
+    ],
+)
+def test_tiff_extra_samples_not_marked_alpha_are_left_out(tmp_path, caplog, names, options, warned):
+    """A TIFF's image is the samples of its photometric interpretation; an extra sample of unspecified
+    meaning is not part of it (TIFF 6.0, as Pillow reads it) and is left out with a warning. Before:
+    gray + such a sample was refused as "minisblack TIFF has transparent pixels", three gray-photometric
+    samples were read as RGB (luma of unrelated samples: wrong pixels), five RGB samples refused as
+    "expected a 2-D grayscale image, got RGB TIFF of shape (30, 40, 5)"."""
+    from temvirus.raw import read_image
+
+    path = tmp_path / "s.tif"
+    tifffile.imwrite(path, _samples(names, 0 if options.get("planarconfig") == "separate" else -1), **options)
+    with caplog.at_level(logging.WARNING, logger="temvirus.raw"):
+        np.testing.assert_array_equal(read_image(path), _gray_ramp())
+    if warned:
+        assert (
+            f"{path}: {warned} per pixel: " in caplog.text and "unspecified meaning (not alpha) left out" in caplog.text
+        )
+    else:
+        assert not caplog.text
+
+
+@pytest.mark.parametrize(
+    "names,options,reason",
+    [
+        # before: "minisblack TIFF has transparent pixels: no defined gray value" (which sample, how many?)
+        (
+            "gray,opaque",
+            dict(photometric="minisblack", extrasamples=[2]),
+            r"minisblack TIFF has transparent pixels \(1 of 1200; alpha is sample 2 of 2 per pixel\)",
+        ),
+        # before: "expected a 2-D grayscale image, got RGB TIFF of shape (30, 40, 5)"
+        (
+            "gray,gray,gray,opaque,opaque",
+            dict(photometric="rgb", extrasamples=[1, 2]),
+            "RGB TIFF with 5 samples per pixel, 2 of them alpha",
+        ),
+    ],
+)
+def test_tiff_alpha_samples_refused_with_the_sample_count(tmp_path, names, options, reason):
+    from temvirus.raw import read_image
+
+    pixels = _samples(names)
+    pixels[0, 0, 1] = 0  # one transparent pixel (the second sample: alpha in the first case)
+    path = tmp_path / "a.tif"
+    tifffile.imwrite(path, pixels, **options)
+    with pytest.raises(RawDataError, match=rf"^{path}: {reason}"):
+        read_image(path)
+
+
+def test_gray_alpha_array_written_as_pages_is_named(good, tmp_path):
+    """tifffile writes an (h, w, 2) array given without planarconfig as h pages of w x 2 px. Before:
+    "TIFF holds several images (pages or series of shapes [(30, 40, 2)])", as if there were several
+    30x40 images; now the pages, their size and the likely cause are named."""
+    image = good / "train/Adenovirus/a1.tif"
+    tifffile.imwrite(image, np.stack([_gray_ramp(), _gray_ramp() * 0 + 255], -1))
+    reason = r"TIFF holds several images: 30 pages of 2x40 px \(an \(h, w, 2\) array, gray \+ alpha or colour"
+    _expect_error(good, image, reason, tmp_path)
+
+
 def test_rotated_jpeg_is_refused(tmp_path):
     from temvirus.raw import read_image
 

@@ -586,7 +586,11 @@ def _to_gray(array: np.ndarray, path: Path, what: str) -> np.ndarray:
         alpha = array[..., -1]
         opaque = np.iinfo(array.dtype).max if array.dtype.kind in "ui" else 1.0
         if (alpha != opaque).any():
-            raise RawDataError(path, f"{what} has transparent pixels: no defined gray value")
+            raise RawDataError(
+                path,
+                f"{what} has transparent pixels ({np.count_nonzero(alpha != opaque)} of {alpha.size}; alpha is "
+                f"sample {array.shape[-1]} of {array.shape[-1]} per pixel): no defined gray value",
+            )
         array = array[..., :-1]
     if array.shape[-1] == 1 or (array == array[..., :1]).all():
         return array[..., 0]
@@ -609,6 +613,41 @@ def _check_orientation(path: Path, orientation) -> None:
 TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
 
 
+def _tiff_samples(array: np.ndarray, page, path: Path) -> np.ndarray:
+    """The samples of a TIFF page (h, w, samples) that make its image: the colour samples of its
+    photometric interpretation (1 gray or palette index, 3 RGB), then its alpha sample if one is
+    marked so (ExtraSamples associated or unassociated alpha; :func:`_to_gray` requires it opaque).
+
+    Extra samples of unspecified meaning are not part of the image (TIFF 6.0; Pillow reads such a
+    file so): left out, with a warning naming the file and the sample count. Raises
+    :class:`RawDataError` naming the sample count when the samples do not add up or two are alpha.
+    """
+    from tifffile import EXTRASAMPLE, PHOTOMETRIC
+
+    colour = 3 if page.photometric in (PHOTOMETRIC.RGB, PHOTOMETRIC.YCBCR) else 1
+    extras, samples = list(page.extrasamples), array.shape[-1]
+    what = f"{page.photometric.name} TIFF with {samples} samples per pixel"
+    if samples != colour + len(extras):
+        raise RawDataError(
+            path,
+            f"{what}, but {colour} colour sample(s) and {len(extras)} extra sample(s) (ExtraSamples tag): "
+            "the meaning of the others is unknown",
+        )
+    alpha = [colour + i for i, kind in enumerate(extras) if kind in (EXTRASAMPLE.ASSOCALPHA, EXTRASAMPLE.UNASSALPHA)]
+    if len(alpha) > 1:
+        raise RawDataError(path, f"{what}, {len(alpha)} of them alpha: which one applies is ambiguous")
+    if len(extras) > len(alpha):
+        log.warning(
+            "%s: %s: %d extra sample(s) of unspecified meaning (not alpha) left out; the image is read from %s",
+            path,
+            what,
+            len(extras) - len(alpha),
+            "sample 1" if colour == 1 else f"samples 1-{colour}",
+        )
+    kept = array[..., list(range(colour)) + alpha]
+    return kept[..., 0] if kept.shape[-1] == 1 else kept
+
+
 def _read_tiff(path: Path) -> np.ndarray:
     import tifffile
     from tifffile import COMPRESSION, PHOTOMETRIC, PLANARCONFIG
@@ -616,11 +655,25 @@ def _read_tiff(path: Path) -> np.ndarray:
     with tifffile.TiffFile(path) as tif:
         page, series = tif.pages.first, tif.series
         sizes = [int(np.prod(s.shape)) for s in series]
-        if len(series[0].pages) > 1 or any(size >= sizes[0] for size in sizes[1:]):  # smaller: thumbnails
+        if len(series[0].pages) > 1:
+            pages = len(series[0].pages)
+            narrow = (
+                f" (an (h, w, {page.imagewidth}) array, gray + alpha or colour, written as {pages} pages of "
+                f"w x {page.imagewidth} px? tifffile stores it as one image of {page.imagewidth} samples per "
+                "pixel with planarconfig='contig')"
+                if page.imagewidth <= 4
+                else ""
+            )
+            raise RawDataError(
+                path,
+                f"TIFF holds several images: {pages} pages of {page.imagewidth}x{page.imagelength} px{narrow}: "
+                "which is the micrograph is ambiguous; save it as a single-image file",
+            )
+        if any(size >= sizes[0] for size in sizes[1:]):  # smaller: thumbnails
             shapes = [s.shape for s in series]
             raise RawDataError(
                 path,
-                f"TIFF holds several images (pages or series of shapes {shapes}): which is the micrograph "
+                f"TIFF holds several images (series of shapes {shapes}): which is the micrograph "
                 "is ambiguous; save it as a single-image file",
             )
         _check_orientation(path, page.tags.valueof(274, 1))
@@ -635,8 +688,10 @@ def _read_tiff(path: Path) -> np.ndarray:
         # length 1 (tifffile's 'shaped' (1, h, w)) that no other reader sees
         array = page.asarray()
         photometric, compression = page.photometric, page.compression
-        if array.ndim == 3 and page.planarconfig == PLANARCONFIG.SEPARATE and page.samplesperpixel > 1:
-            array = np.moveaxis(array, 0, -1)
+        if array.ndim == 3 and page.samplesperpixel > 1:
+            if page.planarconfig == PLANARCONFIG.SEPARATE:
+                array = np.moveaxis(array, 0, -1)
+            array = _tiff_samples(array, page, path)
         if photometric == PHOTOMETRIC.MINISBLACK:
             return _to_gray(array, path, "minisblack TIFF")
         if photometric == PHOTOMETRIC.MINISWHITE:
@@ -705,9 +760,10 @@ def read_image(path: str | Path) -> np.ndarray:
     inverted (``2**bits - 1 - value``); palette images through their palette (TIFF colour
     maps holding an 8-bit palette scaled by 257 give 8 bits); colour images with equal
     channels give that channel, others ITU-R BT.601 luma (0.299 R + 0.587 G + 0.114 B,
-    rounded); an alpha channel must be opaque and is dropped. Pixel type: 1-bit images give
-    0/255 uint8; uint8 and uint16 are kept; any other integer or float image becomes uint16
-    when that is lossless (integer values in 0..65535), else it is refused. Other
+    rounded); an alpha channel must be opaque and is dropped; a TIFF's extra samples not marked
+    as alpha are left out with a warning (:func:`_tiff_samples`). Pixel type: 1-bit images
+    give 0/255 uint8; uint8 and uint16 are kept; any other integer or float image becomes
+    uint16 when that is lossless (integer values in 0..65535), else it is refused. Other
     interpretations (CMYK, CIELab...), stacks and empty images raise :class:`RawDataError`.
     """
     path = Path(path)
