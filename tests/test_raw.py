@@ -1031,6 +1031,17 @@ def test_tiff_alpha_samples_refused_with_the_sample_count(tmp_path, names, optio
         read_image(path)
 
 
+@pytest.mark.parametrize("photometric,samples", [("separated", 4), ("cielab", 3)])
+def test_tiff_of_an_unsupported_interpretation_is_named_as_such(tmp_path, photometric, samples):
+    """CMYK and CIELab TIFFs are refused for their interpretation, not for their sample count."""
+    from temvirus.raw import read_image
+
+    path = tmp_path / "k.tif"
+    tifffile.imwrite(path, np.stack([_gray_ramp()] * samples, -1), photometric=photometric)
+    with pytest.raises(RawDataError, match=rf"^{path}: TIFF photometric interpretation {photometric.upper()} is not"):
+        read_image(path)
+
+
 def test_gray_alpha_array_written_as_pages_is_named(good, tmp_path):
     """tifffile writes an (h, w, 2) array given without planarconfig as h pages of w x 2 px. Before:
     "TIFF holds several images (pages or series of shapes [(30, 40, 2)])", as if there were several

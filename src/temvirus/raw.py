@@ -621,10 +621,19 @@ def _tiff_samples(array: np.ndarray, page, path: Path) -> np.ndarray:
     Extra samples of unspecified meaning are not part of the image (TIFF 6.0; Pillow reads such a
     file so): left out, with a warning naming the file and the sample count. Raises
     :class:`RawDataError` naming the sample count when the samples do not add up or two are alpha.
+    Other interpretations (CMYK, CIELab...) are returned as they are: :func:`_read_tiff` refuses them.
     """
     from tifffile import EXTRASAMPLE, PHOTOMETRIC
 
-    colour = 3 if page.photometric in (PHOTOMETRIC.RGB, PHOTOMETRIC.YCBCR) else 1
+    colour = {
+        PHOTOMETRIC.MINISBLACK: 1,
+        PHOTOMETRIC.MINISWHITE: 1,
+        PHOTOMETRIC.PALETTE: 1,
+        PHOTOMETRIC.RGB: 3,
+        PHOTOMETRIC.YCBCR: 3,
+    }.get(page.photometric)
+    if colour is None:
+        return array
     extras, samples = list(page.extrasamples), array.shape[-1]
     what = f"{page.photometric.name} TIFF with {samples} samples per pixel"
     if samples != colour + len(extras):
