@@ -490,6 +490,20 @@ def test_tags_values_in_other_notations_name_the_key_and_what_is_expected(tmp_pa
     assert str(caught.value).startswith(f"{path}:{line}: ")
 
 
+@pytest.mark.parametrize(
+    "row,line",
+    [("XScale;5;;Å", 3), ("XScale;5;nm;Å", 3), ("XScale\t5\t\tÅ", 3), ("Height;30;px;2", 1), ("Unit;nm;Å", 5)],
+)
+def test_tags_fields_after_the_unit_are_refused(tmp_path, row, line):
+    """``XScale;5;;Å`` was read as 5 nm (the unit, in a fourth field, left out: 10 times too large)."""
+    rows = {"Height": "Height;30", "Width": "Width;40", "XScale": "XScale;5", "YScale": "YScale;5"}
+    rows[re.split(r"[;\t]", row)[0]] = row
+    path = _tags_file(tmp_path, list(rows.values()))  # a Unit row is added last
+    with pytest.raises(RawDataError, match=r"more fields than 'key;(value;)?unit' in .*would be left out") as caught:
+        read_tags(path)
+    assert str(caught.value).startswith(f"{path}:{line}: ")
+
+
 @pytest.mark.parametrize("value", ["1,000", "2.048", "1.000", "30,000"])
 def test_pixel_counts_with_a_thousands_separator_are_refused(tmp_path, value):
     """``Width;1,000`` was read as 1 px (a decimal comma), ``2.048`` refused as fractional: a ','

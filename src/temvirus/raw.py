@@ -303,7 +303,8 @@ def read_tags(path: str | Path) -> Tags:
 
     Rows are ``key;value[;unit]``; a row without ``;`` may use a tab, ``=``, ``:`` or ``,``
     (the first present); quotes around fields are dropped; a key may carry its unit in
-    brackets (``XScale [Å]``). A key or unit row given twice must give the same value.
+    brackets (``XScale [Å]``). A key or unit row given twice must give the same value; a
+    non-empty field after the unit (``XScale;5;;Å``) is an error.
     Returns pixel counts and pixel sizes in nm. Raises :class:`RawDataError` naming the row.
     """
     path = Path(path)
@@ -321,11 +322,8 @@ def read_tags(path: str | Path) -> Tags:
         if bracketed:
             key, key_unit = bracketed.groups()
         key = re.sub(r"[\s_\-]", "", key.lower())
-        if key in UNIT_KEYS and len(parts) > 1 and parts[1]:
-            for axis in UNIT_KEYS[key]:
-                units.setdefault(axis, []).append((number, parts[1]))
-            continue
-        if key not in TAG_KEYS:
+        unit_row = key in UNIT_KEYS and len(parts) > 1 and parts[1]
+        if not unit_row and key not in TAG_KEYS:
             continue
         if len(parts) < 2:
             raise RawDataError(path, f"row is not 'key;value': {row!r}", line=number)
@@ -333,6 +331,14 @@ def read_tags(path: str | Path) -> Tags:
             raise RawDataError(
                 path, f"ambiguous row {row!r}: ',' separates the fields and the decimals; use ';'", line=number
             )
+        form, fields = ("key;unit", 2) if unit_row else ("key;value;unit", 3)
+        extra = [part for part in parts[fields:] if part]
+        if extra:  # 'XScale;5;;Å': the unit would be left out
+            raise RawDataError(path, f"more fields than '{form}' in {row!r}: {extra} would be left out", line=number)
+        if unit_row:
+            for axis in UNIT_KEYS[key]:
+                units.setdefault(axis, []).append((number, parts[1]))
+            continue
         row_units = [parts[2] if len(parts) > 2 else "", key_unit]
         found.setdefault(TAG_KEYS[key], []).append((number, parts[1], row_units, parts[0]))
     missing = [key for key, field in TAG_KEYS.items() if field not in found]
