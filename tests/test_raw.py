@@ -548,13 +548,22 @@ def test_positions_header_recognised_not_counted(tmp_path, header):
 
 def test_positions_without_header_or_markers_is_one_line(tmp_path, caplog):
     """Read as one centre line, with a warning naming the file: round particles written without
-    markers would otherwise silently become one particle (2 of them one patch between the two)."""
+    markers (or before the first marker) would otherwise silently become one particle (2 of them
+    one patch between the two)."""
     path = _positions_file(tmp_path, ["image;x.tif", "1;2", "3;4"])
     with caplog.at_level(logging.WARNING, logger="temvirus.raw"):
         assert [s.tolist() for s in read_positions(path)] == [[[1, 2], [3, 4]]]
     assert f"{path}: 2 points and no 'particleposition' line" in caplog.text
     caplog.clear()
+    # before the first marker of a file that has markers: read alike, but silently (a lost first marker
+    # merged two round particles into one 2-point line, one patch between them)
+    path = _positions_file(tmp_path, ["image;x.tif", "1;2", "3;4", "particleposition", "5;6"])
     with caplog.at_level(logging.WARNING, logger="temvirus.raw"):
+        assert [s.tolist() for s in read_positions(path)] == [[[1, 2], [3, 4]], [[5, 6]]]
+    assert f"{path}: 2 points before the first 'particleposition' line: read as one particle" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="temvirus.raw"):
+        read_positions(_positions_file(tmp_path, ["1;2", "particleposition", "3;4"]))  # one point first
         read_positions(_positions_file(tmp_path, ["particleposition", "1;2", "3;4"]))  # a marked centre line
         read_positions(_positions_file(tmp_path, ["1;2"]))  # one point
     assert not caplog.text

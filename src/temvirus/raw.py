@@ -458,7 +458,8 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
     A file without points must hold at least :data:`POSITIONS_HEADER_LINES` header lines and no
     marker (an image without particles): else the file is taken for a truncated one (an
     interrupted copy, a 0-byte file). A marker ending a file with points is logged as a warning
-    (a writer may end each particle with one).
+    (a writer may end each particle with one), and so are several points before the first marker
+    (or in a file without one): they are read as one particle, a centre line.
     Raises :class:`RawDataError` naming the line of anything else, a non-pixel unit, an
     unknown ``format``, two header lines giving different column orders, two markers without a
     point between them (a particle whose points are lost), or a truncated file.
@@ -469,7 +470,7 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
     particles: list[list[tuple[float, float]]] = [[]]
     header, order, order_line = True, (0, 1), None
     header_lines, open_marker = 0, None  # open_marker: the line of a marker not yet followed by a point
-    marked = False  # a marker seen
+    marked, leading = False, 0  # a marker seen; points before the first marker
     for number, line in enumerate(read_text(path).splitlines(), start=1):
         text = line.strip()
         if not text or text.startswith("#"):
@@ -533,6 +534,7 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
                 line=number,
             )
         header, open_marker = False, None
+        leading += not marked
         particles[-1].append((x, y))
     if open_marker is not None:
         if not particles[0]:
@@ -541,12 +543,13 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
             )
         # a writer that ends every particle with a marker, or a cut file
         log.warning("%s:%d: a '%s' line ends the file without points after it", path, open_marker, PARTICLE_MARKER)
-    if not marked and len(particles[0]) > 1:  # no marker at all: one centre line, or round particles unmarked?
+    if leading > 1:  # points before any marker: one centre line, or round particles unmarked?
         log.warning(
-            "%s: %d points and no '%s' line: read as one particle (a centre line; 2 points give one patch "
+            "%s: %d points %s '%s' line: read as one particle (a centre line; 2 points give one patch "
             "at their midpoint); if they are separate particles, put a '%s' line before each",
             path,
-            len(particles[0]),
+            leading,
+            "before the first" if marked else "and no",
             PARTICLE_MARKER,
             PARTICLE_MARKER,
         )
