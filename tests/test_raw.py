@@ -476,7 +476,10 @@ def test_tags_errors_name_the_row(tmp_path, rows, reason, line):
         ("XScale;1/2", 3, r"'XScale' value '1/2' is not a number"),
         ("XScale;1_0", 3, r"'XScale' value '1_0' is not a number"),
         ("XScale;5 x 10^-9 m", 3, r"'XScale' value '5 x 10\^-9 m' is not a number"),
-        ("Width;0", 2, r"'Width' value must be positive, got '0'"),
+        ("Width;0", 2, r"'Width' value must be positive and finite, got '0' \(read as 0\)"),
+        # before: "value must be positive, got '1e999'" (it overflows to infinity; 1e-999 to 0)
+        ("XScale;1e999", 3, r"'XScale' value must be positive and finite, got '1e999' \(read as inf\)"),
+        ("XScale;1e-999", 3, r"'XScale' value must be positive and finite, got '1e-999' \(read as 0\)"),
     ],
 )
 def test_tags_values_in_other_notations_name_the_key_and_what_is_expected(tmp_path, row, line, reason):

@@ -261,7 +261,9 @@ def _tag_value(path: Path, field: str, key: str, number: int, text: str, units: 
             line=number,
         ) from None
     if not np.isfinite(value) or value <= 0:
-        raise RawDataError(path, f"{key!r} value must be positive, got {text!r}", line=number)
+        raise RawDataError(
+            path, f"{key!r} value must be positive and finite, got {text!r} (read as {value:g})", line=number
+        )
     given = [u for u in [match.group(2), *units] if u]
     if pixels:
         if re.search(r"[.,]\d{3}$", match.group(1)):
