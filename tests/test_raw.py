@@ -526,6 +526,27 @@ def test_tags_missing_key_and_garbage_bytes(tmp_path):
         read_tags(path)
 
 
+@pytest.mark.parametrize(
+    "data,line",
+    [
+        (b"Height;30\nWidth;40\nXScale;5\0\nYScale;5\n", 3),  # before: "no height / width / xscale / yscale row"
+        (b"Height;30\nWidth;40\nXScale;5\nYScale;5\n" + b"\0" * 64, 5),  # before: "not text in utf-16-be"
+        (b"Height;30\nWidth;40\nXScale;5\nYScale;5\n\n" + b"\0" * 63, 6),
+    ],
+)
+def test_text_with_stray_or_padding_nul_bytes_is_not_taken_for_utf16(tmp_path, data, line):
+    """A stray NUL byte, or a file padded with zeros (cut by a crash), was decoded as UTF-16 without
+    BOM: mojibake without any key, or a decoding error about UTF-16. Now the NULs are named."""
+    path = tmp_path / "x.tif_tags.csv"
+    path.write_bytes(data)
+    with pytest.raises(RawDataError, match=rf"^{path}:{line}: not text: NUL characters after decoding as utf-8"):
+        read_tags(path)
+    positions = tmp_path / "x_particlepositions.txt"
+    positions.write_bytes(b"image;x.tif\nunit;pixel\nformat;x;y\nparticleposition\n1;2\n" + b"\0" * 64)
+    with pytest.raises(RawDataError, match=rf"^{positions}:6: not text: NUL characters"):
+        read_positions(positions)
+
+
 def _positions_file(tmp_path: Path, lines: list[str]) -> Path:
     path = tmp_path / "x_particlepositions.txt"
     path.write_text("\n".join(lines) + "\n")

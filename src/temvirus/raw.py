@@ -16,8 +16,8 @@ Unicode normalisation (as macOS and Windows file systems do). Image ids equal bu
 or that the CSV tables would read back as other text (``001``, ``NA``), are refused.
 
 Text files are read as UTF-8 (with or without a byte-order mark), UTF-16 (with a BOM, or
-without one when every other byte is NUL) or, failing UTF-8, Windows-1252; anything else is an
-error naming the file and line.
+without one when one side of most byte pairs is NUL) or, failing UTF-8, Windows-1252; anything
+else (NUL bytes in other text too) is an error naming the file and line.
 
 Tags (:func:`read_tags`): ``key;value[;unit]`` rows read **by key** (case, spaces, ``_`` and
 ``-`` ignored), not by position: ``Height`` and ``Width`` in pixels, ``XScale`` and ``YScale``
@@ -167,6 +167,9 @@ def is_archive(path: Path) -> bool:
 def read_text(path: str | Path) -> str:
     """The text of a small file: UTF-8 (BOM optional), UTF-16 (BOM, or NUL-interleaved), else Windows-1252.
 
+    NUL bytes in a file that is not UTF-16 (a few, or on both sides of the byte pairs: zero padding)
+    are an error naming their line.
+
     Raises :class:`RawDataError` (file and line) when none of these decodes it.
     """
     path = Path(path)
@@ -175,11 +178,13 @@ def read_text(path: str | Path) -> str:
         encodings = ["utf-8-sig"]
     elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         encodings = ["utf-16"]
-    elif b"\0" in data:  # UTF-16 without a byte-order mark: ASCII characters have a NUL byte
-        odd = data[1::2].count(0) > data[0::2].count(0)
-        encodings = ["utf-16-le" if odd else "utf-16-be"]
     else:
         encodings = ["utf-8", "cp1252"]
+        # UTF-16 without a byte-order mark: ASCII characters have a NUL byte, all on one side; a few
+        # NULs, or NULs on both sides (a file padded with zeros), are no UTF-16 (refused below)
+        odd, even = data[1::2].count(0), data[0::2].count(0)
+        if 4 * max(odd, even) >= len(data) and 4 * min(odd, even) <= max(odd, even):
+            encodings = ["utf-16-le" if odd > even else "utf-16-be"]
     for encoding in encodings:
         try:
             text = data.decode(encoding)
@@ -189,7 +194,8 @@ def read_text(path: str | Path) -> str:
         if "\0" in text:
             raise RawDataError(
                 path,
-                f"not text: NUL characters after decoding as {encoding}",
+                f"not text: NUL characters after decoding as {encoding} (a binary file, or one padded "
+                "with zeros, e.g. cut by a crash?)",
                 line=text[: text.index("\0")].count("\n") + 1,
             )
         return text
