@@ -27,16 +27,17 @@ is nm (the published files). Known units: :data:`UNITS_NM`. A decimal comma or p
 accepted; a row without ``;`` may use a tab, ``=``, ``:`` or ``,`` (:data:`TAG_SEPARATORS`),
 and a key may carry its unit in brackets (``XScale [Å]``). A value that is not a decimal
 number (``0x1A``, ``5 57``), a pixel count with a possible thousands separator (``1,000``), a
-pixel size outside :data:`PIXEL_SIZE_RANGE_NM` (plausible for TEM), XScale and YScale more than 0.1 % apart
-(non-square pixels), an unknown unit, a missing key or a key or unit row given twice with
-different values is an error naming the row.
+field after the unit, a pixel size outside :data:`PIXEL_SIZE_RANGE_NM` (plausible for TEM),
+XScale and YScale more than 0.1 % apart (non-square pixels), an unknown unit, a missing key or
+a key or unit row given twice with different values is an error naming the row.
 
 Positions (:func:`read_positions`): a header, recognised by content: the leading lines whose
 first field does not start like a number (``image;…``, ``unit;pixel``, ``format;x;y``); then ``x;y`` lines
 in pixels (origin at the image's top-left corner, x to the right); a line
 ``particleposition`` separates particles (two without a point between them are an error: a
 particle's points lost), and a particle of several points is a centre line.
-A file without header is read whole; points without any marker are one centre line (logged as a warning). A unit row (keys as :data:`UNIT_KEYS`) must be pixels,
+A file without header is read whole; points without any marker, or several before the first
+marker, are one centre line (logged as a warning). A unit row (keys as :data:`UNIT_KEYS`) must be pixels,
 ``format`` (or a column header line) ``x;y`` or ``y;x``, and an ``image`` row must name the
 file's image (any extension). A file without points needs the whole published header (3 lines)
 and no marker: anything shorter is a truncated file.
