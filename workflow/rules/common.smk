@@ -411,6 +411,7 @@ def micrograph_detector_inputs(wildcards):
         "split": f"results/curation/split_{wildcards.method}.csv",
         "root": raw_root(),
         "table1": "resources/paper/table1_dataset.csv",
+        "classes": "results/raw/classification_classes.csv",  # after check_classes
     }
 
 
