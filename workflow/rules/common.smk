@@ -73,6 +73,15 @@ def raw_root(wildcards=None):
     return f"{DATASET_DIR}/local" if root is None else str(root)
 
 
+def synthetic_settings(wildcards=None):
+    """synthetic_dataset's settings: dataset.synthetic but real_examples (the examples shown beside
+    the synthetic ones in a figure: changing them must not re-make the data and all after it).
+    """
+    return {
+        k: v for k, v in config["dataset"]["synthetic"].items() if k != "real_examples"
+    }
+
+
 def raw_tables_inputs(wildcards):
     """The raw root and, for a local folder used in place, its content manifest."""
     inputs = {"root": raw_root()}

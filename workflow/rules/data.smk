@@ -21,7 +21,7 @@ rule synthetic_dataset:
     conda:
         "../../envs/temvirus.yaml"
     params:
-        synthetic=config["dataset"]["synthetic"],
+        synthetic=synthetic_settings,
     script:
         "../scripts/synthetic_dataset.py"
 
