@@ -397,3 +397,15 @@ def test_the_real_examples_of_the_synthetic_figure_rerun_only_the_figure(tmp_pat
     proc = _run(work, overlay, "-n", *targets)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert set(re.findall(r"^(?:local)?rule (\w+):$", proc.stdout, re.MULTILINE)) == {"synthetic_vs_real_figure"}
+
+
+def test_the_jobs_read_the_config_through_their_params():
+    """Snakemake re-runs a job for a change of its params, never for a config key its script reads
+    directly: only raw_tables reads one (classes.classification, checked against the data; its
+    tables do not depend on it, and check_classes, whose params hold it, checks it again)."""
+    readers = {
+        path.name
+        for path in (REPO / "workflow" / "scripts").glob("*.py")
+        if re.search(r"\b(?:smk|snakemake)\.config\b", path.read_text())
+    }
+    assert readers == {"raw_tables.py"}

@@ -412,6 +412,24 @@ def evaluation_settings(wildcards=None):
     return {k: config["evaluation"][k] for k in ("tta", "max_test_per_class")}
 
 
+def summary_settings(wildcards=None):
+    """What report_summary shows of the config (temvirus.report.summary_html): the data source,
+    the local path, the experiments. Its params (not the whole config read by the script), so
+    that the front page follows a change of them by itself, not only through the jobs before it.
+    """
+    dataset = config["dataset"]
+    return {
+        "dataset": {
+            "source": dataset["source"],
+            "local": {"path": dataset["local"]["path"]},
+        },
+        "experiments": [
+            {k: e[k] for k in ("model", "init", "method")}
+            for e in config["experiments"]
+        ],
+    }
+
+
 def micrograph_detector_inputs(wildcards):
     """Image and particle tables, the split table, the raw root and Table 1 (the diameters)."""
     return {
