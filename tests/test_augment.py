@@ -77,8 +77,8 @@ def test_plan_is_deterministic_by_seed():
 
 
 def test_missing_class_is_an_error_naming_the_key_and_the_classes_there_are():
-    """A class added to classes.classification after a finished run (raw_tables, which checks
-    the classes against the data, is not re-run for that): augment, the first job, says so."""
+    """A classification class without training patches (in the workflow check_classes refuses a
+    class the data lack before augment runs; a class with no training images gets here): augment says so."""
     with pytest.raises(
         ValueError,
         match=r"class 'Nipah' of classes\.classification has no training patches; "

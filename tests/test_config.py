@@ -283,6 +283,27 @@ def test_the_same_config_in_another_key_order_or_file_layout_reruns_nothing(fini
     assert _jobs_after(finished_tiny_run, overlay, default_first=False) == {"report_summary": 1, "all": 1}
 
 
+#: what a change of classes.classification re-runs after a finished run of :func:`_tiny_overlay`
+CLASS_LIST_JOBS = {
+    "check_classes",
+    "augment",
+    "fig1_patch_examples",
+    "micrograph_detector",
+    "baseline_model",
+    "train_model",
+    "evaluate_model",
+    "calibrate_micrographs",
+    "analyse_micrographs",
+    "error_tracing",
+    "per_class_html",
+    "table2",
+    "table_html",
+    "audit",
+    "report_summary",
+    "all",
+}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("change", "expected"),
@@ -305,8 +326,19 @@ def test_the_same_config_in_another_key_order_or_file_layout_reruns_nothing(fini
             {"micrographs": {"batch_size": 16}},
             {"calibrate_micrographs", "analyse_micrographs", "audit", "report_summary", "all"},
         ),
+        # the classes the models see, one fewer or one the data lack: the list checked against the
+        # raw tables again (check_classes, first), then what reads it; not curation nor patches
+        ({"classes": {"classification": TINY_CLASSES[:-1]}}, CLASS_LIST_JOBS),
+        ({"classes": {"classification": [*TINY_CLASSES, "Nipah"]}}, CLASS_LIST_JOBS),
     ],
-    ids=["near_misses", "error_images", "another_micrograph_experiment", "micrograph_batch_size"],
+    ids=[
+        "near_misses",
+        "error_images",
+        "another_micrograph_experiment",
+        "micrograph_batch_size",
+        "one_class_fewer",
+        "a_class_the_data_lack",
+    ],
 )
 def test_a_change_reruns_only_what_reads_it(finished_tiny_run, tiny_synthetic, change, expected):
     overlay = _tiny_overlay(tiny_synthetic / "raw")
@@ -317,3 +349,63 @@ def test_a_change_reruns_only_what_reads_it(finished_tiny_run, tiny_synthetic, c
         assert jobs == expected
     else:
         assert set(jobs) == expected
+
+
+def _run(workdir: Path, overlay: dict, *args: str) -> subprocess.CompletedProcess:
+    """The workflow in ``workdir`` with ``overlay`` on top of config/config.yaml; ``args`` (targets,
+    flags) before the config files."""
+    path = workdir.parent / "overlay.yaml"
+    path.write_text(yaml.safe_dump(overlay))
+    cmd = snakemake_cmd(workdir, *args, "--configfile", str(REPO / "config" / "config.yaml"), str(path), ci=False)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+def test_a_class_the_data_lack_added_after_the_raw_tables_fails_first_naming_it(tiny_synthetic, tmp_path):
+    """raw_tables checks classes.classification against the data, but is not re-run for a change of
+    the list: with the raw tables made, a class the data lack added to it fails the next run at
+    check_classes, naming the class and the classes found, before overlap removal starts (and
+    before augment, fig1_patch_examples and micrograph_detector, which read the list)."""
+    work = tmp_path / "work"
+    overlay = _tiny_overlay(tiny_synthetic / "raw")
+    proc = _run(work, overlay, "results/raw/images.csv")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    overlay["classes"]["classification"] = [*TINY_CLASSES, "Nipah"]
+    proc = _run(work, overlay)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    expected = (
+        "results/raw/images.csv: classes.classification lists ['Nipah'], which the data do not hold; "
+        f"classes found: {sorted(TINY_CLASSES)}"
+    )
+    assert f"rule check_classes failed: RawDataError: {expected}" in out, out[-3000:]
+    assert expected in (work / "logs" / "data" / "check_classes.log").read_text()
+    started = set(re.findall(r"^(?:local)?rule (\w+):$", out, re.MULTILINE))
+    assert started == {"check_classes"}, out[-3000:]
+    assert (work / "results" / "raw" / "images.csv").exists()  # the raw tables stay: they do not depend on it
+
+
+@pytest.mark.slow
+def test_the_real_examples_of_the_synthetic_figure_rerun_only_the_figure(tmp_path):
+    """dataset.synthetic.real_examples is read by synthetic_vs_real_figure alone: changing it does not
+    re-make the synthetic data (and every job after them)."""
+    work = tmp_path / "work"
+    overlay = {"dataset": {"synthetic": {"scale": 0.01}}}
+    targets = ("results/raw/images.csv", "results/figures/synthetic_vs_real.png")
+    proc = _run(work, overlay, *targets)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    overlay["dataset"]["synthetic"]["real_examples"] = str(tmp_path / "elsewhere")
+    proc = _run(work, overlay, "-n", *targets)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert set(re.findall(r"^(?:local)?rule (\w+):$", proc.stdout, re.MULTILINE)) == {"synthetic_vs_real_figure"}
+
+
+def test_the_jobs_read_the_config_through_their_params():
+    """Snakemake re-runs a job for a change of its params, never for a config key its script reads
+    directly: only raw_tables reads one (classes.classification, checked against the data; its
+    tables do not depend on it, and check_classes, whose params hold it, checks it again)."""
+    readers = {
+        path.name
+        for path in (REPO / "workflow" / "scripts").glob("*.py")
+        if re.search(r"\b(?:smk|snakemake)\.config\b", path.read_text())
+    }
+    assert readers == {"raw_tables.py"}

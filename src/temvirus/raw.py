@@ -1080,12 +1080,7 @@ def write_tables(
     for table in (images_csv, particles_csv):
         Path(table).unlink(missing_ok=True)
     images, particles = read_dataset(root)
-    found = sorted(set(images["class"]))
-    missing = [c for c in classes if c not in found]
-    if missing:
-        raise RawDataError(
-            root, f"classes.classification lists {missing}, which the data do not hold; classes found: {found}"
-        )
+    check_classes(images, classes, root)
     log.info(
         "%s: %d images, %d particles, %d classes",
         root,
@@ -1096,6 +1091,37 @@ def write_tables(
     write_csv(images_csv, images)
     write_csv(particles_csv, particles)
     return images, particles
+
+
+def check_classes(images: pd.DataFrame, classes: Sequence[str], where: str | Path) -> None:
+    """Every class of ``classes`` (config ``classes.classification``) is a class of the image
+    table ``images``: else a :class:`RawDataError` at ``where`` names the missing classes and
+    the classes found."""
+    found = sorted(set(images["class"]))
+    missing = [c for c in classes if c not in found]
+    if missing:
+        raise RawDataError(
+            where, f"classes.classification lists {missing}, which the data do not hold; classes found: {found}"
+        )
+
+
+def write_classification_classes(images_csv: str | Path, classes: Sequence[str], out_csv: str | Path) -> pd.DataFrame:
+    """Check ``classes`` (config ``classes.classification``) against the image table and write
+    them, in that order, with their images and annotated particles in the data.
+
+    The ``check_classes`` rule: its params hold the class list, so that a list changed after
+    the raw tables were made is checked again before any job that reads it (:func:`write_tables`
+    checks it on the run that reads the raw data, but is not re-run for a change of the list).
+    """
+    from temvirus.io import write_csv
+
+    images = pd.read_csv(images_csv)
+    check_classes(images, classes, images_csv)
+    counts = images.groupby("class")["n_particles"].agg(images="size", particles="sum")
+    table = counts.reindex(list(classes)).rename_axis("class").reset_index()
+    log.info("%s: the %d classes of classes.classification are in the data", images_csv, len(table))
+    write_csv(out_csv, table)
+    return table
 
 
 def update_manifest(root: str | os.PathLike, manifest: str | os.PathLike) -> bool:

@@ -73,6 +73,15 @@ def raw_root(wildcards=None):
     return f"{DATASET_DIR}/local" if root is None else str(root)
 
 
+def synthetic_settings(wildcards=None):
+    """synthetic_dataset's settings: dataset.synthetic but real_examples (the examples shown beside
+    the synthetic ones in a figure: changing them must not re-make the data and all after it).
+    """
+    return {
+        k: v for k, v in config["dataset"]["synthetic"].items() if k != "real_examples"
+    }
+
+
 def raw_tables_inputs(wildcards):
     """The raw root and, for a local folder used in place, its content manifest."""
     inputs = {"root": raw_root()}
@@ -403,6 +412,24 @@ def evaluation_settings(wildcards=None):
     return {k: config["evaluation"][k] for k in ("tta", "max_test_per_class")}
 
 
+def summary_settings(wildcards=None):
+    """What report_summary shows of the config (temvirus.report.summary_html): the data source,
+    the local path, the experiments. Its params (not the whole config read by the script), so
+    that the front page follows a change of them by itself, not only through the jobs before it.
+    """
+    dataset = config["dataset"]
+    return {
+        "dataset": {
+            "source": dataset["source"],
+            "local": {"path": dataset["local"]["path"]},
+        },
+        "experiments": [
+            {k: e[k] for k in ("model", "init", "method")}
+            for e in config["experiments"]
+        ],
+    }
+
+
 def micrograph_detector_inputs(wildcards):
     """Image and particle tables, the split table, the raw root and Table 1 (the diameters)."""
     return {
@@ -411,6 +438,7 @@ def micrograph_detector_inputs(wildcards):
         "split": f"results/curation/split_{wildcards.method}.csv",
         "root": raw_root(),
         "table1": "resources/paper/table1_dataset.csv",
+        "classes": "results/raw/classification_classes.csv",  # after check_classes
     }
 
 

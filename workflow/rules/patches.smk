@@ -24,6 +24,7 @@ rule augment:
     input:
         patches="results/patches/{method}/patches.csv",
         train="results/patches/{method}/train.npy",
+        classes="results/raw/classification_classes.csv",  # after check_classes
     output:
         npy="results/patches/{method}/train_augmented.npy",
         csv="results/patches/{method}/train_augmented.csv",
@@ -45,6 +46,7 @@ rule fig1_patch_examples:
         train=f"results/patches/{table1_method()}/train.npy",
         validation=f"results/patches/{table1_method()}/validation.npy",
         test=f"results/patches/{table1_method()}/test.npy",
+        classes="results/raw/classification_classes.csv",  # after check_classes
     output:
         report(
             "results/figures/fig1_patch_examples.png",

@@ -59,6 +59,7 @@ rule report_summary:
         "../../envs/temvirus.yaml"
     params:
         configfiles=[str(f) for f in workflow.configfiles],
+        config=summary_settings,
         note=run_note(),
     script:
         "../scripts/report_summary.py"

@@ -5,5 +5,7 @@ from temvirus.smk import run_rule
 
 run_rule(
     snakemake,
-    lambda smk: write_summary(smk.input.audit, smk.config, smk.params.configfiles, smk.params.note, smk.output.html),
+    lambda smk: write_summary(
+        smk.input.audit, smk.params.config, smk.params.configfiles, smk.params.note, smk.output.html
+    ),
 )
