@@ -210,7 +210,7 @@ class OverlapSettings:
     point_tolerance_nm: float = 30.0
     point_margin_nm: float = 150.0
     min_point_agreement: float = 0.4
-    fallback_scales: tuple[float, ...] = ()
+    fallback_scales: tuple[float, ...] = (0.91, 1.1)
     scale_search: tuple[float, ...] = (0.97, 1.03, 0.94, 1.06)
     rotation_min_points: int = 3
     keypoint_min_inliers: int = 8
