@@ -56,7 +56,9 @@ Method (all pairs of images within a class):
    pair passes (negative: it fails); near misses are the rejected pairs of highest evidence.
 6. **Scale fallback.** Pairs not found at the recorded pixel sizes are tried again with
    image_b resampled by each relative scale of ``fallback_scales`` (pixel sizes recorded
-   wrongly by about that factor); the list should hold each scale and its inverse.
+   wrongly by about that factor); the list should hold each scale and its inverse. The
+   defaults 0.91 and 1.1 go on from ``scale_search``'s 6% in its steps: a pixel size
+   recorded up to ~15% off (docs/overlap.md, "Kinds of real re-imaging").
 7. **Turned re-images.** Pairs still not found, where both images are annotated, are tried
    turned: a field re-imaged after a rotation (the image rotation of another magnification,
    a holder put back) or saved mirrored. The turn comes from the annotated points
