@@ -125,6 +125,29 @@ def test_one_changed_byte_fails_naming_the_file(copy, what):
     assert proc.returncode == 1 and name in proc.stdout
 
 
+def test_a_job_deleted_with_its_record_fails_naming_its_files(copy):
+    """error_tracing's error images removed together with its lineage record: every remaining
+    record is consistent with the files, so only the list of targets the workflow's audit job
+    read shows the gap; `temvirus audit` fails naming each missing file."""
+    record = first(copy, "results/provenance/error_tracing/*.json")
+    outputs = [o["path"] for o in json.loads(record.read_text())["outputs"]]
+    audited = {
+        i["path"]
+        for r in (copy / "results/provenance/audit").glob("*.json")
+        for i in json.loads(r.read_text())["inputs"]
+    }
+    targets = [p for p in outputs if p in audited]
+    assert targets, (outputs, sorted(audited))
+    for path in outputs:
+        (copy / path).unlink()
+    record.unlink()
+    result = audit_mod.audit(copy / "results")
+    found = {f[:3] for f in failures(result)}
+    assert all(("targets", "missing", p) in found for p in targets), audit_render.summary(result)
+    proc = run_cli(copy / "results")
+    assert proc.returncode == 1 and all(p in proc.stdout for p in targets), proc.stdout
+
+
 def test_image_moved_to_another_split_fails_naming_it(copy):
     split_csv = first(copy, "results/curation/split_representative.csv")
     table = pd.read_csv(split_csv, dtype={"image_id": str, "overlap_group": str})

@@ -1227,3 +1227,21 @@ def test_analyse_refuses_non_square_pixels(tmp_path):
     (tmp_path / "m.tif_tags.csv").write_text("Height;30\nWidth;40\nXScale;2\nYScale;2,5\n")
     with pytest.raises(RawDataError, match=r"m.tif_tags.csv:4: non-square pixels"):
         image_pixel_size(image, 1.0, (30, 40))
+
+
+def test_a_class_of_the_data_left_out_of_the_classification_list_is_warned_of(tmp_path, caplog):
+    """A class folder that classes.classification does not list is curated but never trained:
+    the check_classes rule says so, naming it, instead of leaving it out silently."""
+    from temvirus.raw import write_classification_classes
+
+    images = tmp_path / "images.csv"
+    images.write_text("image_id,class,n_particles\na,Orf,3\nb,Norovirus,2\nc,Rotavirus,4\n")
+    with caplog.at_level(logging.WARNING, logger="temvirus.raw"):
+        table = write_classification_classes(images, ["Orf", "Norovirus"], tmp_path / "classes.csv")
+    assert list(table["class"]) == ["Orf", "Norovirus"]
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "['Rotavirus']" in warned[0] and str(images) in warned[0], warned
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="temvirus.raw"):
+        write_classification_classes(images, ["Orf", "Norovirus", "Rotavirus"], tmp_path / "classes.csv")
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]

@@ -78,6 +78,29 @@ def test_front_page_is_shown_in_the_browser(report: Path, chromium: str, tmp_pat
     assert any(c["git_commit"] in text for c in audit["lineage"]["code"] if c), text[:3000]
 
 
+def front_page(report: Path) -> str:
+    """The report's front page (workflow/report/workflow.rst rendered) as text, tags removed."""
+    desc = re.search(r"var workflow_desc = (\".*?\");\n", report.read_text(), re.DOTALL).group(1)
+    return visible_text(json.loads(desc))
+
+
+def test_front_page_shows_the_runs_settings_whatever_config_the_report_is_given(default_run: Path, tmp_path: Path):
+    """The run used tests/ci.yaml on top of the default (scale 0.03, 32 patches per class, 15
+    epochs); `snakemake --report` given the default alone (`make report` after such a run) must
+    still say so: the front page's settings come from the run's summary, not from the config
+    of the report command (which said scale 0.15, 128 patches, 30 epochs)."""
+    out = tmp_path / "report.html"
+    done = subprocess.run(
+        snakemake_cmd(default_run, "--report", str(out), ci=False), capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    text = front_page(out)
+    assert "data source: synthetic (scale 0.03 of Table 1, binning 2)" in text, text[:3000]
+    assert "training patches per class after augmentation: 32" in text, text[:3000]
+    assert "epochs: 15 from scratch, 4 fine-tuning" in text, text[:3000]
+    assert "scale 0.15" not in text and "per class after augmentation: 128" not in text, text[:3000]
+
+
 def test_table2_is_shown_as_a_table_in_the_browser(report: Path, chromium: str, tmp_path: Path, default_run: Path):
     """Table 2 opened in the report as its view button does it: an HTML table in the content frame."""
     html = report.read_text()

@@ -1145,6 +1145,31 @@ def default_detector(checkpoint: Path) -> Path:
     return folder.parents[3] / "micrographs" / "detector" / f"{folder.relative_to(folder.parents[2])}.json"
 
 
+#: fewest pixels across the smallest of the model's classes for its particles to be seen at all
+MIN_PARTICLE_PX = 3.0
+
+
+def warn_coarse_pixels(images: pd.DataFrame, detector: Mapping, classes: Sequence[str]) -> None:
+    """A warning for each image (``image_id``, ``path``, ``pixel_size_nm``) whose pixels are too
+    coarse for the model's smallest class (its diameter under :data:`MIN_PARTICLE_PX` pixels): the
+    analysis still runs, slowly (the image is enlarged to the heat map's pixel), and finds and
+    calls particles in what cannot show them; a pixel size given in the wrong unit or for
+    another image is the usual cause."""
+    smallest = min(classes, key=lambda c: float(detector["diameters_nm"][c]))
+    diameter = float(detector["diameters_nm"][smallest])
+    for image in images.itertuples():
+        if diameter / image.pixel_size_nm < MIN_PARTICLE_PX:
+            log.warning(
+                "%s: pixel size %g nm: the model's smallest class, %s (%g nm), is %.1f px across, too few to "
+                "be seen (the particles found will be meaningless); is the pixel size right?",
+                image.path,
+                image.pixel_size_nm,
+                smallest,
+                diameter,
+                diameter / image.pixel_size_nm,
+            )
+
+
 def analyse_files(
     paths: Sequence[Path],
     checkpoint: Path,
@@ -1203,6 +1228,7 @@ def analyse_files(
                 "calibrate_micrographs rule, or give --detector"
             )
     detector = read_detector(detector_json, classifier)
+    warn_coarse_pixels(images, detector, classifier.classes)
     metrics = analyse_micrographs(images, "", classifier, detector, out_dir)
     # the image ids and calls as written: images named 001, 1e5 or NA are not read back as 1, 100000.0, NaN
     summary = pd.read_csv(out_dir / "summary.csv", dtype={"image_id": str, "call": str}, keep_default_na=False)

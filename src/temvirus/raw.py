@@ -1120,6 +1120,14 @@ def write_classification_classes(images_csv: str | Path, classes: Sequence[str],
     counts = images.groupby("class")["n_particles"].agg(images="size", particles="sum")
     table = counts.reindex(list(classes)).rename_axis("class").reset_index()
     log.info("%s: the %d classes of classes.classification are in the data", images_csv, len(table))
+    left_out = sorted(set(images["class"]) - set(classes))
+    if left_out:  # a class folder the list forgets: curated and in Table 1, but never trained or tested
+        log.warning(
+            "%s: the data hold classes that classes.classification leaves out: %s (curated and counted in "
+            "Table 1, not trained or evaluated; add them to the list to classify them)",
+            images_csv,
+            left_out,
+        )
     write_csv(out_csv, table)
     return table
 

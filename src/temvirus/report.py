@@ -95,7 +95,34 @@ def summary_html(audit: Mapping, config: Mapping, configfiles: Sequence[str], no
             "<p id='demo-notice' style='background:#fff3cd;border:1px solid #c9a227;padding:6px 10px'>"
             f"<b>{esc(note)}</b></p>"
         )
-    return f"<div id='run-summary'>{verdict}{notice}<table>{table}</table></div>\n"
+    return f"<div id='run-summary'>{verdict}{notice}<table>{table}</table>{key_settings_html(config)}</div>\n"
+
+
+def key_settings_html(config: Mapping) -> str:
+    """The front page's "Key settings" list, from the run's settings (``report_summary``'s params:
+    the config of the run that made the results, not the one ``snakemake --report`` was given)."""
+    esc = html.escape
+    dataset, training = config["dataset"], config["training"]
+    source = f"<code>{esc(dataset['source'])}</code>"
+    if dataset["source"] == "synthetic":
+        synthetic = dataset["synthetic"]
+        source += esc(f" (scale {synthetic['scale']} of Table 1, binning {synthetic['binning']})")
+    classes = config["classes"]["classification"]
+    epochs = training["epochs"]
+    items = [
+        f"data source: {source}",
+        esc(f"classes: {len(classes)} ({', '.join(classes)})"),
+        esc(f"split methods: {', '.join(config['split']['methods'])}"),
+        esc(f"training patches per class after augmentation: {config['augment']['per_class']}"),
+        esc(
+            f"epochs: {epochs['scratch']} from scratch, {epochs['imagenet']} fine-tuning; "
+            f"batch size {training['batch_size']}; device "
+        )
+        + f"<code>{esc(str(training['device']))}</code>",
+        esc(f"experiments: {len(config['experiments'])}"),
+        esc(f"master seed: {config['seed']}"),
+    ]
+    return "<h3>Key settings</h3><ul id='key-settings'>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
 
 
 def write_summary(

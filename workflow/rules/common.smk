@@ -413,16 +413,25 @@ def evaluation_settings(wildcards=None):
 
 
 def summary_settings(wildcards=None):
-    """What report_summary shows of the config (temvirus.report.summary_html): the data source,
-    the local path, the experiments. Its params (not the whole config read by the script), so
-    that the front page follows a change of them by itself, not only through the jobs before it.
+    """What report_summary shows of the config (temvirus.report.summary_html): the data source
+    (the local path, the synthetic scale and binning), the classes, split methods, training
+    patches per class, epochs, batch size, device, seed and experiments. Its params (not the
+    whole config read by the script), so that the front page follows a change of them by
+    itself, not only through the jobs before it; and the run's, not those of the config that
+    `snakemake --report` is given (another one would misstate them).
     """
-    dataset = config["dataset"]
+    dataset, training = config["dataset"], config["training"]
     return {
         "dataset": {
             "source": dataset["source"],
             "local": {"path": dataset["local"]["path"]},
+            "synthetic": {k: dataset["synthetic"][k] for k in ("scale", "binning")},
         },
+        "classes": {"classification": list(config["classes"]["classification"])},
+        "split": {"methods": list(config["split"]["methods"])},
+        "augment": {"per_class": config["augment"]["per_class"]},
+        "training": {k: training[k] for k in ("epochs", "batch_size", "device")},
+        "seed": config["seed"],
         "experiments": [
             {k: e[k] for k in ("model", "init", "method")}
             for e in config["experiments"]

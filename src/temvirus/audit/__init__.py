@@ -28,6 +28,9 @@ the ``audit`` rule call) and returns an :class:`AuditResult`; :func:`write_repor
   shifts, :func:`~temvirus.audit.leakage.max_ncc`, at least :data:`LEAK_NCC`, after a nearest-neighbour
   pre-screen), unless a reviewer's file of accepted leaks lists the pair with a reason.
 * ``table1``: the counts of ``results/tables/table1.csv`` follow from the split and patch tables.
+* ``targets`` (``temvirus audit`` only): every target of the run that the workflow's own audit
+  job read (its record's inputs) is still there, unchanged: a file deleted together with its
+  job's record leaves no other trace.
 
 A check whose inputs are not in the folder (a stage not run) is reported "not checked".
 """
@@ -56,6 +59,7 @@ from temvirus.audit.lineage import (
     Folder,
     check_inputs,
     check_outputs,
+    check_targets,
     check_unrecorded,
     lineage_summary,
 )
@@ -70,14 +74,17 @@ def audit(
     max_hamming: int = NEAR_HAMMING,
     leak_ncc: float = LEAK_NCC,
     accepted_leaks: str | os.PathLike | None = None,
+    targets: bool = True,
 ) -> AuditResult:
     """Run every check on a results folder (see the module docstring); ``accepted_leaks``: a CSV
-    of reviewed pairs (:func:`read_accepted_leaks`)."""
+    of reviewed pairs (:func:`read_accepted_leaks`); ``targets``: check the targets of the
+    workflow's last audit job (not in that job itself, which is about to replace its record)."""
     started = time.perf_counter()
     folder = Folder(results_dir)
     records_check = Check("records", "Lineage records readable")
     # an unreadable record is a finding; the others still trace their files
     records, unreadable = read_records(folder.root / "provenance")
+    audit_records = {p: r for p, r in records.items() if r["rule"] == AUDIT_RULE}
     records = {p: r for p, r in records.items() if r["rule"] != AUDIT_RULE}
     for path, why in unreadable.items():
         records_check.fail(
@@ -100,6 +107,8 @@ def audit(
         check_leaks(folder, leak_ncc, read_accepted_leaks(accepted_leaks)),
         check_table1(folder, records),
     ]
+    if targets:
+        checks.append(check_targets(folder, audit_records))
     return AuditResult(str(results_dir), checks, lineage_summary(records), time.perf_counter() - started)
 
 
@@ -139,7 +148,9 @@ def audit_or_fail(
     raises :class:`AuditFailed` with the summary and writes nothing (the summary is in the
     log then, since Snakemake removes the failed job's outputs).
     """
-    result = audit(results_dir, max_hamming=max_hamming, leak_ncc=leak_ncc, accepted_leaks=accepted_leaks)
+    result = audit(
+        results_dir, max_hamming=max_hamming, leak_ncc=leak_ncc, accepted_leaks=accepted_leaks, targets=False
+    )
     log.info("%s", summary(result))
     if not result.passed:
         raise AuditFailed(f"{results_dir}: audit failed:\n{summary(result)}")

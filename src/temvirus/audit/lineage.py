@@ -218,6 +218,37 @@ def check_unrecorded(folder: Folder, records: dict[Path, dict]) -> Check:
     return check
 
 
+def check_targets(folder: Folder, audit_records: dict[Path, dict]) -> Check:
+    """The workflow's targets (the inputs of its ``audit`` job, :data:`AUDIT_RULE`) still there and
+    as that job audited them. A file removed together with its job's record (a whole leaf job:
+    its error images, an experiment's evaluation) leaves no other trace: each remaining record
+    is consistent, and only the audit job's list of what the run made shows the gap. Not checked
+    without such a record (a partial run, or the workflow's own audit job, which is about to
+    rewrite it)."""
+    check = Check("targets", "The workflow's targets as its audit job read them")
+    if not audit_records:
+        check.skipped = "no record of the workflow's audit job (results/provenance/audit/)"
+        return check
+    n = 0
+    for rec_path, record in audit_records.items():
+        for entry in record.get("inputs", []):
+            if not folder.inside(entry["path"]) or _not_recorded(entry["path"]):
+                continue
+            n += 1
+            digest, problem = folder.current(entry)
+            if digest is None:
+                check.fail(problem, entry["path"], f"a target of the run, audited by {rec_path}")
+            elif digest != entry["sha256"]:
+                check.fail(
+                    "changed since the workflow's audit",
+                    entry["path"],
+                    f"sha256 {digest[:16]}..., audited {entry['sha256'][:16]}... by {rec_path}: "
+                    "rerun the workflow (its audit job checks the new files)",
+                )
+    check.covered = f"{n} targets read by the workflow's audit job"
+    return check
+
+
 def lineage_summary(records: dict[Path, dict]) -> dict:
     """Who made the results: rules, code versions, environments, seeds, hosts, GPUs, times."""
 
