@@ -601,11 +601,18 @@ def test_a_model_file_cut_short_or_damaged_is_named_so(tmp_path):
     """A best.pt cut short by an interrupted copy was refused with torch's words for it
     ("OSError: [Errno 22] Invalid argument" for most cuts), and one with a flipped byte in its
     weights was loaded (torch does not check the zip's CRCs), refused by temvirus analyse only as
-    "calibrated for another model". Both now say the file is cut short or damaged."""
+    "calibrated for another model"; an empty one as "EOFError". All now say the file is cut short
+    or damaged."""
     data = _fake_checkpoint(tmp_path / "best.pt", TINY_CLASSES).read_bytes()
     damaged = bytearray(data)
     damaged[len(data) // 2] ^= 0xFF
-    variants = {"cut100.pt": data[:100], "cut20000.pt": data[:20000], "cut_end.pt": data[:-10], "flip.pt": damaged}
+    variants = {
+        "empty.pt": b"",
+        "cut100.pt": data[:100],
+        "cut20000.pt": data[:20000],
+        "cut_end.pt": data[:-10],
+        "flip.pt": damaged,
+    }
     for name, content in variants.items():
         (tmp_path / name).write_bytes(bytes(content))
         with pytest.raises(ValueError, match=f"^{tmp_path / name}: a model file cut short or damaged"):

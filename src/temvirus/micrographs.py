@@ -606,21 +606,26 @@ def _check_class_values(path, detector: Mapping, key: str, classes, valid, what:
 
 
 def _check_model_zip(path: Path) -> None:
-    """A ValueError naming ``path`` when it is a zip (as torch saves models) cut short or with a
-    member failing its CRC: torch reports most cuts as "[Errno 22] Invalid argument" and does not
-    check the CRCs, so a flipped byte in the weights would be loaded. Other files are left to
-    :func:`temvirus.train.load_checkpoint` (its error says what they are)."""
+    """A ValueError naming ``path`` when it is empty, or a zip (as torch saves models) cut short
+    or with a member failing its CRC: torch reports an empty file as a bare EOFError, most cuts as
+    "[Errno 22] Invalid argument", and does not check the CRCs, so a flipped byte in the weights
+    would be loaded. Other files are left to :func:`temvirus.train.load_checkpoint` (its error
+    says what they are)."""
     import zipfile
 
     with path.open("rb") as fh:
-        if fh.read(4) != b"PK\x03\x04":
-            return
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-        reason = f"member {bad} fails its CRC" if bad else None
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
-        reason = str(exc) or type(exc).__name__
+        magic = fh.read(4)
+    if not magic:
+        reason = "empty: 0 bytes"
+    elif magic != b"PK\x03\x04":
+        return
+    else:
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+            reason = f"member {bad} fails its CRC" if bad else None
+        except (zipfile.BadZipFile, EOFError, OSError) as exc:
+            reason = str(exc) or type(exc).__name__
     if reason:
         raise ValueError(
             f"{path}: a model file cut short or damaged ({reason}): copy it again from where it was trained"
