@@ -400,7 +400,8 @@ def test_pixel_size_a_few_percent_off_is_found_by_the_scale_search(tmp_path):
     root, images, particles = pair_root(tmp_path, a, b, c, (2.0, 2.1, 2.0))
     found = pair(score_pairs(images, root, SETTINGS, particles), "a", "b")
     assert found.decision == OVERLAP and found.scale == pytest.approx(2 / 2.1, abs=0.035)
-    strict = pair(score_pairs(images, root, OverlapSettings(coarse_nm=6.0, scale_search=()), particles), "a", "b")
+    off = OverlapSettings(coarse_nm=6.0, scale_search=(), fallback_scales=())
+    strict = pair(score_pairs(images, root, off, particles), "a", "b")
     assert strict.decision == DISTINCT and strict.fine_ncc < found.fine_ncc
 
 

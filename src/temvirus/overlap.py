@@ -1208,7 +1208,7 @@ def _verified(
     more chance for a coincidence (the synthetic Papilloma_0003/_0004 of the slow 5-class test
     passed at 0.91 x 1.06). The best try."""
     best = None
-    searched = (min(1.0, *s.scale_search), max(1.0, *s.scale_search))
+    searched = (min((1.0, *s.scale_search)), max((1.0, *s.scale_search)))
     for relative in (1.0, *s.scale_search):
         scale = score["scale"] * relative
         if relative != 1.0 and score["scale"] != 1.0 and searched[0] <= scale <= searched[1]:
