@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -217,9 +216,6 @@ def main(argv: list[str] | None = None) -> int:
     except (RawDataError, DownloadError, OSError, ValueError) as exc:
         print(f"temvirus {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback (outputs are written atomically)
-        print(f"temvirus {args.command}: interrupted", file=sys.stderr)
-        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":
