@@ -482,6 +482,46 @@ def test_real_crops_through_source_local(real_crops, tmp_path):
         assert rule not in run.stdout
 
 
+def test_cli_interrupted_says_so_in_one_line_and_leaves_nothing(tmp_path):
+    """Ctrl-C (SIGINT) during a command printed a Python traceback; now one line naming the
+    command and the signal, exit status 130, and no output or temporary left. The command here
+    waits on a loopback server that accepts the connection and never answers. The child gets
+    SIGINT's default disposition, as in a terminal: a CI shell or test runner may ignore SIGINT,
+    and a child inherits that (an earlier version of this test then waited for ever)."""
+    import signal
+    import socket
+    import sys
+    import time
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        temvirus = str(Path(sys.executable).with_name("temvirus"))
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/x"
+        child = subprocess.Popen(
+            [temvirus, "download", "--url", url, "--out", str(tmp_path / "x")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        server.settimeout(120)
+        connection, _ = server.accept()  # the request has been sent: the command now waits
+        time.sleep(0.5)
+        child.send_signal(signal.SIGINT)
+        try:
+            _, stderr = child.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            pytest.fail(f"still running 60 s after SIGINT:\n{child.communicate()[1][-2000:]}")
+        finally:
+            connection.close()
+    assert child.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "temvirus download: stopped by SIGINT", stderr
+    assert "Traceback" not in stderr, stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cli_download_fetches_and_verifies(file_server, tmp_path):
     import sys
 

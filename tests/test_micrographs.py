@@ -517,6 +517,39 @@ def test_cli_analyses_and_refuses_bad_inputs_without_output(tiny_stage, tmp_path
         assert done.returncode == 1 and f"{out}: disc.tif is a file, not a folder" in done.stderr, done.stderr
 
 
+def test_cli_stopped_by_sigterm_leaves_no_output_and_no_temporary(tiny_stage, tmp_path):
+    """SIGTERM (``kill``, a scheduler's stop) during `temvirus analyse` left the hidden
+    temporary output folder (``.out.*.part``) behind: the default disposition ends the process
+    at once. Now it unwinds as after Ctrl-C: the temporary is removed, one line names the
+    signal, and the exit status is 143 (128 + 15)."""
+    import signal
+    import time
+
+    work, _, _ = tiny_stage
+    images = []
+    for i in range(200):  # enough images that the analysis is still running when signalled
+        images.append(f"disc{i}.tif")
+        tifffile.imwrite(tmp_path / images[-1], disc_image())
+    cmd = [sys.executable, "-m", "temvirus.cli", "analyse", *images, "--model", str(work / "best.pt")]
+    cmd += ["--detector", str(work / "detector.json"), "--pixel-size", "2", "--threads", "1", "--out", "out"]
+    child = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".out.*")) and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert list(tmp_path.glob(".out.*")), "the analysis ended before its temporary output folder was seen"
+    time.sleep(0.5)  # inside the analysis of the images
+    child.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = child.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        pytest.fail(f"still running 60 s after SIGTERM:\n{child.communicate()[1][-2000:]}")
+    assert child.returncode == 128 + signal.SIGTERM, stderr
+    assert stderr.strip().splitlines()[-1] == "temvirus analyse: stopped by SIGTERM", stderr
+    assert "Traceback" not in stderr, stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(images)
+
+
 def test_an_output_folder_given_as_a_link_or_as_the_current_folder(tiny_stage, tmp_path):
     """`temvirus analyse --out` a link to an empty folder passed the checks, every image was
     analysed, then the output failed to go in place with "Cannot call rmtree on a symbolic link"

@@ -3,13 +3,17 @@
 Each command is a ``(help, add_arguments, run)`` entry of :data:`COMMANDS`; a new command
 adds one entry. ``run(args)`` returns the exit status; errors in the input data
 (:class:`temvirus.raw.RawDataError`, missing or existing files, bad values) print one line
-and exit with status 1.
+and exit with status 1. Ctrl-C (SIGINT) and SIGTERM (``kill``, a scheduler's stop) unwind the
+command the same way: its temporaries are removed (:mod:`temvirus.io`), one line says which
+signal stopped it, and the exit status is 128 + the signal's number (130, 143), as a shell
+reports a process killed by it.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -199,6 +203,16 @@ COMMANDS = {
 }
 
 
+class Stopped(KeyboardInterrupt):
+    """Raised by the SIGTERM handler of :func:`main`, so that SIGTERM unwinds like Ctrl-C."""
+
+    signum = signal.SIGTERM
+
+
+def _stop(signum: int, _frame) -> None:
+    raise Stopped
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="temvirus", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -211,11 +225,18 @@ def main(argv: list[str] | None = None) -> int:
     from temvirus.download import DownloadError
     from temvirus.raw import RawDataError
 
+    previous = signal.signal(signal.SIGTERM, _stop)
     try:
         return COMMANDS[args.command][2](args)
     except (RawDataError, DownloadError, OSError, ValueError) as exc:
         print(f"temvirus {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Stopped): the temporaries are gone by now
+        stopped_by = signal.Signals(getattr(exc, "signum", signal.SIGINT))
+        print(f"temvirus {args.command}: stopped by {stopped_by.name}", file=sys.stderr)
+        return 128 + stopped_by
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
