@@ -15,7 +15,7 @@ REAL_CROPS = SHARED / "real-tem" / "tem-virus-1nm-crops"
 PAPER = REPO / "resources" / "paper"
 
 
-#: the modules that take longest (a SLURM run; two default runs), started first
+#: the modules that take longest (a SLURM run; the default run), started first
 LONGEST = ("test_slurm.py", "test_audit.py")
 
 
@@ -143,6 +143,50 @@ def default_run(tmp_path_factory) -> Path:
                 pytest.fail(failed.read_text())
             done.touch()
     return workdir
+
+
+#: outputs that legitimately differ between two runs with the same config and seed (glob ->
+#: columns that may differ, and why); every other column of these must still be equal. Logs
+#: and records are not outputs and are never compared.
+NONDETERMINISTIC = {
+    "results/models/*/*/*/metrics.csv": (["seconds"], "the training history's wall-clock time per epoch"),
+}
+
+
+def assert_same_recorded_outputs(first: Path, second: Path) -> None:
+    """Every output recorded in the lineage records of two workdirs' runs (same config and
+    seed) has the same sha256 in both, except the columns of :data:`NONDETERMINISTIC`, and
+    both ran the same code. The audit and the report's summary of it state when the audit ran,
+    so their outputs are left out."""
+    import fnmatch
+
+    import pandas as pd
+
+    from temvirus.audit.lineage import AUDIT_RULE
+    from temvirus.provenance import load_records
+
+    def outputs(workdir: Path) -> tuple[dict[str, str], set[str]]:
+        hashes, code = {}, set()
+        for record in load_records(workdir / "results/provenance").values():
+            code.add(record["code"]["code_sha256"])
+            if record["rule"] in (AUDIT_RULE, "report_summary"):
+                continue
+            for entry in record["outputs"]:
+                for item in entry.get("files", [entry]):
+                    hashes[item["path"]] = item["sha256"]
+        return hashes, code
+
+    (first_run, code_a), (second_run, code_b) = outputs(first), outputs(second)
+    assert code_a == code_b, "the checkout changed between the two runs (edited during the test?)"
+    assert set(first_run) == set(second_run)
+    differ = sorted(p for p in first_run if first_run[p] != second_run[p])
+    for path in list(differ):
+        timing = [cols for pattern, (cols, _) in NONDETERMINISTIC.items() if fnmatch.fnmatch(path, pattern)]
+        if timing:
+            a, b = (pd.read_csv(w / path).drop(columns=timing[0]) for w in (first, second))
+            pd.testing.assert_frame_equal(a, b, check_exact=True, obj=path)
+            differ.remove(path)
+    assert not differ, f"outputs differ between two runs with the same config and seed: {differ}"
 
 
 def write_patch_split(
