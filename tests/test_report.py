@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ensure_debian_packages, snakemake_cmd
+from conftest import CI_CONFIG, ensure_debian_packages, snakemake_cmd
+
+from temvirus.io import sha256_file
 
 pytestmark = pytest.mark.slow
 
@@ -67,6 +69,10 @@ def test_summary_is_made_from_the_audit(default_run: Path):
     commits = {c["git_commit"] for c in audit["lineage"]["code"] if c}
     assert commits and all(c in summary for c in commits)
     assert "id='demo-notice'" in summary  # the default run is a demo run
+    for table in ("images.csv", "particles.csv"):  # the data's fingerprint
+        assert f"sha256 {sha256_file(default_run / 'results' / 'raw' / table)}" in summary
+    listed = re.search(r"Config \(in the order applied[^<]*</th><td>([^<]*)</td>", summary)
+    assert listed and listed.group(1).split(", ") == ["config/config.yaml", str(CI_CONFIG)], summary
 
 
 def test_front_page_is_shown_in_the_browser(report: Path, chromium: str, tmp_path: Path, default_run: Path):
@@ -135,3 +141,20 @@ def test_per_experiment_results_carry_labels(report: Path):
     for path, entry in per_class.items():
         model, init, method = Path(path).relative_to("results/report/per_class").with_suffix("").parts
         assert entry["labels"] == {"model": model, "init": init, "split method": method}, entry
+
+
+def test_config_sources_are_listed_in_the_order_they_apply():
+    """Snakemake lists the --configfile files before the Snakefile's own, which is applied
+    under them: the front page listed `tests/ci.yaml, config/config.yaml`, the reverse of what
+    overrides what. Now the Snakefile's file, the given ones in their order, then --config."""
+    from temvirus.smk import applied_config_sources
+
+    assert applied_config_sources(["b.yaml", "a.yaml", "config/config.yaml"], ["b.yaml", "a.yaml"], []) == [
+        "config/config.yaml",
+        "b.yaml",
+        "a.yaml",
+    ]
+    assert applied_config_sources(["config/config.yaml"], [], ["seed=3", "augment={'per_class': 8}"]) == [
+        "config/config.yaml",
+        "--config seed=3 augment={'per_class': 8}",
+    ]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from temvirus.experiments import experiment_name
-from temvirus.io import write_text
+from temvirus.io import sha256_file, write_text
 
 _STYLE = (
     "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
@@ -58,10 +58,27 @@ def write_per_class_html(metrics_json: str | Path, out_html: str | Path) -> None
     write_text(out_html, frame_html(per_class_frame(metrics), title))
 
 
-def summary_html(audit: Mapping, config: Mapping, configfiles: Sequence[str], note: str) -> str:
+def data_tables_line(images_csv: str | Path, particles_csv: str | Path) -> str:
+    """The front page's fingerprint of the data: the raw tables' paths, sizes and sha256.
+
+    ``images_csv`` (``results/raw/images.csv``) lists every raw image with its own sha256, and
+    ``particles_csv`` every annotated point, so the two hashes identify the data a run read.
+    """
+    images = pd.read_csv(images_csv, usecols=["class"])
+    n_points = len(pd.read_csv(particles_csv, usecols=["image_id"]))
+    return (
+        f"{images_csv} ({len(images)} images of {images['class'].nunique()} classes, "
+        f"sha256 {sha256_file(images_csv)}), {particles_csv} ({n_points} annotated points, "
+        f"sha256 {sha256_file(particles_csv)})"
+    )
+
+
+def summary_html(audit: Mapping, config: Mapping, configfiles: Sequence[str], note: str, data_tables: str) -> str:
     """The front page's fragment: data, config files, settings, commit, audit verdict (coloured), notice.
 
-    ``note`` is the demo-run line of :func:`temvirus.experiments.run_note` (``""`` for the paper's method).
+    ``configfiles``: the config sources in the order they apply (later over earlier);
+    ``note`` is the demo-run line of :func:`temvirus.experiments.run_note` (``""`` for the paper's
+    method); ``data_tables`` the raw tables' fingerprint (:func:`data_tables_line`).
     """
     esc = html.escape
     passed = bool(audit["passed"])
@@ -77,7 +94,8 @@ def summary_html(audit: Mapping, config: Mapping, configfiles: Sequence[str], no
     }[source]
     rows = [
         ("Data", data),
-        ("Config files", ", ".join(configfiles) or "none"),
+        ("Data tables", data_tables),
+        ("Config (in the order applied, later over earlier)", ", ".join(configfiles) or "none"),
         ("Experiments", ", ".join(experiment_name(e) for e in config["experiments"]) or "none"),
         ("Git commit", ", ".join(commits) or "unknown"),
         ("Audit", f"{'PASSED' if passed else 'FAILED'} on {audit.get('date', 'unknown date')}"),
@@ -126,7 +144,15 @@ def key_settings_html(config: Mapping) -> str:
 
 
 def write_summary(
-    audit_json: str | Path, config: Mapping, configfiles: Sequence[str], note: str, out_html: str | Path
+    audit_json: str | Path,
+    images_csv: str | Path,
+    particles_csv: str | Path,
+    config: Mapping,
+    configfiles: Sequence[str],
+    note: str,
+    out_html: str | Path,
 ) -> None:
-    """Write :func:`summary_html` for the audit's ``audit.json``."""
-    write_text(out_html, summary_html(json.loads(Path(audit_json).read_text()), config, configfiles, note))
+    """Write :func:`summary_html` for the audit's ``audit.json`` and the raw tables."""
+    audit = json.loads(Path(audit_json).read_text())
+    tables = data_tables_line(images_csv, particles_csv)
+    write_text(out_html, summary_html(audit, config, configfiles, note, tables))

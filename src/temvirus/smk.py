@@ -20,11 +20,24 @@ import datetime as dt
 import logging
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from temvirus import provenance
 
 log = logging.getLogger("temvirus")
+
+
+def applied_config_sources(configfiles: Sequence[str], given: Sequence[str], config_args: Sequence[str]) -> list[str]:
+    """A run's config sources in the order Snakemake applies them, each over those before it.
+
+    ``configfiles`` is Snakemake's ``workflow.configfiles``, which lists the ``--configfile``
+    files (``given``) first and the Snakefile's ``configfile:`` after them, although the latter
+    is applied first and the command line's over it; ``config_args`` are the ``--config
+    KEY=VALUE`` items, applied last. Returns the Snakefile's files, then ``given`` as given,
+    then ``"--config KEY=VALUE ..."`` when there are any.
+    """
+    sources = [f for f in configfiles if f not in given] + list(given)
+    return sources + ([f"--config {' '.join(config_args)}"] if config_args else [])
 
 
 def configure_logging(logfile: str | None = None, level: int = logging.INFO) -> None:

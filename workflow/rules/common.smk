@@ -412,6 +412,16 @@ def evaluation_settings(wildcards=None):
     return {k: config["evaluation"][k] for k in ("tta", "max_test_per_class")}
 
 
+def applied_configfiles():
+    """The run's config sources in the order they apply (temvirus.smk.applied_config_sources)."""
+    from temvirus.smk import applied_config_sources
+
+    settings = workflow.config_settings
+    given = [str(f) for f in settings.configfiles]
+    args = settings.config_args if settings.config else []
+    return applied_config_sources([str(f) for f in workflow.configfiles], given, args)
+
+
 def summary_settings(wildcards=None):
     """What report_summary shows of the config (temvirus.report.summary_html): the data source
     (the local path, the synthetic scale and binning), the classes, split methods, training

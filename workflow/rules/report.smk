@@ -51,6 +51,8 @@ rule per_class_html:
 rule report_summary:
     input:
         audit="results/audit/audit.json",
+        images="results/raw/images.csv",
+        particles="results/raw/particles.csv",
     output:
         html="results/report/summary.html",
     log:
@@ -58,7 +60,7 @@ rule report_summary:
     conda:
         "../../envs/temvirus.yaml"
     params:
-        configfiles=[str(f) for f in workflow.configfiles],
+        configfiles=applied_configfiles(),
         config=summary_settings,
         note=run_note(),
     script:

@@ -6,6 +6,12 @@ from temvirus.smk import run_rule
 run_rule(
     snakemake,
     lambda smk: write_summary(
-        smk.input.audit, smk.params.config, smk.params.configfiles, smk.params.note, smk.output.html
+        smk.input.audit,
+        smk.input.images,
+        smk.input.particles,
+        smk.params.config,
+        smk.params.configfiles,
+        smk.params.note,
+        smk.output.html,
     ),
 )
