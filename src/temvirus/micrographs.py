@@ -40,7 +40,12 @@ how large. Steps, per image (:func:`analyse_image`):
    their centre line: points of a filament class closer than ``chain_fraction`` x its diameter
    are linked, and each chain is one filament.
 6. **Image call**: the class with the largest particle-score- and probability-weighted vote of
-   its particles, its confidence that class's share of the vote.
+   its particles, its confidence that class's share of the vote (``call_from`` "particles").
+   An image where no peak passes its class's threshold is called from its strongest peak, the
+   one of highest particle score among those whose heat-map score reaches the lowest class
+   threshold (``call_from`` "strongest peak", confidence its class probability), and counts no
+   particle; with no such peak there is no call (beyond the paper; chosen on the validation
+   images, docs/benchmarks.md section 7).
 
 :func:`evaluate_image` matches found particles one-to-one with the annotated centres (the
 patch centres of :func:`temvirus.patches.patch_points`: points, centre-line vertices, midpoints
@@ -464,18 +469,20 @@ def size_agreement(d_nm: np.ndarray, probs: np.ndarray, class_diameters_nm: np.n
     return (np.asarray(probs) * ratio).sum(axis=1)
 
 
-def _particles(pixels: np.ndarray, pixel_size_nm: float, detector: Mapping, classifier, thresholds: np.ndarray):
-    """The peaks whose particle score (heat-map score x :func:`size_agreement`) is at or above
-    the threshold of their class (``thresholds`` (C,), the classifier's order), their class
-    probabilities (n, C) and particle scores (n,). The particle score is at most the heat-map
-    score, so peaks below every threshold are never classified."""
+def _candidates(pixels: np.ndarray, pixel_size_nm: float, detector: Mapping, classifier, thresholds: np.ndarray):
+    """The peaks that could be a particle of some class: heat-map score at or above the lowest
+    of ``thresholds`` (C,), the classifier's order (the particle score, heat-map score x
+    :func:`size_agreement`, is at most the heat-map score, so no other peak is classified).
+    Returns them (:func:`detect`), their class probabilities (n, C), particle scores (n,) and
+    whether each particle score is at or above the threshold of its class (n,)."""
     thresholds = np.asarray(thresholds, float)
-    kept = detect(pixels, pixel_size_nm, detector, float(thresholds.min()))
-    probs = classifier.probabilities(pixels, pixel_size_nm, kept[["x_nm", "y_nm"]].to_numpy())
+    found = detect(pixels, pixel_size_nm, detector, float(thresholds.min()))
+    probs = classifier.probabilities(pixels, pixel_size_nm, found[["x_nm", "y_nm"]].to_numpy())
     sizes = np.array([detector["diameters_nm"][c] for c in classifier.classes], float)
-    score = kept.score.to_numpy() * (size_agreement(kept.d_nm.to_numpy(), probs, sizes) if len(kept) else 1.0)
-    keep = score >= (thresholds[probs.argmax(axis=1)] if len(kept) else 0.0)
-    return kept[keep].reset_index(drop=True), probs[keep], score[keep]
+    if not len(found):
+        return found, probs, np.zeros(0), np.zeros(0, bool)
+    score = found.score.to_numpy() * size_agreement(found.d_nm.to_numpy(), probs, sizes)
+    return found, probs, score, score >= thresholds[probs.argmax(axis=1)]
 
 
 def particle_thresholds(detector: Mapping, classes: Sequence[str]) -> np.ndarray:
@@ -511,7 +518,7 @@ def calibrate(
     kept = []
     for _, image in images.iterrows():
         pixels = read_image(Path(raw_root) / image.path)
-        found, probs, score = _particles(pixels, image.pixel_size_nm, detector, classifier, np.zeros(n_classes))
+        found, probs, score, _ = _candidates(pixels, image.pixel_size_nm, detector, classifier, np.zeros(n_classes))
         centres = _image_centres(by_image.get(image.image_id, annotations.iloc[:0]), image.pixel_size_nm)
         tol = detector["diameters_nm"][image["class"]] / 2
         label = probs.argmax(axis=1) if len(found) else np.zeros(0, int)
@@ -705,14 +712,15 @@ def analyse_image(
     image_id: str = "image",
 ) -> tuple[pd.DataFrame, dict]:
     """Particles of one raw image (:data:`PARTICLE_COLUMNS`) and its call (``call``,
-    ``confidence``, ``n_particles``, ``count_{class}``, ``filaments``) with a detector
-    calibrated for ``classifier`` (:func:`calibrate`): the particles whose particle score is at
-    or above the threshold of their class (``particle_thresholds``), each particle's vote weighted
-    by that score."""
+    ``confidence``, ``call_from``, ``n_particles``, ``count_{class}``, ``filaments``) with a
+    detector calibrated for ``classifier`` (:func:`calibrate`): the particles whose particle score
+    is at or above the threshold of their class (``particle_thresholds``), each particle's vote
+    weighted by that score; with none, the strongest peak's class (module docstring, step 6)."""
     options = Options.from_config(detector["options"])
     diameters = {c: float(detector["diameters_nm"][c]) for c in classifier.classes}
     thresholds = particle_thresholds(detector, classifier.classes)
-    kept, probs, score = _particles(pixels, pixel_size_nm, detector, classifier, thresholds)
+    found, found_probs, found_score, passed = _candidates(pixels, pixel_size_nm, detector, classifier, thresholds)
+    kept, probs, score = found[passed].reset_index(drop=True), found_probs[passed], found_score[passed]
     xy = kept[["x_nm", "y_nm"]].to_numpy()
     labels = [classifier.classes[i] for i in probs.argmax(axis=1)] if len(probs) else []
     filament = np.isin(labels, FILAMENT_CLASSES)
@@ -734,11 +742,19 @@ def analyse_image(
         }
     )[PARTICLE_COLUMNS]
     votes = (score[:, None] * probs).sum(axis=0) if len(probs) else np.zeros(len(classifier.classes))
+    if votes.sum() > 0:
+        called, confidence, call_from = classifier.classes[int(votes.argmax())], votes.max() / votes.sum(), "particles"
+    elif len(found):  # no particle passed its class's threshold: the strongest candidate's class
+        strongest = found_probs[int(found_score.argmax())]
+        called, confidence, call_from = classifier.classes[int(strongest.argmax())], strongest.max(), "strongest peak"
+    else:
+        called, confidence, call_from = "", 0.0, ""
     call = {
         "image_id": image_id,
         "pixel_size_nm": pixel_size_nm,
-        "call": classifier.classes[int(votes.argmax())] if votes.sum() > 0 else "",
-        "confidence": round(float(votes.max() / votes.sum()), 4) if votes.sum() > 0 else 0.0,
+        "call": called,
+        "confidence": round(float(confidence), 4),
+        "call_from": call_from,
         "n_particles": len(table),
         "filaments": int(table.loc[table.chain >= 0, "chain"].nunique()),
     }
@@ -845,7 +861,8 @@ def analyse_micrographs(
             pixels = read_image(path)
             table, call = analyse_image(pixels, float(image.pixel_size_nm), detector, classifier, image.image_id)
             write_csv(tmp / "particles" / f"{image.image_id}.csv", table)
-            title = f"{image.image_id}: {call['call'] or 'nothing found'} ({call['confidence']:.2f}), {len(table)} particles"
+            weak = ", from the strongest peak, below threshold" if call["call_from"] == "strongest peak" else ""
+            title = f"{image.image_id}: {call['call'] or 'nothing found'} ({call['confidence']:.2f}{weak}), {len(table)} particles"
             annotated = None
             if evaluate:
                 truth_class = image["class"]
