@@ -244,6 +244,33 @@ def test_fetch_404_names_the_url_and_is_not_retried(file_server, tmp_path):
     assert len(file_server.requests) == 1 and list(tmp_path.iterdir()) == []
 
 
+def test_a_failed_download_leaves_the_file_already_there(file_server, tmp_path):
+    """A file already at ``dest`` that fetch would download again (of another URL, of unknown
+    origin, failing the hash) was deleted, with its record, before the download and stayed gone
+    when that failed: it is now replaced only by a completed, verified download."""
+    precious, body = b"my precious results\n", b"the published file"
+    file_server.files["/v1/precious.txt"], file_server.files["/w"] = precious, body
+    dest = tmp_path / "precious.txt"
+    record = fetch(file_server.url("/v1/precious.txt"), dest, **FAST)
+    kept = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert set(kept) == {"precious.txt", "precious.txt.record.json"}
+    with pytest.raises(DownloadError, match="HTTP 404"):  # recorded from another URL
+        fetch(file_server.url("/404"), dest, **FAST)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == kept
+    file_server.faults["/w"] = {"wrong_body"}
+    with pytest.raises(DownloadError, match="sha256 mismatch"):  # failing the hash
+        fetch(file_server.url("/w"), dest, sha256=sha(body), **FAST)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == kept
+    (tmp_path / "precious.txt.record.json").unlink()
+    with pytest.raises(DownloadError, match="HTTP 404"):  # of unknown origin
+        fetch(file_server.url("/404"), dest, **FAST)
+    assert [p.name for p in tmp_path.iterdir()] == ["precious.txt"] and dest.read_bytes() == precious
+    file_server.faults["/w"].clear()
+    record = fetch(file_server.url("/w"), dest, sha256=sha(body), **FAST)
+    assert dest.read_bytes() == body and record["url"] == file_server.url("/w")
+    assert json.loads((tmp_path / "precious.txt.record.json").read_text())["sha256"] == sha(body)
+
+
 def test_fetch_gives_up_after_bounded_retries(tmp_path):
     import socket
 

@@ -278,8 +278,10 @@ def fetch(
 
     An existing ``dest`` that passes the checks is kept (its earlier record is reused); without
     a hash or prefix to check it against, only when its record names this URL and its sha256 (a
-    file of another URL, or of unknown origin, is downloaded again). A file that fails a check
-    is deleted (``.part`` included) and :class:`DownloadError` is raised; a
+    file of another URL, or of unknown origin, is downloaded again). An existing ``dest`` and
+    its record are replaced only by a completed, verified download: a failed one leaves them as
+    they were. A download that fails a check is deleted (its ``.part``) and
+    :class:`DownloadError` is raised; a
     network failure that outlasts ``retries`` requests (:func:`_retry`: redirects and resumes
     included, ``backoff_s`` the backoff factor, ``timeout_s`` per socket operation) keeps the
     ``.part`` file for next time.
@@ -300,8 +302,6 @@ def fetch(
             digest = _verify(f"{dest} (from {url})", dest, size, sha256, sha256_prefix)
         except DownloadError as exc:
             log.warning("%s; downloading it again", exc)
-            dest.unlink()
-            _record_path(dest).unlink(missing_ok=True)
         else:
             previous = _record_path(dest)
             record = json.loads(previous.read_text(encoding="utf-8")) if previous.exists() else {}
@@ -324,8 +324,6 @@ def fetch(
                 dest,
                 f"recorded from {record['url']}" if record.get("url") else "no record of its origin",
             )
-            dest.unlink()
-            previous.unlink(missing_ok=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
     info, retry = None, _retry(url, retries, backoff_s)
     with urllib3.PoolManager(timeout=timeout_s) as pool:
@@ -346,6 +344,7 @@ def fetch(
     except DownloadError:
         _drop_part(part)
         raise
+    _record_path(dest).unlink(missing_ok=True)  # the earlier file's: never beside the new one
     os.replace(part, dest)
     _origin_path(part).unlink(missing_ok=True)
     record = {
