@@ -184,6 +184,41 @@ def test_a_partial_download_is_resumed_only_from_its_own_file(file_server, tmp_p
         dest.unlink()
 
 
+def test_a_resume_is_checked_by_last_modified_when_there_is_no_etag(file_server, tmp_path):
+    """A server without ETag: the resume sends If-Range with the Last-Modified date (RFC 9110,
+    13.1.5), and a 206 of a file changed since (Last-Modified differs, If-Range ignored) starts
+    it over; before, the old half and the new half were spliced and recorded. A resumed file's
+    record gives the whole file's Content-Length, not the 206's; with neither ETag nor
+    Last-Modified a partial file is not resumed."""
+    old, new = np.random.default_rng(7).bytes(300_000), np.random.default_rng(8).bytes(300_000)
+    url, dest = file_server.url("/lm.bin"), tmp_path / "lm.bin"
+    file_server.files["/lm.bin"] = old
+    file_server.faults["/lm.bin"] = {"no_etag", "drop_once"}
+    with pytest.raises(DownloadError, match="150000 bytes kept in"):
+        fetch(url, dest, **FAST, retries=1)
+    file_server.files["/lm.bin"] = new
+    file_server.modified["/lm.bin"] = "Wed, 03 Mar 2021 10:00:00 GMT"
+    record = fetch(url, dest, **FAST)
+    assert dest.read_bytes() == new and record["sha256"] == sha(new)
+    assert file_server.headers[1]["Range"] == "bytes=150000-"
+    assert file_server.headers[1]["If-Range"] == "Tue, 02 Mar 2021 10:00:00 GMT"
+    assert record["headers"]["Last-Modified"] == "Wed, 03 Mar 2021 10:00:00 GMT"
+
+    dest.unlink()  # unchanged on the server: resumed, recorded with the whole file's size
+    file_server.faults["/lm.bin"].add("drop_once")
+    with pytest.raises(DownloadError, match="bytes kept in"):
+        fetch(url, dest, **FAST, retries=1)
+    record = fetch(url, dest, **FAST)
+    assert dest.read_bytes() == new and file_server.requests[-1][1] == "bytes=150000-"
+    assert record["headers"]["Content-Length"] == "300000"
+
+    dest.unlink()  # neither validator: the partial file cannot be told from another version
+    file_server.faults["/lm.bin"] |= {"no_last_modified", "drop_once"}
+    with pytest.raises(DownloadError, match="bytes kept in"):
+        fetch(url, dest, **FAST, retries=1)
+    assert fetch(url, dest, **FAST)["sha256"] == sha(new) and file_server.requests[-1][1] is None
+
+
 def test_a_file_of_another_url_is_not_taken_for_this_one(real_crops, file_server, tmp_path):
     """Two real crops served at two URLs, fetched in turn to one file without a hash: the second
     URL's file is downloaded, not the first one kept (and given as the second's)."""

@@ -2,8 +2,9 @@
 
 :func:`fetch` downloads one URL into a file: it keeps a ``{dest}.part`` file between attempts
 and resumes it with ``Range: bytes=N-`` (a server that answers ``200`` instead of ``206``
-makes it start over) only for the URL and the version (``ETag``, sent as ``If-Range``) that
-began it, recorded in ``{dest}.part.json``, so that two files are never spliced; it retries
+makes it start over) only for the URL and the version (``ETag``, else ``Last-Modified``, sent
+as ``If-Range`` and compared with a ``206``'s) that began it, recorded in ``{dest}.part.json``,
+so that two files are never spliced (a file served with neither starts over); it retries
 network failures and 5xx answers with urllib3's ``Retry`` (exponential backoff, ``Retry-After``
 honoured), logs its progress, verifies the size and the sha256 (or a sha256 prefix), and only
 then renames the ``.part`` file to ``dest``.
@@ -165,6 +166,13 @@ def _part_origin(url: str, part: Path) -> dict | None:
     return None
 
 
+def _validator(headers: dict) -> tuple[str, str] | None:
+    """The header that tells a version of the file from another: ``ETag``, else
+    ``Last-Modified`` (the one If-Range may carry then, RFC 9110 section 13.1.5), else None."""
+    name = next((name for name in ("ETag", "Last-Modified") if headers.get(name)), None)
+    return (name, headers[name]) if name else None
+
+
 def _total_from_content_range(value: str | None, start: int) -> int | None:
     """Total size from ``Content-Range: bytes start-end/total``; raises _Resume if start differs."""
     match = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", (value or "").strip())
@@ -191,12 +199,16 @@ def _attempt(pool: urllib3.PoolManager, url: str, part: Path, retry: Retry) -> t
     """
     origin = _part_origin(url, part) or {}
     have = part.stat().st_size if part.exists() else 0
+    validator = _validator(origin)
+    if have and validator is None:
+        log.info("%s: %s was served without ETag or Last-Modified, so it cannot be resumed; starting over", url, part)
+        _drop_part(part)
+        have = 0
     headers = {"User-Agent": USER_AGENT}
     if have:
         headers["Range"] = f"bytes={have}-"
-        etag = origin.get("ETag") or ""
-        if etag and not etag.startswith("W/"):  # a changed file is then sent whole (200)
-            headers["If-Range"] = etag
+        if not validator[1].startswith("W/"):  # a changed file is then sent whole (200)
+            headers["If-Range"] = validator[1]
     earlier = len(retry.history)
     response = pool.request("GET", url, headers=headers, retries=retry, preload_content=False)
     with response:
@@ -218,10 +230,12 @@ def _receive(url: str, part: Path, response: urllib3.BaseHTTPResponse, origin: d
         raise _Resume(f"HTTP 416 for a {have}-byte partial file; starting over")
     if response.status == 206:
         total = _total_from_content_range(response.headers.get("Content-Range"), have)
-        etag = response.headers.get("ETag")
-        if etag and origin.get("ETag") and etag != origin["ETag"]:  # a server that ignores If-Range
+        name, began = _validator(origin) or (None, None)  # None: a 206 from byte 0, nothing to continue
+        if name and response.headers.get(name) != began:  # a server that ignores If-Range
             _drop_part(part)
-            raise _Resume(f"changed on the server (ETag {origin['ETag']} -> {etag}) since {part} was begun")
+            raise _Resume(
+                f"changed on the server ({name} {began} -> {response.headers.get(name)}) since {part} was begun"
+            )
         mode = "ab"
         log.info("%s: resuming at byte %d", url, have)
     elif response.status == 200:
@@ -246,6 +260,9 @@ def _receive(url: str, part: Path, response: urllib3.BaseHTTPResponse, origin: d
     if total is not None and done < total:
         raise _Resume(f"connection closed after {done} of {total} bytes")
     headers = {name: response.headers[name] for name in VERSION_HEADERS if response.headers.get(name) is not None}
+    if response.status == 206:  # its Content-Length is the rest's: give the whole file's, if known
+        headers.pop("Content-Length", None)
+        headers.update({"Content-Length": str(total)} if total is not None else {})
     return {"status": response.status, "headers": headers}
 
 
