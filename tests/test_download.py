@@ -272,6 +272,30 @@ def test_fetch_rejects_wrong_content(file_server, tmp_path, size_delta, fault, m
     assert list(tmp_path.iterdir()) == []  # neither the final name nor a .part
 
 
+def test_a_malformed_sha256_is_refused_before_anything_is_fetched(file_server, tmp_path, capsys):
+    """``--sha256 abc`` was found wrong only after the whole download ("sha256 mismatch"): a
+    sha256 that is not 64 hex digits, or a prefix that is not 6 to 64 (torchvision's file
+    names), is refused first, naming the option; upper-case hex digits are a sha256 too."""
+    from temvirus.cli import main
+
+    file_server.files["/s"] = b"payload"
+    url, dest = file_server.url("/s"), tmp_path / "s"
+    for option, value, rule in [
+        ("sha256", "abc", "64 hex digits"),
+        ("sha256", sha(b"payload")[:-1] + "g", "64 hex digits"),
+        ("sha256_prefix", "abc12", "6 to 64 hex digits"),
+        ("sha256_prefix", "xyzxyz", "6 to 64 hex digits"),
+    ]:
+        with pytest.raises(DownloadError, match=f"^{re.escape(url)}: {option} {value!r} is not {rule}"):
+            fetch(url, dest, **{option: value}, **FAST)
+    with pytest.raises(SystemExit) as stopped:
+        main(["download", "--url", url, "--out", str(dest), "--sha256", "abc"])
+    assert stopped.value.code == 2
+    assert "argument --sha256: must be 64 hex digits (a sha256), got 'abc'" in capsys.readouterr().err
+    assert file_server.requests == [] and list(tmp_path.iterdir()) == []
+    assert fetch(url, dest, sha256=sha(b"payload").upper(), **FAST)["sha256_verified"]
+
+
 def test_fetch_404_names_the_url_and_is_not_retried(file_server, tmp_path):
     with pytest.raises(DownloadError, match="HTTP 404") as err:
         fetch(file_server.url("/nothing.zip"), tmp_path / "n.zip", **FAST)

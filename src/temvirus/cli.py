@@ -124,8 +124,17 @@ def _download_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", type=Path, required=True, help="with --url: the file to write; with --weights: the weights folder"
     )
-    p.add_argument("--sha256", help="with --url: the expected sha256 (else the computed one is recorded)")
+    p.add_argument("--sha256", type=_sha256, help="with --url: the expected sha256 (else the computed one is recorded)")
     p.add_argument("--base-url", help="with --weights: fetch from this server instead of torchvision's")
+
+
+def _sha256(text: str) -> str:
+    """--sha256: 64 hex digits, either case, refused before anything is fetched."""
+    from temvirus.download import SHA256
+
+    if not SHA256.fullmatch(text.lower()):
+        raise argparse.ArgumentTypeError(f"must be 64 hex digits (a sha256), got {text!r}")
+    return text
 
 
 def _download(args: argparse.Namespace) -> int:

@@ -67,7 +67,8 @@ _PROGRESS_EVERY = 64 << 20  # bytes between progress lines
 #: response headers that identify the version of what was served
 VERSION_HEADERS = ("ETag", "Last-Modified", "Content-Length", "Content-Type")
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+#: a sha256 (lower case), and a prefix of one as in torchvision's weights file names
+SHA256, SHA256_PREFIX = re.compile(r"[0-9a-f]{64}"), re.compile(r"[0-9a-f]{6,64}")
 #: folders below a searched tree looked into for a raw layout or an archive
 MAX_DEPTH = 4
 OFFLINE_HINT = (
@@ -306,12 +307,17 @@ def fetch(
     ``sha256_verified`` (False when no hash or prefix was known: the hash was computed, not
     checked), ``headers`` (:data:`VERSION_HEADERS` of the last response) and ``downloaded_at``.
     ``hint`` is appended to the message of a network failure (what to do offline). A URL
-    that is not http(s), or names no host, is a DownloadError before anything is written.
+    that is not http(s), or names no host, a ``sha256`` that is not 64 hex digits or a
+    ``sha256_prefix`` that is not 6 to 64, is a DownloadError before anything is written.
     """
     if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
         raise DownloadError(
             f"{url}: not an http or https URL (a file on this machine is used with dataset.source: local)"
         )
+    checks = (("sha256", sha256, SHA256, "64"), ("sha256_prefix", sha256_prefix, SHA256_PREFIX, "6 to 64"))
+    for option, value, rule, digits in checks:
+        if value is not None and not rule.fullmatch(value.lower()):
+            raise DownloadError(f"{url}: {option} {value!r} is not {digits} hex digits")
     dest, expected = Path(dest), sha256 or sha256_prefix
     part = _part_path(dest)
     if dest.exists():
@@ -458,7 +464,7 @@ def _check_file_entry(entry: dict) -> None:
     name = entry.get("name") or ""
     if PurePosixPath(name).name != name or name in ("", ".", ".."):
         raise DownloadError(f"{entry.get('url')}: unsafe file name {name!r}")
-    if entry.get("sha256") is not None and not _SHA256.match(str(entry["sha256"]).lower()):
+    if entry.get("sha256") is not None and not SHA256.fullmatch(str(entry["sha256"]).lower()):
         raise DownloadError(f"{entry.get('url')}: sha256 {entry['sha256']!r} is not 64 hex digits")
 
 
