@@ -296,6 +296,24 @@ def test_a_malformed_sha256_is_refused_before_anything_is_fetched(file_server, t
     assert fetch(url, dest, sha256=sha(b"payload").upper(), **FAST)["sha256_verified"]
 
 
+def test_out_naming_a_folder_is_refused(file_server, tmp_path, capsys):
+    """``--out somedir/`` (no such folder) wrote a file named ``somedir``; an existing folder
+    failed with a bare "[Errno 21] Is a directory". Both are now refused before anything is
+    fetched, naming the path and why: --out with --url is the file to write."""
+    from temvirus.cli import main
+
+    file_server.files["/f"] = b"payload"
+    (tmp_path / "existing").mkdir()
+    for out in (f"{tmp_path}/somedir/", str(tmp_path / "existing"), f"{tmp_path}/existing/"):
+        assert main(["download", "--url", file_server.url("/f"), "--out", out]) == 1
+        err = capsys.readouterr().err
+        assert f"temvirus download: error: {out}: " in err and "give the name of the file to write" in err, err
+    with pytest.raises(DownloadError, match="ends in '/'"):
+        fetch(file_server.url("/f"), f"{tmp_path}/somedir/", **FAST)
+    assert file_server.requests == [] and [p.name for p in tmp_path.iterdir()] == ["existing"]
+    assert list((tmp_path / "existing").iterdir()) == []
+
+
 def test_fetch_404_names_the_url_and_is_not_retried(file_server, tmp_path):
     with pytest.raises(DownloadError, match="HTTP 404") as err:
         fetch(file_server.url("/nothing.zip"), tmp_path / "n.zip", **FAST)

@@ -122,7 +122,9 @@ def _download_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument("--url", help="a file to fetch (resumable, retried, verified, written atomically)")
     what.add_argument("--weights", metavar="ARCH", help="the ImageNet weights of a torchvision model, e.g. densenet201")
     p.add_argument(
-        "--out", type=Path, required=True, help="with --url: the file to write; with --weights: the weights folder"
+        "--out",
+        required=True,  # a str: the trailing '/' of a folder's name, which Path drops, reaches fetch
+        help="with --url: the file to write (not a folder); with --weights: the weights folder",
     )
     p.add_argument("--sha256", type=_sha256, help="with --url: the expected sha256 (else the computed one is recorded)")
     p.add_argument("--base-url", help="with --weights: fetch from this server instead of torchvision's")

@@ -308,7 +308,8 @@ def fetch(
     checked), ``headers`` (:data:`VERSION_HEADERS` of the last response) and ``downloaded_at``.
     ``hint`` is appended to the message of a network failure (what to do offline). A URL
     that is not http(s), or names no host, a ``sha256`` that is not 64 hex digits or a
-    ``sha256_prefix`` that is not 6 to 64, is a DownloadError before anything is written.
+    ``sha256_prefix`` that is not 6 to 64, a ``dest`` that is a folder or ends in ``/`` (a
+    folder's name), is a DownloadError before anything is written.
     """
     if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
         raise DownloadError(
@@ -318,6 +319,9 @@ def fetch(
     for option, value, rule, digits in checks:
         if value is not None and not rule.fullmatch(value.lower()):
             raise DownloadError(f"{url}: {option} {value!r} is not {digits} hex digits")
+    if str(dest).endswith(("/", os.sep)) or Path(dest).is_dir():  # a folder: refused, never written as a file
+        why = "is a folder" if Path(dest).is_dir() else "ends in '/', naming a folder"
+        raise DownloadError(f"{dest}: {why}; give the name of the file to write")
     dest, expected = Path(dest), sha256 or sha256_prefix
     part = _part_path(dest)
     if dest.exists():
