@@ -1245,3 +1245,34 @@ def test_a_class_of_the_data_left_out_of_the_classification_list_is_warned_of(tm
     with caplog.at_level(logging.WARNING, logger="temvirus.raw"):
         write_classification_classes(images, ["Orf", "Norovirus", "Rotavirus"], tmp_path / "classes.csv")
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_a_particle_given_twice_is_refused_naming_both_lines(real_crops, tmp_path):
+    """A real positions file with its 'particleposition' block copied: read as 2 particles, identical
+    duplicate patches and an inflated Table 1 count. Now an error naming the file and both lines."""
+    raw = tmp_path / "raw"
+    copy_real_image(real_crops / "train/Adenovirus/A4-080201_1.jpg", raw / "train" / "Adenovirus")
+    positions = raw / "train/Adenovirus/particle_positions/A4-080201_1_particlepositions.txt"
+    assert read_dataset(raw)[0].n_particles.tolist() == [1]
+    positions.write_text(positions.read_text() + "particleposition\n500.79;500.33\n")
+    _expect_error(raw, positions, r":7: the same point \(500.79, 500.33\) as line 5: a particle given twice", tmp_path)
+
+
+@pytest.mark.parametrize(
+    "lines,line,reason",
+    [
+        (["particleposition", "1;2", "3;4", "particleposition", "1;2", "3;4"], 5, "as line 2: a particle given twice"),
+        (["particleposition", "1;2", "particleposition", "1,0;2.00"], 4, "as line 2: a particle given twice"),
+        (["particleposition", "1;2", "3;4", "3;4", "5;6"], 4, "as line 3 in the same centre line"),
+        (["particleposition", "1;2", "3;4", "5;6", "1;2"], 5, "as line 2 in the same centre line"),
+        (["particleposition", "1;2", "3;4", "particleposition", "3;4"], 5, "as line 3: a particle given twice"),
+        (["1;2", "1;2"], 2, "as line 1 in the same centre line"),
+    ],
+)
+def test_a_point_given_twice_is_refused(tmp_path, lines, line, reason):
+    """Every point of a positions file is a patch centre: a point given twice, as a second particle or
+    twice in one centre line (in a row or not), made identical duplicate patches. Now an error."""
+    path = _positions_file(tmp_path, lines)
+    with pytest.raises(RawDataError, match=reason) as caught:
+        read_positions(path)
+    assert str(caught.value).startswith(f"{path}:{line}: the same point"), str(caught.value)

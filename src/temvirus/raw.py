@@ -40,7 +40,9 @@ A file without header is read whole; points without any marker, or several befor
 marker, are one centre line (logged as a warning). A unit row (keys as :data:`UNIT_KEYS`) must be pixels,
 ``format`` (or a column header line) ``x;y`` or ``y;x``, and an ``image`` row must name the
 file's image (any extension). A file without points needs the whole published header (3 lines)
-and no marker: anything shorter is a truncated file.
+and no marker: anything shorter is a truncated file. Every point is a patch centre and is given once:
+the same point twice (a particle given twice, or a vertex repeated in a centre line, in a row or
+not) is an error naming both lines.
 
 Images (:func:`read_image`): one rule for every format, see :func:`read_image`.
 
@@ -471,7 +473,11 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
     (or in a file without one): they are read as one particle, a centre line.
     Raises :class:`RawDataError` naming the line of anything else, a non-pixel unit, an
     unknown ``format``, two header lines giving different column orders, two markers without a
-    point between them (a particle whose points are lost), or a truncated file.
+    point between them (a particle whose points are lost), a truncated file, or a point given
+    twice (equal x and y, at the second line, naming the first): a copied particle, a second
+    particle on a point of another one, or a vertex repeated in a centre line (in a row or not).
+    Each point is a patch centre, so any of these made identical patches, and a copied particle
+    an inflated particle count.
     """
     path = Path(path)
     if not path.is_file():
@@ -480,6 +486,7 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
     header, order, order_line = True, (0, 1), None
     header_lines, open_marker = 0, None  # open_marker: the line of a marker not yet followed by a point
     marked, leading = False, 0  # a marker seen; points before the first marker
+    seen: dict[tuple[float, float], tuple[int, int]] = {}  # point -> (line, particle) of its first occurrence
     for number, line in enumerate(read_text(path).splitlines(), start=1):
         text = line.strip()
         if not text or text.startswith("#"):
@@ -542,6 +549,17 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
                 f"point ({x:g}, {y:g}) of particle {len(particles) - 1} lies outside the {size[0]}x{size[1]} image",
                 line=number,
             )
+        if (x, y) in seen:  # one patch centre given twice: identical patches (and a particle counted twice)
+            first, particle = seen[x, y]
+            kind = (
+                " in the same centre line: a vertex given twice"
+                if particle == len(particles) - 1
+                else ": a particle given twice (or a point of another particle)"
+            )
+            raise RawDataError(
+                path, f"the same point ({x:g}, {y:g}) as line {first}{kind}: identical patches", line=number
+            )
+        seen[x, y] = (number, len(particles) - 1)
         header, open_marker = False, None
         leading += not marked
         particles[-1].append((x, y))
