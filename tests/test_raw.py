@@ -1276,3 +1276,38 @@ def test_a_point_given_twice_is_refused(tmp_path, lines, line, reason):
     with pytest.raises(RawDataError, match=reason) as caught:
         read_positions(path)
     assert str(caught.value).startswith(f"{path}:{line}: the same point"), str(caught.value)
+
+
+@pytest.mark.parametrize("char", ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f", "\x85", "\u2028", "\u2029", "\x07"])
+def test_lines_end_only_at_newlines_and_other_control_characters_are_refused(tmp_path, char):
+    """Text was split with str.splitlines(), which also breaks lines at \\x0b, \\x0c, \\x1c-\\x1e, \\x85,
+    U+2028 and U+2029: '10;20\\x0c30;40' was read as two points, 'XScale;1,0\\x0bYScale;1' as two
+    rows, and the line numbers of later errors did not match an editor's; a control character at a
+    line's end was stripped. Lines now end only at \\n, \\r\\n and \\r; any other control character
+    (tabs aside) is an error naming the file, line and column."""
+    code = rf"control character U\+{ord(char):04X} at column"
+    positions = tmp_path / "x_particlepositions.txt"
+    positions.write_text(
+        f"image;x.tif\r\nunit;pixel\r\nformat;x;y\r\nparticleposition\r\n10;20{char}30;40\r\n", "utf-8"
+    )
+    with pytest.raises(RawDataError, match=rf"^{positions}:5: {code} 6"):
+        read_positions(positions)
+    positions.write_text(f"particleposition\r1;2\r{char}3;4\r", "utf-8")
+    with pytest.raises(RawDataError, match=rf"^{positions}:3: {code} 1"):
+        read_positions(positions)
+    tags = _tags_file(tmp_path, ["Height;30", "Width;40", f"XScale;1,0{char}YScale;1", "YScale;1"])
+    with pytest.raises(RawDataError, match=rf"^{tags}:3: {code} 11"):
+        read_tags(tags)
+
+
+def test_nul_and_undecodable_bytes_are_named_at_the_line_of_a_cr_only_file(tmp_path):
+    """The NUL and decoding errors counted only '\\n': in a file with CR line ends (old Mac) they were
+    named at line 1."""
+    positions = tmp_path / "x_particlepositions.txt"
+    positions.write_bytes(b"image;x.tif\runit;pixel\rformat;x;y\rparticleposition\r1;2\rparticleposition\r3\0;4\r")
+    with pytest.raises(RawDataError, match=rf"^{positions}:7: not text: NUL characters"):
+        read_positions(positions)
+    tags = tmp_path / "x.tif_tags.csv"
+    tags.write_bytes(b"Height;30\r\nWidth;40\rXScale;1\x81\x8d\nYScale;1\r")
+    with pytest.raises(RawDataError, match=rf"^{tags}:3: not text in utf-8 or cp1252"):
+        read_tags(tags)

@@ -17,7 +17,9 @@ or that the CSV tables would read back as other text (``001``, ``NA``), are refu
 
 Text files are read as UTF-8 (with or without a byte-order mark), UTF-16 (with a BOM, or
 without one when one side of most byte pairs is NUL) or, failing UTF-8, Windows-1252; anything
-else (NUL bytes in other text too) is an error naming the file and line.
+else (NUL bytes in other text too) is an error naming the file and line. Lines end only at
+``\\n``, ``\\r\\n`` or ``\\r`` (:func:`read_lines`: line numbers are an editor's); any other
+control character in a line (a form feed, vertical tab, U+2028...; tabs aside) is an error naming it.
 
 Tags (:func:`read_tags`): ``key;value[;unit]`` rows read **by key** (case, spaces, ``_`` and
 ``-`` ignored), not by position: ``Height`` and ``Width`` in pixels, ``XScale`` and ``YScale``
@@ -167,6 +169,31 @@ def is_archive(path: Path) -> bool:
     return path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
+#: the only line ends (an editor's): str.splitlines() also breaks at \x0b, \x0c, \x1c-\x1e, \x85, U+2028, U+2029
+_LINE_END = re.compile(r"\r\n|\r|\n")
+#: control characters refused inside a line (tabs allowed; NUL is named by :func:`read_text`)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """The lines of a small text file (:func:`read_text`), split only at ``\\n``, ``\\r\\n`` and ``\\r``,
+    so that line numbers are an editor's (and those of every error of the tags and positions readers).
+
+    Raises :class:`RawDataError` naming the line and column of any other control character (a form
+    feed, vertical tab, U+2028...; tabs are allowed): text split there, or stripped, reads otherwise.
+    """
+    lines = _LINE_END.split(read_text(path))
+    for number, line in enumerate(lines, start=1):
+        if found := _CONTROL.search(line):
+            raise RawDataError(
+                path,
+                f"control character U+{ord(found.group()):04X} at column {found.start() + 1} (lines end only at "
+                "\\n, \\r\\n or \\r; no control character but a tab may stand in a line)",
+                line=number,
+            )
+    return lines
+
+
 def read_text(path: str | Path) -> str:
     """The text of a small file: UTF-8 (BOM optional), UTF-16 (BOM, or NUL-interleaved), else Windows-1252.
 
@@ -199,10 +226,10 @@ def read_text(path: str | Path) -> str:
                 path,
                 f"not text: NUL characters after decoding as {encoding} (a binary file, or one padded "
                 "with zeros, e.g. cut by a crash?)",
-                line=text[: text.index("\0")].count("\n") + 1,
+                line=len(_LINE_END.split(text[: text.index("\0")])),
             )
         return text
-    line = data[: error.start].count(b"\n") + 1
+    line = len(_LINE_END.split(data[: error.start].decode(encoding, errors="replace")))
     raise RawDataError(path, f"not text in {' or '.join(encodings)} (byte {error.start}: {error.reason})", line=line)
 
 
@@ -321,7 +348,7 @@ def read_tags(path: str | Path) -> Tags:
     path = Path(path)
     if not path.is_file():
         raise RawDataError(path, "tags file is missing")
-    rows = read_text(path).splitlines()
+    rows = read_lines(path)
     if not any(row.strip() for row in rows):
         raise RawDataError(path, "empty tags file (rows are 'key;value', keys Height, Width, XScale, YScale)")
     found: dict[str, list] = {}  # field -> [(line, value text, units given in the row, key as written)]
@@ -487,7 +514,7 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
     header_lines, open_marker = 0, None  # open_marker: the line of a marker not yet followed by a point
     marked, leading = False, 0  # a marker seen; points before the first marker
     seen: dict[tuple[float, float], tuple[int, int]] = {}  # point -> (line, particle) of its first occurrence
-    for number, line in enumerate(read_text(path).splitlines(), start=1):
+    for number, line in enumerate(read_lines(path), start=1):
         text = line.strip()
         if not text or text.startswith("#"):
             continue
