@@ -166,18 +166,35 @@ def test_point_outside_the_image(good, tmp_path):
         read_dataset(good)
 
 
-def test_failed_read_leaves_no_tables_of_an_earlier_run(good, tmp_path):
-    """`temvirus read --images --particles` again after the data changed: a failure must not leave the
-    earlier run's tables where they would be taken for this run's."""
+def test_failed_read_leaves_both_table_paths_as_they_were(good, tmp_path):
+    """`temvirus read DIR --images A --particles B` removed A and B before reading, so a failed read
+    (a typo in DIR, a bad file in the data) destroyed whatever files they named; a table that could
+    not be written (its folder cannot be made) left the new image table without a particle table.
+    Now a failure leaves both paths as they were, and a success replaces both."""
     from temvirus.cli import main
 
     out = tmp_path / "tables"
-    args = ["read", str(good), "--images", str(out / "images.csv"), "--particles", str(out / "particles.csv")]
-    assert main(args) == 0 and len(pd.read_csv(out / "images.csv")) == 3
+    out.mkdir()
+    images, particles = out / "images.csv", out / "particles.csv"
+    images.write_text("a user's file\n")
+    particles.write_text("another one\n")
+    (tmp_path / "empty").mkdir()
+    for root in (tmp_path / "no_such_dir", tmp_path / "empty"):  # a typo; a folder without the raw layout
+        assert main(["read", str(root), "--images", str(images), "--particles", str(particles)]) == 1
+        assert (images.read_text(), particles.read_text()) == ("a user's file\n", "another one\n")
+    # a half pair: the particle table's folder cannot be made, the image table is not written either
+    assert main(["read", str(good), "--images", str(images), "--particles", "/proc/nope/p.csv"]) == 1
+    assert main(["read", str(good), "--images", str(out / "new.csv"), "--particles", "/proc/nope/p.csv"]) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["images.csv", "particles.csv"]  # no temporaries
+    assert images.read_text() == "a user's file\n"
+    args = ["read", str(good), "--images", str(images), "--particles", str(particles)]
+    assert main(args) == 0 and len(pd.read_csv(images)) == 3 and len(pd.read_csv(particles)) == 6
+    before = images.read_bytes(), particles.read_bytes()
     positions = good / "train/Adenovirus/particle_positions/a1_particlepositions.txt"
-    positions.write_text(positions.read_text() + "nan;3\n")
+    positions.write_text(positions.read_text() + "nan;3\n")  # the data changed: the read fails now
     assert main(args) == 1
-    assert list(out.iterdir()) == []
+    assert (images.read_bytes(), particles.read_bytes()) == before
+    assert sorted(p.name for p in out.iterdir()) == ["images.csv", "particles.csv"]
 
 
 def test_one_file_for_both_tables_is_refused(real_crops, tmp_path):

@@ -1109,21 +1109,22 @@ def write_tables(
 
     ``classes`` (config ``classes.classification``) must all be in the data: else a
     :class:`RawDataError` names the missing classes and the classes found, before any
-    curation work. Nothing is written unless the whole folder reads without error, and tables
-    of an earlier run at these paths are removed first: a failed run (``temvirus read``) leaves
-    neither stale tables nor a new image table beside an old particle table. A table path
-    inside ``root`` (links resolved) raises ValueError before anything is removed: it would
-    delete a raw file given by mistake, or put a table into the layout it describes.
+    curation work. A failure leaves both paths as they were: nothing is written unless the whole
+    folder reads without error, and both tables are written to temporaries before either
+    replaces what is there, so that a table that cannot be written (its folder cannot be made)
+    leaves no new table beside an old or missing one. Files at these paths are never removed
+    first (a typo in ``root`` would destroy whatever they name); the error of ``temvirus read``
+    tells that no table was written, and Snakemake removes a failed job's outputs itself. A
+    table path inside ``root`` (links resolved) raises ValueError: it would replace a raw file
+    given by mistake, or put a table into the layout it describes.
     """
-    from temvirus.io import write_csv
+    from temvirus.io import atomic_path, write_csv
 
     if Path(images_csv).resolve() == Path(particles_csv).resolve():
         raise ValueError(f"{images_csv}: given for both the image and the particle table (one would replace the other)")
     for table in (images_csv, particles_csv):
         if Path(table).resolve().is_relative_to(Path(root).resolve()):
             raise ValueError(f"{table}: inside the raw-layout folder {root} it reads; write the table elsewhere")
-    for table in (images_csv, particles_csv):
-        Path(table).unlink(missing_ok=True)
     images, particles = read_dataset(root)
     check_classes(images, classes, root)
     log.info(
@@ -1133,8 +1134,9 @@ def write_tables(
         int(images.n_particles.sum()),
         images["class"].nunique(),
     )
-    write_csv(images_csv, images)
-    write_csv(particles_csv, particles)
+    with atomic_path(images_csv) as images_tmp, atomic_path(particles_csv) as particles_tmp:  # a pair or neither
+        write_csv(images_tmp, images)
+        write_csv(particles_tmp, particles)
     return images, particles
 
 
