@@ -110,7 +110,7 @@ def _audit(args: argparse.Namespace) -> int:
 
     if not args.results_dir.is_dir():
         raise FileNotFoundError(f"{args.results_dir}: results folder not found")
-    if not read_records(args.results_dir / "provenance")[0]:
+    if not any(read_records(args.results_dir / "provenance")):  # a malformed record is a finding
         raise ValueError(
             f"{args.results_dir}: no lineage records in provenance/: not a results folder of this workflow; nothing written"
         )
