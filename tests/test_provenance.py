@@ -170,8 +170,6 @@ def _tampered(record: dict, change: str) -> object:
     return {
         "outputs a dict": {**record, "outputs": {"../../../etc/passwd": output}},
         "path null": {**record, "outputs": [{"path": None, "type": "file"}]},
-        "output outside": {**record, "outputs": [{**output, "path": "../../../etc/passwd"}]},
-        "output absolute": {**record, "outputs": [{**output, "path": "/etc/passwd"}]},
         "size a string": {**record, "outputs": [{**output, "size": "12"}]},
         "no rule": {k: v for k, v in record.items() if k != "rule"},
         "a list": [record],
@@ -183,8 +181,6 @@ def _tampered(record: dict, change: str) -> object:
     [
         ("outputs a dict", "'outputs' is missing or not a list"),
         ("path null", "outputs[0]: 'path' None is not a path"),
-        ("output outside", "outputs[0]: ../../../etc/passwd: leaves the workflow's folder"),
-        ("output absolute", "outputs[0]: /etc/passwd: leaves the workflow's folder"),
         ("size a string", "outputs[0]: results/t.csv: 'sha256' is not a string or 'size' not an integer"),
         ("no rule", "'rule' is missing or not a string"),
         ("a list", "not a JSON object"),

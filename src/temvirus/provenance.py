@@ -313,9 +313,10 @@ def write_record(smk, started: dt.datetime, ended: dt.datetime, root: str | os.P
     return path
 
 
-def _entry_problem(entry, output: bool) -> str | None:
+def _entry_problem(entry) -> str | None:
     """What is wrong with an ``inputs``/``outputs`` entry as :meth:`HashCache.entry` writes it
-    (``None``: nothing); an output (``output``) must lie in the workflow's folder."""
+    (``None``: nothing). Paths may be absolute or lead out of the workflow's folder: a local
+    dataset or a ``weights.dir`` elsewhere is recorded so."""
     if not isinstance(entry, dict):
         return "not an object"
     if entry.get("type") not in ("file", "directory"):
@@ -331,8 +332,6 @@ def _entry_problem(entry, output: bool) -> str | None:
             return f"'path' {path!r} is not a path"
         if not isinstance(item.get("sha256"), str) or type(item.get("size")) is not int:
             return f"{path}: 'sha256' is not a string or 'size' not an integer"
-        if output and (Path(path).is_absolute() or ".." in Path(path).parts):
-            return f"{path}: leaves the workflow's folder (absolute or '..')"
     return None
 
 
@@ -340,7 +339,7 @@ def record_problem(record) -> str | None:
     """What makes a parsed lineage record unlike what :func:`build_record` writes, as far as the
     audit reads it (``None``: nothing): a string ``rule``, ``started`` and ``ended``, an object
     ``environment`` if any, and ``inputs`` and ``outputs`` lists of file or directory entries
-    (``path``, ``sha256``, ``size``; a directory's ``files``), outputs inside the workflow's folder."""
+    (``path``, ``sha256``, ``size``; a directory's ``files``)."""
     if not isinstance(record, dict):
         return "not a JSON object"
     for key in ("rule", "started", "ended"):
@@ -353,7 +352,7 @@ def record_problem(record) -> str | None:
         if not isinstance(entries, list):
             return f"'{key}' is missing or not a list"
         for i, entry in enumerate(entries):
-            problem = _entry_problem(entry, key == "outputs")
+            problem = _entry_problem(entry)
             if problem:
                 return f"{key}[{i}]: {problem}"
     return None
