@@ -258,8 +258,11 @@ class FileServer:
     connection, once), ``drop_always`` (the same, every time), ``ignore_range`` (answer 200
     with the whole body to a Range request), ``missing`` (404), ``wrong_body`` (same length,
     other bytes), ``busy_once`` (503 with ``Retry-After: 1``, once), ``error_500`` (500, every
-    time). ``redirects`` maps a path to the path it redirects to (302). ``requests`` lists
-    ``(path, Range header)`` of every GET.
+    time), ``no_etag`` and ``no_last_modified`` (leave that header out). ``modified`` maps a
+    path to its ``Last-Modified`` date (default 2 March 2021). ``If-Range`` is ignored, as by a
+    server that does not implement it. ``redirects`` maps a path to the path it redirects to
+    (302). ``requests`` lists ``(path, Range header)`` of every GET, ``headers`` all its
+    request headers.
     """
 
     def __init__(self):
@@ -280,6 +283,7 @@ class FileServer:
             def do_GET(self):
                 rng = self.headers.get("Range")
                 server.requests.append((self.path, rng))
+                server.headers.append(dict(self.headers))
                 faults = server.faults.setdefault(self.path, set())
                 if self.path in server.redirects:
                     self.send_response(302)
@@ -315,8 +319,10 @@ class FileServer:
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 self.send_header("Content-Length", str(len(body) - start))
                 self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()[:16]}"')
-                self.send_header("Last-Modified", "Tue, 02 Mar 2021 10:00:00 GMT")
+                if "no_etag" not in faults:
+                    self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()[:16]}"')
+                if "no_last_modified" not in faults:
+                    self.send_header("Last-Modified", server.modified.get(self.path, "Tue, 02 Mar 2021 10:00:00 GMT"))
                 self.end_headers()
                 payload = body[start:]
                 if faults & {"drop_once", "drop_always"}:
@@ -329,7 +335,9 @@ class FileServer:
         self.files: dict[str, bytes] = {}
         self.faults: dict[str, set[str]] = {}
         self.redirects: dict[str, str] = {}
+        self.modified: dict[str, str] = {}
         self.requests: list[tuple[str, str | None]] = []
+        self.headers: list[dict[str, str]] = []
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

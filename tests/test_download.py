@@ -184,6 +184,41 @@ def test_a_partial_download_is_resumed_only_from_its_own_file(file_server, tmp_p
         dest.unlink()
 
 
+def test_a_resume_is_checked_by_last_modified_when_there_is_no_etag(file_server, tmp_path):
+    """A server without ETag: the resume sends If-Range with the Last-Modified date (RFC 9110,
+    13.1.5), and a 206 of a file changed since (Last-Modified differs, If-Range ignored) starts
+    it over; before, the old half and the new half were spliced and recorded. A resumed file's
+    record gives the whole file's Content-Length, not the 206's; with neither ETag nor
+    Last-Modified a partial file is not resumed."""
+    old, new = np.random.default_rng(7).bytes(300_000), np.random.default_rng(8).bytes(300_000)
+    url, dest = file_server.url("/lm.bin"), tmp_path / "lm.bin"
+    file_server.files["/lm.bin"] = old
+    file_server.faults["/lm.bin"] = {"no_etag", "drop_once"}
+    with pytest.raises(DownloadError, match="150000 bytes kept in"):
+        fetch(url, dest, **FAST, retries=1)
+    file_server.files["/lm.bin"] = new
+    file_server.modified["/lm.bin"] = "Wed, 03 Mar 2021 10:00:00 GMT"
+    record = fetch(url, dest, **FAST)
+    assert dest.read_bytes() == new and record["sha256"] == sha(new)
+    assert file_server.headers[1]["Range"] == "bytes=150000-"
+    assert file_server.headers[1]["If-Range"] == "Tue, 02 Mar 2021 10:00:00 GMT"
+    assert record["headers"]["Last-Modified"] == "Wed, 03 Mar 2021 10:00:00 GMT"
+
+    dest.unlink()  # unchanged on the server: resumed, recorded with the whole file's size
+    file_server.faults["/lm.bin"].add("drop_once")
+    with pytest.raises(DownloadError, match="bytes kept in"):
+        fetch(url, dest, **FAST, retries=1)
+    record = fetch(url, dest, **FAST)
+    assert dest.read_bytes() == new and file_server.requests[-1][1] == "bytes=150000-"
+    assert record["headers"]["Content-Length"] == "300000"
+
+    dest.unlink()  # neither validator: the partial file cannot be told from another version
+    file_server.faults["/lm.bin"] |= {"no_last_modified", "drop_once"}
+    with pytest.raises(DownloadError, match="bytes kept in"):
+        fetch(url, dest, **FAST, retries=1)
+    assert fetch(url, dest, **FAST)["sha256"] == sha(new) and file_server.requests[-1][1] is None
+
+
 def test_a_file_of_another_url_is_not_taken_for_this_one(real_crops, file_server, tmp_path):
     """Two real crops served at two URLs, fetched in turn to one file without a hash: the second
     URL's file is downloaded, not the first one kept (and given as the second's)."""
@@ -237,11 +272,80 @@ def test_fetch_rejects_wrong_content(file_server, tmp_path, size_delta, fault, m
     assert list(tmp_path.iterdir()) == []  # neither the final name nor a .part
 
 
+def test_a_malformed_sha256_is_refused_before_anything_is_fetched(file_server, tmp_path, capsys):
+    """``--sha256 abc`` was found wrong only after the whole download ("sha256 mismatch"): a
+    sha256 that is not 64 hex digits, or a prefix that is not 6 to 64 (torchvision's file
+    names), is refused first, naming the option; upper-case hex digits are a sha256 too."""
+    from temvirus.cli import main
+
+    file_server.files["/s"] = b"payload"
+    url, dest = file_server.url("/s"), tmp_path / "s"
+    for option, value, rule in [
+        ("sha256", "abc", "64 hex digits"),
+        ("sha256", sha(b"payload")[:-1] + "g", "64 hex digits"),
+        ("sha256_prefix", "abc12", "6 to 64 hex digits"),
+        ("sha256_prefix", "xyzxyz", "6 to 64 hex digits"),
+    ]:
+        with pytest.raises(DownloadError, match=f"^{re.escape(url)}: {option} {value!r} is not {rule}"):
+            fetch(url, dest, **{option: value}, **FAST)
+    with pytest.raises(SystemExit) as stopped:
+        main(["download", "--url", url, "--out", str(dest), "--sha256", "abc"])
+    assert stopped.value.code == 2
+    assert "argument --sha256: must be 64 hex digits (a sha256), got 'abc'" in capsys.readouterr().err
+    assert file_server.requests == [] and list(tmp_path.iterdir()) == []
+    assert fetch(url, dest, sha256=sha(b"payload").upper(), **FAST)["sha256_verified"]
+
+
+def test_out_naming_a_folder_is_refused(file_server, tmp_path, capsys):
+    """``--out somedir/`` (no such folder) wrote a file named ``somedir``; an existing folder
+    failed with a bare "[Errno 21] Is a directory". Both are now refused before anything is
+    fetched, naming the path and why: --out with --url is the file to write."""
+    from temvirus.cli import main
+
+    file_server.files["/f"] = b"payload"
+    (tmp_path / "existing").mkdir()
+    for out in (f"{tmp_path}/somedir/", str(tmp_path / "existing"), f"{tmp_path}/existing/"):
+        assert main(["download", "--url", file_server.url("/f"), "--out", out]) == 1
+        err = capsys.readouterr().err
+        assert f"temvirus download: error: {out}: " in err and "give the name of the file to write" in err, err
+    with pytest.raises(DownloadError, match="ends in '/'"):
+        fetch(file_server.url("/f"), f"{tmp_path}/somedir/", **FAST)
+    assert file_server.requests == [] and [p.name for p in tmp_path.iterdir()] == ["existing"]
+    assert list((tmp_path / "existing").iterdir()) == []
+
+
 def test_fetch_404_names_the_url_and_is_not_retried(file_server, tmp_path):
     with pytest.raises(DownloadError, match="HTTP 404") as err:
         fetch(file_server.url("/nothing.zip"), tmp_path / "n.zip", **FAST)
     assert file_server.url("/nothing.zip") in str(err.value)
     assert len(file_server.requests) == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_download_leaves_the_file_already_there(file_server, tmp_path):
+    """A file already at ``dest`` that fetch would download again (of another URL, of unknown
+    origin, failing the hash) was deleted, with its record, before the download and stayed gone
+    when that failed: it is now replaced only by a completed, verified download."""
+    precious, body = b"my precious results\n", b"the published file"
+    file_server.files["/v1/precious.txt"], file_server.files["/w"] = precious, body
+    dest = tmp_path / "precious.txt"
+    record = fetch(file_server.url("/v1/precious.txt"), dest, **FAST)
+    kept = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert set(kept) == {"precious.txt", "precious.txt.record.json"}
+    with pytest.raises(DownloadError, match="HTTP 404"):  # recorded from another URL
+        fetch(file_server.url("/404"), dest, **FAST)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == kept
+    file_server.faults["/w"] = {"wrong_body"}
+    with pytest.raises(DownloadError, match="sha256 mismatch"):  # failing the hash
+        fetch(file_server.url("/w"), dest, sha256=sha(body), **FAST)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == kept
+    (tmp_path / "precious.txt.record.json").unlink()
+    with pytest.raises(DownloadError, match="HTTP 404"):  # of unknown origin
+        fetch(file_server.url("/404"), dest, **FAST)
+    assert [p.name for p in tmp_path.iterdir()] == ["precious.txt"] and dest.read_bytes() == precious
+    file_server.faults["/w"].clear()
+    record = fetch(file_server.url("/w"), dest, sha256=sha(body), **FAST)
+    assert dest.read_bytes() == body and record["url"] == file_server.url("/w")
+    assert json.loads((tmp_path / "precious.txt.record.json").read_text())["sha256"] == sha(body)
 
 
 def test_fetch_gives_up_after_bounded_retries(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 from snakemake.iocontainers import InputFiles, Log, OutputFiles, Params, ResourceList, Snakemake, Wildcards
@@ -161,6 +162,56 @@ def test_malformed_record_is_named(workdir):
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="results/provenance/x/job.json"):
         provenance.load_records()
+
+
+def _tampered(record: dict, change: str) -> object:
+    """The record with one change a tampered or corrupt folder may hold."""
+    output = record["outputs"][0]
+    return {
+        "outputs a dict": {**record, "outputs": {"../../../etc/passwd": output}},
+        "path null": {**record, "outputs": [{"path": None, "type": "file"}]},
+        "size a string": {**record, "outputs": [{**output, "size": "12"}]},
+        "no rule": {k: v for k, v in record.items() if k != "rule"},
+        "a list": [record],
+    }[change]
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ("outputs a dict", "'outputs' is missing or not a list"),
+        ("path null", "outputs[0]: 'path' None is not a path"),
+        ("size a string", "outputs[0]: results/t.csv: 'sha256' is not a string or 'size' not an integer"),
+        ("no rule", "'rule' is missing or not a string"),
+        ("a list", "not a JSON object"),
+        (None, "not JSON: Expecting property name"),
+    ],
+)
+def test_audit_of_a_malformed_record_is_a_finding_naming_it(workdir, change, why):
+    """`temvirus audit` of a one-job results folder whose record is corrupt (``None``: truncated
+    JSON, the only record) or of the wrong shape: exit 1, the report written, its finding naming
+    the record and what is wrong; before, tracebacks (AttributeError, TypeError), or for the
+    truncated record 'not a results folder'."""
+    run_rule(job("make", outputs={"table": "results/t.csv"}), lambda smk: write_text(smk.output.table, "a\n1\n"))
+    path = workdir / "results/provenance/make/job.json"
+    tampered = "{not json" if change is None else json.dumps(_tampered(json.loads(path.read_text()), change))
+    path.write_text(tampered, encoding="utf-8")
+    temvirus = os.path.join(os.path.dirname(sys.executable), "temvirus")
+    proc = subprocess.run([temvirus, "audit", "results", "--out", "out"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    report = json.loads((workdir / "out/audit.json").read_text())
+    records = next(c for c in report["checks"] if c["name"] == "records")
+    assert records["status"] == "failed" and records["findings"][0]["path"] == "results/provenance/make/job.json"
+    assert why in records["findings"][0]["detail"]
+    assert "results/provenance/make/job.json" in proc.stdout
+
+
+def test_an_empty_provenance_folder_is_not_a_results_folder(workdir):
+    (workdir / "results/provenance").mkdir(parents=True)
+    temvirus = os.path.join(os.path.dirname(sys.executable), "temvirus")
+    proc = subprocess.run([temvirus, "audit", "results", "--out", "out"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "no lineage records in provenance/" in proc.stderr
+    assert not (workdir / "out").exists()
 
 
 def test_derived_seeds_are_reported_for_the_record():

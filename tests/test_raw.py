@@ -166,18 +166,35 @@ def test_point_outside_the_image(good, tmp_path):
         read_dataset(good)
 
 
-def test_failed_read_leaves_no_tables_of_an_earlier_run(good, tmp_path):
-    """`temvirus read --images --particles` again after the data changed: a failure must not leave the
-    earlier run's tables where they would be taken for this run's."""
+def test_failed_read_leaves_both_table_paths_as_they_were(good, tmp_path):
+    """`temvirus read DIR --images A --particles B` removed A and B before reading, so a failed read
+    (a typo in DIR, a bad file in the data) destroyed whatever files they named; a table that could
+    not be written (its folder cannot be made) left the new image table without a particle table.
+    Now a failure leaves both paths as they were, and a success replaces both."""
     from temvirus.cli import main
 
     out = tmp_path / "tables"
-    args = ["read", str(good), "--images", str(out / "images.csv"), "--particles", str(out / "particles.csv")]
-    assert main(args) == 0 and len(pd.read_csv(out / "images.csv")) == 3
+    out.mkdir()
+    images, particles = out / "images.csv", out / "particles.csv"
+    images.write_text("a user's file\n")
+    particles.write_text("another one\n")
+    (tmp_path / "empty").mkdir()
+    for root in (tmp_path / "no_such_dir", tmp_path / "empty"):  # a typo; a folder without the raw layout
+        assert main(["read", str(root), "--images", str(images), "--particles", str(particles)]) == 1
+        assert (images.read_text(), particles.read_text()) == ("a user's file\n", "another one\n")
+    # a half pair: the particle table's folder cannot be made, the image table is not written either
+    assert main(["read", str(good), "--images", str(images), "--particles", "/proc/nope/p.csv"]) == 1
+    assert main(["read", str(good), "--images", str(out / "new.csv"), "--particles", "/proc/nope/p.csv"]) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["images.csv", "particles.csv"]  # no temporaries
+    assert images.read_text() == "a user's file\n"
+    args = ["read", str(good), "--images", str(images), "--particles", str(particles)]
+    assert main(args) == 0 and len(pd.read_csv(images)) == 3 and len(pd.read_csv(particles)) == 6
+    before = images.read_bytes(), particles.read_bytes()
     positions = good / "train/Adenovirus/particle_positions/a1_particlepositions.txt"
-    positions.write_text(positions.read_text() + "nan;3\n")
+    positions.write_text(positions.read_text() + "nan;3\n")  # the data changed: the read fails now
     assert main(args) == 1
-    assert list(out.iterdir()) == []
+    assert (images.read_bytes(), particles.read_bytes()) == before
+    assert sorted(p.name for p in out.iterdir()) == ["images.csv", "particles.csv"]
 
 
 def test_one_file_for_both_tables_is_refused(real_crops, tmp_path):
@@ -1245,3 +1262,69 @@ def test_a_class_of_the_data_left_out_of_the_classification_list_is_warned_of(tm
     with caplog.at_level(logging.WARNING, logger="temvirus.raw"):
         write_classification_classes(images, ["Orf", "Norovirus", "Rotavirus"], tmp_path / "classes.csv")
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_a_particle_given_twice_is_refused_naming_both_lines(real_crops, tmp_path):
+    """A real positions file with its 'particleposition' block copied: read as 2 particles, identical
+    duplicate patches and an inflated Table 1 count. Now an error naming the file and both lines."""
+    raw = tmp_path / "raw"
+    copy_real_image(real_crops / "train/Adenovirus/A4-080201_1.jpg", raw / "train" / "Adenovirus")
+    positions = raw / "train/Adenovirus/particle_positions/A4-080201_1_particlepositions.txt"
+    assert read_dataset(raw)[0].n_particles.tolist() == [1]
+    positions.write_text(positions.read_text() + "particleposition\n500.79;500.33\n")
+    _expect_error(raw, positions, r":7: the same point \(500.79, 500.33\) as line 5: a particle given twice", tmp_path)
+
+
+@pytest.mark.parametrize(
+    "lines,line,reason",
+    [
+        (["particleposition", "1;2", "3;4", "particleposition", "1;2", "3;4"], 5, "as line 2: a particle given twice"),
+        (["particleposition", "1;2", "particleposition", "1,0;2.00"], 4, "as line 2: a particle given twice"),
+        (["particleposition", "1;2", "3;4", "3;4", "5;6"], 4, "as line 3 in the same centre line"),
+        (["particleposition", "1;2", "3;4", "5;6", "1;2"], 5, "as line 2 in the same centre line"),
+        (["particleposition", "1;2", "3;4", "particleposition", "3;4"], 5, "as line 3: a particle given twice"),
+        (["1;2", "1;2"], 2, "as line 1 in the same centre line"),
+    ],
+)
+def test_a_point_given_twice_is_refused(tmp_path, lines, line, reason):
+    """Every point of a positions file is a patch centre: a point given twice, as a second particle or
+    twice in one centre line (in a row or not), made identical duplicate patches. Now an error."""
+    path = _positions_file(tmp_path, lines)
+    with pytest.raises(RawDataError, match=reason) as caught:
+        read_positions(path)
+    assert str(caught.value).startswith(f"{path}:{line}: the same point"), str(caught.value)
+
+
+@pytest.mark.parametrize("char", ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f", "\x85", "\u2028", "\u2029", "\x07"])
+def test_lines_end_only_at_newlines_and_other_control_characters_are_refused(tmp_path, char):
+    """Text was split with str.splitlines(), which also breaks lines at \\x0b, \\x0c, \\x1c-\\x1e, \\x85,
+    U+2028 and U+2029: '10;20\\x0c30;40' was read as two points, 'XScale;1,0\\x0bYScale;1' as two
+    rows, and the line numbers of later errors did not match an editor's; a control character at a
+    line's end was stripped. Lines now end only at \\n, \\r\\n and \\r; any other control character
+    (tabs aside) is an error naming the file, line and column."""
+    code = rf"control character U\+{ord(char):04X} at column"
+    positions = tmp_path / "x_particlepositions.txt"
+    positions.write_text(
+        f"image;x.tif\r\nunit;pixel\r\nformat;x;y\r\nparticleposition\r\n10;20{char}30;40\r\n", "utf-8"
+    )
+    with pytest.raises(RawDataError, match=rf"^{positions}:5: {code} 6"):
+        read_positions(positions)
+    positions.write_text(f"particleposition\r1;2\r{char}3;4\r", "utf-8")
+    with pytest.raises(RawDataError, match=rf"^{positions}:3: {code} 1"):
+        read_positions(positions)
+    tags = _tags_file(tmp_path, ["Height;30", "Width;40", f"XScale;1,0{char}YScale;1", "YScale;1"])
+    with pytest.raises(RawDataError, match=rf"^{tags}:3: {code} 11"):
+        read_tags(tags)
+
+
+def test_nul_and_undecodable_bytes_are_named_at_the_line_of_a_cr_only_file(tmp_path):
+    """The NUL and decoding errors counted only '\\n': in a file with CR line ends (old Mac) they were
+    named at line 1."""
+    positions = tmp_path / "x_particlepositions.txt"
+    positions.write_bytes(b"image;x.tif\runit;pixel\rformat;x;y\rparticleposition\r1;2\rparticleposition\r3\0;4\r")
+    with pytest.raises(RawDataError, match=rf"^{positions}:7: not text: NUL characters"):
+        read_positions(positions)
+    tags = tmp_path / "x.tif_tags.csv"
+    tags.write_bytes(b"Height;30\r\nWidth;40\rXScale;1\x81\x8d\nYScale;1\r")
+    with pytest.raises(RawDataError, match=rf"^{tags}:3: not text in utf-8 or cp1252"):
+        read_tags(tags)

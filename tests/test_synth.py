@@ -76,6 +76,66 @@ def test_plan_rejects_bad_arguments():
         plan_dataset(TABLE1, 0.1, seed=1, classes=["Smallpox"])
 
 
+TABLE1_LINES = (PAPER / "table1_dataset.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+ADENOVIRUS = "Adenovirus,80,40,13,14,67,160,44,86,290,yes\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("", "not a CSV table: No columns to parse"),
+        ("a,b\n1,2\n", "columns ['virus', 'avg_particle_size_nm', "),
+        (TABLE1_LINES[0], "missing classes ['Adenovirus', 'Astrovirus', "),
+        ("".join(TABLE1_LINES) + ADENOVIRUS, "repeated classes ['Adenovirus'] in column virus"),
+        ("".join(TABLE1_LINES) + "Smallpox" + ADENOVIRUS[10:], "unknown classes ['Smallpox']"),
+        (ADENOVIRUS.replace(",40,", ",abc,"), "class Adenovirus, column images_train: 'abc' is not a positive integer"),
+        (ADENOVIRUS.replace(",40,", ",-5,"), "class Adenovirus, column images_train: '-5' is not a positive integer"),
+        (ADENOVIRUS.replace(",40,", ",4.5,"), "class Adenovirus, column images_train: '4.5' is not a positive integer"),
+        ("Adenovirus,80\n", "class Adenovirus, column images_train: '' is not a positive integer"),
+        (ADENOVIRUS.replace("s,80,", "s,0,"), "class Adenovirus, column avg_particle_size_nm: '0' is not a positive"),
+        (
+            ADENOVIRUS.replace("s,80,", "s,nan,"),
+            "class Adenovirus, column avg_particle_size_nm: 'nan' is not a positive",
+        ),
+        (
+            ADENOVIRUS.replace(",67,", ",68,"),
+            "class Adenovirus, column images_total: 68 is not the sum 67 of its subsets",
+        ),
+        (
+            ADENOVIRUS.replace(",160,44,86,290,", ",1,44,86,131,"),
+            "class Adenovirus, column particles_train: 1 particles for 40 images",
+        ),
+    ],
+)
+def test_load_table1_names_the_file_class_and_column_of_a_bad_table(tmp_path, text, error):
+    """A malformed Table 1 stops with one message naming the file, the class and the column; before,
+    these were KeyErrors, TypeErrors, OverflowErrors, or (fewer particles than images, negative
+    counts) a dataset silently unlike the table."""
+    path = tmp_path / "table1.csv"
+    if text.startswith("Adenovirus,"):  # the package's table with the Adenovirus row replaced
+        text = "".join(text if line.startswith("Adenovirus,") else line for line in TABLE1_LINES)
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError) as caught:
+        load_table1(path)
+    assert str(caught.value).startswith(f"{path}: ") and error in str(caught.value)
+
+
+def test_cli_synth_with_a_bad_table1_says_why_and_writes_nothing(tmp_path):
+    path = tmp_path / "table1.csv"
+    path.write_text("".join(TABLE1_LINES).replace(ADENOVIRUS, ADENOVIRUS.replace(",40,", ",-5,")), encoding="utf-8")
+    out = tmp_path / "raw"
+    proc = subprocess.run(
+        [Path(sys.executable).with_name("temvirus"), "synth", "--out", out, "--truth", tmp_path / "truth.csv"]
+        + ["--scale", "0.01", "--classes", "Adenovirus", "--table1", path],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"temvirus synth: error: {path}: class Adenovirus, column images_train: '-5'" in proc.stderr
+    assert not out.exists()
+
+
 @pytest.fixture(scope="module")
 def tiny(tiny_synthetic):
     images, particles = read_dataset(tiny_synthetic / "raw")

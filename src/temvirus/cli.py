@@ -110,7 +110,7 @@ def _audit(args: argparse.Namespace) -> int:
 
     if not args.results_dir.is_dir():
         raise FileNotFoundError(f"{args.results_dir}: results folder not found")
-    if not read_records(args.results_dir / "provenance")[0]:
+    if not any(read_records(args.results_dir / "provenance")):  # a malformed record is a finding
         raise ValueError(
             f"{args.results_dir}: no lineage records in provenance/: not a results folder of this workflow; nothing written"
         )
@@ -122,10 +122,21 @@ def _download_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument("--url", help="a file to fetch (resumable, retried, verified, written atomically)")
     what.add_argument("--weights", metavar="ARCH", help="the ImageNet weights of a torchvision model, e.g. densenet201")
     p.add_argument(
-        "--out", type=Path, required=True, help="with --url: the file to write; with --weights: the weights folder"
+        "--out",
+        required=True,  # a str: the trailing '/' of a folder's name, which Path drops, reaches fetch
+        help="with --url: the file to write (not a folder); with --weights: the weights folder",
     )
-    p.add_argument("--sha256", help="with --url: the expected sha256 (else the computed one is recorded)")
+    p.add_argument("--sha256", type=_sha256, help="with --url: the expected sha256 (else the computed one is recorded)")
     p.add_argument("--base-url", help="with --weights: fetch from this server instead of torchvision's")
+
+
+def _sha256(text: str) -> str:
+    """--sha256: 64 hex digits, either case, refused before anything is fetched."""
+    from temvirus.download import SHA256
+
+    if not SHA256.fullmatch(text.lower()):
+        raise argparse.ArgumentTypeError(f"must be 64 hex digits (a sha256), got {text!r}")
+    return text
 
 
 def _download(args: argparse.Namespace) -> int:

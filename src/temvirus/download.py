@@ -2,8 +2,9 @@
 
 :func:`fetch` downloads one URL into a file: it keeps a ``{dest}.part`` file between attempts
 and resumes it with ``Range: bytes=N-`` (a server that answers ``200`` instead of ``206``
-makes it start over) only for the URL and the version (``ETag``, sent as ``If-Range``) that
-began it, recorded in ``{dest}.part.json``, so that two files are never spliced; it retries
+makes it start over) only for the URL and the version (``ETag``, else ``Last-Modified``, sent
+as ``If-Range`` and compared with a ``206``'s) that began it, recorded in ``{dest}.part.json``,
+so that two files are never spliced (a file served with neither starts over); it retries
 network failures and 5xx answers with urllib3's ``Retry`` (exponential backoff, ``Retry-After``
 honoured), logs its progress, verifies the size and the sha256 (or a sha256 prefix), and only
 then renames the ``.part`` file to ``dest``.
@@ -66,7 +67,8 @@ _PROGRESS_EVERY = 64 << 20  # bytes between progress lines
 #: response headers that identify the version of what was served
 VERSION_HEADERS = ("ETag", "Last-Modified", "Content-Length", "Content-Type")
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+#: a sha256 (lower case), and a prefix of one as in torchvision's weights file names
+SHA256, SHA256_PREFIX = re.compile(r"[0-9a-f]{64}"), re.compile(r"[0-9a-f]{6,64}")
 #: folders below a searched tree looked into for a raw layout or an archive
 MAX_DEPTH = 4
 OFFLINE_HINT = (
@@ -165,6 +167,13 @@ def _part_origin(url: str, part: Path) -> dict | None:
     return None
 
 
+def _validator(headers: dict) -> tuple[str, str] | None:
+    """The header that tells a version of the file from another: ``ETag``, else
+    ``Last-Modified`` (the one If-Range may carry then, RFC 9110 section 13.1.5), else None."""
+    name = next((name for name in ("ETag", "Last-Modified") if headers.get(name)), None)
+    return (name, headers[name]) if name else None
+
+
 def _total_from_content_range(value: str | None, start: int) -> int | None:
     """Total size from ``Content-Range: bytes start-end/total``; raises _Resume if start differs."""
     match = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", (value or "").strip())
@@ -191,12 +200,16 @@ def _attempt(pool: urllib3.PoolManager, url: str, part: Path, retry: Retry) -> t
     """
     origin = _part_origin(url, part) or {}
     have = part.stat().st_size if part.exists() else 0
+    validator = _validator(origin)
+    if have and validator is None:
+        log.info("%s: %s was served without ETag or Last-Modified, so it cannot be resumed; starting over", url, part)
+        _drop_part(part)
+        have = 0
     headers = {"User-Agent": USER_AGENT}
     if have:
         headers["Range"] = f"bytes={have}-"
-        etag = origin.get("ETag") or ""
-        if etag and not etag.startswith("W/"):  # a changed file is then sent whole (200)
-            headers["If-Range"] = etag
+        if not validator[1].startswith("W/"):  # a changed file is then sent whole (200)
+            headers["If-Range"] = validator[1]
     earlier = len(retry.history)
     response = pool.request("GET", url, headers=headers, retries=retry, preload_content=False)
     with response:
@@ -218,10 +231,12 @@ def _receive(url: str, part: Path, response: urllib3.BaseHTTPResponse, origin: d
         raise _Resume(f"HTTP 416 for a {have}-byte partial file; starting over")
     if response.status == 206:
         total = _total_from_content_range(response.headers.get("Content-Range"), have)
-        etag = response.headers.get("ETag")
-        if etag and origin.get("ETag") and etag != origin["ETag"]:  # a server that ignores If-Range
+        name, began = _validator(origin) or (None, None)  # None: a 206 from byte 0, nothing to continue
+        if name and response.headers.get(name) != began:  # a server that ignores If-Range
             _drop_part(part)
-            raise _Resume(f"changed on the server (ETag {origin['ETag']} -> {etag}) since {part} was begun")
+            raise _Resume(
+                f"changed on the server ({name} {began} -> {response.headers.get(name)}) since {part} was begun"
+            )
         mode = "ab"
         log.info("%s: resuming at byte %d", url, have)
     elif response.status == 200:
@@ -246,6 +261,9 @@ def _receive(url: str, part: Path, response: urllib3.BaseHTTPResponse, origin: d
     if total is not None and done < total:
         raise _Resume(f"connection closed after {done} of {total} bytes")
     headers = {name: response.headers[name] for name in VERSION_HEADERS if response.headers.get(name) is not None}
+    if response.status == 206:  # its Content-Length is the rest's: give the whole file's, if known
+        headers.pop("Content-Length", None)
+        headers.update({"Content-Length": str(total)} if total is not None else {})
     return {"status": response.status, "headers": headers}
 
 
@@ -278,8 +296,10 @@ def fetch(
 
     An existing ``dest`` that passes the checks is kept (its earlier record is reused); without
     a hash or prefix to check it against, only when its record names this URL and its sha256 (a
-    file of another URL, or of unknown origin, is downloaded again). A file that fails a check
-    is deleted (``.part`` included) and :class:`DownloadError` is raised; a
+    file of another URL, or of unknown origin, is downloaded again). An existing ``dest`` and
+    its record are replaced only by a completed, verified download: a failed one leaves them as
+    they were. A download that fails a check is deleted (its ``.part``) and
+    :class:`DownloadError` is raised; a
     network failure that outlasts ``retries`` requests (:func:`_retry`: redirects and resumes
     included, ``backoff_s`` the backoff factor, ``timeout_s`` per socket operation) keeps the
     ``.part`` file for next time.
@@ -287,12 +307,21 @@ def fetch(
     ``sha256_verified`` (False when no hash or prefix was known: the hash was computed, not
     checked), ``headers`` (:data:`VERSION_HEADERS` of the last response) and ``downloaded_at``.
     ``hint`` is appended to the message of a network failure (what to do offline). A URL
-    that is not http(s), or names no host, is a DownloadError before anything is written.
+    that is not http(s), or names no host, a ``sha256`` that is not 64 hex digits or a
+    ``sha256_prefix`` that is not 6 to 64, a ``dest`` that is a folder or ends in ``/`` (a
+    folder's name), is a DownloadError before anything is written.
     """
     if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
         raise DownloadError(
             f"{url}: not an http or https URL (a file on this machine is used with dataset.source: local)"
         )
+    checks = (("sha256", sha256, SHA256, "64"), ("sha256_prefix", sha256_prefix, SHA256_PREFIX, "6 to 64"))
+    for option, value, rule, digits in checks:
+        if value is not None and not rule.fullmatch(value.lower()):
+            raise DownloadError(f"{url}: {option} {value!r} is not {digits} hex digits")
+    if str(dest).endswith(("/", os.sep)) or Path(dest).is_dir():  # a folder: refused, never written as a file
+        why = "is a folder" if Path(dest).is_dir() else "ends in '/', naming a folder"
+        raise DownloadError(f"{dest}: {why}; give the name of the file to write")
     dest, expected = Path(dest), sha256 or sha256_prefix
     part = _part_path(dest)
     if dest.exists():
@@ -300,8 +329,6 @@ def fetch(
             digest = _verify(f"{dest} (from {url})", dest, size, sha256, sha256_prefix)
         except DownloadError as exc:
             log.warning("%s; downloading it again", exc)
-            dest.unlink()
-            _record_path(dest).unlink(missing_ok=True)
         else:
             previous = _record_path(dest)
             record = json.loads(previous.read_text(encoding="utf-8")) if previous.exists() else {}
@@ -324,8 +351,6 @@ def fetch(
                 dest,
                 f"recorded from {record['url']}" if record.get("url") else "no record of its origin",
             )
-            dest.unlink()
-            previous.unlink(missing_ok=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
     info, retry = None, _retry(url, retries, backoff_s)
     with urllib3.PoolManager(timeout=timeout_s) as pool:
@@ -346,6 +371,7 @@ def fetch(
     except DownloadError:
         _drop_part(part)
         raise
+    _record_path(dest).unlink(missing_ok=True)  # the earlier file's: never beside the new one
     os.replace(part, dest)
     _origin_path(part).unlink(missing_ok=True)
     record = {
@@ -442,7 +468,7 @@ def _check_file_entry(entry: dict) -> None:
     name = entry.get("name") or ""
     if PurePosixPath(name).name != name or name in ("", ".", ".."):
         raise DownloadError(f"{entry.get('url')}: unsafe file name {name!r}")
-    if entry.get("sha256") is not None and not _SHA256.match(str(entry["sha256"]).lower()):
+    if entry.get("sha256") is not None and not SHA256.fullmatch(str(entry["sha256"]).lower()):
         raise DownloadError(f"{entry.get('url')}: sha256 {entry['sha256']!r} is not 64 hex digits")
 
 

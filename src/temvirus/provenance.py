@@ -313,8 +313,55 @@ def write_record(smk, started: dt.datetime, ended: dt.datetime, root: str | os.P
     return path
 
 
+def _entry_problem(entry) -> str | None:
+    """What is wrong with an ``inputs``/``outputs`` entry as :meth:`HashCache.entry` writes it
+    (``None``: nothing). Paths may be absolute or lead out of the workflow's folder: a local
+    dataset or a ``weights.dir`` elsewhere is recorded so."""
+    if not isinstance(entry, dict):
+        return "not an object"
+    if entry.get("type") not in ("file", "directory"):
+        return f"'type' {entry.get('type')!r} is neither 'file' nor 'directory'"
+    files = entry.get("files") if entry["type"] == "directory" else []
+    if not isinstance(files, list):
+        return "'files' of a directory is not a list"
+    for item in [entry, *files]:
+        if not isinstance(item, dict):
+            return "an item of 'files' is not an object"
+        path = item.get("path")
+        if not isinstance(path, str) or not path:
+            return f"'path' {path!r} is not a path"
+        if not isinstance(item.get("sha256"), str) or type(item.get("size")) is not int:
+            return f"{path}: 'sha256' is not a string or 'size' not an integer"
+    return None
+
+
+def record_problem(record) -> str | None:
+    """What makes a parsed lineage record unlike what :func:`build_record` writes, as far as the
+    audit reads it (``None``: nothing): a string ``rule``, ``started`` and ``ended``, an object
+    ``environment`` if any, and ``inputs`` and ``outputs`` lists of file or directory entries
+    (``path``, ``sha256``, ``size``; a directory's ``files``)."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    for key in ("rule", "started", "ended"):
+        if not isinstance(record.get(key), str):
+            return f"'{key}' is missing or not a string"
+    if not isinstance(record.get("environment", {}), dict):
+        return "'environment' is not an object"
+    for key in ("outputs", "inputs"):
+        entries = record.get(key)
+        if not isinstance(entries, list):
+            return f"'{key}' is missing or not a list"
+        for i, entry in enumerate(entries):
+            problem = _entry_problem(entry)
+            if problem:
+                return f"{key}[{i}]: {problem}"
+    return None
+
+
 def read_records(root: str | os.PathLike = PROVENANCE_DIR) -> tuple[dict[Path, dict], dict[Path, str]]:
-    """Every record under ``root`` by path, and the unreadable ones (path -> what is wrong).
+    """Every record under ``root`` by path, and the unreadable ones (path -> what is wrong): not
+    JSON, or not of a record's shape (:func:`record_problem`). Records are what the audit
+    reads from a folder it cannot trust, so nothing in one raises.
 
     Hidden files (an atomic write in progress) are skipped.
     """
@@ -324,10 +371,12 @@ def read_records(root: str | os.PathLike = PROVENANCE_DIR) -> tuple[dict[Path, d
             continue
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(record, dict) or "outputs" not in record or "rule" not in record:
-                raise ValueError("not a lineage record (no 'rule'/'outputs')")
-        except (OSError, ValueError) as exc:
-            unreadable[path] = str(exc)
+        except (OSError, ValueError, RecursionError) as exc:
+            unreadable[path] = f"not JSON: {exc}"
+            continue
+        problem = record_problem(record)
+        if problem:
+            unreadable[path] = f"not a lineage record: {problem}"
             continue
         records[path] = record
     return records, unreadable

@@ -17,7 +17,9 @@ or that the CSV tables would read back as other text (``001``, ``NA``), are refu
 
 Text files are read as UTF-8 (with or without a byte-order mark), UTF-16 (with a BOM, or
 without one when one side of most byte pairs is NUL) or, failing UTF-8, Windows-1252; anything
-else (NUL bytes in other text too) is an error naming the file and line.
+else (NUL bytes in other text too) is an error naming the file and line. Lines end only at
+``\\n``, ``\\r\\n`` or ``\\r`` (:func:`read_lines`: line numbers are an editor's); any other
+control character in a line (a form feed, vertical tab, U+2028...; tabs aside) is an error naming it.
 
 Tags (:func:`read_tags`): ``key;value[;unit]`` rows read **by key** (case, spaces, ``_`` and
 ``-`` ignored), not by position: ``Height`` and ``Width`` in pixels, ``XScale`` and ``YScale``
@@ -40,7 +42,9 @@ A file without header is read whole; points without any marker, or several befor
 marker, are one centre line (logged as a warning). A unit row (keys as :data:`UNIT_KEYS`) must be pixels,
 ``format`` (or a column header line) ``x;y`` or ``y;x``, and an ``image`` row must name the
 file's image (any extension). A file without points needs the whole published header (3 lines)
-and no marker: anything shorter is a truncated file.
+and no marker: anything shorter is a truncated file. Every point is a patch centre and is given once:
+the same point twice (a particle given twice, or a vertex repeated in a centre line, in a row or
+not) is an error naming both lines.
 
 Images (:func:`read_image`): one rule for every format, see :func:`read_image`.
 
@@ -165,6 +169,31 @@ def is_archive(path: Path) -> bool:
     return path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
+#: the only line ends (an editor's): str.splitlines() also breaks at \x0b, \x0c, \x1c-\x1e, \x85, U+2028, U+2029
+_LINE_END = re.compile(r"\r\n|\r|\n")
+#: control characters refused inside a line (tabs allowed; NUL is named by :func:`read_text`)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """The lines of a small text file (:func:`read_text`), split only at ``\\n``, ``\\r\\n`` and ``\\r``,
+    so that line numbers are an editor's (and those of every error of the tags and positions readers).
+
+    Raises :class:`RawDataError` naming the line and column of any other control character (a form
+    feed, vertical tab, U+2028...; tabs are allowed): text split there, or stripped, reads otherwise.
+    """
+    lines = _LINE_END.split(read_text(path))
+    for number, line in enumerate(lines, start=1):
+        if found := _CONTROL.search(line):
+            raise RawDataError(
+                path,
+                f"control character U+{ord(found.group()):04X} at column {found.start() + 1} (lines end only at "
+                "\\n, \\r\\n or \\r; no control character but a tab may stand in a line)",
+                line=number,
+            )
+    return lines
+
+
 def read_text(path: str | Path) -> str:
     """The text of a small file: UTF-8 (BOM optional), UTF-16 (BOM, or NUL-interleaved), else Windows-1252.
 
@@ -197,10 +226,10 @@ def read_text(path: str | Path) -> str:
                 path,
                 f"not text: NUL characters after decoding as {encoding} (a binary file, or one padded "
                 "with zeros, e.g. cut by a crash?)",
-                line=text[: text.index("\0")].count("\n") + 1,
+                line=len(_LINE_END.split(text[: text.index("\0")])),
             )
         return text
-    line = data[: error.start].count(b"\n") + 1
+    line = len(_LINE_END.split(data[: error.start].decode(encoding, errors="replace")))
     raise RawDataError(path, f"not text in {' or '.join(encodings)} (byte {error.start}: {error.reason})", line=line)
 
 
@@ -319,7 +348,7 @@ def read_tags(path: str | Path) -> Tags:
     path = Path(path)
     if not path.is_file():
         raise RawDataError(path, "tags file is missing")
-    rows = read_text(path).splitlines()
+    rows = read_lines(path)
     if not any(row.strip() for row in rows):
         raise RawDataError(path, "empty tags file (rows are 'key;value', keys Height, Width, XScale, YScale)")
     found: dict[str, list] = {}  # field -> [(line, value text, units given in the row, key as written)]
@@ -471,7 +500,11 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
     (or in a file without one): they are read as one particle, a centre line.
     Raises :class:`RawDataError` naming the line of anything else, a non-pixel unit, an
     unknown ``format``, two header lines giving different column orders, two markers without a
-    point between them (a particle whose points are lost), or a truncated file.
+    point between them (a particle whose points are lost), a truncated file, or a point given
+    twice (equal x and y, at the second line, naming the first): a copied particle, a second
+    particle on a point of another one, or a vertex repeated in a centre line (in a row or not).
+    Each point is a patch centre, so any of these made identical patches, and a copied particle
+    an inflated particle count.
     """
     path = Path(path)
     if not path.is_file():
@@ -480,7 +513,8 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
     header, order, order_line = True, (0, 1), None
     header_lines, open_marker = 0, None  # open_marker: the line of a marker not yet followed by a point
     marked, leading = False, 0  # a marker seen; points before the first marker
-    for number, line in enumerate(read_text(path).splitlines(), start=1):
+    seen: dict[tuple[float, float], tuple[int, int]] = {}  # point -> (line, particle) of its first occurrence
+    for number, line in enumerate(read_lines(path), start=1):
         text = line.strip()
         if not text or text.startswith("#"):
             continue
@@ -542,6 +576,17 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
                 f"point ({x:g}, {y:g}) of particle {len(particles) - 1} lies outside the {size[0]}x{size[1]} image",
                 line=number,
             )
+        if (x, y) in seen:  # one patch centre given twice: identical patches (and a particle counted twice)
+            first, particle = seen[x, y]
+            kind = (
+                " in the same centre line: a vertex given twice"
+                if particle == len(particles) - 1
+                else ": a particle given twice (or a point of another particle)"
+            )
+            raise RawDataError(
+                path, f"the same point ({x:g}, {y:g}) as line {first}{kind}: identical patches", line=number
+            )
+        seen[x, y] = (number, len(particles) - 1)
         header, open_marker = False, None
         leading += not marked
         particles[-1].append((x, y))
@@ -1064,21 +1109,22 @@ def write_tables(
 
     ``classes`` (config ``classes.classification``) must all be in the data: else a
     :class:`RawDataError` names the missing classes and the classes found, before any
-    curation work. Nothing is written unless the whole folder reads without error, and tables
-    of an earlier run at these paths are removed first: a failed run (``temvirus read``) leaves
-    neither stale tables nor a new image table beside an old particle table. A table path
-    inside ``root`` (links resolved) raises ValueError before anything is removed: it would
-    delete a raw file given by mistake, or put a table into the layout it describes.
+    curation work. A failure leaves both paths as they were: nothing is written unless the whole
+    folder reads without error, and both tables are written to temporaries before either
+    replaces what is there, so that a table that cannot be written (its folder cannot be made)
+    leaves no new table beside an old or missing one. Files at these paths are never removed
+    first (a typo in ``root`` would destroy whatever they name); the error of ``temvirus read``
+    tells that no table was written, and Snakemake removes a failed job's outputs itself. A
+    table path inside ``root`` (links resolved) raises ValueError: it would replace a raw file
+    given by mistake, or put a table into the layout it describes.
     """
-    from temvirus.io import write_csv
+    from temvirus.io import atomic_path, write_csv
 
     if Path(images_csv).resolve() == Path(particles_csv).resolve():
         raise ValueError(f"{images_csv}: given for both the image and the particle table (one would replace the other)")
     for table in (images_csv, particles_csv):
         if Path(table).resolve().is_relative_to(Path(root).resolve()):
             raise ValueError(f"{table}: inside the raw-layout folder {root} it reads; write the table elsewhere")
-    for table in (images_csv, particles_csv):
-        Path(table).unlink(missing_ok=True)
     images, particles = read_dataset(root)
     check_classes(images, classes, root)
     log.info(
@@ -1088,8 +1134,9 @@ def write_tables(
         int(images.n_particles.sum()),
         images["class"].nunique(),
     )
-    write_csv(images_csv, images)
-    write_csv(particles_csv, particles)
+    with atomic_path(images_csv) as images_tmp, atomic_path(particles_csv) as particles_tmp:  # a pair or neither
+        write_csv(images_tmp, images)
+        write_csv(particles_tmp, particles)
     return images, particles
 
 

@@ -8,6 +8,9 @@ folder types), :mod:`~temvirus.audit.leakage` (splits, patches, duplicates, leak
 the ``audit`` rule call) and returns an :class:`AuditResult`; :func:`write_report` writes it as
 ``audit_report.md``, ``audit_report.html`` and ``audit.json``. Checks:
 
+* ``records``: every lineage record is JSON of a record's shape
+  (:func:`temvirus.provenance.record_problem`: entry fields and types, outputs inside the
+  workflow's folder); a malformed one fails, naming it, and its files stay untraced.
 * ``outputs``: every output in a record is re-hashed (every byte, no cached hash): modified
   and missing files fail.
 * ``inputs``: inputs no record produced (the paper's tables, a local raw dataset) are
