@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -187,6 +188,23 @@ def assert_same_recorded_outputs(first: Path, second: Path) -> None:
             pd.testing.assert_frame_equal(a, b, check_exact=True, obj=path)
             differ.remove(path)
     assert not differ, f"outputs differ between two runs with the same config and seed: {differ}"
+
+
+def assert_stopped_by(child: subprocess.Popen, sig: signal.Signals, command: str) -> str:
+    """Send ``sig`` to ``child`` (``temvirus COMMAND`` with text stderr piped) and check that it
+    ends as :mod:`temvirus.cli` says: exit status 128 + ``sig``, a last line ``temvirus COMMAND:
+    stopped by SIG...``, no traceback. Returns its stderr; fails (killing it) when it is still
+    running 60 s after the signal."""
+    child.send_signal(sig)
+    try:
+        _, stderr = child.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        pytest.fail(f"still running 60 s after {sig.name}:\n{child.communicate()[1][-2000:]}")
+    assert child.returncode == 128 + sig, stderr
+    assert stderr.strip().splitlines()[-1] == f"temvirus {command}: stopped by {sig.name}", stderr
+    assert "Traceback" not in stderr, stderr
+    return stderr
 
 
 def write_patch_split(

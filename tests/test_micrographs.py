@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
-from conftest import PAPER, TINY_CLASSES
+from conftest import PAPER, TINY_CLASSES, assert_stopped_by
 from scipy.special import expit
 
 from temvirus.heatmap import (
@@ -571,15 +571,7 @@ def test_cli_stopped_by_sigterm_leaves_no_output_and_no_temporary(tiny_stage, tm
         time.sleep(0.002)
     assert list(tmp_path.glob(".out.*")), "the analysis ended before its temporary output folder was seen"
     time.sleep(0.5)  # inside the analysis of the images
-    child.send_signal(signal.SIGTERM)
-    try:
-        _, stderr = child.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        pytest.fail(f"still running 60 s after SIGTERM:\n{child.communicate()[1][-2000:]}")
-    assert child.returncode == 128 + signal.SIGTERM, stderr
-    assert stderr.strip().splitlines()[-1] == "temvirus analyse: stopped by SIGTERM", stderr
-    assert "Traceback" not in stderr, stderr
+    assert_stopped_by(child, signal.SIGTERM, "analyse")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(images)
 
 
