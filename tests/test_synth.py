@@ -136,6 +136,31 @@ def test_cli_synth_with_a_bad_table1_says_why_and_writes_nothing(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "args, error",
+    [
+        (["synth", "--seed", "-5"], "argument --seed: must be at least 0, got -5"),
+        (["synth", "--seed", "1.5"], "argument --seed: must be a whole number, at least 0, got '1.5'"),
+        (["synth", "--scale", "0"], "argument --scale: must be in (0, 1], got 0"),
+        (["synth", "--scale", "nan"], "argument --scale: must be in (0, 1], got nan"),
+        (["synth", "--overlaps", "-1"], "argument --overlaps: must be at least 0, got -1"),
+        (["audit", "r", "--near-bits", "65"], "argument --near-bits: must be in [0, 64], got 65"),
+        (["audit", "r", "--leak-ncc", "-0.5"], "argument --leak-ncc: must be in (0, 1], got -0.5"),
+        (["analyse", "a", "--model", "m", "--pixel-size", "inf"], "argument --pixel-size: must be above 0, got inf"),
+        (["analyse", "a", "--model", "m", "--threads", "-2"], "argument --threads: must be at least 1, got -2"),
+    ],
+)
+def test_cli_numeric_options_out_of_range_name_the_option_and_range(args, error, tmp_path, capsys):
+    """``temvirus synth --seed -5`` failed inside numpy ("expected non-negative integer"), not
+    naming the option: every numeric option is checked as it is parsed (exit 2, nothing written)."""
+    from temvirus.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main([*args, "--out", str(tmp_path / "out"), "--truth", str(tmp_path / "truth.csv")])
+    assert stopped.value.code == 2 and error in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.fixture(scope="module")
 def tiny(tiny_synthetic):
     images, particles = read_dataset(tiny_synthetic / "raw")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import signal
 import sys
 from pathlib import Path
@@ -21,12 +22,43 @@ from temvirus import __version__
 from temvirus.smk import configure_logging
 
 
+def _number(kind: type, low: float, high: float | None = None, *, above: bool = False):
+    """An argparse ``type=``: a finite ``kind`` (int or float) from ``low`` (excluded if ``above``)
+    to ``high`` (included; None: no bound). Anything else raises argparse.ArgumentTypeError
+    saying the allowed range and the value given; argparse prefixes the option's name and exits
+    with status 2 before the command runs."""
+    what = "a whole number" if kind is int else "a number"
+    if high is not None:
+        bound = f"in {'(' if above else '['}{low}, {high}]"
+    else:
+        bound = f"above {low}" if above else f"at least {low}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, {bound}, got {text!r}") from None
+        inside = (value > low if above else value >= low) and (high is None or value <= high)
+        if not (inside and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    return parse
+
+
 def _synth_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="raw-layout folder to create (must not exist or be empty)")
     p.add_argument("--truth", required=True, type=Path, help="CSV of the planted overlapping images")
-    p.add_argument("--scale", type=float, default=0.03, help="fraction of Table 1's images per class (1 = Table 1)")
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--overlaps", type=int, default=6, help="planted images re-imaging part of another image")
+    p.add_argument(
+        "--scale",
+        type=_number(float, 0, 1, above=True),
+        default=0.03,
+        help="fraction of Table 1's images per class, in (0, 1] (1 = Table 1)",
+    )
+    p.add_argument("--seed", type=_number(int, 0), default=7, help="random seed, at least 0")
+    p.add_argument(
+        "--overlaps", type=_number(int, 0), default=6, help="planted images re-imaging part of another image"
+    )
     p.add_argument("--binning", type=int, default=1, choices=(1, 2), help="camera binning (2: quarter-size frames)")
     p.add_argument("--classes", nargs="+", metavar="CLASS", help="only these classes (default: all 22)")
     p.add_argument("--table1", type=Path, help="the paper's Table 1 (CSV; default: the package's copy)")
@@ -88,12 +120,12 @@ def _audit_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--near-bits",
-        type=int,
+        type=_number(int, 0, 64),
         help="near-duplicate patches: at most this many of 64 perceptual-hash bits apart (default 4)",
     )
     p.add_argument(
         "--leak-ncc",
-        type=float,
+        type=_number(float, 0, 1, above=True),
         help="a leak: max normalised cross-correlation at least this (default 0.85; docs/lineage.md)",
     )
     p.add_argument(
@@ -160,7 +192,7 @@ def _analyse_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="folder to write (must not exist or be empty)")
     p.add_argument(
         "--pixel-size",
-        type=float,
+        type=_number(float, 0, above=True),
         metavar="NM",
         help="pixel size (nm) of the images without a tags file (tags/{image}_tags.csv or {image}_tags.csv)",
     )
@@ -171,17 +203,7 @@ def _analyse_arguments(p: argparse.ArgumentParser) -> None:
         "results/micrographs/detector/{model}/{init}/{method}.json beside the model's results)",
     )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--threads", type=_positive_int, default=2, help="CPU threads (torch)")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, at least 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    p.add_argument("--threads", type=_number(int, 1), default=2, help="CPU threads (torch)")
 
 
 def _analyse(args: argparse.Namespace) -> int:
