@@ -25,6 +25,13 @@ configfile: "config/config.yaml"
 report: "workflow/report/workflow.rst"
 
 
+# A number YAML 1.1 reads as text (3e-3), named with how to write it, before the schema refuses
+# it as "not of type 'number'" (temvirus.configcheck.number_text_problems).
+from temvirus.configcheck import check_number_text
+
+check_number_text(
+    config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
+)
 validate(config, "workflow/schemas/config.schema.yaml")
 
 

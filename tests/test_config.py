@@ -44,6 +44,25 @@ REFUSED = {
         {"experiments": [{"model": "small_cnn", "init": "scratch", "method": "representative", "batch_size": 16.0}]},
         ["experiments[0].batch_size: 16.0 is a float where a whole number is needed; write 16"],
     ),
+    # a number YAML 1.1 reads as text: named, with how to write it, not "'3e-3' is not of type 'number'"
+    "exponent_without_a_dot": (
+        {"micrographs": {"lr": "3e-3"}},
+        [
+            "micrographs.lr: '3e-3' is text, not a number (YAML 1.1 reads an exponent as a number only "
+            "after a dot and with its sign); write 3.0e-3, unquoted"
+        ],
+    ),
+    "exponent_of_a_whole_number": ({"seed": "1e3"}, ["seed: '1e3' is text, not a number", "write 1000, unquoted"]),
+    "quoted_number_in_an_experiment": (
+        {"experiments": [{"model": "small_cnn", "init": "scratch", "method": "representative", "lr": "0.5"}]},
+        ["experiments[0].lr: '0.5' is text, not a number (quoted, YAML reads it as text); write 0.5, unquoted"],
+    ),
+    # found by configcheck while the workflow is parsed, not in an input function (one line, no
+    # InputFunctionException block)
+    "local_source_without_a_path": (
+        {"dataset": {"source": "local", "local": {"path": " "}}},
+        ["invalid configuration:\n  dataset.source is 'local' but dataset.local.path is empty"],
+    ),
     "input_size_not_a_divisor": (
         {"training": {"input_size": 100}},
         ["100 is not one of [32, 64, 128, 256, None]", "On instance['training']['input_size']"],
@@ -174,7 +193,7 @@ def test_a_bad_value_is_refused_before_any_job_naming_its_key(tmp_path, case):
     assert proc.returncode != 0, out[-3000:]
     for text in expected:
         assert text in out, out[-3000:]
-    assert "Job stats" not in out
+    assert "Job stats" not in out and "InputFunctionException" not in out and "is not of type" not in out
 
 
 def test_a_micrograph_experiment_not_configured_is_refused_when_the_stage_is_built(tmp_path):

@@ -5,6 +5,7 @@
 type, so that a bad value is refused before any job, naming its key, never found by a job
 minutes (or hours) into a run:
 
+- ``dataset.source: local`` with an empty ``dataset.local.path``;
 - a whole number written as a float (``epochs: 30.0``) where the schema asks for an integer:
   JSON Schema counts 30.0 as an integer, Python's ``range`` and numpy's generators do not;
 - two ``experiments`` entries of the same ``{model, init, method}`` (one results folder; the
@@ -32,6 +33,7 @@ No torch import here: the workflow calls this while it builds the job graph.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -88,6 +90,47 @@ def integer_problems(config: dict, schema: dict) -> list[str]:
     return sorted(set(problems))
 
 
+#: a number as text: sign, digits, optional fraction, optional exponent (the groups rebuild it)
+_NUMBER = re.compile(r"([-+]?)([0-9]*)(?:\.([0-9]*))?(?:[eE]([-+]?)([0-9]+))?")
+
+
+def number_text_problems(config: dict, schema: dict) -> list[str]:
+    """Keys the schema types as numbers that hold text reading as one (``lr: 3e-3``), one line each.
+
+    YAML 1.1 (PyYAML, which reads Snakemake's config files) reads a number with an exponent as a
+    float only with a dot and a signed exponent (``3.0e-3``): ``3e-3`` and ``1.0e5`` are strings,
+    which the schema refuses only as "not of type 'number'". Run before the schema's validation;
+    each line names the key, the text, and how to write it (``3.0e-3``; a whole number where the
+    schema asks for an integer).
+    """
+    from jsonschema import validators
+
+    problems = []
+    for error in validators.validator_for(schema)(schema).iter_errors(config):
+        for leaf in _leaves(error):
+            text, types = leaf.instance, leaf.validator_value
+            types = [types] if isinstance(types, str) else types
+            if leaf.validator != "type" or not isinstance(text, str) or not {"number", "integer"} & set(types):
+                continue
+            parts = _NUMBER.fullmatch(text.strip())
+            if parts is None or not (parts[2] or parts[3]) or not math.isfinite(float(text)):
+                continue
+            sign, whole, fraction, exp_sign, exponent = parts.groups()
+            if "number" not in types and float(text).is_integer():
+                fixed = f"{int(float(text))}"
+            elif exponent:
+                fixed = f"{sign}{whole or 0}.{fraction or 0}e{exp_sign or '+'}{exponent}"
+            else:
+                fixed = text.strip()
+            why = "YAML 1.1 reads an exponent as a number only after a dot and with its sign"
+            if not exponent:
+                why = "quoted, YAML reads it as text"
+            problems.append(
+                f"{key_path(leaf.absolute_path)}: {text!r} is text, not a number ({why}); write {fixed}, unquoted"
+            )
+    return sorted(set(problems))
+
+
 def _leaves(error):
     """The innermost errors of a validation error (those of oneOf/anyOf branches included)."""
     if not error.context:
@@ -99,6 +142,8 @@ def _leaves(error):
 def config_problems(config: dict) -> list[str]:
     """What is wrong with a schema-valid config beyond the schema, one line per problem (see the module docstring)."""
     problems = []
+    if config["dataset"]["source"] == "local" and not config["dataset"]["local"]["path"].strip():
+        problems.append("dataset.source is 'local' but dataset.local.path is empty")
     built = config["split"]["methods"]
     seen = {}
     for k, entry in enumerate(config["experiments"]):
@@ -212,17 +257,31 @@ def _overlap_problems(section: dict) -> list[str]:
     return problems
 
 
-def check_config(config: dict, schema_file: str | Path) -> None:
-    """Raise ValueError listing every problem of :func:`integer_problems` and :func:`config_problems`."""
+def _read_schema(schema_file: str | Path) -> dict:
     import yaml
 
     with open(schema_file, encoding="utf-8") as fh:
-        schema = yaml.safe_load(fh)
+        return yaml.safe_load(fh)
+
+
+def _refuse(problems: list[str]) -> None:
+    if problems:
+        raise ValueError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def check_number_text(config: dict, schema_file: str | Path) -> None:
+    """Raise ValueError listing every problem of :func:`number_text_problems`; run before the
+    schema's validation, whose error would not say why."""
+    _refuse(number_text_problems(config, _read_schema(schema_file)))
+
+
+def check_config(config: dict, schema_file: str | Path) -> None:
+    """Raise ValueError listing every problem of :func:`integer_problems` and :func:`config_problems`."""
+    schema = _read_schema(schema_file)
     problems = integer_problems(config, schema)
     if not problems:  # the checks below read the values as the types the schema gives
         problems = config_problems(config)
-    if problems:
-        raise ValueError("invalid configuration:\n  " + "\n  ".join(problems))
+    _refuse(problems)
 
 
 def canonical_order(value, schema: dict, root: dict | None = None):
@@ -257,9 +316,6 @@ def canonical_order(value, schema: dict, root: dict | None = None):
 
 def reorder_config(config: dict, schema_file: str | Path) -> None:
     """Put ``config`` (Snakemake's, changed in place) in :func:`canonical_order`."""
-    import yaml
-
-    with open(schema_file, encoding="utf-8") as fh:
-        ordered = canonical_order(config, yaml.safe_load(fh))
+    ordered = canonical_order(config, _read_schema(schema_file))
     config.clear()
     config.update(ordered)

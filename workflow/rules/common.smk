@@ -40,11 +40,7 @@ def _local_source():
     before any job's inputs are compared with its outputs.
     """
     if not _LOCAL:
-        path = config["dataset"]["local"]["path"]
-        if not path.strip():
-            raise ValueError(
-                "dataset.source is 'local' but dataset.local.path is empty"
-            )
+        path = config["dataset"]["local"]["path"]  # not empty (configcheck)
         from temvirus.download import locate_local
         from temvirus.raw import update_archive_manifest, update_manifest
 
@@ -541,12 +537,14 @@ def all_inputs(wildcards):
     )
 
 
-# Whatever the target, before any job: what the schema cannot check (temvirus.configcheck: whole
-# numbers written as floats, repeated experiments, an experiment of a split method the config does
-# not build or below its model's input size, micrographs.experiments not configured, crop_px,
-# diameters_nm of classes not classified, pairs of keys out of order). Then every mapping's keys
-# in the schema's order, before the rule files read their params (the order in which config files
-# name keys re-runs nothing).
+# Whatever the target, before any job: what the schema cannot check (temvirus.configcheck: an
+# empty dataset.local.path for dataset.source local, whole numbers written as floats, repeated
+# experiments, an experiment of a split method the config does not build or below its model's
+# input size, crop_px, diameters_nm of classes not classified, pairs of keys out of order), one
+# line per problem. (micrographs.experiments not configured is refused only when the stage is
+# built, by micrograph_experiments: the targets are not known while this file is parsed.) Then
+# every mapping's keys in the schema's order, before the rule files read their params (the order
+# in which config files name keys re-runs nothing).
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 check_config(config, SCHEMA)
 reorder_config(config, SCHEMA)
