@@ -272,6 +272,47 @@ def test_fetch_rejects_wrong_content(file_server, tmp_path, size_delta, fault, m
     assert list(tmp_path.iterdir()) == []  # neither the final name nor a .part
 
 
+@pytest.mark.parametrize(
+    "body, content_type, message",
+    [
+        (b"", None, "the server sent an empty body (0 bytes) where a data file is expected"),
+        (b"<p>Please log in</p>", "text/html; charset=utf-8", "an HTML page (20 bytes, Content-Type text/html"),
+        (b"\n <!DOCTYPE html><title>Error</title>", None, "an HTML page (37 bytes, Content-Type application/octet"),
+    ],
+)
+def test_an_empty_body_or_an_html_page_is_refused_without_a_hash(
+    file_server, tmp_path, capsys, body, content_type, message
+):
+    """With no sha256 to check, a 0-byte body or a login/error page served with 200 was saved
+    as the data file: refused, naming the URL, nothing written, the file already there kept
+    (the CLI says it in one line); a published hash that matches still decides."""
+    from temvirus.cli import main
+
+    file_server.files["/data.zip"] = body
+    if content_type:
+        file_server.content_types["/data.zip"] = content_type
+    url, dest = file_server.url("/data.zip"), tmp_path / "data.zip"
+    with pytest.raises(DownloadError, match=f"^{re.escape(url)}: .*{re.escape(message)}"):
+        fetch(url, dest, **FAST)
+    assert list(tmp_path.iterdir()) == []
+    dest.write_bytes(b"an earlier file")
+    assert main(["download", "--url", url, "--out", str(dest)]) == 1
+    assert message in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["data.zip"] and dest.read_bytes() == b"an earlier file"
+    assert fetch(url, tmp_path / "known", sha256=sha(body), **FAST)["sha256_verified"]
+
+
+def test_a_body_shorter_than_its_content_length_is_never_saved(file_server, tmp_path):
+    """urllib3 enforces Content-Length (IncompleteRead): a cut-short body is resumed, and when
+    the attempts run out it stays a .part file, never the output. (A close-delimited body, sent
+    without Content-Length, cannot be told from a whole one: only a hash can.)"""
+    file_server.files["/cut"] = bytes(range(256)) * 40
+    file_server.faults["/cut"] = {"drop_always"}
+    with pytest.raises(DownloadError, match="IncompleteRead"):
+        fetch(file_server.url("/cut"), tmp_path / "cut", **FAST, retries=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.part", "cut.part.json"]
+
+
 def test_a_malformed_sha256_is_refused_before_anything_is_fetched(file_server, tmp_path, capsys):
     """``--sha256 abc`` was found wrong only after the whole download ("sha256 mismatch"): a
     sha256 that is not 64 hex digits, or a prefix that is not 6 to 64 (torchvision's file

@@ -69,6 +69,8 @@ VERSION_HEADERS = ("ETag", "Last-Modified", "Content-Length", "Content-Type")
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 #: a sha256 (lower case), and a prefix of one as in torchvision's weights file names
 SHA256, SHA256_PREFIX = re.compile(r"[0-9a-f]{64}"), re.compile(r"[0-9a-f]{6,64}")
+#: the media types of an HTML page: a login or error page served with 200 where a data file is expected
+HTML_TYPES = ("text/html", "application/xhtml+xml")
 #: folders below a searched tree looked into for a raw layout or an archive
 MAX_DEPTH = 4
 OFFLINE_HINT = (
@@ -267,11 +269,32 @@ def _receive(url: str, part: Path, response: urllib3.BaseHTTPResponse, origin: d
     return {"status": response.status, "headers": headers}
 
 
-def _verify(url: str, path: Path, size: int | None, sha256: str | None, sha256_prefix: str | None) -> str:
-    """Check size and hash of ``path``; returns its sha256 or raises DownloadError naming ``url``."""
+def _verify(
+    url: str,
+    path: Path,
+    size: int | None,
+    sha256: str | None,
+    sha256_prefix: str | None,
+    content_type: str | None = None,
+) -> str:
+    """Check size and hash of ``path``; returns its sha256 or raises DownloadError naming ``url``.
+
+    With no hash or prefix to check, what cannot be a data file is refused: an empty file (unless
+    ``size`` is 0) and an HTML page (``content_type``, the response's Content-Type, one of
+    :data:`HTML_TYPES`, or :func:`_is_html`).
+    """
     got = path.stat().st_size
     if size is not None and got != size:
         raise DownloadError(f"{url}: expected {size} bytes, got {got}")
+    if sha256 is None and sha256_prefix is None:
+        if got == 0 and size is None:
+            raise DownloadError(f"{url}: the server sent an empty body (0 bytes) where a data file is expected")
+        media = (content_type or "").partition(";")[0].strip().lower()
+        if media in HTML_TYPES or _is_html(path):
+            raise DownloadError(
+                f"{url}: the server sent an HTML page ({got} bytes, Content-Type {content_type or 'not given'}) "
+                "where a data file is expected: a login or error page? Check the URL"
+            )
     digest = sha256_file(path)
     if sha256 is not None and digest != sha256.lower():
         raise DownloadError(f"{url}: sha256 mismatch: expected {sha256}, got {digest}")
@@ -299,7 +322,9 @@ def fetch(
     file of another URL, or of unknown origin, is downloaded again). An existing ``dest`` and
     its record are replaced only by a completed, verified download: a failed one leaves them as
     they were. A download that fails a check is deleted (its ``.part``) and
-    :class:`DownloadError` is raised; a
+    :class:`DownloadError` is raised: the size, the hash or prefix, or, with neither hash nor
+    prefix, an empty body or an HTML page (a login or error page served with 200; see
+    :func:`_verify`); a body shorter than its Content-Length is resumed, never saved as it is; a
     network failure that outlasts ``retries`` requests (:func:`_retry`: redirects and resumes
     included, ``backoff_s`` the backoff factor, ``timeout_s`` per socket operation) keeps the
     ``.part`` file for next time.
@@ -367,7 +392,7 @@ def fetch(
             if info is None:
                 retry.sleep()
     try:
-        digest = _verify(url, part, size, sha256, sha256_prefix)
+        digest = _verify(url, part, size, sha256, sha256_prefix, info["headers"].get("Content-Type"))
     except DownloadError:
         _drop_part(part)
         raise
@@ -497,11 +522,18 @@ UNSUPPORTED_ARCHIVES = (".7z", ".rar")
 _OTHER_ARCHIVES = {b"7z\xbc\xaf\x27\x1c": "7-Zip", b"Rar!": "RAR"}
 
 
+def _is_html(path: Path) -> bool:
+    """Whether the first 512 bytes of ``path`` hold an HTML page's tag (any case)."""
+    with open(path, "rb") as fh:
+        head = fh.read(512).lower()
+    return b"<html" in head or b"<!doctype html" in head
+
+
 def _not_an_archive(archive: Path) -> DownloadError:
     """The error for a file that zipfile and tarfile refuse, saying what it looks like."""
     with open(archive, "rb") as fh:
         head = fh.read(512)
-    if b"<html" in head.lower() or b"<!doctype html" in head.lower():
+    if _is_html(archive):
         why = "an HTML page (a login, error or redirect page?), not an archive"
     elif head.startswith(b"PK"):
         why = "a truncated or corrupt zip (no end-of-archive record): copy or download it again"
