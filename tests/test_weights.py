@@ -37,6 +37,25 @@ def test_torchvision_file_names_carry_a_hash_prefix():
             hash_prefix(bad)
 
 
+@pytest.mark.parametrize("name", ["m-0cc3c7bd.pth", "-0cc3c7bd.pth", "m-0CC3C7BD.pth", "m-0cc3c.pth", "m.pth"])
+def test_a_name_carries_a_hash_prefix_by_one_rule(tmp_path, name):
+    """hash_prefix, the download's check and the load's check read a name's prefix by one rule
+    (download.SHA256_PREFIX): weights had its own two patterns, and hash_prefix('-0cc3c7bd.pth')
+    gave a prefix that loading then ignored (asking for a download record instead)."""
+    path = tmp_path / name
+    path.write_bytes(b"not the published file")
+    try:
+        prefix = hash_prefix(name)
+    except ValueError:
+        prefix = None
+    with pytest.raises(WeightsError) as refused:
+        load_weights_file(path, "m")
+    if prefix:
+        assert f"does not start with {prefix!r} from its name" in str(refused.value)
+    else:
+        assert "its name carries no hash prefix" in str(refused.value)
+
+
 def test_weights_table_equals_torchvisions_urls():
     """The torch-free table of weights URLs is torchvision's, for every torchvision transfer model."""
     from torchvision.models import get_model_weights

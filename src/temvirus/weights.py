@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
+from temvirus.download import SHA256_PREFIX
 from temvirus.io import sha256_file
 
 #: torchvision's DenseNet files name layers ``norm.1``, ``conv.2``; its modules ``norm1``, ``conv2``
 _DENSENET_KEY = re.compile(r"(denselayer\d+\.(?:norm|relu|conv))\.(\d)")
-_PREFIXED_NAME = re.compile(r".+-[0-9a-f]{6,64}")
 
 
 @dataclass(frozen=True)
@@ -94,11 +94,19 @@ class WeightsError(FileNotFoundError):
     """A weights file that is missing or whose sha256 does not match its name."""
 
 
+def _name_prefix(filename: str) -> str | None:
+    """The part of a file name's stem after its last '-' when :data:`temvirus.download.SHA256_PREFIX`
+    (6 to 64 lower-case hex digits) and something comes before the '-'; else None."""
+    head, _, prefix = PurePosixPath(filename).name.split(".")[0].rpartition("-")
+    return prefix if head and SHA256_PREFIX.fullmatch(prefix) else None
+
+
 def hash_prefix(filename: str) -> str:
-    """torchvision's sha256 prefix in a weights file name: the part after the last '-'."""
-    stem = PurePosixPath(filename).name.split(".")[0]
-    prefix = stem.rpartition("-")[2]
-    if "-" not in stem or not re.fullmatch(r"[0-9a-f]{6,64}", prefix):
+    """torchvision's sha256 prefix in a weights file name: the part after the last '-'.
+
+    Raises ValueError for a name without one (:func:`_name_prefix`)."""
+    prefix = _name_prefix(filename)
+    if prefix is None:
         raise ValueError(f"{filename}: name does not end in '-<sha256 prefix>.pth'")
     return prefix
 
@@ -108,10 +116,6 @@ def source_url(arch: str, base_url: str | None = None) -> str:
     if base_url:
         return f"{base_url.rstrip('/')}/{weights_filename(arch)}"
     return weights_url(arch)
-
-
-def _has_hash_prefix(filename: str) -> bool:
-    return bool(_PREFIXED_NAME.fullmatch(PurePosixPath(filename).name.split(".")[0]))
 
 
 def fetch_weights_file(url: str, dest: str | Path) -> Path:
@@ -127,7 +131,7 @@ def fetch_weights_file(url: str, dest: str | Path) -> Path:
     fetch(
         url,
         dest,
-        sha256_prefix=hash_prefix(dest.name) if _has_hash_prefix(dest.name) else None,
+        sha256_prefix=_name_prefix(dest.name),
         hint=f"; without internet, place the file {dest.name} at {dest}",
     )
     return dest
@@ -135,8 +139,9 @@ def fetch_weights_file(url: str, dest: str | Path) -> Path:
 
 def _expected_hash(path: Path) -> tuple[str, str]:
     """(sha256 or its prefix that ``path`` must have, where that comes from)."""
-    if _has_hash_prefix(path.name):
-        return hash_prefix(path.name), "from its name"
+    prefix = _name_prefix(path.name)
+    if prefix:
+        return prefix, "from its name"
     record = path.with_name(path.name + ".record.json")
     try:
         return json.loads(record.read_text(encoding="utf-8"))["sha256"], f"recorded in {record}"
