@@ -197,6 +197,35 @@ def test_failed_read_leaves_both_table_paths_as_they_were(good, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["images.csv", "particles.csv"]
 
 
+def test_a_kill_between_the_two_renames_leaves_no_mismatched_pair(good, tmp_path, monkeypatch):
+    """`temvirus read --images A --particles B` replaced B, then A: a kill between the two renames
+    left the earlier A beside the new B, a pair a later step would trust. The kill is injected at
+    the second rename (the process stops there); now A is absent then, never the earlier one."""
+    import os
+
+    from temvirus.cli import main
+
+    images, particles = tmp_path / "images.csv", tmp_path / "particles.csv"
+    images.write_text("image_id,n_particles\nold,1\n")
+    particles.write_text("image_id,particle\nold,0\n")
+    replace, renames = os.replace, []
+
+    def killed_at_the_second(src, dst):
+        if Path(dst) in (images, particles):
+            renames.append(Path(dst).name)
+            if len(renames) == 2:
+                raise KeyboardInterrupt
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed_at_the_second)
+    assert main(["read", str(good), "--images", str(images), "--particles", str(particles)]) == 130
+    monkeypatch.undo()
+    assert renames == ["particles.csv", "images.csv"] and "old" not in particles.read_text()
+    assert not images.exists()
+    assert main(["read", str(good), "--images", str(images), "--particles", str(particles)]) == 0
+    assert pd.read_csv(images).n_particles.sum() == pd.read_csv(particles).groupby(["image_id", "particle"]).ngroups
+
+
 def test_one_file_for_both_tables_is_refused(real_crops, tmp_path):
     """`temvirus read` of real crops with --images and --particles naming one file: the particle
     table replaced the image table, and the command reported success."""

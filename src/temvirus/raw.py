@@ -1113,7 +1113,10 @@ def write_tables(
     folder reads without error, and both tables are written to temporaries before either
     replaces what is there, so that a table that cannot be written (its folder cannot be made)
     leaves no new table beside an old or missing one. Files at these paths are never removed
-    first (a typo in ``root`` would destroy whatever they name); the error of ``temvirus read``
+    before the new tables are ready (a typo in ``root`` would destroy whatever they name); then
+    the image table is removed, the particle table replaced and the image table put back, so that
+    a process killed between the two renames leaves no image table rather than an earlier one
+    beside a new particle table (Snakemake also marks a killed job's outputs incomplete); the error of ``temvirus read``
     tells that no table was written, and Snakemake removes a failed job's outputs itself. A
     table path inside ``root`` (links resolved) raises ValueError: it would replace a raw file
     given by mistake, or put a table into the layout it describes.
@@ -1137,6 +1140,10 @@ def write_tables(
     with atomic_path(images_csv) as images_tmp, atomic_path(particles_csv) as particles_tmp:  # a pair or neither
         write_csv(images_tmp, images)
         write_csv(particles_tmp, particles)
+        # Two renames cannot be one: the image table goes before the particle table is replaced
+        # and comes back after it, so that a kill between them leaves no image table (a reader
+        # stops, a rerun writes both), never an earlier image table beside a new particle table.
+        Path(images_csv).unlink(missing_ok=True)
     return images, particles
 
 
