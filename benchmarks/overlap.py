@@ -381,11 +381,13 @@ def _variants_of(task) -> list[dict]:
     from temvirus.overlap import OVERLAP, score_class
     from temvirus.raw import read_image
 
-    cls, source, other, root, points, folder, settings = task
+    cls, source, other, root, points, folder, settings, kinds = task
     limit_threads(1)
     pixels = read_image(root / source.path)
     rows = []
     for k, (kind, spec) in enumerate(VARIANTS.items()):
+        if kinds and kind not in kinds:
+            continue
         (a, points_a), (b, points_b, encoding, recorded) = reimaged(pixels, points[source.image_id], spec, seed=k)
         path_a = folder / f"{cls}_{k:02d}_a.png"
         Image.fromarray(a).save(path_a)
@@ -441,7 +443,7 @@ def variant_probe(args, settings, result: dict) -> None:
     folder = OUT / "data" / "overlap-variants"
     folder.mkdir(parents=True, exist_ok=True)
     tasks = [
-        (cls, source, other, Path(args.real).resolve(), points, folder, settings)
+        (cls, source, other, Path(args.real).resolve(), points, folder, settings, args.kinds)
         for cls, source, other in variant_sources(images, verified, Path(args.real), args.classes or VARIANT_CLASSES)
     ]
     started = time.perf_counter()
@@ -485,7 +487,11 @@ def main() -> None:
     parser.add_argument(
         "--variants", action="store_true", help="with --real/--verified: real crops re-imaged by kind (VARIANTS)"
     )
+    parser.add_argument("--kinds", nargs="*", help="with --variants: only these kinds of VARIANTS (names as listed)")
     args = parser.parse_args()
+    unknown = sorted(set(args.kinds or ()) - set(VARIANTS))
+    if unknown:
+        parser.error(f"--kinds: unknown {unknown}; known: {list(VARIANTS)}")
     args.threads = [int(t) for t in args.threads.split(",")]
     limit_threads(1)
     settings, params = overlap_settings()

@@ -342,8 +342,13 @@ def visible_centres(points: np.ndarray, side_px: float, radius_px: float) -> np.
 
 def changed(kind: str, pixels: np.ndarray) -> np.ndarray:
     """``pixels`` with one change of real re-imaging: a monotone non-linear grey-level change,
-    a shift of focus, or black padding over the left 45% and the bottom 30%."""
+    a shift of focus, black padding over the left 45% and the bottom 30%, or a lower dose
+    (shot noise: Poisson counts of :data:`LOW_DOSE` a pixel on average, bright = more)."""
     values = pixels.astype(np.float64)
+    if kind == "low_dose":
+        counts = (values - values.min()) / (values - values.min()).mean() * LOW_DOSE
+        rng = np.random.default_rng(int(values.sum()))  # b and c: noise of their own
+        values = 1000 + rng.poisson(counts) * (values - values.min()).mean() / LOW_DOSE
     if kind == "exposure":
         values = 200 + 3000 * ((values - values.min()) / np.ptp(values)) ** 2.2
     elif kind == "focus":
@@ -362,6 +367,9 @@ def pair_root(tmp_path: Path, a, b, c, nm: tuple[float, float, float]) -> tuple[
     return tmp_path, images, particles
 
 
+#: ``low_dose``: mean counts per pixel of b
+LOW_DOSE = 3
+
 KINDS = {
     # kind: (b's origin (nm) in the field, b's side (nm), b's pixel (nm), a's pixel (nm))
     "magnification": (260, 200, 600, 5, 2),  # 2.5x a's pixel size
@@ -371,6 +379,7 @@ KINDS = {
     "padding": (120, 150, 560, 2, 2),
     "small_overlap": (330, 330, 560, 2, 2),  # 270 x 270 nm shared: 23% of either field
     "thin_strip": (30, 548, 600, 2, 2),  # 570 x 52 nm shared: a 9% strip, 26 fine pixels thick
+    "low_dose": (250, 180, 500, 2, 2),  # b at a dose where shot noise outweighs the stain grain
 }
 
 

@@ -40,8 +40,12 @@ Method (all pairs of images within a class):
    ``tile_agreement`` (:func:`tile_agreement`: the fraction of tiles of the jointly valid
    area that agree on their own: one look-alike particle makes one tile agree, a shared
    field all of them; along a strip thinner than a tile the tiles are strips,
-   :func:`tile_shape`). Where the check fails, it is tried again with image_b's pixel size
-   changed by each factor of ``scale_search`` (recorded pixel sizes a few percent off). With
+   :func:`tile_shape`). Where a view's white (shot) noise is more than half of the
+   background band (:func:`noise_share`: a re-image at a lower dose), both views are
+   compared low-passed more, the background band widened alike (:func:`_matched_lowpass`),
+   and the overlap must then be as many times larger as the low-pass is wider, squared (as
+   many independent samples as at ``lowpass_px``). Where the check fails, it is tried
+   again with image_b's pixel size changed by each factor of ``scale_search`` (recorded pixel sizes a few percent off). With
    the particle table, annotated points at least ``point_margin_nm`` inside the jointly valid
    area (:func:`deep_inside`: particles cut by a border or hidden by padding are not judged)
    must have partners in the other image (:func:`point_agreement`).
@@ -101,6 +105,7 @@ from scipy.linalg import orthogonal_procrustes
 from scipy.ndimage import (
     affine_transform,
     binary_erosion,
+    convolve,
     distance_transform_edt,
     gaussian_filter,
     label,
@@ -184,6 +189,13 @@ _BACKGROUND_CLIP = 2.5
 #: background NCC: Gaussian sigma (nm, at least 1.5 fine pixels) of a further high-pass
 #: (the stain pools and halos around particles are smooth; the stain grain is not)
 _BACKGROUND_HIGHPASS_NM = 8.0
+#: fine check: the largest share of white (shot) noise in a view's background band
+#: (:func:`noise_share`) at which the views are compared as they are (noise as strong as
+#: the structure: SNR 1); a noisier view (a re-image at a lower dose) is compared
+#: low-passed more, see :func:`_matched_lowpass`
+_NOISE_SHARE = 0.5
+#: ... low-passed at most this many times ``lowpass_px``
+_MAX_LOWPASS = 4.0
 
 
 @dataclass(frozen=True)
@@ -454,7 +466,53 @@ def _shifts(n_a: int, size: int) -> np.ndarray:
     return np.where(index < n_a, index, index - size)
 
 
-def _background_ncc(a: _View, b: _View, dy: int, dx: int, pixel_nm: float) -> float:
+def white_noise_variance(mean: np.ndarray, valid: np.ndarray) -> float:
+    """Variance of the white (pixel-to-pixel independent: shot) noise of ``mean`` over its
+    valid pixels (Immerkaer, "Fast noise variance estimation", CVIU 64(2), 1996: the mean
+    absolute response to a Laplacian difference that cancels smooth structure)."""
+    inner = binary_erosion(valid, np.ones((3, 3), bool))
+    if inner.sum() < 16:
+        return 0.0
+    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float64)
+    response = convolve(mean.astype(np.float64), kernel, mode="nearest")[inner]
+    return float((math.sqrt(math.pi / 2) * np.abs(response).mean() / 6) ** 2)
+
+
+def noise_share(mean: np.ndarray, valid: np.ndarray, low: float, high: float, noise: float | None = None) -> float:
+    """Share of white noise (variance ``noise``, else :func:`white_noise_variance`) in the
+    band of ``mean`` between Gaussians of ``low`` and ``high`` pixels (the band the background
+    NCC compares), over its valid pixels: white noise of variance v keeps
+    ``v * (1 / (4 pi low^2) + 1 / (4 pi high^2) - 1 / (pi (low^2 + high^2)))`` there."""
+    noise = white_noise_variance(mean, valid) if noise is None else noise
+    weight = valid.astype(np.float64)
+    if noise <= 0 or weight.sum() < 16:
+        return 0.0
+    den = {sigma: np.maximum(gaussian_filter(weight, sigma, mode="constant"), 1e-6) for sigma in (low, high)}
+    band = [gaussian_filter(mean * weight, sigma, mode="constant") / den[sigma] for sigma in (low, high)]
+    total = float((band[0] - band[1])[valid].var())
+    kept = 1 / (4 * math.pi * low**2) + 1 / (4 * math.pi * high**2) - 1 / (math.pi * (low**2 + high**2))
+    return min(1.0, noise * kept / total) if total > 0 else 0.0
+
+
+def _matched_lowpass(views: tuple[_View, ...], pixel_nm: float, s: OverlapSettings) -> float:
+    """Low-pass sigma (fine pixels of ``pixel_nm``) of the fine check: ``lowpass_px``, or,
+    where a view's white noise in the background band (:func:`noise_share`) is above
+    :data:`_NOISE_SHARE`, the smallest ``lowpass_px * sqrt(2)**k`` (at most
+    :data:`_MAX_LOWPASS` times it) that brings every view's share to it; the background
+    band widens alike. A re-image at a lower dose is the same field with more shot noise,
+    which is white: a wider low-pass removes it faster than the stain's structure, so
+    same-field views agree again; views within the noise of recorded micrographs are
+    compared as before."""
+    sigma, high = s.lowpass_px, max(1.5, _BACKGROUND_HIGHPASS_NM / pixel_nm) / s.lowpass_px
+    noises = [white_noise_variance(v.mean, v.valid) for v in views]
+    while sigma < _MAX_LOWPASS * s.lowpass_px and any(
+        noise_share(v.mean, v.valid, sigma, sigma * high, n) > _NOISE_SHARE for v, n in zip(views, noises)
+    ):
+        sigma = min(sigma * math.sqrt(2), _MAX_LOWPASS * s.lowpass_px)
+    return sigma
+
+
+def _background_ncc(a: _View, b: _View, dy: int, dx: int, pixel_nm: float, widen: float = 1.0) -> float:
     """Pearson correlation over the *background* of the overlap (b's origin at (dy, dx)).
 
     Both are high-passed further (:data:`_BACKGROUND_HIGHPASS_NM`: the smooth stain pools
@@ -471,7 +529,7 @@ def _background_ncc(a: _View, b: _View, dy: int, dx: int, pixel_nm: float) -> fl
     if mask.sum() < 16:
         return 0.0
     weight = mask.astype(np.float32)
-    sigma = max(1.5, _BACKGROUND_HIGHPASS_NM / pixel_nm)
+    sigma = max(1.5, _BACKGROUND_HIGHPASS_NM / pixel_nm) * widen
     den = np.maximum(gaussian_filter(weight, sigma, mode="constant"), 1e-6)
     z = []
     for crop in (a.data[y0:y1, x0:x1], b.data[y0 - dy : y1 - dy, x0 - dx : x1 - dx]):
@@ -655,6 +713,9 @@ def verify(
         return result
     ra = _region(a.fine, a.fine_nm, x0, y0, size, f_nm, s)
     rb = _region(b.fine, b_nm, x0 - dx_nm, y0 - dy_nm, size, f_nm, s)
+    lowpass = _matched_lowpass((ra, rb), f_nm, s)
+    if lowpass != s.lowpass_px:  # shot noise: both compared low-passed more, the bands widened alike
+        ra, rb = (_View(r.mean, r.valid, _bandpass(r.mean, r.valid, lowpass, s.highpass_px)) for r in (ra, rb))
     reach = int(math.ceil(2 * coarse_nm / f_nm)) + 2  # coarse shift error, in fine pixels
     shape = (
         scipy.fft.next_fast_len(size[1] + reach + 1, real=True),
@@ -669,9 +730,10 @@ def verify(
         tiles, agreement = tile_agreement(ra.data, _shifted(rb.data, dy, dx), joint, s.tile_px, s.tile_ncc)
         result = {
             "fine_ncc": best["ncc"],
-            "background_ncc": _background_ncc(ra, rb, dy, dx, f_nm),
+            "background_ncc": _background_ncc(ra, rb, dy, dx, f_nm, lowpass / s.lowpass_px),
             "tiles": tiles,
             "tile_agreement": agreement,
+            "widen": lowpass / s.lowpass_px,
             "dx_nm": dx_nm + best["dx"] * f_nm,
             "dy_nm": dy_nm + best["dy"] * f_nm,
             "joint": {"mask": joint, "x0": x0, "y0": y0, "f_nm": f_nm},
@@ -1156,7 +1218,8 @@ def _ambiguous(candidates: list[dict], s: OverlapSettings) -> list[dict]:
 def _evidence(score: dict, s: OverlapSettings) -> float:
     """The least margin by which the pair passes the tests of step 5 (negative: the most
     failed one; near misses are the rejected pairs of highest evidence)."""
-    if score["n"] < s.min_overlap_px or score["fraction"] < s.min_overlap_fraction:
+    widen = score.get("widen", 1.0) ** 2  # a noise-matched check: as many independent samples
+    if score["n"] < s.min_overlap_px * widen or score["fraction"] < s.min_overlap_fraction * widen:
         return -1.0
     margins = [_screen(score, s)]
     if "fine_ncc" in score:
