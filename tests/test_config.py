@@ -57,6 +57,12 @@ REFUSED = {
         {"experiments": [{"model": "small_cnn", "init": "scratch", "method": "representative", "lr": "0.5"}]},
         ["experiments[0].lr: '0.5' is text, not a number (quoted, YAML reads it as text); write 0.5, unquoted"],
     ),
+    # NaN passes every minimum and maximum of the schema; it would switch off the test that reads it
+    "nan_threshold": ({"overlap": {"min_ncc": float("nan")}}, ["overlap.min_ncc: nan is not a finite number"]),
+    "nan_in_an_experiment": (
+        {"experiments": [{"model": "small_cnn", "init": "scratch", "method": "representative", "lr": float("nan")}]},
+        ["experiments[0].lr: nan is not a finite number"],
+    ),
     # found by configcheck while the workflow is parsed, not in an input function (one line, no
     # InputFunctionException block)
     "local_source_without_a_path": (

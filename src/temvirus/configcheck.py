@@ -8,6 +8,7 @@ minutes (or hours) into a run:
 - ``dataset.source: local`` with an empty ``dataset.local.path``;
 - a whole number written as a float (``epochs: 30.0``) where the schema asks for an integer:
   JSON Schema counts 30.0 as an integer, Python's ``range`` and numpy's generators do not;
+- NaN or an infinity under any key (:func:`not_finite_problems`: NaN passes every bound);
 - two ``experiments`` entries of the same ``{model, init, method}`` (one results folder; the
   second's own settings would be silently ignored);
 - an experiment whose split method is not among ``split.methods``;
@@ -137,6 +138,22 @@ def _leaves(error):
         yield error
     for sub in error.context:
         yield from _leaves(sub)
+
+
+def not_finite_problems(value, path: tuple = ()) -> list[str]:
+    """Keys holding NaN or an infinity (YAML ``.nan``, ``.inf``), one line each.
+
+    The schema cannot refuse NaN: every comparison with it is false, so ``minimum``/``maximum``
+    pass it, and a NaN setting silently disables the test that reads it (``min(margins)`` skips a
+    NaN margin, so ``overlap.min_ncc: .nan`` claims any registration). No key takes one.
+    """
+    if isinstance(value, dict):
+        return [line for key, item in value.items() for line in not_finite_problems(item, (*path, key))]
+    if isinstance(value, list):
+        return [line for k, item in enumerate(value) for line in not_finite_problems(item, (*path, k))]
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{key_path(path)}: {value} is not a finite number; give a number"]
+    return []
 
 
 def config_problems(config: dict) -> list[str]:
@@ -276,9 +293,10 @@ def check_number_text(config: dict, schema_file: str | Path) -> None:
 
 
 def check_config(config: dict, schema_file: str | Path) -> None:
-    """Raise ValueError listing every problem of :func:`integer_problems` and :func:`config_problems`."""
+    """Raise ValueError listing every problem of :func:`integer_problems`, :func:`not_finite_problems`
+    and :func:`config_problems`."""
     schema = _read_schema(schema_file)
-    problems = integer_problems(config, schema)
+    problems = integer_problems(config, schema) + not_finite_problems(config)
     if not problems:  # the checks below read the values as the types the schema gives
         problems = config_problems(config)
     _refuse(problems)
