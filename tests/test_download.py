@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import subprocess
 import tarfile
@@ -345,6 +346,10 @@ def test_out_naming_a_folder_is_refused(file_server, tmp_path, capsys):
 
     file_server.files["/f"] = b"payload"
     (tmp_path / "existing").mkdir()
+    with pytest.raises(DownloadError, match="not a regular file"):  # read to check it, a FIFO blocked for ever
+        os.mkfifo(tmp_path / "fifo")
+        fetch(file_server.url("/f"), tmp_path / "fifo", **FAST)
+    (tmp_path / "fifo").unlink()
     for out in (f"{tmp_path}/somedir/", str(tmp_path / "existing"), f"{tmp_path}/existing/"):
         assert main(["download", "--url", file_server.url("/f"), "--out", out]) == 1
         err = capsys.readouterr().err

@@ -101,3 +101,22 @@ def test_folders_written_into_place_are_readable_by_others_under_the_umask(tmp_p
     # no other way to a temporary folder: each would have to set its permissions again
     sources = [p for p in (REPO / "src" / "temvirus").rglob("*.py") if p.name != "io.py"]
     assert [p.name for p in sources if re.search(r"mkdtemp|TemporaryDirectory", p.read_text())] == []
+
+
+def test_atomic_path_refuses_a_folder_a_device_or_a_fifo(tmp_path):
+    """os.replace put a plain file in place of a FIFO, a device (as root: /dev/null) or, for a
+    name ending in '/', a new file named like the folder; a folder failed naming the temporary.
+    Each is refused naming the path, before anything is written, and is left as it was."""
+    fifo, folder = tmp_path / "fifo", tmp_path / "folder"
+    os.mkfifo(fifo)
+    folder.mkdir()
+    for path, why in (
+        (fifo, "not a regular file"),
+        (folder, "is a folder"),
+        (f"{tmp_path}/new/", "ends in '/'"),
+    ):
+        with pytest.raises(ValueError, match=f"{path}: .*{why}"):
+            with atomic_path(path) as tmp:
+                tmp.write_text("x")
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "folder"] and not any(folder.iterdir())

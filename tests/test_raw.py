@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import unicodedata
 import warnings
 import zlib
@@ -195,6 +196,27 @@ def test_failed_read_leaves_both_table_paths_as_they_were(good, tmp_path):
     assert main(args) == 1
     assert (images.read_bytes(), particles.read_bytes()) == before
     assert sorted(p.name for p in out.iterdir()) == ["images.csv", "particles.csv"]
+
+
+def test_read_refuses_table_paths_that_are_no_files_before_reading(good, tmp_path, capsys):
+    """`temvirus read --images FIFO` (or a device, or `x/`) replaced it by a plain file, and a
+    folder failed naming a temporary after the particle table had been replaced. Each is refused
+    by the option's check, naming the option and the path, with nothing written."""
+    from temvirus.cli import main
+
+    fifo, folder, particles = tmp_path / "fifo", tmp_path / "folder", tmp_path / "particles.csv"
+    os.mkfifo(fifo)
+    folder.mkdir()
+    particles.write_text("old\n")
+    for images, why in ((fifo, "not a regular file"), (folder, "is a folder"), (f"{tmp_path}/x/", "ends in '/'")):
+        with pytest.raises(SystemExit) as stop:
+            main(["read", str(good), "--images", str(images), "--particles", str(particles)])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and f"argument --images: {images}: " in err and why in err, err
+    assert particles.read_text() == "old\n" and stat.S_ISFIFO(fifo.stat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "folder", "particles.csv", "raw"]
+    with pytest.raises(ValueError, match=f"{folder}: is a folder"):  # the function checks too
+        write_tables(good, folder, particles)
 
 
 def test_a_kill_between_the_two_renames_leaves_no_mismatched_pair(good, tmp_path, monkeypatch):

@@ -355,7 +355,7 @@ def test_existing_output_and_failed_runs_leave_no_partial_tree(tmp_path):
         generate_dataset(full, tmp_path / "truth.csv", **kwargs)
     bad_truth = tmp_path / "truth_is_a_folder"
     (bad_truth / "x").mkdir(parents=True)
-    with pytest.raises(OSError):
+    with pytest.raises(ValueError, match="truth_is_a_folder: is a folder"):
         generate_dataset(tmp_path / "out" / "raw", bad_truth, **kwargs)
     assert list((tmp_path / "out").iterdir()) == []  # neither the tree nor its temporary folder
     inside = tmp_path / "out" / "raw"

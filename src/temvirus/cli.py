@@ -22,6 +22,19 @@ from temvirus import __version__
 from temvirus.smk import configure_logging
 
 
+def _file_to_write(text: str) -> Path:
+    """An argparse ``type=`` for a file a command writes: what
+    :func:`temvirus.io.check_file_destination` refuses (a name ending in ``/``, a folder, a
+    device, a FIFO) is an argparse error naming the option, before the command runs."""
+    from temvirus.io import check_file_destination
+
+    try:
+        check_file_destination(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return Path(text)
+
+
 def _number(kind: type, low: float, high: float | None = None, *, above: bool = False):
     """An argparse ``type=``: a finite ``kind`` (int or float) from ``low`` (excluded if ``above``)
     to ``high`` (included; None: no bound). Anything else raises argparse.ArgumentTypeError
@@ -48,7 +61,7 @@ def _number(kind: type, low: float, high: float | None = None, *, above: bool = 
 
 def _synth_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="raw-layout folder to create (must not exist or be empty)")
-    p.add_argument("--truth", required=True, type=Path, help="CSV of the planted overlapping images")
+    p.add_argument("--truth", required=True, type=_file_to_write, help="CSV of the planted overlapping images")
     p.add_argument(
         "--scale",
         type=_number(float, 0, 1, above=True),
@@ -86,8 +99,8 @@ def _read_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "root", type=Path, help="raw-layout folder ({train,validation,test}/{Class}/...), or a folder holding one"
     )
-    p.add_argument("--images", type=Path, help="write the image table (CSV) here")
-    p.add_argument("--particles", type=Path, help="write the particle table (CSV) here")
+    p.add_argument("--images", type=_file_to_write, help="write the image table (CSV) here")
+    p.add_argument("--particles", type=_file_to_write, help="write the particle table (CSV) here")
 
 
 def _read(args: argparse.Namespace) -> int:

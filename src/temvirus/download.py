@@ -52,7 +52,7 @@ import urllib3
 from urllib3.exceptions import MaxRetryError, ProtocolError, ReadTimeoutError
 from urllib3.util import Retry
 
-from temvirus.io import sha256_file, temporary_dir, write_json
+from temvirus.io import check_file_destination, sha256_file, temporary_dir, write_json
 from temvirus.raw import SUBSETS, RawDataError, ignored, is_archive, read_dataset, subset_folders
 
 log = logging.getLogger(__name__)
@@ -333,8 +333,9 @@ def fetch(
     checked), ``headers`` (:data:`VERSION_HEADERS` of the last response) and ``downloaded_at``.
     ``hint`` is appended to the message of a network failure (what to do offline). A URL
     that is not http(s), or names no host, a ``sha256`` that is not 64 hex digits or a
-    ``sha256_prefix`` that is not 6 to 64, a ``dest`` that is a folder or ends in ``/`` (a
-    folder's name), is a DownloadError before anything is written.
+    ``sha256_prefix`` that is not 6 to 64, a ``dest`` that
+    :func:`temvirus.io.check_file_destination` refuses (a folder's name, a folder, a device, a
+    FIFO) is a DownloadError before anything is read or written.
     """
     if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
         raise DownloadError(
@@ -344,9 +345,10 @@ def fetch(
     for option, value, rule, digits in checks:
         if value is not None and not rule.fullmatch(value.lower()):
             raise DownloadError(f"{url}: {option} {value!r} is not {digits} hex digits")
-    if str(dest).endswith(("/", os.sep)) or Path(dest).is_dir():  # a folder: refused, never written as a file
-        why = "is a folder" if Path(dest).is_dir() else "ends in '/', naming a folder"
-        raise DownloadError(f"{dest}: {why}; give the name of the file to write")
+    try:  # a folder, a device or a FIFO: refused, never read or replaced by a file
+        check_file_destination(dest)
+    except ValueError as exc:
+        raise DownloadError(str(exc)) from None
     dest, expected = Path(dest), sha256 or sha256_prefix
     part = _part_path(dest)
     if dest.exists():

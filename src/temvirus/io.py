@@ -41,13 +41,31 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def check_file_destination(path: str | os.PathLike) -> None:
+    """Raise ValueError, naming ``path``, unless it names a file that a write may create or replace.
+
+    Refused: a name ending in ``/`` (a folder's name) and anything but a regular file already
+    there (a folder, a device such as ``/dev/null``, a FIFO, a socket, a link to one of them):
+    an atomic write renames its temporary over the name, which would replace a device or FIFO by
+    a plain file, and reading one to check it can block for ever.
+    """
+    if str(path).endswith(("/", os.sep)):
+        raise ValueError(f"{path}: ends in '/', naming a folder; give the name of the file to write")
+    final = Path(path)
+    if final.exists() and not final.is_file():
+        kind = "a folder" if final.is_dir() else "not a regular file (a device, FIFO or socket)"
+        raise ValueError(f"{path}: is {kind}; give the name of the file to write")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` on success.
 
     The temporary file keeps the destination's suffix (writers such as numpy and matplotlib
-    pick the format from it). On any exception it is removed and ``path`` is untouched.
+    pick the format from it). On any exception it is removed and ``path`` is untouched. A ``path``
+    that :func:`check_file_destination` refuses raises its ValueError before anything is written.
     """
+    check_file_destination(path)
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".part{final.suffix}", dir=final.parent)

@@ -1119,13 +1119,16 @@ def write_tables(
     beside a new particle table (Snakemake also marks a killed job's outputs incomplete); the error of ``temvirus read``
     tells that no table was written, and Snakemake removes a failed job's outputs itself. A
     table path inside ``root`` (links resolved) raises ValueError: it would replace a raw file
-    given by mistake, or put a table into the layout it describes.
+    given by mistake, or put a table into the layout it describes; a path that
+    :func:`temvirus.io.check_file_destination` refuses (a folder, a device, a FIFO) raises its
+    ValueError before the folder is read.
     """
-    from temvirus.io import atomic_path, write_csv
+    from temvirus.io import atomic_path, check_file_destination, write_csv
 
     if Path(images_csv).resolve() == Path(particles_csv).resolve():
         raise ValueError(f"{images_csv}: given for both the image and the particle table (one would replace the other)")
     for table in (images_csv, particles_csv):
+        check_file_destination(table)
         if Path(table).resolve().is_relative_to(Path(root).resolve()):
             raise ValueError(f"{table}: inside the raw-layout folder {root} it reads; write the table elsewhere")
     images, particles = read_dataset(root)
