@@ -345,6 +345,13 @@ def _detrended(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return (values - plane).astype(np.float32)
 
 
+def _masked_gaussian(values: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur (``sigma`` px) of ``values`` over the pixels that ``weight`` marks
+    (normalised convolution: pixels outside do not darken the edges)."""
+    num = gaussian_filter(values * weight, sigma, mode="constant")
+    return num / np.maximum(gaussian_filter(weight, sigma, mode="constant"), 1e-6)
+
+
 def _bandpass(mean: np.ndarray, valid: np.ndarray, low_px: float, high_px: float, detrend: bool = False) -> np.ndarray:
     """Masked difference of Gaussians, standardised over the valid pixels, 0 elsewhere;
     ``detrend``: of ``mean`` less its least-squares plane (:func:`_detrended`)."""
@@ -353,13 +360,7 @@ def _bandpass(mean: np.ndarray, valid: np.ndarray, low_px: float, high_px: float
         return np.zeros_like(mean)
     if detrend:
         mean = _detrended(mean, valid)
-
-    def blur(sigma):
-        num = gaussian_filter(mean * weight, sigma, mode="constant")
-        den = gaussian_filter(weight, sigma, mode="constant")
-        return num / np.maximum(den, 1e-6)
-
-    band = blur(low_px) - blur(high_px)
+    band = _masked_gaussian(mean, weight, low_px) - _masked_gaussian(mean, weight, high_px)
     band = np.where(valid, band, 0).astype(np.float32)
     values = band[valid]
     std = float(values.std())
@@ -487,9 +488,8 @@ def noise_share(mean: np.ndarray, valid: np.ndarray, low: float, high: float, no
     weight = valid.astype(np.float64)
     if noise <= 0 or weight.sum() < 16:
         return 0.0
-    den = {sigma: np.maximum(gaussian_filter(weight, sigma, mode="constant"), 1e-6) for sigma in (low, high)}
-    band = [gaussian_filter(mean * weight, sigma, mode="constant") / den[sigma] for sigma in (low, high)]
-    total = float((band[0] - band[1])[valid].var())
+    band = _masked_gaussian(mean, weight, low) - _masked_gaussian(mean, weight, high)
+    total = float(band[valid].var())
     kept = 1 / (4 * math.pi * low**2) + 1 / (4 * math.pi * high**2) - 1 / (math.pi * (low**2 + high**2))
     return min(1.0, noise * kept / total) if total > 0 else 0.0
 
