@@ -941,6 +941,145 @@ def test_positions_with_comma_separators_are_refused(tmp_path, line):
     assert str(caught.value).startswith(f"{path}:3: ")
 
 
+# -- decimal marks, thousands separators and labelled points (new-user trial) --
+
+
+@pytest.mark.parametrize(
+    "lines,line,reason",
+    [
+        # before: read as (1.0, 5.25) beside points with a decimal point
+        (
+            [
+                "image;x.tif",
+                "unit;pixel",
+                "format;x;y",
+                "particleposition",
+                "360.13;488.45",
+                "particleposition",
+                "1,000;5,250",
+            ],
+            7,
+            r"decimal mark ',' in '1,000' but '.' in '360.13' on line 5: a file must use one decimal mark",
+        ),
+        (["particleposition", "3,5;4", "particleposition", "12.25;8"], 4, r"'.' in '12.25' but ',' in '3,5' on line 2"),
+        (["particleposition", "1.5;2,5"], 2, r"decimal mark ',' in '2,5' but '.' in '1.5' on this line"),
+    ],
+)
+def test_positions_with_two_decimal_marks_are_refused(tmp_path, lines, line, reason):
+    path = _positions_file(tmp_path, lines)
+    with pytest.raises(RawDataError, match=reason) as caught:
+        read_positions(path)
+    assert str(caught.value).startswith(f"{path}:{line}: ")
+
+
+@pytest.mark.parametrize(
+    "lines,line,reason,shown,read",
+    [
+        # before: 1,000 read as 1.0 (it may be 1000 with a thousands separator); shown to be decimals by 3,5
+        (
+            ["particleposition", "1,000;5,250"],
+            2,
+            r"'1,000': a ',' before exactly three digits may be a thousands separator \(1000 px\) or a decimal "
+            r"mark \(1 px\), and no coordinate of the file shows which",
+            "3,5;4",
+            [[1, 5.25], [3.5, 4]],
+        ),
+        (
+            ["particleposition", "360;488", "particleposition", "1,024;512"],
+            4,
+            r"'1,024': a ',' before exactly three digits beside coordinates without one \(line 2: '360'\)",
+            "1024,5;7",
+            [[360, 488], [1.024, 512], [1024.5, 7]],
+        ),
+        # a '.' before three digits beside integers: 1.000 as a German spreadsheet writes 1000
+        (
+            ["particleposition", "1.000;360"],
+            2,
+            r"'1.000': a '.' before exactly three digits beside coordinates without one \(line 2: '360'\)",
+            "0.5;7",
+            [[1, 360], [0.5, 7]],
+        ),
+    ],
+)
+def test_positions_with_a_possible_thousands_separator_are_refused(tmp_path, lines, line, reason, shown, read):
+    """A ',' (or a '.' beside integers) before exactly three digits may be a thousands separator:
+    refused, unless another coordinate of the file shows the mark to be a decimal one."""
+    path = _positions_file(tmp_path, lines)
+    with pytest.raises(RawDataError, match=reason) as caught:
+        read_positions(path)
+    assert str(caught.value).startswith(f"{path}:{line}: ")
+    path = _positions_file(tmp_path, [*lines, "particleposition", shown])
+    assert [p for s in read_positions(path) for p in s.tolist()] == read
+
+
+def test_positions_with_three_decimals_everywhere_read_as_decimals(tmp_path):
+    """ImageJ-style fixed three decimals with '.', or a ',' shown to be decimal by '0,5': no thousands."""
+    path = _positions_file(tmp_path, ["particleposition", "360.125;488.450", "particleposition", "1.000;2.500"])
+    assert [s.tolist() for s in read_positions(path)] == [[[360.125, 488.45]], [[1, 2.5]]]
+    path = _positions_file(tmp_path, ["particleposition", "0,500;1,250", "particleposition", "7;8"])
+    assert [s.tolist() for s in read_positions(path)] == [[[0.5, 1.25]], [[7, 8]]]
+    # a number with both marks is named as a possible thousands separator (before: "use ';'")
+    path = _positions_file(tmp_path, ["particleposition", "1.000,5;2"])
+    with pytest.raises(RawDataError, match=r"got '1.000,5;2' \(',' and '.' in one number: a thousands separator\?"):
+        read_positions(path)
+
+
+@pytest.mark.parametrize(
+    "lines,line,reason",
+    [
+        # before: every one taken for a header line: 0 particles, an EmptyImageWarning only
+        (["P1 360.13 488.45", "P2 120.5 88.25"], 1, r"2 numbers in a header line: 'P1 360.13 488.45'"),
+        (["image;x.tif", "unit;pixel", "format;x;y", "p1;360.13;488.45"], 4, r"header line: 'p1;360.13;488.45'"),
+        (["Particle;X;Y", "P1;360.13;488.45"], 2, "a point with a label or an index"),
+        (["x=360.13 y=488.45"], 1, r"expected 'x;y' \(px\) alone on a line, or 'particleposition'"),
+        (["X: 360.13; Y: 488.45"], 1, "2 numbers in a header line"),
+        # before: refused, as "expected 'x;y'" only
+        (["image;x.tif", "1;360.13;488.45"], 2, r"\(3 fields: a label, an index column or a third value\? only x"),
+        (["360.13;488.45;0.5"], 1, r"got '360.13;488.45;0.5' \(3 fields"),
+    ],
+)
+def test_labelled_points_are_refused(tmp_path, lines, line, reason):
+    path = _positions_file(tmp_path, lines)
+    with pytest.raises(RawDataError, match=reason) as caught:
+        read_positions(path)
+    assert str(caught.value).startswith(f"{path}:{line}: ")
+
+
+def test_positions_column_header_with_units_and_unit_rows_spelt_otherwise(tmp_path):
+    """``Y [px];X [px]`` was skipped (y read as x), ``X (nm);Y (nm)`` and ``Unit of length;nm`` too
+    (nm read as pixels)."""
+    assert read_positions(_positions_file(tmp_path, ["Y [px];X [px]", "1;2"]))[0].tolist() == [[2, 1]]
+    assert read_positions(_positions_file(tmp_path, ["x (pixel)\ty (pixel)", "1\t2"]))[0].tolist() == [[1, 2]]
+    for lines, reason in [
+        (["X (nm);Y (nm)", "1;2"], r"column header 'X \(nm\);Y \(nm\)': only pixel positions"),
+        (["image;x.tif", "Unit of length;nm", "1;2"], "positions in unit 'nm'"),
+        (["Coordinate units;µm", "1;2"], "positions in unit 'µm'"),
+    ]:
+        path = _positions_file(tmp_path, lines)
+        with pytest.raises(RawDataError, match=reason) as caught:
+            read_positions(path)
+        assert str(caught.value).startswith(f"{path}:{len(lines) - 1}: ")
+    # other header lines, dates and words with 'unit' inside, are still skipped
+    path = _positions_file(tmp_path, ["community;virology", "date;2021-03-04", "created 04.03.2021 12:30", "1;2"])
+    assert read_positions(path)[0].tolist() == [[1, 2]]
+
+
+def test_tags_scale_with_a_possible_thousands_separator(tmp_path):
+    """``50,000;pm`` was read as 0.05 nm (it may be 50 nm), ``2,500;pm`` refused as out of range
+    without the reason; ``1,000`` (nm) stays 1 nm: 1000 nm is no TEM pixel size."""
+    rows = ["Height;30", "Width;40"]
+    for scale, reason in [
+        ("50,000;pm", r"'XScale' value '50,000': .* thousands separator \(50000 pm = 50 nm\) or decimals \(50 pm"),
+        ("2,500;pm", r"thousands separator \(2500 pm = 2.5 nm\) or decimals \(2.5 pm = 0.0025 nm\)"),
+        ("1.234,5", r"'XScale' value '1.234,5' is not a number \(',' and '.' in one number: a thousands separator\?"),
+    ]:
+        path = _tags_file(tmp_path, [*rows, f"XScale;{scale}", f"YScale;{scale}"])
+        with pytest.raises(RawDataError, match=reason) as caught:
+            read_tags(path)
+        assert str(caught.value).startswith(f"{path}:3: ")
+    assert read_tags(_tags_file(tmp_path, [*rows, "XScale;1,000", "YScale;1,000"])).pixel_size_x_nm == 1
+
+
 def test_normalised_positions_are_refused(good, tmp_path):
     positions = good / "train/Adenovirus/particle_positions/a1_particlepositions.txt"
     positions.write_text("particleposition\n0.53;0.41\nparticleposition\n0.2;0.9\n")
@@ -1330,7 +1469,7 @@ def test_a_particle_given_twice_is_refused_naming_both_lines(real_crops, tmp_pat
     "lines,line,reason",
     [
         (["particleposition", "1;2", "3;4", "particleposition", "1;2", "3;4"], 5, "as line 2: a particle given twice"),
-        (["particleposition", "1;2", "particleposition", "1,0;2.00"], 4, "as line 2: a particle given twice"),
+        (["particleposition", "1;2", "particleposition", "1,0;2,00"], 4, "as line 2: a particle given twice"),
         (["particleposition", "1;2", "3;4", "3;4", "5;6"], 4, "as line 3 in the same centre line"),
         (["particleposition", "1;2", "3;4", "5;6", "1;2"], 5, "as line 2 in the same centre line"),
         (["particleposition", "1;2", "3;4", "particleposition", "3;4"], 5, "as line 3: a particle given twice"),

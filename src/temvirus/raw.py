@@ -28,14 +28,18 @@ the pixel size. The unit of a scale is the third field of its row, a suffix of i
 is nm (the published files). Known units: :data:`UNITS_NM`. A decimal comma or point is
 accepted; a row without ``;`` may use a tab, ``=``, ``:`` or ``,`` (:data:`TAG_SEPARATORS`),
 and a key may carry its unit in brackets (``XScale [Å]``). A value that is not a decimal
-number (``0x1A``, ``5 57``), a pixel count with a possible thousands separator (``1,000``), a
-field after the unit, a pixel size outside :data:`PIXEL_SIZE_RANGE_NM` (plausible for TEM),
+number (``0x1A``, ``5 57``, ``1.234,5``), a pixel count with a possible thousands separator
+(``1,000``), a pixel size whose ',' or '.' before three digits may be a thousands separator
+giving a plausible size too (``50,000 pm``: 0.05 or 50 nm; ``1,000`` nm is 1 nm), a field
+after the unit, a pixel size outside :data:`PIXEL_SIZE_RANGE_NM` (plausible for TEM),
 XScale and YScale more than 0.1 % apart (non-square pixels), an unknown unit, a missing key or
 a key or unit row given twice with different values is an error naming the row.
 
 Positions (:func:`read_positions`): a header, recognised by content: the leading lines whose
-first field does not start like a number (``image;…``, ``unit;pixel``, ``format;x;y``); then ``x;y`` lines
-in pixels (origin at the image's top-left corner, x to the right); a line
+first field does not start like a number (``image;…``, ``unit;pixel``, ``format;x;y``), none with
+two numbers (``P1;360.13;488.45``, a labelled point, is an error); then ``x;y`` lines in pixels,
+with one decimal mark in the whole file and none that may be a thousands separator
+(:func:`_check_decimal_marks`; origin at the image's top-left corner, x to the right); a line
 ``particleposition`` separates particles (two without a point between them are an error: a
 particle's points lost), and a particle of several points is a centre line.
 A file without header is read whole; points without any marker, or several before the first
@@ -243,6 +247,18 @@ def _number(text: str) -> float:
     return float(text.replace(",", "."))
 
 
+#: a number a thousands separator could have written: 1 to 3 digits (no lone 0), ',' or '.', then
+#: exactly 3 digits (``1,000``, ``12.500``); the mark may as well be a decimal one (1.0, 12.5)
+_THOUSANDS = re.compile(r"^[-+]?[1-9]\d{0,2}[.,]\d{3}$")
+
+
+def _both_marks_hint(text: str) -> str:
+    """A hint for a number holding both ',' and '.' (``1.234,5``, ``1,000.5``): a thousands separator."""
+    if "," in text and "." in text:
+        return " (',' and '.' in one number: a thousands separator? write numbers without one)"
+    return ""
+
+
 _VALUE_UNIT = re.compile(r"^\s*([-+]?[0-9.,]+(?:[eE][-+]?[0-9]+)?)\s*(\S.*?)?\s*$")
 #: a key with its unit in brackets: ``XScale [nm]``, ``X Scale (Å/px)``
 _KEY_UNIT = re.compile(r"^(.*?)\s*[\[(]\s*([^\])]*?)\s*[\])]\s*$")
@@ -273,8 +289,11 @@ def _tag_value(path: Path, field: str, key: str, number: int, text: str, units: 
     every unit given for it.
 
     Raises :class:`RawDataError` naming the row and key when the value is not a decimal number
-    (``0x1A``, ``5 57``, ``1/2``: a unit must not hold digits), not positive, not whole pixels
-    or a pixel count with a possible thousands separator (``1,000``), or for a bad unit or size.
+    (``0x1A``, ``5 57``, ``1/2``: a unit must not hold digits; ``1.234,5``), not positive, not whole
+    pixels or a pixel count with a possible thousands separator (``1,000``), a pixel size whose
+    ',' or '.' before three digits (:data:`_THOUSANDS`) may be a thousands separator that gives
+    a plausible size too (``50,000 pm``: 0.05 or 50 nm; ``1,000`` nm stays 1 nm, 1000 nm being
+    out of range), or for a bad unit or size.
     """
     pixels = field in ("height", "width")
     match = _VALUE_UNIT.match(text)
@@ -292,8 +311,8 @@ def _tag_value(path: Path, field: str, key: str, number: int, text: str, units: 
         )
         raise RawDataError(
             path,
-            f"{key!r} value {text!r} is not a number{f' ({_BASE_PREFIXES[base[1]]} notation)' if base else ''}: "
-            f"expected {expected}",
+            f"{key!r} value {text!r} is not a number{f' ({_BASE_PREFIXES[base[1]]} notation)' if base else ''}"
+            f"{_both_marks_hint(text)}: expected {expected}",
             line=number,
         ) from None
     if not np.isfinite(value) or value <= 0:
@@ -326,6 +345,17 @@ def _tag_value(path: Path, field: str, key: str, number: int, text: str, units: 
         )
     nm = value * factor
     low, high = PIXEL_SIZE_RANGE_NM
+    if _THOUSANDS.match(match.group(1)):  # 50,000 pm: 0.05 nm, or 50 nm with a thousands separator?
+        whole = int(re.sub(r"[.,]", "", match.group(1)))
+        if low <= whole * factor <= high:
+            unit = f" {given[0]}" if given else ""
+            raise RawDataError(
+                path,
+                f"{key!r} value {text!r}: a ',' or '.' before three digits may be a thousands separator "
+                f"({whole}{unit} = {whole * factor:g} nm) or decimals ({value:g}{unit} = {nm:g} nm); "
+                "write the number without thousands separators",
+                line=number,
+            )
     if not low <= nm <= high:
         raise RawDataError(
             path,
@@ -480,6 +510,56 @@ def _position_fields(text: str) -> list[str]:
     return parts
 
 
+#: a field holding one number, bare or named (``360.5``, ``x=360.5``, ``Y:12,5``): in a header line, a coordinate
+_NUMBER_FIELD = re.compile(r"^(?:[a-z]\w*\s*[=:]\s*)?[-+]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:e[-+]?\d+)?,?$", re.IGNORECASE)
+
+
+def _check_decimal_marks(path: Path, fields: list[tuple[int, str]]) -> None:
+    """Refuse coordinates (``(line, field)`` in file order) whose decimal mark is ambiguous.
+
+    A file uses one decimal mark: a ',' after a '.' (or a '.' after a ',') is an error naming
+    both lines (``1,000`` beside ``360.13``: a thousands separator or a decimal comma?). A mark
+    before exactly three digits (:data:`_THOUSANDS`: ``1,000``, ``12.500``) is a decimal mark only
+    when the file shows it to be one: another coordinate with it before other than three digits,
+    or after four or more (``5,25``, ``1024,000``); else a ',' is refused (``1,000``: 1000 or 1.0?),
+    and so is a '.' beside coordinates without a mark (``1.000`` beside ``360``: a thousands
+    separator, as a German spreadsheet writes it); a '.' in every coordinate (``360.125;488.450``,
+    three decimals as ImageJ writes them) reads as decimals.
+    """
+    first: dict[str, tuple[int, str]] = {}  # mark -> (line, field) of its first use
+    for number, field in fields:
+        for mark, other in ((".", ","), (",", ".")):
+            if mark in field and other in first:
+                line, earlier = first[other]
+                where = "on this line" if line == number else f"on line {line}"
+                raise RawDataError(
+                    path,
+                    f"decimal mark {mark!r} in {field!r} but {other!r} in {earlier!r} {where}: a file must use one "
+                    "decimal mark (a ',' may be a thousands separator, 1,000 = 1000, or a decimal comma, 1,000 = 1)",
+                    line=number,
+                )
+            if mark in field:
+                first.setdefault(mark, (number, field))
+    if not first:
+        return
+    (mark,) = first
+    shaped = [(number, field) for number, field in fields if mark in field and _THOUSANDS.match(field)]
+    if not shaped or any(mark in field and not _THOUSANDS.match(field) for _, field in fields):
+        return
+    bare = next(((number, field) for number, field in fields if mark not in field), None)
+    if mark == "." and bare is None:
+        return
+    number, field = shaped[0]
+    beside = f" beside coordinates without one (line {bare[0]}: {bare[1]!r})" if bare else ""
+    raise RawDataError(
+        path,
+        f"{field!r}: a {mark!r} before exactly three digits{beside} may be a thousands separator "
+        f"({re.sub(r'[.,]', '', field)} px) or a decimal mark ({_number(field):g} px), and no coordinate of the file "
+        f"shows which (as '5{mark}25' would); write coordinates without thousands separators, decimals with '.'",
+        line=number,
+    )
+
+
 def read_positions(path: str | Path, image: str | None = None, size: tuple[int, int] | None = None) -> list[np.ndarray]:
     """Parse a ``*_particlepositions.txt`` file into one (n_points, 2) x/y array per particle (px).
 
@@ -487,10 +567,16 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
     does not start like a number; a file without one is read whole. Header keys are matched
     like tags keys (case, spaces, ``_`` and ``-`` ignored): ``image``, a unit key of
     :data:`UNIT_KEYS` (must be pixels), ``format`` (``x;y`` or ``y;x``), or a column header
-    ``x;y`` / ``y;x``; other header lines are skipped. Lines starting with ``#`` are comments;
-    fields are separated by ``;`` (a tab or spaces also), trailing separators are ignored, and
+    ``x;y`` / ``y;x`` (units in brackets, ``X [px]``, must be pixels); a key starting or ending
+    with ``unit`` (``Unit of length``) is a unit row too; other header lines are skipped, but a
+    header line with two numbers (``P1;360.13;488.45``, ``x=360 y=488``, ``size;1024;1024``) is an
+    error unless its key is one of these: a labelled point would be lost. Lines starting with
+    ``#`` are comments; fields are separated by ``;`` (a tab or spaces also), trailing separators are ignored, and
     the particle marker may have any case. A line that starts like a number must be ``x;y``:
-    a comma between two numbers is refused as ambiguous (decimal comma).
+    a comma between two numbers is refused as ambiguous (decimal comma), and so is a third field
+    (an index column, a third value). Decimal marks follow :func:`_check_decimal_marks`: one mark
+    in a file (``360.13`` and ``1,000`` are an error naming both lines), and a mark before exactly
+    three digits (``1,000``: 1000 or 1.0?) only where the file shows it to be decimal.
     With ``image`` (the image's file name), an ``image`` header line must name that image (the
     extension may differ); with ``size`` (width, height), every point must lie in the image.
     A file without points must hold at least :data:`POSITIONS_HEADER_LINES` header lines and no
@@ -498,7 +584,8 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
     interrupted copy, a 0-byte file). A marker ending a file with points is logged as a warning
     (a writer may end each particle with one), and so are several points before the first marker
     (or in a file without one): they are read as one particle, a centre line.
-    Raises :class:`RawDataError` naming the line of anything else, a non-pixel unit, an
+    Raises :class:`RawDataError` naming the line of anything else, a labelled point, an ambiguous
+    decimal mark, a non-pixel unit, an
     unknown ``format``, two header lines giving different column orders, two markers without a
     point between them (a particle whose points are lost), a truncated file, or a point given
     twice (equal x and y, at the second line, naming the first): a copied particle, a second
@@ -513,7 +600,8 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
     header, order, order_line = True, (0, 1), None
     header_lines, open_marker = 0, None  # open_marker: the line of a marker not yet followed by a point
     marked, leading = False, 0  # a marker seen; points before the first marker
-    seen: dict[tuple[float, float], tuple[int, int]] = {}  # point -> (line, particle) of its first occurrence
+    points: list[tuple[int, str, float, float, int]] = []  # (line, text, x, y, particle)
+    coordinates: list[tuple[int, str]] = []  # (line, field) of each coordinate, for their decimal marks
     for number, line in enumerate(read_lines(path), start=1):
         text = line.strip()
         if not text or text.startswith("#"):
@@ -535,7 +623,20 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
             key, values = re.sub(r"[\s_\-]", "", parts[0].lower()), [p.lower() for p in parts[1:]]
             if not key and len(parts) > 1:
                 raise RawDataError(path, f"line starts with an empty field (a missing x?): {text!r}", line=number)
-            if key in UNIT_KEYS and values[:1] and values[0] not in PIXEL_UNITS:
+            named = [m.groups() if (m := _KEY_UNIT.match(p)) else (p, "") for p in parts]  # 'X [px]' -> X, px
+            columns = sorted(name.lower() for name, _ in named) == ["x", "y"]
+            unit_key = key in UNIT_KEYS or key.startswith("unit") or key.endswith(("unit", "units"))
+            numbers = sum(bool(_NUMBER_FIELD.match(p)) for p in parts)
+            if numbers > 1 and not (unit_key or columns or key in ("image", "format")):
+                raise RawDataError(
+                    path,
+                    f"{numbers} numbers in a header line: {text!r}; a point with a label or an index ('P1;x;y')? "
+                    f"expected 'x;y' (px) alone on a line, or '{PARTICLE_MARKER}'",
+                    line=number,
+                )
+            if columns and any(unit.lower() not in PIXEL_UNITS for _, unit in named if unit):
+                raise RawDataError(path, f"column header {text!r}: only pixel positions are supported", line=number)
+            if unit_key and values[:1] and values[0] not in PIXEL_UNITS:
                 raise RawDataError(
                     path, f"positions in unit {parts[1]!r}: only pixel positions are supported", line=number
                 )
@@ -545,9 +646,8 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
                     raise RawDataError(
                         path, f"header names image {parts[1]!r}, but this file belongs to {image}", line=number
                     )
-            columns = sorted(p.lower() for p in parts) == ["x", "y"]
             if (key == "format" and values) or columns:
-                fields = [p.lower() for p in parts] if columns else values
+                fields = [name.lower() for name, _ in named] if columns else values
                 if sorted(fields) != ["x", "y"]:
                     raise RawDataError(
                         path, f"unknown format {';'.join(parts[1:])!r}: expected 'x;y' or 'y;x'", line=number
@@ -564,32 +664,40 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
                 raise ValueError
             x, y = _number(parts[order[0]]), _number(parts[order[1]])
         except ValueError:
-            hint = " (',' between numbers is ambiguous with a decimal comma: use ';')" if "," in text else ""
+            hint = next(filter(None, map(_both_marks_hint, parts)), "") if len(parts) == 2 else ""  # 1.000,5;2
+            hint = hint or (" (',' between numbers is ambiguous with a decimal comma: use ';')" if "," in text else "")
+            if len(parts) > 2 and not hint:  # '1;360.13;488.45', '360.13;488.45;0.5': which two are x and y?
+                hint = f" ({len(parts)} fields: a label, an index column or a third value? only x and y)"
             raise RawDataError(
                 path, f"expected 'x;y' or '{PARTICLE_MARKER}', got {text!r}{hint}", line=number
             ) from None
+        points.append((number, text, x, y, len(particles) - 1))
+        coordinates += [(number, parts[order[0]]), (number, parts[order[1]])]
+        header, open_marker = False, None
+        leading += not marked
+        particles[-1].append((x, y))
+    _check_decimal_marks(path, coordinates)  # before any value is used: 1,000 may be 1000
+    seen: dict[tuple[float, float], tuple[int, int]] = {}  # point -> (line, particle) of its first occurrence
+    for number, text, x, y, particle in points:
         if not (np.isfinite(x) and np.isfinite(y)):
             raise RawDataError(path, f"coordinate is not finite: {text!r}", line=number)
         if size is not None and not (0 <= x <= size[0] and 0 <= y <= size[1]):
             raise RawDataError(
                 path,
-                f"point ({x:g}, {y:g}) of particle {len(particles) - 1} lies outside the {size[0]}x{size[1]} image",
+                f"point ({x:g}, {y:g}) of particle {particle} lies outside the {size[0]}x{size[1]} image",
                 line=number,
             )
         if (x, y) in seen:  # one patch centre given twice: identical patches (and a particle counted twice)
-            first, particle = seen[x, y]
+            first, earlier = seen[x, y]
             kind = (
                 " in the same centre line: a vertex given twice"
-                if particle == len(particles) - 1
+                if earlier == particle
                 else ": a particle given twice (or a point of another particle)"
             )
             raise RawDataError(
                 path, f"the same point ({x:g}, {y:g}) as line {first}{kind}: identical patches", line=number
             )
-        seen[x, y] = (number, len(particles) - 1)
-        header, open_marker = False, None
-        leading += not marked
-        particles[-1].append((x, y))
+        seen[x, y] = (number, particle)
     if open_marker is not None:
         if not particles[0]:
             raise RawDataError(
