@@ -1034,7 +1034,11 @@ def test_positions_with_three_decimals_everywhere_read_as_decimals(tmp_path):
         (["x=360.13 y=488.45"], 1, r"expected 'x;y' \(px\) alone on a line, or 'particleposition'"),
         (["X: 360.13; Y: 488.45"], 1, "2 numbers in a header line"),
         # before: refused, as "expected 'x;y'" only
-        (["image;x.tif", "1;360.13;488.45"], 2, r"\(3 fields: a label, an index column or a third value\? only x"),
+        (
+            ["image;x.tif", "1;360.13;488.45"],
+            2,
+            r"\(3 fields: a label, an index column, a third value or a space in a number\? only x",
+        ),
         (["360.13;488.45;0.5"], 1, r"got '360.13;488.45;0.5' \(3 fields"),
     ],
 )
@@ -1078,6 +1082,28 @@ def test_tags_scale_with_a_possible_thousands_separator(tmp_path):
             read_tags(path)
         assert str(caught.value).startswith(f"{path}:3: ")
     assert read_tags(_tags_file(tmp_path, [*rows, "XScale;1,000", "YScale;1,000"])).pixel_size_x_nm == 1
+
+
+@pytest.mark.parametrize(
+    "rows,line",
+    [
+        (["Height;30", "Width;40", "Length Unit;Å", "XScale;5,57", "YScale;5,57"], 3),
+        (["Height;30", "Width;40", "XScale;5,57", "YScale;5,57", "Scale units;Å"], 5),
+        (["Height;30", "Width;40", "Unit of length;µm", "XScale;0,000557", "YScale;0,000557"], 3),
+    ],
+)
+def test_tags_unit_rows_the_reader_does_not_take_are_refused(tmp_path, rows, line):
+    """``Length Unit;Å`` was skipped as an unknown row: ``XScale;5,57`` read as 5.57 nm, 10 times
+    the pixel size (in range, so silently). A row naming a unit other than another quantity's
+    (``VoltageUnit;kV``) is still skipped."""
+    path = _tags_file(tmp_path, rows)
+    with pytest.raises(RawDataError, match=r"unit row '.*' \('(Å|µm)'\) is not one the reader takes") as caught:
+        read_tags(path)
+    assert str(caught.value).startswith(f"{path}:{line}: ")
+    other = _tags_file(
+        tmp_path, ["Height;30", "Width;40", "VoltageUnit;kV", "TimeUnit;s", "XScale;5,57;Å", "YScale;5,57;Å"]
+    )
+    assert read_tags(other).pixel_size_x_nm == pytest.approx(0.557)
 
 
 def test_normalised_positions_are_refused(good, tmp_path):

@@ -33,7 +33,8 @@ number (``0x1A``, ``5 57``, ``1.234,5``), a pixel count with a possible thousand
 giving a plausible size too (``50,000 pm``: 0.05 or 50 nm; ``1,000`` nm is 1 nm), a field
 after the unit, a pixel size outside :data:`PIXEL_SIZE_RANGE_NM` (plausible for TEM),
 XScale and YScale more than 0.1 % apart (non-square pixels), an unknown unit, a missing key or
-a key or unit row given twice with different values is an error naming the row.
+a key or unit row given twice with different values is an error naming the row; so is a row
+naming a unit that the reader does not take (``Length Unit;Å``: its scales would be read as nm).
 
 Positions (:func:`read_positions`): a header, recognised by content: the leading lines whose
 first field does not start like a number (``image;…``, ``unit;pixel``, ``format;x;y``), none with
@@ -272,6 +273,13 @@ def _unit_nm(unit: str) -> float | None:
     return UNITS_NM.get(unit)
 
 
+def _names_a_unit(key: str) -> bool:
+    """A normalised key that names a unit (``unitoflength``, ``lengthunit``, ``scaleunits``), known or not:
+    read as a unit row by :func:`read_positions`, refused by :func:`read_tags` when it is not one of
+    :data:`UNIT_KEYS` but holds a length unit (``Length Unit;Å``: the scales would be read as nm)."""
+    return key in UNIT_KEYS or key.startswith("unit") or key.endswith(("unit", "units"))
+
+
 def _tag_fields(row: str) -> tuple[str | None, list[str]]:
     """A tags row split at the first :data:`TAG_SEPARATORS` present (returned too); fields stripped
     of spaces and quotes."""
@@ -372,7 +380,8 @@ def read_tags(path: str | Path) -> Tags:
     Rows are ``key;value[;unit]``; a row without ``;`` may use a tab, ``=``, ``:`` or ``,``
     (the first present); quotes around fields are dropped; a key may carry its unit in
     brackets (``XScale [Å]``). A key or unit row given twice must give the same value; a
-    non-empty field after the unit (``XScale;5;;Å``) is an error.
+    non-empty field after the unit (``XScale;5;;Å``) is an error, and so is a row whose key starts or
+    ends with ``unit`` but is none of :data:`UNIT_KEYS` and holds a length unit (``Length Unit;Å``).
     Returns pixel counts and pixel sizes in nm. Raises :class:`RawDataError` naming the row.
     """
     path = Path(path)
@@ -392,6 +401,13 @@ def read_tags(path: str | Path) -> Tags:
         key = re.sub(r"[\s_\-]", "", key.lower())
         unit_row = key in UNIT_KEYS and len(parts) > 1 and parts[1]
         if not unit_row and key not in TAG_KEYS:
+            if _names_a_unit(key) and len(parts) > 1 and _unit_nm(parts[1]) is not None:
+                raise RawDataError(
+                    path,
+                    f"unit row {parts[0]!r} ({parts[1]!r}) is not one the reader takes, and the scales would be read "
+                    "in nm: name it Unit, XUnit or YUnit (or give the unit after the XScale/YScale value)",
+                    line=number,
+                )
             continue
         if len(parts) < 2:
             raise RawDataError(path, f"row is not 'key;value': {row!r}", line=number)
@@ -625,7 +641,7 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
                 raise RawDataError(path, f"line starts with an empty field (a missing x?): {text!r}", line=number)
             named = [m.groups() if (m := _KEY_UNIT.match(p)) else (p, "") for p in parts]  # 'X [px]' -> X, px
             columns = sorted(name.lower() for name, _ in named) == ["x", "y"]
-            unit_key = key in UNIT_KEYS or key.startswith("unit") or key.endswith(("unit", "units"))
+            unit_key = _names_a_unit(key)
             numbers = sum(bool(_NUMBER_FIELD.match(p)) for p in parts)
             if numbers > 1 and not (unit_key or columns or key in ("image", "format")):
                 raise RawDataError(
@@ -667,7 +683,7 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
             hint = next(filter(None, map(_both_marks_hint, parts)), "") if len(parts) == 2 else ""  # 1.000,5;2
             hint = hint or (" (',' between numbers is ambiguous with a decimal comma: use ';')" if "," in text else "")
             if len(parts) > 2 and not hint:  # '1;360.13;488.45', '360.13;488.45;0.5': which two are x and y?
-                hint = f" ({len(parts)} fields: a label, an index column or a third value? only x and y)"
+                hint = f" ({len(parts)} fields: a label, an index column, a third value or a space in a number? only x and y)"
             raise RawDataError(
                 path, f"expected 'x;y' or '{PARTICLE_MARKER}', got {text!r}{hint}", line=number
             ) from None
