@@ -1019,9 +1019,12 @@ def test_positions_with_three_decimals_everywhere_read_as_decimals(tmp_path):
     path = _positions_file(tmp_path, ["particleposition", "0,500;1,250", "particleposition", "7;8"])
     assert [s.tolist() for s in read_positions(path)] == [[[0.5, 1.25]], [[7, 8]]]
     # a number with both marks is named as a possible thousands separator (before: "use ';'")
-    path = _positions_file(tmp_path, ["particleposition", "1.000,5;2"])
-    with pytest.raises(RawDataError, match=r"got '1.000,5;2' \(',' and '.' in one number: a thousands separator\?"):
-        read_positions(path)
+    for line in ["1.000,5;2", "1,000,000;2", "2;1.000.000"]:
+        path = _positions_file(tmp_path, ["particleposition", line])
+        with pytest.raises(
+            RawDataError, match=rf"got '{line}' \(two ',' or '.' in one number: a thousands separator\?"
+        ):
+            read_positions(path)
 
 
 @pytest.mark.parametrize(
@@ -1075,7 +1078,8 @@ def test_tags_scale_with_a_possible_thousands_separator(tmp_path):
     for scale, reason in [
         ("50,000;pm", r"'XScale' value '50,000': .* thousands separator \(50000 pm = 50 nm\) or decimals \(50 pm"),
         ("2,500;pm", r"thousands separator \(2500 pm = 2.5 nm\) or decimals \(2.5 pm = 0.0025 nm\)"),
-        ("1.234,5", r"'XScale' value '1.234,5' is not a number \(',' and '.' in one number: a thousands separator\?"),
+        ("1.234,5", r"'XScale' value '1.234,5' is not a number \(two ',' or '.' in one number: a thousands separator"),
+        ("1,000,5", r"'XScale' value '1,000,5' is not a number \(two ',' or '.' in one number"),
     ]:
         path = _tags_file(tmp_path, [*rows, f"XScale;{scale}", f"YScale;{scale}"])
         with pytest.raises(RawDataError, match=reason) as caught:

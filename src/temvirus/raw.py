@@ -254,9 +254,9 @@ _THOUSANDS = re.compile(r"^[-+]?[1-9]\d{0,2}[.,]\d{3}$")
 
 
 def _both_marks_hint(text: str) -> str:
-    """A hint for a number holding both ',' and '.' (``1.234,5``, ``1,000.5``): a thousands separator."""
-    if "," in text and "." in text:
-        return " (',' and '.' in one number: a thousands separator? write numbers without one)"
+    """A hint for a number holding two marks (``1.234,5``, ``1,000.5``, ``1,000,000``): a thousands separator."""
+    if text.count(",") + text.count(".") > 1:
+        return " (two ',' or '.' in one number: a thousands separator? write numbers without one)"
     return ""
 
 
