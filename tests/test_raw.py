@@ -972,6 +972,19 @@ def test_positions_with_two_decimal_marks_are_refused(tmp_path, lines, line, rea
     assert str(caught.value).startswith(f"{path}:{line}: ")
 
 
+def test_positions_with_three_decimal_commas_read_as_decimals_where_thousands_lie_outside_the_image(tmp_path):
+    """'360,125;488,450' (three decimals, as a German export writes them) read as thousands is
+    360125 px, outside any image of the given size: the ',' is a decimal mark; where one reading
+    in thousands fits in the image ('1,024' in 2048 px) it stays ambiguous and is refused."""
+    path = _positions_file(tmp_path, ["particleposition", "360,125;488,450", "particleposition", "12,500;7,000"])
+    assert [s.tolist() for s in read_positions(path, size=(2048, 2048))] == [[[360.125, 488.45]], [[12.5, 7]]]
+    with pytest.raises(RawDataError, match="may be a thousands separator"):
+        read_positions(path)  # no size: ambiguous
+    path = _positions_file(tmp_path, ["particleposition", "360,125;1,024"])
+    with pytest.raises(RawDataError, match=r"'360,125': a ',' before exactly three digits"):
+        read_positions(path, size=(2048, 2048))
+
+
 @pytest.mark.parametrize(
     "lines,line,reason,shown,read",
     [

@@ -530,7 +530,7 @@ def _position_fields(text: str) -> list[str]:
 _NUMBER_FIELD = re.compile(r"^(?:[a-z]\w*\s*[=:]\s*)?[-+]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:e[-+]?\d+)?,?$", re.IGNORECASE)
 
 
-def _check_decimal_marks(path: Path, fields: list[tuple[int, str]]) -> None:
+def _check_decimal_marks(path: Path, fields: list[tuple[int, str]], size: tuple[int, int] | None = None) -> None:
     """Refuse coordinates (``(line, field)`` in file order) whose decimal mark is ambiguous.
 
     A file uses one decimal mark: a ',' after a '.' (or a '.' after a ',') is an error naming
@@ -540,7 +540,9 @@ def _check_decimal_marks(path: Path, fields: list[tuple[int, str]]) -> None:
     or after four or more (``5,25``, ``1024,000``); else a ',' is refused (``1,000``: 1000 or 1.0?),
     and so is a '.' beside coordinates without a mark (``1.000`` beside ``360``: a thousands
     separator, as a German spreadsheet writes it); a '.' in every coordinate (``360.125;488.450``,
-    three decimals as ImageJ writes them) reads as decimals.
+    three decimals as ImageJ writes them) reads as decimals. With the image's ``size`` (width,
+    height px), a mark whose thousands reading lies outside the image in every such coordinate
+    (``360,125``: 360125 px) is a decimal mark.
     """
     first: dict[str, tuple[int, str]] = {}  # mark -> (line, field) of its first use
     for number, field in fields:
@@ -562,6 +564,8 @@ def _check_decimal_marks(path: Path, fields: list[tuple[int, str]]) -> None:
     shaped = [(number, field) for number, field in fields if mark in field and _THOUSANDS.match(field)]
     if not shaped or any(mark in field and not _THOUSANDS.match(field) for _, field in fields):
         return
+    if size is not None and all(float(field.replace(mark, "")) > max(size) for _, field in shaped):
+        return  # read as thousands, no such coordinate would lie in the image
     bare = next(((number, field) for number, field in fields if mark not in field), None)
     if mark == "." and bare is None:
         return
@@ -692,7 +696,7 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
         header, open_marker = False, None
         leading += not marked
         particles[-1].append((x, y))
-    _check_decimal_marks(path, coordinates)  # before any value is used: 1,000 may be 1000
+    _check_decimal_marks(path, coordinates, size)  # before any value is used: 1,000 may be 1000
     seen: dict[tuple[float, float], tuple[int, int]] = {}  # point -> (line, particle) of its first occurrence
     for number, text, x, y, particle in points:
         if not (np.isfinite(x) and np.isfinite(y)):
