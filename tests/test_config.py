@@ -188,6 +188,19 @@ REFUSED = {
         {"overlap": {"min_screen_ncc": 0.8}},
         ["overlap.min_screen_ncc 0.8 and overlap.screen_ncc 0.7: min_screen_ncc must be at most screen_ncc"],
     ),
+    # only image_b is rescaled: a factor without its inverse finds a pair one way round only
+    "fallback_scale_without_its_inverse": (
+        {"overlap": {"fallback_scales": [0.8, 1.2]}},
+        [
+            "overlap.fallback_scales: 0.8 is given without its inverse 1.25 (1/0.8, within 1%): only the second "
+            "image of a pair is rescaled",
+            "overlap.fallback_scales: 1.2 is given without its inverse 0.833",
+        ],
+    ),
+    "scale_search_without_its_inverse": (
+        {"overlap": {"scale_search": [0.97, 1.03, 0.94]}},
+        ["overlap.scale_search: 0.94 is given without its inverse 1.06 (1/0.94, within 1%)"],
+    ),
 }
 
 

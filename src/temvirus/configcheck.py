@@ -26,7 +26,10 @@ minutes (or hours) into a run:
 - ``overlap`` pairs out of order: ``max_coarse_nm`` finer than ``coarse_nm`` (the cap would be
   silently ignored), ``min_fine_nm`` coarser than ``coarse_nm`` (a fine check coarser than the
   coarse registration), ``lowpass_px`` not below ``highpass_px`` (equal: no band left),
-  ``min_screen_ncc`` above ``screen_ncc`` (never used).
+  ``min_screen_ncc`` above ``screen_ncc`` (never used);
+- a factor of ``overlap.fallback_scales`` or ``overlap.scale_search`` without its inverse (within
+  :data:`INVERSE_TOLERANCE`): only image_b of a pair is rescaled, so a pixel size recorded s times
+  off in image_b would be tried and the same error in image_a (1/s) not.
 
 No torch import here: the workflow calls this while it builds the job graph.
 """
@@ -52,6 +55,10 @@ MIN_HEAT_PX = 2
 #: ``2**(len(widths) - 1)``) in training: at 1 px its 3x3 convolutions see only their zero
 #: padding, and batch norm has one value per crop (none to normalise with a batch of one)
 MIN_BOTTLENECK_PX = 2
+
+#: how far a factor of ``overlap.fallback_scales`` (``scale_search``) times its inverse in the list
+#: may be from 1 (the defaults: 0.91 x 1.1 = 1.001, 0.94 x 1.06 = 0.9964)
+INVERSE_TOLERANCE = 0.01
 
 
 def key_path(parts: Iterable) -> str:
@@ -257,7 +264,8 @@ def config_problems(config: dict) -> list[str]:
 
 
 def _overlap_problems(section: dict) -> list[str]:
-    """Pairs of ``overlap`` keys out of order (see the module docstring), one line each."""
+    """Pairs of ``overlap`` keys out of order and scale factors without their inverse (see the module
+    docstring), one line each."""
     problems = []
     for low, high, strict, why in (
         ("coarse_nm", "max_coarse_nm", False, "the cap on the coarse pixel (nm) would be silently ignored"),
@@ -271,6 +279,15 @@ def _overlap_problems(section: dict) -> list[str]:
                 f"overlap.{low} {a} and overlap.{high} {b}: {low} must be {'below' if strict else 'at most'} "
                 f"{high} ({why})"
             )
+    for key in ("fallback_scales", "scale_search"):
+        scales = section[key]
+        for scale in scales:
+            if not any(abs(scale * other - 1) <= INVERSE_TOLERANCE for other in scales):
+                problems.append(
+                    f"overlap.{key}: {scale:g} is given without its inverse {1 / scale:.3g} (1/{scale:g}, within "
+                    f"{INVERSE_TOLERANCE:.0%}): only the second image of a pair is rescaled, so a pixel size recorded "
+                    f"{scale:g}x off would be found in one image of a pair and not in the other; add {1 / scale:.3g}"
+                )
     return problems
 
 
