@@ -188,6 +188,18 @@ REFUSED = {
         {"overlap": {"min_screen_ncc": 0.8}},
         ["overlap.min_screen_ncc 0.8 and overlap.screen_ncc 0.7: min_screen_ncc must be at most screen_ncc"],
     ),
+    # a typo was skipped: the figure drawn without the real examples
+    "real_examples_not_there": (
+        {"dataset": {"synthetic": {"real_examples": "/typo"}}},
+        [
+            "invalid configuration:\n  dataset.synthetic.real_examples: '/typo' is no such folder (from ",
+            "give the raw-layout folder of real images shown in results/figures/synthetic_vs_real.png, or '' for none",
+        ],
+    ),
+    "real_examples_a_file": (
+        {"dataset": {"synthetic": {"real_examples": str(REPO / "README.md")}}},
+        [f"dataset.synthetic.real_examples: '{REPO / 'README.md'}' is not a folder"],
+    ),
     # only image_b is rescaled: a factor without its inverse finds a pair one way round only
     "fallback_scale_without_its_inverse": (
         {"overlap": {"fallback_scales": [0.8, 1.2]}},
@@ -234,7 +246,21 @@ def test_the_checks_pass_the_shipped_configs():
     paper = default_config()
     update_config(paper, yaml.safe_load((REPO / "config" / "paper.yaml").read_text()))
     for config in (default, paper):
-        assert integer_problems(config, SCHEMA) == [] and config_problems(config) == []
+        assert integer_problems(config, SCHEMA) == [] and config_problems(config, default) == []
+
+
+def test_real_examples_empty_the_embedded_default_or_unused_are_not_refused(tmp_path, monkeypatch):
+    """'' means none; the embedded default's folder (the project's shared data) may be absent; with
+    another dataset.source the figure is not built, and the key is not read."""
+    monkeypatch.chdir(tmp_path)  # the embedded default's relative folder is not there
+    embedded = default_config()
+    config = default_config()
+    assert config_problems(config, embedded) == []
+    config["dataset"]["synthetic"]["real_examples"] = ""
+    assert config_problems(config, embedded) == []
+    config["dataset"]["synthetic"]["real_examples"] = "/typo"
+    config["dataset"]["source"] = "mendeley"
+    assert config_problems(config, embedded) == []
 
 
 def test_key_path_and_integer_problems_name_the_key():
@@ -432,6 +458,7 @@ def test_the_real_examples_of_the_synthetic_figure_rerun_only_the_figure(tmp_pat
     proc = _run(work, overlay, *targets)
     assert proc.returncode == 0, proc.stderr[-3000:]
     overlay["dataset"]["synthetic"]["real_examples"] = str(tmp_path / "elsewhere")
+    (tmp_path / "elsewhere").mkdir()
     proc = _run(work, overlay, "-n", *targets)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert set(re.findall(r"^(?:local)?rule (\w+):$", proc.stdout, re.MULTILINE)) == {"synthetic_vs_real_figure"}

@@ -6,6 +6,9 @@ type, so that a bad value is refused before any job, naming its key, never found
 minutes (or hours) into a run:
 
 - ``dataset.source: local`` with an empty ``dataset.local.path``;
+- ``dataset.source: synthetic`` with a ``dataset.synthetic.real_examples`` that is no folder (a
+  typo was skipped: the figure drawn without real examples); empty means none, and the embedded
+  default's path (the project's shared data) may be absent;
 - a whole number written as a float (``epochs: 30.0``) where the schema asks for an integer:
   JSON Schema counts 30.0 as an integer, Python's ``range`` and numpy's generators do not;
 - NaN or an infinity under any key (:func:`not_finite_problems`: NaN passes every bound);
@@ -163,11 +166,22 @@ def not_finite_problems(value, path: tuple = ()) -> list[str]:
     return []
 
 
-def config_problems(config: dict) -> list[str]:
-    """What is wrong with a schema-valid config beyond the schema, one line per problem (see the module docstring)."""
+def config_problems(config: dict, embedded: dict | None = None) -> list[str]:
+    """What is wrong with a schema-valid config beyond the schema, one line per problem (see the
+    module docstring). ``embedded`` is the embedded default config (``config/config.yaml``), whose
+    ``dataset.synthetic.real_examples`` may be absent; relative paths are taken from the current
+    (working) directory."""
     problems = []
     if config["dataset"]["source"] == "local" and not config["dataset"]["local"]["path"].strip():
         problems.append("dataset.source is 'local' but dataset.local.path is empty")
+    real = config["dataset"]["synthetic"]["real_examples"]
+    shipped = (embedded or {}).get("dataset", {}).get("synthetic", {}).get("real_examples")
+    if config["dataset"]["source"] == "synthetic" and real.strip() and real != shipped and not Path(real).is_dir():
+        problems.append(
+            f"dataset.synthetic.real_examples: {real!r} is {'not a folder' if Path(real).exists() else 'no such folder'}"
+            f" (from {Path.cwd()}); give the raw-layout folder of real images shown in "
+            "results/figures/synthetic_vs_real.png, or '' for none"
+        )
     built = config["split"]["methods"]
     seen = {}
     for k, entry in enumerate(config["experiments"]):
@@ -309,13 +323,13 @@ def check_number_text(config: dict, schema_file: str | Path) -> None:
     _refuse(number_text_problems(config, _read_schema(schema_file)))
 
 
-def check_config(config: dict, schema_file: str | Path) -> None:
+def check_config(config: dict, schema_file: str | Path, embedded: dict | None = None) -> None:
     """Raise ValueError listing every problem of :func:`integer_problems`, :func:`not_finite_problems`
-    and :func:`config_problems`."""
+    and :func:`config_problems` (``embedded``: the embedded default config)."""
     schema = _read_schema(schema_file)
     problems = integer_problems(config, schema) + not_finite_problems(config)
     if not problems:  # the checks below read the values as the types the schema gives
-        problems = config_problems(config)
+        problems = config_problems(config, embedded)
     _refuse(problems)
 
 

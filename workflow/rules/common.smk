@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import yaml
+
 from temvirus.configcheck import check_config, reorder_config
 from temvirus.experiments import (
     INITS,
@@ -538,7 +540,8 @@ def all_inputs(wildcards):
 
 
 # Whatever the target, before any job: what the schema cannot check (temvirus.configcheck: an
-# empty dataset.local.path for dataset.source local, whole numbers written as floats, repeated
+# empty dataset.local.path for dataset.source local, a real_examples folder that is not there
+# (but the embedded default's), whole numbers written as floats, repeated
 # experiments, an experiment of a split method the config does not build or below its model's
 # input size, crop_px, diameters_nm of classes not classified, pairs of keys out of order), one
 # line per problem. (micrographs.experiments not configured is refused only when the stage is
@@ -546,7 +549,8 @@ def all_inputs(wildcards):
 # every mapping's keys in the schema's order, before the rule files read their params (the order
 # in which config files name keys re-runs nothing).
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
-check_config(config, SCHEMA)
+EMBEDDED = Path(workflow.basedir) / "config" / "config.yaml"
+check_config(config, SCHEMA, yaml.safe_load(EMBEDDED.read_text(encoding="utf-8")))
 reorder_config(config, SCHEMA)
 
 
