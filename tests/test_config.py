@@ -234,9 +234,30 @@ def test_a_micrograph_experiment_not_configured_is_refused_when_the_stage_is_bui
     proc = _dry_run(tmp_path, overlay)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "Job stats" not in out, out[-3000:]
-    assert "micrographs.experiments: ['vgg16/scratch/representative'] are not configured experiments" in out
+    message = "\nError: micrographs.experiments: ['vgg16/scratch/representative'] are not configured experiments"
+    assert message in out, out[-3000:]
+    assert "InputFunctionException" not in out and "Traceback" not in out, out[-3000:]
     proc = _dry_run(tmp_path, overlay, "results/tables/table1.csv")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+
+
+def test_a_local_path_that_is_not_there_is_refused_in_one_line_when_the_data_are_needed(tmp_path):
+    """dataset.local.path (a typo, a folder without the raw layout or archives) is resolved when a
+    target needs the data, not at parse time (its content manifest is hashed then); refused with
+    one line naming the key and the path, no InputFunctionException block."""
+    (tmp_path / "empty").mkdir()
+    for path, why in (
+        ("/typo/data", "/typo/data: no such file or folder; give a raw-layout folder"),
+        (
+            str(tmp_path / "empty"),
+            f"{tmp_path / 'empty'}: no raw-layout folder",
+        ),
+    ):
+        proc = _dry_run(tmp_path, {"dataset": {"source": "local", "local": {"path": path}}})
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and "Job stats" not in out, out[-3000:]
+        assert f"\nError: dataset.local.path {path!r}: {why}" in out, out[-3000:]
+        assert "InputFunctionException" not in out and "Traceback" not in out, out[-3000:]
 
 
 def test_the_checks_pass_the_shipped_configs():

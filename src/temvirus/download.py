@@ -668,7 +668,7 @@ def locate_local(path: str | os.PathLike) -> tuple[Path | None, list[Path]]:
         return None, [path]
     if not path.is_dir():
         raise DownloadError(
-            f"{path}: dataset.local.path (raw-layout folder, archive, or folder holding them) does not exist"
+            f"{path}: no such file or folder; give a raw-layout folder, an archive, or a folder holding them"
         )
     try:
         return find_raw_root(path), []

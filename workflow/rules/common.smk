@@ -1,5 +1,6 @@
 """Named input functions and path helpers shared by all rule files."""
 
+import sys
 from pathlib import Path
 
 import yaml
@@ -35,6 +36,15 @@ LOCAL_ARCHIVES_MANIFEST = f"{DATASET_DIR}/local_archives.json"
 _LOCAL = {}
 
 
+def refuse(message):
+    """End the run with ``message`` alone: for a bad config value found in an input function
+    (needed only by some targets, so not refused at parse time), where Snakemake would wrap any
+    exception, WorkflowError too, in an InputFunctionException block with a traceback.
+    """
+    print(f"Error: {message}", file=sys.stderr)
+    raise SystemExit(1)
+
+
 def _local_source():
     """dataset.local.path resolved once per run: (raw root used in place or None, archives).
 
@@ -43,10 +53,13 @@ def _local_source():
     """
     if not _LOCAL:
         path = config["dataset"]["local"]["path"]  # not empty (configcheck)
-        from temvirus.download import locate_local
+        from temvirus.download import DownloadError, locate_local
         from temvirus.raw import update_archive_manifest, update_manifest
 
-        root, archives = locate_local(path)
+        try:
+            root, archives = locate_local(path)
+        except DownloadError as exc:  # no such path, or nothing to use at it
+            refuse(f"dataset.local.path {path!r}: {exc}")
         if root is not None:
             update_manifest(root, LOCAL_MANIFEST)
         elif archives:
@@ -365,8 +378,9 @@ def micrograph_experiments():
     folders = experiment_folders(config["micrographs"]["experiments"])
     unknown = sorted(set(folders) - set(experiment_folders()))
     if unknown:
-        raise ValueError(
-            f"micrographs.experiments: {unknown} are not configured experiments {experiment_folders()}"
+        refuse(
+            f"micrographs.experiments: {unknown} are not configured experiments {experiment_folders()}; "
+            "add them to experiments, or leave them out of micrographs.experiments"
         )
     return folders
 
