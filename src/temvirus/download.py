@@ -52,7 +52,7 @@ import urllib3
 from urllib3.exceptions import MaxRetryError, ProtocolError, ReadTimeoutError
 from urllib3.util import Retry
 
-from temvirus.io import check_file_destination, sha256_file, temporary_dir, write_json
+from temvirus.io import check_file_destination, sha256_file, temporary_dir, write_json, write_target
 from temvirus.raw import SUBSETS, RawDataError, ignored, is_archive, read_dataset, subset_folders
 
 log = logging.getLogger(__name__)
@@ -349,7 +349,7 @@ def fetch(
         check_file_destination(dest)
     except ValueError as exc:
         raise DownloadError(str(exc)) from None
-    dest, expected = Path(dest), sha256 or sha256_prefix
+    dest, expected = write_target(dest), sha256 or sha256_prefix  # a link: its target, the link kept
     part = _part_path(dest)
     if dest.exists():
         try:
