@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections import Counter
 
@@ -89,12 +90,17 @@ def test_missing_class_is_an_error_naming_the_key_and_the_classes_there_are():
 
 @pytest.fixture
 def patch_files(tmp_path):
-    """A patches.csv with train and test rows and a random train.npy."""
+    """A patches.csv with train, validation and test rows and a random train.npy."""
     train = train_table({"Orf": 3, "Ebola": 9})
-    test = pd.DataFrame(
-        {"patch_id": ["t_p000_v00", "u_p000_v00"], "class": ["Orf", "Ebola"], "subset": ["test"] * 2, "index": [0, 1]}
-    )
-    pd.concat([train, test]).to_csv(tmp_path / "patches.csv", index=False)
+    held_out = [
+        pd.DataFrame(
+            {"patch_id": [f"{s}o_p000_v00", f"{s}e_p000_v00"], "class": ["Orf", "Ebola"], "subset": s, "index": [0, 1]}
+        )
+        for s in ("validation", "test")
+    ]
+    table = pd.concat([train, *held_out])
+    table.insert(1, "image_id", table.patch_id.str.replace(r"_p\d+_v\d+$", "", regex=True))
+    table.to_csv(tmp_path / "patches.csv", index=False)
     pixels = np.random.default_rng(0).integers(0, 65535, (len(train), 16, 16), dtype=np.uint16)
     np.save(tmp_path / "train.npy", pixels)
     return tmp_path, train, pixels
@@ -137,16 +143,27 @@ def test_augment_is_byte_deterministic(patch_files):
 def test_augment_names_the_table_of_a_missing_class(patch_files):
     base, _, _ = patch_files
     with pytest.raises(
-        ValueError, match=r"patches\.csv: class 'Lassa' of classes\.classification has no training patches"
+        ValueError, match=r"patches\.csv: class 'Lassa' of classes\.classification has no train patches"
     ):
         augment(base / "patches.csv", base / "train.npy", base / "a.npy", base / "a.csv", ["Orf", "Lassa"], 7, seed=9)
     assert not (base / "a.npy").exists() and not (base / "a.csv").exists()
 
 
-def test_a_class_without_test_patches_is_refused_before_training(real_crops, tmp_path):
-    """Real crops of two classes, one without test images (given split): the augment step, which
-    every training job waits for, refuses it; so does loading the test patches (evaluation,
-    baselines). Else its recall and F1 of 0 would halve Table 2's macro averages unseen."""
+@pytest.mark.parametrize(
+    ("lacking", "would"),
+    [
+        ("test", "count it as 0 in Table 2's macro precision, recall and F1"),
+        ("validation", "average an empty class into the validation macro-F1"),
+        ("train", "give it no training patch"),
+    ],
+)
+def test_a_class_without_patches_in_a_subset_is_refused_before_training(real_crops, tmp_path, lacking, would):
+    """Real crops of two classes, one without images in one subset (given split): the augment
+    step, which every training job waits for, refuses it naming the class, the subset, the split
+    method and the class's images; so does loading that subset (training, evaluation,
+    baselines). Else a class without validation patches averaged an empty class into the
+    validation macro-F1 (and the micrograph thresholds left it out), one without test patches
+    halved Table 2's macro averages unseen."""
 
     from temvirus.patches import extract_patches
     from temvirus.raw import write_tables
@@ -154,13 +171,13 @@ def test_a_class_without_test_patches_is_refused_before_training(real_crops, tmp
     from temvirus.train import load_subset
 
     raw = tmp_path / "raw"
-    for subset in ("train", "validation", "test"):
-        for cls in ("Adenovirus", "Rotavirus")[: 1 if subset == "test" else 2]:
+    for subset in SUBSETS:
+        for cls in ("Adenovirus", "Rotavirus")[: 1 if subset == lacking else 2]:
             source, target = real_crops / subset / cls, raw / subset / cls
             for image in sorted(source.glob("*.jpg"))[:2]:
                 copy_real_image(image, target)
     write_tables(raw, tmp_path / "images.csv", tmp_path / "particles.csv")
-    images = pd.read_csv(tmp_path / "images.csv")
+    images = pd.read_csv(tmp_path / "images.csv", dtype={"image_id": str})
     images = images.assign(overlap_group=images.image_id, kept=True)  # as overlap removal writes them
     images.to_csv(tmp_path / "kept.csv", index=False)
     write_split(tmp_path / "kept.csv", tmp_path / "split.csv", "given")
@@ -175,15 +192,24 @@ def test_a_class_without_test_patches_is_refused_before_training(real_crops, tmp
         patches / "patches.csv",
         arrays,
     )
+    rota = images[images["class"] == "Rotavirus"]
+    has = {s: sorted(rota.image_id[rota.folder_subset == s]) for s in SUBSETS}
+    listed = "; ".join(f"{s} {has[s] or 'none'}" for s in SUBSETS)
     classes = ["Adenovirus", "Rotavirus"]
-    message = r"patches\.csv: no test patches of classes \['Rotavirus'\]: Table 2's macro precision, recall and F1"
+    message = (
+        rf"patches\.csv: class 'Rotavirus' of classes\.classification has no {lacking} patches of split method "
+        rf"'given' \(its images: {re.escape(listed)}\); it would {re.escape(would)}.*\nevery class needs particle "
+        r"images in train, validation and test: add images of it, choose another split method \(split\.methods\), "
+        r"or leave it out of classes\.classification"
+    )
+    out = {"out_npy": patches / "a.npy", "out_csv": patches / "a.csv", "per_class": 8, "seed": 1}
     with pytest.raises(ValueError, match=message):
-        augment(patches / "patches.csv", arrays["train"], patches / "a.npy", patches / "a.csv", classes, 8, seed=1)
+        augment(patches / "patches.csv", arrays["train"], classes=classes, method="given", **out)
     assert not (patches / "a.npy").exists() and not (patches / "a.csv").exists()
-    with pytest.raises(ValueError, match=message):
-        load_subset(patches, "test", classes)
-    augment(patches / "patches.csv", arrays["train"], patches / "a.npy", patches / "a.csv", classes[:1], 8, seed=1)
-    assert len(load_subset(patches, "test", classes[:1])[1]) > 0
+    with pytest.raises(ValueError, match=f"has no {lacking} patches \\(its images"):
+        load_subset(patches, lacking, classes)
+    augment(patches / "patches.csv", arrays["train"], classes=classes[:1], method="given", **out)
+    assert len(load_subset(patches, lacking, classes[:1])[1]) > 0
 
 
 def dry_run_jobs(workdir, *args: str) -> dict[str, int]:

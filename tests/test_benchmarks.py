@@ -194,3 +194,35 @@ def test_gpu_check_quick(tmp_path):
     table = proc.stdout[proc.stdout.index("== GPU check") :].splitlines()
     assert table[1].startswith("cuda tests       : 0 passed, 0 failed") and table[2].startswith("custom ")
     assert table[3].startswith("real crops custom: test accuracy") and table[4].startswith("paper scale      :")
+
+
+@pytest.mark.parametrize(
+    ("script", "option", "value", "message"),
+    [
+        ("curation.py", "--repeats", "0", "argument --repeats: must be at least 1, got 0"),
+        ("curation.py", "--scale", "1.5", "argument --scale: must be in (0, 1], got 1.5"),
+        ("end_to_end.py", "--cores", "0", "argument --cores: must be at least 1, got 0"),
+        ("gpu_check.py", "--threads", "-1", "argument --threads: must be at least 0, got -1"),
+        ("micrographs.py", "--threads", "0", "argument --threads: must be at least 1, got 0"),
+        ("overlap.py", "--overlaps", "-3", "argument --overlaps: must be at least 0, got -3"),
+        ("real_crops.py", "--budget-min", "nan", "argument --budget-min: must be above 0, got nan"),
+        ("training.py", "--batch-size", "0", "argument --batch-size: must be at least 1, got 0"),
+        ("training.py", "--seed", "x", "argument --seed: must be a whole number, at least 0, got 'x'"),
+    ],
+)
+def test_numeric_options_out_of_range_are_refused_before_any_work(tmp_path, script, option, value, message):
+    """The benchmarks' numeric options had no range checks: a bad value (`--repeats 0`,
+    `--batch-size 0`, `--scale 1.5`) was accepted and found, if at all, once the work had begun.
+    Each is refused by argparse (temvirus.cli's _number), naming the option and its range, exit 2,
+    before any work."""
+    env = dict(os.environ, TEMVIRUS_BENCH_OUT=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), option, value],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert proc.returncode == 2 and f"{script}: error: {message}" in proc.stderr, proc.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []

@@ -188,6 +188,31 @@ REFUSED = {
         {"overlap": {"min_screen_ncc": 0.8}},
         ["overlap.min_screen_ncc 0.8 and overlap.screen_ncc 0.7: min_screen_ncc must be at most screen_ncc"],
     ),
+    # a typo was skipped: the figure drawn without the real examples
+    "real_examples_not_there": (
+        {"dataset": {"synthetic": {"real_examples": "/typo"}}},
+        [
+            "invalid configuration:\n  dataset.synthetic.real_examples: '/typo' is no such folder (from ",
+            "give the raw-layout folder of real images shown in results/figures/synthetic_vs_real.png, or '' for none",
+        ],
+    ),
+    "real_examples_a_file": (
+        {"dataset": {"synthetic": {"real_examples": str(REPO / "README.md")}}},
+        [f"dataset.synthetic.real_examples: '{REPO / 'README.md'}' is not a folder"],
+    ),
+    # only image_b is rescaled: a factor without its inverse finds a pair one way round only
+    "fallback_scale_without_its_inverse": (
+        {"overlap": {"fallback_scales": [0.8, 1.2]}},
+        [
+            "overlap.fallback_scales: 0.8 is given without its inverse 1.25 (1/0.8, within 1%): only the second "
+            "image of a pair is rescaled",
+            "overlap.fallback_scales: 1.2 is given without its inverse 0.833",
+        ],
+    ),
+    "scale_search_without_its_inverse": (
+        {"overlap": {"scale_search": [0.97, 1.03, 0.94]}},
+        ["overlap.scale_search: 0.94 is given without its inverse 1.06 (1/0.94, within 1%)"],
+    ),
 }
 
 
@@ -209,9 +234,30 @@ def test_a_micrograph_experiment_not_configured_is_refused_when_the_stage_is_bui
     proc = _dry_run(tmp_path, overlay)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "Job stats" not in out, out[-3000:]
-    assert "micrographs.experiments: ['vgg16/scratch/representative'] are not configured experiments" in out
+    message = "\nError: micrographs.experiments: ['vgg16/scratch/representative'] are not configured experiments"
+    assert message in out, out[-3000:]
+    assert "InputFunctionException" not in out and "Traceback" not in out, out[-3000:]
     proc = _dry_run(tmp_path, overlay, "results/tables/table1.csv")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+
+
+def test_a_local_path_that_is_not_there_is_refused_in_one_line_when_the_data_are_needed(tmp_path):
+    """dataset.local.path (a typo, a folder without the raw layout or archives) is resolved when a
+    target needs the data, not at parse time (its content manifest is hashed then); refused with
+    one line naming the key and the path, no InputFunctionException block."""
+    (tmp_path / "empty").mkdir()
+    for path, why in (
+        ("/typo/data", "/typo/data: no such file or folder; give a raw-layout folder"),
+        (
+            str(tmp_path / "empty"),
+            f"{tmp_path / 'empty'}: no raw-layout folder",
+        ),
+    ):
+        proc = _dry_run(tmp_path, {"dataset": {"source": "local", "local": {"path": path}}})
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and "Job stats" not in out, out[-3000:]
+        assert f"\nError: dataset.local.path {path!r}: {why}" in out, out[-3000:]
+        assert "InputFunctionException" not in out and "Traceback" not in out, out[-3000:]
 
 
 def test_the_checks_pass_the_shipped_configs():
@@ -221,7 +267,21 @@ def test_the_checks_pass_the_shipped_configs():
     paper = default_config()
     update_config(paper, yaml.safe_load((REPO / "config" / "paper.yaml").read_text()))
     for config in (default, paper):
-        assert integer_problems(config, SCHEMA) == [] and config_problems(config) == []
+        assert integer_problems(config, SCHEMA) == [] and config_problems(config, default) == []
+
+
+def test_real_examples_empty_the_embedded_default_or_unused_are_not_refused(tmp_path, monkeypatch):
+    """'' means none; the embedded default's folder (the project's shared data) may be absent; with
+    another dataset.source the figure is not built, and the key is not read."""
+    monkeypatch.chdir(tmp_path)  # the embedded default's relative folder is not there
+    embedded = default_config()
+    config = default_config()
+    assert config_problems(config, embedded) == []
+    config["dataset"]["synthetic"]["real_examples"] = ""
+    assert config_problems(config, embedded) == []
+    config["dataset"]["synthetic"]["real_examples"] = "/typo"
+    config["dataset"]["source"] = "mendeley"
+    assert config_problems(config, embedded) == []
 
 
 def test_key_path_and_integer_problems_name_the_key():
@@ -419,6 +479,7 @@ def test_the_real_examples_of_the_synthetic_figure_rerun_only_the_figure(tmp_pat
     proc = _run(work, overlay, *targets)
     assert proc.returncode == 0, proc.stderr[-3000:]
     overlay["dataset"]["synthetic"]["real_examples"] = str(tmp_path / "elsewhere")
+    (tmp_path / "elsewhere").mkdir()
     proc = _run(work, overlay, "-n", *targets)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert set(re.findall(r"^(?:local)?rule (\w+):$", proc.stdout, re.MULTILINE)) == {"synthetic_vs_real_figure"}

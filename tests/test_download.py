@@ -360,6 +360,26 @@ def test_out_naming_a_folder_is_refused(file_server, tmp_path, capsys):
     assert list((tmp_path / "existing").iterdir()) == []
 
 
+def test_out_given_as_a_link_is_written_through(file_server, tmp_path):
+    """``--out LINK`` (to a file, or dangling into a folder): the link was replaced by the
+    download. Now the file lands at the link's target (its record beside it) and the link stays."""
+    file_server.files["/f"] = b"payload"
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "f.zip").write_bytes(b"old")
+    (tmp_path / "link.zip").symlink_to(tmp_path / "store" / "f.zip")
+    (tmp_path / "new.zip").symlink_to(Path("store") / "new.zip")
+    for link in ("link.zip", "new.zip"):
+        info = fetch(file_server.url("/f"), tmp_path / link, **FAST)
+        assert (tmp_path / link).is_symlink() and (tmp_path / link).read_bytes() == b"payload"
+        assert info["path"] == str(tmp_path / "store" / link.replace("link", "f"))
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == [
+        "f.zip",
+        "f.zip.record.json",
+        "new.zip",
+        "new.zip.record.json",
+    ]
+
+
 def test_fetch_404_names_the_url_and_is_not_retried(file_server, tmp_path):
     with pytest.raises(DownloadError, match="HTTP 404") as err:
         fetch(file_server.url("/nothing.zip"), tmp_path / "n.zip", **FAST)

@@ -21,7 +21,7 @@ from conftest import snakemake_cmd
 from temvirus.io import TEMPORARY, sha256_file
 
 TARGET = "results/patches/given/patches.csv"
-CONFIG = {"dataset": {"synthetic": {"scale": 0.001, "overlaps": 1, "real_examples": "absent"}}}
+CONFIG = {"dataset": {"synthetic": {"scale": 0.001, "overlaps": 1, "real_examples": ""}}}
 
 
 def _descendants(pid: int) -> list[int]:

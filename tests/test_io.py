@@ -120,3 +120,35 @@ def test_atomic_path_refuses_a_folder_a_device_or_a_fifo(tmp_path):
                 tmp.write_text("x")
     assert stat.S_ISFIFO(fifo.stat().st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "folder"] and not any(folder.iterdir())
+
+
+def test_a_link_given_as_an_output_is_written_through(tmp_path):
+    """A symbolic link (relative or absolute, a chain of them, or dangling into an existing
+    folder) was replaced by a plain file, its target left as it was. Now the target gets the new
+    content, written atomically beside it, and the link stays; a link that loops, or one into a
+    folder that does not exist, is refused naming the link, before anything is written."""
+    data, links = tmp_path / "data", tmp_path / "links"
+    data.mkdir()
+    links.mkdir()
+    (data / "table.csv").write_text("old\n")
+    (links / "direct").symlink_to(data / "table.csv")
+    (links / "relative").symlink_to(Path("..") / "data" / "table.csv")
+    (links / "chain").symlink_to("relative")
+    for name in ("direct", "relative", "chain"):
+        write_text(links / name, f"{name}\n")
+        assert (links / name).is_symlink() and (data / "table.csv").read_text() == f"{name}\n"
+    (links / "dangling").symlink_to(data / "new.csv")
+    write_text(links / "dangling", "new\n")
+    assert (links / "dangling").is_symlink() and (data / "new.csv").read_text() == "new\n"
+    (links / "nowhere").symlink_to(tmp_path / "missing" / "x.csv")
+    (links / "loop").symlink_to("loop")
+    (links / "folder").symlink_to(data)
+    for name, why in (
+        ("nowhere", f"a symbolic link to {tmp_path / 'missing' / 'x.csv'}, whose folder .* does not exist"),
+        ("loop", "a symbolic link that loops"),
+        ("folder", f"is a folder \\(a link to {data}\\)"),
+    ):
+        with pytest.raises(ValueError, match=f"{links / name}: {why}"):
+            write_text(links / name, "x")
+    assert sorted(p.name for p in data.iterdir()) == ["new.csv", "table.csv"]  # no temporaries left
+    assert all(p.is_symlink() for p in links.iterdir()) and not (tmp_path / "missing").exists()

@@ -219,6 +219,26 @@ def test_read_refuses_table_paths_that_are_no_files_before_reading(good, tmp_pat
         write_tables(good, folder, particles)
 
 
+def test_read_writes_through_links_given_as_table_paths(good, tmp_path):
+    """`temvirus read --images LINK --particles LINK2`: the links were replaced by plain files
+    (and the image table's link removed first). Now both tables go to the links' targets and the
+    links stay."""
+    from temvirus.cli import main
+
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "images.csv").write_text("old\n")
+    (tmp_path / "images.csv").symlink_to(store / "images.csv")
+    (tmp_path / "particles.csv").symlink_to(Path("store") / "particles.csv")  # dangling, relative
+    main(["read", str(good), "--images", str(tmp_path / "images.csv"), "--particles", str(tmp_path / "particles.csv")])
+    assert (tmp_path / "images.csv").is_symlink() and (tmp_path / "particles.csv").is_symlink()
+    assert len(pd.read_csv(store / "images.csv")) > 0  # the new table, not "old"
+    assert len(pd.read_csv(store / "particles.csv")) > 0 and sorted(p.name for p in store.iterdir()) == [
+        "images.csv",
+        "particles.csv",
+    ]
+
+
 def test_a_kill_between_the_two_renames_leaves_no_mismatched_pair(good, tmp_path, monkeypatch):
     """`temvirus read --images A --particles B` replaced B, then A: a kill between the two renames
     left the earlier A beside the new B, a pair a later step would trust. The kill is injected at

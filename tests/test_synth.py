@@ -413,7 +413,7 @@ def test_snakemake_generates_reads_and_plots(tmp_path):
 
     (tmp_path / "tiny.yaml").write_text(
         "dataset:\n  source: synthetic\n  synthetic:\n    scale: 0.001\n    overlaps: 2\n    binning: 2\n"
-        f"    real_examples: {tmp_path / 'no-real-data'}\n"
+        "    real_examples: ''\n"
     )
     targets = ["results/raw/images.csv", "results/figures/synthetic_vs_real.png"]
     proc = subprocess.run(

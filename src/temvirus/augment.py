@@ -23,6 +23,7 @@ import pandas as pd
 
 from temvirus.io import atomic_path, write_csv
 from temvirus.seeding import rng
+from temvirus.split import SUBSETS
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +69,60 @@ def _extra_pairs(n_sources: int, needed: int, generator: np.random.Generator) ->
     return pairs[:needed]
 
 
-def no_test_patches(missing: Sequence[str]) -> str:
-    """Why classes of ``classes.classification`` without test patches are refused, by :func:`augment`
-    (before any training) and :func:`temvirus.train.load_subset` (evaluation, baselines)."""
-    return (
-        f"no test patches of classes {list(missing)}: Table 2's macro precision, recall and F1 would "
-        "count them as 0 (nothing to score); adjust classes.classification, or the data or split method"
-    )
+#: what a class of ``classes.classification`` without patches in a subset would do, per subset
+_NO_PATCHES_WOULD = {
+    "train": "give it no training patch (nothing to balance or learn)",
+    "validation": "average an empty class into the validation macro-F1 (early stopping, the best "
+    "checkpoint) and leave it out of the micrograph thresholds",
+    "test": "count it as 0 in Table 2's macro precision, recall and F1 (nothing to score)",
+}
+
+
+def _listed(ids: list[str], subset: str, most: int = 10) -> str:
+    """``subset`` and its image ids, at most ``most`` of them (then how many in all)."""
+    if not ids:
+        return f"{subset} none"
+    return f"{subset} {ids[:most]}" + (f" ... ({len(ids)} in all)" if len(ids) > most else "")
+
+
+def check_class_subsets(
+    patches: pd.DataFrame,
+    classes: Sequence[str],
+    source,
+    method: str | None = None,
+    subsets: Sequence[str] = SUBSETS,
+) -> None:
+    """Refuse a class of ``classes`` (``classes.classification``) without patches in a subset.
+
+    ``patches`` is a patch table (``patches.csv``: ``image_id``, ``class``, ``subset``) read from
+    ``source``; ``method`` is its split method, named in the message when given. Every subset of
+    ``subsets`` must hold patches of every class. Raises ValueError naming ``source``, the class,
+    the subset, the split method, the class's images in every subset and what to do; called by
+    :func:`augment` (before any training) and :func:`temvirus.train.load_subset` (training,
+    evaluation, baselines).
+    """
+    problems = []
+    for cls in classes:
+        of_class = patches[patches["class"] == cls]
+        empty = [s for s in subsets if not (of_class["subset"] == s).any()]
+        if not empty:
+            continue
+        images = "; ".join(
+            _listed(sorted(set(of_class.image_id[of_class.subset == s].astype(str))), s) for s in SUBSETS
+        )
+        split = f" of split method {method!r}" if method else ""
+        problems += [
+            f"class {cls!r} of classes.classification has no {s} patches{split} (its images: {images}); "
+            f"it would {_NO_PATCHES_WOULD[s]}"
+            for s in empty
+        ]
+    if problems:
+        raise ValueError(
+            f"{source}: "
+            + "\n".join(problems)
+            + "\nevery class needs particle images in train, validation and test: add images of it, choose another "
+            "split method (split.methods), or leave it out of classes.classification"
+        )
 
 
 def plan(train: pd.DataFrame, classes: Sequence[str], per_class: int, seed: int) -> pd.DataFrame:
@@ -106,21 +154,23 @@ def plan(train: pd.DataFrame, classes: Sequence[str], per_class: int, seed: int)
 
 
 def augment(
-    patches_csv, train_npy, out_npy, out_csv, classes: Sequence[str], per_class: int, seed: int
+    patches_csv,
+    train_npy,
+    out_npy,
+    out_csv,
+    classes: Sequence[str],
+    per_class: int,
+    seed: int,
+    method: str | None = None,
 ) -> pd.DataFrame:
     """Write ``train_augmented.npy`` and ``.csv`` (both or neither); returns the table. A class of
-    ``classes`` without training or test patches is refused (ValueError naming ``patches_csv``),
-    before any training."""
-    patches = pd.read_csv(patches_csv)
+    ``classes`` without training, validation or test patches is refused before anything is
+    written, before any training (:func:`check_class_subsets`, naming ``patches_csv`` and the
+    split ``method``)."""
+    patches = pd.read_csv(patches_csv, dtype={"image_id": str})
+    check_class_subsets(patches, classes, patches_csv, method)
     train = patches[patches.subset == "train"].sort_values("index")
-    try:
-        table = plan(train, classes, per_class, seed)
-    except ValueError as exc:
-        raise ValueError(f"{patches_csv}: {exc}") from None
-    tested = set(patches.loc[patches.subset == "test", "class"])
-    untested = [c for c in classes if c not in tested]
-    if untested:
-        raise ValueError(f"{patches_csv}: {no_test_patches(untested)}")
+    table = plan(train, classes, per_class, seed)
     source = np.load(train_npy, mmap_mode="r")
     if source.shape[0] != len(train):
         raise ValueError(f"{train_npy}: {source.shape[0]} patches, {patches_csv} lists {len(train)} training patches")

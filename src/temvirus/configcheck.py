@@ -6,6 +6,9 @@ type, so that a bad value is refused before any job, naming its key, never found
 minutes (or hours) into a run:
 
 - ``dataset.source: local`` with an empty ``dataset.local.path``;
+- ``dataset.source: synthetic`` with a ``dataset.synthetic.real_examples`` that is no folder (a
+  typo was skipped: the figure drawn without real examples); empty means none, and the embedded
+  default's path (the project's shared data) may be absent;
 - a whole number written as a float (``epochs: 30.0``) where the schema asks for an integer:
   JSON Schema counts 30.0 as an integer, Python's ``range`` and numpy's generators do not;
 - NaN or an infinity under any key (:func:`not_finite_problems`: NaN passes every bound);
@@ -26,7 +29,10 @@ minutes (or hours) into a run:
 - ``overlap`` pairs out of order: ``max_coarse_nm`` finer than ``coarse_nm`` (the cap would be
   silently ignored), ``min_fine_nm`` coarser than ``coarse_nm`` (a fine check coarser than the
   coarse registration), ``lowpass_px`` not below ``highpass_px`` (equal: no band left),
-  ``min_screen_ncc`` above ``screen_ncc`` (never used).
+  ``min_screen_ncc`` above ``screen_ncc`` (never used);
+- a factor of ``overlap.fallback_scales`` or ``overlap.scale_search`` without its inverse (within
+  :data:`INVERSE_TOLERANCE`): only image_b of a pair is rescaled, so a pixel size recorded s times
+  off in image_b would be tried and the same error in image_a (1/s) not.
 
 No torch import here: the workflow calls this while it builds the job graph.
 """
@@ -52,6 +58,10 @@ MIN_HEAT_PX = 2
 #: ``2**(len(widths) - 1)``) in training: at 1 px its 3x3 convolutions see only their zero
 #: padding, and batch norm has one value per crop (none to normalise with a batch of one)
 MIN_BOTTLENECK_PX = 2
+
+#: how far a factor of ``overlap.fallback_scales`` (``scale_search``) times its inverse in the list
+#: may be from 1 (the defaults: 0.91 x 1.1 = 1.001, 0.94 x 1.06 = 0.9964)
+INVERSE_TOLERANCE = 0.01
 
 
 def key_path(parts: Iterable) -> str:
@@ -156,11 +166,22 @@ def not_finite_problems(value, path: tuple = ()) -> list[str]:
     return []
 
 
-def config_problems(config: dict) -> list[str]:
-    """What is wrong with a schema-valid config beyond the schema, one line per problem (see the module docstring)."""
+def config_problems(config: dict, embedded: dict | None = None) -> list[str]:
+    """What is wrong with a schema-valid config beyond the schema, one line per problem (see the
+    module docstring). ``embedded`` is the embedded default config (``config/config.yaml``), whose
+    ``dataset.synthetic.real_examples`` may be absent; relative paths are taken from the current
+    (working) directory."""
     problems = []
     if config["dataset"]["source"] == "local" and not config["dataset"]["local"]["path"].strip():
         problems.append("dataset.source is 'local' but dataset.local.path is empty")
+    real = config["dataset"]["synthetic"]["real_examples"]
+    shipped = (embedded or {}).get("dataset", {}).get("synthetic", {}).get("real_examples")
+    if config["dataset"]["source"] == "synthetic" and real.strip() and real != shipped and not Path(real).is_dir():
+        problems.append(
+            f"dataset.synthetic.real_examples: {real!r} is {'not a folder' if Path(real).exists() else 'no such folder'}"
+            f" (from {Path.cwd()}); give the raw-layout folder of real images shown in "
+            "results/figures/synthetic_vs_real.png, or '' for none"
+        )
     built = config["split"]["methods"]
     seen = {}
     for k, entry in enumerate(config["experiments"]):
@@ -257,7 +278,8 @@ def config_problems(config: dict) -> list[str]:
 
 
 def _overlap_problems(section: dict) -> list[str]:
-    """Pairs of ``overlap`` keys out of order (see the module docstring), one line each."""
+    """Pairs of ``overlap`` keys out of order and scale factors without their inverse (see the module
+    docstring), one line each."""
     problems = []
     for low, high, strict, why in (
         ("coarse_nm", "max_coarse_nm", False, "the cap on the coarse pixel (nm) would be silently ignored"),
@@ -271,6 +293,15 @@ def _overlap_problems(section: dict) -> list[str]:
                 f"overlap.{low} {a} and overlap.{high} {b}: {low} must be {'below' if strict else 'at most'} "
                 f"{high} ({why})"
             )
+    for key in ("fallback_scales", "scale_search"):
+        scales = section[key]
+        for scale in scales:
+            if not any(abs(scale * other - 1) <= INVERSE_TOLERANCE for other in scales):
+                problems.append(
+                    f"overlap.{key}: {scale:g} is given without its inverse {1 / scale:.3g} (1/{scale:g}, within "
+                    f"{INVERSE_TOLERANCE:.0%}): only the second image of a pair is rescaled, so a pixel size recorded "
+                    f"{scale:g}x off would be found in one image of a pair and not in the other; add {1 / scale:.3g}"
+                )
     return problems
 
 
@@ -292,13 +323,13 @@ def check_number_text(config: dict, schema_file: str | Path) -> None:
     _refuse(number_text_problems(config, _read_schema(schema_file)))
 
 
-def check_config(config: dict, schema_file: str | Path) -> None:
+def check_config(config: dict, schema_file: str | Path, embedded: dict | None = None) -> None:
     """Raise ValueError listing every problem of :func:`integer_problems`, :func:`not_finite_problems`
-    and :func:`config_problems`."""
+    and :func:`config_problems` (``embedded``: the embedded default config)."""
     schema = _read_schema(schema_file)
     problems = integer_problems(config, schema) + not_finite_problems(config)
     if not problems:  # the checks below read the values as the types the schema gives
-        problems = config_problems(config)
+        problems = config_problems(config, embedded)
     _refuse(problems)
 
 

@@ -52,7 +52,7 @@ import urllib3
 from urllib3.exceptions import MaxRetryError, ProtocolError, ReadTimeoutError
 from urllib3.util import Retry
 
-from temvirus.io import check_file_destination, sha256_file, temporary_dir, write_json
+from temvirus.io import check_file_destination, sha256_file, temporary_dir, write_json, write_target
 from temvirus.raw import SUBSETS, RawDataError, ignored, is_archive, read_dataset, subset_folders
 
 log = logging.getLogger(__name__)
@@ -349,7 +349,7 @@ def fetch(
         check_file_destination(dest)
     except ValueError as exc:
         raise DownloadError(str(exc)) from None
-    dest, expected = Path(dest), sha256 or sha256_prefix
+    dest, expected = write_target(dest), sha256 or sha256_prefix  # a link: its target, the link kept
     part = _part_path(dest)
     if dest.exists():
         try:
@@ -668,7 +668,7 @@ def locate_local(path: str | os.PathLike) -> tuple[Path | None, list[Path]]:
         return None, [path]
     if not path.is_dir():
         raise DownloadError(
-            f"{path}: dataset.local.path (raw-layout folder, archive, or folder holding them) does not exist"
+            f"{path}: no such file or folder; give a raw-layout folder, an archive, or a folder holding them"
         )
     try:
         return find_raw_root(path), []

@@ -12,6 +12,7 @@ handler of ``workflow/rules/data.smk``), before any job runs.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -41,20 +42,42 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def write_target(path: str | os.PathLike) -> Path:
+    """The file a write to ``path`` creates or replaces: ``path`` itself or, for a symbolic link
+    (a chain of them, relative or absolute), the file it points to, so that the link stays and
+    its target gets the new content (as ``cp`` and a shell's ``>`` do)."""
+    return Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
+
+
 def check_file_destination(path: str | os.PathLike) -> None:
     """Raise ValueError, naming ``path``, unless it names a file that a write may create or replace.
 
-    Refused: a name ending in ``/`` (a folder's name) and anything but a regular file already
+    Refused: a name ending in ``/`` (a folder's name), anything but a regular file already
     there (a folder, a device such as ``/dev/null``, a FIFO, a socket, a link to one of them):
     an atomic write renames its temporary over the name, which would replace a device or FIFO by
-    a plain file, and reading one to check it can block for ever.
+    a plain file, and reading one to check it can block for ever; a link that loops, and a
+    dangling link whose target's folder does not exist. A link to a file (or to none yet) is
+    written through (:func:`write_target`).
     """
     if str(path).endswith(("/", os.sep)):
         raise ValueError(f"{path}: ends in '/', naming a folder; give the name of the file to write")
     final = Path(path)
+    if final.is_symlink():
+        try:
+            os.stat(final)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ValueError(f"{path}: a symbolic link that loops; give the name of the file to write") from None
+        target = write_target(final)
+        if not target.parent.is_dir():
+            raise ValueError(
+                f"{path}: a symbolic link to {target}, whose folder {target.parent} does not exist; "
+                "make it, or give the name of the file to write"
+            )
     if final.exists() and not final.is_file():
         kind = "a folder" if final.is_dir() else "not a regular file (a device, FIFO or socket)"
-        raise ValueError(f"{path}: is {kind}; give the name of the file to write")
+        via = f" (a link to {write_target(final)})" if final.is_symlink() else ""
+        raise ValueError(f"{path}: is {kind}{via}; give the name of the file to write")
 
 
 @contextlib.contextmanager
@@ -63,10 +86,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     The temporary file keeps the destination's suffix (writers such as numpy and matplotlib
     pick the format from it). On any exception it is removed and ``path`` is untouched. A ``path``
-    that :func:`check_file_destination` refuses raises its ValueError before anything is written.
+    that :func:`check_file_destination` refuses raises its ValueError before anything is written;
+    a symbolic link is written through: the temporary goes beside its target, which it replaces,
+    and the link stays (:func:`write_target`).
     """
     check_file_destination(path)
-    final = Path(path)
+    final = write_target(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".part{final.suffix}", dir=final.parent)
     os.close(fd)

@@ -1251,7 +1251,7 @@ def write_tables(
     :func:`temvirus.io.check_file_destination` refuses (a folder, a device, a FIFO) raises its
     ValueError before the folder is read.
     """
-    from temvirus.io import atomic_path, check_file_destination, write_csv
+    from temvirus.io import atomic_path, check_file_destination, write_csv, write_target
 
     if Path(images_csv).resolve() == Path(particles_csv).resolve():
         raise ValueError(f"{images_csv}: given for both the image and the particle table (one would replace the other)")
@@ -1274,7 +1274,7 @@ def write_tables(
         # Two renames cannot be one: the image table goes before the particle table is replaced
         # and comes back after it, so that a kill between them leaves no image table (a reader
         # stops, a rerun writes both), never an earlier image table beside a new particle table.
-        Path(images_csv).unlink(missing_ok=True)
+        write_target(images_csv).unlink(missing_ok=True)  # through a link, as atomic_path writes
     return images, particles
 
 

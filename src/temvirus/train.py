@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from temvirus.augment import no_test_patches
+from temvirus.augment import check_class_subsets
 from temvirus.experiments import experiment_name
 from temvirus.figures import plot_curves
 from temvirus.io import atomic_path, save_figure, write_csv
@@ -164,6 +164,8 @@ def load_subset(
     ``size`` px when given, see :func:`area_downsample`), their class indices in the order of
     ``classes``, and their table rows (``patches.csv`` or ``train_augmented.csv``).
     Classes outside ``classes`` are left out; at most ``cap`` random patches per class are kept.
+    A class of ``classes`` without patches in ``subset`` is refused (ValueError naming the table;
+    :func:`temvirus.augment.check_class_subsets`).
     """
     folder = Path(patches_dir)
     if subset == "train_augmented":
@@ -171,16 +173,15 @@ def load_subset(
         table = pd.read_csv(csv)
     else:
         csv = folder / "patches.csv"
-        table = pd.read_csv(csv)
+        table = pd.read_csv(csv, dtype={"image_id": str})
+        check_class_subsets(table, classes, csv, subsets=[subset])
         table = table[table["subset"] == subset].sort_values("index")
     if not np.array_equal(table["index"].to_numpy(), np.arange(len(table))):
         raise ValueError(f"{csv}: 'index' of subset {subset} is not 0..{len(table) - 1} (one row per array row)")
     present = table["class"].isin(classes).to_numpy()
     missing = sorted(set(classes) - set(table["class"]))
-    if subset.startswith("train") and missing:
+    if missing:  # train_augmented (the patch table's subsets were checked above)
         raise ValueError(f"{csv}: no {subset} patches of classes {missing}; adjust classes.classification")
-    if subset == "test" and missing:  # else their recall and F1 of 0 would enter the macro averages unseen
-        raise ValueError(f"{csv}: {no_test_patches(missing)}")
     labels = table["class"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     rows = np.flatnonzero(present)
     rows = rows[_cap_per_class(labels[rows].astype(np.int64), cap, rng(seed, "subset", subset))]
@@ -528,8 +529,6 @@ def train_experiment(
         patches_dir, "train_augmented", classes, max_train_per_class, settings.seed, size
     )
     val_np, val_y, _ = load_subset(patches_dir, "validation", classes, max_val_per_class, settings.seed, size)
-    if len(val_y) == 0:
-        raise ValueError(f"{Path(patches_dir) / 'patches.csv'}: no validation patches of the classes {list(classes)}")
     size = train_np.shape[-1]
     log.info(
         "%s: %d training patches, %d validation patches, %d classes, %dx%d px",

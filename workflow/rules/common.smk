@@ -1,6 +1,9 @@
 """Named input functions and path helpers shared by all rule files."""
 
+import sys
 from pathlib import Path
+
+import yaml
 
 from temvirus.configcheck import check_config, reorder_config
 from temvirus.experiments import (
@@ -33,6 +36,15 @@ LOCAL_ARCHIVES_MANIFEST = f"{DATASET_DIR}/local_archives.json"
 _LOCAL = {}
 
 
+def refuse(message):
+    """End the run with ``message`` alone: for a bad config value found in an input function
+    (needed only by some targets, so not refused at parse time), where Snakemake would wrap any
+    exception, WorkflowError too, in an InputFunctionException block with a traceback.
+    """
+    print(f"Error: {message}", file=sys.stderr)
+    raise SystemExit(1)
+
+
 def _local_source():
     """dataset.local.path resolved once per run: (raw root used in place or None, archives).
 
@@ -41,10 +53,13 @@ def _local_source():
     """
     if not _LOCAL:
         path = config["dataset"]["local"]["path"]  # not empty (configcheck)
-        from temvirus.download import locate_local
+        from temvirus.download import DownloadError, locate_local
         from temvirus.raw import update_archive_manifest, update_manifest
 
-        root, archives = locate_local(path)
+        try:
+            root, archives = locate_local(path)
+        except DownloadError as exc:  # no such path, or nothing to use at it
+            refuse(f"dataset.local.path {path!r}: {exc}")
         if root is not None:
             update_manifest(root, LOCAL_MANIFEST)
         elif archives:
@@ -363,8 +378,9 @@ def micrograph_experiments():
     folders = experiment_folders(config["micrographs"]["experiments"])
     unknown = sorted(set(folders) - set(experiment_folders()))
     if unknown:
-        raise ValueError(
-            f"micrographs.experiments: {unknown} are not configured experiments {experiment_folders()}"
+        refuse(
+            f"micrographs.experiments: {unknown} are not configured experiments {experiment_folders()}; "
+            "add them to experiments, or leave them out of micrographs.experiments"
         )
     return folders
 
@@ -538,7 +554,8 @@ def all_inputs(wildcards):
 
 
 # Whatever the target, before any job: what the schema cannot check (temvirus.configcheck: an
-# empty dataset.local.path for dataset.source local, whole numbers written as floats, repeated
+# empty dataset.local.path for dataset.source local, a real_examples folder that is not there
+# (but the embedded default's), whole numbers written as floats, repeated
 # experiments, an experiment of a split method the config does not build or below its model's
 # input size, crop_px, diameters_nm of classes not classified, pairs of keys out of order), one
 # line per problem. (micrographs.experiments not configured is refused only when the stage is
@@ -546,7 +563,8 @@ def all_inputs(wildcards):
 # every mapping's keys in the schema's order, before the rule files read their params (the order
 # in which config files name keys re-runs nothing).
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
-check_config(config, SCHEMA)
+EMBEDDED = Path(workflow.basedir) / "config" / "config.yaml"
+check_config(config, SCHEMA, yaml.safe_load(EMBEDDED.read_text(encoding="utf-8")))
 reorder_config(config, SCHEMA)
 
 

@@ -13,5 +13,6 @@ run_rule(
         smk.params.classes,
         smk.params.per_class,
         smk.params.seed,
+        smk.wildcards.method,
     ),
 )
