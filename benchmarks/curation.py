@@ -560,7 +560,7 @@ def sweep(args, root: Path, cache: Path) -> dict:
 
 
 def parse_args(argv=None):
-    from temvirus.cli import _number  # argparse types with their ranges
+    from temvirus.cli import number_in_range  # argparse types with their ranges
 
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -569,7 +569,7 @@ def parse_args(argv=None):
     parser.add_argument("--data", help="a raw-layout folder to use instead of the synthetic data")
     parser.add_argument(
         "--scale",
-        type=_number(float, 0, 1, above=True),
+        type=number_in_range(float, 0, 1, above=True),
         default=1.0,
         help="synthetic dataset scale (1 = Table 1's counts)",
     )
@@ -578,11 +578,11 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--compare-fraction",
-        type=_number(float, 0, 1, above=True),
+        type=number_in_range(float, 0, 1, above=True),
         default=0.05,
         help="fraction of images per class in the comparison",
     )
-    parser.add_argument("--repeats", type=_number(int, 1), default=3)
+    parser.add_argument("--repeats", type=number_in_range(int, 1), default=3)
     parser.add_argument("--baselines", default="pil,pil_plain,full", help="comma list of pil, pil_plain, full")
     parser.add_argument(
         "--fractions", default="0.1,0.25,0.5,1.0", help="scaling points (fractions of images per class)"
@@ -592,10 +592,10 @@ def parse_args(argv=None):
         default="project",
         help="comma list of project, pil, pil_plain, full for the scaling sweep ('' = none)",
     )
-    parser.add_argument("--seed", type=_number(int, 0), default=0, help="seed of the subset choice")
+    parser.add_argument("--seed", type=number_in_range(int, 0), default=0, help="seed of the subset choice")
     parser.add_argument(
         "--threads",
-        type=_number(int, 0),
+        type=number_in_range(int, 0),
         default=1,
         help="BLAS threads (Snakemake gives the patches job 1; 0 = library default)",
     )
@@ -604,7 +604,9 @@ def parse_args(argv=None):
     parser.add_argument("--worker", choices=PATHS, help=argparse.SUPPRESS)
     parser.add_argument("--worker-root", help=argparse.SUPPRESS)
     parser.add_argument("--worker-cache", help=argparse.SUPPRESS)
-    parser.add_argument("--fraction", type=_number(float, 0, 1, above=True), default=1.0, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--fraction", type=number_in_range(float, 0, 1, above=True), default=1.0, help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     args.baselines = [b for b in args.baselines.split(",") if b]
     args.sweep_paths = [p for p in args.sweep_paths.split(",") if p]

@@ -220,7 +220,7 @@ def first_experiment() -> str:
 
 
 def parse_args(argv=None):
-    from temvirus.cli import _number  # argparse types with their ranges
+    from temvirus.cli import number_in_range  # argparse types with their ranges
 
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -234,12 +234,14 @@ def parse_args(argv=None):
         metavar="MODEL/INIT/METHOD",
         help="the experiment whose learning rate changes (default: the config's first)",
     )
-    parser.add_argument("--lr-factor", type=_number(float, 0, above=True), default=0.5, help="new lr = old lr * factor")
-    parser.add_argument("--cores", type=_number(int, 1), default=2)
+    parser.add_argument(
+        "--lr-factor", type=number_in_range(float, 0, above=True), default=0.5, help="new lr = old lr * factor"
+    )
+    parser.add_argument("--cores", type=number_in_range(int, 1), default=2)
     parser.add_argument("--workdir", default=str(OUT / "e2e" / "work"), help="scratch workdir (emptied first)")
     parser.add_argument("--from-workdir", help="copy this finished run instead of timing a full run")
     parser.add_argument(
-        "--timeout", type=_number(float, 0, above=True), default=4 * 3600, help="seconds per snakemake command"
+        "--timeout", type=number_in_range(float, 0, above=True), default=4 * 3600, help="seconds per snakemake command"
     )
     parser.add_argument("--no-rerun", action="store_true", help="stop after the full run (wall time and test figures)")
     parser.add_argument(

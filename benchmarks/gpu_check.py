@@ -624,7 +624,7 @@ def table(result: dict) -> str:
 
 
 def parse_args(argv=None):
-    from temvirus.cli import _number  # argparse types with their ranges
+    from temvirus.cli import number_in_range  # argparse types with their ranges
 
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -638,14 +638,20 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--images-per-class",
-        type=_number(int, 1),
+        type=number_in_range(int, 1),
         help="--prepare from only this many images per class and split (tests)",
     )
     parser.add_argument(
-        "--downsample", type=_number(int, 1), default=2, help="--prepare: area-average factor (2: 128 px at 2 nm/px)"
+        "--downsample",
+        type=number_in_range(int, 1),
+        default=2,
+        help="--prepare: area-average factor (2: 128 px at 2 nm/px)",
     )
     parser.add_argument(
-        "--max-mib", type=_number(float, 0, above=True), default=56.0, help="--prepare: largest allowed --data file"
+        "--max-mib",
+        type=number_in_range(float, 0, above=True),
+        default=56.0,
+        help="--prepare: largest allowed --data file",
     )
     parser.add_argument("--site-zip", default=str(SITE_ZIP), help=argparse.SUPPRESS)
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="the prepared .npz")
@@ -654,32 +660,42 @@ def parse_args(argv=None):
     parser.add_argument("--stages", default="cuda_tests,throughput,real_training,paper_scale")
     parser.add_argument(
         "--budget-s",
-        type=_number(float, 0, above=True),
+        type=number_in_range(float, 0, above=True),
         default=450.0,
         help="the whole run's time; the real training gets what is left",
     )
-    parser.add_argument("--tests-timeout", type=_number(float, 0, above=True), default=240.0)
-    parser.add_argument("--n-samples", type=_number(int, 1), default=4096, help="throughput: samples per epoch")
-    parser.add_argument("--repeats", type=_number(int, 1), default=2, help="throughput: timed epochs per method")
+    parser.add_argument("--tests-timeout", type=number_in_range(float, 0, above=True), default=240.0)
+    parser.add_argument("--n-samples", type=number_in_range(int, 1), default=4096, help="throughput: samples per epoch")
     parser.add_argument(
-        "--real-seconds", type=_number(float, 0, above=True), default=180.0, help="real training: time for the epochs"
+        "--repeats", type=number_in_range(int, 1), default=2, help="throughput: timed epochs per method"
     )
     parser.add_argument(
-        "--real-epochs", type=_number(int, 0), default=0, help="real training: fixed epochs (0: fit --real-seconds)"
+        "--real-seconds",
+        type=number_in_range(float, 0, above=True),
+        default=180.0,
+        help="real training: time for the epochs",
+    )
+    parser.add_argument(
+        "--real-epochs",
+        type=number_in_range(int, 0),
+        default=0,
+        help="real training: fixed epochs (0: fit --real-seconds)",
     )
     parser.add_argument(
         "--reserve-s",
-        type=_number(float, 0),
+        type=number_in_range(float, 0),
         default=45.0,
         help="time kept for the paper-scale epochs after the real training",
     )
     parser.add_argument(
         "--per-class",
-        type=_number(int, 0),
+        type=number_in_range(int, 0),
         default=0,
         help="balanced training patches per class (0: the paper's, from the data's recipe)",
     )
-    parser.add_argument("--threads", type=_number(int, 0), default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument(
+        "--threads", type=number_in_range(int, 0), default=0, help="torch CPU threads (0: torch's default)"
+    )
     parser.add_argument("--out", help="the JSON (default $OUT/gpu_check.json, else benchmarks/out/gpu_check.json)")
     args = parser.parse_args(argv)
     args.stages = [s for s in args.stages.split(",") if s]

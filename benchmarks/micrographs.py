@@ -213,7 +213,7 @@ def speed(results: Path, threads: int) -> dict:
 
 
 def main(argv=None) -> dict:
-    from temvirus.cli import _number  # argparse types with their ranges
+    from temvirus.cli import number_in_range  # argparse types with their ranges
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -222,11 +222,15 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--results", type=Path, help="an existing results folder of the default workflow (with its micrographs stage)"
     )
-    parser.add_argument("--cores", type=_number(int, 1), default=2, help="snakemake cores for the default workflow")
-    parser.add_argument("--threads", type=_number(int, 1), default=2, help="torch CPU threads (real crops, speed)")
+    parser.add_argument(
+        "--cores", type=number_in_range(int, 1), default=2, help="snakemake cores for the default workflow"
+    )
+    parser.add_argument(
+        "--threads", type=number_in_range(int, 1), default=2, help="torch CPU threads (real crops, speed)"
+    )
     parser.add_argument(
         "--fit-images-per-class",
-        type=_number(int, 1),
+        type=number_in_range(int, 1),
         help="real crops: train/validation images per class fitting the detector (default all)",
     )
     parser.add_argument("--out", default=str(OUT / "micrographs.json"))

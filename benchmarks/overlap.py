@@ -474,13 +474,13 @@ def variant_probe(args, settings, result: dict) -> None:
 
 
 def main() -> None:
-    from temvirus.cli import _number  # argparse types with their ranges
+    from temvirus.cli import number_in_range  # argparse types with their ranges
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--scale", type=_number(float, 0, 1), default=0.2, help="synthetic data scale (0: no synthetic run)"
+        "--scale", type=number_in_range(float, 0, 1), default=0.2, help="synthetic data scale (0: no synthetic run)"
     )
-    parser.add_argument("--overlaps", type=_number(int, 0), default=30, help="planted re-images")
+    parser.add_argument("--overlaps", type=number_in_range(int, 0), default=30, help="planted re-images")
     parser.add_argument("--threads", default="1,2", help="worker processes to time, comma-separated")
     parser.add_argument("--real", type=Path, help="raw-layout folder of real images")
     parser.add_argument("--verified", type=Path, help="CSV class,image_a,image_b of same-field pairs verified by eye")

@@ -73,7 +73,7 @@ def baselines(predictions_csv: Path, n_classes: int) -> dict:
 
 
 def main(argv=None) -> dict:
-    from temvirus.cli import _number  # argparse types with their ranges
+    from temvirus.cli import number_in_range  # argparse types with their ranges
 
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -82,11 +82,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--method", default="given", choices=["given", "representative"], help="the split method")
     parser.add_argument(
         "--budget-min",
-        type=_number(float, 0, above=True),
+        type=number_in_range(float, 0, above=True),
         default=45.0,
         help="wall-time budget (minutes); the run is reported OVER past it",
     )
-    parser.add_argument("--threads", type=_number(int, 1), default=2)
+    parser.add_argument("--threads", type=number_in_range(int, 1), default=2)
     parser.add_argument(
         "--kept",
         help="images_kept.csv of an earlier run on the same data and config: overlap removal's result, reused",

@@ -403,7 +403,7 @@ def data_dir(args) -> Path:
 
 
 def parse_args(argv=None):
-    from temvirus.cli import _number  # argparse types with their ranges
+    from temvirus.cli import number_in_range  # argparse types with their ranges
 
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -414,10 +414,12 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--models", default="custom,mobilenet_v2", help="comma list of temvirus.models names")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma list of project, torchvision, bound")
-    parser.add_argument("--size", type=_number(int, 1), help="patch side (px); default 128 on cpu, 256 on cuda")
-    parser.add_argument("--batch-size", type=_number(int, 1), help="default 16 on cpu, 128 on cuda")
+    parser.add_argument("--size", type=number_in_range(int, 1), help="patch side (px); default 128 on cpu, 256 on cuda")
+    parser.add_argument("--batch-size", type=number_in_range(int, 1), help="default 16 on cpu, 128 on cuda")
     parser.add_argument(
-        "--n-samples", type=_number(int, 1), help="samples per epoch (one repeat); default 64 on cpu, 4096 on cuda"
+        "--n-samples",
+        type=number_in_range(int, 1),
+        help="samples per epoch (one repeat); default 64 on cpu, 4096 on cuda",
     )
     parser.add_argument(
         "--patches", help="a split folder of the workflow (train_augmented.npy/.csv) instead of synthetic patches"
@@ -428,13 +430,15 @@ def parse_args(argv=None):
         default="2",
         help="DataLoader workers of the torchvision way; a comma list runs one torchvision_w{n} method per count",
     )
-    parser.add_argument("--threads", type=_number(int, 0), default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--repeats", type=_number(int, 1), default=3)
+    parser.add_argument(
+        "--threads", type=number_in_range(int, 0), default=0, help="torch CPU threads (0: torch's default)"
+    )
+    parser.add_argument("--repeats", type=number_in_range(int, 1), default=3)
     parser.add_argument("--amp", choices=("bf16", "fp16", "off"), help="override the config's training.amp")
     parser.add_argument("--channels-last", type=lambda s: s.lower() in ("1", "true", "yes"), default=None)
     parser.add_argument("--deterministic", type=lambda s: s.lower() in ("1", "true", "yes"), default=None)
     parser.add_argument("--memory", action="store_true", help="also the peak memory of each method, in fresh processes")
-    parser.add_argument("--seed", type=_number(int, 0), default=0)
+    parser.add_argument("--seed", type=number_in_range(int, 0), default=0)
     parser.add_argument("--out", default=str(OUT / "training.json"))
     parser.add_argument("--memory-worker", help=argparse.SUPPRESS)
     parser.add_argument("--memory-worker-model", help=argparse.SUPPRESS)

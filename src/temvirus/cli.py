@@ -35,7 +35,7 @@ def _file_to_write(text: str) -> Path:
     return Path(text)
 
 
-def _number(kind: type, low: float, high: float | None = None, *, above: bool = False):
+def number_in_range(kind: type, low: float, high: float | None = None, *, above: bool = False):
     """An argparse ``type=``: a finite ``kind`` (int or float) from ``low`` (excluded if ``above``)
     to ``high`` (included; None: no bound). Anything else raises argparse.ArgumentTypeError
     saying the allowed range and the value given; argparse prefixes the option's name and exits
@@ -64,13 +64,13 @@ def _synth_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--truth", required=True, type=_file_to_write, help="CSV of the planted overlapping images")
     p.add_argument(
         "--scale",
-        type=_number(float, 0, 1, above=True),
+        type=number_in_range(float, 0, 1, above=True),
         default=0.03,
         help="fraction of Table 1's images per class, in (0, 1] (1 = Table 1)",
     )
-    p.add_argument("--seed", type=_number(int, 0), default=7, help="random seed, at least 0")
+    p.add_argument("--seed", type=number_in_range(int, 0), default=7, help="random seed, at least 0")
     p.add_argument(
-        "--overlaps", type=_number(int, 0), default=6, help="planted images re-imaging part of another image"
+        "--overlaps", type=number_in_range(int, 0), default=6, help="planted images re-imaging part of another image"
     )
     p.add_argument("--binning", type=int, default=1, choices=(1, 2), help="camera binning (2: quarter-size frames)")
     p.add_argument("--classes", nargs="+", metavar="CLASS", help="only these classes (default: all 22)")
@@ -133,12 +133,12 @@ def _audit_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--near-bits",
-        type=_number(int, 0, 64),
+        type=number_in_range(int, 0, 64),
         help="near-duplicate patches: at most this many of 64 perceptual-hash bits apart (default 4)",
     )
     p.add_argument(
         "--leak-ncc",
-        type=_number(float, 0, 1, above=True),
+        type=number_in_range(float, 0, 1, above=True),
         help="a leak: max normalised cross-correlation at least this (default 0.85; docs/lineage.md)",
     )
     p.add_argument(
@@ -205,7 +205,7 @@ def _analyse_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="folder to write (must not exist or be empty)")
     p.add_argument(
         "--pixel-size",
-        type=_number(float, 0, above=True),
+        type=number_in_range(float, 0, above=True),
         metavar="NM",
         help="pixel size (nm) of the images without a tags file (tags/{image}_tags.csv or {image}_tags.csv)",
     )
@@ -216,7 +216,7 @@ def _analyse_arguments(p: argparse.ArgumentParser) -> None:
         "results/micrographs/detector/{model}/{init}/{method}.json beside the model's results)",
     )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--threads", type=_number(int, 1), default=2, help="CPU threads (torch)")
+    p.add_argument("--threads", type=number_in_range(int, 1), default=2, help="CPU threads (torch)")
 
 
 def _analyse(args: argparse.Namespace) -> int:
