@@ -77,14 +77,15 @@ def write_class_image(
 def raw_root(tmp_path_factory) -> Path:
     """Ebola: a (2 nm/px) and b (3 nm/px) overlap at b-origin (300, 250) nm in a; c is another field;
     d re-images a's field but its tags say 1.5 nm/px instead of 3 (a wrong pixel size);
-    Lassa: e is a copy of a's field (other class: never compared with a)."""
+    Lassa: e shows most of a's field, shifted by (150, 100) nm (other class: never compared with a;
+    a's whole field in another class is refused by the reader, test_raw)."""
     root = tmp_path_factory.mktemp("raw")
     one, two = textured_field(1), textured_field(2)
     write_class_image(root, "train", "Ebola", "a", view(one, 0, 0, 600, 2, 10), 2.0)
     write_class_image(root, "train", "Ebola", "b", view(one, 300, 250, 450, 3, 11), 3.0)
     write_class_image(root, "test", "Ebola", "c", view(two, 100, 100, 600, 2, 12), 2.0)
     write_class_image(root, "train", "Ebola", "d", view(one, 250, 200, 720, 3, 13), 1.5)
-    write_class_image(root, "train", "Lassa", "e", view(one, 0, 0, 600, 2, 14), 2.0)
+    write_class_image(root, "train", "Lassa", "e", view(one, 150, 100, 600, 2, 14), 2.0)
     write_class_image(root, "train", "Lassa", "f", view(two, 700, 700, 600, 2, 15), 2.0)
     return root
 

@@ -51,7 +51,9 @@ and no marker: anything shorter is a truncated file. Every point is a patch cent
 the same point twice (a particle given twice, or a vertex repeated in a centre line, in a row or
 not) is an error naming both lines.
 
-Images (:func:`read_image`): one rule for every format, see :func:`read_image`.
+Images (:func:`read_image`): one rule for every format, see :func:`read_image`. One micrograph
+in the folders of two classes is refused, as the same file or as another file of it (another
+format, pixel type, compression, JPEG quality, scale, contrast): :func:`copy_signature`.
 
 Anything the reader does not understand raises :class:`RawDataError` naming the file (and
 line); nothing is written by this module except by :func:`write_tables` and
@@ -125,6 +127,19 @@ TAG_SEPARATORS = (";", "\t", "=", ":", ",")
 COMPANION_FOLDERS = ("tags", "particle_positions")
 #: files beside the images that operating systems write (Windows thumbnails); ignored like hidden files
 SYSTEM_FILES = ("thumbs.db", "desktop.ini", "ehthumbs.db")
+#: copies in two class folders (:func:`copy_signature`): the whole field averaged to this many cells along its
+#: longer side (16 nm cells for the real 1000 nm crops)
+COPY_GRID = 64
+#: ... band-passed between these Gaussian sigmas (cells): the field's own structure, not its overall layout
+COPY_BAND = (0.7, 3.0)
+#: ... its values clipped to this many standard deviations
+COPY_CLIP = 2.5
+#: ... two images of two classes whose signatures have at least this cosine similarity are one micrograph.
+#: Real crops (578, 9 classes): the closest pair of two classes 0.61; planted copies (JPEG quality 20-90,
+#: downsampled 2x and 2.7x, contrast, brightness, gamma) 0.91 or more (docs/architecture.md)
+COPY_SIMILARITY = 0.75
+#: ... and whose fields (width and height in nm, by the tags' pixel sizes) differ by at most this fraction
+COPY_FIELD_TOLERANCE = 0.05
 
 IMAGE_COLUMNS = [
     "image_id",
@@ -1085,8 +1100,10 @@ def read_dataset(root: str | Path, *, hash_files: bool = True) -> tuple[pd.DataF
 
     Returns ``(images, particles)`` with columns :data:`IMAGE_COLUMNS` and
     :data:`PARTICLE_COLUMNS`, sorted by image id. Paths are relative to ``root``. Two folders of
-    one class in one subset (``Adenovirus/`` and ``adenovirus/``), and one image file (equal
-    bytes) in the folders of two classes, raise :class:`RawDataError`.
+    one class in one subset (``Adenovirus/`` and ``adenovirus/``), and one micrograph in the folders
+    of two classes (equal bytes, when ``hash_files``; equal decoded pixels, or re-saved lossily,
+    rescaled or with other contrast: :func:`copy_signature`, computed from the pixels read anyway,
+    whatever ``hash_files``), raise :class:`RawDataError` naming both files.
     """
     root = Path(root)
     if root.is_file() and is_archive(root):
@@ -1103,7 +1120,7 @@ def read_dataset(root: str | Path, *, hash_files: bool = True) -> tuple[pd.DataF
         raise RawDataError(root, f"no subset folder ({', '.join(SUBSETS)}) found")
     if unexpected:
         raise RawDataError(root, f"unknown folders {unexpected}; expected only {list(SUBSETS)}")
-    images, particles, seen = [], [], {}
+    images, particles, seen, signatures = [], [], {}, {}
     for folder in [root, *subsets.values()]:
         for entry in _entries(folder):
             if entry.suffix.lower() in IMAGE_SUFFIXES:
@@ -1136,7 +1153,9 @@ def read_dataset(root: str | Path, *, hash_files: bool = True) -> tuple[pd.DataF
                 seen[name_key(image_id)] = image_path
                 tags_path = tags.find(f"{image_path.name}_tags.csv", image_id)
                 positions_path = positions.find(f"{image_id}_particlepositions.txt", image_id)
-                row, points = _read_one(root, image_path, tags_path, positions_path, cls, subset, hash_files)
+                row, points, signatures[image_id] = _read_one(
+                    root, image_path, tags_path, positions_path, cls, subset, hash_files
+                )
                 images.append(row)
                 particles.extend(points)
             tags.check_all_used()
@@ -1147,6 +1166,7 @@ def read_dataset(root: str | Path, *, hash_files: bool = True) -> tuple[pd.DataF
     particle_table = pd.DataFrame(particles, columns=PARTICLE_COLUMNS)
     _check_ids_read_back(image_table.image_id, seen)
     _check_copies_in_two_classes(image_table, root)
+    _check_similar_in_two_classes(image_table, signatures, root)
     particle_table = particle_table.sort_values(["image_id", "particle", "vertex"], kind="stable")
     return image_table.reset_index(drop=True), particle_table.reset_index(drop=True)
 
@@ -1164,6 +1184,73 @@ def _check_copies_in_two_classes(images: pd.DataFrame, root: Path) -> None:
                 f"the same file (equal bytes) as {first}, in another class folder: a copy given two labels; "
                 "keep it in its own class only",
             )
+
+
+def copy_signature(pixels: np.ndarray) -> np.ndarray:
+    """The signature of an image (2-D array, any pixel type) that two copies of one micrograph share: a
+    unit vector of ``COPY_GRID**2`` values, whatever the file format, pixel type, lossy compression,
+    scale (the whole field, not its pixels, is divided into cells), contrast and brightness.
+
+    The image averaged to :data:`COPY_GRID` cells along its longer side (its shorter side alike,
+    laid out from the top-left corner), the cell means replaced by the normal scores of their ranks
+    (:func:`temvirus.overlap.normal_scores`: any monotone change of grey levels gives the same
+    values) and band-passed between :data:`COPY_BAND` cells (:func:`temvirus.overlap._bandpass`:
+    what the field shows, not the halo around a centred particle that many images share).
+    Only cells wholly outside constant areas (black padding, :func:`temvirus.overlap.constant_area_mask`,
+    found on the image averaged in whole blocks to at least 4 px per cell) and not next to them or to the image's
+    border count; the others are 0. The band-passed values are clipped to +-:data:`COPY_CLIP` standard
+    deviations, so that no few cells (a thin border strip found constant in one copy only) outweigh the rest.
+    """
+    from scipy.ndimage import binary_erosion
+
+    from temvirus.overlap import _bandpass, area_resample, constant_area_mask, normal_scores
+
+    block = max(1, max(pixels.shape) // (4 * COPY_GRID))  # whole blocks of pixels first: sums are fast
+    whole = pixels[: pixels.shape[0] // block * block, : pixels.shape[1] // block * block]
+    rows = sum(whole[i::block].astype(np.float32) for i in range(block))
+    small = sum(rows[:, i::block] for i in range(block)) / block**2
+    factor = max(pixels.shape) / (COPY_GRID * block)  # cells of the whole field: the same in every copy
+    mean = area_resample(small, factor)
+    valid = area_resample(constant_area_mask(small).astype(np.float32), factor) == 0
+    valid = binary_erosion(valid, iterations=1, border_value=0)
+    signature = np.zeros((COPY_GRID, COPY_GRID), dtype=np.float32)
+    band = _bandpass(normal_scores(mean, valid), valid, *COPY_BAND)
+    signature[: band.shape[0], : band.shape[1]] = np.clip(band, -COPY_CLIP, COPY_CLIP)
+    return signature.ravel() / max(float(np.linalg.norm(signature)), 1e-9)
+
+
+def _check_similar_in_two_classes(images: pd.DataFrame, signatures: dict[str, np.ndarray], root: Path) -> None:
+    """Refuse one micrograph in the folders of two classes when the files differ: the same decoded
+    pixels in another format (JPEG -> PNG or TIFF, 8 -> 16 bit, another TIFF compression, other
+    metadata), or the image re-saved lossily, rescaled or with other contrast or brightness
+    (:func:`copy_signature` cosine similarity at least :data:`COPY_SIMILARITY`, fields of equal
+    width and height in nm within :data:`COPY_FIELD_TOLERANCE`). Overlap removal compares images
+    within a class only."""
+    table = images.reset_index(drop=True)
+    vectors = np.stack([signatures[image_id] for image_id in table.image_id])
+    similarity = vectors @ vectors.T
+    classes = table["class"].to_numpy()
+    candidate = (similarity >= COPY_SIMILARITY) & (classes[:, None] != classes[None, :])
+    for side in ("width", "height"):  # the same field: equal sizes in nm (a rescaled copy has other pixels)
+        field_nm = np.log((table[side] * table.pixel_size_nm).to_numpy(dtype=float))
+        candidate &= np.abs(field_nm[:, None] - field_nm[None, :]) <= np.log(1 + COPY_FIELD_TOLERANCE)
+    pairs = [(table.path[i], table.path[j], similarity[i, j]) for i, j in zip(*np.nonzero(np.triu(candidate)))]
+    if not pairs:
+        return
+    first, second, score = min(pairs, key=lambda pair: (-pair[2], sorted(pair[:2])))
+    first, second = sorted([first, second])
+    a, b = read_image(root / first), read_image(root / second)
+    how = (
+        "the same pixels (decoded; another file format, pixel type or compression)"
+        if np.array_equal(a, b)
+        else f"the same micrograph re-saved, rescaled or with other contrast (similarity {score:.3f}, "
+        f"at least {COPY_SIMILARITY} is one image)"
+    )
+    raise RawDataError(
+        root / second,
+        f"{how} as {first}, in another class folder: one micrograph given two labels; "
+        "keep it in its own class only (remove the copy with its tags and positions files)",
+    )
 
 
 def _check_ids_read_back(ids: Sequence[str], paths: dict[str, Path]) -> None:
@@ -1227,7 +1314,7 @@ def _read_one(
         len(shapes),
         len(points),
     )
-    return row, points
+    return row, points, copy_signature(pixels)
 
 
 def write_tables(
