@@ -1157,7 +1157,8 @@ def test_positions_with_three_decimals_everywhere_read_as_decimals(tmp_path):
         # before: every one taken for a header line: 0 particles, an EmptyImageWarning only
         (["P1 360.13 488.45", "P2 120.5 88.25"], 1, r"2 numbers in a header line: 'P1 360.13 488.45'"),
         (["image;x.tif", "unit;pixel", "format;x;y", "p1;360.13;488.45"], 4, r"header line: 'p1;360.13;488.45'"),
-        (["Particle;X;Y", "P1;360.13;488.45"], 2, "a point with a label or an index"),
+        (["Particle;X;Y", "P1;360.13;488.45"], 1, "column header 'Particle;X;Y' is not one the reader knows"),
+        (["Particle", "P1;360.13;488.45"], 2, "a point with a label or an index"),
         (["x=360.13 y=488.45"], 1, r"expected 'x;y' \(px\) alone on a line, or 'particleposition'"),
         (["X: 360.13; Y: 488.45"], 1, "2 numbers in a header line"),
         # before: refused, as "expected 'x;y'" only
@@ -1193,6 +1194,23 @@ def test_positions_column_header_with_units_and_unit_rows_spelt_otherwise(tmp_pa
     # other header lines, dates and words with 'unit' inside, are still skipped
     path = _positions_file(tmp_path, ["community;virology", "date;2021-03-04", "created 04.03.2021 12:30", "1;2"])
     assert read_positions(path)[0].tolist() == [[1, 2]]
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["pos_y;pos_x", "y0;x0", "YPos;XPos", "Center Y;Center X", "y-coordinate;x-coordinate", "row;col", "i;j"]
+    + ["vertical;horizontal", "height;width", "YX", "Particle;Y;X"],
+)
+def test_a_column_header_the_reader_does_not_know_is_refused(tmp_path, header):
+    """Before: skipped as a header line, the points read as x;y whatever the header said (``pos_y;pos_x``:
+    x and y swapped, without a word). Known headers (``"y";"x"`` quoted too) set the order."""
+    path = _positions_file(tmp_path, [header, "particleposition", "354.87;140.97"])
+    with pytest.raises(RawDataError, match="is not one the reader knows, so it cannot tell the column order") as caught:
+        read_positions(path)
+    assert str(caught.value).startswith(f"{path}:1: column header {header!r}")
+    for known, point in [('"y";"x"', [140.97, 354.87]), ("'X';'Y'", [354.87, 140.97]), ("community;virology", None)]:
+        path = _positions_file(tmp_path, [known, "particleposition", "354.87;140.97"])
+        assert read_positions(path)[0].tolist() == [point or [354.87, 140.97]]
 
 
 def test_tags_scale_with_a_possible_thousands_separator(tmp_path):

@@ -542,6 +542,27 @@ def _position_fields(text: str) -> list[str]:
 
 
 #: a field holding one number, bare or named (``360.5``, ``x=360.5``, ``Y:12,5``): in a header line, a coordinate
+#: words of a field that name a coordinate axis (:func:`_names_coordinates`): ``Center Y``, ``pos_x``, ``YPos``, ``row``
+COORDINATE_WORDS = frozenset(
+    "x y xy yx x0 y0 cx cy xc yc xpos ypos posx posy row rows col cols column columns i j "
+    "horizontal vertical height width".split()
+)
+
+
+def _names_coordinates(fields: list[str]) -> bool:
+    """Whether two or more of a header line's fields (or its one field, ``YX``) name coordinate axes
+    (:data:`COORDINATE_WORDS`; quotes, units in brackets and case ignored, camel case split): a
+    column header the reader does not know (``pos_y;pos_x``, ``Particle;Y;X``), whose column order it
+    cannot tell."""
+
+    def words(field: str) -> list[str]:
+        field = re.sub(r"[\[(].*?[\])]", " ", field.strip().strip("\"'"))
+        return re.split(r"[^a-z0-9]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", field).lower())
+
+    named = sum(any(w in COORDINATE_WORDS for w in words(field)) for field in fields)
+    return named > 1 or (len(fields) == 1 and words(fields[0]) in (["xy"], ["yx"]))
+
+
 _NUMBER_FIELD = re.compile(r"^(?:[a-z]\w*\s*[=:]\s*)?[-+]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:e[-+]?\d+)?,?$", re.IGNORECASE)
 
 
@@ -655,6 +676,7 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
         parts = _position_fields(text)
         if header and not _LOOKS_NUMERIC.match(parts[0]):
             header_lines += 1
+            parts = [part.strip("\"'") for part in parts]  # '"y";"x"': quoted as spreadsheets write them
             key, values = re.sub(r"[\s_\-]", "", parts[0].lower()), [p.lower() for p in parts[1:]]
             if not key and len(parts) > 1:
                 raise RawDataError(path, f"line starts with an empty field (a missing x?): {text!r}", line=number)
@@ -667,6 +689,13 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
                     path,
                     f"{numbers} numbers in a header line: {text!r}; a point with a label or an index ('P1;x;y')? "
                     f"expected 'x;y' (px) alone on a line, or '{PARTICLE_MARKER}'",
+                    line=number,
+                )
+            if not (columns or unit_key or key in ("image", "format")) and _names_coordinates(parts):
+                raise RawDataError(
+                    path,
+                    f"column header {text!r} is not one the reader knows, so it cannot tell the column order; "
+                    "write 'x;y' or 'y;x' (or 'format;x;y')",
                     line=number,
                 )
             if columns and any(unit.lower() not in PIXEL_UNITS for _, unit in named if unit):
