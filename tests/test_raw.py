@@ -1213,6 +1213,25 @@ def test_a_column_header_the_reader_does_not_know_is_refused(tmp_path, header):
         assert read_positions(path)[0].tolist() == [point or [354.87, 140.97]]
 
 
+@pytest.mark.parametrize(
+    "row,line",
+    [("PixelSize;2", "PixelSize' '2' (2 nm)"), ("Pixel size (nm);2", "Pixel size (nm)' '2' (2 nm)")]
+    + [("Pixel Spacing;0.2;nm", "Pixel Spacing' '0.2' (0.2 nm)"), ("PixelHeight;15;Å", "PixelHeight' '15' (1.5 nm)")],
+)
+def test_a_second_pixel_size_that_contradicts_the_scales_is_refused(tmp_path, row, line):
+    """Before: a pixel size under another key was skipped, the image read at XScale's 1 nm without a
+    word; now it must agree with XScale/YScale (in its own unit), else both lines are named."""
+    rows = ["Height;30", "Width;40", "XScale;1", "YScale;1"]
+    path = _tags_file(tmp_path, [*rows, row])
+    with pytest.raises(
+        RawDataError, match="'" + re.escape(line) + r" contradicts [XY]Scale \(1 nm, line [34]\)"
+    ) as caught:
+        read_tags(path)
+    assert str(caught.value).startswith(f"{path}:5: ")
+    agreeing = row.replace(";2", ";1").replace("0.2;nm", "1;nm").replace("15;Å", "10;Å")
+    assert read_tags(_tags_file(tmp_path, [*rows, agreeing])).pixel_size_x_nm == 1
+
+
 def test_tags_scale_with_a_possible_thousands_separator(tmp_path):
     """``50,000;pm`` was read as 0.05 nm (it may be 50 nm), ``2,500;pm`` refused as out of range
     without the reason; ``1,000`` (nm) stays 1 nm: 1000 nm is no TEM pixel size."""

@@ -90,6 +90,17 @@ ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".ta
 PARTICLE_MARKER = "particleposition"
 #: tags keys (normalised: lower case, no spaces, '_' or '-') -> Tags field
 TAG_KEYS = {"height": "height", "width": "width", "xscale": "x", "yscale": "y"}
+#: other keys (normalised) of a pixel size -> the scales they give: checked against XScale/YScale, never read alone
+PIXEL_SIZE_KEYS = {
+    "pixelsize": "xy",
+    "pixelspacing": "xy",
+    "pixelwidth": "x",
+    "pixelheight": "y",
+    "xpixelsize": "x",
+    "ypixelsize": "y",
+    "pixelsizex": "x",
+    "pixelsizey": "y",
+}
 #: rows giving the unit of both scales, or of one
 UNIT_KEYS = {
     "unit": "xy",
@@ -395,7 +406,8 @@ def read_tags(path: str | Path) -> Tags:
     Rows are ``key;value[;unit]``; a row without ``;`` may use a tab, ``=``, ``:`` or ``,``
     (the first present); quotes around fields are dropped; a key may carry its unit in
     brackets (``XScale [Å]``). A key or unit row given twice must give the same value; a
-    non-empty field after the unit (``XScale;5;;Å``) is an error, and so is a row whose key starts or
+    non-empty field after the unit (``XScale;5;;Å``) is an error, and so is a pixel size under another key
+    (:data:`PIXEL_SIZE_KEYS`: ``PixelSize;2`` beside ``XScale;1``) that differs from XScale/YScale, or a row whose key starts or
     ends with ``unit`` but is none of :data:`UNIT_KEYS` and holds a length unit (``Length Unit;Å``).
     Returns pixel counts and pixel sizes in nm. Raises :class:`RawDataError` naming the row.
     """
@@ -407,6 +419,7 @@ def read_tags(path: str | Path) -> Tags:
         raise RawDataError(path, "empty tags file (rows are 'key;value', keys Height, Width, XScale, YScale)")
     found: dict[str, list] = {}  # field -> [(line, value text, units given in the row, key as written)]
     units: dict[str, list[tuple[int, str]]] = {}  # axis -> [(line, unit)] from Unit rows
+    others: list[tuple] = []  # rows of PIXEL_SIZE_KEYS: (line, value text, units given in the row, key, normalised)
     for number, row in enumerate(rows, start=1):
         separator, parts = _tag_fields(row)
         key, key_unit = parts[0], ""
@@ -415,6 +428,9 @@ def read_tags(path: str | Path) -> Tags:
             key, key_unit = bracketed.groups()
         key = re.sub(r"[\s_\-]", "", key.lower())
         unit_row = key in UNIT_KEYS and len(parts) > 1 and parts[1]
+        if key in PIXEL_SIZE_KEYS and len(parts) > 1 and parts[1]:  # 'PixelSize;2' beside XScale: must agree
+            others.append((number, parts[1], [parts[2] if len(parts) > 2 else "", key_unit], parts[0], key))
+            continue
         if not unit_row and key not in TAG_KEYS:
             if _names_a_unit(key) and len(parts) > 1 and _unit_nm(parts[1]) is not None:
                 raise RawDataError(
@@ -468,6 +484,18 @@ def read_tags(path: str | Path) -> Tags:
                     line=number,
                 )
         values[field] = got[0]
+    for number, text, row_units, key, normalised in others:
+        for axis in PIXEL_SIZE_KEYS[normalised]:
+            scale = {"x": "XScale", "y": "YScale"}[axis]
+            unit_rows = [unit for _, unit in units.get(axis, [])[:1]]
+            nm = _tag_value(path, axis, key, number, text, row_units + unit_rows)
+            if not np.isclose(nm, values[axis], rtol=1e-3):
+                raise RawDataError(
+                    path,
+                    f"{key!r} {text!r} ({nm:g} nm) contradicts {scale} ({values[axis]:g} nm, line {found[axis][0][0]}): "
+                    "two pixel sizes for one image; keep the right one",
+                    line=number,
+                )
     if not np.isclose(values["x"], values["y"], rtol=1e-3):  # every reader of a pixel size takes XScale
         raise RawDataError(
             path,
