@@ -200,6 +200,15 @@ REFUSED = {
         {"dataset": {"synthetic": {"real_examples": str(REPO / "README.md")}}},
         [f"dataset.synthetic.real_examples: '{REPO / 'README.md'}' is not a folder"],
     ),
+    # a folder with no layout (the folder above one): every real tile of the figure "no example"
+    "real_examples_no_layout": (
+        {"dataset": {"synthetic": {"real_examples": str(REPO / "docs")}}},
+        [f"dataset.synthetic.real_examples: '{REPO / 'docs'}' is no raw-layout folder: it holds no train"],
+    ),
+    "real_examples_with_spaces": (
+        {"dataset": {"synthetic": {"real_examples": "  "}}},
+        ["dataset.synthetic.real_examples: '  ' is a path with spaces around it"],
+    ),
     # only image_b is rescaled: a factor without its inverse finds a pair one way round only
     "fallback_scale_without_its_inverse": (
         {"overlap": {"fallback_scales": [0.8, 1.2]}},
@@ -278,6 +287,9 @@ def test_real_examples_empty_the_embedded_default_or_unused_are_not_refused(tmp_
     config = default_config()
     assert config_problems(config, embedded) == []
     config["dataset"]["synthetic"]["real_examples"] = ""
+    assert config_problems(config, embedded) == []
+    (tmp_path / "layout" / "Test").mkdir(parents=True)  # a raw-layout folder (subset names in any case)
+    config["dataset"]["synthetic"]["real_examples"] = str(tmp_path / "layout")
     assert config_problems(config, embedded) == []
     config["dataset"]["synthetic"]["real_examples"] = "/typo"
     config["dataset"]["source"] = "mendeley"

@@ -166,6 +166,20 @@ def not_finite_problems(value, path: tuple = ()) -> list[str]:
     return []
 
 
+def _not_a_raw_layout(folder: str) -> str | None:
+    """What keeps ``folder`` from being a raw-layout folder (one with train/validation/test
+    folders), or None."""
+    from temvirus.raw import subset_folders
+
+    if folder != folder.strip():
+        return "a path with spaces around it"
+    if not Path(folder).is_dir():
+        return "not a folder" if Path(folder).exists() else "no such folder"
+    if not subset_folders(folder):
+        return "no raw-layout folder: it holds no train, validation or test folder (the folder above one?)"
+    return None
+
+
 def config_problems(config: dict, embedded: dict | None = None) -> list[str]:
     """What is wrong with a schema-valid config beyond the schema, one line per problem (see the
     module docstring). ``embedded`` is the embedded default config (``config/config.yaml``), whose
@@ -176,12 +190,13 @@ def config_problems(config: dict, embedded: dict | None = None) -> list[str]:
         problems.append("dataset.source is 'local' but dataset.local.path is empty")
     real = config["dataset"]["synthetic"]["real_examples"]
     shipped = (embedded or {}).get("dataset", {}).get("synthetic", {}).get("real_examples")
-    if config["dataset"]["source"] == "synthetic" and real.strip() and real != shipped and not Path(real).is_dir():
-        problems.append(
-            f"dataset.synthetic.real_examples: {real!r} is {'not a folder' if Path(real).exists() else 'no such folder'}"
-            f" (from {Path.cwd()}); give the raw-layout folder of real images shown in "
-            "results/figures/synthetic_vs_real.png, or '' for none"
-        )
+    if config["dataset"]["source"] == "synthetic" and real and real != shipped:
+        what = _not_a_raw_layout(real)
+        if what:
+            problems.append(
+                f"dataset.synthetic.real_examples: {real!r} is {what} (from {Path.cwd()}); give the raw-layout "
+                "folder of real images shown in results/figures/synthetic_vs_real.png, or '' for none"
+            )
     built = config["split"]["methods"]
     seen = {}
     for k, entry in enumerate(config["experiments"]):
