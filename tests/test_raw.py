@@ -835,8 +835,9 @@ def test_palette_tiff_and_png_read_alike(tmp_path):
     assert read_image(tif).dtype == read_image(png).dtype == np.uint8
 
 
-def test_photometric_rules(tmp_path):
-    """MINISWHITE is inverted; gray RGB gives its channel; colour gives BT.601 luma; transparency is refused."""
+def test_photometric_rules(tmp_path, caplog):
+    """MINISWHITE is inverted; gray RGB gives its channel; colour gives BT.601 luma, with a warning naming
+    the file (before: none; a TEM micrograph is gray); transparency is refused."""
     from temvirus.raw import read_image
 
     gray = _gray_ramp()
@@ -854,8 +855,16 @@ def test_photometric_rules(tmp_path):
     tifffile.imwrite(tmp_path / "c.tif", colour, photometric="rgb")
     Image.fromarray(colour).save(tmp_path / "c.png")
     luma = np.round(gray * 0.587 + gray * 0.114).astype(np.uint8)
+    assert "colour" not in caplog.text  # gray RGB
     np.testing.assert_array_equal(read_image(tmp_path / "c.tif"), luma)
     np.testing.assert_array_equal(read_image(tmp_path / "c.png"), luma)
+    assert caplog.text.count("read as its luma: a TEM micrograph is gray") == 2 and "c.png: a colour" in caplog.text
+    caplog.clear()
+    noisy = rgb.copy()  # JPEG-like chroma noise of a few levels on a gray image: no warning
+    noisy[..., 2] = np.clip(noisy[..., 2].astype(int) + 3, 0, 255)
+    Image.fromarray(noisy).save(tmp_path / "n.png")
+    read_image(tmp_path / "n.png")
+    assert "colour" not in caplog.text
     rgba = np.concatenate([rgb, np.full((30, 40, 1), 255, np.uint8)], axis=-1)
     rgba[0, 0, 3] = 0
     Image.fromarray(rgba).save(tmp_path / "t.png")

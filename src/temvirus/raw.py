@@ -857,6 +857,17 @@ def _to_gray(array: np.ndarray, path: Path, what: str) -> np.ndarray:
         array = array[..., :-1]
     if array.shape[-1] == 1 or (array == array[..., :1]).all():
         return array[..., 0]
+    spread = array.max(axis=-1).astype(np.float64) - array.min(axis=-1)
+    full = np.iinfo(array.dtype).max if array.dtype.kind in "ui" else 1.0
+    coloured = float(np.mean(spread > full / 8))
+    if coloured > 0.001:  # not the few levels of JPEG chroma noise on a gray image
+        log.warning(
+            "%s: a colour %s (channels differ by more than 1/8 of the range in %.1f%% of pixels), read as its "
+            "luma: a TEM micrograph is gray (coloured annotations burned in, or a false-colour image?)",
+            path,
+            what,
+            100 * coloured,
+        )
     luma = array[..., 0] * 0.299 + array[..., 1] * 0.587 + array[..., 2] * 0.114
     return np.round(luma).astype(array.dtype) if array.dtype.kind in "ui" else luma.astype(array.dtype)
 
