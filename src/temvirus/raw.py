@@ -53,7 +53,8 @@ not) is an error naming both lines.
 
 Images (:func:`read_image`): one rule for every format, see :func:`read_image`. One micrograph
 in the folders of two classes is refused, as the same file or as another file of it (another
-format, pixel type, compression, JPEG quality, scale, contrast): :func:`copy_signature`.
+format, pixel type, compression, JPEG quality, scale, contrast, inverted, turned or mirrored):
+:func:`copy_signature`; the error names both files.
 
 Anything the reader does not understand raises :class:`RawDataError` naming the file (and
 line); nothing is written by this module except by :func:`write_tables` and
@@ -71,7 +72,7 @@ import re
 import stat
 import unicodedata
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,12 +146,26 @@ COPY_GRID = 64
 COPY_BAND = (0.7, 3.0)
 #: ... its values clipped to this many standard deviations
 COPY_CLIP = 2.5
-#: ... two images of two classes whose signatures have at least this cosine similarity are one micrograph.
-#: Real crops (578, 9 classes): the closest pair of two classes 0.61; planted copies (JPEG quality 20-90,
-#: downsampled 2x and 2.7x, contrast, brightness, gamma) 0.91 or more (docs/architecture.md)
+#: ... two images of two classes whose signatures have at least this cosine similarity (or at most its
+#: negative: inverted contrast), as they are or one turned or mirrored, are one micrograph. Real crops
+#: (578, 9 classes): the closest pair of two classes 0.65 (any turn), the most opposite -0.57; planted
+#: copies (JPEG quality 20-90, downsampled 2x and 2.7x, contrast, brightness, gamma) 0.91 or more
+#: (docs/architecture.md)
 COPY_SIMILARITY = 0.75
 #: ... and whose fields (width and height in nm, by the tags' pixel sizes) differ by at most this fraction
 COPY_FIELD_TOLERANCE = 0.05
+#: ... compared as they are and turned or mirrored (the 8 of a square, D4): the signature's
+#: operation, and whether it swaps the field's width and height
+COPY_TURNS = {
+    "": (lambda a: a, False),
+    "turned by 90 degrees": (np.rot90, True),
+    "turned by 180 degrees": (lambda a: np.rot90(a, 2), False),
+    "turned by 270 degrees": (lambda a: np.rot90(a, 3), True),
+    "mirrored left to right": (np.fliplr, False),
+    "mirrored top to bottom": (np.flipud, False),
+    "mirrored on its diagonal": (np.transpose, True),
+    "mirrored on its other diagonal": (lambda a: np.rot90(a, 2).T, True),
+}
 
 IMAGE_COLUMNS = [
     "image_id",
@@ -1170,8 +1185,8 @@ def read_dataset(root: str | Path, *, hash_files: bool = True) -> tuple[pd.DataF
     :data:`PARTICLE_COLUMNS`, sorted by image id. Paths are relative to ``root``. Two folders of
     one class in one subset (``Adenovirus/`` and ``adenovirus/``), and one micrograph in the folders
     of two classes (equal bytes, when ``hash_files``; equal decoded pixels, or re-saved lossily,
-    rescaled or with other contrast: :func:`copy_signature`, computed from the pixels read anyway,
-    whatever ``hash_files``), raise :class:`RawDataError` naming both files.
+    rescaled, with other contrast, inverted, turned or mirrored: :func:`copy_signature`, computed
+    from the pixels read anyway, whatever ``hash_files``), raise :class:`RawDataError` naming both files.
     """
     root = Path(root)
     if root.is_file() and is_archive(root):
@@ -1246,21 +1261,19 @@ def _check_copies_in_two_classes(images: pd.DataFrame, root: Path) -> None:
     hashed = images[images.sha256 != ""]
     for _, same in hashed.groupby("sha256", sort=False):
         if same["class"].nunique() > 1:
-            first, second = same.sort_values("path").path.iloc[:2]
-            raise RawDataError(
-                root / second,
-                f"the same file (equal bytes) as {first}, in another class folder: a copy given two labels; "
-                "keep it in its own class only",
-            )
+            first, second = same.drop_duplicates("class").sort_values("path").path.iloc[:2]
+            _refuse_in_two_classes(root, images, first, second, "the same file (equal bytes)")
 
 
 def copy_signature(pixels: np.ndarray) -> np.ndarray:
     """The signature of an image (2-D array, any pixel type) that two copies of one micrograph share: a
-    unit vector of ``COPY_GRID**2`` values, whatever the file format, pixel type, lossy compression,
-    scale (the whole field, not its pixels, is divided into cells), contrast and brightness.
+    2-D float32 array of unit norm, :data:`COPY_GRID` cells along the field's longer side (its rows
+    and columns those of the field: turned and mirrored with it), whatever the file format, pixel
+    type, lossy compression, scale (the whole field, not its pixels, is divided into cells),
+    contrast and brightness; an inverted contrast negates it.
 
     The image averaged to :data:`COPY_GRID` cells along its longer side (its shorter side alike,
-    laid out from the top-left corner), the cell means replaced by the normal scores of their ranks
+    centred: a turned copy has the same cells), the cell means replaced by the normal scores of their ranks
     (:func:`temvirus.overlap.normal_scores`: any monotone change of grey levels gives the same
     values) and band-passed between :data:`COPY_BAND` cells (:func:`temvirus.overlap._bandpass`:
     what the field shows, not the halo around a centred particle that many images share).
@@ -1269,55 +1282,85 @@ def copy_signature(pixels: np.ndarray) -> np.ndarray:
     border count; the others are 0. The band-passed values are clipped to +-:data:`COPY_CLIP` standard
     deviations, so that no few cells (a thin border strip found constant in one copy only) outweigh the rest.
     """
+    from PIL import Image
     from scipy.ndimage import binary_erosion
 
-    from temvirus.overlap import _bandpass, area_resample, constant_area_mask, normal_scores
+    from temvirus.overlap import _bandpass, _resample_box, constant_area_mask, normal_scores
 
     block = max(1, max(pixels.shape) // (4 * COPY_GRID))  # whole blocks of pixels first: sums are fast
-    whole = pixels[: pixels.shape[0] // block * block, : pixels.shape[1] // block * block]
+    top, left = (side % block // 2 for side in pixels.shape)  # the same blocks in a turned copy
+    whole = pixels[top : top + pixels.shape[0] // block * block, left : left + pixels.shape[1] // block * block]
     rows = sum(whole[i::block].astype(np.float32) for i in range(block))
     small = sum(rows[:, i::block] for i in range(block)) / block**2
-    factor = max(pixels.shape) / (COPY_GRID * block)  # cells of the whole field: the same in every copy
-    mean = area_resample(small, factor)
-    valid = area_resample(constant_area_mask(small).astype(np.float32), factor) == 0
+    factor = max(small.shape) / COPY_GRID  # cells of the whole field: the same in every copy
+    size = tuple(max(1, int(side / factor)) for side in small.shape[::-1])  # (width, height) in cells
+    left, top = ((side - count * factor) / 2 for side, count in zip(small.shape[::-1], size))  # centred
+    box = (left, top, left + size[0] * factor, top + size[1] * factor)
+    mean = _resample_box(small, box, size, Image.Resampling.BOX)
+    valid = _resample_box(constant_area_mask(small).astype(np.float32), box, size, Image.Resampling.BOX) == 0
     valid = binary_erosion(valid, iterations=1, border_value=0)
-    signature = np.zeros((COPY_GRID, COPY_GRID), dtype=np.float32)
-    band = _bandpass(normal_scores(mean, valid), valid, *COPY_BAND)
-    signature[: band.shape[0], : band.shape[1]] = np.clip(band, -COPY_CLIP, COPY_CLIP)
-    return signature.ravel() / max(float(np.linalg.norm(signature)), 1e-9)
+    band = np.clip(_bandpass(normal_scores(mean, valid), valid, *COPY_BAND), -COPY_CLIP, COPY_CLIP)
+    return (band / max(float(np.linalg.norm(band)), 1e-9)).astype(np.float32)
+
+
+def copy_similarities(signatures: Sequence[np.ndarray]) -> Iterator[tuple[str, bool, np.ndarray]]:
+    """For each of :data:`COPY_TURNS`: its name, whether it swaps width and height, and the cosine
+    similarities (``n x n``, -1 to 1) of the :func:`copy_signature` ``signatures`` (of ``n``
+    images), row ``i`` column ``j``: image ``i`` with image ``j`` turned or mirrored so. Negative
+    near -1: one image with inverted contrast."""
+
+    def padded(signature: np.ndarray) -> np.ndarray:  # cells laid out from the top-left corner
+        out = np.zeros((COPY_GRID, COPY_GRID), dtype=np.float32)
+        out[: signature.shape[0], : signature.shape[1]] = signature
+        return out.ravel()
+
+    vectors = np.stack([padded(signature) for signature in signatures])
+    for name, (turn, swaps) in COPY_TURNS.items():
+        yield name, swaps, vectors @ np.stack([padded(turn(signature)) for signature in signatures]).T
 
 
 def _check_similar_in_two_classes(images: pd.DataFrame, signatures: dict[str, np.ndarray], root: Path) -> None:
     """Refuse one micrograph in the folders of two classes when the files differ: the same decoded
     pixels in another format (JPEG -> PNG or TIFF, 8 -> 16 bit, another TIFF compression, other
-    metadata), or the image re-saved lossily, rescaled or with other contrast or brightness
-    (:func:`copy_signature` cosine similarity at least :data:`COPY_SIMILARITY`, fields of equal
-    width and height in nm within :data:`COPY_FIELD_TOLERANCE`). Overlap removal compares images
-    within a class only."""
+    metadata), or the image re-saved lossily, rescaled, with other contrast or brightness (inverted
+    too), turned or mirrored (:func:`copy_similarities` at least :data:`COPY_SIMILARITY`, or at
+    most its negative, for a turn of :data:`COPY_TURNS`; fields of equal width and height in nm,
+    swapped by a quarter turn, within :data:`COPY_FIELD_TOLERANCE`). Overlap removal compares
+    images within a class only."""
     table = images.reset_index(drop=True)
-    vectors = np.stack([signatures[image_id] for image_id in table.image_id])
-    similarity = vectors @ vectors.T
     classes = table["class"].to_numpy()
-    candidate = (similarity >= COPY_SIMILARITY) & (classes[:, None] != classes[None, :])
-    for side in ("width", "height"):  # the same field: equal sizes in nm (a rescaled copy has other pixels)
-        field_nm = np.log((table[side] * table.pixel_size_nm).to_numpy(dtype=float))
-        candidate &= np.abs(field_nm[:, None] - field_nm[None, :]) <= np.log(1 + COPY_FIELD_TOLERANCE)
-    pairs = [(table.path[i], table.path[j], similarity[i, j]) for i, j in zip(*np.nonzero(np.triu(candidate)))]
+    width, height = (np.log((table[side] * table.pixel_size_nm).to_numpy(dtype=float)) for side in ("width", "height"))
+    tolerance = np.log(1 + COPY_FIELD_TOLERANCE)
+    pairs = []
+    for turn, swaps, similarity in copy_similarities([signatures[image_id] for image_id in table.image_id]):
+        candidate = (np.abs(similarity) >= COPY_SIMILARITY) & (classes[:, None] != classes[None, :])
+        for mine, theirs in ((width, height), (height, width)) if swaps else ((width, width), (height, height)):
+            candidate &= np.abs(mine[:, None] - theirs[None, :]) <= tolerance  # a rescaled copy: other pixels
+        pairs += [(table.path[i], table.path[j], similarity[i, j], turn) for i, j in zip(*np.nonzero(candidate))]
     if not pairs:
         return
-    first, second, score = min(pairs, key=lambda pair: (-pair[2], sorted(pair[:2])))
+    first, second, score, turn = min(pairs, key=lambda pair: (-abs(pair[2]), sorted(pair[:2])))
     first, second = sorted([first, second])
     a, b = read_image(root / first), read_image(root / second)
+    changes = ", ".join(change for change in (turn, "inverted contrast" if score < 0 else "") if change)
     how = (
         "the same pixels (decoded; another file format, pixel type or compression)"
         if np.array_equal(a, b)
-        else f"the same micrograph re-saved, rescaled or with other contrast (similarity {score:.3f}, "
-        f"at least {COPY_SIMILARITY} is one image)"
+        else f"re-saved, rescaled, with other contrast, turned or mirrored (similarity "
+        f"{abs(score):.3f}{', ' + changes if changes else ''}; at least {COPY_SIMILARITY} is one image)"
     )
+    _refuse_in_two_classes(root, table, first, second, how)
+
+
+def _refuse_in_two_classes(root: Path, images: pd.DataFrame, first: str, second: str, how: str) -> None:
+    """Raise the :class:`RawDataError` of one micrograph in two class folders: ``first`` and
+    ``second`` (paths relative to ``root``, rows of ``images``), both named, neither as the copy."""
+    classes = images.set_index("path")["class"]
     raise RawDataError(
-        root / second,
-        f"{how} as {first}, in another class folder: one micrograph given two labels; "
-        "keep it in its own class only (remove the copy with its tags and positions files)",
+        root / first,
+        f"{first} and {second} (in the folders of classes {classes[first]} and {classes[second]}) are one "
+        f"micrograph, {how}: its particles would get two labels; keep it in its own class only: remove the "
+        "copy in the wrong class folder, with its tags and positions files",
     )
 
 
