@@ -319,13 +319,24 @@ def schema_problems(config: dict, schema: dict) -> list[str]:
     Snakemake's ``validate`` raises only the first, its key eight lines down under a dump of the
     schema. Of an error of several branches (``oneOf``, ``anyOf``) the line gives the most relevant
     branch's (jsonschema's ``best_match``), of a ``not`` its ``description`` (jsonschema's message
-    prints the subschema); an error of the whole config (a key missing) names no key.
+    prints the subschema), of a key the schema does not know (``additionalProperties: false``) that
+    key and those it knows there; an error of the whole config (a key missing) names no key.
     """
     from jsonschema import exceptions, validators
 
     problems = []
     for error in validators.validator_for(schema)(schema).iter_errors(config):
         leaf = exceptions.best_match([error])
+        if leaf.validator == "additionalProperties" and leaf.validator_value is False:
+            known = list(leaf.schema.get("properties", {}))
+            patterns = list(leaf.schema.get("patternProperties", {}))
+            for key in leaf.instance:
+                if key not in known and not any(re.search(pattern, str(key)) for pattern in patterns):
+                    problems.append(
+                        f"{key_path((*leaf.absolute_path, key))}: no such key (a typo?); the keys "
+                        f"{'here' if leaf.absolute_path else 'at the top'} are {', '.join(known)}"
+                    )
+            continue
         message = leaf.message
         if leaf.validator == "not" and "description" in leaf.validator_value:
             message = leaf.validator_value["description"]
