@@ -2,7 +2,7 @@ import os
 import sys
 from pathlib import Path
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -23,16 +23,6 @@ configfile: "config/config.yaml"
 
 
 report: "workflow/report/workflow.rst"
-
-
-# A number YAML 1.1 reads as text (3e-3), named with how to write it, before the schema refuses
-# it as "not of type 'number'" (temvirus.configcheck.number_text_problems).
-from temvirus.configcheck import check_number_text
-
-check_number_text(
-    config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
-)
-validate(config, "workflow/schemas/config.schema.yaml")
 
 
 include: "workflow/rules/common.smk"

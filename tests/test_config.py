@@ -11,7 +11,7 @@ import pytest
 import yaml
 from conftest import REPO, TINY_CLASSES, snakemake_cmd
 
-from temvirus.configcheck import canonical_order, config_problems, integer_problems, key_path
+from temvirus.configcheck import canonical_order, config_problems, integer_problems, key_path, schema_problems
 
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
 
@@ -67,11 +67,11 @@ REFUSED = {
     # InputFunctionException block)
     "local_source_without_a_path": (
         {"dataset": {"source": "local", "local": {"path": " "}}},
-        ["invalid configuration:\n  dataset.source is 'local' but dataset.local.path is empty"],
+        ["\nError: config dataset.source is 'local' but dataset.local.path is empty\n"],
     ),
     "input_size_not_a_divisor": (
         {"training": {"input_size": 100}},
-        ["100 is not one of [32, 64, 128, 256, None]", "On instance['training']['input_size']"],
+        ["Error: config training.input_size: 100 is not one of [32, 64, 128, 256, None]"],
     ),
     "input_size_below_the_model": (
         {"experiments": [{"model": "inception_v3", "init": "imagenet", "method": "representative"}], **MICRO_OFF},
@@ -91,19 +91,19 @@ REFUSED = {
     ),
     "small_cnn_from_imagenet": (
         {"experiments": [{"model": "small_cnn", "init": "imagenet", "method": "representative"}], **MICRO_OFF},
-        ["custom and small_cnn have no ImageNet weights", "On instance['experiments'][0]"],
+        ["Error: config experiments[0]: custom and small_cnn have no ImageNet weights (init scratch only)"],
     ),
     "experiment_lr_above_the_training_bound": (
         {"experiments": [{"model": "small_cnn", "init": "scratch", "method": "representative", "lr": 5}]},
-        ["5 is greater than the maximum of 1", "On instance['experiments'][0]['lr']"],
+        ["Error: config experiments[0].lr: 5 is greater than the maximum of 1"],
     ),
     "baseline_block_not_a_divisor": (
         {"evaluation": {"baseline_block_px": 48}},
-        ["48 is not one of [1, 2, 4, 8, 16, 32, 64, 128, 256]", "On instance['evaluation']['baseline_block_px']"],
+        ["Error: config evaluation.baseline_block_px: 48 is not one of [1, 2, 4, 8, 16, 32, 64, 128, 256]"],
     ),
     "diameter_of_a_misspelt_class": (
         {"micrographs": {"diameters_nm": {"ebola": 80}}},
-        ["On instance['micrographs']['diameters_nm']", "'ebola'"],
+        ["Error: config micrographs.diameters_nm: 'ebola' is not one of ['Adenovirus', "],
     ),
     "diameter_of_a_class_not_classified": (
         {"micrographs": {"diameters_nm": {"Dengue": 50}}},
@@ -122,28 +122,28 @@ REFUSED = {
     ),
     "micrograph_model_unknown": (
         {"micrographs": {"experiments": [{"model": "foo", "init": "scratch", "method": "representative"}]}},
-        ["'foo' is not one of ['custom', 'small_cnn'"],
+        ["Error: config micrographs.experiments[0].model: 'foo' is not one of ['custom', 'small_cnn'"],
     ),
     # values out of their key's range (the schema) ...
     "sigma_fraction_not_a_fraction": (
         {"micrographs": {"sigma_fraction": 50}},
-        ["50 is greater than the maximum of 1", "On instance['micrographs']['sigma_fraction']"],
+        ["Error: config micrographs.sigma_fraction: 50 is greater than the maximum of 1"],
     ),
     "nms_fraction_above_one_diameter": (
         {"micrographs": {"nms_fractions": [0.5, 1.5]}},
-        ["1.5 is greater than the maximum of 1", "On instance['micrographs']['nms_fractions'][1]"],
+        ["Error: config micrographs.nms_fractions[1]: 1.5 is greater than the maximum of 1"],
     ),
     "micrograph_lr_above_one": (
         {"micrographs": {"lr": 5}},
-        ["5 is greater than the maximum of 1", "On instance['micrographs']['lr']"],
+        ["Error: config micrographs.lr: 5 is greater than the maximum of 1"],
     ),
     "weight_decay_above_one": (
         {"training": {"weight_decay": 2}},
-        ["2 is greater than the maximum of 1", "On instance['training']['weight_decay']"],
+        ["Error: config training.weight_decay: 2 is greater than the maximum of 1"],
     ),
     "experiment_weight_decay_above_one": (
         {"experiments": [{"model": "small_cnn", "init": "scratch", "method": "representative", "weight_decay": 2}]},
-        ["2 is greater than the maximum of 1", "On instance['experiments'][0]['weight_decay']"],
+        ["Error: config experiments[0].weight_decay: 2 is greater than the maximum of 1"],
     ),
     # ... and pairs of keys out of order, or a size too small for what it must hold (configcheck)
     "second_heat_pass_as_fine_as_the_first": (
@@ -192,7 +192,7 @@ REFUSED = {
     "real_examples_not_there": (
         {"dataset": {"synthetic": {"real_examples": "/typo"}}},
         [
-            "invalid configuration:\n  dataset.synthetic.real_examples: '/typo' is no such folder (from ",
+            "Error: config dataset.synthetic.real_examples: '/typo' is no such folder (from ",
             "give the raw-layout folder of real images shown in results/figures/synthetic_vs_real.png, or '' for none",
         ],
     ),
@@ -233,7 +233,72 @@ def test_a_bad_value_is_refused_before_any_job_naming_its_key(tmp_path, case):
     assert proc.returncode != 0, out[-3000:]
     for text in expected:
         assert text in out, out[-3000:]
-    assert "Job stats" not in out and "InputFunctionException" not in out and "is not of type" not in out
+    assert "Job stats" not in out and "InputFunctionException" not in out
+    if any("is text, not a number" in text for text in expected):  # said why, not the schema's words
+        assert "is not of type" not in out, out[-3000:]
+    _assert_errors_alone(proc)
+
+
+#: a line of the config's refusal: ``Error: config `` and the key path it is about
+ERROR_LINE = re.compile(r"Error: config [a-z_0-9]+(\.[a-z_0-9]+|\[\d+\])*[ :]")
+
+
+def _assert_errors_alone(proc: subprocess.CompletedProcess) -> None:
+    """The run failed with the refusal's lines, each naming its key, and no traceback."""
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out[-3000:]
+    assert "Traceback" not in out and 'File "' not in out and "Exception" not in out, out[-3000:]
+    errors = [line for line in out.splitlines() if line.startswith("Error")]
+    assert errors and all(ERROR_LINE.match(line) for line in errors), out[-3000:]
+
+
+def test_every_schema_problem_is_refused_one_line_each_naming_its_key(tmp_path):
+    """Each of the schema's errors on a line of its own, the key first (Snakemake's ``validate``
+    printed the first only, its key eight lines down under a dump of the schema, with a traceback)."""
+    overlay = {
+        "overlap": {"fallback_scales": 0.8, "min_ncc": "high"},
+        "training": {"input_size": 100, "epochs_typo": 3},
+        "micrographs": {"lr": "3e-3"},
+    }
+    proc = _dry_run(tmp_path, overlay)
+    _assert_errors_alone(proc)
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")]
+    assert errors == [
+        "Error: config micrographs.lr: '3e-3' is text, not a number (YAML 1.1 reads an exponent as a number only "
+        "after a dot and with its sign); write 3.0e-3, unquoted",
+        "Error: config overlap.fallback_scales: 0.8 is not of type 'array'",
+        "Error: config overlap.min_ncc: 'high' is not of type 'number'",
+        "Error: config training.epochs_typo: no such key (a typo?); the keys here are "
+        + ", ".join(SCHEMA["properties"]["training"]["properties"]),
+        "Error: config training.input_size: 100 is not one of [32, 64, 128, 256, None]",
+    ]
+
+
+def test_schema_problems_name_each_key_and_none_for_the_default_config():
+    config = default_config()
+    assert schema_problems(config, SCHEMA) == []
+    config["seed"] = -1
+    config["experiments"][0].update(model="small_cnn", init="imagenet")
+    del config["audit"]
+    config["trainig"] = {"epochs": 3}
+    assert schema_problems(config, SCHEMA) == [
+        "'audit' is a required property",
+        "experiments[0]: custom and small_cnn have no ImageNet weights (init scratch only)",
+        "seed: -1 is less than the minimum of 0",
+        f"trainig: no such key (a typo?); the keys at the top are {', '.join(SCHEMA['properties'])}",
+    ]
+
+
+def test_every_configcheck_problem_is_refused_one_line_each_naming_its_key(tmp_path):
+    """The new user's overlay: two problems beyond the schema, a line each (was a ValueError block
+    with a traceback)."""
+    overlay = {"overlap": {"fallback_scales": [0.5, 2.0, 0.8]}, "dataset": {"source": "local"}}
+    proc = _dry_run(tmp_path, overlay)
+    _assert_errors_alone(proc)
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")]
+    assert len(errors) == 2, errors
+    assert errors[0] == "Error: config dataset.source is 'local' but dataset.local.path is empty"
+    assert errors[1].startswith("Error: config overlap.fallback_scales: 0.8 is given without its inverse 1.25")
 
 
 def test_a_micrograph_experiment_not_configured_is_refused_when_the_stage_is_built(tmp_path):

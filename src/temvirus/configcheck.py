@@ -327,20 +327,66 @@ def _read_schema(schema_file: str | Path) -> dict:
         return yaml.safe_load(fh)
 
 
+def schema_problems(config: dict, schema: dict) -> list[str]:
+    """Every error of the schema's validation, one line each, naming the key it is under
+    (``overlap.fallback_scales: 0.8 is not of type 'array'``).
+
+    Snakemake's ``validate`` raises only the first, its key eight lines down under a dump of the
+    schema. Of an error of several branches (``oneOf``, ``anyOf``) the line gives the most relevant
+    branch's (jsonschema's ``best_match``), of a ``not`` its ``description`` (jsonschema's message
+    prints the subschema), of a key the schema does not know (``additionalProperties: false``) that
+    key and those it knows there; an error of the whole config (a key missing) names no key.
+    """
+    from jsonschema import exceptions, validators
+
+    problems = []
+    for error in validators.validator_for(schema)(schema).iter_errors(config):
+        leaf = exceptions.best_match([error])
+        if leaf.validator == "additionalProperties" and leaf.validator_value is False:
+            known = list(leaf.schema.get("properties", {}))
+            patterns = list(leaf.schema.get("patternProperties", {}))
+            for key in leaf.instance:
+                if key not in known and not any(re.search(pattern, str(key)) for pattern in patterns):
+                    problems.append(
+                        f"{key_path((*leaf.absolute_path, key))}: no such key (a typo?); the keys "
+                        f"{'here' if leaf.absolute_path else 'at the top'} are {', '.join(known)}"
+                    )
+            continue
+        message = leaf.message
+        if leaf.validator == "not" and "description" in leaf.validator_value:
+            message = leaf.validator_value["description"]
+        where = key_path(leaf.absolute_path)
+        problems.append(f"{where}: {message}" if where else message)
+    return sorted(set(problems))
+
+
+class ConfigError(ValueError):
+    """A configuration refused: the message is ``problems`` (what is wrong, one line each naming
+    its key), each line after ``config ``."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(f"config {problem}" for problem in problems))
+
+
 def _refuse(problems: list[str]) -> None:
     if problems:
-        raise ValueError("invalid configuration:\n  " + "\n  ".join(problems))
+        raise ConfigError(problems)
 
 
-def check_number_text(config: dict, schema_file: str | Path) -> None:
-    """Raise ValueError listing every problem of :func:`number_text_problems`; run before the
-    schema's validation, whose error would not say why."""
-    _refuse(number_text_problems(config, _read_schema(schema_file)))
+def check_schema(config: dict, schema_file: str | Path) -> None:
+    """Raise :class:`ConfigError` listing every problem of :func:`schema_problems`, those of a key
+    with a :func:`number_text_problems` line (why the schema refuses its number) in its stead; run
+    before Snakemake's ``validate``, whose error names one problem only and its key eight lines down."""
+    schema = _read_schema(schema_file)
+    text = number_text_problems(config, schema)
+    explained = {line.split(": ", 1)[0] for line in text}
+    _refuse(text + [line for line in schema_problems(config, schema) if line.split(": ", 1)[0] not in explained])
 
 
 def check_config(config: dict, schema_file: str | Path, embedded: dict | None = None) -> None:
-    """Raise ValueError listing every problem of :func:`integer_problems`, :func:`not_finite_problems`
-    and :func:`config_problems` (``embedded``: the embedded default config)."""
+    """Raise :class:`ConfigError` listing every problem of :func:`integer_problems`,
+    :func:`not_finite_problems` and :func:`config_problems` (``embedded``: the embedded default
+    config) of a config the schema accepts."""
     schema = _read_schema(schema_file)
     problems = integer_problems(config, schema) + not_finite_problems(config)
     if not problems:  # the checks below read the values as the types the schema gives

@@ -5,7 +5,9 @@ from pathlib import Path
 
 import yaml
 
-from temvirus.configcheck import check_config, reorder_config
+from snakemake.utils import validate
+
+from temvirus.configcheck import ConfigError, check_config, check_schema, reorder_config
 from temvirus.experiments import (
     INITS,
     MODELS,
@@ -37,11 +39,13 @@ _LOCAL = {}
 
 
 def refuse(message):
-    """End the run with ``message`` alone: for a bad config value found in an input function
-    (needed only by some targets, so not refused at parse time), where Snakemake would wrap any
-    exception, WorkflowError too, in an InputFunctionException block with a traceback.
+    """End the run with ``message`` alone, each of its lines after ``Error: ``: for a bad config
+    value, where Snakemake would print an exception raised while this file is parsed with its
+    traceback, and wrap one raised in an input function (needed only by some targets, so not
+    refused at parse time), WorkflowError too, in an InputFunctionException block.
     """
-    print(f"Error: {message}", file=sys.stderr)
+    for line in str(message).splitlines():
+        print(f"Error: {line}", file=sys.stderr)
     raise SystemExit(1)
 
 
@@ -553,7 +557,9 @@ def all_inputs(wildcards):
     )
 
 
-# Whatever the target, before any job: what the schema cannot check (temvirus.configcheck: an
+# Whatever the target, before any job: every error of the schema, one line each naming its key
+# (a number YAML 1.1 reads as text named with how to write it), then what the schema cannot
+# check (temvirus.configcheck: an
 # empty dataset.local.path for dataset.source local, a real_examples folder that is not there
 # (but the embedded default's), whole numbers written as floats, repeated
 # experiments, an experiment of a split method the config does not build or below its model's
@@ -564,7 +570,12 @@ def all_inputs(wildcards):
 # in which config files name keys re-runs nothing).
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 EMBEDDED = Path(workflow.basedir) / "config" / "config.yaml"
-check_config(config, SCHEMA, yaml.safe_load(EMBEDDED.read_text(encoding="utf-8")))
+try:
+    check_schema(config, SCHEMA)
+    validate(config, str(SCHEMA))  # Snakemake's, for its defaults
+    check_config(config, SCHEMA, yaml.safe_load(EMBEDDED.read_text(encoding="utf-8")))
+except ConfigError as exc:
+    refuse(exc)
 reorder_config(config, SCHEMA)
 
 
