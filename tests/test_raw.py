@@ -121,6 +121,14 @@ def test_reads_images_points_and_centre_lines(good):
     assert particles[particles.image_id == "a1"][["x", "y"]].to_numpy().tolist() == [[10.5, 12.25], [30, 20]]
 
 
+def _refused_at_line(read, path: Path, line: int, reason: str) -> None:
+    """``read(path)`` (read_positions, read_tags) raises a RawDataError matching ``reason`` that starts
+    with ``path:line:``."""
+    with pytest.raises(RawDataError, match=reason) as caught:
+        read(path)
+    assert str(caught.value).startswith(f"{path}:{line}: ")
+
+
 def _expect_error(root: Path, culprit: Path, reason: str, tmp_path: Path) -> None:
     """read_dataset stops naming ``culprit``; write_tables then writes nothing."""
     with pytest.raises(RawDataError, match=reason) as caught:
@@ -687,9 +695,7 @@ def test_tags_encodings(tmp_path, encoding):
 )
 def test_tags_errors_name_the_row(tmp_path, rows, reason, line):
     path = _tags_file(tmp_path, rows)
-    with pytest.raises(RawDataError, match=reason) as caught:
-        read_tags(path)
-    assert str(caught.value).startswith(f"{path}:{line}: ")
+    _refused_at_line(read_tags, path, line, reason)
 
 
 @pytest.mark.parametrize(
@@ -717,9 +723,7 @@ def test_tags_values_in_other_notations_name_the_key_and_what_is_expected(tmp_pa
     rows = {"Height": "Height;30", "Width": "Width;40", "XScale": "XScale;5", "YScale": "YScale;5"}
     rows[row.split(";")[0]] = row
     path = _tags_file(tmp_path, list(rows.values()))
-    with pytest.raises(RawDataError, match=reason) as caught:
-        read_tags(path)
-    assert str(caught.value).startswith(f"{path}:{line}: ")
+    _refused_at_line(read_tags, path, line, reason)
 
 
 @pytest.mark.parametrize(
@@ -837,9 +841,7 @@ def test_positions_header_and_numbers_never_misread(tmp_path, lines, reason, lin
     """A unit key spelled otherwise, contradicting column orders, a line without x, '1_0' (10 to
     Python): each an error naming the line, never skipped or read as another value."""
     path = _positions_file(tmp_path, lines)
-    with pytest.raises(RawDataError, match=reason) as caught:
-        read_positions(path)
-    assert str(caught.value).startswith(f"{path}:{line}: ")
+    _refused_at_line(read_positions, path, line, reason)
 
 
 def test_positions_column_header_gives_the_order(tmp_path):
@@ -856,9 +858,7 @@ def test_positions_format_and_unit(tmp_path):
         (["particleposition", "1;2", "unit;pixel"], "expected 'x;y'", 3),
     ]:
         path = _positions_file(tmp_path, lines)
-        with pytest.raises(RawDataError, match=reason) as caught:
-            read_positions(path)
-        assert str(caught.value).startswith(f"{path}:{line}: ")
+        _refused_at_line(read_positions, path, line, reason)
 
 
 def _gray_ramp() -> np.ndarray:
@@ -1137,9 +1137,7 @@ def test_positions_with_comma_separators_are_refused(tmp_path, line):
 )
 def test_positions_with_two_decimal_marks_are_refused(tmp_path, lines, line, reason):
     path = _positions_file(tmp_path, lines)
-    with pytest.raises(RawDataError, match=reason) as caught:
-        read_positions(path)
-    assert str(caught.value).startswith(f"{path}:{line}: ")
+    _refused_at_line(read_positions, path, line, reason)
 
 
 def test_positions_with_three_decimal_commas_read_as_decimals_where_thousands_lie_outside_the_image(tmp_path):
@@ -1188,9 +1186,7 @@ def test_positions_with_a_possible_thousands_separator_are_refused(tmp_path, lin
     """A ',' (or a '.' beside integers) before exactly three digits may be a thousands separator:
     refused, unless another coordinate of the file shows the mark to be a decimal one."""
     path = _positions_file(tmp_path, lines)
-    with pytest.raises(RawDataError, match=reason) as caught:
-        read_positions(path)
-    assert str(caught.value).startswith(f"{path}:{line}: ")
+    _refused_at_line(read_positions, path, line, reason)
     path = _positions_file(tmp_path, [*lines, "particleposition", shown])
     assert [p for s in read_positions(path) for p in s.tolist()] == read
 
@@ -1231,9 +1227,7 @@ def test_positions_with_three_decimals_everywhere_read_as_decimals(tmp_path):
 )
 def test_labelled_points_are_refused(tmp_path, lines, line, reason):
     path = _positions_file(tmp_path, lines)
-    with pytest.raises(RawDataError, match=reason) as caught:
-        read_positions(path)
-    assert str(caught.value).startswith(f"{path}:{line}: ")
+    _refused_at_line(read_positions, path, line, reason)
 
 
 def test_positions_column_header_with_units_and_unit_rows_spelt_otherwise(tmp_path):
