@@ -556,7 +556,7 @@ def test_the_real_examples_of_the_synthetic_figure_rerun_only_the_figure(tmp_pat
     proc = _run(work, overlay, *targets)
     assert proc.returncode == 0, proc.stderr[-3000:]
     overlay["dataset"]["synthetic"]["real_examples"] = str(tmp_path / "elsewhere")
-    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "train").mkdir(parents=True)  # a raw-layout folder (configcheck)
     proc = _run(work, overlay, "-n", *targets)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert set(re.findall(r"^(?:local)?rule (\w+):$", proc.stdout, re.MULTILINE)) == {"synthetic_vs_real_figure"}
