@@ -365,3 +365,25 @@ def test_a_model_trained_on_downsampled_patches_is_evaluated_on_the_same_size(tm
     assert metrics["n_test"] == 9
     with pytest.raises(ValueError, match=r"train_augmented.npy: input_size 24 does not divide the patch size 64"):
         train_experiment(SMALL, split, tmp_path / "bad", CLASSES, replace(settings, input_size=24))
+
+
+def test_label_smoothing_trains_towards_the_smoothed_target(split_dir):
+    """With ``label_smoothing`` e the loss is least when the model gives its class 1 - e + e/K
+    (K classes): on patches it has learnt, its top probability settles near there, not at 1
+    (a little above: the loss is taken with dropout on, the probabilities without)."""
+    from temvirus.models import build_model
+    from temvirus.train import fit, predict
+
+    x, y, _ = load_subset(split_dir, "train_augmented", CLASSES)
+    data = (compact_tensor(x), torch.from_numpy(y), compact_tensor(x), torch.from_numpy(y))
+    top = {}
+    for smoothing in (0.0, 0.3):
+        settings = replace(TINY, epochs=60, batch_size=6, lr=3e-3, label_smoothing=smoothing, gpu_augment=False)
+        torch.manual_seed(0)
+        model = build_model("small_cnn", 3, input_size=48)
+        fit(model, *data, settings, 3)  # the model keeps its last epoch's weights
+        probs = predict(model, data[0], 6, torch.device("cpu"))
+        assert (probs.argmax(1) == y).all(), smoothing  # learnt
+        top[smoothing] = probs.max(1).mean()
+    assert top[0.0] > 0.97, top
+    assert 1 - 0.3 + 0.3 / 3 - 0.05 < top[0.3] < 0.9, top

@@ -99,6 +99,7 @@ TRAINING_WORDS = {
     "max_train_per_class": "training patches per class at most",
     "max_val_per_class": "validation patches per class at most",
     "batch_size": "batch size",
+    "label_smoothing": "label smoothing",
 }
 
 

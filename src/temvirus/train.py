@@ -71,6 +71,9 @@ class Settings:
     input_size: int | None = None
     #: batch-norm momentum (PyTorch's convention) for every BN layer; ``None`` = the model's own
     bn_momentum: float | None = None
+    #: label smoothing of the training loss (Szegedy et al. 2016, Section 7): the target puts
+    #: ``1 - label_smoothing`` on the class and spreads ``label_smoothing`` over all classes; 0 = the paper's
+    label_smoothing: float = 0.0
 
 
 def settings_from_config(training: dict, seed: int, experiment: Mapping) -> Settings:
@@ -99,6 +102,7 @@ def settings_from_config(training: dict, seed: int, experiment: Mapping) -> Sett
         schedule=t["schedule"],
         input_size=t["input_size"],
         bn_momentum=t["bn_momentum"],
+        label_smoothing=t["label_smoothing"],
     )
 
 
@@ -436,7 +440,7 @@ def fit(
             yb = train_y[idx]
             with _autocast(device, settings.amp):
                 logits = step_model(_batch(xb, channels_last))
-            loss = F.cross_entropy(logits.float(), yb)
+            loss = F.cross_entropy(logits.float(), yb, label_smoothing=settings.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
