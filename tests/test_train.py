@@ -365,3 +365,18 @@ def test_a_model_trained_on_downsampled_patches_is_evaluated_on_the_same_size(tm
     assert metrics["n_test"] == 9
     with pytest.raises(ValueError, match=r"train_augmented.npy: input_size 24 does not divide the patch size 64"):
         train_experiment(SMALL, split, tmp_path / "bad", CLASSES, replace(settings, input_size=24))
+
+
+def test_a_last_batch_of_one_patch_is_left_out_where_batch_norm_cannot_take_it(split_dir):
+    """mobilenet_v2 at 16 px (resnet50 and others at 32) normalises a 1x1 feature map: batch norm in
+    training mode refuses a batch of one patch there. 5 patches in batches of 4 train (4 a step,
+    another patch left out each epoch); a batch size of 1 is refused, naming the setting."""
+    from temvirus.models import build_model
+    from temvirus.train import fit
+
+    x, y, _ = load_subset(split_dir, "train_augmented", CLASSES, size=16)
+    data = (compact_tensor(x[:5]), torch.from_numpy(y[:5]), compact_tensor(x[:3]), torch.from_numpy(y[:3]))
+    result = fit(build_model("mobilenet_v2", 3, input_size=16), *data, replace(TINY, epochs=2), 3)
+    assert len(result.history) == 2 and np.isfinite(result.history.train_loss).all()
+    with pytest.raises(ValueError, match="training batch_size must be at least 2"):
+        fit(build_model("mobilenet_v2", 3, input_size=16), *data, replace(TINY, batch_size=1), 3)
