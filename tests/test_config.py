@@ -218,6 +218,11 @@ REFUSED = {
             "overlap.fallback_scales: 1.2 is given without its inverse 0.833",
         ],
     ),
+    # batch norm cannot normalise a batch of one patch where a feature map is 1x1 (a crash in training)
+    "batch_of_one": (
+        {"experiments": [{"model": "small_cnn", "init": "scratch", "method": "representative", "batch_size": 1}]},
+        ["experiments[0].batch_size: 1 is less than the minimum of 2"],
+    ),
     "scale_search_without_its_inverse": (
         {"overlap": {"scale_search": [0.97, 1.03, 0.94]}},
         ["overlap.scale_search: 0.94 is given without its inverse 1.06 (1/0.94, within 1%)"],

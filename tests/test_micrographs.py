@@ -455,15 +455,15 @@ def test_image_names_are_given_back_as_written(tiny_stage, tmp_path):
     names = ["001", "1e5", "NA"]
     for name in names:
         tifffile.imwrite(tmp_path / f"{name}.tif", disc_image())
-    tifffile.imwrite(tmp_path / "blank.tif", np.full((600, 650), 1000, np.uint16))
-    paths = [tmp_path / f"{name}.tif" for name in [*names, "blank"]]
+    tifffile.imwrite(
+        tmp_path / "plain.tif", np.full((600, 650), 1000, np.uint16) + (np.arange(650) % 2).astype(np.uint16)
+    )
+    paths = [tmp_path / f"{name}.tif" for name in [*names, "plain"]]
     with warnings.catch_warnings():
-        warnings.simplefilter(
-            "error", RuntimeWarning
-        )  # a blank frame is analysed without NaN (nothing found), not through it
+        warnings.simplefilter("error", RuntimeWarning)  # a frame without particles gives no NaN on the way
         _, summary = analyse_files(paths, work / "best.pt", tmp_path / "out", 2.0, work / "detector.json", "cpu", 1)
-    assert summary.image_id.tolist() == [*names, "blank"]
-    assert summary.set_index("image_id").loc["blank", "call"] == ""
+    assert summary.image_id.tolist() == [*names, "plain"]
+    assert summary.set_index("image_id").loc["plain", "call"] == ""
     assert (summary.set_index("image_id").loc[names, "pixel_size_nm"] == 2.0).all()
 
 
@@ -473,6 +473,7 @@ def test_cli_analyses_and_refuses_bad_inputs_without_output(tiny_stage, tmp_path
     tifffile.imwrite(tmp_path / "disc.tif", disc_image())
     (tmp_path / "broken.tif").write_bytes(b"II*\x00 not really a TIFF")
     (tmp_path / "empty.jpg").write_bytes(b"")
+    tifffile.imwrite(tmp_path / "blank.tif", np.full((600, 650), 1000, np.uint16))
     (tmp_path / "folder").mkdir()
     older = {k: v for k, v in json.loads(detector.read_text()).items() if k != "state"}
     (tmp_path / "older.json").write_text(json.dumps(older))
@@ -510,6 +511,10 @@ def test_cli_analyses_and_refuses_bad_inputs_without_output(tiny_stage, tmp_path
             "empty.jpg: cannot read image: the file is empty",
         ),
         (["folder", "--model", model, "--detector", detector, "--pixel-size", 2], "folder: a folder, not an image"),
+        (
+            ["blank.tif", "--model", model, "--detector", detector, "--pixel-size", 2],
+            "blank.tif: every pixel has the value 1000: a blank frame",
+        ),
         (
             ["disc.tif", "--model", model, "--detector", detector, "--pixel-size", 2, "--threads", 0],
             "must be at least 1",

@@ -387,3 +387,18 @@ def test_label_smoothing_trains_towards_the_smoothed_target(split_dir):
         top[smoothing] = probs.max(1).mean()
     assert top[0.0] > 0.97, top
     assert 1 - 0.3 + 0.3 / 3 - 0.05 < top[0.3] < 0.9, top
+
+
+def test_a_last_batch_of_one_patch_is_left_out_where_batch_norm_cannot_take_it(split_dir):
+    """mobilenet_v2 at 16 px (resnet50 and others at 32) normalises a 1x1 feature map: batch norm in
+    training mode refuses a batch of one patch there. 5 patches in batches of 4 train (4 a step,
+    another patch left out each epoch); a batch size of 1 is refused, naming the setting."""
+    from temvirus.models import build_model
+    from temvirus.train import fit
+
+    x, y, _ = load_subset(split_dir, "train_augmented", CLASSES, size=16)
+    data = (compact_tensor(x[:5]), torch.from_numpy(y[:5]), compact_tensor(x[:3]), torch.from_numpy(y[:3]))
+    result = fit(build_model("mobilenet_v2", 3, input_size=16), *data, replace(TINY, epochs=2), 3)
+    assert len(result.history) == 2 and np.isfinite(result.history.train_loss).all()
+    with pytest.raises(ValueError, match="training batch_size must be at least 2"):
+        fit(build_model("mobilenet_v2", 3, input_size=16), *data, replace(TINY, batch_size=1), 3)

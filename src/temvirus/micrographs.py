@@ -1203,14 +1203,15 @@ def analyse_files(
 ) -> tuple[dict, pd.DataFrame]:
     """``temvirus analyse``: every image analysed into ``out_dir`` as the workflow does (no
     evaluation: no annotations). Every input is checked first (images exist, are readable, have
-    a pixel size and sides long enough to cut patches from, :func:`temvirus.raw.check_image_size`;
+    a pixel size and sides long enough to cut patches from, :func:`temvirus.raw.check_image_size`,
+    and are not blank frames, :func:`temvirus.raw.check_not_blank`;
     unique names; the model and detector are of this workflow; ``out_dir`` is new or empty, not the
     current folder); the output folder appears only when complete (for a link, in the folder it
     points to). Raises :class:`temvirus.raw.RawDataError` naming
-    an unreadable or too small image or a bad tags file. Returns (metrics, summary)."""
+    an unreadable, blank or too small image or a bad tags file. Returns (metrics, summary)."""
     import torch
 
-    from temvirus.raw import check_image_size, name_key, read_image
+    from temvirus.raw import check_image_size, check_not_blank, name_key, read_image
     from temvirus.train import resolve_device
 
     torch.set_num_threads(max(1, threads))
@@ -1232,7 +1233,9 @@ def analyse_files(
         if not path.is_file():
             raise FileNotFoundError(f"{path}: image not found")
         # unreadable images and wrong pixel sizes fail here, before anything is written
-        shape = read_image(path).shape
+        pixels = read_image(path)
+        check_not_blank(path, pixels)
+        shape = pixels.shape
         pixel_size = image_pixel_size(path, pixel_size_nm, shape)
         check_image_size(path, shape, pixel_size)
         rows.append({"image_id": path.stem, "path": str(path.resolve()), "pixel_size_nm": pixel_size})

@@ -1383,16 +1383,20 @@ def _check_ids_read_back(ids: Sequence[str], paths: dict[str, Path]) -> None:
             )
 
 
+def check_not_blank(path: str | Path, pixels: np.ndarray) -> None:
+    """Refuse a blank frame (``pixels``, any shape, all one value: nothing recorded, e.g. the
+    camera's dark or saturated frame): :class:`RawDataError` naming ``path``."""
+    if pixels.min() == pixels.max():
+        raise RawDataError(path, f"every pixel has the value {pixels.flat[0]}: a blank frame, no micrograph recorded")
+
+
 def _read_one(
     root: Path, image_path: Path, tags_path: Path, positions_path: Path, cls: str, subset: str, hash_files: bool
 ):
     tags = read_tags(tags_path)
     pixels = read_image(image_path)
     height, width = pixels.shape
-    if pixels.min() == pixels.max():
-        raise RawDataError(
-            image_path, f"every pixel has the value {pixels.flat[0]}: a blank frame, nothing to learn from"
-        )
+    check_not_blank(image_path, pixels)
     check_tags_size(tags, tags_path, image_path, pixels.shape)
     check_image_size(image_path, pixels.shape, tags.pixel_size_x_nm)
     shapes = read_positions(positions_path, image=image_path.name, size=(width, height))

@@ -383,7 +383,11 @@ def fit(
         raise ValueError(f"training.schedule must be constant or onecycle, got {settings.schedule!r}")
     set_bn_momentum(model, settings.bn_momentum)
     optimizer = make_optimizer(model, settings)
-    n = len(train_x)
+    if settings.batch_size < 2:
+        raise ValueError(f"training batch_size must be at least 2 (batch norm), got {settings.batch_size}")
+    # a last batch of one patch is left out of each epoch (another one each epoch: the order is
+    # shuffled): batch norm cannot normalise it where a feature map is 1x1 (e.g. resnet50 at 32 px)
+    n = len(train_x) - (len(train_x) % settings.batch_size == 1)
     steps_per_epoch = -(-n // settings.batch_size)
     scheduler = (
         torch.optim.lr_scheduler.OneCycleLR(
@@ -428,8 +432,8 @@ def fit(
     while epoch < settings.epochs and bad_epochs < settings.patience:
         started = time.time()
         step_model.train()
-        order = torch.randperm(n, generator=shuffle)
-        elements = torch.randint(0, 8, (n,), generator=shuffle) if settings.gpu_augment else None
+        order = torch.randperm(len(train_x), generator=shuffle)
+        elements = torch.randint(0, 8, (len(train_x),), generator=shuffle) if settings.gpu_augment else None
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         for start in range(0, n, settings.batch_size):
