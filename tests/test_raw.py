@@ -1315,13 +1315,114 @@ def test_tags_unit_rows_the_reader_does_not_take_are_refused(tmp_path, rows, lin
     the pixel size (in range, so silently). A row naming a unit other than another quantity's
     (``VoltageUnit;kV``) is still skipped."""
     path = _tags_file(tmp_path, rows)
-    with pytest.raises(RawDataError, match=r"unit row '.*' \('(Å|µm)'\) is not one the reader takes") as caught:
+    with pytest.raises(
+        RawDataError, match=r"row '.*' looks like a unit \('(Å|µm)'\) that the reader cannot attach"
+    ) as caught:
         read_tags(path)
     assert str(caught.value).startswith(f"{path}:{line}: ")
     other = _tags_file(
         tmp_path, ["Height;30", "Width;40", "VoltageUnit;kV", "TimeUnit;s", "XScale;5,57;Å", "YScale;5,57;Å"]
     )
     assert read_tags(other).pixel_size_x_nm == pytest.approx(0.557)
+
+
+_STRAY = r"looks like a unit \('{unit}'\) that the reader cannot attach to a value: its key is not one it reads"
+
+
+@pytest.mark.parametrize(
+    "row,unit,renamed",
+    [
+        ("ScaleUnitX;Å", "Å", "Unit;Å"),
+        ("PixelSizeUnitX;Å", "Å", "Units;Å"),
+        ("XScaleUnitName;Å", "Å", "ScaleUnit;Å"),
+        ("Calibration;Å", "Å", "Scale Unit;Å"),
+        ("Length;Å", "Å", "Unit;Å"),
+        ("Einheit;Å", "Å", "unit;Å"),
+        ("Scale;Å/px", "Å/px", "Unit;Å/px"),
+        ("Scale;  a / pixel ", "a / pixel", "Unit;a / pixel"),
+        ("PixelScale;NM/PIXEL", "NM/PIXEL", None),
+        ("Calibration;[nm]", "[nm]", None),
+        ("Calibration;(Å)", "(Å)", None),
+        ("Spacing;\u212b", "\u212b", "Pixel-Unit;\u212b"),
+        ("Spacing;A\u030a", "A\u030a", "Unit;A\u030a"),
+        ("Angstroms;angstroms", "angstroms", "Unit;angstroms"),
+        ("XY;Å;Å", "Å", None),
+        ("Scale\tÅ", "Å", "Unit\tÅ"),
+        ("Scale=a", "a", "Unit=a"),
+        ("Calibration [Å];", "Å", None),
+        ("Unit [Å]", "Å", None),
+        ('"Calibration";"Å"', "Å", '"Unit";"Å"'),
+    ],
+)
+def test_tags_a_unit_under_a_key_the_reader_does_not_use_is_refused(tmp_path, row, unit, renamed):
+    """``ScaleUnitX;Å`` (any key but the unit keys, any spelling of a known length unit as the whole
+    value) was skipped: ``XScale;19,45`` read as 19.45 nm instead of 1.945 nm, in range, without a word.
+    Only keys starting or ending with 'unit' were refused; now any key the reader does not use. Under a
+    unit key the reader knows (as the message says) the row is read."""
+    rows = ["Height;30", "Width;40", "XScale;19,45", "YScale;19,45"]
+    path = _tags_file(tmp_path, [*rows[:2], row, *rows[2:]])
+    _refused_at_line(read_tags, path, 3, _STRAY.format(unit=re.escape(unit)) + ".*the scales would be read in nm")
+    with pytest.raises(RawDataError, match=r"rename the key to one it knows: Unit, Units, ScaleUnit, PixelUnit, XUnit"):
+        read_tags(path)
+    _refused_at_line(read_tags, _tags_file(tmp_path, [*rows, row]), 5, _STRAY.format(unit=re.escape(unit)))
+    if renamed is not None:
+        assert read_tags(_tags_file(tmp_path, [*rows[:2], renamed, *rows[2:]])).pixel_size_x_nm == pytest.approx(1.945)
+
+
+def test_the_unit_keys_a_message_names_are_the_ones_read():
+    from temvirus.raw import _UNIT_KEY_NAMES, UNIT_KEYS
+
+    assert sorted(re.sub(r"[\s_\-]", "", name.lower()) for name in _UNIT_KEY_NAMES.split(", ")) == sorted(UNIT_KEYS)
+
+
+@pytest.mark.parametrize(
+    "row",
+    ["Mode;TEM", "Detector;Morada (nm-ready)", "Source;1 nm/px detection crop", "Magnification;unknown"]
+    + ["Comment;scale in nm", "VoltageUnit;kV", "HeightUnit;px", "SizeUnit;pixel", "Calibration;1;nm"]
+    + ["Defocus [µm];-1,2", "Binning;2", "Unit;", "Note;nmx", "Mode;AMP", "Scale;nm nm"],
+)
+def test_tags_values_that_are_no_length_unit_are_still_skipped(tmp_path, row):
+    """Words holding a unit (``TEM``, ``nm-ready``), pixel units, units of other quantities, a unit after a
+    value and empty values are no unit row the reader cannot place."""
+    rows = ["Height;30", "Width;40", row, "XScale;19,45", "YScale;19,45"]
+    assert read_tags(_tags_file(tmp_path, rows)).pixel_size_x_nm == pytest.approx(19.45)
+
+
+@pytest.mark.parametrize(
+    "header,unit",
+    [
+        (["image;x.tif", "PosUnitX;nm", "format;x;y"], "nm"),
+        (["image;x.tif", "Calibration;nm", "format;x;y"], "nm"),
+        (["image;x.tif", "Length;µm", "format;x;y"], "µm"),
+        (["image;x.tif", "Scale;Å/px", "format;x;y"], "Å/px"),
+        (["image;x.tif", "PixelSpacing;NM / PIXEL", "format;x;y"], "NM / PIXEL"),
+        (["image;x.tif", "Calibration;[nm]", "format;x;y"], "[nm]"),
+        (["image;x.tif", "Einheit\tmm", "format;x;y"], "mm"),
+        (["image;x.tif", "Scale nm", "format;x;y"], "nm"),
+        (["image;x.tif", "Position [nm]", "format;x;y"], "[nm]"),  # split at spaces
+        (["image;x.tif", "Position(nm)", "format;x;y"], "nm"),
+        (["image;x.tif", "ScaleXY;nm;nm", "format;x;y"], "nm"),
+        (["image;x.tif", "unit;pixel", "ScaleUnitX;nm"], "nm"),  # contradicts 'unit;pixel': was accepted
+        (["ScaleUnitX;nm", "unit;pixel", "format;x;y"], "nm"),
+    ],
+)
+def test_positions_a_unit_under_a_key_the_reader_does_not_use_is_refused(tmp_path, header, unit):
+    """``PosUnitX;nm`` in place of ``unit;pixel`` was skipped: nm coordinates read as pixels without a word,
+    and so was ``ScaleUnitX;nm`` beside ``unit;pixel``. The line is named."""
+    path = _positions_file(tmp_path, [*header, "particleposition", "1;2"])
+    line = next(n for n, text in enumerate(header, start=1) if unit.split()[0].strip("[]") in text)
+    _refused_at_line(
+        read_positions, path, line, _STRAY.format(unit=re.escape(unit)) + ".*the coordinates would be read as pixels"
+    )
+
+
+@pytest.mark.parametrize(
+    "line", ["PosUnitX;px", "Calibration;pixel", "Scale;Pixels", "Mode;TEM", "comment;nm by hand", "Scale;1;nm"]
+)
+def test_positions_pixel_units_and_words_under_other_keys_are_still_skipped(tmp_path, line):
+    """A pixel unit under an unknown key cannot change the reading (coordinates are pixels anyway)."""
+    path = _positions_file(tmp_path, ["image;x.tif", line, "format;x;y", "particleposition", "1;2"])
+    assert read_positions(path)[0].tolist() == [[1, 2]]
 
 
 def test_normalised_positions_are_refused(good, tmp_path):

@@ -33,8 +33,12 @@ number (``0x1A``, ``5 57``, ``1.234,5``), a pixel count with a possible thousand
 giving a plausible size too (``50,000 pm``: 0.05 or 50 nm; ``1,000`` nm is 1 nm), a field
 after the unit, a pixel size outside :data:`PIXEL_SIZE_RANGE_NM` (plausible for TEM),
 XScale and YScale more than 0.1 % apart (non-square pixels), an unknown unit, a missing key or
-a key or unit row given twice with different values is an error naming the row; so is a row
-naming a unit that the reader does not take (``Length Unit;Å``: its scales would be read as nm).
+a key or unit row given twice with different values is an error naming the row; so is any row
+under a key the reader does not use whose whole value is a length unit of :data:`UNITS_NM` (any
+case, also ``Å/px``, ``nm/pixel``, ``[nm]``; or, without a value, a key ending in one in brackets,
+``Scale [Å]``): ``ScaleUnitX;Å``, ``Calibration;Å``, ``Length Unit;Å``, ``Scale;Å/px`` (a unit the
+reader cannot attach to a value: the scales would be read in nm; the message lists the unit keys it
+knows). Values holding a unit inside a word (``Mode;TEM``) are no unit.
 
 Positions (:func:`read_positions`): a header, recognised by content: the leading lines whose
 first field does not start like a number (``image;…``, ``unit;pixel``, ``format;x;y``), none with
@@ -44,8 +48,11 @@ with one decimal mark in the whole file and none that may be a thousands separat
 ``particleposition`` separates particles (two without a point between them are an error: a
 particle's points lost), and a particle of several points is a centre line.
 A file without header is read whole; points without any marker, or several before the first
-marker, are one centre line (logged as a warning). A unit row (keys as :data:`UNIT_KEYS`) must be pixels,
-``format`` (or a column header line) ``x;y`` or ``y;x``, and an ``image`` row must name the
+marker, are one centre line (logged as a warning). A unit row (keys as :data:`UNIT_KEYS`, or any key
+starting or ending with ``unit``) must be pixels, and a header line under any other key whose whole
+value is a length unit (``PosUnitX;nm``, ``Calibration;nm``, ``Length;µm``; as in tags) is refused, even
+beside ``unit;pixel``: the coordinates would be read as pixels (a pixel unit there is left alone).
+``format`` (or a column header line) must be ``x;y`` or ``y;x``, and an ``image`` row must name the
 file's image (any extension). A file without points needs the whole published header (3 lines)
 and no marker: anything shorter is a truncated file. Every point is a patch centre and is given once:
 the same point twice (a particle given twice, or a vertex repeated in a centre line, in a row or
@@ -310,14 +317,53 @@ def _unit_nm(unit: str) -> float | None:
     """nm per ``unit`` (``/px``, ``/pixel``, ``per pixel`` suffixes allowed); None if unknown.
     Unicode compatibility forms count as their letters (``A`` + ring above as ``Å``, as macOS may write it)."""
     unit = unicodedata.normalize("NFKC", unit).strip().lower()
-    unit = re.sub(r"\s*(/\s*(px|pix|pixel)|per\s+(px|pix|pixel))$", "", unit)
+    unit = re.sub(r"\s*(/\s*(px|pix|pixels?)|per\s+(px|pix|pixels?))$", "", unit)
     return UNITS_NM.get(unit)
+
+
+def _is_length_unit(field: str) -> bool:
+    """Whether a whole field is a length unit of :data:`UNITS_NM` as :func:`_unit_nm` reads it (any case,
+    ``Å/px``, ``nm/pixel``), also in brackets (``[nm]``, ``(Å)``); a word holding one (``TEM``) is none."""
+    bracketed = _KEY_UNIT.match(field)
+    if bracketed and not bracketed.group(1):
+        field = bracketed.group(2)
+    return _unit_nm(field) is not None
+
+
+def _stray_unit(key: str, fields: list[str]) -> str | None:
+    """The unit a row the reader does not use gives, if its whole value is a length unit: ``fields``
+    (after the key, empty ones dropped) all units (``ScaleUnitX;Å``, ``Calibration;nm/pixel``,
+    ``XY;nm;nm``), or, without a value, a unit in brackets after the key (``Scale [Å]``). Such a
+    row gives the unit of something the reader cannot tell (tags: the scales, read in nm without it;
+    positions: the coordinates, read as pixels), so it is refused rather than skipped."""
+    values = [field for field in fields if field]
+    if values and all(_is_length_unit(value) for value in values):
+        return values[0]
+    bracketed = _KEY_UNIT.match(key)
+    if not values and bracketed and bracketed.group(1) and _is_length_unit(bracketed.group(2)):
+        return bracketed.group(2)
+    return None
+
+
+#: the unit keys a message names (as :data:`UNIT_KEYS`: case, spaces, ``_`` and ``-`` ignored)
+_UNIT_KEY_NAMES = "Unit, Units, ScaleUnit, PixelUnit, XUnit, YUnit, XScaleUnit, YScaleUnit"
+
+
+def _stray_unit_error(path: Path, number: int, row: str, unit: str, reads: str, advice: str) -> RawDataError:
+    """The error of a row whose value is a length unit under a key the reader does not use (:func:`_stray_unit`)."""
+    return RawDataError(
+        path,
+        f"row {row!r} looks like a unit ({unit!r}) that the reader cannot attach to a value: its key is not one "
+        f"it reads, so {reads}; rename the key to one it knows: {_UNIT_KEY_NAMES} (case, spaces, '_' and '-' "
+        f"ignored){advice}",
+        line=number,
+    )
 
 
 def _names_a_unit(key: str) -> bool:
     """A normalised key that names a unit (``unitoflength``, ``lengthunit``, ``scaleunits``), known or not:
-    read as a unit row by :func:`read_positions`, refused by :func:`read_tags` when it is not one of
-    :data:`UNIT_KEYS` but holds a length unit (``Length Unit;Å``: the scales would be read as nm)."""
+    read as a unit row by :func:`read_positions` (its value must be pixels). :func:`read_tags` takes only
+    :data:`UNIT_KEYS`; a row under any other key whose value is a length unit is refused (:func:`_stray_unit`)."""
     return key in UNIT_KEYS or key.startswith("unit") or key.endswith(("unit", "units"))
 
 
@@ -422,8 +468,9 @@ def read_tags(path: str | Path) -> Tags:
     (the first present); quotes around fields are dropped; a key may carry its unit in
     brackets (``XScale [Å]``). A key or unit row given twice must give the same value; a
     non-empty field after the unit (``XScale;5;;Å``) is an error, and so is a pixel size under another key
-    (:data:`PIXEL_SIZE_KEYS`: ``PixelSize;2`` beside ``XScale;1``) that differs from XScale/YScale, or a row whose key starts or
-    ends with ``unit`` but is none of :data:`UNIT_KEYS` and holds a length unit (``Length Unit;Å``).
+    (:data:`PIXEL_SIZE_KEYS`: ``PixelSize;2`` beside ``XScale;1``) that differs from XScale/YScale, or a row under
+    a key the reader does not use whose whole value is a length unit (:func:`_stray_unit`: ``ScaleUnitX;Å``,
+    ``Calibration;Å``, ``Length Unit;Å``, ``Scale;Å/px``; the scales would be read in nm).
     Returns pixel counts and pixel sizes in nm. Raises :class:`RawDataError` naming the row.
     """
     path = Path(path)
@@ -447,12 +494,17 @@ def read_tags(path: str | Path) -> Tags:
             others.append((number, parts[1], [parts[2] if len(parts) > 2 else "", key_unit], parts[0], key))
             continue
         if not unit_row and key not in TAG_KEYS:
-            if _names_a_unit(key) and len(parts) > 1 and _unit_nm(parts[1]) is not None:
-                raise RawDataError(
+            # 'ScaleUnitX;Å', 'Calibration;Å', 'Scale;Å/px': a unit row the reader does not know; skipped, the
+            # scales were read in nm (10 times too large). Words holding a unit ('Mode;TEM') are still skipped
+            unit = _stray_unit(parts[0], parts[1:])
+            if unit is not None:
+                raise _stray_unit_error(
                     path,
-                    f"unit row {parts[0]!r} ({parts[1]!r}) is not one the reader takes, and the scales would be read "
-                    "in nm: name it Unit, XUnit or YUnit (or give the unit after the XScale/YScale value)",
-                    line=number,
+                    number,
+                    row.strip(),
+                    unit,
+                    "the scales would be read in nm",
+                    "; or give the unit after the XScale/YScale value ('XScale;1,945;Å')",
                 )
             continue
         if len(parts) < 2:
@@ -667,7 +719,9 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
     like tags keys (case, spaces, ``_`` and ``-`` ignored): ``image``, a unit key of
     :data:`UNIT_KEYS` (must be pixels), ``format`` (``x;y`` or ``y;x``), or a column header
     ``x;y`` / ``y;x`` (units in brackets, ``X [px]``, must be pixels); a key starting or ending
-    with ``unit`` (``Unit of length``) is a unit row too; other header lines are skipped, but a
+    with ``unit`` (``Unit of length``) is a unit row too; a line under any other key whose whole value
+    is a length unit other than pixels (:func:`_stray_unit`: ``PosUnitX;nm``, ``Calibration;nm``) is an
+    error (the coordinates would be read as pixels); other header lines are skipped, but a
     header line with two numbers (``P1;360.13;488.45``, ``x=360 y=488``, ``size;1024;1024``) is an
     error unless its key is one of these: a labelled point would be lost. Lines starting with
     ``#`` are comments; fields are separated by ``;`` (a tab or spaces also), trailing separators are ignored, and
@@ -746,6 +800,19 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
             if unit_key and values[:1] and values[0] not in PIXEL_UNITS:
                 raise RawDataError(
                     path, f"positions in unit {parts[1]!r}: only pixel positions are supported", line=number
+                )
+            # 'PosUnitX;nm', 'Calibration;nm', 'Length;µm': a unit row under a key the reader does not know, so far
+            # skipped and the coordinates read as pixels. A pixel unit there ('PosUnitX;px') is left alone: the
+            # coordinates are read as pixels anyway, so it cannot change the reading
+            unit = None if (unit_key or columns or key in ("image", "format")) else _stray_unit(parts[0], parts[1:])
+            if unit is not None:
+                raise _stray_unit_error(
+                    path,
+                    number,
+                    text,
+                    unit,
+                    "the coordinates would be read as pixels",
+                    "; positions must be pixels ('unit;pixel')",
                 )
             if image is not None and key == "image" and values[:1]:
                 named, stem = Path(parts[1].replace("\\", "/")).name, name_key(Path(image).stem)
