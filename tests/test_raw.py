@@ -1369,12 +1369,6 @@ def test_tags_a_unit_under_a_key_the_reader_does_not_use_is_refused(tmp_path, ro
         assert read_tags(_tags_file(tmp_path, [*rows[:2], renamed, *rows[2:]])).pixel_size_x_nm == pytest.approx(1.945)
 
 
-def test_the_unit_keys_a_message_names_are_the_ones_read():
-    from temvirus.raw import _UNIT_KEY_NAMES, UNIT_KEYS
-
-    assert sorted(re.sub(r"[\s_\-]", "", name.lower()) for name in _UNIT_KEY_NAMES.split(", ")) == sorted(UNIT_KEYS)
-
-
 @pytest.mark.parametrize(
     "row",
     ["Mode;TEM", "Detector;Morada (nm-ready)", "Source;1 nm/px detection crop", "Magnification;unknown"]

@@ -109,17 +109,19 @@ PIXEL_SIZE_KEYS = {
     "pixelsizex": "x",
     "pixelsizey": "y",
 }
-#: rows giving the unit of both scales, or of one
-UNIT_KEYS = {
-    "unit": "xy",
-    "units": "xy",
-    "scaleunit": "xy",
-    "pixelunit": "xy",
-    "xunit": "x",
-    "yunit": "y",
-    "xscaleunit": "x",
-    "yscaleunit": "y",
+#: rows giving the unit of both scales, or of one: keys as messages name them -> axes
+_UNIT_KEY_AXES = {
+    "Unit": "xy",
+    "Units": "xy",
+    "ScaleUnit": "xy",
+    "PixelUnit": "xy",
+    "XUnit": "x",
+    "YUnit": "y",
+    "XScaleUnit": "x",
+    "YScaleUnit": "y",
 }
+#: ... normalised (lower case; as read, case, spaces, '_' and '-' ignored)
+UNIT_KEYS = {name.lower(): axes for name, axes in _UNIT_KEY_AXES.items()}
 #: unit spellings (lower case) -> nm per unit
 UNITS_NM = {
     **dict.fromkeys(["nm", "nanometer", "nanometers", "nanometre", "nanometres"], 1.0),
@@ -345,16 +347,12 @@ def _stray_unit(key: str, fields: list[str]) -> str | None:
     return None
 
 
-#: the unit keys a message names (as :data:`UNIT_KEYS`: case, spaces, ``_`` and ``-`` ignored)
-_UNIT_KEY_NAMES = "Unit, Units, ScaleUnit, PixelUnit, XUnit, YUnit, XScaleUnit, YScaleUnit"
-
-
 def _stray_unit_error(path: Path, number: int, row: str, unit: str, reads: str, advice: str) -> RawDataError:
     """The error of a row whose value is a length unit under a key the reader does not use (:func:`_stray_unit`)."""
     return RawDataError(
         path,
         f"row {row!r} looks like a unit ({unit!r}) that the reader cannot attach to a value: its key is not one "
-        f"it reads, so {reads}; rename the key to one it knows: {_UNIT_KEY_NAMES} (case, spaces, '_' and '-' "
+        f"it reads, so {reads}; rename the key to one it knows: {', '.join(_UNIT_KEY_AXES)} (case, spaces, '_' and '-' "
         f"ignored){advice}",
         line=number,
     )
@@ -780,15 +778,16 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
             named = [m.groups() if (m := _KEY_UNIT.match(p)) else (p, "") for p in parts]  # 'X [px]' -> X, px
             columns = sorted(name.lower() for name, _ in named) == ["x", "y"]
             unit_key = _names_a_unit(key)
+            known = unit_key or columns or key in ("image", "format")  # a header line the reader reads
             numbers = sum(bool(_NUMBER_FIELD.match(p)) for p in parts)
-            if numbers > 1 and not (unit_key or columns or key in ("image", "format")):
+            if numbers > 1 and not known:
                 raise RawDataError(
                     path,
                     f"{numbers} numbers in a header line: {text!r}; a point with a label or an index ('P1;x;y')? "
                     f"expected 'x;y' (px) alone on a line, or '{PARTICLE_MARKER}'",
                     line=number,
                 )
-            if not (columns or unit_key or key in ("image", "format")) and _names_coordinates(parts):
+            if not known and _names_coordinates(parts):
                 raise RawDataError(
                     path,
                     f"column header {text!r} is not one the reader knows, so it cannot tell the column order; "
@@ -804,7 +803,7 @@ def read_positions(path: str | Path, image: str | None = None, size: tuple[int, 
             # 'PosUnitX;nm', 'Calibration;nm', 'Length;µm': a unit row under a key the reader does not know, so far
             # skipped and the coordinates read as pixels. A pixel unit there ('PosUnitX;px') is left alone: the
             # coordinates are read as pixels anyway, so it cannot change the reading
-            unit = None if (unit_key or columns or key in ("image", "format")) else _stray_unit(parts[0], parts[1:])
+            unit = None if known else _stray_unit(parts[0], parts[1:])
             if unit is not None:
                 raise _stray_unit_error(
                     path,
