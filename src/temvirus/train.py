@@ -175,6 +175,9 @@ def load_subset(
     if subset == "train_augmented":
         csv = folder / "train_augmented.csv"
         table = pd.read_csv(csv)
+        missing = sorted(set(classes) - set(table["class"]))
+        if missing:
+            raise ValueError(f"{csv}: no {subset} patches of classes {missing}; adjust classes.classification")
     else:
         csv = folder / "patches.csv"
         table = pd.read_csv(csv, dtype={"image_id": str})
@@ -183,9 +186,6 @@ def load_subset(
     if not np.array_equal(table["index"].to_numpy(), np.arange(len(table))):
         raise ValueError(f"{csv}: 'index' of subset {subset} is not 0..{len(table) - 1} (one row per array row)")
     present = table["class"].isin(classes).to_numpy()
-    missing = sorted(set(classes) - set(table["class"]))
-    if missing:  # train_augmented (the patch table's subsets were checked above)
-        raise ValueError(f"{csv}: no {subset} patches of classes {missing}; adjust classes.classification")
     labels = table["class"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     rows = np.flatnonzero(present)
     rows = rows[_cap_per_class(labels[rows].astype(np.int64), cap, rng(seed, "subset", subset))]
@@ -368,6 +368,10 @@ def fit(
     again with the same ``fingerprint`` (and settings) continues from the last checkpoint.
     This is the function a throughput benchmark calls with its own tensors.
     """
+    if settings.schedule not in ("constant", "onecycle"):
+        raise ValueError(f"training.schedule must be constant or onecycle, got {settings.schedule!r}")
+    if settings.batch_size < 2:
+        raise ValueError(f"training batch_size must be at least 2 (batch norm), got {settings.batch_size}")
     seed_everything(settings.seed, settings.deterministic)
     device = resolve_device(settings.device)
     cuda = device.type == "cuda"
@@ -379,12 +383,8 @@ def fit(
     if cuda:  # the fast path: the whole arrays resident on the GPU
         train_x, val_x = (t.pin_memory().to(device, non_blocking=True) for t in (train_x, val_x))
     train_y, val_y = train_y.to(device), val_y.to(device)
-    if settings.schedule not in ("constant", "onecycle"):
-        raise ValueError(f"training.schedule must be constant or onecycle, got {settings.schedule!r}")
     set_bn_momentum(model, settings.bn_momentum)
     optimizer = make_optimizer(model, settings)
-    if settings.batch_size < 2:
-        raise ValueError(f"training batch_size must be at least 2 (batch norm), got {settings.batch_size}")
     # a last batch of one patch is left out of each epoch (another one each epoch: the order is
     # shuffled): batch norm cannot normalise it where a feature map is 1x1 (e.g. resnet50 at 32 px)
     n = len(train_x) - (len(train_x) % settings.batch_size == 1)
