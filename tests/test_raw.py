@@ -168,12 +168,22 @@ def test_non_numeric_positions_line(good, tmp_path):
         read_positions(positions)
 
 
-def test_point_outside_the_image(good, tmp_path):
+@pytest.mark.parametrize("point", ["30;31", "30;30", "40;20", "-0.01;20"])
+def test_point_outside_the_image(good, tmp_path, point):
+    """Pixel i spans [i, i + 1): a 40x30 image holds 0 <= x < 40 and 0 <= y < 30; a point on the far
+    edge (x = 40 or y = 30) was accepted and centred a patch on no pixel of the image."""
     positions = good / "train/Adenovirus/particle_positions/a1_particlepositions.txt"
-    positions.write_text(positions.read_text().replace("30;20", "30;31"))
+    positions.write_text(positions.read_text().replace("30;20", point))
     _expect_error(good, positions, "outside the 40x30 image", tmp_path)
-    with pytest.raises(RawDataError, match=r":7: point \(30, 31\) of particle 1 lies outside"):  # the line is named
+    shown = "\\(" + ", ".join(f"{float(v):g}" for v in point.split(";")) + "\\)"
+    with pytest.raises(RawDataError, match=rf":7: point {shown} of particle 1 lies outside"):  # the line is named
         read_dataset(good)
+
+
+def test_points_up_to_the_far_edge_are_in_the_image(good):
+    positions = good / "train/Adenovirus/particle_positions/a1_particlepositions.txt"
+    positions.write_text(positions.read_text().replace("30;20", "39.99;29.99"))
+    assert read_dataset(good)[1].query("image_id == 'a1'")[["x", "y"]].max().tolist() == [39.99, 29.99]
 
 
 def test_failed_read_leaves_both_table_paths_as_they_were(good, tmp_path):
@@ -1822,6 +1832,60 @@ def test_a_point_given_twice_is_refused(tmp_path, lines, line, reason):
     with pytest.raises(RawDataError, match=reason) as caught:
         read_positions(path)
     assert str(caught.value).startswith(f"{path}:{line}: the same point"), str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "lines,pixel_size,line,reason",
+    [
+        (
+            ["particleposition", "10;10", "particleposition", "11;10"],
+            1.0,
+            4,
+            r"1 px \(1 nm\) from the point of line 2:",
+        ),
+        (
+            ["particleposition", "10;10", "particleposition", "11;10"],
+            4.0,
+            4,
+            r"1 px \(4 nm\) from the point of line 2:",
+        ),
+        (["particleposition", "10;10", "40;10", "particleposition", "12;11"], 1.0, 5, "from the point of line 2:"),
+        (["particleposition", "10;10", "12;10", "40;10"], 1.0, 3, "from the point of line 2 in the same centre line"),
+    ],
+)
+def test_a_particle_given_twice_a_little_apart_is_refused(tmp_path, lines, pixel_size, line, reason):
+    """A particle clicked twice, its two points a pixel or two apart: two near-identical patches and
+    one particle counted twice, where the same point twice was already refused. Two particles'
+    centres are never closer than NEAR_POINT_NM (5 nm; the real crops' closest are 20 nm apart), so
+    a round particle that close to another point, or a centre line's neighbouring vertices that
+    close, are an error naming the line; the distance is judged in nm (the image's pixel size)."""
+    path = _positions_file(tmp_path, lines)
+    assert len(read_positions(path)) == lines.count("particleposition")  # without a pixel size: not judged
+    with pytest.raises(RawDataError, match=reason) as caught:
+        read_positions(path, pixel_size_nm=pixel_size)
+    assert str(caught.value).startswith(f"{path}:{line}: point"), str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        ["particleposition", "10;10", "particleposition", "12;10"],  # 6 nm apart at 3 nm/px
+        ["particleposition", "0;10", "10;10", "20;10", "particleposition", "10;0", "10.5;10", "10;20"],  # a crossing
+        ["particleposition", "0;0", "20;0", "20;20", "0;20", "0.5;0.5"],  # a filament curling back onto itself
+    ],
+)
+def test_crossing_filaments_and_particles_5_nm_apart_are_kept(tmp_path, lines):
+    path = _positions_file(tmp_path, lines)
+    assert len(read_positions(path, pixel_size_nm=3.0)) == lines.count("particleposition")
+
+
+def test_a_real_particle_given_twice_a_pixel_apart_is_refused(real_crops, tmp_path):
+    """The layout reader judges near points at the tags' pixel size (a real crop, 1 nm/px)."""
+    raw = tmp_path / "raw"
+    copy_real_image(real_crops / "train/Adenovirus/A4-080201_1.jpg", raw / "train" / "Adenovirus")
+    positions = raw / "train/Adenovirus/particle_positions/A4-080201_1_particlepositions.txt"
+    positions.write_text(positions.read_text() + "particleposition\n502.79;500.33\n")
+    _expect_error(raw, positions, r":7: point '502.79;500.33' lies 2 px \(2 nm\) from the point of line 5:", tmp_path)
 
 
 @pytest.mark.parametrize("char", ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f", "\x85", "\u2028", "\u2029", "\x07"])

@@ -84,7 +84,7 @@ def _cut_by_border(p: Particle, ox: float, oy: float, w: float, h: float) -> boo
     """Whether a particle has a point inside the field (origin (ox, oy), w x h nm) but its
     body reaches beyond the border (it is not among the fully seen ones)."""
     local = p.points - [ox, oy]
-    seen = (local[:, 0] >= 0) & (local[:, 0] <= w) & (local[:, 1] >= 0) & (local[:, 1] <= h)
+    seen = (local[:, 0] >= 0) & (local[:, 0] < w) & (local[:, 1] >= 0) & (local[:, 1] < h)
     return bool(seen.any()) and not _fits(local, 0.5 * p.body.r, w, h)
 
 
@@ -93,7 +93,7 @@ def _visible_part(p: Particle, ox: float, oy: float, w: float, h: float) -> Part
     around what is seen of its disc, a centre line by its vertices inside the field."""
     local = p.points - [ox, oy]
     if len(local) > 1:
-        seen = (local[:, 0] >= 0) & (local[:, 0] <= w) & (local[:, 1] >= 0) & (local[:, 1] <= h)
+        seen = (local[:, 0] >= 0) & (local[:, 0] < w) & (local[:, 1] >= 0) & (local[:, 1] < h)
         return replace(p, points=p.points[seen])
     (x, y), r = local[0], p.body.r
     centre = [(max(x - r, 0) + min(x + r, w)) / 2 + ox, (max(y - r, 0) + min(y + r, h)) / 2 + oy]

@@ -246,7 +246,8 @@ def _fits(points: np.ndarray, margin: float, width: float, height: float) -> boo
 def _place_centres(
     radii: np.ndarray, arrangement: str, width: float, height: float, draw: np.random.Generator
 ) -> np.ndarray:
-    """Centres for round-ish bodies: scattered (with some touching pairs) or in packed clusters."""
+    """Centres (n, 2) nm for round-ish bodies, scattered (with some touching pairs) or in packed
+    clusters, and which to keep (:func:`_apart`)."""
     n = len(radii)
     margin = radii.max() * 1.5 + 2
     lo, hi = np.array([margin, margin]), np.array([max(width - margin, margin + 1), max(height - margin, margin + 1)])
@@ -267,7 +268,7 @@ def _place_centres(
                 ):
                     break
             centres[i] = np.clip(c, lo, hi)
-        return centres
+        return centres, _apart(centres, radii, lo, hi, draw)
     # clusters: hexagonal packing (jittered) around a few cluster centres
     sizes = _cluster_sizes(n, arrangement, draw)
     spacing = 2 * np.median(radii) * 1.06
@@ -286,7 +287,26 @@ def _place_centres(
         placed.append(cluster)
         centres[start : start + size] = cluster
         start += size
-    return centres
+    return centres, _apart(centres, radii, lo, hi, draw)
+
+
+def _apart(centres: np.ndarray, radii: np.ndarray, lo: np.ndarray, hi: np.ndarray, draw) -> np.ndarray:
+    """Move each of ``centres`` (n, 2) nm lying within half the two radii of an earlier one (a
+    crowded cluster clipped to the field, or a last placing attempt that failed) to a free place in
+    ``lo``..``hi``, in place; which to keep: one without a free place in 100 tries is left out.
+    An annotator marks one particle where two lie on each other, and the raw reader refuses two
+    centres closer than :data:`temvirus.raw.NEAR_POINT_NM`. Fields where particles do not lie on
+    each other are as before (no draw is taken)."""
+    keep = np.ones(len(centres), dtype=bool)
+    for i in range(1, len(centres)):
+        kept = keep[:i]
+        for _ in range(100):
+            if (np.hypot(*(centres[:i][kept] - centres[i]).T) >= 0.5 * (radii[:i][kept] + radii[i])).all():
+                break
+            centres[i] = draw.uniform(lo, hi)
+        else:
+            keep[i] = False
+    return keep
 
 
 def _cluster_sizes(n: int, arrangement: str, draw: np.random.Generator) -> list[int]:
@@ -360,8 +380,8 @@ def make_specimen(
             particles.append(Particle(body, _jitter(points, d, width, height, draw)))
     else:
         radii = diameters / 2 * max(style.aspect, 1)
-        centres = _place_centres(radii, style.arrangement, width, height, draw)
-        for d, (x, y) in zip(diameters, centres):
+        centres, keep = _place_centres(radii, style.arrangement, width, height, draw)
+        for d, (x, y) in zip(diameters[keep], centres[keep]):
             body = _make_body(style, d, x, y, draw)
             if style.shape == "oval":
                 half = (body.aspect - 1) * body.r
