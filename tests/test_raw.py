@@ -584,6 +584,31 @@ def test_truncated_jpeg_or_png_is_refused(good, tmp_path, suffix):
     _expect_error(good, image, "cannot read image .*truncated", tmp_path)
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data, m: data[: m - 1000] + bytes(2000) + data[m + 1000 :],  # 2000 bytes zeroed
+        lambda data, m: data[: m - 2500] + data[m + 2500 :],  # 5000 bytes cut from the middle
+    ],
+    ids=["zeroed", "cut-in-the-middle"],
+)
+def test_jpeg_with_corrupt_data_is_refused(good, tmp_path, damage):
+    """A JPEG damaged in its middle is an error naming it: Pillow (and imagecodecs) decode it
+    without a word into wrong pixels (libjpeg's "Corrupt JPEG data" warning is swallowed)."""
+    from temvirus.raw import read_image
+
+    image = write_image(good, "train", "Adenovirus", "damaged", [[(3, 3)]], size=(400, 300), suffix=".jpg")
+    assert read_image(image).shape == (300, 400)  # intact: read
+    data = image.read_bytes()
+    image.write_bytes(damage(data, len(data) // 2))
+    with Image.open(image) as opened:
+        opened.load()  # Pillow alone reads it without an error
+    with pytest.raises(RawDataError, match="corrupt JPEG data .*premature end of data segment") as caught:
+        read_image(image)
+    assert str(caught.value).startswith(f"{image}: "), str(caught.value)
+    _expect_error(good, image, "corrupt JPEG data", tmp_path)
+
+
 def test_unknown_class_folder(good, tmp_path):
     write_image(good, "train", "Smallpox", "s1", [[(3, 3)]])
     _expect_error(good, good / "train/Smallpox", "unknown class folder", tmp_path)

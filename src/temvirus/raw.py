@@ -1139,6 +1139,7 @@ _PIL_DIRECT = {"1", "L", "I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
 
 
 def _read_pillow(path: Path) -> np.ndarray:
+    import simplejpeg
     from PIL import Image
 
     with open(path, "rb") as fh:
@@ -1157,6 +1158,15 @@ def _read_pillow(path: Path) -> np.ndarray:
             raise RawDataError(
                 path, f"{image.format} file holds {image.n_frames} images: which is the micrograph is ambiguous"
             )
+        if image.format in ("JPEG", "MPO"):  # Pillow (libjpeg) decodes corrupt entropy-coded data silently
+            try:
+                simplejpeg.decode_jpeg(path.read_bytes(), colorspace="GRAY", strict=True)
+            except ValueError as exc:
+                raise RawDataError(
+                    path,
+                    f"corrupt JPEG data ({exc}): the file is damaged (an interrupted copy or a disk error); "
+                    "copy it again from its source",
+                ) from None
         mode = image.mode
         if mode in _PIL_DIRECT:
             return np.asarray(image)
@@ -1174,6 +1184,8 @@ def read_image(path: str | Path) -> np.ndarray:
     PNG): TIFF via tifffile (LZW, deflate, JPEG... through imagecodecs), the rest via Pillow.
     A file holding several images (a multi-page TIFF stack, a larger second TIFF series, an
     animated PNG), or with an EXIF/TIFF orientation other than top-left, is refused.
+    A JPEG is also decoded strictly (simplejpeg): one with corrupt data, which Pillow would
+    decode silently into wrong pixels, is refused.
     Photometric interpretation: grayscale as stored; inverted grayscale (TIFF MINISWHITE)
     inverted (``2**bits - 1 - value``); palette images through their palette (TIFF colour
     maps holding an 8-bit palette scaled by 257 give 8 bits); colour images with equal
