@@ -609,6 +609,27 @@ def test_jpeg_with_corrupt_data_is_refused(good, tmp_path, damage):
     _expect_error(good, image, "corrupt JPEG data", tmp_path)
 
 
+@pytest.mark.parametrize("writer", ["tifffile", "pillow"])  # a whole JPEG per strip; shared tables (JPEGTables)
+def test_jpeg_compressed_tiff_with_corrupt_data_is_refused(good, tmp_path, writer):
+    """The same for a JPEG-compressed TIFF, which tifffile decodes through imagecodecs, as silently."""
+    from temvirus.raw import read_image
+
+    image = write_image(good, "train", "Adenovirus", "damaged", [[(3, 3)]], size=(400, 300))
+    pixels = (np.random.default_rng(0).normal(128, 30, (300, 400)).clip(0, 255)).astype(np.uint8)
+    if writer == "tifffile":
+        tifffile.imwrite(image, pixels, compression="jpeg", rowsperstrip=64)
+    else:
+        Image.fromarray(pixels).save(image, compression="jpeg")
+    page = tifffile.TiffFile(image).pages.first
+    assert (page.jpegtables is not None) == (writer == "pillow")
+    assert read_image(image).shape == (300, 400)  # intact: read
+    middle = page.dataoffsets[0] + page.databytecounts[0] // 2
+    data = image.read_bytes()
+    image.write_bytes(data[:middle] + bytes(200) + data[middle + 200 :])
+    assert tifffile.imread(image).shape == (300, 400)  # tifffile alone reads it without an error
+    _expect_error(good, image, "corrupt JPEG data in strip or tile 0 ", tmp_path)
+
+
 def test_unknown_class_folder(good, tmp_path):
     write_image(good, "train", "Smallpox", "s1", [[(3, 3)]])
     _expect_error(good, good / "train/Smallpox", "unknown class folder", tmp_path)

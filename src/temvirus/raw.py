@@ -1066,6 +1066,22 @@ def _tiff_samples(array: np.ndarray, page, path: Path) -> np.ndarray:
     return kept[..., 0] if kept.shape[-1] == 1 else kept
 
 
+def _check_jpeg(path: Path, data: bytes, what: str = "JPEG data") -> None:
+    """Decode the JPEG stream ``data`` strictly (simplejpeg, libjpeg-turbo): Pillow, and imagecodecs
+    for JPEG-compressed TIFFs, decode corrupt entropy-coded data (bytes zeroed or cut, a stray
+    marker) without an error into wrong pixels. Raises :class:`RawDataError` naming ``path``."""
+    import simplejpeg
+
+    try:
+        simplejpeg.decode_jpeg(data, colorspace="GRAY", strict=True)
+    except ValueError as exc:
+        raise RawDataError(
+            path,
+            f"corrupt {what} ({exc}): the file is damaged (an interrupted copy or a disk error); "
+            "copy it again from its source",
+        ) from None
+
+
 def _read_tiff(path: Path) -> np.ndarray:
     import tifffile
     from tifffile import COMPRESSION, PHOTOMETRIC, PLANARCONFIG
@@ -1102,6 +1118,12 @@ def _read_tiff(path: Path) -> np.ndarray:
                     path,
                     f"cannot read image (truncated TIFF: data up to byte {offset + count}, the file has {size} bytes)",
                 )
+        if page.compression == COMPRESSION.JPEG and page.bitspersample == 8:  # decoded silently when corrupt
+            tables = page.jpegtables or b""  # an abbreviated stream per strip: the tables come once, in a tag
+            for index, (offset, count) in enumerate(zip(page.dataoffsets, page.databytecounts)):
+                tif.filehandle.seek(offset)
+                strip = tif.filehandle.read(count)
+                _check_jpeg(path, tables[:-2] + strip[2:] if tables else strip, f"JPEG data in strip or tile {index}")
         # the page itself (its checks above are this page's): a series may carry metadata axes of
         # length 1 (tifffile's 'shaped' (1, h, w)) that no other reader sees
         array = page.asarray()
@@ -1139,7 +1161,6 @@ _PIL_DIRECT = {"1", "L", "I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
 
 
 def _read_pillow(path: Path) -> np.ndarray:
-    import simplejpeg
     from PIL import Image
 
     with open(path, "rb") as fh:
@@ -1159,14 +1180,7 @@ def _read_pillow(path: Path) -> np.ndarray:
                 path, f"{image.format} file holds {image.n_frames} images: which is the micrograph is ambiguous"
             )
         if image.format in ("JPEG", "MPO"):  # Pillow (libjpeg) decodes corrupt entropy-coded data silently
-            try:
-                simplejpeg.decode_jpeg(path.read_bytes(), colorspace="GRAY", strict=True)
-            except ValueError as exc:
-                raise RawDataError(
-                    path,
-                    f"corrupt JPEG data ({exc}): the file is damaged (an interrupted copy or a disk error); "
-                    "copy it again from its source",
-                ) from None
+            _check_jpeg(path, path.read_bytes())
         mode = image.mode
         if mode in _PIL_DIRECT:
             return np.asarray(image)
@@ -1184,8 +1198,9 @@ def read_image(path: str | Path) -> np.ndarray:
     PNG): TIFF via tifffile (LZW, deflate, JPEG... through imagecodecs), the rest via Pillow.
     A file holding several images (a multi-page TIFF stack, a larger second TIFF series, an
     animated PNG), or with an EXIF/TIFF orientation other than top-left, is refused.
-    A JPEG is also decoded strictly (simplejpeg): one with corrupt data, which Pillow would
-    decode silently into wrong pixels, is refused.
+    A JPEG, and every strip or tile of a JPEG-compressed TIFF, is also decoded strictly
+    (simplejpeg): one with corrupt data, which Pillow and imagecodecs decode silently into
+    wrong pixels, is refused.
     Photometric interpretation: grayscale as stored; inverted grayscale (TIFF MINISWHITE)
     inverted (``2**bits - 1 - value``); palette images through their palette (TIFF colour
     maps holding an 8-bit palette scaled by 257 give 8 bits); colour images with equal
