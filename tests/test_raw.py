@@ -1880,6 +1880,26 @@ def test_a_point_given_twice_is_refused(tmp_path, lines, line, reason):
     assert str(caught.value).startswith(f"{path}:{line}: the same point"), str(caught.value)
 
 
+@pytest.mark.parametrize("cut", [2, 3, 5])  # '646.78' -> '646.', '646', '6'
+def test_a_positions_file_cut_inside_its_last_number_is_refused(tmp_path, cut):
+    """A positions file cut by an interrupted copy ends inside a number: '860.26;646.78' read as
+    '860.26;64' put a patch 580 px off the particle without a word. Now a file that ends in a point
+    without a newline needs that number's decimals to be the file's (an error naming the line)."""
+    whole = "image;a.tif\nunit;pixel\nformat;x;y\nparticleposition\n10.25;20.50\nparticleposition\n860.26;646.78\n"
+    path = tmp_path / "a_particlepositions.txt"
+    path.write_text(whole[:-1])  # whole, only the final newline missing: read
+    assert read_positions(path)[1].tolist() == [[860.26, 646.78]]
+    path.write_text(whole[: -1 - cut])
+    with pytest.raises(RawDataError, match=r":7: the file ends inside '6[\d.]*' without a newline") as caught:
+        read_positions(path)
+    assert "a cut file" in str(caught.value)
+    path.write_text("particleposition\n860.26;64")  # one point: judged by its other number
+    with pytest.raises(RawDataError, match="has no decimal mark where the file's other coordinates have 2 decimals"):
+        read_positions(path)
+    path.write_text("particleposition\n10;20\nparticleposition\n860;64")  # integers throughout: whole
+    assert len(read_positions(path)) == 2
+
+
 @pytest.mark.parametrize(
     "lines,pixel_size,line,reason",
     [

@@ -718,6 +718,34 @@ def _check_decimal_marks(path: Path, fields: list[tuple[int, str]], size: tuple[
     )
 
 
+def _decimals(field: str) -> int:
+    """Digits after the decimal mark of a coordinate (``646.78``: 2, ``646.``: 0, ``646``: -1)."""
+    found = re.search(r"[.,](\d*)$", field)
+    return len(found.group(1)) if found else -1
+
+
+def _check_last_field(path: Path, coordinates: list[tuple[int, str]], text: str) -> None:
+    """A file that ends in the point ``text`` without a newline may be cut inside its last number
+    (an interrupted copy: ``646.78`` read as ``64`` or ``646.``): that number must have as many
+    decimals as the file's other coordinates ((line, field) each; with no other line, the point's
+    other number), else :class:`RawDataError` naming its line."""
+    number = coordinates[-1][0]
+    *before, last = _position_fields(text)
+    seen = {_decimals(field) for line, field in coordinates if line != number} or set(map(_decimals, before))
+    if seen and _decimals(last) not in seen:
+
+        def said(decimals: int) -> str:
+            return "no decimal mark" if decimals < 0 else f"{decimals} decimals"
+
+        raise RawDataError(
+            path,
+            f"the file ends inside {last!r} without a newline, and the number has {said(_decimals(last))} where the "
+            f"file's other coordinates have {' or '.join(map(said, sorted(seen)))}: a cut file (an interrupted "
+            "copy)? Copy it again; if it is whole, end it with a newline",
+            line=number,
+        )
+
+
 def _check_near_points(
     path: Path, points: list[tuple[int, str, float, float, int]], radius_px: float, pixel_size_nm: float
 ) -> None:
@@ -779,7 +807,9 @@ def read_positions(
     Raises :class:`RawDataError` naming the line of anything else, a labelled point, an ambiguous
     decimal mark, a non-pixel unit, an
     unknown ``format``, two header lines giving different column orders, two markers without a
-    point between them (a particle whose points are lost), a truncated file, or a point given
+    point between them (a particle whose points are lost), a truncated file (also one that ends
+    without a newline inside a number with other decimals than the file's others: ``646.78`` cut
+    to ``64``), or a point given
     twice (equal x and y, at the second line, naming the first): a copied particle, a second
     particle on a point of another one, or a vertex repeated in a centre line (in a row or not).
     Each point is a patch centre, so any of these made identical patches, and a copied particle
@@ -794,7 +824,8 @@ def read_positions(
     marked, leading = False, 0  # a marker seen; points before the first marker
     points: list[tuple[int, str, float, float, int]] = []  # (line, text, x, y, particle)
     coordinates: list[tuple[int, str]] = []  # (line, field) of each coordinate, for their decimal marks
-    for number, line in enumerate(read_lines(path), start=1):
+    lines = read_lines(path)
+    for number, line in enumerate(lines, start=1):
         text = line.strip()
         if not text or text.startswith("#"):
             continue
@@ -891,6 +922,8 @@ def read_positions(
         leading += not marked
         particles[-1].append((x, y))
     _check_decimal_marks(path, coordinates, size)  # before any value is used: 1,000 may be 1000
+    if points and points[-1][0] == len(lines) and lines[-1].strip():  # the file ends in a point, no newline
+        _check_last_field(path, coordinates, points[-1][1])
     seen: dict[tuple[float, float], tuple[int, int]] = {}  # point -> (line, particle) of its first occurrence
     for number, text, x, y, particle in points:
         if not (np.isfinite(x) and np.isfinite(y)):
