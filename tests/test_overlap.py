@@ -415,6 +415,30 @@ def test_pixel_size_a_few_percent_off_is_found_by_the_scale_search(tmp_path):
     assert strict.decision == DISTINCT and strict.fine_ncc < found.fine_ncc
 
 
+def inverted(image: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """A view saved as a negative (its grey levels turned upside down), with its points."""
+    pixels, points = image
+    return (pixels.max() - pixels).astype(pixels.dtype), points
+
+
+def test_an_inverted_reimage_is_found_and_another_field_is_not(tmp_path):
+    """b shows part of a's field as a negative (saved inverted by another program, or inverted on
+    purpose): every NCC of the pair is negative, so it was missed (a leak where a and b lie in
+    two subsets) while the cross-class copy check already compared inverted signatures. c is
+    another field, also inverted: it stays apart from both."""
+    one, two = textured_field(31), textured_field(32)
+    a = view(one, 0, 0, 600, 2, 70)
+    b = inverted(view(one, 200, 150, 600, 2, 71))
+    c = inverted(view(two, 200, 150, 600, 2, 72))
+    root, images, particles = pair_root(tmp_path, a, b, c, (2.0, 2.0, 2.0))
+    pairs = score_pairs(images, root, SETTINGS, particles)
+    ab = pair(pairs, "a", "b")
+    assert ab.decision == OVERLAP and ab.inverted, ab.to_dict()
+    assert ab.dx_nm == pytest.approx(200, abs=6) and ab.dy_nm == pytest.approx(150, abs=6), ab.to_dict()
+    for other in [("a", "c"), ("b", "c")]:
+        assert pair(pairs, *other).decision == DISTINCT, pair(pairs, *other).to_dict()
+
+
 def turned_view(field, centre: tuple[float, float], side_nm: int, angle: float, mirrored: bool, seed: int):
     """A ``side_nm`` square of ``field`` about ``centre`` (nm) seen turned: b's point q
     (about its centre) shows the field at ``centre + M R(-angle) q`` (M mirrors x), so b is

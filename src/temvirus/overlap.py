@@ -86,7 +86,13 @@ Method (all pairs of images within a class):
    inliers), then the same scoring. ``rotation_deg`` and ``mirrored`` say the turn that maps
    b onto a (:func:`turned`'s; ``dx_nm``, ``dy_nm`` then place the turned b), ``turn_from``
    what found it (``points``, ``keypoints``; empty: unturned).
-8. **Groups.** Overlapping images form groups (connected components); in each group the
+8. **Contrast inverted.** Pairs not found at any scale are scored once more (steps 3-5, at
+   the recorded pixel sizes) with b's contrast inverted (its normal scores negated): a field
+   saved as a negative by another program, or a copy inverted on purpose, is otherwise
+   invisible to every NCC (the cross-class copy check of :mod:`temvirus.raw` compares inverted
+   signatures too). ``inverted`` says the row rests on it. Searched before the turns, not with
+   them.
+9. **Groups.** Overlapping images form groups (connected components); in each group the
    image kept is the one with the most particles, then the smallest pixel size, then the
    smallest image id. ``overlap_group`` is the kept image's id (a singleton's own id).
 
@@ -151,6 +157,7 @@ PAIR_COLUMNS = [
     "rotation_deg",
     "mirrored",
     "turn_from",
+    "inverted",
     "evidence",
     "decision",
 ]
@@ -1413,6 +1420,15 @@ def score_class(
             )
             keep((i, j), dict(score, rotation_deg=0.0, mirrored=False, turn_from=""))
         pending = {pair: k for pair, k in pending.items() if results[pair]["evidence"] < 0}
+    inverted: dict[int, _Image] = {}  # step 8: b with its contrast inverted (its normal scores negated)
+    for (i, j), k in pending.items():
+        if j not in inverted:
+            b = prepared[j]
+            inverted[j] = _pyramid(b.image_id, b.own, b.fine_nm, -b.fine.mean, b.fine.valid, top, s)
+        b = inverted[j]
+        score = _pair_score(images.loc[i], images.loc[j], prepared[i], b, b.levels[k], k, 1.0, points, s)
+        keep((i, j), dict(score, rotation_deg=0.0, mirrored=False, turn_from="", inverted=True))
+    pending = {pair: k for pair, k in pending.items() if results[pair]["evidence"] < 0}
 
     def search_turn(i: int, j: int, k: int, turn: dict, source: str) -> None:
         if not _screened_where_the_turn_says(prepared[i], prepared[j], turn, k, s):
@@ -1462,9 +1478,10 @@ def score_class(
                 round(score["area_nm2"], 1),
                 score.get("points", 0),
                 round(score.get("point_agreement", float("nan")), 4),
-                round(float(score["rotation_deg"]), 2),
+                round(float(score["rotation_deg"]), 2) % 360,  # 359.999 is 0.00, not 360.00
                 bool(score["mirrored"]),
                 score["turn_from"],
+                bool(score.get("inverted", False)),
                 round(score["evidence"], 4),
                 OVERLAP if score["evidence"] >= 0 else DISTINCT,
             )
@@ -1514,7 +1531,7 @@ def score_pairs(
 
 
 def group_images(images: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
-    """The image table plus ``overlap_group`` and ``kept`` (module docstring, step 8)."""
+    """The image table plus ``overlap_group`` and ``kept`` (module docstring, step 9)."""
     parent = {image_id: image_id for image_id in images.image_id}
 
     def find(x):

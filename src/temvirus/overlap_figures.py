@@ -72,7 +72,7 @@ def plot_pair(row: pd.Series, images: pd.DataFrame, root: str | os.PathLike, out
     ``row`` is a row of the pair table (:data:`temvirus.overlap.PAIR_COLUMNS`): image_b's
     top-left corner lies at (``dx_nm``, ``dy_nm``) in image_a's field, its pixels ``scale``
     times their recorded size, after the turn ``rotation_deg`` / ``mirrored`` (a turned
-    re-image; :func:`temvirus.overlap.turned`). The area valid in both (no padding) is outlined in yellow in
+    re-image; :func:`temvirus.overlap.turned`), and inverted where ``inverted``. The area valid in both (no padding) is outlined in yellow in
     the two left panels; the right panel shows it only, image_a in magenta and the registered
     image_b in green, each stretched over it (grey where they agree).
     """
@@ -96,6 +96,8 @@ def plot_pair(row: pd.Series, images: pd.DataFrame, root: str | os.PathLike, out
     shape = (math.ceil((y1 - y0) / step), math.ceil((x1 - x0) / step))
     ia, va = _placed(pa, step / a.pixel_size_nm, (-x0 / step, -y0 / step), shape)
     ib, vb = _placed(pb, step / b_nm, ((row.dx_nm - x0) / step, (row.dy_nm - y0) / step), shape, inside_b)
+    if row.get("inverted", False):  # b's contrast inverted (temvirus.overlap, step 8): shown as it was matched
+        ib = -ib
     shared = va & vb
     overlay = np.zeros((*shape, 3), np.float32)
     overlay[..., 0] = overlay[..., 2] = np.where(shared, _stretch(ia, shared), 0)
