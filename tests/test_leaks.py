@@ -99,6 +99,18 @@ def test_planted_leak_fails_naming_both_patches_and_images(planted):
     assert "6 test/validation patches" in check.covered
 
 
+def test_a_leak_with_its_contrast_inverted_fails_too(planted):
+    """The planted re-image saved as a negative: its NCC with the training patch is about -1,
+    which the check passed (and the pre-screen never paired them). Now |NCC| decides."""
+    arrays = planted / "patches" / "representative" / "test.npy"
+    test = np.load(arrays)
+    test[1] = 65535 - test[1]
+    np.save(arrays, test)
+    found = leak_findings(audit_leakage.check_leaks(audit_lineage.Folder(planted)))
+    assert len(found) == 1 and found[0].startswith("test C_p001_v00 (image C) ~ train B_p004_v00 (image B): NCC -0.9")
+    assert found[0].endswith(", contrast inverted)"), found
+
+
 def test_same_image_and_look_alikes_are_not_leaks(tmp_path):
     """Two patches of one image (never in two sets) and independent particles with the same
     centred square pass; so does a clean split."""

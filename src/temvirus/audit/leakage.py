@@ -314,17 +314,19 @@ def candidate_pairs(
 
     ``query``, ``train``: embeddings (:func:`_standardised`). For each query patch, the ``k``
     training patches of other images whose embedding (under any of :data:`LEAK_TRANSFORMS` of the
-    training patch) is closest, found with a KD-tree (``scipy.spatial.cKDTree``).
+    training patch, as it is or with its contrast inverted) is closest, found with a KD-tree
+    (``scipy.spatial.cKDTree``).
     """
     from scipy.spatial import cKDTree
 
     if not len(query) or not len(train):
         return np.zeros((0, 2), dtype=np.int64)
     small = train.reshape(len(train), LEAK_EMBED, LEAK_EMBED)
-    points = np.concatenate([t.reshape(len(train), -1) for t in _d4(small)])  # (transforms x n_train, e*e)
-    owner = np.tile(np.arange(len(train)), len(LEAK_TRANSFORMS))
+    turned = [t.reshape(len(train), -1) for t in _d4(small)]
+    points = np.concatenate(turned + [-t for t in turned])  # (2 x transforms x n_train, e*e): also inverted
+    owner = np.tile(np.arange(len(train)), 2 * len(LEAK_TRANSFORMS))
     tree = cKDTree(points)
-    want = min(len(points), (k + 1) * len(LEAK_TRANSFORMS) + 32)  # room for the other transforms and same-image patches
+    want = min(len(points), (k + 1) * 2 * len(LEAK_TRANSFORMS) + 32)  # room for the other views and same-image patches
     _, found = tree.query(query, k=want)
     pairs = set()
     for q, row in enumerate(np.atleast_2d(found)):
@@ -345,9 +347,10 @@ def max_ncc(a: np.ndarray, b: np.ndarray, chunk: int = 256) -> tuple[np.ndarray,
     central ``LEAK_TEMPLATE``-px square of ``a``, under each of :data:`LEAK_TRANSFORMS`, is compared with every same-size window of ``b`` (shifts
     up to ``LEAK_SHIFT`` px each way): NCC is the Pearson correlation of the template with the
     window. Correlations by FFT (float32), window means and variances by summed-area tables.
-    Returns ``(ncc, shift_px, transform)``: ncc in [-1, 1] (1 = identical up to a linear
-    intensity change), the best window's ``(dy, dx)`` offset from the centre in px at 2 nm/px,
-    and the index of the transform of ``a`` in :data:`LEAK_TRANSFORMS`.
+    Returns ``(ncc, shift_px, transform)``: ncc in [-1, 1] of the window of largest ``|ncc|``
+    (1 = identical up to a linear intensity change, -1 the same with the contrast inverted: a
+    file saved as a negative), the best window's ``(dy, dx)`` offset from the centre in px at
+    2 nm/px, and the index of the transform of ``a`` in :data:`LEAK_TRANSFORMS`.
     """
     from scipy.fft import ifft, irfft, rfft2
 
@@ -377,7 +380,7 @@ def max_ncc(a: np.ndarray, b: np.ndarray, chunk: int = 256) -> tuple[np.ndarray,
 
         var = np.maximum(windows(squares) - windows(sums) ** 2 / (t * t), 1e-9)  # (c, n_shift, n_shift)
         score = (corr / np.sqrt(var)[:, None]).reshape(len(region), -1)  # the template has zero mean, unit norm
-        best = score.argmax(axis=1)
+        best = np.abs(score).argmax(axis=1)
         tr, dy, dx = np.unravel_index(best, (len(LEAK_TRANSFORMS), n_shift, n_shift))
         ncc[start : start + chunk] = score[np.arange(len(score)), best]
         shift[start : start + chunk] = np.stack([dy - s, dx - s], axis=1)
@@ -432,10 +435,14 @@ def read_accepted_leaks(path: str | os.PathLike | None) -> dict[tuple[str, str, 
 
 def check_leaks(folder: Folder, threshold: float = LEAK_NCC, accepted: dict | None = None) -> Check:
     """Fail on every test or validation patch that shows the same particle as a training patch
-    of another image (:func:`max_ncc` at least ``threshold`` after the :func:`candidate_pairs`
+    of another image (:func:`max_ncc` at least ``threshold``, or at most its negative: the contrast
+    inverted, after the :func:`candidate_pairs`
     pre-screen), unless ``accepted`` (:func:`read_accepted_leaks`) lists the pair: then it is a note
     with the reviewer's reason. Accepted pairs that are not found are noted too."""
-    check = Check("leaks", f"Same particle in a training and a test/validation patch (max NCC >= {threshold:g})")
+    check = Check(
+        "leaks",
+        f"Same particle in a training and a test/validation patch (max |NCC| >= {threshold:g}: inverted contrast too)",
+    )
     dirs = _patch_dirs(folder, check)
     if not dirs:
         return check
@@ -459,12 +466,13 @@ def check_leaks(folder: Folder, threshold: float = LEAK_NCC, accepted: dict | No
             n_query, n_pairs = n_query + len(query), n_pairs + len(pairs)
             ncc, shift, transform = max_ncc(query[pairs[:, 0]], train[pairs[:, 1]])
             for (q, t), score, (dy, dx), tr in zip(pairs, ncc, shift, transform):
-                if score < threshold:
+                if abs(score) < threshold:
                     continue
                 a, b = rows.iloc[q], train_rows.iloc[t]
                 detail = (
                     f"{subset} {a.patch_id} (image {a.image_id}) ~ train {b.patch_id} (image {b.image_id}): NCC {score:.3f}"
-                    f" (shift {LEAK_BIN * dx:+d}, {LEAK_BIN * dy:+d} nm, {'identity' if tr == 0 else 'transform ' + str(tr)})"
+                    f" (shift {LEAK_BIN * dx:+d}, {LEAK_BIN * dy:+d} nm, {'identity' if tr == 0 else 'transform ' + str(tr)}"
+                    f"{', contrast inverted' if score < 0 else ''})"
                 )
                 key = (method, a.patch_id, b.patch_id)
                 if key in accepted:
