@@ -746,18 +746,17 @@ def _check_last_field(path: Path, coordinates: list[tuple[int, str]], text: str)
         )
 
 
-def _check_near_points(
-    path: Path, points: list[tuple[int, str, float, float, int]], radius_px: float, pixel_size_nm: float
-) -> None:
-    """Refuse two of ``points`` ((line, text, x, y, particle) each) closer than ``radius_px`` where
-    one is a round particle (a particle of one point) or the two are neighbours in a centre line."""
+def _check_near_points(path: Path, points: list[tuple[int, str, float, float, int]], pixel_size_nm: float) -> None:
+    """Refuse two of ``points`` ((line, text, x, y, particle) each, px) closer than :data:`NEAR_POINT_NM`
+    at ``pixel_size_nm`` where one is a round particle (a particle of one point) or the two are
+    neighbours in a centre line."""
     from scipy.spatial import KDTree
 
     if len(points) < 2:
         return
     sizes = Counter(particle for *_, particle in points)
     xy = np.array([(x, y) for _, _, x, y, _ in points])
-    for i, j in sorted(KDTree(xy).query_pairs(radius_px)):  # i < j: j is the later line
+    for i, j in sorted(KDTree(xy).query_pairs(NEAR_POINT_NM / pixel_size_nm)):  # i < j: j is the later line
         (first, _, *_, mine), (number, text, *_, theirs) = points[i], points[j]
         neighbours = mine == theirs and j - i == 1
         if sizes[mine] == 1 or sizes[theirs] == 1 or neighbours:
@@ -957,7 +956,7 @@ def read_positions(
             "coordinates? positions must be in pixels",
         )
     if pixel_size_nm is not None:
-        _check_near_points(path, points, NEAR_POINT_NM / pixel_size_nm, pixel_size_nm)
+        _check_near_points(path, points, pixel_size_nm)
     if open_marker is not None:
         if not particles[0]:
             raise RawDataError(
