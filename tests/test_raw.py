@@ -1538,6 +1538,12 @@ def test_similar_names_are_named_when_a_file_is_missing(good, tmp_path):
         (["001", "b"], "001", "image id '001' is read back from the CSV tables as 1"),
         (["NA", "b"], "NA", "image id 'NA' is read back from the CSV tables as nan"),
         (["1e5", "b"], "1e5", "read back from the CSV tables as 100000.0"),
+        (
+            ["1", "1.5"],
+            "1",
+            r"image id '1' is read back from the CSV tables of all the image ids, where the "
+            r"number-like ids \['1.5'\] make it a number, as 1.0",
+        ),
     ],
 )
 def test_image_ids_that_clash_later_are_refused(tmp_path, names, culprit, reason):

@@ -1544,22 +1544,32 @@ def _refuse_in_two_classes(root: Path, images: pd.DataFrame, first: str, second:
 
 
 def _check_ids_read_back(ids: Sequence[str], paths: dict[str, Path]) -> None:
-    """Refuse image ids that a CSV table holding only such ids would not give back as the same text.
+    """Refuse image ids that a CSV table holding such ids, alone or all together, would not give
+    back as the same text.
 
     The later steps read their tables (``images.csv``, a split's ``patches.csv``...) with pandas'
     type inference: ids that look like numbers (``001``, ``1e5``), booleans or missing values
-    (``NA``, ``null``) come back as other text, or collide (``001`` and ``01`` both ``1``).
+    (``NA``, ``null``) come back as other text, or collide (``001`` and ``01`` both ``1``); and a
+    column of whole and decimal numbers is read as decimals (``1`` beside ``1.5`` comes back as
+    ``1.0``).
     """
     ids = list(ids)
     frame = pd.DataFrame([ids], columns=[f"c{i}" for i in range(len(ids))])
-    back = pd.read_csv(io.StringIO(frame.to_csv(index=False))).iloc[0]  # each id alone in its column
-    for image_id, value in zip(ids, back):
-        if pd.isna(value) or str(value) != image_id:
-            raise RawDataError(
-                paths[name_key(image_id)],
-                f"image id {image_id!r} is read back from the CSV tables as {value} (a number, boolean or "
-                "missing value): give the images names with a letter (e.g. img_001.tif)",
-            )
+    back = pd.read_csv(io.StringIO(frame.to_csv(index=False)))
+    alone = [back[column].iloc[0] for column in back]  # each id alone in its column (a row would upcast)
+    together = pd.read_csv(io.StringIO(pd.DataFrame({"image_id": ids}).to_csv(index=False))).image_id
+    decimals = [image_id for image_id, value in zip(ids, alone) if isinstance(value, float)]
+    for image_id, value, beside in zip(ids, alone, together):
+        where = ""
+        if not (pd.isna(value) or str(value) != image_id):
+            if str(beside) == image_id:
+                continue
+            value, where = beside, f" of all the image ids, where the number-like ids {decimals[:3]} make it a number,"
+        raise RawDataError(
+            paths[name_key(image_id)],
+            f"image id {image_id!r} is read back from the CSV tables{where} as {value} (a number, boolean or "
+            "missing value): give the images names with a letter (e.g. img_001.tif)",
+        )
 
 
 def check_not_blank(path: str | Path, pixels: np.ndarray) -> None:
