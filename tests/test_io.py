@@ -55,6 +55,59 @@ def test_remove_temporaries_takes_only_temporaries(tmp_path):
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["a", "a/.keep", "a/images.csv"]
 
 
+#: a writer of ``argv[1]`` (``dir``: atomic_dir, ``file``: atomic_path) that prints its temporary,
+#: then kills itself outright (``kill``) or waits, alive, until its stdin closes (``wait``)
+WRITER = """
+import os, signal, sys
+from pathlib import Path
+from temvirus.io import atomic_dir, atomic_path
+out, kind, how = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+with (atomic_dir if kind == "dir" else atomic_path)(out) as tmp:
+    (tmp / "half.csv" if kind == "dir" else tmp).write_text("half")
+    print(tmp, flush=True)
+    if how == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize("kind", ["dir", "file"])
+def test_the_next_write_of_an_output_removes_what_a_killed_write_left(tmp_path, kind):
+    """A writer killed outright (SIGKILL: nothing of it runs) leaves its temporary; the next write of
+    the same output removes it (the command line has no workflow start that cleans up), but not a
+    live writer's temporary of that output nor another output's leftover."""
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    from temvirus.io import TEMPORARY, atomic_dir
+
+    out = tmp_path / ("out" if kind == "dir" else "table.csv")
+    run = [sys.executable, "-c", WRITER, str(out), kind]
+    killed = subprocess.run([*run, "kill"], capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    left = Path(killed.stdout.strip())
+    assert left.exists() and TEMPORARY.match(left.name) and not out.exists()
+    live = subprocess.Popen([*run, "wait"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        held = Path(live.stdout.readline().strip())
+        fd, other = tempfile.mkstemp(prefix=".other.csv.", suffix=".part.csv", dir=tmp_path)
+        os.close(fd)
+        past = time.time() - 3600  # long untouched: only the lock tells a live writer
+        for path in (left, held, Path(other)):
+            os.utime(path, (past, past))
+        with (atomic_dir if kind == "dir" else atomic_path)(out) as tmp:
+            (tmp / "x.csv" if kind == "dir" else tmp).write_text("whole")
+        assert not left.exists()
+        assert held.exists() and Path(other).exists()
+    finally:
+        live.communicate(timeout=120)
+    assert live.returncode == 0 and not held.exists()  # the live writer finished its output
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(f".{out.name}.")) == []
+
+
 def test_folders_written_into_place_are_readable_by_others_under_the_umask(tmp_path):
     """Folder outputs are made in a temporary folder moved into place; ``tempfile.mkdtemp`` makes it
     0700, so the synthetic raw tree, the published patches, the micrograph results, the overlap

@@ -6,19 +6,24 @@ file under a name that a later step would trust. A job killed outright (SIGKILL,
 out-of-memory killer, a time limit) cannot remove its temporary: every temporary is named
 ``.{name}.{8 random characters}.part[{suffix}]`` (:data:`TEMPORARY`), and the workflow removes
 such leftovers under ``results/`` when it starts (:func:`remove_temporaries`, the ``onstart``
-handler of ``workflow/rules/data.smk``), before any job runs.
+handler of ``workflow/rules/data.smk``), before any job runs. The command line has no such
+start: its writer holds a lock on its temporary while it lives (``flock``; the kernel drops it
+when the process dies, however), and a later write of the same output removes the leftovers that
+no live process holds (:func:`remove_abandoned_temporaries`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +34,9 @@ _CHUNK = 1 << 20
 #: names of the temporaries of atomic writes (files here, folders in patches and synth):
 #: ``tempfile.mkstemp``/``mkdtemp`` with prefix ``.{name}.`` and suffix ``.part[{suffix}]``
 TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.part(\.[^.]+)?$")
+#: a temporary that no live process holds locked and that is untouched for this long (s) is the
+#: leftover of a killed writer (the age covers the instant between its creation and its lock)
+ABANDONED_AFTER_S = 2.0
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -88,21 +96,72 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     pick the format from it). On any exception it is removed and ``path`` is untouched. A ``path``
     that :func:`check_file_destination` refuses raises its ValueError before anything is written;
     a symbolic link is written through: the temporary goes beside its target, which it replaces,
-    and the link stays (:func:`write_target`).
+    and the link stays (:func:`write_target`). The temporary is locked while it is written, and
+    the leftovers of killed writes of ``path`` are removed first
+    (:func:`remove_abandoned_temporaries`).
     """
     check_file_destination(path)
     final = write_target(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_temporaries(final)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".part{final.suffix}", dir=final.parent)
-    os.close(fd)
+    _hold(fd)
     tmp_path = Path(tmp)
-    tmp_path.chmod(0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
     try:
+        tmp_path.chmod(0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
         yield tmp_path
         os.replace(tmp_path, final)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+    finally:
+        os.close(fd)
+
+
+def _hold(fd: int) -> None:
+    """Lock the open temporary ``fd`` for as long as it is open (``flock``, exclusive): the mark of
+    a live writer for :func:`remove_abandoned_temporaries`. Where the file system has no locks,
+    nothing is held and the temporary is never taken for abandoned."""
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _abandoned(path: Path) -> bool:
+    """Whether the temporary ``path`` is a killed writer's: untouched for :data:`ABANDONED_AFTER_S`
+    and not locked by a live process (a lock can be taken on it now)."""
+    try:
+        if time.time() - path.lstat().st_mtime < ABANDONED_AFTER_S or path.is_symlink():
+            return False
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False  # a live writer's (or no locks here: cannot tell)
+    finally:
+        os.close(fd)
+    return True
+
+
+def remove_abandoned_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries of the output ``path`` (its siblings ``.{name}.XXXXXXXX.part[suffix]``,
+    :data:`TEMPORARY`) left by writers killed outright (SIGKILL, the out-of-memory killer): those
+    no live process holds (:func:`atomic_path`, :func:`atomic_dir`). Safe while other processes
+    write the same output. Returns what was removed."""
+    final = Path(path)
+    removed = []
+    if not final.parent.is_dir():
+        return removed
+    for entry in os.scandir(final.parent):
+        name = entry.name
+        if name.startswith(f".{final.name}.") and TEMPORARY.match(name) and _abandoned(Path(entry.path)):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed.append(Path(entry.path))
+    return removed
 
 
 def temporary_dir(path: str | os.PathLike) -> Path:
@@ -122,10 +181,15 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     success, else is removed.
 
     The folder counterpart of :func:`atomic_path` (named like it, :data:`TEMPORARY`, with ordinary
-    permissions): a failed step leaves neither a half-written folder nor a changed ``path``.
+    permissions, locked while written): a failed step leaves neither a half-written folder nor a
+    changed ``path``; the leftovers of killed writes of ``path`` are removed first
+    (:func:`remove_abandoned_temporaries`).
     """
     final = Path(path)
+    remove_abandoned_temporaries(final)
     tmp = temporary_dir(final)
+    fd = os.open(tmp, os.O_RDONLY)
+    _hold(fd)
     try:
         yield tmp
         if final.exists():
@@ -134,6 +198,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        os.close(fd)
 
 
 def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
