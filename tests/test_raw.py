@@ -528,15 +528,16 @@ def test_truncated_positions_file_is_refused(good, tmp_path, keep, reason):
     _expect_error(good, positions, reason, tmp_path)
 
 
-def test_a_marker_ending_a_file_with_points_is_read_with_a_warning(good, caplog):
-    """Markers ending each particle (not only separating them) keep every point."""
+def test_a_marker_ending_a_file_is_refused_where_markers_begin_the_particles(good, tmp_path):
+    """Where every particle begins with a marker (the published files), a marker ending the file is
+    a particle whose points were cut off (an interrupted copy): it was read with a warning only, one
+    particle short. A writer that ends each particle with a marker may end the file with one."""
     positions = good / "train/Adenovirus/particle_positions/a1_particlepositions.txt"
-    before = read_dataset(good)[1]
-    positions.write_text(positions.read_text() + "particleposition\n")
-    with caplog.at_level(logging.WARNING, logger="temvirus.raw"):
-        after = read_dataset(good)[1]
-    pd.testing.assert_frame_equal(after, before)
-    assert "a1_particlepositions.txt" in caplog.text and "ends the file without points" in caplog.text
+    lines = positions.read_text().splitlines(keepends=True)
+    positions.write_text("".join(lines) + "particleposition\n")
+    _expect_error(good, positions, rf":{len(lines) + 1}: the file ends after a 'particleposition' line", tmp_path)
+    ended = _positions_file(tmp_path, ["1;2", "particleposition", "3;4", "particleposition"])
+    assert [p.tolist() for p in read_positions(ended)] == [[[1, 2]], [[3, 4]]]
 
 
 @pytest.mark.parametrize(
@@ -1475,9 +1476,11 @@ def test_positions_pixel_units_and_words_under_other_keys_are_still_skipped(tmp_
     assert read_positions(path)[0].tolist() == [[1, 2]]
 
 
-def test_normalised_positions_are_refused(good, tmp_path):
+@pytest.mark.parametrize("points", [["0.53;0.41", "0.2;0.9"], ["0.36;0.48"]])
+def test_normalised_positions_are_refused(good, tmp_path, points):
+    """One point in the first pixel of a large image too: a particle centred there shows a quarter of itself."""
     positions = good / "train/Adenovirus/particle_positions/a1_particlepositions.txt"
-    positions.write_text("particleposition\n0.53;0.41\nparticleposition\n0.2;0.9\n")
+    positions.write_text("".join(f"particleposition\n{point}\n" for point in points))
     _expect_error(good, positions, "normalised \\(0-1\\) coordinates", tmp_path)
 
 
@@ -1936,6 +1939,38 @@ def test_a_particle_given_twice_a_little_apart_is_refused(tmp_path, lines, pixel
     with pytest.raises(RawDataError, match=reason) as caught:
         read_positions(path, pixel_size_nm=pixel_size)
     assert str(caught.value).startswith(f"{path}:{line}: point"), str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "lines,line,other",
+    [
+        (
+            [
+                "particleposition",
+                "360.13;488.45",
+                "380.13;488.45",
+                "particleposition",
+                "362.13;489.45",
+                "382.13;489.45",
+            ],
+            5,
+            "2-3",
+        ),
+        (["particleposition", "0;0", "20;0", "40;0", "particleposition", "1;1", "21;0", "41;1"], 6, "2-4"),
+        (["particleposition", "20.5;0", "40.5;0", "particleposition", "0;0", "20;0", "40;0"], 2, "5-7"),  # a part of it
+    ],
+)
+def test_a_centre_line_given_twice_a_little_apart_is_refused(tmp_path, lines, line, other):
+    """A centre line (an oval particle, a filament) given twice, each vertex of the copy within
+    NEAR_POINT_NM of one of the other's: two sets of near-identical patches, one particle counted
+    twice. Only a line and a round particle, or neighbouring vertices, were judged."""
+    path = _positions_file(tmp_path, lines)
+    with pytest.raises(
+        RawDataError,
+        match=rf"^{path}:{line}: every vertex of the centre line on lines {line}-\d+ lies "
+        rf"within 5 nm of a vertex of the centre line on lines {other}: one particle given twice",
+    ):
+        read_positions(path, pixel_size_nm=1.0)
 
 
 @pytest.mark.parametrize(

@@ -58,7 +58,8 @@ and no marker: anything shorter is a truncated file. Every point is a patch cent
 the same point twice (a particle given twice, or a vertex repeated in a centre line, in a row or
 not) is an error naming both lines; with the image's pixel size, so is a point closer than
 :data:`NEAR_POINT_NM` to another where one of the two is a round particle (a point) or the two follow
-each other in a centre line (a particle clicked twice). A point must lie in the image: ``0 <= x <
+each other in a centre line (a particle clicked twice), and a centre line all of whose vertices lie
+that close to another line's (a particle given twice, a little apart). A point must lie in the image: ``0 <= x <
 width``, ``0 <= y < height`` (pixel ``i`` spans ``[i, i + 1)``).
 
 Images (:func:`read_image`): one rule for every format, see :func:`read_image`. One micrograph
@@ -749,13 +750,16 @@ def _check_last_field(path: Path, coordinates: list[tuple[int, str]], text: str)
 def _check_near_points(path: Path, points: list[tuple[int, str, float, float, int]], pixel_size_nm: float) -> None:
     """Refuse two of ``points`` ((line, text, x, y, particle) each, px) closer than :data:`NEAR_POINT_NM`
     at ``pixel_size_nm`` where one is a round particle (a particle of one point) or the two are
-    neighbours in a centre line."""
+    neighbours in a centre line; and a centre line every vertex of which lies that close to a
+    vertex of another centre line of at least as many vertices (a particle given twice, a little
+    apart). Crossing filaments, whose lines come close at one place only, are kept."""
     from scipy.spatial import KDTree
 
     if len(points) < 2:
         return
     sizes = Counter(particle for *_, particle in points)
     xy = np.array([(x, y) for _, _, x, y, _ in points])
+    covered: dict[tuple[int, int], set[int]] = {}  # (line particle, other particle) -> its vertices near the other
     for i, j in sorted(KDTree(xy).query_pairs(NEAR_POINT_NM / pixel_size_nm)):  # i < j: j is the later line
         (first, _, *_, mine), (number, text, *_, theirs) = points[i], points[j]
         neighbours = mine == theirs and j - i == 1
@@ -767,6 +771,22 @@ def _check_near_points(path: Path, points: list[tuple[int, str, float, float, in
                 f"{first}{' in the same centre line' if neighbours else ''}: one particle given twice? two "
                 f"particles' centres are never closer than {NEAR_POINT_NM:g} nm (near-identical patches)",
                 line=number,
+            )
+        if mine != theirs:
+            covered.setdefault((theirs, mine), set()).add(j)
+            covered.setdefault((mine, theirs), set()).add(i)
+    lines_of: dict[int, list[int]] = {}
+    for number, *_, particle in points:
+        lines_of.setdefault(particle, []).append(number)
+    for (line, other), near in sorted(covered.items(), reverse=True):  # the later line of two alike is the copy
+        if len(near) == sizes[line] <= sizes[other]:
+            own, theirs = lines_of[line], lines_of[other]
+            raise RawDataError(
+                path,
+                f"every vertex of the centre line on lines {own[0]}-{own[-1]} lies within {NEAR_POINT_NM:g} nm of "
+                f"a vertex of the centre line on lines {theirs[0]}-{theirs[-1]}: one particle given twice? "
+                "(near-identical patches)",
+                line=own[0],
             )
 
 
@@ -794,15 +814,18 @@ def read_positions(
     With ``image`` (the image's file name), an ``image`` header line must name that image (the
     extension may differ); with ``size`` (width, height px), every point must lie in the image
     (``0 <= x < width``, ``0 <= y < height``: ``x = width`` is the far edge, outside every pixel),
-    and points that all lie in the first pixel are taken for normalised (0-1) coordinates;
-    with ``pixel_size_nm`` (nm/px), no two points may be closer than :data:`NEAR_POINT_NM` where
-    one is a round particle or the two are neighbours in a centre line (a particle given twice
-    with its points a little apart; crossing filaments may come closer).
+    and points that all lie in the first pixel (one point too) are taken for normalised (0-1)
+    coordinates; with ``pixel_size_nm`` (nm/px), no two points may be closer than
+    :data:`NEAR_POINT_NM` where one is a round particle or the two are neighbours in a centre
+    line, and no centre line may have every vertex that close to another line's (a particle
+    given twice with its points a little apart; crossing filaments may come closer).
     A file without points must hold at least :data:`POSITIONS_HEADER_LINES` header lines and no
     marker (an image without particles): else the file is taken for a truncated one (an
-    interrupted copy, a 0-byte file). A marker ending a file with points is logged as a warning
-    (a writer may end each particle with one), and so are several points before the first marker
-    (or in a file without one): they are read as one particle, a centre line.
+    interrupted copy, a 0-byte file). A marker that ends a file whose first point comes after a
+    marker is an error (each particle begins with one there: the last particle's points are
+    lost, the file cut); a writer that ends each particle with a marker (points before the
+    first one) may end the file with it. Several points before the first marker (or in a file
+    without one) are logged as a warning: they are read as one particle, a centre line.
     Raises :class:`RawDataError` naming the line of anything else, a labelled point, an ambiguous
     decimal mark, a non-pixel unit, an
     unknown ``format``, two header lines giving different column orders, two markers without a
@@ -944,12 +967,9 @@ def read_positions(
                 path, f"the same point ({x:g}, {y:g}) as line {first}{kind}: identical patches", line=number
             )
         seen[x, y] = (number, particle)
-    if (
-        size is not None
-        and len(points) > 1
-        and min(size) > 2
-        and all(0 <= x <= 1 and 0 <= y <= 1 for *_, x, y, _ in points)
-    ):
+    normalised = [0 <= x <= 1 and 0 <= y <= 1 for *_, x, y, _ in points]  # 1 itself: the far edge of 0-1
+    alone = len(points) == 1 and points[0][2] < 1 and points[0][3] < 1  # one point: in the first pixel itself
+    if size is not None and min(size) > 2 and all(normalised) and (len(points) > 1 or alone):
         raise RawDataError(
             path,
             f"every point lies within the first pixel of the {size[0]}x{size[1]} image: normalised (0-1) "
@@ -957,13 +977,10 @@ def read_positions(
         )
     if pixel_size_nm is not None:
         _check_near_points(path, points, pixel_size_nm)
-    if open_marker is not None:
-        if not particles[0]:
-            raise RawDataError(
-                path, f"the file ends after a '{PARTICLE_MARKER}' line without points: truncated?", line=open_marker
-            )
-        # a writer that ends every particle with a marker, or a cut file
-        log.warning("%s:%d: a '%s' line ends the file without points after it", path, open_marker, PARTICLE_MARKER)
+    if open_marker is not None and not leading:  # markers begin the particles here: the last one's points are lost
+        raise RawDataError(
+            path, f"the file ends after a '{PARTICLE_MARKER}' line without points: truncated?", line=open_marker
+        )
     if leading > 1:  # points before any marker: one centre line, or round particles unmarked?
         log.warning(
             "%s: %d points %s '%s' line: read as one particle (a centre line; 2 points give one patch "
