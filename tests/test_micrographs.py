@@ -711,6 +711,13 @@ def test_tags_file_found_as_the_raw_reader_finds_it_and_checked(tmp_path):
     (tmp_path / "e.png_tags.csv").write_text("Height;30\nWidth;40\nXScale;1,5\nYScale;1,5\n")
     with pytest.raises(RawDataError, match=r"e.png_tags.csv: a tags file of a similar name, not e.tif_tags.csv"):
         image_pixel_size(tmp_path / "e.tif", 9.0, (30, 40))
+    # beside the tags file of the image, one of a similar name that says otherwise was passed over
+    (tmp_path / "c_tags.csv").write_text("Height;30\nWidth;40\nXScale;2,0\nYScale;2,0\n")
+    with pytest.raises(RawDataError, match=r"c_tags.csv: differs from .*c.jpg_tags.csv: two tags files for c.JPG"):
+        image_pixel_size(tmp_path / "c.JPG", 9.0, (30, 40))
+    (tmp_path / "c.png").write_bytes(b"")  # ... unless it is the tags of another image beside it
+    (tmp_path / "c_tags.csv").rename(tmp_path / "c.png_tags.csv")
+    assert image_pixel_size(tmp_path / "c.JPG", 9.0, (30, 40)) == 1.5
 
 
 def test_a_pixel_size_given_against_the_tags_file_is_said(tmp_path, caplog):

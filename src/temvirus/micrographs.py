@@ -1091,9 +1091,10 @@ def tags_file(image: Path) -> Path | None:
     """The tags file of an image outside a raw layout: ``tags/{name}_tags.csv`` or
     ``{name}_tags.csv`` beside it, names matched ignoring case and Unicode normalisation as the
     raw reader does; ``None`` when there is none. A RawDataError when several match (in one
-    folder, or one in each that differ: which one is meant is unknown), or when only a file of
-    a similar name (``{stem}_tags.csv``, another extension) is there: it would otherwise be
-    passed over for ``--pixel-size`` unseen."""
+    folder, or one in each that differ: which one is meant is unknown), when a file of a similar
+    name (``{stem}_tags.csv``, another extension; not the tags of another image beside it) differs
+    from the one that matches, or when only such a file is there: it would otherwise be passed
+    over for ``--pixel-size`` unseen."""
     from temvirus.raw import RawDataError, name_key
 
     name, stem = name_key(f"{image.name}_tags.csv"), name_key(image.stem)
@@ -1109,6 +1110,14 @@ def tags_file(image: Path) -> Path | None:
     if len(matches) == 2 and matches[0].read_bytes() != matches[1].read_bytes():
         raise RawDataError(
             matches[1], f"differs from {matches[0]}: two tags files for {image.name}; remove the one that is wrong"
+        )
+    # a similar name that is not another image's beside it ({stem}.tif_tags.csv of {stem}.tif) and says otherwise
+    beside = image.parent.iterdir() if image.parent.is_dir() else []
+    siblings = {name_key(p.name) for p in beside if p.is_file() and p != image}
+    similar = [p for p in similar if p not in matches and name_key(p.name[:-9]) not in siblings]
+    if matches and (other := next((p for p in similar if p.read_bytes() != matches[0].read_bytes()), None)):
+        raise RawDataError(
+            other, f"differs from {matches[0]}: two tags files for {image.name}; remove the one that is wrong"
         )
     if matches:
         return matches[0]
