@@ -1342,6 +1342,60 @@ def test_a_second_pixel_size_that_contradicts_the_scales_is_refused(tmp_path, ro
     assert read_tags(_tags_file(tmp_path, [*rows, agreeing])).pixel_size_x_nm == 1
 
 
+@pytest.mark.parametrize(
+    "row,agreeing",
+    [
+        ("Pixel_Size_nm;2", "Pixel_Size_nm;1"),
+        ("Scale;2 nm/px", "Scale;10 Å/px"),
+        ("Calibration;2,0 nm", "Calibration;1,0 nm"),
+        ("Resolution (nm/px);2", "Resolution (nm/px);1"),
+        ("Resolution;2 nm per pixel", "Resolution;1 nm per pixel"),
+        ("ScaleX;2,0", "ScaleX;1,0"),
+        ("scale_y;2", "scale_y;1"),
+        ("Pixel size in nm;3", "Pixel size in nm;1"),
+        ("PixelSizeÅ;20", "PixelSizeÅ;10"),
+        ("XScale_nm;2", "XScale_nm;1"),
+        ("nm/px;2", "nm/px;1"),
+        ("Calibration;0,002;µm", "Calibration;0,001;µm"),
+    ],
+)
+def test_a_pixel_size_under_another_name_that_contradicts_the_scales_is_refused(tmp_path, row, agreeing):
+    """Before: keys naming the pixel size in other words (a unit in the key: ``_nm``, ``in nm``, ``(nm/px)``;
+    scale, calibration, resolution per pixel) were skipped and the image read at XScale's 1 nm without a word."""
+    rows = ["Height;30", "Width;40", "XScale;1,0", "YScale;1,0"]
+    path = _tags_file(tmp_path, [*rows, row])
+    key, value = row.split(";")[:2]
+    _refused_at_line(
+        read_tags, path, 5, re.escape(f"{key!r} {value!r} (") + r".* contradicts [XY]Scale \(1 nm, line [34]\)"
+    )
+    assert read_tags(_tags_file(tmp_path, [*rows, agreeing])).pixel_size_x_nm == 1
+
+
+@pytest.mark.parametrize(
+    "row",
+    ["ScaleBarLength;100", "ScaleBar;100 nm", "Scale Bar (nm);200", "Magnification;50000", "Scale;1:1000"]
+    + ["Scale;100 %", "Scale;2x", "Resolution;300", "Resolution;300 dpi", "Resolution;118 px/cm", "Resolution;2 nm"]
+    + ["Resolution [nm];2", "Resolution;4096x4096", "Calibration;done", "Pixel Count;2", "Scale;high"],
+)
+def test_rows_that_are_no_pixel_size_are_still_skipped(tmp_path, row):
+    """A scale bar, a magnification, a scale factor and a resolution that is no length per pixel (a bare
+    number, dpi, px/cm, an instrument resolution in nm) are no pixel size."""
+    rows = ["Height;30", "Width;40", "XScale;1,0", "YScale;1,0", row]
+    assert read_tags(_tags_file(tmp_path, rows)).pixel_size_x_nm == 1
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [["ScaleBarLength;100", "ScaleBarUnit;nm"], ["FieldOfViewUnit;µm"], ["Probe size;nm"], ["FOV [µm]"]]
+    + [["Magnification Unit;Å"], ["Voltage;kV", "Defocus unit;µm"], ["Exposure;Å"], ["Stage X;µm"]],
+)
+def test_tags_unit_rows_of_other_quantities_are_skipped(tmp_path, rows):
+    """Before: refused as a unit the reader cannot attach, 'so the scales would be read in nm' (they are
+    in nm); a key naming another quantity (:data:`~temvirus.raw.OTHER_QUANTITIES`) gives no scale's unit."""
+    path = _tags_file(tmp_path, ["Height;30", "Width;40", "XScale;1,0", "YScale;1,0", *rows])
+    assert read_tags(path).pixel_size_x_nm == 1
+
+
 def test_tags_scale_with_a_possible_thousands_separator(tmp_path):
     """``50,000;pm`` was read as 0.05 nm (it may be 50 nm), ``2,500;pm`` refused as out of range
     without the reason; ``1,000`` (nm) stays 1 nm: 1000 nm is no TEM pixel size."""
@@ -1429,7 +1483,7 @@ def test_tags_a_unit_under_a_key_the_reader_does_not_use_is_refused(tmp_path, ro
 @pytest.mark.parametrize(
     "row",
     ["Mode;TEM", "Detector;Morada (nm-ready)", "Source;1 nm/px detection crop", "Magnification;unknown"]
-    + ["Comment;scale in nm", "VoltageUnit;kV", "HeightUnit;px", "SizeUnit;pixel", "Calibration;1;nm"]
+    + ["Comment;scale in nm", "VoltageUnit;kV", "HeightUnit;px", "SizeUnit;pixel", "Resolution;1;nm"]
     + ["Defocus [µm];-1,2", "Binning;2", "Unit;", "Note;nmx", "Mode;AMP", "Scale;nm nm"],
 )
 def test_tags_values_that_are_no_length_unit_are_still_skipped(tmp_path, row):

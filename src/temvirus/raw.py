@@ -38,7 +38,10 @@ under a key the reader does not use whose whole value is a length unit of :data:
 case, also ``Å/px``, ``nm/pixel``, ``[nm]``; or, without a value, a key ending in one in brackets,
 ``Scale [Å]``): ``ScaleUnitX;Å``, ``Calibration;Å``, ``Length Unit;Å``, ``Scale;Å/px`` (a unit the
 reader cannot attach to a value: the scales would be read in nm; the message lists the unit keys it
-knows). Values holding a unit inside a word (``Mode;TEM``) are no unit.
+knows). Values holding a unit inside a word (``Mode;TEM``) are no unit, and a unit row under a key naming
+another quantity (:data:`OTHER_QUANTITIES`: ``ScaleBarUnit;nm``) is skipped. A pixel size under another
+name (:data:`PIXEL_SIZE_KEYS`, a unit in the key allowed: ``Pixel_Size_nm``, ``Scale;2 nm/px``) must agree
+with XScale/YScale (:func:`read_tags`).
 
 Positions (:func:`read_positions`): a header, recognised by content: the leading lines whose
 first field does not start like a number (``image;…``, ``unit;pixel``, ``format;x;y``), none with
@@ -103,7 +106,8 @@ ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".ta
 PARTICLE_MARKER = "particleposition"
 #: tags keys (normalised: lower case, no spaces, '_' or '-') -> Tags field
 TAG_KEYS = {"height": "height", "width": "width", "xscale": "x", "yscale": "y"}
-#: other keys (normalised) of a pixel size -> the scales they give: checked against XScale/YScale, never read alone
+#: other names (normalised) of a pixel size -> the scales they give: checked against XScale/YScale, never read
+#: alone; a key may end in a length unit (``Pixel_Size_nm``, ``Pixel size in nm``, ``XScale_nm``: :func:`_pixel_size_key`)
 PIXEL_SIZE_KEYS = {
     "pixelsize": "xy",
     "pixelspacing": "xy",
@@ -113,7 +117,41 @@ PIXEL_SIZE_KEYS = {
     "ypixelsize": "y",
     "pixelsizex": "x",
     "pixelsizey": "y",
+    "xscale": "x",
+    "yscale": "y",
+    "pixelscale": "xy",
+    "scale": "xy",
+    "scalex": "x",
+    "scaley": "y",
+    "calibration": "xy",
+    "resolution": "xy",
 }
+#: ... words that name other things too (a scale factor, a resolution in dpi): a row under them is a pixel size only
+#: when its value is a number with a length unit or none (``resolution``: a length per pixel, ``2 nm/px``)
+LOOSE_PIXEL_SIZE_KEYS = ("pixelscale", "scale", "scalex", "scaley", "calibration", "resolution")
+#: words in a (normalised) tags key naming a quantity other than the pixel size: a unit row under such a key
+#: (``ScaleBarUnit;nm``, ``FieldOfViewUnit;µm``, ``Probe size;nm``) is not the scales' unit and is skipped
+OTHER_QUANTITIES = (
+    "scalebar",
+    "fieldofview",
+    "fov",
+    "probe",
+    "spot",
+    "magnification",
+    "voltage",
+    "focus",
+    "aperture",
+    "exposure",
+    "dose",
+    "current",
+    "time",
+    "wavelength",
+    "camera",
+    "stage",
+    "tilt",
+    "thickness",
+    "temperature",
+)
 #: rows giving the unit of both scales, or of one: keys as messages name them -> axes
 _UNIT_KEY_AXES = {
     "Unit": "xy",
@@ -325,12 +363,40 @@ _VALUE_UNIT = re.compile(r"^\s*([-+]?[0-9.,]+(?:[eE][-+]?[0-9]+)?)\s*(\S.*?)?\s*
 _KEY_UNIT = re.compile(r"^(.*?)\s*[\[(]\s*([^\])]*?)\s*[\])]\s*$")
 
 
+#: the per-pixel suffix a length unit may carry (``nm/px``, ``Å per pixel``, ``nmperpixel``)
+_PER_PIXEL = re.compile(r"\s*(/|per)\s*(px|pix|pixels?)$", re.IGNORECASE)
+
+
 def _unit_nm(unit: str) -> float | None:
     """nm per ``unit`` (``/px``, ``/pixel``, ``per pixel`` suffixes allowed); None if unknown.
     Unicode compatibility forms count as their letters (``A`` + ring above as ``Å``, as macOS may write it)."""
     unit = unicodedata.normalize("NFKC", unit).strip().lower()
-    unit = re.sub(r"\s*(/\s*(px|pix|pixels?)|per\s+(px|pix|pixels?))$", "", unit)
-    return UNITS_NM.get(unit)
+    return UNITS_NM.get(_PER_PIXEL.sub("", unit))
+
+
+def _pixel_size_key(key: str) -> tuple[str, str] | None:
+    """``(name, unit)`` of a normalised tags key naming a pixel size: a :data:`PIXEL_SIZE_KEYS` name, maybe
+    followed by a length unit, maybe after ``in`` (``pixelsizenm``, ``pixelsizeinnm``, ``scalexå``), or a length
+    per pixel alone (``nm/px``: a pixel size); None for any other key (``scalebar``, ``magnification``)."""
+    for name in sorted(PIXEL_SIZE_KEYS, key=len, reverse=True):
+        if key.startswith(name):
+            unit = re.sub(r"^in(?=.)", "", key[len(name) :])
+            if not unit or _unit_nm(unit) is not None:
+                return name, unit
+    return ("pixelsize", key) if _PER_PIXEL.search(key) and _unit_nm(key) is not None else None
+
+
+def _is_length(text: str, units: list[str], per_pixel: bool) -> bool:
+    """Whether value ``text`` is a number whose units (its suffix and ``units``) are all length units, or
+    none; with ``per_pixel`` one of them must be a length per pixel (``2 nm/px``; a resolution in nm is no
+    pixel size)."""
+    match = _VALUE_UNIT.match(text)
+    if not match or not re.search(r"\d", match[1]) or re.search(r"\d", match[2] or ""):
+        return False
+    given = [unit for unit in [match[2], *units] if unit]
+    if per_pixel and not any(_PER_PIXEL.search(unit) for unit in given):
+        return False
+    return all(_unit_nm(unit) is not None for unit in given)
 
 
 def _is_length_unit(field: str) -> bool:
@@ -476,9 +542,18 @@ def read_tags(path: str | Path) -> Tags:
     (the first present); quotes around fields are dropped; a key may carry its unit in
     brackets (``XScale [Å]``). A key or unit row given twice must give the same value; a
     non-empty field after the unit (``XScale;5;;Å``) is an error, and so is a pixel size under another key
-    (:data:`PIXEL_SIZE_KEYS`: ``PixelSize;2`` beside ``XScale;1``) that differs from XScale/YScale, or a row under
-    a key the reader does not use whose whole value is a length unit (:func:`_stray_unit`: ``ScaleUnitX;Å``,
-    ``Calibration;Å``, ``Length Unit;Å``, ``Scale;Å/px``; the scales would be read in nm).
+    (:data:`PIXEL_SIZE_KEYS`: ``PixelSize;2`` beside ``XScale;1``) that differs from XScale/YScale by more than
+    0.1 % in nm, or a row under a key the reader does not use whose whole value is a length unit
+    (:func:`_stray_unit`: ``ScaleUnitX;Å``, ``Calibration;Å``, ``Length Unit;Å``, ``Scale;Å/px``; the scales
+    would be read in nm).
+
+    A pixel size's key may carry a unit (``Pixel_Size_nm``, ``Pixel size in nm``, ``Resolution (nm/px)``;
+    :func:`_pixel_size_key`). Under the words :data:`LOOSE_PIXEL_SIZE_KEYS` (scale, calibration, resolution)
+    a row is a pixel size only when its value is a number with a length unit or none (``Scale;2 nm/px``,
+    ``ScaleX;2,0``), for ``Resolution`` a length per pixel (``Resolution;2 nm/px``); other rows under them
+    (``Scale;1:1000``, ``Resolution;300``, ``Resolution;300 dpi``, ``Resolution;2 nm``) are skipped. A unit row
+    under a key naming another quantity (:data:`OTHER_QUANTITIES`: ``ScaleBarUnit;nm``, ``Probe size;nm``)
+    is skipped too.
     Returns pixel counts and pixel sizes in nm. Raises :class:`RawDataError` naming the row.
     """
     path = Path(path)
@@ -489,7 +564,7 @@ def read_tags(path: str | Path) -> Tags:
         raise RawDataError(path, "empty tags file (rows are 'key;value', keys Height, Width, XScale, YScale)")
     found: dict[str, list] = {}  # field -> [(line, value text, units given in the row, key as written)]
     units: dict[str, list[tuple[int, str]]] = {}  # axis -> [(line, unit)] from Unit rows
-    others: list[tuple] = []  # rows of PIXEL_SIZE_KEYS: (line, value text, units given in the row, key, normalised)
+    others: list[tuple] = []  # rows of PIXEL_SIZE_KEYS: (line, value text, units given in the row, key, name)
     for number, row in enumerate(rows, start=1):
         separator, parts = _tag_fields(row)
         key, key_unit = parts[0], ""
@@ -498,13 +573,19 @@ def read_tags(path: str | Path) -> Tags:
             key, key_unit = bracketed.groups()
         key = re.sub(r"[\s_\-]", "", key.lower())
         unit_row = key in UNIT_KEYS and len(parts) > 1 and parts[1]
-        if key in PIXEL_SIZE_KEYS and len(parts) > 1 and parts[1]:  # 'PixelSize;2' beside XScale: must agree
-            others.append((number, parts[1], [parts[2] if len(parts) > 2 else "", key_unit], parts[0], key))
-            continue
+        size = None if unit_row or key in TAG_KEYS or len(parts) < 2 else _pixel_size_key(key)
+        if size and parts[1]:  # 'PixelSize;2', 'Pixel_Size_nm;2', 'Scale;2 nm/px' beside XScale: must agree
+            name, unit = size
+            row_units = [parts[2] if len(parts) > 2 else "", key_unit, unit]
+            if name not in LOOSE_PIXEL_SIZE_KEYS or _is_length(parts[1], row_units, name == "resolution"):
+                others.append((number, parts[1], row_units, parts[0], name))
+                continue
         if not unit_row and key not in TAG_KEYS:
             # 'ScaleUnitX;Å', 'Calibration;Å', 'Scale;Å/px': a unit row the reader does not know; skipped, the
-            # scales were read in nm (10 times too large). Words holding a unit ('Mode;TEM') are still skipped
-            unit = _stray_unit(parts[0], parts[1:])
+            # scales were read in nm (10 times too large). Words holding a unit ('Mode;TEM') and units of
+            # other quantities ('ScaleBarUnit;nm') are still skipped
+            other = any(word in key for word in OTHER_QUANTITIES)
+            unit = None if other else _stray_unit(parts[0], parts[1:])
             if unit is not None:
                 raise _stray_unit_error(
                     path,
