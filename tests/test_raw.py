@@ -576,12 +576,14 @@ def test_image_too_small_for_a_patch_is_refused(good, tmp_path):
     assert len(read_dataset(good)[0]) == 4
 
 
-@pytest.mark.parametrize("suffix", [".jpg", ".png"])
-def test_truncated_jpeg_or_png_is_refused(good, tmp_path, suffix):
+@pytest.mark.parametrize("suffix,cut", [(".jpg", "half"), (".png", "half"), (".png", 1), (".png", 12)])
+def test_truncated_jpeg_or_png_is_refused(good, tmp_path, suffix, cut):
     """A JPEG or PNG cut short is an error naming it, not an image with grey rows at the end
-    (Pillow's LOAD_TRUNCATED_IMAGES stays False)."""
+    (Pillow's LOAD_TRUNCATED_IMAGES stays False); a PNG cut within its last 12 bytes (its end
+    chunk, after whole image data) was read without a word."""
     image = write_image(good, "train", "Adenovirus", "cut", [[(3, 3)]], size=(400, 300), suffix=suffix)
-    image.write_bytes(image.read_bytes()[: image.stat().st_size // 2])
+    size = image.stat().st_size
+    image.write_bytes(image.read_bytes()[: size // 2 if cut == "half" else size - cut])
     _expect_error(good, image, "cannot read image .*truncated", tmp_path)
 
 

@@ -1286,6 +1286,24 @@ def _read_tiff(path: Path) -> np.ndarray:
         )
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: the end chunk of every PNG (length 0, type IEND, its CRC)
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def _check_png_end(path: Path) -> None:
+    """Refuse a PNG without its end chunk (IEND): a file cut at its end (an interrupted copy) that
+    Pillow reads without a word while its image data happen to be whole, where a JPEG cut as
+    short is refused (its end marker missing)."""
+    with open(path, "rb") as fh:
+        fh.seek(max(0, path.stat().st_size - 4096))
+        tail = fh.read()
+    if PNG_END not in tail:
+        raise RawDataError(
+            path, "cannot read image (truncated PNG: no end chunk IEND): an interrupted copy? copy it again"
+        )
+
+
 #: Pillow modes read as they are (the rest: palette and colour modes through _to_gray)
 _PIL_DIRECT = {"1", "L", "I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
 
@@ -1295,7 +1313,9 @@ def _read_pillow(path: Path) -> np.ndarray:
 
     with open(path, "rb") as fh:
         head = fh.read(26)
-    if head.startswith(b"\x89PNG\r\n\x1a\n") and head[24] == 16 and head[25] in (2, 4, 6):
+    if head.startswith(PNG_SIGNATURE):
+        _check_png_end(path)
+    if head.startswith(PNG_SIGNATURE) and head[24] == 16 and head[25] in (2, 4, 6):
         import imagecodecs  # Pillow reads 16-bit colour PNGs at 8 bits only
 
         return _to_gray(imagecodecs.png_decode(path.read_bytes()), path, "16-bit colour PNG")
