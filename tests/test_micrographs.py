@@ -718,6 +718,13 @@ def test_tags_file_found_as_the_raw_reader_finds_it_and_checked(tmp_path):
     (tmp_path / "c.png").write_bytes(b"")  # ... unless it is the tags of another image beside it
     (tmp_path / "c_tags.csv").rename(tmp_path / "c.png_tags.csv")
     assert image_pixel_size(tmp_path / "c.JPG", 9.0, (30, 40)) == 1.5
+    # a TIFF calibrated otherwise than its tags file says (ImageJ: 2 nm/px against 1.5)
+    tifffile.imwrite(
+        tmp_path / "f.tif", np.ones((30, 40), np.uint16), imagej=True, resolution=(0.5, 0.5), metadata={"unit": "nm"}
+    )
+    (tmp_path / "f.tif_tags.csv").write_text("Height;30\nWidth;40\nXScale;1,5\nYScale;1,5\n")
+    with pytest.raises(RawDataError, match=r"f.tif: its ImageJ calibration \(unit 'nm'\) gives 2 nm/px, but its tags"):
+        image_pixel_size(tmp_path / "f.tif", None, (30, 40))
 
 
 def test_a_pixel_size_given_against_the_tags_file_is_said(tmp_path, caplog):

@@ -2084,3 +2084,34 @@ def test_nul_and_undecodable_bytes_are_named_at_the_line_of_a_cr_only_file(tmp_p
     tags.write_bytes(b"Height;30\r\nWidth;40\rXScale;1\x81\x8d\nYScale;1\r")
     with pytest.raises(RawDataError, match=rf"^{tags}:3: not text in utf-8 or cp1252"):
         read_tags(tags)
+
+
+@pytest.mark.parametrize(
+    "calibration,error",
+    [
+        (
+            {"imagej": True, "resolution": (0.5, 0.5), "metadata": {"unit": "nm"}},
+            r"ImageJ calibration \(unit 'nm'\) gives 2 nm/px",
+        ),
+        ({"imagej": True, "resolution": (100, 100), "metadata": {"unit": "micron"}}, "gives 10 nm/px"),
+        (
+            {"resolution": (1e7 / 2, 1e7 / 2), "resolutionunit": "CENTIMETER"},
+            "XResolution per centimetre gives 2 nm/px",
+        ),
+        ({"imagej": True, "resolution": (0.2, 0.2), "metadata": {"unit": "nm"}}, None),  # agrees: 5 nm/px
+        ({"resolution": (72, 72), "resolutionunit": "INCH"}, None),  # a writer's 72 dpi: no calibration
+        ({"resolution": (1e4 / 7.4, 1e4 / 7.4), "resolutionunit": "CENTIMETER"}, None),  # the sensor's 7.4 µm pitch
+    ],
+    ids=["imagej-nm", "imagej-micron", "per-cm", "agrees", "dpi", "sensor-pitch"],
+)
+def test_a_tiff_calibrated_otherwise_than_its_tags_is_refused(good, tmp_path, calibration, error):
+    """A TIFF's own specimen calibration (ImageJ's unit and resolution, or pixels per centimetre)
+    that contradicts the tags' XScale (5 nm/px here) was passed over: the image was rescaled by the
+    tags alone. Now an error naming the image and both sizes; dpi and a camera's sensor pitch are no
+    specimen calibration and are left alone."""
+    image = write_image(good, "train", "Adenovirus", "cal", [[(3, 3)]], size=(60, 60))
+    tifffile.imwrite(image, tifffile.imread(image), **calibration)
+    if error is None:
+        assert "cal" in set(read_dataset(good)[0].image_id)
+    else:
+        _expect_error(good, image, rf"{error}, but its tags file cal.tif_tags.csv gives XScale 5 nm/px", tmp_path)

@@ -41,7 +41,8 @@ reader cannot attach to a value: the scales would be read in nm; the message lis
 knows). Values holding a unit inside a word (``Mode;TEM``) are no unit, and a unit row under a key naming
 another quantity (:data:`OTHER_QUANTITIES`: ``ScaleBarUnit;nm``) is skipped. A pixel size under another
 name (:data:`PIXEL_SIZE_KEYS`, a unit in the key allowed: ``Pixel_Size_nm``, ``Scale;2 nm/px``) must agree
-with XScale/YScale (:func:`read_tags`).
+with XScale/YScale (:func:`read_tags`), and so must a TIFF's own specimen calibration, ImageJ's or per
+centimetre (:func:`check_tiff_calibration`).
 
 Positions (:func:`read_positions`): a header, recognised by content: the leading lines whose
 first field does not start like a number (``image;…``, ``unit;pixel``, ``format;x;y``), none with
@@ -1697,6 +1698,52 @@ def check_not_blank(path: str | Path, pixels: np.ndarray) -> None:
         raise RawDataError(path, f"every pixel has the value {pixels.flat[0]}: a blank frame, no micrograph recorded")
 
 
+#: a TIFF's own calibration and the tags' XScale differing by more than this fraction contradict each other
+CALIBRATION_TOLERANCE = 0.02
+
+
+def tiff_pixel_size_nm(path: Path) -> tuple[float, str] | None:
+    """The pixel size (nm) a TIFF records of itself and where it says so, or None: ImageJ's
+    calibration (``unit=`` nm, micron, Å... in its ImageDescription, with XResolution pixels per
+    unit), else XResolution with ResolutionUnit centimetre. Inches (dpi: a writer's 72 dpi
+    default), no unit, and sizes outside :data:`PIXEL_SIZE_RANGE_NM` (a camera's sensor pitch in
+    µm) are no specimen calibration: None."""
+    import tifffile
+
+    with open(path, "rb") as fh:
+        if fh.read(4) not in TIFF_MAGIC:
+            return None
+    with tifffile.TiffFile(path) as tif:
+        tags = tif.pages[0].tags
+        resolution = tags.get("XResolution")
+        numerator, denominator = resolution.value if resolution is not None else (0, 0)
+        if not (numerator and denominator):
+            return None
+        unit = str((tif.imagej_metadata or {}).get("unit", "")).strip()
+        if unit:
+            nm, where = _unit_nm(unit.replace("\\u00B5", "µ")), f"ImageJ calibration (unit {unit!r})"
+        elif (unit_tag := tags.get("ResolutionUnit")) is not None and int(unit_tag.value) == 3:
+            nm, where = 1e7, "XResolution per centimetre"
+        else:
+            return None
+    size = nm * denominator / numerator if nm else None
+    low, high = PIXEL_SIZE_RANGE_NM
+    return (size, where) if size and low <= size <= high else None
+
+
+def check_tiff_calibration(image_path: Path, tags_path: Path, pixel_size_nm: float) -> None:
+    """Refuse a TIFF whose own calibration (:func:`tiff_pixel_size_nm`) contradicts the tags' pixel
+    size by more than :data:`CALIBRATION_TOLERANCE`: which one is right is unknown, and the image
+    would be rescaled by the tags' alone. Raises :class:`RawDataError` naming the image and both sizes."""
+    own = tiff_pixel_size_nm(image_path)
+    if own is not None and abs(own[0] / pixel_size_nm - 1) > CALIBRATION_TOLERANCE:
+        raise RawDataError(
+            image_path,
+            f"its {own[1]} gives {own[0]:.4g} nm/px, but its tags file {tags_path.name} gives XScale "
+            f"{pixel_size_nm:.4g} nm/px: which is right is unknown; correct the wrong one",
+        )
+
+
 def _read_one(
     root: Path, image_path: Path, tags_path: Path, positions_path: Path, cls: str, subset: str, hash_files: bool
 ):
@@ -1705,6 +1752,7 @@ def _read_one(
     height, width = pixels.shape
     check_not_blank(image_path, pixels)
     check_tags_size(tags, tags_path, image_path, pixels.shape)
+    check_tiff_calibration(image_path, tags_path, tags.pixel_size_x_nm)
     check_image_size(image_path, pixels.shape, tags.pixel_size_x_nm)
     shapes = read_positions(
         positions_path, image=image_path.name, size=(width, height), pixel_size_nm=tags.pixel_size_x_nm
