@@ -1123,7 +1123,21 @@ def test_tags_variants_read_alike(tmp_path, text):
         ("Height;30\nWidth;40\nXScale;1,8;px/nm\nYScale;1,8;px/nm\n", "unknown unit 'px/nm'", 3),
         ("Height;30\nWidth;40\nXScale;1,5\nYScale;1,5\nXScale;1.6\n", "'XScale' given twice .*'1,5' on line 3", 5),
         ("\n \n", "empty tags file", None),
-        ("Height;30\nWidth;40\nPixelSize;14\n", "no xscale / yscale row", None),
+        (
+            "Height;30\nWidth;40\nPixelSize;14\n",
+            r"no xscale / yscale row .*; a pixel size under another name \(line 3: 'PixelSize'\)",
+            3,
+        ),
+        (
+            "Height;30\nWidth;40\nXScale_nm;2\nYScale_nm;2\n",
+            r"under another name \(line 3: 'XScale_nm', line 4: 'YScale_nm'\)",
+            3,
+        ),
+        (
+            "XScale;2\nYScale;2\n",
+            r"no height / width row \(rows are 'key;value', keys Height, Width, XScale, YScale\)$",
+            None,
+        ),
         # non-square pixels: refused by read_tags itself, so that no reader of a pixel size (temvirus
         # analyse, the figures) silently takes XScale alone
         ("Height;30\nWidth;40\nXScale;2\nYScale;2,1\n", r"non-square pixels \(2 x 2.1 nm\)", 4),

@@ -615,8 +615,14 @@ def read_tags(path: str | Path) -> Tags:
         found.setdefault(TAG_KEYS[key], []).append((number, parts[1], row_units, parts[0]))
     missing = [key for key, field in TAG_KEYS.items() if field not in found]
     if missing:
+        named = [
+            f"line {number}: {key!r}" for number, _, _, key, _ in others
+        ]  # 'XScale_nm;2': a pixel size, not XScale
         raise RawDataError(
-            path, f"no {' / '.join(missing)} row (rows are 'key;value', keys Height, Width, XScale, YScale)"
+            path,
+            f"no {' / '.join(missing)} row (rows are 'key;value', keys Height, Width, XScale, YScale)"
+            + (f"; a pixel size under another name ({', '.join(named)}) is only checked against them" if named else ""),
+            line=others[0][0] if others and {"xscale", "yscale"} & set(missing) else None,
         )
     for axis, given in units.items():
         factors = {_unit_nm(unit) for _, unit in given}
