@@ -2129,3 +2129,16 @@ def test_a_tiff_calibrated_otherwise_than_its_tags_is_refused(good, tmp_path, ca
         assert "cal" in set(read_dataset(good)[0].image_id)
     else:
         _expect_error(good, image, rf"{error}, but its tags file cal.tif_tags.csv gives XScale 5 nm/px", tmp_path)
+
+
+@pytest.mark.parametrize("name", ["a;b", "scan 1"])
+def test_an_image_name_holding_the_separator_is_read_in_the_header(tmp_path, name):
+    """The header's ``image`` row of an image named ``a;b.tif`` was cut at the ';' ("header names
+    image 'a', but this file belongs to a;b.tif"); a name with a space, in a file separated by
+    spaces, likewise."""
+    root = tmp_path / "raw"
+    write_image(root, "train", "Adenovirus", name, [[(3, 3)]])
+    positions = root / "train/Adenovirus/particle_positions" / f"{name}_particlepositions.txt"
+    if " " in name:
+        positions.write_text(f"image {name}.tif\nparticleposition\n3 3\n")
+    assert read_dataset(root)[0].image_id.tolist() == [name]

@@ -996,10 +996,12 @@ def read_positions(
                     "; positions must be pixels ('unit;pixel')",
                 )
             if image is not None and key == "image" and values[:1]:
-                named, stem = Path(parts[1].replace("\\", "/")).name, name_key(Path(image).stem)
+                separator = ";" if ";" in text else "\t" if "\t" in text else " "
+                given = separator.join(parts[1:])  # the rest of the line: a name may hold the separator ('a;b.tif')
+                named, stem = Path(given.replace("\\", "/")).name, name_key(Path(image).stem)
                 if stem not in (name_key(named), name_key(Path(named).stem)):  # the extension may differ
                     raise RawDataError(
-                        path, f"header names image {parts[1]!r}, but this file belongs to {image}", line=number
+                        path, f"header names image {given!r}, but this file belongs to {image}", line=number
                     )
             if (key == "format" and values) or columns:
                 fields = [name.lower() for name, _ in named] if columns else values
