@@ -68,8 +68,8 @@ width``, ``0 <= y < height`` (pixel ``i`` spans ``[i, i + 1)``).
 
 Images (:func:`read_image`): one rule for every format, see :func:`read_image`. One micrograph
 in the folders of two classes is refused, as the same file or as another file of it (another
-format, pixel type, compression, JPEG quality, scale, contrast, inverted, turned or mirrored):
-:func:`copy_signature`; the error names both files.
+format, pixel type, compression, JPEG quality, scale, contrast, inverted, turned or mirrored, a
+border or faint noise added): :func:`copy_signature`; the error names both files.
 
 Anything the reader does not understand raises :class:`RawDataError` naming the file (and
 line); nothing is written by this module except by :func:`write_tables` and
@@ -197,8 +197,8 @@ TAG_SEPARATORS = (";", "\t", "=", ":", ",")
 COMPANION_FOLDERS = ("tags", "particle_positions")
 #: files beside the images that operating systems write (Windows thumbnails); ignored like hidden files
 SYSTEM_FILES = ("thumbs.db", "desktop.ini", "ehthumbs.db")
-#: copies in two class folders (:func:`copy_signature`): the whole field averaged to this many cells along its
-#: longer side (16 nm cells for the real 1000 nm crops)
+#: copies in two class folders (:func:`copy_signature`): the field's content (the padding along its borders
+#: left out) averaged to this many cells along its longer side (16 nm cells for an unpadded 1000 nm crop)
 COPY_GRID = 64
 #: ... band-passed between these Gaussian sigmas (cells): the field's own structure, not its overall layout
 COPY_BAND = (0.7, 3.0)
@@ -206,11 +206,18 @@ COPY_BAND = (0.7, 3.0)
 COPY_CLIP = 2.5
 #: ... two images of two classes whose signatures have at least this cosine similarity (or at most its
 #: negative: inverted contrast), as they are or one turned or mirrored, are one micrograph. Real crops
-#: (578, 9 classes): the closest pair of two classes 0.65 (any turn), the most opposite -0.57; planted
-#: copies (JPEG quality 20-90, downsampled 2x and 2.7x, contrast, brightness, gamma) 0.91 or more
-#: (docs/architecture.md)
+#: (578, 9 classes): the closest pair of two classes 0.42 (any turn; 0.65 while the padding counted), the
+#: most opposite -0.38; planted copies (JPEG quality 20-90, downsampled 2x and 2.7x, contrast, brightness,
+#: gamma) 0.91 or more, with a black or white border of 10-60 px or Gaussian noise of 2-4 grey levels
+#: 0.98 or more (30 crops; docs/architecture.md)
 COPY_SIMILARITY = 0.75
-#: ... and whose fields (width and height in nm, by the tags' pixel sizes) differ by at most this fraction
+#: ... the padding left out (:func:`_content_box`): the border rows and columns whose standard deviation
+#: (averaged over runs of about a cell) is at most this fraction of the image's. Real crops (578): their
+#: padding with Gaussian noise of 2 (4) grey levels added at most 0.018 (0.033), the outer rows and
+#: columns of their content 0.065 or more
+COPY_FLAT = 0.04
+#: ... and whose fields' contents (width and height in nm, by the tags' pixel sizes) differ by at most this
+#: fraction
 COPY_FIELD_TOLERANCE = 0.05
 #: ... compared as they are and turned or mirrored (the 8 of a square, D4): the signature's
 #: operation, and whether it swaps the field's width and height
@@ -1491,8 +1498,9 @@ def read_dataset(root: str | Path, *, hash_files: bool = True) -> tuple[pd.DataF
     :data:`PARTICLE_COLUMNS`, sorted by image id. Paths are relative to ``root``. Two folders of
     one class in one subset (``Adenovirus/`` and ``adenovirus/``), and one micrograph in the folders
     of two classes (equal bytes, when ``hash_files``; equal decoded pixels, or re-saved lossily,
-    rescaled, with other contrast, inverted, turned or mirrored: :func:`copy_signature`, computed
-    from the pixels read anyway, whatever ``hash_files``), raise :class:`RawDataError` naming both files.
+    rescaled, with other contrast, inverted, turned, mirrored, a border or faint noise added:
+    :func:`copy_signature`, computed from the pixels read anyway, whatever ``hash_files``), raise
+    :class:`RawDataError` naming both files.
     """
     root = Path(root)
     if root.is_file() and is_archive(root):
@@ -1571,21 +1579,23 @@ def _check_copies_in_two_classes(images: pd.DataFrame, root: Path) -> None:
             _refuse_in_two_classes(root, images, first, second, "the same file (equal bytes)")
 
 
-def copy_signature(pixels: np.ndarray) -> np.ndarray:
-    """The signature of an image (2-D array, any pixel type) that two copies of one micrograph share: a
-    2-D float32 array of unit norm, :data:`COPY_GRID` cells along the field's longer side (its rows
-    and columns those of the field: turned and mirrored with it), whatever the file format, pixel
-    type, lossy compression, scale (the whole field, not its pixels, is divided into cells),
-    contrast and brightness; an inverted contrast negates it.
+def copy_signature(pixels: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """The signature of an image (2-D array, any pixel type) that two copies of one micrograph share, and
+    the height and width (pixels) of the content it was taken from: a 2-D float32 array of unit norm,
+    :data:`COPY_GRID` cells along the content's longer side (its rows and columns those of the field:
+    turned and mirrored with it), whatever the file format, pixel type, lossy compression, scale (the
+    content, not its pixels, is divided into cells), contrast and brightness, padding along the borders
+    (black or white, added or taken away) and faint noise; an inverted contrast negates it.
 
-    The image averaged to :data:`COPY_GRID` cells along its longer side (its shorter side alike,
-    centred: a turned copy has the same cells), the cell means replaced by the normal scores of their ranks
+    The content: the image less the near-constant rows and columns along its borders (:func:`_content_box`,
+    tolerant to faint noise). It is averaged to :data:`COPY_GRID` cells along its longer side (its shorter
+    side alike, centred: a turned copy has the same cells), the cell means replaced by the normal scores of their ranks
     (:func:`temvirus.overlap.normal_scores`: any monotone change of grey levels gives the same
     values) and band-passed between :data:`COPY_BAND` cells (:func:`temvirus.overlap._bandpass`:
     what the field shows, not the halo around a centred particle that many images share).
-    Only cells wholly outside constant areas (black padding, :func:`temvirus.overlap.constant_area_mask`,
-    found on the image averaged in whole blocks to at least 4 px per cell) and not next to them or to the image's
-    border count; the others are 0. The band-passed values are clipped to +-:data:`COPY_CLIP` standard
+    Only cells wholly outside constant areas left (saturated areas, :func:`temvirus.overlap.constant_area_mask`,
+    found on the content averaged in whole blocks to at least 4 px per cell) and not next to them or to the
+    content's border count; the others are 0. The band-passed values are clipped to +-:data:`COPY_CLIP` standard
     deviations, so that no few cells (a thin border strip found constant in one copy only) outweigh the rest.
     """
     from PIL import Image
@@ -1593,12 +1603,14 @@ def copy_signature(pixels: np.ndarray) -> np.ndarray:
 
     from temvirus.overlap import _bandpass, _resample_box, constant_area_mask, normal_scores
 
+    top, bottom, left, right = _content_box(pixels)
+    pixels = pixels[top:bottom, left:right]  # the padding along the borders left out
     block = max(1, max(pixels.shape) // (4 * COPY_GRID))  # whole blocks of pixels first: sums are fast
     top, left = (side % block // 2 for side in pixels.shape)  # the same blocks in a turned copy
     whole = pixels[top : top + pixels.shape[0] // block * block, left : left + pixels.shape[1] // block * block]
     rows = sum(whole[i::block].astype(np.float32) for i in range(block))
     small = sum(rows[:, i::block] for i in range(block)) / block**2
-    factor = max(small.shape) / COPY_GRID  # cells of the whole field: the same in every copy
+    factor = max(small.shape) / COPY_GRID  # cells of the whole content: the same in every copy
     size = tuple(max(1, int(side / factor)) for side in small.shape[::-1])  # (width, height) in cells
     left, top = ((side - count * factor) / 2 for side, count in zip(small.shape[::-1], size))  # centred
     box = (left, top, left + size[0] * factor, top + size[1] * factor)
@@ -1606,7 +1618,31 @@ def copy_signature(pixels: np.ndarray) -> np.ndarray:
     valid = _resample_box(constant_area_mask(small).astype(np.float32), box, size, Image.Resampling.BOX) == 0
     valid = binary_erosion(valid, iterations=1, border_value=0)
     band = np.clip(_bandpass(normal_scores(mean, valid), valid, *COPY_BAND), -COPY_CLIP, COPY_CLIP)
-    return (band / max(float(np.linalg.norm(band)), 1e-9)).astype(np.float32)
+    return (band / max(float(np.linalg.norm(band)), 1e-9)).astype(np.float32), pixels.shape
+
+
+def _content_box(pixels: np.ndarray) -> tuple[int, int, int, int]:
+    """Top, bottom, left and right (exclusive) of the micrograph in ``pixels`` within the padding
+    along its borders (black or white, with faint noise or not, one border around another): the
+    rows and columns not near-constant (standard deviation at most :data:`COPY_FLAT` of the area's),
+    from the first to the last, again within them until none is left out."""
+
+    def spread(lines: np.ndarray, size: int) -> np.ndarray:  # of each row, averaged over runs of size pixels
+        return lines[:, : lines.shape[1] // size * size].reshape(len(lines), -1, size).mean(2).std(1)
+
+    values = pixels.astype(np.float32)
+    box = (0, pixels.shape[0], 0, pixels.shape[1])
+    while True:
+        top, bottom, left, right = box
+        inner = values[top:bottom, left:right]
+        size = max(1, min(inner.shape) // COPY_GRID)  # about a cell: faint noise averaged out
+        flat = COPY_FLAT * inner.std()
+        rows, cols = (np.flatnonzero(spread(lines, size) > flat) for lines in (inner, inner.T))
+        if not (rows.size and cols.size):  # every row or column near-constant: a smooth gradient
+            return box
+        box = (top + rows[0], top + rows[-1] + 1, left + cols[0], left + cols[-1] + 1)
+        if box == (top, bottom, left, right):
+            return box
 
 
 def copy_similarities(signatures: Sequence[np.ndarray]) -> Iterator[tuple[str, bool, np.ndarray]]:
@@ -1625,20 +1661,24 @@ def copy_similarities(signatures: Sequence[np.ndarray]) -> Iterator[tuple[str, b
         yield name, swaps, vectors @ np.stack([padded(turn(signature)) for signature in signatures]).T
 
 
-def _check_similar_in_two_classes(images: pd.DataFrame, signatures: dict[str, np.ndarray], root: Path) -> None:
+def _check_similar_in_two_classes(
+    images: pd.DataFrame, signatures: dict[str, tuple[np.ndarray, tuple[int, int]]], root: Path
+) -> None:
     """Refuse one micrograph in the folders of two classes when the files differ: the same decoded
     pixels in another format (JPEG -> PNG or TIFF, 8 -> 16 bit, another TIFF compression, other
     metadata), or the image re-saved lossily, rescaled, with other contrast or brightness (inverted
     too), turned or mirrored (:func:`copy_similarities` at least :data:`COPY_SIMILARITY`, or at
-    most its negative, for a turn of :data:`COPY_TURNS`; fields of equal width and height in nm,
-    swapped by a quarter turn, within :data:`COPY_FIELD_TOLERANCE`). Overlap removal compares
+    most its negative, for a turn of :data:`COPY_TURNS`; the contents of the fields, padding along the
+    borders left out, of equal width and height in nm, swapped by a quarter turn, within
+    :data:`COPY_FIELD_TOLERANCE`), a border or faint noise added too. Overlap removal compares
     images within a class only."""
     table = images.reset_index(drop=True)
     classes = table["class"].to_numpy()
-    width, height = (np.log((table[side] * table.pixel_size_nm).to_numpy(dtype=float)) for side in ("width", "height"))
+    cells, content = zip(*(signatures[image_id] for image_id in table.image_id))
+    height, width = np.log(np.array(content, dtype=float) * table.pixel_size_nm.to_numpy(dtype=float)[:, None]).T
     tolerance = np.log(1 + COPY_FIELD_TOLERANCE)
     pairs = []
-    for turn, swaps, similarity in copy_similarities([signatures[image_id] for image_id in table.image_id]):
+    for turn, swaps, similarity in copy_similarities(cells):
         candidate = (np.abs(similarity) >= COPY_SIMILARITY) & (classes[:, None] != classes[None, :])
         for mine, theirs in ((width, height), (height, width)) if swaps else ((width, width), (height, height)):
             candidate &= np.abs(mine[:, None] - theirs[None, :]) <= tolerance  # a rescaled copy: other pixels
