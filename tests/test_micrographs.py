@@ -711,7 +711,10 @@ def test_tags_file_found_as_the_raw_reader_finds_it_and_checked(tmp_path):
     (tmp_path / "e.png_tags.csv").write_text("Height;30\nWidth;40\nXScale;1,5\nYScale;1,5\n")
     with pytest.raises(RawDataError, match=r"e.png_tags.csv: a tags file of a similar name, not e.tif_tags.csv"):
         image_pixel_size(tmp_path / "e.tif", 9.0, (30, 40))
-    # beside the tags file of the image, one of a similar name that says otherwise was passed over
+    # beside the tags file of the image, one of a similar name giving the same values is no conflict
+    (tmp_path / "c_tags.csv").write_bytes(b"Height;30\r\nWidth;40\r\nXScale;1.5\r\nYScale;1.5\r\n")
+    assert image_pixel_size(tmp_path / "c.JPG", 9.0, (30, 40)) == 1.5
+    # ... and one that says otherwise was passed over
     (tmp_path / "c_tags.csv").write_text("Height;30\nWidth;40\nXScale;2,0\nYScale;2,0\n")
     with pytest.raises(RawDataError, match=r"c_tags.csv: differs from .*c.jpg_tags.csv: two tags files for c.JPG"):
         image_pixel_size(tmp_path / "c.JPG", 9.0, (30, 40))
@@ -723,7 +726,9 @@ def test_tags_file_found_as_the_raw_reader_finds_it_and_checked(tmp_path):
         tmp_path / "f.tif", np.ones((30, 40), np.uint16), imagej=True, resolution=(0.5, 0.5), metadata={"unit": "nm"}
     )
     (tmp_path / "f.tif_tags.csv").write_text("Height;30\nWidth;40\nXScale;1,5\nYScale;1,5\n")
-    with pytest.raises(RawDataError, match=r"f.tif: its ImageJ calibration \(unit 'nm'\) gives 2 nm/px, but its tags"):
+    with pytest.raises(
+        RawDataError, match=r"f.tif: its ImageJ calibration \(unit 'nm'\) gives 2 nm/px along x, but its tags"
+    ):
         image_pixel_size(tmp_path / "f.tif", None, (30, 40))
 
 

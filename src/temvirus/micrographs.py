@@ -1091,11 +1091,11 @@ def tags_file(image: Path) -> Path | None:
     """The tags file of an image outside a raw layout: ``tags/{name}_tags.csv`` or
     ``{name}_tags.csv`` beside it, names matched ignoring case and Unicode normalisation as the
     raw reader does; ``None`` when there is none. A RawDataError when several match (in one
-    folder, or one in each that differ: which one is meant is unknown), when a file of a similar
-    name (``{stem}_tags.csv``, another extension; not the tags of another image beside it) differs
-    from the one that matches, or when only such a file is there: it would otherwise be passed
+    folder, or one in each that give other values: which one is meant is unknown), when a file of a
+    similar name (``{stem}_tags.csv``, another extension; not the tags of another image beside it)
+    gives other values than the one that matches (:func:`temvirus.raw.read_tags`), or when only such a file is there: it would otherwise be passed
     over for ``--pixel-size`` unseen."""
-    from temvirus.raw import RawDataError, name_key
+    from temvirus.raw import RawDataError, name_key, read_tags
 
     name, stem = name_key(f"{image.name}_tags.csv"), name_key(image.stem)
     similar, matches = [], []
@@ -1107,18 +1107,15 @@ def tags_file(image: Path) -> Path | None:
         matches += found
         # {stem}_tags.csv or {stem}.{another extension}_tags.csv; not {stem}0.tif_tags.csv
         similar += [p for p in files if p.name.endswith("_tags.csv") and name_key(Path(p.name[:-9]).stem) == stem]
-    if len(matches) == 2 and matches[0].read_bytes() != matches[1].read_bytes():
-        raise RawDataError(
-            matches[1], f"differs from {matches[0]}: two tags files for {image.name}; remove the one that is wrong"
-        )
     # a similar name that is not another image's beside it ({stem}.tif_tags.csv of {stem}.tif) and says otherwise
     beside = image.parent.iterdir() if image.parent.is_dir() else []
     siblings = {name_key(p.name) for p in beside if p.is_file() and p != image}
     similar = [p for p in similar if p not in matches and name_key(p.name[:-9]) not in siblings]
-    if matches and (other := next((p for p in similar if p.read_bytes() != matches[0].read_bytes()), None)):
-        raise RawDataError(
-            other, f"differs from {matches[0]}: two tags files for {image.name}; remove the one that is wrong"
-        )
+    for other in matches[1:] + (similar if matches else []):
+        if read_tags(other) != read_tags(matches[0]):  # the values: line ends, decimal marks may differ
+            raise RawDataError(
+                other, f"differs from {matches[0]}: two tags files for {image.name}; remove the one that is wrong"
+            )
     if matches:
         return matches[0]
     if similar:
@@ -1142,7 +1139,7 @@ def image_pixel_size(path: Path, pixel_size_nm: float | None, shape: tuple[int, 
         check_tags_size(tags, tags_path, path, shape)
         size = float(tags.pixel_size_x_nm)
         if path.is_file():
-            check_tiff_calibration(path, tags_path, size)
+            check_tiff_calibration(path, tags_path, tags)
         if pixel_size_nm is not None and not math.isclose(size, pixel_size_nm, rel_tol=1e-6):
             log.warning(
                 "%s: pixel size %g nm used for %s, not --pixel-size %g (which is for images without a tags file)",

@@ -1003,8 +1003,9 @@ def read_positions(
                     "; positions must be pixels ('unit;pixel')",
                 )
             if image is not None and key == "image" and values[:1]:
-                separator = ";" if ";" in text else "\t" if "\t" in text else " "
-                given = separator.join(parts[1:])  # the rest of the line: a name may hold the separator ('a;b.tif')
+                separator = ";" if ";" in text else "\t" if "\t" in text else None  # None: spaces
+                # the rest of the line as written: a name may hold the separator ('a;b.tif', 'scan  1.tif')
+                given = text.split(separator, 1)[1].strip().rstrip(";\t").strip().strip("\"'")
                 named, stem = Path(given.replace("\\", "/")).name, name_key(Path(image).stem)
                 if stem not in (name_key(named), name_key(Path(named).stem)):  # the extension may differ
                     raise RawDataError(
@@ -1303,21 +1304,23 @@ def _read_tiff(path: Path) -> np.ndarray:
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-#: the end chunk of every PNG (length 0, type IEND, its CRC)
-PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 
 def _check_png_end(path: Path) -> None:
-    """Refuse a PNG without its end chunk (IEND): a file cut at its end (an interrupted copy) that
-    Pillow reads without a word while its image data happen to be whole, where a JPEG cut as
-    short is refused (its end marker missing)."""
+    """Refuse a PNG whose chunks run out before its end chunk (IEND): a file cut at its end (an
+    interrupted copy) that Pillow reads without a word while its image data happen to be whole,
+    where a JPEG cut as short is refused (its end marker missing). Bytes after IEND are left alone."""
+    import struct
+
+    size, offset = path.stat().st_size, len(PNG_SIGNATURE)
     with open(path, "rb") as fh:
-        fh.seek(max(0, path.stat().st_size - 4096))
-        tail = fh.read()
-    if PNG_END not in tail:
-        raise RawDataError(
-            path, "cannot read image (truncated PNG: no end chunk IEND): an interrupted copy? copy it again"
-        )
+        while offset + 12 <= size:  # length, type, data, CRC
+            fh.seek(offset)
+            length, kind = struct.unpack(">I4s", fh.read(8))
+            offset += 12 + length
+            if kind == b"IEND" and offset <= size:
+                return
+    raise RawDataError(path, "cannot read image (truncated PNG: no end chunk IEND): an interrupted copy? copy it again")
 
 
 #: Pillow modes read as they are (the rest: palette and colour modes through _to_gray)
@@ -1711,27 +1714,27 @@ def _refuse_in_two_classes(root: Path, images: pd.DataFrame, first: str, second:
 
 
 def _check_ids_read_back(ids: Sequence[str], paths: dict[str, Path]) -> None:
-    """Refuse image ids that a CSV table holding such ids, alone or all together, would not give
-    back as the same text.
+    """Refuse image ids that a CSV table holding such ids would not give back as the same text.
 
-    The later steps read their tables (``images.csv``, a split's ``patches.csv``...) with pandas'
-    type inference: ids that look like numbers (``001``, ``1e5``), booleans or missing values
-    (``NA``, ``null``) come back as other text, or collide (``001`` and ``01`` both ``1``); and a
-    column of whole and decimal numbers is read as decimals (``1`` beside ``1.5`` comes back as
-    ``1.0``).
+    The later steps read their tables (``images.csv``, a split's ``patches.csv``, a class's or a
+    subset's rows...) with pandas' type inference: ids that look like numbers (``001``, ``1e5``),
+    booleans or missing values (``NA``, ``null``) come back as other text, or collide (``001``
+    and ``01`` both ``1``); and a table whose ids are whole and decimal numbers alone reads them
+    as decimals (``1`` beside ``1.5`` comes back as ``1.0``), so whole-number ids beside
+    decimal-number ids are refused wherever they are in the layout.
     """
     ids = list(ids)
     frame = pd.DataFrame([ids], columns=[f"c{i}" for i in range(len(ids))])
     back = pd.read_csv(io.StringIO(frame.to_csv(index=False)))
     alone = [back[column].iloc[0] for column in back]  # each id alone in its column (a row would upcast)
-    together = pd.read_csv(io.StringIO(pd.DataFrame({"image_id": ids}).to_csv(index=False))).image_id
-    decimals = [image_id for image_id, value in zip(ids, alone) if isinstance(value, float)]
-    for image_id, value, beside in zip(ids, alone, together):
+    decimals = [image_id for image_id, value in zip(ids, alone) if isinstance(value, float) and str(value) == image_id]
+    for image_id, value in zip(ids, alone):
         where = ""
         if not (pd.isna(value) or str(value) != image_id):
-            if str(beside) == image_id:
+            if not (decimals and isinstance(value, (int, np.integer))):
                 continue
-            value, where = beside, f" of all the image ids, where the number-like ids {decimals[:3]} make it a number,"
+            value = float(value)
+            where = f" holding it and the number-like ids {decimals[:3]} (the rows of one class or subset)"
         raise RawDataError(
             paths[name_key(image_id)],
             f"image id {image_id!r} is read back from the CSV tables{where} as {value} (a number, boolean or "
@@ -1750,46 +1753,48 @@ def check_not_blank(path: str | Path, pixels: np.ndarray) -> None:
 CALIBRATION_TOLERANCE = 0.02
 
 
-def tiff_pixel_size_nm(path: Path) -> tuple[float, str] | None:
-    """The pixel size (nm) a TIFF records of itself and where it says so, or None: ImageJ's
-    calibration (``unit=`` nm, micron, Å... in its ImageDescription, with XResolution pixels per
-    unit), else XResolution with ResolutionUnit centimetre. Inches (dpi: a writer's 72 dpi
-    default), no unit, and sizes outside :data:`PIXEL_SIZE_RANGE_NM` (a camera's sensor pitch in
-    µm) are no specimen calibration: None."""
+def tiff_pixel_sizes_nm(path: Path) -> list[tuple[str, float, str]]:
+    """The pixel sizes (nm) a TIFF records of itself: ``(axis, size, where it says so)`` for x and y,
+    from ImageJ's calibration (``unit=`` nm, micron, Å... in its ImageDescription, with X/YResolution
+    pixels per unit), else X/YResolution with ResolutionUnit centimetre. Inches (dpi: a writer's 72
+    dpi default), no unit, and sizes outside :data:`PIXEL_SIZE_RANGE_NM` (a camera's sensor pitch in
+    µm) are no specimen calibration and are left out."""
     import tifffile
 
     with open(path, "rb") as fh:
         if fh.read(4) not in TIFF_MAGIC:
-            return None
+            return []
     with tifffile.TiffFile(path) as tif:
         tags = tif.pages[0].tags
-        resolution = tags.get("XResolution")
-        numerator, denominator = resolution.value if resolution is not None else (0, 0)
-        if not (numerator and denominator):
-            return None
         unit = str((tif.imagej_metadata or {}).get("unit", "")).strip()
         if unit:
-            nm, where = _unit_nm(unit.replace("\\u00B5", "µ")), f"ImageJ calibration (unit {unit!r})"
+            unit = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m[1], 16)), unit)  # ImageJ's escapes: \u00C5
+            nm, where = _unit_nm(unit), f"ImageJ calibration (unit {unit!r})"
         elif (unit_tag := tags.get("ResolutionUnit")) is not None and int(unit_tag.value) == 3:
-            nm, where = 1e7, "XResolution per centimetre"
+            nm, where = 1e7, "resolution per centimetre"
         else:
-            return None
-    size = nm * denominator / numerator if nm else None
+            return []
+        resolutions = {
+            axis: tags[f"{axis.upper()}Resolution"].value for axis in "xy" if f"{axis.upper()}Resolution" in tags
+        }
     low, high = PIXEL_SIZE_RANGE_NM
-    return (size, where) if size and low <= size <= high else None
+    sizes = [(axis, nm * den / num, where) for axis, (num, den) in resolutions.items() if nm and num and den]
+    return [(axis, size, where) for axis, size, where in sizes if low <= size <= high]
 
 
-def check_tiff_calibration(image_path: Path, tags_path: Path, pixel_size_nm: float) -> None:
-    """Refuse a TIFF whose own calibration (:func:`tiff_pixel_size_nm`) contradicts the tags' pixel
-    size by more than :data:`CALIBRATION_TOLERANCE`: which one is right is unknown, and the image
-    would be rescaled by the tags' alone. Raises :class:`RawDataError` naming the image and both sizes."""
-    own = tiff_pixel_size_nm(image_path)
-    if own is not None and abs(own[0] / pixel_size_nm - 1) > CALIBRATION_TOLERANCE:
-        raise RawDataError(
-            image_path,
-            f"its {own[1]} gives {own[0]:.4g} nm/px, but its tags file {tags_path.name} gives XScale "
-            f"{pixel_size_nm:.4g} nm/px: which is right is unknown; correct the wrong one",
-        )
+def check_tiff_calibration(image_path: Path, tags_path: Path, tags: Tags) -> None:
+    """Refuse a TIFF whose own calibration (:func:`tiff_pixel_sizes_nm`) contradicts the tags' pixel
+    size of that axis by more than :data:`CALIBRATION_TOLERANCE`: which one is right is unknown, and
+    the image would be rescaled by the tags' alone. Raises :class:`RawDataError` naming the image and
+    both sizes."""
+    for axis, size, where in tiff_pixel_sizes_nm(image_path):
+        given = tags.pixel_size_x_nm if axis == "x" else tags.pixel_size_y_nm
+        if abs(size / given - 1) > CALIBRATION_TOLERANCE:
+            raise RawDataError(
+                image_path,
+                f"its {where} gives {size:.4g} nm/px along {axis}, but its tags file {tags_path.name} gives "
+                f"{axis.upper()}Scale {given:.4g} nm/px: which is right is unknown; correct the wrong one",
+            )
 
 
 def _read_one(
@@ -1800,7 +1805,7 @@ def _read_one(
     height, width = pixels.shape
     check_not_blank(image_path, pixels)
     check_tags_size(tags, tags_path, image_path, pixels.shape)
-    check_tiff_calibration(image_path, tags_path, tags.pixel_size_x_nm)
+    check_tiff_calibration(image_path, tags_path, tags)
     check_image_size(image_path, pixels.shape, tags.pixel_size_x_nm)
     shapes = read_positions(
         positions_path, image=image_path.name, size=(width, height), pixel_size_nm=tags.pixel_size_x_nm
