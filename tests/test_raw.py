@@ -2048,17 +2048,36 @@ def test_a_particle_given_twice_a_little_apart_is_refused(tmp_path, lines, pixel
         ),
         (["particleposition", "0;0", "20;0", "40;0", "particleposition", "1;1", "21;0", "41;1"], 6, "2-4"),
         (["particleposition", "20.5;0", "40.5;0", "particleposition", "0;0", "20;0", "40;0"], 2, "5-7"),  # a part of it
+        # the same filament, its vertices between the first line's
+        (
+            [
+                "particleposition",
+                "100;100",
+                "150;120",
+                "200;140",
+                "250;160",
+                "300;180",
+                "particleposition",
+                "125;111",
+                "175;131",
+                "225;151",
+                "275;171",
+            ],
+            8,
+            "2-6",
+        ),
     ],
 )
 def test_a_centre_line_given_twice_a_little_apart_is_refused(tmp_path, lines, line, other):
-    """A centre line (an oval particle, a filament) given twice, each vertex of the copy within
-    NEAR_POINT_NM of one of the other's: two sets of near-identical patches, one particle counted
-    twice. Only a line and a round particle, or neighbouring vertices, were judged."""
+    """A centre line (an oval particle, a filament) given twice, the copy within NEAR_POINT_NM of the
+    other all along (its vertices where they may be), or a part of another line: near-identical
+    patches, one particle counted twice. Only a line and a round particle, or neighbouring
+    vertices, were judged."""
     path = _positions_file(tmp_path, lines)
     with pytest.raises(
         RawDataError,
-        match=rf"^{path}:{line}: every vertex of the centre line on lines {line}-\d+ lies "
-        rf"within 5 nm of a vertex of the centre line on lines {other}: one particle given twice",
+        match=rf"^{path}:{line}: the centre line on lines {line}-\d+ runs within 5 nm of the centre line on "
+        rf"lines {other} all along: one particle given twice",
     ):
         read_positions(path, pixel_size_nm=1.0)
 
@@ -2069,6 +2088,18 @@ def test_a_centre_line_given_twice_a_little_apart_is_refused(tmp_path, lines, li
         ["particleposition", "10;10", "particleposition", "12;10"],  # 6 nm apart at 3 nm/px
         ["particleposition", "0;10", "10;10", "20;10", "particleposition", "10;0", "10.5;10", "10;20"],  # a crossing
         ["particleposition", "0;0", "20;0", "20;20", "0;20", "0.5;0.5"],  # a filament curling back onto itself
+        # a short line bridging a U-shaped one's arms: it meets the U at its ends only
+        [
+            "particleposition",
+            "100;100",
+            "100;300",
+            "200;400",
+            "300;300",
+            "300;100",
+            "particleposition",
+            "101;300",
+            "299;300",
+        ],
     ],
 )
 def test_crossing_filaments_and_particles_5_nm_apart_are_kept(tmp_path, lines):

@@ -842,20 +842,29 @@ def _check_last_field(path: Path, coordinates: list[tuple[int, str]], text: str)
         )
 
 
+def _along(vertices: np.ndarray, step: float) -> np.ndarray:
+    """Points along the polyline ``vertices`` (n, 2), its vertices among them, at most ``step`` apart."""
+    pieces = [vertices[:1]]
+    for a, b in zip(vertices[:-1], vertices[1:]):
+        count = max(1, int(np.ceil(np.hypot(*(b - a)) / step)))
+        pieces.append(a + (b - a) * (np.arange(1, count + 1) / count)[:, None])
+    return np.concatenate(pieces)
+
+
 def _check_near_points(path: Path, points: list[tuple[int, str, float, float, int]], pixel_size_nm: float) -> None:
     """Refuse two of ``points`` ((line, text, x, y, particle) each, px) closer than :data:`NEAR_POINT_NM`
     at ``pixel_size_nm`` where one is a round particle (a particle of one point) or the two are
-    neighbours in a centre line; and a centre line every vertex of which lies that close to a
-    vertex of another centre line of at least as many vertices (a particle given twice, a little
-    apart). Crossing filaments, whose lines come close at one place only, are kept."""
+    neighbours in a centre line; and a centre line that runs within that distance of another all
+    along (a particle given twice, a little apart, its vertices where they may be; or a part of
+    another line). Crossing filaments, and lines that meet at their ends only, are kept."""
     from scipy.spatial import KDTree
 
     if len(points) < 2:
         return
+    radius = NEAR_POINT_NM / pixel_size_nm
     sizes = Counter(particle for *_, particle in points)
     xy = np.array([(x, y) for _, _, x, y, _ in points])
-    covered: dict[tuple[int, int], set[int]] = {}  # (line particle, other particle) -> its vertices near the other
-    for i, j in sorted(KDTree(xy).query_pairs(NEAR_POINT_NM / pixel_size_nm)):  # i < j: j is the later line
+    for i, j in sorted(KDTree(xy).query_pairs(radius)):  # i < j: j is the later line
         (first, _, *_, mine), (number, text, *_, theirs) = points[i], points[j]
         neighbours = mine == theirs and j - i == 1
         if sizes[mine] == 1 or sizes[theirs] == 1 or neighbours:
@@ -867,21 +876,27 @@ def _check_near_points(path: Path, points: list[tuple[int, str, float, float, in
                 f"particles' centres are never closer than {NEAR_POINT_NM:g} nm (near-identical patches)",
                 line=number,
             )
-        if mine != theirs:
-            covered.setdefault((theirs, mine), set()).add(j)
-            covered.setdefault((mine, theirs), set()).add(i)
-    lines_of: dict[int, list[int]] = {}
-    for number, *_, particle in points:
-        lines_of.setdefault(particle, []).append(number)
-    for (line, other), near in sorted(covered.items(), reverse=True):  # the later line of two alike is the copy
-        if len(near) == sizes[line] <= sizes[other]:
-            own, theirs = lines_of[line], lines_of[other]
+    numbers = {p: [k for k, point in enumerate(points) if point[4] == p] for p in sizes if sizes[p] > 1}
+    samples = {p: _along(xy[rows], radius / 2) for p, rows in numbers.items()}
+    if len(samples) < 2:
+        return
+    owner = np.concatenate([np.full(len(along), p) for p, along in samples.items()])
+    tree = KDTree(np.concatenate(list(samples.values())))
+    for line in sorted(samples, reverse=True):  # the later of two lines alike is the copy
+        beside = None  # the other lines within the radius of every point along this one
+        for found in tree.query_ball_point(samples[line], radius):
+            near = set(owner[found].tolist()) - {line}
+            beside = near if beside is None else beside & near
+            if not beside:
+                break
+        if beside:
+            own, other = numbers[line], numbers[min(beside)]
             raise RawDataError(
                 path,
-                f"every vertex of the centre line on lines {own[0]}-{own[-1]} lies within {NEAR_POINT_NM:g} nm of "
-                f"a vertex of the centre line on lines {theirs[0]}-{theirs[-1]}: one particle given twice? "
-                "(near-identical patches)",
-                line=own[0],
+                f"the centre line on lines {points[own[0]][0]}-{points[own[-1]][0]} runs within {NEAR_POINT_NM:g} nm "
+                f"of the centre line on lines {points[other[0]][0]}-{points[other[-1]][0]} all along: one particle "
+                "given twice? (near-identical patches)",
+                line=points[own[0]][0],
             )
 
 
