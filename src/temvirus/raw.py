@@ -62,8 +62,8 @@ and no marker: anything shorter is a truncated file. Every point is a patch cent
 the same point twice (a particle given twice, or a vertex repeated in a centre line, in a row or
 not) is an error naming both lines; with the image's pixel size, so is a point closer than
 :data:`NEAR_POINT_NM` to another where one of the two is a round particle (a point) or the two follow
-each other in a centre line (a particle clicked twice), and a centre line all of whose vertices lie
-that close to another line's (a particle given twice, a little apart). A point must lie in the image: ``0 <= x <
+each other in a centre line (a particle clicked twice), and a centre line that runs that close to
+another all along (a particle given twice, a little apart). A point must lie in the image: ``0 <= x <
 width``, ``0 <= y < height`` (pixel ``i`` spans ``[i, i + 1)``).
 
 Images (:func:`read_image`): one rule for every format, see :func:`read_image`. One micrograph
@@ -927,8 +927,8 @@ def read_positions(
     and points that all lie in the first pixel (one point too) are taken for normalised (0-1)
     coordinates; with ``pixel_size_nm`` (nm/px), no two points may be closer than
     :data:`NEAR_POINT_NM` where one is a round particle or the two are neighbours in a centre
-    line, and no centre line may have every vertex that close to another line's (a particle
-    given twice with its points a little apart; crossing filaments may come closer).
+    line, and no centre line may run that close to another all along (a particle given twice
+    with its points a little apart; crossing filaments may come closer).
     A file without points must hold at least :data:`POSITIONS_HEADER_LINES` header lines and no
     marker (an image without particles): else the file is taken for a truncated one (an
     interrupted copy, a 0-byte file). A marker that ends a file whose first point comes after a
