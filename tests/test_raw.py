@@ -762,6 +762,8 @@ def test_tags_encodings(tmp_path, encoding):
     [
         (["Height;30", "Width;40", "XScale;557", "YScale;557"], "outside the plausible TEM range 0.05-50.0 nm", 3),
         (["Height;30", "Width;40", "XScale;0,557;µm", "YScale;0,557;µm"], "= 557 nm is outside", 3),
+        # before: "x pixel size '500 nm' nm = 500 nm" (the unit written twice)
+        (["Height;30", "Width;40", "XScale;500 nm", "YScale;1"], "x pixel size '500 nm' = 500 nm is outside", 3),
         (["Height;30", "Width;40", "XScale;5;furlong", "YScale;5;furlong"], "unknown unit 'furlong'", 3),
         (["Height;30", "Width;40", "YUnit;px", "XScale;1", "YScale;1"], "unknown unit 'px'", 5),
         (["Height;30", "Width;40", "XScale;1;nm", "YScale;1", "Unit;µm"], "conflicting units", 3),
@@ -1391,6 +1393,16 @@ def test_a_second_pixel_size_that_contradicts_the_scales_is_refused(tmp_path, ro
         ("XScale_nm;2", "XScale_nm;1"),
         ("nm/px;2", "nm/px;1"),
         ("Calibration;0,002;µm", "Calibration;0,001;µm"),
+        # before: skipped; a length per pixel is a pixel size whatever the key
+        ("Sampling;2 nm/px", "Sampling;1 nm/px"),
+        ("Sampling;20;Å/pixel", "Sampling;10;Å/pixel"),
+        ("Sampling (nm/px);2", "Sampling (nm/px);1"),
+        # before: skipped; leading words before a pixel-size name
+        ("Image Pixel Size;2", "Image Pixel Size;1"),
+        ("Specimen Pixel Size;2 nm", "Specimen Pixel Size;10 Å"),
+        ("ImagePixelSpacing_nm;2", "ImagePixelSpacing_nm;1"),
+        ("Scale;2;nm", "Scale;1;nm"),
+        ("Scale (nm);2", "Scale (nm);1"),
     ],
 )
 def test_a_pixel_size_under_another_name_that_contradicts_the_scales_is_refused(tmp_path, row, agreeing):
@@ -1409,11 +1421,18 @@ def test_a_pixel_size_under_another_name_that_contradicts_the_scales_is_refused(
     "row",
     ["ScaleBarLength;100", "ScaleBar;100 nm", "Scale Bar (nm);200", "Magnification;50000", "Scale;1:1000"]
     + ["Scale;100 %", "Scale;2x", "Resolution;300", "Resolution;300 dpi", "Resolution;118 px/cm", "Resolution;2 nm"]
-    + ["Resolution [nm];2", "Resolution;4096x4096", "Calibration;done", "Pixel Count;2", "Scale;high"],
+    + ["Resolution [nm];2", "Resolution;4096x4096", "Calibration;done", "Pixel Count;2", "Scale;high"]
+    # before: refused as contradicting XScale (bare numbers under scale/calibration: scaling factors)
+    + ["Scale;0.5", "Scale;2", "Calibration;2", "Scale;2,5"]
+    # before: refused as out of range ('Scale;500 nm': a scale bar) or as contradicting (a camera's pixel)
+    + ["Scale;500 nm", "Detector Pixel Size;14 µm", "CCD pixel size;6.45 um", "Camera pixel size;5", "Sampling;1 µm/px"]
+    + ["Source;2 nm/px detection crop", "Scale bar;2 nm/px"],
 )
 def test_rows_that_are_no_pixel_size_are_still_skipped(tmp_path, row):
     """A scale bar, a magnification, a scale factor and a resolution that is no length per pixel (a bare
-    number, dpi, px/cm, an instrument resolution in nm) are no pixel size."""
+    number, dpi, px/cm, an instrument resolution in nm) are no pixel size; nor is a bare number under scale or
+    calibration (a zoom factor), a length outside the plausible TEM range under another name (a scale bar,
+    a camera's physical pixel) or a key naming a detector."""
     rows = ["Height;30", "Width;40", "XScale;1,0", "YScale;1,0", row]
     assert read_tags(_tags_file(tmp_path, rows)).pixel_size_x_nm == 1
 
@@ -1421,7 +1440,10 @@ def test_rows_that_are_no_pixel_size_are_still_skipped(tmp_path, row):
 @pytest.mark.parametrize(
     "rows",
     [["ScaleBarLength;100", "ScaleBarUnit;nm"], ["FieldOfViewUnit;µm"], ["Probe size;nm"], ["FOV [µm]"]]
-    + [["Magnification Unit;Å"], ["Voltage;kV", "Defocus unit;µm"], ["Exposure;Å"], ["Stage X;µm"]],
+    + [["Magnification Unit;Å"], ["Voltage;kV", "Defocus unit;µm"], ["Exposure;Å"], ["Stage X;µm"]]
+    + [["TiltAngleUnit;µm"], ["tiltangle;µm"], ["DefocusUnit;µm"]]
+    # before: refused as a unit the reader cannot attach; a detector's unit is not the scales'
+    + [["Detector pixel unit;µm"], ["CCD;µm"], ["SensorPitch;µm"]],
 )
 def test_tags_unit_rows_of_other_quantities_are_skipped(tmp_path, rows):
     """Before: refused as a unit the reader cannot attach, 'so the scales would be read in nm' (they are
@@ -1494,6 +1516,8 @@ _STRAY = r"looks like a unit \('{unit}'\) that the reader cannot attach to a val
         ("XY;Å;Å", "Å", None),
         ("Scale\tÅ", "Å", "Unit\tÅ"),
         ("Scale=a", "a", "Unit=a"),
+        # before: skipped, 'time' being found inside the word 'Realtime' (other quantities match whole words)
+        ("Realtime Scale Unit;Å", "Å", "Scale Unit;Å"),
         ("Calibration [Å];", "Å", None),
         ("Unit [Å]", "Å", None),
         ('"Calibration";"Å"', "Å", '"Unit";"Å"'),

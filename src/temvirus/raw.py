@@ -40,8 +40,9 @@ case, also ``Å/px``, ``nm/pixel``, ``[nm]``; or, without a value, a key ending 
 reader cannot attach to a value: the scales would be read in nm; the message lists the unit keys it
 knows). Values holding a unit inside a word (``Mode;TEM``) are no unit, and a unit row under a key naming
 another quantity (:data:`OTHER_QUANTITIES`: ``ScaleBarUnit;nm``) is skipped. A pixel size under another
-name (:data:`PIXEL_SIZE_KEYS`, a unit in the key allowed: ``Pixel_Size_nm``, ``Scale;2 nm/px``) must agree
-with XScale/YScale (:func:`read_tags`), and so must a TIFF's own specimen calibration, ImageJ's or per
+name (:data:`PIXEL_SIZE_KEYS`, a unit in the key allowed: ``Pixel_Size_nm``, ``Scale;2 nm/px``,
+``Image Pixel Size``) or a length per pixel under any key (``Sampling;2 nm/px``) must agree with XScale/YScale
+when in the plausible range (:func:`read_tags`), and so must a TIFF's own specimen calibration, ImageJ's or per
 centimetre (:func:`check_tiff_calibration`).
 
 Positions (:func:`read_positions`): a header, recognised by content: the leading lines whose
@@ -128,10 +129,15 @@ PIXEL_SIZE_KEYS = {
     "resolution": "xy",
 }
 #: ... words that name other things too (a scale factor, a resolution in dpi): a row under them is a pixel size only
-#: when its value is a number with a length unit or none (``resolution``: a length per pixel, ``2 nm/px``)
+#: when its value is a number with a length unit or none (``resolution``: a length per pixel, ``2 nm/px``; ``scale``
+#: and ``calibration`` alone: a length unit given, a bare ``Scale;0.5`` being a zoom factor)
 LOOSE_PIXEL_SIZE_KEYS = ("pixelscale", "scale", "scalex", "scaley", "calibration", "resolution")
-#: words in a (normalised) tags key naming a quantity other than the pixel size: a unit row under such a key
-#: (``ScaleBarUnit;nm``, ``FieldOfViewUnit;µm``, ``Probe size;nm``) is not the scales' unit and is skipped
+#: ... of them, those whose bare numbers are scaling factors: a length unit must be given in the row
+UNIT_NEEDED_PIXEL_SIZE_KEYS = ("scale", "calibration")
+#: words of a tags key (as written, split into words at non-letters and lower-to-upper case changes; a word may be a
+#: run of words, ``scalebar``, or begin one, ``tiltangle``) naming a quantity other than the pixel size: a unit row
+#: under such a key (``ScaleBarUnit;nm``, ``FieldOfViewUnit;µm``, ``Probe size;nm``) is not the scales' unit and is
+#: skipped, and a key with them names no pixel size (``Detector Pixel Size``, ``CCD pixel size``: the camera's pixel)
 OTHER_QUANTITIES = (
     "scalebar",
     "fieldofview",
@@ -141,6 +147,7 @@ OTHER_QUANTITIES = (
     "magnification",
     "voltage",
     "focus",
+    "defocus",
     "aperture",
     "exposure",
     "dose",
@@ -148,6 +155,10 @@ OTHER_QUANTITIES = (
     "time",
     "wavelength",
     "camera",
+    "detector",
+    "ccd",
+    "cmos",
+    "sensor",
     "stage",
     "tilt",
     "thickness",
@@ -384,27 +395,47 @@ def _unit_nm(unit: str) -> float | None:
 
 def _pixel_size_key(key: str) -> tuple[str, str] | None:
     """``(name, unit)`` of a normalised tags key naming a pixel size: a :data:`PIXEL_SIZE_KEYS` name, maybe
-    followed by a length unit, maybe after ``in`` (``pixelsizenm``, ``pixelsizeinnm``, ``scalexå``), or a length
-    per pixel alone (``nm/px``: a pixel size); None for any other key (``scalebar``, ``magnification``)."""
+    followed by a length unit, maybe after ``in`` (``pixelsizenm``, ``pixelsizeinnm``, ``scalexå``), a name with
+    ``pixel`` maybe after leading words (``imagepixelsize``, ``specimenpixelsize``; a key naming another quantity,
+    ``detectorpixelsize``, is refused by the caller: :func:`_names_other_quantity`), or a length per pixel alone
+    (``nm/px``: a pixel size); None for any other key (``scalebar``, ``magnification``)."""
     for name in sorted(PIXEL_SIZE_KEYS, key=len, reverse=True):
-        if key.startswith(name):
-            unit = re.sub(r"^in(?=.)", "", key[len(name) :])
+        start = key.find(name) if "pixel" in name else 0 if key.startswith(name) else -1
+        if start == 0 or (start > 0 and key[:start].isalpha()):
+            unit = re.sub(r"^in(?=.)", "", key[start + len(name) :])
             if not unit or _unit_nm(unit) is not None:
                 return name, unit
     return ("pixelsize", key) if _PER_PIXEL.search(key) and _unit_nm(key) is not None else None
 
 
-def _is_length(text: str, units: list[str], per_pixel: bool) -> bool:
+def _is_length(text: str, units: list[str], per_pixel: bool, unit_needed: bool = False) -> bool:
     """Whether value ``text`` is a number whose units (its suffix and ``units``) are all length units, or
     none; with ``per_pixel`` one of them must be a length per pixel (``2 nm/px``; a resolution in nm is no
-    pixel size)."""
+    pixel size), with ``unit_needed`` one must be given (``Scale;0.5`` is a scaling factor)."""
     match = _VALUE_UNIT.match(text)
     if not match or not re.search(r"\d", match[1]) or re.search(r"\d", match[2] or ""):
         return False
     given = [unit for unit in [match[2], *units] if unit]
     if per_pixel and not any(_PER_PIXEL.search(unit) for unit in given):
         return False
+    if unit_needed and not given:
+        return False
     return all(_unit_nm(unit) is not None for unit in given)
+
+
+def _key_words(key: str) -> list[str]:
+    """The words of a tags key as written, lower case: split at non-letters and where lower case turns upper
+    (``ScaleBarUnit``: scale, bar, unit; ``CCD pixel size``: ccd, pixel, size; ``XScale``: x, scale)."""
+    return [word.lower() for word in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+", key)]
+
+
+def _names_other_quantity(key: str) -> bool:
+    """Whether a tags key as written names a quantity of :data:`OTHER_QUANTITIES`: one of its words or a run of
+    them (``Scale Bar``), or the start of a word (``tiltangle``); not a part inside a word (``Realtime``)."""
+    words = _key_words(key)
+    joined = "".join(words)
+    starts = [sum(len(word) for word in words[:i]) for i in range(len(words))]
+    return any(joined.startswith(word, start) for word in OTHER_QUANTITIES for start in starts)
 
 
 def _is_length_unit(field: str) -> bool:
@@ -461,7 +492,9 @@ def _tag_fields(row: str) -> tuple[str | None, list[str]]:
 _BASE_PREFIXES = {"x": "hexadecimal", "o": "octal", "b": "binary"}
 
 
-def _tag_value(path: Path, field: str, key: str, number: int, text: str, units: list[str]) -> float | int:
+def _tag_value(
+    path: Path, field: str, key: str, number: int, text: str, units: list[str], in_range: bool = True
+) -> float | int:
     """The value of one Height/Width (px) or XScale/YScale (nm) row; ``key`` as written, ``units``
     every unit given for it.
 
@@ -470,7 +503,8 @@ def _tag_value(path: Path, field: str, key: str, number: int, text: str, units: 
     pixels or a pixel count with a possible thousands separator (``1,000``), a pixel size whose
     ',' or '.' before three digits (:data:`_THOUSANDS`) may be a thousands separator that gives
     a plausible size too (``50,000 pm``: 0.05 or 50 nm; ``1,000`` nm stays 1 nm, 1000 nm being
-    out of range), or for a bad unit or size.
+    out of range), or for a bad unit or size (with ``in_range`` False a pixel size outside
+    :data:`PIXEL_SIZE_RANGE_NM` is returned: a pixel size under another name, checked by the caller).
     """
     pixels = field in ("height", "width")
     match = _VALUE_UNIT.match(text)
@@ -533,10 +567,11 @@ def _tag_value(path: Path, field: str, key: str, number: int, text: str, units: 
                 "write the number without thousands separators",
                 line=number,
             )
-    if not low <= nm <= high:
+    if in_range and not low <= nm <= high:
+        unit = f" {given[0]}" if given and not match.group(2) else ""
         raise RawDataError(
             path,
-            f"{field} pixel size {text!r}{' ' + given[0] if given else ''} = {nm:g} nm is outside "
+            f"{field} pixel size {text!r}{unit} = {nm:g} nm is outside "
             f"the plausible TEM range {low}-{high} nm (wrong unit?)",
             line=number,
         )
@@ -555,13 +590,21 @@ def read_tags(path: str | Path) -> Tags:
     (:func:`_stray_unit`: ``ScaleUnitX;Å``, ``Calibration;Å``, ``Length Unit;Å``, ``Scale;Å/px``; the scales
     would be read in nm).
 
-    A pixel size's key may carry a unit (``Pixel_Size_nm``, ``Pixel size in nm``, ``Resolution (nm/px)``;
+    A pixel size's key may carry a unit (``Pixel_Size_nm``, ``Pixel size in nm``, ``Resolution (nm/px)``) and,
+    before a name with ``pixel``, leading words (``Image Pixel Size``, ``Specimen Pixel Size``;
     :func:`_pixel_size_key`). Under the words :data:`LOOSE_PIXEL_SIZE_KEYS` (scale, calibration, resolution)
-    a row is a pixel size only when its value is a number with a length unit or none (``Scale;2 nm/px``,
-    ``ScaleX;2,0``), for ``Resolution`` a length per pixel (``Resolution;2 nm/px``); other rows under them
-    (``Scale;1:1000``, ``Resolution;300``, ``Resolution;300 dpi``, ``Resolution;2 nm``) are skipped. A unit row
-    under a key naming another quantity (:data:`OTHER_QUANTITIES`: ``ScaleBarUnit;nm``, ``Probe size;nm``)
-    is skipped too.
+    a row is a pixel size only when its value is a number with a length unit or none (``ScaleX;2,0``), under
+    ``Scale`` and ``Calibration`` alone with a length unit given in the value, the key or the unit column
+    (``Scale;2 nm``, ``Scale (nm);2``, ``Calibration;2;nm``; a bare ``Scale;0.5`` is a zoom factor), for
+    ``Resolution`` a length per pixel (``Resolution;2 nm/px``); other rows under them (``Scale;1:1000``,
+    ``Resolution;300``, ``Resolution;300 dpi``, ``Resolution;2 nm``) are skipped. Under any other key a number
+    with a length per pixel as its whole unit is a pixel size (``Sampling;2 nm/px``; words after it,
+    ``Source;1 nm/px detection crop``, make it none). A pixel size under another name outside
+    :data:`PIXEL_SIZE_RANGE_NM` is something else (``Scale;500 nm``: a scale bar; a camera's 14 µm pixel) and
+    skipped; XScale/YScale themselves must be in range. A key naming another quantity
+    (:data:`OTHER_QUANTITIES`, by whole words or a word's start: ``ScaleBarUnit;nm``, ``Probe size;nm``,
+    ``Detector Pixel Size;14 µm``, ``CCD pixel size``; not ``Realtime``) gives neither a pixel size nor a unit
+    row and is skipped.
     Returns pixel counts and pixel sizes in nm. Raises :class:`RawDataError` naming the row.
     """
     path = Path(path)
@@ -581,18 +624,24 @@ def read_tags(path: str | Path) -> Tags:
             key, key_unit = bracketed.groups()
         key = re.sub(r"[\s_\-]", "", key.lower())
         unit_row = key in UNIT_KEYS and len(parts) > 1 and parts[1]
-        size = None if unit_row or key in TAG_KEYS or len(parts) < 2 else _pixel_size_key(key)
-        if size and parts[1]:  # 'PixelSize;2', 'Pixel_Size_nm;2', 'Scale;2 nm/px' beside XScale: must agree
+        other = _names_other_quantity(parts[0])  # 'ScaleBarUnit', 'Detector Pixel Size': not the image's
+        candidate = not (unit_row or other or key in TAG_KEYS or len(parts) < 2 or not parts[1])
+        size = _pixel_size_key(key) if candidate else None
+        if size:  # 'PixelSize;2', 'Pixel_Size_nm;2', 'Scale;2 nm', 'Image Pixel Size;2' beside XScale: must agree
             name, unit = size
             row_units = [parts[2] if len(parts) > 2 else "", key_unit, unit]
-            if name not in LOOSE_PIXEL_SIZE_KEYS or _is_length(parts[1], row_units, name == "resolution"):
+            needed = name in UNIT_NEEDED_PIXEL_SIZE_KEYS
+            if name not in LOOSE_PIXEL_SIZE_KEYS or _is_length(parts[1], row_units, name == "resolution", needed):
                 others.append((number, parts[1], row_units, parts[0], name))
                 continue
+        row_units = [parts[2] if len(parts) > 2 else "", key_unit]
+        if candidate and _is_length(parts[1], row_units, per_pixel=True):  # 'Sampling;2 nm/px': a pixel size
+            others.append((number, parts[1], row_units, parts[0], "pixelsize"))
+            continue
         if not unit_row and key not in TAG_KEYS:
             # 'ScaleUnitX;Å', 'Calibration;Å', 'Scale;Å/px': a unit row the reader does not know; skipped, the
             # scales were read in nm (10 times too large). Words holding a unit ('Mode;TEM') and units of
             # other quantities ('ScaleBarUnit;nm') are still skipped
-            other = any(word in key for word in OTHER_QUANTITIES)
             unit = None if other else _stray_unit(parts[0], parts[1:])
             if unit is not None:
                 raise _stray_unit_error(
@@ -654,11 +703,14 @@ def read_tags(path: str | Path) -> Tags:
                     line=number,
                 )
         values[field] = got[0]
+    low, high = PIXEL_SIZE_RANGE_NM
     for number, text, row_units, key, normalised in others:
         for axis in PIXEL_SIZE_KEYS[normalised]:
             scale = {"x": "XScale", "y": "YScale"}[axis]
             unit_rows = [unit for _, unit in units.get(axis, [])[:1]]
-            nm = _tag_value(path, axis, key, number, text, row_units + unit_rows)
+            nm = _tag_value(path, axis, key, number, text, row_units + unit_rows, in_range=False)
+            if not low <= nm <= high:  # 'Scale;500 nm' (a scale bar), a camera's 14 µm pixel: something else
+                continue
             if not np.isclose(nm, values[axis], rtol=1e-3):
                 raise RawDataError(
                     path,
