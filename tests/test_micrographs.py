@@ -730,6 +730,12 @@ def test_tags_file_found_as_the_raw_reader_finds_it_and_checked(tmp_path):
         RawDataError, match=r"f.tif: its ImageJ calibration \(unit 'nm'\) gives 2 nm/px along x, but its tags"
     ):
         image_pixel_size(tmp_path / "f.tif", None, (30, 40))
+    (tmp_path / "f.tif_tags.csv").unlink()  # ... or than --pixel-size says, for an image without tags
+    with pytest.raises(
+        RawDataError, match=r"f.tif: its ImageJ calibration .* 2 nm/px along x, but --pixel-size gives 1.5"
+    ):
+        image_pixel_size(tmp_path / "f.tif", 1.5, (30, 40))
+    assert image_pixel_size(tmp_path / "f.tif", 2.0, (30, 40)) == 2.0
 
 
 def test_a_pixel_size_given_against_the_tags_file_is_said(tmp_path, caplog):

@@ -2195,11 +2195,25 @@ def test_nul_and_undecodable_bytes_are_named_at_the_line_of_a_cr_only_file(tmp_p
             {"resolution": (1e7 / 2, 1e7 / 2), "resolutionunit": "CENTIMETER"},
             "resolution per centimetre gives 2 nm/px along x",
         ),
+        (
+            {"ome": True, "metadata": {"PhysicalSizeX": 2, "PhysicalSizeXUnit": "nm", "PhysicalSizeY": 2}},
+            "OME-XML PhysicalSize gives 2 nm/px along x",
+        ),
         ({"imagej": True, "resolution": (0.2, 0.2), "metadata": {"unit": "nm"}}, None),  # agrees: 5 nm/px
         ({"resolution": (72, 72), "resolutionunit": "INCH"}, None),  # a writer's 72 dpi: no calibration
         ({"resolution": (1e4 / 7.4, 1e4 / 7.4), "resolutionunit": "CENTIMETER"}, None),  # the sensor's 7.4 µm pitch
     ],
-    ids=["imagej-nm", "imagej-micron", "imagej-angstrom-escaped", "y-only", "per-cm", "agrees", "dpi", "sensor-pitch"],
+    ids=[
+        "imagej-nm",
+        "imagej-micron",
+        "imagej-angstrom-escaped",
+        "y-only",
+        "per-cm",
+        "ome",
+        "agrees",
+        "dpi",
+        "sensor-pitch",
+    ],
 )
 def test_a_tiff_calibrated_otherwise_than_its_tags_is_refused(good, tmp_path, calibration, error):
     """A TIFF's own specimen calibration (ImageJ's unit and resolution, or pixels per centimetre)

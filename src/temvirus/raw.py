@@ -1822,16 +1822,20 @@ CALIBRATION_TOLERANCE = 0.02
 
 def tiff_pixel_sizes_nm(path: Path) -> list[tuple[str, float, str]]:
     """The pixel sizes (nm) a TIFF records of itself: ``(axis, size, where it says so)`` for x and y,
-    from ImageJ's calibration (``unit=`` nm, micron, Å... in its ImageDescription, with X/YResolution
-    pixels per unit), else X/YResolution with ResolutionUnit centimetre. Inches (dpi: a writer's 72
-    dpi default), no unit, and sizes outside :data:`PIXEL_SIZE_RANGE_NM` (a camera's sensor pitch in
-    µm) are no specimen calibration and are left out."""
+    from its OME-XML (``PhysicalSizeX/Y`` in their units, µm by default), and from ImageJ's calibration
+    (``unit=`` nm, micron, Å... in its ImageDescription, with X/YResolution pixels per unit), else
+    X/YResolution with ResolutionUnit centimetre. Inches (dpi: a writer's 72 dpi default), no unit, and
+    sizes outside :data:`PIXEL_SIZE_RANGE_NM` (a camera's sensor pitch in µm) are no specimen
+    calibration and are left out."""
     import tifffile
 
     with open(path, "rb") as fh:
         if fh.read(4) not in TIFF_MAGIC:
             return []
+    sizes = []
     with tifffile.TiffFile(path) as tif:
+        if tif.is_ome:
+            sizes += _ome_pixel_sizes_nm(tif.ome_metadata)
         tags = tif.pages[0].tags
         unit = str((tif.imagej_metadata or {}).get("unit", "")).strip()
         if unit:
@@ -1840,27 +1844,42 @@ def tiff_pixel_sizes_nm(path: Path) -> list[tuple[str, float, str]]:
         elif (unit_tag := tags.get("ResolutionUnit")) is not None and int(unit_tag.value) == 3:
             nm, where = 1e7, "resolution per centimetre"
         else:
-            return []
-        resolutions = {
-            axis: tags[f"{axis.upper()}Resolution"].value for axis in "xy" if f"{axis.upper()}Resolution" in tags
-        }
+            nm, where = None, ""
+        for axis in "xy" if nm else "":
+            num, den = tags[f"{axis.upper()}Resolution"].value if f"{axis.upper()}Resolution" in tags else (0, 0)
+            if num and den:
+                sizes.append((axis, nm * den / num, where))
     low, high = PIXEL_SIZE_RANGE_NM
-    sizes = [(axis, nm * den / num, where) for axis, (num, den) in resolutions.items() if nm and num and den]
     return [(axis, size, where) for axis, size, where in sizes if low <= size <= high]
 
 
-def check_tiff_calibration(image_path: Path, tags_path: Path, tags: Tags) -> None:
-    """Refuse a TIFF whose own calibration (:func:`tiff_pixel_sizes_nm`) contradicts the tags' pixel
-    size of that axis by more than :data:`CALIBRATION_TOLERANCE`: which one is right is unknown, and
-    the image would be rescaled by the tags' alone. Raises :class:`RawDataError` naming the image and
-    both sizes."""
+def _ome_pixel_sizes_nm(xml: str) -> list[tuple[str, float, str]]:
+    """``(axis, nm, where)`` of the first ``Pixels`` element's PhysicalSizeX/Y in OME-XML ``xml``."""
+    from xml.etree import ElementTree
+
+    pixels = next((e for e in ElementTree.fromstring(xml).iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    sizes = []
+    for axis in "XY":
+        value = pixels.get(f"PhysicalSize{axis}") if pixels is not None else None
+        nm = _unit_nm(pixels.get(f"PhysicalSize{axis}Unit", "µm")) if value else None
+        if nm:
+            sizes.append((axis.lower(), float(value) * nm, "OME-XML PhysicalSize"))
+    return sizes
+
+
+def check_tiff_calibration(image_path: Path, x_nm: float, y_nm: float, source: str) -> None:
+    """Refuse a TIFF whose own calibration (:func:`tiff_pixel_sizes_nm`) contradicts the pixel size
+    given for that axis (``x_nm``, ``y_nm``, by ``source``: ``"its tags file X gives {axis}Scale"``,
+    ``"--pixel-size gives"``) by more than :data:`CALIBRATION_TOLERANCE`: which one is right is
+    unknown, and the image would be rescaled by the one given alone. Raises :class:`RawDataError`
+    naming the image and both sizes."""
     for axis, size, where in tiff_pixel_sizes_nm(image_path):
-        given = tags.pixel_size_x_nm if axis == "x" else tags.pixel_size_y_nm
+        given = x_nm if axis == "x" else y_nm
         if abs(size / given - 1) > CALIBRATION_TOLERANCE:
             raise RawDataError(
                 image_path,
-                f"its {where} gives {size:.4g} nm/px along {axis}, but its tags file {tags_path.name} gives "
-                f"{axis.upper()}Scale {given:.4g} nm/px: which is right is unknown; correct the wrong one",
+                f"its {where} gives {size:.4g} nm/px along {axis}, but {source.format(axis=axis.upper())} "
+                f"{given:.4g} nm/px: which is right is unknown; correct the wrong one",
             )
 
 
@@ -1872,7 +1891,9 @@ def _read_one(
     height, width = pixels.shape
     check_not_blank(image_path, pixels)
     check_tags_size(tags, tags_path, image_path, pixels.shape)
-    check_tiff_calibration(image_path, tags_path, tags)
+    check_tiff_calibration(
+        image_path, tags.pixel_size_x_nm, tags.pixel_size_y_nm, f"its tags file {tags_path.name} gives {{axis}}Scale"
+    )
     check_image_size(image_path, pixels.shape, tags.pixel_size_x_nm)
     shapes = read_positions(
         positions_path, image=image_path.name, size=(width, height), pixel_size_nm=tags.pixel_size_x_nm
