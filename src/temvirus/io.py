@@ -150,18 +150,23 @@ def remove_abandoned_temporaries(path: str | os.PathLike) -> list[Path]:
     no live process holds (:func:`atomic_path`, :func:`atomic_dir`). Safe while other processes
     write the same output. Returns what was removed."""
     final = Path(path)
+    if not final.parent.is_dir() or TEMPORARY.match(final.parent.name):  # a write inside a new temporary folder
+        return []
     removed = []
-    if not final.parent.is_dir():
-        return removed
     for entry in os.scandir(final.parent):
         name = entry.name
         if name.startswith(f".{final.name}.") and TEMPORARY.match(name) and _abandoned(Path(entry.path)):
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path)
-            else:
-                os.unlink(entry.path)
+            _remove(Path(entry.path))
             removed.append(Path(entry.path))
     return removed
+
+
+def _remove(path: Path) -> None:
+    """Remove a temporary: a folder with its contents (not through a link), else the file or link."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 def temporary_dir(path: str | os.PathLike) -> Path:
@@ -211,11 +216,9 @@ def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
     for parent, dirs, names in os.walk(folder):
         for name in [n for n in dirs + names if TEMPORARY.match(n)]:
             path = Path(parent, name)
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-                dirs.remove(name)
-            else:
-                path.unlink()
+            if name in dirs:
+                dirs.remove(name)  # not walked into: removed whole
+            _remove(path)
             removed.append(path)
     return removed
 

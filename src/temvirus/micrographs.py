@@ -1111,8 +1111,9 @@ def tags_file(image: Path) -> Path | None:
     beside = image.parent.iterdir() if image.parent.is_dir() else []
     siblings = {name_key(p.name) for p in beside if p.is_file() and p != image}
     similar = [p for p in similar if p not in matches and name_key(p.name[:-9]) not in siblings]
+    values = read_tags(matches[0]) if matches else None
     for other in matches[1:] + (similar if matches else []):
-        if read_tags(other) != read_tags(matches[0]):  # the values: line ends, decimal marks may differ
+        if read_tags(other) != values:  # the values: line ends, decimal marks may differ
             raise RawDataError(
                 other, f"differs from {matches[0]}: two tags files for {image.name}; remove the one that is wrong"
             )
