@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from conftest import REPO, snakemake_cmd
 
 from temvirus import audit as audit_mod
@@ -94,6 +95,10 @@ def test_clean_run_passes_and_checks_every_stage_present(default_run, copy):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "audit PASSED" in proc.stdout
     assert (copy / "audit_out/audit_report.html").read_text().count("passed") >= 5
+    # the training jobs' CPU instruction set, which bit-for-bit repetition needs (docs/lineage.md)
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert [c["capability"] for c in result.lineage["cpus"]] == [capability]
+    assert f"({capability})" in (copy / "audit_out/audit_report.md").read_text()
 
 
 TAMPERED = {

@@ -104,6 +104,19 @@ def test_record_lists_outputs_inputs_params_seeds_and_code(workdir):
     assert record["started"] <= record["ended"]
 
 
+def test_the_record_names_the_cpu_and_the_instruction_set_of_torchs_kernels(monkeypatch):
+    # CPU training is bit-reproducible only on the same instruction set (docs/lineage.md), so a
+    # reviewer comparing weights needs it: torch's own answer, and the variables that cap it
+    import torch
+
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    cpu = provenance.environment()["cpu"]
+    assert cpu["capability"] == torch.backends.cpu.get_cpu_capability() != ""
+    assert cpu["variables"] == {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+    assert cpu["model"]
+
+
 def test_failed_job_writes_no_record_and_missing_output_fails_the_job(workdir):
     def boom(smk):
         raise RuntimeError("bad input\n  in line 3")

@@ -181,7 +181,7 @@ def code_version() -> dict:
 
 
 def environment() -> dict:
-    """Python, package versions (``None``: not installed), host and platform."""
+    """Python, package versions (``None``: not installed), host, platform and CPU (:func:`cpu`)."""
     from temvirus import __version__
 
     packages = {}
@@ -200,6 +200,36 @@ def environment() -> dict:
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
+        "cpu": cpu(),
+    }
+
+
+#: environment variables that cap the instruction set of oneDNN's and ATen's CPU kernels
+CPU_ISA_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+
+
+def cpu() -> dict:
+    """The CPU model and the instruction set torch's CPU kernels use.
+
+    Floating-point results of CPU training depend on it: oneDNN and ATen choose their kernels
+    (and so the order of their sums) by the instruction set, so the same config and seed give
+    the same weights on the same instruction set only (docs/lineage.md, "What it cannot
+    prove"). ``capability`` is ``torch.backends.cpu.get_cpu_capability()`` (``None`` when the
+    job did not import torch); ``variables`` the set ones of :data:`CPU_ISA_VARIABLES`.
+    """
+    model = platform.processor() or None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    torch = sys.modules.get("torch")
+    return {
+        "model": model,
+        "capability": torch.backends.cpu.get_cpu_capability() if torch is not None else None,
+        "variables": {name: os.environ[name] for name in CPU_ISA_VARIABLES if name in os.environ},
     }
 
 

@@ -250,12 +250,13 @@ def check_targets(folder: Folder, audit_records: dict[Path, dict]) -> Check:
 
 
 def lineage_summary(records: dict[Path, dict]) -> dict:
-    """Who made the results: rules, code versions, environments, seeds, hosts, GPUs, times."""
+    """Who made the results: rules, code versions, environments, seeds, hosts, CPUs of torch's jobs, GPUs, times."""
 
     def distinct(values) -> list:
         return sorted({json.dumps(v, sort_keys=True) for v in values})
 
     recs = list(records.values())
+    cpus = [r.get("environment", {}).get("cpu") for r in recs]
     return {
         "jobs": len(recs),
         "rules": dict(sorted(Counter(r["rule"] for r in recs).items())),
@@ -265,6 +266,8 @@ def lineage_summary(records: dict[Path, dict]) -> dict:
         "python": [json.loads(v) for v in distinct(r.get("environment", {}).get("python") for r in recs)],
         "hosts": [json.loads(v) for v in distinct(r.get("environment", {}).get("host") for r in recs)],
         "gpus": [json.loads(v) for v in distinct(r.get("gpu") for r in recs if r.get("gpu"))],
+        # the CPUs of jobs that ran torch: CPU training repeats bit for bit on one instruction set only
+        "cpus": [json.loads(v) for v in distinct(c for c in cpus if c and c.get("capability") is not None)],
         "seeds": [json.loads(v) for v in distinct(r.get("seeds", {}) for r in recs)],
         "first_start": min((r["started"] for r in recs), default=None),
         "last_end": max((r["ended"] for r in recs), default=None),

@@ -13,6 +13,15 @@ from temvirus.audit.lineage import AuditResult
 from temvirus.io import write_json, write_text
 
 
+def _cpus(cpus: list[dict]) -> str:
+    """``model (capability[, pinned variables])`` of each CPU, or 'none recorded'."""
+    words = []
+    for cpu in cpus:
+        pins = ", ".join(f"{k}={v}" for k, v in sorted(cpu.get("variables", {}).items()))
+        words.append(f"{cpu.get('model')} ({cpu.get('capability')}{', ' + pins if pins else ''})")
+    return "; ".join(words) or "none recorded"
+
+
 def _blocks(result: AuditResult) -> list[tuple]:
     """The report as blocks (``h``, ``p``, ``table``), rendered to Markdown and HTML."""
     verdict = "PASSED" if result.passed else "FAILED"
@@ -65,7 +74,9 @@ def _blocks(result: AuditResult) -> list[tuple]:
         ),
         (
             "p",
-            f"Python {', '.join(lin['python'])}; hosts {', '.join(lin['hosts'])}; GPUs {json.dumps(lin['gpus']) if lin['gpus'] else 'none used'}; "
+            f"Python {', '.join(lin['python'])}; hosts {', '.join(lin['hosts'])}; "
+            f"CPUs of the torch jobs {_cpus(lin.get('cpus', []))}; "
+            f"GPUs {json.dumps(lin['gpus']) if lin['gpus'] else 'none used'}; "
             f"jobs ran from {lin['first_start']} to {lin['last_end']}.",
         ),
         (
