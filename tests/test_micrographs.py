@@ -706,6 +706,9 @@ def test_tags_file_found_as_the_raw_reader_finds_it_and_checked(tmp_path):
     (tmp_path / "d_tags.csv").write_text("Height;30\nWidth;40\nXScale;1,5\nYScale;1,5\n")
     with pytest.raises(RawDataError, match=r"d_tags.csv: a tags file of a similar name, not d.tif_tags.csv"):
         image_pixel_size(tmp_path / "d.tif", 9.0, (30, 40))
+    (tmp_path / "d").write_text("notes")  # a file that is no image does not make d_tags.csv its tags
+    with pytest.raises(RawDataError, match=r"d_tags.csv: a tags file of a similar name, not d.tif_tags.csv"):
+        image_pixel_size(tmp_path / "d.tif", 9.0, (30, 40))
     (tmp_path / "e0.tif_tags.csv").write_text("Height;30\nWidth;40\nXScale;1,5\nYScale;1,5\n")  # another image's
     assert image_pixel_size(tmp_path / "e.tif", 9.0, (30, 40)) == 9.0
     (tmp_path / "e.png_tags.csv").write_text("Height;30\nWidth;40\nXScale;1,5\nYScale;1,5\n")

@@ -1095,7 +1095,7 @@ def tags_file(image: Path) -> Path | None:
     similar name (``{stem}_tags.csv``, another extension; not the tags of another image beside it)
     gives other values than the one that matches (:func:`temvirus.raw.read_tags`), or when only such a file is there: it would otherwise be passed
     over for ``--pixel-size`` unseen."""
-    from temvirus.raw import RawDataError, name_key, read_tags
+    from temvirus.raw import IMAGE_SUFFIXES, RawDataError, name_key, read_tags
 
     name, stem = name_key(f"{image.name}_tags.csv"), name_key(image.stem)
     similar, matches = [], []
@@ -1107,9 +1107,10 @@ def tags_file(image: Path) -> Path | None:
         matches += found
         # {stem}_tags.csv or {stem}.{another extension}_tags.csv; not {stem}0.tif_tags.csv
         similar += [p for p in files if p.name.endswith("_tags.csv") and name_key(Path(p.name[:-9]).stem) == stem]
-    # a similar name that is not another image's beside it ({stem}.tif_tags.csv of {stem}.tif) and says otherwise
+    # a similar name that is not another image's beside it ({stem}.tif_tags.csv of {stem}.tif) and says otherwise;
+    # an image by its extension: a file 'A' beside A.tif does not make A_tags.csv another image's
     beside = image.parent.iterdir() if image.parent.is_dir() else []
-    siblings = {name_key(p.name) for p in beside if p.is_file() and p != image}
+    siblings = {name_key(p.name) for p in beside if p.is_file() and p != image and p.suffix.lower() in IMAGE_SUFFIXES}
     similar = [p for p in similar if p not in matches and name_key(p.name[:-9]) not in siblings]
     values = read_tags(matches[0]) if matches else None
     for other in matches[1:] + (similar if matches else []):
