@@ -1443,7 +1443,9 @@ def test_rows_that_are_no_pixel_size_are_still_skipped(tmp_path, row):
     + [["Magnification Unit;Å"], ["Voltage;kV", "Defocus unit;µm"], ["Exposure;Å"], ["Stage X;µm"]]
     + [["TiltAngleUnit;µm"], ["tiltangle;µm"], ["DefocusUnit;µm"]]
     # before: refused as a unit the reader cannot attach; a detector's unit is not the scales'
-    + [["Detector pixel unit;µm"], ["CCD;µm"], ["SensorPitch;µm"]],
+    + [["Detector pixel unit;µm"], ["CCD;µm"], ["SensorPitch;µm"]]
+    # before: a unit row of the scales (its qualifier taken for a unit in brackets): read as 0.1 nm
+    + [["Scale unit (stage);Å"], ["Unit [probe];Å"], ["Units (Stage X);Å"]],
 )
 def test_tags_unit_rows_of_other_quantities_are_skipped(tmp_path, rows):
     """Before: refused as a unit the reader cannot attach, 'so the scales would be read in nm' (they are

@@ -623,8 +623,9 @@ def read_tags(path: str | Path) -> Tags:
         if bracketed:
             key, key_unit = bracketed.groups()
         key = re.sub(r"[\s_\-]", "", key.lower())
-        unit_row = key in UNIT_KEYS and len(parts) > 1 and parts[1]
         other = _names_other_quantity(parts[0])  # 'ScaleBarUnit', 'Detector Pixel Size': not the image's
+        # 'Scale unit (stage);Å', 'Unit [probe];nm': a unit row of another quantity, not the scales'
+        unit_row = key in UNIT_KEYS and len(parts) > 1 and parts[1] and not other
         candidate = not (unit_row or other or key in TAG_KEYS or len(parts) < 2 or not parts[1])
         size = _pixel_size_key(key) if candidate else None
         if size:  # 'PixelSize;2', 'Pixel_Size_nm;2', 'Scale;2 nm', 'Image Pixel Size;2' beside XScale: must agree
