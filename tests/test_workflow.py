@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, TINY_CLASSES, snakemake_cmd
+from conftest import CI_CONFIG, REPO, TINY_CLASSES, snakemake_cmd
 
 from temvirus.experiments import experiment_folder, experiment_name
 
@@ -92,7 +92,8 @@ def test_best_model_beats_the_majority_class_and_three_times_chance(default_run:
 
 
 def test_training_and_evaluation_jobs_run_on_the_configured_threads(default_run: Path):
-    threads = default_config()["training"]["threads"]
+    threads = yaml.safe_load(CI_CONFIG.read_text())["training"]["threads"]  # the run's (tests/ci.yaml)
+    assert threads > 1  # else a rule without `threads:` (Snakemake's one thread a job) would pass
     for rule in ("train_model", "evaluate_model"):
         records = sorted((default_run / "results" / "provenance" / rule).glob("*.json"))
         assert records and all(json.loads(r.read_text())["threads"] == threads for r in records), rule
