@@ -24,19 +24,11 @@ if str(REPO / "src") not in sys.path:  # run from a checkout without `pip instal
     sys.path.insert(0, str(REPO / "src"))
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_info(device: str | None = None) -> dict:
     """Where the figures come from: CPUs, memory, load, library versions, accelerator."""
     import numpy
+
+    from temvirus.provenance import cpu_model
 
     info = {
         "hostname": platform.node(),
@@ -59,6 +51,8 @@ def machine_info(device: str | None = None) -> dict:
 
         info["torch"] = torch.__version__
         info["torch_threads"] = torch.get_num_threads()
+        # CPU results repeat bit for bit on one instruction set only (docs/lineage.md)
+        info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
         info["cuda_available"] = torch.cuda.is_available()
         if device and device.startswith("cuda") and torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name(torch.device(device))

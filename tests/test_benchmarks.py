@@ -43,6 +43,8 @@ def positive(stats: dict) -> bool:
 def test_curation_quick(tmp_path):
     result = run_benchmark("curation.py", tmp_path, "--quick")
     assert result["machine"]["cpu_count"] > 0
+    # the figures name the CPU and the instruction set torch's kernels used (docs/lineage.md)
+    assert result["machine"]["cpu_model"] and result["machine"]["torch_cpu_capability"]
     comp = result["comparison"]
     assert comp["n_patches"] > 0 and comp["n_images"] > 0
     assert set(comp["paths"]) == {"project", "pil", "pil_plain", "full"}

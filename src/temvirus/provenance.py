@@ -208,6 +208,17 @@ def environment() -> dict:
 CPU_ISA_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux: ``/proc/cpuinfo``), else what :mod:`platform` knows of it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def cpu() -> dict:
     """The CPU model and the instruction set torch's CPU kernels use.
 
@@ -217,17 +228,9 @@ def cpu() -> dict:
     prove"). ``capability`` is ``torch.backends.cpu.get_cpu_capability()`` (``None`` when the
     job did not import torch); ``variables`` the set ones of :data:`CPU_ISA_VARIABLES`.
     """
-    model = platform.processor() or None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     torch = sys.modules.get("torch")
     return {
-        "model": model,
+        "model": cpu_model(),
         "capability": torch.backends.cpu.get_cpu_capability() if torch is not None else None,
         "variables": {name: os.environ[name] for name in CPU_ISA_VARIABLES if name in os.environ},
     }
