@@ -859,6 +859,25 @@ def test_text_with_stray_or_padding_nul_bytes_is_not_taken_for_utf16(tmp_path, d
         read_positions(positions)
 
 
+@pytest.mark.parametrize(
+    "row",
+    ["order;yx", "swap xy;true", "transposed;yes", "coordinate order;row,column", "origin;bottom-left"]
+    + ["y-axis;up", "offset;10", "index;1-based", "binning;2", "scale;0.5", "downsample;2", "magnification;2"]
+    + ["image width;500", "ImageHeight;500", "pixelsize;2", "pixel size;2;nm", "Calibration;2 nm/px", "Scale;1;nm"],
+)
+def test_positions_header_row_saying_how_to_read_the_points_is_refused(tmp_path, row):
+    """Before: skipped, so the points were read as they stand: ``order;yx`` left x and y swapped,
+    ``origin;bottom-left`` y unflipped, ``binning;2`` half-size positions, without a word. The reader
+    applies none of these, so it refuses them, naming the line; harmless rows are still skipped."""
+    path = _positions_file(tmp_path, ["image;x.tif", "unit;pixel", row, "format;x;y", "particleposition", "1;2"])
+    with pytest.raises(RawDataError, match="says how to read the points .* which the reader does not apply") as caught:
+        read_positions(path)
+    assert str(caught.value).startswith(f"{path}:3: header line {row!r}")
+    for harmless in ["date;2020-01-01", "operator;jm", "grayscale;yes", "Sample;Adenovirus", "comment;scale bar cut"]:
+        path = _positions_file(tmp_path, ["image;x.tif", harmless, "format;x;y", "particleposition", "1;2"])
+        assert read_positions(path)[0].tolist() == [[1, 2]]
+
+
 def _positions_file(tmp_path: Path, lines: list[str]) -> Path:
     path = tmp_path / "x_particlepositions.txt"
     path.write_text("\n".join(lines) + "\n")
@@ -872,7 +891,7 @@ def _positions_file(tmp_path: Path, lines: list[str]) -> Path:
         ["image;x.tif"],
         ["image;x.tif", "unit;pixel", "format;x;y"],
         ["image;x.tif", "unit;px", "format;x;y", "comment;by hand"],
-        ["info;by hand", "nanometre scale;no", "----------", "format;x;y"],
+        ["info;by hand", "operator;jm", "----------", "format;x;y"],
     ],
 )
 def test_positions_header_recognised_not_counted(tmp_path, header):
@@ -1581,9 +1600,7 @@ def test_positions_a_unit_under_a_key_the_reader_does_not_use_is_refused(tmp_pat
     )
 
 
-@pytest.mark.parametrize(
-    "line", ["PosUnitX;px", "Calibration;pixel", "Scale;Pixels", "Mode;TEM", "comment;nm by hand", "Scale;1;nm"]
-)
+@pytest.mark.parametrize("line", ["PosUnitX;px", "Calibration;pixel", "Scale;Pixels", "Mode;TEM", "comment;nm by hand"])
 def test_positions_pixel_units_and_words_under_other_keys_are_still_skipped(tmp_path, line):
     """A pixel unit under an unknown key cannot change the reading (coordinates are pixels anyway)."""
     path = _positions_file(tmp_path, ["image;x.tif", line, "format;x;y", "particleposition", "1;2"])

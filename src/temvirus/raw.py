@@ -58,7 +58,9 @@ starting or ending with ``unit``) must be pixels, and a header line under any ot
 value is a length unit (``PosUnitX;nm``, ``Calibration;nm``, ``Length;µm``; as in tags) is refused, even
 beside ``unit;pixel``: the coordinates would be read as pixels (a pixel unit there is left alone).
 ``format`` (or a column header line) must be ``x;y`` or ``y;x``, and an ``image`` row must name the
-file's image (any extension). A file without points needs the whole published header (3 lines)
+file's image (any extension). Other header lines are skipped, but not one whose key says how to read
+the points (:data:`POSITION_GEOMETRY_WORDS`: ``order;yx``, ``origin;bottom-left``, ``binning;2``,
+``pixelsize;2``, ``image width;500``), which the reader would not apply. A file without points needs the whole published header (3 lines)
 and no marker: anything shorter is a truncated file. Every point is a patch centre and is given once:
 the same point twice (a particle given twice, or a vertex repeated in a centre line, in a row or
 not) is an error naming both lines; with the image's pixel size, so is a point closer than
@@ -471,6 +473,20 @@ def _stray_unit_error(path: Path, number: int, row: str, unit: str, reads: str, 
         f"ignored){advice}",
         line=number,
     )
+
+
+#: words of a positions header key that says how to read the coordinates: their order, origin,
+#: direction or scale, or the size of the image they were taken on (``order;yx``, ``swap xy;true``,
+#: ``origin;bottom-left``, ``binning;2``, ``pixelsize;2``, ``image width;500``). The reader applies
+#: none of them (points are ``x;y`` pixels of the image as stored, from its top-left corner), so such a
+#: row is refused rather than skipped (:func:`read_positions`)
+POSITION_GEOMETRY_WORDS = frozenset(
+    "order axis axes swap swapped swapxy transpose transposed origin offset shift index indexing flip flipped "
+    "mirror mirrored rotate rotated rotation scale scaled scaling binning binned bin downsample downsampled "
+    "downsampling upsample upsampled zoom magnification mag pixel pixels pixelsize spacing calibration "
+    "calibrated resolution width height size shape dimension dimensions coordinate coordinates direction "
+    "invert inverted xaxis yaxis".split()
+)
 
 
 def _names_a_unit(key: str) -> bool:
@@ -965,7 +981,9 @@ def read_positions(
     ``x;y`` / ``y;x`` (units in brackets, ``X [px]``, must be pixels); a key starting or ending
     with ``unit`` (``Unit of length``) is a unit row too; a line under any other key whose whole value
     is a length unit other than pixels (:func:`_stray_unit`: ``PosUnitX;nm``, ``Calibration;nm``) is an
-    error (the coordinates would be read as pixels); other header lines are skipped, but a
+    error (the coordinates would be read as pixels); so is a line whose key says how to read the points
+    (:data:`POSITION_GEOMETRY_WORDS`: their order, origin, direction or scale, or the image size they
+    refer to; the reader applies none of them); other header lines are skipped, but a
     header line with two numbers (``P1;360.13;488.45``, ``x=360 y=488``, ``size;1024;1024``) is an
     error unless its key is one of these: a labelled point would be lost. Lines starting with
     ``#`` are comments; fields are separated by ``;`` (a tab or spaces also), trailing separators are ignored, and
@@ -1069,6 +1087,17 @@ def read_positions(
                     unit,
                     "the coordinates would be read as pixels",
                     "; positions must be pixels ('unit;pixel')",
+                )
+            # ('Scale;pixels': in pixels, as read, so it cannot change the reading; a key alone says nothing)
+            in_pixels = all(value.strip() in PIXEL_UNITS for value in values if value.strip())
+            geometry = [] if known or in_pixels else sorted(POSITION_GEOMETRY_WORDS.intersection(_key_words(parts[0])))
+            if geometry:  # 'order;yx', 'origin;bottom-left', 'binning;2': was skipped, the points read as they stand
+                raise RawDataError(
+                    path,
+                    f"header line {text!r} says how to read the points ({', '.join(geometry)}), which the reader "
+                    "does not apply: points are 'x;y' pixels of the image as stored, from its top-left corner "
+                    "(a column order goes in 'format;y;x'); convert the points and remove the line",
+                    line=number,
                 )
             if image is not None and key == "image" and values[:1]:
                 separator = ";" if ";" in text else "\t" if "\t" in text else None  # None: spaces
