@@ -1419,6 +1419,8 @@ def test_a_second_pixel_size_that_contradicts_the_scales_is_refused(tmp_path, ro
         # before: skipped; leading words before a pixel-size name
         ("Image Pixel Size;2", "Image Pixel Size;1"),
         ("Specimen Pixel Size;2 nm", "Specimen Pixel Size;10 Å"),
+        ("Pixel size at specimen;2 nm", "Pixel size at specimen;1 nm"),  # before: skipped
+        ("PixelSizeOnSample;2", "PixelSizeOnSample;1"),
         ("ImagePixelSpacing_nm;2", "ImagePixelSpacing_nm;1"),
         ("Scale;2;nm", "Scale;1;nm"),
         ("Scale (nm);2", "Scale (nm);1"),
@@ -2245,6 +2247,41 @@ def test_a_tiff_calibrated_otherwise_than_its_tags_is_refused(good, tmp_path, ca
         assert "cal" in set(read_dataset(good)[0].image_id)
     else:
         _expect_error(good, image, rf"{error}.* 5 nm/px: which is right is unknown", tmp_path)
+
+
+@pytest.mark.parametrize(
+    "suffix,density,error",
+    [
+        (".png", 2.54e7 / 2, "PNG pHYs pixel density gives 2 nm/px along x"),  # pHYs 5e8 px/m
+        (".png", 2.54e7 / 5, None),  # agrees: 5 nm/px
+        (".png", 72, None),  # a writer's 72 dpi: no calibration
+        (".jpg", 96, None),
+    ],
+)
+def test_a_png_whose_pixel_density_contradicts_its_tags_is_refused(good, tmp_path, suffix, density, error):
+    """Before: a PNG's pHYs of 2 nm/px beside tags of 5 nm/px was passed over (a TIFF's calibration was
+    checked); now the same error. A writer's 72 or 96 dpi is no calibration (a JPEG's 16-bit density
+    cannot reach a TEM pixel size)."""
+    image = write_image(good, "train", "Adenovirus", "cal", [[(3, 3)]], size=(60, 60), suffix=suffix)
+    Image.open(image).save(image, dpi=(density, density), **({"quality": 95} if suffix == ".jpg" else {}))
+    if error is None:
+        assert "cal" in set(read_dataset(good)[0].image_id)
+    else:
+        _expect_error(good, image, rf"{error}.* 5 nm/px: which is right is unknown", tmp_path)
+
+
+def test_a_tiff_whose_fei_metadata_contradicts_its_tags_is_refused(good, tmp_path):
+    """FEI's (Thermo Fisher's) TIFF metadata, tag 34682, gives the pixel size in metres; 2 nm beside tags
+    of 5 nm was passed over. A 5 nm one agrees."""
+    image = write_image(good, "train", "Adenovirus", "fei", [[(3, 3)]], size=(60, 60))
+    pixels = tifffile.imread(image)
+    for metres, error in [(2e-9, "FEI metadata \\(\\[Scan\\] PixelWidth\\) gives 2 nm/px along x"), (5e-9, None)]:
+        fei = f"[User]\nDate=01/01/2021\n[Scan]\nPixelWidth={metres:.1e}\nPixelHeight={metres:.1e}\n"
+        tifffile.imwrite(image, pixels, extratags=[(34682, 2, 0, fei, False)])
+        if error is None:
+            assert "fei" in set(read_dataset(good)[0].image_id)
+        else:
+            _expect_error(good, image, rf"{error}.* 5 nm/px: which is right is unknown", tmp_path)
 
 
 @pytest.mark.parametrize("name", ["a;b", "scan 1", "scan  1"])

@@ -1132,9 +1132,9 @@ def image_pixel_size(path: Path, pixel_size_nm: float | None, shape: tuple[int, 
     (:func:`tags_file`), whose Height and Width must be the image's, else ``pixel_size_nm``; a
     ValueError naming the file when there is neither, or when they disagree, and a RawDataError
     when a TIFF's own calibration contradicts its tags or ``pixel_size_nm``
-    (:func:`temvirus.raw.check_tiff_calibration`).
+    (:func:`temvirus.raw.check_embedded_calibration`).
     A ``pixel_size_nm`` other than the tags file's is not used, with a warning naming the tags file."""
-    from temvirus.raw import PIXEL_SIZE_RANGE_NM, check_tags_size, check_tiff_calibration, read_tags
+    from temvirus.raw import PIXEL_SIZE_RANGE_NM, check_embedded_calibration, check_tags_size, read_tags
 
     tags_path = tags_file(path)
     if tags_path is not None:
@@ -1142,7 +1142,7 @@ def image_pixel_size(path: Path, pixel_size_nm: float | None, shape: tuple[int, 
         check_tags_size(tags, tags_path, path, shape)
         size = float(tags.pixel_size_x_nm)
         if path.is_file():
-            check_tiff_calibration(
+            check_embedded_calibration(
                 path, tags.pixel_size_x_nm, tags.pixel_size_y_nm, f"its tags file {tags_path.name} gives {{axis}}Scale"
             )
         if pixel_size_nm is not None and not math.isclose(size, pixel_size_nm, rel_tol=1e-6):
@@ -1165,7 +1165,7 @@ def image_pixel_size(path: Path, pixel_size_nm: float | None, shape: tuple[int, 
             f"--pixel-size {pixel_size_nm:g} nm is outside the plausible TEM range {low}-{high} nm (wrong unit?)"
         )
     if path.is_file():
-        check_tiff_calibration(path, pixel_size_nm, pixel_size_nm, "--pixel-size gives")
+        check_embedded_calibration(path, pixel_size_nm, pixel_size_nm, "--pixel-size gives")
     return float(pixel_size_nm)
 
 

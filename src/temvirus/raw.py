@@ -42,8 +42,9 @@ knows). Values holding a unit inside a word (``Mode;TEM``) are no unit, and a un
 another quantity (:data:`OTHER_QUANTITIES`: ``ScaleBarUnit;nm``) is skipped. A pixel size under another
 name (:data:`PIXEL_SIZE_KEYS`, a unit in the key allowed: ``Pixel_Size_nm``, ``Scale;2 nm/px``,
 ``Image Pixel Size``) or a length per pixel under any key (``Sampling;2 nm/px``) must agree with XScale/YScale
-when in the plausible range (:func:`read_tags`), and so must a TIFF's own specimen calibration, ImageJ's or per
-centimetre (:func:`check_tiff_calibration`).
+when in the plausible range (:func:`read_tags`), and so must an image's own specimen calibration: a TIFF's
+OME, FEI or ImageJ calibration or its resolution per centimetre, a PNG's pixel density
+(:func:`check_embedded_calibration`).
 
 Positions (:func:`read_positions`): a header, recognised by content: the leading lines whose
 first field does not start like a number (``image;…``, ``unit;pixel``, ``format;x;y``), none with
@@ -398,13 +399,16 @@ def _unit_nm(unit: str) -> float | None:
 def _pixel_size_key(key: str) -> tuple[str, str] | None:
     """``(name, unit)`` of a normalised tags key naming a pixel size: a :data:`PIXEL_SIZE_KEYS` name, maybe
     followed by a length unit, maybe after ``in`` (``pixelsizenm``, ``pixelsizeinnm``, ``scalexå``), a name with
-    ``pixel`` maybe after leading words (``imagepixelsize``, ``specimenpixelsize``; a key naming another quantity,
+    ``pixel`` maybe after leading words (``imagepixelsize``, ``specimenpixelsize``) or before where it holds
+    (``pixelsizeatspecimen``, ``pixelsizeonsample``; a key naming another quantity,
     ``detectorpixelsize``, is refused by the caller: :func:`_names_other_quantity`), or a length per pixel alone
     (``nm/px``: a pixel size); None for any other key (``scalebar``, ``magnification``)."""
     for name in sorted(PIXEL_SIZE_KEYS, key=len, reverse=True):
         start = key.find(name) if "pixel" in name else 0 if key.startswith(name) else -1
         if start == 0 or (start > 0 and key[:start].isalpha()):
-            unit = re.sub(r"^in(?=.)", "", key[start + len(name) :])
+            # 'pixelsizeatspecimen': where the size holds, not a unit
+            tail = re.sub(r"^(at|on|of|in)?(the)?(specimen|sample|object)", "", key[start + len(name) :])
+            unit = re.sub(r"^in(?=.)", "", tail)
             if not unit or _unit_nm(unit) is not None:
                 return name, unit
     return ("pixelsize", key) if _PER_PIXEL.search(key) and _unit_nm(key) is not None else None
@@ -1850,35 +1854,47 @@ def check_not_blank(path: str | Path, pixels: np.ndarray) -> None:
 CALIBRATION_TOLERANCE = 0.02
 
 
-def tiff_pixel_sizes_nm(path: Path) -> list[tuple[str, float, str]]:
-    """The pixel sizes (nm) a TIFF records of itself: ``(axis, size, where it says so)`` for x and y,
-    from its OME-XML (``PhysicalSizeX/Y`` in their units, µm by default), and from ImageJ's calibration
-    (``unit=`` nm, micron, Å... in its ImageDescription, with X/YResolution pixels per unit), else
-    X/YResolution with ResolutionUnit centimetre. Inches (dpi: a writer's 72 dpi default), no unit, and
-    sizes outside :data:`PIXEL_SIZE_RANGE_NM` (a camera's sensor pitch in µm) are no specimen
-    calibration and are left out."""
+def embedded_pixel_sizes_nm(path: Path) -> list[tuple[str, float, str]]:
+    """The pixel sizes (nm) an image file records of itself: ``(axis, size, where it says so)`` for x
+    and y. A TIFF: from its OME-XML (``PhysicalSizeX/Y`` in their units, µm by default), from FEI's
+    (Thermo Fisher's) metadata (``[Scan]`` ``PixelWidth`` / ``PixelHeight`` in metres), and from ImageJ's
+    calibration (``unit=`` nm, micron, Å... in its ImageDescription, with X/YResolution pixels per unit),
+    else X/YResolution with ResolutionUnit centimetre. A PNG: its ``pHYs`` pixel density (per metre; a
+    JPEG's JFIF density, at most 65535 per inch or centimetre, cannot give a TEM pixel size). Inches in a TIFF (dpi: a writer's 72 dpi default),
+    no unit, and sizes outside :data:`PIXEL_SIZE_RANGE_NM` (a camera's sensor pitch in µm; a 72 dpi
+    PNG's 353 µm) are no specimen calibration and are left out."""
     import tifffile
+    from PIL import Image
 
     with open(path, "rb") as fh:
-        if fh.read(4) not in TIFF_MAGIC:
-            return []
+        tiff = fh.read(4) in TIFF_MAGIC
     sizes = []
-    with tifffile.TiffFile(path) as tif:
-        if tif.is_ome:
-            sizes += _ome_pixel_sizes_nm(tif.ome_metadata)
-        tags = tif.pages[0].tags
-        unit = str((tif.imagej_metadata or {}).get("unit", "")).strip()
-        if unit:
-            unit = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m[1], 16)), unit)  # ImageJ's escapes: \u00C5
-            nm, where = _unit_nm(unit), f"ImageJ calibration (unit {unit!r})"
-        elif (unit_tag := tags.get("ResolutionUnit")) is not None and int(unit_tag.value) == 3:
-            nm, where = 1e7, "resolution per centimetre"
-        else:
-            nm, where = None, ""
-        for axis in "xy" if nm else "":
-            num, den = tags[f"{axis.upper()}Resolution"].value if f"{axis.upper()}Resolution" in tags else (0, 0)
-            if num and den:
-                sizes.append((axis, nm * den / num, where))
+    if not tiff:
+        with Image.open(path) as im:
+            dpi = im.info.get("dpi") if im.format == "PNG" else None
+        if dpi and all(dpi):
+            sizes += [(axis, 2.54e7 / float(d), "PNG pHYs pixel density") for axis, d in zip("xy", dpi)]
+    else:
+        with tifffile.TiffFile(path) as tif:
+            if tif.is_ome:
+                sizes += _ome_pixel_sizes_nm(tif.ome_metadata)
+            scan = (tif.fei_metadata or {}).get("Scan", {}) if tif.is_fei else {}
+            for axis, key in (("x", "PixelWidth"), ("y", "PixelHeight")):
+                if isinstance(scan.get(key), (int, float)) and scan[key] > 0:
+                    sizes.append((axis, scan[key] * 1e9, f"FEI metadata ([Scan] {key})"))
+            tags = tif.pages[0].tags
+            unit = str((tif.imagej_metadata or {}).get("unit", "")).strip()
+            if unit:
+                unit = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m[1], 16)), unit)  # ImageJ's escapes: \u00C5
+                nm, where = _unit_nm(unit), f"ImageJ calibration (unit {unit!r})"
+            elif (unit_tag := tags.get("ResolutionUnit")) is not None and int(unit_tag.value) == 3:
+                nm, where = 1e7, "resolution per centimetre"
+            else:
+                nm, where = None, ""
+            for axis in "xy" if nm else "":
+                num, den = tags[f"{axis.upper()}Resolution"].value if f"{axis.upper()}Resolution" in tags else (0, 0)
+                if num and den:
+                    sizes.append((axis, nm * den / num, where))
     low, high = PIXEL_SIZE_RANGE_NM
     return [(axis, size, where) for axis, size, where in sizes if low <= size <= high]
 
@@ -1897,13 +1913,13 @@ def _ome_pixel_sizes_nm(xml: str) -> list[tuple[str, float, str]]:
     return sizes
 
 
-def check_tiff_calibration(image_path: Path, x_nm: float, y_nm: float, source: str) -> None:
-    """Refuse a TIFF whose own calibration (:func:`tiff_pixel_sizes_nm`) contradicts the pixel size
+def check_embedded_calibration(image_path: Path, x_nm: float, y_nm: float, source: str) -> None:
+    """Refuse an image whose own calibration (:func:`embedded_pixel_sizes_nm`) contradicts the pixel size
     given for that axis (``x_nm``, ``y_nm``, by ``source``: ``"its tags file X gives {axis}Scale"``,
     ``"--pixel-size gives"``) by more than :data:`CALIBRATION_TOLERANCE`: which one is right is
     unknown, and the image would be rescaled by the one given alone. Raises :class:`RawDataError`
     naming the image and both sizes."""
-    for axis, size, where in tiff_pixel_sizes_nm(image_path):
+    for axis, size, where in embedded_pixel_sizes_nm(image_path):
         given = x_nm if axis == "x" else y_nm
         if abs(size / given - 1) > CALIBRATION_TOLERANCE:
             raise RawDataError(
@@ -1921,7 +1937,7 @@ def _read_one(
     height, width = pixels.shape
     check_not_blank(image_path, pixels)
     check_tags_size(tags, tags_path, image_path, pixels.shape)
-    check_tiff_calibration(
+    check_embedded_calibration(
         image_path, tags.pixel_size_x_nm, tags.pixel_size_y_nm, f"its tags file {tags_path.name} gives {{axis}}Scale"
     )
     check_image_size(image_path, pixels.shape, tags.pixel_size_x_nm)
