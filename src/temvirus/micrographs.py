@@ -1131,7 +1131,7 @@ def image_pixel_size(path: Path, pixel_size_nm: float | None, shape: tuple[int, 
     """Pixel size (nm) of an image of ``shape`` (height, width px): from its tags file
     (:func:`tags_file`), whose Height and Width must be the image's, else ``pixel_size_nm``; a
     ValueError naming the file when there is neither, or when they disagree, and a RawDataError
-    when a TIFF's own calibration contradicts its tags or ``pixel_size_nm``
+    when the image's own calibration (a TIFF's or a PNG's) contradicts its tags or ``pixel_size_nm``
     (:func:`temvirus.raw.check_embedded_calibration`).
     A ``pixel_size_nm`` other than the tags file's is not used, with a warning naming the tags file."""
     from temvirus.raw import PIXEL_SIZE_RANGE_NM, check_embedded_calibration, check_tags_size, read_tags

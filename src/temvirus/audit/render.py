@@ -75,7 +75,7 @@ def _blocks(result: AuditResult) -> list[tuple]:
         (
             "p",
             f"Python {', '.join(lin['python'])}; hosts {', '.join(lin['hosts'])}; "
-            f"CPUs of the torch jobs {_cpus(lin.get('cpus', []))}; "
+            f"CPUs of the torch jobs {_cpus(lin['cpus'])}; "
             f"GPUs {json.dumps(lin['gpus']) if lin['gpus'] else 'none used'}; "
             f"jobs ran from {lin['first_start']} to {lin['last_end']}.",
         ),
