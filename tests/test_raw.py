@@ -1207,6 +1207,25 @@ def test_positions_variants_read_alike(tmp_path, text):
     assert [s.tolist() for s in read_positions(path)] == [[[10, 12]], [[20.5, 5]]]
 
 
+@pytest.mark.parametrize(
+    "lines,line",
+    [
+        (["image;x.tif", "unit;pixel", "format;x;y", "particleposition", "10;12", "", "30;40"], 7),
+        (["particleposition", "10;12", "20;14", "", "", "30;40", "particleposition", "50;60"], 6),
+        (["10;12", "", "30;40"], 3),  # no marker at all: blank lines as the separators
+    ],
+)
+def test_a_blank_line_between_two_points_of_one_particle_is_refused(tmp_path, lines, line):
+    """Before: blank lines were skipped, so two particles separated by a blank line in place of a marker
+    were read as one centre line (one patch at their midpoint, a particle lost)."""
+    _refused_at_line(
+        read_positions,
+        _positions_file(tmp_path, lines),
+        line,
+        rf"a blank line \(line {line - 1 if lines[line - 3] else line - 2}\) between two points of one particle",
+    )
+
+
 @pytest.mark.parametrize("text", ["10 12\n20 5\n", "10\t12\n20\t5\n"])
 def test_positions_without_header_are_not_taken_for_one(tmp_path, text):
     """Numeric lines are never a header, whatever the separator: no point is lost to an empty image."""
@@ -1439,6 +1458,55 @@ def test_a_pixel_size_under_another_name_that_contradicts_the_scales_is_refused(
 
 
 @pytest.mark.parametrize(
+    "row,agreeing",
+    [
+        ("Pixels per nm;2", "Pixels per nm;1"),
+        ("PixelsPerNm;2", "PixelsPerNm;1,0"),
+        ("px/nm;2", "px/nm;1"),
+        ("Pixels/Å;0.5", "Pixels/Å;0.1"),
+        ("Pixels per µm;500", "Pixels per µm;1000"),
+        ("Resolution;2 px/nm", "Resolution;1000 px/µm"),
+        ("Scale;2 pixels per nm", "Scale;1 pixel per nm"),
+        ("Scale (px/nm);2", "Scale (px/nm);1"),
+        ("Calibration;2;px/nm", "Calibration;0,1;px/Å"),
+        ("Pixel density;2 px/nm", "Pixel density;1 px/nm"),
+    ],
+)
+def test_a_pixel_density_whose_inverse_contradicts_the_scales_is_refused(tmp_path, row, agreeing):
+    """Before: pixels per length (the inverse of a pixel size) was skipped under any key, so a tags file
+    saying 2 px/nm beside XScale 1 nm was read at 1 nm without a word; now its inverse must agree."""
+    rows = ["Height;30", "Width;40", "XScale;1", "YScale;1"]
+    key, value = row.split(";")[:2]
+    _refused_at_line(
+        read_tags,
+        _tags_file(tmp_path, [*rows, row]),
+        5,
+        re.escape(f"{key!r} {value!r} (")
+        + r"[0-9.]+ nm a pixel: the inverse of this pixel density\) contradicts XScale",
+    )
+    assert read_tags(_tags_file(tmp_path, [*rows, agreeing])).pixel_size_x_nm == 1
+
+
+def test_a_scale_in_pixels_per_length_or_a_pixel_density_of_two_units_is_refused(tmp_path):
+    """``XScale;2 px/nm`` is a pixel density, not a size: the error gives its inverse; a density row mixing
+    units gives no pixel size and is named."""
+    rows = ["Height;30", "Width;40"]
+    _refused_at_line(
+        read_tags,
+        _tags_file(tmp_path, [*rows, "XScale;2 px/nm", "YScale;0.5"]),
+        3,
+        re.escape("unknown unit 'px/nm' of the x pixel size ('px/nm' counts pixels per length, a pixel density: ")
+        + re.escape("the pixel size is its inverse, 0.5 nm)"),
+    )
+    _refused_at_line(
+        read_tags,
+        _tags_file(tmp_path, [*rows, "XScale;1", "YScale;1", "Pixels per nm;2;Å"]),
+        5,
+        "a pixel density must be a number of pixels per one length unit",
+    )
+
+
+@pytest.mark.parametrize(
     "row",
     ["ScaleBarLength;100", "ScaleBar;100 nm", "Scale Bar (nm);200", "Magnification;50000", "Scale;1:1000"]
     + ["Scale;100 %", "Scale;2x", "Resolution;300", "Resolution;300 dpi", "Resolution;118 px/cm", "Resolution;2 nm"]
@@ -1609,9 +1677,10 @@ def test_positions_pixel_units_and_words_under_other_keys_are_still_skipped(tmp_
     assert read_positions(path)[0].tolist() == [[1, 2]]
 
 
-@pytest.mark.parametrize("points", [["0.53;0.41", "0.2;0.9"], ["0.36;0.48"]])
+@pytest.mark.parametrize("points", [["0.53;0.41", "0.2;0.9"], ["0.36;0.48"], ["0.4;1"], ["1;0"]])
 def test_normalised_positions_are_refused(good, tmp_path, points):
-    """One point in the first pixel of a large image too: a particle centred there shows a quarter of itself."""
+    """One point in the first pixel of a large image too: a particle centred there shows a quarter of itself.
+    Before: one point on the far edge of 0-1 (``0.4;1``) was read as a particle in the image's corner."""
     positions = good / "train/Adenovirus/particle_positions/a1_particlepositions.txt"
     positions.write_text("".join(f"particleposition\n{point}\n" for point in points))
     _expect_error(good, positions, "normalised \\(0-1\\) coordinates", tmp_path)

@@ -41,7 +41,7 @@ reader cannot attach to a value: the scales would be read in nm; the message lis
 knows). Values holding a unit inside a word (``Mode;TEM``) are no unit, and a unit row under a key naming
 another quantity (:data:`OTHER_QUANTITIES`: ``ScaleBarUnit;nm``) is skipped. A pixel size under another
 name (:data:`PIXEL_SIZE_KEYS`, a unit in the key allowed: ``Pixel_Size_nm``, ``Scale;2 nm/px``,
-``Image Pixel Size``) or a length per pixel under any key (``Sampling;2 nm/px``) must agree with XScale/YScale
+``Image Pixel Size``) or a length per pixel under any key (``Sampling;2 nm/px``), and the inverse of a pixel density under any key (``Pixels per nm;2``, ``Resolution;500 px/µm``) must agree with XScale/YScale
 when in the plausible range (:func:`read_tags`), and so must an image's own specimen calibration: a TIFF's
 OME, FEI or ImageJ calibration or its resolution per centimetre, a PNG's pixel density
 (:func:`check_embedded_calibration`).
@@ -396,6 +396,46 @@ def _unit_nm(unit: str) -> float | None:
     return UNITS_NM.get(_PER_PIXEL.sub("", unit))
 
 
+#: a pixel density's unit, pixels per length (``px/nm``, ``pixels per µm``, a normalised key ``pixelspernm``)
+_PER_LENGTH = re.compile(r"^(px|pix|pixels?)\s*(/|per)\s*(\S.*)$", re.IGNORECASE)
+
+
+def _density_unit_nm(unit: str) -> float | None:
+    """nm of the length a pixel-density unit counts pixels per (``px/nm``: 1, ``pixels per µm``: 1000), the
+    inverse of a pixel size's unit; None for any other unit (``dpi``: a printer's density, ``nm/px``)."""
+    match = _PER_LENGTH.match(unicodedata.normalize("NFKC", unit).strip())
+    return UNITS_NM.get(match[3].strip().lower()) if match else None
+
+
+#: the name :func:`read_tags` gives a pixel-density row (``Pixels per nm;2``) among the other pixel sizes
+PIXEL_DENSITY = "pixeldensity"
+
+
+def _pixel_density_nm(path: Path, key: str, number: int, text: str, units: list[str]) -> float:
+    """The pixel size in nm that a pixel-density row gives, the inverse of its value (``Pixels per nm;2``: 0.5 nm;
+    ``Resolution;500 px/µm``: 2 nm); ``units`` every unit given in the row (its key's too, where the key is
+    one). Raises :class:`RawDataError` naming the row when the value is not a positive number or its units are
+    not one pixel density (``Pixels per nm;2;Å``)."""
+    match = _VALUE_UNIT.match(text)
+    factors = {_density_unit_nm(unit) for unit in units}
+    if match is None or re.search(r"\d", match[2] or "") or len(factors) != 1 or None in factors:
+        raise RawDataError(
+            path,
+            f"{key!r} value {text!r} with units {units}: a pixel density must be a number of pixels per one length "
+            "unit (e.g. 'Pixels per nm;2' or '2 px/nm')",
+            line=number,
+        )
+    try:
+        value = _number(match[1])
+    except ValueError:
+        raise RawDataError(
+            path, f"{key!r} value {text!r} is not a number{_both_marks_hint(text)}", line=number
+        ) from None
+    if not np.isfinite(value) or value <= 0:
+        raise RawDataError(path, f"{key!r} value must be positive and finite, got {text!r}", line=number)
+    return factors.pop() / value
+
+
 def _pixel_size_key(key: str) -> tuple[str, str] | None:
     """``(name, unit)`` of a normalised tags key naming a pixel size: a :data:`PIXEL_SIZE_KEYS` name, maybe
     followed by a length unit, maybe after ``in`` (``pixelsizenm``, ``pixelsizeinnm``, ``scalexå``), a name with
@@ -571,8 +611,16 @@ def _tag_value(
         raise RawDataError(path, f"conflicting units {given} for the {field} pixel size", line=number)
     factor = _unit_nm(given[0]) if given else 1.0
     if factor is None:
+        inverse = (
+            f" ({given[0]!r} counts pixels per length, a pixel density: the pixel size is its inverse, "
+            f"{_density_unit_nm(given[0]) / value:g} nm)"
+            if _density_unit_nm(given[0])
+            else ""
+        )
         raise RawDataError(
-            path, f"unknown unit {given[0]!r} of the {field} pixel size; known: nm, Å, µm, pm, m", line=number
+            path,
+            f"unknown unit {given[0]!r} of the {field} pixel size{inverse}; known: nm, Å, µm, pm, m",
+            line=number,
         )
     nm = value * factor
     low, high = PIXEL_SIZE_RANGE_NM
@@ -647,6 +695,12 @@ def read_tags(path: str | Path) -> Tags:
         # 'Scale unit (stage);Å', 'Unit [probe];nm': a unit row of another quantity, not the scales'
         unit_row = key in UNIT_KEYS and len(parts) > 1 and parts[1] and not other
         candidate = not (unit_row or other or key in TAG_KEYS or len(parts) < 2 or not parts[1])
+        value_unit = (_VALUE_UNIT.match(parts[1]) or [None] * 3)[2] if candidate else None
+        row_units = [unit for unit in (value_unit, key_unit, parts[2] if len(parts) > 2 else "") if unit]
+        if candidate and any(_density_unit_nm(unit) for unit in [*row_units, key]):
+            # 'Pixels per nm;2', 'Resolution;500 px/µm': a pixel density, whose inverse must agree with XScale
+            others.append((number, parts[1], row_units + [key] * bool(_density_unit_nm(key)), parts[0], PIXEL_DENSITY))
+            continue
         size = _pixel_size_key(key) if candidate else None
         if size:  # 'PixelSize;2', 'Pixel_Size_nm;2', 'Scale;2 nm', 'Image Pixel Size;2' beside XScale: must agree
             name, unit = size
@@ -726,16 +780,21 @@ def read_tags(path: str | Path) -> Tags:
         values[field] = got[0]
     low, high = PIXEL_SIZE_RANGE_NM
     for number, text, row_units, key, normalised in others:
-        for axis in PIXEL_SIZE_KEYS[normalised]:
+        density = normalised == PIXEL_DENSITY
+        for axis in "xy" if density else PIXEL_SIZE_KEYS[normalised]:
             scale = {"x": "XScale", "y": "YScale"}[axis]
             unit_rows = [unit for _, unit in units.get(axis, [])[:1]]
-            nm = _tag_value(path, axis, key, number, text, row_units + unit_rows, in_range=False)
+            if density:
+                nm = _pixel_density_nm(path, key, number, text, row_units)
+            else:
+                nm = _tag_value(path, axis, key, number, text, row_units + unit_rows, in_range=False)
             if not low <= nm <= high:  # 'Scale;500 nm' (a scale bar), a camera's 14 µm pixel: something else
                 continue
             if not np.isclose(nm, values[axis], rtol=1e-3):
                 raise RawDataError(
                     path,
-                    f"{key!r} {text!r} ({nm:g} nm) contradicts {scale} ({values[axis]:g} nm, line {found[axis][0][0]}): "
+                    f"{key!r} {text!r} ({nm:g} nm{' a pixel: the inverse of this pixel density' if density else ''}) "
+                    f"contradicts {scale} ({values[axis]:g} nm, line {found[axis][0][0]}): "
                     "two pixel sizes for one image; keep the right one",
                     line=number,
                 )
@@ -999,7 +1058,7 @@ def read_positions(
     With ``image`` (the image's file name), an ``image`` header line must name that image (the
     extension may differ); with ``size`` (width, height px), every point must lie in the image
     (``0 <= x < width``, ``0 <= y < height``: ``x = width`` is the far edge, outside every pixel),
-    and points that all lie in the first pixel (one point too) are taken for normalised (0-1)
+    and points that all lie within 0-1 px of the top-left corner (``0 <= x, y <= 1``; one point too, unless at ``1;1``) are taken for normalised (0-1)
     coordinates; with ``pixel_size_nm`` (nm/px), no two points may be closer than
     :data:`NEAR_POINT_NM` where one is a round particle or the two are neighbours in a centre
     line, and no centre line may run that close to another all along (a particle given twice
@@ -1031,12 +1090,16 @@ def read_positions(
     marked, leading = False, 0  # a marker seen; points before the first marker
     points: list[tuple[int, str, float, float, int]] = []  # (line, text, x, y, particle)
     coordinates: list[tuple[int, str]] = []  # (line, field) of each coordinate, for their decimal marks
+    blank = None  # the line of a blank line after a point of the particle being read
     lines = read_lines(path)
     for number, line in enumerate(lines, start=1):
         text = line.strip()
         if not text or text.startswith("#"):
+            if not text and particles[-1] and blank is None:
+                blank = number
             continue
         if _is_marker(text):
+            blank = None
             if open_marker is not None:  # a particle without points: dropped, the particle count off by one
                 raise RawDataError(
                     path,
@@ -1137,6 +1200,14 @@ def read_positions(
             raise RawDataError(
                 path, f"expected 'x;y' or '{PARTICLE_MARKER}', got {text!r}{hint}", line=number
             ) from None
+        if blank is not None:  # blank lines as particle separators: the particles read as one centre line
+            raise RawDataError(
+                path,
+                f"a blank line (line {blank}) between two points of one particle: blank lines do not separate "
+                f"particles here; put a '{PARTICLE_MARKER}' line before each particle, or remove the blank line "
+                "if the points are one centre line",
+                line=number,
+            )
         points.append((number, text, x, y, len(particles) - 1))
         coordinates += [(number, parts[order[0]]), (number, parts[order[1]])]
         header, open_marker = False, None
@@ -1167,11 +1238,12 @@ def read_positions(
             )
         seen[x, y] = (number, particle)
     normalised = [0 <= x <= 1 and 0 <= y <= 1 for *_, x, y, _ in points]  # 1 itself: the far edge of 0-1
-    alone = len(points) == 1 and points[0][2] < 1 and points[0][3] < 1  # one point: in the first pixel itself
+    # one point too ('0.36;0.48', '0.4;1'), but for the pixel (1, 1)
+    alone = len(points) == 1 and min(points[0][2:4]) < 1
     if size is not None and min(size) > 2 and all(normalised) and (len(points) > 1 or alone):
         raise RawDataError(
             path,
-            f"every point lies within the first pixel of the {size[0]}x{size[1]} image: normalised (0-1) "
+            f"every point lies within 0-1 px of the top-left corner of the {size[0]}x{size[1]} image: normalised (0-1) "
             "coordinates? positions must be in pixels",
         )
     if pixel_size_nm is not None:
