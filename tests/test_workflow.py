@@ -91,16 +91,24 @@ def test_best_model_beats_the_majority_class_and_three_times_chance(default_run:
     assert accuracy > majority and accuracy > 3 / len(classes), (best["experiment"], accuracy, majority)
 
 
-def test_training_and_evaluation_jobs_run_on_the_configured_threads(default_run: Path):
-    threads = yaml.safe_load(CI_CONFIG.read_text())["training"]["threads"]  # the run's (tests/ci.yaml)
-    assert threads > 1  # else a rule without `threads:` (Snakemake's one thread a job) would pass
+def _assert_training_and_evaluation_ran_on(workdir: Path, threads: int, experiments: int) -> None:
+    """The lineage records of ``workdir``'s train_model and evaluate_model jobs say ``threads`` (Snakemake's
+    threads of the job), and every training log says torch ran on that many CPU threads."""
     for rule in ("train_model", "evaluate_model"):
-        records = sorted((default_run / "results" / "provenance" / rule).glob("*.json"))
+        records = sorted((workdir / "results" / "provenance" / rule).glob("*.json"))
         assert records and all(json.loads(r.read_text())["threads"] == threads for r in records), rule
-    logs = sorted((default_run / "logs" / "training").glob("*/*/*/train.log"))  # {model}/{init}/{method}
-    assert len(logs) == len(default_config()["experiments"]), logs
+    logs = sorted((workdir / "logs" / "training").glob("*/*/*/train.log"))  # {model}/{init}/{method}
+    assert len(logs) == experiments, logs
     for log in logs:
         assert f", {threads} CPU threads" in log.read_text(), log
+
+
+def test_training_and_evaluation_jobs_run_on_the_configured_threads(default_run: Path):
+    """The suite's run (tests/ci.yaml, one thread a job as the default) and, with ``training.threads: 2``, the
+    run of :func:`test_the_folders_own_split_alone_runs_through_table2`: a rule without ``threads:``
+    (Snakemake's one thread a job) would fail there."""
+    threads = yaml.safe_load(CI_CONFIG.read_text())["training"]["threads"]
+    _assert_training_and_evaluation_ran_on(default_run, threads, len(default_config()["experiments"]))
 
 
 def _run_with_overlay(tmp_path, overlay: dict, *args: str, ci: bool = True, timeout: int = 600):
@@ -138,10 +146,12 @@ def test_the_folders_own_split_alone_runs_through_table2(tiny_synthetic, tmp_pat
         "augment": {"per_class": 8},
         "experiments": [{"model": "small_cnn", "init": "scratch", "method": "given", "epochs": 1}],
         "micrographs": {"experiments": []},
+        "training": {"threads": 2},  # not the default's 1: the rules must take their threads from the config
     }
     proc = _run_with_overlay(tmp_path, overlay, ci=False, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     work = tmp_path / "work"
+    _assert_training_and_evaluation_ran_on(work, 2, 1)
     assert "Table 1, regenerated (given split)" in (work / "results" / "tables" / "table1.md").read_text()
     assert not (work / "results" / "curation" / "split_agreement.csv").exists()
     table2 = pd.read_csv(work / "results" / "tables" / "table2.csv")
