@@ -20,7 +20,15 @@ import tifffile
 from conftest import copy_real_image
 from PIL import Image, ImageOps
 
-from temvirus.raw import EmptyImageWarning, RawDataError, read_dataset, read_positions, read_tags, write_tables
+from temvirus.raw import (
+    EmptyImageWarning,
+    RawDataError,
+    read_dataset,
+    read_image,
+    read_positions,
+    read_tags,
+    write_tables,
+)
 
 
 def write_image(
@@ -1226,6 +1234,62 @@ def test_a_blank_line_between_two_points_of_one_particle_is_refused(tmp_path, li
     )
 
 
+_HEADER = ["image;x.tif", "unit;pixel", "format;x;y"]
+
+
+@pytest.mark.parametrize(
+    "lines,line,reason",
+    [
+        # points in brackets: were skipped as header lines, every particle lost (an empty image)
+        ([*_HEADER, "(360.13, 488.45)", "(100.5, 200.5)"], 4, r"a point in brackets: '\(360.13, 488.45\)'"),
+        ([*_HEADER, "[360,13; 488,45]"], 4, "a point in brackets"),
+        (["image;x.tif", "Point 1: {360.13 488.45}"], 2, "a point in brackets"),
+        # a column header in one field: was skipped, x and y swapped
+        (["image;x.tif", "y/x", "particleposition", "488;360"], 2, "column header 'y/x' is not one the reader knows"),
+        (["image;x.tif", "(y,x)", "particleposition", "488;360"], 2, r"column header '\(y,x\)' is not one"),
+        (["image;x.tif", "Row-Col", "particleposition", "488;360"], 2, "column header 'Row-Col' is not one"),
+        # another image named under another key, or alone: was not checked, its points read for this one
+        (["filename;b7.tif", "particleposition", "10;20"], 1, "header names image 'b7.tif', but this file belongs"),
+        (["Image: b7.tif", "particleposition", "10;20"], 1, "header names image 'b7.tif'"),
+        (["b7.png", "particleposition", "10;20"], 1, "header names image 'b7.png'"),
+        (["image;x.tif;2048;2048", "particleposition", "10;20"], 1, "more fields after the image name 'x.tif'"),
+        # the points' unit or geometry said in words, or beside the unit: was skipped, the points read as pixels
+        (["image;x.tif", "Positions in nm", "particleposition", "10;20"], 2, r"looks like a unit \('nm'\)"),
+        (["image;x.tif", "Coordinates in µm;", "particleposition", "10;20"], 2, r"looks like a unit \('µm'\)"),
+        (["image;x.tif", "Units: nm;", "particleposition", "10;20"], 2, "positions in unit 'nm'"),
+        (["image;x.tif", "unit;pixel;binned 2x", "particleposition", "10;20"], 2, "more fields than 'unit;pixel'"),
+        ([*_HEADER, "zero-based;no", "particleposition", "10;20"], 4, r"says how to read the points \(based\)"),
+        ([*_HEADER, "convention;matlab (1-based)", "particleposition", "10;20"], 4, "says how to read the points"),
+        ([*_HEADER, "Y axis pointing up", "particleposition", "10;20"], 4, r"says how to read the points \(axis\)"),
+        ([*_HEADER, "Transform;rot90", "particleposition", "10;20"], 4, "says how to read the points"),
+        # a German spreadsheet's thousands separator in every coordinate: was read as 1.36 px
+        ([*_HEADER, "particleposition", "1.360;1.120", "particleposition", "1.400;1.250"], 5, "thousands separator"),
+    ],
+)
+def test_positions_read_wrongly_before_are_refused(tmp_path, lines, line, reason):
+    """Inputs a new-user probe found read wrongly without an error (2026-12-03): each is refused, naming the line."""
+    path = _positions_file(tmp_path, lines)
+    with pytest.raises(RawDataError, match=reason) as caught:
+        read_positions(path, image="x.tif", size=(1500, 1500), pixel_size_nm=1.0)
+    assert str(caught.value).startswith(f"{path}:{line}: ")
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        ["date;2024-01-05", "operator;J. Doe", "comment;nm by hand", "particleposition", "10;20"],
+        ["filename;x.jpg", "source;C:\\data\\x.tif", "Image=x.tif", "particleposition", "10;20"],
+        ["Positions in pixels", "X [px];Y [px]", "particleposition", "10;20"],
+        [*_HEADER, "particleposition", "10.125;20.000"],  # ImageJ's three decimals
+    ],
+)
+def test_positions_header_words_that_change_nothing_are_still_read(tmp_path, lines):
+    assert read_positions(_positions_file(tmp_path, lines), image="x.tif", size=(1500, 1500))[0].tolist() in (
+        [[10, 20]],
+        [[10.125, 20]],
+    )
+
+
 @pytest.mark.parametrize("text", ["10 12\n20 5\n", "10\t12\n20\t5\n"])
 def test_positions_without_header_are_not_taken_for_one(tmp_path, text):
     """Numeric lines are never a header, whatever the separator: no point is lost to an empty image."""
@@ -1485,6 +1549,28 @@ def test_a_pixel_density_whose_inverse_contradicts_the_scales_is_refused(tmp_pat
         + r"[0-9.]+ nm a pixel: the inverse of this pixel density\) contradicts XScale",
     )
     assert read_tags(_tags_file(tmp_path, [*rows, agreeing])).pixel_size_x_nm == 1
+
+
+@pytest.mark.parametrize("row", ["Units: Å;", "Unit = Å;", "Unit Å;", "Unit: Å;;", "[Å];", "Scale in Å;"])
+def test_a_unit_row_written_in_one_cell_is_refused(tmp_path, row):
+    """Key and unit in one spreadsheet cell, the next one empty: was skipped, XScale 5,57 read in nm (5.57 nm for
+    0.557). Now refused as a unit the reader cannot attach, naming the line."""
+    rows = ["Height;30", "Width;40", "XScale;5,57", "YScale;5,57", row]
+    _refused_at_line(read_tags, _tags_file(tmp_path, rows), 5, r"looks like a unit \('Å'\)")
+    assert read_tags(_tags_file(tmp_path, [*rows[:4], "Comment;", "Operator: Smith;"])).pixel_size_x_nm == 5.57
+
+
+def test_a_pixel_size_in_metres_without_its_unit_is_checked_as_metres(tmp_path):
+    """FEI/Thermo write ``PixelWidth;5e-10`` (metres, no unit): was out of range in nm and skipped, so a
+    contradiction passed; now read as metres and compared."""
+    rows = ["Height;30", "Width;40", "XScale;5", "YScale;5"]
+    _refused_at_line(
+        read_tags,
+        _tags_file(tmp_path, [*rows, "PixelWidth;5e-10"]),
+        5,
+        re.escape("'PixelWidth' '5e-10' (0.5 nm) contradicts XScale (5 nm, line 3)"),
+    )
+    assert read_tags(_tags_file(tmp_path, [*rows, "PixelWidth;5e-9", "PixelHeight;5,0E-9"])).pixel_size_x_nm == 5
 
 
 def test_a_scale_in_pixels_per_length_or_a_pixel_density_of_two_units_is_refused(tmp_path):
@@ -1977,6 +2063,27 @@ def test_published_patches_are_not_read_as_raw_layout(tmp_path):
     tifffile.imwrite(folder / "p.tif", np.zeros((8, 8), np.uint16))
     with pytest.raises(RawDataError, match="images without tags/ and particle_positions/ folders: not the raw layout"):
         read_dataset(tmp_path / "context_virus_1nm_256x256")
+
+
+def test_an_uncompressed_tiff_with_a_strip_of_no_bytes_is_refused(good, tmp_path):
+    """Before: a strip whose byte count is 0 (an interrupted or preallocated write) was read as rows of zeros."""
+    import struct
+
+    image = good / "train/Adenovirus/a1.tif"
+    pixels = np.random.default_rng(0).integers(1, 255, (30, 40), dtype=np.uint8)
+    tifffile.imwrite(image, pixels, rowsperstrip=8)
+    assert read_image(image).min() > 0
+    with tifffile.TiffFile(image) as tif:
+        tag = tif.pages[0].tags["StripByteCounts"]
+        offset, strips, kind = (
+            tag.valueoffset,
+            len(tif.pages[0].databytecounts),
+            {3: "<H", 4: "<I", 16: "<Q"}[tag.dtype],
+        )
+    data = bytearray(image.read_bytes())
+    struct.pack_into(kind, data, offset + (strips - 1) * struct.calcsize(kind), 0)
+    image.write_bytes(bytes(data))
+    _expect_error(good, image, "a strip or tile of 0 bytes, for 1200 bytes of a 40x30 image", tmp_path)
 
 
 @pytest.mark.parametrize("compression", ["jpeg", "lzw", None])

@@ -61,7 +61,7 @@ beside ``unit;pixel``: the coordinates would be read as pixels (a pixel unit the
 ``format`` (or a column header line) must be ``x;y`` or ``y;x``, and an ``image`` row must name the
 file's image (any extension). Other header lines are skipped, but not one whose key says how to read
 the points (:data:`POSITION_GEOMETRY_WORDS`: ``order;yx``, ``origin;bottom-left``, ``binning;2``,
-``pixelsize;2``, ``image width;500``), which the reader would not apply. A file without points needs the whole published header (3 lines)
+``pixelsize;2``, ``image width;500``), which the reader would not apply. A header line holding a point in brackets (``(360.13, 488.45)``), a column header in one field (``y/x``), another image's name under any key (``filename;b7.tif``, a bare ``b7.tif``) or fields after the image name or the unit, or, in a line of words, a length unit (``Positions in nm``) or a geometry word, is refused. Every coordinate ``d.ddd`` with every point in the image's first 10 px where thousands would fit in it (``1.360;1.120``) is refused as a thousands separator. A file without points needs the whole published header (3 lines)
 and no marker: anything shorter is a truncated file. Every point is a patch centre and is given once:
 the same point twice (a particle given twice, or a vertex repeated in a centre line, in a row or
 not) is an error naming both lines; with the image's pixel size, so is a point closer than
@@ -498,14 +498,21 @@ def _stray_unit(key: str, fields: list[str]) -> str | None:
     (after the key, empty ones dropped) all units (``ScaleUnitX;Å``, ``Calibration;nm/pixel``,
     ``XY;nm;nm``), or, without a value, a unit in brackets after the key (``Scale [Å]``). Such a
     row gives the unit of something the reader cannot tell (tags: the scales, read in nm without it;
-    positions: the coordinates, read as pixels), so it is refused rather than skipped."""
+    positions: the coordinates, read as pixels), so it is refused rather than skipped. So is a key without a
+    value that ends in a length unit after a space, ``:`` or ``=`` (``Units: Å;``, ``Unit = Å;``, ``Scale in Å;``:
+    key and value in one spreadsheet cell), or in brackets (``[Å]``)."""
     values = [field for field in fields if field]
     if values and all(_is_length_unit(value) for value in values):
         return values[0]
+    if values:
+        return None
     bracketed = _KEY_UNIT.match(key)
-    if not values and bracketed and bracketed.group(1) and _is_length_unit(bracketed.group(2)):
+    if bracketed and _is_length_unit(bracketed.group(2)):  # 'Scale [Å]', '[Å]'
         return bracketed.group(2)
-    return None
+    # the key and its value in one field, the next one empty ('Units: Å;', 'Unit = Å;', 'Scale in Å;'), as a
+    # spreadsheet cell writes them; or a line of words ('Positions in nm')
+    words = re.split(r"[\s:=]+", key.strip())
+    return words[-1] if len(words) > 1 and _is_length_unit(words[-1]) else None
 
 
 def _stray_unit_error(path: Path, number: int, row: str, unit: str, reads: str, advice: str) -> RawDataError:
@@ -529,7 +536,7 @@ POSITION_GEOMETRY_WORDS = frozenset(
     "mirror mirrored rotate rotated rotation scale scaled scaling binning binned bin downsample downsampled "
     "downsampling upsample upsampled zoom magnification mag pixel pixels pixelsize spacing calibration "
     "calibrated resolution width height size shape dimension dimensions coordinate coordinates direction "
-    "invert inverted xaxis yaxis".split()
+    "invert inverted xaxis yaxis based zerobased onebased convention transform transformed".split()
 )
 
 
@@ -788,6 +795,8 @@ def read_tags(path: str | Path) -> Tags:
                 nm = _pixel_density_nm(path, key, number, text, row_units)
             else:
                 nm = _tag_value(path, axis, key, number, text, row_units + unit_rows, in_range=False)
+                if nm < low and not any([*row_units, *unit_rows]) and low <= nm * 1e9 <= high:
+                    nm *= 1e9  # 'PixelWidth;5e-10' as FEI/Thermo write it: metres without a unit
             if not low <= nm <= high:  # 'Scale;500 nm' (a scale bar), a camera's 14 µm pixel: something else
                 continue
             if not np.isclose(nm, values[axis], rtol=1e-3):
@@ -880,19 +889,24 @@ COORDINATE_WORDS = frozenset(
 
 
 def _names_coordinates(fields: list[str]) -> bool:
-    """Whether two or more of a header line's fields (or its one field, ``YX``) name coordinate axes
+    """Whether two or more of a header line's fields (or two words of its one field, ``YX``, ``y/x``, ``(y,x)``) name coordinate axes
     (:data:`COORDINATE_WORDS`; quotes, units in brackets and case ignored, camel case split): a
     column header the reader does not know (``pos_y;pos_x``, ``Particle;Y;X``), whose column order it
     cannot tell."""
 
     def words(field: str) -> list[str]:
-        field = re.sub(r"[\[(].*?[\])]", " ", field.strip().strip("\"'"))
-        return re.split(r"[^a-z0-9]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", field).lower())
+        field = field.strip().strip("\"'")
+        field = re.sub(r"[\[(].*?[\])]", " ", field) if re.sub(r"[\[(].*?[\])]", "", field).strip() else field
+        return [w for w in re.split(r"[^a-z0-9]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", field).lower()) if w]
 
     named = sum(any(w in COORDINATE_WORDS for w in words(field)) for field in fields)
-    return named > 1 or (len(fields) == 1 and words(fields[0]) in (["xy"], ["yx"]))
+    # one field: 'YX', or two axes in it ('y/x', '(y,x)', 'Y-X', 'row/col')
+    one = words(fields[0]) if len(fields) == 1 else []
+    return named > 1 or one in (["xy"], ["yx"]) or sum(w in COORDINATE_WORDS for w in one) > 1
 
 
+#: a point written in brackets, as a tuple or list (``(360.13, 488.45)``, ``[360;488]``, ``{1,5 2,5}``)
+_BRACKETED_POINT = re.compile(r"[(\[{]\s*[-+]?\d+(?:[.,]\d+)?\s*[,;\s]\s*[-+]?\d+(?:[.,]\d+)?\s*[)\]}]")
 _NUMBER_FIELD = re.compile(r"^(?:[a-z]\w*\s*[=:]\s*)?[-+]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:e[-+]?\d+)?,?$", re.IGNORECASE)
 
 
@@ -1113,6 +1127,13 @@ def read_positions(
         parts = _position_fields(text)
         if header and not _LOOKS_NUMERIC.match(parts[0]):
             header_lines += 1
+            if _BRACKETED_POINT.search(text):  # '(360.13, 488.45)', 'Point 1: [360, 488]': was skipped, points lost
+                raise RawDataError(
+                    path,
+                    f"a point in brackets: {text!r}; expected 'x;y' (px) alone on a line, each particle after a "
+                    f"'{PARTICLE_MARKER}' line",
+                    line=number,
+                )
             parts = [part.strip("\"'") for part in parts]  # '"y";"x"': quoted as spreadsheets write them
             key, values = re.sub(r"[\s_\-]", "", parts[0].lower()), [p.lower() for p in parts[1:]]
             if not key and len(parts) > 1:
@@ -1142,10 +1163,17 @@ def read_positions(
                 raise RawDataError(
                     path, f"positions in unit {parts[1]!r}: only pixel positions are supported", line=number
                 )
+            in_key = _stray_unit(parts[0], []) if unit_key and not values else None  # 'Units: nm;': one cell
+            if in_key is not None:
+                raise RawDataError(
+                    path, f"positions in unit {in_key!r} ({text!r}): only pixel positions are supported", line=number
+                )
             # 'PosUnitX;nm', 'Calibration;nm', 'Length;µm': a unit row under a key the reader does not know, so far
             # skipped and the coordinates read as pixels. A pixel unit there ('PosUnitX;px') is left alone: the
             # coordinates are read as pixels anyway, so it cannot change the reading
             unit = None if known else _stray_unit(parts[0], parts[1:])
+            if unit is None and not known and ";" not in text and "\t" not in text:
+                unit = _stray_unit(text, [])  # a line of words: 'Positions in nm', 'Values in µm'
             if unit is not None:
                 raise _stray_unit_error(
                     path,
@@ -1157,7 +1185,10 @@ def read_positions(
                 )
             # ('Scale;pixels': in pixels, as read, so it cannot change the reading; a key alone says nothing)
             in_pixels = all(value.strip() in PIXEL_UNITS for value in values if value.strip())
-            geometry = [] if known or in_pixels else sorted(POSITION_GEOMETRY_WORDS.intersection(_key_words(parts[0])))
+            # a line of words ('Y axis pointing up') by all its words, but for the pixel ('Positions in pixels')
+            free = ";" not in text and "\t" not in text
+            words = set(_key_words(text)) - {"pixel", "pixels"} if free else _key_words(parts[0])
+            geometry = [] if known or in_pixels else sorted(POSITION_GEOMETRY_WORDS.intersection(words))
             if geometry:  # 'order;yx', 'origin;bottom-left', 'binning;2': was skipped, the points read as they stand
                 raise RawDataError(
                     path,
@@ -1166,10 +1197,32 @@ def read_positions(
                     "(a column order goes in 'format;y;x'); convert the points and remove the line",
                     line=number,
                 )
+            if unit_key and len([v for v in values if v.strip()]) > 1:  # 'unit;pixel;binned 2x'
+                raise RawDataError(
+                    path, f"more fields than 'unit;pixel' in {text!r}: the reader would leave them out", line=number
+                )
+            if image is not None and key != "image":  # 'filename;b7.tif', 'Image: b7.tif', a bare 'b7.tif'
+                for field in parts:
+                    file = re.split(r"[=:,]", field.strip("\"'"))[-1].strip()
+                    if file.lower().endswith(IMAGE_SUFFIXES) and name_key(Path(image).stem) not in (
+                        name_key(Path(file.replace("\\", "/")).name),
+                        name_key(Path(file.replace("\\", "/")).stem),
+                    ):
+                        raise RawDataError(
+                            path, f"header names image {file!r}, but this file belongs to {image}", line=number
+                        )
             if image is not None and key == "image" and values[:1]:
                 separator = ";" if ";" in text else "\t" if "\t" in text else None  # None: spaces
                 # the rest of the line as written: a name may hold the separator ('a;b.tif', 'scan  1.tif')
                 given = text.split(separator, 1)[1].strip().rstrip(";\t").strip().strip("\"'")
+                extra = re.fullmatch(r"(.+?\.(?:tiff?|png|jpe?g))\s*[;\t](.+)", given, re.IGNORECASE)
+                if extra:  # 'image;x.tif;2048;2048': the size of another image (binned?) the points were taken on
+                    raise RawDataError(
+                        path,
+                        f"more fields after the image name {extra[1]!r} in {text!r}: the reader would leave "
+                        f"{extra[2].strip()!r} out",
+                        line=number,
+                    )
                 named, stem = Path(given.replace("\\", "/")).name, name_key(Path(image).stem)
                 if stem not in (name_key(named), name_key(Path(named).stem)):  # the extension may differ
                     raise RawDataError(
@@ -1214,6 +1267,15 @@ def read_positions(
         leading += not marked
         particles[-1].append((x, y))
     _check_decimal_marks(path, coordinates, size)  # before any value is used: 1,000 may be 1000
+    corner = size is not None and min(size) >= 100 and all(re.fullmatch(r"\d\.\d{3}", f) for _, f in coordinates)
+    if corner and coordinates and all(x * 1000 < size[0] and y * 1000 < size[1] for _, _, x, y, _ in points):
+        raise RawDataError(  # '1.360;1.120' from a German spreadsheet: 1360 px, read as 1.36
+            path,
+            f"every coordinate is one digit and three decimals, so every point lies within 10 px of the top-left "
+            f"corner of the {size[0]}x{size[1]} image: a '.' thousands separator ({coordinates[0][1]} = "
+            f"{coordinates[0][1].replace('.', '')} px)? write coordinates without thousands separators",
+            line=coordinates[0][0],
+        )
     if points and points[-1][0] == len(lines) and lines[-1].strip():  # the file ends in a point, no newline
         _check_last_field(path, coordinates, points[-1][1])
     seen: dict[tuple[float, float], tuple[int, int]] = {}  # point -> (line, particle) of its first occurrence
@@ -1438,6 +1500,15 @@ def _read_tiff(path: Path) -> np.ndarray:
                     path,
                     f"cannot read image (truncated TIFF: data up to byte {offset + count}, the file has {size} bytes)",
                 )
+        counts = list(page.databytecounts)
+        row_bytes = -(-page.imagewidth * page.samplesperpixel * page.bitspersample // 8)
+        if page.compression == COMPRESSION.NONE and (0 in counts or sum(counts) < page.imagelength * row_bytes):
+            raise RawDataError(  # read as rows of zeros: an interrupted or preallocated write
+                path,
+                f"cannot read image (uncompressed TIFF with {sum(counts)} bytes of pixel data, "
+                f"{0 in counts and 'a strip or tile of 0 bytes, ' or ''}for {page.imagelength * row_bytes} bytes "
+                f"of a {page.imagewidth}x{page.imagelength} image: an interrupted write?)",
+            )
         if page.compression == COMPRESSION.JPEG and page.bitspersample == 8:  # decoded silently when corrupt
             tables = page.jpegtables or b""  # an abbreviated stream per strip: the tables come once, in a tag
             for index, (offset, count) in enumerate(zip(page.dataoffsets, page.databytecounts)):
