@@ -2065,6 +2065,53 @@ def test_published_patches_are_not_read_as_raw_layout(tmp_path):
         read_dataset(tmp_path / "context_virus_1nm_256x256")
 
 
+def _display_before_data(path: Path, pixels: np.ndarray) -> None:
+    """A Gatan-style export: an 8-bit RGB rendering (inverted) before the 16-bit data, both full size."""
+    tifffile.imwrite(path, np.dstack([255 - (pixels >> 8).astype(np.uint8)] * 3), photometric="rgb")
+    tifffile.imwrite(path, pixels, append=True)
+
+
+def _without_photometric(path: Path, pixels: np.ndarray) -> None:
+    tifffile.imwrite(path, pixels, photometric="minisblack")
+    with tifffile.TiffFile(path) as tif:
+        offset = tif.pages[0].tags[262].offset
+    data = bytearray(path.read_bytes())
+    data[offset : offset + 2] = (65000).to_bytes(2, "little")  # the tag's code: a private one
+    path.write_bytes(bytes(data))
+
+
+def _bits_misstated(path: Path, pixels: np.ndarray) -> None:
+    tifffile.imwrite(path, pixels)
+    with tifffile.TiffFile(path, mode="r+b") as tif:
+        tif.pages[0].tags[258].overwrite(8)
+
+
+@pytest.mark.parametrize(
+    "write,reason",
+    [
+        (_display_before_data, r"several images .*only thumbnails of at most half its width and height"),
+        (lambda p, a: (tifffile.imwrite(p, a), tifffile.imwrite(p, a[:29], append=True)), "several images"),
+        (lambda p, a: tifffile.imwrite(p, np.stack([a] * 3), imagej=True, truncate=True), "a stack of shape"),
+        (_without_photometric, "without a PhotometricInterpretation tag"),
+        (_bits_misstated, "2400 bytes of pixel data for the 1200 bytes its tags describe"),
+    ],
+)
+def test_tiffs_read_wrongly_before_are_refused(tmp_path, write, reason):
+    """A new-user probe (2026-12-03) found these read without an error: the display page instead of the data
+    (inverted, 8-bit), a second image about as large taken for a thumbnail, frame 0 of an ImageJ stack over
+    4 GiB (one IFD), a missing photometric tag read as min-is-white (inverted), 16-bit data tagged 8-bit."""
+    pixels = np.random.default_rng(0).integers(1, 60000, (30, 40), dtype=np.uint16)
+    path = tmp_path / "a.tif"
+    write(path, pixels)
+    with pytest.raises(RawDataError, match=reason):
+        read_image(path)
+    tifffile.imwrite(path, pixels, rowsperstrip=7)  # as they should be: read as stored
+    tifffile.imwrite(path, pixels[::2, ::2], append=True)  # with a thumbnail of half the size
+    assert np.array_equal(read_image(path), pixels)
+    tifffile.imwrite(path, pixels, tile=(16, 16))
+    assert np.array_equal(read_image(path), pixels)
+
+
 def test_an_uncompressed_tiff_with_a_strip_of_no_bytes_is_refused(good, tmp_path):
     """Before: a strip whose byte count is 0 (an interrupted or preallocated write) was read as rows of zeros."""
     import struct

@@ -1485,13 +1485,25 @@ def _read_tiff(path: Path) -> np.ndarray:
                 f"TIFF holds several images: {pages} pages of {page.imagewidth}x{page.imagelength} px{narrow}: "
                 "which is the micrograph is ambiguous; save it as a single-image file",
             )
-        if any(size >= sizes[0] for size in sizes[1:]):  # smaller: thumbnails
+        areas = [other.imagelength * other.imagewidth for other in tif.pages]  # every image file directory
+        # a thumbnail or a reduced-resolution level after the micrograph is at most half its width and height;
+        # a display rendering before the data, or a second image about as large, makes the choice ambiguous
+        if any(size >= sizes[0] for size in sizes[1:]) or any(4 * area > areas[0] for area in areas[1:]):
             shapes = [s.shape for s in series]
             raise RawDataError(
                 path,
-                f"TIFF holds several images (series of shapes {shapes}): which is the micrograph "
-                "is ambiguous; save it as a single-image file",
+                f"TIFF holds several images (series of shapes {shapes}; pages of {areas} px): which is the "
+                "micrograph is ambiguous (only thumbnails of at most half its width and height may follow it); "
+                "save it as a single-image file",
             )
+        if int(np.prod(series[0].shape)) > int(np.prod(page.shape)):  # ImageJ's stacks over 4 GiB: one IFD
+            raise RawDataError(
+                path,
+                f"TIFF holds a stack of shape {series[0].shape} stored after one page of {page.shape}: which "
+                "frame is the micrograph is ambiguous; save it as a single-image file",
+            )
+        if 262 not in page.tags:  # tifffile then reads it as min-is-white, inverted; libtiff as min-is-black
+            raise RawDataError(path, "TIFF without a PhotometricInterpretation tag: its contrast is ambiguous")
         _check_orientation(path, page.tags.valueof(274, 1))
         size = tif.filehandle.size
         for offset, count in zip(page.dataoffsets, page.databytecounts):
@@ -1502,6 +1514,18 @@ def _read_tiff(path: Path) -> np.ndarray:
                 )
         counts = list(page.databytecounts)
         row_bytes = -(-page.imagewidth * page.samplesperpixel * page.bitspersample // 8)
+        # more than a last strip padded to full rows: its BitsPerSample or SamplesPerPixel misstated (missing: 1 bit)
+        padded = max(len(counts) * (page.rowsperstrip or page.imagelength) - page.imagelength, 0)
+        tile_bytes = -(-page.tilewidth * page.samplesperpixel * page.bitspersample // 8) * page.tilelength
+        allowed = len(counts) * tile_bytes if page.is_tiled else (page.imagelength + padded) * row_bytes
+        stored = sum(counts)
+        if page.compression == COMPRESSION.NONE and stored > allowed:
+            raise RawDataError(
+                path,
+                f"cannot read image (uncompressed TIFF with {stored} bytes of pixel data for the "
+                f"{page.imagelength * row_bytes} bytes its tags describe: {page.bitspersample} bits and "
+                f"{page.samplesperpixel} samples per pixel, {page.imagewidth}x{page.imagelength} px; a tag is wrong)",
+            )
         if page.compression == COMPRESSION.NONE and (0 in counts or sum(counts) < page.imagelength * row_bytes):
             raise RawDataError(  # read as rows of zeros: an interrupted or preallocated write
                 path,
