@@ -227,6 +227,13 @@ REFUSED = {
         {"overlap": {"scale_search": [0.97, 1.03, 0.94]}},
         ["overlap.scale_search: 0.94 is given without its inverse 1.06 (1/0.94, within 1%)"],
     ),
+    # every pair rejected at the fine check: overlap removal claimed no overlap, re-imaged fields leaked
+    "tiles_that_no_field_holds": (
+        {"overlap": {"tile_px": 300}},
+        ["overlap.tile_px 300 and overlap.min_tiles 4: a whole field at the fine check (512 px: max_side_px x"],
+    ),
+    # scikit-learn's random_state (the baseline job) refused it, after curation
+    "seed_above_32_bits": ({"seed": 2**32}, ["seed: 4294967296 is greater than the maximum of 4294967295"]),
 }
 
 
@@ -242,6 +249,25 @@ def test_a_bad_value_is_refused_before_any_job_naming_its_key(tmp_path, case):
     if any("is text, not a number" in text for text in expected):  # said why, not the schema's words
         assert "is not of type" not in out, out[-3000:]
     _assert_errors_alone(proc)
+
+
+def test_numbers_yaml_1_1_reads_as_other_numbers_are_refused_naming_file_line_and_key(tmp_path):
+    """``epochs: 030`` was read as 24 (octal), ``seed: 0042`` as 34, ``batch_size: 1:04`` as 64 (base 60), all
+    accepted; quoted, they are text (refused by the schema as such)."""
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("training:\n  epochs: {scratch: 030}\n  batch_size: 1:04\nseed: 0042\n")
+    cmd = snakemake_cmd(tmp_path / "work", "-n", "--configfile", str(REPO / "config" / "config.yaml"), str(overlay))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")]
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert errors == [
+        f"Error: config {overlay}:2: training.epochs.scratch: 030 is read by YAML 1.1 as 24 (a leading zero makes "
+        "it octal); write the number without a leading zero or colons",
+        f"Error: config {overlay}:3: training.batch_size: 1:04 is read by YAML 1.1 as 64 (colons make it base 60); "
+        "write the number without a leading zero or colons",
+        f"Error: config {overlay}:4: seed: 0042 is read by YAML 1.1 as 34 (a leading zero makes it octal); write "
+        "the number without a leading zero or colons",
+    ]
 
 
 #: a line of the config's refusal: ``Error: config `` and the key path it is about

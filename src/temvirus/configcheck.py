@@ -12,6 +12,8 @@ minutes (or hours) into a run:
 - a whole number written as a float (``epochs: 30.0``) where the schema asks for an integer:
   JSON Schema counts 30.0 as an integer, Python's ``range`` and numpy's generators do not;
 - NaN or an infinity under any key (:func:`not_finite_problems`: NaN passes every bound);
+- a number written with a leading zero or colons in a config file (:func:`yaml11_number_problems`:
+  YAML 1.1 reads ``030`` as the octal 24 and ``1:04`` as 64);
 - two ``experiments`` entries of the same ``{model, init, method}`` (one results folder; the
   second's own settings would be silently ignored);
 - an experiment whose split method is not among ``split.methods``;
@@ -30,6 +32,8 @@ minutes (or hours) into a run:
   silently ignored), ``min_fine_nm`` coarser than ``coarse_nm`` (a fine check coarser than the
   coarse registration), ``lowpass_px`` not below ``highpass_px`` (equal: no band left),
   ``min_screen_ncc`` above ``screen_ncc`` (never used);
+- ``overlap.tile_px`` and ``overlap.min_tiles`` that a whole field at the fine check (``max_side_px`` x
+  ``2**fine_levels`` px) cannot satisfy: every pair would be rejected, re-imaged fields left in two subsets;
 - a factor of ``overlap.fallback_scales`` or ``overlap.scale_search`` without its inverse (within
   :data:`INVERSE_TOLERANCE`): only image_b of a pair is rescaled, so a pixel size recorded s times
   off in image_b would be tried and the same error in image_a (1/s) not.
@@ -140,6 +144,47 @@ def number_text_problems(config: dict, schema: dict) -> list[str]:
                 f"{key_path(leaf.absolute_path)}: {text!r} is text, not a number ({why}); write {fixed}, unquoted"
             )
     return sorted(set(problems))
+
+
+#: plain YAML scalars that YAML 1.1 (PyYAML) reads as other numbers than they look: a leading zero is
+#: octal (``030``: 24), colons are base 60 (``1:04``: 64)
+_YAML11_OCTAL = re.compile(r"[-+]?0[0-9_]+")
+_YAML11_BASE60 = re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?")
+
+
+def yaml11_number_problems(paths: Iterable[str | Path]) -> list[str]:
+    """Values of the config files ``paths`` written as a number with a leading zero (``epochs: 030``, read as
+    the octal 24; ``seed: 08``, read as the text '08') or with colons (``batch_size: 1:04``, read as 64 in base
+    60), unquoted, one line each naming the file, line and key. Files that are missing or not YAML are left
+    to Snakemake."""
+    import yaml
+
+    problems = []
+
+    def walk(node, keys: tuple, path: Path) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                walk(value, (*keys, key.value), path)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, value in enumerate(node.value):
+                walk(value, (*keys, index), path)
+        elif isinstance(node, yaml.ScalarNode) and node.style is None:
+            text = node.value
+            if _YAML11_OCTAL.fullmatch(text) or _YAML11_BASE60.fullmatch(text):
+                read = yaml.safe_load(text)
+                how = "a leading zero makes it octal" if _YAML11_OCTAL.fullmatch(text) else "colons make it base 60"
+                problems.append(
+                    f"{path}:{node.start_mark.line + 1}: {key_path(keys)}: {text} is read by YAML 1.1 as {read!r} "
+                    f"({how}); write the number without a leading zero or colons"
+                )
+
+    for path in map(Path, paths):
+        try:
+            node = yaml.compose(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        walk(node, (), path)
+    return problems
 
 
 def _leaves(error):
@@ -308,6 +353,14 @@ def _overlap_problems(section: dict) -> list[str]:
                 f"overlap.{low} {a} and overlap.{high} {b}: {low} must be {'below' if strict else 'at most'} "
                 f"{high} ({why})"
             )
+    side = section["max_side_px"] * 2 ** section["fine_levels"]  # the fine check's field, nominally (px)
+    if (side // section["tile_px"]) ** 2 < section["min_tiles"]:
+        problems.append(
+            f"overlap.tile_px {section['tile_px']} and overlap.min_tiles {section['min_tiles']}: a whole field at the "
+            f"fine check ({side} px: max_side_px x 2**fine_levels) holds {(side // section['tile_px']) ** 2} tiles, "
+            "so no overlap could ever be confirmed and overlap removal would claim none (re-imaged fields left in "
+            "two subsets); lower tile_px or min_tiles"
+        )
     for key in ("fallback_scales", "scale_search"):
         scales = section[key]
         for scale in scales:
@@ -371,6 +424,11 @@ class ConfigError(ValueError):
 def _refuse(problems: list[str]) -> None:
     if problems:
         raise ConfigError(problems)
+
+
+def check_config_files(paths: Iterable[str | Path]) -> None:
+    """Raise :class:`ConfigError` listing every problem of :func:`yaml11_number_problems` in the config files."""
+    _refuse(yaml11_number_problems(paths))
 
 
 def check_schema(config: dict, schema_file: str | Path) -> None:

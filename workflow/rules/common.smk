@@ -7,7 +7,13 @@ import yaml
 
 from snakemake.utils import validate
 
-from temvirus.configcheck import ConfigError, check_config, check_schema, reorder_config
+from temvirus.configcheck import (
+    ConfigError,
+    check_config,
+    check_config_files,
+    check_schema,
+    reorder_config,
+)
 from temvirus.experiments import (
     INITS,
     MODELS,
@@ -571,6 +577,7 @@ def all_inputs(wildcards):
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 EMBEDDED = Path(workflow.basedir) / "config" / "config.yaml"
 try:
+    check_config_files(workflow.configfiles)
     check_schema(config, SCHEMA)
     validate(config, str(SCHEMA))  # Snakemake's, for its defaults
     check_config(config, SCHEMA, yaml.safe_load(EMBEDDED.read_text(encoding="utf-8")))
