@@ -5,6 +5,7 @@ Every HTTP request goes to the FileServer of conftest.py on 127.0.0.1.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -1023,6 +1024,16 @@ def _damaged(tmp_path: Path, how: str) -> Path:
         with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
             tf.add(tree, arcname="context_virus_RAW")
         return _write(tmp_path / "in" / "a.tar.gz", buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    if how.startswith("tar cut"):  # at a member's header, or inside one: tarfile stopped there without a word
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tf:
+            tf.add(tree, arcname="context_virus_RAW")
+        with tarfile.open(fileobj=io.BytesIO(buffer.getvalue())) as tf:
+            at = next(m.offset for m in tf.getmembers() if m.name.endswith("Rift Valley"))
+        data = buffer.getvalue()[: at + (100 if how.endswith("header") else 0)]
+        if how.endswith("gzip"):
+            return _write(tmp_path / "in" / "a.tar.gz", gzip.compress(data))
+        return _write(tmp_path / "in" / "a.tar", data)
     return _write(tmp_path / "in" / "a.7z", b"7z\xbc\xaf\x27\x1c\0\4")
 
 
@@ -1038,6 +1049,10 @@ def _write(path: Path, data: bytes) -> Path:
         ("crc", "corrupt or truncated archive \\(BadZipFile: Bad CRC-32"),
         ("truncated zip", "a truncated or corrupt zip"),
         ("truncated tar.gz", "corrupt or truncated archive"),
+        # before: a class folder dropped silently (3 images of 4)
+        ("tar cut at a member", "truncated tar archive \\(no end-of-archive block after its"),
+        ("tar cut at a member, gzip", "truncated tar archive"),
+        ("tar cut inside a header", "truncated tar archive"),
         ("7z", "a 7-Zip archive: not supported"),
     ],
 )
@@ -1063,6 +1078,27 @@ def test_two_archives_holding_the_same_files_are_refused(tmp_path):
     assert root is None and sorted(archives) == sorted([first, second])
     with pytest.raises(DownloadError, match="holds 'context_virus_RAW/.*' like .*two copies of the dataset"):
         extract_archives(archives, tmp_path / "out" / "raw")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_file_given_twice_in_an_archive_or_spelt_otherwise_in_two_is_refused(tmp_path):
+    """Before: a zip holding one path twice (appended, or once with backslashes) was extracted in turn, the
+    last copy winning unseen; a tar made with './' names beside a zip of the same files was not seen as a
+    second copy (its tags won: another pixel size)."""
+    tree = make_raw_tree(tmp_path / "tree")
+    tags = "context_virus_RAW/train/Adenovirus/tags/Ade_train_1.tif_tags.csv"
+    changed = b"height;40\nwidth;48\nxscale;9\nyscale;9\n"
+    for name in (tags, tags.replace("/", "\\")):
+        archive = _write(tmp_path / "in" / f"{len(name)}.zip", zip_tree(tree, extra={name: changed}))
+        with pytest.raises(DownloadError, match=re.escape(f"'{tags}' (given twice: which copy is meant?)")):
+            extract_archives([archive], tmp_path / "out" / "raw")
+    first = _write(tmp_path / "two" / "a.zip", zip_tree(tree))
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
+        tf.add(tree, arcname="./context_virus_RAW")
+    second = _write(tmp_path / "two" / "b.tar.gz", buffer.getvalue())
+    with pytest.raises(DownloadError, match="holds 'context_virus_RAW/.*' like .*two copies of the dataset"):
+        extract_archives([first, second], tmp_path / "out" / "raw")
     assert list((tmp_path / "out").iterdir()) == []
 
 

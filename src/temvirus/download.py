@@ -38,12 +38,14 @@ import json
 import logging
 import lzma
 import os
+import posixpath
 import re
 import shutil
 import stat
 import tarfile
 import zipfile
 import zlib
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlencode, urljoin, urlsplit
@@ -563,11 +565,19 @@ def _check_members(archive: Path, target: Path) -> tuple[str, list[str]]:
                     if reason:
                         problems.append(f"{info.filename!r} ({reason})")
                     elif not name.endswith("/"):
-                        files.append(name)
+                        files.append(posixpath.normpath(name))
         elif tarfile.is_tarfile(archive):
             kind = "tar"
             with tarfile.open(archive) as tf:
-                for member in tf.getmembers():
+                members = tf.getmembers()
+                # tarfile stops silently where the data end at a member's header (a copy cut there): a whole
+                # archive ends in a zero block, read just before it stopped
+                if tf.fileobj.tell() - tf.offset != tarfile.BLOCKSIZE:
+                    raise DownloadError(
+                        f"{archive}: truncated tar archive (no end-of-archive block after its {len(members)} "
+                        f"members, at byte {tf.offset} of the tar data): copy or download it again"
+                    )
+                for member in members:
                     reason = _unsafe_reason(member.name, target)
                     if reason is None and (member.issym() or member.islnk()):
                         reason = f"link to {member.linkname!r}"
@@ -576,9 +586,12 @@ def _check_members(archive: Path, target: Path) -> tuple[str, list[str]]:
                     if reason:
                         problems.append(f"{member.name!r} ({reason})")
                     elif member.isfile():
-                        files.append(member.name)
+                        files.append(posixpath.normpath(_member_name(member.name)))  # './a//b' is 'a/b'
         else:
             raise _not_an_archive(archive)
+        twice = sorted(name for name, count in Counter(files).items() if count > 1)
+        if twice:  # extracted in turn, the last copy would win unseen
+            problems += [f"{name!r} (given twice: which copy is meant?)" for name in twice]
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
         raise DownloadError(f"{archive}: corrupt or truncated archive ({type(exc).__name__}: {exc})") from None
     if problems:
