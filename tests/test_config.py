@@ -232,6 +232,11 @@ REFUSED = {
         {"overlap": {"tile_px": 300}},
         ["overlap.tile_px 300 and overlap.min_tiles 4: a whole field at the fine check (512 px: max_side_px x"],
     ),
+    # an unquoted off is YAML 1.1's false: said so (was only "False is not one of ['bf16', 'fp16', 'off']")
+    "amp_off_unquoted": (
+        {"training": {"amp": False}},
+        ["training.amp: False is not one of ['bf16', 'fp16', 'off'] (YAML 1.1 reads an unquoted off, on, yes or no"],
+    ),
     # scikit-learn's random_state (the baseline job) refused it, after curation
     "seed_above_32_bits": ({"seed": 2**32}, ["seed: 4294967296 is greater than the maximum of 4294967295"]),
 }

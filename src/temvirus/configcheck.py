@@ -408,6 +408,8 @@ def schema_problems(config: dict, schema: dict) -> list[str]:
         message = leaf.message
         if leaf.validator == "not" and "description" in leaf.validator_value:
             message = leaf.validator_value["description"]
+        if isinstance(leaf.instance, bool) and leaf.validator == "enum":  # 'amp: off', unquoted
+            message += " (YAML 1.1 reads an unquoted off, on, yes or no as true or false: quote the word)"
         where = key_path(leaf.absolute_path)
         problems.append(f"{where}: {message}" if where else message)
     return sorted(set(problems))
