@@ -703,10 +703,11 @@ def read_tags(path: str | Path) -> Tags:
         unit_row = key in UNIT_KEYS and len(parts) > 1 and parts[1] and not other
         candidate = not (unit_row or other or key in TAG_KEYS or len(parts) < 2 or not parts[1])
         value_unit = (_VALUE_UNIT.match(parts[1]) or [None] * 3)[2] if candidate else None
-        row_units = [unit for unit in (value_unit, key_unit, parts[2] if len(parts) > 2 else "") if unit]
-        if candidate and any(_density_unit_nm(unit) for unit in [*row_units, key]):
+        density_key = key if _density_unit_nm(key) else ""  # 'Pixels per nm;2': the unit is the key
+        given_units = [u for u in (value_unit, key_unit, parts[2] if len(parts) > 2 else "", density_key) if u]
+        if candidate and any(_density_unit_nm(unit) for unit in given_units):
             # 'Pixels per nm;2', 'Resolution;500 px/µm': a pixel density, whose inverse must agree with XScale
-            others.append((number, parts[1], row_units + [key] * bool(_density_unit_nm(key)), parts[0], PIXEL_DENSITY))
+            others.append((number, parts[1], given_units, parts[0], PIXEL_DENSITY))
             continue
         size = _pixel_size_key(key) if candidate else None
         if size:  # 'PixelSize;2', 'Pixel_Size_nm;2', 'Scale;2 nm', 'Image Pixel Size;2' beside XScale: must agree
@@ -1046,6 +1047,13 @@ def _check_near_points(path: Path, points: list[tuple[int, str, float, float, in
             )
 
 
+def _names_another_image(named: str, image: str) -> bool:
+    """Whether a file name (a path, maybe with backslashes) given in a positions header names another image
+    than ``image``; the extension may differ (``x.jpg`` names ``x.tif``)."""
+    named = Path(named.replace("\\", "/")).name
+    return name_key(Path(image).stem) not in (name_key(named), name_key(Path(named).stem))
+
+
 def read_positions(
     path: str | Path, image: str | None = None, size: tuple[int, int] | None = None, pixel_size_nm: float | None = None
 ) -> list[np.ndarray]:
@@ -1171,9 +1179,10 @@ def read_positions(
             # 'PosUnitX;nm', 'Calibration;nm', 'Length;µm': a unit row under a key the reader does not know, so far
             # skipped and the coordinates read as pixels. A pixel unit there ('PosUnitX;px') is left alone: the
             # coordinates are read as pixels anyway, so it cannot change the reading
+            free = ";" not in text and "\t" not in text  # a line of words: 'Positions in nm', 'Y axis pointing up'
             unit = None if known else _stray_unit(parts[0], parts[1:])
-            if unit is None and not known and ";" not in text and "\t" not in text:
-                unit = _stray_unit(text, [])  # a line of words: 'Positions in nm', 'Values in µm'
+            if unit is None and not known and free:
+                unit = _stray_unit(text, [])
             if unit is not None:
                 raise _stray_unit_error(
                     path,
@@ -1185,8 +1194,7 @@ def read_positions(
                 )
             # ('Scale;pixels': in pixels, as read, so it cannot change the reading; a key alone says nothing)
             in_pixels = all(value.strip() in PIXEL_UNITS for value in values if value.strip())
-            # a line of words ('Y axis pointing up') by all its words, but for the pixel ('Positions in pixels')
-            free = ";" not in text and "\t" not in text
+            # a line of words by all its words, but for the pixel ('Positions in pixels')
             words = set(_key_words(text)) - {"pixel", "pixels"} if free else _key_words(parts[0])
             geometry = [] if known or in_pixels else sorted(POSITION_GEOMETRY_WORDS.intersection(words))
             if geometry:  # 'order;yx', 'origin;bottom-left', 'binning;2': was skipped, the points read as they stand
@@ -1204,10 +1212,7 @@ def read_positions(
             if image is not None and key != "image":  # 'filename;b7.tif', 'Image: b7.tif', a bare 'b7.tif'
                 for field in parts:
                     file = re.split(r"[=:,]", field.strip("\"'"))[-1].strip()
-                    if file.lower().endswith(IMAGE_SUFFIXES) and name_key(Path(image).stem) not in (
-                        name_key(Path(file.replace("\\", "/")).name),
-                        name_key(Path(file.replace("\\", "/")).stem),
-                    ):
+                    if file.lower().endswith(IMAGE_SUFFIXES) and _names_another_image(file, image):
                         raise RawDataError(
                             path, f"header names image {file!r}, but this file belongs to {image}", line=number
                         )
@@ -1223,8 +1228,7 @@ def read_positions(
                         f"{extra[2].strip()!r} out",
                         line=number,
                     )
-                named, stem = Path(given.replace("\\", "/")).name, name_key(Path(image).stem)
-                if stem not in (name_key(named), name_key(Path(named).stem)):  # the extension may differ
+                if _names_another_image(given, image):
                     raise RawDataError(
                         path, f"header names image {given!r}, but this file belongs to {image}", line=number
                     )
@@ -1464,6 +1468,34 @@ def _check_jpeg(path: Path, data: bytes, what: str = "JPEG data") -> None:
         ) from None
 
 
+def _check_uncompressed_size(path: Path, page) -> None:
+    """An uncompressed TIFF page's pixel data must fill the image its tags describe: fewer bytes, or a strip or
+    tile of 0 bytes, is an interrupted or preallocated write (read as rows of zeros); more than a last strip
+    padded to full rows (or tiles padded to full tiles) is a misstated BitsPerSample or SamplesPerPixel
+    (missing: 1 bit). Raises :class:`RawDataError` naming the file."""
+    counts = list(page.databytecounts)
+    stored = sum(counts)
+    row_bytes = -(-page.imagewidth * page.samplesperpixel * page.bitspersample // 8)
+    needed = page.imagelength * row_bytes
+    padded = max(len(counts) * (page.rowsperstrip or page.imagelength) - page.imagelength, 0)
+    tile_bytes = -(-page.tilewidth * page.samplesperpixel * page.bitspersample // 8) * page.tilelength
+    allowed = len(counts) * tile_bytes if page.is_tiled else needed + padded * row_bytes
+    if stored > allowed:
+        raise RawDataError(
+            path,
+            f"cannot read image (uncompressed TIFF with {stored} bytes of pixel data for the {needed} bytes its "
+            f"tags describe: {page.bitspersample} bits and {page.samplesperpixel} samples per pixel, "
+            f"{page.imagewidth}x{page.imagelength} px; a tag is wrong)",
+        )
+    if 0 in counts or stored < needed:
+        raise RawDataError(
+            path,
+            f"cannot read image (uncompressed TIFF with {stored} bytes of pixel data, "
+            f"{0 in counts and 'a strip or tile of 0 bytes, ' or ''}for {needed} bytes "
+            f"of a {page.imagewidth}x{page.imagelength} image: an interrupted write?)",
+        )
+
+
 def _read_tiff(path: Path) -> np.ndarray:
     import tifffile
     from tifffile import COMPRESSION, PHOTOMETRIC, PLANARCONFIG
@@ -1512,27 +1544,8 @@ def _read_tiff(path: Path) -> np.ndarray:
                     path,
                     f"cannot read image (truncated TIFF: data up to byte {offset + count}, the file has {size} bytes)",
                 )
-        counts = list(page.databytecounts)
-        row_bytes = -(-page.imagewidth * page.samplesperpixel * page.bitspersample // 8)
-        # more than a last strip padded to full rows: its BitsPerSample or SamplesPerPixel misstated (missing: 1 bit)
-        padded = max(len(counts) * (page.rowsperstrip or page.imagelength) - page.imagelength, 0)
-        tile_bytes = -(-page.tilewidth * page.samplesperpixel * page.bitspersample // 8) * page.tilelength
-        allowed = len(counts) * tile_bytes if page.is_tiled else (page.imagelength + padded) * row_bytes
-        stored = sum(counts)
-        if page.compression == COMPRESSION.NONE and stored > allowed:
-            raise RawDataError(
-                path,
-                f"cannot read image (uncompressed TIFF with {stored} bytes of pixel data for the "
-                f"{page.imagelength * row_bytes} bytes its tags describe: {page.bitspersample} bits and "
-                f"{page.samplesperpixel} samples per pixel, {page.imagewidth}x{page.imagelength} px; a tag is wrong)",
-            )
-        if page.compression == COMPRESSION.NONE and (0 in counts or sum(counts) < page.imagelength * row_bytes):
-            raise RawDataError(  # read as rows of zeros: an interrupted or preallocated write
-                path,
-                f"cannot read image (uncompressed TIFF with {sum(counts)} bytes of pixel data, "
-                f"{0 in counts and 'a strip or tile of 0 bytes, ' or ''}for {page.imagelength * row_bytes} bytes "
-                f"of a {page.imagewidth}x{page.imagelength} image: an interrupted write?)",
-            )
+        if page.compression == COMPRESSION.NONE:
+            _check_uncompressed_size(path, page)
         if page.compression == COMPRESSION.JPEG and page.bitspersample == 8:  # decoded silently when corrupt
             tables = page.jpegtables or b""  # an abbreviated stream per strip: the tables come once, in a tag
             for index, (offset, count) in enumerate(zip(page.dataoffsets, page.databytecounts)):
