@@ -793,6 +793,46 @@ def test_published_folder_and_folders_holding_it(tmp_path):
         locate_local(tmp_path / "empty")
 
 
+@pytest.mark.parametrize("kind", ["zip", "tar.gz"])
+def test_a_folder_that_differs_from_its_archive_beside_it_is_refused(tmp_path, kind):
+    """Before: the folder was used and the archive beside it passed over, so an extraction cut
+    short (files missing, the last one truncated) or a folder edited since went in unseen."""
+    from temvirus.download import locate_local
+
+    top = published_tree(tmp_path / "data")
+    raw = top / "context_virus_RAW"
+    archive = tmp_path / "data" / f"TEM virus dataset.{kind}"
+    if kind == "zip":
+        archive.write_bytes(zip_tree(top, top="TEM virus dataset"))
+    else:
+        with tarfile.open(archive, "w:gz") as tf:
+            tf.add(top, arcname="TEM virus dataset")
+    (tmp_path / "data" / "patches_only.zip").write_bytes(zip_tree(top / "context_virus_1nm_256x256"))
+    assert locate_local(tmp_path / "data") == (raw, [])  # the same files: used in place
+
+    image = raw / "test" / "Rift Valley" / "Rif_test_4.tif"
+    data = image.read_bytes()
+    image.write_bytes(data[: len(data) // 2])  # the extraction stopped inside this file ...
+    (raw / "test" / "Rift Valley" / "tags" / "Rif_test_4.tif_tags.csv").unlink()  # ... before this one
+    with pytest.raises(DownloadError) as caught:
+        locate_local(tmp_path / "data")
+    message = str(caught.value)
+    assert message.startswith(f"{raw}: differs from {archive} beside it (TEM virus dataset/context_virus_RAW there)")
+    assert "1 missing from the folder" in message and "test/Rift Valley/tags/Rif_test_4.tif_tags.csv" in message
+    assert "1 of another size, e.g. ['test/Rift Valley/Rif_test_4.tif']" in message
+    assert locate_local(raw) == (raw, [])  # the folder alone, as the message says
+
+    image.write_bytes(data)
+    (raw / "test" / "Rift Valley" / "tags" / "Rif_test_4.tif_tags.csv").write_text("edited\n")
+    (raw / "notes.txt").write_text("added\n")
+    with pytest.raises(DownloadError, match=r"1 of another size.*1 not in the archive, e\.g\. \['notes\.txt'\]"):
+        locate_local(tmp_path / "data")
+
+    archive.write_bytes(archive.read_bytes()[:-300])  # a copy of the archive cut short
+    with pytest.raises(DownloadError, match=f"{re.escape(str(archive))}: .*(corrupt|truncated)"):
+        locate_local(tmp_path / "data")
+
+
 def test_patches_folder_is_not_taken_for_the_raw_layout(tmp_path):
     top = published_tree(tmp_path)
     import shutil

@@ -55,7 +55,7 @@ from urllib3.exceptions import MaxRetryError, ProtocolError, ReadTimeoutError
 from urllib3.util import Retry
 
 from temvirus.io import check_file_destination, sha256_file, temporary_dir, write_json, write_target
-from temvirus.raw import SUBSETS, RawDataError, ignored, is_archive, read_dataset, subset_folders
+from temvirus.raw import SUBSETS, RawDataError, ignored, is_archive, read_dataset, subset_folders, tree_files
 
 log = logging.getLogger(__name__)
 
@@ -549,9 +549,9 @@ def _not_an_archive(archive: Path) -> DownloadError:
     return DownloadError(f"{archive}: {why}")
 
 
-def _check_members(archive: Path, target: Path) -> tuple[str, list[str]]:
+def _check_members(archive: Path, target: Path) -> tuple[str, dict[str, int]]:
     """Check every member of ``archive`` before anything is extracted; returns 'zip' or 'tar' and
-    the paths of its file members (``/``-separated)."""
+    the paths of its file members (``/``-separated) with their sizes in bytes."""
     problems, files = [], []
     try:
         if zipfile.is_zipfile(archive):
@@ -565,7 +565,7 @@ def _check_members(archive: Path, target: Path) -> tuple[str, list[str]]:
                     if reason:
                         problems.append(f"{info.filename!r} ({reason})")
                     elif not name.endswith("/"):
-                        files.append(posixpath.normpath(name))
+                        files.append((posixpath.normpath(name), info.file_size))
         elif tarfile.is_tarfile(archive):
             kind = "tar"
             with tarfile.open(archive) as tf:
@@ -585,18 +585,18 @@ def _check_members(archive: Path, target: Path) -> tuple[str, list[str]]:
                         reason = "special file"
                     if reason:
                         problems.append(f"{member.name!r} ({reason})")
-                    elif member.isfile():
-                        files.append(posixpath.normpath(_member_name(member.name)))  # './a//b' is 'a/b'
+                    elif member.isfile():  # './a//b' is 'a/b'
+                        files.append((posixpath.normpath(_member_name(member.name)), member.size))
         else:
             raise _not_an_archive(archive)
-        twice = sorted(name for name, count in Counter(files).items() if count > 1)
+        twice = sorted(name for name, count in Counter(name for name, _ in files).items() if count > 1)
         if twice:  # extracted in turn, the last copy would win unseen
             problems += [f"{name!r} (given twice: which copy is meant?)" for name in twice]
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
         raise DownloadError(f"{archive}: corrupt or truncated archive ({type(exc).__name__}: {exc})") from None
     if problems:
         raise DownloadError(f"{archive}: refusing to extract unsafe members: {', '.join(problems[:10])}")
-    return kind, files
+    return kind, dict(files)
 
 
 def is_raw_root(folder: Path) -> bool:
@@ -668,13 +668,66 @@ def find_raw_root(tree: str | os.PathLike) -> Path:
     )
 
 
+def check_folder_against_archives(root: Path, archives: list[Path]) -> None:
+    """Refuse a raw-layout folder that differs from an archive beside it holding the same layout.
+
+    ``root`` (found by :func:`find_raw_root`) is compared with each archive of the same tree
+    (:func:`find_archives`) that holds any of its files: the archive's raw root is the member
+    prefix under which most of the folder's paths lie; an archive holding none of them (the
+    published patches, another dataset) is passed over, as are archives nested in it. A file of
+    that prefix missing from the folder (an extraction interrupted or a file deleted), a file
+    of another size, or a file of the folder that the archive lacks means the two are not
+    the same data, and the folder would be read without a word about the archive.
+
+    Raises :class:`DownloadError` naming the folder, the archive, the number of each kind of
+    difference and the first few paths; or an archive that cannot be read (corrupt, truncated,
+    unsafe members), which leaves the two uncompared.
+    """
+    folder = {path.relative_to(root).as_posix(): path.stat().st_size for path in tree_files(root) if path.is_file()}
+    for archive in archives:
+        _, members = _check_members(archive, archive.parent)
+        members = {name: size for name, size in members.items() if not any(ignored(part) for part in name.split("/"))}
+        prefixes = Counter(
+            "/".join(parts[:i])
+            for parts in (name.split("/") for name in members)
+            for i in range(len(parts))
+            if "/".join(parts[i:]) in folder
+        )
+        if not prefixes:
+            continue
+        prefix = prefixes.most_common(1)[0][0]
+        inside = {
+            name[len(prefix) + 1 :] if prefix else name: size
+            for name, size in members.items()
+            if not prefix or name.startswith(prefix + "/")
+        }
+        missing = sorted(set(inside) - set(folder))
+        extra = sorted(set(folder) - set(inside))
+        resized = sorted(name for name in set(inside) & set(folder) if inside[name] != folder[name])
+        differences = [
+            f"{len(paths)} {what}, e.g. {paths[:3]}"
+            for paths, what in (
+                (missing, "missing from the folder (an extraction interrupted?)"),
+                (resized, "of another size"),
+                (extra, "not in the archive"),
+            )
+            if paths
+        ]
+        if differences:
+            raise DownloadError(
+                f"{root}: differs from {archive} beside it ({prefix or '.'} there): {'; '.join(differences)}; "
+                "extract the archive again, or point dataset.local.path at the archive or at the folder alone"
+            )
+
+
 def locate_local(path: str | os.PathLike) -> tuple[Path | None, list[Path]]:
     """``dataset.local.path`` resolved: ``(raw root used in place, [])`` or ``(None, archives)``.
 
     A file is an archive to extract; a folder holding the raw layout (by content, at any depth
     up to :data:`MAX_DEPTH`) is used in place; otherwise the archives the folder holds are
     extracted together. ``~`` and ``$VARIABLES`` in ``path`` are expanded. Raises
-    :class:`DownloadError` when there is neither.
+    :class:`DownloadError` when there is neither, or when the folder differs from an archive
+    of the same layout beside it (:func:`check_folder_against_archives`).
     """
     path = Path(os.path.expandvars(os.path.expanduser(path)))  # "~/data", "$SCRATCH/tem" as in a shell
     if path.is_file():
@@ -683,13 +736,15 @@ def locate_local(path: str | os.PathLike) -> tuple[Path | None, list[Path]]:
         raise DownloadError(
             f"{path}: no such file or folder; give a raw-layout folder, an archive, or a folder holding them"
         )
+    archives = find_archives(path)
     try:
-        return find_raw_root(path), []
+        root = find_raw_root(path)
     except DownloadError:
-        archives = find_archives(path)
         if not archives:
             raise
         return None, archives
+    check_folder_against_archives(root, [a for a in archives if not a.is_relative_to(root)])
+    return root, []
 
 
 def _extract(archive: Path, kind: str, target: Path) -> None:

@@ -2237,6 +2237,21 @@ def write_classification_classes(images_csv: str | Path, classes: Sequence[str],
     return table
 
 
+def tree_files(root: Path) -> Iterator[Path]:
+    """Every entry but a folder under ``root`` that the reader looks at, sorted by folder and name:
+    hidden files and ``__MACOSX`` left out (:func:`ignored`); linked folders followed, each real
+    folder once (a link back up the tree is not followed again)."""
+    seen = set()
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not ignored(d))
+        yield from (Path(folder, name) for name in sorted(names) if not ignored(name))
+
+
 def update_manifest(root: str | os.PathLike, manifest: str | os.PathLike) -> bool:
     """Write the content manifest of a raw-layout folder used in place; True when it changed.
 
@@ -2251,26 +2266,18 @@ def update_manifest(root: str | os.PathLike, manifest: str | os.PathLike) -> boo
     """
     root, manifest = Path(root), Path(manifest)
     cache = _stat_cache(manifest)
-    files, stats, seen = [], {}, set()
-    for folder, dirs, names in os.walk(root, followlinks=True):  # linked folders are read like the others
-        real = os.path.realpath(folder)
-        if real in seen:  # a link back up the tree: each real folder once
-            dirs[:] = []
+    files, stats = [], {}
+    for path in tree_files(root):
+        rel = path.relative_to(root).as_posix()
+        try:
+            st = path.stat()
+        except FileNotFoundError:  # a broken link: listed, so that the reader's refusal is rerun when fixed
+            files.append({"path": rel, "size": None, "sha256": f"broken link to {os.readlink(path)}"})
             continue
-        seen.add(real)
-        dirs[:] = sorted(d for d in dirs if not ignored(d))
-        for name in sorted(n for n in names if not ignored(n)):
-            path = Path(folder, name)
-            rel = path.relative_to(root).as_posix()
-            try:
-                st = path.stat()
-            except FileNotFoundError:  # a broken link: listed, so that the reader's refusal is rerun when fixed
-                files.append({"path": rel, "size": None, "sha256": f"broken link to {os.readlink(path)}"})
-                continue
-            if not stat.S_ISREG(st.st_mode):  # a named pipe, socket or device: reading it would block
-                files.append({"path": rel, "size": None, "sha256": f"not a regular file ({stat.filemode(st.st_mode)})"})
-                continue
-            files.append({"path": rel, "size": st.st_size, "sha256": _cached_sha256(path, rel, st, cache, stats)})
+        if not stat.S_ISREG(st.st_mode):  # a named pipe, socket or device: reading it would block
+            files.append({"path": rel, "size": None, "sha256": f"not a regular file ({stat.filemode(st.st_mode)})"})
+            continue
+        files.append({"path": rel, "size": st.st_size, "sha256": _cached_sha256(path, rel, st, cache, stats)})
     content = {"root": str(root.resolve()), "files": sorted(files, key=lambda f: f["path"])}
     return _write_manifest(manifest, content, cache, stats, f"{len(files)} files of {root}")
 
