@@ -416,23 +416,15 @@ def _pixel_density_nm(path: Path, key: str, number: int, text: str, units: list[
     ``Resolution;500 px/µm``: 2 nm); ``units`` every unit given in the row (its key's too, where the key is
     one). Raises :class:`RawDataError` naming the row when the value is not a positive number or its units are
     not one pixel density (``Pixels per nm;2;Å``)."""
-    match = _VALUE_UNIT.match(text)
     factors = {_density_unit_nm(unit) for unit in units}
-    if match is None or re.search(r"\d", match[2] or "") or len(factors) != 1 or None in factors:
+    if len(factors) != 1 or None in factors:
         raise RawDataError(
             path,
             f"{key!r} value {text!r} with units {units}: a pixel density must be a number of pixels per one length "
             "unit (e.g. 'Pixels per nm;2' or '2 px/nm')",
             line=number,
         )
-    try:
-        value = _number(match[1])
-    except ValueError:
-        raise RawDataError(
-            path, f"{key!r} value {text!r} is not a number{_both_marks_hint(text)}", line=number
-        ) from None
-    if not np.isfinite(value) or value <= 0:
-        raise RawDataError(path, f"{key!r} value must be positive and finite, got {text!r}", line=number)
+    value, _ = _positive_number(path, key, number, text, "a number of pixels per length unit (e.g. 2 px/nm)")
     return factors.pop() / value
 
 
@@ -559,6 +551,31 @@ def _tag_fields(row: str) -> tuple[str | None, list[str]]:
 _BASE_PREFIXES = {"x": "hexadecimal", "o": "octal", "b": "binary"}
 
 
+def _positive_number(path: Path, key: str, number: int, text: str, expected: str) -> tuple[float, re.Match]:
+    """The positive, finite number of tags row ``number`` (value ``text``, under ``key`` as written) and the
+    :data:`_VALUE_UNIT` match splitting it from its unit. Raises :class:`RawDataError` naming the row and key
+    when it is not a decimal number (``0x1A``, ``5 57``, ``1/2``: a unit must not hold digits; ``1.234,5``),
+    saying what was ``expected``, or when it is not positive and finite."""
+    match = _VALUE_UNIT.match(text)
+    try:
+        if match is None or re.search(r"\d", match.group(2) or ""):
+            raise ValueError
+        value = _number(match.group(1))
+    except ValueError:
+        base = re.match(r"[-+]?0([xob])", text.strip().lower())
+        raise RawDataError(
+            path,
+            f"{key!r} value {text!r} is not a number{f' ({_BASE_PREFIXES[base[1]]} notation)' if base else ''}"
+            f"{_both_marks_hint(text)}: expected {expected}",
+            line=number,
+        ) from None
+    if not np.isfinite(value) or value <= 0:
+        raise RawDataError(
+            path, f"{key!r} value must be positive and finite, got {text!r} (read as {value:g})", line=number
+        )
+    return value, match
+
+
 def _tag_value(
     path: Path, field: str, key: str, number: int, text: str, units: list[str], in_range: bool = True
 ) -> float | int:
@@ -574,29 +591,13 @@ def _tag_value(
     :data:`PIXEL_SIZE_RANGE_NM` is returned: a pixel size under another name, checked by the caller).
     """
     pixels = field in ("height", "width")
-    match = _VALUE_UNIT.match(text)
-    try:
-        if match is None or re.search(r"\d", match.group(2) or ""):
-            raise ValueError
-        value = _number(match.group(1))
-    except ValueError:
-        base = re.match(r"[-+]?0([xob])", text.strip().lower())
-        expected = (
-            "a whole number of pixels in decimal digits (e.g. 1024)"
-            if pixels
-            else "a decimal number of nm per pixel, with a decimal comma or point and an optional unit "
-            "(e.g. 5,57 or 0.557 nm)"
-        )
-        raise RawDataError(
-            path,
-            f"{key!r} value {text!r} is not a number{f' ({_BASE_PREFIXES[base[1]]} notation)' if base else ''}"
-            f"{_both_marks_hint(text)}: expected {expected}",
-            line=number,
-        ) from None
-    if not np.isfinite(value) or value <= 0:
-        raise RawDataError(
-            path, f"{key!r} value must be positive and finite, got {text!r} (read as {value:g})", line=number
-        )
+    expected = (
+        "a whole number of pixels in decimal digits (e.g. 1024)"
+        if pixels
+        else "a decimal number of nm per pixel, with a decimal comma or point and an optional unit "
+        "(e.g. 5,57 or 0.557 nm)"
+    )
+    value, match = _positive_number(path, key, number, text, expected)
     given = [u for u in [match.group(2), *units] if u]
     if pixels:
         if re.search(r"[.,]\d{3}$", match.group(1)):
