@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import tarfile
 import warnings
@@ -758,8 +759,6 @@ def published_zip(folder: Path, nested: bool = False) -> Path:
     extra = {"__MACOSX/TEM virus dataset/._context_virus_RAW": b"\0\5\26\7"}
     if nested:
         extra["TEM virus dataset/context_virus_RAW.zip"] = zip_tree(top / "context_virus_RAW")
-        import shutil
-
         shutil.rmtree(top / "context_virus_RAW")
     archive.write_bytes(zip_tree(top, top="TEM virus dataset", extra=extra))
     return archive
@@ -794,9 +793,11 @@ def test_published_folder_and_folders_holding_it(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["zip", "tar.gz"])
-def test_a_folder_that_differs_from_its_archive_beside_it_is_refused(tmp_path, kind):
+def test_a_folder_that_differs_from_its_archive_beside_it_is_refused(tmp_path, kind, capsys):
     """Before: the folder was used and the archive beside it passed over, so an extraction cut
-    short (files missing, the last one truncated) or a folder edited since went in unseen."""
+    short (files missing, the last one truncated) or a folder edited since went in unseen, by the
+    workflow (dataset.local.path) and by `temvirus read`."""
+    from temvirus.cli import main
     from temvirus.download import locate_local
 
     top = published_tree(tmp_path / "data")
@@ -820,6 +821,8 @@ def test_a_folder_that_differs_from_its_archive_beside_it_is_refused(tmp_path, k
     assert message.startswith(f"{raw}: differs from {archive} beside it (TEM virus dataset/context_virus_RAW there)")
     assert "1 missing from the folder" in message and "test/Rift Valley/tags/Rif_test_4.tif_tags.csv" in message
     assert "1 of another size, e.g. ['test/Rift Valley/Rif_test_4.tif']" in message
+    assert main(["read", str(tmp_path / "data")]) == 1
+    assert message in capsys.readouterr().err
     assert locate_local(raw) == (raw, [])  # the folder alone, as the message says
 
     image.write_bytes(data)
@@ -835,8 +838,6 @@ def test_a_folder_that_differs_from_its_archive_beside_it_is_refused(tmp_path, k
 
 def test_patches_folder_is_not_taken_for_the_raw_layout(tmp_path):
     top = published_tree(tmp_path)
-    import shutil
-
     shutil.rmtree(top / "context_virus_RAW")
     with pytest.raises(
         DownloadError, match=r"no raw-layout folder .*\(not the raw layout\): \[.*context_virus_1nm_256x256'\]"
@@ -902,7 +903,6 @@ def test_local_folder_is_tracked_by_content(tmp_path):
     """Case 2: editing (even with the old mtime), adding or removing a file of a local raw folder
     used in place reruns raw_tables; touching a file or adding macOS leftovers does not."""
     import os
-    import shutil
     import sys
 
     raw = make_raw_tree(tmp_path / "data" / "TEM virus dataset" / "context_virus_RAW")
@@ -982,19 +982,25 @@ def test_cli_read_finds_the_raw_layout_in_the_published_folder(tmp_path, capsys)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("where", ["zip", "folder holding the zip", "extracted folder", "folder holding both"])
+@pytest.mark.parametrize(
+    "where", ["zip", "folder holding the zip", "extracted folder", "folder holding both", "both, extraction cut"]
+)
 def test_snakemake_plans_the_published_archive(tmp_path, where):
-    """dataset.local.path at the zip or a folder holding it: extraction; at the extracted folder: in place."""
+    """dataset.local.path at the zip or a folder holding it: extraction; at the extracted folder: in place;
+    at a folder holding the zip and a cut extraction of it: refused."""
     zips = tmp_path / "zips"
     archive = published_zip(zips)
     top = published_tree(tmp_path / "extracted")
-    if where == "folder holding both":
+    if where.startswith(("folder holding both", "both")):
         (tmp_path / "extracted" / archive.name).write_bytes(archive.read_bytes())
+    if where == "both, extraction cut":
+        shutil.rmtree(top / "context_virus_RAW" / "train" / "Rift Valley")
     path = {
         "zip": archive,
         "folder holding the zip": zips,
         "extracted folder": top,
         "folder holding both": tmp_path / "extracted",
+        "both, extraction cut": tmp_path / "extracted",
     }[where]
     workdir, override = _workdir(tmp_path, {"source": "local", "local": {"path": str(path)}})
     run = subprocess.run(
@@ -1003,6 +1009,11 @@ def test_snakemake_plans_the_published_archive(tmp_path, where):
         text=True,
         timeout=120,
     )
+    if where == "both, extraction cut":
+        assert run.returncode == 1
+        assert f"Error: dataset.local.path {str(path)!r}: {top / 'context_virus_RAW'}: differs from" in run.stderr
+        assert "3 missing from the folder" in run.stderr and "Traceback" not in run.stderr
+        return
     assert run.returncode == 0, run.stderr[-3000:]
     if where in ("zip", "folder holding the zip"):
         assert "extract_local_dataset" in run.stdout

@@ -104,13 +104,14 @@ def _read_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _read(args: argparse.Namespace) -> int:
-    from temvirus.download import find_raw_root
+    from temvirus.download import check_folder_against_archives, find_raw_root
     from temvirus.raw import read_dataset, subset_folders, write_tables
 
     if (args.images is None) != (args.particles is None):
         raise SystemExit("temvirus read: give both --images and --particles, or neither")
     if args.root.is_dir() and not subset_folders(args.root):  # e.g. "TEM virus dataset/"
-        args.root = find_raw_root(args.root)
+        tree, args.root = args.root, find_raw_root(args.root)
+        check_folder_against_archives(args.root, tree)
         print(f"raw layout found in {args.root}")
     if args.images is None:
         images, _ = read_dataset(args.root)

@@ -668,11 +668,11 @@ def find_raw_root(tree: str | os.PathLike) -> Path:
     )
 
 
-def check_folder_against_archives(root: Path, archives: list[Path]) -> None:
+def check_folder_against_archives(root: Path, tree: Path) -> None:
     """Refuse a raw-layout folder that differs from an archive beside it holding the same layout.
 
-    ``root`` (found by :func:`find_raw_root`) is compared with each archive of the same tree
-    (:func:`find_archives`) that holds any of its files: the archive's raw root is the member
+    ``root`` (found in ``tree`` by :func:`find_raw_root`) is compared with each archive of
+    ``tree`` outside ``root`` (:func:`find_archives`) that holds any of its files: the archive's raw root is the member
     prefix under which most of the folder's paths lie; an archive holding none of them (the
     published patches, another dataset) is passed over, as are archives nested in it. A file of
     that prefix missing from the folder (an extraction interrupted or a file deleted), a file
@@ -684,7 +684,7 @@ def check_folder_against_archives(root: Path, archives: list[Path]) -> None:
     unsafe members), which leaves the two uncompared.
     """
     folder = {path.relative_to(root).as_posix(): path.stat().st_size for path in tree_files(root) if path.is_file()}
-    for archive in archives:
+    for archive in (a for a in find_archives(tree) if not a.is_relative_to(root)):
         _, members = _check_members(archive, archive.parent)
         members = {name: size for name, size in members.items() if not any(ignored(part) for part in name.split("/"))}
         prefixes = Counter(
@@ -736,14 +736,14 @@ def locate_local(path: str | os.PathLike) -> tuple[Path | None, list[Path]]:
         raise DownloadError(
             f"{path}: no such file or folder; give a raw-layout folder, an archive, or a folder holding them"
         )
-    archives = find_archives(path)
     try:
         root = find_raw_root(path)
     except DownloadError:
+        archives = find_archives(path)
         if not archives:
             raise
         return None, archives
-    check_folder_against_archives(root, [a for a in archives if not a.is_relative_to(root)])
+    check_folder_against_archives(root, path)
     return root, []
 
 
