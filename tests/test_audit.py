@@ -145,6 +145,54 @@ def test_a_job_deleted_with_its_record_fails_naming_its_files(copy):
     assert proc.returncode == 1 and all(p in proc.stdout for p in targets), proc.stdout
 
 
+@pytest.mark.parametrize("deleted", ["the audit's record too", "the front page"])
+def test_a_leaf_deleted_with_every_record_that_lists_it_fails(copy, deleted):
+    """Before, both passed: with the audit job's record deleted too the targets went unchecked
+    (any leaf job could then go), and the report's front page, made after that job, was no target."""
+    if deleted == "the front page":
+        gone, records = ["results/report/summary.html"], ["results/provenance/report_summary/job.json"]
+        expected = ("targets", "missing", "results/report/summary.html")
+    else:
+        record = first(copy, "results/provenance/error_tracing/*.json")
+        gone = [o["path"] for o in json.loads(record.read_text())["outputs"]]
+        records = [record.relative_to(copy).as_posix(), "results/provenance/audit/job.json"]
+        expected = ("targets", "no record of the workflow's audit job", "results/provenance/audit/")
+    for path in gone + records:
+        (copy / path).unlink()
+    result = audit_mod.audit(copy / "results")
+    assert expected in {f[:3] for f in failures(result)}, audit_render.summary(result)
+    proc = run_cli(copy / "results")
+    assert proc.returncode == 1 and expected[2] in proc.stdout, proc.stdout
+
+
+PLANTED = {
+    "a copy of Table 2 among the records": "results/provenance/table2/table2_alt.csv",
+    "a copy of Table 2 in the audit's folder": "results/audit/table2_final.csv",
+    "a model named as Snakemake's marker": "results/tables/.snakemake_timestamp",
+    "a model named as a marker inside a directory output": "results/raw/synthetic/train/.snakemake_timestamp",
+}
+
+
+@pytest.mark.parametrize("what", PLANTED)
+def test_files_planted_where_the_audit_looks_away_are_unrecorded(copy, what):
+    """Before, each passed: the records' and the audit's folders were skipped whole, and a file named
+    as Snakemake's (empty) marker anywhere. A forged report.html is a note: no job makes it."""
+    source = "results/models/*/*/*/best.pt" if "model" in what else "results/tables/table2.csv"
+    planted = copy / PLANTED[what]
+    shutil.copyfile(first(copy, source), planted)
+    (copy / "results/report.html").unlink(missing_ok=True)  # a hard link to the shared run's, if any
+    (copy / "results/report.html").write_text("<h1>Table 2: accuracy 0.99</h1>")
+    result = audit_mod.audit(copy / "results")
+    assert ("unrecorded", "unrecorded", PLANTED[what]) in {f[:3] for f in failures(result)}, audit_render.summary(
+        result
+    )
+    assert [f[:3] for f in failures(result)] == [("unrecorded", "unrecorded", PLANTED[what])]
+    notes = [(n["kind"], n["path"]) for c in result.checks for n in c.notes]
+    assert ("not verified", "results/report.html") in notes
+    proc = run_cli(copy / "results")
+    assert proc.returncode == 1 and PLANTED[what] in proc.stdout and "note unrecorded: not verified" in proc.stdout
+
+
 def test_image_moved_to_another_split_fails_naming_it(copy):
     split_csv = first(copy, "results/curation/split_representative.csv")
     table = pd.read_csv(split_csv, dtype={"image_id": str, "overlap_group": str})
@@ -245,6 +293,38 @@ def test_planted_leak_fails_the_audit_and_an_accepted_one_is_listed(copy):
     assert leaks.notes[0]["detail"].startswith(pair) and leaks.notes[0]["detail"].endswith(
         "accepted: planted by the test"
     )
+
+
+@pytest.mark.parametrize("turn", [(1, False), (0, True), (3, True)])
+def test_a_test_patch_that_is_a_mirrored_or_turned_copy_of_a_training_patch_fails(copy, turn):
+    """Before, it passed: the leak check compared patches as they are only (a copy of another image's
+    training patch, turned by 90 degrees or mirrored, with another gain and noise)."""
+    import numpy as np
+
+    from temvirus.audit.leakage import transform_name
+
+    folder = first(copy, "results/patches/representative/patches.csv").parent
+    patches = pd.read_csv(folder / "patches.csv", dtype={"patch_id": str, "image_id": str})
+    test = patches[(patches.subset == "test") & (patches["index"] == 0)].iloc[0]
+    train = patches[(patches.subset == "train") & (patches.image_id != test.image_id)].iloc[0]
+    source = np.load(folder / "train.npy")[train["index"]].astype(np.float64)
+    k, flip = turn
+    copied = np.rot90(source, k).T if flip else np.rot90(source, k)  # as leakage._d4 turns a patch
+    copied = copied * 0.9 + 0.05 * source.mean() + np.random.default_rng(2).normal(0, 0.02 * source.std(), source.shape)
+
+    def change(data):
+        arrays = np.load(io.BytesIO(data))
+        arrays[0] = np.clip(copied, 0, 65535).astype(arrays.dtype)
+        buffer = io.BytesIO()
+        np.save(buffer, arrays)
+        return buffer.getvalue()
+
+    tamper(folder / "test.npy", change)
+    found = [f for f in failures(audit_mod.audit(copy / "results")) if f[0] == "leaks"]
+    pair = f"test {test.patch_id} (image {test.image_id}) ~ train {train.patch_id} (image {train.image_id}): NCC"
+    assert [f[1:3] for f in found] == [("leak", "results/patches/representative")], found
+    named = "mirrored" if flip else transform_name((-k % 4, False))  # the test patch turned back
+    assert found[0][3].startswith(pair) and named in found[0][3], found
 
 
 def test_unrecorded_and_missing_files_are_reported(copy):

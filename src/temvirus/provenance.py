@@ -89,9 +89,15 @@ def record_path(rule: str, wildcards: Mapping[str, object], root: str | os.PathL
 # --- hashing ---------------------------------------------------------------------------
 
 
+def is_marker(path: Path) -> bool:
+    """Whether ``path`` is a marker file Snakemake leaves in a directory output: named as one of
+    :data:`SNAKEMAKE_MARKERS` and empty (a file of that name with content is data, traced as any)."""
+    return path.name in SNAKEMAKE_MARKERS and path.stat().st_size == 0
+
+
 def iter_tree(path: str | os.PathLike) -> list[Path]:
-    """Every regular file below a directory, sorted, without Snakemake's marker files."""
-    return sorted(p for p in Path(path).rglob("*") if p.is_file() and p.name not in SNAKEMAKE_MARKERS)
+    """Every regular file below a directory, sorted, without Snakemake's marker files (:func:`is_marker`)."""
+    return sorted(p for p in Path(path).rglob("*") if p.is_file() and not is_marker(p))
 
 
 def tree_sha256(files: Iterable[tuple[str, str]]) -> str:

@@ -17,8 +17,9 @@ the ``audit`` rule call) and returns an :class:`AuditResult`; :func:`write_repor
   re-hashed when present; absent ones outside the results folder are listed, not failed.
 * ``lineage``: each recorded input's hash equals the hash its producer recorded, so every
   job consumed exactly what the job before it wrote.
-* ``unrecorded``: files under the results folder that no record claims fail (except
-  :data:`~temvirus.audit.lineage.NOT_RECORDED`).
+* ``unrecorded``: files under the results folder that no record claims fail (except the
+  :data:`~temvirus.audit.lineage.NOT_RECORDED` entries' own files and Snakemake's empty markers;
+  ``report.html`` is noted as not verified).
 * ``splits``: per split table, no image and no overlap group in two sets, no raw image
   (by content hash) under two names in two sets, only kept images, and the sets equal what
   the split's rule gives from ``images_kept.csv``.
@@ -33,7 +34,8 @@ the ``audit`` rule call) and returns an :class:`AuditResult`; :func:`write_repor
 * ``table1``: the counts of ``results/tables/table1.csv`` follow from the split and patch tables.
 * ``targets`` (``temvirus audit`` only): every target of the run that the workflow's own audit
   job read (its record's inputs) is still there, unchanged: a file deleted together with its
-  job's record leaves no other trace.
+  job's record leaves no other trace; so is the report's front page, made after that job; no
+  record of that job fails.
 
 A check whose inputs are not in the folder (a stage not run) is reported "not checked".
 """
@@ -111,7 +113,7 @@ def audit(
         check_table1(folder, records),
     ]
     if targets:
-        checks.append(check_targets(folder, audit_records))
+        checks.append(check_targets(folder, records, audit_records))
     return AuditResult(str(results_dir), checks, lineage_summary(records), time.perf_counter() - started)
 
 

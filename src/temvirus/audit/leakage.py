@@ -241,10 +241,22 @@ ACCEPTED_COLUMNS = ["method", "patch_id", "train_patch_id", "reason"]
 #: old names of columns of that file, refused with a hint: the new name
 ACCEPTED_RENAMED = {"split": "method"}
 D4 = [(k, flip) for flip in (False, True) for k in range(4)]
-#: the transforms of D4 compared: the identity only. Re-imaged particles matched untransformed
-#: (real crops); the 8 transforms let alike particles match (synthetic Rotavirus 0.867 in the
+#: the transforms of D4 compared at ``LEAK_NCC``: the identity only. Re-imaged particles matched
+#: untransformed (real crops); the 8 transforms let alike particles match (synthetic Rotavirus 0.867 in the
 #: default run, filaments 0.869), and the audit compares unaugmented patches (docs/lineage.md)
 LEAK_TRANSFORMS = D4[:1]
+#: the other 7 (a copy stored mirrored or turned by 90 degrees), compared in a pass of their own
+LEAK_TURNED = D4[1:]
+#: ... where a pair fails at this |NCC| (copies score ~1; the most alike particles of different fields,
+#: turned: synthetic default run 0.860, real crops 0.893; docs/lineage.md)
+LEAK_TURNED_NCC = 0.95
+
+
+def transform_name(transform: tuple[int, bool]) -> str:
+    """``(k, flip)`` of :data:`D4` in words: ``identity``, ``turned 90°``, ``mirrored, turned 180°``..."""
+    k, flip = transform
+    words = (["mirrored"] if flip else []) + ([f"turned {90 * k}°"] if k else [])
+    return ", ".join(words) or "identity"
 
 
 def _standardised(patches: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
@@ -290,7 +302,7 @@ def _standardised(patches: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np
     return embeddings, detail
 
 
-def _d4(images: np.ndarray, transforms=LEAK_TRANSFORMS) -> list[np.ndarray]:
+def _d4(images: np.ndarray, transforms: list[tuple[int, bool]]) -> list[np.ndarray]:
     """``(..., h, w)`` images under ``transforms`` (of :data:`D4`: rotation by ``k * 90`` degrees, then transposed if flipped)."""
     return [
         np.swapaxes(np.rot90(images, k, axes=(-2, -1)), -2, -1) if flip else np.rot90(images, k, axes=(-2, -1))
@@ -308,12 +320,17 @@ def _embed(block: np.ndarray) -> np.ndarray:
 
 
 def candidate_pairs(
-    query: np.ndarray, query_images: np.ndarray, train: np.ndarray, train_images: np.ndarray, k: int = LEAK_NEIGHBOURS
+    query: np.ndarray,
+    query_images: np.ndarray,
+    train: np.ndarray,
+    train_images: np.ndarray,
+    k: int = LEAK_NEIGHBOURS,
+    transforms: list[tuple[int, bool]] = LEAK_TRANSFORMS,
 ) -> np.ndarray:
     """Pre-screen: ``(m, 2)`` index pairs (query patch, training patch of another image).
 
     ``query``, ``train``: embeddings (:func:`_standardised`). For each query patch, the ``k``
-    training patches of other images whose embedding (under any of :data:`LEAK_TRANSFORMS` of the
+    training patches of other images whose embedding (under any of ``transforms`` of the
     training patch, as it is or with its contrast inverted) is closest, found with a KD-tree
     (``scipy.spatial.cKDTree``).
     """
@@ -322,11 +339,11 @@ def candidate_pairs(
     if not len(query) or not len(train):
         return np.zeros((0, 2), dtype=np.int64)
     small = train.reshape(len(train), LEAK_EMBED, LEAK_EMBED)
-    turned = [t.reshape(len(train), -1) for t in _d4(small)]
+    turned = [t.reshape(len(train), -1) for t in _d4(small, transforms)]
     points = np.concatenate(turned + [-t for t in turned])  # (2 x transforms x n_train, e*e): also inverted
-    owner = np.tile(np.arange(len(train)), 2 * len(LEAK_TRANSFORMS))
+    owner = np.tile(np.arange(len(train)), 2 * len(transforms))
     tree = cKDTree(points)
-    want = min(len(points), (k + 1) * 2 * len(LEAK_TRANSFORMS) + 32)  # room for the other views and same-image patches
+    want = min(len(points), (k + 1) * 2 * len(transforms) + 32)  # room for the other views and same-image patches
     _, found = tree.query(query, k=want)
     pairs = set()
     for q, row in enumerate(np.atleast_2d(found)):
@@ -340,17 +357,19 @@ def candidate_pairs(
     return np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
 
 
-def max_ncc(a: np.ndarray, b: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def max_ncc(
+    a: np.ndarray, b: np.ndarray, chunk: int = 256, transforms: list[tuple[int, bool]] = LEAK_TRANSFORMS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per pair: the largest normalised cross-correlation of ``a``'s central template with ``b``.
 
     ``a``, ``b``: ``(m, 80, 80)`` band-passed patches (:func:`_standardised`, 2 nm/px). The
-    central ``LEAK_TEMPLATE``-px square of ``a``, under each of :data:`LEAK_TRANSFORMS`, is compared with every same-size window of ``b`` (shifts
+    central ``LEAK_TEMPLATE``-px square of ``a``, under each of ``transforms`` (of :data:`D4`), is compared with every same-size window of ``b`` (shifts
     up to ``LEAK_SHIFT`` px each way): NCC is the Pearson correlation of the template with the
     window. Correlations by FFT (float32), window means and variances by summed-area tables.
     Returns ``(ncc, shift_px, transform)``: ncc in [-1, 1] of the window of largest ``|ncc|``
     (1 = identical up to a linear intensity change, -1 the same with the contrast inverted: a
     file saved as a negative), the best window's ``(dy, dx)`` offset from the centre in px at
-    2 nm/px, and the index of the transform of ``a`` in :data:`LEAK_TRANSFORMS`.
+    2 nm/px, and the index of the transform of ``a`` in ``transforms``.
     """
     from scipy.fft import ifft, irfft, rfft2
 
@@ -361,7 +380,7 @@ def max_ncc(a: np.ndarray, b: np.ndarray, chunk: int = 256) -> tuple[np.ndarray,
         raise ValueError(f"max_ncc needs {side}x{side} standardised patches, got {a.shape[1:]} and {b.shape[1:]}")
     ncc, shift, transform = np.full(m, -1.0), np.zeros((m, 2), dtype=np.int64), np.zeros(m, dtype=np.int64)
     for start in range(0, m, chunk):
-        tpl = np.stack(_d4(a[start : start + chunk, s : s + t, s : s + t]), axis=1).astype(
+        tpl = np.stack(_d4(a[start : start + chunk, s : s + t, s : s + t], transforms), axis=1).astype(
             np.float32
         )  # (c, transforms, t, t)
         tpl -= tpl.mean(axis=(2, 3), keepdims=True)
@@ -381,7 +400,7 @@ def max_ncc(a: np.ndarray, b: np.ndarray, chunk: int = 256) -> tuple[np.ndarray,
         var = np.maximum(windows(squares) - windows(sums) ** 2 / (t * t), 1e-9)  # (c, n_shift, n_shift)
         score = (corr / np.sqrt(var)[:, None]).reshape(len(region), -1)  # the template has zero mean, unit norm
         best = np.abs(score).argmax(axis=1)
-        tr, dy, dx = np.unravel_index(best, (len(LEAK_TRANSFORMS), n_shift, n_shift))
+        tr, dy, dx = np.unravel_index(best, (len(transforms), n_shift, n_shift))
         ncc[start : start + chunk] = score[np.arange(len(score)), best]
         shift[start : start + chunk] = np.stack([dy - s, dx - s], axis=1)
         transform[start : start + chunk] = tr
@@ -437,11 +456,14 @@ def check_leaks(folder: Folder, threshold: float = LEAK_NCC, accepted: dict | No
     """Fail on every test or validation patch that shows the same particle as a training patch
     of another image (:func:`max_ncc` at least ``threshold``, or at most its negative: the contrast
     inverted, after the :func:`candidate_pairs`
-    pre-screen), unless ``accepted`` (:func:`read_accepted_leaks`) lists the pair: then it is a note
+    pre-screen), or that is one mirrored or turned by 90 degrees (a pass of its own over
+    :data:`LEAK_TURNED`, failing at :data:`LEAK_TURNED_NCC` or ``threshold`` if higher),
+    unless ``accepted`` (:func:`read_accepted_leaks`) lists the pair: then it is a note
     with the reviewer's reason. Accepted pairs that are not found are noted too."""
     check = Check(
         "leaks",
-        f"Same particle in a training and a test/validation patch (max |NCC| >= {threshold:g}: inverted contrast too)",
+        f"Same particle in a training and a test/validation patch (max |NCC| >= {threshold:g}: inverted contrast too;"
+        f" mirrored or turned by 90 degrees at >= {max(threshold, LEAK_TURNED_NCC):g})",
     )
     dirs = _patch_dirs(folder, check)
     if not dirs:
@@ -462,17 +484,27 @@ def check_leaks(folder: Folder, threshold: float = LEAK_NCC, accepted: dict | No
             if subset not in arrays or not len(arrays[subset]):
                 continue
             (embedded, query), rows = _standardised(arrays[subset]), tables[subset]
-            pairs = candidate_pairs(embedded, rows.image_id.to_numpy(), train_embedded, train_rows.image_id.to_numpy())
-            n_query, n_pairs = n_query + len(query), n_pairs + len(pairs)
-            ncc, shift, transform = max_ncc(query[pairs[:, 0]], train[pairs[:, 1]])
-            for (q, t), score, (dy, dx), tr in zip(pairs, ncc, shift, transform):
-                if abs(score) < threshold:
-                    continue
+            found = {}  # (query, training patch) -> (|NCC| met, NCC, shift, transform), the identity's first
+            for transforms, least in ((LEAK_TRANSFORMS, threshold), (LEAK_TURNED, max(threshold, LEAK_TURNED_NCC))):
+                pairs = candidate_pairs(
+                    embedded,
+                    rows.image_id.to_numpy(),
+                    train_embedded,
+                    train_rows.image_id.to_numpy(),
+                    transforms=transforms,
+                )
+                n_pairs += len(pairs)
+                ncc, shift, transform = max_ncc(query[pairs[:, 0]], train[pairs[:, 1]], transforms=transforms)
+                for (q, t), score, move, tr in zip(pairs, ncc, shift, transform):
+                    if abs(score) >= least:
+                        found.setdefault((int(q), int(t)), (least, score, move, transforms[tr]))
+            n_query += len(query)
+            for (q, t), (least, score, (dy, dx), tr) in sorted(found.items()):
                 a, b = rows.iloc[q], train_rows.iloc[t]
                 detail = (
                     f"{subset} {a.patch_id} (image {a.image_id}) ~ train {b.patch_id} (image {b.image_id}): NCC {score:.3f}"
-                    f" (shift {LEAK_BIN * dx:+d}, {LEAK_BIN * dy:+d} nm, {'identity' if tr == 0 else 'transform ' + str(tr)}"
-                    f"{', contrast inverted' if score < 0 else ''})"
+                    f" (shift {LEAK_BIN * dx:+d}, {LEAK_BIN * dy:+d} nm, {transform_name(tr)}"
+                    f"{', contrast inverted' if score < 0 else ''}; fails at |NCC| >= {least:g})"
                 )
                 key = (method, a.patch_id, b.patch_id)
                 if key in accepted:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from temvirus.io import sha256_file
-from temvirus.provenance import SNAKEMAKE_MARKERS, iter_tree, tree_sha256
+from temvirus.provenance import is_marker, iter_tree, tree_sha256
 
 #: the records' paths name the results folder like this (relative to the workflow's workdir)
 RESULTS_PREFIX = "results"
@@ -28,6 +28,12 @@ NOT_RECORDED = {
 }
 #: the audit rule's records are skipped like its folder
 AUDIT_RULE = "audit"
+#: what the audit writes into ``results/audit/`` (:func:`temvirus.audit.render.write_report`); any other
+#: file there is unrecorded
+AUDIT_FILES = frozenset({"audit.json", "audit_report.md", "audit_report.html"})
+#: the report's front page: made after the workflow's audit job (it shows its verdict), so not among
+#: that job's targets; checked to be there, recorded, by :func:`check_targets`
+FRONT_PAGE = "results/report/summary.html"
 
 PASSED, FAILED, NOT_CHECKED = "passed", "failed", "not checked"
 
@@ -202,33 +208,61 @@ def _not_recorded(path: str) -> bool:
     return len(parts) > 1 and parts[0] == RESULTS_PREFIX and parts[1] in NOT_RECORDED
 
 
+def _unexpected_there(rel: Path) -> str | None:
+    """Why a file of a :data:`NOT_RECORDED` entry (``rel``, relative to the results folder) is not
+    what belongs there, or None: ``provenance/`` holds only ``{rule}/{name}.json`` records,
+    ``audit/`` only :data:`AUDIT_FILES`; anything else there would pass for the audit's own."""
+    if rel.parts[0] == "provenance" and (len(rel.parts) != 3 or rel.suffix != ".json" or rel.name.startswith(".")):
+        return "not a lineage record ({rule}/{name}.json), in the records' folder"
+    if rel.parts[0] == "audit" and (len(rel.parts) != 2 or rel.name not in AUDIT_FILES):
+        return f"not one of the audit's own files ({', '.join(sorted(AUDIT_FILES))}), in its folder"
+    return None
+
+
 def check_unrecorded(folder: Folder, records: dict[Path, dict]) -> Check:
+    """Fail on every file under the results folder that no record lists, but Snakemake's empty
+    markers and the :data:`NOT_RECORDED` entries' own files (:func:`_unexpected_there`); the
+    report made by ``snakemake --report`` is noted as unverified."""
     check = Check("unrecorded", "Files no record accounts for")
     produced = _produced(records)
     n = 0
     for path in sorted(p for p in folder.root.rglob("*") if p.is_file()):
         rel = path.relative_to(folder.root)
-        if rel.parts[0] in NOT_RECORDED or path.name in SNAKEMAKE_MARKERS:
+        name = Path(RESULTS_PREFIX, rel).as_posix()
+        if rel.parts[0] in NOT_RECORDED:
+            why = _unexpected_there(rel)
+            if why:
+                check.fail("unrecorded", name, why)
+            elif rel.parts[0] == "report.html":
+                check.inform("not verified", name, f"{NOT_RECORDED['report.html']}: make it again to trust it")
+            continue
+        if is_marker(path):
             continue
         n += 1
-        name = Path(RESULTS_PREFIX, rel).as_posix()
         if name not in produced:
             check.fail("unrecorded", name, "no job record lists this file")
     check.covered = f"{n} files under the results folder (not expected in records: {', '.join(NOT_RECORDED)})"
     return check
 
 
-def check_targets(folder: Folder, audit_records: dict[Path, dict]) -> Check:
+def check_targets(folder: Folder, records: dict[Path, dict], audit_records: dict[Path, dict]) -> Check:
     """The workflow's targets (the inputs of its ``audit`` job, :data:`AUDIT_RULE`) still there and
     as that job audited them. A file removed together with its job's record (a whole leaf job:
     its error images, an experiment's evaluation) leaves no other trace: each remaining record
-    is consistent, and only the audit job's list of what the run made shows the gap. Not checked
-    without such a record (a partial run, or the workflow's own audit job, which is about to
-    rewrite it)."""
+    is consistent, and only the audit job's list of what the run made shows the gap. The report's
+    front page (:data:`FRONT_PAGE`), made after that job, must be there with a record too. Without
+    such a record (a partial run, or that record deleted too: the gap would go unseen) the check
+    fails; the workflow's own audit job, which is about to rewrite it, does not run this check."""
     check = Check("targets", "The workflow's targets as its audit job read them")
     if not audit_records:
-        check.skipped = "no record of the workflow's audit job (results/provenance/audit/)"
+        check.fail(
+            "no record of the workflow's audit job",
+            f"{RESULTS_PREFIX}/provenance/{AUDIT_RULE}/",
+            "the run's targets cannot be checked (a partial run, or the record deleted): run the workflow to its end",
+        )
         return check
+    if not folder.local(FRONT_PAGE).is_file() or FRONT_PAGE not in _produced(records):
+        check.fail("missing", FRONT_PAGE, "the report's front page, made after the workflow's audit job, or its record")
     n = 0
     for rec_path, record in audit_records.items():
         for entry in record.get("inputs", []):

@@ -147,9 +147,17 @@ def write_report(result: AuditResult, report_md, report_html, report_json) -> No
     write_json(report_json, result.to_json())
 
 
+#: notes printed by :func:`summary` (all are in the report)
+SUMMARY_NOTES = 5
+
+
 def summary(result: AuditResult) -> str:
-    """One line per check, then one per failing finding."""
+    """One line per check, then one per failing finding, then the first :data:`SUMMARY_NOTES` notes."""
     lines = [f"audit {'PASSED' if result.passed else 'FAILED'} in {result.seconds:.1f} s"]
     lines += [f"  {c.status:11s} {c.title}: {c.skipped or c.covered}" for c in result.checks]
     lines += [f"  FAIL {c.name}: {f['kind']}: {f['path']} {f['detail']}" for c in result.checks for f in c.findings]
+    notes = [f"  note {c.name}: {n['kind']}: {n['path']} {n['detail']}" for c in result.checks for n in c.notes]
+    lines += notes[:SUMMARY_NOTES]
+    if len(notes) > SUMMARY_NOTES:
+        lines.append(f"  ({len(notes) - SUMMARY_NOTES} more notes in the report)")
     return "\n".join(lines)
