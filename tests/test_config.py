@@ -205,6 +205,15 @@ REFUSED = {
         {"dataset": {"synthetic": {"real_examples": str(REPO / "docs")}}},
         [f"dataset.synthetic.real_examples: '{REPO / 'docs'}' is no raw-layout folder: it holds no train"],
     ),
+    # a traceback from Snakemake's job graph (NotADirectoryError) before; an unset variable made a folder '$NOPE'
+    "weights_dir_a_file": (
+        {"weights": {"dir": str(REPO / "README.md")}},
+        [f"Error: config weights.dir: '{REPO / 'README.md'}' is a file, not a folder"],
+    ),
+    "weights_dir_unset_variable": (
+        {"weights": {"dir": "$TEMVIRUS_SURELY_UNSET/weights"}},
+        ["weights.dir: '$TEMVIRUS_SURELY_UNSET/weights' names an environment variable that is not set"],
+    ),
     "real_examples_with_spaces": (
         {"dataset": {"synthetic": {"real_examples": "  "}}},
         ["dataset.synthetic.real_examples: '  ' is a path with spaces around it"],
@@ -601,10 +610,12 @@ def test_the_real_examples_of_the_synthetic_figure_rerun_only_the_figure(tmp_pat
 def test_the_jobs_read_the_config_through_their_params():
     """Snakemake re-runs a job for a change of its params, never for a config key its script reads
     directly: only raw_tables reads one (classes.classification, checked against the data; its
-    tables do not depend on it, and check_classes, whose params hold it, checks it again)."""
+    tables do not depend on it, and check_classes, whose params hold it, checks it again), and
+    download_weights (weights.base_url: where a file comes from, not what it is; as a param a new
+    mirror re-ran the job, which deleted the verified file first)."""
     readers = {
         path.name
         for path in (REPO / "workflow" / "scripts").glob("*.py")
         if re.search(r"\b(?:smk|snakemake)\.config\b", path.read_text())
     }
-    assert readers == {"raw_tables.py"}
+    assert readers == {"raw_tables.py", "download_weights.py"}

@@ -922,7 +922,7 @@ def test_local_folder_is_tracked_by_content(tmp_path):
     def audit() -> subprocess.CompletedProcess:
         temvirus = str(Path(sys.executable).with_name("temvirus"))
         return subprocess.run(
-            [temvirus, "audit", str(workdir / "results"), "--out", str(tmp_path / "audit")],
+            [temvirus, "audit", str(workdir / "results"), "--out", str(tmp_path / "audit"), "--partial"],
             capture_output=True,
             text=True,
             timeout=300,

@@ -59,7 +59,7 @@ def _results(workdir: Path) -> dict[str, str]:
 def _audit(workdir: Path) -> subprocess.CompletedProcess:
     temvirus = str(Path(sys.executable).with_name("temvirus"))
     return subprocess.run(
-        [temvirus, "audit", str(workdir / "results"), "--out", str(workdir / "audit")],
+        [temvirus, "audit", str(workdir / "results"), "--out", str(workdir / "audit"), "--partial"],
         capture_output=True,
         text=True,
         timeout=300,

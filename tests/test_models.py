@@ -65,6 +65,22 @@ def test_transfer_models_with_flattened_head_match_the_papers_keras_counts(arch)
     )
 
 
+def test_resnet50_and_inception_v3_against_the_papers_keras_counts():
+    """torchvision's ResNet-50 lacks the conv biases of Keras' (stem 64; 6c a bottleneck of c channels,
+    stages of 3, 4, 6, 3 blocks at c = 64..512; 4c a projection shortcut): 26,560; torchvision's
+    Inception-v3 has batch-norm scales (gamma), Keras' (scale=False) none: one per BN channel."""
+    from torch import nn
+
+    keras_biases = 64 + sum(blocks * 6 * c + 4 * c for blocks, c in ((3, 64), (4, 128), (6, 256), (3, 512)))
+    assert keras_biases == 26_560
+    ours = trainable_parameters(build_model("resnet50", 14, input_size=256))
+    assert ours + keras_biases == paper_params("resnet50", "imagenet", "representative")
+    inception = build_model("inception_v3", 14, input_size=256)
+    gammas = sum(m.weight.numel() for m in inception.modules() if isinstance(m, nn.BatchNorm2d))
+    assert gammas == 17_216
+    assert trainable_parameters(inception) - gammas == paper_params("inception_v3", "imagenet", "representative")
+
+
 def test_timm_models_against_the_papers_keras_counts():
     """Xception (timm legacy_xception) has the paper's count exactly; ResNet50V2 (timm resnetv2_50)
     lacks the 19,008 conv biases of Keras' ResNet50V2: stem conv (64), the last 1x1 conv of every

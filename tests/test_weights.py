@@ -185,6 +185,10 @@ def test_unprefixed_safetensors_file_is_checked_against_its_download_record(file
     (tmp_path / f"{name}.record.json").unlink()
     with pytest.raises(WeightsError, match="carries no hash prefix .* holds no sha256"):
         load_weights_file(path, "resnet50v2")
+    for digest in ("", "0", record["sha256"][:12]):  # before, "" let any file pass
+        (tmp_path / f"{name}.record.json").write_text(json.dumps({"sha256": digest}))
+        with pytest.raises(WeightsError, match=r"holds no sha256 \(64 hex digits\)"):
+            load_weights_file(path, "resnet50v2")
 
 
 @pytest.mark.slow
@@ -213,3 +217,39 @@ def test_snakemake_download_weights_fetches_timm_safetensors_from_base_url(file_
     assert path.read_bytes() == body
     assert json.loads(path.with_name(name + ".record.json").read_text())["sha256"] == hashlib.sha256(body).hexdigest()
     assert torch.equal(load_weights_file(path, "resnet50v2")["w"], torch.ones(3))
+
+    # another mirror (here one without the file) re-runs nothing: before, the URL was a param of the
+    # job, so Snakemake deleted the verified file to fetch it again, and with the mirror failing it was gone
+    override.write_text(json.dumps({"experiments": experiments, "weights": {"base_url": file_server.url("/gone")}}))
+    again = subprocess.run(
+        snakemake_cmd(workdir, "download_weights", "--configfile", str(override)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr, again.stderr[-3000:]
+    assert path.read_bytes() == body
+
+
+@pytest.mark.slow
+def test_weights_dir_with_home_or_a_variable_is_expanded_as_in_a_shell(tmp_path):
+    """Before, ``weights.dir: ~/w`` made a folder named '~' in the workdir (dataset.local.path was expanded)."""
+    import os
+    import subprocess
+
+    from conftest import snakemake_cmd
+
+    experiments = [{"model": "resnet50", "init": "imagenet", "method": "representative"}]
+    for given in ("~/w", "$TEMVIRUS_TEST_WEIGHTS/w"):
+        override = tmp_path / "override.json"
+        override.write_text(json.dumps({"experiments": experiments, "weights": {"dir": given}}))
+        env = {**os.environ, "HOME": str(tmp_path / "home"), "TEMVIRUS_TEST_WEIGHTS": str(tmp_path / "home")}
+        run = subprocess.run(
+            snakemake_cmd(tmp_path / "wd", "-n", "download_weights", "--configfile", str(override)),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert f"output: {tmp_path / 'home' / 'w' / weights_filename('resnet50')}" in run.stdout, run.stdout[-3000:]

@@ -147,6 +147,11 @@ def _audit_arguments(p: argparse.ArgumentParser) -> None:
         type=Path,
         help="CSV of reviewed pairs that are not leaks (method, patch_id, train_patch_id, reason)",
     )
+    p.add_argument(
+        "--partial",
+        action="store_true",
+        help="a partial run's folder (the workflow's audit job did not run): do not require its targets",
+    )
 
 
 def _audit(args: argparse.Namespace) -> int:

@@ -49,6 +49,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from temvirus.experiments import MIN_INPUT_SIZE, experiment_folder, resolve_training
+from temvirus.io import shell_path
 
 #: the patches' side (px) as cut; ``input_size: null`` means this
 PATCH_PX = 256
@@ -242,6 +243,11 @@ def config_problems(config: dict, embedded: dict | None = None) -> list[str]:
                 f"dataset.synthetic.real_examples: {real!r} is {what} (from {Path.cwd()}); give the raw-layout "
                 "folder of real images shown in results/figures/synthetic_vs_real.png, or '' for none"
             )
+    weights = shell_path(config["weights"]["dir"])
+    if "$" in str(weights):
+        problems.append(f"weights.dir: {config['weights']['dir']!r} names an environment variable that is not set")
+    elif weights.exists() and not weights.is_dir():
+        problems.append(f"weights.dir: {str(weights)!r} is a file, not a folder (from {Path.cwd()})")
     built = config["split"]["methods"]
     seen = {}
     for k, entry in enumerate(config["experiments"]):

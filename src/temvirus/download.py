@@ -54,7 +54,7 @@ import urllib3
 from urllib3.exceptions import MaxRetryError, ProtocolError, ReadTimeoutError
 from urllib3.util import Retry
 
-from temvirus.io import check_file_destination, sha256_file, temporary_dir, write_json, write_target
+from temvirus.io import check_file_destination, sha256_file, shell_path, temporary_dir, write_json, write_target
 from temvirus.raw import SUBSETS, RawDataError, ignored, is_archive, read_dataset, subset_folders, tree_files
 
 log = logging.getLogger(__name__)
@@ -729,7 +729,7 @@ def locate_local(path: str | os.PathLike) -> tuple[Path | None, list[Path]]:
     :class:`DownloadError` when there is neither, or when the folder differs from an archive
     of the same layout beside it (:func:`check_folder_against_archives`).
     """
-    path = Path(os.path.expandvars(os.path.expanduser(path)))  # "~/data", "$SCRATCH/tem" as in a shell
+    path = shell_path(path)
     if path.is_file():
         return None, [path]
     if not path.is_dir():

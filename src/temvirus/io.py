@@ -41,6 +41,12 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def shell_path(path: str | os.PathLike) -> Path:
+    """``path`` with ``~`` and ``$VARIABLES`` expanded as a shell does (``~/data``, ``$SCRATCH/tem``);
+    an unset variable is left as written."""
+    return Path(os.path.expandvars(os.path.expanduser(path)))
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
     digest = hashlib.sha256()

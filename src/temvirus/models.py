@@ -192,13 +192,15 @@ def _imagenet_model(arch: str, weights_file: str | Path | None) -> nn.Module:
         model = torchvision.models.get_model(arch, weights=None, **kwargs)
     if weights_file is None:
         return model
-    from temvirus.weights import WeightsError, load_weights_file
+    from temvirus.weights import REFETCH_HINT, WeightsError, load_weights_file
 
     state = load_weights_file(weights_file, arch)  # checks the name's hash prefix; clear errors
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise WeightsError(f"{weights_file}: not usable as {arch} weights ({type(exc).__name__}: {exc})") from None
+        raise WeightsError(
+            f"{weights_file}: not usable as {arch} weights ({type(exc).__name__}: {exc}){REFETCH_HINT}"
+        ) from None
     return model
 
 

@@ -90,6 +90,11 @@ def weights_filename(arch: str) -> str:
     return PurePosixPath(urlparse(weights_url(arch)).path).name
 
 
+#: what to do with a weights file that is there but unusable (a fetch that went wrong unseen: a file without
+#: a hash in its name is checked only against what was fetched)
+REFETCH_HINT = "; delete it (and its .record.json, if any) and run `snakemake download_weights` again"
+
+
 class WeightsError(FileNotFoundError):
     """A weights file that is missing or whose sha256 does not match its name."""
 
@@ -118,6 +123,15 @@ def source_url(arch: str, base_url: str | None = None) -> str:
     return weights_url(arch)
 
 
+def file_source_url(filename: str, base_url: str | None = None) -> str:
+    """Where to fetch the weights file called ``filename`` (:func:`source_url` of the architecture
+    whose :func:`weights_filename` it is). Raises ValueError for a name of no architecture here."""
+    for arch in [*WEIGHTS_URLS, *TIMM_WEIGHTS]:
+        if weights_filename(arch) == filename:
+            return source_url(arch, base_url)
+    raise ValueError(f"{filename}: not the ImageNet weights file of any transfer model here")
+
+
 def fetch_weights_file(url: str, dest: str | Path) -> Path:
     """Download a weights file to ``dest`` (resumable, retried), checking the hash prefix of its name.
 
@@ -144,12 +158,16 @@ def _expected_hash(path: Path) -> tuple[str, str]:
         return prefix, "from its name"
     record = path.with_name(path.name + ".record.json")
     try:
-        return json.loads(record.read_text(encoding="utf-8"))["sha256"], f"recorded in {record}"
+        digest = json.loads(record.read_text(encoding="utf-8"))["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
+        digest = None
+    if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):  # "" would let any file pass
         raise WeightsError(
             f"{path}: its name carries no hash prefix and {record} (written by `snakemake download_weights`) "
-            "holds no sha256 to check it against; delete the file and run `snakemake download_weights`"
-        ) from None
+            "holds no sha256 (64 hex digits) to check it against; delete the file and run "
+            "`snakemake download_weights`"
+        )
+    return digest, f"recorded in {record}"
 
 
 def load_weights_file(path: str | Path, arch: str) -> dict:
@@ -181,7 +199,9 @@ def load_weights_file(path: str | Path, arch: str) -> dict:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unpickling failure: truncated, not a torch file, disallowed object
-        raise WeightsError(f"{path}: cannot be read as a weights file ({type(exc).__name__}: {exc})") from None
+        raise WeightsError(
+            f"{path}: cannot be read as a weights file ({type(exc).__name__}: {exc}){REFETCH_HINT}"
+        ) from None
     if not isinstance(state, dict):
         raise WeightsError(f"{path}: expected a state dict, found {type(state).__name__}")
     if arch.startswith("densenet"):

@@ -22,6 +22,7 @@ from temvirus.experiments import (
     resolve_training,
     visible_gpus,
 )
+from temvirus.io import shell_path
 from temvirus.split import METHODS
 
 
@@ -130,18 +131,6 @@ def imagenet_weights_files(wildcards=None):
     return [
         f"{config['weights']['dir']}/{weights_filename(a)}" for a in imagenet_archs()
     ]
-
-
-def weights_source_url(wildcards):
-    """The URL of the weights file {filename} (torchvision's, or under weights.base_url)."""
-    from temvirus.weights import source_url, weights_filename
-
-    for arch in imagenet_archs():
-        if weights_filename(arch) == wildcards.filename:
-            return source_url(arch, config["weights"]["base_url"])
-    raise ValueError(
-        f"{wildcards.filename}: not the weights of an imagenet experiment {imagenet_archs()}"
-    )
 
 
 def data_targets():
@@ -584,6 +573,8 @@ try:
 except ConfigError as exc:
     refuse(exc)
 reorder_config(config, SCHEMA)
+# as a shell would: "~/weights", "$SCRATCH/weights" (temvirus.configcheck refuses an unset variable)
+config["weights"]["dir"] = str(shell_path(config["weights"]["dir"]))
 
 
 # At most as many GPU jobs at once as this machine has GPUs, with or without a profile:

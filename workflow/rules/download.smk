@@ -44,6 +44,9 @@ rule extract_local_dataset:
         "../scripts/extract_local_dataset.py"
 
 
+# No params: the script takes the URL from weights.base_url itself. Where a file is fetched from
+# does not change what it is (its name's hash prefix, or its record, says that); as a param, a new
+# mirror re-ran the job, and Snakemake deleted the verified file before fetching it again.
 rule download_weights_file:
     output:
         weights=f"{config['weights']['dir']}/{{filename}}",
@@ -53,8 +56,6 @@ rule download_weights_file:
         filename=r"[^/]+\.(?:pth|safetensors)",
     conda:
         "../../envs/temvirus.yaml"
-    params:
-        url=weights_source_url,
     script:
         "../scripts/download_weights.py"
 

@@ -122,14 +122,16 @@ class AuditFailed(RuntimeError):
 
 
 def command(args) -> int:
-    """``temvirus audit RESULTS_DIR [--out DIR] [--near-bits N] [--leak-ncc X] [--accepted-leaks CSV]``
+    """``temvirus audit RESULTS_DIR [--out DIR] [--near-bits N] [--leak-ncc X] [--accepted-leaks CSV] [--partial]``
     (arguments in :mod:`temvirus.cli`):
-    print the summary, write the report; exit status 1 on any finding."""
+    print the summary, write the report; exit status 1 on any finding. ``--partial``: the
+    ``targets`` check is not run (a run that stopped before the workflow's audit job)."""
     result = audit(
         args.results_dir,
         max_hamming=NEAR_HAMMING if args.near_bits is None else args.near_bits,
         leak_ncc=LEAK_NCC if args.leak_ncc is None else args.leak_ncc,
         accepted_leaks=args.accepted_leaks,
+        targets=not args.partial,
     )
     out = Path(args.out) if args.out else Path(args.results_dir) / "audit"
     write_report(result, out / "audit_report.md", out / "audit_report.html", out / "audit.json")

@@ -258,7 +258,8 @@ def check_targets(folder: Folder, records: dict[Path, dict], audit_records: dict
         check.fail(
             "no record of the workflow's audit job",
             f"{RESULTS_PREFIX}/provenance/{AUDIT_RULE}/",
-            "the run's targets cannot be checked (a partial run, or the record deleted): run the workflow to its end",
+            "the run's targets cannot be checked (a partial run, or the record deleted): run the workflow to its "
+            "end, or audit a partial run with --partial",
         )
         return check
     if not folder.local(FRONT_PAGE).is_file() or FRONT_PAGE not in _produced(records):
