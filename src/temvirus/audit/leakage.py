@@ -233,7 +233,7 @@ LEAK_NODATA_MARGIN = 4
 #: side of the pre-screen embedding (the standardised central 160 nm averaged to 8x8: 20 nm cells)
 LEAK_EMBED = 8
 #: training patches of other images scored exactly per test/validation patch (its nearest in the embedding)
-LEAK_NEIGHBOURS = 10
+LEAK_NEIGHBOURS = 20
 #: a max NCC at or above this is the same particle (chosen on real and synthetic data, docs/lineage.md)
 LEAK_NCC = 0.85
 #: columns of the file of accepted leaks (``audit.accepted_leaks``)
