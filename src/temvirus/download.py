@@ -341,7 +341,8 @@ def fetch(
     """
     if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
         raise DownloadError(
-            f"{url}: not an http or https URL (a file on this machine is used with dataset.source: local)"
+            f"{url}: not an http or https URL (a file already on this machine is not fetched: the dataset is "
+            "used with dataset.source: local, weights files are placed in weights.dir)"
         )
     checks = (("sha256", sha256, SHA256, "64"), ("sha256_prefix", sha256_prefix, SHA256_PREFIX, "6 to 64"))
     for option, value, rule, digits in checks:
