@@ -277,6 +277,35 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(split_dir, tmp_path, capl
     assert result.history["epoch"].tolist() == [1]
 
 
+def test_a_run_begun_on_other_imagenet_weights_is_not_resumed(split_dir, tmp_path, monkeypatch):
+    """The resume fingerprint holds the ImageNet file's sha256: before, a killed job restarted after its
+    weights file was replaced (fetched again from another mirror) continued the run begun on the first."""
+    from torchvision.models import mobilenet_v2
+
+    from temvirus import train
+    from temvirus.io import sha256_file
+
+    files = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        raw = tmp_path / f"raw{seed}.pth"
+        torch.save(mobilenet_v2(weights=None).state_dict(), raw)  # as torchvision's ImageNet file, other values
+        named = tmp_path / f"w{seed}" / f"mobilenet_v2-{sha256_file(raw)[:8]}.pth"  # a name carrying its hash
+        named.parent.mkdir()
+        raw.rename(named)
+        files.append(named)
+    fingerprints = []
+    real_fit = train.fit
+    monkeypatch.setattr(train, "fit", lambda *a, **k: fingerprints.append(k["fingerprint"]) or real_fit(*a, **k))
+    entry = {"model": "mobilenet_v2", "init": "imagenet", "method": "representative"}
+    for weights in files:
+        train.train_experiment(
+            entry, split_dir, tmp_path / "out", CLASSES, replace(TINY, epochs=1), weights_file=weights
+        )
+    assert [f["init_weights"] for f in fingerprints] == [sha256_file(f) for f in files]
+    assert fingerprints[0] != fingerprints[1]  # so fit starts over (test_a_checkpoint_of_other_settings_...)
+
+
 def default_settings(**changes) -> Settings:
     """The default config's training settings of its first experiment, with ``changes``."""
     import yaml

@@ -34,7 +34,7 @@ from torch import nn
 from temvirus.augment import check_class_subsets
 from temvirus.experiments import experiment_name
 from temvirus.figures import plot_curves
-from temvirus.io import atomic_path, save_figure, write_csv
+from temvirus.io import atomic_path, save_figure, sha256_file, write_csv
 from temvirus.metrics import confusion_matrix, summary
 from temvirus.models import build_model, set_bn_momentum, trainable_parameters
 from temvirus.seeding import derive_seed, rng
@@ -570,6 +570,8 @@ def train_experiment(
             "experiment": name,
             "classes": list(classes),
             "data": _digest(train_np, train_y, val_np, val_y),
+            # another ImageNet file (a mirror's, fetched again) must not continue a run begun on the first
+            "init_weights": sha256_file(weights_file) if weights_file else None,
         },
     )
     meta = {
