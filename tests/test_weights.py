@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import subprocess
 
 import pytest
 import torch
@@ -21,6 +22,14 @@ from temvirus.weights import (
     weights_filename,
     weights_url,
 )
+
+
+def _download_weights(workdir, override) -> subprocess.CompletedProcess:
+    """``snakemake download_weights`` in ``workdir`` with the config overlay ``override``."""
+    from conftest import snakemake_cmd
+
+    cmd = snakemake_cmd(workdir, "download_weights", "--configfile", str(override))
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
 def _state_bytes(state: dict) -> bytes:
@@ -133,9 +142,8 @@ def test_file_that_is_not_a_state_dict_is_rejected(tmp_path):
 def test_snakemake_download_weights_uses_base_url_and_checks_the_name(file_server, tmp_path):
     """The rule fetches weights.base_url/{torchvision name} per imagenet experiment; wrong bytes fail it."""
     import json
-    import subprocess
 
-    from conftest import make_workdir, snakemake_cmd
+    from conftest import make_workdir
 
     name = weights_filename("mobilenet_v2")
     file_server.files[f"/mirror/{name}"] = _state_bytes({"w": torch.zeros(2)})
@@ -143,12 +151,7 @@ def test_snakemake_download_weights_uses_base_url_and_checks_the_name(file_serve
     override = workdir / "override.json"
     experiments = [{"model": "mobilenet_v2", "init": "imagenet", "method": "representative"}]
     override.write_text(json.dumps({"experiments": experiments, "weights": {"base_url": file_server.url("/mirror")}}))
-    run = subprocess.run(
-        snakemake_cmd(workdir, "download_weights", "--configfile", str(override)),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run = _download_weights(workdir, override)
     assert run.returncode != 0
     assert [path for path, _ in file_server.requests] == [f"/mirror/{name}"]
     log = (workdir / "logs" / "download" / f"download_weights_{name}.log").read_text()
@@ -185,6 +188,10 @@ def test_unprefixed_safetensors_file_is_checked_against_its_download_record(file
     (tmp_path / f"{name}.record.json").unlink()
     with pytest.raises(WeightsError, match="carries no hash prefix .* holds no sha256"):
         load_weights_file(path, "resnet50v2")
+    file_server.files[f"/cut/{name}"] = save(state)[:-10]  # a body cut short, served as whole
+    with pytest.raises(WeightsError, match=r"/cut/.*: what was fetched is not a weights file, nothing kept"):
+        download_weights("resnet50v2", tmp_path / "cut", base_url=file_server.url("/cut"))
+    assert not (tmp_path / "cut" / name).exists() and not (tmp_path / "cut" / f"{name}.record.json").exists()
     for digest in ("", "0", record["sha256"][:12]):  # before, "" let any file pass
         (tmp_path / f"{name}.record.json").write_text(json.dumps({"sha256": digest}))
         with pytest.raises(WeightsError, match=r"holds no sha256 \(64 hex digits\)"):
@@ -194,9 +201,8 @@ def test_unprefixed_safetensors_file_is_checked_against_its_download_record(file
 @pytest.mark.slow
 def test_snakemake_download_weights_fetches_timm_safetensors_from_base_url(file_server, tmp_path):
     """resnet50v2's hub file (.safetensors, no hash in its name) goes through the same rule; its hash is recorded."""
-    import subprocess
 
-    from conftest import make_workdir, snakemake_cmd
+    from conftest import make_workdir
     from safetensors.torch import save
 
     name = weights_filename("resnet50v2")
@@ -206,12 +212,7 @@ def test_snakemake_download_weights_fetches_timm_safetensors_from_base_url(file_
     override = workdir / "override.json"
     experiments = [{"model": "resnet50v2", "init": "imagenet", "method": "representative"}]
     override.write_text(json.dumps({"experiments": experiments, "weights": {"base_url": file_server.url("/mirror")}}))
-    run = subprocess.run(
-        snakemake_cmd(workdir, "download_weights", "--configfile", str(override)),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run = _download_weights(workdir, override)
     assert run.returncode == 0, run.stderr[-3000:]
     path = workdir / "resources" / "weights" / name
     assert path.read_bytes() == body
@@ -221,12 +222,7 @@ def test_snakemake_download_weights_fetches_timm_safetensors_from_base_url(file_
     # another mirror (here one without the file) re-runs nothing: before, the URL was a param of the
     # job, so Snakemake deleted the verified file to fetch it again, and with the mirror failing it was gone
     override.write_text(json.dumps({"experiments": experiments, "weights": {"base_url": file_server.url("/gone")}}))
-    again = subprocess.run(
-        snakemake_cmd(workdir, "download_weights", "--configfile", str(override)),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    again = _download_weights(workdir, override)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr, again.stderr[-3000:]
     assert path.read_bytes() == body
 
@@ -235,7 +231,6 @@ def test_snakemake_download_weights_fetches_timm_safetensors_from_base_url(file_
 def test_weights_dir_with_home_or_a_variable_is_expanded_as_in_a_shell(tmp_path):
     """Before, ``weights.dir: ~/w`` made a folder named '~' in the workdir (dataset.local.path was expanded)."""
     import os
-    import subprocess
 
     from conftest import snakemake_cmd
 

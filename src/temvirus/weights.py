@@ -137,7 +137,9 @@ def fetch_weights_file(url: str, dest: str | Path) -> Path:
 
     A name without a hash prefix (timm's hub files, see the module docstring) is fetched
     unchecked and its computed sha256 recorded in ``{dest}.record.json``, which
-    :func:`load_weights_file` then checks the file against.
+    :func:`load_weights_file` then checks the file against; such a file must at least read as
+    a state dict, or it is removed with its record and WeightsError names the URL (before, a
+    truncated body was kept and failed only at training, where fetching again was not offered).
     """
     from temvirus.download import fetch
 
@@ -148,6 +150,13 @@ def fetch_weights_file(url: str, dest: str | Path) -> Path:
         sha256_prefix=_name_prefix(dest.name),
         hint=f"; without internet, place the file {dest.name} at {dest}",
     )
+    if _name_prefix(dest.name) is None:
+        try:
+            load_weights_file(dest, dest.stem)
+        except WeightsError as exc:
+            dest.unlink(missing_ok=True)
+            dest.with_name(dest.name + ".record.json").unlink(missing_ok=True)
+            raise WeightsError(f"{url}: what was fetched is not a weights file, nothing kept ({exc})") from None
     return dest
 
 
