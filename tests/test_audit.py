@@ -252,6 +252,28 @@ def test_identical_patch_across_sets_fails_and_near_duplicate_is_listed(copy):
     assert any(n.startswith(f"train {train_id} ~ test {test_id}") for n in notes), notes
 
 
+def plant_test_patch(copy: Path, make) -> tuple[pd.Series, pd.Series, list]:
+    """Replace the first test patch of the copy by ``make(source)``, ``source`` (float) the first
+    training patch of another image; returns both patch rows and the audit's leak findings."""
+    import numpy as np
+
+    folder = first(copy, "results/patches/representative/patches.csv").parent
+    patches = pd.read_csv(folder / "patches.csv", dtype={"patch_id": str, "image_id": str})
+    test = patches[(patches.subset == "test") & (patches["index"] == 0)].iloc[0]
+    train = patches[(patches.subset == "train") & (patches.image_id != test.image_id)].iloc[0]
+    planted = make(np.load(folder / "train.npy")[train["index"]].astype(np.float64))
+
+    def change(data):
+        arrays = np.load(io.BytesIO(data))
+        arrays[0] = np.clip(planted, 0, 65535).astype(arrays.dtype)
+        buffer = io.BytesIO()
+        np.save(buffer, arrays)
+        return buffer.getvalue()
+
+    tamper(folder / "test.npy", change)
+    return test, train, [f for f in failures(audit_mod.audit(copy / "results")) if f[0] == "leaks"]
+
+
 def test_planted_leak_fails_the_audit_and_an_accepted_one_is_listed(copy):
     """A test patch replaced by a re-image of a training patch of another image (shifted 5 px,
     another exposure, new noise) fails the leak check naming both patches and
@@ -259,23 +281,11 @@ def test_planted_leak_fails_the_audit_and_an_accepted_one_is_listed(copy):
     import numpy as np
     from scipy.ndimage import shift
 
-    folder = first(copy, "results/patches/representative/patches.csv").parent
-    patches = pd.read_csv(folder / "patches.csv", dtype={"patch_id": str, "image_id": str})
-    test = patches[(patches.subset == "test") & (patches["index"] == 0)].iloc[0]
-    train = patches[(patches.subset == "train") & (patches.image_id != test.image_id)].iloc[0]
-    source = np.load(folder / "train.npy")[train["index"]].astype(np.float64)
-    moved = shift(source, (5, -3), order=3, mode="reflect") * 0.8 + 0.1 * source.mean()
-    noisy = moved + np.random.default_rng(1).normal(0, 0.05 * source.std(), source.shape)
+    def reimage(source):
+        moved = shift(source, (5, -3), order=3, mode="reflect") * 0.8 + 0.1 * source.mean()
+        return moved + np.random.default_rng(1).normal(0, 0.05 * source.std(), source.shape)
 
-    def change(data):
-        arrays = np.load(io.BytesIO(data))
-        arrays[0] = np.clip(noisy, 0, 65535).astype(np.uint16)
-        buffer = io.BytesIO()
-        np.save(buffer, arrays)
-        return buffer.getvalue()
-
-    tamper(folder / "test.npy", change)
-    found = [f for f in failures(audit_mod.audit(copy / "results")) if f[0] == "leaks"]
+    test, train, found = plant_test_patch(copy, reimage)
     pair = f"test {test.patch_id} (image {test.image_id}) ~ train {train.patch_id} (image {train.image_id}): NCC"
     assert [f[1:3] for f in found] == [("leak", "results/patches/representative")], found
     assert found[0][3].startswith(pair), found
@@ -303,24 +313,14 @@ def test_a_test_patch_that_is_a_mirrored_or_turned_copy_of_a_training_patch_fail
 
     from temvirus.audit.leakage import transform_name
 
-    folder = first(copy, "results/patches/representative/patches.csv").parent
-    patches = pd.read_csv(folder / "patches.csv", dtype={"patch_id": str, "image_id": str})
-    test = patches[(patches.subset == "test") & (patches["index"] == 0)].iloc[0]
-    train = patches[(patches.subset == "train") & (patches.image_id != test.image_id)].iloc[0]
-    source = np.load(folder / "train.npy")[train["index"]].astype(np.float64)
     k, flip = turn
-    copied = np.rot90(source, k).T if flip else np.rot90(source, k)  # as leakage._d4 turns a patch
-    copied = copied * 0.9 + 0.05 * source.mean() + np.random.default_rng(2).normal(0, 0.02 * source.std(), source.shape)
 
-    def change(data):
-        arrays = np.load(io.BytesIO(data))
-        arrays[0] = np.clip(copied, 0, 65535).astype(arrays.dtype)
-        buffer = io.BytesIO()
-        np.save(buffer, arrays)
-        return buffer.getvalue()
+    def turned_copy(source):
+        copied = np.rot90(source, k).T if flip else np.rot90(source, k)  # as leakage._d4 turns a patch
+        noise = np.random.default_rng(2).normal(0, 0.02 * source.std(), source.shape)
+        return copied * 0.9 + 0.05 * source.mean() + noise
 
-    tamper(folder / "test.npy", change)
-    found = [f for f in failures(audit_mod.audit(copy / "results")) if f[0] == "leaks"]
+    test, train, found = plant_test_patch(copy, turned_copy)
     pair = f"test {test.patch_id} (image {test.image_id}) ~ train {train.patch_id} (image {train.image_id}): NCC"
     assert [f[1:3] for f in found] == [("leak", "results/patches/representative")], found
     named = "mirrored" if flip else transform_name((-k % 4, False))  # the test patch turned back
