@@ -193,6 +193,22 @@ def test_files_planted_where_the_audit_looks_away_are_unrecorded(copy, what):
     assert proc.returncode == 1 and PLANTED[what] in proc.stdout and "note unrecorded: not verified" in proc.stdout
 
 
+def test_a_killed_writes_temporary_among_the_records_or_the_audits_files_is_a_note(copy):
+    """What passes for the audit's own is checked (above), but a killed write's temporary there is the
+    workflow's own leftover, which the next write of that file removes: a note, not a finding
+    (a failing audit would never reach its own write)."""
+    for leftover in (
+        "results/audit/.audit.json.abcd1234.part.json",
+        "results/provenance/table2/.job.json.x1y2z3w4.part.json",
+    ):
+        (copy / leftover).write_text("{")
+    result = audit_mod.audit(copy / "results")
+    assert result.passed, audit_render.summary(result)
+    notes = {(n["kind"], n["path"]) for c in result.checks for n in c.notes}
+    assert ("temporary of a killed write", "results/audit/.audit.json.abcd1234.part.json") in notes
+    assert ("temporary of a killed write", "results/provenance/table2/.job.json.x1y2z3w4.part.json") in notes
+
+
 def test_image_moved_to_another_split_fails_naming_it(copy):
     split_csv = first(copy, "results/curation/split_representative.csv")
     table = pd.read_csv(split_csv, dtype={"image_id": str, "overlap_group": str})

@@ -836,6 +836,19 @@ def test_a_folder_that_differs_from_its_archive_beside_it_is_refused(tmp_path, k
         locate_local(tmp_path / "data")
 
 
+def test_a_folder_beside_the_parts_of_a_dataset_split_over_archives_is_compared_with_all_of_them(tmp_path):
+    """Each part alone lacks the other's files: compared one by one, the folder was refused."""
+    from temvirus.download import locate_local
+
+    raw = make_raw_tree(tmp_path / "data" / "context_virus_RAW")
+    for part in ("train", "test"):
+        (tmp_path / "data" / f"raw_{part}.zip").write_bytes(zip_tree(raw / part, top=f"context_virus_RAW/{part}"))
+    assert locate_local(tmp_path / "data") == (raw, [])
+    (raw / "test" / "Rift Valley" / "Rif_test_4.tif").unlink()
+    with pytest.raises(DownloadError, match=r"raw_test\.zip beside it .*1 missing from the folder"):
+        locate_local(tmp_path / "data")
+
+
 def test_patches_folder_is_not_taken_for_the_raw_layout(tmp_path):
     top = published_tree(tmp_path)
     shutil.rmtree(top / "context_virus_RAW")

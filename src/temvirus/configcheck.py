@@ -244,7 +244,7 @@ def config_problems(config: dict, embedded: dict | None = None) -> list[str]:
                 "folder of real images shown in results/figures/synthetic_vs_real.png, or '' for none"
             )
     weights = shell_path(config["weights"]["dir"])
-    if "$" in str(weights):
+    if re.search(r"\$(\w+|\{\w+\})", str(weights)):  # left as written by expandvars: not set
         problems.append(f"weights.dir: {config['weights']['dir']!r} names an environment variable that is not set")
     elif weights.exists() and not weights.is_dir():
         problems.append(f"weights.dir: {str(weights)!r} is a file, not a folder (from {Path.cwd()})")

@@ -672,21 +672,31 @@ def find_raw_root(tree: str | os.PathLike) -> Path:
 def check_folder_against_archives(root: Path, tree: Path) -> None:
     """Refuse a raw-layout folder that differs from an archive beside it holding the same layout.
 
-    ``root`` (found in ``tree`` by :func:`find_raw_root`) is compared with each archive of
-    ``tree`` outside ``root`` (:func:`find_archives`) that holds any of its files: the archive's raw root is the member
+    ``root`` (found in ``tree`` by :func:`find_raw_root`) is compared with the archives of
+    ``tree`` outside ``root`` (:func:`find_archives`) that hold any of its files, together (a
+    dataset split over several archives, as :func:`extract_archives` takes it): each archive's raw root is the member
     prefix under which most of the folder's paths lie; an archive holding none of them (the
     published patches, another dataset) is passed over, as are archives nested in it. A file of
     that prefix missing from the folder (an extraction interrupted or a file deleted), a file
     of another size, or a file of the folder that the archive lacks means the two are not
     the same data, and the folder would be read without a word about the archive.
 
-    Raises :class:`DownloadError` naming the folder, the archive, the number of each kind of
-    difference and the first few paths; or an archive that cannot be read (corrupt, truncated,
-    unsafe members), which leaves the two uncompared.
+    Raises :class:`DownloadError` naming the folder, the archives, the number of each kind of
+    difference and the first few paths; or naming an archive that cannot be read (corrupt,
+    truncated, unsafe members), which leaves the two uncompared. Listing a compressed tar reads
+    it whole, at every start of the workflow (the published archive is a zip: its listing is read
+    from its end).
     """
     folder = {path.relative_to(root).as_posix(): path.stat().st_size for path in tree_files(root) if path.is_file()}
+    pooled, sources = {}, []  # a dataset split over several archives is compared as one
     for archive in (a for a in find_archives(tree) if not a.is_relative_to(root)):
-        _, members = _check_members(archive, archive.parent)
+        try:
+            _, members = _check_members(archive, archive.parent)
+        except DownloadError as exc:
+            raise DownloadError(
+                f"{root}: cannot be compared with {archive} beside it ({exc}); repair or remove the archive, "
+                "or point dataset.local.path at the folder itself"
+            ) from None
         members = {name: size for name, size in members.items() if not any(ignored(part) for part in name.split("/"))}
         prefixes = Counter(
             "/".join(parts[:i])
@@ -697,28 +707,29 @@ def check_folder_against_archives(root: Path, tree: Path) -> None:
         if not prefixes:
             continue
         prefix = prefixes.most_common(1)[0][0]
-        inside = {
-            name[len(prefix) + 1 :] if prefix else name: size
+        pooled.update(
+            (name[len(prefix) + 1 :] if prefix else name, size)
             for name, size in members.items()
             if not prefix or name.startswith(prefix + "/")
-        }
-        missing = sorted(set(inside) - set(folder))
-        extra = sorted(set(folder) - set(inside))
-        resized = sorted(name for name in set(inside) & set(folder) if inside[name] != folder[name])
-        differences = [
-            f"{len(paths)} {what}, e.g. {paths[:3]}"
-            for paths, what in (
-                (missing, "missing from the folder (an extraction interrupted?)"),
-                (resized, "of another size"),
-                (extra, "not in the archive"),
-            )
-            if paths
-        ]
-        if differences:
-            raise DownloadError(
-                f"{root}: differs from {archive} beside it ({prefix or '.'} there): {'; '.join(differences)}; "
-                "extract the archive again, or point dataset.local.path at the archive or at the folder alone"
-            )
+        )
+        sources.append(f"{archive} beside it ({prefix or '.'} there)")
+    missing = sorted(set(pooled) - set(folder))
+    extra = sorted(set(folder) - set(pooled)) if sources else []
+    resized = sorted(name for name in set(pooled) & set(folder) if pooled[name] != folder[name])
+    differences = [
+        f"{len(paths)} {what}, e.g. {paths[:3]}"
+        for paths, what in (
+            (missing, "missing from the folder (an extraction interrupted?)"),
+            (resized, "of another size"),
+            (extra, "not in the archive"),
+        )
+        if paths
+    ]
+    if differences:
+        raise DownloadError(
+            f"{root}: differs from {', '.join(sources)}: {'; '.join(differences)}; "
+            "extract the archive again, or point dataset.local.path at the archive or at the folder alone"
+        )
 
 
 def locate_local(path: str | os.PathLike) -> tuple[Path | None, list[Path]]:

@@ -156,7 +156,8 @@ def fetch_weights_file(url: str, dest: str | Path) -> Path:
         except WeightsError as exc:
             dest.unlink(missing_ok=True)
             dest.with_name(dest.name + ".record.json").unlink(missing_ok=True)
-            raise WeightsError(f"{url}: what was fetched is not a weights file, nothing kept ({exc})") from None
+            why = str(exc).replace(REFETCH_HINT, "")
+            raise WeightsError(f"{url}: what was fetched is not a weights file, nothing kept ({why})") from None
     return dest
 
 
@@ -170,13 +171,13 @@ def _expected_hash(path: Path) -> tuple[str, str]:
         digest = json.loads(record.read_text(encoding="utf-8"))["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         digest = None
-    if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):  # "" would let any file pass
+    if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", digest):  # "" would let any file pass
         raise WeightsError(
             f"{path}: its name carries no hash prefix and {record} (written by `snakemake download_weights`) "
             "holds no sha256 (64 hex digits) to check it against; delete the file and run "
             "`snakemake download_weights`"
         )
-    return digest, f"recorded in {record}"
+    return digest.lower(), f"recorded in {record}"
 
 
 def load_weights_file(path: str | Path, arch: str) -> dict:
@@ -200,10 +201,10 @@ def load_weights_file(path: str | Path, arch: str) -> dict:
             f"{path}: sha256 {digest} does not start with {prefix!r} {source}: corrupt or not the published "
             f"file; delete it and run `snakemake download_weights`"
         )
+    from safetensors.torch import load_file  # outside the try: a missing package is no damaged file
+
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             state = load_file(path, device="cpu")
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)

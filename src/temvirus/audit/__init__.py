@@ -37,7 +37,8 @@ the ``audit`` rule call) and returns an :class:`AuditResult`; :func:`write_repor
   job's record leaves no other trace; so is the report's front page, made after that job; no
   record of that job fails.
 
-A check whose inputs are not in the folder (a stage not run) is reported "not checked".
+A check whose inputs are not in the folder (a stage not run) is reported "not checked"
+(except ``targets``, which fails: see ``--partial``).
 """
 
 from __future__ import annotations

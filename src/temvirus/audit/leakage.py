@@ -503,7 +503,8 @@ def check_leaks(folder: Folder, threshold: float = LEAK_NCC, accepted: dict | No
                 a, b = rows.iloc[q], train_rows.iloc[t]
                 detail = (
                     f"{subset} {a.patch_id} (image {a.image_id}) ~ train {b.patch_id} (image {b.image_id}): NCC {score:.3f}"
-                    f" (shift {LEAK_BIN * dx:+d}, {LEAK_BIN * dy:+d} nm, {transform_name(tr)}"
+                    f" (shift {LEAK_BIN * dx:+d}, {LEAK_BIN * dy:+d} nm, "
+                    f"{'as it is' if tr == D4[0] else 'the ' + subset + ' patch ' + transform_name(tr)}"
                     f"{', contrast inverted' if score < 0 else ''}; fails at |NCC| >= {least:g})"
                 )
                 key = (method, a.patch_id, b.patch_id)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from temvirus.io import sha256_file
+from temvirus.io import TEMPORARY, sha256_file
 from temvirus.provenance import is_marker, iter_tree, tree_sha256
 
 #: the records' paths name the results folder like this (relative to the workflow's workdir)
@@ -231,7 +231,9 @@ def check_unrecorded(folder: Folder, records: dict[Path, dict]) -> Check:
         name = Path(RESULTS_PREFIX, rel).as_posix()
         if rel.parts[0] in NOT_RECORDED:
             why = _unexpected_there(rel)
-            if why:
+            if why and TEMPORARY.match(path.name):  # a killed write's; the next write of that file removes it
+                check.inform("temporary of a killed write", name, "left by a writer killed outright")
+            elif why:
                 check.fail("unrecorded", name, why)
             elif rel.parts[0] == "report.html":
                 check.inform("not verified", name, f"{NOT_RECORDED['report.html']}: make it again to trust it")
@@ -263,7 +265,12 @@ def check_targets(folder: Folder, records: dict[Path, dict], audit_records: dict
         )
         return check
     if not folder.local(FRONT_PAGE).is_file() or FRONT_PAGE not in _produced(records):
-        check.fail("missing", FRONT_PAGE, "the report's front page, made after the workflow's audit job, or its record")
+        check.fail(
+            "missing",
+            FRONT_PAGE,
+            "the report's front page, made after the workflow's audit job, or its record (a run of the audit "
+            "target alone: --partial)",
+        )
     n = 0
     for rec_path, record in audit_records.items():
         for entry in record.get("inputs", []):
