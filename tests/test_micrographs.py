@@ -17,6 +17,7 @@ from conftest import PAPER, TINY_CLASSES, assert_stopped_by
 from scipy.special import expit
 
 from temvirus.heatmap import (
+    Crop,
     HeatNet,
     Prepared,
     black_padding_mask,
@@ -25,6 +26,7 @@ from temvirus.heatmap import (
     model_from_json,
     state_to_json,
     targets,
+    train_heatnet,
 )
 from temvirus.micrographs import (
     PARTICLE_COLUMNS,
@@ -481,6 +483,9 @@ def test_cli_analyses_and_refuses_bad_inputs_without_output(tiny_stage, tmp_path
 
     other = torch.load(model, weights_only=True)
     torch.save({**other, "epoch": 2}, tmp_path / "other.pt")  # the same classes, another model file
+    nan_state = {k: v.clone() for k, v in other["model_state"].items()}
+    next(v for v in nan_state.values() if v.is_floating_point()).view(-1)[0] = float("nan")
+    torch.save({**other, "model_state": nan_state}, tmp_path / "nan.pt")  # before, every particle one class
     bad = [
         (
             ["disc.tif", "--model", model, "--detector", work / "split_detector.json", "--pixel-size", 2],
@@ -489,6 +494,10 @@ def test_cli_analyses_and_refuses_bad_inputs_without_output(tiny_stage, tmp_path
         (
             ["disc.tif", "--model", "other.pt", "--detector", detector, "--pixel-size", 2],
             "detector.json: calibrated for another model",
+        ),
+        (
+            ["disc.tif", "--model", "nan.pt", "--detector", detector, "--pixel-size", 2],
+            "holds NaN or infinite values: not a usable model",
         ),
         (
             ["disc.tif", "--model", model, "--detector", "older.json", "--pixel-size", 2],
@@ -845,3 +854,19 @@ def test_image_names_equal_but_for_case_are_refused(real_crops, tmp_path):
             [tmp_path / "x" / "a1.jpg", tmp_path / "y" / "A1.jpg"], tmp_path / "best.pt", tmp_path / "out", 1.0
         )
     assert not (tmp_path / "out").exists()
+
+
+def test_a_diverging_detector_training_stops_at_the_first_nan_loss():
+    """Before, a learning rate far too high went on to the end with NaN weights: a detector finding nothing."""
+    from temvirus.models import TrainingDiverged
+
+    rng = np.random.default_rng(0)
+    bank = [
+        Crop(rng.normal(size=(32, 32)).astype(np.float16), np.array([[16.0, 16.0]]), np.array([6.0]), np.array([True]))
+        for _ in range(4)
+    ]
+    kwargs = dict(widths=(4, 8), batch_size=2, crop_px=16, sigma_fraction=0.25, heat_nm=6.0, seed=0)
+    model, curve = train_heatnet(bank, steps=10, lr=0.01, **kwargs)
+    assert len(curve) == 10 and np.isfinite(curve).all()
+    with pytest.raises(TrainingDiverged, match=r"particle detector training diverged at step \d+: loss .* lower"):
+        train_heatnet(bank, steps=10, lr=1e30, **kwargs)

@@ -204,6 +204,18 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement(split_di
     assert result.history["epoch"].tolist() == [1, 2, 3] and result.best_epoch == 1
 
 
+def test_a_diverging_training_stops_with_an_error_and_writes_no_model(split_dir, tmp_path):
+    """A learning rate far too high makes weights NaN within an epoch: before, training went on,
+    NaN logits called every patch class 0, and best.pt kept an early epoch without a word."""
+    from temvirus.models import TrainingDiverged
+
+    for experiment in (SMALL, CUSTOM):
+        out = tmp_path / experiment["model"]
+        with pytest.raises(TrainingDiverged, match=r"training diverged in epoch 1: .* lower the learning rate"):
+            train_experiment(experiment, split_dir, out, CLASSES, replace(TINY, lr=1e10))
+        assert not (out / "best.pt").exists() and not (out / "metrics.csv").exists()
+
+
 _CHILD = """
 import sys, torch
 torch.set_num_threads(1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -36,6 +37,19 @@ def _state_bytes(state: dict) -> bytes:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     return buffer.getvalue()
+
+
+@functools.cache
+def _resnetv2_body() -> bytes:
+    """A safetensors file of timm's resnetv2_50 layers (random values, float16 to halve its 100 MB)."""
+    import timm
+    from safetensors.torch import save
+
+    torch.manual_seed(0)
+    model = timm.create_model("resnetv2_50", pretrained=False)
+    return save(
+        {key: value.half() if value.is_floating_point() else value for key, value in model.state_dict().items()}
+    )
 
 
 def test_torchvision_file_names_carry_a_hash_prefix():
@@ -171,16 +185,16 @@ def test_timm_weights_names_and_urls():
 
 def test_unprefixed_safetensors_file_is_checked_against_its_download_record(file_server, tmp_path):
     """timm's hub file has no hash in its name: the sha256 recorded at download guards it afterwards."""
-    from safetensors.torch import save
+    from safetensors.torch import load, save
 
-    state = {"stem.conv.weight": torch.arange(24, dtype=torch.float32).reshape(2, 3, 2, 2)}
+    body = _resnetv2_body()
     name = weights_filename("resnet50v2")
-    file_server.files[f"/mirror/{name}"] = save(state)
+    file_server.files[f"/mirror/{name}"] = body
     path = download_weights("resnet50v2", tmp_path, base_url=file_server.url("/mirror"))
     record = json.loads((tmp_path / f"{name}.record.json").read_text())
-    assert record["sha256"] == hashlib.sha256(save(state)).hexdigest() and record["sha256_verified"] is False
+    assert record["sha256"] == hashlib.sha256(body).hexdigest() and record["sha256_verified"] is False
     loaded = load_imagenet_state_dict("resnet50v2", tmp_path)
-    assert torch.equal(loaded["stem.conv.weight"], state["stem.conv.weight"])
+    assert torch.equal(loaded["stem.conv.weight"], load(body)["stem.conv.weight"])
 
     path.write_bytes(save({"stem.conv.weight": torch.zeros(2, 3, 2, 2)}))  # altered after the download
     with pytest.raises(WeightsError, match=f"does not start with '{record['sha256']}' recorded in"):
@@ -188,10 +202,21 @@ def test_unprefixed_safetensors_file_is_checked_against_its_download_record(file
     (tmp_path / f"{name}.record.json").unlink()
     with pytest.raises(WeightsError, match="carries no hash prefix .* holds no sha256"):
         load_weights_file(path, "resnet50v2")
-    file_server.files[f"/cut/{name}"] = save(state)[:-10]  # a body cut short, served as whole
-    with pytest.raises(WeightsError, match=r"/cut/.*: what was fetched is not a weights file, nothing kept"):
-        download_weights("resnet50v2", tmp_path / "cut", base_url=file_server.url("/cut"))
-    assert not (tmp_path / "cut" / name).exists() and not (tmp_path / "cut" / f"{name}.record.json").exists()
+    # a body cut short, served as whole; another model's weights, or a part of them (before, kept
+    # and refused only at training); this architecture's layers holding a NaN
+    nan = load(body)
+    nan["stem.conv.weight"][0, 0, 0, 0] = float("nan")
+    for served, why in [
+        (body[:-10], "cannot be read as a weights file"),
+        (save({"stem.conv.weight": torch.ones(2, 3, 2, 2)}), "not usable as resnet50v2 weights"),
+        (save(dict(list(load(body).items())[:-3])), f"3 of the model's {len(load(body))} tensors missing (e.g. "),
+        (save(nan), "tensor 'stem.conv.weight' holds NaN"),
+    ]:
+        file_server.files[f"/bad/{name}"] = served
+        with pytest.raises(WeightsError, match=r"/bad/.*: what was fetched is not a weights file, nothing kept") as bad:
+            download_weights("resnet50v2", tmp_path / "bad", base_url=file_server.url("/bad"))
+        assert why in str(bad.value) and "download_weights` again" not in str(bad.value)
+        assert not (tmp_path / "bad" / name).exists() and not (tmp_path / "bad" / f"{name}.record.json").exists()
     for digest in ("", "0", record["sha256"][:12]):  # before, "" let any file pass
         (tmp_path / f"{name}.record.json").write_text(json.dumps({"sha256": digest}))
         with pytest.raises(WeightsError, match=r"holds no sha256 \(64 hex digits\)"):
@@ -203,10 +228,10 @@ def test_snakemake_download_weights_fetches_timm_safetensors_from_base_url(file_
     """resnet50v2's hub file (.safetensors, no hash in its name) goes through the same rule; its hash is recorded."""
 
     from conftest import make_workdir
-    from safetensors.torch import save
+    from safetensors.torch import load
 
     name = weights_filename("resnet50v2")
-    body = save({"w": torch.ones(3)})
+    body = _resnetv2_body()
     file_server.files[f"/mirror/{name}"] = body
     workdir = make_workdir(tmp_path / "wd")
     override = workdir / "override.json"
@@ -217,7 +242,7 @@ def test_snakemake_download_weights_fetches_timm_safetensors_from_base_url(file_
     path = workdir / "resources" / "weights" / name
     assert path.read_bytes() == body
     assert json.loads(path.with_name(name + ".record.json").read_text())["sha256"] == hashlib.sha256(body).hexdigest()
-    assert torch.equal(load_weights_file(path, "resnet50v2")["w"], torch.ones(3))
+    assert torch.equal(load_weights_file(path, "resnet50v2")["stem.conv.weight"], load(body)["stem.conv.weight"])
 
     # another mirror (here one without the file) re-runs nothing: before, the URL was a param of the
     # job, so Snakemake deleted the verified file to fetch it again, and with the mirror failing it was gone
@@ -248,3 +273,22 @@ def test_weights_dir_with_home_or_a_variable_is_expanded_as_in_a_shell(tmp_path)
         )
         assert run.returncode == 0, run.stderr[-3000:]
         assert f"output: {tmp_path / 'home' / 'w' / weights_filename('resnet50')}" in run.stdout, run.stdout[-3000:]
+
+
+def test_weights_with_a_nan_or_an_infinity_are_refused(tmp_path):
+    """Before, a state dict holding NaN loaded: every patch then had NaN logits, so one class."""
+    import re
+
+    for bad in (float("nan"), float("inf")):
+        state = {"conv.weight": torch.ones(2, 2), "bn.num_batches_tracked": torch.tensor(3)}
+        state["conv.weight"][1, 0] = bad
+        body = _state_bytes(state)
+        path = tmp_path / f"m-{hashlib.sha256(body).hexdigest()[:8]}.pth"
+        path.write_bytes(body)
+        with pytest.raises(WeightsError, match=re.escape(f"{path}: tensor 'conv.weight' holds NaN or infinite")):
+            load_weights_file(path, "mobilenet_v2")
+    state["conv.weight"][1, 0] = 2.0  # finite again: read (an integer counter is not checked)
+    body = _state_bytes(state)
+    path = tmp_path / f"m-{hashlib.sha256(body).hexdigest()[:8]}.pth"
+    path.write_bytes(body)
+    assert torch.equal(load_weights_file(path, "mobilenet_v2")["conv.weight"], state["conv.weight"])

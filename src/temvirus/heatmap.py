@@ -41,6 +41,7 @@ import torch
 from scipy import ndimage
 from torch import nn
 
+from temvirus.models import TrainingDiverged
 from temvirus.rescale import region, rescaled_size
 
 log = logging.getLogger(__name__)
@@ -318,7 +319,10 @@ def train_heatnet(
 ) -> tuple[HeatNet, list[float]]:
     """Train a :class:`HeatNet` for ``steps`` AdamW steps (one-cycle learning rate peaking at
     ``lr``, gradients clipped to norm :data:`MAX_GRAD_NORM`) on random crops of ``bank`` (on the
-    CPU). Returns the model (evaluation mode) and the mean loss of each tenth of the steps."""
+    CPU). Returns the model (evaluation mode) and the mean loss of each tenth of the steps.
+
+    Raises ValueError for an empty bank or a crop size that does not fit it, and
+    TrainingDiverged at the first step whose loss is NaN or infinite."""
     from temvirus.seeding import derive_seed, rng
 
     if not bank:
@@ -345,6 +349,11 @@ def train_heatnet(
         optimiser.step()
         schedule.step()
         losses.append(loss.item())
+        if not math.isfinite(losses[-1]):  # before, training went on and every later step was NaN
+            raise TrainingDiverged(
+                f"particle detector training diverged at step {step + 1}: loss {losses[-1]} "
+                f"(learning rate up to {lr:g}); lower micrographs.lr in the config"
+            )
         if (step + 1) % max(1, steps // 10) == 0:
             curve.append(float(np.mean(losses[-max(1, steps // 10) :])))
             log.info(

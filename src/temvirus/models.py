@@ -28,6 +28,7 @@ convolution, the last 1x1 convolution of every block and the projection shortcut
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -175,8 +176,12 @@ class _TimmFeatures(nn.Module):
         return self.body.forward_features(x)
 
 
-def _imagenet_model(arch: str, weights_file: str | Path | None) -> nn.Module:
-    """A torchvision (or timm) ImageNet classifier, random (``weights_file`` None) or loaded from the file."""
+def imagenet_model(arch: str, weights_file: str | Path | None) -> nn.Module:
+    """A torchvision (or timm) ImageNet classifier, random (``weights_file`` None) or loaded from the file.
+
+    Raises WeightsError (:mod:`temvirus.weights`) for a file that fails its hash check, is no
+    state dict, holds NaN or infinite values, or whose layers are not those of ``arch``.
+    """
     from temvirus.weights import TIMM_WEIGHTS
 
     if arch in TIMM_WEIGHTS:
@@ -195,12 +200,23 @@ def _imagenet_model(arch: str, weights_file: str | Path | None) -> nn.Module:
     from temvirus.weights import REFETCH_HINT, WeightsError, load_weights_file
 
     state = load_weights_file(weights_file, arch)  # checks the name's hash prefix; clear errors
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise WeightsError(
-            f"{weights_file}: not usable as {arch} weights ({type(exc).__name__}: {exc}){REFETCH_HINT}"
-        ) from None
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    reshaped = [key for key in expected if key in state and state[key].shape != expected[key].shape]
+    # torch's own message lists every key (16 kB for another model's file): counts and three examples
+    problems = [
+        f"{len(keys)} {what} (e.g. {', '.join(keys[:3])})"
+        for keys, what in [
+            (missing, f"of the model's {len(expected)} tensors missing"),
+            (unexpected, "tensors of no layer of it"),
+            (reshaped, "tensors of another shape"),
+        ]
+        if keys
+    ]
+    if problems:
+        raise WeightsError(f"{weights_file}: not usable as {arch} weights: {'; '.join(problems)}{REFETCH_HINT}")
+    model.load_state_dict(state)
     return model
 
 
@@ -266,7 +282,7 @@ def build_model(
         return scratch_only[name](n_classes, input_size)
     if init == "imagenet" and weights_file is None:
         raise ValueError(f"init 'imagenet' of {name} needs a weights file")
-    backbone = _imagenet_model(name, weights_file if init == "imagenet" else None)
+    backbone = imagenet_model(name, weights_file if init == "imagenet" else None)
     return TransferNet(_features(name, backbone), n_classes, input_size)
 
 
@@ -282,6 +298,19 @@ def set_bn_momentum(model: nn.Module, momentum: float | None) -> nn.Module:
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.momentum = momentum
     return model
+
+
+class TrainingDiverged(ArithmeticError):
+    """A model's weights, batch-norm statistics or loss became NaN or infinite during training."""
+
+
+def first_nonfinite(tensors: Mapping[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor of ``tensors`` (a state dict) holding a NaN or an
+    infinity, else None: weights that would give NaN logits, and so one class for every patch."""
+    for name, tensor in tensors.items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            return name
+    return None
 
 
 def trainable_parameters(model: nn.Module) -> int:

@@ -36,7 +36,13 @@ from temvirus.experiments import experiment_name
 from temvirus.figures import plot_curves
 from temvirus.io import atomic_path, save_figure, sha256_file, write_csv
 from temvirus.metrics import confusion_matrix, summary
-from temvirus.models import build_model, set_bn_momentum, trainable_parameters
+from temvirus.models import (
+    TrainingDiverged,
+    build_model,
+    first_nonfinite,
+    set_bn_momentum,
+    trainable_parameters,
+)
 from temvirus.seeding import derive_seed, rng
 
 log = logging.getLogger(__name__)
@@ -367,6 +373,9 @@ def fit(
     With ``resume_dir`` the state is checkpointed there after every epoch and a run started
     again with the same ``fingerprint`` (and settings) continues from the last checkpoint.
     This is the function a throughput benchmark calls with its own tensors.
+
+    Raises TrainingDiverged when an epoch leaves a NaN or infinite weight or batch-norm
+    statistic (a learning rate too high): no checkpoint of that epoch is written.
     """
     if settings.schedule not in ("constant", "onecycle"):
         raise ValueError(f"training.schedule must be constant or onecycle, got {settings.schedule!r}")
@@ -454,6 +463,14 @@ def fit(
             loss_sum += loss.detach() * len(idx)
             correct += (logits.argmax(1) == yb).sum()
         epoch += 1
+        bad = first_nonfinite(model.state_dict())
+        if bad is not None:
+            # before, the run went on: NaN logits called every patch class 0, the best epoch an early one
+            raise TrainingDiverged(
+                f"training diverged in epoch {epoch}: {bad} holds NaN or infinite values (training loss "
+                f"{loss_sum.item() / n:.4g}, learning rate up to {settings.lr:g}); lower the learning rate "
+                "(training.lr, or the experiment's own lr)"
+            )
         row = {"epoch": epoch, "train_loss": loss_sum.item() / n, "train_acc": correct.item() / n}
         row.update(validate(model, val_x, val_y, n_classes, settings.batch_size, device, settings.amp, channels_last))
         row["lr"] = optimizer.param_groups[0]["lr"]
@@ -596,10 +613,18 @@ def train_experiment(
 
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
-    """The model of a best.pt / last.pt file (on the CPU) and the file's metadata."""
+    """The model of a best.pt / last.pt file (on the CPU) and the file's metadata.
+
+    Raises ValueError when a weight or batch-norm statistic is NaN or infinite (a model that would
+    give every patch one class); torch's and build_model's errors for other files pass through.
+    """
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     model = build_model(ckpt["model"], len(ckpt["classes"]), "scratch", input_size=ckpt["input_size"])
-    model.load_state_dict(ckpt.pop("model_state"))
+    state = ckpt.pop("model_state")
+    bad = first_nonfinite(state)
+    if bad is not None:
+        raise ValueError(f"{path}: {bad} holds NaN or infinite values: not a usable model")
+    model.load_state_dict(state)
     return model, ckpt
 
 

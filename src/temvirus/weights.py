@@ -123,36 +123,49 @@ def source_url(arch: str, base_url: str | None = None) -> str:
     return weights_url(arch)
 
 
-def file_source_url(filename: str, base_url: str | None = None) -> str:
-    """Where to fetch the weights file called ``filename`` (:func:`source_url` of the architecture
-    whose :func:`weights_filename` it is). Raises ValueError for a name of no architecture here."""
+def file_arch(filename: str) -> str:
+    """The architecture whose :func:`weights_filename` is ``filename``.
+
+    Raises ValueError for a name of no architecture here."""
     for arch in [*WEIGHTS_URLS, *TIMM_WEIGHTS]:
         if weights_filename(arch) == filename:
-            return source_url(arch, base_url)
+            return arch
     raise ValueError(f"{filename}: not the ImageNet weights file of any transfer model here")
+
+
+def file_source_url(filename: str, base_url: str | None = None) -> str:
+    """Where to fetch the weights file called ``filename`` (:func:`source_url` of :func:`file_arch`)."""
+    return source_url(file_arch(filename), base_url)
 
 
 def fetch_weights_file(url: str, dest: str | Path) -> Path:
     """Download a weights file to ``dest`` (resumable, retried), checking the hash prefix of its name.
 
-    A name without a hash prefix (timm's hub files, see the module docstring) is fetched
-    unchecked and its computed sha256 recorded in ``{dest}.record.json``, which
-    :func:`load_weights_file` then checks the file against; such a file must at least read as
-    a state dict, or it is removed with its record and WeightsError names the URL (before, a
-    truncated body was kept and failed only at training, where fetching again was not offered).
+    A name without a hash prefix (timm's hub files, see the module docstring; it must be the
+    :func:`weights_filename` of an architecture here) is fetched unchecked and its computed
+    sha256 recorded in ``{dest}.record.json``, which :func:`load_weights_file` then checks the
+    file against; such a file must at least load into its architecture (the same layers and
+    shapes, finite values), or it is removed with its record and WeightsError names the URL
+    (before, a truncated body or another model's weights were kept and failed only at training,
+    where fetching again was not offered). Raises ValueError for an unprefixed name of no
+    architecture here, before fetching.
     """
     from temvirus.download import fetch
 
     dest = Path(dest)
+    unchecked = _name_prefix(dest.name) is None
+    arch = file_arch(dest.name) if unchecked else None
     fetch(
         url,
         dest,
         sha256_prefix=_name_prefix(dest.name),
         hint=f"; without internet, place the file {dest.name} at {dest}",
     )
-    if _name_prefix(dest.name) is None:
+    if unchecked:
+        from temvirus.models import imagenet_model
+
         try:
-            load_weights_file(dest, dest.stem)
+            imagenet_model(arch, dest)
         except WeightsError as exc:
             dest.unlink(missing_ok=True)
             dest.with_name(dest.name + ".record.json").unlink(missing_ok=True)
@@ -185,6 +198,9 @@ def load_weights_file(path: str | Path, arch: str) -> dict:
 
     DenseNet files of torchvision name their layers ``norm.1``/``conv.2``; the keys are renamed
     to the ``norm1``/``conv2`` of torchvision's current DenseNet modules.
+
+    Raises WeightsError for a missing file, a wrong hash, a file that is no state dict, or one
+    with a NaN or infinite value in a floating-point tensor.
     """
     import torch
 
@@ -214,6 +230,11 @@ def load_weights_file(path: str | Path, arch: str) -> dict:
         ) from None
     if not isinstance(state, dict):
         raise WeightsError(f"{path}: expected a state dict, found {type(state).__name__}")
+    from temvirus.models import first_nonfinite
+
+    bad = first_nonfinite(state)
+    if bad is not None:  # before, loaded: every patch then got NaN logits, so one class
+        raise WeightsError(f"{path}: tensor {bad!r} holds NaN or infinite values{REFETCH_HINT}")
     if arch.startswith("densenet"):
         state = {_DENSENET_KEY.sub(r"\1\2", key): value for key, value in state.items()}
     return state
