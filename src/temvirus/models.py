@@ -197,7 +197,7 @@ def imagenet_model(arch: str, weights_file: str | Path | None) -> nn.Module:
         model = torchvision.models.get_model(arch, weights=None, **kwargs)
     if weights_file is None:
         return model
-    from temvirus.weights import REFETCH_HINT, WeightsError, load_weights_file
+    from temvirus.weights import WeightsError, load_weights_file
 
     state = load_weights_file(weights_file, arch)  # checks the name's hash prefix; clear errors
     expected = model.state_dict()
@@ -215,7 +215,7 @@ def imagenet_model(arch: str, weights_file: str | Path | None) -> nn.Module:
         if keys
     ]
     if problems:
-        raise WeightsError(f"{weights_file}: not usable as {arch} weights: {'; '.join(problems)}{REFETCH_HINT}")
+        raise WeightsError(f"{weights_file}: not usable as {arch} weights: {'; '.join(problems)}", refetch=True)
     model.load_state_dict(state)
     return model
 

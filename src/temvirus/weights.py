@@ -96,7 +96,15 @@ REFETCH_HINT = "; delete it (and its .record.json, if any) and run `snakemake do
 
 
 class WeightsError(FileNotFoundError):
-    """A weights file that is missing or whose sha256 does not match its name."""
+    """A weights file that is missing, fails its hash check or cannot be used.
+
+    ``refetch``: the file is there but unusable, so the message ends in :data:`REFETCH_HINT`;
+    ``reason`` is the message without it (what a fetch that just wrote the file reports).
+    """
+
+    def __init__(self, reason: str, refetch: bool = False):
+        super().__init__(reason + (REFETCH_HINT if refetch else ""))
+        self.reason = reason
 
 
 def _name_prefix(filename: str) -> str | None:
@@ -169,8 +177,7 @@ def fetch_weights_file(url: str, dest: str | Path) -> Path:
         except WeightsError as exc:
             dest.unlink(missing_ok=True)
             dest.with_name(dest.name + ".record.json").unlink(missing_ok=True)
-            why = str(exc).replace(REFETCH_HINT, "")
-            raise WeightsError(f"{url}: what was fetched is not a weights file, nothing kept ({why})") from None
+            raise WeightsError(f"{url}: what was fetched is not a weights file, nothing kept ({exc.reason})") from None
     return dest
 
 
@@ -226,7 +233,7 @@ def load_weights_file(path: str | Path, arch: str) -> dict:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unpickling failure: truncated, not a torch file, disallowed object
         raise WeightsError(
-            f"{path}: cannot be read as a weights file ({type(exc).__name__}: {exc}){REFETCH_HINT}"
+            f"{path}: cannot be read as a weights file ({type(exc).__name__}: {exc})", refetch=True
         ) from None
     if not isinstance(state, dict):
         raise WeightsError(f"{path}: expected a state dict, found {type(state).__name__}")
@@ -234,7 +241,7 @@ def load_weights_file(path: str | Path, arch: str) -> dict:
 
     bad = first_nonfinite(state)
     if bad is not None:  # before, loaded: every patch then got NaN logits, so one class
-        raise WeightsError(f"{path}: tensor {bad!r} holds NaN or infinite values{REFETCH_HINT}")
+        raise WeightsError(f"{path}: tensor {bad!r} holds NaN or infinite values", refetch=True)
     if arch.startswith("densenet"):
         state = {_DENSENET_KEY.sub(r"\1\2", key): value for key, value in state.items()}
     return state
