@@ -104,6 +104,8 @@ def test_front_page_shows_the_runs_settings_whatever_config_the_report_is_given(
     assert "data source: synthetic (scale 0.03 of Table 1, binning 2)" in text, text[:3000]
     assert "training patches per class after augmentation: 32" in text, text[:3000]
     assert "epochs: 15 from scratch, 4 fine-tuning" in text, text[:3000]
+    # an experiment's own settings: before, the custom model's 2 epochs showed nowhere on the page
+    assert "own settings: custom-scratch-representative: epochs 2, patience 2" in text, text[:3000]
     assert "scale 0.15" not in text and "per class after augmentation: 128" not in text, text[:3000]
 
 
@@ -129,9 +131,21 @@ def test_table2_is_shown_as_a_table_in_the_browser(report: Path, chromium: str, 
         dump_dom(chromium, f"data:text/html;base64,{base64.b64encode(page.encode()).decode()}", tmp_path)
     )
     table2 = pd.read_csv(default_run / "results" / "tables" / "table2.csv")
-    assert "Table 2" in table
+    assert "Table 2" in table and "demo run: synthetic data" in table, table[:2000]  # before: no word of it
     for _, row in table2.iterrows():
         assert row["experiment"] in table and f"{row['accuracy']:.3f}" in table, (row.to_dict(), table[:2000])
+    # whole numbers as written: the paper's parameter count (a column with empty cells) read 14651401.000
+    assert "14651401" in table and "14651401.000" not in table and f" {table2.trainable_params[0]} " in table
+
+
+def test_a_results_table_keeps_its_whole_number_columns_whole(tmp_path: Path):
+    from temvirus.report import read_table_csv
+
+    csv = tmp_path / "t.csv"
+    csv.write_text("name,count,share,agreement\na,14651401,0.5,1.0\nb,,0.25,0\n")
+    frame = read_table_csv(csv)
+    assert str(frame["count"].dtype) == "Int64" and frame["count"].tolist()[0] == 14651401
+    assert frame["share"].dtype == float and frame["agreement"].dtype == float  # "1.0" was written as a decimal
 
 
 def test_per_experiment_results_carry_labels(report: Path):
@@ -141,6 +155,11 @@ def test_per_experiment_results_carry_labels(report: Path):
     for path, entry in per_class.items():
         model, init, method = Path(path).relative_to("results/report/per_class").with_suffix("").parts
         assert entry["labels"] == {"model": model, "init": init, "split method": method}, entry
+    # every per-experiment item (before, evaluate_model's per_class.csv had none)
+    for path, entry in results.items():
+        parts = Path(path).parts
+        if parts[:2] in {("results", "models"), ("results", "evaluation")} and parts[2] != "baseline":
+            assert entry["labels"] == {"model": parts[2], "init": parts[3], "split method": parts[4]}, (path, entry)
 
 
 def test_config_sources_are_listed_in_the_order_they_apply():

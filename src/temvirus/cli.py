@@ -171,7 +171,11 @@ def _audit(args: argparse.Namespace) -> int:
 def _download_arguments(p: argparse.ArgumentParser) -> None:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--url", help="a file to fetch (resumable, retried, verified, written atomically)")
-    what.add_argument("--weights", metavar="ARCH", help="the ImageNet weights of a torchvision model, e.g. densenet201")
+    what.add_argument(
+        "--weights",
+        metavar="ARCH",
+        help="the ImageNet weights of a transfer model (torchvision's, or timm's for resnet50v2 and xception), e.g. densenet201",
+    )
     p.add_argument(
         "--out",
         required=True,  # a str: the trailing '/' of a folder's name, which Path drops, reaches fetch

@@ -115,13 +115,14 @@ def run_note(config: dict, paper: dict, experiments: Iterable[Mapping] | None = 
 
     ``paper`` is ``config/paper.yaml`` (the paper's method: Matuszewski & Sintorn 2021,
     Section 2); only the keys it sets are compared, so a setting it leaves to the defaults
-    counts as the paper's. Compared: the data source (anything but the published dataset via
-    ``mendeley`` or a ``local`` copy of it counts as different: ``synthetic``), the classes
+    counts as the paper's. Compared: the data source (``synthetic`` counts as different; a
+    ``local`` folder is taken for a copy of the published dataset, which cannot be told from
+    here: its Table 1 beside the paper's shows what it holds), the classes
     classified (``classes.classification`` as a set: fewer or other classes than the paper's 14
     give accuracies that its values cannot be compared with), the
     ``augment`` and ``evaluation`` caps of :data:`METHOD_SETTINGS`, every ``training`` key but
     :data:`HARDWARE_KEYS`, and each experiment's own overrides (:data:`OVERRIDES`). E.g.
-    ``"demo run: synthetic data, epochs 2 scratch / 2 imagenet (paper 300 scratch / 50
+    ``"demo run: synthetic data, training epochs 2 scratch / 2 imagenet (paper 300 scratch / 50
     imagenet), ...: not a reproduction"``. Used by Table 2, its report caption and the
     confusion-matrix figures. ``experiments``: the experiments (mappings of :data:`PARTS`)
     whose own overrides count (default: every configured one), so that the note of one

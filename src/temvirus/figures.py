@@ -378,8 +378,10 @@ def error_tracing(
 # -------------------------------------------------------------------------------- training
 
 
-def plot_curves(history: pd.DataFrame, title: str):
-    """Training curves: loss (left) and accuracy / macro-F1 (right) per epoch."""
+def plot_curves(history: pd.DataFrame, title: str, label_smoothing: float = 0.0):
+    """Training curves: loss (left) and accuracy / macro-F1 (right) per epoch. With
+    ``label_smoothing`` > 0 the training loss is taken against the smoothed targets (its least
+    value is above 0), the validation loss against the classes: the legend says so."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -387,7 +389,8 @@ def plot_curves(history: pd.DataFrame, title: str):
     import matplotlib.ticker
 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
-    ax_loss.plot(history["epoch"], history["train_loss"], "o-", label="train")
+    smoothed = f" (label smoothing {label_smoothing:g})" if label_smoothing else ""
+    ax_loss.plot(history["epoch"], history["train_loss"], "o-", label=f"train{smoothed}")
     ax_loss.plot(history["epoch"], history["val_loss"], "o-", label="validation")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax_acc.plot(history["epoch"], history["train_acc"], "o-", label="train accuracy")

@@ -34,15 +34,28 @@ def html_page(title: str, body: str) -> str:
     )
 
 
-def frame_html(frame: pd.DataFrame, title: str) -> str:
-    """``frame`` as an HTML table page; floats with 3 decimals, missing values empty."""
+def frame_html(frame: pd.DataFrame, title: str, note: str = "") -> str:
+    """``frame`` as an HTML table page under the line ``note`` (when given); floats with 3
+    decimals, missing values empty."""
     table = frame.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.3f}", border=0, escape=True)
-    return html_page(title, table)
+    return html_page(title, (f"<p><b>{html.escape(note)}</b></p>" if note else "") + table)
 
 
-def write_csv_html(csv_path: str | Path, out_html: str | Path, title: str) -> None:
-    """The CSV table ``csv_path`` as an HTML page (for the report)."""
-    write_text(out_html, frame_html(pd.read_csv(csv_path), title))
+def read_table_csv(csv_path: str | Path) -> pd.DataFrame:
+    """A results CSV with its columns of whole numbers as integers, also where cells are empty
+    (pandas reads such a column as floats: a parameter count shown as ``14651401.000``)."""
+    frame = pd.read_csv(csv_path)
+    cells = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    for column in frame.columns:
+        given = cells[column][cells[column] != ""]
+        if len(given) and given.str.fullmatch(r"-?\d+").all():
+            frame[column] = frame[column].astype("Int64")
+    return frame
+
+
+def write_csv_html(csv_path: str | Path, out_html: str | Path, title: str, note: str = "") -> None:
+    """The CSV table ``csv_path`` as an HTML page (for the report), under the line ``note``."""
+    write_text(out_html, frame_html(read_table_csv(csv_path), title, note))
 
 
 def per_class_frame(metrics: Mapping) -> pd.DataFrame:
@@ -51,11 +64,11 @@ def per_class_frame(metrics: Mapping) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["class", "precision", "recall", "f1", "support"])
 
 
-def write_per_class_html(metrics_json: str | Path, out_html: str | Path) -> None:
-    """An experiment's per-class test metrics (from its ``metrics.json``) as an HTML page."""
+def write_per_class_html(metrics_json: str | Path, out_html: str | Path, note: str = "") -> None:
+    """An experiment's per-class test metrics (from its ``metrics.json``) as an HTML page, under the line ``note``."""
     metrics = json.loads(Path(metrics_json).read_text())
     title = f"{metrics['experiment']}: per-class test metrics (accuracy {metrics['accuracy']:.3f}, macro F1 {metrics['f1_macro']:.3f})"
-    write_text(out_html, frame_html(per_class_frame(metrics), title))
+    write_text(out_html, frame_html(per_class_frame(metrics), title, note))
 
 
 def data_tables_line(images_csv: str | Path, particles_csv: str | Path) -> str:
@@ -127,6 +140,11 @@ def key_settings_html(config: Mapping) -> str:
         source += esc(f" (scale {synthetic['scale']} of Table 1, binning {synthetic['binning']})")
     classes = config["classes"]["classification"]
     epochs = training["epochs"]
+    own = [  # an experiment's own settings over the training section's (e.g. the demo's 2-epoch custom)
+        f"{experiment_name(e)}: " + ", ".join(f"{k} {v}" for k, v in e.items() if k not in ("model", "init", "method"))
+        for e in config["experiments"]
+        if set(e) - {"model", "init", "method"}
+    ]
     items = [
         f"data source: {source}",
         esc(f"classes: {len(classes)} ({', '.join(classes)})"),
@@ -137,7 +155,7 @@ def key_settings_html(config: Mapping) -> str:
             f"batch size {training['batch_size']}; device "
         )
         + f"<code>{esc(str(training['device']))}</code>",
-        esc(f"experiments: {len(config['experiments'])}"),
+        esc(f"experiments: {len(config['experiments'])}" + (f" (own settings: {'; '.join(own)})" if own else "")),
         esc(f"master seed: {config['seed']}"),
     ]
     return "<h3>Key settings</h3><ul id='key-settings'>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"

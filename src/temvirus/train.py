@@ -607,7 +607,10 @@ def train_experiment(
     )
     _save({**meta, "model_state": last_state, "epoch": int(result.history["epoch"].iloc[-1])}, out / "last.pt")
     write_csv(out / "metrics.csv", result.history)
-    save_figure(out / "curve.png", plot_curves(result.history, f"{name} (best epoch {result.best_epoch})"))
+    save_figure(
+        out / "curve.png",
+        plot_curves(result.history, f"{name} (best epoch {result.best_epoch})", settings.label_smoothing),
+    )
     shutil.rmtree(out / "resume", ignore_errors=True)
     return result
 

@@ -367,6 +367,11 @@ def report_table_title(wildcards):
     return REPORT_TABLES[wildcards.table]
 
 
+def report_table_note(wildcards):
+    """run_note for Table 2's page (how the run differs from the paper); none for Table 1's counts."""
+    return run_note() if wildcards.table == "table2" else ""
+
+
 # --- micrographs stage (micrographs.smk) -----------------------------------------------
 
 
@@ -453,10 +458,7 @@ def summary_settings(wildcards=None):
         "augment": {"per_class": config["augment"]["per_class"]},
         "training": {k: training[k] for k in ("epochs", "batch_size", "device")},
         "seed": config["seed"],
-        "experiments": [
-            {k: e[k] for k in ("model", "init", "method")}
-            for e in config["experiments"]
-        ],
+        "experiments": [dict(e) for e in config["experiments"]],
     }
 
 

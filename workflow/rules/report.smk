@@ -25,6 +25,7 @@ rule table_html:
         "../../envs/temvirus.yaml"
     params:
         title=report_table_title,
+        note=report_table_note,
     script:
         "../scripts/table_html.py"
 
@@ -44,6 +45,8 @@ rule per_class_html:
         "logs/report/{model}/{init}/{method}/per_class_html.log",
     conda:
         "../../envs/temvirus.yaml"
+    params:
+        note=experiment_note,
     script:
         "../scripts/per_class_html.py"
 

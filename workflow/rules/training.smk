@@ -65,6 +65,7 @@ rule evaluate_model:
             caption="../report/per_class.rst",
             category="5 Evaluation",
             subcategory="{model}/{init}/{method}",
+            labels=experiment_labels,
         ),
         metrics="results/evaluation/{model}/{init}/{method}/metrics.json",
     log:

@@ -3,4 +3,4 @@
 from temvirus.report import write_csv_html
 from temvirus.smk import run_rule
 
-run_rule(snakemake, lambda smk: write_csv_html(smk.input.csv, smk.output.html, smk.params.title))
+run_rule(snakemake, lambda smk: write_csv_html(smk.input.csv, smk.output.html, smk.params.title, smk.params.note))
