@@ -142,10 +142,13 @@ def test_a_results_table_keeps_its_whole_number_columns_whole(tmp_path: Path):
     from temvirus.report import read_table_csv
 
     csv = tmp_path / "t.csv"
-    csv.write_text("name,count,share,agreement\na,14651401,0.5,1.0\nb,,0.25,0\n")
+    csv.write_text("name,count,share,agreement,id,huge\na,14651401,0.5,1.0,007,123456789012345678901\nb,,0.25,0,010,\n")
     frame = read_table_csv(csv)
     assert str(frame["count"].dtype) == "Int64" and frame["count"].tolist()[0] == 14651401
     assert frame["share"].dtype == float and frame["agreement"].dtype == float  # "1.0" was written as a decimal
+    assert (
+        frame["id"].tolist() == [7, 10] and str(frame["huge"].dtype) != "Int64"
+    )  # as pandas reads them; past int64: kept
 
 
 def test_per_experiment_results_carry_labels(report: Path):
@@ -156,10 +159,15 @@ def test_per_experiment_results_carry_labels(report: Path):
         model, init, method = Path(path).relative_to("results/report/per_class").with_suffix("").parts
         assert entry["labels"] == {"model": model, "init": init, "split method": method}, entry
     # every per-experiment item (before, evaluate_model's per_class.csv had none)
-    for path, entry in results.items():
+    items = [
+        p
+        for p in results
+        if Path(p).parts[:2] in {("results", "models"), ("results", "evaluation")} and Path(p).parts[2] != "baseline"
+    ]
+    assert sum(p.endswith("/per_class.csv") for p in items) == 2, sorted(results)
+    for path in items:
         parts = Path(path).parts
-        if parts[:2] in {("results", "models"), ("results", "evaluation")} and parts[2] != "baseline":
-            assert entry["labels"] == {"model": parts[2], "init": parts[3], "split method": parts[4]}, (path, entry)
+        assert results[path]["labels"] == {"model": parts[2], "init": parts[3], "split method": parts[4]}, path
 
 
 def test_config_sources_are_listed_in_the_order_they_apply():

@@ -217,7 +217,7 @@ def _analyse_arguments(p: argparse.ArgumentParser) -> None:
         "--pixel-size",
         type=number_in_range(float, 0, above=True),
         metavar="NM",
-        help="pixel size (nm) of the images without a tags file (tags/{image}_tags.csv or {image}_tags.csv)",
+        help="pixel size (nm) of the images without a tags file (tags/{file}_tags.csv or {file}_tags.csv, {file} the image file name)",
     )
     p.add_argument(
         "--detector",

@@ -201,9 +201,10 @@ def imagenet_model(arch: str, weights_file: str | Path | None) -> nn.Module:
 
     state = load_weights_file(weights_file, arch)  # checks the name's hash prefix; clear errors
     expected = model.state_dict()
-    missing = [key for key in expected if key not in state]
+    # batch norm's step counters are absent from files saved before torch 0.4.1: load_state_dict fills them
+    missing = [key for key in expected if key not in state and not key.endswith(".num_batches_tracked")]
     unexpected = [key for key in state if key not in expected]
-    reshaped = [key for key in expected if key in state and state[key].shape != expected[key].shape]
+    reshaped = [key for key in expected if key in state and getattr(state[key], "shape", None) != expected[key].shape]
     # torch's own message lists every key (16 kB for another model's file): counts and three examples
     problems = [
         f"{len(keys)} {what} (e.g. {', '.join(keys[:3])})"
@@ -216,7 +217,10 @@ def imagenet_model(arch: str, weights_file: str | Path | None) -> nn.Module:
     ]
     if problems:
         raise WeightsError(f"{weights_file}: not usable as {arch} weights: {'; '.join(problems)}", refetch=True)
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # anything the names and shapes above let through
+        raise WeightsError(f"{weights_file}: not usable as {arch} weights ({exc})", refetch=True) from None
     return model
 
 

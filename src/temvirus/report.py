@@ -42,13 +42,14 @@ def frame_html(frame: pd.DataFrame, title: str, note: str = "") -> str:
 
 
 def read_table_csv(csv_path: str | Path) -> pd.DataFrame:
-    """A results CSV with its columns of whole numbers as integers, also where cells are empty
-    (pandas reads such a column as floats: a parameter count shown as ``14651401.000``)."""
+    """A results CSV with its columns of whole numbers as integers where empty cells made pandas
+    read them as floats (a parameter count shown as ``14651401.000``); a column of written
+    decimals (``1.0``) stays a float column, and any other column is as pandas reads it."""
     frame = pd.read_csv(csv_path)
     cells = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    for column in frame.columns:
-        given = cells[column][cells[column] != ""]
-        if len(given) and given.str.fullmatch(r"-?\d+").all():
+    for column in frame.select_dtypes("float").columns:
+        given = cells[column][frame[column].notna()]
+        if len(given) and given.str.fullmatch(r"-?(0|[1-9]\d{0,17})").all():  # within int64
             frame[column] = frame[column].astype("Int64")
     return frame
 
