@@ -161,15 +161,10 @@ def fetch_weights_file(url: str, dest: str | Path) -> Path:
     from temvirus.download import fetch
 
     dest = Path(dest)
-    unchecked = _name_prefix(dest.name) is None
-    arch = file_arch(dest.name) if unchecked else None
-    fetch(
-        url,
-        dest,
-        sha256_prefix=_name_prefix(dest.name),
-        hint=f"; without internet, place the file {dest.name} at {dest}",
-    )
-    if unchecked:
+    prefix = _name_prefix(dest.name)
+    arch = file_arch(dest.name) if prefix is None else None
+    fetch(url, dest, sha256_prefix=prefix, hint=f"; without internet, place the file {dest.name} at {dest}")
+    if prefix is None:
         from temvirus.models import imagenet_model
 
         try:

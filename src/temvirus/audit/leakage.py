@@ -533,6 +533,19 @@ def _field_evidence(
     return out
 
 
+def _leak_reason(ncc: float, threshold: float, surroundings: float, field: bool) -> str:
+    """Why :func:`leak_decision` failed an untransformed pair, in words."""
+    if abs(ncc) >= threshold + LEAK_CONTEXT_MARGIN:
+        return f"fails at |NCC| >= {threshold + LEAK_CONTEXT_MARGIN:g}"
+    if field:
+        agreeing = "another patch pair of the two images matched at the same distance"
+    elif np.isnan(surroundings):
+        agreeing = "surroundings not comparable"
+    else:
+        agreeing = f"surroundings {surroundings * np.sign(ncc):.2f}"
+    return f"fails at |NCC| >= {threshold:g} with the field agreeing: {agreeing}"
+
+
 def read_accepted_leaks(path: str | os.PathLike | None) -> dict[tuple[str, str, str], str]:
     """A reviewer's accepted leaks: ``{(method, patch_id, train_patch_id): reason}``.
 
@@ -652,20 +665,7 @@ def check_leaks(folder: Folder, threshold: float = LEAK_NCC, accepted: dict | No
                     )
             for (q, t), (least, score, (dy, dx), tr, around, agrees) in sorted(found.items()):
                 a, b = rows.iloc[q], train_rows.iloc[t]
-                why = f"fails at |NCC| >= {least:g}"
-                if tr == D4[0]:
-                    why = (
-                        f"fails at |NCC| >= {least + LEAK_CONTEXT_MARGIN:g}"
-                        if abs(score) >= least + LEAK_CONTEXT_MARGIN
-                        else f"fails at |NCC| >= {least:g} with the field agreeing: "
-                        + (
-                            "another patch pair of the two images matched at the same distance"
-                            if agrees
-                            else f"surroundings {around * np.sign(score):.2f}"
-                            if not np.isnan(around)
-                            else "surroundings not comparable"
-                        )
-                    )
+                why = _leak_reason(score, least, around, agrees) if tr == D4[0] else f"fails at |NCC| >= {least:g}"
                 detail = (
                     f"{subset} {a.patch_id} (image {a.image_id}) ~ train {b.patch_id} (image {b.image_id}): NCC {score:.3f}"
                     f" (shift {LEAK_BIN * dx:+d}, {LEAK_BIN * dy:+d} nm, "
