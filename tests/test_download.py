@@ -428,7 +428,10 @@ def test_fetch_gives_up_after_bounded_retries(tmp_path):
         DownloadError, match=rf"^{re.escape(url)}: download failed after 3 attempts .*Connection refused"
     ):
         fetch(url, tmp_path / "x", retries=3, **FAST)
-    assert not (tmp_path / "x").exists()
+    assert not (tmp_path / "x").exists() and not list(tmp_path.iterdir())
+    # nothing arrived: before, the message said "0 bytes kept in x.part for a resume", a file that is not there
+    with pytest.raises(DownloadError, match=r"Connection refused.*\); nothing received$"):
+        fetch(url, tmp_path / "x", retries=1, **FAST)
 
 
 # -- archives -------------------------------------------------------------------------------

@@ -390,9 +390,11 @@ def fetch(
             try:
                 info, retry = _attempt(pool, url, part, retry)
             except MaxRetryError as exc:
+                kept = (
+                    f"{part.stat().st_size} bytes kept in {part} for a resume" if part.exists() else "nothing received"
+                )
                 raise DownloadError(
-                    f"{url}: download failed after {retries} attempts ({exc.reason}); "
-                    f"{part.stat().st_size if part.exists() else 0} bytes kept in {part} for a resume{hint}"
+                    f"{url}: download failed after {retries} attempts ({exc.reason}); {kept}{hint}"
                 ) from None
             if info is None:
                 retry.sleep()

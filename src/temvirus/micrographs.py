@@ -653,7 +653,7 @@ class Classifier:
 
     @classmethod
     def load(cls, checkpoint, device: str = "auto", batch_size: int = 64) -> Classifier:
-        from temvirus.train import load_checkpoint, resolve_device
+        from temvirus.train import DamagedModelError, load_checkpoint, resolve_device
 
         path = Path(checkpoint)
         if path.is_dir():
@@ -665,6 +665,8 @@ class Classifier:
         _check_model_zip(path)
         try:
             model, meta = load_checkpoint(path)
+        except DamagedModelError:  # one of this workflow's models, its weights unusable: said as it is
+            raise
         except Exception as exc:  # a zip of another kind, a pickle, text...
             with path.open("rb") as fh:
                 json_text = fh.read(64).lstrip().startswith(b"{")
@@ -894,7 +896,7 @@ def analyse_micrographs(
             save_figure(tmp / "overlays" / f"{image.image_id}.png", fig)
             calls.append(call)
             all_particles.append(table)
-            log.info("%s: %s", image.image_id, title)
+            log.info("%s", title)  # the title begins with the image id
             del pixels
         summary = pd.DataFrame(calls)
         front = ["image_id", "class"] if "class" in summary else ["image_id"]

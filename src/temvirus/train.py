@@ -615,18 +615,24 @@ def train_experiment(
     return result
 
 
+class DamagedModelError(ValueError):
+    """A trained model file of this workflow whose weights cannot be used (NaN or infinite values)."""
+
+
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
     """The model of a best.pt / last.pt file (on the CPU) and the file's metadata.
 
-    Raises ValueError when a weight or batch-norm statistic is NaN or infinite (a model that would
-    give every patch one class); torch's and build_model's errors for other files pass through.
+    Raises DamagedModelError when a weight or batch-norm statistic is NaN or infinite (a model that
+    would give every patch one class); torch's and build_model's errors for other files pass through.
     """
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     model = build_model(ckpt["model"], len(ckpt["classes"]), "scratch", input_size=ckpt["input_size"])
     state = ckpt.pop("model_state")
     bad = first_nonfinite(state)
     if bad is not None:
-        raise ValueError(f"{path}: {bad} holds NaN or infinite values: not a usable model")
+        raise DamagedModelError(
+            f"{path}: {bad} holds NaN or infinite values: not a usable model; copy it again from where it was trained"
+        )
     model.load_state_dict(state)
     return model, ckpt
 
