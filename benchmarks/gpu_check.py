@@ -574,8 +574,10 @@ def table(result: dict) -> str:
     lines = [
         f"== GPU check: {m.get('gpu', m['cpu_model'])}, torch {m['torch']}, device {m['device']}{' (quick)' if result['quick'] else ''}, {result.get('total_seconds', 0):.0f} s =="
     ]
-    t = s.get("cuda_tests", {})
-    if "error" in t or "passed" not in t:
+    t = s.get("cuda_tests")
+    if t is None:  # not among --stages
+        pass
+    elif "error" in t or "passed" not in t:
         lines.append(f"cuda tests       : {t.get('error', 'no result (rc ' + str(t.get('returncode')) + ')')}")
     else:
         lines.append(

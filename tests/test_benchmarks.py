@@ -196,6 +196,11 @@ def test_gpu_check_quick(tmp_path):
     table = proc.stdout[proc.stdout.index("== GPU check") :].splitlines()
     assert table[1].startswith("cuda tests       : 0 passed, 0 failed") and table[2].startswith("custom ")
     assert table[3].startswith("real crops custom: test accuracy") and table[4].startswith("paper scale      :")
+    # a run of some stages only (`--stages real_training`) prints theirs, no line for the others
+    sys.path.insert(0, str(BENCH))
+    from gpu_check import table as summary
+
+    assert summary(dict(result, stages={"real_training": real})).splitlines()[1:] == [table[3]]
 
 
 @pytest.mark.parametrize(
