@@ -871,7 +871,10 @@ def test_text_with_stray_or_padding_nul_bytes_is_not_taken_for_utf16(tmp_path, d
     "row",
     ["order;yx", "swap xy;true", "transposed;yes", "coordinate order;row,column", "origin;bottom-left"]
     + ["y-axis;up", "offset;10", "index;1-based", "binning;2", "scale;0.5", "downsample;2", "magnification;2"]
-    + ["image width;500", "ImageHeight;500", "pixelsize;2", "pixel size;2;nm", "Calibration;2 nm/px", "Scale;1;nm"],
+    + ["image width;500", "ImageHeight;500", "pixelsize;2", "pixel size;2;nm", "Calibration;2 nm/px", "Scale;1;nm"]
+    # a geometry word glued to another or inflected: were skipped (points read unscaled, unflipped)
+    + ["Resampled;0.5", "downscaled;2", "resize;50%", "nm/px;1", "yflip;1", "flipy;1", "Y-up;yes", "ydown;false"]
+    + ["BottomLeft;yes", "lowerleft;1", "pixelcenter;0.5"],
 )
 def test_positions_header_row_saying_how_to_read_the_points_is_refused(tmp_path, row):
     """Before: skipped, so the points were read as they stand: ``order;yx`` left x and y swapped,
@@ -881,7 +884,16 @@ def test_positions_header_row_saying_how_to_read_the_points_is_refused(tmp_path,
     with pytest.raises(RawDataError, match="says how to read the points .* which the reader does not apply") as caught:
         read_positions(path)
     assert str(caught.value).startswith(f"{path}:3: header line {row!r}")
-    for harmless in ["date;2020-01-01", "operator;jm", "grayscale;yes", "Sample;Adenovirus", "comment;scale bar cut"]:
+    for harmless in [
+        "date;2020-01-01",
+        "operator;jm",
+        "grayscale;yes",
+        "Sample;Adenovirus",
+        "comment;scale bar cut",
+    ] + [
+        "ImageJ;1.53",
+        "Source;camera",
+    ]:
         path = _positions_file(tmp_path, ["image;x.tif", harmless, "format;x;y", "particleposition", "1;2"])
         assert read_positions(path)[0].tolist() == [[1, 2]]
 
@@ -1260,7 +1272,7 @@ _HEADER = ["image;x.tif", "unit;pixel", "format;x;y"]
         (["image;x.tif", "unit;pixel;binned 2x", "particleposition", "10;20"], 2, "more fields than 'unit;pixel'"),
         ([*_HEADER, "zero-based;no", "particleposition", "10;20"], 4, r"says how to read the points \(based\)"),
         ([*_HEADER, "convention;matlab (1-based)", "particleposition", "10;20"], 4, "says how to read the points"),
-        ([*_HEADER, "Y axis pointing up", "particleposition", "10;20"], 4, r"says how to read the points \(axis\)"),
+        ([*_HEADER, "Y axis pointing up", "particleposition", "10;20"], 4, r"says how to read the points \(axis, up\)"),
         ([*_HEADER, "Transform;rot90", "particleposition", "10;20"], 4, "says how to read the points"),
         # a German spreadsheet's thousands separator in every coordinate: was read as 1.36 px
         ([*_HEADER, "particleposition", "1.360;1.120", "particleposition", "1.400;1.250"], 5, "thousands separator"),
@@ -1447,7 +1459,9 @@ def test_positions_column_header_with_units_and_unit_rows_spelt_otherwise(tmp_pa
 @pytest.mark.parametrize(
     "header",
     ["pos_y;pos_x", "y0;x0", "YPos;XPos", "Center Y;Center X", "y-coordinate;x-coordinate", "row;col", "i;j"]
-    + ["vertical;horizontal", "height;width", "YX", "Particle;Y;X"],
+    + ["vertical;horizontal", "height;width", "YX", "Particle;Y;X"]
+    # the axis letter glued to a word: were skipped too (y;x read as x;y)
+    + ["YCenter;XCenter", "YPosition;XPosition", "ycoord;xcoord", "Ycentre;Xcentre", "YM;XM", "Top;Left", "r;c"],
 )
 def test_a_column_header_the_reader_does_not_know_is_refused(tmp_path, header):
     """Before: skipped as a header line, the points read as x;y whatever the header said (``pos_y;pos_x``:
@@ -1820,6 +1834,51 @@ def test_similar_names_are_named_when_a_file_is_missing(good, tmp_path):
     tags = good / "train/Adenovirus/tags/a1.tif_tags.csv"
     tags.rename(tags.with_name("a1_tags.csv"))
     _expect_error(good, tags, r"tags file is missing; files of a similar name: \['a1_tags.csv'\]", tmp_path)
+
+
+def test_another_images_file_is_not_offered_for_a_rename(good, tmp_path):
+    """Before: with a1's positions file missing, the error offered a11's own file ('rename the right one'),
+    whose name starts with a1: following it would give a11's particles to a1."""
+    write_image(good, "train", "Adenovirus", "a11", [[(3, 3)]])
+    positions = good / "train/Adenovirus/particle_positions/a1_particlepositions.txt"
+    positions.unlink()
+    _expect_error(good, positions, r"particle positions file is missing$", tmp_path)
+
+
+@pytest.mark.parametrize("row", ["ImageName;B7", "Image Name;B7", "Filename;B7", "Micrograph;B7.dm3", "file;B7.jpg"])
+def test_a_header_row_naming_another_image_is_refused_in_positions_and_tags(tmp_path, row):
+    """Before: in positions only ``image;…`` and names ending in an image extension were compared, and tags
+    files were not checked at all: another image's file, with its particles or its pixel size, was read for
+    this one. A row under any image-name key must name this image (any extension, or none)."""
+    path = _positions_file(tmp_path, [row, "unit;pixel", "format;x;y", "particleposition", "1;2"])
+    with pytest.raises(RawDataError, match=r"header names image 'B7(\.dm3|\.jpg)?', but this file belongs to x\.tif"):
+        read_positions(path, image="x.tif")
+    tags = tmp_path / "x.tif_tags.csv"
+    tags.write_text("Height;20\nWidth;20\nXScale;1,5\nYScale;1,5\n" + row + "\n")
+    with pytest.raises(RawDataError, match=rf"^{tags}:5: row {row!r} names another image: this tags file belongs to x"):
+        read_tags(tags, image="x.tif")
+    assert read_tags(tags).pixel_size_x_nm == 1.5  # without an image to compare with, the row is not read
+    for own in ["ImageName;x", "Filename;x.jpg", "image;X.TIF"]:
+        tags.write_text("Height;20\nWidth;20\nXScale;1,5\nYScale;1,5\n" + own + "\n")
+        assert read_tags(tags, image="x.tif").pixel_size_x_nm == 1.5
+        path = _positions_file(tmp_path, [own, "particleposition", "1;2"])
+        assert read_positions(path, image="x.tif")[0].tolist() == [[1, 2]]
+
+
+def test_a_two_point_line_longer_than_a_patch_is_logged(tmp_path, caplog):
+    """Two round particles whose marker line between them is lost read as one 2-point centre line, whose
+    one patch, at the midpoint, shows neither (METHOD.md: a 2-point line gives one patch). Before: silent.
+    Now a warning names both lines; a 2-point line within a patch's side (an oval particle) gives none."""
+    lines = ["image;x.tif", "unit;pixel", "format;x;y", "particleposition", "140.97;354.87", "860.26;646.78"]
+    path = _positions_file(tmp_path, lines)
+    with caplog.at_level(logging.WARNING, logger="temvirus.raw"):
+        assert len(read_positions(path, pixel_size_nm=1.0)) == 1
+    assert f"{path}:5-6: a centre line of 2 points 719 nm apart" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="temvirus.raw"):
+        read_positions(path, pixel_size_nm=0.3)  # 216 nm apart along x: both in the patch
+        read_positions(_positions_file(tmp_path, lines[:-1] + ["300;500"]), pixel_size_nm=1.0)  # 160 and 145 nm
+    assert not caplog.text
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -401,6 +402,17 @@ def test_figure_with_and_without_real_examples(tiny_synthetic, real_crops, tmp_p
 
     crops = example_crops(tiny_synthetic / "raw", "Orf", 2, seed=1)
     assert len(crops) == 2 and all(c.shape == (256, 256) and c.std() > 0 for c in crops)
+    # folders and files named as the raw reader also accepts ('TRAIN/orf/', a positions file in upper case):
+    # before, no real example was found there and the figure lost its real column without a word
+    renamed = tmp_path / "renamed"
+    shutil.copytree(tiny_synthetic / "raw", renamed)
+    for subset in [d for d in renamed.iterdir() if d.is_dir()]:
+        (subset / "Orf").rename(subset / "orf")
+        for f in (subset / "orf" / "particle_positions").iterdir():
+            f.rename(f.with_name(f.name.upper()))
+        subset.rename(subset.with_name(subset.name.upper()))
+    again = example_crops(renamed, "Orf", 2, seed=1)
+    assert len(again) == 2 and all(np.array_equal(a, b) for a, b in zip(crops, again))
     plot_synthetic_vs_real(tiny_synthetic / "raw", real_crops, tmp_path / "both.png", seed=1, per_class=1)
     plot_synthetic_vs_real(tiny_synthetic / "raw", tmp_path / "absent", tmp_path / "synthetic.png", seed=1, per_class=1)
     both, alone = Image.open(tmp_path / "both.png"), Image.open(tmp_path / "synthetic.png")

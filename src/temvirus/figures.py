@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from temvirus.classes import CLASSES, FOLDER_NAMES
+from temvirus.classes import CLASSES, class_from_folder
 from temvirus.io import save_figure, write_csv
 from temvirus.metrics import read_confusion, row_normalised, summary
 from temvirus.seeding import rng
@@ -122,23 +122,25 @@ def example_crops(root: str | os.PathLike, cls: str, count: int, seed: int) -> l
     """
     from scipy.ndimage import map_coordinates
 
-    from temvirus.raw import SUBSETS, _image_files, read_image, read_positions, read_tags
+    from temvirus.raw import _Companions, _image_files, ignored, read_image, read_positions, read_tags, subset_folders
 
-    root = Path(root)
-    files = [
+    files = [  # folders and companion files found as the raw reader finds them ('train/adenovirus/', 'TEST/')
         f
-        for subset in SUBSETS
-        if (root / subset / FOLDER_NAMES[cls]).is_dir()
-        for f in _image_files(root / subset / FOLDER_NAMES[cls])
+        for subset_dir in subset_folders(root).values()
+        for class_dir in sorted(subset_dir.iterdir())
+        if class_dir.is_dir() and not ignored(class_dir.name) and class_from_folder(class_dir.name) == cls
+        for f in _image_files(class_dir)
     ]
     draw = rng(seed, "synth", "figure", cls)
     crops = []
     for index in draw.permutation(len(files))[:count]:
         path = files[index]
-        shapes = read_positions(path.parent / "particle_positions" / f"{path.stem}_particlepositions.txt")
+        positions = _Companions(path.parent / "particle_positions", "particle positions file")
+        shapes = read_positions(positions.find(f"{path.stem}_particlepositions.txt", path.stem))
         if not shapes:
             continue
-        px = read_tags(path.parent / "tags" / f"{path.name}_tags.csv").pixel_size_x_nm
+        tags = _Companions(path.parent / "tags", "tags file").find(f"{path.name}_tags.csv", path.stem)
+        px = read_tags(tags, image=path.name).pixel_size_x_nm
         line = shapes[int(draw.integers(len(shapes)))]
         x, y = line[len(line) // 2]
         offsets = (np.arange(EXAMPLE_FIELD_NM) - EXAMPLE_FIELD_NM / 2 + 0.5) / px  # pixel offsets of 1 nm steps

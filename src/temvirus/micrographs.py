@@ -1114,9 +1114,9 @@ def tags_file(image: Path) -> Path | None:
     beside = image.parent.iterdir() if image.parent.is_dir() else []
     siblings = {name_key(p.name) for p in beside if p.is_file() and p != image and p.suffix.lower() in IMAGE_SUFFIXES}
     similar = [p for p in similar if p not in matches and name_key(p.name[:-9]) not in siblings]
-    values = read_tags(matches[0]) if matches else None
+    values = read_tags(matches[0], image=image.name) if matches else None
     for other in matches[1:] + (similar if matches else []):
-        if read_tags(other) != values:  # the values: line ends, decimal marks may differ
+        if read_tags(other, image=image.name) != values:  # the values: line ends, decimal marks may differ
             raise RawDataError(
                 other, f"differs from {matches[0]}: two tags files for {image.name}; remove the one that is wrong"
             )
@@ -1140,7 +1140,7 @@ def image_pixel_size(path: Path, pixel_size_nm: float | None, shape: tuple[int, 
 
     tags_path = tags_file(path)
     if tags_path is not None:
-        tags = read_tags(tags_path)
+        tags = read_tags(tags_path, image=path.name)
         check_tags_size(tags, tags_path, path, shape)
         size = float(tags.pixel_size_x_nm)
         if path.is_file():

@@ -58,10 +58,13 @@ marker, are one centre line (logged as a warning). A unit row (keys as :data:`UN
 starting or ending with ``unit``) must be pixels, and a header line under any other key whose whole
 value is a length unit (``PosUnitX;nm``, ``Calibration;nm``, ``Length;µm``; as in tags) is refused, even
 beside ``unit;pixel``: the coordinates would be read as pixels (a pixel unit there is left alone).
-``format`` (or a column header line) must be ``x;y`` or ``y;x``, and an ``image`` row must name the
-file's image (any extension). Other header lines are skipped, but not one whose key says how to read
-the points (:data:`POSITION_GEOMETRY_WORDS`: ``order;yx``, ``origin;bottom-left``, ``binning;2``,
-``pixelsize;2``, ``image width;500``), which the reader would not apply. A header line holding a point in brackets (``(360.13, 488.45)``), a column header in one field (``y/x``), another image's name under any key (``filename;b7.tif``, a bare ``b7.tif``) or fields after the image name or the unit, or, in a line of words, a length unit (``Positions in nm``) or a geometry word, is refused. Every coordinate ``d.ddd`` with every point in the image's first 10 px where thousands would fit in it (``1.360;1.120``) is refused as a thousands separator. A file without points needs the whole published header (3 lines)
+``format`` (or a column header line) must be ``x;y`` or ``y;x``, and a row under an image-name key
+(:data:`IMAGE_NAME_KEYS`: ``image``, ``ImageName``, ``Filename``; in tags files too) must name the
+file's image (any extension or none). Other header lines are skipped, but not one whose key says how to
+read the points (:data:`POSITION_GEOMETRY_WORDS`, also glued to an axis or another such word:
+``order;yx``, ``origin;bottom-left``, ``binning;2``, ``rescaled;0.5``, ``yflip;1``, ``pixelsize;2``,
+``image width;500``), which the reader would not apply, nor a column header it does not know
+(``pos_y;pos_x``, ``YCenter;XCenter``). A header line holding a point in brackets (``(360.13, 488.45)``), a column header in one field (``y/x``), another image's name under any key (``filename;b7.tif``, a bare ``b7.tif``) or fields after the image name or the unit, or, in a line of words, a length unit (``Positions in nm``) or a geometry word, is refused. Every coordinate ``d.ddd`` with every point in the image's first 10 px where thousands would fit in it (``1.360;1.120``) is refused as a thousands separator. A file without points needs the whole published header (3 lines)
 and no marker: anything shorter is a truncated file. Every point is a patch centre and is given once:
 the same point twice (a particle given twice, or a vertex repeated in a centre line, in a row or
 not) is an error naming both lines; with the image's pixel size, so is a point closer than
@@ -528,8 +531,30 @@ POSITION_GEOMETRY_WORDS = frozenset(
     "mirror mirrored rotate rotated rotation scale scaled scaling binning binned bin downsample downsampled "
     "downsampling upsample upsampled zoom magnification mag pixel pixels pixelsize spacing calibration "
     "calibrated resolution width height size shape dimension dimensions coordinate coordinates direction "
-    "invert inverted xaxis yaxis based zerobased onebased convention transform transformed".split()
+    "invert inverted xaxis yaxis based zerobased onebased convention transform transformed up down top bottom "
+    "left right upper lower resample resampled resampling resize resized resizing px".split()
 )
+#: keys (normalised: lower case, no spaces, ``_`` or ``-``) of a tags or positions header row that names the
+#: image the file belongs to (``Image;b7.tif``, ``ImageName;b7``, ``Filename;b7.dm3``): it must be this file's
+#: image, any extension or none (:func:`_names_another_image`)
+IMAGE_NAME_KEYS = frozenset(
+    "image imagename imagefile imagefilename imagepath file filename filepath micrograph micrographname".split()
+)
+#: what a word of a positions header key may hold glued to a geometry word (``rescaled``, ``downscaled``,
+#: ``yflip``, ``flipy``, ``pixelcenter``, ``imagesize``): read as that geometry word (:func:`_glued`)
+GEOMETRY_AFFIXES = frozenset("re un auto x y xy yx image center centre centered centred".split())
+
+
+def _glued(word: str, words: frozenset[str], affixes: frozenset[str]) -> bool:
+    """Whether ``word`` is one of ``words``, or one of them glued to another or to one of ``affixes``
+    before or after it (``yflip``, ``rescaled``, ``bottomleft``; not ``grayscale``: ``gray`` is neither)."""
+    if word in words:
+        return True
+    for cut in range(1, len(word)):
+        head, tail = word[:cut], word[cut:]
+        if (head in words and (tail in words or tail in affixes)) or (tail in words and head in affixes):
+            return True
+    return False
 
 
 def _names_a_unit(key: str) -> bool:
@@ -654,8 +679,11 @@ def _tag_value(
     return nm
 
 
-def read_tags(path: str | Path) -> Tags:
+def read_tags(path: str | Path, image: str | None = None) -> Tags:
     """Parse a ``*_tags.csv`` file by key (see the module docstring for keys, units and checks).
+
+    With ``image`` (the image's file name), a row under :data:`IMAGE_NAME_KEYS` (``Image;b7.tif``,
+    ``Filename;b7``) must name that image (any extension): the tags of another image give another pixel size.
 
     Rows are ``key;value[;unit]``; a row without ``;`` may use a tab, ``=``, ``:`` or ``,``
     (the first present); quotes around fields are dropped; a key may carry its unit in
@@ -699,6 +727,10 @@ def read_tags(path: str | Path) -> Tags:
         if bracketed:
             key, key_unit = bracketed.groups()
         key = re.sub(r"[\s_\-]", "", key.lower())
+        if image is not None and key in IMAGE_NAME_KEYS and len(parts) > 1 and _names_another_image(parts[1], image):
+            raise RawDataError(
+                path, f"row {row.strip()!r} names another image: this tags file belongs to {image}", line=number
+            )
         other = _names_other_quantity(parts[0])  # 'ScaleBarUnit', 'Detector Pixel Size': not the image's
         # 'Scale unit (stage);Å', 'Unit [probe];nm': a unit row of another quantity, not the scales'
         unit_row = key in UNIT_KEYS and len(parts) > 1 and parts[1] and not other
@@ -885,8 +917,13 @@ def _position_fields(text: str) -> list[str]:
 #: a field holding one number, bare or named (``360.5``, ``x=360.5``, ``Y:12,5``): in a header line, a coordinate
 #: words of a field that name a coordinate axis (:func:`_names_coordinates`): ``Center Y``, ``pos_x``, ``YPos``, ``row``
 COORDINATE_WORDS = frozenset(
-    "x y xy yx x0 y0 cx cy xc yc xpos ypos posx posy row rows col cols column columns i j "
-    "horizontal vertical height width".split()
+    "x y xy yx x0 y0 cx cy xc yc xpos ypos posx posy row rows col cols column columns i j r c "
+    "horizontal vertical height width top left".split()
+)
+#: what an axis letter may be glued to in a column header (``YCenter``, ``ycoord``, ``XM``, ``centroidx``)
+AXIS_AFFIXES = frozenset(
+    "center centre centroid pos position coord coords coordinate coordinates loc location m c px pix pixel "
+    "val value mid middle point pt".split()
 )
 
 
@@ -901,7 +938,10 @@ def _names_coordinates(fields: list[str]) -> bool:
         field = re.sub(r"[\[(].*?[\])]", " ", field) if re.sub(r"[\[(].*?[\])]", "", field).strip() else field
         return [w for w in re.split(r"[^a-z0-9]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", field).lower()) if w]
 
-    named = sum(any(w in COORDINATE_WORDS for w in words(field)) for field in fields)
+    def axis(word: str) -> bool:
+        return word in COORDINATE_WORDS or _glued(word, frozenset("xy"), AXIS_AFFIXES)
+
+    named = sum(any(axis(w) for w in words(field)) for field in fields)
     # one field: 'YX', or two axes in it ('y/x', '(y,x)', 'Y-X', 'row/col')
     one = words(fields[0]) if len(fields) == 1 else []
     return named > 1 or one in (["xy"], ["yx"]) or sum(w in COORDINATE_WORDS for w in one) > 1
@@ -1048,6 +1088,32 @@ def _check_near_points(path: Path, points: list[tuple[int, str, float, float, in
             )
 
 
+def _warn_far_pairs(path: Path, points: list[tuple[int, str, float, float, int]], pixel_size_nm: float) -> None:
+    """Log a warning naming the lines of each centre line of exactly 2 points whose points lie further apart
+    along x or y than a patch's side (256 nm): its one patch, at their midpoint (METHOD.md, "Patches"),
+    shows neither point. Two round particles whose marker line between them was lost, most likely (points
+    before the first marker warn likewise); a straight filament given by its two ends is the other reading,
+    so this is not an error."""
+    from temvirus.patches import PATCH_SIZE  # temvirus.patches imports this module
+
+    pairs: dict[int, list[tuple[int, float, float]]] = {}
+    for number, _, x, y, particle in points:
+        pairs.setdefault(particle, []).append((number, x, y))
+    for (first, x0, y0), (second, x1, y1) in (p for p in pairs.values() if len(p) == 2):
+        apart_nm = max(abs(x1 - x0), abs(y1 - y0)) * pixel_size_nm
+        if apart_nm > PATCH_SIZE:
+            log.warning(
+                "%s:%d-%d: a centre line of 2 points %.0f nm apart: its one patch, %d nm at their midpoint, shows "
+                "neither; if they are two particles, put a '%s' line between them",
+                path,
+                first,
+                second,
+                apart_nm,
+                PATCH_SIZE,
+                PARTICLE_MARKER,
+            )
+
+
 def _names_another_image(named: str, image: str) -> bool:
     """Whether a file name (a path, maybe with backslashes) given in a positions header names another image
     than ``image``; the extension may differ (``x.jpg`` names ``x.tif``)."""
@@ -1150,7 +1216,7 @@ def read_positions(
             named = [m.groups() if (m := _KEY_UNIT.match(p)) else (p, "") for p in parts]  # 'X [px]' -> X, px
             columns = sorted(name.lower() for name, _ in named) == ["x", "y"]
             unit_key = _names_a_unit(key)
-            known = unit_key or columns or key in ("image", "format")  # a header line the reader reads
+            known = unit_key or columns or key in IMAGE_NAME_KEYS or key == "format"  # a header line the reader reads
             numbers = sum(bool(_NUMBER_FIELD.match(p)) for p in parts)
             if numbers > 1 and not known:
                 raise RawDataError(
@@ -1197,7 +1263,11 @@ def read_positions(
             in_pixels = all(value.strip() in PIXEL_UNITS for value in values if value.strip())
             # a line of words by all its words, but for the pixel ('Positions in pixels')
             words = set(_key_words(text)) - {"pixel", "pixels"} if free else _key_words(parts[0])
-            geometry = [] if known or in_pixels else sorted(POSITION_GEOMETRY_WORDS.intersection(words))
+            geometry = (
+                []
+                if known or in_pixels
+                else sorted(w for w in set(words) if _glued(w, POSITION_GEOMETRY_WORDS, GEOMETRY_AFFIXES))
+            )
             if geometry:  # 'order;yx', 'origin;bottom-left', 'binning;2': was skipped, the points read as they stand
                 raise RawDataError(
                     path,
@@ -1210,14 +1280,14 @@ def read_positions(
                 raise RawDataError(
                     path, f"more fields than 'unit;pixel' in {text!r}: the reader would leave them out", line=number
                 )
-            if image is not None and key != "image":  # 'filename;b7.tif', 'Image: b7.tif', a bare 'b7.tif'
+            if image is not None and key not in IMAGE_NAME_KEYS:  # 'Source;b7.tif', 'Image: b7.tif', a bare 'b7.tif'
                 for field in parts:
                     file = re.split(r"[=:,]", field.strip("\"'"))[-1].strip()
                     if file.lower().endswith(IMAGE_SUFFIXES) and _names_another_image(file, image):
                         raise RawDataError(
                             path, f"header names image {file!r}, but this file belongs to {image}", line=number
                         )
-            if image is not None and key == "image" and values[:1]:
+            if image is not None and key in IMAGE_NAME_KEYS and values[:1]:
                 separator = ";" if ";" in text else "\t" if "\t" in text else None  # None: spaces
                 # the rest of the line as written: a name may hold the separator ('a;b.tif', 'scan  1.tif')
                 given = text.split(separator, 1)[1].strip().rstrip(";\t").strip().strip("\"'")
@@ -1315,6 +1385,7 @@ def read_positions(
         )
     if pixel_size_nm is not None:
         _check_near_points(path, points, pixel_size_nm)
+        _warn_far_pairs(path, points, pixel_size_nm)
     if open_marker is not None and not leading:  # markers begin the particles here: the last one's points are lost
         raise RawDataError(
             path, f"the file ends after a '{PARTICLE_MARKER}' line without points: truncated?", line=open_marker
@@ -1725,8 +1796,11 @@ def name_key(name: str) -> str:
 class _Companions:
     """The tags or positions files of one class folder, matched to images by name; reports the unused."""
 
-    def __init__(self, folder: Path, what: str):
+    def __init__(self, folder: Path, what: str, expected: Sequence[str] = ()):
+        """``expected``: the names of every image's file in ``folder``; when one is missing, a file of similar
+        name is offered for a rename only when it is no other image's."""
         self.folder, self.what = folder, what
+        self.expected = {name_key(name) for name in expected}
         self.files = {}
         for entry in _entries(folder) if folder.is_dir() else []:
             if not entry.is_file():
@@ -1744,7 +1818,9 @@ class _Companions:
         if matches:
             self.used.add(matches[0])
             return self.files[matches[0]]
-        similar = sorted(n for n in self.files if name_key(n).startswith(name_key(stem)))
+        similar = sorted(
+            n for n in self.files if name_key(n).startswith(name_key(stem)) and name_key(n) not in self.expected
+        )
         if similar:
             raise RawDataError(
                 self.folder / name, f"{self.what} is missing; files of a similar name: {similar} (rename the right one)"
@@ -1826,8 +1902,12 @@ def read_dataset(root: str | Path, *, hash_files: bool = True) -> tuple[pd.DataF
                     "images without tags/ and particle_positions/ folders: not the raw layout "
                     "(the published 256x256 patches?)",
                 )
-            tags = _Companions(class_dir / "tags", "tags file")
-            positions = _Companions(class_dir / "particle_positions", "particle positions file")
+            tags = _Companions(class_dir / "tags", "tags file", [f"{p.name}_tags.csv" for p in image_files])
+            positions = _Companions(
+                class_dir / "particle_positions",
+                "particle positions file",
+                [f"{p.stem}_particlepositions.txt" for p in image_files],
+            )
             for image_path in image_files:
                 image_id = image_path.stem
                 if name_key(image_id) in seen:  # ids equal but for case clash on macOS/Windows file systems
@@ -2113,7 +2193,7 @@ def check_embedded_calibration(image_path: Path, x_nm: float, y_nm: float, sourc
 def _read_one(
     root: Path, image_path: Path, tags_path: Path, positions_path: Path, cls: str, subset: str, hash_files: bool
 ):
-    tags = read_tags(tags_path)
+    tags = read_tags(tags_path, image=image_path.name)
     pixels = read_image(image_path)
     height, width = pixels.shape
     check_not_blank(image_path, pixels)
