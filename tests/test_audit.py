@@ -53,10 +53,12 @@ def tamper(path: Path, change=None) -> None:
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
-def run_cli(results: Path) -> subprocess.CompletedProcess:
-    """``temvirus audit RESULTS`` as a reviewer runs it (report written outside the folder)."""
-    out = results.parent / "audit_out"
-    cmd = [str(Path(sys.executable).with_name("temvirus")), "audit", str(results), "--out", str(out)]
+def run_cli(results: Path, out: Path | None = None) -> subprocess.CompletedProcess:
+    """``temvirus audit RESULTS --out OUT`` as a reviewer runs it (``OUT`` default: ``audit_out`` beside the
+    folder; ``out=results`` itself: no ``--out``)."""
+    out = results.parent / "audit_out" if out is None else out
+    cmd = [str(Path(sys.executable).with_name("temvirus")), "audit", str(results)]
+    cmd += [] if out == results else ["--out", str(out)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
@@ -99,6 +101,28 @@ def test_clean_run_passes_and_checks_every_stage_present(default_run, copy):
     capability = torch.backends.cpu.get_cpu_capability()
     assert [c["capability"] for c in result.lineage["cpus"]] == [capability]
     assert f"({capability})" in (copy / "audit_out/audit_report.md").read_text()
+
+
+def test_the_audit_command_never_writes_into_the_folder_it_audits(copy):
+    """Before: ``temvirus audit results`` wrote into results/audit/, the workflow's own audit job's outputs:
+    the workflow then took them for the job's, so a job that failed ended with a "passed" front page (and a
+    command's failed audit with a "failed" one after a passed job). Now the default is ``results-audit/``
+    beside the folder, and an ``--out`` inside the folder (or naming a file) is refused before any work."""
+    results = copy / "results"
+    job = {p.name: p.read_bytes() for p in (results / "audit").iterdir()}
+    proc = run_cli(results, out=results)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"report: {copy / 'results-audit' / 'audit_report.html'}" in proc.stdout
+    assert json.loads((copy / "results-audit/audit.json").read_text())["passed"] is True
+    assert {p.name: p.read_bytes() for p in (results / "audit").iterdir()} == job
+    for out, message in [
+        (results / "tables", "--out inside the audited folder"),
+        (results / "audit", "--out inside the audited folder"),
+        (copy / "results-audit/audit.json", "--out is a file, not a folder"),
+    ]:
+        proc = run_cli(results, out=out)
+        assert proc.returncode == 1 and f"temvirus audit: error: {out}: {message}" in proc.stderr, proc.stderr
+    assert audit_mod.audit(results).passed  # nothing was left in the folder
 
 
 TAMPERED = {

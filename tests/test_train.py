@@ -257,6 +257,42 @@ def test_a_killed_training_job_resumes_to_the_same_weights(split_dir, tmp_path, 
     assert not (killed / "resume").exists()
 
 
+def test_a_resume_under_other_threads_starts_over_and_a_resume_is_recorded(split_dir, tmp_path, caplog):
+    """Before: the resume checkpoint's fingerprint held the settings and data only, so a job killed on one CPU
+    thread and rerun on two (or under other code or torch) went on from the first, and its weights matched no
+    run its record described; the record did not say it was resumed either. Now the software is in the
+    fingerprint (another starts over, naming what differs) and a resume is a note of the job's record."""
+    from temvirus import provenance
+    from temvirus.models import build_model
+    from temvirus.train import fit, software_fingerprint
+
+    x, y, _ = load_subset(split_dir, "train_augmented", CLASSES)
+    args = (compact_tensor(x), torch.from_numpy(y), compact_tensor(x[:6]), torch.from_numpy(y[:6]))
+    settings = replace(TINY, epochs=1)
+
+    def run():
+        fingerprint = {"software": software_fingerprint(settings)}
+        return fit(build_model("custom", 3, input_size=48), *args, settings, 3, tmp_path, fingerprint)
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        run()  # leaves its checkpoint after epoch 1
+        provenance.reset()
+        with caplog.at_level("INFO", logger="temvirus.train"):
+            torch.set_num_threads(2)
+            assert run().history["epoch"].tolist() == [1]  # trained again
+            assert "was written for another run (software differ); starting over" in caplog.text
+            assert "resumed_after_epoch" not in provenance._notes
+            caplog.clear()
+            run()  # the same threads: resumed after its one epoch
+        assert f"resuming from {tmp_path / 'ckpt.pt'} after epoch 1" in caplog.text
+        assert provenance._notes["resumed_after_epoch"] == 1
+    finally:
+        torch.set_num_threads(threads)
+        provenance.reset()
+
+
 def test_the_resume_checkpoint_holds_the_best_weights_with_their_epoch(split_dir, tmp_path):
     """One file, written atomically after each epoch, holds the training state and the best
     weights with their epoch and metric: a job killed at any moment cannot resume with one
@@ -285,7 +321,7 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(split_dir, tmp_path, capl
         result = fit(
             build_model("custom", 3, input_size=48), *args, replace(TINY, epochs=1, lr=5e-4), 3, resume_dir=tmp_path
         )
-    assert "written for other settings or data; starting over" in caplog.text
+    assert "was written for another run (settings differ); starting over" in caplog.text
     assert result.history["epoch"].tolist() == [1]
 
 

@@ -130,7 +130,9 @@ def _read(args: argparse.Namespace) -> int:
 def _audit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("results_dir", type=Path, help="the results folder to audit (with its provenance/ records)")
     p.add_argument(
-        "--out", type=Path, help="write audit_report.md/.html and audit.json here (default: RESULTS_DIR/audit)"
+        "--out",
+        type=Path,
+        help="write audit_report.md/.html and audit.json here, outside RESULTS_DIR (default: RESULTS_DIR-audit beside it)",
     )
     p.add_argument(
         "--near-bits",
@@ -155,12 +157,23 @@ def _audit_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    """Refuses, before writing anything, a folder without lineage records (not a results folder)."""
-    from temvirus.audit import command
+    """Refuses, before writing anything, a folder without lineage records (not a results folder), and an
+    ``--out`` inside the results folder or naming a file."""
+    from temvirus.audit import command, default_out
     from temvirus.provenance import read_records
 
     if not args.results_dir.is_dir():
         raise FileNotFoundError(f"{args.results_dir}: results folder not found")
+    out = (args.out or default_out(args.results_dir)).resolve()
+    if out.is_relative_to(args.results_dir.resolve()):
+        # before: written into the folder it audits (the default, results/audit/): the workflow then took the
+        # files for its own audit job's, and its front page showed this audit's verdict, not the job's
+        raise ValueError(
+            f"{args.out or out}: --out inside the audited folder {args.results_dir}: the audit would change what it "
+            "audits (results/audit/ is the workflow's own audit job's); give a folder outside it"
+        )
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{args.out or out}: --out is a file, not a folder; nothing written")
     if not any(read_records(args.results_dir / "provenance")):  # a malformed record is a finding
         raise ValueError(
             f"{args.results_dir}: no lineage records in provenance/: not a results folder of this workflow; nothing written"

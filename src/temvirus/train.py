@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from temvirus import provenance
 from temvirus.augment import check_class_subsets
 from temvirus.experiments import experiment_name
 from temvirus.figures import plot_curves
@@ -418,7 +419,10 @@ def fit(
         ckpt_path = Path(resume_dir) / "ckpt.pt"
         if ckpt_path.is_file():
             ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-            if ckpt["fingerprint"] == fingerprint:
+            differs = sorted(
+                k for k in {*ckpt["fingerprint"], *fingerprint} if ckpt["fingerprint"].get(k) != fingerprint.get(k)
+            )
+            if not differs:
                 model.load_state_dict(ckpt["model"])
                 optimizer.load_state_dict(ckpt["optimizer"])
                 if scheduler is not None:
@@ -428,15 +432,17 @@ def fit(
                 epoch, best_metric, best_epoch = ckpt["epoch"], ckpt["best_metric"], ckpt["best_epoch"]
                 bad_epochs, history, best_state = ckpt["bad_epochs"], ckpt["history"], ckpt["best_model"]
                 log.info(
-                    "resuming from %s after epoch %d (best %s %.4f at epoch %d)",
+                    "resuming from %s after epoch %d (best %s %.4f at epoch %d); the earlier attempt's epochs:\n%s",
                     ckpt_path,
                     epoch,
                     monitor,
                     best_metric,
                     best_epoch,
+                    pd.DataFrame(history, columns=HISTORY_COLUMNS).to_string(index=False),
                 )
+                provenance.note("resumed_after_epoch", epoch)  # the record says that two processes trained it
             else:
-                log.warning("%s was written for other settings or data; starting over", ckpt_path)
+                log.warning("%s was written for another run (%s differ); starting over", ckpt_path, ", ".join(differs))
 
     while epoch < settings.epochs and bad_epochs < settings.patience:
         started = time.time()
@@ -522,6 +528,19 @@ def fit(
 # ------------------------------------------------------------------------- one experiment
 
 
+def software_fingerprint(settings: Settings) -> dict:
+    """What besides the settings and data decides a run's weights: the code (hash of the package and workflow,
+    :func:`temvirus.provenance.code_version`), torch, the CPU threads and instruction set, and the GPU."""
+    device = resolve_device(settings.device)
+    return {
+        "code_sha256": provenance.code_version()["code_sha256"],
+        "torch": str(torch.__version__),
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+    }
+
+
 def _digest(*arrays: np.ndarray) -> str:
     """sha256 of arrays' bytes: a resume checkpoint is only used for the very same data."""
     digest = hashlib.sha256()
@@ -589,6 +608,9 @@ def train_experiment(
             "data": _digest(train_np, train_y, val_np, val_y),
             # another ImageNet file (a mirror's, fetched again) must not continue a run begun on the first
             "init_weights": sha256_file(weights_file) if weights_file else None,
+            # what else makes the weights: a run resumed under other code, torch, threads or instruction set
+            # matched no run its record describes (docs/lineage.md: results repeat bit for bit only on one)
+            "software": software_fingerprint(settings),
         },
     )
     meta = {

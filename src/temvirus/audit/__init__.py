@@ -122,6 +122,13 @@ class AuditFailed(RuntimeError):
     """The audit found modified, missing, unrecorded or leaking files."""
 
 
+def default_out(results_dir: str | os.PathLike) -> Path:
+    """Where ``temvirus audit RESULTS_DIR`` writes its report without ``--out``: ``RESULTS_DIR-audit`` beside the
+    folder, never inside it (``RESULTS_DIR/audit/`` is the workflow's own audit job's output)."""
+    results = Path(results_dir).resolve()
+    return results.with_name(f"{results.name}-audit")
+
+
 def command(args) -> int:
     """``temvirus audit RESULTS_DIR [--out DIR] [--near-bits N] [--leak-ncc X] [--accepted-leaks CSV] [--partial]``
     (arguments in :mod:`temvirus.cli`):
@@ -134,7 +141,7 @@ def command(args) -> int:
         accepted_leaks=args.accepted_leaks,
         targets=not args.partial,
     )
-    out = Path(args.out) if args.out else Path(args.results_dir) / "audit"
+    out = Path(args.out) if args.out else default_out(args.results_dir)
     write_report(result, out / "audit_report.md", out / "audit_report.html", out / "audit.json")
     print(summary(result))
     print(f"report: {out / 'audit_report.html'}")
