@@ -250,3 +250,24 @@ def test_a_warning_is_one_line_of_the_jobs_log(workdir):
     run_rule(job("warn", outputs={"table": "results/w.csv"}, log=["logs/warn.log"]), warn)
     lines = [line for line in (workdir / "logs" / "warn.log").read_text().splitlines() if "py.warnings" in line]
     assert len(lines) == 1 and lines[0].endswith("py.warnings: UserWarning: an image without particles"), lines
+
+
+def test_config_differences_name_the_keys_that_differ(tmp_path):
+    recorded = {"seed": 42, "training": {"epochs": {"scratch": 30}, "lr": 0.003}, "experiments": [{"model": "a"}]}
+    current = {
+        "seed": 42,
+        "training": {"epochs": {"scratch": 300}, "lr": 0.003, "new": 1},
+        "experiments": [{"model": "b"}],
+    }
+    assert provenance.config_differences(recorded, recorded) == []
+    assert provenance.config_differences(recorded, current) == [
+        "experiments",
+        "training.epochs.scratch",
+        "training.new",
+    ]
+    root = tmp_path / "provenance"
+    assert provenance.config_drift(current, root) == []  # no whole run recorded: nothing to compare with
+    record = provenance.record_path("report_summary", {}, root)
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"config": recorded}))
+    assert provenance.config_drift(current, root) == ["experiments", "training.epochs.scratch", "training.new"]

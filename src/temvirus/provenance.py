@@ -80,6 +80,31 @@ def reset() -> None:
     _seeds.clear()
 
 
+def config_differences(recorded: Mapping, current: Mapping, prefix: str = "") -> list[str]:
+    """The dotted keys (``training.epochs``) whose values differ between two configs (nested mappings compared
+    key by key; a key in one only differs), in sorted order."""
+    keys = []
+    for key in sorted({*recorded, *current}, key=str):
+        name, old, new = f"{prefix}{key}", recorded.get(key), current.get(key)
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            keys += config_differences(old, new, f"{name}.")
+        elif _jsonable(old) != _jsonable(new) or (key in recorded) != (key in current):
+            keys.append(name)
+    return keys
+
+
+def config_drift(current: Mapping, root: str | os.PathLike = PROVENANCE_DIR) -> list[str]:
+    """The keys of ``current`` (the workflow's config now) that differ from the config recorded by the run's
+    front-page job (``report_summary``, the last of a whole run), or ``[]`` when there is no such record.
+    Results and the report's captions (made from the config of the moment) then describe different runs."""
+    path = record_path("report_summary", {}, root)
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return config_differences(recorded, current) if isinstance(recorded, Mapping) else []
+
+
 def record_path(rule: str, wildcards: Mapping[str, object], root: str | os.PathLike = PROVENANCE_DIR) -> Path:
     """``{root}/{rule}/{k=v__k=v}.json`` (``job.json`` for a rule without wildcards)."""
     slug = "__".join(f"{k}={v}" for k, v in wildcards.items()) or "job"

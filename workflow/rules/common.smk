@@ -23,6 +23,7 @@ from temvirus.experiments import (
     visible_gpus,
 )
 from temvirus.io import shell_path
+from temvirus.provenance import config_drift
 from temvirus.split import METHODS
 
 
@@ -577,6 +578,17 @@ except ConfigError as exc:
 reorder_config(config, SCHEMA)
 # as a shell would: "~/weights", "$SCRATCH/weights" (temvirus.configcheck refuses an unset variable)
 config["weights"]["dir"] = str(shell_path(config["weights"]["dir"]))
+
+# Results of a whole run made with another config than this one: a run re-makes what the change touches,
+# but `snakemake --report` before that would caption them with this config's settings (the demo-run
+# note, the epochs), not the ones that made them (temvirus.provenance.config_drift).
+if workflow.is_main_process and (drift := config_drift(config)):
+    print(
+        "Warning: results/ were made with another config than the one given now (it differs in "
+        f"{', '.join(drift[:8])}{f' and {len(drift) - 8} more keys' if len(drift) > 8 else ''}). Run the "
+        "workflow to bring them up to date before `snakemake --report`, whose captions follow this config.",
+        file=sys.stderr,
+    )
 
 
 # At most as many GPU jobs at once as this machine has GPUs, with or without a profile:
