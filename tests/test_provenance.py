@@ -126,6 +126,15 @@ def test_failed_job_writes_no_record_and_missing_output_fails_the_job(workdir):
         run_rule(job("boom", outputs={"table": "results/b.csv"}), boom)
     assert not (workdir / "results/provenance/boom").exists()
 
+    def findings(smk):  # the audit's findings, tens of them: before, all on one line joined by ' / '
+        raise RuntimeError("audit failed:\n" + "\n".join(f"leak {i}: NCC 0.9" for i in range(4)))
+
+    with pytest.raises(SystemExit) as caught:
+        run_rule(job("audit", outputs={"table": "results/c.csv"}), findings)
+    assert str(caught.value).splitlines() == ["rule audit failed: RuntimeError: audit failed:"] + [
+        f"  leak {i}: NCC 0.9" for i in range(4)
+    ]
+
     with pytest.raises(SystemExit, match="rule lazy failed: FileNotFoundError: .*results/never.csv"):
         run_rule(job("lazy", outputs={"table": "results/never.csv"}), lambda smk: None)
     assert not (workdir / "results/provenance/lazy").exists()

@@ -75,6 +75,8 @@ def run_rule(smk, main: Callable[[object], None]) -> None:
         record = provenance.write_record(smk, started, ended)
     except Exception as exc:
         log.exception("rule %s failed", smk.rule)  # the traceback: to the log file and stderr, once
-        message = " / ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        # a short message on one line; a long one (the audit's findings) one finding per line, readable
+        message = " / ".join(lines) if len(lines) <= 3 else "\n  ".join(lines)
         raise SystemExit(f"rule {smk.rule} failed: {type(exc).__name__}: {message}") from None
     log.info("rule %s done in %.1f s; lineage record %s", smk.rule, (ended - started).total_seconds(), record)
