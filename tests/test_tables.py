@@ -149,6 +149,22 @@ def test_run_note_names_every_way_the_default_differs_from_the_papers_method():
     assert "(paper all)" not in note and "threads" not in note
 
 
+def test_an_experiments_note_shows_its_own_epochs_not_the_run_wide_ones():
+    """Before: custom's jobs (it sets epochs 2 and patience 2 itself) were captioned "training epochs 30
+    scratch ..." and re-ran when the run-wide epochs changed, for a model that no such change touches."""
+    from temvirus.experiments import run_note
+
+    default, paper, _ = _configs()
+    custom = {"model": "custom", "init": "scratch", "method": "representative", "epochs": 2, "patience": 2}
+    default["experiments"] = [{"model": "small_cnn", "init": "scratch", "method": "representative"}, custom]
+    note = run_note(default, paper, [custom])
+    assert "custom-scratch-representative epochs 2 (paper 300)" in note
+    assert "training epochs" not in note and "training patience" not in note
+    default["training"]["epochs"] = {"scratch": 31, "imagenet": 4}
+    assert run_note(default, paper, [custom]) == note
+    assert "training epochs 31 scratch" in run_note(default, paper)  # the whole run's (Table 2) still shows it
+
+
 def test_run_note_is_empty_for_the_papers_method_whatever_the_hardware():
     from temvirus.experiments import run_note
 

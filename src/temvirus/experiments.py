@@ -142,13 +142,17 @@ def run_note(config: dict, paper: dict, experiments: Iterable[Mapping] | None = 
         if key in paper.get(section, {}) and config[section][key] != paper[section][key]:
             differences.append(f"{words} {_shown(config[section][key])} (paper {_shown(paper[section][key])})")
     paper_training = paper.get("training", {})
+    shown = [e for e in config.get("experiments", []) if chosen is None or experiment_key(e) in chosen]
+    # a key every experiment shown sets for itself: the run-wide value made none of its results (a change
+    # of it must not re-caption them either); the experiments' own values follow
+    own = {key for key in OVERRIDES if shown and all(key in e for e in shown)}
     for key, theirs in paper_training.items():
+        if key in own:
+            continue
         if key not in HARDWARE_KEYS and key in config["training"] and config["training"][key] != theirs:
             words = TRAINING_WORDS.get(key, f"training {key}")
             differences.append(f"{words} {_shown(config['training'][key], key)} (paper {_shown(theirs, key)})")
-    for entry in config.get("experiments", []):
-        if chosen is not None and experiment_key(entry) not in chosen:
-            continue
+    for entry in shown:
         for key in OVERRIDES:
             if key in entry and key in paper_training:
                 theirs = resolve_training({key: paper_training[key]}, {"init": entry["init"]})[key]
