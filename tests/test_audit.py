@@ -106,15 +106,18 @@ def test_clean_run_passes_and_checks_every_stage_present(default_run, copy):
 def test_a_run_given_another_config_than_the_results_warns(copy):
     """Before: with the config edited after a whole run, `snakemake --report` captioned the results with the
     new settings (a demo run of 300 epochs for models trained 30) without a word. Every invocation now
-    warns, naming the keys that differ from the config the run's front-page job recorded."""
+    warns, naming the settings that differ from those the run's front-page job recorded in its params."""
     same = subprocess.run(snakemake_cmd(copy, "-n"), capture_output=True, text=True, timeout=600)
     assert same.returncode == 0 and "Nothing to be done" in same.stdout + same.stderr, same.stderr[-3000:]
-    assert "were made with another config" not in same.stderr
+    assert "were made with other settings" not in same.stderr
     other = subprocess.run(
         snakemake_cmd(copy, "-n", "--config", "seed=43"), capture_output=True, text=True, timeout=600
     )
     assert other.returncode == 0, other.stderr[-3000:]
-    assert "Warning: results/ were made with another config than the one given now (it differs in seed)" in other.stderr
+    assert (
+        "Warning: results/ were made with other settings than the config given now (they differ in seed, configfiles)"
+        in (other.stderr)
+    )
 
 
 def test_the_audit_command_never_writes_into_the_folder_it_audits(copy):

@@ -132,7 +132,7 @@ def test_end_to_end_rerun_of_one_model(tmp_path, default_run):
     assert check["only_that_model_ran"] is True, check
 
 
-def test_gpu_check_quick(tmp_path):
+def test_gpu_check_quick(tmp_path, monkeypatch):
     """benchmarks/gpu_check.py: --prepare a tiny archive (a few real crops, else synthetic patches), then --quick on the CPU."""
     from conftest import REAL_CROPS, write_patch_split
 
@@ -197,7 +197,7 @@ def test_gpu_check_quick(tmp_path):
     assert table[1].startswith("cuda tests       : 0 passed, 0 failed") and table[2].startswith("custom ")
     assert table[3].startswith("real crops custom: test accuracy") and table[4].startswith("paper scale      :")
     # a run of some stages only (`--stages real_training`) prints theirs, no line for the others
-    sys.path.insert(0, str(BENCH))
+    monkeypatch.syspath_prepend(str(BENCH))
     from gpu_check import table as summary
 
     assert summary(dict(result, stages={"real_training": real})).splitlines()[1:] == [table[3]]

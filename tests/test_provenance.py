@@ -274,9 +274,16 @@ def test_config_differences_name_the_keys_that_differ(tmp_path):
         "training.epochs.scratch",
         "training.new",
     ]
+    # as JSON holds them: a tuple is a list, a number key a string
+    assert provenance.config_differences({"a": [1, 2], "b": {"1": "x"}}, {"a": (1, 2), "b": {1: "x"}}) == []
     root = tmp_path / "provenance"
-    assert provenance.config_drift(current, root) == []  # no whole run recorded: nothing to compare with
+    params = {"config": current, "note": "demo run"}
+    assert provenance.params_drift("report_summary", params, root) == []  # no record: nothing to compare with
     record = provenance.record_path("report_summary", {}, root)
     record.parent.mkdir(parents=True)
-    record.write_text(json.dumps({"config": recorded}))
-    assert provenance.config_drift(current, root) == ["experiments", "training.epochs.scratch", "training.new"]
+    record.write_text(json.dumps({"params": {"config": recorded, "note": "demo run"}}))
+    assert provenance.params_drift("report_summary", params, root) == [
+        "config.experiments",
+        "config.training.epochs.scratch",
+        "config.training.new",
+    ]

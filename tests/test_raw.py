@@ -884,18 +884,14 @@ def test_positions_header_row_saying_how_to_read_the_points_is_refused(tmp_path,
     with pytest.raises(RawDataError, match="says how to read the points .* which the reader does not apply") as caught:
         read_positions(path)
     assert str(caught.value).startswith(f"{path}:3: header line {row!r}")
-    for harmless in [
-        "date;2020-01-01",
-        "operator;jm",
-        "grayscale;yes",
-        "Sample;Adenovirus",
-        "comment;scale bar cut",
-    ] + [
-        "ImageJ;1.53",
-        "Source;camera",
-    ]:
-        path = _positions_file(tmp_path, ["image;x.tif", harmless, "format;x;y", "particleposition", "1;2"])
-        assert read_positions(path)[0].tolist() == [[1, 2]]
+    harmless = ["date;2020-01-01", "operator;jm", "grayscale;yes", "Sample;Adenovirus", "comment;scale bar cut"]
+    # words of other meanings, free text under an image-name key, the file's own name, initials
+    harmless += ["ImageJ;1.53", "Source;camera", "Lower threshold;10", "Set up;Fiji", "Autoscale;off", "Unbinned;yes"]
+    harmless += ["Positions in px", "File created by ImageJ", "Micrograph;yes", "File;1 of 3", "Filepath;C:\\data\\"]
+    harmless += ["File;x_particlepositions.txt", "Picked by R C Smith"]
+    for line in harmless:
+        path = _positions_file(tmp_path, ["image;x.tif", line, "format;x;y", "particleposition", "1;2"])
+        assert read_positions(path, image="x.tif")[0].tolist() == [[1, 2]], line
 
 
 def _positions_file(tmp_path: Path, lines: list[str]) -> Path:
@@ -1849,15 +1845,21 @@ def test_another_images_file_is_not_offered_for_a_rename(good, tmp_path):
 def test_a_header_row_naming_another_image_is_refused_in_positions_and_tags(tmp_path, row):
     """Before: in positions only ``image;…`` and names ending in an image extension were compared, and tags
     files were not checked at all: another image's file, with its particles or its pixel size, was read for
-    this one. A row under any image-name key must name this image (any extension, or none)."""
+    this one. A row under an image-name key must name this image: in positions files any value under
+    ``image`` or a ``…name`` key, else a file name with an extension (the only kind in tags files)."""
     path = _positions_file(tmp_path, [row, "unit;pixel", "format;x;y", "particleposition", "1;2"])
     with pytest.raises(RawDataError, match=r"header names image 'B7(\.dm3|\.jpg)?', but this file belongs to x\.tif"):
         read_positions(path, image="x.tif")
     tags = tmp_path / "x.tif_tags.csv"
-    tags.write_text("Height;20\nWidth;20\nXScale;1,5\nYScale;1,5\n" + row + "\n")
-    with pytest.raises(RawDataError, match=rf"^{tags}:5: row {row!r} names another image: this tags file belongs to x"):
-        read_tags(tags, image="x.tif")
-    assert read_tags(tags).pixel_size_x_nm == 1.5  # without an image to compare with, the row is not read
+    # in tags files only a file name with its extension: instruments name acquisitions there ('Image;Capture 12')
+    for named in [row, "Filename: C:\\data\\B7.tif"] if "." in row else []:
+        tags.write_text("Height;20\nWidth;20\nXScale;1,5\nYScale;1,5\n" + named + "\n")
+        with pytest.raises(RawDataError, match=rf"^{re.escape(str(tags))}:5: row .* names another image: this tags"):
+            read_tags(tags, image="x.tif")
+        assert read_tags(tags).pixel_size_x_nm == 1.5  # without an image to compare with, the row is not read
+    for other in ["Image;Capture 12", "Micrograph;yes", "File;", "File;x.tif_tags.csv", "Filename: C:\\data\\x.tif"]:
+        tags.write_text("Height;20\nWidth;20\nXScale;1,5\nYScale;1,5\n" + other + "\n")
+        assert read_tags(tags, image="x.tif").pixel_size_x_nm == 1.5, other
     for own in ["ImageName;x", "Filename;x.jpg", "image;X.TIF"]:
         tags.write_text("Height;20\nWidth;20\nXScale;1,5\nYScale;1,5\n" + own + "\n")
         assert read_tags(tags, image="x.tif").pixel_size_x_nm == 1.5

@@ -282,7 +282,7 @@ def test_a_resume_under_other_threads_starts_over_and_a_resume_is_recorded(split
         with caplog.at_level("INFO", logger="temvirus.train"):
             torch.set_num_threads(2)
             assert run().history["epoch"].tolist() == [1]  # trained again
-            assert "was written for another run (software differ); starting over" in caplog.text
+            assert "was written for another run (software.threads differ); starting over" in caplog.text
             assert "resumed_after_epoch" not in provenance._notes
             caplog.clear()
             run()  # the same threads: resumed after its one epoch
@@ -321,7 +321,7 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(split_dir, tmp_path, capl
         result = fit(
             build_model("custom", 3, input_size=48), *args, replace(TINY, epochs=1, lr=5e-4), 3, resume_dir=tmp_path
         )
-    assert "was written for another run (settings differ); starting over" in caplog.text
+    assert "was written for another run (settings.lr differ); starting over" in caplog.text
     assert result.history["epoch"].tolist() == [1]
 
 

@@ -121,7 +121,8 @@ def run_note(config: dict, paper: dict, experiments: Iterable[Mapping] | None = 
     classified (``classes.classification`` as a set: fewer or other classes than the paper's 14
     give accuracies that its values cannot be compared with), the
     ``augment`` and ``evaluation`` caps of :data:`METHOD_SETTINGS`, every ``training`` key but
-    :data:`HARDWARE_KEYS`, and each experiment's own overrides (:data:`OVERRIDES`). E.g.
+    :data:`HARDWARE_KEYS` and those every experiment shown sets itself, and each experiment's own
+    overrides (:data:`OVERRIDES`). E.g.
     ``"demo run: synthetic data, training epochs 2 scratch / 2 imagenet (paper 300 scratch / 50
     imagenet), ...: not a reproduction"``. Used by Table 2, its report caption and the
     confusion-matrix figures. ``experiments``: the experiments (mappings of :data:`PARTS`)

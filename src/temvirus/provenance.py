@@ -81,25 +81,30 @@ def reset() -> None:
 
 
 def config_differences(recorded: Mapping, current: Mapping, prefix: str = "") -> list[str]:
-    """The dotted keys (``training.epochs``) whose values differ between two configs (nested mappings compared
-    key by key; a key in one only differs), in sorted order."""
+    """The dotted keys (``training.epochs``) whose values differ between two configs as JSON holds them
+    (``current`` is taken through JSON first: tuples, non-string keys), nested mappings compared key by key, a
+    key in one only differing; in sorted order."""
+    current = json.loads(json.dumps(_jsonable(current))) if not prefix else current
     keys = []
     for key in sorted({*recorded, *current}, key=str):
         name, old, new = f"{prefix}{key}", recorded.get(key), current.get(key)
         if isinstance(old, Mapping) and isinstance(new, Mapping):
             keys += config_differences(old, new, f"{name}.")
-        elif _jsonable(old) != _jsonable(new) or (key in recorded) != (key in current):
+        elif json.dumps(old, sort_keys=True) != json.dumps(new, sort_keys=True) or (key in recorded) != (
+            key in current
+        ):
             keys.append(name)
     return keys
 
 
-def config_drift(current: Mapping, root: str | os.PathLike = PROVENANCE_DIR) -> list[str]:
-    """The keys of ``current`` (the workflow's config now) that differ from the config recorded by the run's
-    front-page job (``report_summary``, the last of a whole run), or ``[]`` when there is no such record.
-    Results and the report's captions (made from the config of the moment) then describe different runs."""
-    path = record_path("report_summary", {}, root)
+def params_drift(rule: str, current: Mapping, root: str | os.PathLike = PROVENANCE_DIR) -> list[str]:
+    """The keys of ``current`` (the params a job of ``rule`` without wildcards would get now) that differ from
+    those its record holds (:func:`config_differences`), or ``[]`` without a record. For ``report_summary``,
+    the run's last job, whose params are the settings the front page and the report's captions show: when
+    they differ, the results and a report built now describe different runs (and the job will run again)."""
+    path = record_path(rule, {}, root)
     try:
-        recorded = json.loads(path.read_text(encoding="utf-8"))["config"]
+        recorded = json.loads(path.read_text(encoding="utf-8"))["params"]
     except (OSError, ValueError, KeyError, TypeError):
         return []
     return config_differences(recorded, current) if isinstance(recorded, Mapping) else []

@@ -531,9 +531,12 @@ POSITION_GEOMETRY_WORDS = frozenset(
     "mirror mirrored rotate rotated rotation scale scaled scaling binning binned bin downsample downsampled "
     "downsampling upsample upsampled zoom magnification mag pixel pixels pixelsize spacing calibration "
     "calibrated resolution width height size shape dimension dimensions coordinate coordinates direction "
-    "invert inverted xaxis yaxis based zerobased onebased convention transform transformed up down top bottom "
-    "left right upper lower resample resampled resampling resize resized resizing px".split()
+    "invert inverted xaxis yaxis based zerobased onebased convention transform transformed "
+    "resample resampled resampling resize resized resizing px".split()
 )
+#: directions, geometry only glued to an axis or to each other (``yup``, ``ydown``, ``bottomleft``) or beside
+#: an axis word in the key (``y_up``, ``Y axis pointing up``); alone they are other things (``Lower threshold``)
+DIRECTION_WORDS = frozenset("up down top bottom left right upper lower".split())
 #: keys (normalised: lower case, no spaces, ``_`` or ``-``) of a tags or positions header row that names the
 #: image the file belongs to (``Image;b7.tif``, ``ImageName;b7``, ``Filename;b7.dm3``): it must be this file's
 #: image, any extension or none (:func:`_names_another_image`)
@@ -542,7 +545,18 @@ IMAGE_NAME_KEYS = frozenset(
 )
 #: what a word of a positions header key may hold glued to a geometry word (``rescaled``, ``downscaled``,
 #: ``yflip``, ``flipy``, ``pixelcenter``, ``imagesize``): read as that geometry word (:func:`_glued`)
-GEOMETRY_AFFIXES = frozenset("re un auto x y xy yx image center centre centered centred".split())
+GEOMETRY_AFFIXES = frozenset("re up down x y xy yx image center centre centered centred".split())
+
+
+def _geometry_words(words: set[str]) -> set[str]:
+    """The words of a positions header key that say how to read the points (:data:`POSITION_GEOMETRY_WORDS`,
+    alone or glued, :func:`_glued`; :data:`DIRECTION_WORDS` glued to an axis or each other, or beside an axis
+    or another direction)."""
+    axes = {"x", "y", "axis", "xaxis", "yaxis", "origin"}
+    found = {w for w in words if _glued(w, POSITION_GEOMETRY_WORDS, GEOMETRY_AFFIXES)}
+    found |= {w for w in words if w not in DIRECTION_WORDS and _glued(w, DIRECTION_WORDS, DIRECTION_WORDS | axes)}
+    directions = words & DIRECTION_WORDS  # beside an axis, or two of them ('BottomLeft', 'top left')
+    return found | (directions if words & axes or len(directions) > 1 else set())
 
 
 def _glued(word: str, words: frozenset[str], affixes: frozenset[str]) -> bool:
@@ -727,7 +741,13 @@ def read_tags(path: str | Path, image: str | None = None) -> Tags:
         if bracketed:
             key, key_unit = bracketed.groups()
         key = re.sub(r"[\s_\-]", "", key.lower())
-        if image is not None and key in IMAGE_NAME_KEYS and len(parts) > 1 and _names_another_image(parts[1], image):
+        given = row.split(separator, 1)[1].strip().strip("\"'") if separator else ""  # 'Filename: C:\\data\\b7.tif'
+        if (
+            image is not None
+            and _names_a_file(key, given, strict=False)
+            and _names_another_image(given, image)
+            and not _names_this_file(given, path)
+        ):
             raise RawDataError(
                 path, f"row {row.strip()!r} names another image: this tags file belongs to {image}", line=number
             )
@@ -927,7 +947,7 @@ AXIS_AFFIXES = frozenset(
 )
 
 
-def _names_coordinates(fields: list[str]) -> bool:
+def _names_coordinates(fields: list[str], free: bool = False) -> bool:
     """Whether two or more of a header line's fields (or two words of its one field, ``YX``, ``y/x``, ``(y,x)``) name coordinate axes
     (:data:`COORDINATE_WORDS`; quotes, units in brackets and case ignored, camel case split): a
     column header the reader does not know (``pos_y;pos_x``, ``Particle;Y;X``), whose column order it
@@ -939,6 +959,8 @@ def _names_coordinates(fields: list[str]) -> bool:
         return [w for w in re.split(r"[^a-z0-9]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", field).lower()) if w]
 
     def axis(word: str) -> bool:
+        if free:  # a line of words ('Picked by R C Smith', 'my notes'): whole axis words only, no initials
+            return word in COORDINATE_WORDS and word not in ("r", "c")
         return word in COORDINATE_WORDS or _glued(word, frozenset("xy"), AXIS_AFFIXES)
 
     named = sum(any(axis(w) for w in words(field)) for field in fields)
@@ -1114,6 +1136,25 @@ def _warn_far_pairs(path: Path, points: list[tuple[int, str, float, float, int]]
             )
 
 
+#: a value ending in a file extension (``b7.tif``, ``C:\\data\\b7.dm3``), not words or a folder
+_FILE_NAME = re.compile(r"\.[A-Za-z][A-Za-z0-9]{1,4}$")
+
+
+def _names_a_file(key: str, value: str, strict: bool) -> bool:
+    """Whether a header row under normalised ``key`` with ``value`` names an image file
+    (:data:`IMAGE_NAME_KEYS`): a value with a file extension; ``strict`` (positions files, this project's
+    layout): under ``image`` or a key ending in ``name`` any value (``image;b7``, ``ImageName;b7``). Not free
+    text (``File created by ImageJ``, ``Micrograph;yes``) or a folder (``Filepath;C:\\data\\``)."""
+    if key not in IMAGE_NAME_KEYS or not value:
+        return False
+    return bool(_FILE_NAME.search(value)) or (strict and (key == "image" or key.endswith("name")))
+
+
+def _names_this_file(named: str, path: Path) -> bool:
+    """Whether a name given in a header is that of the header's own file (``File;b7_particlepositions.txt``)."""
+    return name_key(Path(named.replace("\\", "/")).name) == name_key(path.name)
+
+
 def _names_another_image(named: str, image: str) -> bool:
     """Whether a file name (a path, maybe with backslashes) given in a positions header names another image
     than ``image``; the extension may differ (``x.jpg`` names ``x.tif``)."""
@@ -1144,8 +1185,9 @@ def read_positions(
     (an index column, a third value). Decimal marks follow :func:`_check_decimal_marks`: one mark
     in a file (``360.13`` and ``1,000`` are an error naming both lines), and a mark before exactly
     three digits (``1,000``: 1000 or 1.0?) only where the file shows it to be decimal.
-    With ``image`` (the image's file name), an ``image`` header line must name that image (the
-    extension may differ); with ``size`` (width, height px), every point must lie in the image
+    With ``image`` (the image's file name), a header line naming an image file (:func:`_names_a_file`:
+    ``image;b7``, ``ImageName;b7``, ``Micrograph;b7.dm3``) must name that image (the extension may differ)
+    or this file itself; with ``size`` (width, height px), every point must lie in the image
     (``0 <= x < width``, ``0 <= y < height``: ``x = width`` is the far edge, outside every pixel),
     and points that all lie within 0-1 px of the top-left corner (``0 <= x, y <= 1``; one point too, unless at ``1;1``) are taken for normalised (0-1)
     coordinates; with ``pixel_size_nm`` (nm/px), no two points may be closer than
@@ -1168,7 +1210,9 @@ def read_positions(
     twice (equal x and y, at the second line, naming the first): a copied particle, a second
     particle on a point of another one, or a vertex repeated in a centre line (in a row or not).
     Each point is a patch centre, so any of these made identical patches, and a copied particle
-    an inflated particle count.
+    an inflated particle count. Column headers and geometry rows are recognised with their words glued
+    (``YCenter;XCenter``, ``rescaled;0.5``, ``yflip;1``: :func:`_glued`), and a 2-point centre line longer
+    than a patch is logged as a warning (:func:`_warn_far_pairs`: a lost marker between two particles?).
     """
     path = Path(path)
     if not path.is_file():
@@ -1216,7 +1260,12 @@ def read_positions(
             named = [m.groups() if (m := _KEY_UNIT.match(p)) else (p, "") for p in parts]  # 'X [px]' -> X, px
             columns = sorted(name.lower() for name, _ in named) == ["x", "y"]
             unit_key = _names_a_unit(key)
-            known = unit_key or columns or key in IMAGE_NAME_KEYS or key == "format"  # a header line the reader reads
+            separator = ";" if ";" in text else "\t" if "\t" in text else None  # None: spaces
+            # the rest of the line as written: a name may hold the separator ('a;b.tif', 'scan  1.tif')
+            given = text.split(separator, 1)[1].strip().rstrip(";\t").strip().strip("\"'") if len(parts) > 1 else ""
+            # 'image;b7', 'ImageName;b7', 'Micrograph;b7.dm3'; not 'File created by ImageJ', 'Micrograph;yes'
+            names_image = bool(given) and _names_a_file(key, given, strict=True)
+            known = unit_key or columns or names_image or key == "format"  # a header line the reader reads
             numbers = sum(bool(_NUMBER_FIELD.match(p)) for p in parts)
             if numbers > 1 and not known:
                 raise RawDataError(
@@ -1225,7 +1274,7 @@ def read_positions(
                     f"expected 'x;y' (px) alone on a line, or '{PARTICLE_MARKER}'",
                     line=number,
                 )
-            if not known and _names_coordinates(parts):
+            if not known and _names_coordinates(parts, free=";" not in text and "\t" not in text):
                 raise RawDataError(
                     path,
                     f"column header {text!r} is not one the reader knows, so it cannot tell the column order; "
@@ -1262,12 +1311,8 @@ def read_positions(
             # ('Scale;pixels': in pixels, as read, so it cannot change the reading; a key alone says nothing)
             in_pixels = all(value.strip() in PIXEL_UNITS for value in values if value.strip())
             # a line of words by all its words, but for the pixel ('Positions in pixels')
-            words = set(_key_words(text)) - {"pixel", "pixels"} if free else _key_words(parts[0])
-            geometry = (
-                []
-                if known or in_pixels
-                else sorted(w for w in set(words) if _glued(w, POSITION_GEOMETRY_WORDS, GEOMETRY_AFFIXES))
-            )
+            words = set(_key_words(text)) - {"pixel", "pixels", *PIXEL_UNITS} if free else set(_key_words(parts[0]))
+            geometry = [] if known or in_pixels else sorted(_geometry_words(words))
             if geometry:  # 'order;yx', 'origin;bottom-left', 'binning;2': was skipped, the points read as they stand
                 raise RawDataError(
                     path,
@@ -1280,17 +1325,14 @@ def read_positions(
                 raise RawDataError(
                     path, f"more fields than 'unit;pixel' in {text!r}: the reader would leave them out", line=number
                 )
-            if image is not None and key not in IMAGE_NAME_KEYS:  # 'Source;b7.tif', 'Image: b7.tif', a bare 'b7.tif'
+            if image is not None and not names_image:  # 'Source;b7.tif', 'Image: b7.tif', a bare 'b7.tif'
                 for field in parts:
                     file = re.split(r"[=:,]", field.strip("\"'"))[-1].strip()
                     if file.lower().endswith(IMAGE_SUFFIXES) and _names_another_image(file, image):
                         raise RawDataError(
                             path, f"header names image {file!r}, but this file belongs to {image}", line=number
                         )
-            if image is not None and key in IMAGE_NAME_KEYS and values[:1]:
-                separator = ";" if ";" in text else "\t" if "\t" in text else None  # None: spaces
-                # the rest of the line as written: a name may hold the separator ('a;b.tif', 'scan  1.tif')
-                given = text.split(separator, 1)[1].strip().rstrip(";\t").strip().strip("\"'")
+            if image is not None and names_image:
                 extra = re.fullmatch(r"(.+?\.(?:tiff?|png|jpe?g))\s*[;\t](.+)", given, re.IGNORECASE)
                 if extra:  # 'image;x.tif;2048;2048': the size of another image (binned?) the points were taken on
                     raise RawDataError(
@@ -1299,7 +1341,7 @@ def read_positions(
                         f"{extra[2].strip()!r} out",
                         line=number,
                     )
-                if _names_another_image(given, image):
+                if _names_another_image(given, image) and not _names_this_file(given, path):
                     raise RawDataError(
                         path, f"header names image {given!r}, but this file belongs to {image}", line=number
                     )

@@ -419,9 +419,7 @@ def fit(
         ckpt_path = Path(resume_dir) / "ckpt.pt"
         if ckpt_path.is_file():
             ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-            differs = sorted(
-                k for k in {*ckpt["fingerprint"], *fingerprint} if ckpt["fingerprint"].get(k) != fingerprint.get(k)
-            )
+            differs = provenance.config_differences(ckpt["fingerprint"], fingerprint)
             if not differs:
                 model.load_state_dict(ckpt["model"])
                 optimizer.load_state_dict(ckpt["optimizer"])

@@ -23,7 +23,7 @@ from temvirus.experiments import (
     visible_gpus,
 )
 from temvirus.io import shell_path
-from temvirus.provenance import config_drift
+from temvirus.provenance import params_drift
 from temvirus.split import METHODS
 
 
@@ -579,17 +579,6 @@ reorder_config(config, SCHEMA)
 # as a shell would: "~/weights", "$SCRATCH/weights" (temvirus.configcheck refuses an unset variable)
 config["weights"]["dir"] = str(shell_path(config["weights"]["dir"]))
 
-# Results of a whole run made with another config than this one: a run re-makes what the change touches,
-# but `snakemake --report` before that would caption them with this config's settings (the demo-run
-# note, the epochs), not the ones that made them (temvirus.provenance.config_drift).
-if workflow.is_main_process and (drift := config_drift(config)):
-    print(
-        "Warning: results/ were made with another config than the one given now (it differs in "
-        f"{', '.join(drift[:8])}{f' and {len(drift) - 8} more keys' if len(drift) > 8 else ''}). Run the "
-        "workflow to bring them up to date before `snakemake --report`, whose captions follow this config.",
-        file=sys.stderr,
-    )
-
 
 # At most as many GPU jobs at once as this machine has GPUs, with or without a profile:
 # the default of the machine-wide `gpu` resource, unless --resources (or a profile, as
@@ -597,3 +586,26 @@ if workflow.is_main_process and (drift := config_drift(config)):
 # nodes (Snakemake caps every job's resources at these limits).
 if workflow.local_exec and "gpu" not in workflow.global_resources:
     workflow.register_resource("gpu", visible_gpus())
+
+
+# Results of a whole run made with other settings than this config's: a run re-makes what the change
+# touches, but `snakemake --report` before that would caption them with this config's (the demo-run note,
+# the epochs, the seed), not those that made them. Compared: the front page's params, which are these
+# settings (temvirus.provenance.params_drift); hardware keys such as training.threads are not among them.
+if workflow.is_main_process and (
+    drift := params_drift(
+        "report_summary",
+        {
+            "configfiles": applied_configfiles(),
+            "config": summary_settings(),
+            "note": run_note(),
+        },
+    )
+):
+    shown = [key.removeprefix("config.") for key in drift]
+    print(
+        "Warning: results/ were made with other settings than the config given now (they differ in "
+        f"{', '.join(shown[:8])}{f' and {len(shown) - 8} more' if len(shown) > 8 else ''}). Run the "
+        "workflow to bring them up to date before `snakemake --report`, whose captions follow this config.",
+        file=sys.stderr,
+    )
