@@ -412,6 +412,8 @@ def test_key_path_and_integer_problems_name_the_key():
     config = default_config()
     config["micrographs"]["max_test_images_per_class"] = 3.0  # an integer or null
     config["overlap"]["coarse_nm"] = 2  # a number: an int is fine
+    config["dataset"]["synthetic"]["scale"] = 0.0  # a number out of its range, whole: the schema's to say
+    config["micrographs"]["sigma_fraction"] = 0.0
     assert integer_problems(config, SCHEMA) == [
         "micrographs.max_test_images_per_class: 3.0 is a float where a whole number is needed; write 3"
     ]

@@ -98,7 +98,7 @@ def integer_problems(config: dict, schema: dict) -> list[str]:
     for error in strict(schema).iter_errors(config):
         for leaf in _leaves(error):
             value = leaf.instance
-            if isinstance(value, float) and value.is_integer():
+            if leaf.validator == "type" and isinstance(value, float) and value.is_integer():
                 problems.append(
                     f"{key_path(leaf.absolute_path)}: {value!r} is a float where a whole number is "
                     f"needed; write {int(value)}"
