@@ -1172,6 +1172,42 @@ def test_a_file_given_twice_in_an_archive_or_spelt_otherwise_in_two_is_refused(t
     assert list((tmp_path / "out").iterdir()) == []
 
 
+def test_utf8_names_of_a_zip_without_its_utf8_flag_are_read_as_utf8(tmp_path):
+    """macOS' Archive Utility and Windows' zipper write UTF-8 names without the UTF-8 flag; zipfile reads
+    them as cp437. Before: the image 'Ade_ä_1' was extracted and read as 'Ade_├ñ_1', and the same folder
+    extracted by unzip beside the zip was refused as differing from it."""
+    from temvirus.download import locate_local
+
+    tree = make_raw_tree(tmp_path / "tree")
+    folder = tree / "train" / "Adenovirus"
+    for path in [*folder.glob("*.tif"), *folder.glob("*/*")]:  # 'QQ': as long as 'ä' in UTF-8
+        path.rename(path.with_name(path.name.replace("Ade_train_1", "Ade_QQ_1")))
+    data = zip_tree(tree).replace(b"Ade_QQ_1", "Ade_ä_1".encode())
+    assert not any(info.flag_bits & 0x800 for info in zipfile.ZipFile(io.BytesIO(data)).infolist())
+    archive = _write(tmp_path / "in" / "TEM virus dataset.zip", data)
+    extract_archives([archive], tmp_path / "out" / "raw")
+    images, _ = read_dataset(tmp_path / "out" / "raw")
+    assert "Ade_ä_1" in set(images.image_id)
+    shutil.copytree(tmp_path / "out" / "raw", tmp_path / "in" / "TEM virus dataset")  # as extracted by unzip
+    assert locate_local(tmp_path / "in") == (tmp_path / "in" / "TEM virus dataset", [])
+
+
+def test_a_zip_holding_a_file_and_a_folder_of_one_name_is_refused_before_extraction(tmp_path):
+    """Before: a FileExistsError naming the temporary folder, with a traceback, half-way through."""
+    tree = make_raw_tree(tmp_path / "tree")
+    for extra in (
+        {"context_virus_RAW/notes": b"x", "context_virus_RAW/notes/a.txt": b"y"},
+        {"context_virus_RAW/notes": b"x", "context_virus_RAW/notes/": b""},
+    ):
+        archive = _write(tmp_path / "in" / "a.zip", zip_tree(tree, extra=extra))
+        with pytest.raises(
+            DownloadError, match=re.escape("'context_virus_RAW/notes' (both a file and a folder)")
+        ) as caught:
+            extract_archives([archive], tmp_path / "out" / "raw")
+        assert str(caught.value).startswith(f"{archive}: refusing to extract")
+        assert list((tmp_path / "out").iterdir()) == []
+
+
 @pytest.mark.slow
 def test_local_archive_is_tracked_by_content(real_crops, tmp_path):
     """An archive at dataset.local.path replaced by another one with an older time stamp (a backup

@@ -1457,7 +1457,10 @@ def test_positions_column_header_with_units_and_unit_rows_spelt_otherwise(tmp_pa
     ["pos_y;pos_x", "y0;x0", "YPos;XPos", "Center Y;Center X", "y-coordinate;x-coordinate", "row;col", "i;j"]
     + ["vertical;horizontal", "height;width", "YX", "Particle;Y;X"]
     # the axis letter glued to a word: were skipped too (y;x read as x;y)
-    + ["YCenter;XCenter", "YPosition;XPosition", "ycoord;xcoord", "Ycentre;Xcentre", "YM;XM", "Top;Left", "r;c"],
+    + ["YCenter;XCenter", "YPosition;XPosition", "ycoord;xcoord", "Ycentre;Xcentre", "YM;XM", "Top;Left", "r;c"]
+    # other names of the axes, and one name told apart by an axis letter or a digit: were skipped too
+    + ["centroid-0;centroid-1", "dim_0;dim_1", "Y1;X1", "Xnm;Ynm", "Line;Sample", "Zeile;Spalte", "ligne;colonne"]
+    + ["fila;columna", "riga;colonna", "ordinate;abscissa", "lat;lon", "v;h"],
 )
 def test_a_column_header_the_reader_does_not_know_is_refused(tmp_path, header):
     """Before: skipped as a header line, the points read as x;y whatever the header said (``pos_y;pos_x``:
@@ -1466,7 +1469,9 @@ def test_a_column_header_the_reader_does_not_know_is_refused(tmp_path, header):
     with pytest.raises(RawDataError, match="is not one the reader knows, so it cannot tell the column order") as caught:
         read_positions(path)
     assert str(caught.value).startswith(f"{path}:1: column header {header!r}")
-    for known, point in [('"y";"x"', [140.97, 354.87]), ("'X';'Y'", [354.87, 140.97]), ("community;virology", None)]:
+    known_lines = [('"y";"x"', [140.97, 354.87]), ("'X';'Y'", [354.87, 140.97]), ("community;virology", None)]
+    known_lines += [("Line scan of the sample", None), ("Sample;Adenovirus", None), ("Grid;A1", None)]
+    for known, point in known_lines:
         path = _positions_file(tmp_path, [known, "particleposition", "354.87;140.97"])
         assert read_positions(path)[0].tolist() == [point or [354.87, 140.97]]
 
@@ -1773,6 +1778,20 @@ def test_positions_pixel_units_and_words_under_other_keys_are_still_skipped(tmp_
     assert read_positions(path)[0].tolist() == [[1, 2]]
 
 
+def test_pandas_unnamed_column_names_are_not_read_as_a_point(tmp_path):
+    """``DataFrame.to_csv(sep=';', index=False)`` of unnamed columns writes ``0;1`` above the points: it was
+    read as a point on the image's corner (a centre line from there to the first particle, its patch at
+    the midpoint), with a warning at most."""
+    for lines, line in [
+        (["image;x.tif", "unit;pixel", "format;x;y", "particleposition", "0;1", "488.5;360.25"], 5),
+        (["0;1", "488.5;360.25", "100.5;700.25"], 1),
+    ]:
+        path = _positions_file(tmp_path, lines)
+        _refused_at_line(read_positions, path, line, "the column names '0' and '1' that pandas writes")
+    path = _positions_file(tmp_path, ["particleposition", "10;20", "0;1"])  # a vertex there, not a first point
+    assert read_positions(path)[0].tolist() == [[10, 20], [0, 1]]
+
+
 @pytest.mark.parametrize("points", [["0.53;0.41", "0.2;0.9"], ["0.36;0.48"], ["0.4;1"], ["1;0"]])
 def test_normalised_positions_are_refused(good, tmp_path, points):
     """One point in the first pixel of a large image too: a particle centred there shows a quarter of itself.
@@ -1797,6 +1816,12 @@ def test_normalised_positions_are_refused(good, tmp_path, points):
             "no image for this particle positions file",
         ),
         (lambda d: shutil.copy(d / "a1.tif", d.parent / "a9.tif"), "../a9.tif", "image outside a class folder"),
+        # a second tags file of a1 in other case: was 'no image for this tags file' (the image is there)
+        (
+            lambda d: (d / "tags/A1.TIF_tags.csv").write_text("Height;1\n"),
+            "tags/A1.TIF_tags.csv",
+            r"a second tags file for the image of a1.tif_tags.csv \(the names differ only in case",
+        ),
     ],
 )
 def test_files_the_reader_would_leave_out_are_refused(good, tmp_path, make, culprit, reason):
@@ -2531,6 +2556,23 @@ def test_a_tiff_calibrated_otherwise_than_its_tags_is_refused(good, tmp_path, ca
         assert "cal" in set(read_dataset(good)[0].image_id)
     else:
         _expect_error(good, image, rf"{error}.* 5 nm/px: which is right is unknown", tmp_path)
+
+
+@pytest.mark.parametrize(
+    "size,reason", [("1,0", "PhysicalSizeX='1,0' is not a number"), ("n/a", "PhysicalSizeX='n/a' is not")]
+)
+def test_an_ome_calibration_that_is_no_number_is_named(good, tmp_path, size, reason):
+    """Before: ``float('1,0')`` raised a bare ValueError, naming neither the image nor the attribute
+    (``temvirus read``: "could not convert string to float: '1,0'")."""
+    image = write_image(good, "train", "Adenovirus", "ome", [[(3, 3)]], size=(60, 60))
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?><OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">'
+        '<Image ID="Image:0"><Pixels ID="Pixels:0" DimensionOrder="XYCZT" Type="uint16" SizeX="60" SizeY="60" '
+        f'SizeC="1" SizeZ="1" SizeT="1" PhysicalSizeX="{size}" PhysicalSizeXUnit="nm" PhysicalSizeY="{size}" '
+        'PhysicalSizeYUnit="nm"><Channel ID="Channel:0:0" SamplesPerPixel="1"/><TiffData/></Pixels></Image></OME>'
+    )
+    tifffile.imwrite(image, tifffile.imread(image), description=xml, metadata=None)
+    _expect_error(good, image, f"its OME-XML {reason}", tmp_path)
 
 
 @pytest.mark.parametrize(

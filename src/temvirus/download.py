@@ -523,6 +523,24 @@ def _member_name(name: str) -> str:
     return name.replace("\\", "/")
 
 
+#: the flag of a zip member whose name is UTF-8 (APPNOTE 4.4.4, bit 11); without it zipfile reads cp437
+_ZIP_UTF8_FLAG = 0x800
+
+
+def _zip_name(info: zipfile.ZipInfo) -> str:
+    """A zip member's path (:func:`_member_name`), its name bytes read as UTF-8 where they are UTF-8 but the
+    member lacks the UTF-8 flag (macOS' Archive Utility and Windows' built-in zipper write them so; zipfile
+    reads them as cp437, ``Probe_ä_1`` as ``Probe_├ñ_1``, as Info-ZIP and 7-Zip do not); else as zipfile
+    reads them (cp437, the format's own)."""
+    name = info.filename
+    if not info.flag_bits & _ZIP_UTF8_FLAG and not name.isascii():
+        try:
+            name = name.encode("cp437").decode("utf-8")
+        except UnicodeError:
+            pass
+    return _member_name(name)
+
+
 #: suffixes of archive formats that cannot be extracted here (named when no raw layout is found)
 UNSUPPORTED_ARCHIVES = (".7z", ".rar")
 #: leading bytes of archive formats that cannot be extracted here, for a clear message
@@ -555,13 +573,14 @@ def _not_an_archive(archive: Path) -> DownloadError:
 def _check_members(archive: Path, target: Path) -> tuple[str, dict[str, int]]:
     """Check every member of ``archive`` before anything is extracted; returns 'zip' or 'tar' and
     the paths of its file members (``/``-separated) with their sizes in bytes."""
-    problems, files = [], []
+    problems, files, names = [], [], []  # names: of every member, folders too
     try:
         if zipfile.is_zipfile(archive):
             kind = "zip"
             with zipfile.ZipFile(archive) as zf:
                 for info in zf.infolist():
-                    name = _member_name(info.filename)
+                    name = _zip_name(info)
+                    names.append(name)
                     reason = _unsafe_reason(name, target)
                     if reason is None and stat.S_ISLNK(info.external_attr >> 16):
                         reason = "symbolic link"
@@ -581,6 +600,7 @@ def _check_members(archive: Path, target: Path) -> tuple[str, dict[str, int]]:
                         f"members, at byte {tf.offset} of the tar data): copy or download it again"
                     )
                 for member in members:
+                    names.append(_member_name(member.name) + ("/" if member.isdir() else ""))
                     reason = _unsafe_reason(member.name, target)
                     if reason is None and (member.issym() or member.islnk()):
                         reason = f"link to {member.linkname!r}"
@@ -595,6 +615,10 @@ def _check_members(archive: Path, target: Path) -> tuple[str, dict[str, int]]:
         twice = sorted(name for name, count in Counter(name for name, _ in files).items() if count > 1)
         if twice:  # extracted in turn, the last copy would win unseen
             problems += [f"{name!r} (given twice: which copy is meant?)" for name in twice]
+        # 'a/notes' and 'a/notes/' (or 'a/notes/b'): one would fail to extract, mid-way
+        paths = [(posixpath.normpath(name).split("/"), name.endswith("/")) for name in names]
+        folders = {"/".join(parts[:i]) for parts, folder in paths for i in range(1, len(parts) + folder)}
+        problems += [f"{name!r} (both a file and a folder)" for name in sorted({n for n, _ in files} & folders)]
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
         raise DownloadError(f"{archive}: corrupt or truncated archive ({type(exc).__name__}: {exc})") from None
     if problems:
@@ -769,14 +793,17 @@ def _extract(archive: Path, kind: str, target: Path) -> None:
         if kind == "zip":
             with zipfile.ZipFile(archive) as zf:
                 for info in zf.infolist():
-                    name = _member_name(info.filename)
+                    name = _zip_name(info)
                     dest = target / name
-                    if name.endswith("/"):
-                        dest.mkdir(parents=True, exist_ok=True)
-                        continue
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(info) as source, open(dest, "wb") as out:
-                        shutil.copyfileobj(source, out)
+                    try:
+                        if name.endswith("/"):
+                            dest.mkdir(parents=True, exist_ok=True)
+                            continue
+                        dest.parent.mkdir(parents=True, exist_ok=True)
+                        with zf.open(info) as source, open(dest, "wb") as out:
+                            shutil.copyfileobj(source, out)
+                    except OSError as exc:  # named by the member: the staging folder means nothing to the user
+                        raise DownloadError(f"{archive}: cannot extract {name!r} ({exc.strerror or exc})") from None
         else:
             with tarfile.open(archive) as tf:
                 tf.extractall(target, filter="data")

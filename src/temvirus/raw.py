@@ -938,8 +938,14 @@ def _position_fields(text: str) -> list[str]:
 #: words of a field that name a coordinate axis (:func:`_names_coordinates`): ``Center Y``, ``pos_x``, ``YPos``, ``row``
 COORDINATE_WORDS = frozenset(
     "x y xy yx x0 y0 cx cy xc yc xpos ypos posx posy row rows col cols column columns i j r c "
-    "horizontal vertical height width top left".split()
+    "horizontal vertical height width top left "
+    # row and column in German, French, Spanish, Italian; ENVI/ISIS's line and sample; map axes; h, v
+    "zeile spalte ligne colonne fila columna riga colonna line sample lat lon latitude longitude "
+    "ordinate abscissa h v".split()
 )
+#: coordinate words that a line of words ('Picked by R C Smith', 'Line scan of the sample') uses in
+#: other meanings: an axis there only beside the separators of a column header
+FREE_TEXT_WORDS = frozenset("r c h v line sample lat lon".split())
 #: what an axis letter may be glued to in a column header (``YCenter``, ``ycoord``, ``XM``, ``centroidx``)
 AXIS_AFFIXES = frozenset(
     "center centre centroid pos position coord coords coordinate coordinates loc location m c px pix pixel "
@@ -960,13 +966,27 @@ def _names_coordinates(fields: list[str], free: bool = False) -> bool:
 
     def axis(word: str) -> bool:
         if free:  # a line of words ('Picked by R C Smith', 'my notes'): whole axis words only, no initials
-            return word in COORDINATE_WORDS and word not in ("r", "c")
+            return word in COORDINATE_WORDS and word not in FREE_TEXT_WORDS
         return word in COORDINATE_WORDS or _glued(word, frozenset("xy"), AXIS_AFFIXES)
 
     named = sum(any(axis(w) for w in words(field)) for field in fields)
     # one field: 'YX', or two axes in it ('y/x', '(y,x)', 'Y-X', 'row/col')
     one = words(fields[0]) if len(fields) == 1 else []
-    return named > 1 or one in (["xy"], ["yx"]) or sum(w in COORDINATE_WORDS for w in one) > 1
+    return named > 1 or one in (["xy"], ["yx"]) or sum(w in COORDINATE_WORDS for w in one) > 1 or _paired(fields)
+
+
+def _paired(fields: list[str]) -> bool:
+    """Whether two fields are one name told apart by one axis letter or one digit (``centroid-0;centroid-1``,
+    ``dim_0;dim_1``, ``Y1;X1``, ``Xnm;Ynm``): the columns of an array's axes, in an order the reader cannot tell."""
+    names = [re.sub(r"[^a-z0-9]", "", field.lower()) for field in fields]
+    for k, a in enumerate(names):
+        for b in names[k + 1 :]:
+            differ = [(p, q) for p, q in zip(a, b, strict=False) if p != q]
+            if a and len(a) == len(b) and len(differ) == 1:
+                p, q = differ[0]
+                if {p, q} <= set("xyz") or (p.isdigit() and q.isdigit()):
+                    return True
+    return False
 
 
 #: a point written in brackets, as a tuple or list (``(360.13, 488.45)``, ``[360;488]``, ``{1,5 2,5}``)
@@ -1370,6 +1390,14 @@ def read_positions(
             raise RawDataError(
                 path, f"expected 'x;y' or '{PARTICLE_MARKER}', got {text!r}{hint}", line=number
             ) from None
+        if not particles[-1] and parts == ["0", "1"]:
+            raise RawDataError(  # pandas' to_csv of unnamed columns: a header line, read as a point on the corner
+                path,
+                f"a particle starting at {text!r}: the column names '0' and '1' that pandas writes for unnamed "
+                "columns (to_csv without header=False)? a particle centre on the image's corner pixel is not "
+                "plausible; remove the line",
+                line=number,
+            )
         if blank is not None:  # blank lines as particle separators: the particles read as one centre line
             raise RawDataError(
                 path,
@@ -1871,6 +1899,14 @@ class _Companions:
 
     def check_all_used(self) -> None:
         unused = sorted(set(self.files) - self.used)
+        used = {name_key(name): name for name in self.used}
+        for name in unused:  # 'a.JPG_tags.csv' beside the 'A.jpg_tags.csv' read: which one is right?
+            if name_key(name) in used:
+                raise RawDataError(
+                    self.files[name],
+                    f"a second {self.what} for the image of {used[name_key(name)]} (the names differ only in case "
+                    "or Unicode form: one file on macOS and Windows); which is right is unknown, keep one",
+                )
         if unused:
             raise RawDataError(
                 self.files[unused[0]],
@@ -2180,7 +2216,7 @@ def embedded_pixel_sizes_nm(path: Path) -> list[tuple[str, float, str]]:
     else:
         with tifffile.TiffFile(path) as tif:
             if tif.is_ome:
-                sizes += _ome_pixel_sizes_nm(tif.ome_metadata)
+                sizes += _ome_pixel_sizes_nm(tif.ome_metadata, path)
             scan = (tif.fei_metadata or {}).get("Scan", {}) if tif.is_fei else {}
             for axis, key in (("x", "PixelWidth"), ("y", "PixelHeight")):
                 if isinstance(scan.get(key), (int, float)) and scan[key] > 0:
@@ -2202,17 +2238,32 @@ def embedded_pixel_sizes_nm(path: Path) -> list[tuple[str, float, str]]:
     return [(axis, size, where) for axis, size, where in sizes if low <= size <= high]
 
 
-def _ome_pixel_sizes_nm(xml: str) -> list[tuple[str, float, str]]:
-    """``(axis, nm, where)`` of the first ``Pixels`` element's PhysicalSizeX/Y in OME-XML ``xml``."""
+def _ome_pixel_sizes_nm(xml: str, path: Path) -> list[tuple[str, float, str]]:
+    """``(axis, nm, where)`` of the first ``Pixels`` element's PhysicalSizeX/Y in OME-XML ``xml`` (of the
+    image ``path``). Raises :class:`RawDataError` naming ``path`` where the XML cannot be parsed or a size
+    is not a number as OME writes them (``1,0``: a decimal comma, ``n/a``): the calibration would be
+    silently left unchecked."""
     from xml.etree import ElementTree
 
-    pixels = next((e for e in ElementTree.fromstring(xml).iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError as error:
+        raise RawDataError(path, f"its OME-XML metadata cannot be parsed ({error})") from None
+    pixels = next((e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"), None)
     sizes = []
     for axis in "XY":
         value = pixels.get(f"PhysicalSize{axis}") if pixels is not None else None
         nm = _unit_nm(pixels.get(f"PhysicalSize{axis}Unit", "µm")) if value else None
         if nm:
-            sizes.append((axis.lower(), float(value) * nm, "OME-XML PhysicalSize"))
+            try:
+                size = float(value)
+            except ValueError:
+                raise RawDataError(
+                    path,
+                    f"its OME-XML PhysicalSize{axis}={value!r} is not a number (OME writes a '.' decimal point): "
+                    "its calibration cannot be checked against the tags; correct the metadata",
+                ) from None
+            sizes.append((axis.lower(), size * nm, "OME-XML PhysicalSize"))
     return sizes
 
 
