@@ -156,6 +156,30 @@ def test_folders_written_into_place_are_readable_by_others_under_the_umask(tmp_p
     assert [p.name for p in sources if re.search(r"mkdtemp|TemporaryDirectory", p.read_text())] == []
 
 
+def test_a_folder_filled_by_another_writer_meanwhile_is_kept_unless_replaced(tmp_path):
+    """Two runs given one output folder: the later one to finish removed the other's complete
+    output (a check that the folder is empty ran only at the start). With ``replace=False`` the
+    rename is refused onto a folder with contents, the other's output is kept, and this writer's
+    temporary goes; onto an empty folder or nothing it goes in; ``replace=True`` (the workflow's
+    rules: Snakemake owns their outputs) replaces it as before."""
+    from temvirus.io import atomic_dir
+
+    out = tmp_path / "out"
+    with pytest.raises(FileExistsError, match=f"{out}: written by another run while this one ran"):
+        with atomic_dir(out, replace=False) as tmp:
+            (tmp / "mine.csv").write_text("mine")
+            out.mkdir()
+            (out / "theirs.csv").write_text("theirs")  # the other run, finished first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and [p.name for p in out.iterdir()] == ["theirs.csv"]
+    (out / "theirs.csv").unlink()
+    with atomic_dir(out, replace=False) as tmp:  # an empty folder is filled
+        (tmp / "mine.csv").write_text("mine")
+    assert [p.name for p in out.iterdir()] == ["mine.csv"]
+    with atomic_dir(out) as tmp:
+        (tmp / "again.csv").write_text("again")
+    assert [p.name for p in out.iterdir()] == ["again.csv"] and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 def test_atomic_path_refuses_a_folder_a_device_or_a_fifo(tmp_path):
     """os.replace put a plain file in place of a FIFO, a device (as root: /dev/null) or, for a
     name ending in '/', a new file named like the folder; a folder failed naming the temporary.

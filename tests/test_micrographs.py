@@ -20,7 +20,7 @@ from temvirus.heatmap import (
     Crop,
     HeatNet,
     Prepared,
-    black_padding_mask,
+    black_padding_box,
     heat_peaks,
     line_points,
     model_from_json,
@@ -44,6 +44,7 @@ from temvirus.micrographs import (
     detect,
     detect_peaks,
     detection_counts,
+    evaluate_image,
     fit_detector,
     link_chains,
     match,
@@ -135,13 +136,33 @@ def test_black_padding_is_left_out():
     model = HeatNet((4, 8, 8)).eval()
     image = disc_image()
     image[:, :150] = 0  # the left 300 nm padded black
-    assert black_padding_mask(image)[:, :150].all() and not black_padding_mask(image)[:, 160:].any()
-    assert black_padding_mask(disc_image()) is None
+    assert black_padding_box(image) == (0, image.shape[0], 150, image.shape[1])
+    assert black_padding_box(disc_image()) is None
     prepared = Prepared.of(image, PIXEL_NM)
     assert prepared.mean == pytest.approx(image[:, 150:].mean(), rel=0.01)
+    # the padding filled with that mean in a copy of the image's own type, not a float image
+    assert prepared.pixels.dtype == image.dtype and (prepared.pixels[:, :150] == round(prepared.mean)).all()
     found = heat_peaks(model, image, PIXEL_NM, 4.0, floor=0.0)  # an untrained net: peaks everywhere
     assert len(found) > 100 and ((found.score >= 0) & (found.score <= 1)).all() and (found.d_nm > 0).all()
     assert (found.x_nm - 300 >= 0.5 * found.d_nm - PIXEL_NM).all()  # to a pixel
+
+
+def test_areas_clipped_to_black_inside_the_field_are_not_padding():
+    """Stain pooled and clipped to the darkest value, inside the field or along part of a border,
+    is content: the peaks beside it are kept, and the mean and s.d. are those of the whole image."""
+    import torch
+
+    torch.manual_seed(0)
+    model = HeatNet((4, 8, 8)).eval()
+    image = disc_image()
+    image[200:350, 100:250] = 0  # 300 nm x 300 nm clipped to black inside the field
+    image[:100, :60] = 0  # and a corner along part of two borders
+    assert black_padding_box(image) is None
+    prepared = Prepared.of(image, PIXEL_NM)
+    assert prepared.box is None and prepared.mean == pytest.approx(image.mean(), rel=0.01)
+    found = heat_peaks(model, image, PIXEL_NM, 4.0, floor=0.0)
+    beside = found[found.x_nm.between(150, 550) & found.y_nm.between(350, 750)]
+    assert len(beside) > 10  # the peaks in and next to the dark square are not dropped as padding
 
 
 def test_diameters_within_ten_percent():
@@ -199,6 +220,53 @@ def test_annotated_centres_and_filament_chains():
     xy = np.array([[0.0, 0], [60, 0], [120, 0], [1000, 0], [500, 500]])
     chains = link_chains(xy, ["Ebola", "Ebola", "Ebola", "Ebola", "Rotavirus"], {"Ebola": 80.0}, 1.6)
     assert chains[0] == chains[1] == chains[2] != chains[3] and chains[4] == -1
+
+
+def test_a_filament_is_one_particle_of_one_class_whatever_its_points_are_called():
+    """A filament whose points the patch model calls Ebola in one place and Marburg in another was
+    split into chains of each class, and counted as many particles as it has points. Now its
+    points form one chain of the class of the larger weighted vote, counted once, as the
+    annotation's centre line is in the evaluation."""
+    from temvirus.micrographs import count_units, filament_classes
+
+    classes = ["Ebola", "Marburg", "Rotavirus"]
+    xy = np.array([[0.0, 0], [60, 0], [120, 0], [180, 0], [240, 0], [2000, 0], [1000, 1000]])
+    called = ["Ebola", "Ebola", "Marburg", "Ebola", "Ebola", "Marburg", "Rotavirus"]
+    chain = link_chains(xy, called, {"Ebola": 80.0, "Marburg": 80.0}, 1.6)
+    assert len(set(chain[:5])) == 1 and chain[5] not in chain[:5] and chain[6] == -1
+    probs = np.array(
+        [[0.8, 0.2, 0], [0.7, 0.3, 0], [0.4, 0.6, 0], [0.9, 0.1, 0], [0.6, 0.4, 0], [0.3, 0.7, 0], [0, 0, 1]]
+    )
+    labels = filament_classes(chain, probs, np.ones(len(xy)), classes)
+    assert [classes[i] for i in labels] == ["Ebola"] * 5 + ["Marburg", "Rotavirus"]
+    assert count_units(chain) == 3  # two filaments and a round particle, not 7 points
+    annotated = pd.DataFrame({"particle": [0, 0, 0, 1, 1], "vertex": [0, 1, 2, 0, 1], "x": [0, 50, 100, 0, 50.0]})
+    annotated["y"] = [0.0, 0, 0, 500, 500]
+    found = pd.DataFrame({"particle": range(3), "x_nm": [0.0, 50, 100], "y_nm": [0.0, 0, 0], "diameter_nm": 80.0})
+    row, _ = evaluate_image(found.assign(chain=[0, 0, 0]), annotated, "Ebola", 1.0, {"Ebola": 80.0})
+    assert (row["annotated_count"], row["found_count"], row["count_error"]) == (2, 1, -1)
+    assert (row["n_annotated"], row["n_matched"]) == (4, 3)  # detection by vertex (a 2-point line: its midpoint)
+
+
+def test_the_overlay_of_a_long_strip_is_a_figure_of_bounded_size():
+    """A 40000x130 px micrograph made a 700x215,444 px overlay (5.3 GB of memory): the figure's
+    height followed the image's aspect without a cap. Chain lines joined points in x+y order, across
+    a U-shaped filament's gap; now along it (the chain's minimum spanning tree)."""
+    from matplotlib.collections import LineCollection
+
+    from temvirus.figures import micrograph_overlay
+
+    arms = [[x, y] for y in (20.0, 180.0) for x in range(100, 601, 50)]  # a U: two arms joined at x = 600
+    xy = np.array(arms + [[650.0, 100.0]])
+    particles = pd.DataFrame({"x_nm": xy[:, 0], "y_nm": xy[:, 1], "class": "Marburg", "diameter_nm": 80.0})
+    particles["chain"] = 0
+    for shape in ((40000, 130), (130, 40000), (300, 300)):
+        fig = micrograph_overlay(np.ones(shape, np.uint8), 1.0, particles, ["Marburg"], "t")
+        width, height = fig.get_size_inches() * fig.dpi
+        assert max(width, height) <= 760 and min(width, height) >= 200, (shape, width, height)
+    segments = next(c for c in fig.axes[0].collections if isinstance(c, LineCollection)).get_segments()
+    lengths = sorted(float(np.hypot(*(b - a))) for a, b in segments)
+    assert len(segments) == len(xy) - 1 and lengths[-1] < 100  # no segment across the U's 160 nm gap
 
 
 def test_suppression_keeps_the_better_of_overlapping_candidates():
@@ -591,6 +659,36 @@ def test_cli_stopped_by_sigterm_leaves_no_output_and_no_temporary(tiny_stage, tm
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(images)
 
 
+def test_two_runs_given_one_output_folder_never_lose_an_output(tiny_stage, tmp_path):
+    """Two `temvirus analyse` runs with the same --out both exited 0, the later one having deleted
+    the other's results. Now one of them fails naming the folder (at the start, where the folder is
+    already there, or at the end, where the other filled it meanwhile) and the folder holds the
+    complete output of the one that succeeded."""
+    import time
+
+    work, _, _ = tiny_stage
+    many = [f"disc{i}.tif" for i in range(40)]
+    for name in [*many, "one.tif"]:
+        tifffile.imwrite(tmp_path / name, disc_image())
+    base = [sys.executable, "-m", "temvirus.cli", "analyse", "--model", str(work / "best.pt")]
+    base += ["--detector", str(work / "detector.json"), "--pixel-size", "2", "--threads", "1", "--out", "out"]
+    slow = subprocess.Popen([*base, *many], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120  # the slow run is under way: its temporary folder is there
+    while not list(tmp_path.glob(".out.*")) and slow.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    fast = subprocess.run([*base, "one.tif"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    _, slow_err = slow.communicate(timeout=600)
+    codes = {"slow": slow.returncode, "fast": fast.returncode}
+    assert sorted(codes.values()) == [0, 1], (codes, slow_err, fast.stderr)
+    winner = "slow" if slow.returncode == 0 else "fast"
+    loser_err = fast.stderr if winner == "slow" else slow_err
+    assert "out: written by another run while this one ran" in loser_err or "out: output folder exists" in loser_err
+    expected = many if winner == "slow" else ["one.tif"]
+    written = sorted(p.name for p in (tmp_path / "out" / "overlays").iterdir())
+    assert written == sorted(Path(n).stem + ".png" for n in expected)
+    assert not list(tmp_path.glob(".out.*"))  # no temporary left by either
+
+
 def test_an_output_folder_given_as_a_link_or_as_the_current_folder(tiny_stage, tmp_path):
     """`temvirus analyse --out` a link to an empty folder passed the checks, every image was
     analysed, then the output failed to go in place with "Cannot call rmtree on a symbolic link"
@@ -752,6 +850,25 @@ def test_tags_file_found_as_the_raw_reader_finds_it_and_checked(tmp_path):
     assert image_pixel_size(tmp_path / "f.tif", 2.0, (30, 40)) == 2.0
 
 
+def test_the_tags_of_another_image_named_but_for_case_are_not_taken(tmp_path):
+    """On a case-sensitive disk A.tif and a.tif are two images; a.tif was given A.tif's tags file
+    (matched ignoring case) and analysed at A.tif's pixel size. Each now gets its own, and an
+    image without one gets --pixel-size (or the error asking for it)."""
+    from temvirus.micrographs import image_pixel_size
+
+    for name in ("A.tif", "a.tif"):
+        tifffile.imwrite(tmp_path / name, np.ones((30, 40), np.uint16))
+    (tmp_path / "A.tif_tags.csv").write_text("Height;30\nWidth;40\nXScale;1,5\nYScale;1,5\n")
+    assert image_pixel_size(tmp_path / "A.tif", None, (30, 40)) == 1.5
+    assert image_pixel_size(tmp_path / "a.tif", 9.0, (30, 40)) == 9.0
+    with pytest.raises(ValueError, match=r"a.tif: no pixel size: no tags file"):
+        image_pixel_size(tmp_path / "a.tif", None, (30, 40))
+    (tmp_path / "tags").mkdir()  # its own, in tags/: no conflict with the other image's
+    (tmp_path / "tags" / "a.tif_tags.csv").write_text("Height;30\nWidth;40\nXScale;2,5\nYScale;2,5\n")
+    assert image_pixel_size(tmp_path / "a.tif", None, (30, 40)) == 2.5
+    assert image_pixel_size(tmp_path / "A.tif", None, (30, 40)) == 1.5
+
+
 def test_a_pixel_size_given_against_the_tags_file_is_said(tmp_path, caplog):
     """``--pixel-size 9`` for an image whose tags file says 1.5 nm: the tags file's size is used
     (``--pixel-size`` is for images without one), and now a warning names the tags file and both
@@ -851,7 +968,10 @@ def test_image_names_equal_but_for_case_are_refused(real_crops, tmp_path):
     for folder, source, name in (("x", first, "a1.jpg"), ("y", second, "A1.jpg")):
         (tmp_path / folder).mkdir()
         shutil.copy(source, tmp_path / folder / name)
-    with pytest.raises(ValueError, match=r"images with the same name: \['A1', 'a1'\]"):
+    import re
+
+    paths = re.escape(str([str(tmp_path / "x" / "a1.jpg"), str(tmp_path / "y" / "A1.jpg")]))  # to find them by
+    with pytest.raises(ValueError, match=rf"images with the same name \(but for case or Unicode form\): {paths}"):
         analyse_files(
             [tmp_path / "x" / "a1.jpg", tmp_path / "y" / "A1.jpg"], tmp_path / "best.pt", tmp_path / "out", 1.0
         )

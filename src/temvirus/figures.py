@@ -425,15 +425,22 @@ def micrograph_overlay(
     annotated: pd.DataFrame | None = None,
 ):
     """A micrograph (shown at most ``max_side`` px, every ``k``-th pixel) with its found particles:
-    circles of the measured diameter in class colours, filament chains as lines, annotated
-    centres (``x, y`` px) as small white crosses when given, and a scale bar."""
+    circles of the measured diameter in class colours, filament chains as lines along them,
+    annotated centres (``x, y`` px) as small white crosses when given, and a scale bar. The figure
+    is at most 7 x 7.6 inches at 100 dpi whatever the image's shape."""
     plt = _pyplot()
+    from matplotlib.collections import LineCollection
     from matplotlib.patches import Circle
+    from scipy.sparse.csgraph import minimum_spanning_tree
 
     step = max(1, int(np.ceil(max(pixels.shape) / max_side)))
     shown = np.asarray(pixels[::step, ::step], dtype=np.float32)
     height_nm, width_nm = pixels.shape[0] * pixel_size_nm, pixels.shape[1] * pixel_size_nm
-    fig, ax = plt.subplots(figsize=(7, 7 * height_nm / width_nm + 0.6), dpi=100)
+    # the field's longer side 7 inches, the shorter one at least 2 (and the title's line): a strip
+    # 40000 px long is a 7-inch figure, not one of 300 times its width
+    aspect = height_nm / width_nm
+    width_in, height_in = (7.0, max(2.0, 7.0 * aspect)) if aspect <= 1 else (max(2.0, 7.0 / aspect), 7.0)
+    fig, ax = plt.subplots(figsize=(width_in, height_in + 0.6), dpi=100)
     low, high = np.percentile(shown, [0.5, 99.5])
     ax.imshow(shown, cmap="gray", vmin=low, vmax=high, extent=(0, width_nm, height_nm, 0), interpolation="nearest")
     colours = class_colours(classes)
@@ -443,9 +450,11 @@ def micrograph_overlay(
         d = d if np.isfinite(d) else 20.0
         ax.add_patch(Circle((x, y), d / 2, fill=False, color=colours.get(cls, "yellow"), lw=1.2))
     for _, chain in particles[particles.chain >= 0].groupby("chain"):
-        if len(chain) > 1:
-            order = np.argsort(chain.x_nm.to_numpy() + chain.y_nm.to_numpy())
-            ax.plot(chain.x_nm.to_numpy()[order], chain.y_nm.to_numpy()[order], "-", color="white", lw=0.6, alpha=0.7)
+        # joined along the filament, a U or a ring too: the edges of the chain's minimum spanning tree
+        xy = chain[["x_nm", "y_nm"]].to_numpy(float)
+        tree = minimum_spanning_tree(np.linalg.norm(xy[:, None] - xy[None], axis=2)).tocoo()
+        segments = [[xy[i], xy[j]] for i, j in zip(tree.row, tree.col)]
+        ax.add_collection(LineCollection(segments, colors="white", linewidths=0.6, alpha=0.7))
     bar = _scale_bar_nm(width_nm)
     x0, y0 = 0.04 * width_nm, 0.95 * height_nm
     ax.plot([x0, x0 + bar], [y0, y0], "-", color="white", lw=3, solid_capstyle="butt")

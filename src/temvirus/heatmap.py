@@ -117,44 +117,50 @@ def model_from_json(state: dict, widths: Sequence[int]) -> HeatNet:
 # ------------------------------------------------------------------------- images
 
 
-def black_padding_mask(pixels: np.ndarray, min_fraction: float = 0.01) -> np.ndarray | None:
-    """Bool mask (the shape of ``pixels``) of the black padding of a crop: the pixels at the image's
-    minimum value where they are at least ``min_fraction`` of the image and form blocks (a pixel
-    of the minimum with its 8 neighbours at the minimum too); ``None`` when there is none, or when
-    every pixel is at the minimum (a blank frame has nothing to pad: its mean and s.d. are its
-    own). Saturated or other flat areas are image content here, unlike the overlap stage's
-    :func:`temvirus.overlap.constant_area_mask`."""
+def black_padding_box(pixels: np.ndarray, min_fraction: float = 0.01) -> tuple[int, int, int, int] | None:
+    """Top, bottom, left and right (exclusive, px) of the micrograph within the black padding of a
+    crop (a crop box that reached past its micrograph: the real crops, the planted re-images of
+    :mod:`temvirus.synth.planted`): the whole rows and columns along the borders at the image's
+    minimum value. ``None`` when they are under ``min_fraction`` of the image or every pixel is at
+    the minimum (a blank frame has nothing to pad: its mean and s.d. are its own). Areas clipped
+    to black inside the field, or along part of a border, are image content (they do not fill a
+    whole line). No copy of the image: row and column maxima only."""
     low = pixels.min()
-    at_min = np.asarray(pixels == low)
-    if at_min.mean() < min_fraction or at_min.all():
+    rows, cols = np.flatnonzero(pixels.max(axis=1) > low), np.flatnonzero(pixels.max(axis=0) > low)
+    if not rows.size:
         return None
-    mask = ndimage.binary_erosion(at_min, np.ones((3, 3), bool), border_value=1)
-    mask = ndimage.binary_dilation(mask, np.ones((3, 3), bool)) & at_min
-    return mask if mask.mean() >= min_fraction else None
+    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    if (bottom - top) * (right - left) > (1 - min_fraction) * pixels.size:
+        return None
+    return top, bottom, left, right
 
 
 @dataclass
 class Prepared:
-    """A raw image ready for tiling: black padding filled with the mean of the rest, the mean and
-    s.d. of the valid pixels, and the distance (nm) to the padding (``None`` without padding)."""
+    """A raw image ready for tiling: black padding (:func:`black_padding_box`) filled with the mean
+    of the rest (a copy in the image's own pixel type, only where there is padding), the mean and
+    s.d. of the valid pixels, and the box of the valid pixels (``None`` without padding)."""
 
     pixels: np.ndarray
     pixel_size_nm: float
     mean: float
     std: float
-    padding_distance_nm: np.ndarray | None
+    box: tuple[int, int, int, int] | None
 
     @classmethod
     def of(cls, pixels: np.ndarray, pixel_size_nm: float) -> Prepared:
-        pad = black_padding_mask(pixels)
-        if pad is None:
-            step = max(1, int(math.sqrt(pixels.size / 1e6)))
-            sample = np.asarray(pixels[::step, ::step], dtype=np.float64)
-            return cls(pixels, pixel_size_nm, float(sample.mean()), float(max(sample.std(), 1e-6)), None)
-        valid = np.asarray(pixels[~pad], dtype=np.float64)
-        mean, std = float(valid.mean()), float(max(valid.std(), 1e-6))
-        filled = np.where(pad, np.float32(mean), pixels.astype(np.float32))
-        return cls(filled, pixel_size_nm, mean, std, ndimage.distance_transform_edt(~pad) * pixel_size_nm)
+        box = black_padding_box(pixels)
+        top, bottom, left, right = box or (0, pixels.shape[0], 0, pixels.shape[1])
+        valid = pixels[top:bottom, left:right]
+        step = max(1, int(math.sqrt(valid.size / 1e6)))
+        sample = np.asarray(valid[::step, ::step], dtype=np.float64)
+        mean, std = float(sample.mean()), float(max(sample.std(), 1e-6))
+        if box is None:
+            return cls(pixels, pixel_size_nm, mean, std, None)
+        fill = round(mean) if np.issubdtype(pixels.dtype, np.integer) else mean
+        filled = np.full_like(pixels, fill)
+        filled[top:bottom, left:right] = valid
+        return cls(filled, pixel_size_nm, mean, std, box)
 
     def coarse_shape(self, heat_nm: float) -> tuple[int, int]:
         """Rows and columns of the image at ``heat_nm`` nm/px."""
@@ -167,13 +173,16 @@ class Prepared:
         return ((out - self.mean) / self.std).astype(np.float32)
 
     def near_padding(self, x_nm: np.ndarray, y_nm: np.ndarray, d_nm: np.ndarray) -> np.ndarray:
-        """True for points closer than half their diameter to the padding."""
-        if self.padding_distance_nm is None:
-            return np.zeros(len(x_nm), bool)
-        dist = self.padding_distance_nm
-        r = np.clip((np.asarray(y_nm) / self.pixel_size_nm).astype(int), 0, dist.shape[0] - 1)
-        c = np.clip((np.asarray(x_nm) / self.pixel_size_nm).astype(int), 0, dist.shape[1] - 1)
-        return dist[r, c] < 0.5 * np.asarray(d_nm)
+        """True for points closer than half their diameter to the padding (or in it)."""
+        x, y = np.asarray(x_nm, float), np.asarray(y_nm, float)
+        if self.box is None:
+            return np.zeros(len(x), bool)
+        top, bottom, left, right = (v * self.pixel_size_nm for v in self.box)
+        height, width = (v * self.pixel_size_nm for v in self.pixels.shape)
+        # the distance to each padded side (a side of the box on the image's border is not padding)
+        sides = [(x - left, left > 0), (right - x, right < width), (y - top, top > 0), (bottom - y, bottom < height)]
+        distance = np.min([np.where(padded, d, np.inf) for d, padded in sides], axis=0)
+        return distance < 0.5 * np.asarray(d_nm)
 
 
 # ------------------------------------------------------------------------- targets, training

@@ -187,14 +187,17 @@ def temporary_dir(path: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, *, replace: bool = True) -> Iterator[Path]:
     """Yield a temporary folder beside ``path`` (:func:`temporary_dir`); it replaces ``path`` on
     success, else is removed.
 
     The folder counterpart of :func:`atomic_path` (named like it, :data:`TEMPORARY`, with ordinary
     permissions, locked while written): a failed step leaves neither a half-written folder nor a
     changed ``path``; the leftovers of killed writes of ``path`` are removed first
-    (:func:`remove_abandoned_temporaries`).
+    (:func:`remove_abandoned_temporaries`). With ``replace=False`` a ``path`` that is not an empty
+    folder when the output is complete (another run wrote it meanwhile) is kept: one rename that
+    the system refuses onto a folder with contents, a FileExistsError naming it, and the output
+    of this run removed.
     """
     final = Path(path)
     remove_abandoned_temporaries(final)
@@ -203,9 +206,17 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     _hold(fd)
     try:
         yield tmp
-        if final.exists():
+        if replace and final.exists():
             shutil.rmtree(final)
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)  # onto an empty folder or nothing; a folder with contents: refused
+        except OSError as error:
+            if replace or error.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                raise
+            raise FileExistsError(
+                f"{final}: written by another run while this one ran; its contents are kept (this run's output "
+                "is removed): give each run its own folder"
+            ) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

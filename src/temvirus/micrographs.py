@@ -8,7 +8,8 @@ how large. Steps, per image (:func:`analyse_image`):
    convolutional network sees the image rescaled to ``heat_nm`` nm/px (6 by default) with the
    project's windowed Lanczos-3 resampler (:func:`temvirus.rescale.region`), one bounded tile
    at a time (``tile_nm`` plus a margin), standardised by the image's mean and s.d. (black
-   padding of crops left out, :func:`temvirus.heatmap.black_padding_mask`), and predicts the probability of a particle
+   padding of crops, whole border lines at the minimum, left out: :func:`temvirus.heatmap.black_padding_box`;
+   areas clipped to black inside the field are content), and predicts the probability of a particle
    centre at each pixel and the diameter of the particle centred there. It is trained
    (:func:`fit_detector`) on random crops of the *training* images towards Gaussians at the
    annotated centres (``sigma = sigma_fraction x`` the class's typical diameter, Table 1's or
@@ -37,8 +38,10 @@ how large. Steps, per image (:func:`analyse_image`):
 5. **Measurement**: the diameter (nm) from 32 radial intensity profiles around the centre (the
    steepest light-to-dark step of each ray; the median over rays, for filaments the lower
    quartile: their width). Filaments (Ebola, Marburg) are found as chains of points along
-   their centre line: points of a filament class closer than ``chain_fraction`` x its diameter
-   are linked, and each chain is one filament.
+   their centre line: points of either filament class closer than ``chain_fraction`` x their
+   classes' mean diameter are linked (:func:`link_chains`); each chain is one filament, of one
+   class (:func:`filament_classes`), and counts as one particle (``count_{class}``,
+   :func:`count_units`).
 6. **Image call**: the class with the largest particle-score- and probability-weighted vote of
    its particles, its confidence that class's share of the vote (``call_from`` "particles").
    An image where no peak passes its class's threshold is called from its strongest peak, the
@@ -50,7 +53,10 @@ how large. Steps, per image (:func:`analyse_image`):
 :func:`evaluate_image` matches found particles one-to-one with the annotated centres (the
 patch centres of :func:`temvirus.patches.patch_points`: points, centre-line vertices, midpoints
 of 2-point lines) within half the annotated class's typical diameter
-(:func:`scipy.optimize.linear_sum_assignment`).
+(:func:`scipy.optimize.linear_sum_assignment`): detection precision, recall and F1 (issue 14).
+Counts compare particles as a microscopist counts them: a filament image's annotated centre
+lines against the found chains, each once; other images' annotated centres against the found
+particles.
 
 Memory: the raw image is held as read (uint16: 8 MB for 2048x2048 px); everything rescaled is
 one tile at a time, so a micrograph of any pixel size needs a bounded amount beyond it.
@@ -221,24 +227,47 @@ def measure_diameters(
 def link_chains(
     xy_nm: np.ndarray, classes: Sequence[str], diameters: Mapping[str, float], fraction: float
 ) -> np.ndarray:
-    """Chain id of each particle of a filament class (points closer than ``fraction`` x the class
-    diameter linked, transitively), -1 for the others."""
+    """Chain id of each particle of a filament class (:data:`FILAMENT_CLASSES`), -1 for the others:
+    points closer than ``fraction`` x the mean of their two classes' diameters linked, transitively
+    (connected components, :func:`scipy.sparse.csgraph.connected_components`), whichever filament
+    class each was given: one virion's points called Ebola in one place and Marburg in another are
+    one filament (:func:`filament_classes` gives it one class)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     chain = np.full(len(xy_nm), -1, dtype=int)
-    next_id = 0
-    for cls in FILAMENT_CLASSES:
-        idx = np.flatnonzero(np.asarray(classes) == cls)
-        if not len(idx):
-            continue
-        pts = xy_nm[idx]
-        dist = np.hypot(pts[:, None, 0] - pts[None, :, 0], pts[:, None, 1] - pts[None, :, 1])
-        a, b = np.nonzero(dist < fraction * diameters.get(cls, 80.0))
-        _, labels = connected_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(len(idx),) * 2), directed=False)
-        chain[idx] = labels + next_id
-        next_id += int(labels.max()) + 1
+    idx = np.flatnonzero(np.isin(np.asarray(classes), FILAMENT_CLASSES))
+    if not len(idx):
+        return chain
+    pts = np.asarray(xy_nm, float)[idx]
+    d = np.array([diameters.get(c, 80.0) for c in np.asarray(classes)[idx]])
+    dist = np.hypot(pts[:, None, 0] - pts[None, :, 0], pts[:, None, 1] - pts[None, :, 1])
+    a, b = np.nonzero(dist < fraction * (d[:, None] + d[None, :]) / 2)
+    _, labels = connected_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(len(idx),) * 2), directed=False)
+    chain[idx] = labels
     return chain
+
+
+def filament_classes(chain: np.ndarray, probs: np.ndarray, score: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """The class index of each particle with one class per filament: a chain's points (``chain``
+    >= 0, :func:`link_chains`) all take the filament class of the largest particle-score-weighted
+    probability summed over them (a virion is of one virus, and a few of its points may look like
+    the other's); other particles keep their most probable class. ``probs``: ``(n, classes)``."""
+    labels = probs.argmax(axis=1) if len(probs) else np.zeros(0, int)
+    filament = [list(classes).index(c) for c in FILAMENT_CLASSES if c in classes]
+    for c in np.unique(chain[chain >= 0]):
+        members = chain == c
+        votes = (score[members, None] * probs[members][:, filament]).sum(axis=0)
+        labels[members] = filament[int(votes.argmax())]
+    return labels
+
+
+def count_units(chain: Sequence[int]) -> int:
+    """Particles as a microscopist counts them, from the ``chain`` of each point (-1: not a
+    filament's, :func:`link_chains`; or the annotated particle of a filament's centre-line
+    vertex): each filament once, each other particle once."""
+    chain = np.asarray(chain)
+    return int((chain < 0).sum() + len(np.unique(chain[chain >= 0])))
 
 
 # ------------------------------------------------------------------------- detector fitting
@@ -724,7 +753,10 @@ def analyse_image(
     found, found_probs, found_score, passed = _candidates(pixels, pixel_size_nm, detector, classifier, thresholds)
     kept, probs, score = found[passed].reset_index(drop=True), found_probs[passed], found_score[passed]
     xy = kept[["x_nm", "y_nm"]].to_numpy()
-    labels = [classifier.classes[i] for i in probs.argmax(axis=1)] if len(probs) else []
+    first = [classifier.classes[i] for i in probs.argmax(axis=1)] if len(probs) else []
+    chain = link_chains(xy, first, diameters, options.chain_fraction) if len(xy) else np.zeros(0, int)
+    index = filament_classes(chain, probs, score, classifier.classes)
+    labels = [classifier.classes[i] for i in index]
     filament = np.isin(labels, FILAMENT_CLASSES)
     diam = measure_diameters(pixels, pixel_size_nm, xy, kept.d_nm.to_numpy(), filament) if len(xy) else np.zeros(0)
     table = pd.DataFrame(
@@ -736,11 +768,11 @@ def analyse_image(
             "x_nm": xy[:, 0].round(2) if len(xy) else [],
             "y_nm": xy[:, 1].round(2) if len(xy) else [],
             "class": labels,
-            "probability": probs.max(axis=1).round(4) if len(probs) else [],
+            "probability": probs[np.arange(len(probs)), index].round(4) if len(probs) else [],
             "heat_score": kept.score.round(4),
             "score": np.round(score, 4),
             "diameter_nm": np.round(diam, 1),
-            "chain": link_chains(xy, labels, diameters, options.chain_fraction) if len(xy) else [],
+            "chain": chain,
         }
     )[PARTICLE_COLUMNS]
     votes = (score[:, None] * probs).sum(axis=0) if len(probs) else np.zeros(len(classifier.classes))
@@ -760,8 +792,9 @@ def analyse_image(
         "n_particles": len(table),
         "filaments": int(table.loc[table.chain >= 0, "chain"].nunique()),
     }
-    for cls in classifier.classes:
-        call[f"count_{cls}"] = int((table["class"] == cls).sum())
+    for cls in classifier.classes:  # filaments counted as virions, not as the points along them
+        of_class = table["class"] == cls
+        call[f"count_{cls}"] = count_units(table.chain[of_class])
     return table, call
 
 
@@ -789,13 +822,18 @@ def evaluate_image(
     if sizes is not None and len(matched):
         true_d = sizes.set_index("particle")["diameter_nm"]
         matched["true_diameter_nm"] = true_d.reindex(matched.true_particle).to_numpy()
+    # counts of particles, each filament once: the annotated centre lines, the found chains
+    annotated_count = count_units(centres.particle if true_class in FILAMENT_CLASSES else np.full(len(centres), -1))
+    found_count = count_units(found.chain)
     row = {
         "n_annotated": len(centres),
         "n_found": len(found),
         "n_matched": len(pairs),
         **detection_counts(len(pairs), len(found), len(centres)),
-        "count_error": len(found) - len(centres),
-        "relative_count_error": abs(len(found) - len(centres)) / max(len(centres), 1),
+        "annotated_count": annotated_count,
+        "found_count": found_count,
+        "count_error": found_count - annotated_count,
+        "relative_count_error": abs(found_count - annotated_count) / max(annotated_count, 1),
     }
     return row, matched
 
@@ -815,6 +853,8 @@ EVALUATION_COLUMNS = [
     "precision",
     "recall",
     "f1",
+    "annotated_count",
+    "found_count",
     "count_error",
     "relative_count_error",
     "median_diameter_error",
@@ -832,6 +872,7 @@ def analyse_micrographs(
     sizes: pd.DataFrame | None = None,
     note: str = "",
     overlay_side: int = 1024,
+    replace: bool = True,
 ) -> dict:
     """Analyse every image of ``images`` (``image_id``, ``path`` under ``raw_root`` or absolute,
     ``pixel_size_nm``, optionally ``class``) and write to ``out_dir``: ``particles/{image_id}.csv``
@@ -843,8 +884,10 @@ def analyse_micrographs(
     ``image_id, particle, diameter_nm``) the median relative diameter error).
 
     Everything is written into a temporary folder beside ``out_dir`` that replaces it only when
-    complete: a failure (an unreadable image...) leaves no half-written output. Returns the
-    metrics (an empty dict without annotations).
+    complete: a failure (an unreadable image...) leaves no half-written output. With
+    ``replace=False`` an ``out_dir`` that another run filled meanwhile is kept and this run ends in
+    a FileExistsError (:func:`temvirus.io.atomic_dir`). Returns the metrics (an empty dict without
+    annotations).
     """
     from temvirus.figures import micrograph_overlay, size_histograms
     from temvirus.io import atomic_dir, save_figure, write_csv, write_json
@@ -855,7 +898,7 @@ def analyse_micrographs(
     by_image = {k: v for k, v in annotations.groupby("image_id")} if evaluate else {}
     true_sizes = {k: v for k, v in sizes.groupby("image_id")} if sizes is not None else {}
     calls, evaluations, all_particles, matched_all = [], [], [], []
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, replace=replace) as tmp:
         (tmp / "particles").mkdir()
         (tmp / "overlays").mkdir()
         for _, image in images.iterrows():
@@ -1092,18 +1135,24 @@ def analyse_from_tables(
 def tags_file(image: Path) -> Path | None:
     """The tags file of an image outside a raw layout: ``tags/{name}_tags.csv`` or
     ``{name}_tags.csv`` beside it, names matched ignoring case and Unicode normalisation as the
-    raw reader does; ``None`` when there is none. A RawDataError when several match (in one
-    folder, or one in each that give other values: which one is meant is unknown), when a file of a
-    similar name (``{stem}_tags.csv``, another extension; not the tags of another image beside it)
-    gives other values than the one that matches (:func:`temvirus.raw.read_tags`), or when only such a file is there: it would otherwise be passed
-    over for ``--pixel-size`` unseen."""
+    raw reader does, but not the tags named exactly after another image beside it (``A.tif`` and
+    ``a.tif`` are two images on a case-sensitive disk); ``None`` when there is none. A
+    RawDataError when several match (in one folder, or one in each that give other values: which
+    one is meant is unknown), when a file of a similar name (``{stem}_tags.csv``, another
+    extension; not the tags of another image beside it) gives other values than the one that
+    matches (:func:`temvirus.raw.read_tags`), or when only such a file is there: it would otherwise
+    be passed over for ``--pixel-size`` unseen."""
     from temvirus.raw import IMAGE_SUFFIXES, RawDataError, name_key, read_tags
 
     name, stem = name_key(f"{image.name}_tags.csv"), name_key(image.stem)
+    # on a case-sensitive disk A.tif beside a.tif is another image: A.tif_tags.csv is its tags, not a.tif's
+    # (on a case-insensitive disk the image given as A.tif is stored as a.tif: the same file, not another)
+    beside = [p for p in image.parent.iterdir() if p.is_file()] if image.parent.is_dir() else []
+    others = {p.name for p in beside if p.name != image.name and not (image.exists() and p.samefile(image))}
     similar, matches = [], []
     for folder in (image.parent / "tags", image.parent):
         files = [p for p in sorted(folder.iterdir()) if p.is_file()] if folder.is_dir() else []
-        found = [p for p in files if name_key(p.name) == name]
+        found = [p for p in files if name_key(p.name) == name and p.name[: -len("_tags.csv")] not in others]
         if len(found) > 1:
             raise RawDataError(found[0], f"several tags files match {image.name}: {[p.name for p in found]}")
         matches += found
@@ -1111,8 +1160,7 @@ def tags_file(image: Path) -> Path | None:
         similar += [p for p in files if p.name.endswith("_tags.csv") and name_key(Path(p.name[:-9]).stem) == stem]
     # a similar name that is not another image's beside it ({stem}.tif_tags.csv of {stem}.tif) and says otherwise;
     # an image by its extension: a file 'A' beside A.tif does not make A_tags.csv another image's
-    beside = image.parent.iterdir() if image.parent.is_dir() else []
-    siblings = {name_key(p.name) for p in beside if p.is_file() and p != image and p.suffix.lower() in IMAGE_SUFFIXES}
+    siblings = {name_key(p.name) for p in beside if p.name in others and p.suffix.lower() in IMAGE_SUFFIXES}
     similar = [p for p in similar if p not in matches and name_key(p.name[:-9]) not in siblings]
     values = read_tags(matches[0], image=image.name) if matches else None
     for other in matches[1:] + (similar if matches else []):
@@ -1259,9 +1307,12 @@ def analyse_files(
         rows.append({"image_id": path.stem, "path": str(path.resolve()), "pixel_size_nm": pixel_size})
     images = pd.DataFrame(rows)
     # names equal but for case or Unicode form too, as the raw reader: one file on macOS and Windows
-    twice = sorted(images.image_id[images.image_id.map(name_key).duplicated(keep=False)])
-    if twice:
-        raise ValueError(f"images with the same name: {twice} (the outputs are named after the images)")
+    twice = images[images.image_id.map(name_key).duplicated(keep=False)].sort_values("path")
+    if len(twice):
+        raise ValueError(
+            f"images with the same name (but for case or Unicode form): {list(twice.path)}: the outputs are named "
+            "after the images (particles/NAME.csv); rename one, or analyse them into two folders"
+        )
     classifier = Classifier.load(checkpoint, device)
     if detector_json is None:
         detector_json = default_detector(Path(checkpoint))
@@ -1272,7 +1323,8 @@ def analyse_files(
             )
     detector = read_detector(detector_json, classifier)
     warn_coarse_pixels(images, detector, classifier.classes)
-    metrics = analyse_micrographs(images, "", classifier, detector, out_dir)
+    # another run given the same --out meanwhile: its output is kept, not replaced by this one's
+    metrics = analyse_micrographs(images, "", classifier, detector, out_dir, replace=False)
     # the image ids and calls as written: images named 001, 1e5 or NA are not read back as 1, 100000.0, NaN
     summary = pd.read_csv(out_dir / "summary.csv", dtype={"image_id": str, "call": str}, keep_default_na=False)
     return metrics, summary

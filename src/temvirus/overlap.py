@@ -311,7 +311,8 @@ def constant_area_mask(pixels: np.ndarray) -> np.ndarray:
     """Bool mask (the shape of ``pixels``) of the areas no registration can use: connected areas of
     one intensity, whatever the value, each covering at least ``_MIN_PADDING`` of the image (black
     borders of crops, saturated areas); all False when there are none. Unlike
-    :func:`temvirus.heatmap.black_padding_mask` (the image's minimum only), any constant value counts."""
+    :func:`temvirus.heatmap.black_padding_box` (whole border lines at the image's minimum only), any
+    constant area counts."""
     values = pixels.ravel()
     counts = np.bincount(values) if values.dtype.kind == "u" else np.unique(values, return_counts=True)[1]
     if counts.max() < _MIN_PADDING * values.size:  # no value is common enough: no padding
