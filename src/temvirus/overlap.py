@@ -132,7 +132,7 @@ from scipy.special import ndtri
 from scipy.stats import rankdata
 from skimage.feature import SIFT, match_descriptors
 from skimage.measure import ransac
-from skimage.transform import EuclideanTransform
+from skimage.transform import SimilarityTransform
 
 from temvirus.io import write_csv
 from temvirus.raw import read_image
@@ -198,6 +198,9 @@ _KEYPOINT_INSIDE_PX = 8
 _KEYPOINT_RATIO = 0.8
 #: ... RANSAC's inlier residual, in keypoint-view pixels
 _KEYPOINT_RESIDUAL_PX = 3.0
+#: ... the scale RANSAC may fit (b's pixel size recorded up to this factor off, either way); beyond
+#: ``scale_search``'s range the turned b is scored at the fitted scale (a turn and a wrong pixel size)
+_KEYPOINT_MAX_SCALE = 1.2
 #: coarse candidates whose overlap is thinner than this many ``highpass_px`` (every pixel
 #: within two sigmas of a border) are scored band-passed over the overlap alone (:func:`_overlap_ncc`)
 _THIN_OVERLAP = 4
@@ -1151,17 +1154,22 @@ def keypoint_turn(
     annotated points cannot turn (too few, or a symmetric cluster; step 7).
 
     For b as it is and mirrored, descriptors are matched both ways with Lowe's ratio test
-    (``_KEYPOINT_RATIO``, scikit-image's ``match_descriptors``), and a rotation and shift
-    (nm) fitted to the matches by RANSAC (``skimage.measure.ransac``, a Euclidean transform,
-    inliers within ``residual_nm``, fixed seed). Pixel sizes are recorded, so scale is not
-    fitted. The turn with the most inliers, if at least ``min_inliers``: on the 2,164
-    unrelated same-class pairs of three classes of the real crops RANSAC found at most 5,
-    on the verified re-imaged pairs 5-307 (docs/overlap.md). A proposal only: the pair is
-    then scored turned like any other (steps 3-5).
+    (``_KEYPOINT_RATIO``, scikit-image's ``match_descriptors``), and a rotation, scale and shift
+    (nm) fitted to the matches by RANSAC (``skimage.measure.ransac``, a similarity transform,
+    inliers within ``residual_nm``, fixed seed; scales within ``_KEYPOINT_MAX_SCALE`` either
+    way): a recorded pixel size can be off as well as the field turned. The turn with the most
+    inliers, if at least ``min_inliers``: on the 2,164 unrelated same-class pairs of three
+    classes of the real crops RANSAC found at most 5, on the verified re-imaged pairs 5-307
+    (docs/overlap.md). A proposal only: the pair is then scored turned (and, at a scale beyond
+    ``scale_search``'s, rescaled) like any other (steps 3-6).
 
-    Returns ``[]`` or ``[{"rotation_deg", "mirrored", "dx_nm", "dy_nm", "matches"}]`` in
-    :func:`rigid_matches`'s convention: ``a = R(rotation) M b + (dx, dy)``.
+    Returns ``[]`` or ``[{"rotation_deg", "mirrored", "scale", "dx_nm", "dy_nm", "matches"}]`` in
+    :func:`rigid_matches`'s convention: ``a = scale R(rotation) M b + (dx, dy)``.
     """
+
+    def plausible(model, *_) -> bool:
+        return 1 / _KEYPOINT_MAX_SCALE <= model.scale <= _KEYPOINT_MAX_SCALE
+
     xy_a, descriptors_a = a_keypoints[False]
     best = None
     for mirrored in (False, True):
@@ -1173,19 +1181,22 @@ def keypoint_turn(
             continue
         with warnings.catch_warnings():  # matches of unrelated images: no model, as expected
             warnings.filterwarnings("ignore", "No inliers found", UserWarning)
+            warnings.filterwarnings("ignore", "Estimated model is not valid", UserWarning)  # scale beyond bounds
             model, inliers = ransac(
                 (xy_b[matches[:, 1]], xy_a[matches[:, 0]]),
-                EuclideanTransform,
+                SimilarityTransform,
                 min_samples=2,
                 residual_threshold=residual_nm,
+                is_model_valid=plausible,
                 max_trials=500,
                 rng=0,
             )
         n = int(inliers.sum()) if model and inliers is not None else 0
         if n >= min_inliers and (best is None or n > best["matches"]):
             dx, dy = (float(v) for v in model.translation)
-            rotation = math.degrees(model.rotation) % 360
-            best = {"rotation_deg": rotation, "mirrored": mirrored, "dx_nm": dx, "dy_nm": dy, "matches": n}
+            rotation, scale = math.degrees(model.rotation) % 360, float(model.scale)
+            best = {"rotation_deg": rotation, "mirrored": mirrored, "scale": scale, "dx_nm": dx, "dy_nm": dy}
+            best["matches"] = n
     return [best] if best else []
 
 
@@ -1200,6 +1211,14 @@ def _turned_view(view: _View, rotation_deg: float, mirrored: bool, level: int, s
     return _view(*_turned_mean(view, rotation_deg, mirrored), s, detrend=level >= 1)
 
 
+def _turn_scale(turn: dict, s: OverlapSettings) -> float:
+    """The scale a turned b is scored at: the turn's fitted one (:func:`keypoint_turn`) where it
+    lies beyond ``scale_search``'s range, which the fine check covers from the recorded pixel
+    sizes (a turn from the points, :func:`rigid_matches`, fits none: 1)."""
+    scale = turn.get("scale", 1.0)
+    return scale if not min((1.0, *s.scale_search)) <= scale <= max((1.0, *s.scale_search)) else 1.0
+
+
 def _screened_where_the_turn_says(a: _Image, b: _Image, turn: dict, level: int, s: OverlapSettings) -> bool:
     """Whether b turned by ``turn`` (:func:`rigid_matches`, :func:`keypoint_turn`) registers on
     a at the coarse ``level`` with a shift that passes the screen (step 5) within
@@ -1207,10 +1226,14 @@ def _screened_where_the_turn_says(a: _Image, b: _Image, turn: dict, level: int, 
     worth its cost."""
     coarse_nm = s.coarse_nm * 2**level
     view = _turned_view(b.levels[level], turn["rotation_deg"], turn["mirrored"], level, s)
-    # b's points p (nm) sit in a at R M p + shift; the turned fine view shows p at
-    # m (p - centre) + centre_out (m = R M): its origin lies at shift + m centre - centre_out
+    scale = _turn_scale(turn, s)
+    if scale != 1.0:
+        view = _rescaled(view, scale, s)
+    # b's points p (nm) sit in a at scale R M p + shift; the turned fine view shows p at
+    # m (p - centre) + centre_out (m = R M), rescaled about its corner: its origin lies at
+    # shift + scale (m centre - centre_out)
     _, m, centre, centre_out = _turn_geometry(b.fine.mean.shape, turn["rotation_deg"], turn["mirrored"])
-    origin = np.array([turn["dx_nm"], turn["dy_nm"]]) + (m @ centre - centre_out) * b.fine_nm
+    origin = np.array([turn["dx_nm"], turn["dy_nm"]]) + scale * (m @ centre - centre_out) * b.fine_nm
     return any(
         _screen(c, s) >= 0
         and math.hypot(c["dx"] * coarse_nm - origin[0], c["dy"] * coarse_nm - origin[1])
@@ -1459,10 +1482,12 @@ def score_class(
     def search_turn(i: int, j: int, k: int, turn: dict, source: str) -> None:
         if not _screened_where_the_turn_says(prepared[i], prepared[j], turn, k, s):
             return
+        scale = _turn_scale(turn, s)
         for step in _ANGLE_STEPS_DEG:  # the turn's angle is a few tenths of a degree off
             angle = turn["rotation_deg"] + step
             b, b_points = _turned_image(prepared[j], images.loc[j], points, angle, turn["mirrored"], top, s)
-            score = _pair_score(images.loc[i], images.loc[j], prepared[i], b, b.levels[k], k, 1.0, b_points, s)
+            view = b.levels[k] if scale == 1.0 else _rescaled(b.levels[k], scale, s)
+            score = _pair_score(images.loc[i], images.loc[j], prepared[i], b, view, k, scale, b_points, s)
             if source == "points" and score.get("points", 0) < s.rotation_min_points:
                 score["evidence"] = -1.0  # a turn rests on its points: too few judged
             keep((i, j), dict(score, rotation_deg=angle % 360, mirrored=turn["mirrored"], turn_from=source))
