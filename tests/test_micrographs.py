@@ -139,7 +139,8 @@ def test_black_padding_is_left_out():
     assert black_padding_box(image) == (0, image.shape[0], 150, image.shape[1])
     assert black_padding_box(disc_image()) is None
     prepared = Prepared.of(image, PIXEL_NM)
-    assert prepared.mean == pytest.approx(image[:, 150:].mean(), rel=0.01)
+    assert prepared.mean == pytest.approx(image[:, 150:].mean(), rel=1e-9)
+    assert prepared.std == pytest.approx(image[:, 150:].std(), rel=1e-9)
     # the padding filled with that mean in a copy of the image's own type, not a float image
     assert prepared.pixels.dtype == image.dtype and (prepared.pixels[:, :150] == round(prepared.mean)).all()
     found = heat_peaks(model, image, PIXEL_NM, 4.0, floor=0.0)  # an untrained net: peaks everywhere

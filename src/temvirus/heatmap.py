@@ -135,6 +135,19 @@ def black_padding_box(pixels: np.ndarray, min_fraction: float = 0.01) -> tuple[i
     return top, bottom, left, right
 
 
+def _mean_std(pixels: np.ndarray, chunk_px: int = 1 << 18) -> tuple[float, float]:
+    """Mean and s.d. (at least 1e-6) of ``pixels`` (2-D, any type) in float64, a band of rows of about
+    ``chunk_px`` pixels at a time: no float copy of the whole image."""
+    rows = max(1, chunk_px // max(1, pixels.shape[1]))
+    shift = float(np.asarray(pixels[:: max(1, len(pixels) // 64), :: max(1, pixels.shape[1] // 64)]).mean())
+    total = squares = 0.0
+    for start in range(0, len(pixels), rows):
+        block = np.asarray(pixels[start : start + rows], dtype=np.float64) - shift
+        total, squares = total + float(block.sum()), squares + float(np.square(block).sum())
+    n = pixels.size
+    return shift + total / n, max(math.sqrt(max(squares / n - (total / n) ** 2, 0.0)), 1e-6)
+
+
 @dataclass
 class Prepared:
     """A raw image ready for tiling: black padding (:func:`black_padding_box`) filled with the mean
@@ -153,8 +166,7 @@ class Prepared:
         top, bottom, left, right = box or (0, pixels.shape[0], 0, pixels.shape[1])
         valid = pixels[top:bottom, left:right]
         step = max(1, int(math.sqrt(valid.size / 1e6)))
-        sample = np.asarray(valid[::step, ::step], dtype=np.float64)
-        mean, std = float(sample.mean()), float(max(sample.std(), 1e-6))
+        mean, std = _mean_std(valid[::step, ::step])
         if box is None:
             return cls(pixels, pixel_size_nm, mean, std, None)
         fill = round(mean) if np.issubdtype(pixels.dtype, np.integer) else mean

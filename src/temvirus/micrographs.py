@@ -115,7 +115,7 @@ class Options:
     crops_per_image: int = 16
     lr: float = 0.01
     nms_fractions: tuple[float, ...] = (0.4, 0.5, 0.6, 0.7)
-    chain_fraction: float = 1.6
+    chain_fraction: float = 2.0
     large_heat_nm: float | None = 18.0
     large_min_nm: float = 192.0
 
