@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -51,6 +52,7 @@ from temvirus.micrographs import (
     measure_diameters,
     read_detector,
     size_agreement,
+    state_sha256,
     summarise_evaluation,
     suppress,
 )
@@ -756,12 +758,42 @@ def test_detector_edited_by_hand_is_refused_naming_the_key(tiny_stage, tmp_path)
         ),
         (edited("diameters_nm", lambda d: {**d, first: 0}), f"diameters_nm of {first} is 0"),
         (edited("nms_fraction", None), "nms_fraction is None"),
+        (edited("nms_fraction", 1e9), "nms_fraction is 1000000000.0, not a number in (0, 1]"),
         (edited("calibration", None), "calibrated for another model"),
+        # the settings and weights the network was fitted with: before, a traceback, an error naming
+        # no file, or (NaN or negative chain_fraction, NaN weights, a changed weight) wrong results, exit 0
+        (edited("options", lambda o: {**o, "heat_nm": 0}), "options.heat_nm is 0, not a finite number above 0"),
+        (edited("options", lambda o: {**o, "heat_nm": float("nan")}), "options.heat_nm is nan"),
+        (edited("options", lambda o: {**o, "chain_fraction": -1}), "options.chain_fraction is -1"),
+        (edited("options", lambda o: {**o, "tile_nm": "4096"}), "options.tile_nm is '4096', not a whole number"),
+        (edited("options", lambda o: {**o, "widths": [8]}), "options.widths is [8], not a list of 2 or more"),
+        (edited("options", lambda o: {**o, "large_heat_nm": 0}), "options.large_heat_nm is 0, not null or a number"),
+        (edited("options", [1, 2]), "options is list, not a mapping of settings"),
+        (edited("state_sha256", "0" * 64), "the network's weights are not those recorded"),
+        (edited("state", lambda t: {k: v for k, v in list(t.items())[1:]}), "the network's weights are not those"),
+        (
+            edited("options", lambda o: {**o, "widths": [*o["widths"][:-1], o["widths"][-1] + 1]}),
+            "state is not the network of options.widths",
+        ),
     ]
+    # one base64 character of one weight changed (a damaged copy): still JSON, still a network
+    name = next(iter(calibrated["state"]))
+    damaged = json.loads(json.dumps(calibrated))
+    data = damaged["state"][name]["data"]
+    damaged["state"][name]["data"] = ("B" if data[0] != "B" else "C") + data[1:]
+    cases.append((damaged, "the network's weights are not those recorded"))
+    # NaN weights, their checksum made to match (edited knowingly): refused as a NaN model file is
+    import base64
+
+    nan = json.loads(json.dumps(calibrated))
+    shape = nan["state"][name]["shape"]
+    nan["state"][name]["data"] = base64.b64encode(np.full(shape, np.nan, "<f4").tobytes()).decode()
+    nan["state_sha256"] = state_sha256(nan["state"])
+    cases.append((nan, "the network's weights hold NaN or infinite values"))
     for i, (detector, message) in enumerate(cases):
         path = tmp_path / f"edited{i}.json"
         path.write_text(json.dumps(detector))
-        with pytest.raises(ValueError, match=f"^{path}: " + message.replace("[", r"\[").replace("{", r"\{")):
+        with pytest.raises(ValueError, match="^" + re.escape(f"{path}: {message}")):
             read_detector(path, classifier)
     tifffile.imwrite(tmp_path / "disc.tif", disc_image())
     with pytest.raises(ValueError, match="edited0.json: particle_thresholds of"):
@@ -969,7 +1001,6 @@ def test_image_names_equal_but_for_case_are_refused(real_crops, tmp_path):
     for folder, source, name in (("x", first, "a1.jpg"), ("y", second, "A1.jpg")):
         (tmp_path / folder).mkdir()
         shutil.copy(source, tmp_path / folder / name)
-    import re
 
     paths = re.escape(str([str(tmp_path / "x" / "a1.jpg"), str(tmp_path / "y" / "A1.jpg")]))  # to find them by
     with pytest.raises(ValueError, match=rf"images with the same name \(but for case or Unicode form\): {paths}"):

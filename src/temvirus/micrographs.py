@@ -337,6 +337,7 @@ def fit_detector(
         "diameters_nm": dict(diameters),
         "options": asdict(options),
         "state": state_to_json(model),
+        "state_sha256": state_sha256(state_to_json(model)),
         "n_train_images": int((images.subset == "train").sum()),
         "n_train_crops": len(bank),
         "training_loss": [round(v, 4) for v in curve],
@@ -583,9 +584,12 @@ def read_detector(path, classifier: Classifier | None = None) -> dict:
             f"{path}: a micrograph detector of an older version (no heat-map network); fit it again "
             "(rule micrograph_detector)"
         )
-    fraction = detector.get("nms_fraction")
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < math.inf:
-        raise ValueError(f"{path}: nms_fraction is {fraction!r}, not a number above 0: fit the detector again")
+    _check_options(path, detector["options"])
+    for key in ("nms_fraction", "threshold"):  # the suppression distance and heat-map threshold chosen
+        value = detector.get(key)
+        if not _number(value) or not 0 < value <= 1:
+            raise ValueError(f"{path}: {key} is {value!r}, not a number in (0, 1]: fit the detector again")
+    _check_state(path, detector)
     if classifier is None:
         return detector
     if "calibration" not in detector:
@@ -609,6 +613,102 @@ def read_detector(path, classifier: Classifier | None = None) -> dict:
     )
     _check_class_values(path, detector, "diameters_nm", classifier.classes, lambda v: v > 0, "above 0")
     return detector
+
+
+def state_sha256(state: Mapping) -> str:
+    """SHA-256 of a detector's network weights (:func:`temvirus.heatmap.state_to_json`), its
+    tensors' names, shapes and data in order: a weight changed by hand or by a damaged copy
+    (one base64 character) no longer matches the ``state_sha256`` written beside them."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in state.items():
+        digest.update(json.dumps([name, tensor["shape"], tensor["data"]]).encode())
+    return digest.hexdigest()
+
+
+def _number(value) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_options(path, options) -> None:
+    """A ValueError naming ``path`` and the key unless the detector's ``options`` (the config's
+    ``micrographs`` settings it was fitted with, :class:`Options`) hold values the analysis can use,
+    as the config schema and :mod:`temvirus.configcheck` require of them: whole numbers of at least 1
+    (``tile_nm``, ``steps``, ``crop_px``, ``train_batch``, ``crops_per_image``), finite numbers above 0
+    (``heat_nm``, ``sigma_fraction``, ``lr``, ``chain_fraction``; ``large_min_nm`` 0 or more), the
+    network's ``widths`` (2 or more whole numbers of at least 1), ``nms_fractions`` in (0, 1], and
+    ``large_heat_nm`` null or coarser than ``heat_nm``. A NaN or negative ``chain_fraction`` made every
+    filament point a filament of its own, unseen."""
+    if not isinstance(options, dict):
+        raise ValueError(f"{path}: options is {type(options).__name__}, not a mapping of settings: fit it again")
+    defaults = Options()
+
+    def bad(key, value, what):
+        return ValueError(f"{path}: options.{key} is {value!r}, not {what}: fit the detector again")
+
+    for key in ("tile_nm", "steps", "crop_px", "train_batch", "crops_per_image"):
+        value = options.get(key, getattr(defaults, key))
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise bad(key, value, "a whole number of at least 1")
+    for key in ("heat_nm", "sigma_fraction", "lr", "chain_fraction", "large_min_nm"):
+        value = options.get(key, getattr(defaults, key))
+        if not _number(value) or not (value >= 0 if key == "large_min_nm" else value > 0):
+            raise bad(key, value, "a finite number " + ("of 0 or more" if key == "large_min_nm" else "above 0"))
+    widths = options.get("widths", defaults.widths)
+    if (
+        not isinstance(widths, (list, tuple))
+        or len(widths) < 2
+        or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths)
+    ):
+        raise bad("widths", widths, "a list of 2 or more whole numbers of at least 1")
+    fractions = options.get("nms_fractions", defaults.nms_fractions)
+    if (
+        not isinstance(fractions, (list, tuple))
+        or not fractions
+        or not all(_number(f) and 0 < f <= 1 for f in fractions)
+    ):
+        raise bad("nms_fractions", fractions, "a list of numbers in (0, 1]")
+    large = options.get("large_heat_nm")
+    if large is not None and not (_number(large) and large > options.get("heat_nm", defaults.heat_nm)):
+        raise bad("large_heat_nm", large, "null or a number coarser than heat_nm")
+
+
+def _check_state(path, detector: Mapping) -> None:
+    """A ValueError naming ``path`` unless the detector's ``state`` is the network its ``widths``
+    make, with finite weights, as ``state_sha256`` recorded them (:func:`state_sha256`)."""
+    import binascii
+
+    from temvirus.heatmap import model_from_json
+
+    state = detector["state"]
+    recorded = detector.get("state_sha256")
+    if not isinstance(state, dict) or recorded is None:
+        raise ValueError(
+            f"{path}: no state_sha256 beside the network's weights (a detector of an older version, or edited): "
+            "fit it again (rule micrograph_detector)"
+        )
+    try:
+        found = state_sha256(state)
+    except (TypeError, KeyError) as exc:
+        raise ValueError(f"{path}: state is not a network's weights ({exc!r}): fit the detector again") from None
+    if found != recorded:
+        raise ValueError(
+            f"{path}: the network's weights are not those recorded (state_sha256 {str(recorded)[:12]}..., the weights "
+            f"give {found[:12]}...): changed or damaged; fit the detector again or copy it again"
+        )
+    try:
+        model = model_from_json(state, tuple(detector["options"].get("widths", Options().widths)))
+    except (KeyError, RuntimeError, ValueError, TypeError, binascii.Error) as exc:
+        raise ValueError(
+            f"{path}: state is not the network of options.widths ({type(exc).__name__}: {str(exc)[:120]}): "
+            "fit the detector again"
+        ) from None
+    import torch
+
+    if not all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point()):
+        raise ValueError(f"{path}: the network's weights hold NaN or infinite values: not a usable detector")
 
 
 def _check_class_values(path, detector: Mapping, key: str, classes, valid, what: str, exact: bool = False) -> None:
