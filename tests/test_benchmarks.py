@@ -212,7 +212,7 @@ def test_gpu_check_quick(tmp_path, monkeypatch):
         ("gpu_check.py", "--threads", "-1", "argument --threads: must be at least 0, got -1"),
         ("micrographs.py", "--threads", "0", "argument --threads: must be at least 1, got 0"),
         ("overlap.py", "--overlaps", "-3", "argument --overlaps: must be at least 0, got -3"),
-        ("real_crops.py", "--budget-min", "nan", "argument --budget-min: must be above 0, got nan"),
+        ("real_crops.py", "--budget-min", "nan", "argument --budget-min: must be a finite number, above 0, got 'nan'"),
         ("training.py", "--batch-size", "0", "argument --batch-size: must be at least 1, got 0"),
         ("training.py", "--seed", "x", "argument --seed: must be a whole number, at least 0, got 'x'"),
     ],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -270,6 +271,12 @@ def test_the_overlay_of_a_long_strip_is_a_figure_of_bounded_size():
     segments = next(c for c in fig.axes[0].collections if isinstance(c, LineCollection)).get_segments()
     lengths = sorted(float(np.hypot(*(b - a))) for a, b in segments)
     assert len(segments) == len(xy) - 1 and lengths[-1] < 100  # no segment across the U's 160 nm gap
+    # the legend counts the filament once (it said "Marburg (23)", its points), as summary.csv does
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["Marburg (1)"]
+    from temvirus.figures import size_histograms
+
+    sizes = size_histograms(particles.assign(image_id="x"), ["Marburg"], {"Marburg": 80.0})
+    assert sizes.axes[0].get_title().startswith("Marburg: n=1,")  # one width per filament, not per point
 
 
 def test_suppression_keeps_the_better_of_overlapping_candidates():
@@ -580,7 +587,7 @@ def test_cli_analyses_and_refuses_bad_inputs_without_output(tiny_stage, tmp_path
         ),
         (
             ["disc.tif", "--model", model, "--detector", detector, "--pixel-size", 2, "--threads", "x"],
-            "must be a whole number, at least 1, got 'x'",
+            "must be a whole number, in [1, 1024], got 'x'",
         ),
         (
             ["disc.tif", "--model", model, "--detector", detector, "--pixel-size", 1000],
@@ -597,7 +604,7 @@ def test_cli_analyses_and_refuses_bad_inputs_without_output(tiny_stage, tmp_path
         ),
         (
             ["disc.tif", "--model", model, "--detector", detector, "--pixel-size", 2, "--threads", 0],
-            "must be at least 1",
+            "must be in [1, 1024], got 0",
         ),
         (["disc.tif", "--model", model, "--detector", detector], "disc.tif: no pixel size"),
         (["broken.tif", "--model", model, "--detector", detector, "--pixel-size", 2], "broken.tif: cannot read image"),
@@ -690,6 +697,49 @@ def test_two_runs_given_one_output_folder_never_lose_an_output(tiny_stage, tmp_p
     written = sorted(p.name for p in (tmp_path / "out" / "overlays").iterdir())
     assert written == sorted(Path(n).stem + ".png" for n in expected)
     assert not list(tmp_path.glob(".out.*"))  # no temporary left by either
+
+
+def test_inputs_a_new_user_tried_are_refused_before_anything_naming_them(tiny_stage, tmp_path):
+    """What a probe of `temvirus analyse` found (each refused now before the model is loaded, naming
+    the file, nothing written): a FIFO given as an image ("image not found") or as --detector (waited
+    on for ever); one image given twice ("rename one"); an --out that is a looping link (a
+    traceback); a tags file that is a broken link (passed over for --pixel-size, unseen); an image
+    name too long for its outputs' temporaries, or not UTF-8 (both failed after the analysis)."""
+    import stat
+
+    work, _, _ = tiny_stage
+    model, detector = work / "best.pt", work / "detector.json"
+    tifffile.imwrite(tmp_path / "disc.tif", disc_image())
+    os.mkfifo(tmp_path / "fifo.tif")
+    os.mkfifo(tmp_path / "fifo.json")
+    (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "tagged").mkdir()
+    tifffile.imwrite(tmp_path / "tagged" / "t.tif", disc_image())
+    (tmp_path / "tagged" / "t.tif_tags.csv").symlink_to("gone.csv")
+    long = tmp_path / ("y" * 233 + ".tif")  # a legal name (237 bytes) whose temporaries are not
+    tifffile.imwrite(long, disc_image())
+    latin = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9.tif"))
+    tifffile.imwrite(latin, disc_image())
+    out = tmp_path / "out"
+    cases = [
+        ([tmp_path / "fifo.tif"], out, detector, "fifo.tif: not a regular file (a FIFO"),
+        ([tmp_path / "disc.tif"], out, tmp_path / "fifo.json", "fifo.json: detector file not a regular file"),
+        ([tmp_path / "disc.tif"], out, tmp_path / "none.json", "none.json: detector file not found"),
+        ([tmp_path / "disc.tif", tmp_path / "." / "disc.tif"], out, detector, "disc.tif: given twice (also as"),
+        ([tmp_path / "disc.tif"], tmp_path / "loop", detector, "loop: a symbolic link that loops"),
+        ([tmp_path / "tagged" / "t.tif"], out, detector, "t.tif_tags.csv: the tags file of t.tif is not a regular"),
+        ([long], out, detector, f"{long.name}: a name too long for its outputs"),
+        ([latin], out, detector, "caf\\xe9.tif: a file name that is not UTF-8 text"),
+    ]
+    for images, out_dir, det, message in cases:
+        with pytest.raises((ValueError, OSError), match=re.escape(message)):
+            analyse_files(images, model, out_dir, 2.0, det, "cpu", 1)
+        assert not out.exists() and not list(tmp_path.glob(".out.*")), message
+    # an empty --out given is filled with its permissions kept (it was replaced by a 0755 folder)
+    out.mkdir(mode=0o700)
+    out.chmod(0o2750)
+    analyse_files([tmp_path / "disc.tif"], model, out, 2.0, detector, "cpu", 1)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o2750 and (out / "summary.csv").is_file()
 
 
 def test_an_output_folder_given_as_a_link_or_as_the_current_folder(tiny_stage, tmp_path):

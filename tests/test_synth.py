@@ -143,12 +143,24 @@ def test_cli_synth_with_a_bad_table1_says_why_and_writes_nothing(tmp_path):
         (["synth", "--seed", "-5"], "argument --seed: must be at least 0, got -5"),
         (["synth", "--seed", "1.5"], "argument --seed: must be a whole number, at least 0, got '1.5'"),
         (["synth", "--scale", "0"], "argument --scale: must be in (0, 1], got 0"),
-        (["synth", "--scale", "nan"], "argument --scale: must be in (0, 1], got nan"),
+        (["synth", "--scale", "nan"], "argument --scale: must be a finite number, in (0, 1], got 'nan'"),
         (["synth", "--overlaps", "-1"], "argument --overlaps: must be at least 0, got -1"),
         (["audit", "r", "--near-bits", "65"], "argument --near-bits: must be in [0, 64], got 65"),
         (["audit", "r", "--leak-ncc", "-0.5"], "argument --leak-ncc: must be in (0, 1], got -0.5"),
-        (["analyse", "a", "--model", "m", "--pixel-size", "inf"], "argument --pixel-size: must be above 0, got inf"),
-        (["analyse", "a", "--model", "m", "--threads", "-2"], "argument --threads: must be at least 1, got -2"),
+        (
+            ["analyse", "a", "--model", "m", "--pixel-size", "inf"],
+            "--pixel-size: must be a finite number, above 0, got 'inf'",
+        ),
+        (["analyse", "a", "--model", "m", "--pixel-size", "1e400"], "--pixel-size: must be a finite number, above 0"),
+        # int() and float() take these; nobody means 10 nm by '1_0', and the tags reader refuses both
+        (["analyse", "a", "--model", "m", "--pixel-size", "1_0"], "--pixel-size: must be a number, above 0, got '1_0'"),
+        (["analyse", "a", "--model", "m", "--pixel-size", "\uff11"], "--pixel-size: must be a number, above 0, got"),
+        (["analyse", "a", "--model", "m", "--threads", "-2"], "argument --threads: must be in [1, 1024], got -2"),
+        # more failed as "cannot read image (ImportError ...)", blaming the image
+        (
+            ["analyse", "a", "--model", "m", "--threads", "100000"],
+            "argument --threads: must be in [1, 1024], got 100000",
+        ),
     ],
 )
 def test_cli_numeric_options_out_of_range_name_the_option_and_range(args, error, tmp_path, capsys):

@@ -35,6 +35,10 @@ def _file_to_write(text: str) -> Path:
     return Path(text)
 
 
+#: the most CPU threads an option takes (more fail as "cannot map shared object", blaming the image)
+MAX_THREADS = 1024
+
+
 def number_in_range(kind: type, low: float, high: float | None = None, *, above: bool = False):
     """An argparse ``type=``: a finite ``kind`` (int or float) from ``low`` (excluded if ``above``)
     to ``high`` (included; None: no bound). Anything else raises argparse.ArgumentTypeError
@@ -47,12 +51,19 @@ def number_in_range(kind: type, low: float, high: float | None = None, *, above:
         bound = f"above {low}" if above else f"at least {low}"
 
     def parse(text: str):
+        # Python's int() and float() take '1_0' and other scripts' digits ('１'); the tags and
+        # config readers do not, nor do people mean them
+        plain = text.strip().isascii() and "_" not in text
         try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {what}, {bound}, got {text!r}") from None
+            value = kind(text) if plain else None
+        except (ValueError, OverflowError):
+            value = None
+        if value is None:
+            raise argparse.ArgumentTypeError(f"must be {what}, {bound}, got {text!r}")
+        if not math.isfinite(value):  # nan, inf, 1e400
+            raise argparse.ArgumentTypeError(f"must be a finite number, {bound}, got {text!r}")
         inside = (value > low if above else value >= low) and (high is None or value <= high)
-        if not (inside and math.isfinite(value)):
+        if not inside:
             raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
         return value
 
@@ -239,7 +250,9 @@ def _analyse_arguments(p: argparse.ArgumentParser) -> None:
         "results/micrographs/detector/{model}/{init}/{method}.json beside the model's results)",
     )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--threads", type=number_in_range(int, 1), default=2, help="CPU threads (torch)")
+    p.add_argument(
+        "--threads", type=number_in_range(int, 1, MAX_THREADS), default=2, help=f"CPU threads (torch), 1-{MAX_THREADS}"
+    )
 
 
 def _analyse(args: argparse.Namespace) -> int:

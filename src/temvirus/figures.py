@@ -459,9 +459,12 @@ def micrograph_overlay(
     x0, y0 = 0.04 * width_nm, 0.95 * height_nm
     ax.plot([x0, x0 + bar], [y0, y0], "-", color="white", lw=3, solid_capstyle="butt")
     ax.text(x0 + bar / 2, y0 - 0.015 * height_nm, f"{bar:g} nm", color="white", ha="center", va="bottom", fontsize=9)
+    from temvirus.micrographs import count_units
+
     present = [c for c in classes if (particles["class"] == c).any()]
-    for c in present:
-        ax.plot([], [], "o", mfc="none", color=colours[c], label=f"{c} ({int((particles['class'] == c).sum())})")
+    for c in present:  # particles as counted: a filament once, not each point along it
+        count = count_units(particles.chain[particles["class"] == c])
+        ax.plot([], [], "o", mfc="none", color=colours[c], label=f"{c} ({count})")
     if present:
         ax.legend(loc="upper right", fontsize=7, framealpha=0.6)
     ax.set_title(title, fontsize=9)
@@ -474,8 +477,13 @@ def micrograph_overlay(
 
 def size_histograms(particles: pd.DataFrame, classes: Sequence[str], expected_nm: Mapping[str, float], note: str = ""):
     """Histograms of the measured diameters (nm) of the found particles, one panel per class
-    found, with the class's typical diameter marked."""
+    found, with the class's typical diameter marked; a filament (``image_id``, ``chain`` >= 0) is
+    one particle, its width the median of its points'."""
     plt = _pyplot()
+    if len(particles) and (particles.chain >= 0).any():
+        chains = particles[particles.chain >= 0].groupby(["image_id", "chain"], as_index=False)
+        filaments = chains.agg({"class": "first", "diameter_nm": "median"})
+        particles = pd.concat([particles[particles.chain < 0], filaments], ignore_index=True)
     present = [c for c in classes if (particles["class"] == c).any()] if len(particles) else []
     n = max(1, len(present))
     cols = min(4, n)

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -175,6 +176,13 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def temporary_name_bytes(name: str) -> int:
+    """Bytes of the name of the temporary that an atomic write of a file or folder ``name`` makes
+    (:data:`TEMPORARY`: ``.{name}.XXXXXXXX.part{suffix}``): a name that fits the file system (255
+    bytes) can still make one that does not, and the write fails after the work that made it."""
+    return len(os.fsencode(f".{name}.")) + 8 + len(os.fsencode(f".part{Path(name).suffix}"))
+
+
 def temporary_dir(path: str | os.PathLike) -> Path:
     """A new empty folder beside ``path`` (its parents made), named like :data:`TEMPORARY`, with the
     permissions of an ordinary ``mkdir`` under the umask (``tempfile.mkdtemp`` makes 0700: a folder
@@ -206,6 +214,11 @@ def atomic_dir(path: str | os.PathLike, *, replace: bool = True) -> Iterator[Pat
     _hold(fd)
     try:
         yield tmp
+        if not replace and final.is_dir():  # an empty folder given: its permissions and group kept
+            mode = final.stat()
+            os.chmod(tmp, stat.S_IMODE(mode.st_mode))
+            with contextlib.suppress(OSError):  # another group: only the owner (or root) may set it
+                os.chown(tmp, -1, mode.st_gid)
         if replace and final.exists():
             shutil.rmtree(final)
         try:

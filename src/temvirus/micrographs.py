@@ -67,6 +67,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -790,7 +791,8 @@ class Classifier:
                 f"{path}: a folder, not a model file (results/models/{{model}}/{{init}}/{{method}}/best.pt)"
             )
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: model file not found")
+            what = "not a regular file (a FIFO, a device?)" if path.exists() else "not found"
+            raise FileNotFoundError(f"{path}: model file {what}")
         _check_model_zip(path)
         try:
             model, meta = load_checkpoint(path)
@@ -1007,7 +1009,9 @@ def analyse_micrographs(
             table, call = analyse_image(pixels, float(image.pixel_size_nm), detector, classifier, image.image_id)
             write_csv(tmp / "particles" / f"{image.image_id}.csv", table)
             weak = ", from the strongest peak, below threshold" if call["call_from"] == "strongest peak" else ""
-            title = f"{image.image_id}: {call['call'] or 'nothing found'} ({call['confidence']:.2f}{weak}), {len(table)} particles"
+            count = sum(call[f"count_{c}"] for c in classifier.classes)  # a filament once
+            points = f" ({len(table)} points)" if count != len(table) else ""
+            title = f"{image.image_id}: {call['call'] or 'nothing found'} ({call['confidence']:.2f}{weak}), {count} particles{points}"
             annotated = None
             if evaluate:
                 truth_class = image["class"]
@@ -1232,36 +1236,82 @@ def analyse_from_tables(
     return metrics
 
 
-def tags_file(image: Path) -> Path | None:
+@dataclass
+class _Folder:
+    """One listing of a folder for :func:`tags_file` (each image's lookup then costs no listing)."""
+
+    files: dict[str, bool]  # name -> a regular file (or a link to one)
+    by_key: dict[str, list[str]]  # name_key -> names
+    tags_by_stem: dict[str, list[str]]  # name_key of the stem before '_tags.csv' -> names
+
+    @classmethod
+    def of(cls, folder: Path) -> _Folder:
+        from temvirus.raw import name_key
+
+        files: dict[str, bool] = {}
+        by_key: dict[str, list[str]] = {}
+        tags_by_stem: dict[str, list[str]] = {}
+        for p in sorted(folder.iterdir()) if folder.is_dir() else []:
+            files[p.name] = p.is_file()
+            by_key.setdefault(name_key(p.name), []).append(p.name)
+            if p.name.endswith("_tags.csv"):
+                tags_by_stem.setdefault(name_key(Path(p.name[:-9]).stem), []).append(p.name)
+        return cls(files, by_key, tags_by_stem)
+
+
+def tags_file(image: Path, listings: dict[Path, _Folder] | None = None) -> Path | None:
     """The tags file of an image outside a raw layout: ``tags/{name}_tags.csv`` or
     ``{name}_tags.csv`` beside it, names matched ignoring case and Unicode normalisation as the
     raw reader does, but not the tags named exactly after another image beside it (``A.tif`` and
     ``a.tif`` are two images on a case-sensitive disk); ``None`` when there is none. A
     RawDataError when several match (in one folder, or one in each that give other values: which
-    one is meant is unknown), when a file of a similar name (``{stem}_tags.csv``, another
-    extension; not the tags of another image beside it) gives other values than the one that
-    matches (:func:`temvirus.raw.read_tags`), or when only such a file is there: it would otherwise
-    be passed over for ``--pixel-size`` unseen."""
+    one is meant is unknown), when the one that matches is not a regular file (a broken link, a
+    folder: it would otherwise be passed over unseen), when a file of a similar name
+    (``{stem}_tags.csv``, another extension; not the tags of another image beside it) gives other
+    values than the one that matches (:func:`temvirus.raw.read_tags`), or when only such a file is
+    there: it would otherwise be passed over for ``--pixel-size`` unseen. ``listings``: folders
+    listed once for many images (:class:`_Folder`; filled as needed), so that a folder of ``n``
+    images costs ``n`` lookups, not ``n`` listings."""
     from temvirus.raw import IMAGE_SUFFIXES, RawDataError, name_key, read_tags
 
+    listings = {} if listings is None else listings
+    for folder in (image.parent, image.parent / "tags"):
+        if folder not in listings:
+            listings[folder] = _Folder.of(folder)
+    here = listings[image.parent]
+
+    def other_file(name: str) -> bool:  # another file beside the image (not the image under another case)
+        return (
+            name != image.name
+            and here.files.get(name, False)
+            and not (image.exists() and (image.parent / name).samefile(image))
+        )
+
     name, stem = name_key(f"{image.name}_tags.csv"), name_key(image.stem)
-    # on a case-sensitive disk A.tif beside a.tif is another image: A.tif_tags.csv is its tags, not a.tif's
-    # (on a case-insensitive disk the image given as A.tif is stored as a.tif: the same file, not another)
-    beside = [p for p in image.parent.iterdir() if p.is_file()] if image.parent.is_dir() else []
-    others = {p.name for p in beside if p.name != image.name and not (image.exists() and p.samefile(image))}
     similar, matches = [], []
     for folder in (image.parent / "tags", image.parent):
-        files = [p for p in sorted(folder.iterdir()) if p.is_file()] if folder.is_dir() else []
-        found = [p for p in files if name_key(p.name) == name and p.name[: -len("_tags.csv")] not in others]
+        listing = listings[folder]
+        found = [n for n in listing.by_key.get(name, []) if not other_file(n[: -len("_tags.csv")])]
+        broken = [n for n in found if not listing.files[n]]
+        if broken:
+            raise RawDataError(
+                folder / broken[0], f"the tags file of {image.name} is not a regular file (a broken link, a folder?)"
+            )
         if len(found) > 1:
-            raise RawDataError(found[0], f"several tags files match {image.name}: {[p.name for p in found]}")
-        matches += found
+            raise RawDataError(folder / found[0], f"several tags files match {image.name}: {found}")
+        matches += [folder / n for n in found]
         # {stem}_tags.csv or {stem}.{another extension}_tags.csv; not {stem}0.tif_tags.csv
-        similar += [p for p in files if p.name.endswith("_tags.csv") and name_key(Path(p.name[:-9]).stem) == stem]
+        similar += [folder / n for n in listing.tags_by_stem.get(stem, []) if listing.files[n]]
+
     # a similar name that is not another image's beside it ({stem}.tif_tags.csv of {stem}.tif) and says otherwise;
     # an image by its extension: a file 'A' beside A.tif does not make A_tags.csv another image's
-    siblings = {name_key(p.name) for p in beside if p.name in others and p.suffix.lower() in IMAGE_SUFFIXES}
-    similar = [p for p in similar if p not in matches and name_key(p.name[:-9]) not in siblings]
+    def another_image(tags: Path) -> bool:
+        return any(
+            other_file(n) and Path(n).suffix.lower() in IMAGE_SUFFIXES
+            for n in here.by_key.get(name_key(tags.name[:-9]), [])
+        )
+
+    similar = [p for p in similar if p not in matches and not another_image(p)]
     values = read_tags(matches[0], image=image.name) if matches else None
     for other in matches[1:] + (similar if matches else []):
         if read_tags(other, image=image.name) != values:  # the values: line ends, decimal marks may differ
@@ -1277,7 +1327,9 @@ def tags_file(image: Path) -> Path | None:
     return None
 
 
-def image_pixel_size(path: Path, pixel_size_nm: float | None, shape: tuple[int, int]) -> float:
+def image_pixel_size(
+    path: Path, pixel_size_nm: float | None, shape: tuple[int, int], listings: dict[Path, _Folder] | None = None
+) -> float:
     """Pixel size (nm) of an image of ``shape`` (height, width px): from its tags file
     (:func:`tags_file`), whose Height and Width must be the image's, else ``pixel_size_nm``; a
     ValueError naming the file when there is neither, or when they disagree, and a RawDataError
@@ -1286,7 +1338,7 @@ def image_pixel_size(path: Path, pixel_size_nm: float | None, shape: tuple[int, 
     A ``pixel_size_nm`` other than the tags file's is not used, with a warning naming the tags file."""
     from temvirus.raw import PIXEL_SIZE_RANGE_NM, check_embedded_calibration, check_tags_size, read_tags
 
-    tags_path = tags_file(path)
+    tags_path = tags_file(path, listings)
     if tags_path is not None:
         tags = read_tags(tags_path, image=path.name)
         check_tags_size(tags, tags_path, path, shape)
@@ -1377,12 +1429,17 @@ def analyse_files(
     an unreadable, blank or too small image or a bad tags file. Returns (metrics, summary)."""
     import torch
 
+    from temvirus.io import temporary_name_bytes
     from temvirus.raw import check_image_size, check_not_blank, name_key, read_image
     from temvirus.train import resolve_device
 
     torch.set_num_threads(max(1, threads))
     resolve_device(device, "--device")  # a GPU asked for and absent: said before anything is read
-    given, out_dir = out_dir, Path(out_dir).resolve()  # a link's folder receives the output; '.' spelt out
+    given = out_dir
+    try:
+        out_dir = Path(out_dir).resolve()  # a link's folder receives the output; '.' spelt out
+    except RuntimeError:  # Python's "Symlink loop from ..."
+        raise ValueError(f"{given}: a symbolic link that loops; choose another --out") from None
     if out_dir.exists() and not out_dir.is_dir():
         raise FileExistsError(f"{given}: exists and is a file, not an output folder; choose another --out")
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -1392,17 +1449,42 @@ def analyse_files(
     ancestor = next(p for p in out_dir.parents if p.exists())  # '/' at the latest
     if not ancestor.is_dir():  # found here, not as "[Errno 17] File exists" after the model is loaded
         raise NotADirectoryError(f"{given}: {ancestor.name} is a file, not a folder; choose another --out")
-    rows = []
+    # the output is made beside --out and moved into place: found here, not after every image is analysed
+    if out_dir.exists() and os.path.ismount(out_dir):
+        raise ValueError(f"{given}: a mount point, which cannot be replaced; give a folder inside it")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise PermissionError(f"{given}: {ancestor} is not writable (the output is made there, then moved in place)")
+    name_max = os.pathconf(ancestor, "PC_NAME_MAX")
+    if temporary_name_bytes(out_dir.name) > name_max:
+        raise ValueError(f"{given}: a name too long for its temporary while written ({name_max} bytes at most)")
+    rows, seen, listings = [], {}, {}
     for path in map(Path, paths):
+        try:
+            str(path).encode("utf-8")
+        except UnicodeEncodeError:  # the outputs' names, the tables and the figures' titles are UTF-8
+            shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+            raise ValueError(f"{shown}: a file name that is not UTF-8 text; rename the image") from None
         if path.is_dir():
             raise IsADirectoryError(f"{path}: a folder, not an image; give the image files (e.g. {path}/*.tif)")
+        if path.exists() and not path.is_file():
+            raise ValueError(f"{path}: not a regular file (a FIFO, a device or a pipe?); give the image file")
         if not path.is_file():
             raise FileNotFoundError(f"{path}: image not found")
+        if path.resolve() in seen:
+            raise ValueError(f"{path}: given twice (also as {seen[path.resolve()]}); give each image once")
+        seen[path.resolve()] = path
+        longest = max(temporary_name_bytes(f"{path.stem}{suffix}") for suffix in (".csv", ".png"))
+        if longest > name_max:
+            raise ValueError(
+                f"{path}: a name too long for its outputs (particles/{path.stem}.csv, written through a temporary of "
+                f"{longest} bytes; {name_max} at most); rename the image"
+            )
         # unreadable images and wrong pixel sizes fail here, before anything is written
         pixels = read_image(path)
         check_not_blank(path, pixels)
         shape = pixels.shape
-        pixel_size = image_pixel_size(path, pixel_size_nm, shape)
+        del pixels  # read again when analysed: one image in memory at a time
+        pixel_size = image_pixel_size(path, pixel_size_nm, shape, listings)
         check_image_size(path, shape, pixel_size)
         rows.append({"image_id": path.stem, "path": str(path.resolve()), "pixel_size_nm": pixel_size})
     images = pd.DataFrame(rows)
@@ -1421,6 +1503,9 @@ def analyse_files(
                 f"{detector_json}: the micrograph detector of {checkpoint} not found: run the workflow's "
                 "calibrate_micrographs rule, or give --detector"
             )
+    elif not Path(detector_json).is_file():  # a FIFO would be waited on for ever
+        what = "not found" if not Path(detector_json).exists() else "not a regular file (a folder, a FIFO?)"
+        raise FileNotFoundError(f"{detector_json}: detector file {what}")
     detector = read_detector(detector_json, classifier)
     warn_coarse_pixels(images, detector, classifier.classes)
     # another run given the same --out meanwhile: its output is kept, not replaced by this one's
