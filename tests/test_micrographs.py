@@ -30,6 +30,7 @@ from temvirus.heatmap import (
     targets,
     train_heatnet,
 )
+from temvirus.io import write_json
 from temvirus.micrographs import (
     PARTICLE_COLUMNS,
     Classifier,
@@ -313,12 +314,12 @@ def tiny_stage(tiny_synthetic, tmp_path_factory):
     images = images.rename(columns={"folder_subset": "subset"})
     diameters = class_diameters(TINY_CLASSES, TABLE1)
     detector = fit_detector(images[images.subset != "test"], particles, tiny_synthetic / "raw", diameters, FAST)
-    (work / "split_detector.json").write_text(json.dumps(detector))
+    write_json(work / "split_detector.json", detector)  # as the workflow writes it (sorted keys)
     checkpoint = _fake_checkpoint(work / "best.pt", TINY_CLASSES)
     classifier = Classifier.load(checkpoint, "cpu")
     validation = images[images.subset == "validation"]
     calibrated = calibrate(validation, tiny_synthetic / "raw", classifier, detector, particles)
-    (work / "detector.json").write_text(json.dumps(calibrated))
+    write_json(work / "detector.json", calibrated)
     out = work / "analysis"
     metrics = analyse_micrographs(
         images[images.subset == "test"],

@@ -618,12 +618,13 @@ def read_detector(path, classifier: Classifier | None = None) -> dict:
 
 def state_sha256(state: Mapping) -> str:
     """SHA-256 of a detector's network weights (:func:`temvirus.heatmap.state_to_json`), its
-    tensors' names, shapes and data in order: a weight changed by hand or by a damaged copy
-    (one base64 character) no longer matches the ``state_sha256`` written beside them."""
+    tensors' names, shapes and data, by name (JSON files are written with sorted keys): a weight
+    changed by hand or by a damaged copy (one base64 character) no longer matches the
+    ``state_sha256`` written beside them."""
     import hashlib
 
     digest = hashlib.sha256()
-    for name, tensor in state.items():
+    for name, tensor in sorted(state.items()):
         digest.update(json.dumps([name, tensor["shape"], tensor["data"]]).encode())
     return digest.hexdigest()
 
