@@ -433,6 +433,8 @@ def micrograph_overlay(
     from matplotlib.patches import Circle
     from scipy.sparse.csgraph import minimum_spanning_tree
 
+    from temvirus.micrographs import count_units
+
     step = max(1, int(np.ceil(max(pixels.shape) / max_side)))
     shown = np.asarray(pixels[::step, ::step], dtype=np.float32)
     height_nm, width_nm = pixels.shape[0] * pixel_size_nm, pixels.shape[1] * pixel_size_nm
@@ -459,8 +461,6 @@ def micrograph_overlay(
     x0, y0 = 0.04 * width_nm, 0.95 * height_nm
     ax.plot([x0, x0 + bar], [y0, y0], "-", color="white", lw=3, solid_capstyle="butt")
     ax.text(x0 + bar / 2, y0 - 0.015 * height_nm, f"{bar:g} nm", color="white", ha="center", va="bottom", fontsize=9)
-    from temvirus.micrographs import count_units
-
     present = [c for c in classes if (particles["class"] == c).any()]
     for c in present:  # particles as counted: a filament once, not each point along it
         count = count_units(particles.chain[particles["class"] == c])

@@ -574,6 +574,9 @@ def read_detector(path, classifier: Classifier | None = None) -> dict:
     diameter for each of the model's classes and no threshold of another class. A ValueError
     naming the file for any other file, or one edited by hand into values the analysis cannot
     use (a NaN threshold would keep no particle of its class, unseen)."""
+    if not Path(path).is_file():  # a FIFO would be waited on for ever
+        what = "not found" if not Path(path).exists() else "not a regular file (a folder, a FIFO?)"
+        raise FileNotFoundError(f"{path}: detector file {what}")
     try:
         detector = json.loads(Path(path).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -1504,9 +1507,6 @@ def analyse_files(
                 f"{detector_json}: the micrograph detector of {checkpoint} not found: run the workflow's "
                 "calibrate_micrographs rule, or give --detector"
             )
-    elif not Path(detector_json).is_file():  # a FIFO would be waited on for ever
-        what = "not found" if not Path(detector_json).exists() else "not a regular file (a folder, a FIFO?)"
-        raise FileNotFoundError(f"{detector_json}: detector file {what}")
     detector = read_detector(detector_json, classifier)
     warn_coarse_pixels(images, detector, classifier.classes)
     # another run given the same --out meanwhile: its output is kept, not replaced by this one's
