@@ -705,7 +705,8 @@ def test_inputs_a_new_user_tried_are_refused_before_anything_naming_them(tiny_st
     the file, nothing written): a FIFO given as an image ("image not found") or as --detector (waited
     on for ever); one image given twice ("rename one"); an --out that is a looping link (a
     traceback); a tags file that is a broken link (passed over for --pixel-size, unseen); an image
-    name too long for its outputs' temporaries, or not UTF-8 (both failed after the analysis)."""
+    name too long for its outputs' temporaries, or not UTF-8 (both failed after the analysis); a
+    hidden file's name (its outputs hidden too)."""
     import stat
 
     work, _, _ = tiny_stage
@@ -721,6 +722,8 @@ def test_inputs_a_new_user_tried_are_refused_before_anything_naming_them(tiny_st
     tifffile.imwrite(long, disc_image())
     latin = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9.tif"))
     tifffile.imwrite(latin, disc_image())
+    hidden = tmp_path / ".x.tif"  # its outputs were hidden files: particles/.x.csv, overlays/.x.png
+    tifffile.imwrite(hidden, disc_image())
     out = tmp_path / "out"
     cases = [
         ([tmp_path / "fifo.tif"], out, detector, "fifo.tif: not a regular file (a FIFO"),
@@ -731,6 +734,7 @@ def test_inputs_a_new_user_tried_are_refused_before_anything_naming_them(tiny_st
         ([tmp_path / "tagged" / "t.tif"], out, detector, "t.tif_tags.csv: the tags file of t.tif is not a regular"),
         ([long], out, detector, f"{long.name}: a name too long for its outputs"),
         ([latin], out, detector, "caf\\xe9.tif: a file name that is not UTF-8 text"),
+        ([hidden], out, detector, ".x.tif: a hidden file's name (starting with '.')"),
     ]
     for images, out_dir, det, message in cases:
         with pytest.raises((ValueError, OSError), match=re.escape(message)):
@@ -741,6 +745,29 @@ def test_inputs_a_new_user_tried_are_refused_before_anything_naming_them(tiny_st
     out.chmod(0o2750)
     analyse_files([tmp_path / "disc.tif"], model, out, 2.0, detector, "cpu", 1)
     assert stat.S_IMODE(out.stat().st_mode) == 0o2750 and (out / "summary.csv").is_file()
+
+
+def test_an_output_folder_in_an_immutable_or_read_only_folder_is_refused_before_anything(tiny_stage, tmp_path):
+    """`--out locked/out` with `locked` made immutable (`chattr +i`): as root, os.access said it was
+    writable, every image was analysed, and the output then failed to go in place. Now refused at
+    once, naming the folder (as a user, a 0555 folder is the same case)."""
+    import subprocess
+
+    work, _, _ = tiny_stage
+    tifffile.imwrite(tmp_path / "disc.tif", disc_image())
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    if os.geteuid() != 0:
+        locked.chmod(0o555)
+    elif subprocess.run(["chattr", "+i", locked], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here (no chattr, or a file system without it)")
+    try:
+        with pytest.raises(PermissionError, match=rf"{locked}/out: {locked} is not writable"):
+            analyse_files([tmp_path / "disc.tif"], work / "best.pt", locked / "out", 2.0, work / "detector.json")
+    finally:
+        subprocess.run(["chattr", "-i", locked], capture_output=True)
+        locked.chmod(0o755)
+    assert list(locked.iterdir()) == []
 
 
 def test_an_output_folder_given_as_a_link_or_as_the_current_folder(tiny_stage, tmp_path):
@@ -951,6 +978,25 @@ def test_the_tags_of_another_image_named_but_for_case_are_not_taken(tmp_path):
     (tmp_path / "tags" / "a.tif_tags.csv").write_text("Height;30\nWidth;40\nXScale;2,5\nYScale;2,5\n")
     assert image_pixel_size(tmp_path / "a.tif", None, (30, 40)) == 2.5
     assert image_pixel_size(tmp_path / "A.tif", None, (30, 40)) == 1.5
+
+
+def test_an_image_without_tags_file_or_pixel_size_is_analysed_at_its_own_calibration(tmp_path):
+    """An ImageJ-calibrated TIFF (2 nm/px) and a TIFF at 2.54e7 / 1.5 pixels per inch, without a tags
+    file or --pixel-size, were refused ("no pixel size"). Their own calibration is used now; one
+    giving non-square pixels, or none at all, is still refused naming the image."""
+    from temvirus.micrographs import image_pixel_size
+
+    pixels = np.arange(1200, dtype=np.uint16).reshape(30, 40)
+    tifffile.imwrite(tmp_path / "ij.tif", pixels, imagej=True, resolution=(0.5, 0.5), metadata={"unit": "nm"})
+    tifffile.imwrite(tmp_path / "inch.tif", pixels, resolution=(2.54e7 / 1.5,) * 2, resolutionunit="INCH")
+    tifffile.imwrite(tmp_path / "oblong.tif", pixels, imagej=True, resolution=(0.5, 0.25), metadata={"unit": "nm"})
+    tifffile.imwrite(tmp_path / "dpi.tif", pixels, resolution=(72, 72), resolutionunit="INCH")
+    assert image_pixel_size(tmp_path / "ij.tif", None, (30, 40)) == pytest.approx(2.0)
+    assert image_pixel_size(tmp_path / "inch.tif", None, (30, 40)) == pytest.approx(1.5)
+    with pytest.raises(ValueError, match=r"oblong.tif: its own calibration gives non-square pixels \(2 x 4 nm\)"):
+        image_pixel_size(tmp_path / "oblong.tif", None, (30, 40))
+    with pytest.raises(ValueError, match=r"dpi.tif: no pixel size: .* and no calibration in the image"):
+        image_pixel_size(tmp_path / "dpi.tif", None, (30, 40))
 
 
 def test_a_pixel_size_given_against_the_tags_file_is_said(tmp_path, caplog):

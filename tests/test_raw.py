@@ -226,9 +226,10 @@ def test_failed_read_leaves_both_table_paths_as_they_were(good, tmp_path):
 
 
 def test_read_refuses_table_paths_that_are_no_files_before_reading(good, tmp_path, capsys):
-    """`temvirus read --images FIFO` (or a device, or `x/`) replaced it by a plain file, and a
-    folder failed naming a temporary after the particle table had been replaced. Each is refused
-    by the option's check, naming the option and the path, with nothing written."""
+    """`temvirus read --images FIFO` (or a device, or `x/`) replaced it by a plain file, a
+    folder failed naming a temporary after the particle table had been replaced, and `--images
+    a1.jpg` replaced the image. Each is refused by the option's check, naming the option and the
+    path, with nothing written."""
     from temvirus.cli import main
 
     fifo, folder, particles = tmp_path / "fifo", tmp_path / "folder", tmp_path / "particles.csv"
@@ -240,8 +241,15 @@ def test_read_refuses_table_paths_that_are_no_files_before_reading(good, tmp_pat
             main(["read", str(good), "--images", str(images), "--particles", str(particles)])
         err = capsys.readouterr().err
         assert stop.value.code == 2 and f"argument --images: {images}: " in err and why in err, err
+    photo = tmp_path / "a1.jpg"  # a slip of the shell: an image given as the table to write
+    photo.write_bytes(b"\xff\xd8 an image")
+    with pytest.raises(SystemExit) as stop:
+        main(["read", str(good), "--images", str(photo), "--particles", str(particles)])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and f"argument --images: {photo}: a CSV table is written here" in err, err
     assert particles.read_text() == "old\n" and stat.S_ISFIFO(fifo.stat().st_mode)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "folder", "particles.csv", "raw"]
+    assert photo.read_bytes() == b"\xff\xd8 an image"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a1.jpg", "fifo", "folder", "particles.csv", "raw"]
     with pytest.raises(ValueError, match=f"{folder}: is a folder"):  # the function checks too
         write_tables(good, folder, particles)
 
@@ -326,7 +334,12 @@ def test_tables_inside_the_raw_folder_are_refused(good, tmp_path, images, partic
     images, particles = tmp_path / images, tmp_path / particles
     with pytest.raises(ValueError, match="inside the raw-layout folder"):
         write_tables(good, images, particles)
-    assert main(["read", str(good), "--images", str(images), "--particles", str(particles)]) == 1
+    args = ["read", str(good), "--images", str(images), "--particles", str(particles)]
+    if particles.suffix == ".csv":
+        assert main(args) == 1
+    else:  # the image: not a CSV table's name, refused by argparse already (exit 2)
+        with pytest.raises(SystemExit, match="2"):
+            main(args)
     assert {p: p.read_bytes() for p in good.rglob("*") if p.is_file()} == before
     assert not (tmp_path / "images.csv").exists() and not (tmp_path / "particles.csv").exists()
 
@@ -1095,6 +1108,43 @@ def test_png_of_any_size_is_read_like_a_tiff(tmp_path):
         warnings.simplefilter("error")
         got = read_image(tmp_path / "big.png")
     np.testing.assert_array_equal(got, pixels)
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG whose header says ``width`` x ``height`` px, with one empty image data chunk."""
+    import struct
+
+    from temvirus.raw import PNG_SIGNATURE
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".tif"])
+def test_an_image_too_large_to_decode_is_refused_from_its_header(tmp_path, suffix):
+    """A 40000 x 40000 px image (1.6 G pixels, over MAX_IMAGE_PIXELS) is refused naming its size
+    before a pixel is decoded: a PNG of a few bytes, all one value, took over 10 GB before it was
+    refused as blank. The TIFF is sparse on disk; the JPEG is a small one whose frame header says so."""
+    from temvirus.raw import MAX_IMAGE_PIXELS, read_image
+
+    path = tmp_path / f"huge{suffix}"
+    if suffix == ".png":
+        _png_header_only(path, 40_000, 40_000)
+    elif suffix == ".tif":
+        with tifffile.TiffWriter(path) as tif:
+            tif.write(shape=(40_000, 40_000), dtype="uint8")  # no data written: a sparse file
+    else:
+        Image.fromarray(_gray_ramp()).save(path)
+        data = bytearray(path.read_bytes())
+        frame = data.index(b"\xff\xc0") + 5  # baseline frame header: length, precision, then height, width
+        data[frame : frame + 4] = (40_000).to_bytes(2, "big") * 2
+        path.write_bytes(bytes(data))
+    assert 40_000**2 > MAX_IMAGE_PIXELS
+    with pytest.raises(RawDataError, match=r"huge.*40000x40000 px \(1600 M pixels\) is larger than the 1074 M"):
+        read_image(path)
 
 
 def test_macos_leftovers_are_ignored(good):
@@ -2525,6 +2575,7 @@ def test_nul_and_undecodable_bytes_are_named_at_the_line_of_a_cr_only_file(tmp_p
             {"resolution": (1e7 / 2, 1e7 / 2), "resolutionunit": "CENTIMETER"},
             "resolution per centimetre gives 2 nm/px along x",
         ),
+        ({"resolution": (2.54e7 / 2, 2.54e7 / 2), "resolutionunit": "INCH"}, "resolution per inch gives 2 nm/px"),
         (
             {"ome": True, "metadata": {"PhysicalSizeX": 2, "PhysicalSizeXUnit": "nm", "PhysicalSizeY": 2}},
             "OME-XML PhysicalSize gives 2 nm/px along x",
@@ -2539,6 +2590,7 @@ def test_nul_and_undecodable_bytes_are_named_at_the_line_of_a_cr_only_file(tmp_p
         "imagej-angstrom-escaped",
         "y-only",
         "per-cm",
+        "per-inch",
         "ome",
         "agrees",
         "dpi",
@@ -2546,10 +2598,10 @@ def test_nul_and_undecodable_bytes_are_named_at_the_line_of_a_cr_only_file(tmp_p
     ],
 )
 def test_a_tiff_calibrated_otherwise_than_its_tags_is_refused(good, tmp_path, calibration, error):
-    """A TIFF's own specimen calibration (ImageJ's unit and resolution, or pixels per centimetre)
-    that contradicts the tags' XScale (5 nm/px here) was passed over: the image was rescaled by the
-    tags alone. Now an error naming the image and both sizes; dpi and a camera's sensor pitch are no
-    specimen calibration and are left alone."""
+    """A TIFF's own specimen calibration (ImageJ's unit and resolution, or pixels per centimetre or
+    inch) that contradicts the tags' XScale (5 nm/px here) was passed over: the image was rescaled by the
+    tags alone (per inch until 2026-12-04). Now an error naming the image and both sizes; a writer's
+    72 dpi and a camera's sensor pitch are no specimen calibration and are left alone."""
     image = write_image(good, "train", "Adenovirus", "cal", [[(3, 3)]], size=(60, 60))
     tifffile.imwrite(image, tifffile.imread(image), **calibration)
     if error is None:

@@ -405,6 +405,18 @@ def test_cli_synth_and_read(tmp_path):
     images = pd.read_csv(images_csv)
     assert len(images) == 5 and f"{out}: 5 images" in proc.stdout
     assert images.n_particles.sum() == len(pd.read_csv(particles_csv).groupby(["image_id", "particle"]))
+    # the summary's reader gone before it is printed (`temvirus read ... | head -0`): the tables are
+    # written, no "error: [Errno 32] Broken pipe" (status 1, as if the read had failed): SIGPIPE's 141
+    images_csv.unlink()
+    reader = subprocess.Popen(
+        [temvirus, "read", out, "--images", images_csv, "--particles", particles_csv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    reader.stdout.close()
+    status, stderr = reader.wait(timeout=60), reader.stderr.read().decode()
+    assert status == 141 and "Broken pipe" not in stderr and "Traceback" not in stderr, stderr
+    pd.testing.assert_frame_equal(pd.read_csv(images_csv), images)
 
 
 def test_figure_with_and_without_real_examples(tiny_synthetic, real_crops, tmp_path):

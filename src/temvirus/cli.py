@@ -6,7 +6,9 @@ adds one entry. ``run(args)`` returns the exit status; errors in the input data
 and exit with status 1. Ctrl-C (SIGINT) and SIGTERM (``kill``, a scheduler's stop) unwind the
 command the same way: its temporaries are removed (:mod:`temvirus.io`), one line says which
 signal stopped it, and the exit status is 128 + the signal's number (130, 143), as a shell
-reports a process killed by it.
+reports a process killed by it; from the moment the arguments are parsed, before the package's
+imports. A reader of the summary that goes away (``temvirus read DIR | head -1``) ends the
+command with status 141 (SIGPIPE's) and no message: the outputs were complete before it.
 """
 
 from __future__ import annotations
@@ -14,24 +16,30 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import signal
 import sys
 from pathlib import Path
 
 from temvirus import __version__
-from temvirus.smk import configure_logging
 
 
-def _file_to_write(text: str) -> Path:
-    """An argparse ``type=`` for a file a command writes: what
+def _csv_to_write(text: str) -> Path:
+    """An argparse ``type=`` for a CSV table a command writes: what
     :func:`temvirus.io.check_file_destination` refuses (a name ending in ``/``, a folder, a
-    device, a FIFO) is an argparse error naming the option, before the command runs."""
+    device, a FIFO), and a name not ending in ``.csv`` (any case: a slip of the shell such as
+    ``--truth raw/A.jpg`` would replace an image), is an argparse error naming the option, before
+    the command runs."""
     from temvirus.io import check_file_destination
 
     try:
         check_file_destination(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    if Path(text).suffix.lower() != ".csv":
+        raise argparse.ArgumentTypeError(
+            f"{text}: a CSV table is written here, replacing what is there: give a name ending in .csv"
+        )
     return Path(text)
 
 
@@ -72,7 +80,7 @@ def number_in_range(kind: type, low: float, high: float | None = None, *, above:
 
 def _synth_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="raw-layout folder to create (must not exist or be empty)")
-    p.add_argument("--truth", required=True, type=_file_to_write, help="CSV of the planted overlapping images")
+    p.add_argument("--truth", required=True, type=_csv_to_write, help="CSV of the planted overlapping images")
     p.add_argument(
         "--scale",
         type=number_in_range(float, 0, 1, above=True),
@@ -110,8 +118,8 @@ def _read_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "root", type=Path, help="raw-layout folder ({train,validation,test}/{Class}/...), or a folder holding one"
     )
-    p.add_argument("--images", type=_file_to_write, help="write the image table (CSV) here")
-    p.add_argument("--particles", type=_file_to_write, help="write the particle table (CSV) here")
+    p.add_argument("--images", type=_csv_to_write, help="write the image table (CSV) here")
+    p.add_argument("--particles", type=_csv_to_write, help="write the particle table (CSV) here")
 
 
 def _read(args: argparse.Namespace) -> int:
@@ -241,7 +249,8 @@ def _analyse_arguments(p: argparse.ArgumentParser) -> None:
         "--pixel-size",
         type=number_in_range(float, 0, above=True),
         metavar="NM",
-        help="pixel size (nm) of the images without a tags file (tags/{file}_tags.csv or {file}_tags.csv, {file} the image file name)",
+        help="pixel size (nm) of the images without a tags file (tags/{file}_tags.csv or {file}_tags.csv, {file} the "
+        "image file name); without either, the image's own calibration (ImageJ, OME, FEI, TIFF or PNG resolution)",
     )
     p.add_argument(
         "--detector",
@@ -295,6 +304,24 @@ def _stop(signum: int, _frame) -> None:
     raise Stopped
 
 
+def _run(args: argparse.Namespace) -> int:
+    """Run ``args.command``; an error in the input data prints one line naming it and gives 1."""
+    from temvirus.download import DownloadError
+    from temvirus.raw import RawDataError
+    from temvirus.smk import configure_logging
+
+    configure_logging(level=logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        status = COMMANDS[args.command][2](args)
+        sys.stdout.flush()  # a closed pipe shows here, not after main has returned
+        return status
+    except BrokenPipeError:
+        raise
+    except (RawDataError, DownloadError, OSError, ValueError) as exc:
+        print(f"temvirus {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="temvirus", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -303,20 +330,19 @@ def main(argv: list[str] | None = None) -> int:
     for name, (help_, add_arguments, _) in COMMANDS.items():
         add_arguments(sub.add_parser(name, help=help_, description=help_))
     args = parser.parse_args(argv)
-    configure_logging(level=logging.DEBUG if args.verbose else logging.INFO)
-    from temvirus.download import DownloadError
-    from temvirus.raw import RawDataError
-
     previous = signal.signal(signal.SIGTERM, _stop)
-    try:
-        return COMMANDS[args.command][2](args)
-    except (RawDataError, DownloadError, OSError, ValueError) as exc:
-        print(f"temvirus {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+    try:  # from before the package's imports: a Ctrl-C in their first second gives no traceback either
+        return _run(args)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Stopped): the temporaries are gone by now
         stopped_by = signal.Signals(getattr(exc, "signum", signal.SIGINT))
         print(f"temvirus {args.command}: stopped by {stopped_by.name}", file=sys.stderr)
         return 128 + stopped_by
+    except BrokenPipeError:
+        # the reader of the summary went away (`temvirus read DIR | head -1`): the outputs were
+        # complete before it was printed; the rest goes nowhere, and the status is a pipe
+        # writer's killed by SIGPIPE, as a shell reports for `cat`, without a message
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     finally:
         signal.signal(signal.SIGTERM, previous)
 

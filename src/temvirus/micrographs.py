@@ -1335,12 +1335,21 @@ def image_pixel_size(
     path: Path, pixel_size_nm: float | None, shape: tuple[int, int], listings: dict[Path, _Folder] | None = None
 ) -> float:
     """Pixel size (nm) of an image of ``shape`` (height, width px): from its tags file
-    (:func:`tags_file`), whose Height and Width must be the image's, else ``pixel_size_nm``; a
-    ValueError naming the file when there is neither, or when they disagree, and a RawDataError
+    (:func:`tags_file`), whose Height and Width must be the image's, else ``pixel_size_nm``, else the
+    image's own calibration (:func:`temvirus.raw.embedded_pixel_sizes_nm`: an ImageJ, OME or FEI TIFF,
+    a TIFF's or PNG's resolution), which must give square pixels; a
+    ValueError naming the file when there is none of these, or when they disagree, and a RawDataError
     when the image's own calibration (a TIFF's or a PNG's) contradicts its tags or ``pixel_size_nm``
     (:func:`temvirus.raw.check_embedded_calibration`).
     A ``pixel_size_nm`` other than the tags file's is not used, with a warning naming the tags file."""
-    from temvirus.raw import PIXEL_SIZE_RANGE_NM, check_embedded_calibration, check_tags_size, read_tags
+    from temvirus.raw import (
+        CALIBRATION_TOLERANCE,
+        PIXEL_SIZE_RANGE_NM,
+        check_embedded_calibration,
+        check_tags_size,
+        embedded_pixel_sizes_nm,
+        read_tags,
+    )
 
     tags_path = tags_file(path, listings)
     if tags_path is not None:
@@ -1361,10 +1370,18 @@ def image_pixel_size(
             )
         return size
     if pixel_size_nm is None:
-        raise ValueError(
-            f"{path}: no pixel size: no tags file ({path.parent / 'tags' / (path.name + '_tags.csv')} or "
-            f"{path.name}_tags.csv beside it); give --pixel-size NM"
-        )
+        embedded = {axis: size for axis, size, _ in embedded_pixel_sizes_nm(path)} if path.is_file() else {}
+        if len(embedded) == 2 and not math.isclose(embedded["x"], embedded["y"], rel_tol=CALIBRATION_TOLERANCE):
+            raise ValueError(
+                f"{path}: its own calibration gives non-square pixels ({embedded['x']:g} x {embedded['y']:g} nm): "
+                "give --pixel-size NM or a tags file"
+            )
+        if not embedded:
+            raise ValueError(
+                f"{path}: no pixel size: no tags file ({path.parent / 'tags' / (path.name + '_tags.csv')} or "
+                f"{path.name}_tags.csv beside it) and no calibration in the image; give --pixel-size NM"
+            )
+        return float(embedded.get("x", embedded.get("y")))
     low, high = PIXEL_SIZE_RANGE_NM
     if not low <= pixel_size_nm <= high:  # nan too
         raise ValueError(
@@ -1427,13 +1444,13 @@ def analyse_files(
     evaluation: no annotations). Every input is checked first (images exist, are readable, have
     a pixel size and sides long enough to cut patches from, :func:`temvirus.raw.check_image_size`,
     and are not blank frames, :func:`temvirus.raw.check_not_blank`;
-    unique names; the model and detector are of this workflow; ``out_dir`` is new or empty, not the
+    unique names, none hidden (``.x.tif``); the model and detector are of this workflow; ``out_dir`` is new or empty, not the
     current folder); the output folder appears only when complete (for a link, in the folder it
     points to). Raises :class:`temvirus.raw.RawDataError` naming
     an unreadable, blank or too small image or a bad tags file. Returns (metrics, summary)."""
     import torch
 
-    from temvirus.io import temporary_name_bytes
+    from temvirus.io import temporary_dir, temporary_name_bytes
     from temvirus.raw import check_image_size, check_not_blank, name_key, read_image
     from temvirus.train import resolve_device
 
@@ -1456,11 +1473,15 @@ def analyse_files(
     # the output is made beside --out and moved into place: found here, not after every image is analysed
     if out_dir.exists() and os.path.ismount(out_dir):
         raise ValueError(f"{given}: a mount point, which cannot be replaced; give a folder inside it")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise PermissionError(f"{given}: {ancestor} is not writable (the output is made there, then moved in place)")
     name_max = os.pathconf(ancestor, "PC_NAME_MAX")
     if temporary_name_bytes(out_dir.name) > name_max:
         raise ValueError(f"{given}: a name too long for its temporary while written ({name_max} bytes at most)")
+    try:  # a temporary made and removed: os.access says yes to root, and knows no immutable folder
+        os.rmdir(temporary_dir(ancestor / out_dir.name))
+    except OSError as exc:
+        raise PermissionError(
+            f"{given}: {ancestor} is not writable ({exc.strerror}; the output is made there, then moved in place)"
+        ) from None
     rows, seen, listings = [], {}, {}
     for path in map(Path, paths):
         try:
@@ -1474,6 +1495,12 @@ def analyse_files(
             raise ValueError(f"{path}: not a regular file (a FIFO, a device or a pipe?); give the image file")
         if not path.is_file():
             raise FileNotFoundError(f"{path}: image not found")
+        if path.name.startswith("."):  # named on purpose: a shell's * leaves hidden files out
+            raise ValueError(
+                f"{path}: a hidden file's name (starting with '.'): its outputs (particles/{path.stem}.csv, "
+                "overlays/...) would be hidden too, and the raw reader skips such files (macOS's ._ copies); "
+                "rename the image"
+            )
         if path.resolve() in seen:
             raise ValueError(f"{path}: given twice (also as {seen[path.resolve()]}); give each image once")
         seen[path.resolve()] = path

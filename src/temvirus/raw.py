@@ -43,7 +43,7 @@ another quantity (:data:`OTHER_QUANTITIES`: ``ScaleBarUnit;nm``) is skipped. A p
 name (:data:`PIXEL_SIZE_KEYS`, a unit in the key allowed: ``Pixel_Size_nm``, ``Scale;2 nm/px``,
 ``Image Pixel Size``) or a length per pixel under any key (``Sampling;2 nm/px``), and the inverse of a pixel density under any key (``Pixels per nm;2``, ``Resolution;500 px/µm``) must agree with XScale/YScale
 when in the plausible range (:func:`read_tags`), and so must an image's own specimen calibration: a TIFF's
-OME, FEI or ImageJ calibration or its resolution per centimetre, a PNG's pixel density
+OME, FEI or ImageJ calibration or its resolution per centimetre or inch, a PNG's pixel density
 (:func:`check_embedded_calibration`).
 
 Positions (:func:`read_positions`): a header, recognised by content: the leading lines whose
@@ -206,6 +206,11 @@ POSITIONS_HEADER_LINES = 3
 #: the real crops and 24.7 nm in the synthetic data (the smallest viruses, Astrovirus and Norovirus,
 #: are about 30 nm across); crossing filaments may come closer and are not judged
 NEAR_POINT_NM = 5.0
+#: the most pixels an image may have (32768 x 32768): checked from its header, before any pixel is
+#: decoded, since decoding takes several bytes a pixel (a 60000 x 60000 PNG of a few kB, all one
+#: value, would take over 10 GB before it is refused as blank). The largest TEM cameras record 8k x 8k
+#: (67 M pixels); a larger montage is to be cut into tiles
+MAX_IMAGE_PIXELS = 2**30
 #: units a positions file may give (its coordinates must be pixels); also the only unit of Height/Width
 PIXEL_UNITS = ("pixel", "pixels", "px")
 #: field separators of a tags row, the first one present in the row is used
@@ -1537,12 +1542,14 @@ def _to_gray(array: np.ndarray, path: Path, what: str) -> np.ndarray:
 
 def _check_orientation(path: Path, orientation) -> None:
     """Refuse an EXIF/TIFF Orientation other than 1 (top-left): viewers show such an image rotated or
-    mirrored, so whether the particle positions refer to the stored or the shown pixels is unknown."""
+    mirrored, so whether pixel coordinates (a positions file's, or those `temvirus analyse` writes)
+    refer to the stored or the shown pixels is unknown."""
     if int(orientation) != 1:
         raise RawDataError(
             path,
-            f"orientation tag {int(orientation)} (rotated or mirrored on display): the particle positions may "
-            "refer to the stored or the shown pixels; save the image with orientation 1 (top-left)",
+            f"orientation tag {int(orientation)} (rotated or mirrored on display): pixel coordinates (particle "
+            "positions given or found) would refer to the stored pixels, not the ones shown; save the image as "
+            "shown with orientation 1 (top-left)",
         )
 
 
@@ -1638,12 +1645,25 @@ def _check_uncompressed_size(path: Path, page) -> None:
         )
 
 
+def _check_pixel_count(path: Path, width: int, height: int) -> None:
+    """Refuse an image of ``width`` x ``height`` px over :data:`MAX_IMAGE_PIXELS`, before decoding it:
+    :class:`RawDataError` naming ``path``, its size and the limit."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise RawDataError(
+            path,
+            f"image of {width}x{height} px ({width * height / 1e6:.0f} M pixels) is larger than the "
+            f"{MAX_IMAGE_PIXELS / 1e6:.0f} M pixels read (decoding it would take several bytes a pixel): "
+            "cut it into tiles",
+        )
+
+
 def _read_tiff(path: Path) -> np.ndarray:
     import tifffile
     from tifffile import COMPRESSION, PHOTOMETRIC, PLANARCONFIG
 
     with tifffile.TiffFile(path) as tif:
         page, series = tif.pages.first, tif.series
+        _check_pixel_count(path, page.imagewidth, page.imagelength)
         sizes = [int(np.prod(s.shape)) for s in series]
         if len(series[0].pages) > 1:
             pages = len(series[0].pages)
@@ -1757,14 +1777,15 @@ def _read_pillow(path: Path) -> np.ndarray:
         head = fh.read(26)
     if head.startswith(PNG_SIGNATURE):
         _check_png_end(path)
-    if head.startswith(PNG_SIGNATURE) and head[24] == 16 and head[25] in (2, 4, 6):
-        import imagecodecs  # Pillow reads 16-bit colour PNGs at 8 bits only
-
-        return _to_gray(imagecodecs.png_decode(path.read_bytes()), path, "16-bit colour PNG")
-    # a micrograph is as large as its camera or montage makes it, and a TIFF is read at any size:
-    # Pillow's decompression-bomb limit (a warning from 89 M pixels, an error from 179 M) is lifted
+    # Pillow's decompression-bomb limit (a warning from 89 M pixels, an error from 179 M) gives way to
+    # the reader's own, the same for every format (MAX_IMAGE_PIXELS, checked before decoding)
     Image.MAX_IMAGE_PIXELS = None
     with Image.open(path) as image:
+        _check_pixel_count(path, *image.size)
+        if head.startswith(PNG_SIGNATURE) and head[24] == 16 and head[25] in (2, 4, 6):
+            import imagecodecs  # Pillow reads 16-bit colour PNGs at 8 bits only
+
+            return _to_gray(imagecodecs.png_decode(path.read_bytes()), path, "16-bit colour PNG")
         image.load()
         _check_orientation(path, image.getexif().get(274, 1))
         if getattr(image, "n_frames", 1) > 1:
@@ -2198,10 +2219,11 @@ def embedded_pixel_sizes_nm(path: Path) -> list[tuple[str, float, str]]:
     and y. A TIFF: from its OME-XML (``PhysicalSizeX/Y`` in their units, µm by default), from FEI's
     (Thermo Fisher's) metadata (``[Scan]`` ``PixelWidth`` / ``PixelHeight`` in metres), and from ImageJ's
     calibration (``unit=`` nm, micron, Å... in its ImageDescription, with X/YResolution pixels per unit),
-    else X/YResolution with ResolutionUnit centimetre. A PNG: its ``pHYs`` pixel density (per metre; a
-    JPEG's JFIF density, at most 65535 per inch or centimetre, cannot give a TEM pixel size). Inches in a TIFF (dpi: a writer's 72 dpi default),
-    no unit, and sizes outside :data:`PIXEL_SIZE_RANGE_NM` (a camera's sensor pitch in µm; a 72 dpi
-    PNG's 353 µm) are no specimen calibration and are left out."""
+    else X/YResolution with ResolutionUnit centimetre or inch (TIFF 6.0's default). A PNG: its
+    ``pHYs`` pixel density (per metre; a JPEG's JFIF density, at most 65535 per inch or centimetre,
+    cannot give a TEM pixel size). No unit, and sizes outside :data:`PIXEL_SIZE_RANGE_NM` (a
+    camera's sensor pitch in µm; a writer's 72 dpi: 353 µm) are no specimen calibration and are
+    left out."""
     import tifffile
     from PIL import Image
 
@@ -2226,10 +2248,11 @@ def embedded_pixel_sizes_nm(path: Path) -> list[tuple[str, float, str]]:
             if unit:
                 unit = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m[1], 16)), unit)  # ImageJ's escapes: \u00C5
                 nm, where = _unit_nm(unit), f"ImageJ calibration (unit {unit!r})"
-            elif (unit_tag := tags.get("ResolutionUnit")) is not None and int(unit_tag.value) == 3:
-                nm, where = 1e7, "resolution per centimetre"
-            else:
-                nm, where = None, ""
+            else:  # TIFF 6.0: ResolutionUnit 1 none, 2 inch (also when the tag is absent), 3 centimetre
+                unit_tag = tags.get("ResolutionUnit")
+                nm, where = {2: (2.54e7, "resolution per inch"), 3: (1e7, "resolution per centimetre")}.get(
+                    2 if unit_tag is None else int(unit_tag.value), (None, "")
+                )
             for axis in "xy" if nm else "":
                 num, den = tags[f"{axis.upper()}Resolution"].value if f"{axis.upper()}Resolution" in tags else (0, 0)
                 if num and den:
