@@ -229,3 +229,16 @@ def test_a_link_given_as_an_output_is_written_through(tmp_path):
             write_text(links / name, "x")
     assert sorted(p.name for p in data.iterdir()) == ["new.csv", "table.csv"]  # no temporaries left
     assert all(p.is_symlink() for p in links.iterdir()) and not (tmp_path / "missing").exists()
+
+
+def test_the_length_of_a_temporary_name_is_the_one_made(tmp_path):
+    """`temvirus analyse` refuses an image or --out whose outputs' temporaries would be too long
+    from :func:`temvirus.io.temporary_name_bytes`: it must count the names atomic writes make."""
+    from temvirus.io import atomic_path, temporary_dir, temporary_name_bytes
+
+    for name in ("a.csv", "café.png", "out.v2"):
+        with atomic_path(tmp_path / name) as tmp:
+            assert len(os.fsencode(tmp.name)) == temporary_name_bytes(name), name
+            tmp.write_text("x")
+        folder = temporary_dir(tmp_path / "d" / name)
+        assert len(os.fsencode(folder.name)) == temporary_name_bytes(name, folder=True), name

@@ -111,7 +111,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     final = write_target(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_abandoned_temporaries(final)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".part{final.suffix}", dir=final.parent)
+    prefix, suffix = _temporary_affixes(final.name)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=final.parent)
     _hold(fd)
     tmp_path = Path(tmp)
     try:
@@ -176,11 +177,18 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def temporary_name_bytes(name: str) -> int:
-    """Bytes of the name of the temporary that an atomic write of a file or folder ``name`` makes
-    (:data:`TEMPORARY`: ``.{name}.XXXXXXXX.part{suffix}``): a name that fits the file system (255
-    bytes) can still make one that does not, and the write fails after the work that made it."""
-    return len(os.fsencode(f".{name}.")) + 8 + len(os.fsencode(f".part{Path(name).suffix}"))
+def _temporary_affixes(name: str, *, folder: bool = False) -> tuple[str, str]:
+    """The prefix and suffix around the 8 random characters of ``tempfile`` in the name of the
+    temporary of an atomic write of the file (or ``folder``) ``name`` (:data:`TEMPORARY`):
+    ``.{name}.`` and ``.part{suffix}`` (a folder's: ``.part``)."""
+    return f".{name}.", ".part" if folder else f".part{Path(name).suffix}"
+
+
+def temporary_name_bytes(name: str, *, folder: bool = False) -> int:
+    """Bytes of the name of the temporary that an atomic write of a file (or ``folder``) ``name``
+    makes (:func:`_temporary_affixes`): a name that fits the file system (255 bytes) can still make
+    one that does not, and the write fails after the work that made it."""
+    return 8 + sum(len(os.fsencode(affix)) for affix in _temporary_affixes(name, folder=folder))
 
 
 def temporary_dir(path: str | os.PathLike) -> Path:
@@ -189,7 +197,8 @@ def temporary_dir(path: str | os.PathLike) -> Path:
     moved into place from it would be unreadable to the group and others)."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent))
+    prefix, suffix = _temporary_affixes(final.name, folder=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=final.parent))
     tmp.chmod(0o777 & ~_UMASK)
     return tmp
 

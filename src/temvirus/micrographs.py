@@ -1474,7 +1474,7 @@ def analyse_files(
     if out_dir.exists() and os.path.ismount(out_dir):
         raise ValueError(f"{given}: a mount point, which cannot be replaced; give a folder inside it")
     name_max = os.pathconf(ancestor, "PC_NAME_MAX")
-    if temporary_name_bytes(out_dir.name) > name_max:
+    if temporary_name_bytes(out_dir.name, folder=True) > name_max:
         raise ValueError(f"{given}: a name too long for its temporary while written ({name_max} bytes at most)")
     try:  # a temporary made and removed: os.access says yes to root, and knows no immutable folder
         os.rmdir(temporary_dir(ancestor / out_dir.name))
