@@ -279,7 +279,8 @@ class FileServer:
     time), ``no_etag`` and ``no_last_modified`` (leave that header out). ``modified`` maps a
     path to its ``Last-Modified`` date (default 2 March 2021). ``If-Range`` is ignored, as by a
     server that does not implement it. ``redirects`` maps a path to the path it redirects to
-    (302). ``content_types`` maps a path to its Content-Type (default application/octet-stream).
+    (302). ``content_types`` maps a path to its Content-Type (default application/octet-stream),
+    ``content_encodings`` to a Content-Encoding sent with it (default none), whatever was asked.
     ``requests`` lists ``(path, Range header)`` of every GET, ``headers`` all its
     request headers.
     """
@@ -338,6 +339,8 @@ class FileServer:
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 self.send_header("Content-Length", str(len(body) - start))
                 self.send_header("Content-Type", server.content_types.get(self.path, "application/octet-stream"))
+                if self.path in server.content_encodings:
+                    self.send_header("Content-Encoding", server.content_encodings[self.path])
                 if "no_etag" not in faults:
                     self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()[:16]}"')
                 if "no_last_modified" not in faults:
@@ -356,6 +359,7 @@ class FileServer:
         self.redirects: dict[str, str] = {}
         self.modified: dict[str, str] = {}
         self.content_types: dict[str, str] = {}
+        self.content_encodings: dict[str, str] = {}
         self.requests: list[tuple[str, str | None]] = []
         self.headers: list[dict[str, str]] = []
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)

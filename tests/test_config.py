@@ -361,16 +361,23 @@ def test_a_micrograph_experiment_not_configured_is_refused_when_the_stage_is_bui
 
 
 def test_a_local_path_that_is_not_there_is_refused_in_one_line_when_the_data_are_needed(tmp_path):
-    """dataset.local.path (a typo, a folder without the raw layout or archives) is resolved when a
+    """dataset.local.path (a typo, a folder without the raw layout or archives, a file or a folder's
+    archive that is no zip or tar archive) is resolved when a
     target needs the data, not at parse time (its content manifest is hashed then); refused with
     one line naming the key and the path, no InputFunctionException block."""
     (tmp_path / "empty").mkdir()
+    (tmp_path / "real.yaml").write_text("dataset: {source: local}\n")  # the config given as the data
+    (tmp_path / "saved").mkdir()
+    (tmp_path / "saved" / "TEM virus dataset.zip").write_text("<!DOCTYPE html><html>Sign in</html>")
     for path, why in (
         ("/typo/data", "/typo/data: no such file or folder; give a raw-layout folder"),
         (
             str(tmp_path / "empty"),
             f"{tmp_path / 'empty'}: no raw-layout folder",
         ),
+        # before: planned, then a traceback of the extraction job
+        (str(tmp_path / "real.yaml"), f"{tmp_path / 'real.yaml'}: not a zip or tar archive"),
+        (str(tmp_path / "saved"), f"{tmp_path / 'saved' / 'TEM virus dataset.zip'}: an HTML page"),
     ):
         proc = _dry_run(tmp_path, {"dataset": {"source": "local", "local": {"path": path}}})
         out = proc.stdout + proc.stderr

@@ -1322,3 +1322,22 @@ def test_listing_sizes_given_as_text(file_server, tmp_path, raw_zip):
     file_server.files["/api/datasets/x/files?folder_id=root&version=1"] = json.dumps([entry]).encode()
     with pytest.raises(DownloadError, match="size that is not a number: .*12 MB"):
         mendeley_files(settings)
+
+
+def test_a_body_sent_content_encoded_is_refused_unless_the_file_is_stored_so(file_server, tmp_path):
+    """A server that gzips the body (``Content-Encoding: gzip``) though none was asked: the gzip
+    stream was saved as the file, exit 0 without --sha256. Now ``identity`` is asked, and such a
+    body refused naming the URL and the coding, nothing saved; a ``.tar.gz`` sent with ``gzip`` (a
+    server labelling its .gz files so) is its gzip bytes, and is kept as served."""
+    import gzip
+
+    body = np.random.default_rng(1).bytes(50_000)
+    for name in ("/a.bin", "/a.tar.gz"):
+        file_server.files[name] = gzip.compress(body)
+        file_server.content_encodings[name] = "gzip"
+    with pytest.raises(DownloadError, match=r"a.bin: the server sent the file with Content-Encoding 'gzip'"):
+        fetch(file_server.url("/a.bin"), tmp_path / "a.bin", **FAST)
+    assert list(tmp_path.iterdir()) == []
+    assert all(headers["Accept-Encoding"] == "identity" for headers in file_server.headers)
+    fetch(file_server.url("/a.tar.gz"), tmp_path / "a.tar.gz", **FAST)
+    assert gzip.decompress((tmp_path / "a.tar.gz").read_bytes()) == body

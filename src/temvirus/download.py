@@ -71,6 +71,16 @@ VERSION_HEADERS = ("ETag", "Last-Modified", "Content-Length", "Content-Type")
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 #: a sha256 (lower case), and a prefix of one as in torchvision's weights file names
 SHA256, SHA256_PREFIX = re.compile(r"[0-9a-f]{64}"), re.compile(r"[0-9a-f]{6,64}")
+#: content codings and the file-name endings of a file that is stored so (``x.tar.gz`` served with
+#: ``Content-Encoding: gzip`` by a server that labels its .gz files so): its encoded bytes are the file
+ENCODED_SUFFIXES = {
+    "gzip": (".gz", ".tgz"),
+    "x-gzip": (".gz", ".tgz"),
+    "bzip2": (".bz2", ".tbz2"),
+    "xz": (".xz", ".txz"),
+    "zstd": (".zst",),
+    "br": (".br",),
+}
 #: the media types of an HTML page: a login or error page served with 200 where a data file is expected
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 #: folders below a searched tree looked into for a raw layout or an archive
@@ -209,7 +219,7 @@ def _attempt(pool: urllib3.PoolManager, url: str, part: Path, retry: Retry) -> t
         log.info("%s: %s was served without ETag or Last-Modified, so it cannot be resumed; starting over", url, part)
         _drop_part(part)
         have = 0
-    headers = {"User-Agent": USER_AGENT}
+    headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}  # the file's bytes, as Range counts them
     if have:
         headers["Range"] = f"bytes={have}-"
         if not validator[1].startswith("W/"):  # a changed file is then sent whole (200)
@@ -224,6 +234,22 @@ def _attempt(pool: urllib3.PoolManager, url: str, part: Path, retry: Retry) -> t
     return {**info, "final_url": _final_url(url, response.retries.history[earlier:])}, None
 
 
+def _check_content_encoding(url: str, coding: str | None) -> None:
+    """Refuse a body sent with a ``Content-Encoding`` (``coding``) although ``identity`` was asked:
+    its bytes would be saved encoded (they are saved as served, for Range to resume them), not the
+    file, unnoticed without a sha256 to check. A file stored so (``x.tar.gz`` sent with ``gzip``,
+    :data:`ENCODED_SUFFIXES`) is its encoded bytes and is kept. Raises :class:`DownloadError`
+    naming the URL and the coding."""
+    coding = (coding or "identity").strip().lower()
+    name = urlsplit(url).path.lower()
+    if coding != "identity" and not name.endswith(ENCODED_SUFFIXES.get(coding, ())):
+        raise DownloadError(
+            f"{url}: the server sent the file with Content-Encoding {coding!r} although 'identity' was asked: "
+            "its encoded bytes are not the file; fetch it from another server, or decode it yourself and put "
+            "the file where it is expected"
+        )
+
+
 def _receive(url: str, part: Path, response: urllib3.BaseHTTPResponse, origin: dict, have: int) -> dict:
     """The body of ``response`` appended to (206) or replacing (200) ``part``; returns the
     response's status and version headers."""
@@ -233,6 +259,8 @@ def _receive(url: str, part: Path, response: urllib3.BaseHTTPResponse, origin: d
             return {"status": 416, "headers": {}}
         _drop_part(part)
         raise _Resume(f"HTTP 416 for a {have}-byte partial file; starting over")
+    if response.status in (200, 206):
+        _check_content_encoding(url, response.headers.get("Content-Encoding"))
     if response.status == 206:
         total = _total_from_content_range(response.headers.get("Content-Range"), have)
         name, began = _validator(origin) or (None, None)  # None: a 206 from byte 0, nothing to continue
@@ -761,15 +789,15 @@ def check_folder_against_archives(root: Path, tree: Path) -> None:
 def locate_local(path: str | os.PathLike) -> tuple[Path | None, list[Path]]:
     """``dataset.local.path`` resolved: ``(raw root used in place, [])`` or ``(None, archives)``.
 
-    A file is an archive to extract; a folder holding the raw layout (by content, at any depth
-    up to :data:`MAX_DEPTH`) is used in place; otherwise the archives the folder holds are
-    extracted together. ``~`` and ``$VARIABLES`` in ``path`` are expanded. Raises
+    A file is an archive to extract (a zip or tar file by content, else refused); a folder holding
+    the raw layout (by content, at any depth up to :data:`MAX_DEPTH`) is used in place; otherwise
+    the archives the folder holds are extracted together. ``~`` and ``$VARIABLES`` in ``path`` are expanded. Raises
     :class:`DownloadError` when there is neither, or when the folder differs from an archive
     of the same layout beside it (:func:`check_folder_against_archives`).
     """
     path = shell_path(path)
     if path.is_file():
-        return None, [path]
+        return None, [_archive_file(path)]
     if not path.is_dir():
         raise DownloadError(
             f"{path}: no such file or folder; give a raw-layout folder, an archive, or a folder holding them"
@@ -780,9 +808,21 @@ def locate_local(path: str | os.PathLike) -> tuple[Path | None, list[Path]]:
         archives = find_archives(path)
         if not archives:
             raise
-        return None, archives
+        return None, [_archive_file(archive) for archive in archives]
     check_folder_against_archives(root, path)
     return root, []
+
+
+def _archive_file(path: Path) -> Path:
+    """``path`` if zipfile or tarfile can open it (read from its header or end record, not
+    extracted), else :class:`DownloadError` saying what it looks like (:func:`_not_an_archive`): found
+    when the workflow starts, not as a traceback of its extraction job."""
+    try:
+        if zipfile.is_zipfile(path) or tarfile.is_tarfile(path):
+            return path
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError):
+        pass
+    raise _not_an_archive(path)
 
 
 def _extract(archive: Path, kind: str, target: Path) -> None:
