@@ -20,7 +20,10 @@ What it measures
    CPU threads given, the process's peak memory, and how many of the particles in the field
    were found (matched within half the diameter); then the same image with its left 30% padded
    black (a crop that reached past its micrograph): the memory that preparing it for the heat
-   map takes beyond the image (``tracemalloc``'s peak, bytes per pixel) and the analysis's wall time.
+   map takes beyond the image (``tracemalloc``'s peak, bytes per pixel) and the analysis's wall time;
+   then a 4096x4096 px montage of four of it as an uncompressed TIFF, read whole and mapped
+   (:func:`montage_memory`, what ``temvirus analyse`` does): seconds and memory allocated at peak;
+   and the heat-map pass over a 12000 px square at 0.5 nm/px (:func:`fine_pixels_memory`).
 
 Targets (issue 14): synthetic F1 >= 0.90, image accuracy >= 0.95, count error <= 10%, median
 diameter error <= 10%; real crops F1 >= 0.80, image accuracy >= 0.90; speed <= 60 s on 2 cores.
@@ -186,6 +189,53 @@ def speed_image(side: int = 2048, pixel_nm: float = 1.75, cls: str = "Rotavirus"
     return render(specimen, exposure, rng(seed, "speed")), centres, d_mean
 
 
+def montage_memory(pixels, detector, classifier) -> dict:
+    """A montage ``pixels`` (uint16) written as an uncompressed TIFF and analysed at 1.75 nm/px twice,
+    read whole and mapped (``read_image(mapped=True)``, what ``temvirus analyse`` does): the seconds
+    and the peak of memory allocated by numpy and Python (tracemalloc; torch's own allocations and
+    the mapped file's pages are not counted), in bytes per pixel of the montage."""
+    import tempfile
+    import tracemalloc
+
+    import tifffile
+
+    from temvirus.micrographs import analyse_image
+    from temvirus.raw import read_image
+
+    figures = {"montage": f"{pixels.shape[1]}x{pixels.shape[0]} px, 16-bit, uncompressed TIFF"}
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "montage.tif"
+        tifffile.imwrite(path, pixels)
+        for how, mapped in (("read", False), ("mapped", True)):
+            tracemalloc.start()
+            started = time.perf_counter()
+            analyse_image(read_image(path, mapped=mapped), 1.75, detector, classifier, "montage")
+            figures[f"montage_{how}_seconds"] = time.perf_counter() - started
+            figures[f"montage_{how}_bytes_per_pixel"] = tracemalloc.get_traced_memory()[1] / pixels.size
+            tracemalloc.stop()
+    return figures
+
+
+def fine_pixels_memory(detector, side: int = 12000, pixel_nm: float = 0.5) -> dict:
+    """The heat-map pass (:func:`temvirus.micrographs.detect_peaks`) over a ``side``-px square of
+    noise at ``pixel_nm`` (fine pixels: each 4 µm tile is 8000 px square of source): seconds and
+    the peak of memory allocated beyond the image (tracemalloc)."""
+    import tracemalloc
+
+    import numpy as np
+
+    from temvirus.micrographs import detect_peaks
+
+    pixels = np.random.default_rng(0).integers(1000, 3000, (side, side), dtype=np.uint16)
+    tracemalloc.start()
+    started = time.perf_counter()
+    detect_peaks(pixels, pixel_nm, detector)
+    seconds = time.perf_counter() - started
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return {"fine": f"{side}x{side} px at {pixel_nm} nm/px", "fine_seconds": seconds, "fine_peak_mib": peak / 2**20}
+
+
 def speed(results: Path, threads: int) -> dict:
     import tracemalloc
 
@@ -215,7 +265,10 @@ def speed(results: Path, threads: int) -> dict:
     started = time.perf_counter()
     analyse_image(padded, 1.75, detector, classifier, "speed_2048_padded")
     padded_seconds = time.perf_counter() - started
+    montage = montage_memory(np.tile(image, (2, 2)), detector, classifier)
     return {
+        **montage,
+        **fine_pixels_memory(detector),
         "padded_prepare_bytes_per_pixel": peak / padded.size,
         "padded_image_bytes_per_pixel": padded.itemsize,
         "padded_seconds": padded_seconds,
@@ -279,6 +332,15 @@ def main(argv=None) -> dict:
             f"   the same with its left 30% padded black: {s['padded_seconds']:.1f} s; preparing it for the heat map "
             f"took {s['padded_prepare_bytes_per_pixel']:.1f} bytes a pixel at peak (the image: "
             f"{s['padded_image_bytes_per_pixel']} a pixel)"
+        )
+        print(
+            f"   a {s['montage']} (2x2 of it): read whole {s['montage_read_seconds']:.1f} s, "
+            f"{s['montage_read_bytes_per_pixel']:.2f} bytes a pixel allocated at peak; mapped "
+            f"{s['montage_mapped_seconds']:.1f} s, {s['montage_mapped_bytes_per_pixel']:.2f} bytes a pixel"
+        )
+        print(
+            f"   the heat-map pass over {s['fine']} (noise): {s['fine_seconds']:.1f} s, "
+            f"{s['fine_peak_mib']:.0f} MiB allocated at peak beyond the image"
         )
     result["machine"]["load_average_at_end"] = list(__import__("os").getloadavg())
     print(f"wrote {write_result(args.out, result)}")

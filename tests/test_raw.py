@@ -1110,6 +1110,31 @@ def test_png_of_any_size_is_read_like_a_tiff(tmp_path):
     np.testing.assert_array_equal(got, pixels)
 
 
+def test_a_tiff_stored_as_its_array_is_mapped_for_analysis_and_read_alike(tmp_path):
+    """`temvirus analyse` maps an uncompressed grayscale TIFF (``read_image(mapped=True)``: a
+    read-only numpy.memmap, pixels read from disk as used) instead of reading it whole, so a
+    montage over MAX_IMAGE_PIXELS is analysed too; the pixels are those read_image gives. Any other
+    TIFF (compressed, big-endian, colour) is read as before."""
+    from temvirus.raw import MAX_IMAGE_PIXELS, read_image
+
+    pixels = (np.arange(300 * 400).reshape(300, 400) * 7 % 65521).astype(np.uint16)
+    kinds = {
+        "plain": ({}, True),
+        "deflate": ({"compression": "zlib"}, False),
+        "big-endian": ({"byteorder": ">"}, False),
+        "rgb": ({"photometric": "rgb"}, False),
+    }
+    for name, (options, mapped) in kinds.items():
+        data = np.repeat(pixels[..., None], 3, axis=2) if name == "rgb" else pixels
+        tifffile.imwrite(tmp_path / f"{name}.tif", data, **options)
+        got = read_image(tmp_path / f"{name}.tif", mapped=True)
+        assert isinstance(got, np.memmap) == mapped, name
+        np.testing.assert_array_equal(got, read_image(tmp_path / f"{name}.tif"))
+    with tifffile.TiffWriter(tmp_path / "montage.tif") as tif:
+        tif.write(shape=(40_000, 40_000), dtype="uint16")  # sparse: nothing is read
+    assert 40_000**2 > MAX_IMAGE_PIXELS and read_image(tmp_path / "montage.tif", mapped=True).shape == (40_000, 40_000)
+
+
 def _png_header_only(path: Path, width: int, height: int) -> None:
     """A PNG whose header says ``width`` x ``height`` px, with one empty image data chunk."""
     import struct

@@ -58,8 +58,10 @@ Counts compare particles as a microscopist counts them: a filament image's annot
 lines against the found chains, each once; other images' annotated centres against the found
 particles.
 
-Memory: the raw image is held as read (uint16: 8 MB for 2048x2048 px); everything rescaled is
-one tile at a time, so a micrograph of any pixel size needs a bounded amount beyond it.
+Memory: the raw image is held as read (uint16: 8 MB for 2048x2048 px), or mapped from its file
+when it is a TIFF stored as the array itself (uncompressed grayscale, :func:`temvirus.raw.read_image`
+``mapped``: a montage of any size, read from disk as it is used); everything rescaled is one tile
+at a time, so a micrograph of any pixel size needs a bounded amount beyond it.
 """
 
 from __future__ import annotations
@@ -1009,7 +1011,7 @@ def analyse_micrographs(
         (tmp / "overlays").mkdir()
         for _, image in images.iterrows():
             path = Path(image.path) if Path(image.path).is_absolute() else Path(raw_root) / image.path
-            pixels = read_image(path)
+            pixels = read_image(path, mapped=True)
             table, call = analyse_image(pixels, float(image.pixel_size_nm), detector, classifier, image.image_id)
             write_csv(tmp / "particles" / f"{image.image_id}.csv", table)
             weak = ", from the strongest peak, below threshold" if call["call_from"] == "strongest peak" else ""
@@ -1511,7 +1513,7 @@ def analyse_files(
                 f"{longest} bytes; {name_max} at most); rename the image"
             )
         # unreadable images and wrong pixel sizes fail here, before anything is written
-        pixels = read_image(path)
+        pixels = read_image(path, mapped=True)
         check_not_blank(path, pixels)
         shape = pixels.shape
         del pixels  # read again when analysed: one image in memory at a time

@@ -1653,17 +1653,21 @@ def _check_pixel_count(path: Path, width: int, height: int) -> None:
             path,
             f"image of {width}x{height} px ({width * height / 1e6:.0f} M pixels) is larger than the "
             f"{MAX_IMAGE_PIXELS / 1e6:.0f} M pixels read (decoding it would take several bytes a pixel): "
-            "cut it into tiles",
+            "cut it into tiles (temvirus analyse maps an uncompressed grayscale TIFF of any size instead)",
         )
 
 
-def _read_tiff(path: Path) -> np.ndarray:
+def _read_tiff(path: Path, mapped: bool = False) -> np.ndarray:
     import tifffile
     from tifffile import COMPRESSION, PHOTOMETRIC, PLANARCONFIG
 
     with tifffile.TiffFile(path) as tif:
         page, series = tif.pages.first, tif.series
-        _check_pixel_count(path, page.imagewidth, page.imagelength)
+        plain = page.photometric == PHOTOMETRIC.MINISBLACK and page.samplesperpixel == 1
+        stored = np.dtype(page.dtype).newbyteorder(tif.byteorder)  # as in the file
+        mapped = mapped and plain and page.is_memmappable and stored in (np.uint8, np.uint16) and stored.isnative
+        if not mapped:
+            _check_pixel_count(path, page.imagewidth, page.imagelength)
         sizes = [int(np.prod(s.shape)) for s in series]
         if len(series[0].pages) > 1:
             pages = len(series[0].pages)
@@ -1714,6 +1718,8 @@ def _read_tiff(path: Path) -> np.ndarray:
                 tif.filehandle.seek(offset)
                 strip = tif.filehandle.read(count)
                 _check_jpeg(path, tables[:-2] + strip[2:] if tables else strip, f"JPEG data in strip or tile {index}")
+        if mapped:
+            return tifffile.memmap(path, page=0, mode="r")
         # the page itself (its checks above are this page's): a series may carry metadata axes of
         # length 1 (tifffile's 'shaped' (1, h, w)) that no other reader sees
         array = page.asarray()
@@ -1804,8 +1810,14 @@ def _read_pillow(path: Path) -> np.ndarray:
         return _to_gray(np.asarray(image), path, f"{mode} image")
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, *, mapped: bool = False) -> np.ndarray:
     """Read a raw image as a 2-D uint8 or uint16 array (h, w), the same rule for every format.
+
+    An image over :data:`MAX_IMAGE_PIXELS` is refused from its header, before it is decoded. With
+    ``mapped`` (``temvirus analyse``), a TIFF stored as the array itself (uncompressed, one
+    grayscale 8- or 16-bit sample a pixel, in one block, in this machine's byte order: what
+    cameras and montage programs write) is mapped read-only (``tifffile.memmap``) instead: its
+    pixels are read from disk as they are used, so it may be of any size.
 
     The format is taken from the file's content, not its name (a PNG named ``.tif`` is read as
     PNG): TIFF via tifffile (LZW, deflate, JPEG... through imagecodecs), the rest via Pillow.
@@ -1830,7 +1842,7 @@ def read_image(path: str | Path) -> np.ndarray:
     try:
         with open(path, "rb") as fh:
             magic = fh.read(4)
-        array = _read_tiff(path) if magic in TIFF_MAGIC else _read_pillow(path)
+        array = _read_tiff(path, mapped) if magic in TIFF_MAGIC else _read_pillow(path)
     except RawDataError:
         raise
     except Exception as exc:  # any decoder failure: corrupt, truncated, not an image, missing codec

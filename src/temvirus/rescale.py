@@ -33,6 +33,10 @@ import scipy.sparse as sp
 RADIUS = 3
 #: pixel size of the rescaled images and patches, nm
 TARGET_NM = 1.0
+#: the most source pixels, as float64 bytes, resampled at once (128 MiB); wider regions go in bands
+#: of columns, so that a heat-map tile of a micrograph with fine pixels (4 µm at 0.5 nm/px: 8000 px
+#: square, 512 MiB as float64) takes bounded memory. Patches and the default data's images stay below it
+MAX_BLOCK_BYTES = 128 << 20
 
 
 def lanczos3(x: np.ndarray) -> np.ndarray:
@@ -98,11 +102,21 @@ def _selection(taps: np.ndarray, weights: np.ndarray) -> np.ndarray | None:
     return None
 
 
-def _resample_rows(image: np.ndarray, taps: np.ndarray, weights: np.ndarray, cols: slice) -> np.ndarray:
+def _resample_rows(
+    image: np.ndarray, taps: np.ndarray, weights: np.ndarray, cols: slice, max_bytes: int = MAX_BLOCK_BYTES
+) -> np.ndarray:
     """``W @ image[:, cols]`` (float64) for the banded weights ``W`` given by ``taps``, ``weights``,
-    reading only the source rows between the smallest and largest tap."""
+    reading only the source rows between the smallest and largest tap, at most ``max_bytes`` of
+    them as float64 at a time (in bands of columns beyond that)."""
     first, stop = int(taps.min()), int(taps.max()) + 1
-    return _banded(taps, weights, first, stop - first) @ image[first:stop, cols].astype(np.float64)
+    band, source = _banded(taps, weights, first, stop - first), image[first:stop, cols]
+    step = max(1, max_bytes // (8 * (stop - first)))
+    if source.shape[1] <= step:
+        return band @ source.astype(np.float64)
+    out = np.empty((band.shape[0], source.shape[1]))
+    for start in range(0, source.shape[1], step):
+        out[:, start : start + step] = band @ source[:, start : start + step].astype(np.float64)
+    return out
 
 
 def _window_pixels(
