@@ -2724,7 +2724,9 @@ def test_a_class_that_a_split_method_cannot_give_every_subset_is_refused_before_
     no_validation.to_csv(table, index=False)
     with pytest.raises(ValueError, match=rf"{table}: class 'Orf' .* has no validation patches of split method 'given'"):
         write_classification_classes(table, classes, tmp_path / "classes.csv", ["representative", "given"])
-    two = images[(images["class"] != "Orf") | images.image_id.isin(sorted(images.image_id[images["class"] == "Orf"])[:2])]
+    two = images[
+        (images["class"] != "Orf") | images.image_id.isin(sorted(images.image_id[images["class"] == "Orf"])[:2])
+    ]
     two.to_csv(table, index=False)
     with pytest.raises(ValueError, match=r"class 'Orf' .* has no validation patches of split method 'representative'"):
         write_classification_classes(table, classes, tmp_path / "classes.csv", ["representative"])
