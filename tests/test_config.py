@@ -55,7 +55,10 @@ REFUSED = {
     "exponent_of_a_whole_number": ({"seed": "1e3"}, ["seed: '1e3' is text, not a number", "write 1000, unquoted"]),
     "quoted_number_in_an_experiment": (
         {"experiments": [{"model": "small_cnn", "init": "scratch", "method": "representative", "lr": "0.5"}]},
-        ["experiments[0].lr: '0.5' is text, not a number (quoted, YAML reads it as text); write 0.5, unquoted"],
+        [
+            "experiments[0].lr: '0.5' is text, not a number (quoted in a config file, or nested in a --config value, "
+            "whose leaves Snakemake reads as text); write 0.5, unquoted, in a config file (--configfile)"
+        ],
     ),
     # NaN passes every minimum and maximum of the schema; it would switch off the test that reads it
     "nan_threshold": ({"overlap": {"min_ncc": float("nan")}}, ["overlap.min_ncc: nan is not a finite number"]),

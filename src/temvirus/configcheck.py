@@ -140,9 +140,10 @@ def number_text_problems(config: dict, schema: dict) -> list[str]:
                 fixed = text.strip()
             why = "YAML 1.1 reads an exponent as a number only after a dot and with its sign"
             if not exponent:
-                why = "quoted, YAML reads it as text"
+                why = "quoted in a config file, or nested in a --config value, whose leaves Snakemake reads as text"
             problems.append(
-                f"{key_path(leaf.absolute_path)}: {text!r} is text, not a number ({why}); write {fixed}, unquoted"
+                f"{key_path(leaf.absolute_path)}: {text!r} is text, not a number ({why}); write {fixed}, unquoted, "
+                "in a config file (--configfile)"
             )
     return sorted(set(problems))
 
