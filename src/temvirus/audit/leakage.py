@@ -508,8 +508,11 @@ def _field_evidence(
 ) -> dict[int, tuple[float, bool]]:
     """For each pair ``k`` of ``pairs`` whose ``|ncc|`` lies from ``threshold`` to ``threshold +
     LEAK_CONTEXT_MARGIN``: ``(surroundings, same field)`` (:func:`surroundings_ncc`,
-    :func:`same_field` against the other pairs of its two images at ``threshold -
-    LEAK_CONTEXT_MARGIN`` or above; positions from the tables' ``x_nm``, ``y_nm``)."""
+    :func:`same_field` against the pairs of other particles of its two images at ``threshold -
+    LEAK_CONTEXT_MARGIN`` or above; positions from the tables' ``x_nm``, ``y_nm``). Other patches
+    of the same particle (the vertices along a filament's centre line, a table's ``particle``) are
+    no evidence: two straight filaments of two fields match all along, their vertices the same
+    distance apart."""
     score = np.abs(ncc)
     borderline = np.flatnonzero((score >= threshold) & (score < threshold + LEAK_CONTEXT_MARGIN))
     if not len(borderline):
@@ -519,6 +522,8 @@ def _field_evidence(
     )
     q_nm = query_rows[["x_nm", "y_nm"]].to_numpy(float)
     t_nm = train_rows[["x_nm", "y_nm"]].to_numpy(float)
+    q_particle = list(zip(query_rows.image_id, query_rows.particle))  # a particle: its image and number
+    t_particle = list(zip(train_rows.image_id, train_rows.particle))
     q_image, t_image = query_rows.image_id.to_numpy(), train_rows.image_id.to_numpy()
     matched = pairs[score >= threshold - LEAK_CONTEXT_MARGIN]
     out = {}
@@ -527,7 +532,10 @@ def _field_evidence(
         others = [
             (q_nm[oq], t_nm[ot])
             for oq, ot in matched
-            if oq != q and ot != t and q_image[oq] == q_image[q] and t_image[ot] == t_image[t]
+            if q_particle[oq] != q_particle[q]
+            and t_particle[ot] != t_particle[t]
+            and q_image[oq] == q_image[q]
+            and t_image[ot] == t_image[t]
         ]
         out[int(k)] = (float(context), same_field(q_nm[q], t_nm[t], others))
     return out
