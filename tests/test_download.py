@@ -642,6 +642,59 @@ def test_snakemake_plans_extraction_of_a_local_archive(tmp_path, raw_zip):
     assert "synthetic_dataset" not in run.stdout and "download_dataset" not in run.stdout
 
 
+def test_an_extracted_copy_changed_since_is_refused_naming_the_files(tmp_path, raw_zip):
+    """The tree extracted from an archive is recorded file by file ({root}.extracted.json): an edit,
+    an added or a removed file there is named (the workflow's jobs would not see it); the same
+    bytes put back pass."""
+    from temvirus.download import check_extracted, extract_local_dataset
+
+    (tmp_path / "copy.zip").write_bytes(raw_zip)
+    root = tmp_path / "local"
+    extract_local_dataset([tmp_path / "copy.zip"], root, tmp_path / "record.json")
+    check_extracted(root)
+    positions = root / "train/Adenovirus/particle_positions/Ade_train_1_particlepositions.txt"
+    original = positions.read_bytes()
+    positions.write_bytes(original.replace(b"10;12", b"30;12"))
+    with pytest.raises(
+        DownloadError,
+        match=r"local: the copy extracted from the archive was changed since .*"
+        r"train/Adenovirus/particle_positions/Ade_train_1_particlepositions.txt\); remove",
+    ):
+        check_extracted(root)
+    positions.write_bytes(original)
+    check_extracted(root)
+    (root / "test/Adenovirus/notes.txt").write_text("x")
+    (root / "test/Rift Valley/tags/Rif_test_4.tif_tags.csv").unlink()
+    with pytest.raises(DownloadError, match=r"test/Adenovirus/notes.txt, test/Rift Valley/tags/Rif_test_4.tif_tags"):
+        check_extracted(root)
+
+
+@pytest.mark.slow
+def test_the_workflow_refuses_an_extracted_copy_edited_after_its_tables_were_made(tmp_path, raw_zip):
+    """The probe's case: the raw tables made from a local archive, then a positions file of the
+    extracted copy edited: the next run said "Nothing to be done" and the tables kept the old
+    point for good while later jobs would read the edited copy. Now every run refuses in one line,
+    naming the file, until the copy is removed (extracted again when a job needs it) or the
+    archive changes."""
+    (tmp_path / "copy.zip").write_bytes(raw_zip)
+    workdir, override = _workdir(tmp_path, {"source": "local", "local": {"path": str(tmp_path / "copy.zip")}})
+    cmd = snakemake_cmd(workdir, "results/raw/images.csv", "--configfile", str(override))
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    local = workdir / "resources" / "dataset" / "local"
+    positions = local / "train/Adenovirus/particle_positions/Ade_train_1_particlepositions.txt"
+    positions.write_text(positions.read_text().replace("10;12", "30;12"))
+    run = subprocess.run([*cmd, "-n"], capture_output=True, text=True, timeout=300)
+    out = run.stdout + run.stderr
+    assert run.returncode != 0 and "Nothing to be done" not in out, out[-3000:]
+    assert "Error: resources/dataset/local: the copy extracted from the archive was changed since" in out, out[-3000:]
+    assert "Ade_train_1_particlepositions.txt" in out and "Traceback" not in out, out[-3000:]
+    shutil.rmtree(local)  # extracted again when a job needs it; the tables hold the archive's point
+    run = subprocess.run([*cmd, "-n"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and "Error" not in run.stdout + run.stderr, run.stderr[-3000:]
+    assert "\nAde_train_1,0,0,10.0,12.0\n" in (workdir / "results/raw/particles.csv").read_text()
+
+
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_real_crops_through_source_local(real_crops, tmp_path):

@@ -55,7 +55,17 @@ from urllib3.exceptions import MaxRetryError, ProtocolError, ReadTimeoutError
 from urllib3.util import Retry
 
 from temvirus.io import check_file_destination, sha256_file, shell_path, temporary_dir, write_json, write_target
-from temvirus.raw import SUBSETS, RawDataError, ignored, is_archive, read_dataset, subset_folders, tree_files
+from temvirus.raw import (
+    SUBSETS,
+    RawDataError,
+    changed_since_manifest,
+    ignored,
+    is_archive,
+    read_dataset,
+    subset_folders,
+    tree_files,
+    update_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -902,6 +912,7 @@ def extract_archives(archives: list[Path], target: str | os.PathLike) -> dict:
         os.replace(root, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    update_manifest(target, extraction_manifest(target))
     summary = {
         "raw_root_in_archive": root.relative_to(staging).as_posix(),
         "images": len(images),
@@ -959,6 +970,32 @@ def download_dataset(
             "recorded_at": _now(),
         },
     )
+
+
+def extraction_manifest(root: str | os.PathLike) -> Path:
+    """``{root}/.extracted.json``: the content manifest (every file's size and sha256,
+    :func:`temvirus.raw.update_manifest`) of the tree :func:`extract_archives` wrote to ``root``, in
+    it as a hidden file (every reader skips those, :func:`temvirus.raw.ignored`), gone with it."""
+    return Path(root) / ".extracted.json"
+
+
+def check_extracted(root: str | os.PathLike) -> None:
+    """Refuse an extracted copy of the archive(s) (``root``, of :func:`extract_archives`) whose files
+    were edited, added or removed since: the jobs that read it would not run again (a folder's
+    time does not change with a file's inside it), and its results would stand for the archive's
+    content. Raises :class:`DownloadError` naming the files and what to do. A ``root`` not there
+    (to be extracted), or extracted before its manifest was written, passes."""
+    manifest = extraction_manifest(root)
+    if not (Path(root).is_dir() and manifest.is_file()):
+        return
+    changed = changed_since_manifest(root, manifest)
+    if changed:
+        listed = ", ".join(changed[:5]) + (f" ... ({len(changed)} in all)" if len(changed) > 5 else "")
+        raise DownloadError(
+            f"{root}: the copy extracted from the archive was changed since (edited, added or removed: {listed}); "
+            f"remove {root} to extract it again, or, to use the changed files, point dataset.local.path at a "
+            "copy of the folder (used in place, tracked by content)"
+        )
 
 
 def extract_local_dataset(

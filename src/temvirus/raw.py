@@ -2488,8 +2488,32 @@ def update_manifest(root: str | os.PathLike, manifest: str | os.PathLike) -> boo
     are re-hashed.
     """
     root, manifest = Path(root), Path(manifest)
-    cache = _stat_cache(manifest)
-    files, stats = [], {}
+    cache, stats = _stat_cache(manifest), {}
+    files = _tree_entries(root, cache, stats)
+    content = {"root": str(root.resolve()), "files": files}
+    return _write_manifest(manifest, content, cache, stats, f"{len(files)} files of {root}")
+
+
+def changed_since_manifest(root: str | os.PathLike, manifest: str | os.PathLike) -> list[str]:
+    """The paths (relative, ``/``-separated) of the files under ``root`` that differ from the list
+    ``manifest`` (:func:`update_manifest`) holds: edited, added or removed since it was written,
+    sorted. The manifest is left as it is (it is the reference); its stat cache is brought up to
+    date, so a tree checked again is not read again."""
+    root, manifest = Path(root), Path(manifest)
+    cache, stats = _stat_cache(manifest), {}
+    now = {entry["path"]: entry for entry in _tree_entries(root, cache, stats)}
+    then = {entry["path"]: entry for entry in json.loads(manifest.read_text(encoding="utf-8"))["files"]}
+    if stats != cache:
+        from temvirus.io import write_json
+
+        write_json(manifest.with_name(manifest.name + ".stat.json"), stats)
+    return sorted(path for path in now.keys() | then.keys() if now.get(path) != then.get(path))
+
+
+def _tree_entries(root: Path, cache: dict, stats: dict) -> list[dict]:
+    """``{path, size, sha256}`` of every file under ``root`` the reader looks at, sorted by path
+    (:func:`update_manifest`); hashes from ``cache`` where a file is unchanged, noted in ``stats``."""
+    files = []
     for path in tree_files(root):
         rel = path.relative_to(root).as_posix()
         try:
@@ -2501,8 +2525,7 @@ def update_manifest(root: str | os.PathLike, manifest: str | os.PathLike) -> boo
             files.append({"path": rel, "size": None, "sha256": f"not a regular file ({stat.filemode(st.st_mode)})"})
             continue
         files.append({"path": rel, "size": st.st_size, "sha256": _cached_sha256(path, rel, st, cache, stats)})
-    content = {"root": str(root.resolve()), "files": sorted(files, key=lambda f: f["path"])}
-    return _write_manifest(manifest, content, cache, stats, f"{len(files)} files of {root}")
+    return sorted(files, key=lambda f: f["path"])
 
 
 def _stat_cache(manifest: Path) -> dict:

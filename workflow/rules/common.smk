@@ -44,6 +44,7 @@ LOCAL_MANIFEST = f"{DATASET_DIR}/local_manifest.json"
 #: content manifest of the local archive(s) (temvirus.raw.update_archive_manifest)
 LOCAL_ARCHIVES_MANIFEST = f"{DATASET_DIR}/local_archives.json"
 _LOCAL = {}
+_EXTRACTED_CHECKED = set()
 
 
 def refuse(message):
@@ -91,9 +92,24 @@ def raw_root(wildcards=None):
     if source == "synthetic":
         return RAW_SYNTHETIC
     if source == "mendeley":
-        return f"{DATASET_DIR}/mendeley"
+        return checked_extraction(f"{DATASET_DIR}/mendeley")
     root, _ = _local_source()
-    return f"{DATASET_DIR}/local" if root is None else str(root)
+    return checked_extraction(f"{DATASET_DIR}/local") if root is None else str(root)
+
+
+def checked_extraction(root):
+    """``root``, the copy extracted from the archive(s), refused in one line (once per run) if
+    its files were changed since the extraction (temvirus.download.check_extracted): the jobs
+    reading it would not run again, and their results would stand for the archive."""
+    if root not in _EXTRACTED_CHECKED:
+        from temvirus.download import DownloadError, check_extracted
+
+        try:
+            check_extracted(root)
+        except DownloadError as exc:
+            refuse(str(exc))
+        _EXTRACTED_CHECKED.add(root)
+    return root
 
 
 def synthetic_settings(wildcards=None):
