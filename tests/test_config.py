@@ -631,3 +631,16 @@ def test_the_jobs_read_the_config_through_their_params():
         if re.search(r"\b(?:smk|snakemake)\.config\b", path.read_text())
     }
     assert readers == {"raw_tables.py", "download_weights.py"}
+
+
+def test_a_run_folder_without_the_papers_tables_is_refused_in_one_line_saying_what_to_link(tmp_path):
+    """A run folder of its own (README: runs side by side) made without the link to the checkout's
+    resources/paper failed with Snakemake's MissingInputException for table1, no hint why; now one
+    line before any job names the file, the folder and the link to make."""
+    cmd = snakemake_cmd(tmp_path / "work", "-n")
+    (tmp_path / "work" / "resources" / "paper").unlink()  # make_workdir linked it: a user who did not
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "MissingInputException" not in out and "Traceback" not in out, out[-3000:]
+    assert f"Error: resources/paper/table1_dataset.csv not found in the working directory {tmp_path / 'work'}" in out
+    assert f"(ln -s {REPO / 'resources' / 'paper'} resources/paper;" in out, out[-3000:]

@@ -2337,7 +2337,7 @@ def test_names_that_look_right_but_are_not(good, tmp_path):
     """A trailing space after the extension is shown; a file given as the dataset folder is named as such."""
     image = good / "train/Adenovirus/a1.tif"
     image.rename(image.with_name("a1.tif "))
-    _expect_error(good, image.with_name("a1.tif "), "name ends '1.tif '", tmp_path)
+    _expect_error(good, image.with_name("a1.tif "), "extension '.tif '", tmp_path)
     with pytest.raises(RawDataError, match="not a folder"):
         read_dataset(image.with_name("a1.tif "))
 

@@ -73,8 +73,13 @@ def test_particle_counts_are_non_decreasing_and_meet_subset_targets():
 def test_plan_rejects_bad_arguments():
     with pytest.raises(ValueError, match="scale"):
         plan_dataset(TABLE1, 0, seed=1)
-    with pytest.raises(ValueError, match="unknown classes"):
+    with pytest.raises(ValueError, match=r"unknown classes \['Smallpox'\]; the classes: Adenovirus, Astrovirus, "):
         plan_dataset(TABLE1, 0.1, seed=1, classes=["Smallpox"])
+    # a folder's spelling names its class, as the raw reader takes it (was "unknown classes ['Rift Valley']")
+    pd.testing.assert_frame_equal(
+        plan_dataset(TABLE1, 0.1, seed=1, classes=["Rift Valley", "rotavirus"]),
+        plan_dataset(TABLE1, 0.1, seed=1, classes=["RiftValley", "Rotavirus"]),
+    )
 
 
 TABLE1_LINES = (PAPER / "table1_dataset.csv").read_text(encoding="utf-8").splitlines(keepends=True)

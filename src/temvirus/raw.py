@@ -1882,7 +1882,7 @@ def _image_files(class_dir: Path) -> list[Path]:
         else:
             raise RawDataError(
                 entry,
-                f"not an image of a supported type (name ends {entry.name[-6:]!r}; supported: "
+                f"not an image of a supported type ({f'extension {entry.suffix!r}' if entry.suffix else 'no extension'}; supported: "
                 f"{', '.join(IMAGE_SUFFIXES)}): convert it, or move it out of "
                 "the raw layout",
             )

@@ -58,6 +58,15 @@ def refuse(message):
     raise SystemExit(1)
 
 
+# the paper's tables, read by relative path: a run folder of its own needs a link to them
+if not Path("resources/paper/table1_dataset.csv").is_file():
+    refuse(
+        f"resources/paper/table1_dataset.csv not found in the working directory {Path.cwd()}: a run "
+        f"folder needs a link to the checkout's resources/paper (ln -s {Path(workflow.basedir) / 'resources/paper'} "
+        "resources/paper; README, runs side by side)"
+    )
+
+
 def _local_source():
     """dataset.local.path resolved once per run: (raw root used in place or None, archives).
 

@@ -10,7 +10,7 @@ import pandas as pd
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.stats import norm
 
-from temvirus.classes import CLASSES
+from temvirus.classes import CLASSES, class_from_folder
 from temvirus.seeding import rng
 from temvirus.split import deal_representative
 
@@ -73,17 +73,20 @@ def particle_counts(n_images: int, total: int, subset_targets: dict[str, float])
 def plan_dataset(table1: pd.DataFrame, scale: float, seed: int, classes=None) -> pd.DataFrame:
     """One row per Table-1 image: ``image_id, class, subset, n_particles, diameter_nm, microscope``.
 
-    ``classes`` limits the plan to some classes (all 22 by default); each class's rows are
-    the same whichever others are planned.
+    ``classes`` limits the plan to some classes (all 22 by default; a folder's spelling, ``Rift
+    Valley``, names its class; an unknown name is a ValueError listing the classes); each class's
+    rows are the same whichever others are planned.
 
     Image ids are ``{Class}_{rank:04d}`` in dealing order, so the representative split of the
     generated data (ascending count, ties by id) reproduces the ``subset`` column.
     """
     if not 0 < scale <= 1:
         raise ValueError(f"scale must be in (0, 1], got {scale}")
-    unknown = sorted(set(classes or ()) - set(CLASSES))
-    if unknown:
-        raise ValueError(f"unknown classes {unknown}")
+    if classes is not None:  # a folder's spelling (Rift Valley, rotavirus) names its class too
+        unknown = sorted(c for c in classes if class_from_folder(c) is None)
+        if unknown:
+            raise ValueError(f"unknown classes {unknown}; the classes: {', '.join(CLASSES)}")
+        classes = [class_from_folder(c) for c in classes]
     rows = []
     for cls in [c for c in CLASSES if classes is None or c in classes]:
         t = table1.loc[cls]
