@@ -289,7 +289,7 @@ def test_default_workflow_trains_evaluates_and_tabulates(default_run):
         folder = experiment_folder(entry)
         model_dir = default_run / "results" / "models" / folder
         assert all((model_dir / f).is_file() for f in ("best.pt", "last.pt", "metrics.csv", "curve.png"))
-        assert not (model_dir / "resume").exists()
+        assert torch.load(model_dir / "resume" / "ckpt.pt", weights_only=True)["finished"]  # kept: final state
         history = pd.read_csv(model_dir / "metrics.csv")
         assert (
             1

@@ -151,7 +151,7 @@ def test_training_writes_its_outputs_and_is_reproducible(split_dir, tmp_path):
     for out in runs:
         train_experiment(CUSTOM, split_dir, out, CLASSES, TINY)
     a, b = runs
-    assert sorted(p.name for p in a.iterdir()) == ["best.pt", "curve.png", "last.pt", "metrics.csv"]  # resume/ removed
+    assert sorted(p.name for p in a.iterdir()) == ["best.pt", "curve.png", "last.pt", "metrics.csv", "resume"]
     history = pd.read_csv(a / "metrics.csv")
     assert list(history.columns) == HISTORY_COLUMNS and history["epoch"].tolist() == [1, 2, 3]
     assert history["val_f1_macro"].between(0, 1).all() and (history["lr"] == TINY.lr).all()
@@ -254,7 +254,25 @@ def test_a_killed_training_job_resumes_to_the_same_weights(split_dir, tmp_path, 
         pd.read_csv(straight / "metrics.csv").drop(columns="seconds"),
         pd.read_csv(killed / "metrics.csv").drop(columns="seconds"),
     )
-    assert not (killed / "resume").exists()
+    final = torch.load(ckpt, weights_only=True)  # the final state is kept, without the optimizer's
+    assert final["finished"] and final["epoch"] == 6 and "optimizer" not in final
+
+
+def test_outputs_lost_after_training_are_written_again_without_training_again(split_dir, tmp_path, caplog):
+    """A training job that finished after Snakemake was stopped (or a cluster job that outlived its
+    scheduler) had its outputs taken for incomplete and removed by the next run, and the job, its
+    resume state removed at its end, trained again from epoch 1. The final state is kept now: the
+    outputs come back from it, byte for byte, with no epoch trained."""
+    out = tmp_path / "run"
+    train_experiment(CUSTOM, split_dir, out, CLASSES, TINY)
+    first = {name: (out / name).read_bytes() for name in ("best.pt", "last.pt", "metrics.csv", "curve.png")}
+    for name in first:
+        (out / name).unlink()
+    with caplog.at_level("INFO", logger="temvirus.train"):
+        train_experiment(CUSTOM, split_dir, out, CLASSES, TINY)
+    assert "training had ended; its outputs are written again from its final state" in caplog.text
+    assert f"epoch 1/{TINY.epochs}" not in caplog.text
+    assert {name: (out / name).read_bytes() for name in first} == first
 
 
 def test_a_resume_under_other_threads_starts_over_and_a_resume_is_recorded(split_dir, tmp_path, caplog):

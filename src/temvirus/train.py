@@ -9,8 +9,12 @@ channels_last layout if configured (faster on GPUs and on oneDNN CPUs). On CUDA,
 A training job writes ``resume/ckpt.pt`` (model, optimizer, grad scaler, epoch, RNG states,
 the best weights with their epoch and metric, early-stopping counter, history) atomically
 after every epoch, one file, so a job killed at any moment that is started again continues
-where it stopped and ends with the same weights as an uninterrupted run. The resume folder is
-removed once the final outputs are written.
+where it stopped and ends with the same weights as an uninterrupted run. Once training ends it
+holds the final state instead (the weights, the best weights and the history, without the
+optimizer's state: about twice the model's size) and is kept: outputs written and then lost
+(Snakemake stopped while the job finished, so it took them for incomplete and removed them; a
+cluster job that outlived its scheduler) are written again from it by the next run, without an
+epoch trained again. Delete ``resume/`` to free the space once the results are final.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ import hashlib
 import logging
 import os
 import random
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -422,11 +425,12 @@ def fit(
             differs = provenance.config_differences(ckpt["fingerprint"], fingerprint)
             if not differs:
                 model.load_state_dict(ckpt["model"])
-                optimizer.load_state_dict(ckpt["optimizer"])
-                if scheduler is not None:
-                    scheduler.load_state_dict(ckpt["scheduler"])
-                scaler.load_state_dict(ckpt["scaler"])
-                _set_rng_state(ckpt["rng"], shuffle)
+                if not ckpt.get("finished"):  # a finished run's state has no more epochs to train
+                    optimizer.load_state_dict(ckpt["optimizer"])
+                    if scheduler is not None:
+                        scheduler.load_state_dict(ckpt["scheduler"])
+                    scaler.load_state_dict(ckpt["scaler"])
+                    _set_rng_state(ckpt["rng"], shuffle)
                 epoch, best_metric, best_epoch = ckpt["epoch"], ckpt["best_metric"], ckpt["best_epoch"]
                 bad_epochs, history, best_state = ckpt["bad_epochs"], ckpt["history"], ckpt["best_model"]
                 log.info(
@@ -439,6 +443,8 @@ def fit(
                     pd.DataFrame(history, columns=HISTORY_COLUMNS).to_string(index=False),
                 )
                 provenance.note("resumed_after_epoch", epoch)  # the record says that two processes trained it
+                if ckpt.get("finished"):
+                    log.info("%s: training had ended; its outputs are written again from its final state", ckpt_path)
             else:
                 log.warning("%s was written for another run (%s differ); starting over", ckpt_path, ", ".join(differs))
 
@@ -520,6 +526,21 @@ def fit(
             )
     if bad_epochs >= settings.patience:
         log.info("early stop after epoch %d: no %s improvement for %d epochs", epoch, monitor, bad_epochs)
+    if ckpt_path is not None:  # the final state, kept: outputs lost after training (see train_experiment) come back from it
+        _save(
+            {
+                "finished": True,
+                "model": model.state_dict(),
+                "epoch": epoch,
+                "best_metric": best_metric,
+                "best_epoch": best_epoch,
+                "best_model": best_state,
+                "bad_epochs": bad_epochs,
+                "history": history,
+                "fingerprint": fingerprint,
+            },
+            ckpt_path,
+        )
     return FitResult(pd.DataFrame(history, columns=HISTORY_COLUMNS), best_state, best_epoch, float(best_metric))
 
 
@@ -561,7 +582,8 @@ def train_experiment(
 
     ``experiment``: its ``model``, ``init`` and ``method`` (a config entry or a job's
     wildcards); the checkpoints record its name (:func:`temvirus.experiments.experiment_name`).
-    ``out_dir/resume/`` holds the resume checkpoint while the job runs (see the module docstring).
+    ``out_dir/resume/`` holds the resume checkpoint while the job runs and the final state after
+    (see the module docstring).
     """
     model_name, init = experiment["model"], experiment["init"]
     name = experiment_name(experiment)
@@ -631,7 +653,6 @@ def train_experiment(
         out / "curve.png",
         plot_curves(result.history, f"{name} (best epoch {result.best_epoch})", settings.label_smoothing),
     )
-    shutil.rmtree(out / "resume", ignore_errors=True)
     return result
 
 

@@ -219,9 +219,17 @@ def _unexpected_there(rel: Path) -> str | None:
     return None
 
 
+def _training_state(rel: Path) -> bool:
+    """Whether ``rel`` (relative to the results folder) is a training job's resume state,
+    ``models/{model}/{init}/{method}/resume/...``: no output of the job, kept after it to write its
+    outputs again should they be lost (:mod:`temvirus.train`)."""
+    return len(rel.parts) >= 6 and rel.parts[0] == "models" and rel.parts[4] == "resume"
+
+
 def check_unrecorded(folder: Folder, records: dict[Path, dict]) -> Check:
     """Fail on every file under the results folder that no record lists, but Snakemake's empty
-    markers and the :data:`NOT_RECORDED` entries' own files (:func:`_unexpected_there`); the
+    markers, the training jobs' resume state (:func:`_training_state`) and the :data:`NOT_RECORDED`
+    entries' own files (:func:`_unexpected_there`); the
     report made by ``snakemake --report`` is noted as unverified."""
     check = Check("unrecorded", "Files no record accounts for")
     produced = _produced(records)
@@ -238,12 +246,15 @@ def check_unrecorded(folder: Folder, records: dict[Path, dict]) -> Check:
             elif rel.parts[0] == "report.html":
                 check.inform("not verified", name, f"{NOT_RECORDED['report.html']}: make it again to trust it")
             continue
-        if is_marker(path):
+        if is_marker(path) or _training_state(rel):
             continue
         n += 1
         if name not in produced:
             check.fail("unrecorded", name, "no job record lists this file")
-    check.covered = f"{n} files under the results folder (not expected in records: {', '.join(NOT_RECORDED)})"
+    check.covered = (
+        f"{n} files under the results folder (not expected in records: {', '.join(NOT_RECORDED)}, the training "
+        "jobs' resume/ state)"
+    )
     return check
 
 
