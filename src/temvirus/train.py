@@ -526,7 +526,8 @@ def fit(
             )
     if bad_epochs >= settings.patience:
         log.info("early stop after epoch %d: no %s improvement for %d epochs", epoch, monitor, bad_epochs)
-    if ckpt_path is not None:  # the final state, kept: outputs lost after training (see train_experiment) come back from it
+    # the final state, kept: outputs lost after training come back from it (module docstring)
+    if ckpt_path is not None:
         _save(
             {
                 "finished": True,
