@@ -258,6 +258,35 @@ def test_a_killed_training_job_resumes_to_the_same_weights(split_dir, tmp_path, 
     assert final["finished"] and final["epoch"] == 6 and "optimizer" not in final
 
 
+def test_a_second_process_training_the_same_experiment_is_refused_naming_the_first(split_dir, tmp_path):
+    """After `kill -9` of Snakemake alone, its training job runs on, orphaned; the rerun's job
+    resumed from the checkpoint the orphan was still writing, and both wrote the outputs (the
+    orphan's log lines lost). The trainer now holds resume/lock: a second one is refused naming
+    the first's pid, and goes ahead once that one is gone."""
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _CHILD.replace("epochs=6", "epochs=500").format(experiment=CUSTOM, classes=CLASSES),
+            str(split_dir),
+            str(tmp_path / "run"),
+        ]
+    )
+    ckpt = tmp_path / "run" / "resume" / "ckpt.pt"
+    deadline = time.time() + 300
+    while not ckpt.exists() and child.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    try:
+        assert child.poll() is None, "the first trainer ended before the second one started"
+        with pytest.raises(RuntimeError, match=rf"resume: pid {child.pid} on .* is training this experiment now"):
+            train_experiment(CUSTOM, split_dir, tmp_path / "run", CLASSES, replace(TINY, epochs=500))
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    assert not (tmp_path / "run" / "best.pt").exists()
+    train_experiment(CUSTOM, split_dir, tmp_path / "run", CLASSES, replace(TINY, epochs=2))  # the lock went with it
+
+
 def test_outputs_lost_after_training_are_written_again_without_training_again(split_dir, tmp_path, caplog):
     """A training job that finished after Snakemake was stopped (or a cluster job that outlived its
     scheduler) had its outputs taken for incomplete and removed by the next run, and the job, its

@@ -19,12 +19,15 @@ epoch trained again. Delete ``resume/`` to free the space once the results are f
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import os
 import random
+import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -569,6 +572,36 @@ def _digest(*arrays: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+@contextlib.contextmanager
+def sole_trainer(resume_dir: str | Path) -> Iterator[None]:
+    """Hold ``resume_dir/lock`` (``flock``, exclusive) while one experiment trains.
+
+    A second process training the same experiment (the rerun of a Snakemake killed outright,
+    whose training job, orphaned, still runs) would resume from the checkpoint the first one is
+    still writing, and both would write the outputs. Raises RuntimeError naming the other process
+    (its pid and host, written in the file). Where the file system has no locks, nothing is held.
+    """
+    Path(resume_dir).mkdir(parents=True, exist_ok=True)
+    fd = os.open(Path(resume_dir) / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "a process"
+            raise RuntimeError(
+                f"{resume_dir}: {other} is training this experiment now (an orphan of a Snakemake killed "
+                "outright?): wait for it to end, or stop it, then run again"
+            ) from None
+        except OSError:  # no locks on this file system
+            pass
+        else:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
 def train_experiment(
     experiment: Mapping,
     patches_dir: str | Path,
@@ -589,72 +622,73 @@ def train_experiment(
     model_name, init = experiment["model"], experiment["init"]
     name = experiment_name(experiment)
     out = Path(out_dir)
-    size = settings.input_size
-    train_np, train_y, _ = load_subset(
-        patches_dir, "train_augmented", classes, max_train_per_class, settings.seed, size
-    )
-    val_np, val_y, _ = load_subset(patches_dir, "validation", classes, max_val_per_class, settings.seed, size)
-    size = train_np.shape[-1]
-    log.info(
-        "%s: %d training patches, %d validation patches, %d classes, %dx%d px",
-        name,
-        len(train_y),
-        len(val_y),
-        len(classes),
-        size,
-        size,
-    )
-    torch.manual_seed(settings.seed)  # model initialisation
-    model = build_model(model_name, len(classes), init, weights_file, input_size=size)
-    n_params = trainable_parameters(model)
-    log.info(
-        "%s: %d trainable parameters; device %s, %d CPU threads",
-        model_name,
-        n_params,
-        resolve_device(settings.device),
-        torch.get_num_threads(),
-    )
-    result = fit(
-        model,
-        compact_tensor(train_np),
-        torch.from_numpy(train_y),
-        compact_tensor(val_np),
-        torch.from_numpy(val_y),
-        settings,
-        len(classes),
-        resume_dir=out / "resume",
-        fingerprint={
+    with sole_trainer(out / "resume"):
+        size = settings.input_size
+        train_np, train_y, _ = load_subset(
+            patches_dir, "train_augmented", classes, max_train_per_class, settings.seed, size
+        )
+        val_np, val_y, _ = load_subset(patches_dir, "validation", classes, max_val_per_class, settings.seed, size)
+        size = train_np.shape[-1]
+        log.info(
+            "%s: %d training patches, %d validation patches, %d classes, %dx%d px",
+            name,
+            len(train_y),
+            len(val_y),
+            len(classes),
+            size,
+            size,
+        )
+        torch.manual_seed(settings.seed)  # model initialisation
+        model = build_model(model_name, len(classes), init, weights_file, input_size=size)
+        n_params = trainable_parameters(model)
+        log.info(
+            "%s: %d trainable parameters; device %s, %d CPU threads",
+            model_name,
+            n_params,
+            resolve_device(settings.device),
+            torch.get_num_threads(),
+        )
+        result = fit(
+            model,
+            compact_tensor(train_np),
+            torch.from_numpy(train_y),
+            compact_tensor(val_np),
+            torch.from_numpy(val_y),
+            settings,
+            len(classes),
+            resume_dir=out / "resume",
+            fingerprint={
+                "experiment": name,
+                "classes": list(classes),
+                "data": _digest(train_np, train_y, val_np, val_y),
+                # another ImageNet file (a mirror's, fetched again) must not continue a run begun on the first
+                "init_weights": sha256_file(weights_file) if weights_file else None,
+                # what else makes the weights: a run resumed under other code, torch, threads or instruction set
+                # matched no run its record describes (docs/lineage.md: results repeat bit for bit only on one)
+                "software": software_fingerprint(settings),
+            },
+        )
+        meta = {
             "experiment": name,
+            "model": model_name,
+            "init": init,
             "classes": list(classes),
-            "data": _digest(train_np, train_y, val_np, val_y),
-            # another ImageNet file (a mirror's, fetched again) must not continue a run begun on the first
-            "init_weights": sha256_file(weights_file) if weights_file else None,
-            # what else makes the weights: a run resumed under other code, torch, threads or instruction set
-            # matched no run its record describes (docs/lineage.md: results repeat bit for bit only on one)
-            "software": software_fingerprint(settings),
-        },
-    )
-    meta = {
-        "experiment": name,
-        "model": model_name,
-        "init": init,
-        "classes": list(classes),
-        "input_size": size,
-        "trainable_params": n_params,
-        "monitor": settings.monitor,
-    }
-    last_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _save(
-        {**meta, "model_state": result.best_state, "epoch": result.best_epoch, "metric": result.best_metric},
-        out / "best.pt",
-    )
-    _save({**meta, "model_state": last_state, "epoch": int(result.history["epoch"].iloc[-1])}, out / "last.pt")
-    write_csv(out / "metrics.csv", result.history)
-    save_figure(
-        out / "curve.png",
-        plot_curves(result.history, f"{name} (best epoch {result.best_epoch})", settings.label_smoothing),
-    )
-    return result
+            "input_size": size,
+            "trainable_params": n_params,
+            "monitor": settings.monitor,
+        }
+        last_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        _save(
+            {**meta, "model_state": result.best_state, "epoch": result.best_epoch, "metric": result.best_metric},
+            out / "best.pt",
+        )
+        _save({**meta, "model_state": last_state, "epoch": int(result.history["epoch"].iloc[-1])}, out / "last.pt")
+        write_csv(out / "metrics.csv", result.history)
+        save_figure(
+            out / "curve.png",
+            plot_curves(result.history, f"{name} (best epoch {result.best_epoch})", settings.label_smoothing),
+        )
+        return result
 
 
 class DamagedModelError(ValueError):
