@@ -276,7 +276,9 @@ class FileServer:
     connection, once), ``drop_always`` (the same, every time), ``ignore_range`` (answer 200
     with the whole body to a Range request), ``missing`` (404), ``wrong_body`` (same length,
     other bytes), ``busy_once`` (503 with ``Retry-After: 1``, once), ``error_500`` (500, every
-    time), ``no_etag`` and ``no_last_modified`` (leave that header out). ``modified`` maps a
+    time), ``no_etag`` and ``no_last_modified`` (leave that header out), ``encoded_range`` (a
+    206's range sent gzipped, with ``Content-Encoding: gzip`` and the compressed length, once),
+    ``transfer_gzip`` (the body gzipped and chunked: ``Transfer-Encoding: gzip, chunked``). ``modified`` maps a
     path to its ``Last-Modified`` date (default 2 March 2021). ``If-Range`` is ignored, as by a
     server that does not implement it. ``redirects`` maps a path to the path it redirects to
     (302). ``content_types`` maps a path to its Content-Type (default application/octet-stream),
@@ -286,6 +288,7 @@ class FileServer:
     """
 
     def __init__(self):
+        import gzip
         import hashlib
         import http.server
         import re
@@ -335,9 +338,18 @@ class FileServer:
                     self.end_headers()
                     return
                 self.send_response(206 if start else 200)
+                payload = body[start:]
                 if start:
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                self.send_header("Content-Length", str(len(body) - start))
+                    if "encoded_range" in faults:
+                        faults.discard("encoded_range")
+                        payload = gzip.compress(payload)
+                        self.send_header("Content-Encoding", "gzip")
+                if "transfer_gzip" in faults:
+                    payload = gzip.compress(payload)
+                    self.send_header("Transfer-Encoding", "gzip, chunked")
+                else:
+                    self.send_header("Content-Length", str(len(payload)))
                 self.send_header("Content-Type", server.content_types.get(self.path, "application/octet-stream"))
                 if self.path in server.content_encodings:
                     self.send_header("Content-Encoding", server.content_encodings[self.path])
@@ -346,12 +358,13 @@ class FileServer:
                 if "no_last_modified" not in faults:
                     self.send_header("Last-Modified", server.modified.get(self.path, "Tue, 02 Mar 2021 10:00:00 GMT"))
                 self.end_headers()
-                payload = body[start:]
                 if faults & {"drop_once", "drop_always"}:
                     faults.discard("drop_once")
                     self.wfile.write(payload[: len(payload) // 2])
                     self.close_connection = True
                     return
+                if "transfer_gzip" in faults:
+                    payload = f"{len(payload):x}\r\n".encode() + payload + b"\r\n0\r\n\r\n"
                 self.wfile.write(payload)
 
         self.files: dict[str, bytes] = {}

@@ -667,6 +667,10 @@ def test_an_extracted_copy_changed_since_is_refused_naming_the_files(tmp_path, r
     (root / "test/Rift Valley/tags/Rif_test_4.tif_tags.csv").unlink()
     with pytest.raises(DownloadError, match=r"test/Adenovirus/notes.txt, test/Rift Valley/tags/Rif_test_4.tif_tags"):
         check_extracted(root)
+    (root / "test/Adenovirus/notes.txt").unlink()
+    (root / "test/Adenovirus/mem.tif").symlink_to("/proc/self/mem")  # a file that cannot be read (EIO)
+    with pytest.raises(DownloadError, match=r"local: the copy extracted from the archive cannot be checked: .*mem.tif"):
+        check_extracted(root)
 
 
 @pytest.mark.slow
@@ -1394,3 +1398,30 @@ def test_a_body_sent_content_encoded_is_refused_unless_the_file_is_stored_so(fil
     assert all(headers["Accept-Encoding"] == "identity" for headers in file_server.headers)
     fetch(file_server.url("/a.tar.gz"), tmp_path / "a.tar.gz", **FAST)
     assert gzip.decompress((tmp_path / "a.tar.gz").read_bytes()) == body
+    # the name that decides is the one of the URL that served it, after redirects
+    file_server.files["/plain.tar"] = file_server.files["/real.tar.gz"] = gzip.compress(body)
+    file_server.content_encodings.update({"/plain.tar": "gzip", "/real.tar.gz": "gzip"})
+    file_server.redirects.update({"/data.tar.gz": "/plain.tar", "/download?id=1": "/real.tar.gz"})
+    with pytest.raises(DownloadError, match=r"plain.tar: the server sent the file with Content-Encoding 'gzip'"):
+        fetch(file_server.url("/data.tar.gz"), tmp_path / "data.tar.gz", **FAST)
+    fetch(file_server.url("/download?id=1"), tmp_path / "real.tar.gz", **FAST)
+    assert gzip.decompress((tmp_path / "real.tar.gz").read_bytes()) == body
+    # a transfer coding urllib3 does not undo was saved as the file too
+    file_server.files["/t.bin"] = body
+    file_server.faults["/t.bin"] = {"transfer_gzip"}
+    with pytest.raises(DownloadError, match=r"t.bin: the server sent the file with Transfer-Encoding 'gzip, chunked'"):
+        fetch(file_server.url("/t.bin"), tmp_path / "t.bin", **FAST)
+    assert not (tmp_path / "t.bin").exists()
+
+
+def test_a_resumed_range_that_is_no_part_of_the_file_is_dropped_and_the_file_fetched_whole(file_server, tmp_path):
+    """A server that gzips each 206 range (Content-Encoding gzip, the compressed length) of a
+    .tar.gz: its pieces were appended, and a later run completed a corrupt file (exit 0 without
+    --sha256). A 206 whose length is not its range's span is no part of the file: the partial file
+    is dropped and the next attempt fetches the file whole."""
+    body = np.random.default_rng(2).bytes(40_000)
+    file_server.files["/r.tar.gz"] = body
+    file_server.faults["/r.tar.gz"] = {"drop_once", "encoded_range"}
+    fetch(file_server.url("/r.tar.gz"), tmp_path / "r.tar.gz", **FAST)
+    assert (tmp_path / "r.tar.gz").read_bytes() == body
+    assert [rng is not None for _, rng in file_server.requests] == [False, True, False]

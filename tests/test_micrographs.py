@@ -983,7 +983,8 @@ def test_the_tags_of_another_image_named_but_for_case_are_not_taken(tmp_path):
 def test_an_image_without_tags_file_or_pixel_size_is_analysed_at_its_own_calibration(tmp_path):
     """An ImageJ-calibrated TIFF (2 nm/px) and a TIFF at 2.54e7 / 1.5 pixels per inch, without a tags
     file or --pixel-size, were refused ("no pixel size"). Their own calibration is used now; one
-    giving non-square pixels, or none at all, is still refused naming the image."""
+    giving non-square pixels, one axis alone, two calibrations that differ, or none at all, is
+    refused naming the image."""
     from temvirus.micrographs import image_pixel_size
 
     pixels = np.arange(1200, dtype=np.uint16).reshape(30, 40)
@@ -993,8 +994,25 @@ def test_an_image_without_tags_file_or_pixel_size_is_analysed_at_its_own_calibra
     tifffile.imwrite(tmp_path / "dpi.tif", pixels, resolution=(72, 72), resolutionunit="INCH")
     assert image_pixel_size(tmp_path / "ij.tif", None, (30, 40)) == pytest.approx(2.0)
     assert image_pixel_size(tmp_path / "inch.tif", None, (30, 40)) == pytest.approx(1.5)
-    with pytest.raises(ValueError, match=r"oblong.tif: its own calibration gives non-square pixels \(2 x 4 nm\)"):
-        image_pixel_size(tmp_path / "oblong.tif", None, (30, 40))
+    # one axis implausible (80 nm: left out) was taken for both; two calibrations that differ, the last one
+    tifffile.imwrite(tmp_path / "one_axis.tif", pixels, resolution=(1e7, 1e7 / 80), resolutionunit="CENTIMETER")
+    tifffile.imwrite(
+        tmp_path / "two.tif",
+        pixels,
+        resolution=(1e7 / 2, 1e7 / 2),
+        resolutionunit="CENTIMETER",
+        metadata={"PhysicalSizeX": 1, "PhysicalSizeXUnit": "nm", "PhysicalSizeY": 1, "PhysicalSizeYUnit": "nm"},
+        ome=True,
+    )
+    for name, found in (
+        ("oblong.tif", "x 2 nm; .*: y 4 nm"),
+        ("one_axis.tif", "resolution per centimetre: x 1 nm; a size"),
+        ("two.tif", "OME-XML PhysicalSize: x 1 nm; .*resolution per centimetre: x 2 nm"),
+    ):
+        with pytest.raises(
+            ValueError, match=rf"{name}: its own calibration gives no one square pixel size \(.*{found}"
+        ):
+            image_pixel_size(tmp_path / name, None, (30, 40))
     with pytest.raises(ValueError, match=r"dpi.tif: no pixel size: .* and no calibration in the image"):
         image_pixel_size(tmp_path / "dpi.tif", None, (30, 40))
 

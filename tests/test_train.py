@@ -302,6 +302,16 @@ def test_outputs_lost_after_training_are_written_again_without_training_again(sp
     assert "training had ended; its outputs are written again from its final state" in caplog.text
     assert f"epoch 1/{TINY.epochs}" not in caplog.text
     assert {name: (out / name).read_bytes() for name in first} == first
+    # a damaged state (here, garbage bytes) was a torch UnpicklingError traceback: now said, and trained again
+    (out / "resume" / "ckpt.pt").write_bytes(b"not a checkpoint")
+    for name in first:
+        (out / name).unlink()
+    caplog.clear()
+    with caplog.at_level("INFO", logger="temvirus.train"):
+        train_experiment(CUSTOM, split_dir, out, CLASSES, TINY)
+    assert "resume/ckpt.pt cannot be read (" in caplog.text and f"epoch 1/{TINY.epochs}" in caplog.text
+    for name in ("best.pt", "last.pt"):
+        assert (out / name).read_bytes() == first[name], name
 
 
 def test_a_resume_under_other_threads_starts_over_and_a_resume_is_recorded(split_dir, tmp_path, caplog):

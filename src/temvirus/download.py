@@ -198,11 +198,16 @@ def _validator(headers: dict) -> tuple[str, str] | None:
     return (name, headers[name]) if name else None
 
 
-def _total_from_content_range(value: str | None, start: int) -> int | None:
-    """Total size from ``Content-Range: bytes start-end/total``; raises _Resume if start differs."""
+def _total_from_content_range(value: str | None, start: int, length: str | None = None) -> int | None:
+    """Total size from ``Content-Range: bytes start-end/total``; raises _Resume if start differs, or
+    if the body's ``Content-Length`` (``length``) is not the range's span (a range sent encoded: its
+    bytes are no part of the file)."""
     match = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", (value or "").strip())
     if not match or int(match.group(1)) != start:
         raise _Resume(f"206 with Content-Range {value!r} does not continue at byte {start}")
+    span = int(match.group(2)) - start + 1
+    if length is not None and length.strip() != str(span):
+        raise _Resume(f"206 of {length} bytes for the {span} bytes of its Content-Range {value!r}")
     return None if match.group(3) == "*" else int(match.group(3))
 
 
@@ -236,20 +241,21 @@ def _attempt(pool: urllib3.PoolManager, url: str, part: Path, retry: Retry) -> t
             headers["If-Range"] = validator[1]
     earlier = len(retry.history)
     response = pool.request("GET", url, headers=headers, retries=retry, preload_content=False)
+    final_url = _final_url(url, response.retries.history[earlier:])
     with response:
         try:
-            info = _receive(url, part, response, origin, have)
+            info = _receive(url, part, response, origin, have, final_url)
         except (_Resume, ProtocolError, ReadTimeoutError) as exc:
             return None, response.retries.increment("GET", url, error=exc)
-    return {**info, "final_url": _final_url(url, response.retries.history[earlier:])}, None
+    return {**info, "final_url": final_url}, None
 
 
 def _check_content_encoding(url: str, coding: str | None) -> None:
     """Refuse a body sent with a ``Content-Encoding`` (``coding``) although ``identity`` was asked:
     its bytes would be saved encoded (they are saved as served, for Range to resume them), not the
     file, unnoticed without a sha256 to check. A file stored so (``x.tar.gz`` sent with ``gzip``,
-    :data:`ENCODED_SUFFIXES`) is its encoded bytes and is kept. Raises :class:`DownloadError`
-    naming the URL and the coding."""
+    :data:`ENCODED_SUFFIXES`; the name of ``url``, the URL that served it after redirects) is its
+    encoded bytes and is kept. Raises :class:`DownloadError` naming the URL and the coding."""
     coding = (coding or "identity").strip().lower()
     name = urlsplit(url).path.lower()
     if coding != "identity" and not name.endswith(ENCODED_SUFFIXES.get(coding, ())):
@@ -260,9 +266,9 @@ def _check_content_encoding(url: str, coding: str | None) -> None:
         )
 
 
-def _receive(url: str, part: Path, response: urllib3.BaseHTTPResponse, origin: dict, have: int) -> dict:
-    """The body of ``response`` appended to (206) or replacing (200) ``part``; returns the
-    response's status and version headers."""
+def _receive(url: str, part: Path, response: urllib3.BaseHTTPResponse, origin: dict, have: int, final_url: str) -> dict:
+    """The body of ``response`` (from ``final_url``, after redirects) appended to (206) or replacing
+    (200) ``part``; returns the response's status and version headers."""
     if response.status == 416 and have:  # nothing left after `have` bytes: complete or too long
         total = (response.headers.get("Content-Range") or "").rpartition("/")[2]
         if total == str(have):
@@ -270,9 +276,21 @@ def _receive(url: str, part: Path, response: urllib3.BaseHTTPResponse, origin: d
         _drop_part(part)
         raise _Resume(f"HTTP 416 for a {have}-byte partial file; starting over")
     if response.status in (200, 206):
-        _check_content_encoding(url, response.headers.get("Content-Encoding"))
+        _check_content_encoding(final_url, response.headers.get("Content-Encoding"))
+        codings = [c.strip().lower() for c in (response.headers.get("Transfer-Encoding") or "").split(",")]
+        if set(codings) - {"", "chunked", "identity"}:  # urllib3 undoes chunked alone
+            raise DownloadError(
+                f"{final_url}: the server sent the file with Transfer-Encoding "
+                f"{response.headers.get('Transfer-Encoding')!r}: its bytes as received are not the file"
+            )
     if response.status == 206:
-        total = _total_from_content_range(response.headers.get("Content-Range"), have)
+        try:
+            total = _total_from_content_range(
+                response.headers.get("Content-Range"), have, response.headers.get("Content-Length")
+            )
+        except _Resume:  # no part of the file to append: the next attempt fetches it whole
+            _drop_part(part)
+            raise
         name, began = _validator(origin) or (None, None)  # None: a 206 from byte 0, nothing to continue
         if name and response.headers.get(name) != began:  # a server that ignores If-Range
             _drop_part(part)
@@ -988,7 +1006,13 @@ def check_extracted(root: str | os.PathLike) -> None:
     manifest = extraction_manifest(root)
     if not (Path(root).is_dir() and manifest.is_file()):
         return
-    changed = changed_since_manifest(root, manifest)
+    try:
+        changed = changed_since_manifest(root, manifest)
+    except OSError as exc:  # a file there that cannot be read (its permissions changed, a link to a device)
+        raise DownloadError(
+            f"{root}: the copy extracted from the archive cannot be checked: {exc.filename}: {exc.strerror}; "
+            f"remove {root} to extract it again"
+        ) from None
     if changed:
         listed = ", ".join(changed[:5]) + (f" ... ({len(changed)} in all)" if len(changed) > 5 else "")
         raise DownloadError(

@@ -1339,7 +1339,8 @@ def image_pixel_size(
     """Pixel size (nm) of an image of ``shape`` (height, width px): from its tags file
     (:func:`tags_file`), whose Height and Width must be the image's, else ``pixel_size_nm``, else the
     image's own calibration (:func:`temvirus.raw.embedded_pixel_sizes_nm`: an ImageJ, OME or FEI TIFF,
-    a TIFF's or PNG's resolution), which must give square pixels; a
+    a TIFF's or PNG's resolution), which must give both axes, square, every calibration in the file
+    agreeing; a
     ValueError naming the file when there is none of these, or when they disagree, and a RawDataError
     when the image's own calibration (a TIFF's or a PNG's) contradicts its tags or ``pixel_size_nm``
     (:func:`temvirus.raw.check_embedded_calibration`).
@@ -1372,18 +1373,23 @@ def image_pixel_size(
             )
         return size
     if pixel_size_nm is None:
-        embedded = {axis: size for axis, size, _ in embedded_pixel_sizes_nm(path)} if path.is_file() else {}
-        if len(embedded) == 2 and not math.isclose(embedded["x"], embedded["y"], rel_tol=CALIBRATION_TOLERANCE):
-            raise ValueError(
-                f"{path}: its own calibration gives non-square pixels ({embedded['x']:g} x {embedded['y']:g} nm): "
-                "give --pixel-size NM or a tags file"
-            )
+        embedded = embedded_pixel_sizes_nm(path) if path.is_file() else []
         if not embedded:
             raise ValueError(
                 f"{path}: no pixel size: no tags file ({path.parent / 'tags' / (path.name + '_tags.csv')} or "
                 f"{path.name}_tags.csv beside it) and no calibration in the image; give --pixel-size NM"
             )
-        return float(embedded.get("x", embedded.get("y")))
+        sizes = [size for _, size, _ in embedded]
+        # both axes, every calibration the file holds agreeing: one axis alone (the other implausible,
+        # or not given) or two calibrations that differ leave the size unknown
+        if {axis for axis, _, _ in embedded} != {"x", "y"} or max(sizes) > min(sizes) * (1 + CALIBRATION_TOLERANCE):
+            found = "; ".join(f"{where}: {axis} {size:.4g} nm" for axis, size, where in embedded)
+            raise ValueError(
+                f"{path}: its own calibration gives no one square pixel size ({found}; a size outside "
+                f"{PIXEL_SIZE_RANGE_NM[0]}-{PIXEL_SIZE_RANGE_NM[1]} nm is no calibration): give --pixel-size NM or a "
+                "tags file"
+            )
+        return float(sizes[0])
     low, high = PIXEL_SIZE_RANGE_NM
     if not low <= pixel_size_nm <= high:  # nan too
         raise ValueError(

@@ -2524,7 +2524,11 @@ def _tree_entries(root: Path, cache: dict, stats: dict) -> list[dict]:
         if not stat.S_ISREG(st.st_mode):  # a named pipe, socket or device: reading it would block
             files.append({"path": rel, "size": None, "sha256": f"not a regular file ({stat.filemode(st.st_mode)})"})
             continue
-        files.append({"path": rel, "size": st.st_size, "sha256": _cached_sha256(path, rel, st, cache, stats)})
+        try:
+            digest = _cached_sha256(path, rel, st, cache, stats)
+        except OSError as exc:  # named: a read error (EIO) carries no file name of its own
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        files.append({"path": rel, "size": st.st_size, "sha256": digest})
     return sorted(files, key=lambda f: f["path"])
 
 

@@ -423,9 +423,15 @@ def fit(
     ckpt_path = None
     if resume_dir is not None:
         ckpt_path = Path(resume_dir) / "ckpt.pt"
+        ckpt = None
         if ckpt_path.is_file():
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-            differs = provenance.config_differences(ckpt["fingerprint"], fingerprint)
+            try:  # written atomically, so never half: damaged on disk, or not this workflow's
+                ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+                differs = provenance.config_differences(ckpt["fingerprint"], fingerprint)
+            except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint: train from the start
+                log.warning("%s cannot be read (%s); starting over", ckpt_path, str(exc).splitlines()[0][:200])
+                ckpt = None
+        if ckpt is not None:
             if not differs:
                 model.load_state_dict(ckpt["model"])
                 if not ckpt.get("finished"):  # a finished run's state has no more epochs to train

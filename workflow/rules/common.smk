@@ -59,10 +59,15 @@ def refuse(message):
 
 
 # the paper's tables, read by relative path: a run folder of its own needs a link to them
-if not Path("resources/paper/table1_dataset.csv").is_file():
+_MISSING_PAPER = [
+    f"resources/paper/{p.name}"
+    for p in sorted((Path(workflow.basedir) / "resources" / "paper").iterdir())
+    if not Path("resources/paper", p.name).is_file()
+]
+if _MISSING_PAPER:
     refuse(
-        f"resources/paper/table1_dataset.csv not found in the working directory {Path.cwd()}: a run "
-        f"folder needs a link to the checkout's resources/paper (ln -s {Path(workflow.basedir) / 'resources/paper'} "
+        f"{', '.join(_MISSING_PAPER)} not found in the working directory {Path.cwd()}: a run folder needs a "
+        f"link to the checkout's resources/paper (ln -s {Path(workflow.basedir) / 'resources/paper'} "
         "resources/paper; README, runs side by side)"
     )
 
@@ -80,12 +85,16 @@ def _local_source():
 
         try:
             root, archives = locate_local(path)
+            if root is not None:
+                update_manifest(root, LOCAL_MANIFEST)
+            elif archives:
+                update_archive_manifest(archives, LOCAL_ARCHIVES_MANIFEST)
         except DownloadError as exc:  # no such path, or nothing to use at it
             refuse(f"dataset.local.path {path!r}: {exc}")
-        if root is not None:
-            update_manifest(root, LOCAL_MANIFEST)
-        elif archives:
-            update_archive_manifest(archives, LOCAL_ARCHIVES_MANIFEST)
+        except OSError as exc:  # a file there that cannot be read
+            refuse(
+                f"dataset.local.path {path!r}: {exc.filename}: cannot be read ({exc.strerror})"
+            )
         _LOCAL["root"], _LOCAL["archives"] = root, archives
     return _LOCAL["root"], _LOCAL["archives"]
 
