@@ -457,6 +457,21 @@ def fit(
             else:
                 log.warning("%s was written for another run (%s differ); starting over", ckpt_path, ", ".join(differs))
 
+    def state() -> dict:
+        """The checkpoint's part that a finished run keeps too. The best weights are in the same
+        file as their epoch and metric: a job killed between two writes could otherwise resume
+        with one epoch's weights and another's metric."""
+        return {
+            "model": model.state_dict(),
+            "epoch": epoch,
+            "best_metric": best_metric,
+            "best_epoch": best_epoch,
+            "best_model": best_state,
+            "bad_epochs": bad_epochs,
+            "history": history,
+            "fingerprint": fingerprint,
+        }
+
     while epoch < settings.epochs and bad_epochs < settings.patience:
         started = time.time()
         step_model.train()
@@ -516,20 +531,11 @@ def fit(
         if ckpt_path is not None:
             _save(
                 {
-                    "model": model.state_dict(),
+                    **state(),
                     "optimizer": optimizer.state_dict(),
                     "scaler": scaler.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "epoch": epoch,
-                    "best_metric": best_metric,
-                    "best_epoch": best_epoch,
-                    # the best weights in the same file as their epoch and metric: a job killed
-                    # between two writes could resume with one epoch's weights and another's metric
-                    "best_model": best_state,
-                    "bad_epochs": bad_epochs,
-                    "history": history,
                     "rng": _rng_state(shuffle),
-                    "fingerprint": fingerprint,
                 },
                 ckpt_path,
             )
@@ -537,20 +543,7 @@ def fit(
         log.info("early stop after epoch %d: no %s improvement for %d epochs", epoch, monitor, bad_epochs)
     # the final state, kept: outputs lost after training come back from it (module docstring)
     if ckpt_path is not None:
-        _save(
-            {
-                "finished": True,
-                "model": model.state_dict(),
-                "epoch": epoch,
-                "best_metric": best_metric,
-                "best_epoch": best_epoch,
-                "best_model": best_state,
-                "bad_epochs": bad_epochs,
-                "history": history,
-                "fingerprint": fingerprint,
-            },
-            ckpt_path,
-        )
+        _save({**state(), "finished": True}, ckpt_path)
     return FitResult(pd.DataFrame(history, columns=HISTORY_COLUMNS), best_state, best_epoch, float(best_metric))
 
 
