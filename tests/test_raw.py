@@ -2706,28 +2706,3 @@ def test_a_whole_png_with_bytes_after_its_end_chunk_is_read(good):
     image = write_image(good, "train", "Adenovirus", "padded", [[(3, 3)]], size=(400, 300), suffix=".png")
     image.write_bytes(image.read_bytes() + bytes(5000))
     assert "padded" in set(read_dataset(good)[0].image_id)
-
-
-def test_a_class_that_a_split_method_cannot_give_every_subset_is_refused_before_curation(tiny_synthetic, tmp_path):
-    """A class of classes.classification without validation images (under `given`), or of two
-    images (under `representative`), was found at `augment`, after overlap removal, the split and
-    the patches. The check_classes rule (the first job after reading the raw data) now refuses it,
-    naming the images table, the class, the subset and the split method."""
-    from temvirus.raw import write_classification_classes
-
-    images, _ = read_dataset(tiny_synthetic / "raw")
-    classes = sorted(set(images["class"]))
-    table = tmp_path / "images.csv"
-    images.to_csv(table, index=False)
-    write_classification_classes(table, classes, tmp_path / "classes.csv", ["given", "representative", "bad"])
-    no_validation = images[~((images["class"] == "Orf") & (images.folder_subset == "validation"))]
-    no_validation.to_csv(table, index=False)
-    with pytest.raises(ValueError, match=rf"{table}: class 'Orf' .* has no validation patches of split method 'given'"):
-        write_classification_classes(table, classes, tmp_path / "classes.csv", ["representative", "given"])
-    two = images[
-        (images["class"] != "Orf") | images.image_id.isin(sorted(images.image_id[images["class"] == "Orf"])[:2])
-    ]
-    two.to_csv(table, index=False)
-    with pytest.raises(ValueError, match=r"class 'Orf' .* has no validation patches of split method 'representative'"):
-        write_classification_classes(table, classes, tmp_path / "classes.csv", ["representative"])
-    assert not (tmp_path / "classes.csv").exists() or len(pd.read_csv(tmp_path / "classes.csv")) == len(classes)

@@ -2419,32 +2419,18 @@ def check_classes(images: pd.DataFrame, classes: Sequence[str], where: str | Pat
         )
 
 
-def write_classification_classes(
-    images_csv: str | Path, classes: Sequence[str], out_csv: str | Path, methods: Sequence[str] = ()
-) -> pd.DataFrame:
+def write_classification_classes(images_csv: str | Path, classes: Sequence[str], out_csv: str | Path) -> pd.DataFrame:
     """Check ``classes`` (config ``classes.classification``) against the image table and write
     them, in that order, with their images and annotated particles in the data.
 
     The ``check_classes`` rule: its params hold the class list, so that a list changed after
     the raw tables were made is checked again before any job that reads it (:func:`write_tables`
     checks it on the run that reads the raw data, but is not re-run for a change of the list).
-    Each split method of ``methods`` (config ``split.methods``) must give every class particle
-    images in train, validation and test, were every image kept
-    (:func:`temvirus.augment.check_class_subsets` on :func:`temvirus.split.assign_split`): a class of
-    two images, or without a validation folder under ``given``, is refused here, before overlap
-    removal, not at augmentation after it (overlap removal may still empty a subset: refused then).
     """
-    from temvirus.augment import check_class_subsets
     from temvirus.io import write_csv
-    from temvirus.split import NoParticlesWarning, assign_split
 
     images = pd.read_csv(images_csv)
     check_classes(images, classes, images_csv)
-    alone = images.assign(overlap_group=images.image_id)  # before overlap removal: each image its own group
-    for method in methods:
-        with warnings.catch_warnings():  # images without particles: said when the split is made
-            warnings.simplefilter("ignore", NoParticlesWarning)
-            check_class_subsets(assign_split(alone, method), classes, images_csv, method)
     counts = images.groupby("class")["n_particles"].agg(images="size", particles="sum")
     table = counts.reindex(list(classes)).rename_axis("class").reset_index()
     log.info("%s: the %d classes of classes.classification are in the data", images_csv, len(table))

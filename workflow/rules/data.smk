@@ -88,6 +88,5 @@ rule check_classes:
         "../../envs/temvirus.yaml"
     params:
         classes=config["classes"]["classification"],
-        methods=config["split"]["methods"],
     script:
         "../scripts/check_classes.py"

@@ -5,7 +5,5 @@ from temvirus.smk import run_rule
 
 run_rule(
     snakemake,
-    lambda smk: write_classification_classes(
-        smk.input.images, smk.params.classes, smk.output.classes, smk.params.methods
-    ),
+    lambda smk: write_classification_classes(smk.input.images, smk.params.classes, smk.output.classes),
 )
