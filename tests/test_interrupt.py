@@ -47,12 +47,15 @@ def _temporaries(folder: Path) -> list[Path]:
 
 
 def _results(workdir: Path) -> dict[str, str]:
-    """sha256 of every result file but the lineage records (which hold times and hosts)."""
+    """sha256 of every result file but the lineage records (which hold times and hosts) and the
+    training jobs' resume state (no output: it holds seconds and the trainer's pid)."""
     results = workdir / "results"
     return {
         p.relative_to(results).as_posix(): sha256_file(p)
         for p in sorted(results.rglob("*"))
-        if p.is_file() and p.relative_to(results).parts[0] != "provenance"
+        if p.is_file()
+        and p.relative_to(results).parts[0] != "provenance"
+        and "resume" not in p.relative_to(results).parts[:-1]
     }
 
 
