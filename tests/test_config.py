@@ -313,7 +313,7 @@ def test_every_schema_problem_is_refused_one_line_each_naming_its_key(tmp_path):
     errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")]
     assert errors == [
         "Error: config micrographs.lr: '3e-3' is text, not a number (YAML 1.1 reads an exponent as a number only "
-        "after a dot and with its sign); write 3.0e-3, unquoted",
+        "after a dot and with its sign); write 3.0e-3, unquoted, in a config file (--configfile)",
         "Error: config overlap.fallback_scales: 0.8 is not of type 'array'",
         "Error: config overlap.min_ncc: 'high' is not of type 'number'",
         "Error: config training.epochs_typo: no such key (a typo?); the keys here are "

@@ -297,6 +297,7 @@ def test_outputs_lost_after_training_are_written_again_without_training_again(sp
     first = {name: (out / name).read_bytes() for name in ("best.pt", "last.pt", "metrics.csv", "curve.png")}
     for name in first:
         (out / name).unlink()
+    caplog.clear()  # the first run's epochs
     with caplog.at_level("INFO", logger="temvirus.train"):
         train_experiment(CUSTOM, split_dir, out, CLASSES, TINY)
     assert "training had ended; its outputs are written again from its final state" in caplog.text
