@@ -198,7 +198,7 @@ def _validator(headers: dict) -> tuple[str, str] | None:
     return (name, headers[name]) if name else None
 
 
-def _total_from_content_range(value: str | None, start: int, length: str | None = None) -> int | None:
+def _total_from_content_range(value: str | None, start: int, length: str | None) -> int | None:
     """Total size from ``Content-Range: bytes start-end/total``; raises _Resume if start differs, or
     if the body's ``Content-Length`` (``length``) is not the range's span (a range sent encoded: its
     bytes are no part of the file)."""

@@ -2489,10 +2489,7 @@ def changed_since_manifest(root: str | os.PathLike, manifest: str | os.PathLike)
     cache, stats = _stat_cache(manifest), {}
     now = {entry["path"]: entry for entry in _tree_entries(root, cache, stats)}
     then = {entry["path"]: entry for entry in json.loads(manifest.read_text(encoding="utf-8"))["files"]}
-    if stats != cache:
-        from temvirus.io import write_json
-
-        write_json(manifest.with_name(manifest.name + ".stat.json"), stats)
+    _save_stat_cache(manifest, cache, stats)
     return sorted(path for path in now.keys() | then.keys() if now.get(path) != then.get(path))
 
 
@@ -2545,9 +2542,16 @@ def _write_manifest(manifest: Path, content: dict, cache: dict, stats: dict, wha
     if changed:
         write_json(manifest, content)
         log.info("%s: %s, changed since the last run", manifest, what)
+    _save_stat_cache(manifest, cache, stats)
+    return changed
+
+
+def _save_stat_cache(manifest: Path, cache: dict, stats: dict) -> None:
+    """Write ``stats`` as ``{manifest}.stat.json`` (:func:`_stat_cache`) where it differs from ``cache``."""
+    from temvirus.io import write_json
+
     if stats != cache:
         write_json(manifest.with_name(manifest.name + ".stat.json"), stats)
-    return changed
 
 
 def update_archive_manifest(archives: Sequence[str | os.PathLike], manifest: str | os.PathLike) -> bool:
