@@ -329,11 +329,13 @@ def test_schema_problems_name_each_key_and_none_for_the_default_config():
     config["experiments"][0].update(model="small_cnn", init="imagenet")
     del config["audit"]
     config["trainig"] = {"epochs": 3}
+    config["training"]["lr"] = "0.01"  # --config training={lr: 0.01}: one value for a per-init mapping
     assert schema_problems(config, SCHEMA) == [
         "'audit' is a required property",
         "experiments[0]: custom and small_cnn have no ImageNet weights (init scratch only)",
         "seed: -1 is less than the minimum of 0",
         f"trainig: no such key (a typo?); the keys at the top are {', '.join(SCHEMA['properties'])}",
+        "training.lr: '0.01' is one value where a mapping is needed: {scratch: ..., imagenet: ...}",
     ]
 
 

@@ -415,6 +415,11 @@ def schema_problems(config: dict, schema: dict) -> list[str]:
         message = leaf.message
         if leaf.validator == "not" and "description" in leaf.validator_value:
             message = leaf.validator_value["description"]
+        types = [leaf.validator_value] if isinstance(leaf.validator_value, str) else leaf.validator_value
+        if leaf.validator == "type" and "object" in types and leaf.schema.get("properties"):
+            # a nested --config value (training={epochs: 5}) or a file's 'epochs: 5' for a per-init mapping
+            keys = ", ".join(f"{key}: ..." for key in leaf.schema["properties"])
+            message = f"{leaf.instance!r} is one value where a mapping is needed: {{{keys}}}"
         if isinstance(leaf.instance, bool) and leaf.validator == "enum":  # 'amp: off', unquoted
             message += " (YAML 1.1 reads an unquoted off, on, yes or no as true or false: quote the word)"
         where = key_path(leaf.absolute_path)
