@@ -384,6 +384,30 @@ def test_a_test_patch_that_is_a_mirrored_or_turned_copy_of_a_training_patch_fail
     assert found[0][3].startswith(pair) and named in found[0][3], found
 
 
+@pytest.mark.parametrize("degrees, flip", [(37.0, False), (-118.0, True)])
+def test_a_test_patch_turned_by_any_angle_from_a_training_patch_fails(copy, degrees, flip):
+    """Before, it passed: the turned pass tried the 90-degree turns and mirror images only (a copy of
+    another image's training patch turned by hand, or a scan turned on the scanner)."""
+    import re
+
+    import numpy as np
+    from scipy.ndimage import rotate
+
+    def turned_copy(source):
+        copied = rotate(source[:, ::-1] if flip else source, degrees, reshape=False, order=3, mode="reflect")
+        noise = np.random.default_rng(3).normal(0, 0.05 * source.std(), source.shape)
+        return copied * 0.9 + 0.05 * source.mean() + noise
+
+    test, train, found = plant_test_patch(copy, turned_copy)
+    pair = f"test {test.patch_id} (image {test.image_id}) ~ train {train.patch_id} (image {train.image_id}): NCC"
+    assert [f[1:3] for f in found] == [("leak", "results/patches/representative")], found
+    turn = re.search(r"the test patch (mirrored, )?turned (-?\d+)°", found[0][3])
+    assert found[0][3].startswith(pair) and turn, found
+    # the turn that brings the test patch back onto the training patch (mirrored first)
+    back = degrees if flip else -degrees
+    assert bool(turn[1]) == flip and abs((int(turn[2]) - back + 180) % 360 - 180) <= 2, found
+
+
 def test_unrecorded_and_missing_files_are_reported(copy):
     (copy / "results/tables").mkdir(parents=True, exist_ok=True)
     (copy / "results/tables/extra.csv").write_text("a\n1\n")

@@ -30,7 +30,9 @@ the ``audit`` rule call) and returns an :class:`AuditResult`; :func:`write_repor
 * ``leaks``: a test or validation patch that shows the same particle as a training patch of
   another image fails (max normalised cross-correlation of the band-passed patches over small
   shifts, :func:`~temvirus.audit.leakage.max_ncc`, at least :data:`LEAK_NCC`, after a nearest-neighbour
-  pre-screen), unless a reviewer's file of accepted leaks lists the pair with a reason.
+  pre-screen; or a copy of one mirrored or turned by any angle, at
+  :data:`~temvirus.audit.leakage.LEAK_TURNED_NCC`), unless a reviewer's file of accepted leaks lists
+  the pair with a reason.
 * ``table1``: the counts of ``results/tables/table1.csv`` follow from the split and patch tables.
 * ``targets`` (``temvirus audit`` only): every target of the run that the workflow's own audit
   job read (its record's inputs) is still there, unchanged: a file deleted together with its

@@ -267,6 +267,18 @@ LEAK_TURNED = D4[1:]
 #: ... where a pair fails at this |NCC| (copies score ~1; the most alike particles of different fields,
 #: turned: synthetic default run 0.860, real crops 0.893; docs/lineage.md)
 LEAK_TURNED_NCC = 0.95
+#: the free-turn pass (a copy turned by any angle, mirrored or not; :func:`free_turn_ncc`), failing at
+#: ``LEAK_TURNED_NCC`` too: rings of the central 160 nm sampled at these radii (px at 2 nm/px) ...
+LEAK_POLAR_RADII = tuple(range(3, 39, 2))
+#: ... every this many degrees (the turn is found to half of it) ...
+LEAK_POLAR_STEP_DEG = 1
+#: ... and described for the pre-screen by the magnitudes of their first angular Fourier orders (unchanged by
+#: a turn, a mirror image or an inverted contrast), averaged over ``LEAK_POLAR_BANDS`` bands of rings
+LEAK_POLAR_ORDERS = 9
+LEAK_POLAR_BANDS = 6
+#: training patches scored per test/validation patch in that pass: a turned copy is its source's nearest
+#: (60 of 60 planted in the default run's validation patches, turned and mirrored at random, docs/lineage.md)
+LEAK_TURN_NEIGHBOURS = 5
 
 
 def transform_name(transform: tuple[int, bool]) -> str:
@@ -287,30 +299,39 @@ def _standardised(patches: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np
     edges, which look alike across fields, are removed), zero where there is no data, unit std;
     the embeddings (:func:`_embed`) are of the smooth patch, for the pre-screen.
     """
-    from scipy.ndimage import gaussian_filter
+    n, side = len(patches), LEAK_TEMPLATE + 2 * LEAK_SHIFT
+    embeddings, detail = np.empty((n, LEAK_EMBED**2)), np.empty((n, side, side), dtype=np.float32)
+    for start in range(0, n, chunk):
+        block = _blocks(patches[start : start + chunk], side)
+        embeddings[start : start + chunk], detail[start : start + chunk] = _detail(block)
+    return embeddings, detail
 
+
+def _blocks(patches: np.ndarray, side: int) -> np.ndarray:
+    """``(n, side, side)`` float32: the central ``side`` x ``LEAK_BIN`` px of ``(n, h, w)`` patches averaged
+    in ``LEAK_BIN`` blocks (2 nm/px). Raises ValueError for patches smaller than that."""
     n, h, w = patches.shape
-    b, side = LEAK_BIN, LEAK_TEMPLATE + 2 * LEAK_SHIFT
+    b = LEAK_BIN
     top, left = (h - b * side) // 2, (w - b * side) // 2
     if top < 0 or left < 0:
         raise ValueError(f"patches of {h}x{w} px are smaller than the compared {b * side} px")
-    embeddings, detail = np.empty((n, LEAK_EMBED**2)), np.empty((n, side, side), dtype=np.float32)
-    for start in range(0, n, chunk):
-        block = np.asarray(
-            patches[start : start + chunk, top : top + b * side, left : left + b * side], dtype=np.float32
-        )
-        block = block.reshape(len(block), side, b, side, b).mean(axis=(2, 4))
-        valid = ~_nodata(block, LEAK_NODATA_MARGIN)
-        count = np.maximum(valid.sum(axis=(1, 2), keepdims=True), 1)
-        mean = (block * valid).sum(axis=(1, 2), keepdims=True) / count
-        block = np.where(valid, block, mean)
-        embeddings[start : start + chunk] = _embed(block)
-        band = gaussian_filter(block, (0, LEAK_BAND[0], LEAK_BAND[0])) - gaussian_filter(
-            block, (0, LEAK_BAND[1], LEAK_BAND[1])
-        )
-        band = np.where(valid, band, 0.0)
-        detail[start : start + chunk] = band / np.maximum(band.std(axis=(1, 2), keepdims=True), 1e-6)
-    return embeddings, detail
+    block = np.asarray(patches[:, top : top + b * side, left : left + b * side], dtype=np.float32)
+    return block.reshape(n, side, b, side, b).mean(axis=(2, 4))
+
+
+def _detail(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_standardised`'s embeddings and band-passed detail of ``(n, side, side)`` blocks (:func:`_blocks`)."""
+    from scipy.ndimage import gaussian_filter
+
+    valid = ~_nodata(block, LEAK_NODATA_MARGIN)
+    count = np.maximum(valid.sum(axis=(1, 2), keepdims=True), 1)
+    mean = (block * valid).sum(axis=(1, 2), keepdims=True) / count
+    block = np.where(valid, block, mean)
+    band = gaussian_filter(block, (0, LEAK_BAND[0], LEAK_BAND[0])) - gaussian_filter(
+        block, (0, LEAK_BAND[1], LEAK_BAND[1])
+    )
+    band = np.where(valid, band, 0.0)
+    return _embed(block), (band / np.maximum(band.std(axis=(1, 2), keepdims=True), 1e-6)).astype(np.float32)
 
 
 def _d4(images: np.ndarray, transforms: list[tuple[int, bool]]) -> list[np.ndarray]:
@@ -345,17 +366,27 @@ def candidate_pairs(
     training patch, as it is or with its contrast inverted) is closest, found with a KD-tree
     (``scipy.spatial.cKDTree``).
     """
-    from scipy.spatial import cKDTree
-
     if not len(query) or not len(train):
         return np.zeros((0, 2), dtype=np.int64)
     small = train.reshape(len(train), LEAK_EMBED, LEAK_EMBED)
     turned = [t.reshape(len(train), -1) for t in _d4(small, transforms)]
     points = np.concatenate(turned + [-t for t in turned])  # (2 x transforms x n_train, e*e): also inverted
-    owner = np.tile(np.arange(len(train)), 2 * len(transforms))
-    tree = cKDTree(points)
-    want = min(len(points), (k + 1) * 2 * len(transforms) + 32)  # room for the other views and same-image patches
-    _, found = tree.query(query, k=want)
+    return _nearest_of_other_images(query, query_images, points, len(train), train_images, k)
+
+
+def _nearest_of_other_images(
+    query: np.ndarray, query_images: np.ndarray, points: np.ndarray, n_train: int, train_images: np.ndarray, k: int
+) -> np.ndarray:
+    """``(m, 2)`` sorted index pairs: for each ``query`` row, the ``k`` training patches of other images whose
+    nearest view among ``points`` (views of the ``n_train`` training patches, view ``v`` of patch ``t`` at
+    row ``v * n_train + t``) is closest (``scipy.spatial.cKDTree``)."""
+    from scipy.spatial import cKDTree
+
+    if not len(query) or not n_train:
+        return np.zeros((0, 2), dtype=np.int64)
+    owner = np.tile(np.arange(n_train), len(points) // n_train)
+    want = min(len(points), (k + 1) * (len(points) // n_train) + 32)  # room for the other views and same-image patches
+    _, found = cKDTree(points).query(query, k=want)
     pairs = set()
     for q, row in enumerate(np.atleast_2d(found)):
         kept = 0
@@ -366,6 +397,110 @@ def candidate_pairs(
                 if kept == k:
                     break
     return np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
+
+
+def ring_spectra(patches: np.ndarray, chunk: int = 512) -> np.ndarray:
+    """``(n, len(LEAK_POLAR_RADII), 180 / LEAK_POLAR_STEP_DEG + 1)`` complex64: the angular Fourier transform
+    of rings around each patch's centre.
+
+    The smooth central 160 nm at 2 nm/px (as :func:`_standardised`, no-data areas at the mean) is
+    sampled (bilinear) on rings of :data:`LEAK_POLAR_RADII` px every :data:`LEAK_POLAR_STEP_DEG`
+    degrees, the rings of a patch centred and scaled to unit variance together. A turn of the patch
+    about its centre shifts every ring by one angle (a phase ramp here), a mirror image reverses them
+    (the conjugate): :func:`free_turn_ncc` reads the turn from them.
+    """
+    from scipy.ndimage import map_coordinates
+
+    n, side = len(patches), LEAK_TEMPLATE + 2 * LEAK_SHIFT
+    centre = (side - 1) / 2
+    radii = np.asarray(LEAK_POLAR_RADII, dtype=np.float32)[:, None]
+    angles = np.deg2rad(np.arange(0, 360, LEAK_POLAR_STEP_DEG))[None]
+    where = np.stack([centre + radii * np.sin(angles), centre + radii * np.cos(angles)])  # (2, rings, angles)
+    out = np.empty((n, len(LEAK_POLAR_RADII), len(angles[0]) // 2 + 1), dtype=np.complex64)
+    for start in range(0, n, chunk):
+        block = _blocks(patches[start : start + chunk], side)
+        valid = ~_nodata(block, LEAK_NODATA_MARGIN)
+        mean = (block * valid).sum(axis=(1, 2), keepdims=True) / np.maximum(valid.sum(axis=(1, 2), keepdims=True), 1)
+        block = np.where(valid, block, mean)
+        rings = np.stack([map_coordinates(b, where, order=1) for b in block])
+        rings -= rings.mean(axis=(1, 2), keepdims=True)
+        rings /= np.maximum(rings.std(axis=(1, 2), keepdims=True), 1e-6)
+        out[start : start + chunk] = np.fft.rfft(rings, axis=-1)
+    return out
+
+
+def turn_invariants(spectra: np.ndarray) -> np.ndarray:
+    """``(n, LEAK_POLAR_BANDS * LEAK_POLAR_ORDERS)`` unit vectors for the free-turn pre-screen: the magnitudes of
+    the first :data:`LEAK_POLAR_ORDERS` angular orders of :func:`ring_spectra`, averaged over
+    :data:`LEAK_POLAR_BANDS` bands of rings, centred (the same for a patch turned, mirrored or inverted)."""
+    n, rings, _ = spectra.shape
+    per_band = rings // LEAK_POLAR_BANDS
+    magnitude = np.abs(spectra[:, : per_band * LEAK_POLAR_BANDS, :LEAK_POLAR_ORDERS]).astype(np.float64)
+    e = magnitude.reshape(n, LEAK_POLAR_BANDS, per_band, LEAK_POLAR_ORDERS).mean(axis=2).reshape(n, -1)
+    e -= e.mean(axis=1, keepdims=True)
+    return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-9)
+
+
+def turn_candidates(
+    query: np.ndarray,
+    query_images: np.ndarray,
+    train: np.ndarray,
+    train_images: np.ndarray,
+    k: int = LEAK_TURN_NEIGHBOURS,
+) -> np.ndarray:
+    """The free-turn pass's pre-screen: ``(m, 2)`` index pairs (query patch, training patch of another image),
+    for each query patch the ``k`` nearest in :func:`turn_invariants` of their :func:`ring_spectra`."""
+    return _nearest_of_other_images(
+        turn_invariants(query), query_images, turn_invariants(train), len(train), train_images, k
+    )
+
+
+def free_turn_ncc(
+    query_patches: np.ndarray,
+    query_spectra: np.ndarray,
+    train_detail: np.ndarray,
+    train_spectra: np.ndarray,
+    pairs: np.ndarray,
+    chunk: int = 256,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per pair: :func:`max_ncc` of the query patch turned (and mirrored) onto the training patch.
+
+    ``query_patches``: ``(n, h, w)`` patches at 1 nm/px; ``*_spectra``: their :func:`ring_spectra`;
+    ``train_detail``: the training patches' band-passed centres (:func:`_standardised`). The turn is
+    the angle of the largest ``|correlation|`` of the two patches' rings, summed over the rings (both
+    as they are and with the query mirrored: to :data:`LEAK_POLAR_STEP_DEG`); the query's 2 nm/px
+    block is turned by it about the centre (bilinear) and compared untransformed.
+    Returns ``(ncc, shift_px, angle_deg, mirrored)`` (the query mirrored left-right, then turned
+    by ``angle_deg`` as ``scipy.ndimage.rotate`` turns an array).
+    """
+    from scipy.ndimage import map_coordinates
+
+    m, side = len(pairs), LEAK_TEMPLATE + 2 * LEAK_SHIFT
+    grid = np.mgrid[:side, :side].astype(np.float64) - (side - 1) / 2  # (2, side, side): (row, column) from the centre
+    n_angles = 360 // LEAK_POLAR_STEP_DEG
+    ncc, shift = np.zeros(m), np.zeros((m, 2), dtype=np.int64)
+    angle, mirrored = np.zeros(m), np.zeros(m, dtype=bool)
+    for start in range(0, m, chunk):
+        q, t = pairs[start : start + chunk, 0], pairs[start : start + chunk, 1]
+        a, b = query_spectra[q], train_spectra[t]
+        # the query as it is (a), or mirrored: its rings reversed, whose transform is the conjugate
+        corr = np.fft.irfft(np.stack([(b * np.conj(a)).sum(axis=1), (b * a).sum(axis=1)]), n=n_angles, axis=-1)
+        flat = np.abs(corr).transpose(1, 0, 2).reshape(len(q), -1).argmax(axis=1)
+        mirror, step = np.divmod(flat, n_angles)
+        turn = np.where(mirror == 1, 180.0, 0.0) - step * LEAK_POLAR_STEP_DEG
+        rows, index = np.unique(q, return_inverse=True)
+        whole = _blocks(query_patches[rows], query_patches.shape[-1] // LEAK_BIN)
+        centre = (whole.shape[-1] - 1) / 2
+        turned = np.empty((len(q), side, side), dtype=np.float32)
+        for i, (row, flip, deg) in enumerate(zip(index, mirror == 1, turn)):
+            # scipy.ndimage.rotate's turn (its axes (1, 0)), sampled only where the compared centre lies
+            cos, sin = np.cos(np.deg2rad(deg)), np.sin(np.deg2rad(deg))
+            where = np.stack([cos * grid[0] + sin * grid[1], -sin * grid[0] + cos * grid[1]]) + centre
+            turned[i] = map_coordinates(whole[row][:, ::-1] if flip else whole[row], where, order=1, mode="nearest")
+        score, moved, _ = max_ncc(_detail(turned)[1], train_detail[t])
+        ncc[start : start + chunk], shift[start : start + chunk] = score, moved
+        angle[start : start + chunk], mirrored[start : start + chunk] = (turn + 180.0) % 360.0 - 180.0, mirror == 1
+    return ncc, shift, angle, mirrored
 
 
 def max_ncc(
@@ -604,15 +739,16 @@ def check_leaks(folder: Folder, threshold: float = LEAK_NCC, accepted: dict | No
     of another image (:func:`max_ncc` at least ``threshold``, or at most its negative: the contrast
     inverted, after the :func:`candidate_pairs` pre-screen; within :data:`LEAK_CONTEXT_MARGIN` of
     ``threshold`` only where the field agrees, :func:`leak_decision`, else noted as alike
-    particles), or that is one mirrored or turned by 90 degrees (a pass of its own over
-    :data:`LEAK_TURNED`, failing at :data:`LEAK_TURNED_NCC` or ``threshold`` if higher),
+    particles), or that is one mirrored or turned (a pass of its own over :data:`LEAK_TURNED`, and one
+    turning by any angle, :func:`free_turn_ncc`; both failing at :data:`LEAK_TURNED_NCC` or ``threshold``
+    if higher),
     unless ``accepted`` (:func:`read_accepted_leaks`) lists the pair: then it is a note
     with the reviewer's reason. Accepted pairs that are not found are noted too."""
     check = Check(
         "leaks",
         f"Same particle in a training and a test/validation patch (max |NCC| >= {threshold + LEAK_CONTEXT_MARGIN:g}, "
         f"or >= {threshold:g} with the field agreeing: inverted contrast too;"
-        f" mirrored or turned by 90 degrees at >= {max(threshold, LEAK_TURNED_NCC):g})",
+        f" mirrored or turned by any angle at >= {max(threshold, LEAK_TURNED_NCC):g})",
     )
     dirs = _patch_dirs(folder, check)
     if not dirs:
@@ -628,6 +764,7 @@ def check_leaks(folder: Folder, threshold: float = LEAK_NCC, accepted: dict | No
             covered.append(f"{method}: not compared (no training array, or arrays unlike the table)")
             continue
         (train_embedded, train), train_rows = _standardised(arrays["train"]), tables["train"]
+        train_spectra = ring_spectra(arrays["train"])
         n_pairs = n_query = 0
         for subset in ("validation", "test"):
             if subset not in arrays or not len(arrays[subset]):
@@ -655,9 +792,21 @@ def check_leaks(folder: Folder, threshold: float = LEAK_NCC, accepted: dict | No
                         continue
                     around, agrees = field.get(k, (np.nan, False))
                     if transforms is not LEAK_TRANSFORMS or leak_decision(score, least, around, agrees):
-                        found.setdefault((int(q), int(t)), (least, score, move, transforms[tr], around, agrees))
+                        found.setdefault(
+                            (int(q), int(t)), (least, score, move, transform_name(transforms[tr]), around, agrees)
+                        )
                     else:
                         alike[int(q), int(t)] = (score, move, around)
+            # turned by any angle (a copy turned by hand, a turned scan): a pass of its own, at the turned threshold
+            least = max(threshold, LEAK_TURNED_NCC)
+            spectra = ring_spectra(arrays[subset])
+            pairs = turn_candidates(spectra, rows.image_id.to_numpy(), train_spectra, train_rows.image_id.to_numpy())
+            n_pairs += len(pairs)
+            ncc, shift, angle, mirrored = free_turn_ncc(arrays[subset], spectra, train, train_spectra, pairs)
+            for (q, t), score, move, deg, flip in zip(pairs, ncc, shift, angle, mirrored):
+                if abs(score) >= least:
+                    turned = ("mirrored, " if flip else "") + f"turned {deg:.0f}°"
+                    found.setdefault((int(q), int(t)), (least, score, move, turned, np.nan, False))
             n_query += len(query)
             for (q, t), (score, (dy, dx), around) in sorted(alike.items()):
                 if (q, t) not in found:
@@ -673,11 +822,12 @@ def check_leaks(folder: Folder, threshold: float = LEAK_NCC, accepted: dict | No
                     )
             for (q, t), (least, score, (dy, dx), tr, around, agrees) in sorted(found.items()):
                 a, b = rows.iloc[q], train_rows.iloc[t]
-                why = _leak_reason(score, least, around, agrees) if tr == D4[0] else f"fails at |NCC| >= {least:g}"
+                identity = tr == transform_name(D4[0])
+                why = _leak_reason(score, least, around, agrees) if identity else f"fails at |NCC| >= {least:g}"
                 detail = (
                     f"{subset} {a.patch_id} (image {a.image_id}) ~ train {b.patch_id} (image {b.image_id}): NCC {score:.3f}"
                     f" (shift {LEAK_BIN * dx:+d}, {LEAK_BIN * dy:+d} nm, "
-                    f"{'as it is' if tr == D4[0] else 'the ' + subset + ' patch ' + transform_name(tr)}"
+                    f"{'as it is' if identity else 'the ' + subset + ' patch ' + tr}"
                     f"{', contrast inverted' if score < 0 else ''}; {why})"
                 )
                 key = (method, a.patch_id, b.patch_id)
