@@ -1425,3 +1425,151 @@ def test_a_resumed_range_that_is_no_part_of_the_file_is_dropped_and_the_file_fet
     fetch(file_server.url("/r.tar.gz"), tmp_path / "r.tar.gz", **FAST)
     assert (tmp_path / "r.tar.gz").read_bytes() == body
     assert [rng is not None for _, rng in file_server.requests] == [False, True, False]
+
+
+# -- archives as a new user's probe had them (session 42) -----------------------------------------
+
+
+def test_a_zip_of_one_zip_per_subset_goes_in_as_the_folder_of_them_does(tmp_path):
+    """Before: refused ("several raw-layout folders found ... point at one of them", which read one
+    subset without a word); the same zips in a folder went in. Now both give the whole layout."""
+    from temvirus.download import locate_local
+
+    tree = make_raw_tree(tmp_path / "made")
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for subset in ("train", "test"):
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as zf:
+            for path in sorted((tree / subset).rglob("*")):
+                if path.is_file():
+                    zf.write(path, path.relative_to(tree).as_posix())
+        (parts / f"context_virus_RAW_{subset}.zip").write_bytes(buffer.getvalue())
+    outer = tmp_path / "outer" / "all.zip"
+    outer.parent.mkdir()
+    with zipfile.ZipFile(outer, "w") as zf:
+        for part in sorted(parts.iterdir()):
+            zf.write(part, part.name)
+    reference = read_dataset(tree)[0]
+    for given, out in ((parts, "from_folder"), (outer, "from_outer")):
+        summary = extract_archives(locate_local(given)[1], tmp_path / out)
+        assert summary["images"] == 4
+        assert read_dataset(tmp_path / out)[0].equals(reference)
+
+
+@pytest.mark.parametrize(
+    "how, message",
+    [
+        ("encrypted", "'context_virus_RAW/.*' \\(encrypted: a password is needed\\)"),
+        ("deflate64", "\\(compressed with Deflate64 \\(Windows Explorer's for large archives\\)\\)"),
+    ],
+)
+def test_zip_members_zipfile_cannot_read_are_refused_naming_the_archive(tmp_path, raw_zip, how, message):
+    """Before: a raw RuntimeError ("... is encrypted, password required") or NotImplementedError ("That
+    compression method is not supported") from the extraction, naming neither the archive nor what to do."""
+    data = bytearray(raw_zip)
+    for magic, flags_at, method_at in ((b"PK\x03\x04", 6, 8), (b"PK\x01\x02", 8, 10)):
+        at = data.find(magic)
+        while at >= 0:
+            if how == "encrypted":
+                data[at + flags_at] |= 0x1
+            else:
+                data[at + method_at] = 9
+            at = data.find(magic, at + 4)
+    archive = _write(tmp_path / "in" / "a.zip", bytes(data))
+    with pytest.raises(DownloadError, match=message) as caught:
+        extract_archives([archive], tmp_path / "out" / "raw")
+    assert str(caught.value).startswith(f"{archive}: Python's zipfile cannot extract ")
+    assert str(caught.value).endswith(
+        "extract the archive with 7-Zip or unzip and point dataset.local.path at the extracted folder"
+    )
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("parts", [["a.zip", "a.z01"], ["a.zip.001", "a.zip.002"]])
+def test_the_parts_of_a_split_archive_are_named_so(tmp_path, raw_zip, parts):
+    """Before: "corrupt or truncated archive (BadZipFile: Bad magic number ...)" or "no end-of-archive
+    record: copy or download it again", which downloading again does not mend."""
+    from temvirus.download import locate_local
+
+    half = len(raw_zip) // 2
+    for name, data in zip(parts, (raw_zip[:half], raw_zip[half:]) if parts[0].endswith("001") else (raw_zip, b"x")):
+        _write(tmp_path / "in" / name, data)
+    with pytest.raises(DownloadError, match="part of a split \\(multi-part\\) archive: join the parts first"):
+        locate_local(tmp_path / "in" / parts[0])
+    if parts[0].endswith("001"):  # a folder of numbered parts: found as parts
+        with pytest.raises(DownloadError, match="parts of a split archive \\(join them first\\)"):
+            locate_local(tmp_path / "in")
+
+
+@pytest.mark.parametrize(
+    "data, message", [(b"", "an empty file \\(0 bytes\\)"), (b"\x28\xb5\x2f\xfd\0\0", "a Zstandard-compressed")]
+)
+def test_an_empty_file_and_a_zstandard_archive_are_named_so(tmp_path, data, message):
+    from temvirus.download import locate_local
+
+    with pytest.raises(DownloadError, match=message):
+        locate_local(_write(tmp_path / "a.tar.zst", data))
+
+
+def test_two_subset_folders_of_one_name_outside_the_raw_layout_are_not_judged(tmp_path):
+    """Before: ``old_project/Test`` beside ``old_project/test`` anywhere in the folder stopped the
+    workflow with a traceback (a RawDataError escaped while the raw layout was searched for)."""
+    raw = make_raw_tree(tmp_path / "data" / "context_virus_RAW")
+    for name in ("Test", "test"):
+        (tmp_path / "data" / "old_project" / name).mkdir(parents=True)
+    assert find_raw_root(tmp_path / "data") == raw
+    shutil.rmtree(raw)
+    with pytest.raises(RawDataError, match="two folders for the test subset: Test/ and test/"):
+        find_raw_root(tmp_path / "data")
+
+
+def test_a_folder_in_another_unicode_form_than_its_archive_is_the_same_data(tmp_path):
+    """Before: a folder copied from macOS (names in NFD) beside its zip (NFC) was refused, the same
+    names listed as missing from the folder and as not in the archive."""
+    import unicodedata
+
+    from temvirus.download import locate_local
+
+    tree = make_raw_tree(tmp_path / "made")
+    image = next(tree.glob("train/Adenovirus/*.tif"))
+    named = image.with_name("Probe_\u00e4_1.tif")
+    image.rename(named)
+    positions = next(tree.glob("train/Adenovirus/particle_positions/*"))
+    positions.rename(positions.with_name("Probe_\u00e4_1_particlepositions.txt"))
+    tags = next(tree.glob("train/Adenovirus/tags/*"))
+    tags.rename(tags.with_name("Probe_\u00e4_1.tif_tags.csv"))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "raw.zip").write_bytes(zip_tree(tree))  # NFC names
+    copy = tmp_path / "data" / "context_virus_RAW"
+    shutil.copytree(tree, copy)
+    for path in sorted(copy.rglob("*\u00e4*")):
+        path.rename(path.with_name(unicodedata.normalize("NFD", path.name)))
+    assert locate_local(tmp_path / "data") == (copy, [])
+
+
+def test_a_relative_path_that_is_not_there_names_the_folder_it_is_taken_from(tmp_path, monkeypatch):
+    from temvirus.download import locate_local
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        DownloadError, match=f"no such file or folder \\(relative to the working directory {tmp_path}\\)"
+    ):
+        locate_local("data/raw.zip")
+
+
+def test_a_download_that_is_no_whole_archive_is_removed_when_no_hash_vouched_for_it(file_server, tmp_path, raw_zip):
+    """Before: kept as downloaded (the server's Content-Length matched the short body), and every rerun
+    reused it ("already downloaded"), failing the same way."""
+    file_server.files["/f/raw.zip"] = raw_zip[: len(raw_zip) - 1000]
+    entry = {"name": "raw.zip", "url": file_server.url("/f/raw.zip"), "size": None, "sha256": None}
+    settings = {"id": "x4dwwfwtw3", "version": 3, "api_url": "", "include": "*", "files": [entry]}
+    root, record, downloads = tmp_path / "ds" / "raw", tmp_path / "ds" / "record.json", tmp_path / "ds" / "downloads"
+    with pytest.raises(
+        DownloadError, match="truncated or corrupt zip.*; it was removed, so the next run downloads it again"
+    ):
+        download_dataset(settings, root, record, downloads)
+    assert not (downloads / "raw.zip").exists() and not root.exists()
+    file_server.files["/f/raw.zip"] = raw_zip  # the server mended
+    download_dataset(settings, root, record, downloads)
+    assert len(read_dataset(root)[0]) == 4

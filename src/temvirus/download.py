@@ -43,6 +43,7 @@ import re
 import shutil
 import stat
 import tarfile
+import unicodedata
 import zipfile
 import zlib
 from collections import Counter
@@ -598,9 +599,30 @@ def _zip_name(info: zipfile.ZipInfo) -> str:
 
 
 #: suffixes of archive formats that cannot be extracted here (named when no raw layout is found)
-UNSUPPORTED_ARCHIVES = (".7z", ".rar")
+UNSUPPORTED_ARCHIVES = (".7z", ".rar", ".zst", ".tzst")
 #: leading bytes of archive formats that cannot be extracted here, for a clear message
-_OTHER_ARCHIVES = {b"7z\xbc\xaf\x27\x1c": "7-Zip", b"Rar!": "RAR"}
+_OTHER_ARCHIVES = {
+    b"7z\xbc\xaf\x27\x1c": "7-Zip",
+    b"Rar!": "RAR",
+    b"\x28\xb5\x2f\xfd": "Zstandard-compressed (a .tar.zst?)",
+}
+#: names of the parts of a split archive: Info-ZIP's ``zip -s`` (``.z01``...) and 7-Zip's or ``split``'s
+#: (``.zip.001``..., ``.tar.gz.001``...)
+_PART = re.compile(r"\.(z\d{2,}|(zip|tar(\.\w+)?|tgz|7z)\.\d{3,})$", re.IGNORECASE)
+#: zip compression methods that Python's zipfile reads (stored, deflate, bzip2, LZMA)
+_ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+_ZIP_METHOD_NAMES = {9: "Deflate64 (Windows Explorer's for large archives)", 93: "Zstandard", 95: "xz", 98: "PPMd"}
+
+
+def multipart(path: Path) -> str | None:
+    """What to do when ``path`` is part of a split archive (a ``.z01``/``.001`` part, or a ``.zip`` with
+    ``.z01`` beside it: ``zip -s``), else None: such parts are read only joined."""
+    if _PART.search(path.name) or (path.suffix.lower() == ".zip" and path.with_suffix(".z01").exists()):
+        return (
+            "part of a split (multi-part) archive: join the parts first (zip -s 0 NAME.zip --out whole.zip for "
+            ".z01 parts; cat NAME.001 NAME.002 ... > NAME for numbered ones) and give the whole archive"
+        )
+    return None
 
 
 def _is_html(path: Path) -> bool:
@@ -614,7 +636,11 @@ def _not_an_archive(archive: Path) -> DownloadError:
     """The error for a file that zipfile and tarfile refuse, saying what it looks like."""
     with open(archive, "rb") as fh:
         head = fh.read(512)
-    if _is_html(archive):
+    if multipart(archive):
+        why = multipart(archive)
+    elif not head:
+        why = "an empty file (0 bytes): copy or download it again"
+    elif _is_html(archive):
         why = "an HTML page (a login, error or redirect page?), not an archive"
     elif head.startswith(b"PK"):
         why = "a truncated or corrupt zip (no end-of-archive record): copy or download it again"
@@ -629,8 +655,10 @@ def _not_an_archive(archive: Path) -> DownloadError:
 def _check_members(archive: Path, target: Path) -> tuple[str, dict[str, int]]:
     """Check every member of ``archive`` before anything is extracted; returns 'zip' or 'tar' and
     the paths of its file members (``/``-separated) with their sizes in bytes."""
-    problems, files, names = [], [], []  # names: of every member, folders too
+    problems, files, names, unreadable = [], [], [], []  # names: of every member, folders too
     try:
+        if multipart(archive):
+            raise DownloadError(f"{archive}: {multipart(archive)}")
         if zipfile.is_zipfile(archive):
             kind = "zip"
             with zipfile.ZipFile(archive) as zf:
@@ -644,6 +672,11 @@ def _check_members(archive: Path, target: Path) -> tuple[str, dict[str, int]]:
                         problems.append(f"{info.filename!r} ({reason})")
                     elif not name.endswith("/"):
                         files.append((posixpath.normpath(name), info.file_size))
+                        if info.flag_bits & 0x1:  # APPNOTE 4.4.4 bit 0
+                            unreadable.append(f"{name!r} (encrypted: a password is needed)")
+                        elif info.compress_type not in _ZIP_METHODS:
+                            method = _ZIP_METHOD_NAMES.get(info.compress_type, f"method {info.compress_type}")
+                            unreadable.append(f"{name!r} (compressed with {method})")
         elif tarfile.is_tarfile(archive):
             kind = "tar"
             with tarfile.open(archive) as tf:
@@ -679,6 +712,12 @@ def _check_members(archive: Path, target: Path) -> tuple[str, dict[str, int]]:
         raise DownloadError(f"{archive}: corrupt or truncated archive ({type(exc).__name__}: {exc})") from None
     if problems:
         raise DownloadError(f"{archive}: refusing to extract unsafe members: {', '.join(problems[:10])}")
+    if unreadable:
+        listed = ", ".join(unreadable[:3]) + (f" ... ({len(unreadable)} in all)" if len(unreadable) > 3 else "")
+        raise DownloadError(
+            f"{archive}: Python's zipfile cannot extract {listed}; extract the archive with 7-Zip or unzip and "
+            "point dataset.local.path at the extracted folder"
+        )
     return kind, dict(files)
 
 
@@ -722,18 +761,26 @@ def find_raw_root(tree: str | os.PathLike) -> Path:
     subset folders but no tags/positions, and the archives found, if any).
     """
     tree = Path(tree)
-    hits, lookalikes = [], []
+    hits, lookalikes, unclear = [], [], []
     for folder in _walk(tree):
         if any(folder.is_relative_to(hit) for hit in hits):
             continue
-        if is_raw_root(folder):
-            hits.append(folder)
-        elif subset_folders(folder):
-            lookalikes.append(folder)
+        try:
+            if is_raw_root(folder):
+                hits.append(folder)
+            elif subset_folders(folder):
+                lookalikes.append(folder)
+        except RawDataError as exc:  # Test/ beside test/: judged only if no raw layout is found elsewhere
+            unclear.append(exc)
     if len(hits) > 1:
-        raise DownloadError(f"{tree}: several raw-layout folders found: {[str(h) for h in hits]}; point at one of them")
+        raise DownloadError(
+            f"{tree}: several raw-layout folders found: {[str(h) for h in hits]}; point dataset.local.path at "
+            "one of them (in an archive: extract it first), or keep only one there"
+        )
     if hits:
         return hits[0]
+    if unclear:
+        raise unclear[0]
     detail = (
         f"; folders with {'/'.join(SUBSETS)} but no tags/ and particle_positions/ (not the raw layout): {[str(f) for f in lookalikes]}"
         if lookalikes
@@ -745,9 +792,11 @@ def find_raw_root(tree: str | os.PathLike) -> Path:
         str(f) for folder in _walk(tree) for f in sorted(folder.iterdir()) if f.suffix.lower() in UNSUPPORTED_ARCHIVES
     ]
     detail += f"; archives of a format not supported (extract them yourself): {others}" if others else ""
+    parts = [str(f) for folder in _walk(tree) for f in sorted(folder.iterdir()) if f.is_file() and multipart(f)]
+    detail += f"; parts of a split archive (join them first): {parts[:5]}" if parts else ""
     raise DownloadError(
         f"{tree}: no raw-layout folder ({'/'.join(SUBSETS)} with class folders holding tags/ and "
-        f"particle_positions/) found{detail}"
+        f"particle_positions/) found, searching {MAX_DEPTH} folder levels down{detail}"
     )
 
 
@@ -769,7 +818,12 @@ def check_folder_against_archives(root: Path, tree: Path) -> None:
     it whole, at every start of the workflow (the published archive is a zip: its listing is read
     from its end).
     """
-    folder = {path.relative_to(root).as_posix(): path.stat().st_size for path in tree_files(root) if path.is_file()}
+    # names compared in one Unicode form: a folder copied from macOS (NFD) beside its zip (NFC) is the same data
+    folder = {
+        unicodedata.normalize("NFC", path.relative_to(root).as_posix()): path.stat().st_size
+        for path in tree_files(root)
+        if path.is_file()
+    }
     pooled, sources = {}, []  # a dataset split over several archives is compared as one
     for archive in (a for a in find_archives(tree) if not a.is_relative_to(root)):
         try:
@@ -779,7 +833,11 @@ def check_folder_against_archives(root: Path, tree: Path) -> None:
                 f"{root}: cannot be compared with {archive} beside it ({exc}); repair or remove the archive, "
                 "or point dataset.local.path at the folder itself"
             ) from None
-        members = {name: size for name, size in members.items() if not any(ignored(part) for part in name.split("/"))}
+        members = {
+            unicodedata.normalize("NFC", name): size
+            for name, size in members.items()
+            if not any(ignored(part) for part in name.split("/"))
+        }
         prefixes = Counter(
             "/".join(parts[:i])
             for parts in (name.split("/") for name in members)
@@ -827,8 +885,9 @@ def locate_local(path: str | os.PathLike) -> tuple[Path | None, list[Path]]:
     if path.is_file():
         return None, [_archive_file(path)]
     if not path.is_dir():
+        where = "" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})"
         raise DownloadError(
-            f"{path}: no such file or folder; give a raw-layout folder, an archive, or a folder holding them"
+            f"{path}: no such file or folder{where}; give a raw-layout folder, an archive, or a folder holding them"
         )
     try:
         root = find_raw_root(path)
@@ -846,7 +905,7 @@ def _archive_file(path: Path) -> Path:
     extracted), else :class:`DownloadError` saying what it looks like (:func:`_not_an_archive`): found
     when the workflow starts, not as a traceback of its extraction job."""
     try:
-        if zipfile.is_zipfile(path) or tarfile.is_tarfile(path):
+        if not multipart(path) and (zipfile.is_zipfile(path) or tarfile.is_tarfile(path)):
             return path
     except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError):
         pass
@@ -888,11 +947,29 @@ def _extracted_root(staging: Path) -> Path:
         nested = find_archives(staging)
         if not nested:
             raise
-    for archive in nested:
-        inner = archive.with_name(archive.name + ".extracted")
-        _extract(archive, _check_members(archive, inner)[0], inner)
-        archive.unlink()
+    # the archives of one folder together, as dataset.local.path's folder of archives is (a zip per subset)
+    for folder in dict.fromkeys(archive.parent for archive in nested):
+        together = [archive for archive in nested if archive.parent == folder]
+        inner = folder / (together[0].name + ".extracted" if len(together) == 1 else "archives.extracted")
+        _extract_together(together, inner)
+        for archive in together:
+            archive.unlink()
     return find_raw_root(staging)
+
+
+def _extract_together(archives: list[Path], target: Path) -> None:
+    """Extract ``archives`` into ``target`` once all their members are checked (:func:`_check_members`);
+    a path held by two of them is refused (two copies of the dataset, the last one would win unseen)."""
+    checked = [_check_members(archive, target) for archive in archives]
+    owner: dict[str, Path] = {}
+    for archive, (_, files) in zip(archives, checked):
+        for name in files:
+            if owner.setdefault(name, archive) != archive:
+                raise DownloadError(
+                    f"{archive}: holds {name!r} like {owner[name]}: two copies of the dataset? keep only one archive there"
+                )
+    for archive, (kind, _) in zip(archives, checked):
+        _extract(archive, kind, target)
 
 
 def extract_archives(archives: list[Path], target: str | os.PathLike) -> dict:
@@ -909,17 +986,7 @@ def extract_archives(archives: list[Path], target: str | os.PathLike) -> dict:
     # named like temvirus.io's temporaries: the workflow's start removes a killed job's leftover
     staging = temporary_dir(target)
     try:
-        checked = [_check_members(archive, staging) for archive in archives]
-        owner: dict[str, Path] = {}
-        for archive, (_, files) in zip(archives, checked):
-            for name in files:
-                if owner.setdefault(name, archive) != archive:
-                    raise DownloadError(
-                        f"{archive}: holds {name!r} like {owner[name]}: two copies of the dataset? "
-                        "keep only one archive there"
-                    )
-        for archive, (kind, _) in zip(archives, checked):
-            _extract(archive, kind, staging)
+        _extract_together(archives, staging)
         try:
             root = _extracted_root(staging)
             images, particles = read_dataset(root, hash_files=False)
@@ -970,6 +1037,7 @@ def download_dataset(
             got["hash_source"] = "config" if listed_by == "config" else "listing"
         else:
             got["hash_source"] = "computed on download: no published sha256 to verify against"
+            _drop_if_unreadable(dest)
         entries.append(got)
         archives.append(Path(got["path"]))
     summary = extract_archives(archives, root)
@@ -988,6 +1056,18 @@ def download_dataset(
             "recorded_at": _now(),
         },
     )
+
+
+def _drop_if_unreadable(dest: Path) -> None:
+    """Remove a download that no published sha256 vouched for when it is no whole archive (a server that
+    sent a short Content-Length, a body cut short by a proxy): kept, every rerun would take it for done
+    and fail the same way. Raises :class:`DownloadError` saying so."""
+    try:
+        _check_members(_archive_file(dest), dest.parent)
+    except DownloadError as exc:
+        dest.unlink(missing_ok=True)
+        _record_path(dest).unlink(missing_ok=True)
+        raise DownloadError(f"{exc}; it was removed, so the next run downloads it again") from None
 
 
 def extraction_manifest(root: str | os.PathLike) -> Path:

@@ -81,7 +81,7 @@ def _local_source():
     if not _LOCAL:
         path = config["dataset"]["local"]["path"]  # not empty (configcheck)
         from temvirus.download import DownloadError, locate_local
-        from temvirus.raw import update_archive_manifest, update_manifest
+        from temvirus.raw import RawDataError, update_archive_manifest, update_manifest
 
         try:
             root, archives = locate_local(path)
@@ -89,7 +89,8 @@ def _local_source():
                 update_manifest(root, LOCAL_MANIFEST)
             elif archives:
                 update_archive_manifest(archives, LOCAL_ARCHIVES_MANIFEST)
-        except DownloadError as exc:  # no such path, or nothing to use at it
+        # no such path, nothing to use at it, or an unclear layout (Test/ beside test/)
+        except (DownloadError, RawDataError) as exc:
             refuse(f"dataset.local.path {path!r}: {exc}")
         except OSError as exc:  # a file there that cannot be read
             refuse(
