@@ -2706,3 +2706,30 @@ def test_a_whole_png_with_bytes_after_its_end_chunk_is_read(good):
     image = write_image(good, "train", "Adenovirus", "padded", [[(3, 3)]], size=(400, 300), suffix=".png")
     image.write_bytes(image.read_bytes() + bytes(5000))
     assert "padded" in set(read_dataset(good)[0].image_id)
+
+
+def test_a_subset_folder_or_a_class_missing_from_one_is_warned_of(tmp_path, caplog, capsys):
+    """Before: an archive or folder without its validation/ subset (or a class without images in one)
+    went in without a word: the representative split method pools the folders, so the run had fewer
+    images than published. Now the raw tables' log and `temvirus read` name each gap."""
+    from temvirus.cli import main
+
+    root = tmp_path / "raw"
+    for split in ("train", "test"):
+        write_image(root, split, "Adenovirus", f"A_{split}", [[(10, 10)]])
+    write_image(root, "train", "Rift Valley", "R_train", [[(12, 12)]])
+    with caplog.at_level(logging.WARNING, logger="temvirus.raw"):
+        write_tables(root, tmp_path / "images.csv", tmp_path / "particles.csv")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{root}: no images in a validation/ subset folder (absent, or holding no class folder)",
+        f"{root}: class RiftValley has no images in test/",
+    ]
+    assert main(["read", str(root)]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert warned == [f"warning: {m.getMessage()}" for m in caplog.records]
+    shutil.rmtree(root / "train" / "Rift Valley")
+    write_image(root, "validation", "Adenovirus", "A_validation", [[(10, 10)]])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="temvirus.raw"):
+        write_tables(root, tmp_path / "images.csv", tmp_path / "particles.csv")
+    assert caplog.records == []

@@ -124,7 +124,7 @@ def _read_arguments(p: argparse.ArgumentParser) -> None:
 
 def _read(args: argparse.Namespace) -> int:
     from temvirus.download import check_folder_against_archives, find_raw_root
-    from temvirus.raw import read_dataset, subset_folders, write_tables
+    from temvirus.raw import read_dataset, subset_folders, subset_gaps, write_tables
 
     if (args.images is None) != (args.particles is None):
         raise SystemExit("temvirus read: give both --images and --particles, or neither")
@@ -140,6 +140,8 @@ def _read(args: argparse.Namespace) -> int:
         images=("image_id", "size"), particles=("n_particles", "sum")
     )
     print(summary.unstack("folder_subset", fill_value=0).to_string())
+    for gap in subset_gaps(images):
+        print(f"warning: {args.root}: {gap}", file=sys.stderr)
     print(
         f"{args.root}: {len(images)} images, {int(images.n_particles.sum())} particles, {images['class'].nunique()} classes"
     )

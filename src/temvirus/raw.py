@@ -2390,6 +2390,8 @@ def write_tables(
             raise ValueError(f"{table}: inside the raw-layout folder {root} it reads; write the table elsewhere")
     images, particles = read_dataset(root)
     check_classes(images, classes, root)
+    for gap in subset_gaps(images):
+        log.warning("%s: %s", root, gap)
     log.info(
         "%s: %d images, %d particles, %d classes",
         root,
@@ -2405,6 +2407,22 @@ def write_tables(
         # stops, a rerun writes both), never an earlier image table beside a new particle table.
         write_target(images_csv).unlink(missing_ok=True)  # through a link, as atomic_path writes
     return images, particles
+
+
+def subset_gaps(images: pd.DataFrame) -> list[str]:
+    """What the raw layout's subset folders lack, one line each: a subset folder with no images at all
+    (absent: an archive extracted in part, a download that left one out), then each class without
+    images in a subset folder. The representative and bad split methods pool the folders, so such
+    data go in with fewer images than published; the given split method refuses them later (every
+    class needs patches in every subset). Empty when every class has images in every subset folder."""
+    held = images.groupby("class")["folder_subset"].agg(set)
+    absent = [s for s in SUBSETS if s not in set(images["folder_subset"])]
+    lines = [f"no images in a {s}/ subset folder (absent, or holding no class folder)" for s in absent]
+    for cls, subsets in held.items():
+        lacking = [s for s in SUBSETS if s not in subsets and s not in absent]
+        if lacking:
+            lines.append(f"class {cls} has no images in {', '.join(s + '/' for s in lacking)}")
+    return lines
 
 
 def check_classes(images: pd.DataFrame, classes: Sequence[str], where: str | Path) -> None:
