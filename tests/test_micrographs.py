@@ -770,6 +770,29 @@ def test_an_output_folder_in_an_immutable_or_read_only_folder_is_refused_before_
     assert list(locked.iterdir()) == []
 
 
+def test_an_output_folder_inside_a_results_or_raw_layout_folder_is_refused(tiny_stage, tiny_synthetic, tmp_path):
+    """`--out results/my_analysis` in a finished run folder was written: the run's audit then failed on
+    files no job made; `--out` inside the raw layout (a class folder's `analysis/`) made the folder
+    unreadable (an unexpected folder). Now both refused before anything is read, naming the folder."""
+    work, _, _ = tiny_stage
+    tifffile.imwrite(tmp_path / "disc.tif", disc_image())
+    (tmp_path / "run" / "results" / "provenance").mkdir(parents=True)
+    raw = tiny_synthetic / "raw"
+    cls = next(d for d in sorted((raw / "test").iterdir()) if d.is_dir())
+    for out, message in (
+        (
+            tmp_path / "run" / "results" / "my_analysis",
+            f"inside the workflow's results folder {tmp_path / 'run' / 'results'}",
+        ),
+        (cls / "analysis", f"inside the raw-layout folder {raw}"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(f"{out}: {message}")):
+            analyse_files([tmp_path / "disc.tif"], work / "best.pt", out, 2.0, work / "detector.json")
+        assert not out.exists() and not list(out.parent.glob(".analysis.*"))
+    analyse_files([tmp_path / "disc.tif"], work / "best.pt", tmp_path / "run" / "analysis", 2.0, work / "detector.json")
+    assert (tmp_path / "run" / "analysis" / "summary.csv").is_file()
+
+
 def test_an_output_folder_given_as_a_link_or_as_the_current_folder(tiny_stage, tmp_path):
     """`temvirus analyse --out` a link to an empty folder passed the checks, every image was
     analysed, then the output failed to go in place with "Cannot call rmtree on a symbolic link"

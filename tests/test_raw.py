@@ -2733,3 +2733,22 @@ def test_a_subset_folder_or_a_class_missing_from_one_is_warned_of(tmp_path, capl
     with caplog.at_level(logging.WARNING, logger="temvirus.raw"):
         write_tables(root, tmp_path / "images.csv", tmp_path / "particles.csv")
     assert caplog.records == []
+
+
+def test_positions_with_every_field_in_double_quotes_are_read_as_without(tmp_path):
+    """A spreadsheet's "quote all cells" CSV export: before, the quoted marker was taken for a header
+    line and the first point refused as "2 numbers in a header line"."""
+    lines = [
+        "image;a.tif",
+        "unit;pixel",
+        "format;x;y",
+        "particleposition",
+        "500.79;500.33",
+        "particleposition",
+        "10;20",
+    ]
+    plain, quoted = tmp_path / "plain.txt", tmp_path / "quoted.txt"
+    plain.write_text("\n".join(lines) + "\n")
+    quoted.write_text("\n".join(";".join(f'"{f}"' for f in line.split(";")) for line in lines) + "\n")
+    read = [read_positions(p, image="a.tif") for p in (plain, quoted)]
+    assert len(read[0]) == 2 and all(np.array_equal(a, b) for a, b in zip(*read))

@@ -843,6 +843,20 @@ class Classifier:
         return np.vstack(out)
 
 
+def _is_raw_root(folder: Path) -> bool:
+    """Whether ``folder`` holds the raw layout (:func:`temvirus.download.is_raw_root`); a folder that
+    cannot tell (two folders for one subset) is taken for one."""
+    from temvirus.download import is_raw_root
+    from temvirus.raw import RawDataError
+
+    try:
+        return folder.is_dir() and is_raw_root(folder)
+    except RawDataError:
+        return True
+    except OSError:  # a folder that cannot be listed holds nothing this would spoil
+        return False
+
+
 def analyse_image(
     pixels: np.ndarray,
     pixel_size_nm: float,
@@ -1475,6 +1489,17 @@ def analyse_files(
         raise FileExistsError(f"{given}: output folder exists and is not empty; remove it or choose another")
     if out_dir == Path.cwd().resolve():  # replaced by the output: the shell would stand in a removed folder
         raise FileExistsError(f"{given}: the current folder ({out_dir}); give a folder inside it or elsewhere")
+    for folder in out_dir.parents:  # folders whose own checks would take the output for theirs
+        if (folder / "provenance").is_dir():
+            raise ValueError(
+                f"{given}: inside the workflow's results folder {folder} (its audit fails on files no job made); "
+                "write the analysis elsewhere"
+            )
+        if _is_raw_root(folder):
+            raise ValueError(
+                f"{given}: inside the raw-layout folder {folder} (its reader refuses folders it does not know); "
+                "write the analysis elsewhere"
+            )
     ancestor = next(p for p in out_dir.parents if p.exists())  # '/' at the latest
     if not ancestor.is_dir():  # found here, not as "[Errno 17] File exists" after the model is loaded
         raise NotADirectoryError(f"{given}: {ancestor.name} is a file, not a folder; choose another --out")

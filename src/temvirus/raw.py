@@ -1187,6 +1187,10 @@ def _names_another_image(named: str, image: str) -> bool:
     return name_key(Path(image).stem) not in (name_key(named), name_key(Path(named).stem))
 
 
+#: a field in double quotes, as a whole field (between separators or the line's ends)
+_QUOTED_FIELD = re.compile(r'(?<![^;\t\s])"([^"]*)"(?![^;\t\s])')
+
+
 def read_positions(
     path: str | Path, image: str | None = None, size: tuple[int, int] | None = None, pixel_size_nm: float | None = None
 ) -> list[np.ndarray]:
@@ -1204,7 +1208,8 @@ def read_positions(
     refer to; the reader applies none of them); other header lines are skipped, but a
     header line with two numbers (``P1;360.13;488.45``, ``x=360 y=488``, ``size;1024;1024``) is an
     error unless its key is one of these: a labelled point would be lost. Lines starting with
-    ``#`` are comments; fields are separated by ``;`` (a tab or spaces also), trailing separators are ignored, and
+    ``#`` are comments; fields are separated by ``;`` (a tab or spaces also), trailing separators are ignored,
+    fields in double quotes are read without them (a spreadsheet's "quote all cells" export), and
     the particle marker may have any case. A line that starts like a number must be ``x;y``:
     a comma between two numbers is refused as ambiguous (decimal comma), and so is a third field
     (an index column, a third value). Decimal marks follow :func:`_check_decimal_marks`: one mark
@@ -1251,7 +1256,8 @@ def read_positions(
     blank = None  # the line of a blank line after a point of the particle being read
     lines = read_lines(path)
     for number, line in enumerate(lines, start=1):
-        text = line.strip()
+        # fields in double quotes, as a spreadsheet's "quote all cells" export writes them: '"500.79";"500.33"'
+        text = _QUOTED_FIELD.sub(r"\1", line).strip()
         if not text or text.startswith("#"):
             if not text and particles[-1] and blank is None:
                 blank = number
