@@ -1882,7 +1882,7 @@ def test_normalised_positions_are_refused(good, tmp_path, points):
         (lambda d: (d / "a2.dm4").write_bytes(b"DM4"), "a2.dm4", "not an image of a supported type"),
         (lambda d: (d / "a2.bmp").write_bytes(b"BM"), "a2.bmp", "not an image of a supported type"),
         (lambda d: (d / "more").mkdir(), "more", "unexpected folder in a class folder"),
-        (lambda d: (d / "Tags").mkdir(), "Tags", "unexpected folder in a class folder"),
+        (lambda d: (d / "Tags").mkdir(), ".", "two tags/ folders: Tags/, tags/; merge them"),
         (lambda d: (d / "gone.tif").symlink_to(d / "nowhere.tif"), "gone.tif", "not a regular file"),
         (lambda d: (d / "tags/a2.tif_tags.csv").write_text("Height;1\n"), "tags/a2.tif_tags.csv", "no image for this"),
         (
@@ -2752,3 +2752,24 @@ def test_positions_with_every_field_in_double_quotes_are_read_as_without(tmp_pat
     quoted.write_text("\n".join(";".join(f'"{f}"' for f in line.split(";")) for line in lines) + "\n")
     read = [read_positions(p, image="a.tif") for p in (plain, quoted)]
     assert len(read[0]) == 2 and all(np.array_equal(a, b) for a, b in zip(*read))
+
+
+def test_companion_folders_named_in_another_case_are_read_as_subset_folders_are(good, tmp_path):
+    """`Tags/` and `Particle_Positions/` (subset folders were matched ignoring case, these were not): before,
+    "unexpected folder in a class folder", and an archive holding them "not the raw layout"."""
+    from temvirus.download import find_raw_root
+
+    reference = read_dataset(good)[0]
+    for cls in (p for p in good.glob("*/*") if p.is_dir()):
+        (cls / "tags").rename(cls / "Tags")
+        (cls / "particle_positions").rename(cls / "Particle_Positions")
+    assert find_raw_root(good) == good
+    renamed = read_dataset(good)[0]
+    assert renamed.drop(columns=["tags_path", "positions_path"]).equals(
+        reference.drop(columns=["tags_path", "positions_path"])
+    )
+    assert renamed.tags_path.str.contains("/Tags/").all()
+    cls = next(p for p in good.glob("*/*") if p.is_dir())
+    (cls / "tags").mkdir()
+    with pytest.raises(RawDataError, match="two tags/ folders: Tags/, tags/; merge them"):
+        read_dataset(good)

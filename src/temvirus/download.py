@@ -57,9 +57,11 @@ from urllib3.util import Retry
 
 from temvirus.io import check_file_destination, sha256_file, shell_path, temporary_dir, write_json, write_target
 from temvirus.raw import (
+    COMPANION_FOLDERS,
     SUBSETS,
     RawDataError,
     changed_since_manifest,
+    companion_folder,
     ignored,
     is_archive,
     read_dataset,
@@ -726,7 +728,7 @@ def is_raw_root(folder: Path) -> bool:
     holding ``tags/`` and ``particle_positions/`` (the published patches have neither)."""
     for subset_dir in subset_folders(folder).values():
         for cls in subset_dir.iterdir():
-            if not ignored(cls.name) and (cls / "tags").is_dir() and (cls / "particle_positions").is_dir():
+            if not ignored(cls.name) and all(companion_folder(cls, f).is_dir() for f in COMPANION_FOLDERS):
                 return True
     return False
 

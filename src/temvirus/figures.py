@@ -122,7 +122,16 @@ def example_crops(root: str | os.PathLike, cls: str, count: int, seed: int) -> l
     """
     from scipy.ndimage import map_coordinates
 
-    from temvirus.raw import _Companions, _image_files, ignored, read_image, read_positions, read_tags, subset_folders
+    from temvirus.raw import (
+        _Companions,
+        _image_files,
+        companion_folder,
+        ignored,
+        read_image,
+        read_positions,
+        read_tags,
+        subset_folders,
+    )
 
     files = [  # folders and companion files found as the raw reader finds them ('train/adenovirus/', 'TEST/')
         f
@@ -135,11 +144,11 @@ def example_crops(root: str | os.PathLike, cls: str, count: int, seed: int) -> l
     crops = []
     for index in draw.permutation(len(files))[:count]:
         path = files[index]
-        positions = _Companions(path.parent / "particle_positions", "particle positions file")
+        positions = _Companions(companion_folder(path.parent, "particle_positions"), "particle positions file")
         shapes = read_positions(positions.find(f"{path.stem}_particlepositions.txt", path.stem))
         if not shapes:
             continue
-        tags = _Companions(path.parent / "tags", "tags file").find(f"{path.name}_tags.csv", path.stem)
+        tags = _Companions(companion_folder(path.parent, "tags"), "tags file").find(f"{path.name}_tags.csv", path.stem)
         px = read_tags(tags, image=path.name).pixel_size_x_nm
         line = shapes[int(draw.integers(len(shapes)))]
         x, y = line[len(line) // 2]

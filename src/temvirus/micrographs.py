@@ -1292,10 +1292,11 @@ def tags_file(image: Path, listings: dict[Path, _Folder] | None = None) -> Path 
     there: it would otherwise be passed over for ``--pixel-size`` unseen. ``listings``: folders
     listed once for many images (:class:`_Folder`; filled as needed), so that a folder of ``n``
     images costs ``n`` lookups, not ``n`` listings."""
-    from temvirus.raw import IMAGE_SUFFIXES, RawDataError, name_key, read_tags
+    from temvirus.raw import IMAGE_SUFFIXES, RawDataError, companion_folder, name_key, read_tags
 
     listings = {} if listings is None else listings
-    for folder in (image.parent, image.parent / "tags"):
+    tags_folder = companion_folder(image.parent, "tags")
+    for folder in (image.parent, tags_folder):
         if folder not in listings:
             listings[folder] = _Folder.of(folder)
     here = listings[image.parent]
@@ -1309,7 +1310,7 @@ def tags_file(image: Path, listings: dict[Path, _Folder] | None = None) -> Path 
 
     name, stem = name_key(f"{image.name}_tags.csv"), name_key(image.stem)
     similar, matches = [], []
-    for folder in (image.parent / "tags", image.parent):
+    for folder in (tags_folder, image.parent):
         listing = listings[folder]
         found = [n for n in listing.by_key.get(name, []) if not other_file(n[: -len("_tags.csv")])]
         broken = [n for n in found if not listing.files[n]]

@@ -1872,13 +1872,24 @@ def _entries(folder: Path) -> list[Path]:
     return entries
 
 
+def companion_folder(class_dir: Path, name: str) -> Path:
+    """``class_dir``'s folder of :data:`COMPANION_FOLDERS` ``name``, its name matched ignoring case (``Tags/``,
+    as subset folders are); ``class_dir / name`` when there is none. Two (``tags/`` and ``Tags/``) raise
+    :class:`RawDataError`."""
+    entries = sorted(class_dir.iterdir()) if class_dir.is_dir() else []
+    found = [e for e in entries if e.name.lower() == name and not ignored(e.name) and e.is_dir()]
+    if len(found) > 1:
+        raise RawDataError(class_dir, f"two {name}/ folders: {', '.join(e.name + '/' for e in found)}; merge them")
+    return found[0] if found else class_dir / name
+
+
 def _image_files(class_dir: Path) -> list[Path]:
     """The images of a class folder. Anything else in it but :data:`COMPANION_FOLDERS` (a file of
     another type, a broken link, another folder) is refused: it would otherwise be left out unseen."""
     images = []
     for entry in _entries(class_dir):
         if entry.is_dir():
-            if entry.name not in COMPANION_FOLDERS:
+            if entry.name.lower() not in COMPANION_FOLDERS:
                 expected = ", ".join(f"{f}/" for f in COMPANION_FOLDERS)
                 raise RawDataError(entry, f"unexpected folder in a class folder (expected images, {expected})")
         elif not entry.is_file():
@@ -2013,15 +2024,17 @@ def read_dataset(root: str | Path, *, hash_files: bool = True) -> tuple[pd.DataF
                 )
             class_dirs[cls] = class_dir
             image_files = _image_files(class_dir)
-            if image_files and not any((class_dir / f).is_dir() for f in COMPANION_FOLDERS):
+            if image_files and not any(companion_folder(class_dir, f).is_dir() for f in COMPANION_FOLDERS):
                 raise RawDataError(
                     class_dir,
                     "images without tags/ and particle_positions/ folders: not the raw layout "
                     "(the published 256x256 patches?)",
                 )
-            tags = _Companions(class_dir / "tags", "tags file", [f"{p.name}_tags.csv" for p in image_files])
+            tags = _Companions(
+                companion_folder(class_dir, "tags"), "tags file", [f"{p.name}_tags.csv" for p in image_files]
+            )
             positions = _Companions(
-                class_dir / "particle_positions",
+                companion_folder(class_dir, "particle_positions"),
                 "particle positions file",
                 [f"{p.stem}_particlepositions.txt" for p in image_files],
             )
