@@ -2773,3 +2773,40 @@ def test_companion_folders_named_in_another_case_are_read_as_subset_folders_are(
     (cls / "tags").mkdir()
     with pytest.raises(RawDataError, match="two tags/ folders: Tags/, tags/; merge them"):
         read_dataset(good)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("cut", r"truncated TIFF: its image directory \(at byte \d+\) lies past the end of the file"),
+        ("zeroed tail", r"damaged TIFF: its image directory at byte \d+ holds no entries \(zeroed\?\)"),
+        ("header only", r"truncated TIFF: its image directory \(at byte 8\) lies past the end of the file \(8 bytes\)"),
+        (
+            "zeroed data",
+            r"cannot read image \(\w+Error: .*\): damaged pixel data \(an interrupted copy\?\), copy it again",
+        ),
+    ],
+)
+def test_a_damaged_tiff_says_how_it_is_damaged(tmp_path, damage, message):
+    """libtiff's layout (the image directory after the pixel data) cut short or zeroed: before, "cannot
+    read image (IndexError: 0)", or "TIFF without a PhotometricInterpretation tag" for a zeroed directory
+    (the tag was there); undecodable compressed data named only by the codec's error."""
+    pixels = np.random.default_rng(0).integers(0, 255, (300, 400)).astype(np.uint8)
+    whole = tmp_path / "whole.tif"
+    Image.fromarray(pixels).save(whole, compression="tiff_deflate" if damage == "zeroed data" else "tiff_lzw")
+    data = bytearray(whole.read_bytes())
+    with tifffile.TiffFile(whole) as tif:
+        offset, count = tif.pages[0].dataoffsets[0], tif.pages[0].databytecounts[0]
+    if damage == "cut":
+        data = data[: len(data) // 2]
+    elif damage == "zeroed tail":
+        data[len(data) // 2 :] = bytes(len(data) - len(data) // 2)
+    elif damage == "header only":
+        data = data[:4] + b"\x08\0\0\0"
+    else:
+        data[offset + count // 3 : offset + count] = bytes(count - count // 3)
+    assert read_image(whole).shape == (300, 400)
+    damaged = tmp_path / "damaged.tif"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(RawDataError, match=message):
+        read_image(damaged)

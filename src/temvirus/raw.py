@@ -1663,6 +1663,29 @@ def _check_pixel_count(path: Path, width: int, height: int) -> None:
         )
 
 
+def _tiff_directory_problem(path: Path) -> str | None:
+    """What is wrong with the first image file directory (IFD) of the TIFF (or BigTIFF) ``path``, from its
+    header, or None: an offset past the end of the file (a copy cut short: libtiff writes the directory
+    after the pixel data) or a directory without entries (zeroed). tifffile reports both as an
+    ``IndexError: 0``, or reads a zeroed directory as a page without tags."""
+    import struct
+
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+        order = "<" if head[:2] == b"II" else ">"
+        big = struct.unpack(order + "H", head[2:4])[0] == 43
+        offset_format, count_format = (order + "Q", order + "Q") if big else (order + "I", order + "H")
+        offset = struct.unpack(offset_format, head[8:16] if big else head[4:8])[0] if len(head) >= 8 else None
+        if offset is None or offset + struct.calcsize(count_format) > size:
+            where = f"at byte {offset}" if offset is not None else "its offset"
+            return f"truncated TIFF: its image directory ({where}) lies past the end of the file ({size} bytes)"
+        fh.seek(offset)
+        if struct.unpack(count_format, fh.read(struct.calcsize(count_format)))[0] == 0:
+            return f"damaged TIFF: its image directory at byte {offset} holds no entries (zeroed?)"
+    return None
+
+
 def _read_tiff(path: Path, mapped: bool = False) -> np.ndarray:
     import tifffile
     from tifffile import COMPRESSION, PHOTOMETRIC, PLANARCONFIG
@@ -1848,11 +1871,16 @@ def read_image(path: str | Path, *, mapped: bool = False) -> np.ndarray:
     try:
         with open(path, "rb") as fh:
             magic = fh.read(4)
-        array = _read_tiff(path, mapped) if magic in TIFF_MAGIC else _read_pillow(path)
+        tiff = magic in TIFF_MAGIC
+        problem = _tiff_directory_problem(path) if tiff else None
+        if problem:
+            raise RawDataError(path, f"cannot read image ({problem}): an interrupted copy? copy it again")
+        array = _read_tiff(path, mapped) if tiff else _read_pillow(path)
     except RawDataError:
         raise
     except Exception as exc:  # any decoder failure: corrupt, truncated, not an image, missing codec
-        raise RawDataError(path, f"cannot read image ({type(exc).__name__}: {exc})") from None
+        damaged = ": damaged pixel data (an interrupted copy?), copy it again" if magic in TIFF_MAGIC else ""
+        raise RawDataError(path, f"cannot read image ({type(exc).__name__}: {exc}){damaged}") from None
     if array.size == 0:
         raise RawDataError(path, "cannot read image (no image data: corrupt or not an image file)")
     if array.ndim != 2:
