@@ -1879,7 +1879,9 @@ def read_image(path: str | Path, *, mapped: bool = False) -> np.ndarray:
     except RawDataError:
         raise
     except Exception as exc:  # any decoder failure: corrupt, truncated, not an image, missing codec
-        damaged = ": damaged pixel data (an interrupted copy?), copy it again" if magic in TIFF_MAGIC else ""
+        # a codec's own error (imagecodecs' DeflateError, LzwError...) on a TIFF's data: not a missing codec
+        decoding = magic in TIFF_MAGIC and type(exc).__module__.split(".")[0] == "imagecodecs"
+        damaged = ": damaged pixel data (an interrupted copy?), copy it again" if decoding else ""
         raise RawDataError(path, f"cannot read image ({type(exc).__name__}: {exc}){damaged}") from None
     if array.size == 0:
         raise RawDataError(path, "cannot read image (no image data: corrupt or not an image file)")
