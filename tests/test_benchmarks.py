@@ -233,3 +233,14 @@ def test_numeric_options_out_of_range_are_refused_before_any_work(tmp_path, scri
     )
     assert proc.returncode == 2 and f"{script}: error: {message}" in proc.stderr, proc.stderr[-2000:]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_turned_leaks_quick(tmp_path, tiny_synthetic):
+    """The free-turn leak measure on the tiny synthetic dataset: turned copies found and failed, no
+    look-alike failed."""
+    result = run_benchmark(
+        "turned_leaks.py", tmp_path, "--data", str(tiny_synthetic / "raw"), "--planted", "4", "--noise", "0.02"
+    )
+    assert result["planted"] == 4 and result["planted_failed"] == 4 and result["mirror_right"] == 4
+    assert result["look_alike_pairs"] > 0 and result["look_alikes_failed"] == 0
+    assert result["turn_error_deg_max"] <= 1.0

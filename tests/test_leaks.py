@@ -298,3 +298,24 @@ def test_the_field_agrees_only_through_another_particle_not_another_vertex_of_th
         pairs, ncc, np.zeros((4, 2), int), audit_leakage.LEAK_NCC, noise[:4], noise[4:], query, train
     )
     assert all(agrees for _, agrees in evidence.values())
+
+
+def test_a_turned_copy_shifted_a_few_nm_or_alone_against_one_training_patch_is_found(tmp_path):
+    """Before: the any-angle pass read the turn from rings around the patch centre only, so a turned copy
+    also shifted by 5-16 nm got a wrong turn and passed (NCC 0.14-0.79); and with one training patch
+    only the first test patch was scored (the pre-screen's one neighbour came back as a flat array)."""
+    from scipy.ndimage import rotate
+
+    fields = [particle_field(seed) for seed in range(8)]
+    for dy, dx in ((0, 8), (10, 10), (6, -4)):
+        turned = rotate(fields[4], 37.0, reshape=False, order=3, mode="reflect")
+        copy = patch(turned, dy=dy, dx=dx, gain=0.7, noise_seed=99)
+        for train in (
+            [("B", patch(fields[i], noise_seed=i)) for i in range(3, 6)],
+            [("B", patch(fields[4], noise_seed=4))],
+        ):
+            results = tmp_path / f"{dy}_{dx}_{len(train)}" / "results"
+            write_patch_set(results, "representative", {"train": train, "test": [("C", patch(fields[6])), ("C", copy)]})
+            found = leak_findings(audit_leakage.check_leaks(audit_lineage.Folder(results)))
+            assert len(found) == 1 and found[0].startswith("test C_p001_v00 (image C) ~ train B_p"), (dy, dx, found)
+            assert "turned" in found[0], found

@@ -619,7 +619,10 @@ _ZIP_METHOD_NAMES = {9: "Deflate64 (Windows Explorer's for large archives)", 93:
 def multipart(path: Path) -> str | None:
     """What to do when ``path`` is part of a split archive (a ``.z01``/``.001`` part, or a ``.zip`` with
     ``.z01`` beside it: ``zip -s``), else None: such parts are read only joined."""
-    if _PART.search(path.name) or (path.suffix.lower() == ".zip" and path.with_suffix(".z01").exists()):
+    first_part = f"{path.stem}.z01".lower()
+    if _PART.search(path.name) or (
+        path.suffix.lower() == ".zip" and any(p.name.lower() == first_part for p in path.parent.iterdir())
+    ):
         return (
             "part of a split (multi-part) archive: join the parts first (zip -s 0 NAME.zip --out whole.zip for "
             ".z01 parts; cat NAME.001 NAME.002 ... > NAME for numbered ones) and give the whole archive"
@@ -632,6 +635,11 @@ def _is_html(path: Path) -> bool:
     with open(path, "rb") as fh:
         head = fh.read(512).lower()
     return b"<html" in head or b"<!doctype html" in head
+
+
+class DamagedArchiveError(DownloadError):
+    """An archive file cut short or corrupt (or no archive at all): a download that shows this is no
+    good copy; one whose members merely cannot be extracted here is."""
 
 
 def _not_an_archive(archive: Path) -> DownloadError:
@@ -651,7 +659,7 @@ def _not_an_archive(archive: Path) -> DownloadError:
     else:
         kind = next((kind for magic, kind in _OTHER_ARCHIVES.items() if head.startswith(magic)), None)
         why = f"a {kind} archive: not supported, extract it yourself" if kind else "not a zip or tar archive"
-    return DownloadError(f"{archive}: {why}")
+    return DamagedArchiveError(f"{archive}: {why}")
 
 
 def _check_members(archive: Path, target: Path) -> tuple[str, dict[str, int]]:
@@ -686,7 +694,7 @@ def _check_members(archive: Path, target: Path) -> tuple[str, dict[str, int]]:
                 # tarfile stops silently where the data end at a member's header (a copy cut there): a whole
                 # archive ends in a zero block, read just before it stopped
                 if tf.fileobj.tell() - tf.offset != tarfile.BLOCKSIZE:
-                    raise DownloadError(
+                    raise DamagedArchiveError(
                         f"{archive}: truncated tar archive (no end-of-archive block after its {len(members)} "
                         f"members, at byte {tf.offset} of the tar data): copy or download it again"
                     )
@@ -711,7 +719,7 @@ def _check_members(archive: Path, target: Path) -> tuple[str, dict[str, int]]:
         folders = {"/".join(parts[:i]) for parts, folder in paths for i in range(1, len(parts) + folder)}
         problems += [f"{name!r} (both a file and a folder)" for name in sorted({n for n, _ in files} & folders)]
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
-        raise DownloadError(f"{archive}: corrupt or truncated archive ({type(exc).__name__}: {exc})") from None
+        raise DamagedArchiveError(f"{archive}: corrupt or truncated archive ({type(exc).__name__}: {exc})") from None
     if problems:
         raise DownloadError(f"{archive}: refusing to extract unsafe members: {', '.join(problems[:10])}")
     if unreadable:
@@ -893,7 +901,7 @@ def locate_local(path: str | os.PathLike) -> tuple[Path | None, list[Path]]:
         )
     try:
         root = find_raw_root(path)
-    except DownloadError:
+    except (DownloadError, RawDataError):  # no raw layout, or an unclear one: the archives, if any
         archives = find_archives(path)
         if not archives:
             raise
@@ -1066,7 +1074,7 @@ def _drop_if_unreadable(dest: Path) -> None:
     and fail the same way. Raises :class:`DownloadError` saying so."""
     try:
         _check_members(_archive_file(dest), dest.parent)
-    except DownloadError as exc:
+    except DamagedArchiveError as exc:  # not members that cannot be extracted here: the file is whole
         dest.unlink(missing_ok=True)
         _record_path(dest).unlink(missing_ok=True)
         raise DownloadError(f"{exc}; it was removed, so the next run downloads it again") from None

@@ -844,16 +844,13 @@ class Classifier:
 
 
 def _is_raw_root(folder: Path) -> bool:
-    """Whether ``folder`` holds the raw layout (:func:`temvirus.download.is_raw_root`); a folder that
-    cannot tell (two folders for one subset) is taken for one."""
+    """Whether ``folder`` holds the raw layout (:func:`temvirus.download.is_raw_root`)."""
     from temvirus.download import is_raw_root
     from temvirus.raw import RawDataError
 
     try:
         return folder.is_dir() and is_raw_root(folder)
-    except RawDataError:
-        return True
-    except OSError:  # a folder that cannot be listed holds nothing this would spoil
+    except (RawDataError, OSError):  # Test/ beside test/, or a folder that cannot be listed: no raw layout to spoil
         return False
 
 
@@ -1491,7 +1488,7 @@ def analyse_files(
     if out_dir == Path.cwd().resolve():  # replaced by the output: the shell would stand in a removed folder
         raise FileExistsError(f"{given}: the current folder ({out_dir}); give a folder inside it or elsewhere")
     for folder in out_dir.parents:  # folders whose own checks would take the output for theirs
-        if (folder / "provenance").is_dir():
+        if folder.name == "results" and (folder / "provenance").is_dir():
             raise ValueError(
                 f"{given}: inside the workflow's results folder {folder} (its audit fails on files no job made); "
                 "write the analysis elsewhere"

@@ -1676,7 +1676,8 @@ def _tiff_directory_problem(path: Path) -> str | None:
         order = "<" if head[:2] == b"II" else ">"
         big = struct.unpack(order + "H", head[2:4])[0] == 43
         offset_format, count_format = (order + "Q", order + "Q") if big else (order + "I", order + "H")
-        offset = struct.unpack(offset_format, head[8:16] if big else head[4:8])[0] if len(head) >= 8 else None
+        whole = len(head) >= (16 if big else 8)
+        offset = struct.unpack(offset_format, head[8:16] if big else head[4:8])[0] if whole else None
         if offset is None or offset + struct.calcsize(count_format) > size:
             where = f"at byte {offset}" if offset is not None else "its offset"
             return f"truncated TIFF: its image directory ({where}) lies past the end of the file ({size} bytes)"

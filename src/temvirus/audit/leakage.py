@@ -279,6 +279,9 @@ LEAK_POLAR_BANDS = 6
 #: training patches scored per test/validation patch in that pass: a turned copy is its source's nearest
 #: (60 of 60 planted in the default run's validation patches, turned and mirrored at random, docs/lineage.md)
 LEAK_TURN_NEIGHBOURS = 5
+#: pairs of that pass at or above this |NCC| are scored again at the best turn plus each of these (degrees)
+LEAK_TURN_REFINE_FROM = 0.8
+LEAK_TURN_REFINE_DEG = (-1.5, -1.0, -0.5, 0.5, 1.0, 1.5)
 
 
 def transform_name(transform: tuple[int, bool]) -> str:
@@ -388,7 +391,7 @@ def _nearest_of_other_images(
     want = min(len(points), (k + 1) * (len(points) // n_train) + 32)  # room for the other views and same-image patches
     _, found = cKDTree(points).query(query, k=want)
     pairs = set()
-    for q, row in enumerate(np.atleast_2d(found)):
+    for q, row in enumerate(np.asarray(found).reshape(len(query), -1)):  # k=1 gives one index per query
         kept = 0
         for t in dict.fromkeys(owner[row[row < len(points)]]):  # nearest first, each training patch once
             if train_images[t] != query_images[q]:
@@ -400,38 +403,43 @@ def _nearest_of_other_images(
 
 
 def ring_spectra(patches: np.ndarray, chunk: int = 512) -> np.ndarray:
-    """``(n, len(LEAK_POLAR_RADII), 180 / LEAK_POLAR_STEP_DEG + 1)`` complex64: the angular Fourier transform
-    of rings around each patch's centre.
+    """``(n, 2 * len(LEAK_POLAR_RADII), 180 / LEAK_POLAR_STEP_DEG + 1)`` complex64: the angular Fourier
+    transforms of rings around each patch's centre (the first half) and of rings of its power spectrum
+    (the second).
 
     The smooth central 160 nm at 2 nm/px (as :func:`_standardised`, no-data areas at the mean) is
     sampled (bilinear) on rings of :data:`LEAK_POLAR_RADII` px every :data:`LEAK_POLAR_STEP_DEG`
-    degrees, the rings of a patch centred and scaled to unit variance together. A turn of the patch
-    about its centre shifts every ring by one angle (a phase ramp here), a mirror image reverses them
-    (the conjugate): :func:`free_turn_ncc` reads the turn from them.
+    degrees; so is its log power spectrum (Hann-windowed; the same radii in frequency px), which a
+    shift of the patch leaves as it is (Reddy & Chatterji 1996). Each set of rings is centred and
+    scaled to unit variance. A turn of the patch shifts every ring by one angle (a phase ramp here),
+    a mirror image reverses them (the conjugate): :func:`free_turn_ncc` reads the turn from them.
     """
     from scipy.ndimage import map_coordinates
 
     n, side = len(patches), LEAK_TEMPLATE + 2 * LEAK_SHIFT
-    centre = (side - 1) / 2
     radii = np.asarray(LEAK_POLAR_RADII, dtype=np.float32)[:, None]
     angles = np.deg2rad(np.arange(0, 360, LEAK_POLAR_STEP_DEG))[None]
-    where = np.stack([centre + radii * np.sin(angles), centre + radii * np.cos(angles)])  # (2, rings, angles)
-    out = np.empty((n, len(LEAK_POLAR_RADII), len(angles[0]) // 2 + 1), dtype=np.complex64)
+    rings_at = np.stack([np.sin(angles) * radii, np.cos(angles) * radii])  # (2, rings, angles) from the centre
+    window = np.outer(np.hanning(side), np.hanning(side))
+    out = np.empty((n, 2 * len(LEAK_POLAR_RADII), len(angles[0]) // 2 + 1), dtype=np.complex64)
     for start in range(0, n, chunk):
         block = _blocks(patches[start : start + chunk], side)
         valid = ~_nodata(block, LEAK_NODATA_MARGIN)
         mean = (block * valid).sum(axis=(1, 2), keepdims=True) / np.maximum(valid.sum(axis=(1, 2), keepdims=True), 1)
         block = np.where(valid, block, mean)
-        rings = np.stack([map_coordinates(b, where, order=1) for b in block])
-        rings -= rings.mean(axis=(1, 2), keepdims=True)
-        rings /= np.maximum(rings.std(axis=(1, 2), keepdims=True), 1e-6)
-        out[start : start + chunk] = np.fft.rfft(rings, axis=-1)
+        power = np.log1p(np.abs(np.fft.fftshift(np.fft.fft2((block - mean) * window), axes=(1, 2))))
+        for half, (images, centre) in enumerate(((block, (side - 1) / 2), (power, side // 2))):
+            rings = np.stack([map_coordinates(image, rings_at + centre, order=1) for image in images])
+            rings -= rings.mean(axis=(1, 2), keepdims=True)
+            rings /= np.maximum(rings.std(axis=(1, 2), keepdims=True), 1e-6)
+            part = slice(half * len(LEAK_POLAR_RADII), (half + 1) * len(LEAK_POLAR_RADII))
+            out[start : start + chunk, part] = np.fft.rfft(rings, axis=-1)
     return out
 
 
 def turn_invariants(spectra: np.ndarray) -> np.ndarray:
     """``(n, LEAK_POLAR_BANDS * LEAK_POLAR_ORDERS)`` unit vectors for the free-turn pre-screen: the magnitudes of
-    the first :data:`LEAK_POLAR_ORDERS` angular orders of :func:`ring_spectra`, averaged over
+    the first :data:`LEAK_POLAR_ORDERS` angular orders of one half of :func:`ring_spectra`, averaged over
     :data:`LEAK_POLAR_BANDS` bands of rings, centred (the same for a patch turned, mirrored or inverted)."""
     n, rings, _ = spectra.shape
     per_band = rings // LEAK_POLAR_BANDS
@@ -448,11 +456,52 @@ def turn_candidates(
     train_images: np.ndarray,
     k: int = LEAK_TURN_NEIGHBOURS,
 ) -> np.ndarray:
-    """The free-turn pass's pre-screen: ``(m, 2)`` index pairs (query patch, training patch of another image),
-    for each query patch the ``k`` nearest in :func:`turn_invariants` of their :func:`ring_spectra`."""
-    return _nearest_of_other_images(
-        turn_invariants(query), query_images, turn_invariants(train), len(train), train_images, k
-    )
+    """The free-turn pass's pre-screen: ``(m, 2)`` sorted index pairs (query patch, training patch of another
+    image), for each query patch the ``k`` nearest in :func:`turn_invariants` of the rings around the
+    centres, and the ``k`` nearest in those of the power spectra (a copy shifted a few nm)
+    (:func:`ring_spectra`)."""
+    half = query.shape[1] // 2
+    found = [
+        _nearest_of_other_images(
+            turn_invariants(query[:, part]), query_images, turn_invariants(train[:, part]), len(train), train_images, k
+        )
+        for part in (slice(None, half), slice(half, None))
+    ]
+    return np.unique(np.concatenate(found), axis=0).reshape(-1, 2)
+
+
+def _ring_turns(a: np.ndarray, b: np.ndarray, n_angles: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(mirrored, steps)`` of the largest ``|circular correlation|`` of rings ``b`` with rings ``a`` as they are
+    and mirrored (its rings reversed, whose transform is the conjugate), summed over the rings: ``mirrored``
+    0 or 1, ``steps`` the angle in steps of :data:`LEAK_POLAR_STEP_DEG`, refined to a fraction of one by
+    the parabola through the peak and its two neighbours."""
+    corr = np.abs(np.fft.irfft(np.stack([(b * np.conj(a)).sum(axis=1), (b * a).sum(axis=1)], axis=1), n=n_angles))
+    mirrored, step = np.divmod(corr.reshape(len(corr), -1).argmax(axis=1), n_angles)
+    rows = np.arange(len(corr))
+    before, peak, after = (corr[rows, mirrored, (step + k) % n_angles] for k in (-1, 0, 1))
+    curvature = before - 2 * peak + after
+    offset = np.where(curvature < 0, 0.5 * (before - after) / np.where(curvature < 0, curvature, -1), 0.0)
+    return mirrored, step + np.clip(offset, -0.5, 0.5)
+
+
+def _turned_ncc(
+    blocks: np.ndarray, mirrored: np.ndarray, turn: np.ndarray, train_detail: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`max_ncc` of whole-patch 2 nm/px ``blocks`` (one per pair) mirrored left-right where ``mirrored``,
+    then turned by ``turn`` degrees (as ``scipy.ndimage.rotate`` turns an array; bilinear, sampled only where
+    the compared centre lies), against the training patches' band-passed centres: ``(ncc, shift_px)``."""
+    from scipy.ndimage import map_coordinates
+
+    side = LEAK_TEMPLATE + 2 * LEAK_SHIFT
+    grid = np.mgrid[:side, :side].astype(np.float64) - (side - 1) / 2  # (2, side, side): (row, column) from the centre
+    middle = (blocks.shape[-1] - 1) / 2
+    turned = np.empty((len(blocks), side, side), dtype=np.float32)
+    for i, (block, flip, deg) in enumerate(zip(blocks, mirrored, turn)):
+        cos, sin = np.cos(np.deg2rad(deg)), np.sin(np.deg2rad(deg))
+        where = np.stack([cos * grid[0] + sin * grid[1], -sin * grid[0] + cos * grid[1]]) + middle
+        turned[i] = map_coordinates(block[:, ::-1] if flip else block, where, order=1, mode="nearest")
+    ncc, shift, _ = max_ncc(_detail(turned)[1], train_detail)
+    return ncc, shift
 
 
 def free_turn_ncc(
@@ -466,40 +515,44 @@ def free_turn_ncc(
     """Per pair: :func:`max_ncc` of the query patch turned (and mirrored) onto the training patch.
 
     ``query_patches``: ``(n, h, w)`` patches at 1 nm/px; ``*_spectra``: their :func:`ring_spectra`;
-    ``train_detail``: the training patches' band-passed centres (:func:`_standardised`). The turn is
-    the angle of the largest ``|correlation|`` of the two patches' rings, summed over the rings (both
-    as they are and with the query mirrored: to :data:`LEAK_POLAR_STEP_DEG`); the query's 2 nm/px
-    block is turned by it about the centre (bilinear) and compared untransformed.
+    ``train_detail``: the training patches' band-passed centres (:func:`_standardised`). Three turns
+    are tried, each to :data:`LEAK_POLAR_STEP_DEG` and with the query as it is or mirrored: the angle
+    of the largest ``|correlation|`` of the two patches' rings around their centres, and that of
+    their power spectra's rings (right for a copy shifted off the centre too; it cannot tell a turn
+    from one 180 degrees on: both are tried). For each, the query's 2 nm/px
+    block is turned about its centre (bilinear) and compared untransformed; the best is kept, and where
+    it reaches :data:`LEAK_TURN_REFINE_FROM`, the turns :data:`LEAK_TURN_REFINE_DEG` beside it are tried too.
     Returns ``(ncc, shift_px, angle_deg, mirrored)`` (the query mirrored left-right, then turned
     by ``angle_deg`` as ``scipy.ndimage.rotate`` turns an array).
     """
-    from scipy.ndimage import map_coordinates
-
-    m, side = len(pairs), LEAK_TEMPLATE + 2 * LEAK_SHIFT
-    grid = np.mgrid[:side, :side].astype(np.float64) - (side - 1) / 2  # (2, side, side): (row, column) from the centre
-    n_angles = 360 // LEAK_POLAR_STEP_DEG
-    ncc, shift = np.zeros(m), np.zeros((m, 2), dtype=np.int64)
+    m = len(pairs)
+    n_angles, rings = 360 // LEAK_POLAR_STEP_DEG, query_spectra.shape[1] // 2
+    ncc, shift = np.full(m, 0.0), np.zeros((m, 2), dtype=np.int64)
     angle, mirrored = np.zeros(m), np.zeros(m, dtype=bool)
     for start in range(0, m, chunk):
         q, t = pairs[start : start + chunk, 0], pairs[start : start + chunk, 1]
-        a, b = query_spectra[q], train_spectra[t]
-        # the query as it is (a), or mirrored: its rings reversed, whose transform is the conjugate
-        corr = np.fft.irfft(np.stack([(b * np.conj(a)).sum(axis=1), (b * a).sum(axis=1)]), n=n_angles, axis=-1)
-        flat = np.abs(corr).transpose(1, 0, 2).reshape(len(q), -1).argmax(axis=1)
-        mirror, step = np.divmod(flat, n_angles)
-        turn = np.where(mirror == 1, 180.0, 0.0) - step * LEAK_POLAR_STEP_DEG
+        mirror, step = _ring_turns(query_spectra[q, :rings], train_spectra[t, :rings], n_angles)
+        power_mirror, power_step = _ring_turns(query_spectra[q, rings:], train_spectra[t, rings:], n_angles)
+        turned_over = power_step + n_angles // 2  # the power spectrum's other reading
         rows, index = np.unique(q, return_inverse=True)
-        whole = _blocks(query_patches[rows], query_patches.shape[-1] // LEAK_BIN)
-        centre = (whole.shape[-1] - 1) / 2
-        turned = np.empty((len(q), side, side), dtype=np.float32)
-        for i, (row, flip, deg) in enumerate(zip(index, mirror == 1, turn)):
-            # scipy.ndimage.rotate's turn (its axes (1, 0)), sampled only where the compared centre lies
-            cos, sin = np.cos(np.deg2rad(deg)), np.sin(np.deg2rad(deg))
-            where = np.stack([cos * grid[0] + sin * grid[1], -sin * grid[0] + cos * grid[1]]) + centre
-            turned[i] = map_coordinates(whole[row][:, ::-1] if flip else whole[row], where, order=1, mode="nearest")
-        score, moved, _ = max_ncc(_detail(turned)[1], train_detail[t])
-        ncc[start : start + chunk], shift[start : start + chunk] = score, moved
-        angle[start : start + chunk], mirrored[start : start + chunk] = (turn + 180.0) % 360.0 - 180.0, mirror == 1
+        whole = _blocks(query_patches[rows], min(query_patches.shape[-2:]) // LEAK_BIN)
+
+        tries = [
+            (np.arange(len(q)), flips == 1, np.where(flips == 1, 180.0, 0.0) - steps * LEAK_POLAR_STEP_DEG)
+            for flips, steps in ((mirror, step), (power_mirror, power_step), (power_mirror, turned_over))
+        ]
+        for refine in (False, True):
+            if refine:  # a turn read a degree off loses a copy shifted from the centre a few hundredths of NCC:
+                # near the threshold, the turns beside the best are tried too
+                close = np.flatnonzero(np.abs(ncc[start : start + len(q)]) >= LEAK_TURN_REFINE_FROM)
+                best = mirrored[start + close].copy(), angle[start + close].copy()
+                tries = [(close, best[0], best[1] + offset) for offset in LEAK_TURN_REFINE_DEG]
+            for which, flips, turn in tries:
+                found, moved = _turned_ncc(whole[index[which]], flips, turn, train_detail[t[which]])
+                better = np.abs(found) > np.abs(ncc[start + which])
+                at = start + which[better]
+                ncc[at], shift[at] = found[better], moved[better]
+                angle[at], mirrored[at] = ((turn + 180.0) % 360.0 - 180.0)[better], flips[better]
     return ncc, shift, angle, mirrored
 
 
