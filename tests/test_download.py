@@ -1573,3 +1573,39 @@ def test_a_download_that_is_no_whole_archive_is_removed_when_no_hash_vouched_for
     file_server.files["/f/raw.zip"] = raw_zip  # the server mended
     download_dataset(settings, root, record, downloads)
     assert len(read_dataset(root)[0]) == 4
+
+
+def test_a_whole_download_whose_members_cannot_be_extracted_here_is_kept(file_server, tmp_path, raw_zip):
+    """Only a damaged download is removed: one with encrypted members is whole (downloading it again
+    would not help), so it stays, with the advice to extract it elsewhere."""
+    data = bytearray(raw_zip)
+    for magic, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = data.find(magic)
+        while at >= 0:
+            data[at + flags_at] |= 0x1
+            at = data.find(magic, at + 4)
+    file_server.files["/f/raw.zip"] = bytes(data)
+    entry = {"name": "raw.zip", "url": file_server.url("/f/raw.zip"), "size": None, "sha256": None}
+    settings = {"id": "x4dwwfwtw3", "version": 3, "api_url": "", "include": "*", "files": [entry]}
+    downloads = tmp_path / "ds" / "downloads"
+    with pytest.raises(DownloadError, match="encrypted: a password is needed") as caught:
+        download_dataset(settings, tmp_path / "ds" / "raw", tmp_path / "ds" / "record.json", downloads)
+    assert "removed" not in str(caught.value) and (downloads / "raw.zip").read_bytes() == bytes(data)
+
+
+def test_a_folder_of_archives_beside_an_unclear_folder_falls_back_to_the_archives(tmp_path, raw_zip):
+    from temvirus.download import locate_local
+
+    archive = _write(tmp_path / "src" / "data.zip", raw_zip)
+    for name in ("Test", "test"):
+        (tmp_path / "src" / "other" / name).mkdir(parents=True)
+    assert locate_local(tmp_path / "src") == (None, [archive])
+
+
+def test_split_archive_parts_in_upper_case_are_named_so(tmp_path, raw_zip):
+    from temvirus.download import locate_local
+
+    _write(tmp_path / "in" / "DATA.ZIP", raw_zip)
+    _write(tmp_path / "in" / "DATA.Z01", b"x")
+    with pytest.raises(DownloadError, match="part of a split \\(multi-part\\) archive"):
+        locate_local(tmp_path / "in" / "DATA.ZIP")

@@ -789,6 +789,9 @@ def test_an_output_folder_inside_a_results_or_raw_layout_folder_is_refused(tiny_
         with pytest.raises(ValueError, match=re.escape(f"{out}: {message}")):
             analyse_files([tmp_path / "disc.tif"], work / "best.pt", out, 2.0, work / "detector.json")
         assert not out.exists() and not list(out.parent.glob(".analysis.*"))
+    # a folder that merely holds a provenance/ folder, or Test/ beside test/, is no results or raw-layout folder
+    for name in ("provenance", "Test", "test"):
+        (tmp_path / "run" / name).mkdir()
     analyse_files([tmp_path / "disc.tif"], work / "best.pt", tmp_path / "run" / "analysis", 2.0, work / "detector.json")
     assert (tmp_path / "run" / "analysis" / "summary.csv").is_file()
 

@@ -2810,3 +2810,12 @@ def test_a_damaged_tiff_says_how_it_is_damaged(tmp_path, damage, message):
     damaged.write_bytes(bytes(data))
     with pytest.raises(RawDataError, match=message):
         read_image(damaged)
+
+
+def test_a_bigtiff_cut_within_its_header_is_named_truncated(tmp_path):
+    whole = tmp_path / "big.tif"
+    tifffile.imwrite(whole, np.zeros((40, 48), np.uint16), bigtiff=True)
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(whole.read_bytes()[:12])
+    with pytest.raises(RawDataError, match="truncated TIFF: its image directory \\(its offset\\) lies past the end"):
+        read_image(cut)
