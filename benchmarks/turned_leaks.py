@@ -33,7 +33,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import OUT, REPO, machine_info, write_result  # noqa: E402
+
 PERCENTILES = (50, 99, 99.9, 100)
 
 
@@ -92,7 +95,7 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--neighbours", type=int, default=LEAK_TURN_NEIGHBOURS, help="pre-screen: patches scored per patch"
     )
-    parser.add_argument("--out", help="write the figures as JSON here")
+    parser.add_argument("--out", default=str(OUT / "turned_leaks.json"), help="write the figures as JSON here")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     table, patches = load_patches(Path(args.data))
@@ -139,13 +142,12 @@ def main(argv=None) -> dict:
         "turn_error_deg_max": round(float(np.abs((turn[own] - back + 180) % 360 - 180).max()), 1),
         "mirror_right": int((flip[own] == (mirrored[pairs[own, 0]] > 0)).sum()),
         "seconds": round(time.perf_counter() - started, 1),
+        "machine": machine_info(),
     }
-    print(json.dumps(result, indent=1))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1))
+    print(f"wrote {write_result(args.out, result)}")
     return result
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO / "src"))
     main()
