@@ -81,6 +81,7 @@ def main(argv=None) -> dict:
         ring_spectra,
         turn_candidates,
     )
+    from temvirus.cli import number_in_range  # argparse types with their ranges
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="a raw-layout folder")
@@ -89,11 +90,18 @@ def main(argv=None) -> dict:
         default=str(REPO / "tests" / "data" / "overlap_verified_pairs.csv"),
         help="CSV of image pairs known to show one field (columns image_a, image_b), left out of the look-alikes",
     )
-    parser.add_argument("--planted", type=int, default=60, help="turned copies planted (default 60)")
-    parser.add_argument("--noise", type=float, default=0.2, help="their noise, of each patch's std (default 0.2)")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--neighbours", type=int, default=LEAK_TURN_NEIGHBOURS, help="pre-screen: patches scored per patch"
+        "--planted", type=number_in_range(int, 1), default=60, help="turned copies planted (default 60)"
+    )
+    parser.add_argument(
+        "--noise", type=number_in_range(float, 0), default=0.2, help="their noise, of each patch's std (default 0.2)"
+    )
+    parser.add_argument("--seed", type=number_in_range(int, 0), default=0)
+    parser.add_argument(
+        "--neighbours",
+        type=number_in_range(int, 1),
+        default=LEAK_TURN_NEIGHBOURS,
+        help="pre-screen: patches scored per patch",
     )
     parser.add_argument("--out", default=str(OUT / "turned_leaks.json"), help="write the figures as JSON here")
     args = parser.parse_args(argv)

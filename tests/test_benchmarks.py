@@ -215,6 +215,7 @@ def test_gpu_check_quick(tmp_path, monkeypatch):
         ("real_crops.py", "--budget-min", "nan", "argument --budget-min: must be a finite number, above 0, got 'nan'"),
         ("training.py", "--batch-size", "0", "argument --batch-size: must be at least 1, got 0"),
         ("training.py", "--seed", "x", "argument --seed: must be a whole number, at least 0, got 'x'"),
+        ("turned_leaks.py", "--planted", "0", "argument --planted: must be at least 1, got 0"),
     ],
 )
 def test_numeric_options_out_of_range_are_refused_before_any_work(tmp_path, script, option, value, message):
