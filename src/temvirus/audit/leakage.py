@@ -515,13 +515,13 @@ def free_turn_ncc(
     """Per pair: :func:`max_ncc` of the query patch turned (and mirrored) onto the training patch.
 
     ``query_patches``: ``(n, h, w)`` patches at 1 nm/px; ``*_spectra``: their :func:`ring_spectra`;
-    ``train_detail``: the training patches' band-passed centres (:func:`_standardised`). Three turns
-    are tried, each to :data:`LEAK_POLAR_STEP_DEG` and with the query as it is or mirrored: the angle
-    of the largest ``|correlation|`` of the two patches' rings around their centres, and that of
-    their power spectra's rings (right for a copy shifted off the centre too; it cannot tell a turn
-    from one 180 degrees on: both are tried). For each, the query's 2 nm/px
-    block is turned about its centre (bilinear) and compared untransformed; the best is kept, and where
-    it reaches :data:`LEAK_TURN_REFINE_FROM`, the turns :data:`LEAK_TURN_REFINE_DEG` beside it are tried too.
+    ``train_detail``: the training patches' band-passed centres (:func:`_standardised`). The turn (and
+    mirror image) is the angle of the largest ``|correlation|`` of the two patches' power spectra's
+    rings, to :data:`LEAK_POLAR_STEP_DEG` and refined by a parabola (right for a copy shifted off the
+    centre too, which the centre rings' correlation reads degrees off); a power spectrum cannot tell a
+    turn from one 180 degrees on, so both are tried: the query's 2 nm/px block is turned about its
+    centre (bilinear) and compared untransformed, the better kept, and where it reaches
+    :data:`LEAK_TURN_REFINE_FROM`, the turns :data:`LEAK_TURN_REFINE_DEG` beside it are tried too.
     Returns ``(ncc, shift_px, angle_deg, mirrored)`` (the query mirrored left-right, then turned
     by ``angle_deg`` as ``scipy.ndimage.rotate`` turns an array).
     """
@@ -531,7 +531,6 @@ def free_turn_ncc(
     angle, mirrored = np.zeros(m), np.zeros(m, dtype=bool)
     for start in range(0, m, chunk):
         q, t = pairs[start : start + chunk, 0], pairs[start : start + chunk, 1]
-        mirror, step = _ring_turns(query_spectra[q, :rings], train_spectra[t, :rings], n_angles)
         power_mirror, power_step = _ring_turns(query_spectra[q, rings:], train_spectra[t, rings:], n_angles)
         turned_over = power_step + n_angles // 2  # the power spectrum's other reading
         rows, index = np.unique(q, return_inverse=True)
@@ -539,7 +538,7 @@ def free_turn_ncc(
 
         tries = [
             (np.arange(len(q)), flips == 1, np.where(flips == 1, 180.0, 0.0) - steps * LEAK_POLAR_STEP_DEG)
-            for flips, steps in ((mirror, step), (power_mirror, power_step), (power_mirror, turned_over))
+            for flips, steps in ((power_mirror, power_step), (power_mirror, turned_over))
         ]
         for refine in (False, True):
             if refine:  # a turn read a degree off loses a copy shifted from the centre a few hundredths of NCC:
