@@ -276,9 +276,10 @@ LEAK_POLAR_STEP_DEG = 1
 #: a turn, a mirror image or an inverted contrast), averaged over ``LEAK_POLAR_BANDS`` bands of rings
 LEAK_POLAR_ORDERS = 9
 LEAK_POLAR_BANDS = 6
-#: training patches scored per test/validation patch in that pass: a turned copy is its source's nearest
-#: (60 of 60 planted in the default run's validation patches, turned and mirrored at random, docs/lineage.md)
-LEAK_TURN_NEIGHBOURS = 5
+#: training patches scored per test/validation patch in that pass, by each of its two pre-screens: a turned copy
+#: is its source's nearest (60 of 60 planted in the default run's validation patches, turned and mirrored at
+#: random; shifted by up to 10 nm too, 50 of 60 with 3, 52 with 5 or 10: docs/lineage.md)
+LEAK_TURN_NEIGHBOURS = 3
 #: pairs of that pass at or above this |NCC| are scored again at the best turn plus each of these (degrees)
 LEAK_TURN_REFINE_FROM = 0.8
 LEAK_TURN_REFINE_DEG = (-1.5, -1.0, -0.5, 0.5, 1.0, 1.5)
