@@ -1869,6 +1869,7 @@ def read_image(path: str | Path, *, mapped: bool = False) -> np.ndarray:
     path = Path(path)
     if path.is_file() and path.stat().st_size == 0:
         raise RawDataError(path, "cannot read image: the file is empty (0 bytes)")
+    magic = b""  # a file that cannot be opened is no TIFF to blame
     try:
         with open(path, "rb") as fh:
             magic = fh.read(4)
