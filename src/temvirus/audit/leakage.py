@@ -323,14 +323,19 @@ def _blocks(patches: np.ndarray, side: int) -> np.ndarray:
     return block.reshape(n, side, b, side, b).mean(axis=(2, 4))
 
 
+def _filled(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(block, valid)``: ``(n, h, w)`` blocks with their no-data areas (:func:`_nodata`, widened by
+    ``LEAK_NODATA_MARGIN``) set to the mean of the rest, and where the data are."""
+    valid = ~_nodata(block, LEAK_NODATA_MARGIN)
+    mean = (block * valid).sum(axis=(1, 2), keepdims=True) / np.maximum(valid.sum(axis=(1, 2), keepdims=True), 1)
+    return np.where(valid, block, mean), valid
+
+
 def _detail(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_standardised`'s embeddings and band-passed detail of ``(n, side, side)`` blocks (:func:`_blocks`)."""
     from scipy.ndimage import gaussian_filter
 
-    valid = ~_nodata(block, LEAK_NODATA_MARGIN)
-    count = np.maximum(valid.sum(axis=(1, 2), keepdims=True), 1)
-    mean = (block * valid).sum(axis=(1, 2), keepdims=True) / count
-    block = np.where(valid, block, mean)
+    block, valid = _filled(block)
     band = gaussian_filter(block, (0, LEAK_BAND[0], LEAK_BAND[0])) - gaussian_filter(
         block, (0, LEAK_BAND[1], LEAK_BAND[1])
     )
@@ -424,10 +429,8 @@ def ring_spectra(patches: np.ndarray, chunk: int = 512) -> np.ndarray:
     window = np.outer(np.hanning(side), np.hanning(side))
     out = np.empty((n, 2 * len(LEAK_POLAR_RADII), len(angles[0]) // 2 + 1), dtype=np.complex64)
     for start in range(0, n, chunk):
-        block = _blocks(patches[start : start + chunk], side)
-        valid = ~_nodata(block, LEAK_NODATA_MARGIN)
-        mean = (block * valid).sum(axis=(1, 2), keepdims=True) / np.maximum(valid.sum(axis=(1, 2), keepdims=True), 1)
-        block = np.where(valid, block, mean)
+        block, _ = _filled(_blocks(patches[start : start + chunk], side))
+        mean = block.mean(axis=(1, 2), keepdims=True)
         power = np.log1p(np.abs(np.fft.fftshift(np.fft.fft2((block - mean) * window), axes=(1, 2))))
         for half, (images, centre) in enumerate(((block, (side - 1) / 2), (power, side // 2))):
             rings = np.stack([map_coordinates(image, rings_at + centre, order=1) for image in images])
