@@ -1249,6 +1249,41 @@ def test_utf8_names_of_a_zip_without_its_utf8_flag_are_read_as_utf8(tmp_path):
     assert locate_local(tmp_path / "in") == (tmp_path / "in" / "TEM virus dataset", [])
 
 
+def test_names_in_a_code_page_that_the_archive_does_not_record_are_refused_naming_two_readings(tmp_path):
+    """A zip made on a Western-European Windows holds its names in cp1252 without saying so, a tar made on
+    such a machine too. Before: 'Ade_é_1' (cp1252) was extracted as 'Ade_Θ_1' (zipfile's cp437), another
+    image id, with no word; from the tar, as a name with a lone surrogate."""
+    tree = make_raw_tree(tmp_path / "tree")
+    folder = tree / "train" / "Adenovirus"
+    for path in [*folder.glob("*.tif"), *folder.glob("*/*")]:  # 'Q': as long as 'é' in cp1252
+        path.rename(path.with_name(path.name.replace("Ade_train_1", "Ade_Q_1")))
+    zipped = _write(tmp_path / "in" / "a.zip", zip_tree(tree).replace(b"Ade_Q_1", "Ade_é_1".encode("cp1252")))
+    assert any("Ade_Θ_1" in name for name in zipfile.ZipFile(zipped).namelist())
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT, encoding="cp1252") as tf:
+        for path in sorted(tree.rglob("*")):
+            name = f"context_virus_RAW/{path.relative_to(tree)}".replace("Ade_Q_1", "Ade_é_1")
+            tf.add(path, arcname=name, recursive=False)
+    tarred = _write(tmp_path / "in" / "b.tar", buffer.getvalue())
+    for archive in (zipped, tarred):
+        with pytest.raises(DownloadError) as caught:
+            extract_archives([archive], tmp_path / "out" / "raw")
+        assert str(caught.value).startswith(f"{archive}: 3 member name(s) in a code page that the archive does not")
+        assert "as cp437, 'context_virus_RAW/train/Adenovirus/" in str(caught.value)
+        assert "Ade_é_1" in str(caught.value) and "as cp1252" in str(caught.value)
+        assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+    # the same names in UTF-8 (the flag set, as zipfile writes them) go in as they are
+    utf8 = tmp_path / "utf8"
+    shutil.copytree(tree, utf8 / "context_virus_RAW")
+    for path in sorted(utf8.rglob("*Ade_Q_1*")):
+        path.rename(path.with_name(path.name.replace("Ade_Q_1", "Ade_é_1")))
+    extract_archives(
+        [_write(tmp_path / "in" / "c.zip", zip_tree(utf8 / "context_virus_RAW"))], tmp_path / "out2" / "raw"
+    )
+    images, _ = read_dataset(tmp_path / "out2" / "raw")
+    assert "Ade_é_1" in set(images.image_id)
+
+
 def test_a_zip_holding_a_file_and_a_folder_of_one_name_is_refused_before_extraction(tmp_path):
     """Before: a FileExistsError naming the temporary folder, with a traceback, half-way through."""
     tree = make_raw_tree(tmp_path / "tree")

@@ -154,6 +154,25 @@ def test_missing_tags_file(good, tmp_path):
     _expect_error(good, tags, "tags file is missing", tmp_path)
 
 
+def test_a_file_name_in_a_legacy_code_page_is_refused_naming_its_readings(good, tmp_path):
+    """A zip of cp1252 names extracted by a tool that keeps the bytes. Before: a UnicodeEncodeError
+    ('surrogates not allowed') from pandas, naming no file; the name's letters a guess."""
+    folder = good / "train" / "Adenovirus"
+    for path in [
+        folder / "a1.tif",
+        folder / "tags" / "a1.tif_tags.csv",
+        folder / "particle_positions" / "a1_particlepositions.txt",
+    ]:
+        name = os.fsencode(path.name).replace(b"a1", "a\u00e91".encode("cp1252"))
+        os.rename(path, os.path.join(os.fsencode(path.parent), name))
+    _expect_error(
+        good,
+        folder / "a\\xe91.tif",
+        "the name is not UTF-8 but in a legacy code page \\('a\u00e91.tif' in cp1252, 'a\u03981.tif' in cp437",
+        tmp_path,
+    )
+
+
 @pytest.mark.parametrize(
     "value,reason",
     [("abc", "not a number"), ("0", "must be positive"), ("-1,5", "must be positive"), ("", "not a number")],

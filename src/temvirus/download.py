@@ -590,7 +590,7 @@ def _zip_name(info: zipfile.ZipInfo) -> str:
     """A zip member's path (:func:`_member_name`), its name bytes read as UTF-8 where they are UTF-8 but the
     member lacks the UTF-8 flag (macOS' Archive Utility and Windows' built-in zipper write them so; zipfile
     reads them as cp437, ``Probe_ä_1`` as ``Probe_├ñ_1``, as Info-ZIP and 7-Zip do not); else as zipfile
-    reads them (cp437, the format's own)."""
+    reads them (cp437, the format's own, for ASCII names; others are refused: :func:`_legacy_name`)."""
     name = info.filename
     if not info.flag_bits & _ZIP_UTF8_FLAG and not name.isascii():
         try:
@@ -598,6 +598,27 @@ def _zip_name(info: zipfile.ZipInfo) -> str:
         except UnicodeError:
             pass
     return _member_name(name)
+
+
+def _legacy_name(info: zipfile.ZipInfo | tarfile.TarInfo) -> str | None:
+    """How two code pages read an archive member's name where it is in a legacy code page, else None.
+
+    A zip member's name that is neither marked UTF-8 (APPNOTE 4.4.4, bit 11) nor UTF-8, and not ASCII, is
+    in the code page of the machine that made the archive, which a zip does not record: zipfile reads it
+    as cp437 (the format's own), but a zip made on a Western-European Windows holds cp1252 or cp850, and
+    ``Probe_é_1`` (cp1252) would become ``Probe_Θ_1``, another image id, unseen. A tar member's name that
+    is not UTF-8 (tarfile keeps such bytes as surrogates) is the same."""
+    if isinstance(info, tarfile.TarInfo):
+        raw = info.name.encode("utf-8", "surrogateescape")
+    elif info.flag_bits & _ZIP_UTF8_FLAG or info.filename.isascii():
+        return None
+    else:
+        raw = info.filename.encode("cp437")
+    try:
+        raw.decode("utf-8")
+        return None
+    except UnicodeError:
+        return f"{raw.decode('cp437')!r} as cp437, {raw.decode('cp1252', 'replace')!r} as cp1252"
 
 
 #: suffixes of archive formats that cannot be extracted here (named when no raw layout is found)
@@ -666,6 +687,7 @@ def _check_members(archive: Path, target: Path) -> tuple[str, dict[str, int]]:
     """Check every member of ``archive`` before anything is extracted; returns 'zip' or 'tar' and
     the paths of its file members (``/``-separated) with their sizes in bytes."""
     problems, files, names, unreadable = [], [], [], []  # names: of every member, folders too
+    legacy = []  # per member: how two code pages read its name where it is in one (_legacy_name)
     try:
         if multipart(archive):
             raise DownloadError(f"{archive}: {multipart(archive)}")
@@ -675,6 +697,7 @@ def _check_members(archive: Path, target: Path) -> tuple[str, dict[str, int]]:
                 for info in zf.infolist():
                     name = _zip_name(info)
                     names.append(name)
+                    legacy.append(_legacy_name(info))
                     reason = _unsafe_reason(name, target)
                     if reason is None and stat.S_ISLNK(info.external_attr >> 16):
                         reason = "symbolic link"
@@ -700,6 +723,7 @@ def _check_members(archive: Path, target: Path) -> tuple[str, dict[str, int]]:
                     )
                 for member in members:
                     names.append(_member_name(member.name) + ("/" if member.isdir() else ""))
+                    legacy.append(_legacy_name(member))
                     reason = _unsafe_reason(member.name, target)
                     if reason is None and (member.issym() or member.islnk()):
                         reason = f"link to {member.linkname!r}"
@@ -722,6 +746,14 @@ def _check_members(archive: Path, target: Path) -> tuple[str, dict[str, int]]:
         raise DamagedArchiveError(f"{archive}: corrupt or truncated archive ({type(exc).__name__}: {exc})") from None
     if problems:
         raise DownloadError(f"{archive}: refusing to extract unsafe members: {', '.join(problems[:10])}")
+    legacy = [readings for readings in legacy if readings]
+    if legacy:
+        raise DownloadError(
+            f"{archive}: {len(legacy)} member name(s) in a code page that the archive does not record (not "
+            f"UTF-8), so their letters, and the image ids made of them, would be a guess: {legacy[0]}; extract "
+            "it with the code page it was made in (unzip -O cp1252, or 7-Zip) and point dataset.local.path at "
+            "the extracted folder"
+        )
     if unreadable:
         listed = ", ".join(unreadable[:3]) + (f" ... ({len(unreadable)} in all)" if len(unreadable) > 3 else "")
         raise DownloadError(

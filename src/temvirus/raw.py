@@ -1896,6 +1896,16 @@ def _entries(folder: Path) -> list[Path]:
     """The entries of ``folder`` a reader looks at (see :func:`ignored`); archives refused."""
     entries = sorted(p for p in folder.iterdir() if not ignored(p.name))
     for entry in entries:
+        name = os.fsencode(entry.name)
+        try:
+            name.decode("utf-8")
+        except UnicodeError:  # Python keeps the bytes as surrogates: written to a UTF-8 table they fail
+            raise RawDataError(
+                entry.parent / name.decode("utf-8", "backslashreplace"),
+                f"the name is not UTF-8 but in a legacy code page ({name.decode('cp1252', 'replace')!r} in cp1252, "
+                f"{name.decode('cp437')!r} in cp437; an archive extracted without converting its names?): rename it "
+                "in UTF-8 (convmv -f cp1252 -t utf-8 -r --notest FOLDER), with its tags and positions files",
+            ) from None
         if entry.is_file() and is_archive(entry):
             raise RawDataError(
                 entry,
