@@ -269,6 +269,14 @@ def test_read_refuses_table_paths_that_are_no_files_before_reading(good, tmp_pat
     assert particles.read_text() == "old\n" and stat.S_ISFIFO(fifo.stat().st_mode)
     assert photo.read_bytes() == b"\xff\xd8 an image"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a1.jpg", "fifo", "folder", "particles.csv", "raw"]
+    # one table of the two: a usage error like the others (before: exit 1, no usage line)
+    for given in (["--images", str(tmp_path / "i.csv")], ["--particles", str(tmp_path / "p.csv")]):
+        with pytest.raises(SystemExit) as stop:
+            main(["read", str(good), *given])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and err.startswith("usage: temvirus read"), err
+        assert "error: give both --images and --particles, or neither" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a1.jpg", "fifo", "folder", "particles.csv", "raw"]
     with pytest.raises(ValueError, match=f"{folder}: is a folder"):  # the function checks too
         write_tables(good, folder, particles)
 

@@ -120,14 +120,20 @@ def _read_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--images", type=_csv_to_write, help="write the image table (CSV) here")
     p.add_argument("--particles", type=_csv_to_write, help="write the particle table (CSV) here")
+    p.set_defaults(usage_problem=_read_usage_problem)
+
+
+def _read_usage_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``temvirus read``'s arguments that argparse cannot say (a usage error: exit 2)."""
+    if (args.images is None) != (args.particles is None):
+        return "give both --images and --particles, or neither"
+    return None
 
 
 def _read(args: argparse.Namespace) -> int:
     from temvirus.download import check_folder_against_archives, find_raw_root
     from temvirus.raw import read_dataset, subset_folders, subset_gaps, write_tables
 
-    if (args.images is None) != (args.particles is None):
-        raise SystemExit("temvirus read: give both --images and --particles, or neither")
     if args.root.is_dir() and not subset_folders(args.root):  # e.g. "TEM virus dataset/"
         tree, args.root = args.root, find_raw_root(args.root)
         check_folder_against_archives(args.root, tree)
@@ -329,9 +335,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (help_, add_arguments, _) in COMMANDS.items():
-        add_arguments(sub.add_parser(name, help=help_, description=help_))
+    parsers = {name: sub.add_parser(name, help=help_, description=help_) for name, (help_, _, _) in COMMANDS.items()}
+    for name, (_, add_arguments, _) in COMMANDS.items():
+        add_arguments(parsers[name])
     args = parser.parse_args(argv)
+    problem = getattr(args, "usage_problem", lambda _: None)(args)
+    if problem:
+        parsers[args.command].error(problem)  # the usage and the problem; exit 2, as argparse's own
     previous = signal.signal(signal.SIGTERM, _stop)
     try:  # from before the package's imports: a Ctrl-C in their first second gives no traceback either
         return _run(args)
