@@ -418,6 +418,11 @@ def test_stage_outputs_and_evaluation(tiny_stage):
     assert ((table.x_nm - table.x * pixel).abs() <= 0.005 * pixel + 0.005 + 1e-9).all()
     summary = pd.read_csv(out / "summary.csv")
     assert sorted(summary.image_id) == test_ids and {"call", "confidence", "count_Ebola"} <= set(summary.columns)
+    # n_particles counts each filament once, as the raw tables do (it counted a filament's points); n_points those
+    counts = summary.filter(like="count_").sum(axis=1)
+    points = summary.image_id.map({p.stem: len(pd.read_csv(p)) for p in (out / "particles").glob("*.csv")})
+    assert summary.n_particles.tolist() == counts.tolist() and summary.n_points.tolist() == points.tolist()
+    assert (summary.n_particles < summary.n_points).any()  # a filament found as several points
     evaluation = pd.read_csv(out / "evaluation.csv")
     assert (evaluation.n_matched <= evaluation[["n_found", "n_annotated"]].min(axis=1)).all()
     assert metrics["f1"] > 0.3 and metrics["diameters_compared"] > 0

@@ -862,7 +862,8 @@ def analyse_image(
     image_id: str = "image",
 ) -> tuple[pd.DataFrame, dict]:
     """Particles of one raw image (:data:`PARTICLE_COLUMNS`) and its call (``call``,
-    ``confidence``, ``call_from``, ``n_particles``, ``count_{class}``, ``filaments``) with a
+    ``confidence``, ``call_from``, ``n_particles`` (each filament once), ``n_points``, ``count_{class}``,
+    ``filaments``) with a
     detector calibrated for ``classifier`` (:func:`calibrate`): the particles whose particle score
     is at or above the threshold of their class (``particle_thresholds``), each particle's vote
     weighted by that score; with none, the strongest peak's class (module docstring, step 6)."""
@@ -908,7 +909,8 @@ def analyse_image(
         "call": called,
         "confidence": round(float(confidence), 4),
         "call_from": call_from,
-        "n_particles": len(table),
+        "n_particles": count_units(table.chain),  # each filament once, as the raw tables' n_particles
+        "n_points": len(table),
         "filaments": int(table.loc[table.chain >= 0, "chain"].nunique()),
     }
     for cls in classifier.classes:  # filaments counted as virions, not as the points along them
