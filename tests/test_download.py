@@ -139,6 +139,25 @@ def test_a_redirect_is_followed_again_by_the_resume(file_server, tmp_path):
     assert file_server.requests[-1][1] == "bytes=5000-"  # Range kept through the redirect
 
 
+def test_redirects_are_not_counted_as_tries_and_a_redirect_loop_is_named(file_server, tmp_path, caplog):
+    """A host that sends each request through three redirects to its storage (Zenodo, Figshare, Mendeley
+    do one or two). Before: each redirect counted as one of the ``retries`` requests, so with two tries the
+    download failed at its first redirect ("too many redirects"), and a dropped body was never resumed."""
+    body = np.random.default_rng(7).bytes(20_000)
+    file_server.files["/store/r.bin"] = body
+    file_server.faults["/store/r.bin"] = {"drop_once"}
+    file_server.redirects.update({"/r.bin": "/a/r.bin", "/a/r.bin": "/b/r.bin", "/b/r.bin": "/store/r.bin"})
+    with caplog.at_level("WARNING", logger="temvirus.download"):
+        fetch(file_server.url("/r.bin"), tmp_path / "r.bin", sha256=sha(body), **FAST, retries=2)
+    assert (tmp_path / "r.bin").read_bytes() == body
+    assert [path for path, _ in file_server.requests] == ["/r.bin", "/a/r.bin", "/b/r.bin", "/store/r.bin"] * 2
+    assert "attempt 1/2 failed" in caplog.text
+    file_server.redirects.update({"/loop": "/loop2", "/loop2": "/loop"})
+    with pytest.raises(DownloadError, match="too many redirects"):
+        fetch(file_server.url("/loop"), tmp_path / "loop.bin", **FAST)
+    assert 10 <= len(file_server.requests) - 8 <= 12  # one try's redirects, not retried
+
+
 def test_fetch_waits_as_retry_after_says_then_succeeds(file_server, tmp_path, caplog):
     import time
 

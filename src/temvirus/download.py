@@ -73,7 +73,8 @@ from temvirus.raw import (
 log = logging.getLogger(__name__)
 
 USER_AGENT = "temvirus-workflow (+https://doi.org/10.17632/x4dwwfwtw3.3)"
-RETRIES = 5  # requests per file (redirects included)
+RETRIES = 5  # tries per file (a try follows its redirects)
+MAX_REDIRECTS = 10  # per try
 BACKOFF_S = 2.0  # urllib3's backoff factor: no wait before the 2nd request, then 2x, 4x, 8x... this
 MAX_BACKOFF_S = 60.0  # longest wait between two requests, a server's Retry-After included
 TIMEOUT_S = 60.0  # per socket operation
@@ -125,28 +126,31 @@ class _LoggedRetry(Retry):
         return super().new(url=self.url, **kwargs)
 
     def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
-        retry = super().increment(method, url, response, error, _pool, _stacktrace)  # MaxRetryError once spent
-        if not retry.history[-1].redirect_location:
-            wait = (response is not None and retry.get_retry_after(response)) or retry.get_backoff_time()
-            reason = error or f"HTTP {response.status} {response.reason}"
-            done = len(retry.history)
-            log.warning(
-                "%s: attempt %d/%d failed (%s); retrying in %.1f s",
-                self.url,
-                done,
-                done + retry.total + 1,
-                reason,
-                wait,
-            )
+        # a redirect is bounded by ``redirect`` alone (the rest of one try): ``total`` counts failed tries
+        redirect = error is None and response is not None and bool(response.get_redirect_location())
+        counted = self.new(total=self.total + 1) if redirect else self
+        retry = super(_LoggedRetry, counted).increment(method, url, response, error, _pool, _stacktrace)
+        if redirect:  # (MaxRetryError above once spent)
+            return retry
+        retry = retry.new(redirect=MAX_REDIRECTS)  # the next try may follow as many
+        wait = (response is not None and retry.get_retry_after(response)) or retry.get_backoff_time()
+        reason = error or f"HTTP {response.status} {response.reason}"
+        done = sum(not entry.redirect_location for entry in retry.history)
+        log.warning(
+            "%s: attempt %d/%d failed (%s); retrying in %.1f s", self.url, done, done + retry.total + 1, reason, wait
+        )
         return retry
 
 
 def _retry(url: str, retries: int, backoff_s: float) -> Retry:
-    """At most ``retries`` requests of ``url`` (redirects included); connection and read errors
-    and :data:`_RETRY_STATUS` answers are retried after the server's ``Retry-After`` or an
-    exponential backoff (``backoff_s`` is its factor), each wait at most :data:`MAX_BACKOFF_S`."""
+    """At most ``retries`` tries of ``url``, each following at most :data:`MAX_REDIRECTS` redirects (not
+    counted as tries: a host that redirects each request to storage would otherwise spend the budget);
+    connection and read errors and :data:`_RETRY_STATUS` answers are retried after the server's
+    ``Retry-After`` or an exponential backoff (``backoff_s`` is its factor), each wait at most
+    :data:`MAX_BACKOFF_S`."""
     return _LoggedRetry(
         total=retries - 1,
+        redirect=MAX_REDIRECTS,
         status_forcelist=_RETRY_STATUS,
         backoff_factor=backoff_s,
         backoff_max=MAX_BACKOFF_S,
@@ -386,8 +390,8 @@ def fetch(
     :class:`DownloadError` is raised: the size, the hash or prefix, or, with neither hash nor
     prefix, an empty body or an HTML page (a login or error page served with 200; see
     :func:`_verify`); a body shorter than its Content-Length is resumed, never saved as it is; a
-    network failure that outlasts ``retries`` requests (:func:`_retry`: redirects and resumes
-    included, ``backoff_s`` the backoff factor, ``timeout_s`` per socket operation) keeps the
+    network failure that outlasts ``retries`` tries (:func:`_retry`: resumes included, redirects
+    not, ``backoff_s`` the backoff factor, ``timeout_s`` per socket operation) keeps the
     ``.part`` file for next time.
     The record holds ``url``, ``final_url`` (after redirects), ``size``, ``sha256``,
     ``sha256_verified`` (False when no hash or prefix was known: the hash was computed, not
