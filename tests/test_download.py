@@ -323,6 +323,12 @@ def test_an_empty_body_or_an_html_page_is_refused_without_a_hash(
     assert message in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["data.zip"] and dest.read_bytes() == b"an earlier file"
     assert fetch(url, tmp_path / "known", sha256=sha(body), **FAST)["sha256_verified"]
+    if body:  # with a size or hash that the page misses, what came is said too (before: the numbers alone)
+        for known in ({"size": 1234}, {"sha256": "0" * 64}, {"sha256_prefix": "000000"}):
+            with pytest.raises(
+                DownloadError, match=f"^{re.escape(url)}: .*: {re.escape('the server sent ' + message)}"
+            ):
+                fetch(url, tmp_path / "other", **known, **FAST)
 
 
 def test_a_body_shorter_than_its_content_length_is_never_saved(file_server, tmp_path):

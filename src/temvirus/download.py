@@ -346,25 +346,30 @@ def _verify(
 
     With no hash or prefix to check, what cannot be a data file is refused: an empty file (unless
     ``size`` is 0) and an HTML page (``content_type``, the response's Content-Type, one of
-    :data:`HTML_TYPES`, or :func:`_is_html`).
+    :data:`HTML_TYPES`, or :func:`_is_html`); a size or hash that differs says so too where the body is
+    such a page.
     """
     got = path.stat().st_size
+    media = (content_type or "").partition(";")[0].strip().lower()
+    html = (
+        f"the server sent an HTML page ({got} bytes, Content-Type {content_type or 'not given'}) where a data file "
+        "is expected: a login or error page? Check the URL"
+        if media in HTML_TYPES or _is_html(path)
+        else None
+    )
     if size is not None and got != size:
-        raise DownloadError(f"{url}: expected {size} bytes, got {got}")
+        raise DownloadError(f"{url}: expected {size} bytes, got {got}" + (f": {html}" if html else ""))
     if sha256 is None and sha256_prefix is None:
         if got == 0 and size is None:
             raise DownloadError(f"{url}: the server sent an empty body (0 bytes) where a data file is expected")
-        media = (content_type or "").partition(";")[0].strip().lower()
-        if media in HTML_TYPES or _is_html(path):
-            raise DownloadError(
-                f"{url}: the server sent an HTML page ({got} bytes, Content-Type {content_type or 'not given'}) "
-                "where a data file is expected: a login or error page? Check the URL"
-            )
+        if html:
+            raise DownloadError(f"{url}: {html}")
     digest = sha256_file(path)
+    why = f": {html}" if html else ""
     if sha256 is not None and digest != sha256.lower():
-        raise DownloadError(f"{url}: sha256 mismatch: expected {sha256}, got {digest}")
+        raise DownloadError(f"{url}: sha256 mismatch: expected {sha256}, got {digest}{why}")
     if sha256_prefix is not None and not digest.startswith(sha256_prefix.lower()):
-        raise DownloadError(f"{url}: sha256 {digest} does not start with {sha256_prefix!r} (from its file name)")
+        raise DownloadError(f"{url}: sha256 {digest} does not start with {sha256_prefix!r} (from its file name){why}")
     return digest
 
 
