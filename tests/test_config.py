@@ -623,8 +623,9 @@ def test_the_real_examples_of_the_synthetic_figure_rerun_only_the_figure(tmp_pat
 
 def test_the_jobs_read_the_config_through_their_params():
     """Snakemake re-runs a job for a change of its params, never for a config key its script reads
-    directly: only raw_tables reads one (classes.classification, checked against the data; its
-    tables do not depend on it, and check_classes, whose params hold it, checks it again), and
+    directly: only raw_tables and split read one (classes.classification, checked against the data and
+    the subsets; their tables do not depend on it, and check_classes and augment, whose params hold it,
+    check it again), and
     download_weights (weights.base_url: where a file comes from, not what it is; as a param a new
     mirror re-ran the job, which deleted the verified file first)."""
     readers = {
@@ -632,7 +633,7 @@ def test_the_jobs_read_the_config_through_their_params():
         for path in (REPO / "workflow" / "scripts").glob("*.py")
         if re.search(r"\b(?:smk|snakemake)\.config\b", path.read_text())
     }
-    assert readers == {"raw_tables.py", "download_weights.py"}
+    assert readers == {"raw_tables.py", "split.py", "download_weights.py"}
 
 
 def test_a_run_folder_without_the_papers_tables_is_refused_in_one_line_saying_what_to_link(tmp_path):

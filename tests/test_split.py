@@ -139,3 +139,21 @@ def test_written_split_is_deterministic_and_agreement_file(tmp_path):
         assert table.loc[(method, "all"), "same_subset"] == int((split.subset == split.folder_subset).sum())
         assert table.loc[(method, "all"), "images"] == 19
         assert table.loc[(method, "TBE"), "images"] == 7
+
+
+def test_a_class_a_split_method_leaves_out_of_a_subset_is_refused_at_the_split(tmp_path):
+    """Two images of TBE: the representative split deals them to train and test, none to validation.
+    Before: the split was written, and the run stopped at augment, after the rescaling and the patches
+    (minutes to hours on the published data); a class not in classes.classification is no matter."""
+    kept_csv = tmp_path / "images_kept.csv"
+    kept_table({"Cowpox": 12, "TBE": 2}, seed=2).to_csv(kept_csv, index=False)
+    out = tmp_path / "split_representative.csv"
+    with pytest.raises(ValueError) as caught:
+        write_split(kept_csv, out, "representative", ["Cowpox", "TBE"])
+    assert str(caught.value).startswith(
+        f"{kept_csv}: class 'TBE' of classes.classification has no validation images with particles of split "
+        "method 'representative' (its images: train ['TBE_"
+    )
+    assert "; validation none; test ['TBE_" in str(caught.value) and not out.exists()
+    write_split(kept_csv, out, "representative", ["Cowpox"])
+    assert set(pd.read_csv(out)["class"]) == {"Cowpox", "TBE"}

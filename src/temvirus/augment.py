@@ -23,7 +23,7 @@ import pandas as pd
 
 from temvirus.io import atomic_path, write_csv
 from temvirus.seeding import rng
-from temvirus.split import SUBSETS
+from temvirus.split import check_class_subsets
 
 log = logging.getLogger(__name__)
 
@@ -67,62 +67,6 @@ def _extra_pairs(n_sources: int, needed: int, generator: np.random.Generator) ->
                 pairs.append((int(source), available[order[source][step]], cycle))
         cycle += 1
     return pairs[:needed]
-
-
-#: what a class of ``classes.classification`` without patches in a subset would do, per subset
-_NO_PATCHES_WOULD = {
-    "train": "give it no training patch (nothing to balance or learn)",
-    "validation": "average an empty class into the validation macro-F1 (early stopping, the best "
-    "checkpoint) and leave it out of the micrograph thresholds",
-    "test": "count it as 0 in Table 2's macro precision, recall and F1 (nothing to score)",
-}
-
-
-def _listed(ids: list[str], subset: str, most: int = 10) -> str:
-    """``subset`` and its image ids, at most ``most`` of them (then how many in all)."""
-    if not ids:
-        return f"{subset} none"
-    return f"{subset} {ids[:most]}" + (f" ... ({len(ids)} in all)" if len(ids) > most else "")
-
-
-def check_class_subsets(
-    patches: pd.DataFrame,
-    classes: Sequence[str],
-    source,
-    method: str | None = None,
-    subsets: Sequence[str] = SUBSETS,
-) -> None:
-    """Refuse a class of ``classes`` (``classes.classification``) without patches in a subset.
-
-    ``patches`` is a patch table (``patches.csv``: ``image_id``, ``class``, ``subset``) read from
-    ``source``; ``method`` is its split method, named in the message when given. Every subset of
-    ``subsets`` must hold patches of every class. Raises ValueError naming ``source``, the class,
-    the subset, the split method, the class's images in every subset and what to do; called by
-    :func:`augment` (before any training) and :func:`temvirus.train.load_subset` (training,
-    evaluation, baselines).
-    """
-    problems = []
-    for cls in classes:
-        of_class = patches[patches["class"] == cls]
-        empty = [s for s in subsets if not (of_class["subset"] == s).any()]
-        if not empty:
-            continue
-        images = "; ".join(
-            _listed(sorted(set(of_class.image_id[of_class.subset == s].astype(str))), s) for s in SUBSETS
-        )
-        split = f" of split method {method!r}" if method else ""
-        problems += [
-            f"class {cls!r} of classes.classification has no {s} patches{split} (its images: {images}); "
-            f"it would {_NO_PATCHES_WOULD[s]}"
-            for s in empty
-        ]
-    if problems:
-        raise ValueError(
-            f"{source}: "
-            + "\n".join(problems)
-            + "\nevery class needs particle images in train, validation and test: add images of it, choose another "
-            "split method (split.methods), or leave it out of classes.classification"
-        )
 
 
 def plan(train: pd.DataFrame, classes: Sequence[str], per_class: int, seed: int) -> pd.DataFrame:

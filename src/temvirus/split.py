@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 
 import pandas as pd
 
@@ -101,6 +102,64 @@ def assign_split(images: pd.DataFrame, method: str) -> pd.DataFrame:
     return result[SPLIT_COLUMNS].sort_values(["class", "image_id"], kind="stable").reset_index(drop=True)
 
 
+#: what a class of ``classes.classification`` without patches in a subset would do, per subset
+_NO_PATCHES_WOULD = {
+    "train": "give it no training patch (nothing to balance or learn)",
+    "validation": "average an empty class into the validation macro-F1 (early stopping, the best "
+    "checkpoint) and leave it out of the micrograph thresholds",
+    "test": "count it as 0 in Table 2's macro precision, recall and F1 (nothing to score)",
+}
+
+
+def _listed(ids: list[str], subset: str, most: int = 10) -> str:
+    """``subset`` and its image ids, at most ``most`` of them (then how many in all)."""
+    if not ids:
+        return f"{subset} none"
+    return f"{subset} {ids[:most]}" + (f" ... ({len(ids)} in all)" if len(ids) > most else "")
+
+
+def check_class_subsets(
+    patches: pd.DataFrame,
+    classes: Sequence[str],
+    source,
+    method: str | None = None,
+    subsets: Sequence[str] = SUBSETS,
+    unit: str = "patches",
+) -> None:
+    """Refuse a class of ``classes`` (``classes.classification``) without patches in a subset.
+
+    ``patches`` is a patch table (``patches.csv``: ``image_id``, ``class``, ``subset``) read from
+    ``source``, or a split table (:data:`SPLIT_COLUMNS`, ``unit`` then "images"); ``method`` is its
+    split method, named in the message when given. Every subset of ``subsets`` must hold patches of
+    every class. Raises ValueError naming ``source``, the class, the subset, the split method, the
+    class's images in every subset and what to do; called by :func:`write_split` (the first job that
+    knows the subsets), :func:`temvirus.augment.augment` (before any training) and
+    :func:`temvirus.train.load_subset` (training, evaluation, baselines).
+    """
+    problems = []
+    for cls in classes:
+        of_class = patches[patches["class"] == cls]
+        empty = [s for s in subsets if not (of_class["subset"] == s).any()]
+        if not empty:
+            continue
+        images = "; ".join(
+            _listed(sorted(set(of_class.image_id[of_class.subset == s].astype(str))), s) for s in SUBSETS
+        )
+        split = f" of split method {method!r}" if method else ""
+        problems += [
+            f"class {cls!r} of classes.classification has no {s} {unit}{split} (its images: {images}); "
+            f"it would {_NO_PATCHES_WOULD[s]}"
+            for s in empty
+        ]
+    if problems:
+        raise ValueError(
+            f"{source}: "
+            + "\n".join(problems)
+            + "\nevery class needs particle images in train, validation and test: add images of it, choose another "
+            "split method (split.methods), or leave it out of classes.classification"
+        )
+
+
 def agreement(split: pd.DataFrame) -> pd.DataFrame:
     """How far a split table agrees with the given folder split, per class and overall (``all``).
 
@@ -124,9 +183,12 @@ def read_table(path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"image_id": str, "overlap_group": str})
 
 
-def write_split(kept_csv, out_csv, method: str) -> None:
-    """Rule ``split``: ``images_kept.csv`` -> ``split_{method}.csv``."""
+def write_split(kept_csv, out_csv, method: str, classes: Sequence[str] = ()) -> None:
+    """Rule ``split``: ``images_kept.csv`` -> ``split_{method}.csv``; a class of ``classes``
+    (``classes.classification``) that ``method`` leaves without images (with particles) in a subset
+    is refused here (:func:`check_class_subsets`), before the rescaling and patches."""
     split = assign_split(read_table(kept_csv), method)
+    check_class_subsets(split, classes, kept_csv, method, unit="images with particles")
     counts = split.groupby("subset").size().reindex(SUBSETS, fill_value=0)
     log.info("%s split: %s", method, ", ".join(f"{k} {v}" for k, v in counts.items()))
     write_csv(out_csv, split)

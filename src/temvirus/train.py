@@ -38,7 +38,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from temvirus import provenance
-from temvirus.augment import check_class_subsets
 from temvirus.experiments import experiment_name
 from temvirus.figures import plot_curves
 from temvirus.io import atomic_path, save_figure, sha256_file, write_csv
@@ -51,6 +50,7 @@ from temvirus.models import (
     trainable_parameters,
 )
 from temvirus.seeding import derive_seed, rng
+from temvirus.split import check_class_subsets
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def load_subset(
     ``classes``, and their table rows (``patches.csv`` or ``train_augmented.csv``).
     Classes outside ``classes`` are left out; at most ``cap`` random patches per class are kept.
     A class of ``classes`` without patches in ``subset`` is refused (ValueError naming the table;
-    :func:`temvirus.augment.check_class_subsets`).
+    :func:`temvirus.split.check_class_subsets`).
     """
     folder = Path(patches_dir)
     if subset == "train_augmented":
