@@ -1466,6 +1466,14 @@ def test_a_body_sent_content_encoded_is_refused_unless_the_file_is_stored_so(fil
         fetch(file_server.url("/data.tar.gz"), tmp_path / "data.tar.gz", **FAST)
     fetch(file_server.url("/download?id=1"), tmp_path / "real.tar.gz", **FAST)
     assert gzip.decompress((tmp_path / "real.tar.gz").read_bytes()) == body
+    # with a published hash, the hash decides (before: refused, though the bytes were the file's)
+    file_server.files["/files/3f2a"] = gzip.compress(body)
+    file_server.content_encodings["/files/3f2a"] = "gzip"
+    fetch(file_server.url("/files/3f2a"), tmp_path / "v.tar.gz", sha256=sha(gzip.compress(body)), **FAST)
+    assert gzip.decompress((tmp_path / "v.tar.gz").read_bytes()) == body
+    with pytest.raises(DownloadError, match=r"3f2a: sha256 mismatch: .* \(sent with Content-Encoding 'gzip' although"):
+        fetch(file_server.url("/files/3f2a"), tmp_path / "w.bin", sha256=sha(body), **FAST)
+    assert not (tmp_path / "w.bin").exists()
     # a transfer coding urllib3 does not undo was saved as the file too
     file_server.files["/t.bin"] = body
     file_server.faults["/t.bin"] = {"transfer_gzip"}

@@ -226,8 +226,11 @@ def _final_url(url: str, history) -> str:
     return url
 
 
-def _attempt(pool: urllib3.PoolManager, url: str, part: Path, retry: Retry) -> tuple[dict | None, Retry | None]:
-    """One GET of ``url`` appended to (206) or replacing (200) ``part``: ``(response info, None)``.
+def _attempt(
+    pool: urllib3.PoolManager, url: str, part: Path, retry: Retry, vouched: bool = False
+) -> tuple[dict | None, Retry | None]:
+    """One GET of ``url`` appended to (206) or replacing (200) ``part``: ``(response info, None)``;
+    ``vouched``: a hash will check the file (:func:`_receive`).
 
     urllib3 retries (by ``retry``) what fails before the body, and raises MaxRetryError once
     ``retry`` is spent. It does not retry a body that fails after the headers (a connection
@@ -251,7 +254,7 @@ def _attempt(pool: urllib3.PoolManager, url: str, part: Path, retry: Retry) -> t
     final_url = _final_url(url, response.retries.history[earlier:])
     with response:
         try:
-            info = _receive(url, part, response, origin, have, final_url)
+            info = _receive(url, part, response, origin, have, final_url, vouched)
         except (_Resume, ProtocolError, ReadTimeoutError) as exc:
             return None, response.retries.increment("GET", url, error=exc)
     return {**info, "final_url": final_url}, None
@@ -273,17 +276,28 @@ def _check_content_encoding(url: str, coding: str | None) -> None:
         )
 
 
-def _receive(url: str, part: Path, response: urllib3.BaseHTTPResponse, origin: dict, have: int, final_url: str) -> dict:
+def _receive(
+    url: str,
+    part: Path,
+    response: urllib3.BaseHTTPResponse,
+    origin: dict,
+    have: int,
+    final_url: str,
+    vouched: bool = False,
+) -> dict:
     """The body of ``response`` (from ``final_url``, after redirects) appended to (206) or replacing
-    (200) ``part``; returns the response's status and version headers."""
+    (200) ``part``; returns the response's status, version headers and ``Content-Encoding``. A body
+    content-encoded is refused (:func:`_check_content_encoding`) unless ``vouched`` (a sha256 or a
+    prefix of one will check the bytes as served: the file stored so is kept, any other refused)."""
     if response.status == 416 and have:  # nothing left after `have` bytes: complete or too long
         total = (response.headers.get("Content-Range") or "").rpartition("/")[2]
         if total == str(have):
-            return {"status": 416, "headers": {}}
+            return {"status": 416, "headers": {}, "coding": None}
         _drop_part(part)
         raise _Resume(f"HTTP 416 for a {have}-byte partial file; starting over")
     if response.status in (200, 206):
-        _check_content_encoding(final_url, response.headers.get("Content-Encoding"))
+        if not vouched:
+            _check_content_encoding(final_url, response.headers.get("Content-Encoding"))
         codings = [c.strip().lower() for c in (response.headers.get("Transfer-Encoding") or "").split(",")]
         if set(codings) - {"", "chunked", "identity"}:  # urllib3 undoes chunked alone
             raise DownloadError(
@@ -331,7 +345,7 @@ def _receive(url: str, part: Path, response: urllib3.BaseHTTPResponse, origin: d
     if response.status == 206:  # its Content-Length is the rest's: give the whole file's, if known
         headers.pop("Content-Length", None)
         headers.update({"Content-Length": str(total)} if total is not None else {})
-    return {"status": response.status, "headers": headers}
+    return {"status": response.status, "headers": headers, "coding": response.headers.get("Content-Encoding")}
 
 
 def _verify(
@@ -341,13 +355,14 @@ def _verify(
     sha256: str | None,
     sha256_prefix: str | None,
     content_type: str | None = None,
+    content_encoding: str | None = None,
 ) -> str:
     """Check size and hash of ``path``; returns its sha256 or raises DownloadError naming ``url``.
 
     With no hash or prefix to check, what cannot be a data file is refused: an empty file (unless
     ``size`` is 0) and an HTML page (``content_type``, the response's Content-Type, one of
     :data:`HTML_TYPES`, or :func:`_is_html`); a size or hash that differs says so too where the body is
-    such a page.
+    such a page, or one sent with a ``content_encoding`` (its encoded bytes are not the file).
     """
     got = path.stat().st_size
     media = (content_type or "").partition(";")[0].strip().lower()
@@ -365,7 +380,10 @@ def _verify(
         if html:
             raise DownloadError(f"{url}: {html}")
     digest = sha256_file(path)
+    coding = (content_encoding or "identity").strip().lower()
     why = f": {html}" if html else ""
+    if coding != "identity":
+        why += f" (sent with Content-Encoding {coding!r} although 'identity' was asked: its encoded bytes are not the file)"
     if sha256 is not None and digest != sha256.lower():
         raise DownloadError(f"{url}: sha256 mismatch: expected {sha256}, got {digest}{why}")
     if sha256_prefix is not None and not digest.startswith(sha256_prefix.lower()):
@@ -456,7 +474,7 @@ def fetch(
             if size is not None and part.exists() and part.stat().st_size > size:
                 _drop_part(part)
             try:
-                info, retry = _attempt(pool, url, part, retry)
+                info, retry = _attempt(pool, url, part, retry, vouched=bool(expected))
             except MaxRetryError as exc:
                 kept = (
                     f"{part.stat().st_size} bytes kept in {part} for a resume" if part.exists() else "nothing received"
@@ -467,7 +485,7 @@ def fetch(
             if info is None:
                 retry.sleep()
     try:
-        digest = _verify(url, part, size, sha256, sha256_prefix, info["headers"].get("Content-Type"))
+        digest = _verify(url, part, size, sha256, sha256_prefix, info["headers"].get("Content-Type"), info["coding"])
     except DownloadError:
         _drop_part(part)
         raise
@@ -483,7 +501,7 @@ def fetch(
         "downloaded_at": _now(),
         "path": str(dest),
     }
-    del record["status"]
+    del record["status"], record["coding"]
     write_json(_record_path(dest), record)
     log.info(
         "%s: %d bytes saved to %s (sha256 %s%s)",
