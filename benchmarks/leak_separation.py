@@ -92,7 +92,7 @@ def candidates(table: pd.DataFrame, embedded: np.ndarray, std: np.ndarray) -> pd
 def score(table: pd.DataFrame, std: np.ndarray, pairs: np.ndarray) -> pd.DataFrame:
     from temvirus.audit.leakage import LEAK_BIN, max_ncc
 
-    ncc, shift, transform = max_ncc(std[pairs[:, 0]], std[pairs[:, 1]])
+    ncc, shift, transform = max_ncc(std, std, pairs=pairs)
     a, b = table.iloc[pairs[:, 0]].reset_index(drop=True), table.iloc[pairs[:, 1]].reset_index(drop=True)
     return pd.DataFrame(
         {

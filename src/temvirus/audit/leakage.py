@@ -20,6 +20,10 @@ import pandas as pd
 from temvirus.audit.lineage import RESULTS_PREFIX, Check, Folder
 from temvirus.split import SUBSETS
 
+#: patches per block of work in the duplicate and leak checks: a block's numpy temporaries (a few MiB)
+#: stay below glibc's mmap threshold, so they are reused, not mapped and zeroed anew for each block
+#: (blocks of 256-512 took about 3x the time, most of it in the kernel: docs/benchmarks.md)
+LEAK_CHUNK = 32
 #: near-duplicate patches: perceptual hashes at most this many bits apart (of 64)
 NEAR_HAMMING = 4
 #: at most this many near-duplicate pairs are listed per pair of sets
@@ -156,7 +160,7 @@ def check_patches(folder: Folder) -> Check:
     return check
 
 
-def patch_hashes(array: np.ndarray, chunk: int = 256) -> tuple[list[str], np.ndarray]:
+def patch_hashes(array: np.ndarray, chunk: int = LEAK_CHUNK) -> tuple[list[str], np.ndarray]:
     """Per patch: sha256 of its bytes, and a 64-bit perceptual hash (uint64).
 
     The perceptual hash: the patch averaged down to 32x32, its 2-D DCT, and one bit per
@@ -292,7 +296,7 @@ def transform_name(transform: tuple[int, bool]) -> str:
     return ", ".join(words) or "identity"
 
 
-def _standardised(patches: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+def _standardised(patches: np.ndarray, chunk: int = LEAK_CHUNK) -> tuple[np.ndarray, np.ndarray]:
     """``(embeddings (n, LEAK_EMBED**2), detail (n, 80, 80) float32)`` of the central 160 nm of each patch.
 
     The patch is averaged in ``LEAK_BIN`` blocks (2 nm/px: the template plus the searched shifts).
@@ -408,7 +412,7 @@ def _nearest_of_other_images(
     return np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
 
 
-def ring_spectra(patches: np.ndarray, chunk: int = 512) -> np.ndarray:
+def ring_spectra(patches: np.ndarray, chunk: int = LEAK_CHUNK) -> np.ndarray:
     """``(n, 2 * len(LEAK_POLAR_RADII), 180 / LEAK_POLAR_STEP_DEG + 1)`` complex64: the angular Fourier
     transforms of rings around each patch's centre (the first half) and of rings of its power spectrum
     (the second).
@@ -514,7 +518,7 @@ def free_turn_ncc(
     train_detail: np.ndarray,
     train_spectra: np.ndarray,
     pairs: np.ndarray,
-    chunk: int = 256,
+    chunk: int = LEAK_CHUNK,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per pair: :func:`max_ncc` of the query patch turned (and mirrored) onto the training patch.
 
@@ -560,11 +564,17 @@ def free_turn_ncc(
 
 
 def max_ncc(
-    a: np.ndarray, b: np.ndarray, chunk: int = 256, transforms: list[tuple[int, bool]] = LEAK_TRANSFORMS
+    a: np.ndarray,
+    b: np.ndarray,
+    chunk: int = LEAK_CHUNK,
+    transforms: list[tuple[int, bool]] = LEAK_TRANSFORMS,
+    pairs: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per pair: the largest normalised cross-correlation of ``a``'s central template with ``b``.
 
-    ``a``, ``b``: ``(m, 80, 80)`` band-passed patches (:func:`_standardised`, 2 nm/px). The
+    ``a``, ``b``: ``(m, 80, 80)`` band-passed patches (:func:`_standardised`, 2 nm/px), or with
+    ``pairs`` (``(m, 2)`` indices) ``a[pairs[:, 0]]`` against ``b[pairs[:, 1]]``, gathered a block at
+    a time (not all at once: gigabytes for a large run). The
     central ``LEAK_TEMPLATE``-px square of ``a``, under each of ``transforms`` (of :data:`D4`), is compared with every same-size window of ``b`` (shifts
     up to ``LEAK_SHIFT`` px each way): NCC is the Pearson correlation of the template with the
     window. Correlations by FFT (float32), window means and variances by summed-area tables.
@@ -575,19 +585,22 @@ def max_ncc(
     """
     from scipy.fft import ifft, irfft, rfft2
 
-    m, h, w = a.shape
+    _, h, w = a.shape
+    m = len(a) if pairs is None else len(pairs)
     t, s = LEAK_TEMPLATE, LEAK_SHIFT
     side, n_shift = t + 2 * s, 2 * s + 1
     if b.shape[1:] != (side, side) or (h, w) != (side, side):
         raise ValueError(f"max_ncc needs {side}x{side} standardised patches, got {a.shape[1:]} and {b.shape[1:]}")
     ncc, shift, transform = np.full(m, -1.0), np.zeros((m, 2), dtype=np.int64), np.zeros(m, dtype=np.int64)
     for start in range(0, m, chunk):
-        tpl = np.stack(_d4(a[start : start + chunk, s : s + t, s : s + t], transforms), axis=1).astype(
+        rows = slice(start, start + chunk)
+        a_rows, b_rows = (rows, rows) if pairs is None else (pairs[rows, 0], pairs[rows, 1])
+        tpl = np.stack(_d4(a[a_rows][:, s : s + t, s : s + t], transforms), axis=1).astype(
             np.float32
         )  # (c, transforms, t, t)
         tpl -= tpl.mean(axis=(2, 3), keepdims=True)
         tpl /= np.maximum(np.linalg.norm(tpl, axis=(2, 3), keepdims=True), 1e-6)
-        region = np.ascontiguousarray(b[start : start + chunk], dtype=np.float32)  # (c, side, side)
+        region = np.ascontiguousarray(b[b_rows], dtype=np.float32)  # (c, side, side)
         product = rfft2(region)[:, None] * np.conj(rfft2(tpl, s=(side, side)))
         corr = irfft(ifft(product, axis=-2)[..., :n_shift, :], n=side, axis=-1)[
             ..., :n_shift
@@ -837,7 +850,7 @@ def check_leaks(folder: Folder, threshold: float = LEAK_NCC, accepted: dict | No
                     transforms=transforms,
                 )
                 n_pairs += len(pairs)
-                ncc, shift, transform = max_ncc(query[pairs[:, 0]], train[pairs[:, 1]], transforms=transforms)
+                ncc, shift, transform = max_ncc(query, train, transforms=transforms, pairs=pairs)
                 field = (
                     _field_evidence(pairs, ncc, shift, least, arrays[subset], arrays["train"], rows, train_rows)
                     if transforms is LEAK_TRANSFORMS
