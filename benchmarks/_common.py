@@ -171,3 +171,25 @@ def write_result(path: str | Path, result: dict) -> Path:
     path = Path(path)
     write_json(path, result)
     return path
+
+
+def particle_patches(root: str | Path):
+    """``(table, patches)``: the 256x256 patch at 1 nm/px of every particle of the raw-layout folder ``root``
+    (:func:`temvirus.patches.extract_image`), read image by image in image-id order; ``table`` has a row per
+    patch, in the patches' order: ``image_id``, ``class``, its centre ``x_nm``, ``y_nm``."""
+    import numpy as np
+    import pandas as pd
+
+    from temvirus.patches import extract_image, patch_points
+    from temvirus.raw import read_dataset, read_image
+
+    root = Path(root)
+    images, particles = read_dataset(root, hash_files=False)
+    points = patch_points(particles).merge(images[["image_id", "class", "pixel_size_nm", "path"]], on="image_id")
+    points["x_nm"], points["y_nm"] = points.x * points.pixel_size_nm, points.y * points.pixel_size_nm
+    tables, arrays = [], []
+    for _, rows in points.groupby("image_id", sort=True):
+        pixels = read_image(root / rows.path.iloc[0])
+        arrays.append(extract_image(pixels, rows.pixel_size_nm.iloc[0], rows[["x_nm", "y_nm"]].to_numpy()))
+        tables.append(rows[["image_id", "class", "x_nm", "y_nm"]])
+    return pd.concat(tables).reset_index(drop=True), np.concatenate(arrays)

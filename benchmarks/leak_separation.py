@@ -44,6 +44,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import particle_patches  # noqa: E402
+
 #: candidate pairs at or above this NCC vote for their image pair's field offset
 LOOSE_NCC = 0.5
 #: a same-field image pair needs this many agreeing candidate pairs of distinct particles
@@ -51,27 +55,6 @@ MIN_AGREEING = 2
 #: two offsets agree (and a patch pair is the same particle) within this distance, nm
 TOLERANCE_NM = 10.0
 PERCENTILES = (0, 1, 5, 25, 50, 75, 95, 99, 100)
-
-
-def load_patches(root: Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """The patch table (one row per patch: image, class, centre in nm), the patches' pre-screen
-    embeddings and their band-passed centres (:func:`temvirus.audit.leakage._standardised`)."""
-    from temvirus.audit.leakage import _standardised
-    from temvirus.patches import extract_image, patch_points
-    from temvirus.raw import read_dataset, read_image
-
-    images, particles = read_dataset(root, hash_files=False)
-    points = patch_points(particles).merge(images[["image_id", "class", "pixel_size_nm", "path"]], on="image_id")
-    points["x_nm"], points["y_nm"] = points.x * points.pixel_size_nm, points.y * points.pixel_size_nm
-    points = points.reset_index(drop=True)
-    embedded, detail = [], []
-    for _, rows in points.groupby("image_id", sort=False):
-        pixels = read_image(root / rows.path.iloc[0])
-        e, d = _standardised(extract_image(pixels, rows.pixel_size_nm.iloc[0], rows[["x_nm", "y_nm"]].to_numpy()))
-        embedded.append(e)
-        detail.append(d)
-    order = np.concatenate([rows.index.to_numpy() for _, rows in points.groupby("image_id", sort=False)])
-    return points.loc[order].reset_index(drop=True), np.concatenate(embedded), np.concatenate(detail)
 
 
 def candidates(table: pd.DataFrame, embedded: np.ndarray, std: np.ndarray) -> pd.DataFrame:
@@ -171,7 +154,7 @@ def describe(values: np.ndarray) -> dict:
 
 
 def main(argv=None) -> dict:
-    from temvirus.audit.leakage import LEAK_NCC
+    from temvirus.audit.leakage import LEAK_NCC, _standardised
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="a raw-layout folder")
@@ -186,7 +169,8 @@ def main(argv=None) -> dict:
         table, std = pd.read_csv(cache / "patches.csv", dtype={"image_id": str}), np.load(cache / "standardised.npy")
         cands = pd.read_csv(cache / "candidates.csv", dtype={"image_a": str, "image_b": str})
     else:
-        table, embedded, std = load_patches(Path(args.data))
+        table, patches = particle_patches(args.data)
+        embedded, std = _standardised(patches)
         print(
             f"{len(table)} patches of {table.image_id.nunique()} images ({time.perf_counter() - started:.0f} s)",
             flush=True,

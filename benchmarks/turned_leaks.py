@@ -35,24 +35,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import OUT, REPO, machine_info, write_result  # noqa: E402
+from _common import OUT, REPO, machine_info, particle_patches, write_result  # noqa: E402
 
 PERCENTILES = (50, 99, 99.9, 100)
-
-
-def load_patches(root: Path) -> tuple[pd.DataFrame, np.ndarray]:
-    """The patch table (image, class) and the patches of every particle of ``root``, image by image."""
-    from temvirus.patches import extract_image, patch_points
-    from temvirus.raw import read_dataset, read_image
-
-    images, particles = read_dataset(root, hash_files=False)
-    points = patch_points(particles).merge(images[["image_id", "class", "pixel_size_nm", "path"]], on="image_id")
-    tables, arrays = [], []
-    for _, rows in points.groupby("image_id", sort=True):
-        centres = rows[["x", "y"]].to_numpy() * rows.pixel_size_nm.to_numpy()[:, None]
-        arrays.append(extract_image(read_image(root / rows.path.iloc[0]), rows.pixel_size_nm.iloc[0], centres))
-        tables.append(rows[["image_id", "class"]])
-    return pd.concat(tables).reset_index(drop=True), np.concatenate(arrays)
 
 
 def plant(patches: np.ndarray, count: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -106,7 +91,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default=str(OUT / "turned_leaks.json"), help="write the figures as JSON here")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    table, patches = load_patches(Path(args.data))
+    table, patches = particle_patches(args.data)
     print(f"{len(table)} patches of {table.image_id.nunique()} images ({time.perf_counter() - started:.0f} s)")
     same = set()
     if Path(args.same_field).is_file():

@@ -594,14 +594,18 @@ def max_ncc(
     ncc, shift, transform = np.full(m, -1.0), np.zeros((m, 2), dtype=np.int64), np.zeros(m, dtype=np.int64)
     for start in range(0, m, chunk):
         rows = slice(start, start + chunk)
-        a_rows, b_rows = (rows, rows) if pairs is None else (pairs[rows, 0], pairs[rows, 1])
-        tpl = np.stack(_d4(a[a_rows][:, s : s + t, s : s + t], transforms), axis=1).astype(
+        if pairs is None:
+            a_block, b_rows, of_pair = a[rows], rows, slice(None)
+        else:  # the pairs of one query patch come together (pre-screens give them sorted): its templates once
+            unique, of_pair = np.unique(pairs[rows, 0], return_inverse=True)
+            a_block, b_rows = a[unique], pairs[rows, 1]
+        tpl = np.stack(_d4(a_block[:, s : s + t, s : s + t], transforms), axis=1).astype(
             np.float32
-        )  # (c, transforms, t, t)
+        )  # (templates, transforms, t, t)
         tpl -= tpl.mean(axis=(2, 3), keepdims=True)
         tpl /= np.maximum(np.linalg.norm(tpl, axis=(2, 3), keepdims=True), 1e-6)
         region = np.ascontiguousarray(b[b_rows], dtype=np.float32)  # (c, side, side)
-        product = rfft2(region)[:, None] * np.conj(rfft2(tpl, s=(side, side)))
+        product = rfft2(region)[:, None] * np.conj(rfft2(tpl, s=(side, side)))[of_pair]
         corr = irfft(ifft(product, axis=-2)[..., :n_shift, :], n=side, axis=-1)[
             ..., :n_shift
         ]  # (c, transforms, n_shift, n_shift)
