@@ -281,7 +281,7 @@ class FileServer:
     ``transfer_gzip`` (the body gzipped and chunked: ``Transfer-Encoding: gzip, chunked``). ``modified`` maps a
     path to its ``Last-Modified`` date (default 2 March 2021). ``If-Range`` is ignored, as by a
     server that does not implement it. ``redirects`` maps a path to the path it redirects to
-    (302). ``content_types`` maps a path to its Content-Type (default application/octet-stream),
+    (302; after the faults above that answer in place of the body). ``content_types`` maps a path to its Content-Type (default application/octet-stream),
     ``content_encodings`` to a Content-Encoding sent with it (default none), whatever was asked.
     ``requests`` lists ``(path, Range header)`` of every GET, ``headers`` all its
     request headers.
@@ -308,18 +308,18 @@ class FileServer:
                 server.requests.append((self.path, rng))
                 server.headers.append(dict(self.headers))
                 faults = server.faults.setdefault(self.path, set())
-                if self.path in server.redirects:
-                    self.send_response(302)
-                    self.send_header("Location", server.redirects[self.path])
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
                 if "busy_once" in faults or "error_500" in faults:
                     busy = "busy_once" in faults
                     faults.discard("busy_once")
                     self.send_response(503 if busy else 500)
                     if busy:
                         self.send_header("Retry-After", "1")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if self.path in server.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", server.redirects[self.path])
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return

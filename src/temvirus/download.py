@@ -42,6 +42,7 @@ import posixpath
 import re
 import shutil
 import stat
+import struct
 import tarfile
 import unicodedata
 import zipfile
@@ -128,7 +129,12 @@ class _LoggedRetry(Retry):
     def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
         # a redirect is bounded by ``redirect`` alone (the rest of one try): ``total`` counts failed tries
         redirect = error is None and response is not None and bool(response.get_redirect_location())
-        counted = self.new(total=self.total + 1) if redirect else self
+        state = self
+        if redirect and isinstance(response.retries, Retry) and len(response.retries.history) > len(self.history):
+            # PoolManager follows a redirect from the state it had before the hop, dropping the failures
+            # that the connection pool retried at this hop (urllib3 2.x): they count
+            state = response.retries
+        counted = state.new(total=state.total + 1) if redirect else state
         retry = super(_LoggedRetry, counted).increment(method, url, response, error, _pool, _stacktrace)
         if redirect:  # (MaxRetryError above once spent)
             return retry
@@ -140,6 +146,13 @@ class _LoggedRetry(Retry):
             "%s: attempt %d/%d failed (%s); retrying in %.1f s", self.url, done, done + retry.total + 1, reason, wait
         )
         return retry
+
+
+def _given_up(exc: MaxRetryError, retries: int) -> str:
+    """Why :func:`_retry`'s tries ran out, for a message: the redirects of one try, or ``retries`` tries."""
+    if "too many redirects" in str(exc.reason):
+        return f"failed: more than {MAX_REDIRECTS} redirects in one try (a redirect loop?), the last from {exc.url}"
+    return f"failed after {retries} attempts ({exc.reason})"
 
 
 def _retry(url: str, retries: int, backoff_s: float) -> Retry:
@@ -372,18 +385,18 @@ def _verify(
         if media in HTML_TYPES or _is_html(path)
         else None
     )
+    coding = (content_encoding or "identity").strip().lower()
+    why = f": {html}" if html else ""
+    if coding != "identity":
+        why += f" (sent with Content-Encoding {coding!r} although 'identity' was asked: its encoded bytes are not the file)"
     if size is not None and got != size:
-        raise DownloadError(f"{url}: expected {size} bytes, got {got}" + (f": {html}" if html else ""))
+        raise DownloadError(f"{url}: expected {size} bytes, got {got}{why}")
     if sha256 is None and sha256_prefix is None:
         if got == 0 and size is None:
             raise DownloadError(f"{url}: the server sent an empty body (0 bytes) where a data file is expected")
         if html:
             raise DownloadError(f"{url}: {html}")
     digest = sha256_file(path)
-    coding = (content_encoding or "identity").strip().lower()
-    why = f": {html}" if html else ""
-    if coding != "identity":
-        why += f" (sent with Content-Encoding {coding!r} although 'identity' was asked: its encoded bytes are not the file)"
     if sha256 is not None and digest != sha256.lower():
         raise DownloadError(f"{url}: sha256 mismatch: expected {sha256}, got {digest}{why}")
     if sha256_prefix is not None and not digest.startswith(sha256_prefix.lower()):
@@ -479,9 +492,7 @@ def fetch(
                 kept = (
                     f"{part.stat().st_size} bytes kept in {part} for a resume" if part.exists() else "nothing received"
                 )
-                raise DownloadError(
-                    f"{url}: download failed after {retries} attempts ({exc.reason}); {kept}{hint}"
-                ) from None
+                raise DownloadError(f"{url}: download {_given_up(exc, retries)}; {kept}{hint}") from None
             if info is None:
                 retry.sleep()
     try:
@@ -525,7 +536,7 @@ def _get_json(
             "GET", url, headers=headers, retries=_retry(url, retries, backoff_s), timeout=timeout_s
         )
     except MaxRetryError as exc:
-        raise DownloadError(f"{url}: request failed after {retries} attempts ({exc.reason}){hint}") from None
+        raise DownloadError(f"{url}: request {_given_up(exc, retries)}{hint}") from None
     if response.status != 200:
         raise DownloadError(f"{url}: HTTP {response.status} {response.reason}")
     try:
@@ -621,10 +632,32 @@ def _zip_name(info: zipfile.ZipInfo) -> str:
     name = info.filename
     if not info.flag_bits & _ZIP_UTF8_FLAG and not name.isascii():
         try:
-            name = name.encode("cp437").decode("utf-8")
+            name = _unicode_path(info) or name.encode("cp437").decode("utf-8")
         except UnicodeError:
             pass
     return _member_name(name)
+
+
+#: the Info-ZIP Unicode Path extra field of a zip member (APPNOTE 4.6.9): its name in UTF-8
+_ZIP_UNICODE_PATH = 0x7075
+
+
+def _unicode_path(info: zipfile.ZipInfo) -> str | None:
+    """The UTF-8 name that a zip member's Unicode Path extra field records (Info-ZIP's zip and 7-Zip write it
+    beside a name in a legacy code page), where the field's CRC-32 is that of the name as stored (else it is
+    stale: the name was changed since); else None. zipfile does not read the field."""
+    extra, at = info.extra, 0
+    while at + 4 <= len(extra):
+        tag, size = struct.unpack_from("<HH", extra, at)
+        body = extra[at + 4 : at + 4 + size]
+        if tag == _ZIP_UNICODE_PATH and len(body) > 5 and body[0] == 1:
+            if struct.unpack_from("<I", body, 1)[0] == zlib.crc32(info.filename.encode("cp437")):
+                try:
+                    return body[5:].decode("utf-8")
+                except UnicodeError:
+                    return None
+        at += 4 + size
+    return None
 
 
 def _legacy_name(info: zipfile.ZipInfo | tarfile.TarInfo) -> str | None:
@@ -633,11 +666,12 @@ def _legacy_name(info: zipfile.ZipInfo | tarfile.TarInfo) -> str | None:
     A zip member's name that is neither marked UTF-8 (APPNOTE 4.4.4, bit 11) nor UTF-8, and not ASCII, is
     in the code page of the machine that made the archive, which a zip does not record: zipfile reads it
     as cp437 (the format's own), but a zip made on a Western-European Windows holds cp1252 or cp850, and
-    ``Probe_é_1`` (cp1252) would become ``Probe_Θ_1``, another image id, unseen. A tar member's name that
-    is not UTF-8 (tarfile keeps such bytes as surrogates) is the same."""
+    ``Probe_é_1`` (cp1252) would become ``Probe_Θ_1``, another image id, unseen; unless a Unicode Path
+    extra field records it in UTF-8 (:func:`_unicode_path`). A tar member's name that is not UTF-8
+    (tarfile keeps such bytes as surrogates) is the same."""
     if isinstance(info, tarfile.TarInfo):
         raw = info.name.encode("utf-8", "surrogateescape")
-    elif info.flag_bits & _ZIP_UTF8_FLAG or info.filename.isascii():
+    elif info.flag_bits & _ZIP_UTF8_FLAG or info.filename.isascii() or _unicode_path(info) is not None:
         return None
     else:
         raw = info.filename.encode("cp437")
@@ -769,6 +803,12 @@ def _check_members(archive: Path, target: Path) -> tuple[str, dict[str, int]]:
         paths = [(posixpath.normpath(name).split("/"), name.endswith("/")) for name in names]
         folders = {"/".join(parts[:i]) for parts, folder in paths for i in range(1, len(parts) + folder)}
         problems += [f"{name!r} (both a file and a folder)" for name in sorted({n for n, _ in files} & folders)]
+    except UnicodeDecodeError as exc:  # zipfile, at a name flagged UTF-8 that is not
+        raise DownloadError(
+            f"{archive}: a member name is marked UTF-8 (the zip's UTF-8 flag) but is not UTF-8 "
+            f"({exc.object[max(0, exc.start - 30) : exc.end + 10]!r}): the zip was made wrongly; extract it with "
+            "7-Zip or unzip and point dataset.local.path at the extracted folder"
+        ) from None
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
         raise DamagedArchiveError(f"{archive}: corrupt or truncated archive ({type(exc).__name__}: {exc})") from None
     if problems:
@@ -777,9 +817,14 @@ def _check_members(archive: Path, target: Path) -> tuple[str, dict[str, int]]:
     if legacy:
         raise DownloadError(
             f"{archive}: {len(legacy)} member name(s) in a code page that the archive does not record (not "
-            f"UTF-8), so their letters, and the image ids made of them, would be a guess: {legacy[0]}; extract "
-            "it with the code page it was made in (unzip -O cp1252, or 7-Zip) and point dataset.local.path at "
-            "the extracted folder"
+            f"UTF-8), so their letters, and the image ids made of them, would be a guess: {legacy[0]}; "
+            + (
+                "extract it with the code page it was made in (unzip -O cp1252, or 7-Zip)"
+                if kind == "zip"
+                else "extract it (tar -xf) and convert the names to UTF-8 (convmv -f cp1252 -t utf-8 -r --notest "
+                "FOLDER)"
+            )
+            + " and point dataset.local.path at the extracted folder"
         )
     if unreadable:
         listed = ", ".join(unreadable[:3]) + (f" ... ({len(unreadable)} in all)" if len(unreadable) > 3 else "")
