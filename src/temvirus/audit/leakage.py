@@ -574,7 +574,8 @@ def max_ncc(
 
     ``a``, ``b``: ``(m, 80, 80)`` band-passed patches (:func:`_standardised`, 2 nm/px), or with
     ``pairs`` (``(m, 2)`` indices) ``a[pairs[:, 0]]`` against ``b[pairs[:, 1]]``, gathered a block at
-    a time (not all at once: gigabytes for a large run). The
+    a time (not all at once: gigabytes for a large run), each query patch's templates transformed once
+    for its pairs in the block (the same NCC to about 1e-8: FFTs in batches of another size). The
     central ``LEAK_TEMPLATE``-px square of ``a``, under each of ``transforms`` (of :data:`D4`), is compared with every same-size window of ``b`` (shifts
     up to ``LEAK_SHIFT`` px each way): NCC is the Pearson correlation of the template with the
     window. Correlations by FFT (float32), window means and variances by summed-area tables.
@@ -586,6 +587,7 @@ def max_ncc(
     from scipy.fft import ifft, irfft, rfft2
 
     _, h, w = a.shape
+    pairs = None if pairs is None else np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     m = len(a) if pairs is None else len(pairs)
     t, s = LEAK_TEMPLATE, LEAK_SHIFT
     side, n_shift = t + 2 * s, 2 * s + 1
