@@ -273,13 +273,18 @@ def _attempt(
     return {**info, "final_url": final_url}, None
 
 
+def _coding(header: str | None) -> str:
+    """A ``Content-Encoding`` header's coding, lower case; ``identity`` where none was given."""
+    return (header or "identity").strip().lower()
+
+
 def _check_content_encoding(url: str, coding: str | None) -> None:
     """Refuse a body sent with a ``Content-Encoding`` (``coding``) although ``identity`` was asked:
     its bytes would be saved encoded (they are saved as served, for Range to resume them), not the
     file, unnoticed without a sha256 to check. A file stored so (``x.tar.gz`` sent with ``gzip``,
     :data:`ENCODED_SUFFIXES`; the name of ``url``, the URL that served it after redirects) is its
     encoded bytes and is kept. Raises :class:`DownloadError` naming the URL and the coding."""
-    coding = (coding or "identity").strip().lower()
+    coding = _coding(coding)
     name = urlsplit(url).path.lower()
     if coding != "identity" and not name.endswith(ENCODED_SUFFIXES.get(coding, ())):
         raise DownloadError(
@@ -385,7 +390,7 @@ def _verify(
         if media in HTML_TYPES or _is_html(path)
         else None
     )
-    coding = (content_encoding or "identity").strip().lower()
+    coding = _coding(content_encoding)
     why = f": {html}" if html else ""
     if coding != "identity":
         why += f" (sent with Content-Encoding {coding!r} although 'identity' was asked: its encoded bytes are not the file)"
