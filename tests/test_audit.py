@@ -62,8 +62,17 @@ def run_cli(results: Path, out: Path | None = None) -> subprocess.CompletedProce
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
-def failures(result: audit_lineage.AuditResult) -> list[tuple[str, str, str, str]]:
-    return [(c.name, f["kind"], f["path"], f["detail"]) for c in result.checks for f in c.findings]
+def audit_cli(results: Path) -> tuple[subprocess.CompletedProcess, dict]:
+    """:func:`run_cli` (report in ``audit_out`` beside the folder), and the ``audit.json`` it wrote: the
+    cases that check the command's output and its findings run the audit once, through the command."""
+    proc = run_cli(results)
+    return proc, json.loads((results.parent / "audit_out/audit.json").read_text())
+
+
+def failures(result: audit_lineage.AuditResult | dict) -> list[tuple[str, str, str, str]]:
+    """(check, kind, path, detail) of each finding of an audit's result or of its ``audit.json``."""
+    report = result if isinstance(result, dict) else result.to_json()
+    return [(c["name"], f["kind"], f["path"], f["detail"]) for c in report["checks"] for f in c["findings"]]
 
 
 @pytest.fixture
@@ -82,9 +91,9 @@ def first(results: Path, pattern: str) -> Path:
 def test_clean_run_passes_and_checks_every_stage_present(default_run, copy):
     report = json.loads((default_run / "results/audit/audit.json").read_text())
     assert report["passed"] is True  # the workflow's own audit job
-    result = audit_mod.audit(copy / "results")
-    assert result.passed, audit_render.summary(result)
-    status = {c.name: c.status for c in result.checks}
+    proc, result = audit_cli(copy / "results")
+    assert proc.returncode == 0 and "audit PASSED" in proc.stdout and result["passed"], proc.stdout + proc.stderr
+    status = {c["name"]: c["status"] for c in result["checks"]}
     outputs = {o["path"] for r in load_records(copy / "results/provenance").values() for o in r["outputs"]}
     assert {"results/raw/images.csv", "results/raw/synthetic"} <= outputs
     if any(p.startswith("results/curation/split_") for p in outputs):
@@ -93,13 +102,10 @@ def test_clean_run_passes_and_checks_every_stage_present(default_run, copy):
         assert status["patches"] == status["duplicates"] == status["leaks"] == "passed"
     if audit_leakage.TABLE1 in outputs:
         assert status["table1"] == "passed"
-    proc = run_cli(copy / "results")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "audit PASSED" in proc.stdout
     assert (copy / "audit_out/audit_report.html").read_text().count("passed") >= 5
     # the training jobs' CPU instruction set, which bit-for-bit repetition needs (docs/lineage.md)
     capability = torch.backends.cpu.get_cpu_capability()
-    assert [c["capability"] for c in result.lineage["cpus"]] == [capability]
+    assert [c["capability"] for c in result["lineage"]["cpus"]] == [capability]
     assert f"({capability})" in (copy / "audit_out/audit_report.md").read_text()
 
 
@@ -127,6 +133,7 @@ def test_the_audit_command_never_writes_into_the_folder_it_audits(copy):
     beside the folder, and an ``--out`` inside the folder (or naming a file) is refused before any work."""
     results = copy / "results"
     job = {p.name: p.read_bytes() for p in (results / "audit").iterdir()}
+    files = sorted(results.rglob("*"))
     proc = run_cli(results, out=results)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"report: {copy / 'results-audit' / 'audit_report.html'}" in proc.stdout
@@ -139,7 +146,7 @@ def test_the_audit_command_never_writes_into_the_folder_it_audits(copy):
     ]:
         proc = run_cli(results, out=out)
         assert proc.returncode == 1 and f"temvirus audit: error: {out}: {message}" in proc.stderr, proc.stderr
-    assert audit_mod.audit(results).passed  # nothing was left in the folder
+    assert sorted(results.rglob("*")) == files  # nothing was left in the folder
 
 
 TAMPERED = {
@@ -156,11 +163,9 @@ def test_one_changed_byte_fails_naming_the_file(copy, what):
     target = first(copy, TAMPERED[what])
     name = target.relative_to(copy).as_posix()
     tamper(target)
-    result = audit_mod.audit(copy / "results")
-    assert not result.passed
-    assert ("outputs", "modified", name) in {f[:3] for f in failures(result)}, audit_render.summary(result)
-    proc = run_cli(copy / "results")
-    assert proc.returncode == 1 and name in proc.stdout
+    proc, result = audit_cli(copy / "results")
+    assert proc.returncode == 1 and not result["passed"] and name in proc.stdout, proc.stdout + proc.stderr
+    assert ("outputs", "modified", name) in {f[:3] for f in failures(result)}, proc.stdout
 
 
 def test_a_job_deleted_with_its_record_fails_naming_its_files(copy):
@@ -179,10 +184,9 @@ def test_a_job_deleted_with_its_record_fails_naming_its_files(copy):
     for path in outputs:
         (copy / path).unlink()
     record.unlink()
-    result = audit_mod.audit(copy / "results")
+    proc, result = audit_cli(copy / "results")
     found = {f[:3] for f in failures(result)}
-    assert all(("targets", "missing", p) in found for p in targets), audit_render.summary(result)
-    proc = run_cli(copy / "results")
+    assert all(("targets", "missing", p) in found for p in targets), proc.stdout
     assert proc.returncode == 1 and all(p in proc.stdout for p in targets), proc.stdout
 
 
@@ -200,9 +204,8 @@ def test_a_leaf_deleted_with_every_record_that_lists_it_fails(copy, deleted):
         expected = ("targets", "no record of the workflow's audit job", "results/provenance/audit/")
     for path in gone + records:
         (copy / path).unlink()
-    result = audit_mod.audit(copy / "results")
-    assert expected in {f[:3] for f in failures(result)}, audit_render.summary(result)
-    proc = run_cli(copy / "results")
+    proc, result = audit_cli(copy / "results")
+    assert expected in {f[:3] for f in failures(result)}, proc.stdout
     assert proc.returncode == 1 and expected[2] in proc.stdout, proc.stdout
 
 
@@ -223,14 +226,10 @@ def test_files_planted_where_the_audit_looks_away_are_unrecorded(copy, what):
     shutil.copyfile(first(copy, source), planted)
     (copy / "results/report.html").unlink(missing_ok=True)  # a hard link to the shared run's, if any
     (copy / "results/report.html").write_text("<h1>Table 2: accuracy 0.99</h1>")
-    result = audit_mod.audit(copy / "results")
-    assert ("unrecorded", "unrecorded", PLANTED[what]) in {f[:3] for f in failures(result)}, audit_render.summary(
-        result
-    )
-    assert [f[:3] for f in failures(result)] == [("unrecorded", "unrecorded", PLANTED[what])]
-    notes = [(n["kind"], n["path"]) for c in result.checks for n in c.notes]
+    proc, result = audit_cli(copy / "results")
+    assert [f[:3] for f in failures(result)] == [("unrecorded", "unrecorded", PLANTED[what])], proc.stdout
+    notes = [(n["kind"], n["path"]) for c in result["checks"] for n in c["notes"]]
     assert ("not verified", "results/report.html") in notes
-    proc = run_cli(copy / "results")
     assert proc.returncode == 1 and PLANTED[what] in proc.stdout and "note unrecorded: not verified" in proc.stdout
 
 
@@ -309,9 +308,10 @@ def test_identical_patch_across_sets_fails_and_near_duplicate_is_listed(copy):
     assert any(n.startswith(f"train {train_id} ~ test {test_id}") for n in notes), notes
 
 
-def plant_test_patch(copy: Path, make) -> tuple[pd.Series, pd.Series, list]:
+def plant_test_patch(copy: Path, make) -> tuple[pd.Series, pd.Series, list, str]:
     """Replace the first test patch of the copy by ``make(source)``, ``source`` (float) the first
-    training patch of another image; returns both patch rows and the audit's leak findings."""
+    training patch of another image; returns both patch rows, the audit's leak findings and its
+    summary (what ``temvirus audit`` prints)."""
     import numpy as np
 
     folder = first(copy, "results/patches/representative/patches.csv").parent
@@ -328,7 +328,8 @@ def plant_test_patch(copy: Path, make) -> tuple[pd.Series, pd.Series, list]:
         return buffer.getvalue()
 
     tamper(folder / "test.npy", change)
-    return test, train, [f for f in failures(audit_mod.audit(copy / "results")) if f[0] == "leaks"]
+    result = audit_mod.audit(copy / "results")
+    return test, train, [f for f in failures(result) if f[0] == "leaks"], audit_render.summary(result)
 
 
 def test_planted_leak_fails_the_audit_and_an_accepted_one_is_listed(copy):
@@ -342,14 +343,11 @@ def test_planted_leak_fails_the_audit_and_an_accepted_one_is_listed(copy):
         moved = shift(source, (5, -3), order=3, mode="reflect") * 0.8 + 0.1 * source.mean()
         return moved + np.random.default_rng(1).normal(0, 0.05 * source.std(), source.shape)
 
-    test, train, found = plant_test_patch(copy, reimage)
+    test, train, found, summary = plant_test_patch(copy, reimage)
     pair = f"test {test.patch_id} (image {test.image_id}) ~ train {train.patch_id} (image {train.image_id}): NCC"
     assert [f[1:3] for f in found] == [("leak", "results/patches/representative")], found
     assert found[0][3].startswith(pair), found
-    proc = run_cli(copy / "results")
-    assert proc.returncode == 1 and f"FAIL leaks: leak: results/patches/representative {pair}" in proc.stdout, (
-        proc.stdout
-    )
+    assert f"FAIL leaks: leak: results/patches/representative {pair}" in summary, summary
     accepted = copy / "accepted_leaks.csv"
     accepted.write_text(
         f"method,patch_id,train_patch_id,reason\nrepresentative,{test.patch_id},{train.patch_id},planted by the test\n"
@@ -377,7 +375,7 @@ def test_a_test_patch_that_is_a_mirrored_or_turned_copy_of_a_training_patch_fail
         noise = np.random.default_rng(2).normal(0, 0.02 * source.std(), source.shape)
         return copied * 0.9 + 0.05 * source.mean() + noise
 
-    test, train, found = plant_test_patch(copy, turned_copy)
+    test, train, found, _ = plant_test_patch(copy, turned_copy)
     pair = f"test {test.patch_id} (image {test.image_id}) ~ train {train.patch_id} (image {train.image_id}): NCC"
     assert [f[1:3] for f in found] == [("leak", "results/patches/representative")], found
     named = "mirrored" if flip else transform_name((-k % 4, False))  # the test patch turned back
@@ -398,7 +396,7 @@ def test_a_test_patch_turned_by_any_angle_from_a_training_patch_fails(copy, degr
         noise = np.random.default_rng(3).normal(0, 0.05 * source.std(), source.shape)
         return copied * 0.9 + 0.05 * source.mean() + noise
 
-    test, train, found = plant_test_patch(copy, turned_copy)
+    test, train, found, _ = plant_test_patch(copy, turned_copy)
     pair = f"test {test.patch_id} (image {test.image_id}) ~ train {train.patch_id} (image {train.image_id}): NCC"
     assert [f[1:3] for f in found] == [("leak", "results/patches/representative")], found
     turn = re.search(r"the test patch (mirrored, )?turned (-?\d+)°", found[0][3])
@@ -412,10 +410,10 @@ def test_unrecorded_and_missing_files_are_reported(copy):
     (copy / "results/tables").mkdir(parents=True, exist_ok=True)
     (copy / "results/tables/extra.csv").write_text("a\n1\n")
     (copy / "results/raw/particles.csv").unlink()
-    found = {f[:3] for f in failures(audit_mod.audit(copy / "results"))}
+    proc, result = audit_cli(copy / "results")
+    found = {f[:3] for f in failures(result)}
     assert ("unrecorded", "unrecorded", "results/tables/extra.csv") in found
     assert ("outputs", "missing", "results/raw/particles.csv") in found
-    proc = run_cli(copy / "results")
     assert proc.returncode == 1 and "results/tables/extra.csv" in proc.stdout
 
 
