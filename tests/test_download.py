@@ -1196,6 +1196,13 @@ def _damaged(tmp_path: Path, how: str) -> Path:
     return _write(tmp_path / "in" / "a.7z", b"7z\xbc\xaf\x27\x1c\0\4")
 
 
+class Cp1252Info(zipfile.ZipInfo):
+    """A zip member whose name is stored as a Western-European Windows stores it: cp1252, no UTF-8 flag."""
+
+    def _encodeFilenameFlags(self):
+        return self.filename.encode("cp1252"), self.flag_bits
+
+
 def _write(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
@@ -1316,10 +1323,6 @@ def test_names_in_a_code_page_that_the_archive_does_not_record_are_refused_namin
         extract_archives([flagged_zip], tmp_path / "out" / "raw")
 
     # a legacy name with its UTF-8 in an Info-ZIP Unicode Path extra field (APPNOTE 4.6.9) goes in by that name
-    class Cp1252Info(zipfile.ZipInfo):  # the name stored as a Western-European Windows stores it, no flag
-        def _encodeFilenameFlags(self):
-            return self.filename.encode("cp1252"), self.flag_bits
-
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:
         for path in sorted(p for p in tree.rglob("*") if p.is_file()):
@@ -1341,6 +1344,39 @@ def test_names_in_a_code_page_that_the_archive_does_not_record_are_refused_namin
     )
     images, _ = read_dataset(tmp_path / "out2" / "raw")
     assert "Ade_é_1" in set(images.image_id)
+
+
+def test_legacy_names_of_members_the_reader_skips_do_not_refuse_the_archive(tmp_path):
+    """Before: a zip or tar whose only names in a legacy code page were under ``__MACOSX/`` (macOS'
+    resource forks) or of hidden files or folders, none of which the reader looks at, was refused whole."""
+    tree = make_raw_tree(tmp_path / "tree")
+    top = "context_virus_RAW/train/Adenovirus"
+    skipped = [f"__MACOSX/{top}/._Adé.tif", f"{top}/.Adé_notes.txt", "context_virus_RAW/.cacheé/x.bin"]
+
+    def archives(names: list[str]) -> list[Path]:
+        """The tree and ``names`` (one byte each) as a zip and a tar, the names in cp1252 without saying so."""
+        zipped, buffer = tmp_path / "in" / f"{len(names)}.zip", io.BytesIO()
+        with zipfile.ZipFile(zipped.parent.mkdir(parents=True, exist_ok=True) or zipped, "w") as zf:
+            for path in sorted(p for p in tree.rglob("*") if p.is_file()):
+                zf.write(path, f"context_virus_RAW/{path.relative_to(tree).as_posix()}")
+            for name in names:
+                zf.writestr(Cp1252Info(name), b"x")
+        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT, encoding="cp1252") as tf:
+            for path in sorted(tree.rglob("*")):
+                tf.add(path, arcname=f"context_virus_RAW/{path.relative_to(tree)}", recursive=False)
+            for name in names:
+                info = tarfile.TarInfo(name)
+                info.size = 1
+                tf.addfile(info, io.BytesIO(b"x"))
+        return [zipped, _write(tmp_path / "in" / f"{len(names)}.tar", buffer.getvalue())]
+
+    for archive in archives(skipped):
+        out = tmp_path / f"out_{archive.suffix[1:]}" / "raw"
+        extract_archives([archive], out)
+        assert sorted(read_dataset(out)[0].image_id) == sorted(read_dataset(tree)[0].image_id)
+    for archive in archives([*skipped, f"{top}/notes_é.txt"]):  # one where the reader looks: refused
+        with pytest.raises(DownloadError, match=r": 1 member name\(s\) in a code page .*notes_"):
+            extract_archives([archive], tmp_path / "refused" / "raw")
 
 
 def test_a_zip_holding_a_file_and_a_folder_of_one_name_is_refused_before_extraction(tmp_path):

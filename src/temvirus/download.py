@@ -749,6 +749,12 @@ def _not_an_archive(archive: Path) -> DownloadError:
     return DamagedArchiveError(f"{archive}: {why}")
 
 
+def _looked_at(name: str) -> bool:
+    """Whether the reader looks at an archive member (``/``-separated path): not under ``__MACOSX`` or a hidden
+    folder, and not a hidden or system file (:func:`temvirus.raw.ignored`), whose names may be in any code page."""
+    return not any(ignored(part) for part in posixpath.normpath(name).split("/"))
+
+
 def _check_members(archive: Path, target: Path) -> tuple[str, dict[str, int]]:
     """Check every member of ``archive`` before anything is extracted; returns 'zip' or 'tar' and
     the paths of its file members (``/``-separated) with their sizes in bytes."""
@@ -763,7 +769,7 @@ def _check_members(archive: Path, target: Path) -> tuple[str, dict[str, int]]:
                 for info in zf.infolist():
                     name = _zip_name(info)
                     names.append(name)
-                    legacy.append(_legacy_name(info))
+                    legacy.append(_legacy_name(info) if _looked_at(name) else None)
                     reason = _unsafe_reason(name, target)
                     if reason is None and stat.S_ISLNK(info.external_attr >> 16):
                         reason = "symbolic link"
@@ -789,7 +795,7 @@ def _check_members(archive: Path, target: Path) -> tuple[str, dict[str, int]]:
                     )
                 for member in members:
                     names.append(_member_name(member.name) + ("/" if member.isdir() else ""))
-                    legacy.append(_legacy_name(member))
+                    legacy.append(_legacy_name(member) if _looked_at(names[-1]) else None)
                     reason = _unsafe_reason(member.name, target)
                     if reason is None and (member.issym() or member.islnk()):
                         reason = f"link to {member.linkname!r}"
