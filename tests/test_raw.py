@@ -1909,6 +1909,17 @@ def test_normalised_positions_are_refused(good, tmp_path, points):
         (lambda d: (d / "a2.dm4").write_bytes(b"DM4"), "a2.dm4", "not an image of a supported type"),
         (lambda d: (d / "a2.bmp").write_bytes(b"BM"), "a2.bmp", "not an image of a supported type"),
         (lambda d: (d / "more").mkdir(), "more", "unexpected folder in a class folder"),
+        # before: "not an image of a supported type ... move it out of the raw layout"
+        (
+            lambda d: shutil.copy(d / "tags/a1.tif_tags.csv", d / "a1.tif_tags.csv"),
+            "a1.tif_tags.csv",
+            "a tags file beside the images: it belongs in tags/ of this class folder",
+        ),
+        (
+            lambda d: (d / "a1_ParticlePositions.txt").write_text("1;1\n"),
+            "a1_ParticlePositions.txt",
+            "a particle_positions file beside the images: it belongs in particle_positions/",
+        ),
         (lambda d: (d / "Tags").mkdir(), ".", "two tags/ folders: Tags/, tags/; merge them"),
         (lambda d: (d / "gone.tif").symlink_to(d / "nowhere.tif"), "gone.tif", "not a regular file"),
         (lambda d: (d / "tags/a2.tif_tags.csv").write_text("Height;1\n"), "tags/a2.tif_tags.csv", "no image for this"),

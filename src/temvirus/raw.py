@@ -1938,6 +1938,10 @@ def _image_files(class_dir: Path) -> list[Path]:
             raise RawDataError(entry, "not a regular file (a broken link?)")
         elif entry.suffix.lower() in IMAGE_SUFFIXES:
             images.append(entry)
+        elif companion := _companion_of(entry.name):
+            raise RawDataError(
+                entry, f"a {companion} file beside the images: it belongs in {companion}/ of this class folder"
+            )
         else:
             raise RawDataError(
                 entry,
@@ -1946,6 +1950,15 @@ def _image_files(class_dir: Path) -> list[Path]:
                 "the raw layout",
             )
     return images
+
+
+def _companion_of(name: str) -> str | None:
+    """The companion folder (:data:`COMPANION_FOLDERS`) whose file ``name`` is named as: ``tags`` for
+    ``{image}_tags.csv``, ``particle_positions`` for ``{image}_particlepositions.txt``; else None."""
+    lowered = name_key(name)
+    if lowered.endswith("_tags.csv"):
+        return "tags"
+    return "particle_positions" if lowered.endswith("_particlepositions.txt") else None
 
 
 def name_key(name: str) -> str:
