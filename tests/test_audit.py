@@ -444,6 +444,32 @@ def test_audit_rule_fails_on_a_tampered_folder(copy):
     assert not (copy / "results/audit/audit.json").exists()  # no "passed" report is left behind
 
 
+def test_audit_rule_passes_beside_a_former_runs_record_of_the_job_after_it(copy):
+    """Before: a rerun after the raw data changed (a local folder edited) failed at its audit job, with
+    "inconsistent: results/raw/images.csv": the record of the report's front page (``report_summary``,
+    which reads the audit's report, so runs after it) was still the former run's. The job now notes it;
+    ``temvirus audit`` afterwards still fails while that job has not run again."""
+    record = copy / "results/provenance/report_summary/job.json"
+    former = json.loads(record.read_text())
+    for entry in former["inputs"]:
+        if entry["path"] == "results/raw/images.csv":
+            entry["sha256"] = "0" * 64  # what the former run's raw_tables wrote
+    tamper(record, lambda _: json.dumps(former).encode())
+    proc = subprocess.run(
+        snakemake_cmd(copy, "--forcerun", "audit", "results/audit/audit.json"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, (copy / "logs/audit/audit.log").read_text()
+    report = json.loads((copy / "results/audit/audit.json").read_text())
+    notes = [(n["kind"], n["path"]) for c in report["checks"] for n in c["notes"]]
+    assert ("after the audit", "results/provenance/report_summary/job.json") in notes, notes
+    proc, result = audit_cli(copy / "results")
+    assert proc.returncode == 1
+    assert ("lineage", "inconsistent", "results/raw/images.csv") in {f[:3] for f in failures(result)}, proc.stdout
+
+
 def test_audit_or_fail_writes_the_report_only_when_the_audit_passes(tmp_path, monkeypatch):
     """The rule's function on a one-job results folder (no default run needed)."""
     from snakemake.iocontainers import InputFiles, Log, OutputFiles, Params, ResourceList, Snakemake, Wildcards

@@ -202,6 +202,12 @@ def check_inputs(folder: Folder, records: dict[Path, dict]) -> tuple[Check, Chec
     return sources, lineage
 
 
+def reads_audit_report(record: dict) -> bool:
+    """Whether a lineage record's job read the audit's own report (``results/audit/``): it ran after the
+    workflow's audit job (the report's front page, ``report_summary``)."""
+    return any(Path(entry["path"]).parts[:2] == (RESULTS_PREFIX, "audit") for entry in record.get("inputs", []))
+
+
 def _not_recorded(path: str) -> bool:
     """Whether ``path`` (``results/...``) lies in a top-level entry of :data:`NOT_RECORDED`."""
     parts = Path(path).parts
