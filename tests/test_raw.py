@@ -1137,29 +1137,66 @@ def test_png_of_any_size_is_read_like_a_tiff(tmp_path):
     np.testing.assert_array_equal(got, pixels)
 
 
-def test_a_tiff_stored_as_its_array_is_mapped_for_analysis_and_read_alike(tmp_path):
-    """`temvirus analyse` maps an uncompressed grayscale TIFF (``read_image(mapped=True)``: a
-    read-only numpy.memmap, pixels read from disk as used) instead of reading it whole, so a
-    montage over MAX_IMAGE_PIXELS is analysed too; the pixels are those read_image gives. Any other
-    TIFF (compressed, big-endian, colour) is read as before."""
+def test_a_grayscale_tiff_is_mapped_for_analysis_and_read_alike(tmp_path):
+    """`temvirus analyse` gets a grayscale 8- or 16-bit TIFF as a read-only numpy.memmap
+    (``read_image(mapped=True)``; pixels read from disk as used) instead of reading it whole, so a
+    montage over MAX_IMAGE_PIXELS is analysed too: mapped as stored when uncompressed, else decoded
+    into a temporary file (compressed, in strips or tiles, big-endian). The pixels are those
+    read_image gives. A colour TIFF is read as before."""
     from temvirus.raw import MAX_IMAGE_PIXELS, read_image
 
     pixels = (np.arange(300 * 400).reshape(300, 400) * 7 % 65521).astype(np.uint16)
     kinds = {
-        "plain": ({}, True),
-        "deflate": ({"compression": "zlib"}, False),
-        "big-endian": ({"byteorder": ">"}, False),
-        "rgb": ({"photometric": "rgb"}, False),
+        "plain": {},
+        "deflate": {"compression": "zlib"},
+        "lzw-tiles": {"compression": "lzw", "tile": (64, 128)},
+        "big-endian": {"byteorder": ">"},
+        "big-endian-lzw": {"byteorder": ">", "compression": "lzw", "predictor": True},
+        "jpeg-8-bit": {"compression": "jpeg", "rowsperstrip": 16},
+        "rgb": {"photometric": "rgb"},
     }
-    for name, (options, mapped) in kinds.items():
+    for name, options in kinds.items():
         data = np.repeat(pixels[..., None], 3, axis=2) if name == "rgb" else pixels
-        tifffile.imwrite(tmp_path / f"{name}.tif", data, **options)
+        data = (data >> 8).astype(np.uint8) if name == "jpeg-8-bit" else data
+        tifffile.imwrite(
+            tmp_path / f"{name}.tif", data, photometric=options.pop("photometric", "minisblack"), **options
+        )
         got = read_image(tmp_path / f"{name}.tif", mapped=True)
-        assert isinstance(got, np.memmap) == mapped, name
+        assert isinstance(got, np.memmap) == (name != "rgb"), name
+        assert not got.flags.writeable or name == "rgb", name
+        assert got.dtype == np.dtype(data.dtype).newbyteorder("="), name
         np.testing.assert_array_equal(got, read_image(tmp_path / f"{name}.tif"))
     with tifffile.TiffWriter(tmp_path / "montage.tif") as tif:
         tif.write(shape=(40_000, 40_000), dtype="uint16")  # sparse: nothing is read
     assert 40_000**2 > MAX_IMAGE_PIXELS and read_image(tmp_path / "montage.tif", mapped=True).shape == (40_000, 40_000)
+
+
+def test_a_compressed_tiff_is_decoded_for_analysis_in_bounded_memory(tmp_path):
+    """A compressed micrograph is decoded for `temvirus analyse` a strip at a time into a mapped
+    temporary file: the memory allocated while reading a 4096 x 4096 px 16-bit LZW TIFF (32 MiB of
+    pixels) is a few of tifffile's read buffers (12 MiB; 14 MiB for 8192 x 8192 px), not the image
+    (it was read whole before, and refused over
+    MAX_IMAGE_PIXELS); its pixels are the image's. A TIFF to decode (here: big-endian) stored in one
+    strip larger than MAX_IMAGE_PIXELS is refused from its header, naming the file and the strip."""
+    import tracemalloc
+
+    from temvirus.raw import DECODE_BUFFER_BYTES, read_image
+
+    pixels = np.random.default_rng(0).integers(0, 4096, size=(4096, 4096), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "lzw.tif", pixels, compression="lzw", rowsperstrip=64)
+    tracemalloc.start()
+    try:
+        got = read_image(tmp_path / "lzw.tif", mapped=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert isinstance(got, np.memmap)
+    assert peak < 4 * DECODE_BUFFER_BYTES < pixels.nbytes, f"{peak / 2**20:.1f} MiB allocated to read the image"
+    np.testing.assert_array_equal(got, pixels)
+    with tifffile.TiffWriter(tmp_path / "one-strip.tif", byteorder=">") as tif:  # sparse: only its header is read
+        tif.write(shape=(40_000, 40_000), dtype="uint16", rowsperstrip=40_000)
+    with pytest.raises(RawDataError, match=r"one-strip.tif.*strips or tiles of 40000x40000 px"):
+        read_image(tmp_path / "one-strip.tif", mapped=True)
 
 
 def _png_header_only(path: Path, width: int, height: int) -> None:

@@ -58,10 +58,11 @@ Counts compare particles as a microscopist counts them: a filament image's annot
 lines against the found chains, each once; other images' annotated centres against the found
 particles.
 
-Memory: the raw image is held as read (uint16: 8 MB for 2048x2048 px), or mapped from its file
-when it is a TIFF stored as the array itself (uncompressed grayscale, :func:`temvirus.raw.read_image`
-``mapped``: a montage of any size, read from disk as it is used); everything rescaled is one tile
-at a time, so a micrograph of any pixel size needs a bounded amount beyond it.
+Memory: the raw image is held as read (uint16: 8 MB for 2048x2048 px), or mapped from disk when it
+is a grayscale 8- or 16-bit TIFF (:func:`temvirus.raw.read_image` ``mapped``: from its file when
+uncompressed, else decoded a strip or tile at a time into a temporary file; a montage of any size,
+read from disk as it is used); everything rescaled is one tile at a time, so a micrograph of any
+pixel size needs a bounded amount beyond it.
 """
 
 from __future__ import annotations

@@ -1659,7 +1659,7 @@ def _check_pixel_count(path: Path, width: int, height: int) -> None:
             path,
             f"image of {width}x{height} px ({width * height / 1e6:.0f} M pixels) is larger than the "
             f"{MAX_IMAGE_PIXELS / 1e6:.0f} M pixels read (decoding it would take several bytes a pixel): "
-            "cut it into tiles (temvirus analyse maps an uncompressed grayscale TIFF of any size instead)",
+            "cut it into tiles (temvirus analyse reads a grayscale 8- or 16-bit TIFF of any size from disk instead)",
         )
 
 
@@ -1695,8 +1695,19 @@ def _read_tiff(path: Path, mapped: bool = False) -> np.ndarray:
         page, series = tif.pages.first, tif.series
         plain = page.photometric == PHOTOMETRIC.MINISBLACK and page.samplesperpixel == 1
         stored = np.dtype(page.dtype).newbyteorder(tif.byteorder)  # as in the file
-        mapped = mapped and plain and page.is_memmappable and stored in (np.uint8, np.uint16) and stored.isnative
-        if not mapped:
+        mapped = mapped and plain and stored.kind == "u" and stored.itemsize in (1, 2)
+        as_stored = mapped and page.is_memmappable and stored.isnative
+        if mapped and not as_stored:  # decoded a strip or tile at a time: a strip or tile is what is held
+            segment = (page.tilewidth, page.tilelength) if page.is_tiled else (page.imagewidth, page.rowsperstrip)
+            if min(segment[1], page.imagelength) * segment[0] > MAX_IMAGE_PIXELS:
+                raise RawDataError(
+                    path,
+                    f"image of {page.imagewidth}x{page.imagelength} px stored in strips or tiles of "
+                    f"{segment[0]}x{min(segment[1], page.imagelength)} px, each larger than the "
+                    f"{MAX_IMAGE_PIXELS / 1e6:.0f} M pixels decoded at a time: save it in strips or "
+                    "tiles, or uncompressed in little-endian byte order (then mapped as stored)",
+                )
+        elif not mapped:
             _check_pixel_count(path, page.imagewidth, page.imagelength)
         sizes = [int(np.prod(s.shape)) for s in series]
         if len(series[0].pages) > 1:
@@ -1748,8 +1759,10 @@ def _read_tiff(path: Path, mapped: bool = False) -> np.ndarray:
                 tif.filehandle.seek(offset)
                 strip = tif.filehandle.read(count)
                 _check_jpeg(path, tables[:-2] + strip[2:] if tables else strip, f"JPEG data in strip or tile {index}")
-        if mapped:
+        if as_stored:
             return tifffile.memmap(path, page=0, mode="r")
+        if mapped:
+            return _decoded_to_disk(page)
         # the page itself (its checks above are this page's): a series may carry metadata axes of
         # length 1 (tifffile's 'shaped' (1, h, w)) that no other reader sees
         array = page.asarray()
@@ -1780,6 +1793,24 @@ def _read_tiff(path: Path, mapped: bool = False) -> np.ndarray:
             f"TIFF photometric interpretation {photometric.name} is not supported "
             "(grayscale, inverted grayscale, palette and RGB are)",
         )
+
+
+#: compressed bytes tifffile reads and decodes in one pass (:func:`_decoded_to_disk`)
+DECODE_BUFFER_BYTES = 4 << 20
+
+
+def _decoded_to_disk(page) -> np.memmap:
+    """A grayscale TIFF page that cannot be mapped as stored (compressed, or in the other byte order),
+    decoded a strip or tile at a time into an unlinked temporary file (in ``TMPDIR``: width x height x
+    bytes a pixel of disk) and mapped read-only: memory holds about :data:`DECODE_BUFFER_BYTES` of
+    compressed data and the strips decoded from it, whatever the image's size."""
+    import tempfile
+
+    with tempfile.TemporaryFile(prefix="temvirus-decoded-") as fh:  # its space is freed with the map
+        out = np.memmap(fh, dtype=page.dtype.newbyteorder("="), mode="w+", shape=page.shape)
+        page.asarray(out=out, buffersize=DECODE_BUFFER_BYTES)
+    out.flags.writeable = False
+    return out
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -1844,10 +1875,13 @@ def read_image(path: str | Path, *, mapped: bool = False) -> np.ndarray:
     """Read a raw image as a 2-D uint8 or uint16 array (h, w), the same rule for every format.
 
     An image over :data:`MAX_IMAGE_PIXELS` is refused from its header, before it is decoded. With
-    ``mapped`` (``temvirus analyse``), a TIFF stored as the array itself (uncompressed, one
-    grayscale 8- or 16-bit sample a pixel, in one block, in this machine's byte order: what
-    cameras and montage programs write) is mapped read-only (``tifffile.memmap``) instead: its
-    pixels are read from disk as they are used, so it may be of any size.
+    ``mapped`` (``temvirus analyse``), a grayscale 8- or 16-bit TIFF gives a read-only
+    ``numpy.memmap`` instead, so it may be of any size: one stored as the array itself
+    (uncompressed, in one block, in this machine's byte order: what cameras and montage programs
+    write) is mapped as it is (``tifffile.memmap``), and its pixels are read from disk as they are
+    used; any other (LZW, deflate, JPEG...; strips or tiles) is decoded a strip or tile at a time
+    into a temporary file that is mapped (:func:`_decoded_to_disk`), and only a strip or tile over
+    :data:`MAX_IMAGE_PIXELS` is refused.
 
     The format is taken from the file's content, not its name (a PNG named ``.tif`` is read as
     PNG): TIFF via tifffile (LZW, deflate, JPEG... through imagecodecs), the rest via Pillow.
