@@ -8,6 +8,8 @@ import os
 import re
 import shutil
 import stat
+import subprocess
+import sys
 import unicodedata
 import warnings
 import zlib
@@ -1197,6 +1199,37 @@ def test_a_compressed_tiff_is_decoded_for_analysis_in_bounded_memory(tmp_path):
         tif.write(shape=(40_000, 40_000), dtype="uint16", rowsperstrip=40_000)
     with pytest.raises(RawDataError, match=r"one-strip.tif.*strips or tiles of 40000x40000 px"):
         read_image(tmp_path / "one-strip.tif", mapped=True)
+
+
+def test_a_compressed_tiff_without_room_to_decode_it_is_refused_naming_the_space(tmp_path):
+    """Decoding a compressed micrograph for `temvirus analyse` writes its pixels to a temporary file;
+    where the disk has no room for them (here: a file-size limit, ``RLIMIT_FSIZE``, under the 32 MiB
+    needed), the space is claimed first and the image is refused naming the file, the space needed
+    and TMPDIR. Before, the temporary file was sparse: on a full disk (a 4 MiB tmpfs) the process
+    was killed by SIGBUS as a pixel was written to the map, and under this limit it failed with an
+    OSError naming no file."""
+    pixels = np.random.default_rng(0).integers(0, 4096, size=(4096, 4096), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "lzw.tif", pixels, compression="lzw", rowsperstrip=64)
+    child = (
+        "import resource, signal, sys\n"
+        "from temvirus.raw import RawDataError, read_image\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (8 << 20, 8 << 20))\n"
+        "try:\n"
+        "    read_image(sys.argv[1], mapped=True)\n"
+        "except RawDataError as exc:\n"
+        "    sys.exit(str(exc))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", child, str(tmp_path / "lzw.tif")],
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, (done.returncode, done.stderr)
+    assert re.search(r"lzw.tif.*32 MiB of temporary space needed in .*TMPDIR", done.stderr), done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lzw.tif"]
 
 
 def _png_header_only(path: Path, width: int, height: int) -> None:

@@ -1762,7 +1762,7 @@ def _read_tiff(path: Path, mapped: bool = False) -> np.ndarray:
         if as_stored:
             return tifffile.memmap(path, page=0, mode="r")
         if mapped:
-            return _decoded_to_disk(page)
+            return _decoded_to_disk(page, path)
         # the page itself (its checks above are this page's): a series may carry metadata axes of
         # length 1 (tifffile's 'shaped' (1, h, w)) that no other reader sees
         array = page.asarray()
@@ -1799,15 +1799,29 @@ def _read_tiff(path: Path, mapped: bool = False) -> np.ndarray:
 DECODE_BUFFER_BYTES = 4 << 20
 
 
-def _decoded_to_disk(page) -> np.memmap:
-    """A grayscale TIFF page that cannot be mapped as stored (compressed, or in the other byte order),
-    decoded a strip or tile at a time into an unlinked temporary file (in ``TMPDIR``: width x height x
-    bytes a pixel of disk) and mapped read-only: memory holds about :data:`DECODE_BUFFER_BYTES` of
-    compressed data and the strips decoded from it, whatever the image's size."""
+def _decoded_to_disk(page, path: Path) -> np.memmap:
+    """A grayscale TIFF page (of the file ``path``) that cannot be mapped as stored (compressed, or in
+    the other byte order), decoded a strip or tile at a time into an unlinked temporary file (in
+    ``TMPDIR``: width x height x bytes a pixel of disk) and mapped read-only: memory holds about
+    :data:`DECODE_BUFFER_BYTES` of compressed data and the strips decoded from it, whatever the
+    image's size. The file's space is claimed first (``posix_fallocate``, where the system has it):
+    a disk without room raises :class:`RawDataError` saying how much is needed and where, where
+    writing to the map would kill the process (SIGBUS)."""
     import tempfile
 
+    dtype = page.dtype.newbyteorder("=")
+    size = int(np.prod(page.shape)) * dtype.itemsize
     with tempfile.TemporaryFile(prefix="temvirus-decoded-") as fh:  # its space is freed with the map
-        out = np.memmap(fh, dtype=page.dtype.newbyteorder("="), mode="w+", shape=page.shape)
+        try:
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(fh.fileno(), 0, size)
+        except OSError as exc:
+            raise RawDataError(
+                path,
+                f"cannot decode it: {size / 2**20:.0f} MiB of temporary space needed in {tempfile.gettempdir()} "
+                f"({exc.strerror}); set TMPDIR to a folder with room",
+            ) from None
+        out = np.memmap(fh, dtype=dtype, mode="w+", shape=page.shape)
         page.asarray(out=out, buffersize=DECODE_BUFFER_BYTES)
     out.flags.writeable = False
     return out
