@@ -650,6 +650,23 @@ def test_cli_analyses_and_refuses_bad_inputs_without_output(tiny_stage, tmp_path
         assert done.returncode == 1 and f"{out}: disc.tif is a file, not a folder" in done.stderr, done.stderr
 
 
+def wait_for_temporary_output(folder: Path, child: subprocess.Popen, seconds: float = 600) -> None:
+    """Wait until `temvirus analyse` (``child``, writing ``--out out`` in ``folder``) has made its
+    temporary output folder (``.out.*``): it has checked every image and is analysing them. Fails
+    when ``child`` ends first, or after ``seconds`` (checking 200 images took over 120 s at a load
+    of 5 on 2 cores)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not list(folder.glob(".out.*")):
+        if child.poll() is not None:
+            pytest.fail(f"the analysis ended (exit status {child.returncode}) before its temporary folder was seen")
+        if time.monotonic() > deadline:
+            child.kill()
+            pytest.fail(f"no temporary output folder after {seconds} s")
+        time.sleep(0.002)
+
+
 def test_cli_stopped_by_sigterm_leaves_no_output_and_no_temporary(tiny_stage, tmp_path):
     """SIGTERM (``kill``, a scheduler's stop) during `temvirus analyse` left the hidden
     temporary output folder (``.out.*.part``) behind: the default disposition ends the process
@@ -666,10 +683,7 @@ def test_cli_stopped_by_sigterm_leaves_no_output_and_no_temporary(tiny_stage, tm
     cmd = [sys.executable, "-m", "temvirus.cli", "analyse", *images, "--model", str(work / "best.pt")]
     cmd += ["--detector", str(work / "detector.json"), "--pixel-size", "2", "--threads", "1", "--out", "out"]
     child = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not list(tmp_path.glob(".out.*")) and child.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.002)
-    assert list(tmp_path.glob(".out.*")), "the analysis ended before its temporary output folder was seen"
+    wait_for_temporary_output(tmp_path, child)
     time.sleep(0.5)  # inside the analysis of the images
     assert_stopped_by(child, signal.SIGTERM, "analyse")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(images)
@@ -680,7 +694,6 @@ def test_two_runs_given_one_output_folder_never_lose_an_output(tiny_stage, tmp_p
     the other's results. Now one of them fails naming the folder (at the start, where the folder is
     already there, or at the end, where the other filled it meanwhile) and the folder holds the
     complete output of the one that succeeded."""
-    import time
 
     work, _, _ = tiny_stage
     many = [f"disc{i}.tif" for i in range(40)]
@@ -689,9 +702,7 @@ def test_two_runs_given_one_output_folder_never_lose_an_output(tiny_stage, tmp_p
     base = [sys.executable, "-m", "temvirus.cli", "analyse", "--model", str(work / "best.pt")]
     base += ["--detector", str(work / "detector.json"), "--pixel-size", "2", "--threads", "1", "--out", "out"]
     slow = subprocess.Popen([*base, *many], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120  # the slow run is under way: its temporary folder is there
-    while not list(tmp_path.glob(".out.*")) and slow.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for_temporary_output(tmp_path, slow)  # the slow run is under way: its temporary folder is there
     fast = subprocess.run([*base, "one.tif"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     _, slow_err = slow.communicate(timeout=600)
     codes = {"slow": slow.returncode, "fast": fast.returncode}
