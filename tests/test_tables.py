@@ -182,6 +182,17 @@ def test_run_note_is_empty_for_the_papers_method_whatever_the_hardware():
     )
 
 
+def test_run_note_names_test_time_augmentation():
+    """The paper's method with `evaluation.tta: true` (each test patch's prediction averaged over its
+    8 flips and turns) was shown beside the paper's values with no note: the paper evaluates each test
+    patch once (its later anchors use test-time augmentation; ../shared/paper/METHOD.md)."""
+    from temvirus.experiments import run_note
+
+    _, paper, reproduction = _configs()
+    reproduction["evaluation"]["tta"] = True
+    assert run_note(reproduction, paper) == "demo run: test-time D4 averaging on (paper off): not a reproduction"
+
+
 def test_run_note_names_classes_other_than_the_papers():
     """The paper's method on the 9 classes of the real crops (config/real_crops.yaml's) is no
     reproduction: its accuracies, beside the paper's 14-class values in Table 2, were shown with

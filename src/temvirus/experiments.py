@@ -91,6 +91,7 @@ HARDWARE_KEYS = ("device", "gpu_augment", "amp", "channels_last", "compile", "de
 METHOD_SETTINGS = (
     ("augment", "per_class", "balanced training patches per class"),
     ("evaluation", "max_test_per_class", "test patches per class at most"),
+    ("evaluation", "tta", "test-time D4 averaging"),
 )
 #: what a ``null`` of a training key means, in the note (others: ``all``)
 NULL_WORDS = {"input_size": "256 px as cut", "bn_momentum": "each model's own"}
@@ -107,6 +108,8 @@ def _shown(value, key: str | None = None) -> str:
     """A setting's value in the note; ``null`` in the words of :data:`NULL_WORDS` for ``key``."""
     if isinstance(value, dict):
         return " / ".join(f"{_shown(v, key)} {k}" for k, v in value.items())
+    if isinstance(value, bool):
+        return "on" if value else "off"
     return NULL_WORDS.get(key, "all") if value is None else str(value)
 
 
