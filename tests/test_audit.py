@@ -442,6 +442,62 @@ def test_audit_rule_fails_on_a_tampered_folder(copy):
     log = (copy / "logs/audit/audit.log").read_text()
     assert "audit FAILED" in log and "modified: results/raw/images.csv" in log, log
     assert not (copy / "results/audit/audit.json").exists()  # no "passed" report is left behind
+    # nor the earlier run's front page, which said "Audit PASSED" (it stayed, read by whoever opened it)
+    assert not (copy / "results/report/summary.html").exists(), log
+
+
+def plant_former_job(copy: Path, record: Path, old: str, new: str, stale_input: str | None = None) -> Path:
+    """A record (and its files) of a job of a former configuration beside the run's: ``record`` copied
+    with ``old`` replaced by ``new`` in its name, its outputs and their paths (an experiment's split
+    method, since dropped from the config); ``stale_input``: one of its inputs recorded with the hash
+    a former run's producer wrote (the input has since been made anew). Returns the planted record."""
+    planted = json.loads(record.read_text())
+    for entry in planted["outputs"]:
+        source = copy / entry["path"]
+        entry["path"] = entry["path"].replace(old, new)
+        (copy / entry["path"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, copy / entry["path"])
+    for entry in planted["inputs"]:
+        if entry["path"] == stale_input:
+            entry["sha256"] = "0" * 64
+    planted["wildcards"] = {k: v.replace(old, new) for k, v in planted["wildcards"].items()}
+    path = record.with_name(record.name.replace(old, new))
+    path.write_text(json.dumps(planted))
+    return path
+
+
+def test_records_of_a_former_configuration_are_noted_not_failed(copy):
+    """Before: with an experiment dropped from the config (or a split method, a class), its records and
+    files stayed, and once something upstream changed (augment.per_class) the workflow's audit job
+    failed for good ("inconsistent: .../train_augmented.npy", the dropped job having read the former
+    one; rerunning could not help), as did a dropped split method's table ("split differs from its
+    rule" once the kept images changed). Now a record that made none of the run's targets, nor an
+    input of a job that did, is noted as left over, with its files, and not checked: by the audit
+    job (its inputs are the targets) and by `temvirus audit` (the targets its record lists)."""
+    models = copy / "results/provenance/train_model"
+    trained = plant_former_job(
+        copy,
+        first(models, "model=*__method=representative.json"),
+        "representative",
+        "given",
+        "results/patches/representative/train_augmented.npy",
+    )
+    split = plant_former_job(
+        copy, copy / "results/provenance/split/method=representative.json", "representative", "given"
+    )
+    planted = {p.relative_to(copy).as_posix() for p in (trained, split)}
+    proc = subprocess.run(
+        snakemake_cmd(copy, "--forcerun", "audit", "results/audit/audit.json"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, (copy / "logs/audit/audit.log").read_text()[-3000:]
+    for report in [json.loads((copy / "results/audit/audit.json").read_text()), audit_cli(copy / "results")[1]]:
+        assert report["passed"], failures(report)
+        notes = {n["path"]: n["detail"] for c in report["checks"] for n in c["notes"] if n["kind"] == "left over"}
+        assert set(notes) == planted, notes
+        assert "results/curation/split_given.csv not checked" in notes[split.relative_to(copy).as_posix()]
 
 
 def test_audit_rule_passes_beside_a_former_runs_record_of_the_job_after_it(copy):

@@ -14,5 +14,6 @@ run_rule(
         max_hamming=smk.params.max_hamming,
         leak_ncc=smk.params.leak_ncc,
         accepted_leaks=smk.params.accepted_leaks,
+        run_targets=list(smk.input),
     ),
 )

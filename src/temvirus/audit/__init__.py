@@ -10,7 +10,9 @@ the ``audit`` rule call) and returns an :class:`AuditResult`; :func:`write_repor
 
 * ``records``: every lineage record is JSON of a record's shape
   (:func:`temvirus.provenance.record_problem`: entry fields and types, outputs inside the
-  workflow's folder); a malformed one fails, naming it, and its files stay untraced.
+  workflow's folder); a malformed one fails, naming it, and its files stay untraced. A record
+  left over from a former configuration (:func:`~temvirus.audit.lineage.run_records`) is noted
+  with its files, which no other check then reads.
 * ``outputs``: every output in a record is re-hashed (every byte, no cached hash): modified
   and missing files fail.
 * ``inputs``: inputs no record produced (the paper's tables, a local raw dataset) are
@@ -64,6 +66,7 @@ from temvirus.audit.leakage import (
 )
 from temvirus.audit.lineage import (
     AUDIT_RULE,
+    FRONT_PAGE,
     AuditResult,
     Check,
     Folder,
@@ -73,6 +76,7 @@ from temvirus.audit.lineage import (
     check_unrecorded,
     lineage_summary,
     reads_audit_report,
+    run_records,
 )
 from temvirus.audit.render import summary, write_report
 from temvirus.provenance import read_records
@@ -86,10 +90,18 @@ def audit(
     leak_ncc: float = LEAK_NCC,
     accepted_leaks: str | os.PathLike | None = None,
     targets: bool = True,
+    run_targets: list[str] | None = None,
 ) -> AuditResult:
     """Run every check on a results folder (see the module docstring); ``accepted_leaks``: a CSV
     of reviewed pairs (:func:`read_accepted_leaks`); ``targets``: check the targets of the
-    workflow's last audit job (not in that job itself, which is about to replace its record)."""
+    workflow's last audit job (not in that job itself, which is about to replace its record).
+
+    ``run_targets`` (the workflow's audit job: its inputs), or else the inputs its record lists:
+    the run's targets. A record that made none of them, nor an input of a job that did
+    (:func:`~temvirus.audit.lineage.run_records`), is left over from a former configuration (an
+    experiment, split method or class since removed): it and its files are noted, not checked, since
+    their inputs may since have been made anew. Without either (``--partial`` with no record of the
+    audit job), every record is checked."""
     started = time.perf_counter()
     folder = Folder(results_dir)
     records_check = Check("records", "Lineage records readable")
@@ -103,6 +115,21 @@ def audit(
         )
     if not records and not records_check.findings:
         records_check.fail("no records", "results/provenance", "no lineage records: the files cannot be traced")
+    if run_targets is None and audit_records:
+        run_targets = [entry["path"] for record in audit_records.values() for entry in record.get("inputs", [])]
+    if run_targets is not None:
+        run = run_records(records, run_targets)
+        for path, record in sorted(records.items()):
+            if path not in run:
+                outputs = [entry["path"] for entry in record["outputs"]]
+                folder.leftovers.update(outputs)
+                records_check.inform(
+                    "left over",
+                    path.relative_to(folder.root.parent).as_posix(),
+                    f"a job no longer in the run (a former configuration's): {', '.join(outputs)} not checked, "
+                    "not among the run's results; delete them with this record",
+                )
+        records = {p: r for p, r in records.items() if p in run}
     records_check.covered = f"{len(records)} job records"
     outputs = check_outputs(folder, records)
     # in the workflow's audit job, the jobs that read its report run after it: a record of theirs is a former
@@ -170,18 +197,30 @@ def audit_or_fail(
     max_hamming: int = NEAR_HAMMING,
     leak_ncc: float = LEAK_NCC,
     accepted_leaks: str | os.PathLike | None = None,
+    run_targets: list[str] | None = None,
 ) -> AuditResult:
     """Rule ``audit``: :func:`audit` ``results_dir`` and write the report (:func:`write_report`).
 
-    ``max_hamming``, ``leak_ncc`` and ``accepted_leaks`` are :func:`audit`'s. On any finding
-    raises :class:`AuditFailed` with the summary and writes nothing (the summary is in the
-    log then, since Snakemake removes the failed job's outputs).
+    ``max_hamming``, ``leak_ncc``, ``accepted_leaks`` and ``run_targets`` (the job's inputs) are
+    :func:`audit`'s. On any finding raises :class:`AuditFailed` with the summary and writes nothing
+    (the summary is in the log then, since Snakemake removes the failed job's outputs), and removes
+    the report's front page of an earlier run (:data:`~temvirus.audit.lineage.FRONT_PAGE`), which
+    said that the audit passed.
     """
     result = audit(
-        results_dir, max_hamming=max_hamming, leak_ncc=leak_ncc, accepted_leaks=accepted_leaks, targets=False
+        results_dir,
+        max_hamming=max_hamming,
+        leak_ncc=leak_ncc,
+        accepted_leaks=accepted_leaks,
+        targets=False,
+        run_targets=run_targets,
     )
     log.info("%s", summary(result))
     if not result.passed:
+        front_page = Folder(results_dir).local(FRONT_PAGE)
+        if front_page.is_file():
+            front_page.unlink()
+            log.info("%s removed: an earlier run's front page, it says that the audit passed", front_page)
         raise AuditFailed(f"{results_dir}: audit failed:\n{summary(result)}")
     write_report(result, report_md, report_html, report_json)
     return result

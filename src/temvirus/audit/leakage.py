@@ -41,7 +41,11 @@ def check_splits(folder: Folder) -> Check:
     from temvirus.split import METHODS, assign_split
 
     check = Check("splits", "Split integrity: no image, overlap group or raw file in two sets")
-    tables = [p for m in METHODS if (p := folder.local(f"results/curation/split_{m}.csv")).is_file()]
+    tables = [
+        p
+        for m in METHODS
+        if (p := folder.local(f"results/curation/split_{m}.csv")).is_file() and not folder.left_over(p)
+    ]
     if not tables:
         check.skipped = f"no results/curation/split_{{{','.join(METHODS)}}}.csv (curation stage not run)"
         return check
@@ -97,7 +101,7 @@ def _subset_arrays(pdir: Path) -> dict[str, np.ndarray]:
 
 def _patch_dirs(folder: Folder, check: Check) -> list[Path]:
     """The patch folders of the results (one per split method); marks ``check`` skipped if none."""
-    dirs = sorted(p.parent for p in folder.local("results/patches").glob("*/patches.csv"))
+    dirs = sorted(p.parent for p in folder.local("results/patches").glob("*/patches.csv") if not folder.left_over(p))
     if not dirs:
         check.skipped = "no results/patches/*/patches.csv (patches stage not run)"
     return dirs

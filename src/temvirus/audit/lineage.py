@@ -92,6 +92,13 @@ class Folder:
         if not self.root.is_dir():
             raise FileNotFoundError(f"{self.root}: results folder not found")
         self._hashes: dict[Path, str] = {}
+        #: recorded outputs (files and folders) of records left over from a former configuration
+        #: (:func:`run_records`): the checks of splits and patches leave them out
+        self.leftovers: set[str] = set()
+
+    def left_over(self, path: Path) -> bool:
+        """Whether ``path`` (in this folder) is an output of a record left over from a former configuration."""
+        return Path(RESULTS_PREFIX, path.relative_to(self.root)).as_posix() in self.leftovers
 
     def local(self, recorded: str) -> Path:
         """Where a recorded path is now: ``results/...`` inside this folder (whatever it is
@@ -202,6 +209,26 @@ def check_inputs(folder: Folder, records: dict[Path, dict]) -> tuple[Check, Chec
     return sources, lineage
 
 
+def run_records(records: dict[Path, dict], targets: list[str]) -> set[Path]:
+    """The records of the run's jobs: those that made a target (``targets``: recorded paths, the inputs
+    of the workflow's audit job) or an input of such a job, transitively, and those that read the
+    audit's report (:func:`reads_audit_report`) with theirs. Any other record is left over from a
+    former configuration (an experiment, a split method or a class no longer in the config): its
+    job is not in the run, and its inputs may since have been made anew for the current one."""
+    produced = _produced(records)
+    run: set[Path] = set()
+    paths = list(targets)
+    for record in records.values():
+        if reads_audit_report(record):
+            paths += [entry["path"] for entry in record["outputs"]]
+    while paths:
+        made = produced.get(paths.pop())
+        if made is not None and made[0] not in run:
+            run.add(made[0])
+            paths += [entry["path"] for entry in records[made[0]].get("inputs", [])]
+    return run
+
+
 def reads_audit_report(record: dict) -> bool:
     """Whether a lineage record's job read the audit's own report (``results/audit/``): it ran after the
     workflow's audit job (the report's front page, ``report_summary``)."""
@@ -234,11 +261,12 @@ def _training_state(rel: Path) -> bool:
 
 def check_unrecorded(folder: Folder, records: dict[Path, dict]) -> Check:
     """Fail on every file under the results folder that no record lists, but Snakemake's empty
-    markers, the training jobs' resume state (:func:`_training_state`) and the :data:`NOT_RECORDED`
-    entries' own files (:func:`_unexpected_there`); the
+    markers, the training jobs' resume state (:func:`_training_state`), the :data:`NOT_RECORDED`
+    entries' own files (:func:`_unexpected_there`) and the outputs of records left over from a former
+    configuration (``folder.leftovers``, noted with their records); the
     report made by ``snakemake --report`` is noted as unverified."""
     check = Check("unrecorded", "Files no record accounts for")
-    produced = _produced(records)
+    produced = {**_produced(records), **dict.fromkeys(folder.leftovers)}
     n = 0
     for path in sorted(p for p in folder.root.rglob("*") if p.is_file()):
         rel = path.relative_to(folder.root)
