@@ -249,6 +249,16 @@ REFUSED = {
         {"training": {"amp": False}},
         ["training.amp: False is not one of ['bf16', 'fp16', 'off'] (YAML 1.1 reads an unquoted off, on, yes or no"],
     ),
+    # read by the last job only: Snakemake's MissingInputException naming no key, or the audit job failing
+    # after the whole run on a file of other columns
+    "accepted_leaks_not_there": (
+        {"audit": {"accepted_leaks": "/typo/accepted.csv"}},
+        ["Error: config audit.accepted_leaks: /typo/accepted.csv: file of accepted leaks not found"],
+    ),
+    "accepted_leaks_of_other_columns": (
+        {"audit": {"accepted_leaks": str(REPO / "README.md")}},
+        [f"Error: config audit.accepted_leaks: {REPO / 'README.md'}: missing columns ['method', 'patch_id'"],
+    ),
     # scikit-learn's random_state (the baseline job) refused it, after curation
     "seed_above_32_bits": ({"seed": 2**32}, ["seed: 4294967296 is greater than the maximum of 4294967295"]),
 }

@@ -275,6 +275,14 @@ def config_problems(config: dict, embedded: dict | None = None) -> list[str]:
                 f"{min(s for s in (32, 64, 128, 256) if s >= need)})"
             )
     problems += _overlap_problems(config["overlap"])
+    accepted = config["audit"]["accepted_leaks"]
+    if accepted:  # read by the last job: refused here, before any job runs
+        from temvirus.audit.leakage import read_accepted_leaks
+
+        try:
+            read_accepted_leaks(accepted)
+        except (OSError, ValueError) as exc:
+            problems.append(f"audit.accepted_leaks: {exc} (from {Path.cwd()})")
     micro = config["micrographs"]
     large = micro["large_heat_nm"]
     if large is not None and large <= micro["heat_nm"]:
