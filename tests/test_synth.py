@@ -179,6 +179,30 @@ def test_cli_numeric_options_out_of_range_name_the_option_and_range(args, error,
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["synth", "--out", "keep.txt", "--truth", "truth.csv"],
+        ["synth", "--out", "keep.txt/raw", "--truth", "truth.csv"],
+        ["download", "--weights", "vgg16", "--out", "keep.txt"],
+    ],
+)
+def test_cli_an_output_folder_that_is_a_file_is_named_as_such(args, tmp_path, monkeypatch, capsys):
+    """``--out`` naming a file (or a folder inside one) printed Python's words, "[Errno 20] Not a
+    directory: 'keep.txt'" or "[Errno 17] File exists: 'keep.txt'"; now the file is named and the
+    problem said, and nothing is written (found by helper-81)."""
+    from temvirus.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "keep.txt").write_text("keep\n")
+    assert main(args) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"temvirus {args[0]}: error: keep.txt: a file is there, where a folder is needed"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+    assert (tmp_path / "keep.txt").read_text() == "keep\n"
+
+
 @pytest.fixture(scope="module")
 def tiny(tiny_synthetic):
     images, particles = read_dataset(tiny_synthetic / "raw")

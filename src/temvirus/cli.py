@@ -187,10 +187,10 @@ def _audit(args: argparse.Namespace) -> int:
     """Refuses, before writing anything, a folder without lineage records (not a results folder), and an
     ``--out`` inside the results folder or naming a file."""
     from temvirus.audit import command, default_out
+    from temvirus.audit.lineage import Folder
     from temvirus.provenance import read_records
 
-    if not args.results_dir.is_dir():
-        raise FileNotFoundError(f"{args.results_dir}: results folder not found")
+    Folder(args.results_dir)  # a folder: none, or a file, refused naming it
     out = (args.out or default_out(args.results_dir)).resolve()
     if out.is_relative_to(args.results_dir.resolve()):
         # before: written into the folder it audits (the default, results/audit/): the workflow then took the
@@ -326,8 +326,24 @@ def _run(args: argparse.Namespace) -> int:
     except BrokenPipeError:
         raise
     except (RawDataError, DownloadError, OSError, ValueError) as exc:
-        print(f"temvirus {args.command}: error: {exc}", file=sys.stderr)
+        problem = os_error(exc) if isinstance(exc, OSError) and exc.filename is not None else exc
+        print(f"temvirus {args.command}: error: {problem}", file=sys.stderr)
         return 1
+
+
+def os_error(exc: OSError) -> str:
+    """An operating-system error as ``PATH: what is wrong`` (Python's own words, ``[Errno 17] File exists:
+    'x'``, name the error number first and the path last): a file where a folder is needed (an ``--out``
+    that names a file, or a path through one) is said so."""
+    import errno
+
+    path = Path(os.fsdecode(exc.filename))
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        blocking = next((p for p in [path, *path.parents] if p.is_file()), None)
+        if blocking is not None:
+            return f"{blocking}: a file is there, where a folder is needed"
+    other = f" (and {os.fsdecode(exc.filename2)})" if exc.filename2 is not None else ""
+    return f"{path}{other}: {exc.strerror or exc}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -89,6 +89,8 @@ class Folder:
 
     def __init__(self, results_dir: str | os.PathLike):
         self.root = Path(results_dir)
+        if self.root.exists() and not self.root.is_dir():
+            raise NotADirectoryError(f"{self.root}: a file, not a results folder")
         if not self.root.is_dir():
             raise FileNotFoundError(f"{self.root}: results folder not found")
         self._hashes: dict[Path, str] = {}
