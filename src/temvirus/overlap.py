@@ -130,7 +130,7 @@ from scipy.ndimage import (
 from scipy.spatial import cKDTree
 from scipy.special import ndtri
 from scipy.stats import rankdata
-from skimage.feature import SIFT, match_descriptors
+from skimage.feature import SIFT
 from skimage.measure import ransac
 from skimage.transform import SimilarityTransform
 
@@ -198,6 +198,9 @@ _KEYPOINT_INSIDE_PX = 8
 _KEYPOINT_RATIO = 0.8
 #: ... RANSAC's inlier residual, in keypoint-view pixels
 _KEYPOINT_RESIDUAL_PX = 3.0
+#: ... RANSAC's draws of two matches; a turn of fewer matches than make this many pairs is
+#: fitted from every pair of them instead (:func:`_similarity_consensus`)
+_KEYPOINT_TRIALS = 500
 #: ... the scale RANSAC may fit (b's pixel size recorded up to this factor off, either way); beyond
 #: ``scale_search``'s range the turned b is scored at the fitted scale (a turn and a wrong pixel size)
 _KEYPOINT_MAX_SCALE = 1.2
@@ -1154,10 +1157,11 @@ def keypoint_turn(
     annotated points cannot turn (too few, or a symmetric cluster; step 7).
 
     For b as it is and mirrored, descriptors are matched both ways with Lowe's ratio test
-    (``_KEYPOINT_RATIO``, scikit-image's ``match_descriptors``), and a rotation, scale and shift
+    (``_KEYPOINT_RATIO``, :func:`_matched_descriptors`), and a rotation, scale and shift
     (nm) fitted to the matches by RANSAC (``skimage.measure.ransac``, a similarity transform,
     inliers within ``residual_nm``, fixed seed; scales within ``_KEYPOINT_MAX_SCALE`` either
-    way): a recorded pixel size can be off as well as the field turned. The turn with the most
+    way; from every pair of matches where they are fewer than :data:`_KEYPOINT_TRIALS`,
+    :func:`_similarity_consensus`): a recorded pixel size can be off as well as the field turned. The turn with the most
     inliers, if at least ``min_inliers``: on the 2,164 unrelated same-class pairs of three
     classes of the real crops RANSAC found at most 5, on the verified re-imaged pairs 5-307
     (docs/overlap.md). A proposal only: the pair is then scored turned (and, at a scale beyond
@@ -1176,21 +1180,25 @@ def keypoint_turn(
         xy_b, descriptors_b = b_keypoints[mirrored]
         if min(len(xy_a), len(xy_b)) < 2:
             continue
-        matches = match_descriptors(descriptors_a, descriptors_b, cross_check=True, max_ratio=_KEYPOINT_RATIO)
+        matches = _matched_descriptors(descriptors_a, descriptors_b, _KEYPOINT_RATIO)
         if len(matches) < max(min_inliers, 2):
             continue
-        with warnings.catch_warnings():  # matches of unrelated images: no model, as expected
-            warnings.filterwarnings("ignore", "No inliers found", UserWarning)
-            warnings.filterwarnings("ignore", "Estimated model is not valid", UserWarning)  # scale beyond bounds
-            model, inliers = ransac(
-                (xy_b[matches[:, 1]], xy_a[matches[:, 0]]),
-                SimilarityTransform,
-                min_samples=2,
-                residual_threshold=residual_nm,
-                is_model_valid=plausible,
-                max_trials=500,
-                rng=0,
-            )
+        src, dst = xy_b[matches[:, 1]], xy_a[matches[:, 0]]
+        if len(matches) * (len(matches) - 1) // 2 <= _KEYPOINT_TRIALS:
+            model, inliers = _similarity_consensus(src, dst, residual_nm)
+        else:
+            with warnings.catch_warnings():  # matches of unrelated images: no model, as expected
+                warnings.filterwarnings("ignore", "No inliers found", UserWarning)
+                warnings.filterwarnings("ignore", "Estimated model is not valid", UserWarning)  # scale beyond bounds
+                model, inliers = ransac(
+                    (src, dst),
+                    SimilarityTransform,
+                    min_samples=2,
+                    residual_threshold=residual_nm,
+                    is_model_valid=plausible,
+                    max_trials=_KEYPOINT_TRIALS,
+                    rng=0,
+                )
         n = int(inliers.sum()) if model and inliers is not None else 0
         if n >= min_inliers and (best is None or n > best["matches"]):
             dx, dy = (float(v) for v in model.translation)
@@ -1198,6 +1206,55 @@ def keypoint_turn(
             best = {"rotation_deg": rotation, "mirrored": mirrored, "scale": scale, "dx_nm": dx, "dy_nm": dy}
             best["matches"] = n
     return [best] if best else []
+
+
+def _matched_descriptors(descriptors_a: np.ndarray, descriptors_b: np.ndarray, max_ratio: float) -> np.ndarray:
+    """:func:`skimage.feature.match_descriptors` (``cross_check=True``, ``max_ratio``) of two
+    ``(n, 128)`` uint8 SIFT descriptor arrays, the Euclidean distances taken from one matrix
+    product (``|a|^2 + |b|^2 - 2 a.b``) instead of :func:`scipy.spatial.distance.cdist`'s loop:
+    the squared distances of uint8 vectors are integers below 2^53, so float64 holds them
+    exactly and the distances equal cdist's to the bit, at a quarter of the time. Returns the
+    ``(k, 2)`` matched indices (a, b), each the other's nearest, nearer than ``max_ratio``
+    times b's second nearest to a."""
+    a, b = descriptors_a.astype(np.float64), descriptors_b.astype(np.float64)
+    distances = np.sqrt(np.maximum((a * a).sum(axis=1)[:, None] + (b * b).sum(axis=1) - 2 * (a @ b.T), 0.0))
+    index_a = np.arange(len(a))
+    index_b = np.argmin(distances, axis=1)
+    mutual = np.argmin(distances, axis=0)[index_b] == index_a
+    index_a, index_b = index_a[mutual], index_b[mutual]
+    best = distances[index_a, index_b]
+    distances[index_a, index_b] = np.inf
+    second = np.maximum(distances[index_a].min(axis=1), np.finfo(np.float64).eps)
+    keep = best / second < max_ratio
+    return np.column_stack((index_a[keep], index_b[keep]))
+
+
+def _similarity_consensus(src: np.ndarray, dst: np.ndarray, residual: float):
+    """RANSAC (Fischler & Bolles 1981) of a similarity ``dst = scale R src + shift`` over every
+    pair of the ``(n, 2)`` matched points instead of :data:`_KEYPOINT_TRIALS` random draws: a
+    few dozen matches make fewer pairs than draws, and all of them cost one array operation
+    where 500 draws cost 500 least-squares fits. As :func:`skimage.measure.ransac` decides: the
+    two-point model (scale within :data:`_KEYPOINT_MAX_SCALE` either way) with the most points
+    within ``residual`` of it, ties to the least sum of squared residuals over all points, is
+    fitted again to its inliers (:class:`skimage.transform.SimilarityTransform`). Returns
+    ``(model, inliers)``, or ``(None, None)`` where no pair gives a plausible model."""
+    z, w = src @ [1, 1j], dst @ [1, 1j]  # points as complex numbers: a similarity is w = a z + b
+    i, j = np.triu_indices(len(z), 1)
+    dz = z[i] - z[j]
+    plausible = np.abs(dz) > 0
+    a = np.where(plausible, w[i] - w[j], 0) / np.where(plausible, dz, 1)
+    plausible &= (np.abs(a) >= 1 / _KEYPOINT_MAX_SCALE) & (np.abs(a) <= _KEYPOINT_MAX_SCALE)
+    if not plausible.any():
+        return None, None
+    a = a[plausible]
+    b = w[i[plausible]] - a * z[i[plausible]]
+    residuals = np.abs(a[:, None] * z + b[:, None] - w)
+    inliers = residuals < residual
+    counts, squares = inliers.sum(axis=1), (residuals * residuals).sum(axis=1)
+    best = np.lexsort((squares, -counts))[0]
+    if counts[best] == 0:
+        return None, None
+    return SimilarityTransform.from_estimate(src[inliers[best]], dst[inliers[best]]), inliers[best]
 
 
 def _turned_mean(view: _View, rotation_deg: float, mirrored: bool) -> tuple[np.ndarray, np.ndarray]:
