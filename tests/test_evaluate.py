@@ -15,7 +15,7 @@ from conftest import PAPER, write_patch_split
 from PIL import Image
 
 from temvirus.baseline import baseline_split, block_means
-from temvirus.evaluate import evaluate_experiment
+from temvirus.evaluate import evaluate_experiment, prediction_table
 from temvirus.experiments import experiment_folder, experiment_name, find_experiment, resolve_training
 from temvirus.figures import error_tracing, paper_confusion_figure
 from temvirus.metrics import read_confusion, summary, wilson_interval
@@ -317,3 +317,18 @@ def test_default_workflow_trains_evaluates_and_tabulates(default_run):
     assert markdown.startswith("**demo run: synthetic data, ")  # the default is not the paper's method
     fig3 = default_run / "results" / "figures" / "fig3_confusion_custom.png"
     assert fig3.is_file() == ("custom-scratch-representative" in names)
+
+
+def test_predictions_name_the_class_of_the_highest_probability_as_written():
+    """A near-uniform model (1 epoch) gave two classes 3e-7 apart: written to 6 decimals they
+    were equal, and the file named the second while its own probabilities named the first
+    (the CI run of 2026-12-05). The prediction is now the argmax of the probabilities as
+    written, so predictions.csv reproduces its `predicted` column (and the accuracy)."""
+    classes = ["RiftValley", "Rotavirus", "Orf"]
+    probs = np.array([[0.4181931, 0.4181934, 0.1636135], [0.2, 0.5, 0.3]])
+    table = pd.DataFrame({"patch_id": ["p0", "p1"], "image_id": ["i0", "i1"]})
+    frame, predicted = prediction_table(table, ["Rotavirus", "Rotavirus"], probs, classes)
+    written = frame[[f"prob_{c}" for c in classes]].to_numpy()
+    assert frame["predicted"].tolist() == ["RiftValley", "Rotavirus"] and predicted.tolist() == [0, 1]
+    assert (np.array(classes)[written.argmax(axis=1)] == frame["predicted"]).all()
+    assert written[0, 0] == written[0, 1] == 0.418193
