@@ -2091,6 +2091,27 @@ def test_a_two_point_line_longer_than_a_patch_is_logged(tmp_path, caplog):
     assert not caplog.text
 
 
+def test_a_longer_centre_line_with_points_further_apart_than_a_patch_is_logged(tmp_path, caplog):
+    """Six round Rift Valley particles whose five marker lines were lost read as one centre line of 6
+    points: each still a patch centre, but counted as one particle (Table 1, the split's particle-count
+    order). Before: silent (a probe, 2026-12-05). Now a warning names the two lines of each step longer
+    than a patch's side; a filament's centre line of steps within it gives none."""
+    head = ["image;x.tif", "unit;pixel", "format;x;y", "particleposition"]
+    centres = ["100;100", "150;120", "576;120", "600;180", "620;700", "650;720"]  # steps 426 and 520 px along
+    path = _positions_file(tmp_path, head + centres)
+    with caplog.at_level(logging.WARNING, logger="temvirus.raw"):
+        assert len(read_positions(path, pixel_size_nm=1.0)) == 1
+    assert f"{path}:6-7: two consecutive points of a centre line of 6 points 426 nm apart" in caplog.text
+    assert f"{path}:8-9: two consecutive points of a centre line of 6 points 520 nm apart" in caplog.text
+    assert caplog.text.count("WARNING") == 2, caplog.text
+    caplog.clear()
+    filament = [f"{100 + 90 * k};{300 + 20 * k}" for k in range(8)]  # a filament clicked every 92 nm
+    with caplog.at_level(logging.WARNING, logger="temvirus.raw"):
+        read_positions(path, pixel_size_nm=0.5)  # 213 and 260 nm: the second step still warns
+        read_positions(_positions_file(tmp_path, head + filament), pixel_size_nm=1.0)
+    assert caplog.text.count("WARNING") == 1 and ":8-9:" in caplog.text, caplog.text
+
+
 @pytest.mark.parametrize(
     "names,culprit,reason",
     [

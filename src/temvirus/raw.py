@@ -1135,28 +1135,38 @@ def _check_near_points(path: Path, points: list[tuple[int, str, float, float, in
             )
 
 
-def _warn_far_pairs(path: Path, points: list[tuple[int, str, float, float, int]], pixel_size_nm: float) -> None:
-    """Log a warning naming the lines of each centre line of exactly 2 points whose points lie further apart
-    along x or y than a patch's side (256 nm): its one patch, at their midpoint (METHOD.md, "Patches"),
-    shows neither point. Two round particles whose marker line between them was lost, most likely (points
-    before the first marker warn likewise); a straight filament given by its two ends is the other reading,
-    so this is not an error."""
+def _warn_far_vertices(path: Path, points: list[tuple[int, str, float, float, int]], pixel_size_nm: float) -> None:
+    """Log a warning naming the lines of two consecutive points of one particle that lie further
+    apart along x or y than a patch's side (256 nm). Two round particles (or more) whose marker
+    line between them was lost, most likely (points before the first marker warn likewise); a
+    straight filament given by few points is the other reading, so this is not an error. A
+    centre line of exactly 2 points gives one patch, at their midpoint (METHOD.md, "Patches"),
+    which then shows neither point; a longer one gives a patch at every vertex, but is counted
+    as one particle (Table 1, the particle-count order of the split): six Rift Valley particles
+    read as one when five marker lines were lost."""
     from temvirus.patches import PATCH_SIZE  # temvirus.patches imports this module
 
-    pairs: dict[int, list[tuple[int, float, float]]] = {}
+    lines: dict[int, list[tuple[int, float, float]]] = {}
     for number, _, x, y, particle in points:
-        pairs.setdefault(particle, []).append((number, x, y))
-    for (first, x0, y0), (second, x1, y1) in (p for p in pairs.values() if len(p) == 2):
-        apart_nm = max(abs(x1 - x0), abs(y1 - y0)) * pixel_size_nm
-        if apart_nm > PATCH_SIZE:
+        lines.setdefault(particle, []).append((number, x, y))
+    for vertices in lines.values():
+        for (first, x0, y0), (second, x1, y1) in zip(vertices, vertices[1:]):
+            apart_nm = max(abs(x1 - x0), abs(y1 - y0)) * pixel_size_nm
+            if apart_nm <= PATCH_SIZE:
+                continue
+            if len(vertices) == 2:
+                what = f"a centre line of 2 points {apart_nm:.0f} nm apart: its one patch, {PATCH_SIZE} nm at their midpoint, shows neither"
+            else:
+                what = (
+                    f"two consecutive points of a centre line of {len(vertices)} points {apart_nm:.0f} nm apart, more "
+                    f"than a patch's side ({PATCH_SIZE} nm): all its points are counted as one particle"
+                )
             log.warning(
-                "%s:%d-%d: a centre line of 2 points %.0f nm apart: its one patch, %d nm at their midpoint, shows "
-                "neither; if they are two particles, put a '%s' line between them",
+                "%s:%d-%d: %s; if they are separate particles, put a '%s' line between them",
                 path,
                 first,
                 second,
-                apart_nm,
-                PATCH_SIZE,
+                what,
                 PARTICLE_MARKER,
             )
 
@@ -1241,8 +1251,9 @@ def read_positions(
     particle on a point of another one, or a vertex repeated in a centre line (in a row or not).
     Each point is a patch centre, so any of these made identical patches, and a copied particle
     an inflated particle count. Column headers and geometry rows are recognised with their words glued
-    (``YCenter;XCenter``, ``rescaled;0.5``, ``yflip;1``: :func:`_glued`), and a 2-point centre line longer
-    than a patch is logged as a warning (:func:`_warn_far_pairs`: a lost marker between two particles?).
+    (``YCenter;XCenter``, ``rescaled;0.5``, ``yflip;1``: :func:`_glued`), and a centre line with two
+    consecutive points further apart than a patch is logged as a warning (:func:`_warn_far_vertices`: a
+    lost marker between particles?).
     """
     path = Path(path)
     if not path.is_file():
@@ -1466,7 +1477,7 @@ def read_positions(
         )
     if pixel_size_nm is not None:
         _check_near_points(path, points, pixel_size_nm)
-        _warn_far_pairs(path, points, pixel_size_nm)
+        _warn_far_vertices(path, points, pixel_size_nm)
     if open_marker is not None and not leading:  # markers begin the particles here: the last one's points are lost
         raise RawDataError(
             path, f"the file ends after a '{PARTICLE_MARKER}' line without points: truncated?", line=open_marker
