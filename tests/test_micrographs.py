@@ -1082,18 +1082,20 @@ def test_a_pixel_size_given_against_the_tags_file_is_said(tmp_path, caplog):
 def test_a_pixel_size_too_coarse_for_the_models_classes_is_warned_of(tiny_stage, tmp_path, caplog):
     """`--pixel-size 40` (a slip of unit or image) for a small image: its smallest class is under
     3 px across; the analysis runs, with a warning naming the image, the size and the class (before,
-    a 1000 px image at 50 nm/px took minutes and gave 162 particles without a word)."""
+    a 1000 px image at 50 nm/px took minutes and gave 162 particles without a word), and
+    summary.csv, which a batch user reads rather than the log, names the classes it cannot show
+    (before, a probe's 40 nm/px image read "Papilloma, 0.66, 286 particles" there and nothing else)."""
     import logging
 
     work, _, _ = tiny_stage
     tifffile.imwrite(tmp_path / "coarse.tif", disc_image(size_nm=(400, 440), pixel_nm=40.0))
     tifffile.imwrite(tmp_path / "fine.tif", disc_image())
     with caplog.at_level(logging.WARNING, logger="temvirus.micrographs"):
-        analyse_files(
+        _, fine = analyse_files(
             [tmp_path / "fine.tif"], work / "best.pt", tmp_path / "out1", 2.0, work / "detector.json", "cpu", 1
         )
         assert not caplog.records
-        analyse_files(
+        _, coarse = analyse_files(
             [tmp_path / "coarse.tif"], work / "best.pt", tmp_path / "out2", 40.0, work / "detector.json", "cpu", 1
         )
     detector = json.loads((work / "detector.json").read_text())
@@ -1101,8 +1103,12 @@ def test_a_pixel_size_too_coarse_for_the_models_classes_is_warned_of(tiny_stage,
     assert [r.getMessage() for r in caplog.records] == [
         f"{(tmp_path / 'coarse.tif').resolve()}: pixel size 40 nm: the model's smallest class, {smallest} "
         f"({detector['diameters_nm'][smallest]:g} nm), is {detector['diameters_nm'][smallest] / 40:.1f} px across, "
-        "too few to be seen (the particles found will be meaningless); is the pixel size right?"
+        "too few to be seen (the particles found will be meaningless; summary.csv's unseen_classes names the "
+        "classes); is the pixel size right?"
     ]
+    unseen = [c for c in TINY_CLASSES if detector["diameters_nm"][c] / 40 < 3]
+    assert smallest in unseen and coarse.unseen_classes.tolist() == [" ".join(unseen)]
+    assert fine.unseen_classes.tolist() == [""]
 
 
 def test_analyse_refuses_bad_images_before_anything(tmp_path):

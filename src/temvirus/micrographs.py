@@ -864,7 +864,9 @@ def analyse_image(
 ) -> tuple[pd.DataFrame, dict]:
     """Particles of one raw image (:data:`PARTICLE_COLUMNS`) and its call (``call``,
     ``confidence``, ``call_from``, ``n_particles`` (each filament once), ``n_points``, ``count_{class}``,
-    ``filaments``) with a
+    ``filaments``, ``unseen_classes``: the model's classes under :data:`MIN_PARTICLE_PX` pixels across
+    at ``pixel_size_nm``, space-separated, whose particles the image cannot show, so that a call or
+    count of one of them is meaningless; empty where none) with a
     detector calibrated for ``classifier`` (:func:`calibrate`): the particles whose particle score
     is at or above the threshold of their class (``particle_thresholds``), each particle's vote
     weighted by that score; with none, the strongest peak's class (module docstring, step 6)."""
@@ -913,6 +915,7 @@ def analyse_image(
         "n_particles": count_units(table.chain),  # each filament once, as the raw tables' n_particles
         "n_points": len(table),
         "filaments": int(table.loc[table.chain >= 0, "chain"].nunique()),
+        "unseen_classes": " ".join(c for c in classifier.classes if diameters[c] / pixel_size_nm < MIN_PARTICLE_PX),
     }
     for cls in classifier.classes:  # filaments counted as virions, not as the points along them
         of_class = table["class"] == cls
@@ -1438,14 +1441,17 @@ def warn_coarse_pixels(images: pd.DataFrame, detector: Mapping, classes: Sequenc
     coarse for the model's smallest class (its diameter under :data:`MIN_PARTICLE_PX` pixels): the
     analysis still runs, slowly (the image is enlarged to the heat map's pixel), and finds and
     calls particles in what cannot show them; a pixel size given in the wrong unit or for
-    another image is the usual cause."""
+    another image is the usual cause. summary.csv's ``unseen_classes`` names those classes per
+    image (:func:`analyse_image`): a warning in a log alone left a confident call in the table
+    that a batch user reads (a probe, 2026-12-05: 40 nm pixels, "Papilloma, 0.66, 286 particles")."""
     smallest = min(classes, key=lambda c: float(detector["diameters_nm"][c]))
     diameter = float(detector["diameters_nm"][smallest])
     for image in images.itertuples():
         if diameter / image.pixel_size_nm < MIN_PARTICLE_PX:
             log.warning(
                 "%s: pixel size %g nm: the model's smallest class, %s (%g nm), is %.1f px across, too few to "
-                "be seen (the particles found will be meaningless); is the pixel size right?",
+                "be seen (the particles found will be meaningless; summary.csv's unseen_classes names the classes); "
+                "is the pixel size right?",
                 image.path,
                 image.pixel_size_nm,
                 smallest,
