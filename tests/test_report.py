@@ -91,7 +91,7 @@ def front_page(report: Path) -> str:
 
 
 def test_front_page_shows_the_runs_settings_whatever_config_the_report_is_given(default_run: Path, tmp_path: Path):
-    """The run used tests/ci.yaml on top of the default (scale 0.03, 32 patches per class, 15
+    """The run used tests/ci.yaml on top of the default (scale 0.03, 16 patches per class, 10
     epochs, custom 1 epoch); `snakemake --report` given the default alone (`make report` after
     such a run) must still say so: the front page's settings come from the run's summary, not
     from the config of the report command (which said scale 0.15, 128 patches, 30 epochs,
@@ -103,8 +103,8 @@ def test_front_page_shows_the_runs_settings_whatever_config_the_report_is_given(
     assert done.returncode == 0, done.stderr[-4000:]
     text = front_page(out)
     assert "data source: synthetic (scale 0.03 of Table 1, binning 2)" in text, text[:3000]
-    assert "training patches per class after augmentation: 32" in text, text[:3000]
-    assert "epochs: 15 from scratch, 4 fine-tuning" in text, text[:3000]
+    assert "training patches per class after augmentation: 16" in text, text[:3000]
+    assert "epochs: 10 from scratch, 4 fine-tuning" in text, text[:3000]
     # an experiment's own settings: before, the custom model's 2 epochs showed nowhere on the page
     assert "own settings: custom-scratch-representative: epochs 1, patience 1" in text, text[:3000]
     assert "scale 0.15" not in text and "per class after augmentation: 128" not in text, text[:3000]
