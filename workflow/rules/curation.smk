@@ -1,6 +1,14 @@
 """curation stage rules: overlap removal, splits, Table 1, split summary (see docs/architecture.md)."""
 
 
+# Tables and figures from the small split tables: seconds of work, run where Snakemake runs (on a
+# cluster a queue and a job start would cost more than the work; Snakemake's localrules).
+localrules:
+    split_agreement,
+    table1,
+    split_summary,
+
+
 rule find_overlaps:
     input:
         images="results/raw/images.csv",

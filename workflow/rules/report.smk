@@ -6,6 +6,14 @@ config files, commit, the audit's verdict and whether the settings are the paper
 """
 
 
+# HTML pages of small tables and the front page: run where Snakemake runs (localrules, as
+# curation.smk's tables).
+localrules:
+    table_html,
+    per_class_html,
+    report_summary,
+
+
 wildcard_constraints:
     table="|".join(REPORT_TABLES),
 

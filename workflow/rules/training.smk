@@ -8,6 +8,13 @@ so there are no data-loading workers).
 """
 
 
+# Table 2 and Figs 3-4 from the evaluations' small tables: run where Snakemake runs (localrules,
+# as curation.smk's tables).
+localrules:
+    table2,
+    paper_confusion_figure,
+
+
 wildcard_constraints:
     figure="|".join(PAPER_FIGURES),
 
