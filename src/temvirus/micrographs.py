@@ -915,7 +915,7 @@ def analyse_image(
         "n_particles": count_units(table.chain),  # each filament once, as the raw tables' n_particles
         "n_points": len(table),
         "filaments": int(table.loc[table.chain >= 0, "chain"].nunique()),
-        "unseen_classes": " ".join(c for c in classifier.classes if diameters[c] / pixel_size_nm < MIN_PARTICLE_PX),
+        "unseen_classes": " ".join(unseen_classes(diameters, classifier.classes, pixel_size_nm)),
     }
     for cls in classifier.classes:  # filaments counted as virions, not as the points along them
         of_class = table["class"] == cls
@@ -1436,6 +1436,12 @@ def default_detector(checkpoint: Path) -> Path:
 MIN_PARTICLE_PX = 3.0
 
 
+def unseen_classes(diameters_nm: Mapping, classes: Sequence[str], pixel_size_nm: float) -> list[str]:
+    """The ``classes`` (in their order) whose diameter (``diameters_nm``, nm) is under
+    :data:`MIN_PARTICLE_PX` pixels of ``pixel_size_nm``: particles an image cannot show."""
+    return [c for c in classes if float(diameters_nm[c]) / pixel_size_nm < MIN_PARTICLE_PX]
+
+
 def warn_coarse_pixels(images: pd.DataFrame, detector: Mapping, classes: Sequence[str]) -> None:
     """A warning for each image (``image_id``, ``path``, ``pixel_size_nm``) whose pixels are too
     coarse for the model's smallest class (its diameter under :data:`MIN_PARTICLE_PX` pixels): the
@@ -1447,7 +1453,7 @@ def warn_coarse_pixels(images: pd.DataFrame, detector: Mapping, classes: Sequenc
     smallest = min(classes, key=lambda c: float(detector["diameters_nm"][c]))
     diameter = float(detector["diameters_nm"][smallest])
     for image in images.itertuples():
-        if diameter / image.pixel_size_nm < MIN_PARTICLE_PX:
+        if unseen_classes(detector["diameters_nm"], [smallest], image.pixel_size_nm):
             log.warning(
                 "%s: pixel size %g nm: the model's smallest class, %s (%g nm), is %.1f px across, too few to "
                 "be seen (the particles found will be meaningless; summary.csv's unseen_classes names the classes); "
