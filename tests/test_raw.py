@@ -2471,10 +2471,41 @@ def test_names_that_look_right_but_are_not(good, tmp_path):
         read_dataset(image.with_name("a1.tif "))
 
 
+def test_a_class_folder_without_images_is_logged(good, caplog):
+    """An empty class folder (an incomplete copy) is named in a warning: the class lacks that subset."""
+    empty = good / "test/Adenovirus"
+    empty.mkdir()
+    with caplog.at_level(logging.WARNING, logger="temvirus.raw"):
+        images, _ = read_dataset(good)
+    assert f"{empty}: a class folder without images: no test images of Adenovirus are read" in caplog.text
+    assert len(images) == 3
+    caplog.clear()
+    shutil.rmtree(empty)
+    with caplog.at_level(logging.WARNING, logger="temvirus.raw"):
+        read_dataset(good)
+    assert "without images" not in caplog.text
+
+
 def test_blank_frame_is_refused(good, tmp_path):
     image = good / "train/Adenovirus/a1.tif"
     tifffile.imwrite(image, np.full((30, 40), 4095, np.uint16))
     _expect_error(good, image, "every pixel has the value 4095: a blank frame", tmp_path)
+
+
+@pytest.mark.parametrize("levels", [2, 7])
+def test_a_mask_of_few_values_is_refused_and_an_image_of_eight_read(good, tmp_path, levels):
+    """A binary mask (or a label map) saved in place of a micrograph is refused, its values named; the
+    few values may lie off the sparse grid checked first (here in one pixel each)."""
+    image = write_image(good, "train", "Adenovirus", "a1", [[(10.5, 12.25)]], size=(400, 300))
+    pixels = np.zeros((300, 400), np.uint16)
+    pixels[100:200, 100:300] = 1
+    pixels[7, 9 : 9 + levels - 2] = np.arange(2, levels)  # off the grid of every 4th row checked first
+    tifffile.imwrite(image, pixels)
+    values = ", ".join(map(str, range(levels)))
+    _expect_error(good, image, f"only {levels} distinct pixel values \\({values}\\): a mask", tmp_path)
+    pixels[7, 9:15] = np.arange(2, 8)  # 8 values: read
+    tifffile.imwrite(image, pixels)
+    assert read_dataset(good)[0].image_id.tolist() == ["a1", "n1", "r1"]
 
 
 def test_analyse_refuses_non_square_pixels(tmp_path):

@@ -2103,7 +2103,8 @@ def read_dataset(root: str | Path, *, hash_files: bool = True) -> tuple[pd.DataF
     of two classes (equal bytes, when ``hash_files``; equal decoded pixels, or re-saved lossily,
     rescaled, with other contrast, inverted, turned, mirrored, a border or faint noise added:
     :func:`copy_signature`, computed from the pixels read anyway, whatever ``hash_files``), raise
-    :class:`RawDataError` naming both files.
+    :class:`RawDataError` naming both files. A class folder without images is logged as a
+    warning naming it (the class lacks that subset).
     """
     root = Path(root)
     if root.is_file() and is_archive(root):
@@ -2138,6 +2139,14 @@ def read_dataset(root: str | Path, *, hash_files: bool = True) -> tuple[pd.DataF
                 )
             class_dirs[cls] = class_dir
             image_files = _image_files(class_dir)
+            if not image_files:  # an incomplete copy or extraction, most likely: the class then lacks this subset
+                log.warning(
+                    "%s: a class folder without images: no %s images of %s are read (an incomplete copy or "
+                    "extraction?); remove the folder if the class has none",
+                    class_dir,
+                    subset,
+                    cls,
+                )
             if image_files and not any(companion_folder(class_dir, f).is_dir() for f in COMPANION_FOLDERS):
                 raise RawDataError(
                     class_dir,
@@ -2348,11 +2357,34 @@ def _check_ids_read_back(ids: Sequence[str], paths: dict[str, Path]) -> None:
         )
 
 
+#: a frame of fewer distinct values records no micrograph: shot noise alone gives a recorded frame
+#: hundreds (a binary mask, a label map or a line drawing has a few)
+MIN_GREY_LEVELS = 8
+
+
 def check_not_blank(path: str | Path, pixels: np.ndarray) -> None:
-    """Refuse a blank frame (``pixels``, any shape, all one value: nothing recorded, e.g. the
-    camera's dark or saturated frame): :class:`RawDataError` naming ``path``."""
-    if pixels.min() == pixels.max():
+    """Refuse a frame that records no micrograph: ``pixels`` (2-D, or any shape whose first axis
+    is rows) all one value (a blank frame: the camera's dark or saturated one) or of fewer than
+    :data:`MIN_GREY_LEVELS` distinct values (a binary mask, a label map, a drawing), which the
+    models would read as a micrograph. A memory-mapped image is read in blocks of rows, and
+    only where a sparse grid of its pixels shows few values. Raises :class:`RawDataError`
+    naming ``path`` and the values."""
+    step = [max(1, side // 64) for side in pixels.shape]
+    if len(np.unique(pixels[tuple(slice(None, None, s) for s in step)])) >= MIN_GREY_LEVELS:
+        return
+    levels: set = set()
+    rows = max(1, 2**22 // max(1, pixels[:1].size))  # blocks of about 4 M values
+    for start in range(0, len(pixels), rows):
+        levels.update(np.unique(pixels[start : start + rows]).tolist())
+        if len(levels) >= MIN_GREY_LEVELS:
+            return
+    if len(levels) == 1:
         raise RawDataError(path, f"every pixel has the value {pixels.flat[0]}: a blank frame, no micrograph recorded")
+    raise RawDataError(
+        path,
+        f"only {len(levels)} distinct pixel values ({', '.join(map(str, sorted(levels)))}): a mask, label map or "
+        f"drawing, not a recorded micrograph (one has hundreds; fewer than {MIN_GREY_LEVELS} are refused)",
+    )
 
 
 #: a TIFF's own calibration and the tags' XScale differing by more than this fraction contradict each other
