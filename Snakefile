@@ -4,7 +4,7 @@ from pathlib import Path
 
 from snakemake.utils import min_version
 
-min_version("9.0")
+min_version("9.27")  # a priority given by a function of the wildcards (train_model)
 
 # The project package is imported from this workflow's own source tree: here while the job
 # graph is built, and by every script, so an environment needs only the third-party packages

@@ -260,6 +260,15 @@ def gpu_request(wildcards):
     return int(experiment_training(wildcards)["device"] != "cpu")
 
 
+def train_priority(wildcards):
+    """Of the train_model jobs ready at once, those of micrographs.experiments start first (1,
+    else 0): their calibrate_micrographs and analyse_micrographs jobs wait for them and the
+    detector, which then run beside the other experiments' training. On the 2-core default
+    that shortens the run by about the micrograph jobs' time (docs/benchmarks.md section 3).
+    """
+    return int(experiment_folder(wildcards) in micrograph_experiments())
+
+
 def train_model_inputs(wildcards):
     """Patch table, balanced training set, validation set; the weights file for imagenet."""
     folder = f"results/patches/{wildcards.method}"

@@ -35,6 +35,7 @@ rule train_model:
         ),
     log:
         "logs/training/{model}/{init}/{method}/train.log",
+    priority: train_priority
     conda:
         "../../envs/temvirus.yaml"
     threads: config["training"]["threads"]
